@@ -1,0 +1,105 @@
+// CPU compute kernels of the latentkv engine.
+//
+// These are the reference (and the fast CPU) implementations of every op the
+// model forward needs. They work on raw host pointers with the shapes written
+// beside each argument; they know nothing about models, caches or gRPC.
+// Row-major everywhere. Thread-safety: every function is reentrant; functions
+// may use OpenMP/OpenBLAS threads internally.
+#ifndef LATENTKV_KERNELS_OPS_H_
+#define LATENTKV_KERNELS_OPS_H_
+
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace latentkv::kernels {
+
+using ::latentkv::DType;
+
+// A weight matrix W [rows, cols] (rows = output features, cols = input
+// features), row-major, in `dtype`. Not owning.
+struct WeightView {
+  const void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0;
+  int64_t cols = 0;
+};
+
+// y[n, w.rows] = x[n, w.cols] * W^T. f32 weights use OpenBLAS (sgemv for
+// n == 1, sgemm otherwise); bf16 weights use an AVX-512 BF16 kernel when the
+// CPU has it and a portable loop otherwise; f16 weights a portable loop.
+void MatMul(const float* x, int64_t n, const WeightView& w, float* y);
+
+// y[n, dim] = x[n, dim] / sqrt(mean(x^2) + eps) * weight[dim]. y may alias x.
+void RmsNorm(const float* x, const float* weight, int64_t n, int64_t dim,
+             float eps, float* y);
+
+// Rotary embedding, HF rotate-half pairing: within each head of width d,
+// channel j (j < d/2) pairs with channel j + d/2 and is rotated by angle
+// positions[t] * inv_freq[j].
+// x: [n, heads, d] in place; positions: [n]; inv_freq: [d/2]. d must be even.
+void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,
+               const int32_t* positions, const float* inv_freq);
+
+// out[i] = silu(gate[i]) * up[i] for i < n. out may alias gate.
+void SwiGlu(const float* gate, const float* up, int64_t n, float* out);
+
+// y[i] += x[i] for i < n.
+void AddInPlace(float* y, const float* x, int64_t n);
+
+// Embedding lookup: out[t, :] = table[tokens[t], :] converted to f32.
+// table: [vocab, dim] in `table.dtype` (table.rows = vocab, table.cols = dim).
+void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
+           float* out);
+
+// Standard RoPE inverse frequencies: inv_freq[j] = base^(-2j/d), j < d/2.
+void RopeInvFreqStandard(int64_t d, double base, float* inv_freq);
+
+// KV-Latent frequency-aware table: with e = concat(arange(d/4, 3d/4, 2),
+// arange(3d/4, d, 1)) / d, inv_freq[j] = base^(-e[j]), j < d/2. d must be a
+// multiple of 4.
+void RopeInvFreqFrequencyAware(int64_t d, double base, float* inv_freq);
+
+// Paged attention over per-(sequence, kv head) page lists, FlashInfer-style
+// ragged description. Each page of the layer's pool holds `page_size` token
+// slots of one KV head: K [page_size, d_qk], V [page_size, d_vo] and the
+// absolute position of each slot. A query at position p attends to every
+// cached slot of its sequence whose position is <= p (causal by position, so
+// eviction of arbitrary tokens keeps the mask right). GQA: query head h reads
+// KV head h / (n_heads / n_kv_heads).
+struct PagedAttentionArgs {
+  int32_t num_seqs = 0;
+  int32_t n_heads = 0;
+  int32_t n_kv_heads = 0;
+  int32_t d_qk = 0;
+  int32_t d_vo = 0;
+  int32_t page_size = 0;
+  float scale = 1.0f;                   // usually 1/sqrt(d_qk)
+  const int32_t* q_indptr = nullptr;    // [num_seqs + 1] query rows per seq
+  const float* q = nullptr;             // [total_q, n_heads, d_qk] (roped)
+  const int32_t* q_pos = nullptr;       // [total_q] absolute query positions
+  const int32_t* kv_indptr = nullptr;   // [num_seqs * n_kv_heads + 1]
+  const int32_t* kv_indices = nullptr;  // [kv_indptr[last]] page ids
+  const int32_t* kv_last_page_len = nullptr;  // [num_seqs * n_kv_heads]
+  const float* k_pool = nullptr;              // [num_pages, page_size, d_qk]
+  const float* v_pool = nullptr;              // [num_pages, page_size, d_vo]
+  const int32_t* pos_pool = nullptr;          // [num_pages, page_size]
+  float* out = nullptr;                       // [total_q, n_heads, d_vo]
+};
+void PagedAttention(const PagedAttentionArgs& a);
+
+// Writes token rows into pool slots. slot[t * n_kv_heads + h] is the flat
+// slot index (page * page_size + offset) of token t, KV head h.
+// k: [n, n_kv_heads, d_qk]; v: [n, n_kv_heads, d_vo]; pos: [n].
+void WriteKv(const float* k, const float* v, const int32_t* pos, int64_t n,
+             int32_t n_kv_heads, int32_t d_qk, int32_t d_vo,
+             const int64_t* slot, float* k_pool, float* v_pool,
+             int32_t* pos_pool);
+
+// Measures streaming read bandwidth (bytes/s) of this machine with `threads`
+// threads over a buffer of `bytes`; used by benchmarks for the roofline.
+double MeasureReadBandwidth(int64_t bytes, int threads);
+
+}  // namespace latentkv::kernels
+
+#endif  // LATENTKV_KERNELS_OPS_H_

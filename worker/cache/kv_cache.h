@@ -1,0 +1,130 @@
+// The paged latent KV cache: per-layer page pools, a reference-counted page
+// allocator per layer, and the per-(sequence, layer, KV head) page lists.
+//
+// A page holds `page_size` token slots of ONE KV head of one layer:
+// K [page_size, d_qk(layer)] f32, V [page_size, d_vo(layer)] f32 and the
+// absolute position of each slot (int32). Pools are per layer because a
+// page's byte size follows that layer's latent dims. Total memory is bounded
+// by KvCacheOptions::max_bytes; with uniform appends every layer gets the same
+// token capacity: layer l has P * n_kv(l) pages where
+// P = floor(max_bytes / sum_l n_kv(l) * page_bytes(l)).
+//
+// Control-plane only: no device code. The pool memory is host memory handed
+// out as raw pointers for the kernels.
+// Thread-safety: not thread-safe; owned by the engine thread.
+#ifndef LATENTKV_WORKER_CACHE_KV_CACHE_H_
+#define LATENTKV_WORKER_CACHE_KV_CACHE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace latentkv::worker {
+
+// Reference-counted allocator of page ids [0, num_pages).
+// Invariant: a page is free iff its refcount is 0.
+class BlockAllocator {
+ public:
+  explicit BlockAllocator(int32_t num_pages);
+  // A free page with refcount 1, or nullopt when none is free.
+  std::optional<int32_t> Allocate();
+  // Adds a reference (sharing a page, e.g. a cached prefix). Page must be live.
+  void Ref(int32_t page);
+  // Drops a reference; the page is free again at 0.
+  void Unref(int32_t page);
+  int32_t refcount(int32_t page) const { return refcount_[page]; }
+  int32_t num_pages() const { return static_cast<int32_t>(refcount_.size()); }
+  int32_t num_free() const { return static_cast<int32_t>(free_.size()); }
+
+ private:
+  std::vector<int32_t> refcount_;
+  std::vector<int32_t> free_;  // stack; lowest ids handed out first
+};
+
+struct LayerKvShape {
+  int32_t n_kv_heads = 0;
+  int32_t d_qk = 0;
+  int32_t d_vo = 0;
+};
+
+struct KvCacheOptions {
+  int32_t page_size = 16;                  // token slots per page; > 0
+  int64_t max_bytes = int64_t{256} << 20;  // bound on all pools together
+};
+
+class KvCache {
+ public:
+  // InvalidArgument when the budget cannot hold one page per (layer, head).
+  static absl::StatusOr<std::unique_ptr<KvCache>> Create(
+      std::vector<LayerKvShape> layers, const KvCacheOptions& options);
+
+  int32_t num_layers() const { return static_cast<int32_t>(layers_.size()); }
+  int32_t page_size() const { return page_size_; }
+  const LayerKvShape& shape(int32_t layer) const { return layers_[layer]; }
+  // Bytes of one page of `layer` (K + V + positions).
+  int64_t page_bytes(int32_t layer) const;
+  BlockAllocator& allocator(int32_t layer) { return allocators_[layer]; }
+  const BlockAllocator& allocator(int32_t layer) const {
+    return allocators_[layer];
+  }
+  float* k_pool(int32_t layer) { return k_pools_[layer].data(); }
+  float* v_pool(int32_t layer) { return v_pools_[layer].data(); }
+  int32_t* pos_pool(int32_t layer) { return pos_pools_[layer].data(); }
+  // Pages in use over all layers, and their bytes.
+  int64_t pages_in_use() const;
+  int64_t bytes_in_use() const;
+  int64_t capacity_bytes() const;
+
+ private:
+  KvCache() = default;
+  int32_t page_size_ = 0;
+  std::vector<LayerKvShape> layers_;
+  std::vector<BlockAllocator> allocators_;
+  std::vector<std::vector<float>> k_pools_, v_pools_;
+  std::vector<std::vector<int32_t>> pos_pools_;
+};
+
+// The pages one sequence holds: for each (layer, KV head) an ordered page list
+// and the number of tokens stored. Tokens are appended to every (layer, head)
+// alike here; residency policies (SpindleKV) may later make them differ.
+class SequenceKv {
+ public:
+  SequenceKv() = default;
+  // Starts empty; Release() must be called before destruction if pages held.
+  void Init(const KvCache& cache);
+
+  // Makes room for `n` more tokens in every (layer, head), allocating pages
+  // as needed; all-or-nothing: on ResourceExhausted nothing is allocated.
+  absl::Status Reserve(KvCache& cache, int64_t n);
+  // Pages needed (summed over layers and heads) to append n more tokens.
+  int64_t PagesNeeded(const KvCache& cache, int64_t n) const;
+  // Assigns the next n slots in `layer` (which must be reserved) and writes
+  // their flat slot ids (page * page_size + offset) to slots[t * n_kv + h].
+  void Append(const KvCache& cache, int32_t layer, int64_t n, int64_t* slots);
+  // Appends this sequence's ragged description for `layer` (one entry per KV
+  // head): page ids to indices, running count to indptr, and last_page_len.
+  void Describe(const KvCache& cache, int32_t layer,
+                std::vector<int32_t>* indptr, std::vector<int32_t>* indices,
+                std::vector<int32_t>* last_page_len) const;
+  // Returns every page to the allocators (drops this sequence's references).
+  void Release(KvCache& cache);
+
+  int64_t num_tokens(int32_t layer, int32_t head) const;
+  int64_t num_pages() const;  // over all layers and heads
+
+ private:
+  struct HeadList {
+    std::vector<int32_t> pages;
+    int64_t tokens = 0;  // tokens stored (appended)
+  };
+  // lists_[layer][head]
+  std::vector<std::vector<HeadList>> lists_;
+};
+
+}  // namespace latentkv::worker
+
+#endif  // LATENTKV_WORKER_CACHE_KV_CACHE_H_
