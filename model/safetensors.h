@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/dtype.h"
 
@@ -73,6 +74,44 @@ class SafetensorsWriter {
   };
   std::map<std::string, Pending> tensors_;
   std::map<std::string, std::string> metadata_;
+};
+
+// Writes a safetensors file tensor by tensor without holding the whole model
+// in memory: Declare() every tensor, Open() (writes the header and sizes the
+// file), then Write()/WriteF32() each declared tensor in any order, then
+// Finish() (fails if one was never written). Data is contiguous, larger
+// element types first, then by name, so every tensor is naturally aligned.
+class SafetensorsStreamWriter {
+ public:
+  SafetensorsStreamWriter() = default;
+  ~SafetensorsStreamWriter();
+  SafetensorsStreamWriter(const SafetensorsStreamWriter&) = delete;
+  SafetensorsStreamWriter& operator=(const SafetensorsStreamWriter&) = delete;
+
+  void Declare(const std::string& name, DType dtype,
+               std::vector<int64_t> shape);
+  void SetMetadata(const std::string& key, const std::string& value);
+  absl::Status Open(const std::string& path);
+  // `data` holds the declared tensor's bytes in its declared dtype.
+  absl::Status Write(const std::string& name, const void* data);
+  // `data` holds the declared tensor's values as f32; converted on the fly.
+  absl::Status WriteF32(const std::string& name, const float* data);
+  absl::Status Finish();
+
+ private:
+  struct Entry {
+    DType dtype = DType::kF32;
+    std::vector<int64_t> shape;
+    uint64_t offset = 0;
+    uint64_t nbytes = 0;
+    bool written = false;
+  };
+  std::map<std::string, Entry> entries_;
+  std::map<std::string, std::string> metadata_;
+  std::string path_;
+  int fd_ = -1;
+  uint64_t data_start_ = 0;
+  uint64_t total_size_ = 0;
 };
 
 }  // namespace latentkv::model

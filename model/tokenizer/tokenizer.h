@@ -28,7 +28,9 @@ class Tokenizer {
   // space of the first piece after BOS). BOS/EOS give "". May be a partial
   // UTF-8 sequence.
   virtual std::string TokenBytes(int32_t prev, int32_t token) const = 0;
-  // Decodes a whole sequence (as the streaming detokenizer would, flushed).
+  // Decodes a whole sequence (as the streaming detokenizer would, flushed):
+  // a StreamingDetokenizer started at BOS over `tokens` (a leading BOS in
+  // `tokens` is skipped), then Flush.
   virtual std::string Decode(const std::vector<int32_t>& tokens) const;
 
   virtual int32_t vocab_size() const = 0;
@@ -37,11 +39,21 @@ class Tokenizer {
 };
 
 // Loads the llama2.c format: int32 max_token_length, then per token: f32
-// score, int32 length, bytes. BOS=1, EOS=2; pieces "<0xXX>" are byte tokens.
+// score, int32 length, bytes. BOS=1, EOS=2; pieces "<0xXX>" are byte tokens
+// (ids 3..258 must be "<0x00>".."<0xFF>"). `vocab_size` must match the file
+// exactly; 0 means "as many tokens as the file holds". Encode gives the ids of
+// llama2.c's run.c `encode` (dummy " " prefix, code points with byte
+// fallback, greedy highest-score merges, leftmost on ties) in O(n log n).
+// Errors: NotFound when the file cannot be opened; InvalidArgument when it is
+// truncated, has a negative length or one above max_token_length, or holds a
+// different number of tokens than `vocab_size`.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(
     const std::string& path, int32_t vocab_size);
 
-// Loads a SentencePiece model file.
+// Loads a SentencePiece model file. TokenBytes maps U+2581 to ' ', byte
+// pieces to their byte, control pieces to "" and drops the leading space of
+// the first piece (prev == BOS or prev < 0) when SentencePiece's own decoder
+// does, so Decode(Encode(text)) == SentencePiece's DecodeIds(Encode(text)).
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(
     const std::string& path);
 

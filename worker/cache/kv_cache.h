@@ -42,7 +42,7 @@ class BlockAllocator {
 
  private:
   std::vector<int32_t> refcount_;
-  std::vector<int32_t> free_;  // stack; lowest ids handed out first
+  std::vector<int32_t> free_;  // min-heap of free ids; lowest handed out first
 };
 
 struct LayerKvShape {
@@ -100,6 +100,14 @@ class SequenceKv {
   // Makes room for `n` more tokens in every (layer, head), allocating pages
   // as needed; all-or-nothing: on ResourceExhausted nothing is allocated.
   absl::Status Reserve(KvCache& cache, int64_t n);
+  // Makes this sequence (Init'ed, holding no pages) share the first
+  // `n_tokens` tokens of `src` in every (layer, head) by adding a reference to
+  // each of src's pages holding them (a cached prefix). n_tokens must be a
+  // multiple of page_size (so later appends never write into a shared page)
+  // and at most src's token count in every (layer, head): InvalidArgument
+  // otherwise, FailedPrecondition if this sequence already holds pages.
+  absl::Status SharePrefix(KvCache& cache, const SequenceKv& src,
+                           int64_t n_tokens);
   // Pages needed (summed over layers and heads) to append n more tokens.
   int64_t PagesNeeded(const KvCache& cache, int64_t n) const;
   // Assigns the next n slots in `layer` (which must be reserved) and writes
@@ -107,6 +115,9 @@ class SequenceKv {
   void Append(const KvCache& cache, int32_t layer, int64_t n, int64_t* slots);
   // Appends this sequence's ragged description for `layer` (one entry per KV
   // head): page ids to indices, running count to indptr, and last_page_len.
+  // Only pages holding appended tokens are described (reserved but still
+  // empty pages are not); the caller pushes indptr's initial 0. A head with
+  // no tokens contributes no pages and last_page_len 0.
   void Describe(const KvCache& cache, int32_t layer,
                 std::vector<int32_t>* indptr, std::vector<int32_t>* indices,
                 std::vector<int32_t>* last_page_len) const;

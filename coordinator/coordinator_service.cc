@@ -1,0 +1,290 @@
+#include "coordinator/coordinator_service.h"
+
+#include <cmath>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "coordinator/stop_matcher.h"
+
+namespace latentkv::coordinator {
+namespace {
+
+namespace pb = ::latentkv::v1;
+
+grpc::Status Invalid(const std::string& msg) {
+  return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, msg);
+}
+
+// Counts a request in flight on a worker for as long as it lives.
+class InflightGuard {
+ public:
+  InflightGuard(WorkerRegistry* r, std::string id) : r_(r), id_(std::move(id)) {}
+  ~InflightGuard() { r_->Release(id_); }
+
+ private:
+  WorkerRegistry* r_;
+  std::string id_;
+};
+
+}  // namespace
+
+Coordinator::Coordinator(const CoordinatorOptions& options,
+                         model::ModelConfig config,
+                         std::unique_ptr<model::Tokenizer> tokenizer)
+    : options_(options),
+      config_(std::move(config)),
+      tokenizer_(std::move(tokenizer)) {
+  expiry_ = std::thread([this] { ExpiryLoop(); });
+}
+
+Coordinator::~Coordinator() { Stop(); }
+
+void Coordinator::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    cv_.notify_all();
+  }
+  if (expiry_.joinable()) expiry_.join();
+}
+
+void Coordinator::AttachHealth(grpc::HealthCheckServiceInterface* health) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    health_ = health;
+  }
+  UpdateHealth();
+}
+
+void Coordinator::UpdateHealth() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (health_ == nullptr) return;
+  const bool ready = registry_.size() > 0;
+  health_->SetServingStatus(ready);
+  health_->SetServingStatus("latentkv.v1.Generation", ready);
+}
+
+void Coordinator::ExpiryLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    cv_.wait_for(lock, options_.heartbeat_interval / 2);
+    if (stop_) break;
+    lock.unlock();
+    auto gone = registry_.Expire(Clock::now(), options_.worker_timeout);
+    for (const auto& id : gone) {
+      std::fprintf(stderr, "coordinator: worker %s missed heartbeats; removed\n",
+                   id.c_str());
+    }
+    if (!gone.empty()) UpdateHealth();
+    lock.lock();
+  }
+}
+
+std::shared_ptr<pb::Worker::Stub> Coordinator::StubFor(
+    const std::string& address) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& stub = stubs_[address];
+  if (!stub) {
+    stub = pb::Worker::NewStub(
+        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  }
+  return stub;
+}
+
+grpc::Status Coordinator::ControlImpl::Register(grpc::ServerContext*,
+                                                const pb::RegisterRequest* req,
+                                                pb::RegisterResponse* resp) {
+  if (req->worker_id().empty() || req->address().empty()) {
+    return Invalid("worker_id and address are required");
+  }
+  if (req->vocab_size() != static_cast<uint32_t>(c_->config_.vocab_size)) {
+    return Invalid(absl::StrCat("worker vocab_size ", req->vocab_size(),
+                                " differs from the coordinator's model (",
+                                c_->config_.vocab_size, ")"));
+  }
+  WorkerInfo w;
+  w.id = req->worker_id();
+  w.address = req->address();
+  w.max_context = req->max_context();
+  w.load = {req->stats().running(), req->stats().waiting(),
+            req->stats().kv_pages_in_use(), req->stats().kv_pages_total()};
+  c_->registry_.Register(w, Clock::now());
+  std::fprintf(stderr, "coordinator: worker %s registered at %s\n",
+               w.id.c_str(), w.address.c_str());
+  resp->set_heartbeat_interval_ms(
+      static_cast<uint32_t>(c_->options_.heartbeat_interval.count()));
+  c_->UpdateHealth();
+  return grpc::Status::OK;
+}
+
+grpc::Status Coordinator::ControlImpl::Heartbeat(
+    grpc::ServerContext*, const pb::HeartbeatRequest* req,
+    pb::HeartbeatResponse* resp) {
+  const auto& s = req->stats();
+  resp->set_known(c_->registry_.Heartbeat(
+      req->worker_id(),
+      {s.running(), s.waiting(), s.kv_pages_in_use(), s.kv_pages_total()},
+      Clock::now()));
+  return grpc::Status::OK;
+}
+
+grpc::Status Coordinator::GenerationImpl::Tokenize(
+    grpc::ServerContext*, const pb::TokenizeRequest* req,
+    pb::TokenizeResponse* resp) {
+  for (int32_t t : c_->tokenizer_->Encode(req->text(), req->add_bos())) {
+    resp->add_token_ids(t);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status Coordinator::GenerationImpl::ListModels(
+    grpc::ServerContext*, const pb::ListModelsRequest*,
+    pb::ListModelsResponse* resp) {
+  pb::ModelInfo* m = resp->add_models();
+  m->set_id(c_->options_.model_id);
+  m->set_max_context(c_->config_.max_position_embeddings);
+  m->set_vocab_size(c_->config_.vocab_size);
+  m->set_kv_bytes_per_token(c_->config_.KvValuesPerToken() * sizeof(float));
+  m->set_num_workers(static_cast<uint32_t>(c_->registry_.size()));
+  return grpc::Status::OK;
+}
+
+grpc::Status Coordinator::GenerationImpl::Generate(
+    grpc::ServerContext* ctx, const pb::GenerateRequest* req,
+    grpc::ServerWriter<pb::GenerateResponse>* writer) {
+  Coordinator& c = *c_;
+  const pb::SamplingParams& sp = req->sampling();
+  const uint32_t max_tokens =
+      sp.has_max_tokens() ? sp.max_tokens() : c.options_.default_max_tokens;
+  const float temperature = sp.has_temperature() ? sp.temperature() : 1.0f;
+  const float top_p = sp.has_top_p() ? sp.top_p() : 1.0f;
+  if (max_tokens == 0) return Invalid("max_tokens must be positive");
+  if (!(temperature >= 0.0f) || !std::isfinite(temperature)) {
+    return Invalid("temperature must be a finite number >= 0");
+  }
+  if (!(top_p > 0.0f && top_p <= 1.0f)) return Invalid("top_p must be in (0, 1]");
+
+  std::vector<int32_t> prompt;
+  if (req->prompt_token_ids_size() > 0) {
+    for (int32_t t : req->prompt_token_ids()) {
+      if (t < 0 || t >= c.config_.vocab_size) {
+        return Invalid(absl::StrCat("prompt token id ", t,
+                                    " outside the vocabulary [0, ",
+                                    c.config_.vocab_size, ")"));
+      }
+      prompt.push_back(t);
+    }
+  } else if (!req->prompt().empty()) {
+    prompt = c.tokenizer_->Encode(req->prompt(), /*add_bos=*/true);
+  } else {
+    return Invalid("empty prompt");
+  }
+  const int64_t context = c.config_.max_position_embeddings;
+  if (static_cast<int64_t>(prompt.size()) >= context) {
+    return Invalid(absl::StrCat("prompt of ", prompt.size(),
+                                " tokens does not fit the context of ", context));
+  }
+  if (static_cast<int64_t>(prompt.size()) + max_tokens > context) {
+    return Invalid(absl::StrCat("prompt (", prompt.size(), " tokens) + max_tokens (",
+                                max_tokens, ") exceeds the context of ", context));
+  }
+  if (c.inflight_.fetch_add(1) >= c.options_.max_inflight) {
+    c.inflight_.fetch_sub(1);
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                        absl::StrCat("coordinator has ", c.options_.max_inflight,
+                                     " requests in flight"));
+  }
+  struct Dec {
+    std::atomic<int32_t>* n;
+    ~Dec() { n->fetch_sub(1); }
+  } dec{&c.inflight_};
+
+  const std::string request_id =
+      req->request_id().empty()
+          ? absl::StrCat("req-", c.next_request_.fetch_add(1))
+          : req->request_id();
+  model::StreamingDetokenizer detok(*c.tokenizer_, prompt.back());
+  StopMatcher stop({sp.stop().begin(), sp.stop().end()});
+  std::vector<int32_t> generated;
+  std::set<std::string> tried;
+  for (int attempt = 0; attempt < c.options_.max_attempts; ++attempt) {
+    std::optional<WorkerInfo> w = c.registry_.Acquire(tried);
+    if (!w) break;
+    tried.insert(w->id);
+    InflightGuard guard(&c.registry_, w->id);
+
+    pb::WorkerGenerateRequest wreq;
+    wreq.set_request_id(request_id);
+    for (int32_t t : prompt) wreq.add_prompt_token_ids(t);
+    for (int32_t t : generated) wreq.add_prompt_token_ids(t);
+    pb::SamplingParams* ws = wreq.mutable_sampling();
+    ws->set_max_tokens(max_tokens - static_cast<uint32_t>(generated.size()));
+    ws->set_temperature(temperature);
+    ws->set_top_p(top_p);
+    ws->set_top_k(sp.top_k());
+    ws->set_seed(sp.seed() + generated.size());
+    ws->set_ignore_eos(sp.ignore_eos());
+
+    std::unique_ptr<grpc::ClientContext> wctx =
+        grpc::ClientContext::FromServerContext(*ctx);
+    auto reader = c.StubFor(w->address)->Generate(wctx.get(), wreq);
+    pb::WorkerGenerateResponse wresp;
+    pb::FinishReason finish = pb::FINISH_REASON_UNSPECIFIED;
+    bool client_gone = false;
+    while (reader->Read(&wresp)) {
+      pb::GenerateResponse out;
+      std::string text;
+      for (int32_t t : wresp.token_ids()) {
+        generated.push_back(t);
+        out.add_token_ids(t);
+        text += detok.Push(t);
+      }
+      if (wresp.finish_reason() != pb::FINISH_REASON_UNSPECIFIED) {
+        text += detok.Flush();
+      }
+      std::string emit = stop.Push(text);
+      if (stop.stopped()) {
+        finish = pb::FINISH_REASON_STOP;
+        wctx->TryCancel();
+      } else if (wresp.finish_reason() != pb::FINISH_REASON_UNSPECIFIED) {
+        finish = wresp.finish_reason();
+        emit += stop.Flush();
+      }
+      out.set_text(emit);
+      if (finish != pb::FINISH_REASON_UNSPECIFIED) {
+        out.set_finish_reason(finish);
+        out.mutable_usage()->set_prompt_tokens(prompt.size());
+        out.mutable_usage()->set_completion_tokens(generated.size());
+      }
+      if (!writer->Write(out)) {
+        wctx->TryCancel();
+        client_gone = true;
+        break;
+      }
+      if (finish != pb::FINISH_REASON_UNSPECIFIED) break;
+    }
+    if (finish != pb::FINISH_REASON_UNSPECIFIED) {
+      reader->Finish();  // after TryCancel on a stop string: CANCELLED
+      return grpc::Status::OK;
+    }
+    grpc::Status st = reader->Finish();
+    if (client_gone || ctx->IsCancelled()) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled");
+    }
+    if (st.ok()) {
+      return grpc::Status(grpc::StatusCode::INTERNAL,
+                          "worker ended the stream without a finish reason");
+    }
+    if (st.error_code() != grpc::StatusCode::UNAVAILABLE) return st;
+    // The worker is gone or shutting down: continue elsewhere.
+    std::fprintf(stderr, "coordinator: worker %s failed (%s); retrying %s\n",
+                 w->id.c_str(), st.error_message().c_str(), request_id.c_str());
+    c.registry_.Remove(w->id);
+    c.UpdateHealth();
+  }
+  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                      tried.empty() ? "no worker is available"
+                                    : "every worker tried failed");
+}
+
+}  // namespace latentkv::coordinator

@@ -1,0 +1,113 @@
+// The coordinator's gRPC services: the public latentkv.v1.Generation API and
+// the internal Control service workers register with.
+//
+// Generate: validates the request, tokenizes (BOS + prompt), picks the least
+// loaded worker, streams the worker's token ids back as text (complete UTF-8
+// only; stop strings applied here), and propagates the client's deadline and
+// cancellation to the worker call. A worker that fails with UNAVAILABLE
+// mid-stream is dropped and the request continues on another worker from the
+// prompt plus the tokens already sent, so the client sees no duplicates.
+// Thread-safety: gRPC calls the services from many threads.
+#ifndef LATENTKV_COORDINATOR_COORDINATOR_SERVICE_H_
+#define LATENTKV_COORDINATOR_COORDINATOR_SERVICE_H_
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "coordinator/worker_registry.h"
+#include "grpcpp/grpcpp.h"
+#include "latentkv/v1/generation.grpc.pb.h"
+#include "latentkv/v1/worker.grpc.pb.h"
+#include "model/config.h"
+#include "model/tokenizer/tokenizer.h"
+
+namespace latentkv::coordinator {
+
+struct CoordinatorOptions {
+  std::string model_id;  // name reported by ListModels
+  // Requests in flight (all workers) before RESOURCE_EXHAUSTED; default 512.
+  int32_t max_inflight = 512;
+  uint32_t default_max_tokens = 16;      // when a request leaves it unset
+  std::chrono::milliseconds heartbeat_interval{500};  // told to workers
+  std::chrono::milliseconds worker_timeout{3000};  // no heartbeat: removed
+  int32_t max_attempts = 3;  // workers tried per request on UNAVAILABLE
+};
+
+class Coordinator {
+ public:
+  Coordinator(const CoordinatorOptions& options, model::ModelConfig config,
+              std::unique_ptr<model::Tokenizer> tokenizer);
+  ~Coordinator();
+
+  grpc::Service* generation_service() { return &generation_; }
+  grpc::Service* control_service() { return &control_; }
+  // Health reporting: SERVING once a worker is registered. Call after the
+  // server is built (before that, health is unavailable).
+  void AttachHealth(grpc::HealthCheckServiceInterface* health);
+  WorkerRegistry& registry() { return registry_; }
+  // Stops the expiry thread.
+  void Stop();
+
+ private:
+  class GenerationImpl final : public latentkv::v1::Generation::Service {
+   public:
+    explicit GenerationImpl(Coordinator* c) : c_(c) {}
+    grpc::Status Generate(
+        grpc::ServerContext* ctx, const latentkv::v1::GenerateRequest* req,
+        grpc::ServerWriter<latentkv::v1::GenerateResponse>* writer) override;
+    grpc::Status Tokenize(grpc::ServerContext* ctx,
+                          const latentkv::v1::TokenizeRequest* req,
+                          latentkv::v1::TokenizeResponse* resp) override;
+    grpc::Status ListModels(grpc::ServerContext* ctx,
+                            const latentkv::v1::ListModelsRequest* req,
+                            latentkv::v1::ListModelsResponse* resp) override;
+
+   private:
+    Coordinator* c_;
+  };
+  class ControlImpl final : public latentkv::v1::Control::Service {
+   public:
+    explicit ControlImpl(Coordinator* c) : c_(c) {}
+    grpc::Status Register(grpc::ServerContext* ctx,
+                          const latentkv::v1::RegisterRequest* req,
+                          latentkv::v1::RegisterResponse* resp) override;
+    grpc::Status Heartbeat(grpc::ServerContext* ctx,
+                           const latentkv::v1::HeartbeatRequest* req,
+                           latentkv::v1::HeartbeatResponse* resp) override;
+
+   private:
+    Coordinator* c_;
+  };
+
+  std::shared_ptr<latentkv::v1::Worker::Stub> StubFor(
+      const std::string& address);
+  void UpdateHealth();
+  void ExpiryLoop();
+
+  CoordinatorOptions options_;
+  model::ModelConfig config_;
+  std::unique_ptr<model::Tokenizer> tokenizer_;
+  WorkerRegistry registry_;
+  GenerationImpl generation_{this};
+  ControlImpl control_{this};
+  std::atomic<int32_t> inflight_{0};
+  std::atomic<uint64_t> next_request_{0};
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // guarded by mu_
+  std::map<std::string, std::shared_ptr<latentkv::v1::Worker::Stub>>
+      stubs_;  // by address; guarded by mu_
+  grpc::HealthCheckServiceInterface* health_ = nullptr;  // guarded by mu_
+  std::thread expiry_;
+};
+
+}  // namespace latentkv::coordinator
+
+#endif  // LATENTKV_COORDINATOR_COORDINATOR_SERVICE_H_

@@ -1,0 +1,140 @@
+// Paged attention (online softmax over per-head page lists) and KV writes.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/internal.h"
+#include "kernels/cpu/parallel.h"
+#include "kernels/ops.h"
+
+namespace latentkv::kernels {
+namespace {
+
+// Attention of one query row of one head over the page list
+// kv_indices[p_begin, p_end) (the last page holds `last_len` slots).
+// Writes out[d_vo]; zeros when no slot is visible.
+// Built for AVX-512, AVX2 and baseline x86-64, chosen at load time.
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+void AttendOne(const PagedAttentionArgs& a, const float* q, int32_t q_pos,
+               int32_t p_begin, int32_t p_end, int32_t last_len, float* out,
+               float* scores) {
+  const int32_t d_qk = a.d_qk;
+  const int32_t d_vo = a.d_vo;
+  const int32_t ps = a.page_size;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  float m = kNegInf;
+  float l = 0.0f;
+  std::memset(out, 0, sizeof(float) * d_vo);
+  for (int32_t p = p_begin; p < p_end; ++p) {
+    const int64_t page = a.kv_indices[p];
+    const int32_t len =
+        p == p_end - 1 ? std::clamp(last_len, 0, ps) : ps;
+    const int32_t* pos = a.pos_pool + page * ps;
+    const float* k = a.k_pool + page * ps * d_qk;
+    const float* v = a.v_pool + page * ps * d_vo;
+    float page_max = kNegInf;
+    for (int32_t s = 0; s < len; ++s) {
+      if (pos[s] > q_pos) {
+        scores[s] = kNegInf;
+        continue;
+      }
+      const float* ks = k + static_cast<int64_t>(s) * d_qk;
+      float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+      for (int32_t i = 0; i < d_qk; ++i) dot += q[i] * ks[i];
+      scores[s] = dot * a.scale;
+      page_max = std::max(page_max, scores[s]);
+    }
+    if (page_max == kNegInf) continue;  // nothing visible in this page
+    if (page_max > m) {
+      const float corr = std::exp(m - page_max);  // 0 when m == -inf
+      l *= corr;
+#pragma omp simd
+      for (int32_t i = 0; i < d_vo; ++i) out[i] *= corr;
+      m = page_max;
+    }
+    for (int32_t s = 0; s < len; ++s) {
+      if (scores[s] == kNegInf) continue;
+      const float w = std::exp(scores[s] - m);
+      l += w;
+      const float* vs = v + static_cast<int64_t>(s) * d_vo;
+#pragma omp simd
+      for (int32_t i = 0; i < d_vo; ++i) out[i] += w * vs[i];
+    }
+  }
+  if (l > 0.0f) {
+    const float inv = 1.0f / l;
+#pragma omp simd
+    for (int32_t i = 0; i < d_vo; ++i) out[i] *= inv;
+  }
+}
+
+}  // namespace
+
+void PagedAttention(const PagedAttentionArgs& a) {
+  if (a.num_seqs <= 0 || a.n_heads <= 0 || a.n_kv_heads <= 0) return;
+  const int64_t total_q = a.q_indptr[a.num_seqs];
+  if (total_q <= 0) return;
+  const int32_t group = std::max(1, a.n_heads / a.n_kv_heads);
+
+  // Work estimate: visited slots x (d_qk + d_vo), summed over query rows.
+  int64_t work = 0;
+  for (int32_t s = 0; s < a.num_seqs; ++s) {
+    const int64_t rows = a.q_indptr[s + 1] - a.q_indptr[s];
+    const int64_t pages = a.kv_indptr[(s + 1) * a.n_kv_heads] -
+                          a.kv_indptr[s * a.n_kv_heads];
+    work += rows * pages * group * a.page_size * (a.d_qk + a.d_vo);
+  }
+
+  const int64_t tasks = total_q * a.n_heads;
+  auto run = [&](int64_t task, float* scores) {
+    const int64_t t = task / a.n_heads;
+    const int32_t h = static_cast<int32_t>(task % a.n_heads);
+    // Sequence of row t: last s with q_indptr[s] <= t.
+    const int32_t seq = static_cast<int32_t>(
+        std::upper_bound(a.q_indptr, a.q_indptr + a.num_seqs + 1, t) -
+        a.q_indptr - 1);
+    const int32_t kvh = std::min(h / group, a.n_kv_heads - 1);
+    const int64_t idx = static_cast<int64_t>(seq) * a.n_kv_heads + kvh;
+    AttendOne(a, a.q + (t * a.n_heads + h) * a.d_qk, a.q_pos[t],
+              a.kv_indptr[idx], a.kv_indptr[idx + 1], a.kv_last_page_len[idx],
+              a.out + (t * a.n_heads + h) * a.d_vo, scores);
+  };
+
+  if (work < internal::kParallelMinWork || tasks < 2 || omp_in_parallel() ||
+      omp_get_max_threads() < 2) {
+    thread_local std::vector<float> scores;
+    if (static_cast<int64_t>(scores.size()) < a.page_size) {
+      scores.resize(a.page_size);
+    }
+    for (int64_t task = 0; task < tasks; ++task) run(task, scores.data());
+    return;
+  }
+#pragma omp parallel
+  {
+    std::vector<float> scores(a.page_size);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) run(task, scores.data());
+  }
+}
+
+void WriteKv(const float* k, const float* v, const int32_t* pos, int64_t n,
+             int32_t n_kv_heads, int32_t d_qk, int32_t d_vo,
+             const int64_t* slot, float* k_pool, float* v_pool,
+             int32_t* pos_pool) {
+  for (int64_t t = 0; t < n; ++t) {
+    for (int32_t h = 0; h < n_kv_heads; ++h) {
+      const int64_t row = t * n_kv_heads + h;
+      const int64_t s = slot[row];
+      std::memcpy(k_pool + s * d_qk, k + row * d_qk, sizeof(float) * d_qk);
+      std::memcpy(v_pool + s * d_vo, v + row * d_vo, sizeof(float) * d_vo);
+      pos_pool[s] = pos[t];
+    }
+  }
+}
+
+}  // namespace latentkv::kernels

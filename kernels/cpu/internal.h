@@ -1,0 +1,33 @@
+// Internal helpers shared by the CPU kernel sources (not part of the public
+// kernels API; tests and benchmarks may use them to reach a specific path).
+#ifndef LATENTKV_KERNELS_CPU_INTERNAL_H_
+#define LATENTKV_KERNELS_CPU_INTERNAL_H_
+
+#include <cstdint>
+
+namespace latentkv::kernels::internal {
+
+// True when the CPU (and OS) supports AVX-512 F/BW/VL + BF16; decides whether
+// the bf16 MatMul uses the AVX-512 kernels. Cached after the first call.
+bool CpuHasAvx512Bf16();
+
+// bf16 MatMul paths (y[n, rows] = x[n, cols] * W^T, W bf16 row-major). All
+// of them keep x in f32 except MatMulBf16Avx512Dp, which rounds x to bf16 and
+// uses _mm512_dpbf16_ps (faster when compute-bound, less accurate).
+void MatMulBf16Portable(const float* x, int64_t n, const uint16_t* w,
+                        int64_t rows, int64_t cols, float* y);
+void MatMulBf16Avx512(const float* x, int64_t n, const uint16_t* w,
+                      int64_t rows, int64_t cols, float* y);
+void MatMulBf16Avx512Dp(const float* x, int64_t n, const uint16_t* w,
+                        int64_t rows, int64_t cols, float* y);
+// f32 weights, single-threaded (AVX-512 when available); MatMul uses it
+// below kParallelMinWork multiply-adds instead of OpenBLAS.
+void MatMulF32Small(const float* x, int64_t n, const float* w, int64_t rows,
+                    int64_t cols, float* y);
+// f16 weights: converts tiles of rows to f32 and multiplies with OpenBLAS.
+void MatMulF16(const float* x, int64_t n, const uint16_t* w, int64_t rows,
+               int64_t cols, float* y);
+
+}  // namespace latentkv::kernels::internal
+
+#endif  // LATENTKV_KERNELS_CPU_INTERNAL_H_

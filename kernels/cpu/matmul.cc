@@ -1,0 +1,183 @@
+// MatMul for f32 (OpenBLAS), bf16 (AVX-512 or portable) and f16 weights.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "common/dtype.h"
+#include "kernels/cpu/bf16_avx512.h"
+#include "kernels/cpu/internal.h"
+#include "kernels/cpu/parallel.h"
+#include "kernels/ops.h"
+
+namespace latentkv::kernels {
+namespace internal {
+namespace {
+
+// Weight rows per parallel work unit (a multiple of the kernels' 8-row tile).
+constexpr int64_t kRowsPerBlock = 16;
+
+int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+// Per-thread scratch for packed inputs, grown on demand and kept.
+template <typename T>
+T* Scratch(int64_t count) {
+  thread_local std::vector<T> buf;
+  if (static_cast<int64_t>(buf.size()) < count) buf.resize(count);
+  return buf.data();
+}
+
+}  // namespace
+
+bool CpuHasAvx512Bf16() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bf16");
+  }();
+  return has;
+}
+
+void PackXDeinterleaved(const float* x, int64_t n, int64_t cols, int64_t ldx,
+                        float* xp) {
+  constexpr int64_t kHalf = kBf16Block / 2;
+  for (int64_t j = 0; j < n; ++j) {
+    const float* xr = x + j * cols;
+    float* out = xp + j * ldx;
+    std::memset(out, 0, ldx * sizeof(float));
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t block = c / kBf16Block;
+      const int64_t in_block = c % kBf16Block;
+      out[block * kBf16Block + (in_block & 1) * kHalf + in_block / 2] = xr[c];
+    }
+  }
+}
+
+void MatMulBf16Avx512(const float* x, int64_t n, const uint16_t* w,
+                      int64_t rows, int64_t cols, float* y) {
+  const int64_t ldx = RoundUp(cols, kBf16Block);
+  float* xp = Scratch<float>(n * ldx);
+  PackXDeinterleaved(x, n, cols, ldx, xp);
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
+    Bf16RowsAvx512(xp, n, ldx, w, cols, b0 * kRowsPerBlock,
+                   std::min(rows, b1 * kRowsPerBlock), y, rows);
+  });
+}
+
+void MatMulBf16Avx512Dp(const float* x, int64_t n, const uint16_t* w,
+                        int64_t rows, int64_t cols, float* y) {
+  const int64_t ldx = RoundUp(cols, kBf16Block);
+  uint16_t* xb = Scratch<uint16_t>(n * ldx);
+  for (int64_t j = 0; j < n; ++j) {
+    ConvertFromF32(x + j * cols, cols, DType::kBF16, xb + j * ldx);
+    std::fill(xb + j * ldx + cols, xb + (j + 1) * ldx, uint16_t{0});
+  }
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
+    Bf16RowsAvx512Dp(xb, n, ldx, w, cols, b0 * kRowsPerBlock,
+                     std::min(rows, b1 * kRowsPerBlock), y, rows);
+  });
+}
+
+void MatMulBf16Portable(const float* x, int64_t n, const uint16_t* w,
+                        int64_t rows, int64_t cols, float* y) {
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
+    std::vector<float> wf(cols);
+    const int64_t r1 = std::min(rows, b1 * kRowsPerBlock);
+    for (int64_t r = b0 * kRowsPerBlock; r < r1; ++r) {
+      const uint16_t* wr = w + r * cols;
+      for (int64_t c = 0; c < cols; ++c) wf[c] = Bf16ToF32(wr[c]);
+      for (int64_t j = 0; j < n; ++j) {
+        const float* xj = x + j * cols;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t c = 0; c < cols; ++c) s += wf[c] * xj[c];
+        y[j * rows + r] = s;
+      }
+    }
+  });
+}
+
+void MatMulF32Small(const float* x, int64_t n, const float* w, int64_t rows,
+                    int64_t cols, float* y) {
+  if (CpuHasAvx512Bf16()) {
+    F32RowsAvx512(x, n, w, cols, 0, rows, y, rows);
+    return;
+  }
+  for (int64_t j = 0; j < n; ++j) {
+    const float* xj = x + j * cols;
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* wr = w + r * cols;
+      float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+      for (int64_t c = 0; c < cols; ++c) s += wr[c] * xj[c];
+      y[j * rows + r] = s;
+    }
+  }
+}
+
+void MatMulF16(const float* x, int64_t n, const uint16_t* w, int64_t rows,
+               int64_t cols, float* y) {
+  // Tiles of about 1 MiB of f32 weights: converted, then one BLAS call each.
+  const int64_t tile = std::max<int64_t>(1, (int64_t{1} << 18) / cols);
+  std::vector<float> wf(std::min(rows, tile) * cols);
+  for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+    const int64_t t = std::min(tile, rows - r0);
+    ConvertToF32(w + r0 * cols, DType::kF16, t * cols, wf.data());
+    if (n == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, t, cols, 1.0f, wf.data(), cols,
+                  x, 1, 0.0f, y + r0, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, t, cols, 1.0f, x,
+                  cols, wf.data(), cols, 0.0f, y + r0, rows);
+    }
+  }
+}
+
+}  // namespace internal
+
+void MatMul(const float* x, int64_t n, const WeightView& w, float* y) {
+  const int64_t rows = w.rows;
+  const int64_t cols = w.cols;
+  if (n <= 0 || rows <= 0) return;
+  if (cols <= 0) {
+    std::fill(y, y + n * rows, 0.0f);
+    return;
+  }
+  switch (w.dtype) {
+    case DType::kF32: {
+      const auto* wf = static_cast<const float*>(w.data);
+      if (n * rows * cols < internal::kParallelMinWork) {
+        // Small: one thread, no OpenBLAS thread wake-up (~3 us).
+        internal::MatMulF32Small(x, n, wf, rows, cols, y);
+      } else if (n == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, wf, cols, x,
+                    1, 0.0f, y, 1);
+      } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, cols,
+                    1.0f, x, cols, wf, cols, 0.0f, y, rows);
+      }
+      return;
+    }
+    case DType::kBF16: {
+      const auto* wb = static_cast<const uint16_t*>(w.data);
+      if (internal::CpuHasAvx512Bf16()) {
+        internal::MatMulBf16Avx512(x, n, wb, rows, cols, y);
+      } else {
+        internal::MatMulBf16Portable(x, n, wb, rows, cols, y);
+      }
+      return;
+    }
+    case DType::kF16:
+      internal::MatMulF16(x, n, static_cast<const uint16_t*>(w.data), rows,
+                          cols, y);
+      return;
+  }
+}
+
+}  // namespace latentkv::kernels

@@ -1,0 +1,313 @@
+// Tests of the dense ops of kernels/ops.h against float64 references.
+#include "kernels/ops.h"
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "common/dtype.h"
+#include "gtest/gtest.h"
+#include "kernels/cpu/internal.h"
+
+namespace latentkv::kernels {
+namespace {
+
+std::vector<float> RandomVec(int64_t n, uint32_t seed, float lo = -1.0f,
+                             float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& f : v) f = dist(rng);
+  return v;
+}
+
+// y[n, rows] = x[n, cols] * W^T in double.
+std::vector<double> RefMatMul(const std::vector<float>& x, int64_t n,
+                              const std::vector<float>& w, int64_t rows,
+                              int64_t cols) {
+  std::vector<double> y(n * rows);
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0.0;
+      for (int64_t c = 0; c < cols; ++c) {
+        s += static_cast<double>(x[j * cols + c]) * w[r * cols + c];
+      }
+      y[j * rows + r] = s;
+    }
+  }
+  return y;
+}
+
+struct Shape {
+  int64_t n, rows, cols;
+};
+
+std::vector<Shape> AwkwardShapes() {
+  std::vector<Shape> shapes;
+  for (int64_t n : {1, 3, 17}) {
+    for (int64_t rows : {5, 129}) {
+      for (int64_t cols : {7, 65, 768}) shapes.push_back({n, rows, cols});
+    }
+  }
+  // Large enough for the multi-threaded paths.
+  shapes.push_back({1, 2048, 768});
+  shapes.push_back({6, 1000, 333});
+  return shapes;
+}
+
+using MatMulFn = void (*)(const float*, int64_t, const uint16_t*, int64_t,
+                          int64_t, float*);
+
+// Checks `run` on every awkward shape with weights rounded to `dtype`;
+// tolerance = rel_tol * sqrt(cols) (inputs are uniform in [-1, 1]).
+template <typename Run>
+void CheckMatMul(DType dtype, double rel_tol, Run run) {
+  for (const Shape& s : AwkwardShapes()) {
+    SCOPED_TRACE("n=" + std::to_string(s.n) + " rows=" +
+                 std::to_string(s.rows) + " cols=" + std::to_string(s.cols));
+    const std::vector<float> x = RandomVec(s.n * s.cols, 1 + s.cols);
+    std::vector<float> w = RandomVec(s.rows * s.cols, 7 + s.rows);
+    std::vector<uint16_t> packed(w.size());
+    if (dtype != DType::kF32) {
+      ConvertFromF32(w.data(), w.size(), dtype, packed.data());
+      ConvertToF32(packed.data(), dtype, w.size(), w.data());  // rounded
+    }
+    const std::vector<double> ref = RefMatMul(x, s.n, w, s.rows, s.cols);
+    std::vector<float> y(s.n * s.rows, 12345.0f);
+    run(x.data(), s.n, dtype == DType::kF32 ? static_cast<const void*>(w.data())
+                                            : packed.data(),
+        s.rows, s.cols, y.data());
+    const double tol = rel_tol * std::sqrt(static_cast<double>(s.cols));
+    for (size_t i = 0; i < y.size(); ++i) {
+      ASSERT_NEAR(y[i], ref[i], tol) << "at " << i;
+    }
+  }
+}
+
+void ViaMatMul(DType dtype, const float* x, int64_t n, const void* w,
+               int64_t rows, int64_t cols, float* y) {
+  MatMul(x, n, WeightView{w, dtype, rows, cols}, y);
+}
+
+TEST(MatMulTest, F32) {
+  CheckMatMul(DType::kF32, 1e-5, [](auto... a) { ViaMatMul(DType::kF32, a...); });
+}
+
+TEST(MatMulTest, Bf16) {
+  CheckMatMul(DType::kBF16, 1e-5,
+              [](auto... a) { ViaMatMul(DType::kBF16, a...); });
+}
+
+TEST(MatMulTest, F16) {
+  CheckMatMul(DType::kF16, 1e-5, [](auto... a) { ViaMatMul(DType::kF16, a...); });
+}
+
+TEST(MatMulTest, F32SmallPath) {
+  CheckMatMul(DType::kF32, 1e-5,
+              [](const float* x, int64_t n, const void* w, int64_t rows,
+                 int64_t cols, float* y) {
+                internal::MatMulF32Small(x, n, static_cast<const float*>(w),
+                                         rows, cols, y);
+              });
+}
+
+TEST(MatMulTest, Bf16PortablePath) {
+  CheckMatMul(DType::kBF16, 1e-5,
+              [](const float* x, int64_t n, const void* w, int64_t rows,
+                 int64_t cols, float* y) {
+                internal::MatMulBf16Portable(
+                    x, n, static_cast<const uint16_t*>(w), rows, cols, y);
+              });
+}
+
+TEST(MatMulTest, Bf16Avx512Paths) {
+  if (!internal::CpuHasAvx512Bf16()) GTEST_SKIP() << "no AVX-512 BF16";
+  CheckMatMul(DType::kBF16, 1e-5,
+              [](const float* x, int64_t n, const void* w, int64_t rows,
+                 int64_t cols, float* y) {
+                internal::MatMulBf16Avx512(
+                    x, n, static_cast<const uint16_t*>(w), rows, cols, y);
+              });
+  // x rounded to bf16: relative error ~2^-9 per product.
+  CheckMatMul(DType::kBF16, 5e-3,
+              [](const float* x, int64_t n, const void* w, int64_t rows,
+                 int64_t cols, float* y) {
+                internal::MatMulBf16Avx512Dp(
+                    x, n, static_cast<const uint16_t*>(w), rows, cols, y);
+              });
+}
+
+TEST(MatMulTest, ZeroColsGivesZeros) {
+  std::vector<float> y(6, 3.0f);
+  const float x = 0.0f;
+  MatMul(&x, 2, WeightView{nullptr, DType::kBF16, 3, 0}, y.data());
+  for (float v : y) EXPECT_EQ(v, 0.0f);
+}
+
+TEST(RmsNormTest, MatchesReferenceAndAliases) {
+  for (int64_t dim : {7, 65, 768}) {
+    const int64_t n = 5;
+    const std::vector<float> x = RandomVec(n * dim, 3, -3.0f, 3.0f);
+    const std::vector<float> w = RandomVec(dim, 4);
+    const float eps = 1e-5f;
+    std::vector<float> y(n * dim);
+    RmsNorm(x.data(), w.data(), n, dim, eps, y.data());
+    std::vector<float> inplace = x;
+    RmsNorm(inplace.data(), w.data(), n, dim, eps, inplace.data());
+    for (int64_t t = 0; t < n; ++t) {
+      double ss = 0.0;
+      for (int64_t i = 0; i < dim; ++i) ss += double{x[t * dim + i]} * x[t * dim + i];
+      const double inv = 1.0 / std::sqrt(ss / dim + eps);
+      for (int64_t i = 0; i < dim; ++i) {
+        const double ref = x[t * dim + i] * inv * w[i];
+        EXPECT_NEAR(y[t * dim + i], ref, 1e-5 * (1.0 + std::abs(ref)));
+        EXPECT_EQ(inplace[t * dim + i], y[t * dim + i]);
+      }
+    }
+  }
+}
+
+TEST(RopeTest, InvFreqStandard) {
+  std::vector<float> f(4);
+  RopeInvFreqStandard(8, 10000.0, f.data());
+  for (int j = 0; j < 4; ++j) {
+    EXPECT_FLOAT_EQ(f[j], static_cast<float>(std::pow(10000.0, -2.0 * j / 8)));
+  }
+  EXPECT_EQ(f[0], 1.0f);
+  EXPECT_FLOAT_EQ(f[1], 0.1f);  // 10000^(-1/4)
+}
+
+TEST(RopeTest, InvFreqFrequencyAwareHandComputed) {
+  // d = 8: arange(2, 6, 2) = [2, 4], arange(6, 8, 1) = [6, 7].
+  std::vector<float> f(4);
+  RopeInvFreqFrequencyAware(8, 10000.0, f.data());
+  const double e[4] = {2.0 / 8, 4.0 / 8, 6.0 / 8, 7.0 / 8};
+  for (int j = 0; j < 4; ++j) {
+    EXPECT_EQ(f[j], static_cast<float>(std::pow(10000.0, -e[j]))) << j;
+  }
+  EXPECT_FLOAT_EQ(f[1], 0.01f);  // 10000^(-1/2)
+}
+
+TEST(RopeTest, InvFreqFrequencyAwareGeneral) {
+  for (int64_t d : {4, 12, 64, 128}) {
+    std::vector<double> e;
+    for (int64_t k = d / 4; k < 3 * d / 4; k += 2) e.push_back(double(k) / d);
+    for (int64_t k = 3 * d / 4; k < d; ++k) e.push_back(double(k) / d);
+    ASSERT_EQ(static_cast<int64_t>(e.size()), d / 2);
+    std::vector<float> f(d / 2);
+    RopeInvFreqFrequencyAware(d, 500000.0, f.data());
+    for (int64_t j = 0; j < d / 2; ++j) {
+      EXPECT_EQ(f[j], static_cast<float>(std::pow(500000.0, -e[j])));
+    }
+  }
+}
+
+void CheckRope(int64_t d, bool frequency_aware) {
+  const int64_t n = 5, heads = 3;
+  std::vector<float> inv(d / 2);
+  if (frequency_aware) {
+    RopeInvFreqFrequencyAware(d, 10000.0, inv.data());
+  } else {
+    RopeInvFreqStandard(d, 10000.0, inv.data());
+  }
+  const std::vector<int32_t> pos = {0, 1, 7, 1000, 32767};
+  const std::vector<float> x0 = RandomVec(n * heads * d, 11);
+  std::vector<float> x = x0;
+  ApplyRope(x.data(), n, heads, d, pos.data(), inv.data());
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* a = &x0[(t * heads + h) * d];
+      const float* b = &x[(t * heads + h) * d];
+      for (int64_t j = 0; j < d / 2; ++j) {
+        const double ang = static_cast<double>(pos[t]) * inv[j];
+        const double lo = a[j] * std::cos(ang) - a[j + d / 2] * std::sin(ang);
+        const double hi = a[j + d / 2] * std::cos(ang) + a[j] * std::sin(ang);
+        EXPECT_NEAR(b[j], lo, 2e-6);
+        EXPECT_NEAR(b[j + d / 2], hi, 2e-6);
+      }
+    }
+  }
+}
+
+TEST(RopeTest, StandardMatchesRotation) {
+  CheckRope(8, false);
+  CheckRope(64, false);
+  CheckRope(2, false);
+}
+
+TEST(RopeTest, FrequencyAwareMatchesRotation) {
+  CheckRope(12, true);
+  CheckRope(128, true);
+}
+
+TEST(RopeTest, LargeBatchUsesThreadsAndMatchesSerial) {
+  const int64_t n = 300, heads = 8, d = 64;
+  std::vector<float> inv(d / 2);
+  RopeInvFreqStandard(d, 10000.0, inv.data());
+  std::vector<int32_t> pos(n);
+  for (int64_t t = 0; t < n; ++t) pos[t] = static_cast<int32_t>(3 * t);
+  std::vector<float> x = RandomVec(n * heads * d, 5);
+  std::vector<float> one = x;
+  ApplyRope(x.data(), n, heads, d, pos.data(), inv.data());
+  for (int64_t t = 0; t < n; ++t) {
+    ApplyRope(one.data() + t * heads * d, 1, heads, d, &pos[t], inv.data());
+  }
+  EXPECT_EQ(x, one);
+}
+
+TEST(SwiGluTest, MatchesReference) {
+  for (int64_t n : {1, 17, 10000}) {
+    const std::vector<float> g = RandomVec(n, 8, -8.0f, 8.0f);
+    const std::vector<float> u = RandomVec(n, 9, -2.0f, 2.0f);
+    std::vector<float> out(n);
+    SwiGlu(g.data(), u.data(), n, out.data());
+    std::vector<float> alias = g;
+    SwiGlu(alias.data(), u.data(), n, alias.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const double ref = g[i] / (1.0 + std::exp(-double{g[i]})) * u[i];
+      EXPECT_NEAR(out[i], ref, 1e-6 * (1.0 + std::abs(ref)));
+      EXPECT_EQ(alias[i], out[i]);
+    }
+  }
+}
+
+TEST(AddInPlaceTest, Adds) {
+  std::vector<float> y = RandomVec(65, 1);
+  const std::vector<float> x = RandomVec(65, 2);
+  const std::vector<float> y0 = y;
+  AddInPlace(y.data(), x.data(), 65);
+  for (int i = 0; i < 65; ++i) EXPECT_EQ(y[i], y0[i] + x[i]);
+}
+
+TEST(EmbedTest, AllDTypes) {
+  const int64_t vocab = 10, dim = 7;
+  const std::vector<float> table = RandomVec(vocab * dim, 3);
+  const std::vector<int32_t> tokens = {3, 0, 9, 3};
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+    std::vector<uint8_t> data(vocab * dim * DTypeSize(dt));
+    ConvertFromF32(table.data(), table.size(), dt, data.data());
+    std::vector<float> out(tokens.size() * dim);
+    Embed(WeightView{data.data(), dt, vocab, dim}, tokens.data(),
+          tokens.size(), out.data());
+    for (size_t t = 0; t < tokens.size(); ++t) {
+      std::vector<float> row(dim);
+      ConvertToF32(data.data() + tokens[t] * dim * DTypeSize(dt), dt, dim,
+                   row.data());
+      for (int64_t i = 0; i < dim; ++i) {
+        EXPECT_EQ(out[t * dim + i], row[i]);
+        EXPECT_NEAR(out[t * dim + i], table[tokens[t] * dim + i], 4e-3);
+      }
+    }
+  }
+}
+
+TEST(BandwidthTest, ReturnsPlausibleNumber) {
+  const double bw = MeasureReadBandwidth(int64_t{16} << 20, 2);
+  EXPECT_GT(bw, 1e8);   // > 0.1 GB/s
+  EXPECT_LT(bw, 1e13);  // < 10 TB/s
+}
+
+}  // namespace
+}  // namespace latentkv::kernels

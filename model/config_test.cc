@@ -1,0 +1,199 @@
+#include "model/config.h"
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace latentkv::model {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr char kBase[] = R"({
+  "hidden_size": 64, "intermediate_size": 172, "num_hidden_layers": 3,
+  "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 512,
+  "max_position_embeddings": 512, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+  "tie_word_embeddings": true %s
+})";
+
+std::string Cfg(const std::string& extra) {
+  char buf[2048];
+  std::snprintf(buf, sizeof(buf), kBase, extra.c_str());
+  return buf;
+}
+
+TEST(ModelConfigTest, ParsesDefaults) {
+  auto c = ModelConfig::FromJson(Cfg(""));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->hidden_size, 64);
+  EXPECT_EQ(c->intermediate_size, 172);
+  EXPECT_EQ(c->num_layers, 3);
+  EXPECT_EQ(c->num_heads, 8);
+  EXPECT_EQ(c->num_kv_heads, 4);
+  EXPECT_EQ(c->vocab_size, 512);
+  EXPECT_EQ(c->max_position_embeddings, 512);
+  EXPECT_FLOAT_EQ(c->rms_norm_eps, 1e-5f);
+  EXPECT_DOUBLE_EQ(c->rope_theta, 10000.0);
+  EXPECT_TRUE(c->tie_word_embeddings);
+  EXPECT_THAT(c->qk_head_dim, ElementsAre(8, 8, 8));
+  EXPECT_THAT(c->vo_head_dim, ElementsAre(8, 8, 8));
+  EXPECT_EQ(c->rope_scheme, RopeScheme::kStandard);
+  EXPECT_EQ(c->bos_token_id, 1);
+  EXPECT_EQ(c->eos_token_id, 2);
+  EXPECT_EQ(c->head_dim(), 8);
+  EXPECT_EQ(c->KvValuesPerTokenLayer(0), 4 * 16);
+  EXPECT_EQ(c->KvValuesPerToken(), 3 * 4 * 16);
+}
+
+TEST(ModelConfigTest, KvHeadsDefaultToHeads) {
+  auto c = ModelConfig::FromJson(R"({"hidden_size": 32,
+      "intermediate_size": 8, "num_hidden_layers": 1,
+      "num_attention_heads": 4, "vocab_size": 16})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->num_kv_heads, 4);
+  EXPECT_FALSE(c->tie_word_embeddings);
+  EXPECT_EQ(c->max_position_embeddings, 2048);
+}
+
+TEST(ModelConfigTest, NumberAndListDims) {
+  auto c = ModelConfig::FromJson(
+      Cfg(R"(, "qk_head_dim": 4, "vo_head_dim": [2, 6, 8],
+             "rope_scheme": "frequency_aware")"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->qk_head_dim, ElementsAre(4, 4, 4));
+  EXPECT_THAT(c->vo_head_dim, ElementsAre(2, 6, 8));
+  EXPECT_EQ(c->rope_scheme, RopeScheme::kFrequencyAware);
+  EXPECT_EQ(c->KvValuesPerTokenLayer(1), 4 * (4 + 6));
+  EXPECT_EQ(c->KvValuesPerToken(), 4 * (12 + 16));
+}
+
+TEST(ModelConfigTest, KvLatentReduceRatios) {
+  auto c = ModelConfig::FromJson(
+      Cfg(R"(, "reduce_ratio_qk": 2, "reduce_ratio_vo": 4)"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->qk_head_dim, ElementsAre(4, 4, 4));
+  EXPECT_THAT(c->vo_head_dim, ElementsAre(2, 2, 2));
+}
+
+TEST(ModelConfigTest, TokenIdLists) {
+  auto c = ModelConfig::FromJson(
+      Cfg(R"(, "bos_token_id": 5, "eos_token_id": [7, 9])"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->bos_token_id, 5);
+  EXPECT_EQ(c->eos_token_id, 7);
+}
+
+void ExpectError(const std::string& json, const std::string& key) {
+  auto c = ModelConfig::FromJson(json);
+  ASSERT_FALSE(c.ok()) << json;
+  EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(c.status().message(), HasSubstr(key)) << c.status();
+}
+
+TEST(ModelConfigTest, ErrorsNameTheKey) {
+  ExpectError("{not json", "invalid JSON");
+  ExpectError("[1, 2]", "not a JSON object");
+  ExpectError(R"({"intermediate_size": 8, "num_hidden_layers": 1,
+      "num_attention_heads": 4, "vocab_size": 16})",
+              "hidden_size");
+  ExpectError(Cfg(R"(, "qk_head_dim": [4, 4])"), "qk_head_dim");
+  ExpectError(Cfg(R"(, "qk_head_dim": 5)"), "qk_head_dim");
+  ExpectError(Cfg(R"(, "qk_head_dim": 6, "rope_scheme": "frequency_aware")"),
+              "qk_head_dim");
+  ExpectError(Cfg(R"(, "vo_head_dim": "big")"), "vo_head_dim");
+  ExpectError(Cfg(R"(, "vo_head_dim": [4, 0, 4])"), "vo_head_dim");
+  ExpectError(Cfg(R"(, "rope_scheme": "yarn")"), "rope_scheme");
+  ExpectError(Cfg(R"(, "rope_scheme": 3)"), "rope_scheme");
+  ExpectError(Cfg(R"(, "rms_norm_eps": "x")"), "rms_norm_eps");
+  ExpectError(Cfg(R"(, "rms_norm_eps": -1)"), "rms_norm_eps");
+  ExpectError(Cfg(R"(, "rope_theta": 0)"), "rope_theta");
+  ExpectError(Cfg(R"(, "bos_token_id": 512)"), "bos_token_id");
+  ExpectError(Cfg(R"(, "eos_token_id": -3)"), "eos_token_id");
+  ExpectError(R"({"hidden_size": 64, "intermediate_size": 172,
+      "num_hidden_layers": 3, "num_attention_heads": 8,
+      "num_key_value_heads": 3, "vocab_size": 512})",
+              "num_key_value_heads");
+  ExpectError(R"({"hidden_size": 64, "intermediate_size": 172,
+      "num_hidden_layers": 0, "num_attention_heads": 8, "vocab_size": 512})",
+              "num_hidden_layers");
+  ExpectError(R"({"hidden_size": 64, "intermediate_size": 172,
+      "num_hidden_layers": 2, "num_attention_heads": 0, "vocab_size": 512})",
+              "num_attention_heads");
+  ExpectError(R"({"hidden_size": 60, "intermediate_size": 172,
+      "num_hidden_layers": 2, "num_attention_heads": 8, "vocab_size": 512})",
+              "num_attention_heads");
+  ExpectError(R"({"hidden_size": 64.5, "intermediate_size": 172,
+      "num_hidden_layers": 2, "num_attention_heads": 8, "vocab_size": 512})",
+              "hidden_size");
+  ExpectError(Cfg(R"(, "tie_word_embeddings": "yes")"), "tie_word_embeddings");
+  ExpectError(Cfg(R"(, "reduce_ratio_qk": 3)"), "reduce_ratio_qk");
+}
+
+TEST(ModelConfigTest, ToJsonRoundTrip) {
+  for (const std::string& extra :
+       {std::string(""),
+        std::string(R"(, "qk_head_dim": [4, 8, 12], "vo_head_dim": [2, 6, 8],
+             "rope_scheme": "frequency_aware", "rope_theta": 500000.0,
+             "rms_norm_eps": 1e-6, "bos_token_id": 3, "eos_token_id": 4)")}) {
+    auto c = ModelConfig::FromJson(Cfg(extra));
+    ASSERT_TRUE(c.ok()) << c.status();
+    const std::string text = c->ToJson();
+    auto d = ModelConfig::FromJson(text);
+    ASSERT_TRUE(d.ok()) << d.status() << "\n" << text;
+    EXPECT_EQ(d->hidden_size, c->hidden_size);
+    EXPECT_EQ(d->intermediate_size, c->intermediate_size);
+    EXPECT_EQ(d->num_layers, c->num_layers);
+    EXPECT_EQ(d->num_heads, c->num_heads);
+    EXPECT_EQ(d->num_kv_heads, c->num_kv_heads);
+    EXPECT_EQ(d->vocab_size, c->vocab_size);
+    EXPECT_EQ(d->max_position_embeddings, c->max_position_embeddings);
+    EXPECT_EQ(d->rms_norm_eps, c->rms_norm_eps);
+    EXPECT_EQ(d->rope_theta, c->rope_theta);
+    EXPECT_EQ(d->tie_word_embeddings, c->tie_word_embeddings);
+    EXPECT_EQ(d->qk_head_dim, c->qk_head_dim);
+    EXPECT_EQ(d->vo_head_dim, c->vo_head_dim);
+    EXPECT_EQ(d->rope_scheme, c->rope_scheme);
+    EXPECT_EQ(d->bos_token_id, c->bos_token_id);
+    EXPECT_EQ(d->eos_token_id, c->eos_token_id);
+    EXPECT_EQ(d->ToJson(), text);
+  }
+  // Uniform dims are written as a number, varying ones as a list.
+  auto c = ModelConfig::FromJson(Cfg(R"(, "vo_head_dim": [2, 6, 8])"));
+  ASSERT_TRUE(c.ok());
+  EXPECT_THAT(c->ToJson(), HasSubstr("\"qk_head_dim\": 8"));
+  EXPECT_THAT(c->ToJson(), HasSubstr("\"rms_norm_eps\": 1e-05"));
+}
+
+TEST(ModelConfigTest, ParameterCount) {
+  auto c = ModelConfig::FromJson(Cfg(""));
+  ASSERT_TRUE(c.ok());
+  // stories260K-like with 3 layers, tied.
+  const int64_t per_layer = 2 * 64 + (8 + 4) * 8 * 64 + 4 * 8 * 64 +
+                            64 * 8 * 8 + 3 * 64 * 172;
+  EXPECT_EQ(c->ParameterCount(), 512 * 64 + 64 + 3 * per_layer);
+  c->tie_word_embeddings = false;
+  EXPECT_EQ(c->ParameterCount(), 2 * 512 * 64 + 64 + 3 * per_layer);
+}
+
+TEST(ModelConfigTest, FromDir) {
+  const std::string dir = testing::TempDir() + "/config_from_dir";
+  std::filesystem::create_directories(dir);
+  {
+    std::ofstream out(dir + "/config.json");
+    out << Cfg("");
+  }
+  auto c = ModelConfig::FromDir(dir);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->num_layers, 3);
+  auto missing = ModelConfig::FromDir(dir + "/nope");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace latentkv::model

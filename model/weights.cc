@@ -1,0 +1,214 @@
+#include "model/weights.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace latentkv::model {
+namespace {
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// Finds `name` and checks its shape.
+absl::StatusOr<const TensorEntry*> Lookup(const SafetensorsFile& file,
+                                          const std::string& name,
+                                          const std::vector<int64_t>& shape) {
+  const TensorEntry* e = file.Find(name);
+  if (e == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat(name, ": missing tensor (expected shape ",
+                     ShapeString(shape), ")"));
+  }
+  if (e->shape != shape) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": expected shape ", ShapeString(shape), ", got ",
+                     ShapeString(e->shape)));
+  }
+  return e;
+}
+
+// A view into the mapping when the dtype matches and the data is naturally
+// aligned; otherwise an owned converted copy.
+Tensor MakeTensor(const TensorEntry& e, DType dtype, bool force_copy) {
+  Tensor t;
+  t.dtype = dtype;
+  t.shape = e.shape;
+  const int esize = DTypeSize(dtype);
+  const bool aligned =
+      reinterpret_cast<uintptr_t>(e.data) % static_cast<uintptr_t>(esize) == 0;
+  if (e.dtype == dtype && aligned && !force_copy) {
+    t.data = e.data;
+    return t;
+  }
+  const int64_t n = e.numel();
+  t.owned.resize(static_cast<size_t>(n) * esize);
+  if (e.dtype == dtype) {
+    std::memcpy(t.owned.data(), e.data, t.owned.size());
+  } else if (dtype == DType::kF32) {
+    ConvertToF32(e.data, e.dtype, n, reinterpret_cast<float*>(t.owned.data()));
+  } else {
+    // Through f32 in bounded chunks (f16 <-> bf16).
+    constexpr int64_t kChunk = 1 << 16;
+    std::vector<float> tmp(static_cast<size_t>(std::min<int64_t>(n, kChunk)));
+    const int in_size = DTypeSize(e.dtype);
+    for (int64_t i = 0; i < n; i += kChunk) {
+      const int64_t m = std::min<int64_t>(kChunk, n - i);
+      ConvertToF32(e.data + i * in_size, e.dtype, m, tmp.data());
+      ConvertFromF32(tmp.data(), m, dtype, t.owned.data() + i * esize);
+    }
+  }
+  t.data = t.owned.data();
+  return t;
+}
+
+absl::Status Load(const SafetensorsFile& file, const std::string& name,
+                  const std::vector<int64_t>& shape, DType dtype,
+                  bool force_copy, Tensor* out) {
+  auto e = Lookup(file, name, shape);
+  if (!e.ok()) return e.status();
+  *out = MakeTensor(**e, dtype, force_copy);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int64_t Tensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::vector<float> DefaultRopeInvFreq(const ModelConfig& config, int layer) {
+  const int d = config.qk_head_dim.at(layer);
+  const double base = config.rope_theta;
+  std::vector<float> inv(d / 2);
+  if (config.rope_scheme == RopeScheme::kStandard) {
+    for (int j = 0; j < d / 2; ++j) {
+      inv[j] = static_cast<float>(
+          std::pow(base, -static_cast<double>(2 * j) / static_cast<double>(d)));
+    }
+    return inv;
+  }
+  // Frequency-aware: e = concat(arange(d/4, 3d/4, 2), arange(3d/4, d, 1)) / d.
+  std::vector<int> e;
+  for (int k = d / 4; k < 3 * d / 4; k += 2) e.push_back(k);
+  for (int k = 3 * d / 4; k < d; ++k) e.push_back(k);
+  for (int j = 0; j < d / 2 && j < static_cast<int>(e.size()); ++j) {
+    inv[j] = static_cast<float>(
+        std::pow(base, -static_cast<double>(e[j]) / static_cast<double>(d)));
+  }
+  return inv;
+}
+
+absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(
+    const std::string& dir, const LoadOptions& options) {
+  auto config = ModelConfig::FromDir(dir);
+  if (!config.ok()) return config.status();
+  absl::Status s = config->Validate();
+  if (!s.ok()) return s;
+  const std::string path = dir + "/model.safetensors";
+  auto file = SafetensorsFile::Open(path);
+  if (!file.ok()) return file.status();
+
+  auto w = std::make_unique<ModelWeights>();
+  w->config = *config;
+  w->file = std::shared_ptr<SafetensorsFile>(std::move(*file));
+  const SafetensorsFile& f = *w->file;
+  const ModelConfig& c = w->config;
+  const int64_t h = c.hidden_size;
+  const int64_t inter = c.intermediate_size;
+  const DType md = options.matrix_dtype;
+  auto with_path = [&](absl::Status st) {
+    return absl::Status(st.code(), absl::StrCat(path, ": ", st.message()));
+  };
+
+  s = Load(f, "model.embed_tokens.weight", {c.vocab_size, h}, md, false,
+           &w->embed_tokens);
+  if (!s.ok()) return with_path(s);
+  w->layers.resize(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    LayerWeights& lw = w->layers[l];
+    const std::string p = absl::StrCat("model.layers.", l, ".");
+    const int64_t dqk = c.qk_head_dim[l];
+    const int64_t dvo = c.vo_head_dim[l];
+    struct Item {
+      const char* suffix;
+      std::vector<int64_t> shape;
+      bool norm;
+      Tensor* out;
+    };
+    const Item items[] = {
+        {"input_layernorm.weight", {h}, true, &lw.attn_norm},
+        {"self_attn.q_proj.weight", {c.num_heads * dqk, h}, false, &lw.q_proj},
+        {"self_attn.k_proj.weight",
+         {c.num_kv_heads * dqk, h},
+         false,
+         &lw.k_proj},
+        {"self_attn.v_proj.weight",
+         {c.num_kv_heads * dvo, h},
+         false,
+         &lw.v_proj},
+        {"self_attn.o_proj.weight", {h, c.num_heads * dvo}, false, &lw.o_proj},
+        {"post_attention_layernorm.weight", {h}, true, &lw.ffn_norm},
+        {"mlp.gate_proj.weight", {inter, h}, false, &lw.gate_proj},
+        {"mlp.up_proj.weight", {inter, h}, false, &lw.up_proj},
+        {"mlp.down_proj.weight", {h, inter}, false, &lw.down_proj},
+    };
+    for (const Item& it : items) {
+      s = Load(f, p + it.suffix, it.shape, it.norm ? DType::kF32 : md,
+               /*force_copy=*/it.norm, it.out);
+      if (!s.ok()) return with_path(s);
+    }
+    // RoPE table: our calibrated tensor, else HF's legacy persisted buffer,
+    // else the config's scheme.
+    const TensorEntry* inv = nullptr;
+    for (const char* suffix :
+         {"self_attn.rotary_inv_freq", "self_attn.rotary_emb.inv_freq"}) {
+      inv = f.Find(p + suffix);
+      if (inv != nullptr) {
+        if (inv->shape != std::vector<int64_t>{dqk / 2}) {
+          return with_path(absl::InvalidArgumentError(absl::StrCat(
+              p, suffix, ": expected shape [", dqk / 2, "], got ",
+              ShapeString(inv->shape))));
+        }
+        break;
+      }
+    }
+    if (inv != nullptr) {
+      lw.rope_inv_freq.resize(dqk / 2);
+      ConvertToF32(inv->data, inv->dtype, dqk / 2, lw.rope_inv_freq.data());
+      for (float x : lw.rope_inv_freq) {
+        if (!std::isfinite(x)) {
+          return with_path(absl::InvalidArgumentError(
+              absl::StrCat(inv->name, ": non-finite inverse frequency")));
+        }
+      }
+    } else {
+      lw.rope_inv_freq = DefaultRopeInvFreq(c, l);
+    }
+  }
+  s = Load(f, "model.norm.weight", {h}, DType::kF32, true, &w->final_norm);
+  if (!s.ok()) return with_path(s);
+  if (c.tie_word_embeddings) {
+    // A view of the embedding (no data copy).
+    w->lm_head.dtype = w->embed_tokens.dtype;
+    w->lm_head.shape = w->embed_tokens.shape;
+    w->lm_head.data = w->embed_tokens.data;
+  } else {
+    s = Load(f, "lm_head.weight", {c.vocab_size, h}, md, false, &w->lm_head);
+    if (!s.ok()) return with_path(s);
+  }
+  return w;
+}
+
+}  // namespace latentkv::model

@@ -1,0 +1,74 @@
+// The subcommands of the `latentkv` CLI. main.cc parses the flags and calls
+// these with filled Options structs; each returns the process exit code.
+#ifndef LATENTKV_TOOLS_CLI_COMMANDS_H_
+#define LATENTKV_TOOLS_CLI_COMMANDS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace latentkv::cli {
+
+// Options of the engine a command runs in-process (generate --model, eval).
+struct LocalEngineOptions {
+  std::string model_dir;
+  std::string device = "cpu";
+  std::string weights_dtype = "f32";  // f32 | bf16
+  int64_t kv_memory_mb = 256;
+  int32_t page_size = 16;
+};
+
+struct SamplingFlags {
+  int32_t max_tokens = 256;
+  float temperature = 0.0f;
+  float top_p = 1.0f;
+  int32_t top_k = 0;
+  uint64_t seed = 0;
+  std::vector<std::string> stop;
+};
+
+struct ServeOptions {
+  std::string model_dir;
+  std::string host = "127.0.0.1";
+  int32_t port = 8000;            // coordinator's public gRPC port (0: any)
+  std::string port_file;          // write host:port here once ready
+  int32_t workers = 1;            // worker processes
+  std::string bin_dir;            // where latentkv-coordinator/-worker live
+  std::vector<std::string> worker_args;  // extra flags for each worker
+};
+
+struct GenerateOptions {
+  std::string server;  // host:port; empty: run the model in-process
+  LocalEngineOptions local;
+  std::string prompt;
+  SamplingFlags sampling;
+  double timeout_s = 0;  // gRPC deadline (0: none)
+};
+
+struct EvalOptions {
+  LocalEngineOptions local;
+  std::string text_path;
+  std::string mode = "lines";  // lines | stream
+  int32_t window = 0;          // 0: the model's context
+  int32_t max_lines = 0;       // 0: all
+};
+
+struct ConvertOptions {
+  std::string from;  // "llama2c"
+  std::string checkpoint;
+  std::string tokenizer;
+  std::string out;
+  std::string dtype = "f32";
+  std::string synthetic;  // a shape name: stories110m | llama3-8b | ...
+  uint64_t seed = 1;
+};
+
+int Serve(const ServeOptions& options);
+int Generate(const GenerateOptions& options);
+int Eval(const EvalOptions& options);
+int Convert(const ConvertOptions& options);
+int Inspect(const std::string& model_dir, const std::string& weights_dtype);
+
+}  // namespace latentkv::cli
+
+#endif  // LATENTKV_TOOLS_CLI_COMMANDS_H_

@@ -1,0 +1,101 @@
+// `latentkv convert` and `latentkv inspect`.
+#include <cstdio>
+#include <map>
+
+#include "model/config.h"
+#include "model/convert.h"
+#include "model/weights.h"
+#include "tools/cli/commands.h"
+
+namespace latentkv::cli {
+namespace {
+
+// Shapes of public models, for synthetic (random-weight) checkpoints.
+std::map<std::string, model::ModelConfig> SyntheticShapes() {
+  auto make = [](int hidden, int ffn, int layers, int heads, int kv, int vocab,
+                 int ctx, double theta) {
+    model::ModelConfig c;
+    c.hidden_size = hidden;
+    c.intermediate_size = ffn;
+    c.num_layers = layers;
+    c.num_heads = heads;
+    c.num_kv_heads = kv;
+    c.vocab_size = vocab;
+    c.max_position_embeddings = ctx;
+    c.rope_theta = theta;
+    c.qk_head_dim.assign(layers, hidden / heads);
+    c.vo_head_dim.assign(layers, hidden / heads);
+    return c;
+  };
+  return {
+      {"stories15m", make(288, 768, 6, 6, 6, 32000, 256, 10000)},
+      {"stories42m", make(512, 1376, 8, 8, 8, 32000, 1024, 10000)},
+      {"stories110m", make(768, 2048, 12, 12, 12, 32000, 1024, 10000)},
+      {"llama3-1b", make(2048, 8192, 16, 32, 8, 128256, 8192, 500000)},
+  };
+}
+
+}  // namespace
+
+int Convert(const ConvertOptions& o) {
+  auto dtype = ParseDType(o.dtype);
+  if (!dtype) {
+    std::fprintf(stderr, "--dtype must be f32, bf16 or f16\n");
+    return 2;
+  }
+  if (o.out.empty()) {
+    std::fprintf(stderr, "--out DIR is required\n");
+    return 2;
+  }
+  absl::Status st;
+  if (!o.synthetic.empty()) {
+    auto shapes = SyntheticShapes();
+    auto it = shapes.find(o.synthetic);
+    if (it == shapes.end()) {
+      std::fprintf(stderr, "unknown --synthetic shape %s; known:", o.synthetic.c_str());
+      for (const auto& [name, c] : shapes) std::fprintf(stderr, " %s", name.c_str());
+      std::fprintf(stderr, "\n");
+      return 2;
+    }
+    st = model::WriteSyntheticModel(it->second, o.out, *dtype, o.seed);
+  } else if (o.from == "llama2c") {
+    st = model::ConvertLlama2c(o.checkpoint, o.tokenizer, o.out, *dtype);
+  } else {
+    std::fprintf(stderr, "give --from llama2c --checkpoint X.bin --tokenizer T.bin, "
+                         "or --synthetic SHAPE\n");
+    return 2;
+  }
+  if (!st.ok()) {
+    std::fprintf(stderr, "convert failed: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  std::printf("wrote %s\n", o.out.c_str());
+  return 0;
+}
+
+int Inspect(const std::string& dir, const std::string& weights_dtype) {
+  auto w = model::LoadModel(dir);
+  if (!w.ok()) {
+    std::fprintf(stderr, "%s\n", w.status().ToString().c_str());
+    return 1;
+  }
+  const model::ModelConfig& c = (*w)->config;
+  std::printf("model=%s\n", dir.c_str());
+  std::printf("hidden_size=%d intermediate_size=%d layers=%d heads=%d kv_heads=%d "
+              "vocab=%d context=%d rope_theta=%g tied=%d\n",
+              c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads,
+              c.num_kv_heads, c.vocab_size, c.max_position_embeddings,
+              c.rope_theta, c.tie_word_embeddings ? 1 : 0);
+  for (int l = 0; l < c.num_layers; ++l) {
+    std::printf("layer %d: d_qk=%d d_vo=%d kv_values_per_token=%lld\n", l,
+                c.qk_head_dim[l], c.vo_head_dim[l],
+                static_cast<long long>(c.KvValuesPerTokenLayer(l)));
+  }
+  std::printf("parameters=%lld\n", static_cast<long long>(c.ParameterCount()));
+  std::printf("kv_cache_dtype=f32\n");
+  std::printf("kv_bytes_per_token=%lld\n",
+              static_cast<long long>(c.KvValuesPerToken() * sizeof(float)));
+  return 0;
+}
+
+}  // namespace latentkv::cli

@@ -1,0 +1,29 @@
+#include "tools/cli/local_engine.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace latentkv::cli {
+
+absl::StatusOr<LocalModel> LoadLocalModel(const LocalEngineOptions& options) {
+  auto dtype = ParseDType(options.weights_dtype);
+  if (!dtype || *dtype == DType::kF16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--weights-dtype must be f32 or bf16, got ", options.weights_dtype));
+  }
+  model::LoadOptions lo;
+  lo.matrix_dtype = *dtype;
+  auto weights = model::LoadModel(options.model_dir, lo);
+  if (!weights.ok()) return weights.status();
+  auto tokenizer =
+      model::LoadTokenizer(options.model_dir, (*weights)->config.vocab_size);
+  if (!tokenizer.ok()) return tokenizer.status();
+  auto backend = kernels::CreateBackend(options.device);
+  if (!backend.ok()) return backend.status();
+  LocalModel m;
+  m.weights = std::move(*weights);
+  m.tokenizer = std::move(*tokenizer);
+  m.backend = std::move(*backend);
+  return m;
+}
+
+}  // namespace latentkv::cli

@@ -1,0 +1,173 @@
+// latentkv: the command-line entry point.
+//
+//   latentkv serve    --model DIR [--port P] [--workers N]
+//   latentkv generate (--server HOST:PORT | --model DIR) --prompt S [sampling]
+//   latentkv eval     --model DIR --text FILE [--mode lines|stream] [--window N]
+//   latentkv convert  --from llama2c --checkpoint X.bin --tokenizer T.bin --out DIR
+//   latentkv convert  --synthetic SHAPE --out DIR [--dtype bf16]
+//   latentkv inspect  DIR
+//
+// Flags may be spelled with dashes or underscores (--max-tokens, --max_tokens).
+// Every flag is defined here, once, with its default in the help text.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "common/signals.h"
+#include "tools/cli/commands.h"
+
+ABSL_FLAG(std::string, model, "", "Model directory");
+ABSL_FLAG(std::string, server, "", "generate: host:port of a latentkv server");
+ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on");
+ABSL_FLAG(int, port, 8000, "serve: public gRPC port (0: any free port)");
+ABSL_FLAG(std::string, port_file, "", "serve: write host:port here once ready");
+ABSL_FLAG(int, workers, 1, "serve: worker processes");
+ABSL_FLAG(std::string, bin_dir, "", "serve: directory of latentkv-coordinator/-worker (default: beside latentkv)");
+ABSL_FLAG(std::string, device, "cpu", "Compute backend: cpu | cuda");
+ABSL_FLAG(std::string, weights_dtype, "f32", "Weight matrices in memory: f32 | bf16");
+ABSL_FLAG(int, kv_memory_mb, 256, "KV cache memory bound per worker, MiB");
+ABSL_FLAG(int, page_size, 16, "Token slots per KV page");
+ABSL_FLAG(int, max_batch, 64, "serve: sequences per engine step");
+ABSL_FLAG(std::string, prompt, "", "generate: the prompt");
+ABSL_FLAG(int, max_tokens, 256, "generate: maximum new tokens");
+ABSL_FLAG(float, temperature, 0.0f, "generate: sampling temperature (0 = greedy)");
+ABSL_FLAG(float, top_p, 1.0f, "generate: nucleus probability mass");
+ABSL_FLAG(int, top_k, 0, "generate: keep the k most likely tokens (0 = all)");
+ABSL_FLAG(uint64_t, seed, 0, "generate: sampling seed");
+ABSL_FLAG(double, timeout, 0, "generate: deadline in seconds (0 = none)");
+ABSL_FLAG(std::string, text, "", "eval: text file");
+ABSL_FLAG(std::string, mode, "lines", "eval: lines | stream");
+ABSL_FLAG(int, window, 0, "eval: context window (0 = the model's)");
+ABSL_FLAG(int, max_lines, 0, "eval: documents to read (0 = all)");
+ABSL_FLAG(std::string, from, "", "convert: source format (llama2c)");
+ABSL_FLAG(std::string, checkpoint, "", "convert: llama2.c checkpoint");
+ABSL_FLAG(std::string, tokenizer, "", "convert: llama2.c tokenizer.bin");
+ABSL_FLAG(std::string, out, "", "convert: output model directory");
+ABSL_FLAG(std::string, dtype, "f32", "convert: stored dtype f32 | bf16 | f16");
+ABSL_FLAG(std::string, synthetic, "", "convert: random weights with a named shape (stories15m, stories42m, stories110m, llama3-1b)");
+
+namespace lk = latentkv;
+
+namespace {
+
+// --foo-bar[=v] -> --foo_bar[=v]; collects --stop values (repeatable, may
+// contain commas) into `stops`.
+std::vector<std::string> Normalise(int argc, char** argv,
+                                   std::vector<std::string>* stops) {
+  std::vector<std::string> out;
+  for (int i = 0; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.rfind("--", 0) == 0) {
+      const size_t eq = a.find('=');
+      for (size_t j = 2; j < std::min(eq, a.size()); ++j) {
+        if (a[j] == '-') a[j] = '_';
+      }
+      if (a == "--stop" && i + 1 < argc) {
+        stops->push_back(argv[++i]);
+        continue;
+      }
+      if (a.rfind("--stop=", 0) == 0) {
+        stops->push_back(a.substr(7));
+        continue;
+      }
+    }
+    out.push_back(a);
+  }
+  return out;
+}
+
+lk::cli::LocalEngineOptions Local() {
+  lk::cli::LocalEngineOptions o;
+  o.model_dir = absl::GetFlag(FLAGS_model);
+  o.device = absl::GetFlag(FLAGS_device);
+  o.weights_dtype = absl::GetFlag(FLAGS_weights_dtype);
+  o.kv_memory_mb = absl::GetFlag(FLAGS_kv_memory_mb);
+  o.page_size = absl::GetFlag(FLAGS_page_size);
+  return o;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "latentkv <serve|generate|eval|convert|inspect> [flags]; --help for flags");
+  if (argc < 2 || argv[1][0] == '-') {
+    std::fprintf(stderr,
+                 "usage: latentkv <serve|generate|eval|convert|inspect> [flags]\n");
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  std::vector<std::string> stops;
+  std::vector<std::string> args = Normalise(argc, argv, &stops);
+  args.erase(args.begin() + 1);  // the subcommand
+  std::vector<char*> cargs;
+  for (auto& a : args) cargs.push_back(a.data());
+  if (cmd == "serve") lk::BlockTerminationSignals();
+  std::vector<char*> positional =
+      absl::ParseCommandLine(static_cast<int>(cargs.size()), cargs.data());
+
+  if (cmd == "serve") {
+    lk::cli::ServeOptions o;
+    o.model_dir = absl::GetFlag(FLAGS_model);
+    o.host = absl::GetFlag(FLAGS_host);
+    o.port = absl::GetFlag(FLAGS_port);
+    o.port_file = absl::GetFlag(FLAGS_port_file);
+    o.workers = absl::GetFlag(FLAGS_workers);
+    o.bin_dir = absl::GetFlag(FLAGS_bin_dir);
+    o.worker_args = {
+        "--device=" + absl::GetFlag(FLAGS_device),
+        "--weights_dtype=" + absl::GetFlag(FLAGS_weights_dtype),
+        "--kv_memory_mb=" + std::to_string(absl::GetFlag(FLAGS_kv_memory_mb)),
+        "--page_size=" + std::to_string(absl::GetFlag(FLAGS_page_size)),
+        "--max_batch=" + std::to_string(absl::GetFlag(FLAGS_max_batch))};
+    return lk::cli::Serve(o);
+  }
+  if (cmd == "generate") {
+    lk::cli::GenerateOptions o;
+    o.server = absl::GetFlag(FLAGS_server);
+    o.local = Local();
+    o.prompt = absl::GetFlag(FLAGS_prompt);
+    o.sampling.max_tokens = absl::GetFlag(FLAGS_max_tokens);
+    o.sampling.temperature = absl::GetFlag(FLAGS_temperature);
+    o.sampling.top_p = absl::GetFlag(FLAGS_top_p);
+    o.sampling.top_k = absl::GetFlag(FLAGS_top_k);
+    o.sampling.seed = absl::GetFlag(FLAGS_seed);
+    o.sampling.stop = stops;
+    o.timeout_s = absl::GetFlag(FLAGS_timeout);
+    return lk::cli::Generate(o);
+  }
+  if (cmd == "eval") {
+    lk::cli::EvalOptions o;
+    o.local = Local();
+    o.text_path = absl::GetFlag(FLAGS_text);
+    o.mode = absl::GetFlag(FLAGS_mode);
+    o.window = absl::GetFlag(FLAGS_window);
+    o.max_lines = absl::GetFlag(FLAGS_max_lines);
+    return lk::cli::Eval(o);
+  }
+  if (cmd == "convert") {
+    lk::cli::ConvertOptions o;
+    o.from = absl::GetFlag(FLAGS_from);
+    o.checkpoint = absl::GetFlag(FLAGS_checkpoint);
+    o.tokenizer = absl::GetFlag(FLAGS_tokenizer);
+    o.out = absl::GetFlag(FLAGS_out);
+    o.dtype = absl::GetFlag(FLAGS_dtype);
+    o.synthetic = absl::GetFlag(FLAGS_synthetic);
+    o.seed = absl::GetFlag(FLAGS_seed) == 0 ? 1 : absl::GetFlag(FLAGS_seed);
+    return lk::cli::Convert(o);
+  }
+  if (cmd == "inspect") {
+    std::string dir = absl::GetFlag(FLAGS_model);
+    if (positional.size() > 1) dir = positional[1];
+    if (dir.empty()) {
+      std::fprintf(stderr, "usage: latentkv inspect DIR\n");
+      return 2;
+    }
+    return lk::cli::Inspect(dir, absl::GetFlag(FLAGS_weights_dtype));
+  }
+  std::fprintf(stderr, "unknown command %s\n", cmd.c_str());
+  return 2;
+}

@@ -1,0 +1,161 @@
+// `latentkv serve`: a whole cluster on this machine: one coordinator process
+// and N worker processes on loopback, until SIGINT/SIGTERM, then a drain:
+// the coordinator stops taking requests and finishes those in flight, then
+// the workers stop.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "common/signals.h"
+#include "grpcpp/grpcpp.h"
+#include "latentkv/v1/generation.grpc.pb.h"
+#include "tools/cli/commands.h"
+
+extern char** environ;
+
+namespace latentkv::cli {
+namespace {
+
+namespace fs = std::filesystem;
+
+pid_t Spawn(const std::vector<std::string>& args) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  // Children get default signal handling: unblock what this process blocks.
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], nullptr, &attr, argv.data(), environ) != 0) {
+    pid = -1;
+  }
+  posix_spawnattr_destroy(&attr);
+  return pid;
+}
+
+// Waits for `path` to appear (written by a child once it serves).
+std::string WaitForFile(const std::string& path, pid_t child, int timeout_s) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in(path);
+    std::string line;
+    if (in && std::getline(in, line) && !line.empty()) return line;
+    int status;
+    if (waitpid(child, &status, WNOHANG) == child) return "";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return "";
+}
+
+void StopChild(pid_t pid, int grace_s) {
+  if (pid <= 0) return;
+  kill(pid, SIGTERM);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(grace_s);
+  int status;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (waitpid(pid, &status, WNOHANG) == pid) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+}
+
+}  // namespace
+
+int Serve(const ServeOptions& o) {
+  if (o.model_dir.empty()) {
+    std::fprintf(stderr, "--model DIR is required\n");
+    return 2;
+  }
+  const fs::path bin = o.bin_dir.empty()
+                           ? fs::read_symlink("/proc/self/exe").parent_path()
+                           : fs::path(o.bin_dir);
+  char tmpl[] = "/tmp/latentkv-serve-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) {
+    std::perror("mkdtemp");
+    return 1;
+  }
+  const fs::path run_dir(tmpl);
+  const std::string coord_file = (run_dir / "coordinator.addr").string();
+  pid_t coord = Spawn({(bin / "latentkv-coordinator").string(),
+                       "--model=" + o.model_dir, "--host=" + o.host,
+                       absl::StrCat("--port=", o.port), "--port_file=" + coord_file});
+  const std::string address = WaitForFile(coord_file, coord, 60);
+  if (address.empty()) {
+    std::fprintf(stderr, "latentkv serve: the coordinator did not start\n");
+    StopChild(coord, 1);
+    return 1;
+  }
+  std::vector<pid_t> workers;
+  for (int i = 0; i < o.workers; ++i) {
+    std::vector<std::string> args = {
+        (bin / "latentkv-worker").string(), "--model=" + o.model_dir,
+        "--host=" + o.host, "--port=0", "--coordinator=" + address,
+        absl::StrCat("--worker_id=worker-", i)};
+    args.insert(args.end(), o.worker_args.begin(), o.worker_args.end());
+    workers.push_back(Spawn(args));
+  }
+  // Ready when every worker has registered.
+  auto stub = latentkv::v1::Generation::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  bool ready = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (!ready && std::chrono::steady_clock::now() < deadline) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    latentkv::v1::ListModelsResponse resp;
+    if (stub->ListModels(&ctx, {}, &resp).ok() && resp.models_size() > 0 &&
+        resp.models(0).num_workers() >= static_cast<uint32_t>(o.workers)) {
+      ready = true;
+      break;
+    }
+    for (pid_t w : workers) {
+      int status;
+      if (w <= 0 || waitpid(w, &status, WNOHANG) == w) {
+        std::fprintf(stderr, "latentkv serve: a worker exited during start-up\n");
+        for (pid_t x : workers) StopChild(x, 1);
+        StopChild(coord, 1);
+        return 1;
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!ready) {
+    std::fprintf(stderr, "latentkv serve: workers did not register in time\n");
+    for (pid_t w : workers) StopChild(w, 1);
+    StopChild(coord, 1);
+    return 1;
+  }
+  std::fprintf(stderr, "latentkv serve: %s with %d worker(s) on %s\n",
+               o.model_dir.c_str(), o.workers, address.c_str());
+  if (!o.port_file.empty()) {
+    const std::string tmp = o.port_file + ".tmp";
+    std::ofstream(tmp) << address << "\n";
+    std::rename(tmp.c_str(), o.port_file.c_str());
+  }
+  WaitForTerminationSignal();
+  std::fprintf(stderr, "latentkv serve: draining\n");
+  StopChild(coord, 35);  // finishes in-flight requests first
+  for (pid_t w : workers) StopChild(w, 35);
+  fs::remove_all(run_dir);
+  std::fprintf(stderr, "latentkv serve: stopped\n");
+  return 0;
+}
+
+}  // namespace latentkv::cli

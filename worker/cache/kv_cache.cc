@@ -1,0 +1,349 @@
+#include "worker/cache/kv_cache.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <limits>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace latentkv::worker {
+namespace {
+
+// Programming errors (not recoverable conditions) end the process with a
+// message; abseil 20220623 has no absl/log CHECK.
+[[noreturn]] void Fatal(const char* file, int line, const std::string& msg) {
+  std::fprintf(stderr, "%s:%d: FATAL: %s\n", file, line, msg.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+#define LATENTKV_KV_CHECK(cond, ...)                                 \
+  do {                                                               \
+    if (!(cond)) {                                                   \
+      Fatal(__FILE__, __LINE__,                                      \
+            absl::StrCat("check failed: " #cond ": ", __VA_ARGS__)); \
+    }                                                                \
+  } while (false)
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// BlockAllocator
+
+BlockAllocator::BlockAllocator(int32_t num_pages) {
+  LATENTKV_KV_CHECK(num_pages >= 0, "negative page count ", num_pages);
+  refcount_.assign(num_pages, 0);
+  free_.resize(num_pages);
+  // Ascending ids form a valid min-heap.
+  for (int32_t i = 0; i < num_pages; ++i) free_[i] = i;
+}
+
+std::optional<int32_t> BlockAllocator::Allocate() {
+  if (free_.empty()) return std::nullopt;
+  std::pop_heap(free_.begin(), free_.end(), std::greater<int32_t>());
+  const int32_t page = free_.back();
+  free_.pop_back();
+  refcount_[page] = 1;
+  return page;
+}
+
+void BlockAllocator::Ref(int32_t page) {
+  LATENTKV_KV_CHECK(page >= 0 && page < num_pages(),
+                    "BlockAllocator::Ref: page ", page, " out of range [0, ",
+                    num_pages(), ")");
+  LATENTKV_KV_CHECK(refcount_[page] > 0, "BlockAllocator::Ref of free page ",
+                    page);
+  ++refcount_[page];
+}
+
+void BlockAllocator::Unref(int32_t page) {
+  LATENTKV_KV_CHECK(page >= 0 && page < num_pages(),
+                    "BlockAllocator::Unref: page ", page, " out of range [0, ",
+                    num_pages(), ")");
+  LATENTKV_KV_CHECK(refcount_[page] > 0, "BlockAllocator::Unref of free page ",
+                    page);
+  if (--refcount_[page] == 0) {
+    free_.push_back(page);
+    std::push_heap(free_.begin(), free_.end(), std::greater<int32_t>());
+  }
+}
+
+// ---------------------------------------------------------------------------
+// KvCache
+
+namespace {
+
+int64_t PageBytes(const LayerKvShape& s, int32_t page_size) {
+  return int64_t{page_size} *
+         (int64_t{s.d_qk} * int64_t{sizeof(float)} +
+          int64_t{s.d_vo} * int64_t{sizeof(float)} + int64_t{sizeof(int32_t)});
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(
+    std::vector<LayerKvShape> layers, const KvCacheOptions& options) {
+  if (options.page_size <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KvCache: page_size must be > 0, got ", options.page_size));
+  }
+  if (options.max_bytes <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KvCache: max_bytes must be > 0, got ", options.max_bytes));
+  }
+  if (layers.empty()) {
+    return absl::InvalidArgumentError("KvCache: no layers");
+  }
+  // Bytes of one "page per (layer, head)" round: sum_l n_kv(l) * page_bytes(l).
+  int64_t round_bytes = 0;
+  int32_t max_heads = 0;
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const LayerKvShape& s = layers[l];
+    if (s.n_kv_heads <= 0 || s.d_qk <= 0 || s.d_vo <= 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "KvCache: layer ", l, " has invalid shape n_kv_heads=", s.n_kv_heads,
+          " d_qk=", s.d_qk, " d_vo=", s.d_vo, " (all must be > 0)"));
+    }
+    const int64_t pb = PageBytes(s, options.page_size);
+    if (pb > std::numeric_limits<int64_t>::max() / s.n_kv_heads ||
+        round_bytes > std::numeric_limits<int64_t>::max() - pb * s.n_kv_heads) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KvCache: page sizes overflow at layer ", l));
+    }
+    round_bytes += pb * s.n_kv_heads;
+    max_heads = std::max(max_heads, s.n_kv_heads);
+  }
+  int64_t pages_per_head = options.max_bytes / round_bytes;
+  if (pages_per_head < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KvCache: max_bytes=", options.max_bytes,
+                     " cannot hold one page per (layer, KV head), which needs ",
+                     round_bytes, " bytes with page_size=", options.page_size));
+  }
+  // Page ids are int32: stay within that (still within the byte bound).
+  pages_per_head = std::min<int64_t>(
+      pages_per_head, std::numeric_limits<int32_t>::max() / max_heads);
+
+  auto cache = std::unique_ptr<KvCache>(new KvCache());
+  cache->page_size_ = options.page_size;
+  cache->layers_ = std::move(layers);
+  const size_t n = cache->layers_.size();
+  cache->allocators_.reserve(n);
+  cache->k_pools_.resize(n);
+  cache->v_pools_.resize(n);
+  cache->pos_pools_.resize(n);
+  for (size_t l = 0; l < n; ++l) {
+    const LayerKvShape& s = cache->layers_[l];
+    const int64_t pages = pages_per_head * s.n_kv_heads;
+    const size_t slots = static_cast<size_t>(pages) * options.page_size;
+    cache->allocators_.emplace_back(static_cast<int32_t>(pages));
+    cache->k_pools_[l].assign(slots * s.d_qk, 0.0f);
+    cache->v_pools_[l].assign(slots * s.d_vo, 0.0f);
+    cache->pos_pools_[l].assign(slots, 0);
+  }
+  return cache;
+}
+
+int64_t KvCache::page_bytes(int32_t layer) const {
+  return PageBytes(layers_[layer], page_size_);
+}
+
+int64_t KvCache::pages_in_use() const {
+  int64_t total = 0;
+  for (const BlockAllocator& a : allocators_) {
+    total += a.num_pages() - a.num_free();
+  }
+  return total;
+}
+
+int64_t KvCache::bytes_in_use() const {
+  int64_t total = 0;
+  for (int32_t l = 0; l < num_layers(); ++l) {
+    const BlockAllocator& a = allocators_[l];
+    total += int64_t{a.num_pages() - a.num_free()} * page_bytes(l);
+  }
+  return total;
+}
+
+int64_t KvCache::capacity_bytes() const {
+  int64_t total = 0;
+  for (int32_t l = 0; l < num_layers(); ++l) {
+    total += int64_t{allocators_[l].num_pages()} * page_bytes(l);
+  }
+  return total;
+}
+
+// ---------------------------------------------------------------------------
+// SequenceKv
+
+void SequenceKv::Init(const KvCache& cache) {
+  LATENTKV_KV_CHECK(num_pages() == 0,
+                    "SequenceKv::Init while holding pages; Release() first");
+  lists_.assign(cache.num_layers(), {});
+  for (int32_t l = 0; l < cache.num_layers(); ++l) {
+    lists_[l].assign(cache.shape(l).n_kv_heads, HeadList{});
+  }
+}
+
+absl::Status SequenceKv::SharePrefix(KvCache& cache, const SequenceKv& src,
+                                     int64_t n_tokens) {
+  LATENTKV_KV_CHECK(
+      static_cast<int32_t>(lists_.size()) == cache.num_layers() &&
+          static_cast<int32_t>(src.lists_.size()) == cache.num_layers(),
+      "SequenceKv::SharePrefix on a sequence not Init'ed for this cache");
+  if (num_pages() != 0) {
+    return absl::FailedPreconditionError(
+        "SequenceKv::SharePrefix: sequence already holds pages");
+  }
+  const int32_t ps = cache.page_size();
+  if (n_tokens < 0 || n_tokens % ps != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SequenceKv::SharePrefix: n_tokens=", n_tokens,
+                     " must be a non-negative multiple of page_size=", ps));
+  }
+  for (int32_t l = 0; l < cache.num_layers(); ++l) {
+    for (size_t h = 0; h < src.lists_[l].size(); ++h) {
+      if (src.lists_[l][h].tokens < n_tokens) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("SequenceKv::SharePrefix: n_tokens=", n_tokens,
+                         " exceeds the source's ", src.lists_[l][h].tokens,
+                         " tokens at layer ", l, " head ", h));
+      }
+    }
+  }
+  const int64_t n_pages = n_tokens / ps;
+  for (int32_t l = 0; l < cache.num_layers(); ++l) {
+    for (size_t h = 0; h < src.lists_[l].size(); ++h) {
+      const HeadList& from = src.lists_[l][h];
+      HeadList& to = lists_[l][h];
+      to.pages.assign(from.pages.begin(), from.pages.begin() + n_pages);
+      for (int32_t page : to.pages) cache.allocator(l).Ref(page);
+      to.tokens = n_tokens;
+    }
+  }
+  return absl::OkStatus();
+}
+
+int64_t SequenceKv::PagesNeeded(const KvCache& cache, int64_t n) const {
+  int64_t needed = 0;
+  for (const std::vector<HeadList>& layer : lists_) {
+    for (const HeadList& hl : layer) {
+      const int64_t want = CeilDiv(hl.tokens + n, cache.page_size());
+      needed +=
+          std::max<int64_t>(0, want - static_cast<int64_t>(hl.pages.size()));
+    }
+  }
+  return needed;
+}
+
+absl::Status SequenceKv::Reserve(KvCache& cache, int64_t n) {
+  LATENTKV_KV_CHECK(static_cast<int32_t>(lists_.size()) == cache.num_layers(),
+                    "SequenceKv::Reserve on a sequence not Init'ed for this "
+                    "cache");
+  if (n < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SequenceKv::Reserve: negative token count ", n));
+  }
+  const int32_t ps = cache.page_size();
+  // Check every layer first so that a failure allocates nothing.
+  std::vector<int64_t> needed(lists_.size(), 0);
+  std::string shortfall;
+  for (size_t l = 0; l < lists_.size(); ++l) {
+    for (const HeadList& hl : lists_[l]) {
+      const int64_t want = CeilDiv(hl.tokens + n, ps);
+      needed[l] +=
+          std::max<int64_t>(0, want - static_cast<int64_t>(hl.pages.size()));
+    }
+    const int32_t free = cache.allocator(static_cast<int32_t>(l)).num_free();
+    if (needed[l] > free) {
+      absl::StrAppend(&shortfall, shortfall.empty() ? "" : "; ", "layer ", l,
+                      " needs ", needed[l], " pages, ", free, " free");
+    }
+  }
+  if (!shortfall.empty()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("KV cache full reserving ", n, " tokens: ", shortfall));
+  }
+  for (size_t l = 0; l < lists_.size(); ++l) {
+    BlockAllocator& alloc = cache.allocator(static_cast<int32_t>(l));
+    for (HeadList& hl : lists_[l]) {
+      const int64_t want = CeilDiv(hl.tokens + n, ps);
+      while (static_cast<int64_t>(hl.pages.size()) < want) {
+        std::optional<int32_t> page = alloc.Allocate();
+        LATENTKV_KV_CHECK(page.has_value(), "allocator ran dry after check");
+        hl.pages.push_back(*page);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void SequenceKv::Append(const KvCache& cache, int32_t layer, int64_t n,
+                        int64_t* slots) {
+  LATENTKV_KV_CHECK(layer >= 0 && layer < static_cast<int32_t>(lists_.size()),
+                    "SequenceKv::Append: layer ", layer, " out of range");
+  LATENTKV_KV_CHECK(n >= 0, "SequenceKv::Append: negative n ", n);
+  const int64_t ps = cache.page_size();
+  std::vector<HeadList>& heads = lists_[layer];
+  const int64_t n_kv = static_cast<int64_t>(heads.size());
+  for (int64_t h = 0; h < n_kv; ++h) {
+    HeadList& hl = heads[h];
+    LATENTKV_KV_CHECK(
+        hl.tokens + n <= static_cast<int64_t>(hl.pages.size()) * ps,
+        "SequenceKv::Append of ", n, " tokens at layer ", layer, " head ", h,
+        " holding ", hl.tokens, " tokens in ", hl.pages.size(),
+        " pages: Reserve() first");
+    for (int64_t t = 0; t < n; ++t) {
+      const int64_t pos = hl.tokens + t;
+      slots[t * n_kv + h] = int64_t{hl.pages[pos / ps]} * ps + pos % ps;
+    }
+    hl.tokens += n;
+  }
+}
+
+void SequenceKv::Describe(const KvCache& cache, int32_t layer,
+                          std::vector<int32_t>* indptr,
+                          std::vector<int32_t>* indices,
+                          std::vector<int32_t>* last_page_len) const {
+  LATENTKV_KV_CHECK(layer >= 0 && layer < static_cast<int32_t>(lists_.size()),
+                    "SequenceKv::Describe: layer ", layer, " out of range");
+  const int64_t ps = cache.page_size();
+  for (const HeadList& hl : lists_[layer]) {
+    const int64_t used = CeilDiv(hl.tokens, ps);
+    indices->insert(indices->end(), hl.pages.begin(), hl.pages.begin() + used);
+    indptr->push_back(static_cast<int32_t>(indices->size()));
+    last_page_len->push_back(
+        used == 0 ? 0 : static_cast<int32_t>(hl.tokens - (used - 1) * ps));
+  }
+}
+
+void SequenceKv::Release(KvCache& cache) {
+  for (size_t l = 0; l < lists_.size(); ++l) {
+    BlockAllocator& alloc = cache.allocator(static_cast<int32_t>(l));
+    for (HeadList& hl : lists_[l]) {
+      for (int32_t page : hl.pages) alloc.Unref(page);
+      hl.pages.clear();
+      hl.tokens = 0;
+    }
+  }
+}
+
+int64_t SequenceKv::num_tokens(int32_t layer, int32_t head) const {
+  return lists_[layer][head].tokens;
+}
+
+int64_t SequenceKv::num_pages() const {
+  int64_t total = 0;
+  for (const std::vector<HeadList>& layer : lists_) {
+    for (const HeadList& hl : layer) total += hl.pages.size();
+  }
+  return total;
+}
+
+}  // namespace latentkv::worker

@@ -1,0 +1,256 @@
+#include "worker/engine/engine.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace latentkv::worker {
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
+    std::shared_ptr<const model::ModelWeights> weights,
+    std::unique_ptr<kernels::Backend> backend, const EngineOptions& options) {
+  std::unique_ptr<Engine> e(new Engine());
+  e->options_ = options;
+  e->weights_ = std::move(weights);
+  e->backend_ = std::move(backend);
+  e->runner_ = std::make_unique<ModelRunner>(e->weights_, e->backend_.get());
+  auto cache = KvCache::Create(e->runner_->KvShapes(), options.kv);
+  if (!cache.ok()) return cache.status();
+  e->cache_ = std::move(*cache);
+  e->scheduler_ = std::make_unique<Scheduler>(options.scheduler, e->cache_.get());
+  {
+    std::lock_guard<std::mutex> lock(e->mu_);
+    e->stats_.kv_bytes_capacity = e->cache_->capacity_bytes();
+    for (int32_t l = 0; l < e->cache_->num_layers(); ++l) {
+      e->stats_.kv_pages_total += e->cache_->allocator(l).num_pages();
+    }
+  }
+  e->thread_ = std::thread([p = e.get()] { p->Loop(); });
+  return e;
+}
+
+Engine::~Engine() { Stop(); }
+
+absl::Status Engine::Submit(GenerationRequest req, EventSink sink) {
+  const model::ModelConfig& c = config();
+  if (req.prompt.empty()) return absl::InvalidArgumentError("empty prompt");
+  for (int32_t t : req.prompt) {
+    if (t < 0 || t >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt token id ", t, " outside the vocabulary [0, ", c.vocab_size,
+          ")"));
+    }
+  }
+  if (static_cast<int64_t>(req.prompt.size()) >= c.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt of ", req.prompt.size(), " tokens leaves no room in the context of ",
+        c.max_position_embeddings));
+  }
+  if (req.max_new_tokens <= 0) {
+    return absl::InvalidArgumentError("max_new_tokens must be positive");
+  }
+  const SamplingOptions& s = req.sampling;
+  if (!(s.temperature >= 0.0f)) {
+    return absl::InvalidArgumentError("temperature must be >= 0");
+  }
+  if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) {
+    return absl::InvalidArgumentError("top_p must be in (0, 1]");
+  }
+  if (s.top_k < 0) return absl::InvalidArgumentError("top_k must be >= 0");
+
+  auto seq = std::make_unique<Sequence>();
+  seq->id = std::move(req.id);
+  seq->tokens = std::move(req.prompt);
+  seq->prompt_len = static_cast<int32_t>(seq->tokens.size());
+  seq->max_new_tokens = req.max_new_tokens;
+  seq->max_total_tokens = c.max_position_embeddings;
+  seq->ignore_eos = req.ignore_eos;
+  seq->eos_id = c.eos_token_id;
+  seq->sampling = s;
+  seq->rng.seed(s.seed);
+  seq->kv.Init(*cache_);  // shapes only; reads immutable cache geometry
+  const int64_t most = std::min<int64_t>(
+      seq->prompt_len + int64_t{seq->max_new_tokens}, seq->max_total_tokens);
+  const int64_t need = seq->kv.PagesNeeded(*cache_, most);
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stop_) return absl::UnavailableError("engine is stopping");
+  if (need > stats_.kv_pages_total) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request needs ", need, " KV pages for ", most,
+        " tokens but the KV memory holds ", stats_.kv_pages_total));
+  }
+  if (queued_ >= options_.scheduler.max_waiting) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request queue is full (", options_.scheduler.max_waiting, ")"));
+  }
+  ++queued_;
+  inbox_.push_back({std::move(seq), std::move(sink)});
+  cv_.notify_one();
+  return absl::OkStatus();
+}
+
+void Engine::Cancel(const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  cancels_.push_back(id);
+  cv_.notify_one();
+}
+
+EngineStats Engine::Stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+void Engine::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_ && !thread_.joinable()) return;
+    stop_ = true;
+    cv_.notify_one();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status) {
+  auto it = sinks_.find(seq->id);
+  EventSink sink = it == sinks_.end() ? nullptr : std::move(it->second);
+  if (it != sinks_.end()) sinks_.erase(it);
+  const std::string id = seq->id;
+  scheduler_->Remove(id);  // releases pages; seq is gone after this
+  if (sink) {
+    GenerationEvent ev;
+    ev.finish = reason;
+    ev.status = std::move(status);
+    sink(ev);
+  }
+}
+
+void Engine::Loop() {
+  while (true) {
+    std::vector<Incoming> inbox;
+    std::vector<std::string> cancels;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] {
+        return stop_ || !inbox_.empty() || !cancels_.empty() ||
+               !scheduler_->idle();
+      });
+      if (stop_) break;
+      inbox.swap(inbox_);
+      cancels.swap(cancels_);
+    }
+    for (auto& in : inbox) {
+      const std::string id = in.seq->id;
+      in.seq->arrival = next_arrival_++;
+      if (sinks_.count(id)) {
+        GenerationEvent ev;
+        ev.status = absl::AlreadyExistsError(
+            absl::StrCat("request id ", id, " is already running"));
+        in.sink(ev);
+        std::lock_guard<std::mutex> lock(mu_);
+        --queued_;
+        continue;
+      }
+      absl::Status st = scheduler_->Enqueue(std::move(in.seq));
+      if (!st.ok()) {
+        GenerationEvent ev;
+        ev.status = st;
+        in.sink(ev);
+        std::lock_guard<std::mutex> lock(mu_);
+        --queued_;
+        continue;
+      }
+      sinks_[id] = std::move(in.sink);
+    }
+    for (const auto& id : cancels) {
+      if (!sinks_.count(id)) continue;
+      EventSink sink = std::move(sinks_[id]);
+      sinks_.erase(id);
+      auto seq = scheduler_->Remove(id);
+      if (seq && !seq->running) {
+        // It was still waiting: it leaves the queue.
+      }
+      GenerationEvent ev;
+      ev.finish = FinishReason::kCancelled;
+      sink(ev);
+    }
+    Step();
+  }
+  // Stopping: fail whatever is left.
+  std::vector<Incoming> inbox;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    inbox.swap(inbox_);
+  }
+  GenerationEvent ev;
+  ev.status = absl::UnavailableError("worker is shutting down");
+  for (auto& in : inbox) in.sink(ev);
+  for (auto& [id, sink] : sinks_) {
+    scheduler_->Remove(id);
+    sink(ev);
+  }
+  sinks_.clear();
+}
+
+void Engine::Step() {
+  std::vector<ScheduledChunk> plan = scheduler_->Schedule();
+  int64_t generated = 0;
+  if (!plan.empty()) {
+    std::vector<ForwardChunk> chunks;
+    chunks.reserve(plan.size());
+    for (const auto& p : plan) {
+      ForwardChunk ch;
+      ch.kv = &p.seq->kv;
+      ch.tokens = p.seq->tokens.data() + p.start;
+      ch.len = p.len;
+      ch.start = p.start;
+      ch.logits =
+          p.sample ? ForwardChunk::Logits::kLast : ForwardChunk::Logits::kNone;
+      chunks.push_back(ch);
+    }
+    absl::Status st = runner_->Forward(chunks, *cache_, &logits_);
+    if (!st.ok()) {
+      for (const auto& p : plan) {
+        Finish(p.seq, FinishReason::kNone,
+               absl::InternalError(absl::StrCat("forward failed: ", st.message())));
+      }
+    } else {
+      const int32_t vocab = config().vocab_size;
+      int64_t row = 0;
+      for (const auto& p : plan) {
+        Sequence* seq = p.seq;
+        seq->num_cached += p.len;
+        if (!p.sample) continue;
+        const int32_t tok = SampleToken(logits_.data() + row * vocab, vocab,
+                                        seq->sampling, seq->rng, &scratch_);
+        ++row;
+        if (tok == seq->eos_id && !seq->ignore_eos) {
+          Finish(seq, FinishReason::kStop, absl::OkStatus());
+          continue;
+        }
+        seq->tokens.push_back(tok);
+        ++generated;
+        auto it = sinks_.find(seq->id);
+        if (it != sinks_.end()) {
+          GenerationEvent ev;
+          ev.token = tok;
+          it->second(ev);
+        }
+        if (seq->num_generated() >= seq->max_new_tokens ||
+            static_cast<int64_t>(seq->tokens.size()) >= seq->max_total_tokens) {
+          Finish(seq, FinishReason::kLength, absl::OkStatus());
+        }
+      }
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  queued_ = scheduler_->num_waiting() + static_cast<int64_t>(inbox_.size());
+  stats_.running = scheduler_->num_running();
+  stats_.waiting = scheduler_->num_waiting() + static_cast<int32_t>(inbox_.size());
+  stats_.kv_pages_in_use = cache_->pages_in_use();
+  stats_.kv_bytes_in_use = cache_->bytes_in_use();
+  stats_.steps += plan.empty() ? 0 : 1;
+  stats_.tokens_generated += generated;
+  stats_.preemptions = scheduler_->preemptions();
+}
+
+}  // namespace latentkv::worker

@@ -1,0 +1,121 @@
+// The serving engine of one worker: continuous batching over a ModelRunner
+// and a paged KV cache, on its own thread.
+//
+// Requests enter through Submit() from any thread and leave through their
+// EventSink, called on the engine thread: one event per generated token, then
+// a final event with the finish reason (or an error status). Cancel() stops a
+// request and frees its KV pages before its final event is delivered.
+// Thread-safety: Submit, Cancel, Stats and Stop are thread-safe.
+#ifndef LATENTKV_WORKER_ENGINE_ENGINE_H_
+#define LATENTKV_WORKER_ENGINE_ENGINE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/cache/kv_cache.h"
+#include "worker/engine/model_runner.h"
+#include "worker/engine/scheduler.h"
+#include "worker/engine/sequence.h"
+
+namespace latentkv::worker {
+
+struct EngineOptions {
+  KvCacheOptions kv;            // page size and KV memory bound
+  SchedulerOptions scheduler;   // batch and queue bounds
+};
+
+struct GenerationRequest {
+  std::string id;                    // unique among live requests
+  std::vector<int32_t> prompt;       // token ids, non-empty
+  int32_t max_new_tokens = 16;       // > 0
+  SamplingOptions sampling;
+  bool ignore_eos = false;
+};
+
+// What the engine reports about a request.
+struct GenerationEvent {
+  int32_t token = -1;                  // a new token, or -1
+  FinishReason finish = FinishReason::kNone;  // set on the final event
+  absl::Status status;                 // non-OK: the request failed (final)
+};
+using EventSink = std::function<void(const GenerationEvent&)>;
+
+struct EngineStats {
+  int32_t running = 0;
+  int32_t waiting = 0;
+  int64_t kv_pages_in_use = 0;
+  int64_t kv_pages_total = 0;
+  int64_t kv_bytes_in_use = 0;
+  int64_t kv_bytes_capacity = 0;
+  int64_t steps = 0;
+  int64_t tokens_generated = 0;
+  int64_t preemptions = 0;
+};
+
+class Engine {
+ public:
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(
+      std::shared_ptr<const model::ModelWeights> weights,
+      std::unique_ptr<kernels::Backend> backend, const EngineOptions& options);
+  ~Engine();  // Stop()s
+
+  // Validates and queues a request. InvalidArgument for a bad request
+  // (empty prompt, tokens outside the vocabulary, prompt + 1 beyond the
+  // context, bad sampling values); ResourceExhausted when the queue is full or
+  // the request can never fit in the KV memory. On error `sink` is not called.
+  absl::Status Submit(GenerationRequest request, EventSink sink);
+  // Cancels a live request: its final event has kCancelled. No-op if unknown.
+  void Cancel(const std::string& id);
+  EngineStats Stats() const;
+  // Finishes in-flight steps, fails queued/running requests with Unavailable
+  // and joins the thread. Idempotent.
+  void Stop();
+
+  const model::ModelConfig& config() const { return runner_->config(); }
+
+ private:
+  Engine() = default;
+  void Loop();
+  void Step();
+  void Finish(Sequence* seq, FinishReason reason, absl::Status status);
+
+  std::shared_ptr<const model::ModelWeights> weights_;
+  std::unique_ptr<kernels::Backend> backend_;
+  std::unique_ptr<ModelRunner> runner_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<Scheduler> scheduler_;
+  EngineOptions options_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  struct Incoming {
+    std::unique_ptr<Sequence> seq;
+    EventSink sink;
+  };
+  std::vector<Incoming> inbox_;          // guarded by mu_
+  std::vector<std::string> cancels_;     // guarded by mu_
+  int64_t queued_ = 0;                   // inbox + waiting; guarded by mu_
+  EngineStats stats_;                    // guarded by mu_ (snapshot)
+  bool stop_ = false;                    // guarded by mu_
+  std::thread thread_;
+  uint64_t next_arrival_ = 0;
+
+  // Engine-thread state.
+  std::unordered_map<std::string, EventSink> sinks_;
+  std::vector<float> logits_;
+  std::vector<std::pair<float, int32_t>> scratch_;
+};
+
+}  // namespace latentkv::worker
+
+#endif  // LATENTKV_WORKER_ENGINE_ENGINE_H_

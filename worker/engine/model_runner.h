@@ -1,0 +1,72 @@
+// Runs the Llama-family forward pass over a batch of sequence chunks against
+// the paged latent KV cache, on a kernels::Backend.
+//
+// Per layer l (hidden H, heads nh, kv heads nkv, latent dims dqk(l), dvo(l)):
+//   h = RmsNorm(x); q = h Wq^T [T, nh*dqk]; k = h Wk^T [T, nkv*dqk];
+//   v = h Wv^T [T, nkv*dvo]; RoPE(q, k) with the layer's inv_freq table;
+//   K/V written to the chunk's slots; attention over each sequence's pages
+//   (scale 1/sqrt(dqk)) -> [T, nh*dvo]; x += o Wo^T;
+//   x += Wdown (silu(RmsNorm(x) Wgate^T) * (RmsNorm(x) Wup^T)).
+// Logits come from the final RmsNorm and the LM head, for the rows asked.
+// Thread-safety: one caller at a time (the engine thread).
+#ifndef LATENTKV_WORKER_ENGINE_MODEL_RUNNER_H_
+#define LATENTKV_WORKER_ENGINE_MODEL_RUNNER_H_
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kernels/backend.h"
+#include "model/weights.h"
+#include "worker/cache/kv_cache.h"
+
+namespace latentkv::worker {
+
+// One sequence's part of a forward pass: tokens at positions
+// [start, start + tokens.size()) appended to `kv` (already reserved).
+struct ForwardChunk {
+  SequenceKv* kv = nullptr;
+  const int32_t* tokens = nullptr;  // [len]
+  int32_t len = 0;
+  int64_t start = 0;  // position of tokens[0]
+  // Which rows' logits to return: kLast (one row), kAll (len rows), kNone.
+  enum class Logits { kNone, kLast, kAll } logits = Logits::kLast;
+};
+
+class ModelRunner {
+ public:
+  // The runner shares the weights; `backend` must outlive it.
+  ModelRunner(std::shared_ptr<const model::ModelWeights> weights,
+              kernels::Backend* backend);
+
+  const model::ModelConfig& config() const { return weights_->config; }
+  // KV shapes of every layer, for building the KvCache.
+  std::vector<LayerKvShape> KvShapes() const;
+
+  // Runs the chunks as one batch. `logits` receives the requested rows in
+  // chunk order, [rows, vocab]. The chunks' tokens must lie in
+  // [0, vocab) (checked: InvalidArgument) and positions below the context.
+  absl::Status Forward(const std::vector<ForwardChunk>& chunks, KvCache& cache,
+                       std::vector<float>* logits);
+
+ private:
+  void EnsureCapacity(int64_t rows);
+
+  std::shared_ptr<const model::ModelWeights> weights_;
+  kernels::Backend* backend_;
+  // Activation scratch, grown to the largest batch seen.
+  int64_t capacity_rows_ = 0;
+  std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_;
+  std::vector<int32_t> tokens_, pos_;
+  std::vector<int64_t> slots_;
+  std::vector<int32_t> q_indptr_, kv_indptr_, kv_indices_, kv_last_;
+  std::vector<float> rows_;
+};
+
+// The matrix view of a weight tensor.
+kernels::WeightView View(const model::Tensor& t);
+
+}  // namespace latentkv::worker
+
+#endif  // LATENTKV_WORKER_ENGINE_MODEL_RUNNER_H_

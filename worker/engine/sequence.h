@@ -1,0 +1,46 @@
+// One generation request inside the engine: its tokens, progress, sampling
+// state and KV pages.
+#ifndef LATENTKV_WORKER_ENGINE_SEQUENCE_H_
+#define LATENTKV_WORKER_ENGINE_SEQUENCE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "worker/cache/kv_cache.h"
+#include "worker/engine/sampler.h"
+
+namespace latentkv::worker {
+
+enum class FinishReason { kNone, kStop, kLength, kCancelled };
+
+struct Sequence {
+  std::string id;
+  uint64_t arrival = 0;         // admission order; smaller = older
+  std::vector<int32_t> tokens;  // prompt followed by generated tokens
+  int32_t prompt_len = 0;
+  // Tokens whose K/V are in the cache. Invariant: num_cached <= tokens.size();
+  // the sequence needs a forward pass over tokens[num_cached:].
+  int64_t num_cached = 0;
+  int32_t max_new_tokens = 0;  // generation stops at this many new tokens
+  int32_t max_total_tokens = 0;  // context limit (prompt + generated)
+  bool ignore_eos = false;
+  int32_t eos_id = -1;
+  SamplingOptions sampling;
+  SamplerRng rng;
+  SequenceKv kv;
+  bool running = false;
+  int32_t preemptions = 0;
+
+  int32_t num_generated() const {
+    return static_cast<int32_t>(tokens.size()) - prompt_len;
+  }
+  // Tokens still to run through the model before the next sample.
+  int64_t pending() const {
+    return static_cast<int64_t>(tokens.size()) - num_cached;
+  }
+};
+
+}  // namespace latentkv::worker
+
+#endif  // LATENTKV_WORKER_ENGINE_SEQUENCE_H_

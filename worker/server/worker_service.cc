@@ -1,0 +1,198 @@
+#include "worker/server/worker_service.h"
+
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+
+namespace latentkv::worker {
+namespace {
+
+namespace pb = ::latentkv::v1;
+
+// Events of one request, handed from the engine thread to the RPC thread.
+class EventQueue {
+ public:
+  void Push(const GenerationEvent& e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    events_.push_back(e);
+    cv_.notify_one();
+  }
+  // Waits up to `timeout` for events and takes them all.
+  std::deque<GenerationEvent> Take(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait_for(lock, timeout, [&] { return !events_.empty(); });
+    std::deque<GenerationEvent> out;
+    out.swap(events_);
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<GenerationEvent> events_;
+};
+
+pb::FinishReason ToProto(FinishReason r) {
+  switch (r) {
+    case FinishReason::kStop:
+      return pb::FINISH_REASON_STOP;
+    case FinishReason::kLength:
+      return pb::FINISH_REASON_LENGTH;
+    case FinishReason::kCancelled:
+      return pb::FINISH_REASON_CANCELLED;
+    case FinishReason::kNone:
+      break;
+  }
+  return pb::FINISH_REASON_UNSPECIFIED;
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
+                      std::string(s.message()));
+}
+
+void WorkerService::FillStats(const EngineStats& s, pb::WorkerStats* out) {
+  out->set_running(s.running);
+  out->set_waiting(s.waiting);
+  out->set_kv_pages_in_use(s.kv_pages_in_use);
+  out->set_kv_pages_total(s.kv_pages_total);
+  out->set_kv_bytes_in_use(s.kv_bytes_in_use);
+  out->set_kv_bytes_capacity(s.kv_bytes_capacity);
+  out->set_steps(s.steps);
+  out->set_tokens_generated(s.tokens_generated);
+  out->set_preemptions(s.preemptions);
+}
+
+grpc::Status WorkerService::GetStats(grpc::ServerContext*,
+                                     const pb::GetStatsRequest*,
+                                     pb::WorkerStats* resp) {
+  FillStats(engine_->Stats(), resp);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::Generate(
+    grpc::ServerContext* ctx, const pb::WorkerGenerateRequest* req,
+    grpc::ServerWriter<pb::WorkerGenerateResponse>* writer) {
+  GenerationRequest g;
+  // Ids are made unique per worker so a client reusing an id cannot collide.
+  g.id = absl::StrCat(req->request_id(), "#", next_id_.fetch_add(1));
+  g.prompt.assign(req->prompt_token_ids().begin(),
+                  req->prompt_token_ids().end());
+  const pb::SamplingParams& sp = req->sampling();
+  g.max_new_tokens = static_cast<int32_t>(sp.max_tokens());
+  g.sampling.temperature = sp.temperature();
+  g.sampling.top_p = sp.top_p() == 0.0f ? 1.0f : sp.top_p();
+  g.sampling.top_k = static_cast<int32_t>(sp.top_k());
+  g.sampling.seed = sp.seed();
+  g.ignore_eos = sp.ignore_eos();
+  if (sp.max_tokens() > (1u << 30)) {
+    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                        "max_tokens is too large");
+  }
+  auto queue = std::make_shared<EventQueue>();
+  const std::string id = g.id;
+  absl::Status st = engine_->Submit(
+      std::move(g), [queue](const GenerationEvent& e) { queue->Push(e); });
+  if (!st.ok()) return ToGrpcStatus(st);
+
+  bool cancelled = false;
+  while (true) {
+    std::deque<GenerationEvent> events =
+        queue->Take(std::chrono::milliseconds(20));
+    if (!cancelled && ctx->IsCancelled()) {
+      engine_->Cancel(id);  // its final kCancelled event follows
+      cancelled = true;
+    }
+    pb::WorkerGenerateResponse resp;
+    bool done = false;
+    for (const GenerationEvent& e : events) {
+      if (!e.status.ok()) return ToGrpcStatus(e.status);
+      if (e.token >= 0) resp.add_token_ids(e.token);
+      if (e.finish != FinishReason::kNone) {
+        resp.set_finish_reason(ToProto(e.finish));
+        done = true;
+      }
+    }
+    if (cancelled && done) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "request cancelled");
+    }
+    if ((resp.token_ids_size() > 0 || done) && !cancelled) {
+      if (!writer->Write(resp)) {
+        engine_->Cancel(id);
+        cancelled = true;
+        if (done) return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
+        continue;
+      }
+    }
+    if (done) return grpc::Status::OK;
+  }
+}
+
+Registrar::Registrar(const RegistrarOptions& options, Engine* engine)
+    : options_(options), engine_(engine) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+Registrar::~Registrar() { Stop(); }
+
+void Registrar::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void Registrar::Loop() {
+  auto channel = grpc::CreateChannel(options_.coordinator,
+                                     grpc::InsecureChannelCredentials());
+  auto stub = pb::Control::NewStub(channel);
+  bool registered = false;
+  auto period = options_.heartbeat;
+  const model::ModelConfig& c = engine_->config();
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (registered) cv_.wait_for(lock, period, [&] { return stop_; });
+      if (stop_) return;
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(2));
+    if (!registered) {
+      pb::RegisterRequest req;
+      req.set_worker_id(options_.worker_id);
+      req.set_address(options_.address);
+      req.set_model_id(options_.model_id);
+      req.set_max_context(c.max_position_embeddings);
+      req.set_vocab_size(c.vocab_size);
+      req.set_kv_bytes_per_token(c.KvValuesPerToken() * sizeof(float));
+      WorkerService::FillStats(engine_->Stats(), req.mutable_stats());
+      pb::RegisterResponse resp;
+      grpc::Status s = stub->Register(&ctx, req, &resp);
+      if (s.ok()) {
+        registered = true;
+        if (resp.heartbeat_interval_ms() > 0) {
+          period = std::chrono::milliseconds(resp.heartbeat_interval_ms());
+        }
+      } else {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, std::chrono::milliseconds(200),
+                     [&] { return stop_; });
+      }
+      continue;
+    }
+    pb::HeartbeatRequest req;
+    req.set_worker_id(options_.worker_id);
+    WorkerService::FillStats(engine_->Stats(), req.mutable_stats());
+    pb::HeartbeatResponse resp;
+    grpc::Status s = stub->Heartbeat(&ctx, req, &resp);
+    if (!s.ok() || !resp.known()) registered = false;
+  }
+}
+
+}  // namespace latentkv::worker
