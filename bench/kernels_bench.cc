@@ -83,6 +83,29 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->UseRealTime();
 
+// An f32 (OpenBLAS threads) and a bf16 (OpenMP threads) product back to back,
+// as in a model mixing both: shows whether the two thread pools get in each
+// other's way (compare with the sum of the two separate rows).
+void BM_MixedF32ThenBf16(benchmark::State& state) {
+  const int64_t rows = state.range(0), cols = state.range(1);
+  std::mt19937 rng(2);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> wf(rows * cols), x(cols), y(rows);
+  for (float& f : wf) f = dist(rng);
+  for (float& f : x) f = dist(rng);
+  std::vector<uint16_t> wb(wf.size());
+  ConvertFromF32(wf.data(), wf.size(), DType::kBF16, wb.data());
+  for (auto _ : state) {
+    MatMul(x.data(), 1, WeightView{wf.data(), DType::kF32, rows, cols},
+           y.data());
+    MatMul(x.data(), 1, WeightView{wb.data(), DType::kBF16, rows, cols},
+           y.data());
+    benchmark::DoNotOptimize(y.data());
+  }
+  state.SetBytesProcessed(state.iterations() * rows * cols * 6);
+}
+BENCHMARK(BM_MixedF32ThenBf16)->Args({768, 2048})->Args({2048, 768})->UseRealTime();
+
 // Streaming read bandwidth of 512 MiB with 2 threads (the roofline).
 void BM_ReadBandwidth(benchmark::State& state) {
   double bw = 0.0;

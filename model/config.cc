@@ -81,8 +81,7 @@ absl::Status ReadTokenId(const json& j, const std::string& key, int* out) {
 
 // A head dim key: a number (all layers) or a list of num_layers numbers.
 // Returns an empty vector when absent.
-absl::StatusOr<std::vector<int>> ReadDims(const json& j,
-                                          const std::string& key,
+absl::StatusOr<std::vector<int>> ReadDims(const json& j, const std::string& key,
                                           int num_layers) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return std::vector<int>();
@@ -100,9 +99,9 @@ absl::StatusOr<std::vector<int>> ReadDims(const json& j,
   };
   if (it->is_array()) {
     if (static_cast<int>(it->size()) != num_layers) {
-      return KeyError(key, absl::StrCat("list has ", it->size(),
-                                        " entries, num_hidden_layers is ",
-                                        num_layers));
+      return KeyError(
+          key, absl::StrCat("list has ", it->size(),
+                            " entries, num_hidden_layers is ", num_layers));
     }
     for (const json& v : *it) {
       absl::Status s = one(v);
@@ -135,7 +134,8 @@ json DimsToJson(const std::vector<int>& dims) {
 
 }  // namespace
 
-absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& json_text) {
+absl::StatusOr<ModelConfig> ModelConfig::FromJson(
+    const std::string& json_text) {
   json j;
   try {
     j = json::parse(json_text);
@@ -150,8 +150,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& json_text) 
   absl::Status s;
   try {
     if (!(s = ReadIntField(j, "hidden_size", true, &c.hidden_size)).ok() ||
-        !(s = ReadIntField(j, "intermediate_size", true,
-                           &c.intermediate_size))
+        !(s = ReadIntField(j, "intermediate_size", true, &c.intermediate_size))
              .ok() ||
         !(s = ReadIntField(j, "num_hidden_layers", true, &c.num_layers)).ok() ||
         !(s = ReadIntField(j, "num_attention_heads", true, &c.num_heads))
@@ -170,10 +169,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& json_text) 
         !(s = ReadTokenId(j, "eos_token_id", &c.eos_token_id)).ok()) {
       return s;
     }
-    for (const char* key : {"hidden_size", "intermediate_size",
-                            "num_hidden_layers", "num_attention_heads",
-                            "num_key_value_heads", "vocab_size",
-                            "max_position_embeddings"}) {
+    for (const char* key :
+         {"hidden_size", "intermediate_size", "num_hidden_layers",
+          "num_attention_heads", "num_key_value_heads", "vocab_size",
+          "max_position_embeddings"}) {
       int v = 0;
       if (!(s = ReadIntField(j, key, false, &v)).ok()) return s;
       if (j.contains(key) && !j[key].is_null() && v <= 0) {
@@ -245,9 +244,9 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& json_text) 
       const char* ratio_key;
       std::vector<int>* out;
     };
-    for (DimKey dk : {DimKey{"qk_head_dim", "reduce_ratio_qk", &c.qk_head_dim},
-                      DimKey{"vo_head_dim", "reduce_ratio_vo",
-                             &c.vo_head_dim}}) {
+    for (DimKey dk :
+         {DimKey{"qk_head_dim", "reduce_ratio_qk", &c.qk_head_dim},
+          DimKey{"vo_head_dim", "reduce_ratio_vo", &c.vo_head_dim}}) {
       auto dims = ReadDims(j, dk.key, c.num_layers);
       if (!dims.ok()) return dims.status();
       if (!dims->empty()) {
@@ -258,14 +257,13 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& json_text) 
       if (!(s = ReadIntField(j, dk.ratio_key, false, &ratio)).ok()) return s;
       if (ratio <= 0 || base_head_dim % ratio != 0) {
         return KeyError(dk.ratio_key,
-                        absl::StrCat("must divide the head dim ",
-                                     base_head_dim, ", got ", ratio));
+                        absl::StrCat("must divide the head dim ", base_head_dim,
+                                     ", got ", ratio));
       }
       dk.out->assign(c.num_layers, base_head_dim / ratio);
     }
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config.json: ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat("config.json: ", e.what()));
   }
   s = c.Validate();
   if (!s.ok()) return s;
@@ -341,41 +339,40 @@ absl::Status ModelConfig::Validate() const {
                                  num_kv_heads));
   }
   if (static_cast<int>(qk_head_dim.size()) != num_layers) {
-    return KeyError("qk_head_dim",
-                    absl::StrCat("has ", qk_head_dim.size(),
-                                 " entries, num_hidden_layers is ",
-                                 num_layers));
+    return KeyError(
+        "qk_head_dim",
+        absl::StrCat("has ", qk_head_dim.size(),
+                     " entries, num_hidden_layers is ", num_layers));
   }
   if (static_cast<int>(vo_head_dim.size()) != num_layers) {
-    return KeyError("vo_head_dim",
-                    absl::StrCat("has ", vo_head_dim.size(),
-                                 " entries, num_hidden_layers is ",
-                                 num_layers));
+    return KeyError(
+        "vo_head_dim",
+        absl::StrCat("has ", vo_head_dim.size(),
+                     " entries, num_hidden_layers is ", num_layers));
   }
   const int multiple = rope_scheme == RopeScheme::kFrequencyAware ? 4 : 2;
   for (int l = 0; l < num_layers; ++l) {
     if (qk_head_dim[l] <= 0 || qk_head_dim[l] % multiple != 0) {
-      return KeyError(
-          "qk_head_dim",
-          absl::StrCat("layer ", l, ": ", qk_head_dim[l],
-                       " must be a positive multiple of ", multiple,
-                       rope_scheme == RopeScheme::kFrequencyAware
-                           ? " (frequency_aware RoPE)"
-                           : " (RoPE pairs)"));
+      return KeyError("qk_head_dim",
+                      absl::StrCat("layer ", l, ": ", qk_head_dim[l],
+                                   " must be a positive multiple of ", multiple,
+                                   rope_scheme == RopeScheme::kFrequencyAware
+                                       ? " (frequency_aware RoPE)"
+                                       : " (RoPE pairs)"));
     }
     if (vo_head_dim[l] <= 0) {
-      return KeyError("vo_head_dim", absl::StrCat("layer ", l, ": ",
-                                                  vo_head_dim[l],
-                                                  " must be positive"));
+      return KeyError(
+          "vo_head_dim",
+          absl::StrCat("layer ", l, ": ", vo_head_dim[l], " must be positive"));
     }
   }
   if (bos_token_id < 0 || bos_token_id >= vocab_size) {
-    return KeyError("bos_token_id", absl::StrCat(bos_token_id,
-                                                 " is outside the vocabulary"));
+    return KeyError("bos_token_id",
+                    absl::StrCat(bos_token_id, " is outside the vocabulary"));
   }
   if (eos_token_id < 0 || eos_token_id >= vocab_size) {
-    return KeyError("eos_token_id", absl::StrCat(eos_token_id,
-                                                 " is outside the vocabulary"));
+    return KeyError("eos_token_id",
+                    absl::StrCat(eos_token_id, " is outside the vocabulary"));
   }
   return absl::OkStatus();
 }
@@ -401,16 +398,14 @@ int64_t ModelConfig::ParameterCount() const {
   if (!tie_word_embeddings) total += static_cast<int64_t>(vocab_size) * h;
   total += h;  // final norm
   for (int l = 0; l < num_layers; ++l) {
-    const int64_t dqk = l < static_cast<int>(qk_head_dim.size())
-                            ? qk_head_dim[l]
-                            : head_dim();
-    const int64_t dvo = l < static_cast<int>(vo_head_dim.size())
-                            ? vo_head_dim[l]
-                            : head_dim();
-    total += 2 * h;                                       // norms
-    total += (num_heads + num_kv_heads) * dqk * h;        // q, k
+    const int64_t dqk =
+        l < static_cast<int>(qk_head_dim.size()) ? qk_head_dim[l] : head_dim();
+    const int64_t dvo =
+        l < static_cast<int>(vo_head_dim.size()) ? vo_head_dim[l] : head_dim();
+    total += 2 * h;                                         // norms
+    total += (num_heads + num_kv_heads) * dqk * h;          // q, k
     total += num_kv_heads * dvo * h + h * num_heads * dvo;  // v, o
-    total += 3 * h * intermediate_size;                   // mlp
+    total += 3 * h * intermediate_size;                     // mlp
   }
   return total;
 }

@@ -62,8 +62,8 @@ TEST(ModelConfigTest, KvHeadsDefaultToHeads) {
 }
 
 TEST(ModelConfigTest, NumberAndListDims) {
-  auto c = ModelConfig::FromJson(
-      Cfg(R"(, "qk_head_dim": 4, "vo_head_dim": [2, 6, 8],
+  auto c =
+      ModelConfig::FromJson(Cfg(R"(, "qk_head_dim": 4, "vo_head_dim": [2, 6, 8],
              "rope_scheme": "frequency_aware")"));
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_THAT(c->qk_head_dim, ElementsAre(4, 4, 4));
@@ -174,8 +174,8 @@ TEST(ModelConfigTest, ParameterCount) {
   auto c = ModelConfig::FromJson(Cfg(""));
   ASSERT_TRUE(c.ok());
   // stories260K-like with 3 layers, tied.
-  const int64_t per_layer = 2 * 64 + (8 + 4) * 8 * 64 + 4 * 8 * 64 +
-                            64 * 8 * 8 + 3 * 64 * 172;
+  const int64_t per_layer =
+      2 * 64 + (8 + 4) * 8 * 64 + 4 * 8 * 64 + 64 * 8 * 8 + 3 * 64 * 172;
   EXPECT_EQ(c->ParameterCount(), 512 * 64 + 64 + 3 * per_layer);
   c->tie_word_embeddings = false;
   EXPECT_EQ(c->ParameterCount(), 2 * 512 * 64 + 64 + 3 * per_layer);

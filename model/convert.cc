@@ -132,9 +132,9 @@ absl::Status ConvertLlama2c(const std::string& checkpoint_path,
         hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5], hdr[6]));
   }
   if (dim % heads != 0 || heads % kv_heads != 0 || (dim / heads) % 2 != 0) {
-    return bad(absl::StrFormat(
-        "inconsistent header: dim=%d n_heads=%d n_kv_heads=%d", dim, heads,
-        kv_heads));
+    return bad(
+        absl::StrFormat("inconsistent header: dim=%d n_heads=%d n_kv_heads=%d",
+                        dim, heads, kv_heads));
   }
   const int hs = dim / heads;
   const int64_t D = dim, H = hidden, L = layers, V = vocab;

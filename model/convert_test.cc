@@ -34,9 +34,9 @@ const std::string kTokenizer =
     std::string(LATENTKV_SHARED_DIR) + "/models/stories260K/tok512.bin";
 
 // Any ids < 512; starts with BOS.
-const std::vector<int> kTokens = {1,   403, 407, 261, 378, 500, 266, 289, 33,
-                                  444, 270, 5,   300, 511, 2,   97,  260, 410,
-                                  359, 403, 271, 13};
+const std::vector<int> kTokens = {1,   403, 407, 261, 378, 500, 266, 289,
+                                  33,  444, 270, 5,   300, 511, 2,   97,
+                                  260, 410, 359, 403, 271, 13};
 
 std::string NewDir(const std::string& name) {
   const std::string dir = testing::TempDir() + "/convert_test_" + name;
@@ -65,7 +65,8 @@ Vec MatVec(const float* w, int64_t rows, int64_t cols, const Vec& x) {
   for (int64_t r = 0; r < rows; ++r) {
     double acc = 0.0;
     const float* row = w + r * cols;
-    for (int64_t c = 0; c < cols; ++c) acc += static_cast<double>(row[c]) * x[c];
+    for (int64_t c = 0; c < cols; ++c)
+      acc += static_cast<double>(row[c]) * x[c];
     y[r] = acc;
   }
   return y;
@@ -274,7 +275,8 @@ TEST(ConvertLlama2cTest, WritesConfigTokenizerAndTensors) {
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ((*f)->tensors().size(), 2u + 5u * 9u);  // tied: no lm_head
   EXPECT_EQ((*f)->Find("lm_head.weight"), nullptr);
-  // wq row permutation: new row (h*hs + half*hs/2 + i) = old (h*hs + 2i + half).
+  // wq row permutation: new row (h*hs + half*hs/2 + i) = old (h*hs + 2i +
+  // half).
   const std::string raw = ReadAll(kCheckpoint);
   const int64_t wq_off = 28 + 4 * (512 * 64 + 5 * 64);
   const TensorEntry* q = (*f)->Find("model.layers.0.self_attn.q_proj.weight");
@@ -374,15 +376,15 @@ TEST(ConvertLlama2cTest, RejectsBadCheckpoints) {
   EXPECT_THAT(s.message(), HasSubstr("n_kv_heads"));
 
   WriteAll(dir + "/short.bin", raw.substr(0, 10));
-  EXPECT_EQ(ConvertLlama2c(dir + "/short.bin", kTokenizer, dir + "/out5").code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      ConvertLlama2c(dir + "/short.bin", kTokenizer, dir + "/out5").code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(
       ConvertLlama2c(dir + "/missing.bin", kTokenizer, dir + "/out6").code(),
       absl::StatusCode::kNotFound);
-  EXPECT_EQ(
-      ConvertLlama2c(kCheckpoint, dir + "/missing_tok.bin", dir + "/out7")
-          .code(),
-      absl::StatusCode::kNotFound);
+  EXPECT_EQ(ConvertLlama2c(kCheckpoint, dir + "/missing_tok.bin", dir + "/out7")
+                .code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST(ConvertLlama2cTest, UntiedClassifier) {

@@ -49,8 +49,8 @@ std::optional<uint64_t> ByteSize(const std::vector<int64_t>& shape,
   uint64_t n = static_cast<uint64_t>(elem_size);
   for (int64_t d : shape) {
     if (d < 0) return std::nullopt;
-    if (d != 0 && n > std::numeric_limits<uint64_t>::max() /
-                          static_cast<uint64_t>(d)) {
+    if (d != 0 &&
+        n > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d)) {
       return std::nullopt;
     }
     n *= static_cast<uint64_t>(d);
@@ -119,9 +119,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | base[i];
   if (header_len > file_size - 8 || header_len > kMaxHeaderBytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": header length ", header_len,
-                     " exceeds the file size ", file_size));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": header length ", header_len, " exceeds the file size ",
+        file_size, " (or the ", kMaxHeaderBytes, "-byte limit)"));
   }
   const uint64_t data_start = 8 + header_len;
   const uint64_t data_size = file_size - data_start;
@@ -225,9 +225,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(
     const auto& prev = spans[order[i - 1]];
     const auto& cur = spans[order[i]];
     if (cur.first < prev.second) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": tensor ", span_names[order[i]], " overlaps tensor ",
-          span_names[order[i - 1]]));
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor ", span_names[order[i]],
+                       " overlaps tensor ", span_names[order[i - 1]]));
     }
   }
   return f;

@@ -53,8 +53,9 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// Builds a safetensors file in memory and writes it (tensors sorted by name,
-// data 8-byte aligned).
+// Builds a safetensors file in memory and writes it (header keys sorted by
+// name, header padded to 8 bytes, contiguous data ordered by element size then
+// name, so every tensor is naturally aligned).
 class SafetensorsWriter {
  public:
   // `data` holds numel(shape) * DTypeSize(dtype) bytes; copied.

@@ -70,9 +70,9 @@ TEST(SafetensorsTest, RoundTripAllDtypes) {
   auto f = SafetensorsFile::Open(path);
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ((*f)->tensors().size(), 5u);
-  EXPECT_THAT((*f)->metadata(), ElementsAre(std::pair<const std::string,
-                                                      std::string>(
-                                    "format", "pt")));
+  EXPECT_THAT(
+      (*f)->metadata(),
+      ElementsAre(std::pair<const std::string, std::string>("format", "pt")));
   const TensorEntry* t = (*f)->Find("f32");
   ASSERT_NE(t, nullptr);
   EXPECT_EQ(t->dtype, DType::kF32);
@@ -154,55 +154,45 @@ TEST(SafetensorsTest, RejectsCorruptFiles) {
   ExpectInvalid(OpenRaw("badjson", RawFile("{\"a\": [", 0)), "invalid JSON");
   ExpectInvalid(OpenRaw("notobj", RawFile("[1, 2]", 0)), "not a JSON object");
   // Unknown dtype.
-  ExpectInvalid(
-      OpenRaw("dtype",
-              RawFile(R"({"w": {"dtype": "I64", "shape": [2],
+  ExpectInvalid(OpenRaw("dtype", RawFile(R"({"w": {"dtype": "I64", "shape": [2],
                       "data_offsets": [0, 16]}})",
-                      16)),
-      "w: unsupported dtype I64");
+                                         16)),
+                "w: unsupported dtype I64");
   // Offsets out of range.
-  ExpectInvalid(
-      OpenRaw("range",
-              RawFile(R"({"w": {"dtype": "F32", "shape": [4],
+  ExpectInvalid(OpenRaw("range", RawFile(R"({"w": {"dtype": "F32", "shape": [4],
                       "data_offsets": [8, 24]}})",
-                      16)),
-      "w: data_offsets [8, 24] outside");
+                                         16)),
+                "w: data_offsets [8, 24] outside");
   ExpectInvalid(
-      OpenRaw("reversed",
-              RawFile(R"({"w": {"dtype": "F32", "shape": [0],
+      OpenRaw("reversed", RawFile(R"({"w": {"dtype": "F32", "shape": [0],
                       "data_offsets": [8, 4]}})",
-                      16)),
+                                  16)),
       "outside");
   // Size mismatch between shape and offsets.
   ExpectInvalid(
-      OpenRaw("size",
-              RawFile(R"({"w": {"dtype": "BF16", "shape": [2, 3],
+      OpenRaw("size", RawFile(R"({"w": {"dtype": "BF16", "shape": [2, 3],
                       "data_offsets": [0, 16]}})",
-                      16)),
+                              16)),
       "w: shape [2,3] of BF16 needs 12 bytes");
   // Overflowing shape.
-  ExpectInvalid(
-      OpenRaw("overflow",
-              RawFile(R"({"w": {"dtype": "F32",
+  ExpectInvalid(OpenRaw("overflow", RawFile(R"({"w": {"dtype": "F32",
                       "shape": [4294967296, 4294967296, 16],
                       "data_offsets": [0, 16]}})",
-                      16)),
-      "w: shape");
+                                            16)),
+                "w: shape");
   // Negative dims, missing fields, bad offsets.
-  ExpectInvalid(
-      OpenRaw("neg", RawFile(R"({"w": {"dtype": "F32", "shape": [-1],
+  ExpectInvalid(OpenRaw("neg", RawFile(R"({"w": {"dtype": "F32", "shape": [-1],
                       "data_offsets": [0, 4]}})",
-                             16)),
-      "w: bad shape");
+                                       16)),
+                "w: bad shape");
   ExpectInvalid(OpenRaw("nodtype", RawFile(R"({"w": {"shape": [1],
                       "data_offsets": [0, 4]}})",
                                            16)),
                 "w: missing dtype");
-  ExpectInvalid(
-      OpenRaw("offs", RawFile(R"({"w": {"dtype": "F32", "shape": [1],
+  ExpectInvalid(OpenRaw("offs", RawFile(R"({"w": {"dtype": "F32", "shape": [1],
                       "data_offsets": [0]}})",
-                              16)),
-      "w: data_offsets");
+                                        16)),
+                "w: data_offsets");
   ExpectInvalid(
       OpenRaw("offneg", RawFile(R"({"w": {"dtype": "F32", "shape": [1],
                       "data_offsets": [-4, 0]}})",
@@ -210,12 +200,11 @@ TEST(SafetensorsTest, RejectsCorruptFiles) {
       "w: bad data_offsets");
   // Overlapping tensors.
   ExpectInvalid(
-      OpenRaw("overlap",
-              RawFile(R"({"a": {"dtype": "F32", "shape": [2],
+      OpenRaw("overlap", RawFile(R"({"a": {"dtype": "F32", "shape": [2],
                       "data_offsets": [0, 8]},
                       "b": {"dtype": "F32", "shape": [2],
                       "data_offsets": [4, 12]}})",
-                      16)),
+                                 16)),
       "overlaps");
   // Bad metadata.
   ExpectInvalid(OpenRaw("meta", RawFile(R"({"__metadata__": {"k": 3}})", 0)),

@@ -25,14 +25,13 @@ absl::StatusOr<const TensorEntry*> Lookup(const SafetensorsFile& file,
                                           const std::vector<int64_t>& shape) {
   const TensorEntry* e = file.Find(name);
   if (e == nullptr) {
-    return absl::NotFoundError(
-        absl::StrCat(name, ": missing tensor (expected shape ",
-                     ShapeString(shape), ")"));
+    return absl::NotFoundError(absl::StrCat(
+        name, ": missing tensor (expected shape ", ShapeString(shape), ")"));
   }
   if (e->shape != shape) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name, ": expected shape ", ShapeString(shape), ", got ",
-                     ShapeString(e->shape)));
+    return absl::InvalidArgumentError(absl::StrCat(name, ": expected shape ",
+                                                   ShapeString(shape), ", got ",
+                                                   ShapeString(e->shape)));
   }
   return e;
 }
@@ -177,9 +176,9 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(
       inv = f.Find(p + suffix);
       if (inv != nullptr) {
         if (inv->shape != std::vector<int64_t>{dqk / 2}) {
-          return with_path(absl::InvalidArgumentError(absl::StrCat(
-              p, suffix, ": expected shape [", dqk / 2, "], got ",
-              ShapeString(inv->shape))));
+          return with_path(absl::InvalidArgumentError(
+              absl::StrCat(p, suffix, ": expected shape [", dqk / 2, "], got ",
+                           ShapeString(inv->shape))));
         }
         break;
       }

@@ -69,7 +69,8 @@ TEST(DefaultRopeInvFreqTest, StandardAndFrequencyAware) {
   std::vector<float> inv = DefaultRopeInvFreq(c, 0);
   ASSERT_EQ(inv.size(), 4u);
   for (int j = 0; j < 4; ++j) {
-    EXPECT_FLOAT_EQ(inv[j], static_cast<float>(std::pow(10000.0, -2.0 * j / 8)));
+    EXPECT_FLOAT_EQ(inv[j],
+                    static_cast<float>(std::pow(10000.0, -2.0 * j / 8)));
   }
   c.rope_scheme = RopeScheme::kFrequencyAware;
   inv = DefaultRopeInvFreq(c, 0);
@@ -229,7 +230,7 @@ TEST(LoadModelTest, InconsistentConfig) {
 TEST(LoadModelTest, RotaryInvFreqTensorOverrides) {
   const std::string dir = NewDir("invfreq");
   ASSERT_TRUE(WriteSyntheticModel(TinyConfig(), dir, DType::kF32, 1).ok());
-  const std::vector<float> table = {1.0f, 0.5f, 0.25f, 0.125f,
+  const std::vector<float> table = {1.0f,    0.5f,  0.25f,  0.125f,
                                     0.0625f, 0.01f, 0.001f, 1e-4f};
   Rewrite(dir, {}, [&](const SafetensorsFile&, SafetensorsWriter& w) {
     w.AddF32("model.layers.1.self_attn.rotary_inv_freq", DType::kF32, {8},

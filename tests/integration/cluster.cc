@@ -1,0 +1,104 @@
+#include "tests/integration/cluster.h"
+
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace latentkv::testing {
+
+namespace pb = ::latentkv::v1;
+
+Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()) {
+  std::vector<std::string> cargs = {BinDir() + "/latentkv-coordinator",
+                                    "--model=" + o.model_dir, "--port=0",
+                                    "--port_file=" + dir_ + "/coordinator.addr",
+                                    "--heartbeat_ms=200",
+                                    "--worker_timeout_ms=1500"};
+  cargs.insert(cargs.end(), o.coordinator_args.begin(), o.coordinator_args.end());
+  coordinator_ = std::make_unique<Process>(cargs, dir_ + "/coordinator.log");
+  address_ = WaitForLine(dir_ + "/coordinator.addr", 30);
+  if (address_.empty()) {
+    std::fprintf(stderr, "coordinator did not start:\n%s\n", Logs().c_str());
+    std::abort();
+  }
+  for (int i = 0; i < o.workers; ++i) {
+    const std::string f = dir_ + "/worker" + std::to_string(i) + ".addr";
+    std::vector<std::string> wargs = {BinDir() + "/latentkv-worker",
+                                      "--model=" + o.model_dir, "--port=0",
+                                      "--port_file=" + f,
+                                      "--coordinator=" + address_,
+                                      "--worker_id=w" + std::to_string(i)};
+    wargs.insert(wargs.end(), o.worker_args.begin(), o.worker_args.end());
+    workers_.push_back(std::make_unique<Process>(
+        wargs, dir_ + "/worker" + std::to_string(i) + ".log"));
+    worker_addrs_.push_back(WaitForLine(f, 60));
+  }
+  stub_ = pb::Generation::NewStub(
+      grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < deadline) {
+    grpc::ClientContext ctx;
+    pb::ListModelsResponse resp;
+    if (stub_->ListModels(&ctx, {}, &resp).ok() &&
+        resp.models(0).num_workers() == static_cast<uint32_t>(o.workers)) {
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::fprintf(stderr, "workers did not register:\n%s\n", Logs().c_str());
+  std::abort();
+}
+
+Cluster::~Cluster() {
+  for (auto& w : workers_) w->Stop(SIGTERM, 20);
+  coordinator_->Stop(SIGTERM, 20);
+}
+
+std::unique_ptr<pb::Worker::Stub> Cluster::WorkerStub(int i) const {
+  return pb::Worker::NewStub(grpc::CreateChannel(
+      worker_addrs_[i], grpc::InsecureChannelCredentials()));
+}
+
+std::string Cluster::Logs() const {
+  std::string out;
+  for (const char* name : {"coordinator.log", "worker0.log", "worker1.log"}) {
+    std::ifstream in(dir_ + "/" + name);
+    if (!in) continue;
+    std::stringstream ss;
+    ss << in.rdbuf();
+    out += std::string("--- ") + name + "\n" + ss.str();
+  }
+  return out;
+}
+
+StreamResult Generate(pb::Generation::Stub& stub, const pb::GenerateRequest& req,
+                      double timeout_s) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() +
+                   std::chrono::milliseconds(int64_t(timeout_s * 1000)));
+  auto reader = stub.Generate(&ctx, req);
+  StreamResult r;
+  pb::GenerateResponse resp;
+  while (reader->Read(&resp)) {
+    ++r.messages;
+    r.tokens.insert(r.tokens.end(), resp.token_ids().begin(), resp.token_ids().end());
+    r.text += resp.text();
+    if (resp.finish_reason() != pb::FINISH_REASON_UNSPECIFIED) r.finish = resp.finish_reason();
+  }
+  r.status = reader->Finish();
+  return r;
+}
+
+pb::GenerateRequest Greedy(const std::string& prompt, int max_tokens) {
+  pb::GenerateRequest req;
+  req.set_prompt(prompt);
+  req.mutable_sampling()->set_max_tokens(max_tokens);
+  req.mutable_sampling()->set_temperature(0);
+  return req;
+}
+
+}  // namespace latentkv::testing

@@ -1,0 +1,66 @@
+// Test support: a real local cluster (latentkv-coordinator + workers as
+// child processes on 127.0.0.1 with ephemeral ports) and gRPC helpers.
+#ifndef LATENTKV_TESTS_INTEGRATION_CLUSTER_H_
+#define LATENTKV_TESTS_INTEGRATION_CLUSTER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "grpcpp/grpcpp.h"
+#include "latentkv/v1/generation.grpc.pb.h"
+#include "latentkv/v1/worker.grpc.pb.h"
+#include "tests/integration/process.h"
+
+namespace latentkv::testing {
+
+struct ClusterOptions {
+  std::string model_dir;
+  int workers = 1;
+  std::vector<std::string> coordinator_args;
+  std::vector<std::string> worker_args;
+};
+
+class Cluster {
+ public:
+  // Starts everything and waits until every worker has registered; aborts
+  // the test binary (with logs printed) if that fails.
+  explicit Cluster(const ClusterOptions& options);
+  ~Cluster();
+
+  const std::string& address() const { return address_; }
+  const std::string& worker_address(int i) const { return worker_addrs_[i]; }
+  latentkv::v1::Generation::Stub& stub() { return *stub_; }
+  std::unique_ptr<latentkv::v1::Worker::Stub> WorkerStub(int i) const;
+  Process& worker(int i) { return *workers_[i]; }
+  Process& coordinator() { return *coordinator_; }
+  std::string Logs() const;
+
+ private:
+  std::string dir_;
+  std::string address_;
+  std::unique_ptr<Process> coordinator_;
+  std::vector<std::unique_ptr<Process>> workers_;
+  std::vector<std::string> worker_addrs_;
+  std::unique_ptr<latentkv::v1::Generation::Stub> stub_;
+};
+
+// The outcome of one streamed Generate call.
+struct StreamResult {
+  grpc::Status status;
+  std::vector<int32_t> tokens;
+  std::string text;
+  latentkv::v1::FinishReason finish = latentkv::v1::FINISH_REASON_UNSPECIFIED;
+  int messages = 0;
+};
+
+StreamResult Generate(latentkv::v1::Generation::Stub& stub,
+                      const latentkv::v1::GenerateRequest& req,
+                      double timeout_s = 60);
+
+// A request with greedy sampling.
+latentkv::v1::GenerateRequest Greedy(const std::string& prompt, int max_tokens);
+
+}  // namespace latentkv::testing
+
+#endif  // LATENTKV_TESTS_INTEGRATION_CLUSTER_H_

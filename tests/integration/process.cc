@@ -1,0 +1,125 @@
+#include "tests/integration/process.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+extern char** environ;
+
+namespace latentkv::testing {
+
+std::string BinDir() { return std::string(LATENTKV_BINARY_DIR) + "/bin"; }
+
+std::string MakeTempDir() {
+  std::string tmpl = "/tmp/latentkv-test-XXXXXX";
+  if (mkdtemp(tmpl.data()) == nullptr) std::abort();
+  return tmpl;
+}
+
+std::string Stories260kDir() {
+  static std::once_flag once;
+  static std::string dir;
+  std::call_once(once, [] {
+    dir = MakeTempDir() + "/stories260K";
+    const std::string m = std::string(LATENTKV_SHARED_DIR) + "/models/stories260K";
+    int code = 0;
+    RunCommand({BinDir() + "/latentkv", "convert", "--from=llama2c",
+                "--checkpoint=" + m + "/stories260K.bin",
+                "--tokenizer=" + m + "/tok512.bin", "--out=" + dir},
+               &code);
+    if (code != 0) {
+      std::fprintf(stderr, "converting stories260K failed\n");
+      std::abort();
+    }
+  });
+  return dir;
+}
+
+Process::Process(std::vector<std::string> args, const std::string& log) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_adddup2(&fa, 1, 2);
+  if (posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) != 0) {
+    pid_ = -1;
+  }
+  posix_spawn_file_actions_destroy(&fa);
+}
+
+Process::~Process() {
+  if (pid_ > 0 && !reaped_) Stop(SIGKILL, 10);
+}
+
+bool Process::Alive() {
+  if (pid_ <= 0 || reaped_) return false;
+  if (waitpid(pid_, &status_, WNOHANG) == pid_) {
+    reaped_ = true;
+    return false;
+  }
+  return true;
+}
+
+int Process::Stop(int sig, double timeout_s) {
+  if (pid_ <= 0) return -1;
+  if (reaped_) return status_;
+  kill(pid_, sig);
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(int64_t(timeout_s * 1000));
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (waitpid(pid_, &status_, WNOHANG) == pid_) {
+      reaped_ = true;
+      return status_;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  kill(pid_, SIGKILL);
+  waitpid(pid_, &status_, 0);
+  reaped_ = true;
+  return -1;
+}
+
+std::string WaitForLine(const std::string& path, double timeout_s) {
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(int64_t(timeout_s * 1000));
+  while (std::chrono::steady_clock::now() < deadline) {
+    std::ifstream in(path);
+    std::string line;
+    if (in && std::getline(in, line) && !line.empty()) return line;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return "";
+}
+
+std::string RunCommand(const std::vector<std::string>& args, int* exit_code,
+                       bool merge_stderr) {
+  std::string cmd;
+  for (const auto& a : args) {
+    std::string q = "'";
+    for (char c : a) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+    cmd += q + "' ";
+  }
+  if (merge_stderr) cmd += "2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int st = pclose(p);
+  *exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+
+}  // namespace latentkv::testing

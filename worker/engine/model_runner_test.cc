@@ -1,0 +1,273 @@
+// The engine's forward pass against an independent float64 reference, and
+// batch / chunking invariance, on models with awkward shapes: GQA, per-layer
+// d_qk != d_vo != head_dim, frequency-aware RoPE.
+#include "worker/engine/model_runner.h"
+
+#include <cmath>
+#include <random>
+
+#include "gtest/gtest.h"
+#include "model/convert.h"
+#include "model/safetensors.h"
+
+namespace latentkv::worker {
+namespace {
+
+using model::ModelConfig;
+
+std::string TempDir(const std::string& name) {
+  std::string tmpl = "/tmp/latentkv-runner-XXXXXX";
+  EXPECT_NE(mkdtemp(tmpl.data()), nullptr);
+  return tmpl + "/" + name;
+}
+
+// A small model with every awkward shape at once. Weights are random with a
+// larger std than WriteSyntheticModel's so attention is far from uniform.
+std::shared_ptr<const model::ModelWeights> AwkwardModel(bool frequency_aware) {
+  ModelConfig c;
+  c.hidden_size = 48;
+  c.intermediate_size = 67;
+  c.num_layers = 3;
+  c.num_heads = 6;
+  c.num_kv_heads = 2;
+  c.vocab_size = 97;
+  c.max_position_embeddings = 64;
+  c.rope_theta = 500.0;
+  c.qk_head_dim = {12, 4, 8};  // head_dim is 8
+  c.vo_head_dim = {6, 10, 8};
+  c.rope_scheme = frequency_aware ? model::RopeScheme::kFrequencyAware
+                                  : model::RopeScheme::kStandard;
+  const std::string dir = TempDir("awkward");
+  EXPECT_TRUE(model::WriteSyntheticModel(c, dir, DType::kF32, 7).ok());
+  // Rescale the matrices (std 0.02 -> 0.3) so logits and attention vary.
+  auto file = model::SafetensorsFile::Open(dir + "/model.safetensors");
+  EXPECT_TRUE(file.ok());
+  model::SafetensorsWriter w;
+  for (const auto& [name, t] : (*file)->tensors()) {
+    std::vector<float> v(t.numel());
+    ConvertToF32(t.data, t.dtype, t.numel(), v.data());
+    const bool norm = name.find("norm") != std::string::npos;
+    for (float& x : v) x = norm ? 1.0f + 5 * x : 15 * x;
+    w.AddF32(name, DType::kF32, t.shape, v.data());
+  }
+  file->reset();
+  EXPECT_TRUE(w.Write(dir + "/model.safetensors").ok());
+  auto m = model::LoadModel(dir);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return std::shared_ptr<const model::ModelWeights>(std::move(*m));
+}
+
+// Float64 reference forward over a whole sequence; returns [n, vocab].
+std::vector<double> ReferenceLogits(const model::ModelWeights& m,
+                                    const std::vector<int32_t>& tokens) {
+  const ModelConfig& c = m.config;
+  const int n = tokens.size(), H = c.hidden_size;
+  auto mat = [](const model::Tensor& t, const std::vector<double>& x, int rows_x) {
+    const int64_t out = t.shape[0], in = t.shape[1];
+    std::vector<double> y(rows_x * out);
+    for (int r = 0; r < rows_x; ++r)
+      for (int64_t o = 0; o < out; ++o) {
+        double s = 0;
+        for (int64_t i = 0; i < in; ++i) s += x[r * in + i] * double(t.f32()[o * in + i]);
+        y[r * out + o] = s;
+      }
+    return y;
+  };
+  auto rms = [&](const std::vector<double>& x, const model::Tensor& w) {
+    std::vector<double> y(x.size());
+    for (int r = 0; r < n; ++r) {
+      double ss = 0;
+      for (int i = 0; i < H; ++i) ss += x[r * H + i] * x[r * H + i];
+      const double inv = 1.0 / std::sqrt(ss / H + c.rms_norm_eps);
+      for (int i = 0; i < H; ++i) y[r * H + i] = x[r * H + i] * inv * w.f32()[i];
+    }
+    return y;
+  };
+  std::vector<double> x(n * H);
+  for (int r = 0; r < n; ++r)
+    for (int i = 0; i < H; ++i) x[r * H + i] = m.embed_tokens.f32()[tokens[r] * H + i];
+  for (int l = 0; l < c.num_layers; ++l) {
+    const auto& w = m.layers[l];
+    const int dq = c.qk_head_dim[l], dv = c.vo_head_dim[l];
+    const int nh = c.num_heads, nkv = c.num_kv_heads, g = nh / nkv;
+    auto h = rms(x, w.attn_norm);
+    auto q = mat(w.q_proj, h, n), k = mat(w.k_proj, h, n), v = mat(w.v_proj, h, n);
+    auto rope = [&](std::vector<double>& t, int heads) {
+      for (int r = 0; r < n; ++r)
+        for (int hh = 0; hh < heads; ++hh)
+          for (int j = 0; j < dq / 2; ++j) {
+            const double a = r * double(w.rope_inv_freq[j]);
+            double& x0 = t[(r * heads + hh) * dq + j];
+            double& x1 = t[(r * heads + hh) * dq + j + dq / 2];
+            const double y0 = x0 * std::cos(a) - x1 * std::sin(a);
+            const double y1 = x1 * std::cos(a) + x0 * std::sin(a);
+            x0 = y0;
+            x1 = y1;
+          }
+    };
+    rope(q, nh);
+    rope(k, nkv);
+    std::vector<double> att(n * nh * dv, 0.0);
+    for (int r = 0; r < n; ++r)
+      for (int hh = 0; hh < nh; ++hh) {
+        const int kh = hh / g;
+        std::vector<double> s(r + 1);
+        double mx = -1e300;
+        for (int t = 0; t <= r; ++t) {
+          double d = 0;
+          for (int i = 0; i < dq; ++i)
+            d += q[(r * nh + hh) * dq + i] * k[(t * nkv + kh) * dq + i];
+          s[t] = d / std::sqrt(double(dq));
+          mx = std::max(mx, s[t]);
+        }
+        double z = 0;
+        for (double& e : s) z += (e = std::exp(e - mx));
+        for (int t = 0; t <= r; ++t)
+          for (int i = 0; i < dv; ++i)
+            att[(r * nh + hh) * dv + i] += s[t] / z * v[(t * nkv + kh) * dv + i];
+      }
+    auto o = mat(w.o_proj, att, n);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
+    h = rms(x, w.ffn_norm);
+    auto gt = mat(w.gate_proj, h, n), up = mat(w.up_proj, h, n);
+    for (size_t i = 0; i < gt.size(); ++i) gt[i] = gt[i] / (1 + std::exp(-gt[i])) * up[i];
+    auto d = mat(w.down_proj, gt, n);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += d[i];
+  }
+  return mat(m.lm_head, rms(x, m.final_norm), n);
+}
+
+struct Harness {
+  std::shared_ptr<const model::ModelWeights> weights;
+  std::unique_ptr<kernels::Backend> backend = kernels::MakeCpuBackend();
+  std::unique_ptr<ModelRunner> runner;
+  std::unique_ptr<KvCache> cache;
+  explicit Harness(std::shared_ptr<const model::ModelWeights> w, int page_size = 4)
+      : weights(std::move(w)) {
+    runner = std::make_unique<ModelRunner>(weights, backend.get());
+    KvCacheOptions o;
+    o.page_size = page_size;
+    o.max_bytes = 8 << 20;
+    cache = std::move(*KvCache::Create(runner->KvShapes(), o));
+  }
+};
+
+std::vector<int32_t> RandomTokens(int n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(n);
+  for (auto& x : t) x = rng() % vocab;
+  return t;
+}
+
+class ModelRunnerTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(ModelRunnerTest, PrefillMatchesFloat64Reference) {
+  Harness h(AwkwardModel(GetParam()));
+  const auto tokens = RandomTokens(13, 97, 1);
+  SequenceKv kv;
+  kv.Init(*h.cache);
+  ASSERT_TRUE(kv.Reserve(*h.cache, tokens.size()).ok());
+  ForwardChunk ch{&kv, tokens.data(), 13, 0, ForwardChunk::Logits::kAll};
+  std::vector<float> logits;
+  ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, &logits).ok());
+  const auto ref = ReferenceLogits(*h.weights, tokens);
+  double max_err = 0, max_ref = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    max_err = std::max(max_err, std::abs(logits[i] - ref[i]));
+    max_ref = std::max(max_ref, std::abs(ref[i]));
+  }
+  EXPECT_LT(max_err / max_ref, 1e-4) << "max_ref " << max_ref;
+  EXPECT_GT(max_ref, 1.0);  // the model is far from trivial
+  kv.Release(*h.cache);
+}
+
+TEST_P(ModelRunnerTest, DecodeStepByStepMatchesReference) {
+  Harness h(AwkwardModel(GetParam()), /*page_size=*/3);
+  const auto tokens = RandomTokens(11, 97, 2);
+  const auto ref = ReferenceLogits(*h.weights, tokens);
+  SequenceKv kv;
+  kv.Init(*h.cache);
+  std::vector<float> logits;
+  for (int i = 0; i < 11; ++i) {
+    ASSERT_TRUE(kv.Reserve(*h.cache, 1).ok());
+    ForwardChunk ch{&kv, &tokens[i], 1, i, ForwardChunk::Logits::kLast};
+    ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, &logits).ok());
+    for (int v = 0; v < 97; ++v) {
+      ASSERT_NEAR(logits[v], ref[i * 97 + v], 1e-4 * (1 + std::abs(ref[i * 97 + v])))
+          << "position " << i << " token " << v;
+    }
+  }
+  kv.Release(*h.cache);
+}
+
+TEST_P(ModelRunnerTest, BatchedMixedChunksEqualSingleRuns) {
+  Harness h(AwkwardModel(GetParam()));
+  // Three sequences: a 17-token prompt, a 5-token prompt prefilled in two
+  // chunks while the others run, and a decode step after a 9-token prefill.
+  const auto a = RandomTokens(17, 97, 3), b = RandomTokens(5, 97, 4),
+             c = RandomTokens(10, 97, 5);
+  std::vector<float> solo_a, solo_b, solo_c, tmp;
+  auto single = [&](const std::vector<int32_t>& t, std::vector<float>* out) {
+    SequenceKv kv;
+    kv.Init(*h.cache);
+    ASSERT_TRUE(kv.Reserve(*h.cache, t.size()).ok());
+    ForwardChunk ch{&kv, t.data(), int32_t(t.size()), 0, ForwardChunk::Logits::kLast};
+    ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, out).ok());
+    kv.Release(*h.cache);
+  };
+  single(a, &solo_a);
+  single(b, &solo_b);
+  single(c, &solo_c);
+
+  SequenceKv ka, kb, kc;
+  for (auto* kv : {&ka, &kb, &kc}) kv->Init(*h.cache);
+  // Step 1: b's first 2 tokens and c's first 9.
+  ASSERT_TRUE(kb.Reserve(*h.cache, 2).ok());
+  ASSERT_TRUE(kc.Reserve(*h.cache, 9).ok());
+  ASSERT_TRUE(h.runner
+                  ->Forward({{&kb, b.data(), 2, 0, ForwardChunk::Logits::kNone},
+                             {&kc, c.data(), 9, 0, ForwardChunk::Logits::kNone}},
+                            *h.cache, &tmp)
+                  .ok());
+  // Step 2: all of a, the rest of b, c's decode token.
+  ASSERT_TRUE(ka.Reserve(*h.cache, 17).ok());
+  ASSERT_TRUE(kb.Reserve(*h.cache, 3).ok());
+  ASSERT_TRUE(kc.Reserve(*h.cache, 1).ok());
+  std::vector<float> batch;
+  ASSERT_TRUE(h.runner
+                  ->Forward({{&ka, a.data(), 17, 0, ForwardChunk::Logits::kLast},
+                             {&kb, b.data() + 2, 3, 2, ForwardChunk::Logits::kLast},
+                             {&kc, c.data() + 9, 1, 9, ForwardChunk::Logits::kLast}},
+                            *h.cache, &batch)
+                  .ok());
+  ASSERT_EQ(batch.size(), 3u * 97);
+  for (int v = 0; v < 97; ++v) {
+    EXPECT_NEAR(batch[v], solo_a[v], 1e-4) << v;
+    EXPECT_NEAR(batch[97 + v], solo_b[v], 1e-4) << v;
+    EXPECT_NEAR(batch[194 + v], solo_c[v], 1e-4) << v;
+  }
+  for (auto* kv : {&ka, &kb, &kc}) kv->Release(*h.cache);
+  EXPECT_EQ(h.cache->pages_in_use(), 0);
+}
+
+TEST_P(ModelRunnerTest, RejectsTokensOutsideVocabulary) {
+  Harness h(AwkwardModel(GetParam()));
+  SequenceKv kv;
+  kv.Init(*h.cache);
+  ASSERT_TRUE(kv.Reserve(*h.cache, 1).ok());
+  const int32_t bad = 97;
+  std::vector<float> logits;
+  EXPECT_EQ(h.runner->Forward({{&kv, &bad, 1, 0, ForwardChunk::Logits::kLast}},
+                              *h.cache, &logits)
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  kv.Release(*h.cache);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rope, ModelRunnerTest, ::testing::Bool(),
+                         [](const auto& info) {
+                           return info.param ? "FrequencyAware" : "Standard";
+                         });
+
+}  // namespace
+}  // namespace latentkv::worker
