@@ -20,11 +20,16 @@ void MatMulBf16Avx512(const float* x, int64_t n, const uint16_t* w,
                       int64_t rows, int64_t cols, float* y);
 void MatMulBf16Avx512Dp(const float* x, int64_t n, const uint16_t* w,
                         int64_t rows, int64_t cols, float* y);
+// f32 weights: OpenBLAS (single-threaded BLAS calls on row slices, one per
+// OpenMP thread), or MatMulF32Small for small products.
+void MatMulF32(const float* x, int64_t n, const float* w, int64_t rows,
+               int64_t cols, float* y);
 // f32 weights, single-threaded (AVX-512 when available); MatMul uses it
 // below kParallelMinWork multiply-adds instead of OpenBLAS.
 void MatMulF32Small(const float* x, int64_t n, const float* w, int64_t rows,
                     int64_t cols, float* y);
 // f16 weights: converts tiles of rows to f32 and multiplies with OpenBLAS.
+// Portable; accuracy first.
 void MatMulF16(const float* x, int64_t n, const uint16_t* w, int64_t rows,
                int64_t cols, float* y);
 

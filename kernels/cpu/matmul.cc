@@ -28,6 +28,32 @@ T* Scratch(int64_t count) {
   return buf.data();
 }
 
+// OpenBLAS runs single-threaded inside our OpenMP threads: its own pthread
+// pool, spinning after each call, would fight the OpenMP team for the cores
+// (measured: an f32 then a bf16 matvec took 3 ms instead of 0.14 ms). This
+// is process-wide; the kernels are the engine's only OpenBLAS user.
+void EnsureBlasSingleThreaded() {
+  static const bool once = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)once;
+}
+
+// y[n, rows] (row stride ldy) = x[n, cols] * W[rows, cols]^T on this thread:
+// sgemv for n == 1 (sgemm with M = 1 is ~3x slower), sgemm otherwise.
+void F32Blas(const float* x, int64_t n, const float* w, int64_t rows,
+             int64_t cols, float* y, int64_t ldy) {
+  if (rows <= 0) return;
+  if (n == 1) {
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w, cols, x, 1,
+                0.0f, y, 1);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, cols, 1.0f,
+                x, cols, w, cols, 0.0f, y, ldy);
+  }
+}
+
 }  // namespace
 
 bool CpuHasAvx512Bf16() {
@@ -123,20 +149,34 @@ void MatMulF32Small(const float* x, int64_t n, const float* w, int64_t rows,
 
 void MatMulF16(const float* x, int64_t n, const uint16_t* w, int64_t rows,
                int64_t cols, float* y) {
+  EnsureBlasSingleThreaded();
   // Tiles of about 1 MiB of f32 weights: converted, then one BLAS call each.
   const int64_t tile = std::max<int64_t>(1, (int64_t{1} << 18) / cols);
-  std::vector<float> wf(std::min(rows, tile) * cols);
-  for (int64_t r0 = 0; r0 < rows; r0 += tile) {
-    const int64_t t = std::min(tile, rows - r0);
-    ConvertToF32(w + r0 * cols, DType::kF16, t * cols, wf.data());
-    if (n == 1) {
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, t, cols, 1.0f, wf.data(), cols,
-                  x, 1, 0.0f, y + r0, 1);
-    } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, t, cols, 1.0f, x,
-                  cols, wf.data(), cols, 0.0f, y + r0, rows);
+  const int64_t tiles = (rows + tile - 1) / tile;
+  ParallelForBlocks(tiles, n * rows * cols, [&](int64_t t0, int64_t t1) {
+    std::vector<float> wf(std::min(rows, tile) * cols);
+    for (int64_t r0 = t0 * tile; r0 < std::min(rows, t1 * tile); r0 += tile) {
+      const int64_t t = std::min(tile, rows - r0);
+      ConvertToF32(w + r0 * cols, DType::kF16, t * cols, wf.data());
+      F32Blas(x, n, wf.data(), t, cols, y + r0, rows);
     }
+  });
+}
+
+void MatMulF32(const float* x, int64_t n, const float* w, int64_t rows,
+               int64_t cols, float* y) {
+  if (n * rows * cols < kParallelMinWork) {
+    // Small: stays on this thread, without BLAS call overhead.
+    MatMulF32Small(x, n, w, rows, cols, y);
+    return;
   }
+  EnsureBlasSingleThreaded();
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
+    const int64_t r0 = b0 * kRowsPerBlock;
+    const int64_t r1 = std::min(rows, b1 * kRowsPerBlock);
+    F32Blas(x, n, w + r0 * cols, r1 - r0, cols, y + r0, rows);
+  });
 }
 
 }  // namespace internal
@@ -150,20 +190,10 @@ void MatMul(const float* x, int64_t n, const WeightView& w, float* y) {
     return;
   }
   switch (w.dtype) {
-    case DType::kF32: {
-      const auto* wf = static_cast<const float*>(w.data);
-      if (n * rows * cols < internal::kParallelMinWork) {
-        // Small: one thread, no OpenBLAS thread wake-up (~3 us).
-        internal::MatMulF32Small(x, n, wf, rows, cols, y);
-      } else if (n == 1) {
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, wf, cols, x,
-                    1, 0.0f, y, 1);
-      } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, cols,
-                    1.0f, x, cols, wf, cols, 0.0f, y, rows);
-      }
+    case DType::kF32:
+      internal::MatMulF32(x, n, static_cast<const float*>(w.data), rows, cols,
+                          y);
       return;
-    }
     case DType::kBF16: {
       const auto* wb = static_cast<const uint16_t*>(w.data);
       if (internal::CpuHasAvx512Bf16()) {
