@@ -18,7 +18,8 @@ grpc::Status Invalid(const std::string& msg) {
 // Counts a request in flight on a worker for as long as it lives.
 class InflightGuard {
  public:
-  InflightGuard(WorkerRegistry* r, std::string id) : r_(r), id_(std::move(id)) {}
+  InflightGuard(WorkerRegistry* r, std::string id)
+      : r_(r), id_(std::move(id)) {}
   ~InflightGuard() { r_->Release(id_); }
 
  private:
@@ -72,7 +73,8 @@ void Coordinator::ExpiryLoop() {
     lock.unlock();
     auto gone = registry_.Expire(Clock::now(), options_.worker_timeout);
     for (const auto& id : gone) {
-      std::fprintf(stderr, "coordinator: worker %s missed heartbeats; removed\n",
+      std::fprintf(stderr,
+                   "coordinator: worker %s missed heartbeats; removed\n",
                    id.c_str());
     }
     if (!gone.empty()) UpdateHealth();
@@ -162,7 +164,8 @@ grpc::Status Coordinator::GenerationImpl::Generate(
   if (!(temperature >= 0.0f) || !std::isfinite(temperature)) {
     return Invalid("temperature must be a finite number >= 0");
   }
-  if (!(top_p > 0.0f && top_p <= 1.0f)) return Invalid("top_p must be in (0, 1]");
+  if (!(top_p > 0.0f && top_p <= 1.0f))
+    return Invalid("top_p must be in (0, 1]");
 
   std::vector<int32_t> prompt;
   if (req->prompt_token_ids_size() > 0) {
@@ -182,17 +185,20 @@ grpc::Status Coordinator::GenerationImpl::Generate(
   const int64_t context = c.config_.max_position_embeddings;
   if (static_cast<int64_t>(prompt.size()) >= context) {
     return Invalid(absl::StrCat("prompt of ", prompt.size(),
-                                " tokens does not fit the context of ", context));
+                                " tokens does not fit the context of ",
+                                context));
   }
   if (static_cast<int64_t>(prompt.size()) + max_tokens > context) {
-    return Invalid(absl::StrCat("prompt (", prompt.size(), " tokens) + max_tokens (",
-                                max_tokens, ") exceeds the context of ", context));
+    return Invalid(absl::StrCat("prompt (", prompt.size(),
+                                " tokens) + max_tokens (", max_tokens,
+                                ") exceeds the context of ", context));
   }
   if (c.inflight_.fetch_add(1) >= c.options_.max_inflight) {
     c.inflight_.fetch_sub(1);
-    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                        absl::StrCat("coordinator has ", c.options_.max_inflight,
-                                     " requests in flight"));
+    return grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("coordinator has ", c.options_.max_inflight,
+                     " requests in flight"));
   }
   struct Dec {
     std::atomic<int32_t>* n;
@@ -282,9 +288,9 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     c.registry_.Remove(w->id);
     c.UpdateHealth();
   }
-  return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                      tried.empty() ? "no worker is available"
-                                    : "every worker tried failed");
+  return grpc::Status(
+      grpc::StatusCode::UNAVAILABLE,
+      tried.empty() ? "no worker is available" : "every worker tried failed");
 }
 
 }  // namespace latentkv::coordinator

@@ -33,9 +33,9 @@ struct CoordinatorOptions {
   std::string model_id;  // name reported by ListModels
   // Requests in flight (all workers) before RESOURCE_EXHAUSTED; default 512.
   int32_t max_inflight = 512;
-  uint32_t default_max_tokens = 16;      // when a request leaves it unset
+  uint32_t default_max_tokens = 16;  // when a request leaves it unset
   std::chrono::milliseconds heartbeat_interval{500};  // told to workers
-  std::chrono::milliseconds worker_timeout{3000};  // no heartbeat: removed
+  std::chrono::milliseconds worker_timeout{3000};     // no heartbeat: removed
   int32_t max_attempts = 3;  // workers tried per request on UNAVAILABLE
 };
 

@@ -18,11 +18,14 @@
 ABSL_FLAG(std::string, model, "", "Model directory (config.json + tokenizer)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "Address to listen on");
 ABSL_FLAG(int, port, 0, "Port to listen on (0: pick a free one)");
-ABSL_FLAG(std::string, port_file, "", "If set, write the bound host:port to this file once serving");
-ABSL_FLAG(int, max_inflight, 512, "Requests in flight before RESOURCE_EXHAUSTED");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, write the bound host:port to this file once serving");
+ABSL_FLAG(int, max_inflight, 512,
+          "Requests in flight before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, heartbeat_ms, 500, "Heartbeat period asked of workers");
 ABSL_FLAG(int, worker_timeout_ms, 3000, "A worker silent this long is removed");
-ABSL_FLAG(int, drain_seconds, 30, "On SIGTERM, wait this long for in-flight requests");
+ABSL_FLAG(int, drain_seconds, 30,
+          "On SIGTERM, wait this long for in-flight requests");
 
 namespace lk = latentkv;
 
@@ -43,8 +46,10 @@ int main(int argc, char** argv) {
   lk::coordinator::CoordinatorOptions co;
   co.model_id = std::filesystem::path(dir).filename().string();
   co.max_inflight = absl::GetFlag(FLAGS_max_inflight);
-  co.heartbeat_interval = std::chrono::milliseconds(absl::GetFlag(FLAGS_heartbeat_ms));
-  co.worker_timeout = std::chrono::milliseconds(absl::GetFlag(FLAGS_worker_timeout_ms));
+  co.heartbeat_interval =
+      std::chrono::milliseconds(absl::GetFlag(FLAGS_heartbeat_ms));
+  co.worker_timeout =
+      std::chrono::milliseconds(absl::GetFlag(FLAGS_worker_timeout_ms));
   lk::coordinator::Coordinator coord(co, *config, std::move(*tokenizer));
 
   grpc::EnableDefaultHealthCheckService(true);

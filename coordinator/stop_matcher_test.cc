@@ -6,8 +6,8 @@ namespace latentkv::coordinator {
 namespace {
 
 // Feeds pieces and returns everything emitted (plus the flush if not stopped).
-std::string Feed(std::vector<std::string> stops, std::vector<std::string> pieces,
-                bool* stopped) {
+std::string Feed(std::vector<std::string> stops,
+                 std::vector<std::string> pieces, bool* stopped) {
   StopMatcher m(std::move(stops));
   std::string out;
   for (const auto& p : pieces) {

@@ -23,6 +23,49 @@ inline void Widen(__m512i v, __m512& even, __m512& odd) {
       _mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xffff0000u))));
 }
 
+// Horizontal sums of 8 vectors: out[i] = sum of the 16 lanes of a[i].
+// A transpose-and-add tree: ~24 shuffles/adds instead of 8 serial reductions.
+inline void Reduce8(const __m512 a[8], float* out) {
+  __m512 t[4];
+  for (int i = 0; i < 4; ++i) {
+    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]),
+                         _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]));
+  }
+  __m512 u[2];
+  for (int i = 0; i < 2; ++i) {
+    const __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(t[2 * i]),
+                                          _mm512_castps_pd(t[2 * i + 1]));
+    const __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(t[2 * i]),
+                                          _mm512_castps_pd(t[2 * i + 1]));
+    // Each 128-bit lane k: partial sums of a[4i..4i+3] over lane k.
+    u[i] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
+  }
+  const __m512 w = _mm512_add_ps(
+      _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+      _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 x = _mm512_shuffle_f32x4(w, w, _MM_SHUFFLE(3, 1, 2, 0));
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm512_castps512_ps256(x),
+                                      _mm512_extractf32x8_ps(x, 1)));
+}
+
+// Stores y[j * ldy + r] = sum(acc[r][j]).
+template <int R, int N>
+inline void StoreSums(const __m512 (&acc)[R][N], float* y, int64_t ldy) {
+  if constexpr (R == 8 && N == 1) {
+    const __m512 a[8] = {acc[0][0], acc[1][0], acc[2][0], acc[3][0],
+                         acc[4][0], acc[5][0], acc[6][0], acc[7][0]};
+    Reduce8(a, y);
+  } else {
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 8
+      for (int j = 0; j < N; ++j) {
+        y[j * ldy + r] = _mm512_reduce_add_ps(acc[r][j]);
+      }
+    }
+  }
+}
+
 // R weight rows x N input rows, x in f32 (deinterleaved blocks).
 template <int R, int N>
 inline void TileF32(const float* xp, int64_t ldx, const uint16_t* w,
@@ -58,11 +101,7 @@ inline void TileF32(const float* xp, int64_t ldx, const uint16_t* w,
   };
   for (int64_t b = 0; b < full; ++b) step(b, 0, false);
   if (rem > 0) step(full, TailMask(rem), true);
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-    for (int j = 0; j < N; ++j) y[j * ldy + r] = _mm512_reduce_add_ps(acc[r][j]);
-  }
+  StoreSums<R, N>(acc, y, ldy);
 }
 
 // R weight rows x N input rows, x rounded to bf16 (natural order).
@@ -95,11 +134,7 @@ inline void TileDp(const uint16_t* xb, int64_t ldx, const uint16_t* w,
   };
   for (int64_t b = 0; b < full; ++b) step(b, 0, false);
   if (rem > 0) step(full, TailMask(rem), true);
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-    for (int j = 0; j < N; ++j) y[j * ldy + r] = _mm512_reduce_add_ps(acc[r][j]);
-  }
+  StoreSums<R, N>(acc, y, ldy);
 }
 
 // Input rows per tile when n > 1 (R = 4 weight rows: 16 accumulators).
@@ -166,11 +201,7 @@ inline void TileF32Weights(const float* x, int64_t ldx, const float* w,
   if (rem > 0) {
     step(full * 16, _cvtu32_mask16((1u << rem) - 1u), true);
   }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r) {
-#pragma GCC unroll 8
-    for (int j = 0; j < N; ++j) y[j * ldy + r] = _mm512_reduce_add_ps(acc[r][j]);
-  }
+  StoreSums<R, N>(acc, y, ldy);
 }
 
 template <int R, int N>

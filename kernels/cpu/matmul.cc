@@ -74,10 +74,16 @@ void PackXDeinterleaved(const float* x, int64_t n, int64_t cols, int64_t ldx,
     const float* xr = x + j * cols;
     float* out = xp + j * ldx;
     std::memset(out, 0, ldx * sizeof(float));
-    for (int64_t c = 0; c < cols; ++c) {
-      const int64_t block = c / kBf16Block;
-      const int64_t in_block = c % kBf16Block;
-      out[block * kBf16Block + (in_block & 1) * kHalf + in_block / 2] = xr[c];
+    const int64_t full = cols / kBf16Block * kBf16Block;
+    for (int64_t c = 0; c < full; c += kBf16Block) {
+      for (int64_t i = 0; i < kHalf; ++i) {
+        out[c + i] = xr[c + 2 * i];
+        out[c + kHalf + i] = xr[c + 2 * i + 1];
+      }
+    }
+    for (int64_t c = full; c < cols; ++c) {
+      const int64_t in_block = c - full;
+      out[full + (in_block & 1) * kHalf + in_block / 2] = xr[c];
     }
   }
 }

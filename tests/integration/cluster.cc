@@ -14,11 +14,13 @@ namespace pb = ::latentkv::v1;
 
 Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()) {
   std::vector<std::string> cargs = {BinDir() + "/latentkv-coordinator",
-                                    "--model=" + o.model_dir, "--port=0",
+                                    "--model=" + o.model_dir,
+                                    "--port=0",
                                     "--port_file=" + dir_ + "/coordinator.addr",
                                     "--heartbeat_ms=200",
                                     "--worker_timeout_ms=1500"};
-  cargs.insert(cargs.end(), o.coordinator_args.begin(), o.coordinator_args.end());
+  cargs.insert(cargs.end(), o.coordinator_args.begin(),
+               o.coordinator_args.end());
   coordinator_ = std::make_unique<Process>(cargs, dir_ + "/coordinator.log");
   address_ = WaitForLine(dir_ + "/coordinator.addr", 30);
   if (address_.empty()) {
@@ -28,7 +30,8 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()) {
   for (int i = 0; i < o.workers; ++i) {
     const std::string f = dir_ + "/worker" + std::to_string(i) + ".addr";
     std::vector<std::string> wargs = {BinDir() + "/latentkv-worker",
-                                      "--model=" + o.model_dir, "--port=0",
+                                      "--model=" + o.model_dir,
+                                      "--port=0",
                                       "--port_file=" + f,
                                       "--coordinator=" + address_,
                                       "--worker_id=w" + std::to_string(i)};
@@ -39,7 +42,8 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()) {
   }
   stub_ = pb::Generation::NewStub(
       grpc::CreateChannel(address_, grpc::InsecureChannelCredentials()));
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline) {
     grpc::ClientContext ctx;
     pb::ListModelsResponse resp;
@@ -75,8 +79,8 @@ std::string Cluster::Logs() const {
   return out;
 }
 
-StreamResult Generate(pb::Generation::Stub& stub, const pb::GenerateRequest& req,
-                      double timeout_s) {
+StreamResult Generate(pb::Generation::Stub& stub,
+                      const pb::GenerateRequest& req, double timeout_s) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(int64_t(timeout_s * 1000)));
@@ -85,9 +89,11 @@ StreamResult Generate(pb::Generation::Stub& stub, const pb::GenerateRequest& req
   pb::GenerateResponse resp;
   while (reader->Read(&resp)) {
     ++r.messages;
-    r.tokens.insert(r.tokens.end(), resp.token_ids().begin(), resp.token_ids().end());
+    r.tokens.insert(r.tokens.end(), resp.token_ids().begin(),
+                    resp.token_ids().end());
     r.text += resp.text();
-    if (resp.finish_reason() != pb::FINISH_REASON_UNSPECIFIED) r.finish = resp.finish_reason();
+    if (resp.finish_reason() != pb::FINISH_REASON_UNSPECIFIED)
+      r.finish = resp.finish_reason();
   }
   r.status = reader->Finish();
   return r;

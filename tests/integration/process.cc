@@ -30,7 +30,8 @@ std::string Stories260kDir() {
   static std::string dir;
   std::call_once(once, [] {
     dir = MakeTempDir() + "/stories260K";
-    const std::string m = std::string(LATENTKV_SHARED_DIR) + "/models/stories260K";
+    const std::string m =
+        std::string(LATENTKV_SHARED_DIR) + "/models/stories260K";
     int code = 0;
     RunCommand({BinDir() + "/latentkv", "convert", "--from=llama2c",
                 "--checkpoint=" + m + "/stories260K.bin",

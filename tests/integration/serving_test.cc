@@ -43,10 +43,11 @@ TEST_F(ServingTest, GreedyReproducesPublishedContinuation) {
 
 TEST_F(ServingTest, ConcurrentStreamsMatchTheirSoloRuns) {
   const std::vector<std::string> prompts = {
-      "Once upon a time", "The little dog", "Tom and Lily went",
-      "One day, a bird", "The sun was", "Mom said", "There was a big tree",
-      "A cat named Tim", "The boy wanted", "In the park", "She liked to",
-      "The car was red", "Lily saw a", "He was very happy", "The ball",
+      "Once upon a time",     "The little dog",    "Tom and Lily went",
+      "One day, a bird",      "The sun was",       "Mom said",
+      "There was a big tree", "A cat named Tim",   "The boy wanted",
+      "In the park",          "She liked to",      "The car was red",
+      "Lily saw a",           "He was very happy", "The ball",
       "It was a cold day"};
   std::vector<std::vector<int32_t>> solo;
   for (const auto& p : prompts) {
@@ -225,7 +226,8 @@ TEST(OverloadTest, BurstIsShedWithResourceExhausted) {
   EXPECT_EQ(ok + shed, kRequests);
   EXPECT_TRUE(cluster.worker(0).Alive());
   // The server still serves afterwards.
-  EXPECT_TRUE(Generate(cluster.stub(), Greedy("Once upon a time", 5)).status.ok());
+  EXPECT_TRUE(
+      Generate(cluster.stub(), Greedy("Once upon a time", 5)).status.ok());
 }
 
 }  // namespace

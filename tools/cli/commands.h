@@ -30,10 +30,10 @@ struct SamplingFlags {
 struct ServeOptions {
   std::string model_dir;
   std::string host = "127.0.0.1";
-  int32_t port = 8000;            // coordinator's public gRPC port (0: any)
-  std::string port_file;          // write host:port here once ready
-  int32_t workers = 1;            // worker processes
-  std::string bin_dir;            // where latentkv-coordinator/-worker live
+  int32_t port = 8000;    // coordinator's public gRPC port (0: any)
+  std::string port_file;  // write host:port here once ready
+  int32_t workers = 1;    // worker processes
+  std::string bin_dir;    // where latentkv-coordinator/-worker live
   std::vector<std::string> worker_args;  // extra flags for each worker
 };
 

@@ -1,9 +1,10 @@
 // `latentkv convert` and `latentkv inspect`.
+#include "model/convert.h"
+
 #include <cstdio>
 #include <map>
 
 #include "model/config.h"
-#include "model/convert.h"
 #include "model/weights.h"
 #include "tools/cli/commands.h"
 
@@ -52,8 +53,10 @@ int Convert(const ConvertOptions& o) {
     auto shapes = SyntheticShapes();
     auto it = shapes.find(o.synthetic);
     if (it == shapes.end()) {
-      std::fprintf(stderr, "unknown --synthetic shape %s; known:", o.synthetic.c_str());
-      for (const auto& [name, c] : shapes) std::fprintf(stderr, " %s", name.c_str());
+      std::fprintf(stderr,
+                   "unknown --synthetic shape %s; known:", o.synthetic.c_str());
+      for (const auto& [name, c] : shapes)
+        std::fprintf(stderr, " %s", name.c_str());
       std::fprintf(stderr, "\n");
       return 2;
     }
@@ -61,8 +64,9 @@ int Convert(const ConvertOptions& o) {
   } else if (o.from == "llama2c") {
     st = model::ConvertLlama2c(o.checkpoint, o.tokenizer, o.out, *dtype);
   } else {
-    std::fprintf(stderr, "give --from llama2c --checkpoint X.bin --tokenizer T.bin, "
-                         "or --synthetic SHAPE\n");
+    std::fprintf(stderr,
+                 "give --from llama2c --checkpoint X.bin --tokenizer T.bin, "
+                 "or --synthetic SHAPE\n");
     return 2;
   }
   if (!st.ok()) {
@@ -81,11 +85,12 @@ int Inspect(const std::string& dir, const std::string& weights_dtype) {
   }
   const model::ModelConfig& c = (*w)->config;
   std::printf("model=%s\n", dir.c_str());
-  std::printf("hidden_size=%d intermediate_size=%d layers=%d heads=%d kv_heads=%d "
-              "vocab=%d context=%d rope_theta=%g tied=%d\n",
-              c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads,
-              c.num_kv_heads, c.vocab_size, c.max_position_embeddings,
-              c.rope_theta, c.tie_word_embeddings ? 1 : 0);
+  std::printf(
+      "hidden_size=%d intermediate_size=%d layers=%d heads=%d kv_heads=%d "
+      "vocab=%d context=%d rope_theta=%g tied=%d\n",
+      c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads,
+      c.num_kv_heads, c.vocab_size, c.max_position_embeddings, c.rope_theta,
+      c.tie_word_embeddings ? 1 : 0);
   for (int l = 0; l < c.num_layers; ++l) {
     std::printf("layer %d: d_qk=%d d_vo=%d kv_values_per_token=%lld\n", l,
                 c.qk_head_dim[l], c.vo_head_dim[l],

@@ -76,8 +76,8 @@ int GenerateLocal(const GenerateOptions& o) {
   coordinator::StopMatcher stop(o.sampling.stop);
   std::promise<absl::Status> done;
   std::fputs(o.prompt.c_str(), stdout);
-  absl::Status st = (*engine)->Submit(
-      std::move(req), [&](const worker::GenerationEvent& e) {
+  absl::Status st =
+      (*engine)->Submit(std::move(req), [&](const worker::GenerationEvent& e) {
         if (e.token >= 0 && !stop.stopped()) {
           std::fputs(stop.Push(detok.Push(e.token)).c_str(), stdout);
           std::fflush(stdout);

@@ -2,9 +2,9 @@
 //
 //   latentkv serve    --model DIR [--port P] [--workers N]
 //   latentkv generate (--server HOST:PORT | --model DIR) --prompt S [sampling]
-//   latentkv eval     --model DIR --text FILE [--mode lines|stream] [--window N]
-//   latentkv convert  --from llama2c --checkpoint X.bin --tokenizer T.bin --out DIR
-//   latentkv convert  --synthetic SHAPE --out DIR [--dtype bf16]
+//   latentkv eval     --model DIR --text FILE [--mode lines|stream] [--window
+//   N] latentkv convert  --from llama2c --checkpoint X.bin --tokenizer T.bin
+//   --out DIR latentkv convert  --synthetic SHAPE --out DIR [--dtype bf16]
 //   latentkv inspect  DIR
 //
 // Flags may be spelled with dashes or underscores (--max-tokens, --max_tokens).
@@ -25,15 +25,19 @@ ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on");
 ABSL_FLAG(int, port, 8000, "serve: public gRPC port (0: any free port)");
 ABSL_FLAG(std::string, port_file, "", "serve: write host:port here once ready");
 ABSL_FLAG(int, workers, 1, "serve: worker processes");
-ABSL_FLAG(std::string, bin_dir, "", "serve: directory of latentkv-coordinator/-worker (default: beside latentkv)");
+ABSL_FLAG(std::string, bin_dir, "",
+          "serve: directory of latentkv-coordinator/-worker (default: beside "
+          "latentkv)");
 ABSL_FLAG(std::string, device, "cpu", "Compute backend: cpu | cuda");
-ABSL_FLAG(std::string, weights_dtype, "f32", "Weight matrices in memory: f32 | bf16");
+ABSL_FLAG(std::string, weights_dtype, "f32",
+          "Weight matrices in memory: f32 | bf16");
 ABSL_FLAG(int, kv_memory_mb, 256, "KV cache memory bound per worker, MiB");
 ABSL_FLAG(int, page_size, 16, "Token slots per KV page");
 ABSL_FLAG(int, max_batch, 64, "serve: sequences per engine step");
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt");
 ABSL_FLAG(int, max_tokens, 256, "generate: maximum new tokens");
-ABSL_FLAG(float, temperature, 0.0f, "generate: sampling temperature (0 = greedy)");
+ABSL_FLAG(float, temperature, 0.0f,
+          "generate: sampling temperature (0 = greedy)");
 ABSL_FLAG(float, top_p, 1.0f, "generate: nucleus probability mass");
 ABSL_FLAG(int, top_k, 0, "generate: keep the k most likely tokens (0 = all)");
 ABSL_FLAG(uint64_t, seed, 0, "generate: sampling seed");
@@ -47,7 +51,9 @@ ABSL_FLAG(std::string, checkpoint, "", "convert: llama2.c checkpoint");
 ABSL_FLAG(std::string, tokenizer, "", "convert: llama2.c tokenizer.bin");
 ABSL_FLAG(std::string, out, "", "convert: output model directory");
 ABSL_FLAG(std::string, dtype, "f32", "convert: stored dtype f32 | bf16 | f16");
-ABSL_FLAG(std::string, synthetic, "", "convert: random weights with a named shape (stories15m, stories42m, stories110m, llama3-1b)");
+ABSL_FLAG(std::string, synthetic, "",
+          "convert: random weights with a named shape (stories15m, stories42m, "
+          "stories110m, llama3-1b)");
 
 namespace lk = latentkv;
 
@@ -93,10 +99,12 @@ lk::cli::LocalEngineOptions Local() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "latentkv <serve|generate|eval|convert|inspect> [flags]; --help for flags");
+      "latentkv <serve|generate|eval|convert|inspect> [flags]; --help for "
+      "flags");
   if (argc < 2 || argv[1][0] == '-') {
-    std::fprintf(stderr,
-                 "usage: latentkv <serve|generate|eval|convert|inspect> [flags]\n");
+    std::fprintf(
+        stderr,
+        "usage: latentkv <serve|generate|eval|convert|inspect> [flags]\n");
     return 2;
   }
   const std::string cmd = argv[1];

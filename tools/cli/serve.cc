@@ -93,9 +93,10 @@ int Serve(const ServeOptions& o) {
   }
   const fs::path run_dir(tmpl);
   const std::string coord_file = (run_dir / "coordinator.addr").string();
-  pid_t coord = Spawn({(bin / "latentkv-coordinator").string(),
-                       "--model=" + o.model_dir, "--host=" + o.host,
-                       absl::StrCat("--port=", o.port), "--port_file=" + coord_file});
+  pid_t coord =
+      Spawn({(bin / "latentkv-coordinator").string(), "--model=" + o.model_dir,
+             "--host=" + o.host, absl::StrCat("--port=", o.port),
+             "--port_file=" + coord_file});
   const std::string address = WaitForFile(coord_file, coord, 60);
   if (address.empty()) {
     std::fprintf(stderr, "latentkv serve: the coordinator did not start\n");
@@ -104,10 +105,12 @@ int Serve(const ServeOptions& o) {
   }
   std::vector<pid_t> workers;
   for (int i = 0; i < o.workers; ++i) {
-    std::vector<std::string> args = {
-        (bin / "latentkv-worker").string(), "--model=" + o.model_dir,
-        "--host=" + o.host, "--port=0", "--coordinator=" + address,
-        absl::StrCat("--worker_id=worker-", i)};
+    std::vector<std::string> args = {(bin / "latentkv-worker").string(),
+                                     "--model=" + o.model_dir,
+                                     "--host=" + o.host,
+                                     "--port=0",
+                                     "--coordinator=" + address,
+                                     absl::StrCat("--worker_id=worker-", i)};
     args.insert(args.end(), o.worker_args.begin(), o.worker_args.end());
     workers.push_back(Spawn(args));
   }
@@ -115,10 +118,12 @@ int Serve(const ServeOptions& o) {
   auto stub = latentkv::v1::Generation::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   bool ready = false;
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (!ready && std::chrono::steady_clock::now() < deadline) {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(1));
     latentkv::v1::ListModelsResponse resp;
     if (stub->ListModels(&ctx, {}, &resp).ok() && resp.models_size() > 0 &&
         resp.models(0).num_workers() >= static_cast<uint32_t>(o.workers)) {
@@ -128,7 +133,8 @@ int Serve(const ServeOptions& o) {
     for (pid_t w : workers) {
       int status;
       if (w <= 0 || waitpid(w, &status, WNOHANG) == w) {
-        std::fprintf(stderr, "latentkv serve: a worker exited during start-up\n");
+        std::fprintf(stderr,
+                     "latentkv serve: a worker exited during start-up\n");
         for (pid_t x : workers) StopChild(x, 1);
         StopChild(coord, 1);
         return 1;

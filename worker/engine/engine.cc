@@ -17,7 +17,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   auto cache = KvCache::Create(e->runner_->KvShapes(), options.kv);
   if (!cache.ok()) return cache.status();
   e->cache_ = std::move(*cache);
-  e->scheduler_ = std::make_unique<Scheduler>(options.scheduler, e->cache_.get());
+  e->scheduler_ =
+      std::make_unique<Scheduler>(options.scheduler, e->cache_.get());
   {
     std::lock_guard<std::mutex> lock(e->mu_);
     e->stats_.kv_bytes_capacity = e->cache_->capacity_bytes();
@@ -36,15 +37,16 @@ absl::Status Engine::Submit(GenerationRequest req, EventSink sink) {
   if (req.prompt.empty()) return absl::InvalidArgumentError("empty prompt");
   for (int32_t t : req.prompt) {
     if (t < 0 || t >= c.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "prompt token id ", t, " outside the vocabulary [0, ", c.vocab_size,
-          ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt token id ", t, " outside the vocabulary [0, ",
+                       c.vocab_size, ")"));
     }
   }
   if (static_cast<int64_t>(req.prompt.size()) >= c.max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "prompt of ", req.prompt.size(), " tokens leaves no room in the context of ",
-        c.max_position_embeddings));
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt of ", req.prompt.size(),
+                     " tokens leaves no room in the context of ",
+                     c.max_position_embeddings));
   }
   if (req.max_new_tokens <= 0) {
     return absl::InvalidArgumentError("max_new_tokens must be positive");
@@ -211,7 +213,8 @@ void Engine::Step() {
     if (!st.ok()) {
       for (const auto& p : plan) {
         Finish(p.seq, FinishReason::kNone,
-               absl::InternalError(absl::StrCat("forward failed: ", st.message())));
+               absl::InternalError(
+                   absl::StrCat("forward failed: ", st.message())));
       }
     } else {
       const int32_t vocab = config().vocab_size;
@@ -245,7 +248,8 @@ void Engine::Step() {
   std::lock_guard<std::mutex> lock(mu_);
   queued_ = scheduler_->num_waiting() + static_cast<int64_t>(inbox_.size());
   stats_.running = scheduler_->num_running();
-  stats_.waiting = scheduler_->num_waiting() + static_cast<int32_t>(inbox_.size());
+  stats_.waiting =
+      scheduler_->num_waiting() + static_cast<int32_t>(inbox_.size());
   stats_.kv_pages_in_use = cache_->pages_in_use();
   stats_.kv_bytes_in_use = cache_->bytes_in_use();
   stats_.steps += plan.empty() ? 0 : 1;

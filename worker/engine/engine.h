@@ -30,23 +30,23 @@
 namespace latentkv::worker {
 
 struct EngineOptions {
-  KvCacheOptions kv;            // page size and KV memory bound
-  SchedulerOptions scheduler;   // batch and queue bounds
+  KvCacheOptions kv;           // page size and KV memory bound
+  SchedulerOptions scheduler;  // batch and queue bounds
 };
 
 struct GenerationRequest {
-  std::string id;                    // unique among live requests
-  std::vector<int32_t> prompt;       // token ids, non-empty
-  int32_t max_new_tokens = 16;       // > 0
+  std::string id;               // unique among live requests
+  std::vector<int32_t> prompt;  // token ids, non-empty
+  int32_t max_new_tokens = 16;  // > 0
   SamplingOptions sampling;
   bool ignore_eos = false;
 };
 
 // What the engine reports about a request.
 struct GenerationEvent {
-  int32_t token = -1;                  // a new token, or -1
+  int32_t token = -1;                         // a new token, or -1
   FinishReason finish = FinishReason::kNone;  // set on the final event
-  absl::Status status;                 // non-OK: the request failed (final)
+  absl::Status status;  // non-OK: the request failed (final)
 };
 using EventSink = std::function<void(const GenerationEvent&)>;
 
@@ -102,11 +102,11 @@ class Engine {
     std::unique_ptr<Sequence> seq;
     EventSink sink;
   };
-  std::vector<Incoming> inbox_;          // guarded by mu_
-  std::vector<std::string> cancels_;     // guarded by mu_
-  int64_t queued_ = 0;                   // inbox + waiting; guarded by mu_
-  EngineStats stats_;                    // guarded by mu_ (snapshot)
-  bool stop_ = false;                    // guarded by mu_
+  std::vector<Incoming> inbox_;       // guarded by mu_
+  std::vector<std::string> cancels_;  // guarded by mu_
+  int64_t queued_ = 0;                // inbox + waiting; guarded by mu_
+  EngineStats stats_;                 // guarded by mu_ (snapshot)
+  bool stop_ = false;                 // guarded by mu_
   std::thread thread_;
   uint64_t next_arrival_ = 0;
 

@@ -76,9 +76,9 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
         pos_[r] = static_cast<int32_t>(ch.start + i);
       }
       if (ch.start + ch.len > c.max_position_embeddings) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "positions up to ", ch.start + ch.len,
-            " exceed the context of ", c.max_position_embeddings));
+        return absl::InvalidArgumentError(
+            absl::StrCat("positions up to ", ch.start + ch.len,
+                         " exceed the context of ", c.max_position_embeddings));
       }
       q_indptr_.push_back(static_cast<int32_t>(r));
     }

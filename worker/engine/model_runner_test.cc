@@ -62,13 +62,15 @@ std::vector<double> ReferenceLogits(const model::ModelWeights& m,
                                     const std::vector<int32_t>& tokens) {
   const ModelConfig& c = m.config;
   const int n = tokens.size(), H = c.hidden_size;
-  auto mat = [](const model::Tensor& t, const std::vector<double>& x, int rows_x) {
+  auto mat = [](const model::Tensor& t, const std::vector<double>& x,
+                int rows_x) {
     const int64_t out = t.shape[0], in = t.shape[1];
     std::vector<double> y(rows_x * out);
     for (int r = 0; r < rows_x; ++r)
       for (int64_t o = 0; o < out; ++o) {
         double s = 0;
-        for (int64_t i = 0; i < in; ++i) s += x[r * in + i] * double(t.f32()[o * in + i]);
+        for (int64_t i = 0; i < in; ++i)
+          s += x[r * in + i] * double(t.f32()[o * in + i]);
         y[r * out + o] = s;
       }
     return y;
@@ -79,19 +81,22 @@ std::vector<double> ReferenceLogits(const model::ModelWeights& m,
       double ss = 0;
       for (int i = 0; i < H; ++i) ss += x[r * H + i] * x[r * H + i];
       const double inv = 1.0 / std::sqrt(ss / H + c.rms_norm_eps);
-      for (int i = 0; i < H; ++i) y[r * H + i] = x[r * H + i] * inv * w.f32()[i];
+      for (int i = 0; i < H; ++i)
+        y[r * H + i] = x[r * H + i] * inv * w.f32()[i];
     }
     return y;
   };
   std::vector<double> x(n * H);
   for (int r = 0; r < n; ++r)
-    for (int i = 0; i < H; ++i) x[r * H + i] = m.embed_tokens.f32()[tokens[r] * H + i];
+    for (int i = 0; i < H; ++i)
+      x[r * H + i] = m.embed_tokens.f32()[tokens[r] * H + i];
   for (int l = 0; l < c.num_layers; ++l) {
     const auto& w = m.layers[l];
     const int dq = c.qk_head_dim[l], dv = c.vo_head_dim[l];
     const int nh = c.num_heads, nkv = c.num_kv_heads, g = nh / nkv;
     auto h = rms(x, w.attn_norm);
-    auto q = mat(w.q_proj, h, n), k = mat(w.k_proj, h, n), v = mat(w.v_proj, h, n);
+    auto q = mat(w.q_proj, h, n), k = mat(w.k_proj, h, n),
+         v = mat(w.v_proj, h, n);
     auto rope = [&](std::vector<double>& t, int heads) {
       for (int r = 0; r < n; ++r)
         for (int hh = 0; hh < heads; ++hh)
@@ -124,13 +129,15 @@ std::vector<double> ReferenceLogits(const model::ModelWeights& m,
         for (double& e : s) z += (e = std::exp(e - mx));
         for (int t = 0; t <= r; ++t)
           for (int i = 0; i < dv; ++i)
-            att[(r * nh + hh) * dv + i] += s[t] / z * v[(t * nkv + kh) * dv + i];
+            att[(r * nh + hh) * dv + i] +=
+                s[t] / z * v[(t * nkv + kh) * dv + i];
       }
     auto o = mat(w.o_proj, att, n);
     for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
     h = rms(x, w.ffn_norm);
     auto gt = mat(w.gate_proj, h, n), up = mat(w.up_proj, h, n);
-    for (size_t i = 0; i < gt.size(); ++i) gt[i] = gt[i] / (1 + std::exp(-gt[i])) * up[i];
+    for (size_t i = 0; i < gt.size(); ++i)
+      gt[i] = gt[i] / (1 + std::exp(-gt[i])) * up[i];
     auto d = mat(w.down_proj, gt, n);
     for (size_t i = 0; i < x.size(); ++i) x[i] += d[i];
   }
@@ -142,7 +149,8 @@ struct Harness {
   std::unique_ptr<kernels::Backend> backend = kernels::MakeCpuBackend();
   std::unique_ptr<ModelRunner> runner;
   std::unique_ptr<KvCache> cache;
-  explicit Harness(std::shared_ptr<const model::ModelWeights> w, int page_size = 4)
+  explicit Harness(std::shared_ptr<const model::ModelWeights> w,
+                   int page_size = 4)
       : weights(std::move(w)) {
     runner = std::make_unique<ModelRunner>(weights, backend.get());
     KvCacheOptions o;
@@ -193,7 +201,8 @@ TEST_P(ModelRunnerTest, DecodeStepByStepMatchesReference) {
     ForwardChunk ch{&kv, &tokens[i], 1, i, ForwardChunk::Logits::kLast};
     ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, &logits).ok());
     for (int v = 0; v < 97; ++v) {
-      ASSERT_NEAR(logits[v], ref[i * 97 + v], 1e-4 * (1 + std::abs(ref[i * 97 + v])))
+      ASSERT_NEAR(logits[v], ref[i * 97 + v],
+                  1e-4 * (1 + std::abs(ref[i * 97 + v])))
           << "position " << i << " token " << v;
     }
   }
@@ -211,7 +220,8 @@ TEST_P(ModelRunnerTest, BatchedMixedChunksEqualSingleRuns) {
     SequenceKv kv;
     kv.Init(*h.cache);
     ASSERT_TRUE(kv.Reserve(*h.cache, t.size()).ok());
-    ForwardChunk ch{&kv, t.data(), int32_t(t.size()), 0, ForwardChunk::Logits::kLast};
+    ForwardChunk ch{&kv, t.data(), int32_t(t.size()), 0,
+                    ForwardChunk::Logits::kLast};
     ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, out).ok());
     kv.Release(*h.cache);
   };
@@ -224,22 +234,24 @@ TEST_P(ModelRunnerTest, BatchedMixedChunksEqualSingleRuns) {
   // Step 1: b's first 2 tokens and c's first 9.
   ASSERT_TRUE(kb.Reserve(*h.cache, 2).ok());
   ASSERT_TRUE(kc.Reserve(*h.cache, 9).ok());
-  ASSERT_TRUE(h.runner
-                  ->Forward({{&kb, b.data(), 2, 0, ForwardChunk::Logits::kNone},
-                             {&kc, c.data(), 9, 0, ForwardChunk::Logits::kNone}},
-                            *h.cache, &tmp)
-                  .ok());
+  ASSERT_TRUE(
+      h.runner
+          ->Forward({{&kb, b.data(), 2, 0, ForwardChunk::Logits::kNone},
+                     {&kc, c.data(), 9, 0, ForwardChunk::Logits::kNone}},
+                    *h.cache, &tmp)
+          .ok());
   // Step 2: all of a, the rest of b, c's decode token.
   ASSERT_TRUE(ka.Reserve(*h.cache, 17).ok());
   ASSERT_TRUE(kb.Reserve(*h.cache, 3).ok());
   ASSERT_TRUE(kc.Reserve(*h.cache, 1).ok());
   std::vector<float> batch;
-  ASSERT_TRUE(h.runner
-                  ->Forward({{&ka, a.data(), 17, 0, ForwardChunk::Logits::kLast},
-                             {&kb, b.data() + 2, 3, 2, ForwardChunk::Logits::kLast},
-                             {&kc, c.data() + 9, 1, 9, ForwardChunk::Logits::kLast}},
-                            *h.cache, &batch)
-                  .ok());
+  ASSERT_TRUE(
+      h.runner
+          ->Forward({{&ka, a.data(), 17, 0, ForwardChunk::Logits::kLast},
+                     {&kb, b.data() + 2, 3, 2, ForwardChunk::Logits::kLast},
+                     {&kc, c.data() + 9, 1, 9, ForwardChunk::Logits::kLast}},
+                    *h.cache, &batch)
+          .ok());
   ASSERT_EQ(batch.size(), 3u * 97);
   for (int v = 0; v < 97; ++v) {
     EXPECT_NEAR(batch[v], solo_a[v], 1e-4) << v;
@@ -257,8 +269,9 @@ TEST_P(ModelRunnerTest, RejectsTokensOutsideVocabulary) {
   ASSERT_TRUE(kv.Reserve(*h.cache, 1).ok());
   const int32_t bad = 97;
   std::vector<float> logits;
-  EXPECT_EQ(h.runner->Forward({{&kv, &bad, 1, 0, ForwardChunk::Logits::kLast}},
-                              *h.cache, &logits)
+  EXPECT_EQ(h.runner
+                ->Forward({{&kv, &bad, 1, 0, ForwardChunk::Logits::kLast}},
+                          *h.cache, &logits)
                 .code(),
             absl::StatusCode::kInvalidArgument);
   kv.Release(*h.cache);

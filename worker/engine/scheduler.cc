@@ -28,9 +28,9 @@ absl::Status Scheduler::Enqueue(std::unique_ptr<Sequence> seq) {
       seq->prompt_len + int64_t{seq->max_new_tokens}, seq->max_total_tokens);
   const int64_t need = seq->kv.PagesNeeded(*cache_, most);
   if (need > total_pages_) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "request needs ", need, " KV pages for ", most,
-        " tokens but the whole cache holds ", total_pages_));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("request needs ", need, " KV pages for ", most,
+                     " tokens but the whole cache holds ", total_pages_));
   }
   seq->running = false;
   waiting_.push_back(std::move(seq));

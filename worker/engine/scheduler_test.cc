@@ -54,9 +54,11 @@ void ExpectPlan(const std::vector<ScheduledChunk>& plan,
   ASSERT_EQ(plan.size(), want.size()) << "step " << step;
   for (size_t i = 0; i < want.size(); ++i) {
     EXPECT_EQ(plan[i].seq->id, want[i].id) << "step " << step << " chunk " << i;
-    EXPECT_EQ(plan[i].start, want[i].start) << "step " << step << " chunk " << i;
+    EXPECT_EQ(plan[i].start, want[i].start)
+        << "step " << step << " chunk " << i;
     EXPECT_EQ(plan[i].len, want[i].len) << "step " << step << " chunk " << i;
-    EXPECT_EQ(plan[i].sample, want[i].sample) << "step " << step << " chunk " << i;
+    EXPECT_EQ(plan[i].sample, want[i].sample)
+        << "step " << step << " chunk " << i;
   }
 }
 
@@ -95,7 +97,8 @@ TEST(SchedulerTest, ChunkedPrefillThenDecodeMixesWithNewPrefill) {
 TEST(SchedulerTest, MaxRunningBoundsTheBatch) {
   auto cache = MakeCache(64);
   Scheduler s({2, 100, 8}, cache.get());
-  for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(s.Enqueue(MakeSeq(id, 2)).ok());
+  for (const char* id : {"a", "b", "c"})
+    ASSERT_TRUE(s.Enqueue(MakeSeq(id, 2)).ok());
   auto plan = s.Schedule();
   ExpectPlan(plan, {{"a", 0, 2, true}, {"b", 0, 2, true}}, 0);
   EXPECT_EQ(s.num_waiting(), 1);
@@ -113,10 +116,10 @@ TEST(SchedulerTest, PreemptsNewestWhenPagesRunOutAndRecomputesLater) {
   ASSERT_TRUE(s.Enqueue(MakeSeq("new", 7, 9)).ok());
   auto plan = s.Schedule();  // old: 2 pages, new: 2 pages -> cache full
   ExpectPlan(plan, {{"old", 0, 7, true}, {"new", 0, 7, true}}, 0);
-  Apply(*cache, plan);                 // both now hold 8 tokens, 7 cached
-  plan = s.Schedule();         // 8th token of each fits in the 2nd page
+  Apply(*cache, plan);  // both now hold 8 tokens, 7 cached
+  plan = s.Schedule();  // 8th token of each fits in the 2nd page
   ExpectPlan(plan, {{"old", 7, 1, true}, {"new", 7, 1, true}}, 1);
-  Apply(*cache, plan);                 // 9 tokens each, 8 cached
+  Apply(*cache, plan);  // 9 tokens each, 8 cached
   EXPECT_EQ(cache->allocator(0).num_free(), 0);
   // old needs a 3rd page: new is preempted and its pages go to old.
   plan = s.Schedule();

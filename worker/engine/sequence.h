@@ -22,7 +22,7 @@ struct Sequence {
   // Tokens whose K/V are in the cache. Invariant: num_cached <= tokens.size();
   // the sequence needs a forward pass over tokens[num_cached:].
   int64_t num_cached = 0;
-  int32_t max_new_tokens = 0;  // generation stops at this many new tokens
+  int32_t max_new_tokens = 0;    // generation stops at this many new tokens
   int32_t max_total_tokens = 0;  // context limit (prompt + generated)
   bool ignore_eos = false;
   int32_t eos_id = -1;

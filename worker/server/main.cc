@@ -17,21 +17,29 @@
 #include "model/weights.h"
 #include "worker/server/worker_service.h"
 
-ABSL_FLAG(std::string, model, "", "Model directory (config.json + model.safetensors)");
-ABSL_FLAG(std::string, coordinator, "", "host:port of the coordinator to register with (empty: standalone)");
+ABSL_FLAG(std::string, model, "",
+          "Model directory (config.json + model.safetensors)");
+ABSL_FLAG(std::string, coordinator, "",
+          "host:port of the coordinator to register with (empty: standalone)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "Address to listen on");
 ABSL_FLAG(int, port, 0, "Port to listen on (0: pick a free one)");
-ABSL_FLAG(std::string, port_file, "", "If set, write the bound host:port to this file once serving");
-ABSL_FLAG(std::string, advertise, "", "host:port the coordinator should use (default host:bound port)");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, write the bound host:port to this file once serving");
+ABSL_FLAG(std::string, advertise, "",
+          "host:port the coordinator should use (default host:bound port)");
 ABSL_FLAG(std::string, worker_id, "", "Worker id (default worker-<port>)");
 ABSL_FLAG(std::string, device, "cpu", "Compute backend: cpu | cuda");
-ABSL_FLAG(std::string, weights_dtype, "f32", "dtype of weight matrices in memory: f32 | bf16");
+ABSL_FLAG(std::string, weights_dtype, "f32",
+          "dtype of weight matrices in memory: f32 | bf16");
 ABSL_FLAG(int, kv_memory_mb, 256, "Bound on KV cache memory, MiB");
 ABSL_FLAG(int, page_size, 16, "Token slots per KV page");
 ABSL_FLAG(int, max_batch, 64, "Maximum sequences per engine step");
-ABSL_FLAG(int, max_step_tokens, 512, "Maximum tokens (prefill + decode) per engine step");
-ABSL_FLAG(int, max_waiting, 256, "Maximum queued requests before RESOURCE_EXHAUSTED");
-ABSL_FLAG(int, drain_seconds, 30, "On SIGTERM, wait this long for in-flight requests");
+ABSL_FLAG(int, max_step_tokens, 512,
+          "Maximum tokens (prefill + decode) per engine step");
+ABSL_FLAG(int, max_waiting, 256,
+          "Maximum queued requests before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, drain_seconds, 30,
+          "On SIGTERM, wait this long for in-flight requests");
 
 namespace lk = latentkv;
 
@@ -47,7 +55,8 @@ int main(int argc, char** argv) {
   lo.matrix_dtype = *dtype;
   auto weights = lk::model::LoadModel(absl::GetFlag(FLAGS_model), lo);
   if (!weights.ok()) {
-    std::fprintf(stderr, "loading model: %s\n", weights.status().ToString().c_str());
+    std::fprintf(stderr, "loading model: %s\n",
+                 weights.status().ToString().c_str());
     return 1;
   }
   auto backend = lk::kernels::CreateBackend(absl::GetFlag(FLAGS_device));
@@ -97,7 +106,8 @@ int main(int argc, char** argv) {
     ro.worker_id = absl::GetFlag(FLAGS_worker_id).empty()
                        ? absl::StrCat("worker-", bound_port)
                        : absl::GetFlag(FLAGS_worker_id);
-    ro.model_id = std::filesystem::path(absl::GetFlag(FLAGS_model)).filename().string();
+    ro.model_id =
+        std::filesystem::path(absl::GetFlag(FLAGS_model)).filename().string();
     registrar = std::make_unique<lk::worker::Registrar>(ro, engine->get());
   }
   if (!absl::GetFlag(FLAGS_port_file).empty()) {

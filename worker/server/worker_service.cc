@@ -123,7 +123,8 @@ grpc::Status WorkerService::Generate(
       if (!writer->Write(resp)) {
         engine_->Cancel(id);
         cancelled = true;
-        if (done) return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
+        if (done)
+          return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
         continue;
       }
     }

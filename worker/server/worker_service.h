@@ -34,7 +34,8 @@ class WorkerService final : public latentkv::v1::Worker::Service {
 
   grpc::Status Generate(
       grpc::ServerContext* ctx, const latentkv::v1::WorkerGenerateRequest* req,
-      grpc::ServerWriter<latentkv::v1::WorkerGenerateResponse>* writer) override;
+      grpc::ServerWriter<latentkv::v1::WorkerGenerateResponse>* writer)
+      override;
   grpc::Status GetStats(grpc::ServerContext* ctx,
                         const latentkv::v1::GetStatsRequest* req,
                         latentkv::v1::WorkerStats* resp) override;

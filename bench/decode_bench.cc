@@ -1,0 +1,187 @@
+// Decode throughput of the engine (scheduler + model runner + sampler on the
+// engine thread) for 1/4/16/64 concurrent streams, on stories260K and on a
+// synthetic model with the stories110M shape, f32 and bf16 weights, next to
+// the memory-bandwidth roofline measured in the same run.
+//
+// Roofline for one stream: read bandwidth / (weight bytes + KV bytes read per
+// token). Counters: tok_s (aggregate decode tokens/s), roofline_tok_s,
+// frac_roofline (= tok_s / roofline_tok_s, one stream), speedup_vs_1 (vs
+// the 1-stream run of the same model and dtype in this process).
+//
+// Usage: decode_bench [--shared DIR] [benchmark flags]
+#include <cstdio>
+#include <cstring>
+#include <future>
+#include <map>
+#include <string>
+
+#include "benchmark/benchmark.h"
+#include "kernels/ops.h"
+#include "model/convert.h"
+#include "model/weights.h"
+#include "worker/engine/engine.h"
+
+namespace lk = latentkv;
+
+namespace {
+
+std::string g_shared = LATENTKV_SHARED_DIR;
+double g_bandwidth = 0;                      // bytes/s, 2 threads
+std::map<std::string, double> g_one_stream;  // model/dtype -> tok/s
+
+std::string TempDir() {
+  std::string t = "/tmp/latentkv-bench-XXXXXX";
+  if (mkdtemp(t.data()) == nullptr) std::abort();
+  return t;
+}
+
+const std::string& ModelDir(const std::string& name) {
+  static std::map<std::string, std::string> dirs;
+  auto it = dirs.find(name);
+  if (it != dirs.end()) return it->second;
+  const std::string dir = TempDir() + "/" + name;
+  absl::Status st;
+  if (name == "stories260K") {
+    const std::string m = g_shared + "/models/stories260K";
+    st = lk::model::ConvertLlama2c(m + "/stories260K.bin", m + "/tok512.bin",
+                                   dir);
+  } else {
+    lk::model::ModelConfig c;
+    c.hidden_size = 768;
+    c.intermediate_size = 2048;
+    c.num_layers = 12;
+    c.num_heads = 12;
+    c.num_kv_heads = 12;
+    c.vocab_size = 32000;
+    c.max_position_embeddings = 1024;
+    c.qk_head_dim.assign(12, 64);
+    c.vo_head_dim.assign(12, 64);
+    st = lk::model::WriteSyntheticModel(c, dir, lk::DType::kF32, 1);
+  }
+  if (!st.ok()) {
+    std::fprintf(stderr, "%s\n", st.ToString().c_str());
+    std::abort();
+  }
+  return dirs[name] = dir;
+}
+
+int64_t MatrixBytes(const lk::model::ModelWeights& w) {
+  int64_t n = 0;
+  auto add = [&](const lk::model::Tensor& t) {
+    n += t.numel() * lk::DTypeSize(t.dtype);
+  };
+  for (const auto& l : w.layers) {
+    for (const auto* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj,
+                          &l.gate_proj, &l.up_proj, &l.down_proj}) {
+      add(*t);
+    }
+  }
+  add(w.lm_head);  // the embedding row read per token is negligible
+  return n;
+}
+
+void BM_Decode(benchmark::State& state, std::string model_name,
+               lk::DType dtype) {
+  const int streams = static_cast<int>(state.range(0));
+  const int new_tokens = static_cast<int>(state.range(1));
+  lk::model::LoadOptions lo;
+  lo.matrix_dtype = dtype;
+  auto w = lk::model::LoadModel(ModelDir(model_name), lo);
+  if (!w.ok()) {
+    state.SkipWithError(w.status().ToString().c_str());
+    return;
+  }
+  std::shared_ptr<const lk::model::ModelWeights> weights(std::move(*w));
+  const int64_t weight_bytes = MatrixBytes(*weights);
+  lk::worker::EngineOptions eo;
+  eo.kv.max_bytes = int64_t{1} << 30;
+  eo.scheduler.max_running = 64;
+  auto engine =
+      lk::worker::Engine::Create(weights, lk::kernels::MakeCpuBackend(), eo);
+  if (!engine.ok()) {
+    state.SkipWithError(engine.status().ToString().c_str());
+    return;
+  }
+  const int prompt_len = 8;
+  int64_t total = 0;
+  double seconds = 0;
+  int run = 0;
+  for (auto _ : state) {
+    std::vector<std::promise<void>> done(streams);
+    auto t0 = std::chrono::steady_clock::now();
+    for (int s = 0; s < streams; ++s) {
+      lk::worker::GenerationRequest r;
+      r.id = std::to_string(run) + "-" + std::to_string(s);
+      for (int i = 0; i < prompt_len; ++i)
+        r.prompt.push_back(1 + (7 * s + i) % 300);
+      r.max_new_tokens = new_tokens;
+      r.ignore_eos = true;
+      auto* p = &done[s];
+      if (!(*engine)
+               ->Submit(std::move(r),
+                        [p](const lk::worker::GenerationEvent& e) {
+                          if (e.finish != lk::worker::FinishReason::kNone ||
+                              !e.status.ok())
+                            p->set_value();
+                        })
+               .ok()) {
+        state.SkipWithError("submit failed");
+        return;
+      }
+    }
+    for (auto& d : done) d.get_future().wait();
+    seconds +=
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    total += int64_t{streams} * new_tokens;
+    ++run;
+  }
+  const double tok_s = total / seconds;
+  const lk::model::ModelConfig& c = weights->config;
+  // Average KV bytes read per generated token (context ~ prompt + half the
+  // output).
+  const double kv_bytes =
+      c.KvValuesPerToken() * 4.0 * (prompt_len + new_tokens / 2.0);
+  const double roofline = g_bandwidth / (weight_bytes + kv_bytes);
+  const std::string key = model_name + std::string(lk::DTypeName(dtype));
+  if (streams == 1) g_one_stream[key] = tok_s;
+  state.counters["tok_s"] = tok_s;
+  state.counters["roofline_tok_s"] = roofline;
+  if (streams == 1) state.counters["frac_roofline"] = tok_s / roofline;
+  if (g_one_stream.count(key))
+    state.counters["speedup_vs_1"] = tok_s / g_one_stream[key];
+  if (dtype == lk::DType::kBF16 && g_one_stream.count(model_name + "f32") &&
+      streams == 1) {
+    state.counters["bf16_vs_f32"] = tok_s / g_one_stream[model_name + "f32"];
+  }
+  state.counters["weight_MB"] = weight_bytes / 1e6;
+  state.counters["bandwidth_GBs"] = g_bandwidth / 1e9;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--shared=", 9) == 0) g_shared = argv[i] + 9;
+  }
+  g_bandwidth = lk::kernels::MeasureReadBandwidth(int64_t{512} << 20, 2);
+  std::printf("measured read bandwidth (2 threads): %.1f GB/s\n",
+              g_bandwidth / 1e9);
+  for (const char* m : {"stories260K", "stories110M"}) {
+    for (lk::DType d : {lk::DType::kF32, lk::DType::kBF16}) {
+      const bool small = std::string(m) == "stories260K";
+      const std::string name =
+          std::string("Decode/") + m + "/" + std::string(lk::DTypeName(d));
+      auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Decode, m, d);
+      b->ArgNames({"streams", "new_tokens"})
+          ->UseRealTime()
+          ->Unit(benchmark::kMillisecond);
+      for (int s : {1, 4, 16, 64}) b->Args({s, small ? 256 : 32});
+      b->Iterations(small ? 3 : 1);
+    }
+  }
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

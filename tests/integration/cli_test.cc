@@ -1,0 +1,113 @@
+// The latentkv CLI as a user runs it: local greedy generation reproduces the
+// published stories260K continuation; eval's perplexity matches the
+// independent float64 numpy reference (tools/reference/llama_ref.py) to 1e-4;
+// inspect reports the KV bytes per token; serve brings up a cluster that
+// answers and drains on SIGINT.
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <regex>
+
+#include "gtest/gtest.h"
+#include "tests/integration/cluster.h"
+
+namespace latentkv::testing {
+namespace {
+
+const std::string kText =
+    std::string(LATENTKV_SHARED_DIR) + "/text/tinystories_train_excerpt.txt";
+
+double Field(const std::string& out, const std::string& key) {
+  std::smatch m;
+  const std::regex re(key + "=([0-9.eE+-]+)");
+  if (!std::regex_search(out, m, re)) return NAN;
+  return std::stod(m[1]);
+}
+
+TEST(CliTest, LocalGreedyGenerateReproducesPublishedContinuation) {
+  int code = 0;
+  const std::string out = RunCommand(
+      {BinDir() + "/latentkv", "generate", "--model=" + Stories260kDir(),
+       "--prompt=Once upon a time", "--max-tokens=100"},
+      &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(
+      out.rfind(
+          "Once upon a time, there was a little girl named Lily. She "
+          "loved to play outside in the park. One day, she saw a big, red "
+          "ball. She wanted to play with it, but it was too high.",
+          0),
+      0u)
+      << out;
+}
+
+TEST(CliTest, EvalPerplexityMatchesFloat64Reference) {
+  for (const std::string window : {"512", "48"}) {
+    int code = 0;
+    const std::string ours =
+        RunCommand({BinDir() + "/latentkv", "eval",
+                    "--model=" + Stories260kDir(), "--text=" + kText,
+                    "--mode=lines", "--max-lines=60", "--window=" + window},
+                   &code);
+    ASSERT_EQ(code, 0) << ours;
+    const std::string ref = RunCommand(
+        {"/usr/bin/python3",
+         std::string(LATENTKV_SOURCE_DIR) + "/tools/reference/llama_ref.py",
+         "--model", Stories260kDir(), "--text", kText, "--mode", "lines",
+         "--max-lines", "60", "--window", window},
+        &code, /*merge_stderr=*/true);
+    ASSERT_EQ(code, 0) << ref;
+    EXPECT_EQ(Field(ours, "tokens"), Field(ref, "tokens")) << ours << ref;
+    const double p = Field(ours, "ppl"), r = Field(ref, "ppl");
+    EXPECT_NEAR(p / r, 1.0, 1e-4)
+        << "window " << window << ": ours " << p << " reference " << r;
+    EXPECT_GT(r, 1.5);
+  }
+}
+
+TEST(CliTest, InspectReportsKvBytesPerToken) {
+  int code = 0;
+  const std::string out =
+      RunCommand({BinDir() + "/latentkv", "inspect", Stories260kDir()}, &code);
+  ASSERT_EQ(code, 0) << out;
+  // 5 layers * 4 KV heads * (d_qk 8 + d_vo 8) * 4 bytes (f32 cache).
+  EXPECT_EQ(Field(out, "kv_bytes_per_token"), 5 * 4 * 16 * 4) << out;
+  EXPECT_NE(out.find("parameters="), std::string::npos);
+}
+
+TEST(CliTest, CorruptModelIsRejectedWithTheTensorNamed) {
+  const std::string dir = MakeTempDir() + "/bad";
+  int code = 0;
+  RunCommand({"cp", "-r", Stories260kDir(), dir}, &code);
+  ASSERT_EQ(code, 0);
+  // Truncate the safetensors file.
+  RunCommand({"truncate", "-s", "100000", dir + "/model.safetensors"}, &code);
+  const std::string out = RunCommand({BinDir() + "/latentkv", "inspect", dir},
+                                     &code, /*merge_stderr=*/true);
+  EXPECT_NE(code, 0);
+  EXPECT_FALSE(out.empty());
+}
+
+TEST(CliTest, ServeAnswersAndDrainsOnSigint) {
+  const std::string dir = MakeTempDir();
+  Process serve({BinDir() + "/latentkv", "serve", "--model=" + Stories260kDir(),
+                 "--port=0", "--port-file=" + dir + "/addr"},
+                dir + "/serve.log");
+  const std::string addr = WaitForLine(dir + "/addr", 60);
+  ASSERT_FALSE(addr.empty());
+  int code = 0;
+  const std::string out =
+      RunCommand({BinDir() + "/latentkv", "generate", "--server=" + addr,
+                  "--prompt=Once upon a time", "--max-tokens=30"},
+                 &code);
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(out.rfind("Once upon a time, there was a little girl", 0), 0u)
+      << out;
+  const int status = serve.Stop(SIGINT, 30);
+  ASSERT_NE(status, -1) << "serve did not exit after SIGINT";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+}  // namespace
+}  // namespace latentkv::testing
