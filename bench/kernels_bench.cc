@@ -28,9 +28,9 @@ void BM_MatMul(benchmark::State& state) {
   std::vector<float> wf(rows * cols), x(n * cols), y(n * rows);
   for (float& f : wf) f = dist(rng);
   for (float& f : x) f = dist(rng);
-  const DType dtype = path == kF32    ? DType::kF32
+  const DType dtype = path == kF32   ? DType::kF32
                       : path == kF16 ? DType::kF16
-                                      : DType::kBF16;
+                                     : DType::kBF16;
   std::vector<uint16_t> w16(rows * cols);
   if (dtype != DType::kF32) {
     ConvertFromF32(wf.data(), wf.size(), dtype, w16.data());
@@ -52,8 +52,7 @@ void BM_MatMul(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  state.SetBytesProcessed(state.iterations() * rows * cols *
-                          DTypeSize(dtype));
+  state.SetBytesProcessed(state.iterations() * rows * cols * DTypeSize(dtype));
   state.counters["FLOPS"] = benchmark::Counter(
       2.0 * n * rows * cols * state.iterations(), benchmark::Counter::kIsRate);
   static const char* kNames[] = {"f32", "bf16", "bf16dp", "f16"};
@@ -104,13 +103,17 @@ void BM_MixedF32ThenBf16(benchmark::State& state) {
   }
   state.SetBytesProcessed(state.iterations() * rows * cols * 6);
 }
-BENCHMARK(BM_MixedF32ThenBf16)->Args({768, 2048})->Args({2048, 768})->UseRealTime();
+BENCHMARK(BM_MixedF32ThenBf16)
+    ->Args({768, 2048})
+    ->Args({2048, 768})
+    ->UseRealTime();
 
 // Streaming read bandwidth of 512 MiB with 2 threads (the roofline).
 void BM_ReadBandwidth(benchmark::State& state) {
   double bw = 0.0;
   for (auto _ : state) {
-    bw = MeasureReadBandwidth(int64_t{512} << 20, static_cast<int>(state.range(0)));
+    bw = MeasureReadBandwidth(int64_t{512} << 20,
+                              static_cast<int>(state.range(0)));
   }
   state.counters["bytes_per_second"] = bw;
 }

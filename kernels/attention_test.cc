@@ -85,9 +85,9 @@ void RunCase(const Case& c, int* zero_rows_out = nullptr) {
   for (size_t i = 0; i < cache.size(); ++i) {
     for (size_t j = 0; j < cache[i].size(); ++j) {
       const Token& t = cache[i][j];
-      const int64_t slot = int64_t{kv_indices[kv_indptr[i] + j / c.page_size]} *
-                               c.page_size +
-                           j % c.page_size;
+      const int64_t slot =
+          int64_t{kv_indices[kv_indptr[i] + j / c.page_size]} * c.page_size +
+          j % c.page_size;
       WriteKv(t.k.data(), t.v.data(), &t.pos, 1, 1, c.d_qk, c.d_vo, &slot,
               k_pool.data(), v_pool.data(), pos_pool.data());
     }
@@ -171,7 +171,8 @@ void RunCase(const Case& c, int* zero_rows_out = nullptr) {
 
 TEST(PagedAttentionTest, GqaRatios) {
   for (auto [heads, kv] : {std::pair{4, 4}, {4, 2}, {8, 2}, {6, 2}}) {
-    SCOPED_TRACE("heads " + std::to_string(heads) + " kv " + std::to_string(kv));
+    SCOPED_TRACE("heads " + std::to_string(heads) + " kv " +
+                 std::to_string(kv));
     Case c;
     c.n_heads = heads;
     c.n_kv_heads = kv;

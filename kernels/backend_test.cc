@@ -60,8 +60,9 @@ TEST(BackendTest, OpsEqualReferenceOps) {
   const std::vector<float> w = Random(rows * cols, 2);
   std::vector<uint16_t> wb(w.size());
   ConvertFromF32(w.data(), w.size(), DType::kBF16, wb.data());
-  for (const WeightView view : {WeightView{w.data(), DType::kF32, rows, cols},
-                                WeightView{wb.data(), DType::kBF16, rows, cols}}) {
+  for (const WeightView view :
+       {WeightView{w.data(), DType::kF32, rows, cols},
+        WeightView{wb.data(), DType::kBF16, rows, cols}}) {
     std::vector<float> y1(n * rows), y2(n * rows);
     b->MatMul(x.data(), n, view, y1.data());
     MatMul(x.data(), n, view, y2.data());

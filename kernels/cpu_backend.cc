@@ -64,8 +64,8 @@ class CpuBackend final : public Backend {
                int32_t n_kv_heads, int32_t d_qk, int32_t d_vo,
                const int64_t* slot, float* k_pool, float* v_pool,
                int32_t* pos_pool) override {
-    kernels::WriteKv(k, v, pos, n, n_kv_heads, d_qk, d_vo, slot, k_pool,
-                     v_pool, pos_pool);
+    kernels::WriteKv(k, v, pos, n, n_kv_heads, d_qk, d_vo, slot, k_pool, v_pool,
+                     pos_pool);
   }
 };
 
@@ -82,8 +82,8 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name) {
     return absl::UnavailableError(
         "latentkv was built without CUDA (-DLATENTKV_WITH_CUDA=ON)");
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown backend \"", std::string(name), "\" (expected cpu or cuda)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown backend \"", std::string(name), "\" (expected cpu or cuda)"));
 }
 
 }  // namespace latentkv::kernels

@@ -28,6 +28,9 @@ struct WeightView {
 // y[n, w.rows] = x[n, w.cols] * W^T. f32 weights use OpenBLAS (sgemv for
 // n == 1, sgemm otherwise); bf16 weights use an AVX-512 BF16 kernel when the
 // CPU has it and a portable loop otherwise; f16 weights a portable loop.
+// Threads: OpenMP over output rows once n * rows * cols >= 2^18 (smaller
+// products stay on the calling thread). On first use OpenBLAS is set to one
+// thread (process-wide) so its pool does not fight the OpenMP team.
 void MatMul(const float* x, int64_t n, const WeightView& w, float* y);
 
 // y[n, dim] = x[n, dim] / sqrt(mean(x^2) + eps) * weight[dim]. y may alias x.

@@ -76,8 +76,9 @@ void CheckMatMul(DType dtype, double rel_tol, Run run) {
     }
     const std::vector<double> ref = RefMatMul(x, s.n, w, s.rows, s.cols);
     std::vector<float> y(s.n * s.rows, 12345.0f);
-    run(x.data(), s.n, dtype == DType::kF32 ? static_cast<const void*>(w.data())
-                                            : packed.data(),
+    run(x.data(), s.n,
+        dtype == DType::kF32 ? static_cast<const void*>(w.data())
+                             : packed.data(),
         s.rows, s.cols, y.data());
     const double tol = rel_tol * std::sqrt(static_cast<double>(s.cols));
     for (size_t i = 0; i < y.size(); ++i) {
@@ -92,7 +93,8 @@ void ViaMatMul(DType dtype, const float* x, int64_t n, const void* w,
 }
 
 TEST(MatMulTest, F32) {
-  CheckMatMul(DType::kF32, 1e-5, [](auto... a) { ViaMatMul(DType::kF32, a...); });
+  CheckMatMul(DType::kF32, 1e-5,
+              [](auto... a) { ViaMatMul(DType::kF32, a...); });
 }
 
 TEST(MatMulTest, Bf16) {
@@ -101,7 +103,8 @@ TEST(MatMulTest, Bf16) {
 }
 
 TEST(MatMulTest, F16) {
-  CheckMatMul(DType::kF16, 1e-5, [](auto... a) { ViaMatMul(DType::kF16, a...); });
+  CheckMatMul(DType::kF16, 1e-5,
+              [](auto... a) { ViaMatMul(DType::kF16, a...); });
 }
 
 TEST(MatMulTest, F32SmallPath) {
@@ -110,6 +113,15 @@ TEST(MatMulTest, F32SmallPath) {
                  int64_t cols, float* y) {
                 internal::MatMulF32Small(x, n, static_cast<const float*>(w),
                                          rows, cols, y);
+              });
+}
+
+TEST(MatMulTest, F32PortablePath) {
+  CheckMatMul(DType::kF32, 1e-5,
+              [](const float* x, int64_t n, const void* w, int64_t rows,
+                 int64_t cols, float* y) {
+                internal::MatMulF32Portable(x, n, static_cast<const float*>(w),
+                                            rows, cols, y);
               });
 }
 
@@ -158,7 +170,8 @@ TEST(RmsNormTest, MatchesReferenceAndAliases) {
     RmsNorm(inplace.data(), w.data(), n, dim, eps, inplace.data());
     for (int64_t t = 0; t < n; ++t) {
       double ss = 0.0;
-      for (int64_t i = 0; i < dim; ++i) ss += double{x[t * dim + i]} * x[t * dim + i];
+      for (int64_t i = 0; i < dim; ++i)
+        ss += double{x[t * dim + i]} * x[t * dim + i];
       const double inv = 1.0 / std::sqrt(ss / dim + eps);
       for (int64_t i = 0; i < dim; ++i) {
         const double ref = x[t * dim + i] * inv * w[i];
@@ -289,8 +302,8 @@ TEST(EmbedTest, AllDTypes) {
     std::vector<uint8_t> data(vocab * dim * DTypeSize(dt));
     ConvertFromF32(table.data(), table.size(), dt, data.data());
     std::vector<float> out(tokens.size() * dim);
-    Embed(WeightView{data.data(), dt, vocab, dim}, tokens.data(),
-          tokens.size(), out.data());
+    Embed(WeightView{data.data(), dt, vocab, dim}, tokens.data(), tokens.size(),
+          out.data());
     for (size_t t = 0; t < tokens.size(); ++t) {
       std::vector<float> row(dim);
       ConvertToF32(data.data() + tokens[t] * dim * DTypeSize(dt), dt, dim,

@@ -18,10 +18,11 @@ namespace {
 // kv_indices[p_begin, p_end) (the last page holds `last_len` slots).
 // Writes out[d_vo]; zeros when no slot is visible.
 // Built for AVX-512, AVX2 and baseline x86-64, chosen at load time.
-__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-void AttendOne(const PagedAttentionArgs& a, const float* q, int32_t q_pos,
-               int32_t p_begin, int32_t p_end, int32_t last_len, float* out,
-               float* scores) {
+__attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3",
+                             "default"))) void
+AttendOne(const PagedAttentionArgs& a, const float* q, int32_t q_pos,
+          int32_t p_begin, int32_t p_end, int32_t last_len, float* out,
+          float* scores) {
   const int32_t d_qk = a.d_qk;
   const int32_t d_vo = a.d_vo;
   const int32_t ps = a.page_size;
@@ -31,8 +32,7 @@ void AttendOne(const PagedAttentionArgs& a, const float* q, int32_t q_pos,
   std::memset(out, 0, sizeof(float) * d_vo);
   for (int32_t p = p_begin; p < p_end; ++p) {
     const int64_t page = a.kv_indices[p];
-    const int32_t len =
-        p == p_end - 1 ? std::clamp(last_len, 0, ps) : ps;
+    const int32_t len = p == p_end - 1 ? std::clamp(last_len, 0, ps) : ps;
     const int32_t* pos = a.pos_pool + page * ps;
     const float* k = a.k_pool + page * ps * d_qk;
     const float* v = a.v_pool + page * ps * d_vo;
@@ -85,8 +85,8 @@ void PagedAttention(const PagedAttentionArgs& a) {
   int64_t work = 0;
   for (int32_t s = 0; s < a.num_seqs; ++s) {
     const int64_t rows = a.q_indptr[s + 1] - a.q_indptr[s];
-    const int64_t pages = a.kv_indptr[(s + 1) * a.n_kv_heads] -
-                          a.kv_indptr[s * a.n_kv_heads];
+    const int64_t pages =
+        a.kv_indptr[(s + 1) * a.n_kv_heads] - a.kv_indptr[s * a.n_kv_heads];
     work += rows * pages * group * a.page_size * (a.d_qk + a.d_vo);
   }
 

@@ -23,9 +23,9 @@ void PackXDeinterleaved(const float* x, int64_t n, int64_t cols, int64_t ldx,
 // bf16 [*, cols] (row stride cols) and xp comes from PackXDeinterleaved.
 // y has row stride ldy. Weights are widened to f32 (exact) and multiplied in
 // f32 FMA, so the result matches an f32 product of the rounded weights.
-void Bf16RowsAvx512(const float* xp, int64_t n, int64_t ldx,
-                    const uint16_t* w, int64_t cols, int64_t r0, int64_t r1,
-                    float* y, int64_t ldy);
+void Bf16RowsAvx512(const float* xp, int64_t n, int64_t ldx, const uint16_t* w,
+                    int64_t cols, int64_t r0, int64_t r1, float* y,
+                    int64_t ldy);
 
 // Same with xb [n, ldx] = x rounded to bf16 (natural column order, zero
 // padded) and _mm512_dpbf16_ps products.

@@ -40,12 +40,13 @@ inline void Reduce8(const __m512 a[8], float* out) {
     // Each 128-bit lane k: partial sums of a[4i..4i+3] over lane k.
     u[i] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
   }
-  const __m512 w = _mm512_add_ps(
-      _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
-      _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
+  const __m512 w =
+      _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                    _mm512_shuffle_f32x4(u[0], u[1], _MM_SHUFFLE(3, 1, 3, 1)));
   const __m512 x = _mm512_shuffle_f32x4(w, w, _MM_SHUFFLE(3, 1, 2, 0));
-  _mm256_storeu_ps(out, _mm256_add_ps(_mm512_castps512_ps256(x),
-                                      _mm512_extractf32x8_ps(x, 1)));
+  const __m256 high =
+      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1));
+  _mm256_storeu_ps(out, _mm256_add_ps(_mm512_castps512_ps256(x), high));
 }
 
 // Stores y[j * ldy + r] = sum(acc[r][j]).
@@ -83,8 +84,8 @@ inline void TileF32(const float* xp, int64_t ldx, const uint16_t* w,
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const uint16_t* p = w + r * cols + b * kBf16Block;
-      const __m512i v = masked ? _mm512_maskz_loadu_epi16(mask, p)
-                               : _mm512_loadu_si512(p);
+      const __m512i v =
+          masked ? _mm512_maskz_loadu_epi16(mask, p) : _mm512_loadu_si512(p);
       Widen(v, we[r], wo[r]);
     }
 #pragma GCC unroll 8
@@ -121,7 +122,8 @@ inline void TileDp(const uint16_t* xb, int64_t ldx, const uint16_t* w,
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const uint16_t* p = w + r * cols + b * kBf16Block;
-      wv[r] = masked ? _mm512_maskz_loadu_epi16(mask, p) : _mm512_loadu_si512(p);
+      wv[r] =
+          masked ? _mm512_maskz_loadu_epi16(mask, p) : _mm512_loadu_si512(p);
     }
 #pragma GCC unroll 8
     for (int j = 0; j < N; ++j) {
@@ -214,8 +216,8 @@ struct F32WeightsTile {
 
 template <int R, int N>
 struct F32Tile {
-  static void Run(const float* x, int64_t ldx, const uint16_t* w,
-                  int64_t cols, float* y, int64_t ldy) {
+  static void Run(const float* x, int64_t ldx, const uint16_t* w, int64_t cols,
+                  float* y, int64_t ldy) {
     TileF32<R, N>(x, ldx, w, cols, y, ldy);
   }
 };
@@ -234,8 +236,10 @@ void Rows(const X* x, int64_t n, int64_t ldx, const W* w, int64_t cols,
   int64_t r = r0;
   if (n == 1) {
     // Matrix-vector: 8 rows at a time give 8 independent FMA chains.
-    for (; r + 8 <= r1; r += 8) Tile<8, 1>::Run(x, ldx, w + r * cols, cols, y + r, ldy);
-    for (; r + 4 <= r1; r += 4) Tile<4, 1>::Run(x, ldx, w + r * cols, cols, y + r, ldy);
+    for (; r + 8 <= r1; r += 8)
+      Tile<8, 1>::Run(x, ldx, w + r * cols, cols, y + r, ldy);
+    for (; r + 4 <= r1; r += 4)
+      Tile<4, 1>::Run(x, ldx, w + r * cols, cols, y + r, ldy);
     for (; r < r1; ++r) Tile<1, 1>::Run(x, ldx, w + r * cols, cols, y + r, ldy);
     return;
   }
@@ -252,9 +256,9 @@ void F32RowsAvx512(const float* x, int64_t n, const float* w, int64_t cols,
   Rows<F32WeightsTile>(x, n, cols, w, cols, r0, r1, y, ldy);
 }
 
-void Bf16RowsAvx512(const float* xp, int64_t n, int64_t ldx,
-                    const uint16_t* w, int64_t cols, int64_t r0, int64_t r1,
-                    float* y, int64_t ldy) {
+void Bf16RowsAvx512(const float* xp, int64_t n, int64_t ldx, const uint16_t* w,
+                    int64_t cols, int64_t r0, int64_t r1, float* y,
+                    int64_t ldy) {
   Rows<F32Tile>(xp, n, ldx, w, cols, r0, r1, y, ldy);
 }
 

@@ -151,9 +151,9 @@ double MeasureReadBandwidth(int64_t bytes, int threads) {
       }
       for (int k = 0; k < kStreams; ++k) total += s[k];
     }
-    const double secs = std::chrono::duration<double>(
-                            std::chrono::steady_clock::now() - start)
-                            .count();
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
     sink += total;
     if (secs > 0) best = std::max(best, words * 8.0 / secs);
   }

@@ -23,8 +23,8 @@ void ParallelForBlocks(int64_t blocks, int64_t work, F&& f) {
   if (blocks <= 0) return;
   int threads = 1;
   if (work >= kParallelMinWork && blocks > 1 && !omp_in_parallel()) {
-    threads = static_cast<int>(
-        std::min<int64_t>(omp_get_max_threads(), blocks));
+    threads =
+        static_cast<int>(std::min<int64_t>(omp_get_max_threads(), blocks));
   }
   if (threads <= 1) {
     f(int64_t{0}, blocks);
