@@ -48,16 +48,8 @@ const std::string& ModelDir(const std::string& name) {
     st = lk::model::ConvertLlama2c(m + "/stories260K.bin", m + "/tok512.bin",
                                    dir);
   } else {
-    lk::model::ModelConfig c;
-    c.hidden_size = 768;
-    c.intermediate_size = 2048;
-    c.num_layers = 12;
-    c.num_heads = 12;
-    c.num_kv_heads = 12;
-    c.vocab_size = 32000;
-    c.max_position_embeddings = 1024;
-    c.qk_head_dim.assign(12, 64);
-    c.vo_head_dim.assign(12, 64);
+    const auto c =
+        lk::model::ModelConfig::Llama(768, 2048, 12, 12, 12, 32000, 1024);
     st = lk::model::WriteSyntheticModel(c, dir, lk::DType::kF32, 1);
   }
   if (!st.ok()) {

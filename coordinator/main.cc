@@ -9,6 +9,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "common/address_file.h"
 #include "common/signals.h"
 #include "coordinator/coordinator_service.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -70,11 +71,7 @@ int main(int argc, char** argv) {
   coord.AttachHealth(server->GetHealthCheckService());
   const std::string address = absl::StrCat(host, ":", bound_port);
   std::fprintf(stderr, "latentkv-coordinator serving on %s\n", address.c_str());
-  if (!absl::GetFlag(FLAGS_port_file).empty()) {
-    const std::string tmp = absl::GetFlag(FLAGS_port_file) + ".tmp";
-    std::ofstream(tmp) << address << "\n";
-    std::rename(tmp.c_str(), absl::GetFlag(FLAGS_port_file).c_str());
-  }
+  lk::WriteAddressFile(absl::GetFlag(FLAGS_port_file), address);
   const int sig = lk::WaitForTerminationSignal();
   std::fprintf(stderr, "latentkv-coordinator: signal %d, draining\n", sig);
   server->Shutdown(std::chrono::system_clock::now() +

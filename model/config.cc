@@ -410,4 +410,21 @@ int64_t ModelConfig::ParameterCount() const {
   return total;
 }
 
+ModelConfig ModelConfig::Llama(int hidden, int intermediate, int layers,
+                               int heads, int kv_heads, int vocab, int context,
+                               double rope_theta) {
+  ModelConfig c;
+  c.hidden_size = hidden;
+  c.intermediate_size = intermediate;
+  c.num_layers = layers;
+  c.num_heads = heads;
+  c.num_kv_heads = kv_heads;
+  c.vocab_size = vocab;
+  c.max_position_embeddings = context;
+  c.rope_theta = rope_theta;
+  c.qk_head_dim.assign(layers, hidden / heads);
+  c.vo_head_dim.assign(layers, hidden / heads);
+  return c;
+}
+
 }  // namespace latentkv::model

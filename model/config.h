@@ -37,6 +37,11 @@ struct ModelConfig {
   int bos_token_id = 1;
   int eos_token_id = 2;
 
+  // A full-dimension Llama config: d_qk = d_vo = hidden / heads in every
+  // layer, standard RoPE, eps 1e-5, untied, BOS 1 / EOS 2.
+  static ModelConfig Llama(int hidden, int intermediate, int layers, int heads,
+                           int kv_heads, int vocab, int context,
+                           double rope_theta = 10000.0);
   // Parses config.json text; unknown keys are ignored. Errors name the key.
   static absl::StatusOr<ModelConfig> FromJson(const std::string& json_text);
   // Reads and parses `<dir>/config.json`.

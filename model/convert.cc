@@ -177,20 +177,9 @@ absl::Status ConvertLlama2c(const std::string& checkpoint_path,
   take(static_cast<int64_t>(seq_len) * hs);  // legacy RoPE tables
   const float* wcls = tied ? nullptr : take(V * D);
 
-  ModelConfig c;
-  c.hidden_size = dim;
-  c.intermediate_size = hidden;
-  c.num_layers = layers;
-  c.num_heads = heads;
-  c.num_kv_heads = kv_heads;
-  c.vocab_size = vocab;
-  c.max_position_embeddings = seq_len;
-  c.rms_norm_eps = 1e-5f;
-  c.rope_theta = 10000.0;
+  ModelConfig c = ModelConfig::Llama(dim, hidden, layers, heads, kv_heads,
+                                     vocab, seq_len, 10000.0);
   c.tie_word_embeddings = tied;
-  c.qk_head_dim.assign(layers, hs);
-  c.vo_head_dim.assign(layers, hs);
-  c.rope_scheme = RopeScheme::kStandard;
   c.bos_token_id = std::min(1, vocab - 1);
   c.eos_token_id = std::min(2, vocab - 1);
   absl::Status s = c.Validate();

@@ -13,21 +13,7 @@ namespace {
 
 // Shapes of public models, for synthetic (random-weight) checkpoints.
 std::map<std::string, model::ModelConfig> SyntheticShapes() {
-  auto make = [](int hidden, int ffn, int layers, int heads, int kv, int vocab,
-                 int ctx, double theta) {
-    model::ModelConfig c;
-    c.hidden_size = hidden;
-    c.intermediate_size = ffn;
-    c.num_layers = layers;
-    c.num_heads = heads;
-    c.num_kv_heads = kv;
-    c.vocab_size = vocab;
-    c.max_position_embeddings = ctx;
-    c.rope_theta = theta;
-    c.qk_head_dim.assign(layers, hidden / heads);
-    c.vo_head_dim.assign(layers, hidden / heads);
-    return c;
-  };
+  const auto make = model::ModelConfig::Llama;
   return {
       {"stories15m", make(288, 768, 6, 6, 6, 32000, 256, 10000)},
       {"stories42m", make(512, 1376, 8, 8, 8, 32000, 1024, 10000)},

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/address_file.h"
 #include "common/signals.h"
 #include "grpcpp/grpcpp.h"
 #include "latentkv/v1/generation.grpc.pb.h"
@@ -150,11 +151,7 @@ int Serve(const ServeOptions& o) {
   }
   std::fprintf(stderr, "latentkv serve: %s with %d worker(s) on %s\n",
                o.model_dir.c_str(), o.workers, address.c_str());
-  if (!o.port_file.empty()) {
-    const std::string tmp = o.port_file + ".tmp";
-    std::ofstream(tmp) << address << "\n";
-    std::rename(tmp.c_str(), o.port_file.c_str());
-  }
+  WriteAddressFile(o.port_file, address);
   WaitForTerminationSignal();
   std::fprintf(stderr, "latentkv serve: draining\n");
   StopChild(coord, 35);  // finishes in-flight requests first

@@ -9,6 +9,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "common/address_file.h"
 #include "common/signals.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -110,11 +111,7 @@ int main(int argc, char** argv) {
         std::filesystem::path(absl::GetFlag(FLAGS_model)).filename().string();
     registrar = std::make_unique<lk::worker::Registrar>(ro, engine->get());
   }
-  if (!absl::GetFlag(FLAGS_port_file).empty()) {
-    const std::string tmp = absl::GetFlag(FLAGS_port_file) + ".tmp";
-    std::ofstream(tmp) << address << "\n";
-    std::rename(tmp.c_str(), absl::GetFlag(FLAGS_port_file).c_str());
-  }
+  lk::WriteAddressFile(absl::GetFlag(FLAGS_port_file), address);
 
   const int sig = lk::WaitForTerminationSignal();
   std::fprintf(stderr, "latentkv-worker: signal %d, draining\n", sig);
