@@ -76,6 +76,8 @@ class Engine {
   absl::Status Submit(GenerationRequest request, EventSink sink);
   // Cancels a live request: its final event has kCancelled. No-op if unknown.
   void Cancel(const std::string& id);
+  // A snapshot refreshed after every engine step (so it may lag the events
+  // of the step that just ran).
   EngineStats Stats() const;
   // Finishes in-flight steps, fails queued/running requests with Unavailable
   // and joins the thread. Idempotent.

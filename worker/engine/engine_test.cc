@@ -99,7 +99,13 @@ TEST(EngineTest, BatchingChunkingAndPreemptionDoNotChangeGreedyOutputs) {
     EXPECT_EQ(together[i].finish, FinishReason::kLength);
     EXPECT_EQ(together[i].tokens, solo[i].tokens) << "request " << i;
   }
-  const EngineStats s = (*e)->Stats();
+  // Stats are a snapshot taken after each step: wait for the last one.
+  EngineStats s;
+  for (int i = 0; i < 200; ++i) {
+    s = (*e)->Stats();
+    if (s.running == 0 && s.kv_pages_in_use == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   EXPECT_GT(s.preemptions, 0) << "the test should exercise preemption";
   EXPECT_EQ(s.kv_pages_in_use, 0);
   EXPECT_EQ(s.running, 0);
