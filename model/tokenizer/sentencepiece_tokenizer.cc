@@ -1,4 +1,4 @@
-// SentencePiece tokenizer (tokenizer.model). Encoding is SentencePiece's own;
+// SentencePiece tokenizer (tokenizer.model) over our own model reader;
 // TokenBytes comes from a per-id table built at load time so that streaming
 // detokenization agrees with SentencePiece's DecodeIds for normal text.
 #include <cstdint>
@@ -13,7 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
-#include "model/tokenizer/sentencepiece_backend.h"
+#include "model/tokenizer/sentencepiece_model.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace latentkv::model {
@@ -33,13 +33,12 @@ int HexDigit(char c) {
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(
-      std::unique_ptr<internal::SentencePieceBackend> backend)
+      std::unique_ptr<internal::SentencePieceModel> backend)
       : backend_(std::move(backend)),
         bos_id_(backend_->bos_id()),
         eos_id_(backend_->eos_id()) {
     const int n = backend_->piece_size();
     bytes_.resize(n);
-    int probe = -1;  // a normal piece starting with "▁"
     for (int id = 0; id < n; ++id) {
       const std::string& piece = backend_->IdToPiece(id);
       if (backend_->IsControl(id)) continue;  // BOS, EOS, PAD: nothing
@@ -52,25 +51,15 @@ class SentencePieceTokenizer final : public Tokenizer {
             1, static_cast<char>(HexDigit(piece[3]) * 16 + HexDigit(piece[4])));
       } else {
         bytes_[id] = absl::StrReplaceAll(piece, {{kWordBoundary, " "}});
-        if (probe < 0 && bytes_[id].size() > 1 && bytes_[id][0] == ' ') {
-          probe = id;
-        }
       }
     }
-    // SentencePiece drops the leading space of the first piece when the model
-    // adds a dummy prefix or removes extra whitespace: ask it how it decodes
-    // a lone "▁..." piece.
-    if (probe >= 0) {
-      strip_first_space_ = backend_->DecodeIds({probe}) != bytes_[probe];
-    }
+    // SentencePiece drops the space it put in front of the text.
+    strip_first_space_ = backend_->strips_leading_space();
   }
 
   std::vector<int32_t> Encode(std::string_view text,
                               bool add_bos) const override {
-    std::vector<int> ids;
-    std::string error;
-    // Encode fails only on an unloaded processor, which cannot happen here.
-    if (!backend_->Encode(text, &ids, &error)) ids.clear();
+    const std::vector<int> ids = backend_->Encode(text);
     std::vector<int32_t> tokens;
     tokens.reserve(ids.size() + 1);
     if (add_bos && bos_id_ >= 0) tokens.push_back(bos_id_);
@@ -96,7 +85,7 @@ class SentencePieceTokenizer final : public Tokenizer {
   int32_t eos_id() const override { return eos_id_; }
 
  private:
-  std::unique_ptr<internal::SentencePieceBackend> backend_;
+  std::unique_ptr<internal::SentencePieceModel> backend_;
   int32_t bos_id_;
   int32_t eos_id_;
   std::vector<std::string> bytes_;  // [vocab_size] what each token decodes to
@@ -108,8 +97,8 @@ class SentencePieceTokenizer final : public Tokenizer {
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(
     const std::string& path) {
   std::string error;
-  std::unique_ptr<internal::SentencePieceBackend> backend =
-      internal::SentencePieceBackend::Load(path, &error);
+  std::unique_ptr<internal::SentencePieceModel> backend =
+      internal::SentencePieceModel::Load(path, &error);
   if (backend == nullptr) {
     if (error.find("No such file") != std::string::npos ||
         error.find("NOT_FOUND") != std::string::npos) {
