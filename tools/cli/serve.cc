@@ -152,6 +152,7 @@ int Serve(const ServeOptions& o) {
   std::fprintf(stderr, "latentkv serve: %s with %d worker(s) on %s\n",
                o.model_dir.c_str(), o.workers, address.c_str());
   WriteAddressFile(o.port_file, address);
+  stub.reset();  // an open client channel would slow the coordinator's shutdown
   WaitForTerminationSignal();
   std::fprintf(stderr, "latentkv serve: draining\n");
   StopChild(coord, 35);  // finishes in-flight requests first
