@@ -17,6 +17,8 @@ namespace {
 
 // Weight rows per parallel work unit (a multiple of the kernels' 8-row tile).
 constexpr int64_t kRowsPerBlock = 16;
+// Up to this many x rows, f32 MatMul streams weights with our AVX-512 kernel.
+constexpr int64_t kF32StreamMaxRows = 1;
 
 int64_t RoundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
@@ -182,8 +184,18 @@ void MatMulF32(const float* x, int64_t n, const float* w, int64_t rows,
     MatMulF32Small(x, n, w, rows, cols, y);
     return;
   }
-  EnsureBlasSingleThreaded();
   const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  if (n <= kF32StreamMaxRows && CpuHasAvx512Bf16()) {
+    // Decode-sized batches are bound by streaming the weights: our AVX-512
+    // rows kernel reads them once for all n rows and beats OpenBLAS's sgemv
+    // (Haswell kernels in Debian's 0.3.21), measured in bench/RESULTS.md.
+    ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
+      F32RowsAvx512(x, n, w, cols, b0 * kRowsPerBlock,
+                    std::min(rows, b1 * kRowsPerBlock), y, rows);
+    });
+    return;
+  }
+  EnsureBlasSingleThreaded();
   ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
     const int64_t r0 = b0 * kRowsPerBlock;
     const int64_t r1 = std::min(rows, b1 * kRowsPerBlock);
