@@ -36,6 +36,8 @@ class Backend {
   // Ops; see kernels/ops.h for shapes.
   virtual void MatMul(const float* x, int64_t n, const WeightView& w,
                       float* y) = 0;
+  virtual void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
+                           float* const* ys, int count) = 0;
   virtual void RmsNorm(const float* x, const float* weight, int64_t n,
                        int64_t dim, float eps, float* y) = 0;
   virtual void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,

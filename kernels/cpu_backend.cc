@@ -38,6 +38,10 @@ class CpuBackend final : public Backend {
               float* y) override {
     kernels::MatMul(x, n, w, y);
   }
+  void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
+                   float* const* ys, int count) override {
+    kernels::MatMulGroup(x, n, ws, ys, count);
+  }
   void RmsNorm(const float* x, const float* weight, int64_t n, int64_t dim,
                float eps, float* y) override {
     kernels::RmsNorm(x, weight, n, dim, eps, y);

@@ -33,6 +33,12 @@ struct WeightView {
 // thread (process-wide) so its pool does not fight the OpenMP team.
 void MatMul(const float* x, int64_t n, const WeightView& w, float* y);
 
+// ys[i][n, ws[i].rows] = x[n, cols] * ws[i]^T for i < count: several
+// products of the same input (Q/K/V, gate/up) in one parallel region, which
+// saves the threads' sleep/wake between them. Same results as MatMul.
+void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
+                 float* const* ys, int count);
+
 // y[n, dim] = x[n, dim] / sqrt(mean(x^2) + eps) * weight[dim]. y may alias x.
 void RmsNorm(const float* x, const float* weight, int64_t n, int64_t dim,
              float eps, float* y);

@@ -324,3 +324,48 @@ TEST(BandwidthTest, ReturnsPlausibleNumber) {
 
 }  // namespace
 }  // namespace latentkv::kernels
+
+namespace latentkv::kernels {
+namespace {
+
+// MatMulGroup runs several products in one parallel region: each must equal
+// MatMul's result for the same matrix (fused and fallback paths alike).
+TEST(MatMulGroupTest, EqualsSeparateMatMuls) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    for (int64_t n : {1, 3}) {
+      const int64_t cols = 200;
+      const std::vector<int64_t> rows = {129, 40, 40};
+      std::vector<std::vector<uint8_t>> store(3);
+      std::vector<WeightView> ws(3);
+      for (int i = 0; i < 3; ++i) {
+        std::vector<float> f(rows[i] * cols);
+        for (float& v : f) v = nd(rng);
+        store[i].resize(f.size() * DTypeSize(dt));
+        ConvertFromF32(f.data(), f.size(), dt, store[i].data());
+        ws[i] = {store[i].data(), dt, rows[i], cols};
+      }
+      std::vector<float> x(n * cols);
+      for (float& v : x) v = nd(rng);
+      std::vector<std::vector<float>> got(3), want(3);
+      std::vector<float*> ys(3);
+      for (int i = 0; i < 3; ++i) {
+        got[i].assign(n * rows[i], -1.0f);
+        want[i].assign(n * rows[i], 0.0f);
+        ys[i] = got[i].data();
+        MatMul(x.data(), n, ws[i], want[i].data());
+      }
+      MatMulGroup(x.data(), n, ws.data(), ys.data(), 3);
+      for (int i = 0; i < 3; ++i) {
+        for (size_t k = 0; k < got[i].size(); ++k) {
+          ASSERT_NEAR(got[i][k], want[i][k], 1e-4f * (1 + std::abs(want[i][k])))
+              << DTypeName(dt) << " n=" << n << " matrix " << i << " at " << k;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace latentkv::kernels

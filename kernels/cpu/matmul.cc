@@ -234,4 +234,56 @@ void MatMul(const float* x, int64_t n, const WeightView& w, float* y) {
   }
 }
 
+void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
+                 float* const* ys, int count) {
+  bool fused = count > 1 && internal::CpuHasAvx512Bf16();
+  for (int i = 0; i < count && fused; ++i) {
+    fused = ws[i].dtype == ws[0].dtype && ws[i].cols == ws[0].cols &&
+            ws[i].rows > 0 &&
+            (ws[i].dtype == DType::kBF16 ||
+             (ws[i].dtype == DType::kF32 && n <= internal::kF32StreamMaxRows));
+  }
+  if (!fused) {
+    for (int i = 0; i < count; ++i) MatMul(x, n, ws[i], ys[i]);
+    return;
+  }
+  const int64_t cols = ws[0].cols;
+  struct Block {
+    int matrix;
+    int64_t r0, r1;
+  };
+  std::vector<Block> blocks;
+  int64_t work = 0;
+  for (int i = 0; i < count; ++i) {
+    for (int64_t r = 0; r < ws[i].rows; r += internal::kRowsPerBlock) {
+      blocks.push_back(
+          {i, r, std::min(ws[i].rows, r + internal::kRowsPerBlock)});
+    }
+    work += n * ws[i].rows * cols;
+  }
+  const float* xp = x;
+  int64_t ldx = cols;
+  if (ws[0].dtype == DType::kBF16) {
+    ldx = internal::RoundUp(cols, internal::kBf16Block);
+    float* packed = internal::Scratch<float>(n * ldx);
+    internal::PackXDeinterleaved(x, n, cols, ldx, packed);
+    xp = packed;
+  }
+  internal::ParallelForBlocks(
+      static_cast<int64_t>(blocks.size()), work, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const Block& k = blocks[b];
+          const WeightView& w = ws[k.matrix];
+          if (w.dtype == DType::kBF16) {
+            internal::Bf16RowsAvx512(xp, n, ldx,
+                                     static_cast<const uint16_t*>(w.data), cols,
+                                     k.r0, k.r1, ys[k.matrix], w.rows);
+          } else {
+            internal::F32RowsAvx512(x, n, static_cast<const float*>(w.data),
+                                    cols, k.r0, k.r1, ys[k.matrix], w.rows);
+          }
+        }
+      });
+}
+
 }  // namespace latentkv::kernels

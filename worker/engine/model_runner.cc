@@ -95,9 +95,12 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
     const int32_t nh = c.num_heads, nkv = c.num_kv_heads;
 
     be.RmsNorm(x, w.attn_norm.f32(), T, H, c.rms_norm_eps, h);
-    be.MatMul(h, T, View(w.q_proj), q_.data());
-    be.MatMul(h, T, View(w.k_proj), k_.data());
-    be.MatMul(h, T, View(w.v_proj), v_.data());
+    {
+      const kernels::WeightView ws[3] = {View(w.q_proj), View(w.k_proj),
+                                         View(w.v_proj)};
+      float* const ys[3] = {q_.data(), k_.data(), v_.data()};
+      be.MatMulGroup(h, T, ws, ys, 3);
+    }
     be.ApplyRope(q_.data(), T, nh, dqk, pos_.data(), w.rope_inv_freq.data());
     be.ApplyRope(k_.data(), T, nkv, dqk, pos_.data(), w.rope_inv_freq.data());
 
@@ -140,8 +143,11 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
     be.AddInPlace(x, h, T * H);
 
     be.RmsNorm(x, w.ffn_norm.f32(), T, H, c.rms_norm_eps, h);
-    be.MatMul(h, T, View(w.gate_proj), gate_.data());
-    be.MatMul(h, T, View(w.up_proj), up_.data());
+    {
+      const kernels::WeightView ws[2] = {View(w.gate_proj), View(w.up_proj)};
+      float* const ys[2] = {gate_.data(), up_.data()};
+      be.MatMulGroup(h, T, ws, ys, 2);
+    }
     be.SwiGlu(gate_.data(), up_.data(), T * c.intermediate_size, gate_.data());
     be.MatMul(gate_.data(), T, View(w.down_proj), h);
     be.AddInPlace(x, h, T * H);
