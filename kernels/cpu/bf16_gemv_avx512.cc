@@ -84,6 +84,8 @@ inline void TileF32(const float* xp, int64_t ldx, const uint16_t* w,
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const uint16_t* p = w + r * cols + b * kBf16Block;
+      // Weights stream from memory once: fetch 8 cache lines ahead.
+      _mm_prefetch(reinterpret_cast<const char*>(p) + 512, _MM_HINT_T0);
       const __m512i v =
           masked ? _mm512_maskz_loadu_epi16(mask, p) : _mm512_loadu_si512(p);
       Widen(v, we[r], wo[r]);
