@@ -167,10 +167,7 @@ void Engine::Loop() {
       if (!sinks_.count(id)) continue;
       EventSink sink = std::move(sinks_[id]);
       sinks_.erase(id);
-      auto seq = scheduler_->Remove(id);
-      if (seq && !seq->running) {
-        // It was still waiting: it leaves the queue.
-      }
+      scheduler_->Remove(id);  // running or waiting: pages are released
       GenerationEvent ev;
       ev.finish = FinishReason::kCancelled;
       sink(ev);
