@@ -105,6 +105,17 @@ void WriteKv(const float* k, const float* v, const int32_t* pos, int64_t n,
              const int64_t* slot, float* k_pool, float* v_pool,
              int32_t* pos_pool);
 
+// SnapKV attention-mass scores of one (sequence, layer, KV head)'s cached
+// slots. q: [n_w, group, d_qk] the roped window queries of the `group` query
+// heads reading this KV head, at positions q_pos [n_w]; k: [n, d_qk] the
+// head's roped cached keys at positions k_pos [n]. For each query head g and
+// window row w: softmax over the slots visible to it (k_pos <= q_pos[w]) of
+// scale * q.k; scores[g, s] = sum over w of that probability (0 where never
+// visible). scores: [group, n]. Accumulates in double.
+void WindowAttentionScores(const float* q, const int32_t* q_pos, int64_t n_w,
+                           int32_t group, const float* k, const int32_t* k_pos,
+                           int64_t n, int32_t d_qk, float scale, float* scores);
+
 // Measures streaming read bandwidth (bytes/s) of this machine with `threads`
 // threads over a buffer of `bytes`; used by benchmarks for the roofline.
 double MeasureReadBandwidth(int64_t bytes, int threads);

@@ -230,11 +230,30 @@ absl::Status SequenceKv::SharePrefix(KvCache& cache, const SequenceKv& src,
   return absl::OkStatus();
 }
 
+void SequenceKv::SetCapacity(std::vector<int64_t> per_layer) {
+  capacity_ = std::move(per_layer);
+}
+
+int64_t SequenceKv::Room() const {
+  int64_t room = std::numeric_limits<int64_t>::max();
+  for (size_t l = 0; l < capacity_.size() && l < lists_.size(); ++l) {
+    if (capacity_[l] <= 0) continue;
+    for (const HeadList& hl : lists_[l]) {
+      room = std::min(room, std::max<int64_t>(0, capacity_[l] - hl.tokens));
+    }
+  }
+  return room;
+}
+
 int64_t SequenceKv::PagesNeeded(const KvCache& cache, int64_t n) const {
   int64_t needed = 0;
-  for (const std::vector<HeadList>& layer : lists_) {
-    for (const HeadList& hl : layer) {
-      const int64_t want = CeilDiv(hl.tokens + n, cache.page_size());
+  for (size_t l = 0; l < lists_.size(); ++l) {
+    const int64_t cap = capacity(static_cast<int32_t>(l));
+    for (const HeadList& hl : lists_[l]) {
+      const int64_t tokens =
+          cap > 0 ? std::min(hl.tokens + n, std::max(cap, hl.tokens))
+                  : hl.tokens + n;
+      const int64_t want = CeilDiv(tokens, cache.page_size());
       needed +=
           std::max<int64_t>(0, want - static_cast<int64_t>(hl.pages.size()));
     }
@@ -251,6 +270,11 @@ absl::Status SequenceKv::Reserve(KvCache& cache, int64_t n) {
         absl::StrCat("SequenceKv::Reserve: negative token count ", n));
   }
   const int32_t ps = cache.page_size();
+  if (n > Room()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "SequenceKv::Reserve: ", n, " more tokens would pass the KV capacity (",
+        Room(), " tokens of room)"));
+  }
   // Check every layer first so that a failure allocates nothing.
   std::vector<int64_t> needed(lists_.size(), 0);
   std::string shortfall;
@@ -334,8 +358,103 @@ void SequenceKv::Release(KvCache& cache) {
   }
 }
 
+absl::Status SequenceKv::Retain(KvCache& cache, int32_t layer, int32_t head,
+                                const std::vector<int64_t>& keep) {
+  if (layer < 0 || layer >= static_cast<int32_t>(lists_.size()) || head < 0 ||
+      head >= static_cast<int32_t>(lists_[layer].size())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SequenceKv::Retain: (layer ", layer, ", head ", head,
+                     ") out of range"));
+  }
+  HeadList& hl = lists_[layer][head];
+  for (size_t i = 0; i < keep.size(); ++i) {
+    if (keep[i] < 0 || keep[i] >= hl.tokens ||
+        (i > 0 && keep[i] <= keep[i - 1])) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "SequenceKv::Retain: keep list must be strictly ascending in [0, ",
+          hl.tokens, "); entry ", i, " is ", keep[i]));
+    }
+  }
+  const int64_t ps = cache.page_size();
+  const int64_t n_keep = static_cast<int64_t>(keep.size());
+  // The first slot that moves; pages before it are untouched.
+  int64_t first_moved = n_keep;
+  for (int64_t i = 0; i < n_keep; ++i) {
+    if (keep[i] != i) {
+      first_moved = i;
+      break;
+    }
+  }
+  const int64_t new_pages = CeilDiv(n_keep, ps);
+  BlockAllocator& alloc = cache.allocator(layer);
+  // Copy-on-write: shared pages among those that will be written.
+  int64_t shared_written = 0;
+  for (int64_t p = first_moved / ps; p < new_pages; ++p) {
+    if (alloc.refcount(hl.pages[p]) > 1) ++shared_written;
+  }
+  if (shared_written > alloc.num_free()) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("SequenceKv::Retain: ", shared_written,
+                     " shared pages need private copies but only ",
+                     alloc.num_free(), " pages are free in layer ", layer));
+  }
+  const LayerKvShape& s = cache.shape(layer);
+  float* kp = cache.k_pool(layer);
+  float* vp = cache.v_pool(layer);
+  int32_t* pp = cache.pos_pool(layer);
+  for (int64_t p = first_moved / ps; p < new_pages; ++p) {
+    const int32_t old = hl.pages[p];
+    if (alloc.refcount(old) <= 1) continue;
+    const int32_t fresh = *alloc.Allocate();
+    std::copy_n(kp + int64_t{old} * ps * s.d_qk, ps * s.d_qk,
+                kp + int64_t{fresh} * ps * s.d_qk);
+    std::copy_n(vp + int64_t{old} * ps * s.d_vo, ps * s.d_vo,
+                vp + int64_t{fresh} * ps * s.d_vo);
+    std::copy_n(pp + int64_t{old} * ps, ps, pp + int64_t{fresh} * ps);
+    alloc.Unref(old);
+    hl.pages[p] = fresh;
+  }
+  // In-place forward compaction: destination i <= source keep[i].
+  for (int64_t i = first_moved; i < n_keep; ++i) {
+    const int64_t src = int64_t{hl.pages[keep[i] / ps]} * ps + keep[i] % ps;
+    const int64_t dst = int64_t{hl.pages[i / ps]} * ps + i % ps;
+    std::copy_n(kp + src * s.d_qk, s.d_qk, kp + dst * s.d_qk);
+    std::copy_n(vp + src * s.d_vo, s.d_vo, vp + dst * s.d_vo);
+    pp[dst] = pp[src];
+  }
+  for (size_t p = new_pages; p < hl.pages.size(); ++p) alloc.Unref(hl.pages[p]);
+  hl.pages.resize(new_pages);
+  hl.tokens = n_keep;
+  return absl::OkStatus();
+}
+
+int64_t SequenceKv::SlotOf(const KvCache& cache, int32_t layer, int32_t head,
+                           int64_t i) const {
+  const HeadList& hl = lists_[layer][head];
+  LATENTKV_KV_CHECK(i >= 0 && i < hl.tokens, "SequenceKv::SlotOf: slot ", i,
+                    " outside [0, ", hl.tokens, ")");
+  const int64_t ps = cache.page_size();
+  return int64_t{hl.pages[i / ps]} * ps + i % ps;
+}
+
 int64_t SequenceKv::num_tokens(int32_t layer, int32_t head) const {
   return lists_[layer][head].tokens;
+}
+
+int64_t SequenceKv::max_tokens() const {
+  int64_t most = 0;
+  for (const std::vector<HeadList>& layer : lists_) {
+    for (const HeadList& hl : layer) most = std::max(most, hl.tokens);
+  }
+  return most;
+}
+
+int64_t SequenceKv::total_tokens() const {
+  int64_t total = 0;
+  for (const std::vector<HeadList>& layer : lists_) {
+    for (const HeadList& hl : layer) total += hl.tokens;
+  }
+  return total;
 }
 
 int64_t SequenceKv::num_pages() const {

@@ -89,16 +89,33 @@ class KvCache {
 };
 
 // The pages one sequence holds: for each (layer, KV head) an ordered page list
-// and the number of tokens stored. Tokens are appended to every (layer, head)
-// alike here; residency policies (SpindleKV) may later make them differ.
+// and the number of tokens stored (its logical slots 0..tokens-1, in append
+// order). Appends go to every (layer, head) alike; residency policies
+// (worker/residency: SnapKV eviction, predefined capacity) then drop slots per
+// (layer, head) with Retain(), so heads and layers hold different tokens.
+// Each slot keeps its absolute position, so RoPE and the causal mask stay
+// right after slots are dropped.
 class SequenceKv {
  public:
   SequenceKv() = default;
   // Starts empty; Release() must be called before destruction if pages held.
   void Init(const KvCache& cache);
 
+  // Predefined KV capacity (arXiv 2411.15785): the most tokens each KV head
+  // of layer l may hold, per_layer[l] (0: unbounded); one entry per layer or
+  // empty (all unbounded). Survives Init() and Release(). The residency
+  // policy evicts before a layer passes it; Reserve() refuses to.
+  void SetCapacity(std::vector<int64_t> per_layer);
+  int64_t capacity(int32_t layer) const {
+    return capacity_.empty() ? 0 : capacity_[layer];
+  }
+  // Tokens that can be appended before some (layer, head) would pass its
+  // capacity; INT64_MAX when no layer is bounded.
+  int64_t Room() const;
+
   // Makes room for `n` more tokens in every (layer, head), allocating pages
   // as needed; all-or-nothing: on ResourceExhausted nothing is allocated.
+  // FailedPrecondition when n more tokens would pass a layer's capacity.
   absl::Status Reserve(KvCache& cache, int64_t n);
   // Makes this sequence (Init'ed, holding no pages) share the first
   // `n_tokens` tokens of `src` in every (layer, head) by adding a reference to
@@ -108,7 +125,8 @@ class SequenceKv {
   // otherwise, FailedPrecondition if this sequence already holds pages.
   absl::Status SharePrefix(KvCache& cache, const SequenceKv& src,
                            int64_t n_tokens);
-  // Pages needed (summed over layers and heads) to append n more tokens.
+  // Pages needed (summed over layers and heads) to append n more tokens, each
+  // (layer, head) counted up to its capacity.
   int64_t PagesNeeded(const KvCache& cache, int64_t n) const;
   // Assigns the next n slots in `layer` (which must be reserved) and writes
   // their flat slot ids (page * page_size + offset) to slots[t * n_kv + h].
@@ -121,10 +139,28 @@ class SequenceKv {
   void Describe(const KvCache& cache, int32_t layer,
                 std::vector<int32_t>* indptr, std::vector<int32_t>* indices,
                 std::vector<int32_t>* last_page_len) const;
+  // Keeps only the logical slots `keep` of (layer, head) -- strictly
+  // ascending indices in [0, num_tokens(layer, head)) -- in order, moving
+  // their K, V and position rows forward in place; pages past the new end go
+  // back to the allocator (so KV bytes in use drop). A shared page
+  // (refcount > 1, e.g. a cached prefix) that would be written is first
+  // replaced by a private copy; ResourceExhausted when no page is free for
+  // such a copy, and nothing is changed then. InvalidArgument for a bad
+  // `keep`.
+  absl::Status Retain(KvCache& cache, int32_t layer, int32_t head,
+                      const std::vector<int64_t>& keep);
+  // Flat pool slot id (page * page_size + offset) of logical slot i of
+  // (layer, head); i < num_tokens(layer, head).
+  int64_t SlotOf(const KvCache& cache, int32_t layer, int32_t head,
+                 int64_t i) const;
   // Returns every page to the allocators (drops this sequence's references).
   void Release(KvCache& cache);
 
   int64_t num_tokens(int32_t layer, int32_t head) const;
+  // The most tokens any (layer, head) holds.
+  int64_t max_tokens() const;
+  // Tokens held summed over layers and heads.
+  int64_t total_tokens() const;
   int64_t num_pages() const;  // over all layers and heads
 
  private:
@@ -134,6 +170,7 @@ class SequenceKv {
   };
   // lists_[layer][head]
   std::vector<std::vector<HeadList>> lists_;
+  std::vector<int64_t> capacity_;  // [num_layers] or empty
 };
 
 }  // namespace latentkv::worker

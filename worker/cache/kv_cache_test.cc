@@ -514,5 +514,146 @@ TEST(SequenceKvTest, RandomWorkloadReturnsEveryPage) {
   }
 }
 
+// ---------------------------------------------------------------------------
+// SequenceKv::Retain
+
+// Writes a recognisable value into every slot of (layer, head): K row j =
+// tag + j, V row j = -(tag + j), position = tag.
+void Stamp(KvCache& cache, SequenceKv& kv, int32_t layer, int32_t head,
+           int64_t slot, int32_t tag) {
+  const LayerKvShape& s = cache.shape(layer);
+  const int64_t flat = kv.SlotOf(cache, layer, head, slot);
+  for (int32_t j = 0; j < s.d_qk; ++j) {
+    cache.k_pool(layer)[flat * s.d_qk + j] = static_cast<float>(tag + j);
+  }
+  for (int32_t j = 0; j < s.d_vo; ++j) {
+    cache.v_pool(layer)[flat * s.d_vo + j] = -static_cast<float>(tag + j);
+  }
+  cache.pos_pool(layer)[flat] = tag;
+}
+
+// Checks that (layer, head) holds exactly the tags `want`, in order.
+void ExpectTags(KvCache& cache, const SequenceKv& kv, int32_t layer,
+                int32_t head, const std::vector<int32_t>& want) {
+  const LayerKvShape& s = cache.shape(layer);
+  ASSERT_EQ(kv.num_tokens(layer, head), static_cast<int64_t>(want.size()));
+  for (size_t i = 0; i < want.size(); ++i) {
+    const int64_t flat = kv.SlotOf(cache, layer, head, i);
+    ASSERT_EQ(cache.pos_pool(layer)[flat], want[i]) << "slot " << i;
+    for (int32_t j = 0; j < s.d_qk; ++j) {
+      ASSERT_EQ(cache.k_pool(layer)[flat * s.d_qk + j], want[i] + j);
+    }
+    for (int32_t j = 0; j < s.d_vo; ++j) {
+      ASSERT_EQ(cache.v_pool(layer)[flat * s.d_vo + j], -(want[i] + j));
+    }
+  }
+}
+
+TEST(SequenceKvRetainTest, RandomRetainsMatchModelAndFreePages) {
+  auto cache =
+      KvCache::Create(MixedLayers(), {.page_size = 4, .max_bytes = 2144 * 40});
+  ASSERT_TRUE(cache.ok());
+  KvCache& c = **cache;
+  std::mt19937_64 rng(7);
+  SequenceKv kv;
+  kv.Init(c);
+  // model[layer][head] = tags held, in order.
+  std::vector<std::vector<std::vector<int32_t>>> model(2);
+  for (int32_t l = 0; l < 2; ++l) model[l].resize(c.shape(l).n_kv_heads);
+  int32_t next_tag = 100;
+  for (int round = 0; round < 30; ++round) {
+    // Append 1..9 tokens everywhere.
+    const int64_t n = std::uniform_int_distribution<int>(1, 9)(rng);
+    ASSERT_TRUE(kv.Reserve(c, n).ok());
+    for (int32_t l = 0; l < 2; ++l) {
+      std::vector<int64_t> slots(n * c.shape(l).n_kv_heads);
+      kv.Append(c, l, n, slots.data());
+      for (int32_t h = 0; h < c.shape(l).n_kv_heads; ++h) {
+        for (int64_t t = 0; t < n; ++t) {
+          const int64_t i = kv.num_tokens(l, h) - n + t;
+          const int32_t tag = next_tag + static_cast<int32_t>(t) * 1000;
+          Stamp(c, kv, l, h, i, tag);
+          model[l][h].push_back(tag);
+        }
+      }
+    }
+    ++next_tag;
+    // Retain a random subset of one random (layer, head).
+    const int32_t l = std::uniform_int_distribution<int>(0, 1)(rng);
+    const int32_t h =
+        std::uniform_int_distribution<int>(0, c.shape(l).n_kv_heads - 1)(rng);
+    std::vector<int64_t> keep;
+    std::vector<int32_t> kept;
+    for (int64_t i = 0; i < kv.num_tokens(l, h); ++i) {
+      if (std::bernoulli_distribution(0.6)(rng)) {
+        keep.push_back(i);
+        kept.push_back(model[l][h][i]);
+      }
+    }
+    ASSERT_TRUE(kv.Retain(c, l, h, keep).ok());
+    model[l][h] = kept;
+    // Every (layer, head) still holds what the model says, and the pages in
+    // use are exactly ceil(tokens / page_size) per (layer, head).
+    int64_t pages = 0;
+    for (int32_t ll = 0; ll < 2; ++ll) {
+      for (int32_t hh = 0; hh < c.shape(ll).n_kv_heads; ++hh) {
+        ExpectTags(c, kv, ll, hh, model[ll][hh]);
+        pages += (kv.num_tokens(ll, hh) + 3) / 4;
+      }
+    }
+    ASSERT_EQ(kv.num_pages(), pages);
+    ASSERT_EQ(c.pages_in_use(), pages);
+  }
+  kv.Release(c);
+  EXPECT_EQ(c.pages_in_use(), 0);
+}
+
+TEST(SequenceKvRetainTest, SharedPagesAreCopiedNotWritten) {
+  auto cache = KvCache::Create({{.n_kv_heads = 1, .d_qk = 2, .d_vo = 2}},
+                               {.page_size = 2, .max_bytes = 1 << 20});
+  ASSERT_TRUE(cache.ok());
+  KvCache& c = **cache;
+  SequenceKv a, b;
+  a.Init(c);
+  b.Init(c);
+  ASSERT_TRUE(a.Reserve(c, 6).ok());
+  int64_t slots[6];
+  a.Append(c, 0, 6, slots);
+  for (int i = 0; i < 6; ++i) Stamp(c, a, 0, 0, i, 10 * (i + 1));
+  ASSERT_TRUE(b.SharePrefix(c, a, 4).ok());
+  const int64_t before = c.pages_in_use();
+  // Dropping slot 0 of `a` rewrites its first two (shared) pages.
+  ASSERT_TRUE(a.Retain(c, 0, 0, {1, 2, 3, 4, 5}).ok());
+  ExpectTags(c, a, 0, 0, {20, 30, 40, 50, 60});
+  ExpectTags(c, b, 0, 0, {10, 20, 30, 40});  // the sharer is untouched
+  // a: 3 pages (two private copies + its own third page); b: 2 shared pages.
+  EXPECT_EQ(c.pages_in_use(), before + 2);
+  a.Release(c);
+  b.Release(c);
+  EXPECT_EQ(c.pages_in_use(), 0);
+}
+
+TEST(SequenceKvRetainTest, RejectsBadKeepLists) {
+  auto cache = KvCache::Create({{.n_kv_heads = 1, .d_qk = 2, .d_vo = 2}},
+                               {.page_size = 2, .max_bytes = 1 << 20});
+  ASSERT_TRUE(cache.ok());
+  KvCache& c = **cache;
+  SequenceKv a;
+  a.Init(c);
+  ASSERT_TRUE(a.Reserve(c, 3).ok());
+  int64_t slots[3];
+  a.Append(c, 0, 3, slots);
+  EXPECT_EQ(a.Retain(c, 0, 0, {1, 1}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.Retain(c, 0, 0, {2, 1}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.Retain(c, 0, 0, {3}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.Retain(c, 1, 0, {0}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.num_tokens(0, 0), 3);
+  ASSERT_TRUE(a.Retain(c, 0, 0, {}).ok());
+  EXPECT_EQ(a.num_pages(), 0);
+  a.Release(c);
+}
+
 }  // namespace
 }  // namespace latentkv::worker
