@@ -19,6 +19,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   e->cache_ = std::move(*cache);
   e->scheduler_ =
       std::make_unique<Scheduler>(options.scheduler, e->cache_.get());
+  const model::ModelConfig& c = e->runner_->config();
+  const ResidencyOptions& ro = options.residency;
+  bool bounded = false;
+  for (int64_t cap : ro.capacity) bounded |= cap > 0;
+  if (ro.policy != "none" || bounded) {
+    auto plan =
+        ResidencyPlan::Create(ro, c.num_layers, c.num_heads, c.num_kv_heads);
+    if (!plan.ok()) return plan.status();
+    e->plan_ = std::move(*plan);
+  }
   {
     std::lock_guard<std::mutex> lock(e->mu_);
     e->stats_.kv_bytes_capacity = e->cache_->capacity_bytes();
@@ -71,6 +81,16 @@ absl::Status Engine::Submit(GenerationRequest req, EventSink sink) {
   seq->sampling = s;
   seq->rng.seed(s.seed);
   seq->kv.Init(*cache_);  // shapes only; reads immutable cache geometry
+  if (req.kv_mode == KvMode::kCompressed && plan_ == nullptr) {
+    return absl::InvalidArgumentError(
+        "compressed KV cache requested but this server has no KV compression "
+        "configured");
+  }
+  if (plan_ != nullptr && req.kv_mode != KvMode::kFull) {
+    seq->kv.SetCapacity(plan_->capacities());
+    seq->residency = std::make_shared<SequenceResidency>(
+        plan_, c.qk_head_dim, c.num_heads, seq->prompt_len);
+  }
   const int64_t most = std::min<int64_t>(
       seq->prompt_len + int64_t{seq->max_new_tokens}, seq->max_total_tokens);
   const int64_t need = seq->kv.PagesNeeded(*cache_, most);
@@ -204,6 +224,12 @@ void Engine::Step() {
       ch.start = p.start;
       ch.logits =
           p.sample ? ForwardChunk::Logits::kLast : ForwardChunk::Logits::kNone;
+      if (p.seq->residency != nullptr) {
+        // A chunk at position 0 starts from an empty cache (new, or
+        // recomputed after preemption): the policy starts over too.
+        if (p.start == 0) p.seq->residency->Reset();
+        ch.residency = p.seq->residency.get();
+      }
       chunks.push_back(ch);
     }
     absl::Status st = runner_->Forward(chunks, *cache_, &logits_);
@@ -219,6 +245,11 @@ void Engine::Step() {
       for (const auto& p : plan) {
         Sequence* seq = p.seq;
         seq->num_cached += p.len;
+        if (seq->residency != nullptr) {
+          evicted_total_ +=
+              seq->residency->evicted_slots() - seq->evicted_reported;
+          seq->evicted_reported = seq->residency->evicted_slots();
+        }
         if (!p.sample) continue;
         const int32_t tok = SampleToken(logits_.data() + row * vocab, vocab,
                                         seq->sampling, seq->rng, &scratch_);
@@ -252,6 +283,7 @@ void Engine::Step() {
   stats_.steps += plan.empty() ? 0 : 1;
   stats_.tokens_generated += generated;
   stats_.preemptions = scheduler_->preemptions();
+  stats_.kv_evicted_slots = evicted_total_;
 }
 
 }  // namespace latentkv::worker

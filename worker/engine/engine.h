@@ -26,12 +26,23 @@
 #include "worker/engine/model_runner.h"
 #include "worker/engine/scheduler.h"
 #include "worker/engine/sequence.h"
+#include "worker/residency/policy.h"
 
 namespace latentkv::worker {
 
 struct EngineOptions {
   KvCacheOptions kv;           // page size and KV memory bound
   SchedulerOptions scheduler;  // batch and queue bounds
+  // The server's KV compression (SpindleKV, capacity); policy "none" with no
+  // capacity serves a full cache. Requests may ask for it or for full.
+  ResidencyOptions residency;
+};
+
+// Which KV cache a request gets.
+enum class KvMode {
+  kServerDefault,  // the server's configured compression (maybe none)
+  kFull,           // every token, uncompressed
+  kCompressed,     // the server's compression; InvalidArgument if none
 };
 
 struct GenerationRequest {
@@ -40,6 +51,7 @@ struct GenerationRequest {
   int32_t max_new_tokens = 16;  // > 0
   SamplingOptions sampling;
   bool ignore_eos = false;
+  KvMode kv_mode = KvMode::kServerDefault;
 };
 
 // What the engine reports about a request.
@@ -60,6 +72,7 @@ struct EngineStats {
   int64_t steps = 0;
   int64_t tokens_generated = 0;
   int64_t preemptions = 0;
+  int64_t kv_evicted_slots = 0;  // slots dropped by residency policies
 };
 
 class Engine {
@@ -84,6 +97,8 @@ class Engine {
   void Stop();
 
   const model::ModelConfig& config() const { return runner_->config(); }
+  // The server's compression plan, or null when it serves a full cache.
+  const ResidencyPlan* residency_plan() const { return plan_.get(); }
 
  private:
   Engine() = default;
@@ -96,6 +111,7 @@ class Engine {
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::shared_ptr<const ResidencyPlan> plan_;  // null: full cache
   EngineOptions options_;
 
   mutable std::mutex mu_;
@@ -111,6 +127,7 @@ class Engine {
   bool stop_ = false;                 // guarded by mu_
   std::thread thread_;
   uint64_t next_arrival_ = 0;
+  int64_t evicted_total_ = 0;  // engine thread
 
   // Engine-thread state.
   std::unordered_map<std::string, EventSink> sinks_;

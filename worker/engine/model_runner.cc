@@ -139,6 +139,18 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
     a.out = attn_.data();
     be.PagedAttention(a);
 
+    // Residency policies see this layer's queries and may evict its slots.
+    r = 0;
+    for (const auto& ch : chunks) {
+      if (ch.residency != nullptr) {
+        absl::Status st =
+            ch.residency->AfterLayer(cache, *ch.kv, l, q_.data() + r * nh * dqk,
+                                     pos_.data() + r, ch.len);
+        if (!st.ok()) return st;
+      }
+      r += ch.len;
+    }
+
     be.MatMul(attn_.data(), T, View(w.o_proj), h);
     be.AddInPlace(x, h, T * H);
 

@@ -20,6 +20,7 @@
 #include "kernels/backend.h"
 #include "model/weights.h"
 #include "worker/cache/kv_cache.h"
+#include "worker/residency/sequence_residency.h"
 
 namespace latentkv::worker {
 
@@ -32,6 +33,10 @@ struct ForwardChunk {
   int64_t start = 0;  // position of tokens[0]
   // Which rows' logits to return: kLast (one row), kAll (len rows), kNone.
   enum class Logits { kNone, kLast, kAll } logits = Logits::kLast;
+  // The sequence's residency policy state, or nullptr for a full cache. After
+  // each layer's attention the runner hands it the chunk's queries, and it
+  // may drop slots of that layer from `kv` (see sequence_residency.h).
+  SequenceResidency* residency = nullptr;
 };
 
 class ModelRunner {

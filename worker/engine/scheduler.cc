@@ -56,7 +56,7 @@ std::vector<ScheduledChunk> Scheduler::Schedule() {
   // 1. Running sequences, oldest first.
   for (size_t i = 0; i < running_.size() && budget > 0;) {
     Sequence* seq = running_[i].get();
-    const int64_t n = std::min(seq->pending(), budget);
+    const int64_t n = std::min({seq->pending(), budget, seq->kv.Room()});
     if (n <= 0) {
       ++i;
       continue;
@@ -77,7 +77,8 @@ std::vector<ScheduledChunk> Scheduler::Schedule() {
   while (!waiting_.empty() && budget > 0 &&
          num_running() < options_.max_running) {
     Sequence* seq = waiting_.front().get();
-    const int64_t n = std::min(seq->pending(), budget);
+    const int64_t n = std::min({seq->pending(), budget, seq->kv.Room()});
+    if (n <= 0) break;
     if (!seq->kv.Reserve(*cache_, n).ok()) break;
     seq->running = true;
     plan.push_back({seq, seq->num_cached, static_cast<int32_t>(n),

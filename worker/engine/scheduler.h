@@ -3,10 +3,11 @@
 // batch), reserving their KV pages; preempts by recompute when KV runs out.
 //
 // Policy per step (token budget = max_step_tokens):
-//  1. Running sequences, oldest first, each get min(pending, budget left)
-//     tokens. If their KV pages cannot be reserved, the newest running
-//     sequence is preempted (pages released, num_cached = 0, back to the head
-//     of the waiting queue) until the reservation fits.
+//  1. Running sequences, oldest first, each get min(pending, budget left,
+//     KV room before the sequence's capacity) tokens. If their KV pages cannot
+//     be reserved, the newest running sequence is preempted (pages released,
+//     num_cached = 0, back to the head of the waiting queue) until the
+//     reservation fits.
 //  2. Waiting sequences, in queue order, are admitted while running <
 //     max_running and budget remains and their pages can be reserved (no
 //     preemption to admit; first come, first served: a sequence that does not

@@ -4,6 +4,7 @@
 #define LATENTKV_WORKER_ENGINE_SEQUENCE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,8 @@
 #include "worker/engine/sampler.h"
 
 namespace latentkv::worker {
+
+class SequenceResidency;  // worker/residency; the scheduler never calls it
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled };
 
@@ -28,7 +31,10 @@ struct Sequence {
   int32_t eos_id = -1;
   SamplingOptions sampling;
   SamplerRng rng;
-  SequenceKv kv;
+  SequenceKv kv;  // capacity set at admission when the policy bounds it
+  // Residency policy state (SpindleKV, capacity), or null for a full cache.
+  std::shared_ptr<SequenceResidency> residency;
+  int64_t evicted_reported = 0;  // residency->evicted_slots() already counted
   bool running = false;
   int32_t preemptions = 0;
 
