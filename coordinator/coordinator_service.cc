@@ -161,6 +161,10 @@ grpc::Status Coordinator::GenerationImpl::Generate(
   const float temperature = sp.has_temperature() ? sp.temperature() : 1.0f;
   const float top_p = sp.has_top_p() ? sp.top_p() : 1.0f;
   if (max_tokens == 0) return Invalid("max_tokens must be positive");
+  if (!pb::KvCacheMode_IsValid(req->kv_cache_mode())) {
+    return Invalid(
+        absl::StrCat("unknown kv_cache_mode ", req->kv_cache_mode()));
+  }
   if (!(temperature >= 0.0f) || !std::isfinite(temperature)) {
     return Invalid("temperature must be a finite number >= 0");
   }
@@ -230,6 +234,7 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     ws->set_top_k(sp.top_k());
     ws->set_seed(sp.seed() + generated.size());
     ws->set_ignore_eos(sp.ignore_eos());
+    wreq.set_kv_cache_mode(req->kv_cache_mode());
 
     std::unique_ptr<grpc::ClientContext> wctx =
         grpc::ClientContext::FromServerContext(*ctx);

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "worker/residency/policy.h"
+
 namespace latentkv::cli {
 
 // Options of the engine a command runs in-process (generate --model, eval).
@@ -16,6 +18,7 @@ struct LocalEngineOptions {
   std::string weights_dtype = "f32";  // f32 | bf16
   int64_t kv_memory_mb = 256;
   int32_t page_size = 16;
+  worker::ResidencyOptions residency;  // the --kv_* flags
 };
 
 struct SamplingFlags {

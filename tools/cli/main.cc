@@ -10,6 +10,7 @@
 // Flags may be spelled with dashes or underscores (--max-tokens, --max_tokens).
 // Every flag is defined here, once, with its default in the help text.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "absl/flags/usage.h"
 #include "common/signals.h"
 #include "tools/cli/commands.h"
+#include "worker/residency/flags.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory");
 ABSL_FLAG(std::string, server, "", "generate: host:port of a latentkv server");
@@ -92,6 +94,12 @@ lk::cli::LocalEngineOptions Local() {
   o.weights_dtype = absl::GetFlag(FLAGS_weights_dtype);
   o.kv_memory_mb = absl::GetFlag(FLAGS_kv_memory_mb);
   o.page_size = absl::GetFlag(FLAGS_page_size);
+  auto residency = lk::worker::ResidencyOptionsFromFlags();
+  if (!residency.ok()) {
+    std::fprintf(stderr, "%s\n", residency.status().ToString().c_str());
+    std::exit(2);
+  }
+  o.residency = *residency;
   return o;
 }
 
@@ -131,6 +139,9 @@ int main(int argc, char** argv) {
         "--kv_memory_mb=" + std::to_string(absl::GetFlag(FLAGS_kv_memory_mb)),
         "--page_size=" + std::to_string(absl::GetFlag(FLAGS_page_size)),
         "--max_batch=" + std::to_string(absl::GetFlag(FLAGS_max_batch))};
+    for (std::string& a : lk::worker::ResidencyFlagArgs()) {
+      o.worker_args.push_back(std::move(a));
+    }
     return lk::cli::Serve(o);
   }
   if (cmd == "generate") {

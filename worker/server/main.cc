@@ -16,6 +16,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "kernels/backend.h"
 #include "model/weights.h"
+#include "worker/residency/flags.h"
 #include "worker/server/worker_service.h"
 
 ABSL_FLAG(std::string, model, "",
@@ -71,6 +72,12 @@ int main(int argc, char** argv) {
   eo.scheduler.max_running = absl::GetFlag(FLAGS_max_batch);
   eo.scheduler.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
   eo.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  auto residency = lk::worker::ResidencyOptionsFromFlags();
+  if (!residency.ok()) {
+    std::fprintf(stderr, "%s\n", residency.status().ToString().c_str());
+    return 2;
+  }
+  eo.residency = *residency;
   auto engine = lk::worker::Engine::Create(
       std::shared_ptr<const lk::model::ModelWeights>(std::move(*weights)),
       std::move(*backend), eo);

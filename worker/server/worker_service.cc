@@ -64,6 +64,7 @@ void WorkerService::FillStats(const EngineStats& s, pb::WorkerStats* out) {
   out->set_steps(s.steps);
   out->set_tokens_generated(s.tokens_generated);
   out->set_preemptions(s.preemptions);
+  out->set_kv_evicted_slots(s.kv_evicted_slots);
 }
 
 grpc::Status WorkerService::GetStats(grpc::ServerContext*,
@@ -88,6 +89,16 @@ grpc::Status WorkerService::Generate(
   g.sampling.top_k = static_cast<int32_t>(sp.top_k());
   g.sampling.seed = sp.seed();
   g.ignore_eos = sp.ignore_eos();
+  switch (req->kv_cache_mode()) {
+    case pb::KV_CACHE_MODE_FULL:
+      g.kv_mode = KvMode::kFull;
+      break;
+    case pb::KV_CACHE_MODE_COMPRESSED:
+      g.kv_mode = KvMode::kCompressed;
+      break;
+    default:
+      g.kv_mode = KvMode::kServerDefault;
+  }
   if (sp.max_tokens() > (1u << 30)) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "max_tokens is too large");

@@ -1,0 +1,138 @@
+// KV compression served end to end: a real cluster (coordinator + worker
+// processes on loopback) configured with SpindleKV + a predefined capacity
+// streams exactly the tokens the engine alone produces with the same
+// configuration; requests can still ask for the full cache.
+#include <fstream>
+#include <future>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "kernels/backend.h"
+#include "model/tokenizer/tokenizer.h"
+#include "model/weights.h"
+#include "tests/integration/cluster.h"
+#include "worker/engine/engine.h"
+
+namespace latentkv::testing {
+namespace {
+
+namespace pb = ::latentkv::v1;
+
+// The flags the cluster's worker runs with, and the same as options.
+const std::vector<std::string> kWorkerFlags = {
+    "--page_size=4",       "--kv_policy=spindle", "--kv_budget=0.4",
+    "--kv_window=8",       "--kv_capacity=48",    "--kv_codebook_layers=0",
+    "--max_step_tokens=64"};
+
+worker::EngineOptions SameOptions() {
+  worker::EngineOptions o;
+  o.kv.page_size = 4;
+  o.scheduler.max_step_tokens = 64;
+  o.residency.policy = "spindle";
+  o.residency.budget = 0.4;
+  o.residency.window = 8;
+  o.residency.capacity = {48};
+  o.residency.codebook_layers = 0;
+  return o;
+}
+
+// Prompts long enough that both the prompt budget and the capacity act.
+std::vector<std::string> StoryPrompts() {
+  std::ifstream in(std::string(LATENTKV_SHARED_DIR) +
+                   "/text/tinystories_train_excerpt.txt");
+  std::vector<std::string> out;
+  std::string line;
+  while (std::getline(in, line) && out.size() < 4) {
+    if (line.size() > 300) out.push_back(line.substr(0, 400));
+  }
+  return out;
+}
+
+// Greedy tokens from the engine in this process.
+std::vector<int32_t> EngineAlone(const std::string& model_dir,
+                                 const std::string& prompt, int max_new,
+                                 const worker::EngineOptions& o) {
+  auto weights = model::LoadModel(model_dir);
+  EXPECT_TRUE(weights.ok());
+  auto tok = model::LoadTokenizer(model_dir, (*weights)->config.vocab_size);
+  EXPECT_TRUE(tok.ok());
+  auto engine = worker::Engine::Create(
+      std::shared_ptr<const model::ModelWeights>(std::move(*weights)),
+      kernels::MakeCpuBackend(), o);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  worker::GenerationRequest r;
+  r.id = "alone";
+  r.prompt = (*tok)->Encode(prompt, /*add_bos=*/true);
+  r.max_new_tokens = max_new;
+  r.sampling.temperature = 0.0f;
+  std::vector<int32_t> out;
+  std::promise<void> done;
+  EXPECT_TRUE((*engine)
+                  ->Submit(std::move(r),
+                           [&](const worker::GenerationEvent& ev) {
+                             if (ev.token >= 0) out.push_back(ev.token);
+                             if (ev.finish != worker::FinishReason::kNone ||
+                                 !ev.status.ok()) {
+                               done.set_value();
+                             }
+                           })
+                  .ok());
+  done.get_future().wait();
+  return out;
+}
+
+void ExpectServedEqualsAlone(const std::string& model_dir) {
+  ClusterOptions co;
+  co.model_dir = model_dir;
+  co.worker_args = kWorkerFlags;
+  Cluster cluster(co);
+  const std::vector<std::string> prompts = StoryPrompts();
+  ASSERT_EQ(prompts.size(), 4u);
+  for (const std::string& p : prompts) {
+    // 150 new tokens: several capacity evictions after the prompt's.
+    StreamResult served = Generate(cluster.stub(), Greedy(p, 150));
+    ASSERT_TRUE(served.status.ok()) << served.status.error_message();
+    const std::vector<int32_t> alone =
+        EngineAlone(model_dir, p, 150, SameOptions());
+    // EOS ends the engine run without a token; the server stops there too.
+    EXPECT_EQ(served.tokens, alone) << p;
+    EXPECT_GT(served.tokens.size(), 20u);
+  }
+  // The worker really evicted.
+  auto ws = cluster.WorkerStub(0);
+  grpc::ClientContext ctx;
+  pb::WorkerStats stats;
+  ASSERT_TRUE(ws->GetStats(&ctx, pb::GetStatsRequest(), &stats).ok());
+  EXPECT_GT(stats.kv_evicted_slots(), 0u);
+
+  // KV_CACHE_MODE_FULL on the same server equals a full-cache engine.
+  pb::GenerateRequest req = Greedy(prompts[0], 60);
+  req.set_kv_cache_mode(pb::KV_CACHE_MODE_FULL);
+  StreamResult full = Generate(cluster.stub(), req);
+  ASSERT_TRUE(full.status.ok());
+  worker::EngineOptions plain;
+  plain.kv.page_size = 4;
+  EXPECT_EQ(full.tokens, EngineAlone(model_dir, prompts[0], 60, plain));
+  // An unknown mode is refused.
+  req.set_kv_cache_mode(static_cast<pb::KvCacheMode>(17));
+  EXPECT_EQ(Generate(cluster.stub(), req).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST(CompressedServingTest, SpindleAndCapacityServedEqualEngineAlone) {
+  ExpectServedEqualsAlone(Stories260kDir());
+}
+
+TEST(CompressedServingTest, CompressedModeOnAPlainServerIsInvalid) {
+  ClusterOptions co;
+  co.model_dir = Stories260kDir();
+  Cluster cluster(co);
+  pb::GenerateRequest req = Greedy("Once upon a time", 8);
+  req.set_kv_cache_mode(pb::KV_CACHE_MODE_COMPRESSED);
+  EXPECT_EQ(Generate(cluster.stub(), req).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+}  // namespace
+}  // namespace latentkv::testing
