@@ -54,6 +54,11 @@ struct EvalOptions {
   std::string mode = "lines";  // lines | stream
   int32_t window = 0;          // 0: the model's context
   int32_t max_lines = 0;       // 0: all
+  int32_t skip_lines = 0;      // table mode: documents skipped first
+  // Table mode (when non-empty): one "label:key=val,..." per configuration,
+  // the first being the reference; see tools/cli/eval_table.cc.
+  std::vector<std::string> configs;
+  double prefix_fraction = 0.5;  // table mode: prompt share of a document
 };
 
 struct ConvertOptions {
@@ -69,6 +74,7 @@ struct ConvertOptions {
 int Serve(const ServeOptions& options);
 int Generate(const GenerateOptions& options);
 int Eval(const EvalOptions& options);
+int EvalTable(const EvalOptions& options);
 int Convert(const ConvertOptions& options);
 int Inspect(const std::string& model_dir, const std::string& weights_dtype);
 

@@ -18,6 +18,7 @@
 namespace latentkv::cli {
 
 int Eval(const EvalOptions& o) {
+  if (!o.configs.empty()) return EvalTable(o);
   auto m = LoadLocalModel(o.local);
   if (!m.ok()) {
     std::fprintf(stderr, "%s\n", m.status().ToString().c_str());

@@ -48,6 +48,10 @@ ABSL_FLAG(std::string, text, "", "eval: text file");
 ABSL_FLAG(std::string, mode, "lines", "eval: lines | stream");
 ABSL_FLAG(int, window, 0, "eval: context window (0 = the model's)");
 ABSL_FLAG(int, max_lines, 0, "eval: documents to read (0 = all)");
+ABSL_FLAG(int, skip_lines, 0,
+          "eval --config: documents to skip first (held-out text)");
+ABSL_FLAG(double, prefix_fraction, 0.5,
+          "eval --config: share of each document used as the prompt");
 ABSL_FLAG(std::string, from, "", "convert: source format (llama2c)");
 ABSL_FLAG(std::string, checkpoint, "", "convert: llama2.c checkpoint");
 ABSL_FLAG(std::string, tokenizer, "", "convert: llama2.c tokenizer.bin");
@@ -61,10 +65,11 @@ namespace lk = latentkv;
 
 namespace {
 
-// --foo-bar[=v] -> --foo_bar[=v]; collects --stop values (repeatable, may
-// contain commas) into `stops`.
+// --foo-bar[=v] -> --foo_bar[=v]; collects --stop and --config values
+// (repeatable, may contain commas) into `stops` and `configs`.
 std::vector<std::string> Normalise(int argc, char** argv,
-                                   std::vector<std::string>* stops) {
+                                   std::vector<std::string>* stops,
+                                   std::vector<std::string>* configs) {
   std::vector<std::string> out;
   for (int i = 0; i < argc; ++i) {
     std::string a = argv[i];
@@ -79,6 +84,14 @@ std::vector<std::string> Normalise(int argc, char** argv,
       }
       if (a.rfind("--stop=", 0) == 0) {
         stops->push_back(a.substr(7));
+        continue;
+      }
+      if (a == "--config" && i + 1 < argc) {
+        configs->push_back(argv[++i]);
+        continue;
+      }
+      if (a.rfind("--config=", 0) == 0) {
+        configs->push_back(a.substr(9));
         continue;
       }
     }
@@ -117,7 +130,8 @@ int main(int argc, char** argv) {
   }
   const std::string cmd = argv[1];
   std::vector<std::string> stops;
-  std::vector<std::string> args = Normalise(argc, argv, &stops);
+  std::vector<std::string> configs;
+  std::vector<std::string> args = Normalise(argc, argv, &stops, &configs);
   args.erase(args.begin() + 1);  // the subcommand
   std::vector<char*> cargs;
   for (auto& a : args) cargs.push_back(a.data());
@@ -165,6 +179,9 @@ int main(int argc, char** argv) {
     o.mode = absl::GetFlag(FLAGS_mode);
     o.window = absl::GetFlag(FLAGS_window);
     o.max_lines = absl::GetFlag(FLAGS_max_lines);
+    o.skip_lines = absl::GetFlag(FLAGS_skip_lines);
+    o.prefix_fraction = absl::GetFlag(FLAGS_prefix_fraction);
+    o.configs = configs;
     return lk::cli::Eval(o);
   }
   if (cmd == "convert") {
