@@ -171,6 +171,11 @@ int64_t KvCache::bytes_in_use() const {
   return total;
 }
 
+int64_t KvCache::layer_bytes_in_use(int32_t layer) const {
+  const BlockAllocator& a = allocators_[layer];
+  return int64_t{a.num_pages() - a.num_free()} * page_bytes(layer);
+}
+
 int64_t KvCache::capacity_bytes() const {
   int64_t total = 0;
   for (int32_t l = 0; l < num_layers(); ++l) {

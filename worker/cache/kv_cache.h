@@ -77,6 +77,8 @@ class KvCache {
   // Pages in use over all layers, and their bytes.
   int64_t pages_in_use() const;
   int64_t bytes_in_use() const;
+  // Bytes of the pages of `layer` in use.
+  int64_t layer_bytes_in_use(int32_t layer) const;
   int64_t capacity_bytes() const;
 
  private:

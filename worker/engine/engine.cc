@@ -284,6 +284,10 @@ void Engine::Step() {
   stats_.tokens_generated += generated;
   stats_.preemptions = scheduler_->preemptions();
   stats_.kv_evicted_slots = evicted_total_;
+  stats_.kv_layer_bytes_in_use.resize(cache_->num_layers());
+  for (int32_t l = 0; l < cache_->num_layers(); ++l) {
+    stats_.kv_layer_bytes_in_use[l] = cache_->layer_bytes_in_use(l);
+  }
 }
 
 }  // namespace latentkv::worker

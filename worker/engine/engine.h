@@ -73,6 +73,7 @@ struct EngineStats {
   int64_t tokens_generated = 0;
   int64_t preemptions = 0;
   int64_t kv_evicted_slots = 0;  // slots dropped by residency policies
+  std::vector<int64_t> kv_layer_bytes_in_use;  // [num_layers] page bytes
 };
 
 class Engine {

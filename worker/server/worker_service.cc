@@ -65,6 +65,7 @@ void WorkerService::FillStats(const EngineStats& s, pb::WorkerStats* out) {
   out->set_tokens_generated(s.tokens_generated);
   out->set_preemptions(s.preemptions);
   out->set_kv_evicted_slots(s.kv_evicted_slots);
+  for (int64_t b : s.kv_layer_bytes_in_use) out->add_kv_layer_bytes_in_use(b);
 }
 
 grpc::Status WorkerService::GetStats(grpc::ServerContext*,
