@@ -7,8 +7,10 @@
 // from the step before. Perplexity and top-1 agreement are over those
 // continuation tokens; agreement compares each step's argmax with the first
 // configuration's (the reference, normally the full cache). KV bytes/token:
-// the K/V bytes resident when the document ends (f32 values of the tokens
-// each (layer, KV head) holds) over the document's length.
+// the K/V data resident when the document ends (f32 values of the tokens each
+// (layer, KV head) holds; for codebook layers the records, 16 bytes a token,
+// and the codewords; positions excluded everywhere) over the document's
+// length.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -241,6 +243,10 @@ int EvalTable(const EvalOptions& o) {
         return 1;
       }
       for (int32_t l = 0; l < c.num_layers; ++l) {
+        if (res != nullptr) {
+          kv_bytes += static_cast<double>(res->LayerDataBytes(**cache, kv, l));
+          continue;
+        }
         for (int32_t h = 0; h < c.num_kv_heads; ++h) {
           kv_bytes += static_cast<double>(kv.num_tokens(l, h)) *
                       (c.qk_head_dim[l] + c.vo_head_dim[l]) * sizeof(float);

@@ -244,7 +244,8 @@ int64_t SequenceKv::Room() const {
   for (size_t l = 0; l < capacity_.size() && l < lists_.size(); ++l) {
     if (capacity_[l] <= 0) continue;
     for (const HeadList& hl : lists_[l]) {
-      room = std::min(room, std::max<int64_t>(0, capacity_[l] - hl.tokens));
+      room = std::min(
+          room, std::max<int64_t>(0, capacity_[l] - hl.tokens - hl.aux.tokens));
     }
   }
   return room;
@@ -357,8 +358,11 @@ void SequenceKv::Release(KvCache& cache) {
     BlockAllocator& alloc = cache.allocator(static_cast<int32_t>(l));
     for (HeadList& hl : lists_[l]) {
       for (int32_t page : hl.pages) alloc.Unref(page);
+      for (int32_t page : hl.aux.codewords) alloc.Unref(page);
+      for (int32_t page : hl.aux.records) alloc.Unref(page);
       hl.pages.clear();
       hl.tokens = 0;
+      hl.aux = AuxPages{};
     }
   }
 }
@@ -465,7 +469,10 @@ int64_t SequenceKv::total_tokens() const {
 int64_t SequenceKv::num_pages() const {
   int64_t total = 0;
   for (const std::vector<HeadList>& layer : lists_) {
-    for (const HeadList& hl : layer) total += hl.pages.size();
+    for (const HeadList& hl : layer) {
+      total +=
+          hl.pages.size() + hl.aux.codewords.size() + hl.aux.records.size();
+    }
   }
   return total;
 }

@@ -155,6 +155,25 @@ class SequenceKv {
   // (layer, head); i < num_tokens(layer, head).
   int64_t SlotOf(const KvCache& cache, int32_t layer, int32_t head,
                  int64_t i) const;
+  // Pages a residency policy keeps for (layer, head) besides the token page
+  // list: the codebook storage of worker/residency/codebook_store.h, whose
+  // `tokens` are attended to through a reconstructed copy. They belong to the
+  // sequence: Release() returns them, num_pages() counts them, and Room()
+  // counts their tokens against the capacity.
+  struct AuxPages {
+    std::vector<int32_t> codewords;
+    std::vector<int32_t> records;
+    int64_t tokens = 0;
+  };
+  AuxPages& aux(int32_t layer, int32_t head) { return lists_[layer][head].aux; }
+  const AuxPages& aux(int32_t layer, int32_t head) const {
+    return lists_[layer][head].aux;
+  }
+  // Tokens (layer, head) holds: in its page list plus in its aux pages.
+  int64_t held_tokens(int32_t layer, int32_t head) const {
+    return lists_[layer][head].tokens + lists_[layer][head].aux.tokens;
+  }
+
   // Returns every page to the allocators (drops this sequence's references).
   void Release(KvCache& cache);
 
@@ -169,6 +188,7 @@ class SequenceKv {
   struct HeadList {
     std::vector<int32_t> pages;
     int64_t tokens = 0;  // tokens stored (appended)
+    AuxPages aux;
   };
   // lists_[layer][head]
   std::vector<std::vector<HeadList>> lists_;

@@ -51,6 +51,55 @@ void ModelRunner::EnsureCapacity(int64_t rows) {
   slots_.resize(rows * c.num_kv_heads);
 }
 
+void ModelRunner::CodebookAttention(const std::vector<ForwardChunk>& chunks,
+                                    const KvCache& cache, int32_t layer,
+                                    const kernels::PagedAttentionArgs& main) {
+  const int32_t nh = main.n_heads, dqk = main.d_qk, dvo = main.d_vo;
+  const float* inv_freq = weights_->layers[layer].rope_inv_freq.data();
+  scratch_.Reset(cache.page_size(), dqk, dvo);
+  cb_q_.clear();
+  cb_pos_.clear();
+  cb_q_indptr_.assign(1, 0);
+  cb_kv_indptr_.assign(1, 0);
+  cb_kv_indices_.clear();
+  cb_kv_last_.clear();
+  std::vector<std::pair<int64_t, int32_t>> rows;  // (first row, len)
+  int64_t r = 0;
+  for (const auto& ch : chunks) {
+    if (ch.residency != nullptr && ch.residency->ReadsCodebook(*ch.kv, layer)) {
+      cb_q_.insert(cb_q_.end(), q_.data() + r * nh * dqk,
+                   q_.data() + (r + ch.len) * nh * dqk);
+      cb_pos_.insert(cb_pos_.end(), pos_.data() + r, pos_.data() + r + ch.len);
+      cb_q_indptr_.push_back(cb_q_indptr_.back() + ch.len);
+      ch.residency->AppendCodebookView(cache, *ch.kv, layer, inv_freq,
+                                       &scratch_, &cb_kv_indptr_,
+                                       &cb_kv_indices_, &cb_kv_last_);
+      rows.emplace_back(r, ch.len);
+    }
+    r += ch.len;
+  }
+  cb_out_.resize(cb_pos_.size() * nh * dvo);
+  kernels::PagedAttentionArgs b = main;
+  b.num_seqs = static_cast<int32_t>(rows.size());
+  b.q_indptr = cb_q_indptr_.data();
+  b.q = cb_q_.data();
+  b.q_pos = cb_pos_.data();
+  b.kv_indptr = cb_kv_indptr_.data();
+  b.kv_indices = cb_kv_indices_.data();
+  b.kv_last_page_len = cb_kv_last_.data();
+  b.k_pool = scratch_.k.data();
+  b.v_pool = scratch_.v.data();
+  b.pos_pool = scratch_.pos.data();
+  b.out = cb_out_.data();
+  backend_->PagedAttention(b);
+  int64_t from = 0;
+  for (const auto& [first, len] : rows) {
+    std::copy_n(cb_out_.data() + from * nh * dvo, int64_t{len} * nh * dvo,
+                attn_.data() + first * nh * dvo);
+    from += len;
+  }
+}
+
 absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
                                   KvCache& cache, std::vector<float>* logits) {
   const auto& c = config();
@@ -109,10 +158,21 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
     kv_indptr_.assign(1, 0);
     kv_indices_.clear();
     kv_last_.clear();
+    // Sequences whose layer-l tokens partly live in codebooks get an empty
+    // description here and attend over a reconstructed copy below.
     int64_t r = 0;
+    bool any_codebook = false;
     for (const auto& ch : chunks) {
       ch.kv->Append(cache, l, ch.len, slots_.data() + r * nkv);
-      ch.kv->Describe(cache, l, &kv_indptr_, &kv_indices_, &kv_last_);
+      if (ch.residency != nullptr && ch.residency->ReadsCodebook(*ch.kv, l)) {
+        any_codebook = true;
+        for (int32_t h = 0; h < nkv; ++h) {
+          kv_indptr_.push_back(static_cast<int32_t>(kv_indices_.size()));
+          kv_last_.push_back(0);
+        }
+      } else {
+        ch.kv->Describe(cache, l, &kv_indptr_, &kv_indices_, &kv_last_);
+      }
       r += ch.len;
     }
     be.WriteKv(k_.data(), v_.data(), pos_.data(), T, nkv, dqk, dvo,
@@ -138,14 +198,15 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
     a.pos_pool = cache.pos_pool(l);
     a.out = attn_.data();
     be.PagedAttention(a);
+    if (any_codebook) CodebookAttention(chunks, cache, l, a);
 
     // Residency policies see this layer's queries and may evict its slots.
     r = 0;
     for (const auto& ch : chunks) {
       if (ch.residency != nullptr) {
-        absl::Status st =
-            ch.residency->AfterLayer(cache, *ch.kv, l, q_.data() + r * nh * dqk,
-                                     pos_.data() + r, ch.len);
+        absl::Status st = ch.residency->AfterLayer(
+            cache, *ch.kv, l, q_.data() + r * nh * dqk, pos_.data() + r, ch.len,
+            w.rope_inv_freq.data());
         if (!st.ok()) return st;
       }
       r += ch.len;

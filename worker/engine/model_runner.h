@@ -57,6 +57,11 @@ class ModelRunner {
 
  private:
   void EnsureCapacity(int64_t rows);
+  // Attention of the chunks that read codebooks in `layer`, over their
+  // reconstructed tokens (AttentionScratch); writes their rows of attn_.
+  void CodebookAttention(const std::vector<ForwardChunk>& chunks,
+                         const KvCache& cache, int32_t layer,
+                         const kernels::PagedAttentionArgs& main);
 
   std::shared_ptr<const model::ModelWeights> weights_;
   kernels::Backend* backend_;
@@ -67,6 +72,11 @@ class ModelRunner {
   std::vector<int64_t> slots_;
   std::vector<int32_t> q_indptr_, kv_indptr_, kv_indices_, kv_last_;
   std::vector<float> rows_;
+  // Codebook attention scratch (host memory; see CodebookAttention).
+  AttentionScratch scratch_;
+  std::vector<float> cb_q_, cb_out_;
+  std::vector<int32_t> cb_pos_, cb_q_indptr_, cb_kv_indptr_, cb_kv_indices_,
+      cb_kv_last_;
 };
 
 // The matrix view of a weight tensor.

@@ -8,6 +8,31 @@
 
 namespace latentkv::worker {
 
+void AttentionScratch::Reset(int32_t ps, int32_t dqk, int32_t dvo) {
+  page_size = ps;
+  d_qk = dqk;
+  d_vo = dvo;
+  pages = 0;
+}
+
+void AttentionScratch::Push(const float* k_row, const float* v_row, int32_t p,
+                            int64_t* used) {
+  if (*used % page_size == 0) {
+    ++pages;
+    const size_t slots = static_cast<size_t>(pages) * page_size;
+    if (pos.size() < slots) {
+      k.resize(slots * d_qk);
+      v.resize(slots * d_vo);
+      pos.resize(slots);
+    }
+  }
+  const int64_t slot = int64_t{pages - 1} * page_size + *used % page_size;
+  std::copy_n(k_row, d_qk, k.data() + slot * d_qk);
+  std::copy_n(v_row, d_vo, v.data() + slot * d_vo);
+  pos[slot] = p;
+  ++*used;
+}
+
 SequenceResidency::SequenceResidency(std::shared_ptr<const ResidencyPlan> plan,
                                      std::vector<int32_t> d_qk, int32_t n_heads,
                                      int64_t prompt_len)
@@ -26,17 +51,22 @@ void SequenceResidency::Reset() {
     windows_[l].pos.assign(w, 0);
   }
   prompt_done_.assign(d_qk_.size(), 0);
+  // The stores' pages went with the SequenceKv's release.
+  stores_.assign(d_qk_.size(), {});
 }
 
 absl::Status SequenceResidency::AfterLayer(KvCache& cache, SequenceKv& kv,
                                            int32_t layer, const float* q,
-                                           const int32_t* pos, int32_t len) {
+                                           const int32_t* pos, int32_t len,
+                                           const float* inv_freq) {
   if (len <= 0) return absl::OkStatus();
   const ResidencyPlan& plan = *plan_;
+  const LayerPolicy policy = plan.policy(layer);
   const bool evicts =
-      plan.policy(layer) == LayerPolicy::kEvict && plan.options().budget < 1.0;
+      policy == LayerPolicy::kEvict && plan.options().budget < 1.0;
+  const bool codebook = policy == LayerPolicy::kCodebook;
   const int64_t cap = plan.capacities()[layer];
-  if (!evicts && cap <= 0) return absl::OkStatus();
+  if (!evicts && !codebook && cap <= 0) return absl::OkStatus();
 
   // Record the chunk's last `window` queries.
   Window& win = windows_[layer];
@@ -49,29 +79,140 @@ absl::Status SequenceResidency::AfterLayer(KvCache& cache, SequenceKv& kv,
     win.count = std::min(win.count + 1, w);
   }
 
-  if (evicts && !prompt_done_[layer] && pos[len - 1] + 1 >= prompt_len_) {
+  const bool prompt_in = pos[len - 1] + 1 >= prompt_len_;
+  if (prompt_in && (evicts || codebook)) {
+    const bool first = !prompt_done_[layer];
     prompt_done_[layer] = 1;
-    absl::Status st =
-        EvictLayer(cache, kv, layer, plan.PromptBudget(layer, prompt_len_));
+    absl::Status st;
+    if (evicts && first) {
+      st = EvictLayer(cache, kv, layer, plan.PromptBudget(layer, prompt_len_),
+                      inv_freq);
+    } else if (codebook) {
+      st = EncodeLayer(cache, kv, layer, first, inv_freq);
+    }
     if (!st.ok()) return st;
   }
   if (cap > 0) {
     const int32_t n_kv = cache.shape(layer).n_kv_heads;
     for (int32_t h = 0; h < n_kv; ++h) {
-      if (kv.num_tokens(layer, h) >= cap) {
-        return EvictLayer(cache, kv, layer, plan.CapacityTarget(layer));
+      if (kv.held_tokens(layer, h) >= cap) {
+        return EvictLayer(cache, kv, layer, plan.CapacityTarget(layer),
+                          inv_freq);
       }
     }
   }
   return absl::OkStatus();
 }
 
+absl::Status SequenceResidency::EncodeLayer(KvCache& cache, SequenceKv& kv,
+                                            int32_t layer, bool first,
+                                            const float* inv_freq) {
+  const LayerKvShape& s = cache.shape(layer);
+  std::vector<CodebookStore>& stores = stores_[layer];
+  if (stores.empty()) stores.resize(s.n_kv_heads);
+  const ResidencyOptions& o = plan_->options();
+  std::vector<int32_t> neg;
+  for (int32_t h = 0; h < s.n_kv_heads; ++h) {
+    const int64_t n = kv.num_tokens(layer, h);
+    if (n == 0) continue;
+    keys_.resize(n * s.d_qk);
+    vals_.resize(n * s.d_vo);
+    kpos_.resize(n);
+    neg.resize(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t flat = kv.SlotOf(cache, layer, h, i);
+      std::copy_n(cache.k_pool(layer) + flat * s.d_qk, s.d_qk,
+                  keys_.data() + i * s.d_qk);
+      std::copy_n(cache.v_pool(layer) + flat * s.d_vo, s.d_vo,
+                  vals_.data() + i * s.d_vo);
+      kpos_[i] = cache.pos_pool(layer)[flat];
+      neg[i] = -kpos_[i];
+    }
+    // Undo RoPE: codebooks cluster keys before rotation.
+    kernels::ApplyRope(keys_.data(), n, 1, s.d_qk, neg.data(), inv_freq);
+    absl::Status st = stores[h].Add(cache, kv.aux(layer, h), layer,
+                                    keys_.data(), vals_.data(), kpos_.data(), n,
+                                    o.theta_k, o.theta_v, first);
+    if (absl::IsResourceExhausted(st)) continue;  // stays in the page list
+    if (!st.ok()) return st;
+    st = kv.Retain(cache, layer, h, {});
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+bool SequenceResidency::ReadsCodebook(const SequenceKv& kv,
+                                      int32_t layer) const {
+  if (stores_[layer].empty()) return false;
+  for (size_t h = 0; h < stores_[layer].size(); ++h) {
+    if (kv.aux(layer, static_cast<int32_t>(h)).tokens > 0) return true;
+  }
+  return false;
+}
+
+void SequenceResidency::AppendCodebookView(
+    const KvCache& cache, const SequenceKv& kv, int32_t layer,
+    const float* inv_freq, AttentionScratch* scratch,
+    std::vector<int32_t>* indptr, std::vector<int32_t>* indices,
+    std::vector<int32_t>* last_page_len) const {
+  const LayerKvShape& s = cache.shape(layer);
+  KvCache& mc = const_cast<KvCache&>(cache);
+  std::vector<float> k, v;
+  std::vector<int32_t> p;
+  for (int32_t h = 0; h < s.n_kv_heads; ++h) {
+    const int64_t n_rec = kv.aux(layer, h).tokens;
+    k.resize(n_rec * s.d_qk);
+    v.resize(n_rec * s.d_vo);
+    p.resize(n_rec);
+    if (n_rec > 0) {
+      stores_[layer][h].Reconstruct(cache, kv.aux(layer, h), layer, k.data(),
+                                    v.data(), p.data());
+      kernels::ApplyRope(k.data(), n_rec, 1, s.d_qk, p.data(), inv_freq);
+    }
+    const int32_t first_page = scratch->pages;
+    int64_t used = 0;
+    for (int64_t i = 0; i < n_rec; ++i) {
+      scratch->Push(k.data() + i * s.d_qk, v.data() + i * s.d_vo, p[i], &used);
+    }
+    for (int64_t i = 0; i < kv.num_tokens(layer, h); ++i) {
+      const int64_t flat = kv.SlotOf(cache, layer, h, i);
+      scratch->Push(mc.k_pool(layer) + flat * s.d_qk,
+                    mc.v_pool(layer) + flat * s.d_vo, mc.pos_pool(layer)[flat],
+                    &used);
+    }
+    for (int32_t pg = first_page; pg < scratch->pages; ++pg) {
+      indices->push_back(pg);
+    }
+    indptr->push_back(static_cast<int32_t>(indices->size()));
+    last_page_len->push_back(
+        used == 0 ? 0
+                  : static_cast<int32_t>(
+                        used - int64_t{scratch->pages - first_page - 1} *
+                                   scratch->page_size));
+  }
+}
+
+int64_t SequenceResidency::LayerDataBytes(const KvCache& cache,
+                                          const SequenceKv& kv,
+                                          int32_t layer) const {
+  const LayerKvShape& s = cache.shape(layer);
+  int64_t bytes = 0;
+  for (int32_t h = 0; h < s.n_kv_heads; ++h) {
+    bytes += kv.num_tokens(layer, h) * (s.d_qk + s.d_vo) * 4;
+    if (!stores_[layer].empty()) {
+      bytes += stores_[layer][h].data_bytes(kv.aux(layer, h), s.d_qk, s.d_vo);
+    }
+  }
+  return bytes;
+}
+
 absl::Status SequenceResidency::EvictLayer(KvCache& cache, SequenceKv& kv,
-                                           int32_t layer, int64_t target) {
+                                           int32_t layer, int64_t target,
+                                           const float* inv_freq) {
   const Window& win = windows_[layer];
   const int32_t d = d_qk_[layer];
+  const LayerKvShape& shape = cache.shape(layer);
   const int32_t group = plan_->group();
-  const int32_t n_kv = cache.shape(layer).n_kv_heads;
   const int32_t w = plan_->options().window;
   const int64_t n_w = win.count;
   // Window rows in time order.
@@ -83,11 +224,16 @@ absl::Status SequenceResidency::EvictLayer(KvCache& cache, SequenceKv& kv,
     first_pos = i == 0 ? wpos_[i] : std::min(first_pos, wpos_[i]);
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const float* k_pool = cache.k_pool(layer);
-  const int32_t* pos_pool = cache.pos_pool(layer);
-  for (int32_t h = 0; h < n_kv; ++h) {
-    const int64_t n = kv.num_tokens(layer, h);
-    if (n <= target) continue;
+  const bool codebook = !stores_[layer].empty();
+  for (int32_t h = 0; h < shape.n_kv_heads; ++h) {
+    // Codebook layers evict among their records (the page list then holds
+    // only tokens that could not be encoded, and stays); others among the
+    // page list.
+    const int64_t staged = codebook ? kv.num_tokens(layer, h) : 0;
+    const int64_t n =
+        codebook ? kv.aux(layer, h).tokens : kv.num_tokens(layer, h);
+    const int64_t want = target - staged;
+    if (n <= std::max<int64_t>(want, 0)) continue;
     // The window queries of the query heads reading KV head h:
     // [n_w, group, d].
     wq_.resize(n_w * group * d);
@@ -99,21 +245,32 @@ absl::Status SequenceResidency::EvictLayer(KvCache& cache, SequenceKv& kv,
     }
     keys_.resize(n * d);
     kpos_.resize(n);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t flat = kv.SlotOf(cache, layer, h, i);
-      std::copy_n(k_pool + flat * d, d, keys_.data() + i * d);
-      kpos_[i] = pos_pool[flat];
+    if (codebook) {
+      vals_.resize(n * shape.d_vo);
+      stores_[layer][h].Reconstruct(cache, kv.aux(layer, h), layer,
+                                    keys_.data(), vals_.data(), kpos_.data());
+      kernels::ApplyRope(keys_.data(), n, 1, d, kpos_.data(), inv_freq);
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        const int64_t flat = kv.SlotOf(cache, layer, h, i);
+        std::copy_n(cache.k_pool(layer) + flat * d, d, keys_.data() + i * d);
+        kpos_[i] = cache.pos_pool(layer)[flat];
+      }
     }
     scores_.resize(group * n);
     kernels::WindowAttentionScores(wq_.data(), wpos_.data(), n_w, group,
                                    keys_.data(), kpos_.data(), n, d, scale,
                                    scores_.data());
     std::vector<int64_t> keep = SelectSlots(
-        scores_.data(), group, n, kpos_.data(), target,
+        scores_.data(), group, n, kpos_.data(), std::max<int64_t>(want, 0),
         n_w > 0 ? first_pos : kpos_[n - 1] + 1, plan_->options().pool_kernel);
     evicted_ += n - static_cast<int64_t>(keep.size());
-    absl::Status st = kv.Retain(cache, layer, h, keep);
-    if (!st.ok()) return st;
+    if (codebook) {
+      stores_[layer][h].Retain(cache, kv.aux(layer, h), layer, keep);
+    } else {
+      absl::Status st = kv.Retain(cache, layer, h, keep);
+      if (!st.ok()) return st;
+    }
   }
   return absl::OkStatus();
 }

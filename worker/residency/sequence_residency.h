@@ -7,8 +7,14 @@
 // them) and
 //  1. on the chunk that completes the prompt, evicts each eviction layer's
 //     KV heads to the layer's prompt budget (SnapKV + PyramidKV);
-//  2. whenever a KV head of a capacity-bound layer holds `capacity` tokens,
-//     evicts that layer's heads down to the capacity target.
+//  2. in codebook layers, once the prompt is in, moves the tokens in the page
+//     list (the prompt, then each new chunk) into the head's CodebookStore:
+//     keys un-roped (clustered before RoPE), the prompt clustered greedily,
+//     later tokens joining a codeword or adding one. Attention then reads a
+//     reconstructed, re-roped copy (AppendCodebookView) plus the page list;
+//  3. whenever a KV head of a capacity-bound layer holds `capacity` tokens
+//     (page list + codebook records), evicts that layer's heads down to the
+//     capacity target.
 // Between steps every head therefore holds fewer tokens than its capacity,
 // and the scheduler caps each chunk by SequenceKv::Room(), so a head never
 // holds more than `capacity` tokens.
@@ -22,9 +28,23 @@
 
 #include "absl/status/status.h"
 #include "worker/cache/kv_cache.h"
+#include "worker/residency/codebook_store.h"
 #include "worker/residency/policy.h"
 
 namespace latentkv::worker {
+
+// A scratch pool laid out like one layer of a KvCache (pages of page_size
+// slots: K [d_qk] roped, V [d_vo], position), holding reconstructed codebook
+// tokens for one attention call. Host memory, reused across layers.
+struct AttentionScratch {
+  int32_t page_size = 0, d_qk = 0, d_vo = 0;
+  int32_t pages = 0;
+  std::vector<float> k, v;
+  std::vector<int32_t> pos;
+  void Reset(int32_t ps, int32_t dqk, int32_t dvo);
+  // Appends one token (k roped) in a fresh page when the last one is full.
+  void Push(const float* k_row, const float* v_row, int32_t p, int64_t* used);
+};
 
 class SequenceResidency {
  public:
@@ -38,9 +58,28 @@ class SequenceResidency {
   // sequence is recomputed from an empty cache).
   void Reset();
   // q: [len, n_heads, d_qk(layer)] the chunk's roped queries at positions
-  // pos [len] (ascending, the chunk's tokens already in `kv`).
+  // pos [len] (ascending, the chunk's tokens already in `kv`); inv_freq:
+  // [d_qk / 2] the layer's RoPE table.
   absl::Status AfterLayer(KvCache& cache, SequenceKv& kv, int32_t layer,
-                          const float* q, const int32_t* pos, int32_t len);
+                          const float* q, const int32_t* pos, int32_t len,
+                          const float* inv_freq);
+  // True when some of this layer's tokens live in codebooks, so attention
+  // must read AppendCodebookView instead of the page list alone.
+  bool ReadsCodebook(const SequenceKv& kv, int32_t layer) const;
+  // Appends to `scratch` every token of each KV head of `layer`: the
+  // reconstructed codebook records (re-roped), then the page list's tokens;
+  // and their ragged description (one entry per KV head, as
+  // SequenceKv::Describe, page ids into `scratch`).
+  void AppendCodebookView(const KvCache& cache, const SequenceKv& kv,
+                          int32_t layer, const float* inv_freq,
+                          AttentionScratch* scratch,
+                          std::vector<int32_t>* indptr,
+                          std::vector<int32_t>* indices,
+                          std::vector<int32_t>* last_page_len) const;
+  // Bytes of K/V data this sequence holds in `layer` (f32 values of the page
+  // list's tokens + codebook records and codewords; positions excluded).
+  int64_t LayerDataBytes(const KvCache& cache, const SequenceKv& kv,
+                         int32_t layer) const;
   // Slots dropped so far, summed over layers and KV heads.
   int64_t evicted_slots() const { return evicted_; }
 
@@ -54,7 +93,11 @@ class SequenceResidency {
   // Evicts every KV head of `layer` holding more than `target` slots down to
   // `target`, scoring with the layer's window.
   absl::Status EvictLayer(KvCache& cache, SequenceKv& kv, int32_t layer,
-                          int64_t target);
+                          int64_t target, const float* inv_freq);
+  // Moves the page list's tokens of every KV head of a codebook layer into
+  // its store (left in place when pages run short; retried next time).
+  absl::Status EncodeLayer(KvCache& cache, SequenceKv& kv, int32_t layer,
+                           bool first, const float* inv_freq);
 
   std::shared_ptr<const ResidencyPlan> plan_;
   std::vector<int32_t> d_qk_;
@@ -62,9 +105,10 @@ class SequenceResidency {
   int64_t prompt_len_;
   std::vector<Window> windows_;
   std::vector<char> prompt_done_;
+  std::vector<std::vector<CodebookStore>> stores_;  // [layer][kv head]
   int64_t evicted_ = 0;
   // Scratch for EvictLayer.
-  std::vector<float> wq_, keys_, scores_;
+  std::vector<float> wq_, keys_, scores_, vals_;
   std::vector<int32_t> wpos_, kpos_;
 };
 

@@ -11,6 +11,7 @@ namespace latentkv::worker {
 namespace {
 
 constexpr int32_t kLayers = 2, kHeads = 4, kKv = 2, kD = 8, kPage = 4;
+constexpr float kInvFreq[kD / 2] = {1.0f, 0.1f, 0.01f, 0.001f};
 
 struct Fixture {
   std::unique_ptr<KvCache> cache;
@@ -53,7 +54,7 @@ struct Fixture {
       }
       std::vector<float> q(len * kHeads * kD);
       for (float& x : q) x = 1.0f + 0.1f * nd(rng);
-      st = r.AfterLayer(*cache, kv, l, q.data(), pos.data(), len);
+      st = r.AfterLayer(*cache, kv, l, q.data(), pos.data(), len, kInvFreq);
       if (!st.ok()) return st;
     }
     return absl::OkStatus();

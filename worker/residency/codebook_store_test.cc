@@ -1,0 +1,173 @@
+#include "worker/residency/codebook_store.h"
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace latentkv::worker {
+namespace {
+
+constexpr int32_t kDqk = 8, kDvo = 6, kPage = 4;
+// Records per page: 4 * (8 + 6 + 1) / 5 = 12.
+
+struct Fixture {
+  // Pages of 4 * (8 + 6 + 1) * 4 = 240 bytes; 15 of them.
+  std::unique_ptr<KvCache> cache = *KvCache::Create(
+      {{1, kDqk, kDvo}}, {.page_size = kPage, .max_bytes = 15 * 240});
+  SequenceKv kv;
+  CodebookStore store;
+  Fixture() { kv.Init(*cache); }
+  ~Fixture() { kv.Release(*cache); }
+  SequenceKv::AuxPages& aux() { return kv.aux(0, 0); }
+};
+
+// n random vectors around `clusters` directions (0: all random).
+void Make(int64_t n, int32_t d, int clusters, uint32_t seed,
+          std::vector<float>* x) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> centre(std::max(clusters, 1) * d);
+  for (float& c : centre) c = nd(rng);
+  x->resize(n * d);
+  for (int64_t t = 0; t < n; ++t) {
+    const float scale = 0.5f + std::abs(nd(rng));
+    for (int32_t i = 0; i < d; ++i) {
+      (*x)[t * d + i] =
+          clusters > 0
+              ? scale * (centre[(t % clusters) * d + i] + 0.01f * nd(rng))
+              : nd(rng);
+    }
+  }
+}
+
+TEST(CodebookStoreTest, ThetaOneReconstructsExactlyAndCountsPages) {
+  Fixture f;
+  std::vector<float> k, v;
+  Make(30, kDqk, 0, 1, &k);
+  Make(30, kDvo, 0, 2, &v);
+  std::vector<int32_t> pos(30);
+  for (int i = 0; i < 30; ++i) pos[i] = 3 * i;
+  ASSERT_TRUE(f.store
+                  .Add(*f.cache, f.aux(), 0, k.data(), v.data(), pos.data(), 30,
+                       1.0f, 1.0f, /*cluster=*/true)
+                  .ok());
+  EXPECT_EQ(f.aux().tokens, 30);
+  EXPECT_EQ(f.store.num_k_codewords(), 30);
+  // 30 codewords: 8 pages; 30 records: 3 pages of 12.
+  EXPECT_EQ(f.aux().codewords.size(), 8u);
+  EXPECT_EQ(f.aux().records.size(), 3u);
+  EXPECT_EQ(f.cache->pages_in_use(), 11);
+  std::vector<float> rk(30 * kDqk), rv(30 * kDvo);
+  std::vector<int32_t> rp(30);
+  f.store.Reconstruct(*f.cache, f.aux(), 0, rk.data(), rv.data(), rp.data());
+  EXPECT_EQ(rp, pos);
+  for (size_t i = 0; i < k.size(); ++i) {
+    EXPECT_NEAR(rk[i], k[i], 1e-6 * (1 + std::abs(k[i])));
+  }
+  for (size_t i = 0; i < v.size(); ++i) {
+    EXPECT_NEAR(rv[i], v[i], 1e-6 * (1 + std::abs(v[i])));
+  }
+}
+
+TEST(CodebookStoreTest, ClustersShareCodewordsAndRetainFreesPages) {
+  Fixture f;
+  std::vector<float> k, v;
+  Make(48, kDqk, 3, 3, &k);  // 3 directions, small noise
+  Make(48, kDvo, 2, 4, &v);
+  std::vector<int32_t> pos(48);
+  for (int i = 0; i < 48; ++i) pos[i] = i;
+  ASSERT_TRUE(f.store
+                  .Add(*f.cache, f.aux(), 0, k.data(), v.data(), pos.data(), 48,
+                       0.98f, 0.95f, true)
+                  .ok());
+  EXPECT_EQ(f.store.num_k_codewords(), 3);
+  EXPECT_EQ(f.store.num_v_codewords(), 2);
+  // 1 codeword page + 4 record pages, against 12 pages uncompressed.
+  EXPECT_EQ(f.cache->pages_in_use(), 5);
+  EXPECT_EQ(f.store.data_bytes(f.aux(), kDqk, kDvo), 48 * 16 + 3 * 32 + 2 * 24);
+  std::vector<float> rk(48 * kDqk), rv(48 * kDvo);
+  std::vector<int32_t> rp(48);
+  f.store.Reconstruct(*f.cache, f.aux(), 0, rk.data(), rv.data(), rp.data());
+  for (int t = 0; t < 48; ++t) {
+    double dot = 0, a = 0, b = 0;
+    for (int i = 0; i < kDqk; ++i) {
+      dot += double{rk[t * kDqk + i]} * k[t * kDqk + i];
+      a += double{rk[t * kDqk + i]} * rk[t * kDqk + i];
+      b += double{k[t * kDqk + i]} * k[t * kDqk + i];
+    }
+    EXPECT_GT(dot / std::sqrt(a * b), 0.98) << t;
+    EXPECT_NEAR(std::sqrt(a), std::sqrt(b), 1e-4 * std::sqrt(b));  // magnitude
+  }
+  // Keep only tokens of K cluster 1 (t % 3 == 1): the other K codewords go.
+  std::vector<int64_t> keep;
+  for (int t = 1; t < 48; t += 3) keep.push_back(t);
+  f.store.Retain(*f.cache, f.aux(), 0, keep);
+  EXPECT_EQ(f.aux().tokens, 16);
+  EXPECT_EQ(f.store.num_k_codewords(), 1);
+  EXPECT_EQ(f.cache->pages_in_use(), 1 + 2);
+  std::vector<float> k2(16 * kDqk), v2(16 * kDvo);
+  std::vector<int32_t> p2(16);
+  f.store.Reconstruct(*f.cache, f.aux(), 0, k2.data(), v2.data(), p2.data());
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(p2[j], keep[j]);
+    for (int i = 0; i < kDqk; ++i) {
+      EXPECT_FLOAT_EQ(k2[j * kDqk + i], rk[keep[j] * kDqk + i]);
+    }
+    for (int i = 0; i < kDvo; ++i) {
+      EXPECT_FLOAT_EQ(v2[j * kDvo + i], rv[keep[j] * kDvo + i]);
+    }
+  }
+}
+
+TEST(CodebookStoreTest, DecodeTokensJoinOrCreateCodewords) {
+  Fixture f;
+  std::vector<float> k, v;
+  Make(6, kDqk, 2, 5, &k);
+  Make(6, kDvo, 2, 6, &v);
+  std::vector<int32_t> pos = {0, 1, 2, 3, 4, 5};
+  ASSERT_TRUE(f.store
+                  .Add(*f.cache, f.aux(), 0, k.data(), v.data(), pos.data(), 6,
+                       0.98f, 0.95f, true)
+                  .ok());
+  ASSERT_EQ(f.store.num_k_codewords(), 2);
+  // A scaled copy of token 0 joins; an orthogonal-ish random vector does not.
+  std::vector<float> near(k.begin(), k.begin() + kDqk);
+  for (float& x : near) x *= 3.0f;
+  std::vector<float> vv(v.begin(), v.begin() + kDvo);
+  int32_t p = 6;
+  ASSERT_TRUE(f.store
+                  .Add(*f.cache, f.aux(), 0, near.data(), vv.data(), &p, 1,
+                       0.98f, 0.95f, false)
+                  .ok());
+  EXPECT_EQ(f.store.num_k_codewords(), 2);
+  std::vector<float> far(kDqk, 0.0f);
+  far[0] = 1.0f;
+  far[1] = -1.0f;
+  p = 7;
+  ASSERT_TRUE(f.store
+                  .Add(*f.cache, f.aux(), 0, far.data(), vv.data(), &p, 1,
+                       0.98f, 0.95f, false)
+                  .ok());
+  EXPECT_EQ(f.store.num_k_codewords(), 3);
+  EXPECT_EQ(f.aux().tokens, 8);
+}
+
+TEST(CodebookStoreTest, OutOfPagesChangesNothing) {
+  Fixture f;  // 15 pages in all
+  std::vector<float> k, v;
+  Make(200, kDqk, 0, 7, &k);
+  Make(200, kDvo, 0, 8, &v);
+  std::vector<int32_t> pos(200);
+  for (int i = 0; i < 200; ++i) pos[i] = i;
+  const absl::Status st = f.store.Add(*f.cache, f.aux(), 0, k.data(), v.data(),
+                                      pos.data(), 200, 1.0f, 1.0f, true);
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(f.aux().tokens, 0);
+  EXPECT_EQ(f.cache->pages_in_use(), 0);
+  EXPECT_EQ(f.store.num_k_codewords(), 0);
+}
+
+}  // namespace
+}  // namespace latentkv::worker
