@@ -69,6 +69,13 @@ struct ConvertOptions {
   std::string dtype = "f32";
   std::string synthetic;  // a shape name: stories110m | llama3-8b | ...
   uint64_t seed = 1;
+  // Conversions of an existing model directory (--model):
+  std::string model_dir;
+  std::string kv_latent;            // "d_qk=A,d_vo=B": KV-Latent
+  std::string init = "calibrated";  // KV-Latent init: strided | calibrated
+  int32_t kv_heads = 0;             // > 0: MHA->GQA to this many KV heads
+  std::string calib_text;           // calibration text (calibrated, GQA)
+  int32_t calib_lines = 200;        // its first non-empty lines (0: all)
 };
 
 int Serve(const ServeOptions& options);

@@ -5,6 +5,8 @@
 #include <map>
 
 #include "model/config.h"
+#include "model/transform/gqa.h"
+#include "model/transform/kv_latent.h"
 #include "model/weights.h"
 #include "tools/cli/commands.h"
 
@@ -22,6 +24,39 @@ std::map<std::string, model::ModelConfig> SyntheticShapes() {
   };
 }
 
+// convert --model DIR with --kv-latent or --kv-heads.
+absl::Status ConvertModelDir(const ConvertOptions& o, DType dtype) {
+  namespace tr = model::transform;
+  if (!o.kv_latent.empty() && o.kv_heads > 0) {
+    return absl::InvalidArgumentError(
+        "give --kv-latent or --kv-heads, not both (convert twice: --kv-heads "
+        "first, then --kv-latent on its output)");
+  }
+  tr::CalibrationTextOptions calib;
+  calib.path = o.calib_text;
+  calib.max_lines = o.calib_lines;
+  if (o.kv_heads > 0) {
+    tr::GqaOptions g;
+    g.num_kv_heads = o.kv_heads;
+    g.calibration = calib;
+    g.dtype = dtype;
+    return tr::ConvertGqa(o.model_dir, o.out, g);
+  }
+  if (o.kv_latent.empty()) {
+    return absl::InvalidArgumentError(
+        "convert --model DIR needs --kv-latent d_qk=A,d_vo=B or --kv-heads N");
+  }
+  tr::KvLatentOptions k;
+  absl::Status s = tr::ParseKvLatentDims(o.kv_latent, &k);
+  if (!s.ok()) return s;
+  auto init = tr::ParseKvLatentInit(o.init);
+  if (!init.ok()) return init.status();
+  k.init = *init;
+  k.calibration = calib;
+  k.dtype = dtype;
+  return tr::ConvertKvLatent(o.model_dir, o.out, k);
+}
+
 }  // namespace
 
 int Convert(const ConvertOptions& o) {
@@ -35,7 +70,9 @@ int Convert(const ConvertOptions& o) {
     return 2;
   }
   absl::Status st;
-  if (!o.synthetic.empty()) {
+  if (!o.model_dir.empty()) {
+    st = ConvertModelDir(o, *dtype);
+  } else if (!o.synthetic.empty()) {
     auto shapes = SyntheticShapes();
     auto it = shapes.find(o.synthetic);
     if (it == shapes.end()) {
@@ -52,7 +89,8 @@ int Convert(const ConvertOptions& o) {
   } else {
     std::fprintf(stderr,
                  "give --from llama2c --checkpoint X.bin --tokenizer T.bin, "
-                 "or --synthetic SHAPE\n");
+                 "--synthetic SHAPE, or --model DIR with --kv-latent "
+                 "d_qk=A,d_vo=B or --kv-heads N\n");
     return 2;
   }
   if (!st.ok()) {

@@ -5,6 +5,9 @@
 //   latentkv eval     --model DIR --text FILE [--mode lines|stream] [--window
 //   N] latentkv convert  --from llama2c --checkpoint X.bin --tokenizer T.bin
 //   --out DIR latentkv convert  --synthetic SHAPE --out DIR [--dtype bf16]
+//   latentkv convert  --model DIR --out DIR --kv-latent d_qk=A,d_vo=B
+//                     [--init strided|calibrated] [--calib-text FILE]
+//   latentkv convert  --model DIR --out DIR --kv-heads N --calib-text FILE
 //   latentkv inspect  DIR
 //
 // Flags may be spelled with dashes or underscores (--max-tokens, --max_tokens).
@@ -60,6 +63,16 @@ ABSL_FLAG(std::string, dtype, "f32", "convert: stored dtype f32 | bf16 | f16");
 ABSL_FLAG(std::string, synthetic, "",
           "convert: random weights with a named shape (stories15m, stories42m, "
           "stories110m, llama3-1b)");
+ABSL_FLAG(std::string, kv_latent, "",
+          "convert --model DIR: KV-Latent head dims, d_qk=A,d_vo=B");
+ABSL_FLAG(std::string, init, "calibrated",
+          "convert --kv-latent: strided (the paper's init) | calibrated");
+ABSL_FLAG(std::string, calib_text, "",
+          "convert --model DIR: calibration text, one document per line");
+ABSL_FLAG(int, calib_lines, 200,
+          "convert --model DIR: calibration lines from the start (0: all)");
+ABSL_FLAG(int, kv_heads, 0,
+          "convert --model DIR: MHA->GQA, the new number of KV heads");
 
 namespace lk = latentkv;
 
@@ -192,6 +205,12 @@ int main(int argc, char** argv) {
     o.out = absl::GetFlag(FLAGS_out);
     o.dtype = absl::GetFlag(FLAGS_dtype);
     o.synthetic = absl::GetFlag(FLAGS_synthetic);
+    o.model_dir = absl::GetFlag(FLAGS_model);
+    o.kv_latent = absl::GetFlag(FLAGS_kv_latent);
+    o.init = absl::GetFlag(FLAGS_init);
+    o.calib_text = absl::GetFlag(FLAGS_calib_text);
+    o.calib_lines = absl::GetFlag(FLAGS_calib_lines);
+    o.kv_heads = absl::GetFlag(FLAGS_kv_heads);
     o.seed = absl::GetFlag(FLAGS_seed) == 0 ? 1 : absl::GetFlag(FLAGS_seed);
     return lk::cli::Convert(o);
   }

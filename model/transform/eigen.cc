@@ -1,0 +1,112 @@
+#include "model/transform/eigen.h"
+
+#include <complex>
+#include <cstddef>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+// LAPACK's Fortran entry points (OpenBLAS exports them). The trailing size_t
+// arguments are the hidden lengths gfortran passes for CHARACTER arguments.
+extern "C" {
+void dsyev_(const char* jobz, const char* uplo, const int* n, double* a,
+            const int* lda, double* w, double* work, const int* lwork,
+            int* info, size_t jobz_len, size_t uplo_len);
+void zheev_(const char* jobz, const char* uplo, const int* n,
+            std::complex<double>* a, const int* lda, double* w,
+            std::complex<double>* work, const int* lwork, double* rwork,
+            int* info, size_t jobz_len, size_t uplo_len);
+}
+
+namespace latentkv::model::transform {
+namespace {
+
+absl::Status CheckSizes(size_t size, int n, int k) {
+  if (n <= 0 || k <= 0 || k > n ||
+      size != static_cast<size_t>(n) * static_cast<size_t>(n)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("eigendecomposition: need a [n, n] matrix and 1 <= k <= "
+                     "n; got ",
+                     size, " values, n=", n, ", k=", k));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SymmetricEigen> TopEigenSymmetric(const std::vector<double>& a,
+                                                 int n, int k) {
+  absl::Status s = CheckSizes(a.size(), n, k);
+  if (!s.ok()) return s;
+  // Row-major symmetric == column-major symmetric; LAPACK reads uplo 'U' of
+  // the column-major view, i.e. our lower triangle, which equals the upper.
+  std::vector<double> m(a);
+  std::vector<double> w(n);
+  int info = 0;
+  int lwork = -1;
+  double query = 0.0;
+  dsyev_("V", "U", &n, m.data(), &n, w.data(), &query, &lwork, &info, 1, 1);
+  lwork = static_cast<int>(query);
+  std::vector<double> work(lwork > 0 ? lwork : 1);
+  dsyev_("V", "U", &n, m.data(), &n, w.data(), work.data(), &lwork, &info, 1,
+         1);
+  if (info != 0) {
+    return absl::InternalError(absl::StrCat("dsyev failed, info=", info));
+  }
+  // Ascending eigenvalues; eigenvector c is column c of the column-major
+  // result: m[r + c * n].
+  SymmetricEigen out;
+  out.values.resize(k);
+  out.vectors.resize(static_cast<size_t>(n) * k);
+  for (int c = 0; c < k; ++c) {
+    const int src = n - 1 - c;
+    out.values[c] = w[src];
+    for (int r = 0; r < n; ++r) {
+      out.vectors[static_cast<size_t>(r) * k + c] =
+          m[r + static_cast<size_t>(src) * n];
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<HermitianEigen> TopEigenHermitian(
+    const std::vector<std::complex<double>>& a, int n, int k) {
+  absl::Status s = CheckSizes(a.size(), n, k);
+  if (!s.ok()) return s;
+  // Column-major copy: cm[r + c * n] = a[r, c].
+  std::vector<std::complex<double>> m(a.size());
+  for (int r = 0; r < n; ++r) {
+    for (int c = 0; c < n; ++c) {
+      m[r + static_cast<size_t>(c) * n] = a[static_cast<size_t>(r) * n + c];
+    }
+  }
+  std::vector<double> w(n);
+  std::vector<double> rwork(3 * n > 2 ? 3 * n - 2 : 1);
+  int info = 0;
+  int lwork = -1;
+  std::complex<double> query = 0.0;
+  zheev_("V", "U", &n, m.data(), &n, w.data(), &query, &lwork, rwork.data(),
+         &info, 1, 1);
+  lwork = static_cast<int>(query.real());
+  std::vector<std::complex<double>> work(lwork > 0 ? lwork : 1);
+  zheev_("V", "U", &n, m.data(), &n, w.data(), work.data(), &lwork,
+         rwork.data(), &info, 1, 1);
+  if (info != 0) {
+    return absl::InternalError(absl::StrCat("zheev failed, info=", info));
+  }
+  HermitianEigen out;
+  out.values.resize(k);
+  out.vectors.resize(static_cast<size_t>(n) * k);
+  for (int c = 0; c < k; ++c) {
+    const int src = n - 1 - c;
+    out.values[c] = w[src];
+    for (int r = 0; r < n; ++r) {
+      out.vectors[static_cast<size_t>(r) * k + c] =
+          m[r + static_cast<size_t>(src) * n];
+    }
+  }
+  return out;
+}
+
+}  // namespace latentkv::model::transform

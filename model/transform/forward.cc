@@ -1,0 +1,210 @@
+#include "model/transform/forward.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace latentkv::model::transform {
+namespace {
+
+using Vec = std::vector<double>;
+
+absl::Status CheckF32(const Tensor& t, const char* what) {
+  if (t.dtype != DType::kF32 || t.data == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "reference forward needs f32 weights in memory (", what, ")"));
+  }
+  return absl::OkStatus();
+}
+
+// y[n, rows] = x[n, cols] * W^T with W f32 [rows, cols], in double.
+void Project(const Vec& x, int64_t n, const Tensor& w, Vec* y) {
+  const int64_t rows = w.shape[0], cols = w.shape[1];
+  Vec wd(w.f32(), w.f32() + rows * cols);
+  y->assign(static_cast<size_t>(n * rows), 0.0);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
+              static_cast<int>(rows), static_cast<int>(cols), 1.0, x.data(),
+              static_cast<int>(cols), wd.data(), static_cast<int>(cols), 0.0,
+              y->data(), static_cast<int>(rows));
+}
+
+void RmsNorm(const Vec& x, int64_t n, int64_t dim, const float* w, double eps,
+             Vec* y) {
+  y->resize(x.size());
+  for (int64_t t = 0; t < n; ++t) {
+    const double* r = &x[t * dim];
+    double ss = 0.0;
+    for (int64_t i = 0; i < dim; ++i) ss += r[i] * r[i];
+    const double scale = 1.0 / std::sqrt(ss / static_cast<double>(dim) + eps);
+    for (int64_t i = 0; i < dim; ++i) (*y)[t * dim + i] = w[i] * (r[i] * scale);
+  }
+}
+
+// Rotate-half RoPE in place on x [n, heads, d].
+void Rope(Vec* x, int64_t n, int heads, int d, const std::vector<float>& inv) {
+  const int half = d / 2;
+  for (int64_t t = 0; t < n; ++t) {
+    for (int j = 0; j < half; ++j) {
+      // Angles from f32 inverse frequencies, as the engine holds them.
+      const double a = static_cast<double>(t) * static_cast<double>(inv[j]);
+      const double c = std::cos(a), s = std::sin(a);
+      for (int h = 0; h < heads; ++h) {
+        double* p = &(*x)[(t * heads + h) * d];
+        const double x0 = p[j], x1 = p[j + half];
+        p[j] = x0 * c - x1 * s;
+        p[j + half] = x0 * s + x1 * c;
+      }
+    }
+  }
+}
+
+absl::Status CheckModel(const ModelWeights& w) {
+  absl::Status s = CheckF32(w.embed_tokens, "embed_tokens");
+  if (s.ok()) s = CheckF32(w.lm_head, "lm_head");
+  for (const LayerWeights& l : w.layers) {
+    for (const Tensor* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj,
+                            &l.gate_proj, &l.up_proj, &l.down_proj}) {
+      if (s.ok()) s = CheckF32(*t, "layer matrix");
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
+                                            const std::vector<int32_t>& tokens,
+                                            const ForwardOptions& options) {
+  const ModelConfig& c = w.config;
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n == 0 || n > c.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "forward: need 1..", c.max_position_embeddings, " tokens, got ", n));
+  }
+  for (int32_t tok : tokens) {
+    if (tok < 0 || tok >= c.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("forward: token ", tok, " outside the vocabulary"));
+    }
+  }
+  absl::Status s = CheckModel(w);
+  if (!s.ok()) return s;
+  const int64_t dim = c.hidden_size;
+  const int nh = c.num_heads, nkv = c.num_kv_heads, group = nh / nkv;
+  const double eps = c.rms_norm_eps;
+
+  Vec x(static_cast<size_t>(n * dim));
+  for (int64_t t = 0; t < n; ++t) {
+    const float* e = w.embed_tokens.f32() + tokens[t] * dim;
+    std::copy(e, e + dim, x.begin() + t * dim);
+  }
+  Vec xb, q, k, v, qr, kr, att, out, gate, up;
+  Vec probs;
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& lw = w.layers[l];
+    const int dqk = c.qk_head_dim[l], dvo = c.vo_head_dim[l];
+    RmsNorm(x, n, dim, lw.attn_norm.f32(), eps, &xb);
+    Project(xb, n, lw.q_proj, &q);
+    Project(xb, n, lw.k_proj, &k);
+    Project(xb, n, lw.v_proj, &v);
+    qr = q;
+    kr = k;
+    Rope(&qr, n, nh, dqk, lw.rope_inv_freq);
+    Rope(&kr, n, nkv, dqk, lw.rope_inv_freq);
+    const bool want_probs =
+        options.observer != nullptr && options.observer->WantsProbs();
+    if (want_probs) probs.assign(static_cast<size_t>(nh * n * n), 0.0);
+    att.assign(static_cast<size_t>(n * nh * dvo), 0.0);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(dqk));
+    Vec p(static_cast<size_t>(n));
+    for (int h = 0; h < nh; ++h) {
+      const int kvh = h / group;
+      for (int64_t t = 0; t < n; ++t) {
+        const double* qv = &qr[(t * nh + h) * dqk];
+        double mx = -INFINITY;
+        for (int64_t sidx = 0; sidx <= t; ++sidx) {
+          const double* kv = &kr[(sidx * nkv + kvh) * dqk];
+          double dot = 0.0;
+          for (int i = 0; i < dqk; ++i) dot += qv[i] * kv[i];
+          p[sidx] = dot * scale;
+          mx = std::max(mx, p[sidx]);
+        }
+        double z = 0.0;
+        for (int64_t sidx = 0; sidx <= t; ++sidx) {
+          z += (p[sidx] = std::exp(p[sidx] - mx));
+        }
+        double* o = &att[(t * nh + h) * dvo];
+        for (int64_t sidx = 0; sidx <= t; ++sidx) {
+          p[sidx] /= z;
+          const double* vv = &v[(sidx * nkv + kvh) * dvo];
+          for (int i = 0; i < dvo; ++i) o[i] += p[sidx] * vv[i];
+          if (want_probs) probs[(h * n + t) * n + sidx] = p[sidx];
+        }
+      }
+    }
+    if (options.observer != nullptr) {
+      LayerActivations a;
+      a.layer = l;
+      a.tokens = n;
+      a.q = q.data();
+      a.k = k.data();
+      a.v = v.data();
+      a.q_rope = qr.data();
+      a.k_rope = kr.data();
+      a.probs = want_probs ? probs.data() : nullptr;
+      options.observer->Observe(a);
+    }
+    Project(att, n, lw.o_proj, &out);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += out[i];
+    RmsNorm(x, n, dim, lw.ffn_norm.f32(), eps, &xb);
+    Project(xb, n, lw.gate_proj, &gate);
+    Project(xb, n, lw.up_proj, &up);
+    for (size_t i = 0; i < gate.size(); ++i) {
+      gate[i] = gate[i] / (1.0 + std::exp(-gate[i])) * up[i];
+    }
+    Project(gate, n, lw.down_proj, &out);
+    for (size_t i = 0; i < x.size(); ++i) x[i] += out[i];
+  }
+  if (!options.logits) return std::vector<double>();
+  RmsNorm(x, n, dim, w.final_norm.f32(), eps, &xb);
+  Vec logits;
+  Project(xb, n, w.lm_head, &logits);
+  return logits;
+}
+
+absl::StatusOr<PerplexityResult> Perplexity(
+    const ModelWeights& w, const std::vector<std::vector<int32_t>>& docs) {
+  const int64_t vocab = w.config.vocab_size;
+  double nll = 0.0;
+  int64_t count = 0;
+  for (const std::vector<int32_t>& doc : docs) {
+    if (doc.size() < 2) continue;
+    auto logits = Forward(w, doc);
+    if (!logits.ok()) return logits.status();
+    for (size_t t = 0; t + 1 < doc.size(); ++t) {
+      const double* row = logits->data() + t * vocab;
+      const double mx = *std::max_element(row, row + vocab);
+      double z = 0.0;
+      for (int64_t i = 0; i < vocab; ++i) z += std::exp(row[i] - mx);
+      nll += std::log(z) + mx - row[doc[t + 1]];
+      ++count;
+    }
+  }
+  if (count == 0) {
+    return absl::InvalidArgumentError(
+        "perplexity: no document has 2 or more tokens");
+  }
+  PerplexityResult r;
+  r.mean_nll = nll / static_cast<double>(count);
+  r.perplexity = std::exp(r.mean_nll);
+  r.predicted = count;
+  return r;
+}
+
+}  // namespace latentkv::model::transform

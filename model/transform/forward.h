@@ -1,0 +1,77 @@
+// A dense, single-sequence, double-precision reference forward of a loaded
+// model (the conversions' calibration pass and the tests' oracle).
+//
+// It follows the engine's semantics exactly: per layer RMSNorm, Q/K/V
+// projections into the layer's d_qk / d_vo, RoPE in HF rotate-half layout
+// (channel j pairs with j + d_qk/2, angle position * rope_inv_freq[j]) with
+// the layer's own table, causal softmax attention with scale 1/sqrt(d_qk),
+// GQA (query head h reads KV head h / (n_heads / n_kv_heads)), output
+// projection, SwiGLU MLP, final RMSNorm, LM head. Positions are 0..T-1.
+//
+// Weights must be f32 in memory (LoadModel's default). Arithmetic is double
+// (OpenBLAS dgemm for the projections); each call converts one layer's
+// matrices at a time, so memory stays O(T * width + T^2 * heads + largest
+// matrix). Meant for small models and calibration, not serving.
+#ifndef LATENTKV_MODEL_TRANSFORM_FORWARD_H_
+#define LATENTKV_MODEL_TRANSFORM_FORWARD_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/weights.h"
+
+namespace latentkv::model::transform {
+
+// What one layer computed for a sequence of T tokens. Views valid only
+// during LayerObserver::Observe.
+struct LayerActivations {
+  int layer = 0;
+  int64_t tokens = 0;              // T
+  const double* q = nullptr;       // [T, n_heads, d_qk], pre-RoPE
+  const double* k = nullptr;       // [T, n_kv_heads, d_qk], pre-RoPE
+  const double* v = nullptr;       // [T, n_kv_heads, d_vo]
+  const double* q_rope = nullptr;  // [T, n_heads, d_qk], after RoPE
+  const double* k_rope = nullptr;  // [T, n_kv_heads, d_qk], after RoPE
+  // [n_heads, T, T]: probs[h, t, s] = attention of query t on key s (0 for
+  // s > t). Null unless the observer asked for it.
+  const double* probs = nullptr;
+};
+
+class LayerObserver {
+ public:
+  virtual ~LayerObserver() = default;
+  // Whether Observe needs LayerActivations::probs (costs n_heads * T^2).
+  virtual bool WantsProbs() const { return false; }
+  virtual void Observe(const LayerActivations& a) = 0;
+};
+
+struct ForwardOptions {
+  // Compute logits (the LM head); off for calibration. Default on.
+  bool logits = true;
+  // Called once per layer, in order; may be null. Not owned.
+  LayerObserver* observer = nullptr;
+};
+
+// Runs `tokens` (ids < vocab, 1 <= T <= max_position_embeddings) through the
+// model. Returns logits [T, vocab] row-major (empty when options.logits is
+// false). Errors: InvalidArgument for bad tokens / lengths or non-f32
+// weights.
+absl::StatusOr<std::vector<double>> Forward(const ModelWeights& weights,
+                                            const std::vector<int32_t>& tokens,
+                                            const ForwardOptions& options = {});
+
+// Perplexity of `docs` (each token sequence predicts its own next tokens:
+// positions 1..T-1 from 0..T-2): exp(total NLL / predicted tokens). Documents
+// shorter than 2 tokens are skipped; InvalidArgument if none predict anything.
+struct PerplexityResult {
+  double perplexity = 0.0;
+  double mean_nll = 0.0;  // nats per predicted token
+  int64_t predicted = 0;  // tokens scored
+};
+absl::StatusOr<PerplexityResult> Perplexity(
+    const ModelWeights& weights, const std::vector<std::vector<int32_t>>& docs);
+
+}  // namespace latentkv::model::transform
+
+#endif  // LATENTKV_MODEL_TRANSFORM_FORWARD_H_

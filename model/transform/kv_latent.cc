@@ -1,0 +1,394 @@
+#include "model/transform/kv_latent.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "model/transform/eigen.h"
+
+namespace latentkv::model::transform {
+namespace {
+
+// Copies row `from` of a row-major [*, cols] matrix, times `scale`, into row
+// `to` of `dst`.
+void CopyRow(const float* src, int64_t from, int64_t cols, float scale,
+             std::vector<float>* dst, int64_t to) {
+  for (int64_t c = 0; c < cols; ++c) {
+    (*dst)[to * cols + c] = src[from * cols + c] * scale;
+  }
+}
+
+absl::Status CheckDims(const ModelConfig& c, int d_qk, int d_vo) {
+  if (d_qk <= 0 || d_vo <= 0 || d_qk % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kv-latent: d_qk must be a positive even number (rotary pairs) and "
+        "d_vo positive; got d_qk=",
+        d_qk, " d_vo=", d_vo));
+  }
+  for (int l = 0; l < c.num_layers; ++l) {
+    if (d_qk > c.qk_head_dim[l] || d_vo > c.vo_head_dim[l]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "kv-latent: layer ", l, " has d_qk=", c.qk_head_dim[l], " d_vo=",
+          c.vo_head_dim[l], "; cannot grow to d_qk=", d_qk, " d_vo=", d_vo));
+    }
+  }
+  return absl::OkStatus();
+}
+
+ModelConfig LatentConfig(const ModelConfig& src, int d_qk, int d_vo) {
+  ModelConfig c = src;
+  c.qk_head_dim.assign(src.num_layers, d_qk);
+  c.vo_head_dim.assign(src.num_layers, d_vo);
+  return c;
+}
+
+// The value maps of one KV head: A [d_vo, hv] and B [hv, d_vo] with
+// W_v' = A W_v(head) and W_o'[:, h] = W_o[:, h] B for its query heads
+// first_head .. first_head + heads - 1. `moment` is E[v v^T] [hv, hv]; `o` is
+// W_o [hidden, cols].
+absl::Status ValueMaps(const std::vector<double>& moment, const float* o,
+                       int64_t cols, int64_t hidden, int first_head, int heads,
+                       int hv, int d_vo, ValueBasis basis,
+                       std::vector<double>* a, std::vector<double>* b) {
+  a->assign(static_cast<size_t>(d_vo) * hv, 0.0);
+  b->assign(static_cast<size_t>(hv) * d_vo, 0.0);
+  if (basis == ValueBasis::kPca) {
+    auto eig = TopEigenSymmetric(moment, hv, d_vo);
+    if (!eig.ok()) return eig.status();
+    for (int i = 0; i < hv; ++i) {
+      for (int c = 0; c < d_vo; ++c) {
+        (*a)[c * hv + i] = (*b)[i * d_vo + c] = eig->vectors[i * d_vo + c];
+      }
+    }
+    return absl::OkStatus();
+  }
+  // S = sum_h W_o,h^T W_o,h, and S^(1/2), S^(-1/2) from its eigenpairs.
+  std::vector<double> sm(static_cast<size_t>(hv) * hv, 0.0);
+  for (int head = first_head; head < first_head + heads; ++head) {
+    for (int64_t r = 0; r < hidden; ++r) {
+      const float* row = o + r * cols + int64_t{head} * hv;
+      for (int i = 0; i < hv; ++i) {
+        for (int e = 0; e < hv; ++e) sm[i * hv + e] += row[i] * row[e];
+      }
+    }
+  }
+  auto se = TopEigenSymmetric(sm, hv, hv);
+  if (!se.ok()) return se.status();
+  const double floor = std::max(se->values[0], 1e-300) * 1e-12;
+  std::vector<double> sh(sm.size(), 0.0), sih(sm.size(), 0.0);
+  for (int c = 0; c < hv; ++c) {
+    const double lam = std::max(se->values[c], floor);
+    for (int i = 0; i < hv; ++i) {
+      for (int e = 0; e < hv; ++e) {
+        const double uu = se->vectors[i * hv + c] * se->vectors[e * hv + c];
+        sh[i * hv + e] += uu * std::sqrt(lam);
+        sih[i * hv + e] += uu / std::sqrt(lam);
+      }
+    }
+  }
+  // M = S^1/2 C S^1/2; its top eigenvectors V [hv, d_vo].
+  std::vector<double> tmp(sm.size(), 0.0), m(sm.size(), 0.0);
+  for (int i = 0; i < hv; ++i) {
+    for (int e = 0; e < hv; ++e) {
+      for (int k = 0; k < hv; ++k)
+        tmp[i * hv + e] += sh[i * hv + k] * moment[k * hv + e];
+    }
+  }
+  for (int i = 0; i < hv; ++i) {
+    for (int e = 0; e < hv; ++e) {
+      for (int k = 0; k < hv; ++k)
+        m[i * hv + e] += tmp[i * hv + k] * sh[k * hv + e];
+    }
+  }
+  auto me = TopEigenSymmetric(m, hv, d_vo);
+  if (!me.ok()) return me.status();
+  for (int c = 0; c < d_vo; ++c) {
+    for (int i = 0; i < hv; ++i) {
+      for (int k = 0; k < hv; ++k) {
+        const double vk = me->vectors[k * d_vo + c];
+        (*a)[c * hv + i] += vk * sh[k * hv + i];     // A = V^T S^1/2
+        (*b)[i * d_vo + c] += sih[i * hv + k] * vk;  // B = S^-1/2 V
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<KvLatentInit> ParseKvLatentInit(absl::string_view text) {
+  if (text == "strided") return KvLatentInit::kStrided;
+  if (text == "calibrated") return KvLatentInit::kCalibrated;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--init must be strided or calibrated, got '", text, "'"));
+}
+
+absl::Status ParseKvLatentDims(absl::string_view text,
+                               KvLatentOptions* options) {
+  int d_qk = -1, d_vo = -1;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    std::vector<absl::string_view> kv = absl::StrSplit(part, '=');
+    int value = 0;
+    if (kv.size() != 2 || !absl::SimpleAtoi(kv[1], &value)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--kv-latent wants d_qk=A,d_vo=B; cannot parse '", part, "'"));
+    }
+    if (kv[0] == "d_qk") {
+      d_qk = value;
+    } else if (kv[0] == "d_vo") {
+      d_vo = value;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--kv-latent: unknown key '", kv[0], "' (want d_qk, d_vo)"));
+    }
+  }
+  if (d_qk < 0 || d_vo < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv-latent needs both d_qk and d_vo, got '", text, "'"));
+  }
+  options->d_qk = d_qk;
+  options->d_vo = d_vo;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<AttentionTensors>> StridedAttention(
+    const ModelWeights& w, int d_qk, int d_vo) {
+  const ModelConfig& c = w.config;
+  absl::Status s = CheckDims(c, d_qk, d_vo);
+  if (!s.ok()) return s;
+  if (d_qk % 4 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kv-latent strided: d_qk=", d_qk,
+        " is not a multiple of 4, which the frequency-aware RoPE table of "
+        "the strided init needs (d_qk/2 pairs split into two halves); use "
+        "--init calibrated"));
+  }
+  const int64_t h = c.hidden_size;
+  const int nh = c.num_heads, nkv = c.num_kv_heads;
+  std::vector<AttentionTensors> out(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const int hq = c.qk_head_dim[l], hv = c.vo_head_dim[l];
+    if (hq % d_qk != 0 || hv % d_vo != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "kv-latent strided: layer ", l, ": the ratios hs/d (d_qk ", hq, "/",
+          d_qk, ", d_vo ", hv, "/", d_vo,
+          ") must be integers; for Q/K the ratio must divide hs/2 = ", hq / 2,
+          " so rotary pairs stay pairs"));
+    }
+    const int rq = hq / d_qk, rv = hv / d_vo;
+    const LayerWeights& lw = w.layers[l];
+    AttentionTensors& a = out[l];
+    a.q.resize(static_cast<size_t>(nh) * d_qk * h);
+    a.k.resize(static_cast<size_t>(nkv) * d_qk * h);
+    a.v.resize(static_cast<size_t>(nkv) * d_vo * h);
+    a.o.resize(static_cast<size_t>(nh) * d_vo * h);
+    for (int head = 0; head < nh; ++head) {
+      for (int i = 0; i < d_qk; ++i) {
+        CopyRow(lw.q_proj.f32(), int64_t{head} * hq + i * rq, h, 1.0f, &a.q,
+                int64_t{head} * d_qk + i);
+      }
+    }
+    for (int head = 0; head < nkv; ++head) {
+      for (int i = 0; i < d_qk; ++i) {
+        CopyRow(lw.k_proj.f32(), int64_t{head} * hq + i * rq, h, 1.0f, &a.k,
+                int64_t{head} * d_qk + i);
+      }
+      for (int i = 0; i < d_vo; ++i) {
+        CopyRow(lw.v_proj.f32(), int64_t{head} * hv + i * rv, h, 1.0f, &a.v,
+                int64_t{head} * d_vo + i);
+      }
+    }
+    const float* o = lw.o_proj.f32();
+    const int64_t old_cols = int64_t{nh} * hv, new_cols = int64_t{nh} * d_vo;
+    for (int64_t r = 0; r < h; ++r) {
+      for (int head = 0; head < nh; ++head) {
+        for (int i = 0; i < d_vo; ++i) {
+          a.o[r * new_cols + head * d_vo + i] =
+              o[r * old_cols + head * hv + i * rv];
+        }
+      }
+    }
+  }
+  return out;
+}
+
+std::vector<int> SelectRotaryPairs(const LayerStats& s, int d_qk,
+                                   PairCriterion criterion) {
+  const int half = s.d_qk / 2, group = s.num_heads / s.num_kv_heads;
+  std::vector<double> score(half, 0.0);
+  for (int h = 0; h < s.num_heads; ++h) {
+    for (int j = 0; j < half; ++j) {
+      const int i = h * half + j;
+      switch (criterion) {
+        case PairCriterion::kLogitVariance:
+          score[j] += s.pair_logit_var[i];
+          break;
+        case PairCriterion::kAttentionMagnitude:
+          score[j] += s.pair_attn_mag[i];
+          break;
+        case PairCriterion::kMagnitude:
+        case PairCriterion::kOutputSearch:  // not a per-pair score
+          score[j] += s.q_pair_abs[i] * s.k_pair_abs[(h / group) * half + j];
+          break;
+      }
+    }
+  }
+  std::vector<int> order(half);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return score[a] > score[b]; });
+  order.resize(d_qk / 2);
+  std::sort(order.begin(), order.end());
+  return order;
+}
+
+absl::StatusOr<std::vector<AttentionTensors>> CalibratedAttention(
+    const ModelWeights& w, const std::vector<LayerStats>& stats,
+    const std::vector<std::vector<int>>& kept_all, int d_vo, ValueBasis basis) {
+  const ModelConfig& c = w.config;
+  if (static_cast<int>(stats.size()) != c.num_layers ||
+      static_cast<int>(kept_all.size()) != c.num_layers) {
+    return absl::InvalidArgumentError(
+        "calibrated: one LayerStats and one kept-pair list per layer");
+  }
+  const int d_qk = 2 * static_cast<int>(kept_all[0].size());
+  absl::Status s = CheckDims(c, d_qk, d_vo);
+  if (!s.ok()) return s;
+  const int64_t h = c.hidden_size;
+  const int nh = c.num_heads, nkv = c.num_kv_heads, group = nh / nkv;
+  std::vector<AttentionTensors> out(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerStats& st = stats[l];
+    const std::vector<int>& kept = kept_all[l];
+    const int hq = c.qk_head_dim[l], hv = c.vo_head_dim[l];
+    const int half = d_qk / 2, old_half = hq / 2;
+    if (st.group_size != 1 || st.d_qk != hq || st.d_vo != hv ||
+        static_cast<int>(st.v_moment.size()) != nkv) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "calibrated: layer ", l, " statistics do not match the model"));
+    }
+    if (static_cast<int>(kept.size()) != half ||
+        !std::is_sorted(kept.begin(), kept.end()) ||
+        std::adjacent_find(kept.begin(), kept.end()) != kept.end() ||
+        kept.front() < 0 || kept.back() >= old_half) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("calibrated: layer ", l, " needs ", half,
+                       " distinct ascending kept pairs below ", old_half));
+    }
+    const LayerWeights& lw = w.layers[l];
+    AttentionTensors& a = out[l];
+    // Q/K: kept rotary pairs, shared by all heads of the layer.
+    const float qscale = static_cast<float>(
+        std::sqrt(static_cast<double>(d_qk) / static_cast<double>(hq)));
+    a.q.resize(static_cast<size_t>(nh) * d_qk * h);
+    a.k.resize(static_cast<size_t>(nkv) * d_qk * h);
+    a.rope_inv_freq.resize(half);
+    for (int i = 0; i < half; ++i) {
+      a.rope_inv_freq[i] = lw.rope_inv_freq[kept[i]];
+      for (int side = 0; side < 2; ++side) {
+        const int from = kept[i] + side * old_half, to = i + side * half;
+        for (int head = 0; head < nh; ++head) {
+          CopyRow(lw.q_proj.f32(), int64_t{head} * hq + from, h, qscale, &a.q,
+                  int64_t{head} * d_qk + to);
+        }
+        for (int head = 0; head < nkv; ++head) {
+          CopyRow(lw.k_proj.f32(), int64_t{head} * hq + from, h, 1.0f, &a.k,
+                  int64_t{head} * d_qk + to);
+        }
+      }
+    }
+    // V/O: per KV head W_v' = A W_v(head), W_o'[:, h] = W_o[:, h] B.
+    a.v.assign(static_cast<size_t>(nkv) * d_vo * h, 0.0f);
+    a.o.assign(static_cast<size_t>(nh) * d_vo * h, 0.0f);
+    const float* v = lw.v_proj.f32();
+    const float* o = lw.o_proj.f32();
+    const int64_t old_cols = int64_t{nh} * hv, new_cols = int64_t{nh} * d_vo;
+    for (int kvh = 0; kvh < nkv; ++kvh) {
+      std::vector<double> am, bm;
+      s = ValueMaps(st.v_moment[kvh], o, old_cols, h, kvh * group, group, hv,
+                    d_vo, basis, &am, &bm);
+      if (!s.ok()) return s;
+      for (int cidx = 0; cidx < d_vo; ++cidx) {
+        for (int64_t col = 0; col < h; ++col) {
+          double acc = 0.0;
+          for (int i = 0; i < hv; ++i) {
+            acc += am[cidx * hv + i] * v[(int64_t{kvh} * hv + i) * h + col];
+          }
+          a.v[(int64_t{kvh} * d_vo + cidx) * h + col] = static_cast<float>(acc);
+        }
+      }
+      for (int head = kvh * group; head < (kvh + 1) * group; ++head) {
+        for (int64_t r = 0; r < h; ++r) {
+          for (int cidx = 0; cidx < d_vo; ++cidx) {
+            double acc = 0.0;
+            for (int i = 0; i < hv; ++i) {
+              acc += o[r * old_cols + head * hv + i] * bm[i * d_vo + cidx];
+            }
+            a.o[r * new_cols + head * d_vo + cidx] = static_cast<float>(acc);
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+absl::Status ConvertKvLatent(const std::string& model_dir,
+                             const std::string& out_dir,
+                             const KvLatentOptions& options) {
+  auto w = LoadModel(model_dir);
+  if (!w.ok()) return w.status();
+  const ModelConfig& src = (*w)->config;
+  absl::StatusOr<std::vector<AttentionTensors>> attn;
+  ModelConfig config = LatentConfig(src, options.d_qk, options.d_vo);
+  std::string tag;
+  if (options.init == KvLatentInit::kStrided) {
+    attn = StridedAttention(**w, options.d_qk, options.d_vo);
+    config.rope_scheme = RopeScheme::kFrequencyAware;
+    tag = "latentkv kv-latent strided";
+  } else {
+    absl::Status s = CheckDims(src, options.d_qk, options.d_vo);
+    if (!s.ok()) return s;
+    if (options.calibration.path.empty()) {
+      return absl::InvalidArgumentError(
+          "kv-latent calibrated init needs calibration text (--calib-text "
+          "FILE)");
+    }
+    auto docs = LoadCalibrationDocs(model_dir, src, options.calibration);
+    if (!docs.ok()) return docs.status();
+    const PairCriterion crit = options.pair_criterion;
+    CalibrationOptions co;
+    co.attention_scores = crit == PairCriterion::kLogitVariance ||
+                          crit == PairCriterion::kAttentionMagnitude;
+    auto stats = Calibrate(**w, *docs, co);
+    if (!stats.ok()) return stats.status();
+    std::vector<std::vector<int>> kept;
+    if (crit == PairCriterion::kOutputSearch) {
+      auto found = SearchRotaryPairs(**w, *docs, options.d_qk, options.search);
+      if (!found.ok()) return found.status();
+      kept = std::move(*found);
+    } else {
+      for (const LayerStats& st : *stats) {
+        kept.push_back(SelectRotaryPairs(st, options.d_qk, crit));
+      }
+    }
+    attn = CalibratedAttention(**w, *stats, kept, options.d_vo,
+                               options.value_basis);
+    // Every layer carries its own rotary_inv_freq tensor.
+    config.rope_scheme = RopeScheme::kStandard;
+    tag = "latentkv kv-latent calibrated";
+  }
+  if (!attn.ok()) return attn.status();
+  return WriteConvertedModel(**w, model_dir, config, *attn, out_dir,
+                             options.dtype, tag);
+}
+
+}  // namespace latentkv::model::transform

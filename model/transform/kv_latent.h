@@ -1,0 +1,115 @@
+// KV-Latent conversion (Shi et al., ACL 2025, arXiv 2507.11273): shrink every
+// layer's query/key head dim to d_qk and value/output head dim to d_vo, so
+// the KV cache holds n_kv * (d_qk + d_vo) values per token and layer.
+//
+// Source head widths are the source layer's own (hs_qk = its d_qk, hs_vo =
+// its d_vo; hidden/heads for a plain Llama). Q/K rows are HF rotate-half:
+// within a head, channel j < hs_qk/2 pairs with j + hs_qk/2.
+//
+// Strided init (the paper's): r = hs/d per matrix; per head keep rows
+// W_q[::r], W_k[::r] (so pair (j, j + hs/2) survives for j % r == 0), rows
+// W_v[::r_vo] and columns W_o[:, ::r_vo]. The config switches to the
+// frequency-aware RoPE table (d_qk % 4 == 0 required); no rotary_inv_freq
+// tensor. The paper trains after this init; untrained it is only a baseline.
+//
+// Calibrated init (ours, training-free), from calibration statistics:
+//   V/O: per KV head, a rank-d_vo map of the value space absorbed into W_o.
+//     kPca (the plain method): U [hs_vo, d_vo] = top-d_vo eigenvectors of
+//     C = E[v v^T]; W_v' = U^T W_v(head); for every query head h reading it,
+//     W_o'[:, h] = W_o[:, h] U.
+//     kOutputWeighted (default): the error that matters is W_o,h (v - v^),
+//     so measure it in the metric S = sum_h W_o,h^T W_o,h of the query heads
+//     reading the KV head: V = top-d_vo eigenvectors of S^1/2 C S^1/2,
+//     W_v' = V^T S^1/2 W_v(head), W_o'[:, h] = W_o[:, h] S^-1/2 V (S's
+//     eigenvalues floored at 1e-12 of the largest). On stories260K held-out
+//     text: ppl 10.7 vs 12.1 (kPca) at d_qk = 8, d_vo = 4.
+//     Both are exact when d_vo = hs_vo.
+//   Q/K: the engine's RoPE table is per layer, so one set of d_qk/2 rotary
+//     pairs is kept per layer (PairCriterion says how it is chosen). New pair
+//     i = old pair kept[i] (kept ascending) in every q and k head, with its
+//     original inverse frequency, written as
+//     model.layers.N.self_attn.rotary_inv_freq. W_q is scaled by
+//     sqrt(d_qk/hs_qk) so the engine's 1/sqrt(d_qk) equals the original
+//     1/sqrt(hs_qk) on the kept pairs. With d_qk = hs_qk and d_vo = hs_vo
+//     the model's function is unchanged.
+#ifndef LATENTKV_MODEL_TRANSFORM_KV_LATENT_H_
+#define LATENTKV_MODEL_TRANSFORM_KV_LATENT_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/dtype.h"
+#include "model/transform/calibration.h"
+#include "model/transform/model_writer.h"
+#include "model/transform/pair_search.h"
+#include "model/weights.h"
+
+namespace latentkv::model::transform {
+
+enum class KvLatentInit { kStrided, kCalibrated };
+
+// How a layer's kept rotary pairs are chosen.
+enum class PairCriterion {
+  // Search over kept sets for the least attention-output error
+  // (pair_search.h). Best on stories260K by far: held-out ppl 32.7 at
+  // d_qk = 4, d_vo = 8, vs 59-89 for the per-pair scores below.
+  kOutputSearch,
+  // The d_qk/2 pairs with the largest per-pair score summed over query
+  // heads (see LayerStats): pair_logit_var (second-order attention KL)...
+  kLogitVariance,
+  kAttentionMagnitude,  // ... pair_attn_mag (attention-weighted E[|q||k|])
+  kMagnitude,           // ... E|q_j| * E|k_j| (no attention weighting)
+};
+
+enum class ValueBasis { kOutputWeighted, kPca };
+
+struct KvLatentOptions {
+  int d_qk = 0;  // new query/key head dim (every layer); even, <= source
+  int d_vo = 0;  // new value/output head dim (every layer); <= source
+  KvLatentInit init = KvLatentInit::kCalibrated;  // default: calibrated
+  PairCriterion pair_criterion = PairCriterion::kOutputSearch;
+  PairSearchOptions search;  // for kOutputSearch
+  ValueBasis value_basis = ValueBasis::kOutputWeighted;
+  // Calibration text (calibrated init only; path required there). Defaults:
+  // the first 200 non-empty lines.
+  CalibrationTextOptions calibration;
+  DType dtype = DType::kF32;  // stored dtype of the output matrices
+};
+
+// "strided" | "calibrated".
+absl::StatusOr<KvLatentInit> ParseKvLatentInit(absl::string_view text);
+// Parses "d_qk=A,d_vo=B" into options->d_qk / d_vo (both keys required).
+absl::Status ParseKvLatentDims(absl::string_view text,
+                               KvLatentOptions* options);
+
+// The strided attention tensors of every layer (no rotary_inv_freq).
+// Errors: InvalidArgument naming the layer and the constraint broken.
+absl::StatusOr<std::vector<AttentionTensors>> StridedAttention(
+    const ModelWeights& weights, int d_qk, int d_vo);
+
+// The d_qk/2 kept pair indices (ascending) of one layer under `criterion`.
+// stats.pair_* must be filled for the attention criteria.
+std::vector<int> SelectRotaryPairs(const LayerStats& stats, int d_qk,
+                                   PairCriterion criterion);
+
+// The calibrated attention tensors of every layer: `kept[l]` the layer's
+// kept pairs (ascending; all layers the same count d_qk/2), `stats` from
+// Calibrate with kv_group_size 1. Errors: InvalidArgument (dims, stats).
+absl::StatusOr<std::vector<AttentionTensors>> CalibratedAttention(
+    const ModelWeights& weights, const std::vector<LayerStats>& stats,
+    const std::vector<std::vector<int>>& kept, int d_vo, ValueBasis basis);
+
+// Loads `model_dir` (f32), converts, writes `out_dir` (a normal model
+// directory: config.json with per-layer qk_head_dim / vo_head_dim,
+// model.safetensors, the tokenizer copied). Errors: NotFound (model or text
+// missing), InvalidArgument (dims, missing calibration text).
+absl::Status ConvertKvLatent(const std::string& model_dir,
+                             const std::string& out_dir,
+                             const KvLatentOptions& options);
+
+}  // namespace latentkv::model::transform
+
+#endif  // LATENTKV_MODEL_TRANSFORM_KV_LATENT_H_

@@ -1,0 +1,61 @@
+#include "model/transform/test_util.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "model/convert.h"
+
+namespace latentkv::model::transform::testing {
+
+std::string TextPath() {
+  return std::string(LATENTKV_SHARED_DIR) +
+         "/text/tinystories_train_excerpt.txt";
+}
+
+std::string NewDir(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/transform_test_" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+const std::string& Stories260kDir() {
+  static const std::string* dir = [] {
+    auto* d = new std::string(NewDir("stories260k"));
+    const std::string m =
+        std::string(LATENTKV_SHARED_DIR) + "/models/stories260K/";
+    const absl::Status s =
+        ConvertLlama2c(m + "stories260K.bin", m + "tok512.bin", *d);
+    if (!s.ok()) {
+      ADD_FAILURE() << s;
+      std::abort();
+    }
+    return d;
+  }();
+  return *dir;
+}
+
+std::vector<std::vector<int32_t>> SampleSequences() {
+  return {{1, 403, 407, 261, 378, 500, 266, 289, 33, 444, 270, 5, 300, 511},
+          {1, 2, 97, 260, 410, 359, 403, 271, 13},
+          {1,   346, 302, 261, 290, 354, 275, 265, 376, 411, 259,
+           411, 259, 411, 259, 280, 30,  263, 324, 407, 266, 46}};
+}
+
+double MaxRelativeError(const std::vector<double>& a,
+                        const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double diff = 0.0, scale = 0.0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    diff = std::max(diff, std::abs(a[i] - b[i]));
+    scale = std::max(scale, std::abs(b[i]));
+  }
+  return scale > 0 ? diff / scale : diff;
+}
+
+}  // namespace latentkv::model::transform::testing
