@@ -1,0 +1,80 @@
+// Collectives for a tensor-parallel worker group: the seam between the model
+// runner and a collective engine (Gloo over TCP on CPU, see
+// gloo_communicator.h; NCCL on CUDA later).
+//
+// A group has `size()` ranks 0..size-1, one Communicator per rank (usually one
+// per process). Ranks run the same step in lock-step and meet in these calls.
+//
+// Contract shared by every implementation:
+// - Every rank makes the SAME calls, in the SAME order, with the same sizes
+//   (`n`, `bytes`) and the same `root`. A mismatch is a programming error
+//   whose result is unspecified (typically an error or a timeout).
+// - Buffers are host memory here (a device implementation takes device
+//   pointers through the same signatures). Buffers must stay valid for the
+//   duration of the call and must not be touched by other threads meanwhile.
+// - Every call returns absl::Status and never throws. A dead, missing or
+//   stalled peer yields UNAVAILABLE (connection lost) or DEADLINE_EXCEEDED
+//   (no progress within the configured timeout) instead of hanging. After any
+//   failed call the communicator is broken: later calls fail fast with
+//   UNAVAILABLE, and the group must be rebuilt (a new Communicator per rank,
+//   with a fresh rendezvous).
+// - Results are identical (bitwise) on all ranks.
+//
+// Thread-safety: not thread-safe. One caller at a time per Communicator (calls
+// may come from different threads if externally serialized). Different
+// Communicator objects are independent.
+#ifndef LATENTKV_WORKER_COMM_COMMUNICATOR_H_
+#define LATENTKV_WORKER_COMM_COMMUNICATOR_H_
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace latentkv::comm {
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  // This process's rank in [0, size()).
+  virtual int rank() const = 0;
+  // Number of ranks in the group (>= 1).
+  virtual int size() const = 0;
+
+  // In place: data[i] = sum over ranks of data[i], for i in [0, n).
+  // data: [n] f32. The summation order is implementation-defined (not the
+  // rank order), so results may differ from a sequential sum by float
+  // rounding, but every rank receives the same bits. n == 0 is a no-op.
+  virtual absl::Status AllReduceSum(float* data, size_t n) = 0;
+
+  // out[r * n + i] = in_r[i] for every rank r (rank-major).
+  // in: [n] f32 on every rank; out: [size() * n] f32. `in` may alias
+  // out + rank() * n (in-place); no other overlap is allowed. n == 0 is a
+  // no-op.
+  virtual absl::Status AllGather(const float* in, size_t n, float* out) = 0;
+
+  // Copies `bytes` bytes at `data` on rank `root` to `data` on every rank.
+  // root in [0, size()) (else INVALID_ARGUMENT). bytes == 0 is a no-op.
+  virtual absl::Status Broadcast(void* data, size_t bytes, int root) = 0;
+
+  // Variable-length broadcast: on return *bytes on every rank equals *bytes
+  // on `root` (non-roots' previous contents are replaced). Implemented as a
+  // broadcast of root's length (8 bytes) followed by the payload, so it costs
+  // two collectives (one when the string is empty).
+  // The default implementation uses Broadcast().
+  virtual absl::Status BroadcastString(std::string* bytes, int root);
+
+  // Returns once every rank has entered Barrier().
+  virtual absl::Status Barrier() = 0;
+};
+
+// The communicator of a group of one: rank 0, size 1. AllReduceSum, Barrier
+// and Broadcast are no-ops, AllGather copies `in` to `out`. Used when the
+// tensor-parallel degree is 1.
+std::unique_ptr<Communicator> CreateSingleRankCommunicator();
+
+}  // namespace latentkv::comm
+
+#endif  // LATENTKV_WORKER_COMM_COMMUNICATOR_H_
