@@ -74,6 +74,28 @@ TEST(CliTest, InspectReportsKvBytesPerToken) {
   // 5 layers * 4 KV heads * (d_qk 8 + d_vo 8) * 4 bytes (f32 cache).
   EXPECT_EQ(Field(out, "kv_bytes_per_token"), 5 * 4 * 16 * 4) << out;
   EXPECT_NE(out.find("parameters="), std::string::npos);
+  EXPECT_NE(out.find("layer 4: d_qk=8 d_vo=8 kv_values_per_token=64 "
+                     "kv_bytes_per_token_layer=256"),
+            std::string::npos)
+      << out;
+  // With a residency configuration: the policy of every layer.
+  const std::string plan =
+      RunCommand({BinDir() + "/latentkv", "inspect", Stories260kDir(),
+                  "--kv_policy=spindle", "--kv_capacity=64"},
+                 &code);
+  ASSERT_EQ(code, 0) << plan;
+  EXPECT_NE(plan.find("kv_residency=policy=spindle layers=C/cap64,C/cap64,"
+                      "E/cap64"),
+            std::string::npos)
+      << plan;
+  EXPECT_NE(plan.find("layer 0: d_qk=8 d_vo=8 kv_values_per_token=64 "
+                      "kv_bytes_per_token_layer=256 policy=codebook"),
+            std::string::npos)
+      << plan;
+  EXPECT_NE(plan.find("policy=snapkv kept_of_1000_prompt_tokens="),
+            std::string::npos);
+  EXPECT_NE(plan.find("capacity_tokens=64 max_kv_bytes=16384"),
+            std::string::npos);
 }
 
 TEST(CliTest, CorruptModelIsRejectedWithTheTensorNamed) {

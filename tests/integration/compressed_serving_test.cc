@@ -20,12 +20,17 @@ namespace {
 namespace pb = ::latentkv::v1;
 
 // The flags the cluster's worker runs with, and the same as options.
-const std::vector<std::string> kWorkerFlags = {
-    "--page_size=4",       "--kv_policy=spindle", "--kv_budget=0.4",
-    "--kv_window=8",       "--kv_capacity=48",    "--kv_codebook_layers=0",
-    "--max_step_tokens=64"};
+std::vector<std::string> WorkerFlags(int codebook_layers) {
+  return {"--page_size=4",
+          "--kv_policy=spindle",
+          "--kv_budget=0.4",
+          "--kv_window=8",
+          "--kv_capacity=48",
+          "--kv_codebook_layers=" + std::to_string(codebook_layers),
+          "--max_step_tokens=64"};
+}
 
-worker::EngineOptions SameOptions() {
+worker::EngineOptions SameOptions(int codebook_layers) {
   worker::EngineOptions o;
   o.kv.page_size = 4;
   o.scheduler.max_step_tokens = 64;
@@ -33,7 +38,7 @@ worker::EngineOptions SameOptions() {
   o.residency.budget = 0.4;
   o.residency.window = 8;
   o.residency.capacity = {48};
-  o.residency.codebook_layers = 0;
+  o.residency.codebook_layers = codebook_layers;
   return o;
 }
 
@@ -82,10 +87,11 @@ std::vector<int32_t> EngineAlone(const std::string& model_dir,
   return out;
 }
 
-void ExpectServedEqualsAlone(const std::string& model_dir) {
+void ExpectServedEqualsAlone(const std::string& model_dir,
+                             int codebook_layers) {
   ClusterOptions co;
   co.model_dir = model_dir;
-  co.worker_args = kWorkerFlags;
+  co.worker_args = WorkerFlags(codebook_layers);
   Cluster cluster(co);
   const std::vector<std::string> prompts = StoryPrompts();
   ASSERT_EQ(prompts.size(), 4u);
@@ -94,7 +100,7 @@ void ExpectServedEqualsAlone(const std::string& model_dir) {
     StreamResult served = Generate(cluster.stub(), Greedy(p, 150));
     ASSERT_TRUE(served.status.ok()) << served.status.error_message();
     const std::vector<int32_t> alone =
-        EngineAlone(model_dir, p, 150, SameOptions());
+        EngineAlone(model_dir, p, 150, SameOptions(codebook_layers));
     // EOS ends the engine run without a token; the server stops there too.
     EXPECT_EQ(served.tokens, alone) << p;
     EXPECT_GT(served.tokens.size(), 20u);
@@ -121,7 +127,22 @@ void ExpectServedEqualsAlone(const std::string& model_dir) {
 }
 
 TEST(CompressedServingTest, SpindleAndCapacityServedEqualEngineAlone) {
-  ExpectServedEqualsAlone(Stories260kDir());
+  ExpectServedEqualsAlone(Stories260kDir(), /*codebook_layers=*/0);
+}
+
+// KV-Latent (a calibrated conversion to d_qk = d_vo = 4) with SpindleKV:
+// codebooks in the first two layers, eviction in the rest, and a capacity.
+TEST(CompressedServingTest, KvLatentWithSpindleServedEqualsEngineAlone) {
+  const std::string out = MakeTempDir() + "/kvl50";
+  int code = -1;
+  RunCommand({BinDir() + "/latentkv", "convert", "--model=" + Stories260kDir(),
+              "--out=" + out, "--kv-latent=d_qk=4,d_vo=4", "--init=calibrated",
+              "--calib-text=" + std::string(LATENTKV_SHARED_DIR) +
+                  "/text/tinystories_train_excerpt.txt",
+              "--calib-lines=50"},
+             &code);
+  ASSERT_EQ(code, 0);
+  ExpectServedEqualsAlone(out, /*codebook_layers=*/2);
 }
 
 TEST(CompressedServingTest, CompressedModeOnAPlainServerIsInvalid) {

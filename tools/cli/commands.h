@@ -35,7 +35,8 @@ struct ServeOptions {
   std::string host = "127.0.0.1";
   int32_t port = 8000;    // coordinator's public gRPC port (0: any)
   std::string port_file;  // write host:port here once ready
-  int32_t workers = 1;    // worker processes
+  int32_t workers = 1;    // worker groups
+  int32_t tp = 1;         // tensor-parallel ranks (processes) per group
   std::string bin_dir;    // where latentkv-coordinator/-worker live
   std::vector<std::string> worker_args;  // extra flags for each worker
 };
@@ -83,7 +84,8 @@ int Generate(const GenerateOptions& options);
 int Eval(const EvalOptions& options);
 int EvalTable(const EvalOptions& options);
 int Convert(const ConvertOptions& options);
-int Inspect(const std::string& model_dir, const std::string& weights_dtype);
+int Inspect(const std::string& model_dir, const std::string& weights_dtype,
+            const worker::ResidencyOptions& residency);
 
 }  // namespace latentkv::cli
 

@@ -3,6 +3,7 @@
 
 #include <cstdio>
 #include <map>
+#include <memory>
 
 #include "model/config.h"
 #include "model/transform/gqa.h"
@@ -101,7 +102,8 @@ int Convert(const ConvertOptions& o) {
   return 0;
 }
 
-int Inspect(const std::string& dir, const std::string& weights_dtype) {
+int Inspect(const std::string& dir, const std::string& weights_dtype,
+            const worker::ResidencyOptions& residency) {
   auto w = model::LoadModel(dir);
   if (!w.ok()) {
     std::fprintf(stderr, "%s\n", w.status().ToString().c_str());
@@ -115,10 +117,50 @@ int Inspect(const std::string& dir, const std::string& weights_dtype) {
       c.hidden_size, c.intermediate_size, c.num_layers, c.num_heads,
       c.num_kv_heads, c.vocab_size, c.max_position_embeddings, c.rope_theta,
       c.tie_word_embeddings ? 1 : 0);
+  // With --kv_* flags: the residency plan each layer would run.
+  std::shared_ptr<const worker::ResidencyPlan> plan;
+  bool bounded = false;
+  for (int64_t cap : residency.capacity) bounded |= cap > 0;
+  if (residency.policy != "none" || bounded) {
+    auto p = worker::ResidencyPlan::Create(residency, c.num_layers, c.num_heads,
+                                           c.num_kv_heads);
+    if (!p.ok()) {
+      std::fprintf(stderr, "%s\n", p.status().ToString().c_str());
+      return 2;
+    }
+    plan = *p;
+    std::printf("kv_residency=%s\n", plan->Describe().c_str());
+  }
   for (int l = 0; l < c.num_layers; ++l) {
-    std::printf("layer %d: d_qk=%d d_vo=%d kv_values_per_token=%lld\n", l,
-                c.qk_head_dim[l], c.vo_head_dim[l],
-                static_cast<long long>(c.KvValuesPerTokenLayer(l)));
+    std::printf(
+        "layer %d: d_qk=%d d_vo=%d kv_values_per_token=%lld "
+        "kv_bytes_per_token_layer=%lld",
+        l, c.qk_head_dim[l], c.vo_head_dim[l],
+        static_cast<long long>(c.KvValuesPerTokenLayer(l)),
+        static_cast<long long>(c.KvValuesPerTokenLayer(l) * sizeof(float)));
+    if (plan != nullptr) {
+      switch (plan->policy(l)) {
+        case worker::LayerPolicy::kEvict:
+          std::printf(" policy=snapkv kept_of_1000_prompt_tokens=%lld",
+                      static_cast<long long>(plan->PromptBudget(l, 1000)));
+          break;
+        case worker::LayerPolicy::kCodebook:
+          // Records are 16 bytes a token per KV head, plus the codewords.
+          std::printf(" policy=codebook record_bytes_per_token=%d",
+                      16 * c.num_kv_heads);
+          break;
+        default:
+          std::printf(" policy=full");
+      }
+      if (plan->capacities()[l] > 0) {
+        std::printf(
+            " capacity_tokens=%lld max_kv_bytes=%lld",
+            static_cast<long long>(plan->capacities()[l]),
+            static_cast<long long>(plan->capacities()[l] *
+                                   c.KvValuesPerTokenLayer(l) * sizeof(float)));
+      }
+    }
+    std::printf("\n");
   }
   std::printf("parameters=%lld\n", static_cast<long long>(c.ParameterCount()));
   std::printf("kv_cache_dtype=f32\n");

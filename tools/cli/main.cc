@@ -29,7 +29,8 @@ ABSL_FLAG(std::string, server, "", "generate: host:port of a latentkv server");
 ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on");
 ABSL_FLAG(int, port, 8000, "serve: public gRPC port (0: any free port)");
 ABSL_FLAG(std::string, port_file, "", "serve: write host:port here once ready");
-ABSL_FLAG(int, workers, 1, "serve: worker processes");
+ABSL_FLAG(int, workers, 1, "serve: worker groups");
+ABSL_FLAG(int, tp, 1, "serve: tensor-parallel ranks (processes) per worker");
 ABSL_FLAG(std::string, bin_dir, "",
           "serve: directory of latentkv-coordinator/-worker (default: beside "
           "latentkv)");
@@ -159,6 +160,11 @@ int main(int argc, char** argv) {
     o.port = absl::GetFlag(FLAGS_port);
     o.port_file = absl::GetFlag(FLAGS_port_file);
     o.workers = absl::GetFlag(FLAGS_workers);
+    o.tp = absl::GetFlag(FLAGS_tp);
+    if (o.tp < 1) {
+      std::fprintf(stderr, "--tp must be >= 1\n");
+      return 2;
+    }
     o.bin_dir = absl::GetFlag(FLAGS_bin_dir);
     o.worker_args = {
         "--device=" + absl::GetFlag(FLAGS_device),
@@ -221,7 +227,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "usage: latentkv inspect DIR\n");
       return 2;
     }
-    return lk::cli::Inspect(dir, absl::GetFlag(FLAGS_weights_dtype));
+    return lk::cli::Inspect(dir, absl::GetFlag(FLAGS_weights_dtype),
+                            Local().residency);
   }
   std::fprintf(stderr, "unknown command %s\n", cmd.c_str());
   return 2;

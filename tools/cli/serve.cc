@@ -104,16 +104,28 @@ int Serve(const ServeOptions& o) {
     StopChild(coord, 1);
     return 1;
   }
+  // Each worker is a tensor-parallel group of o.tp processes: rank 0 serves
+  // and registers; the others follow it (Gloo rendezvous in run_dir). Leaders
+  // come first in `workers` so they drain before their followers stop.
   std::vector<pid_t> workers;
   for (int i = 0; i < o.workers; ++i) {
-    std::vector<std::string> args = {(bin / "latentkv-worker").string(),
-                                     "--model=" + o.model_dir,
-                                     "--host=" + o.host,
-                                     "--port=0",
-                                     "--coordinator=" + address,
-                                     absl::StrCat("--worker_id=worker-", i)};
-    args.insert(args.end(), o.worker_args.begin(), o.worker_args.end());
-    workers.push_back(Spawn(args));
+    const fs::path rendezvous = run_dir / absl::StrCat("tp-", i);
+    if (o.tp > 1) fs::create_directories(rendezvous);
+    for (int r = 0; r < o.tp; ++r) {
+      std::vector<std::string> args = {(bin / "latentkv-worker").string(),
+                                       "--model=" + o.model_dir,
+                                       "--host=" + o.host, "--port=0",
+                                       absl::StrCat("--worker_id=worker-", i)};
+      if (r == 0) args.push_back("--coordinator=" + address);
+      if (o.tp > 1) {
+        args.push_back(absl::StrCat("--tp_size=", o.tp));
+        args.push_back(absl::StrCat("--tp_rank=", r));
+        args.push_back("--tp_rendezvous=" + rendezvous.string());
+        args.push_back(absl::StrCat("--tp_group=group-", i));
+      }
+      args.insert(args.end(), o.worker_args.begin(), o.worker_args.end());
+      workers.push_back(Spawn(args));
+    }
   }
   // Ready when every worker has registered.
   auto stub = latentkv::v1::Generation::NewStub(

@@ -8,12 +8,17 @@ namespace latentkv::worker {
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
     std::shared_ptr<const model::ModelWeights> weights,
-    std::unique_ptr<kernels::Backend> backend, const EngineOptions& options) {
+    std::unique_ptr<kernels::Backend> backend, const EngineOptions& options,
+    Communicator* comm) {
+  if (options.step_listener != nullptr && options.keepalive_ms <= 0) {
+    return absl::InvalidArgumentError("keepalive_ms must be > 0");
+  }
   std::unique_ptr<Engine> e(new Engine());
   e->options_ = options;
   e->weights_ = std::move(weights);
   e->backend_ = std::move(backend);
-  e->runner_ = std::make_unique<ModelRunner>(e->weights_, e->backend_.get());
+  e->runner_ =
+      std::make_unique<ModelRunner>(e->weights_, e->backend_.get(), comm);
   auto cache = KvCache::Create(e->runner_->KvShapes(), options.kv);
   if (!cache.ok()) return cache.status();
   e->cache_ = std::move(*cache);
@@ -96,6 +101,10 @@ absl::Status Engine::Submit(GenerationRequest req, EventSink sink) {
   const int64_t need = seq->kv.PagesNeeded(*cache_, most);
   std::lock_guard<std::mutex> lock(mu_);
   if (stop_) return absl::UnavailableError("engine is stopping");
+  if (!fatal_.ok()) {
+    return absl::UnavailableError(
+        absl::StrCat("tensor-parallel group failed: ", fatal_.message()));
+  }
   if (need > stats_.kv_pages_total) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "request needs ", need, " KV pages for ", most,
@@ -129,7 +138,10 @@ void Engine::Stop() {
     stop_ = true;
     cv_.notify_one();
   }
-  if (thread_.joinable()) thread_.join();
+  if (thread_.joinable()) {
+    thread_.join();
+    if (options_.step_listener != nullptr) options_.step_listener->OnStop();
+  }
 }
 
 void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status) {
@@ -138,6 +150,7 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status) {
   if (it != sinks_.end()) sinks_.erase(it);
   const std::string id = seq->id;
   scheduler_->Remove(id);  // releases pages; seq is gone after this
+  released_.push_back(id);
   if (sink) {
     GenerationEvent ev;
     ev.finish = reason;
@@ -152,10 +165,17 @@ void Engine::Loop() {
     std::vector<std::string> cancels;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] {
+      auto ready = [&] {
         return stop_ || !inbox_.empty() || !cancels_.empty() ||
                !scheduler_->idle();
-      });
+      };
+      if (options_.step_listener != nullptr) {
+        // Wake up for keep-alives.
+        cv_.wait_for(lock, std::chrono::milliseconds(options_.keepalive_ms),
+                     ready);
+      } else {
+        cv_.wait(lock, ready);
+      }
       if (stop_) break;
       inbox.swap(inbox_);
       cancels.swap(cancels_);
@@ -188,6 +208,7 @@ void Engine::Loop() {
       EventSink sink = std::move(sinks_[id]);
       sinks_.erase(id);
       scheduler_->Remove(id);  // running or waiting: pages are released
+      released_.push_back(id);
       GenerationEvent ev;
       ev.finish = FinishReason::kCancelled;
       sink(ev);
@@ -210,8 +231,59 @@ void Engine::Loop() {
   sinks_.clear();
 }
 
+void Engine::FailAll(const absl::Status& status) {
+  std::vector<std::string> ids;
+  for (const auto& [id, sink] : sinks_) ids.push_back(id);
+  for (const std::string& id : ids) {
+    EventSink sink = std::move(sinks_[id]);
+    sinks_.erase(id);
+    scheduler_->Remove(id);
+    GenerationEvent ev;
+    ev.status = status;
+    sink(ev);
+  }
+  released_.clear();
+}
+
 void Engine::Step() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!fatal_.ok()) {
+      FailAll(absl::UnavailableError(fatal_.message()));
+      return;
+    }
+  }
   std::vector<ScheduledChunk> plan = scheduler_->Schedule();
+  for (std::string& id : scheduler_->TakePreempted()) {
+    released_.push_back(std::move(id));
+  }
+  if (StepListener* listener = options_.step_listener; listener != nullptr) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!plan.empty() || !released_.empty() ||
+        now - last_listened_ >=
+            std::chrono::milliseconds(options_.keepalive_ms)) {
+      std::vector<StepChunkInfo> infos;
+      for (const auto& p : plan) {
+        infos.push_back({&p.seq->id, p.start, p.seq->tokens.data() + p.start,
+                         p.len, p.seq->prompt_len, p.seq->residency != nullptr,
+                         p.sample});
+      }
+      absl::Status st = listener->OnStep(released_, infos);
+      released_.clear();
+      last_listened_ = now;
+      if (!st.ok()) {
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          fatal_ = st;
+        }
+        FailAll(absl::UnavailableError(
+            absl::StrCat("tensor-parallel group failed: ", st.message())));
+        return;
+      }
+    }
+  } else {
+    released_.clear();
+  }
   int64_t generated = 0;
   if (!plan.empty()) {
     std::vector<ForwardChunk> chunks;
@@ -235,9 +307,20 @@ void Engine::Step() {
     absl::Status st = runner_->Forward(chunks, *cache_, &logits_);
     if (!st.ok()) {
       for (const auto& p : plan) {
-        Finish(p.seq, FinishReason::kNone,
-               absl::InternalError(
-                   absl::StrCat("forward failed: ", st.message())));
+        // Keep the code: a broken tensor-parallel group is UNAVAILABLE (the
+        // coordinator retries elsewhere), anything else INTERNAL.
+        const absl::StatusCode code =
+            absl::IsUnavailable(st) || absl::IsDeadlineExceeded(st)
+                ? absl::StatusCode::kUnavailable
+                : absl::StatusCode::kInternal;
+        Finish(
+            p.seq, FinishReason::kNone,
+            absl::Status(code, absl::StrCat("forward failed: ", st.message())));
+        if (code == absl::StatusCode::kUnavailable &&
+            options_.step_listener != nullptr) {
+          std::lock_guard<std::mutex> lock(mu_);
+          fatal_ = st;
+        }
       }
     } else {
       const int32_t vocab = config().vocab_size;

@@ -10,6 +10,7 @@
 #define LATENTKV_WORKER_ENGINE_ENGINE_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -26,6 +27,7 @@
 #include "worker/engine/model_runner.h"
 #include "worker/engine/scheduler.h"
 #include "worker/engine/sequence.h"
+#include "worker/engine/step_listener.h"
 #include "worker/residency/policy.h"
 
 namespace latentkv::worker {
@@ -36,6 +38,12 @@ struct EngineOptions {
   // The server's KV compression (SpindleKV, capacity); policy "none" with no
   // capacity serves a full cache. Requests may ask for it or for full.
   ResidencyOptions residency;
+  // Tensor parallelism (leader side): sees every step before it runs; not
+  // owned, must outlive the engine. Null for a single-rank worker.
+  StepListener* step_listener = nullptr;
+  // With a listener: the longest idle gap between OnStep calls (keep-alives
+  // let the other ranks tell a quiet leader from a dead one). > 0.
+  int32_t keepalive_ms = 1000;
 };
 
 // Which KV cache a request gets.
@@ -78,9 +86,12 @@ struct EngineStats {
 
 class Engine {
  public:
+  // With tensor parallelism, `weights` is rank 0's shard and `comm` the
+  // group's communicator (not owned; null for one rank).
   static absl::StatusOr<std::unique_ptr<Engine>> Create(
       std::shared_ptr<const model::ModelWeights> weights,
-      std::unique_ptr<kernels::Backend> backend, const EngineOptions& options);
+      std::unique_ptr<kernels::Backend> backend, const EngineOptions& options,
+      Communicator* comm = nullptr);
   ~Engine();  // Stop()s
 
   // Validates and queues a request. InvalidArgument for a bad request
@@ -106,6 +117,8 @@ class Engine {
   void Loop();
   void Step();
   void Finish(Sequence* seq, FinishReason reason, absl::Status status);
+  // Fails every live request with `status` (the group is broken).
+  void FailAll(const absl::Status& status);
 
   std::shared_ptr<const model::ModelWeights> weights_;
   std::unique_ptr<kernels::Backend> backend_;
@@ -128,7 +141,10 @@ class Engine {
   bool stop_ = false;                 // guarded by mu_
   std::thread thread_;
   uint64_t next_arrival_ = 0;
-  int64_t evicted_total_ = 0;  // engine thread
+  int64_t evicted_total_ = 0;          // engine thread
+  std::vector<std::string> released_;  // engine thread: for the listener
+  std::chrono::steady_clock::time_point last_listened_;  // engine thread
+  absl::Status fatal_;  // guarded by mu_: set when the group broke
 
   // Engine-thread state.
   std::unordered_map<std::string, EventSink> sinks_;

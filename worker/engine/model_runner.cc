@@ -17,8 +17,10 @@ kernels::WeightView View(const model::Tensor& t) {
 }
 
 ModelRunner::ModelRunner(std::shared_ptr<const model::ModelWeights> weights,
-                         kernels::Backend* backend)
-    : weights_(std::move(weights)), backend_(backend) {}
+                         kernels::Backend* backend, Communicator* comm)
+    : weights_(std::move(weights)),
+      backend_(backend),
+      comm_(comm != nullptr && comm->size() > 1 ? comm : nullptr) {}
 
 std::vector<LayerKvShape> ModelRunner::KvShapes() const {
   const auto& c = config();
@@ -213,6 +215,10 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
     }
 
     be.MatMul(attn_.data(), T, View(w.o_proj), h);
+    if (comm_ != nullptr) {
+      absl::Status st = comm_->AllReduceSum(h, static_cast<size_t>(T * H));
+      if (!st.ok()) return st;
+    }
     be.AddInPlace(x, h, T * H);
 
     be.RmsNorm(x, w.ffn_norm.f32(), T, H, c.rms_norm_eps, h);
@@ -223,6 +229,10 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
     }
     be.SwiGlu(gate_.data(), up_.data(), T * c.intermediate_size, gate_.data());
     be.MatMul(gate_.data(), T, View(w.down_proj), h);
+    if (comm_ != nullptr) {
+      absl::Status st = comm_->AllReduceSum(h, static_cast<size_t>(T * H));
+      if (!st.ok()) return st;
+    }
     be.AddInPlace(x, h, T * H);
   }
 

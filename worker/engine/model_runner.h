@@ -20,9 +20,12 @@
 #include "kernels/backend.h"
 #include "model/weights.h"
 #include "worker/cache/kv_cache.h"
+#include "worker/comm/communicator.h"
 #include "worker/residency/sequence_residency.h"
 
 namespace latentkv::worker {
+
+using ::latentkv::comm::Communicator;
 
 // One sequence's part of a forward pass: tokens at positions
 // [start, start + tokens.size()) appended to `kv` (already reserved).
@@ -41,9 +44,13 @@ struct ForwardChunk {
 
 class ModelRunner {
  public:
-  // The runner shares the weights; `backend` must outlive it.
+  // The runner shares the weights; `backend` must outlive it. With a
+  // communicator of size > 1 the weights are this rank's tensor-parallel
+  // shard (model/shard.h) and the partial outputs of o_proj and down_proj
+  // are all-reduced over `comm` (not owned; every rank runs the same
+  // Forward calls in the same order).
   ModelRunner(std::shared_ptr<const model::ModelWeights> weights,
-              kernels::Backend* backend);
+              kernels::Backend* backend, Communicator* comm = nullptr);
 
   const model::ModelConfig& config() const { return weights_->config; }
   // KV shapes of every layer, for building the KvCache.
@@ -65,6 +72,7 @@ class ModelRunner {
 
   std::shared_ptr<const model::ModelWeights> weights_;
   kernels::Backend* backend_;
+  Communicator* comm_;  // null or size 1: no tensor parallelism
   // Activation scratch, grown to the largest batch seen.
   int64_t capacity_rows_ = 0;
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_;

@@ -44,6 +44,7 @@ void Scheduler::Preempt(Sequence* seq) {
   seq->running = false;
   ++seq->preemptions;
   ++preemptions_;
+  preempted_.push_back(seq->id);
   auto it = std::find_if(running_.begin(), running_.end(),
                          [seq](const auto& p) { return p.get() == seq; });
   waiting_.push_front(std::move(*it));

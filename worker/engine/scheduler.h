@@ -62,6 +62,12 @@ class Scheduler {
   int32_t num_running() const { return static_cast<int32_t>(running_.size()); }
   int32_t num_waiting() const { return static_cast<int32_t>(waiting_.size()); }
   int64_t preemptions() const { return preemptions_; }
+  // Ids of the sequences preempted since the last call.
+  std::vector<std::string> TakePreempted() {
+    std::vector<std::string> out;
+    out.swap(preempted_);
+    return out;
+  }
   bool idle() const { return running_.empty() && waiting_.empty(); }
 
  private:
@@ -72,6 +78,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> running_;  // oldest first
   std::deque<std::unique_ptr<Sequence>> waiting_;
   int64_t preemptions_ = 0;
+  std::vector<std::string> preempted_;
   int64_t total_pages_ = 0;
 };
 

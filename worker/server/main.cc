@@ -5,6 +5,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -15,9 +16,12 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "kernels/backend.h"
+#include "model/shard.h"
 #include "model/weights.h"
+#include "worker/comm/gloo_communicator.h"
 #include "worker/residency/flags.h"
 #include "worker/server/worker_service.h"
+#include "worker/tp/tensor_parallel.h"
 
 ABSL_FLAG(std::string, model, "",
           "Model directory (config.json + model.safetensors)");
@@ -40,6 +44,16 @@ ABSL_FLAG(int, max_step_tokens, 512,
           "Maximum tokens (prefill + decode) per engine step");
 ABSL_FLAG(int, max_waiting, 256,
           "Maximum queued requests before RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, tp_size, 1, "Tensor-parallel group size (ranks)");
+ABSL_FLAG(int, tp_rank, 0,
+          "This process's rank; 0 leads (serves gRPC and registers), the "
+          "others follow its steps");
+ABSL_FLAG(std::string, tp_rendezvous, "",
+          "Directory shared by the group's ranks for the Gloo rendezvous");
+ABSL_FLAG(std::string, tp_group, "group0",
+          "Group id (isolates groups that share a rendezvous directory)");
+ABSL_FLAG(int, tp_timeout_s, 30,
+          "Seconds before a silent or dead peer fails the group");
 ABSL_FLAG(int, drain_seconds, 30,
           "On SIGTERM, wait this long for in-flight requests");
 
@@ -61,6 +75,33 @@ int main(int argc, char** argv) {
                  weights.status().ToString().c_str());
     return 1;
   }
+  // Tensor parallelism: join the group, keep this rank's shard.
+  const int tp_size = absl::GetFlag(FLAGS_tp_size);
+  const int tp_rank = absl::GetFlag(FLAGS_tp_rank);
+  std::unique_ptr<lk::comm::Communicator> comm;
+  std::shared_ptr<const lk::model::ModelWeights> shard(std::move(*weights));
+  if (tp_size > 1) {
+    lk::comm::GlooOptions go;
+    go.rank = tp_rank;
+    go.size = tp_size;
+    go.rendezvous_dir = absl::GetFlag(FLAGS_tp_rendezvous);
+    go.prefix = absl::GetFlag(FLAGS_tp_group);
+    go.host = absl::GetFlag(FLAGS_host);
+    go.timeout = absl::Seconds(absl::GetFlag(FLAGS_tp_timeout_s));
+    auto c = lk::comm::CreateGlooCommunicator(go);
+    if (!c.ok()) {
+      std::fprintf(stderr, "tensor-parallel rendezvous: %s\n",
+                   c.status().ToString().c_str());
+      return 1;
+    }
+    comm = std::move(*c);
+    auto s = lk::model::ShardForTensorParallel(shard, tp_rank, tp_size);
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s\n", s.status().ToString().c_str());
+      return 2;
+    }
+    shard = *s;
+  }
   auto backend = lk::kernels::CreateBackend(absl::GetFlag(FLAGS_device));
   if (!backend.ok()) {
     std::fprintf(stderr, "%s\n", backend.status().ToString().c_str());
@@ -78,9 +119,38 @@ int main(int argc, char** argv) {
     return 2;
   }
   eo.residency = *residency;
-  auto engine = lk::worker::Engine::Create(
-      std::shared_ptr<const lk::model::ModelWeights>(std::move(*weights)),
-      std::move(*backend), eo);
+  if (absl::Status st = lk::worker::CheckTensorParallelResidency(
+          eo.residency, shard->config.num_layers, tp_size);
+      !st.ok()) {
+    std::fprintf(stderr, "%s\n", st.ToString().c_str());
+    return 2;
+  }
+  if (tp_rank > 0) {
+    // A follower: repeat the leader's steps until it shuts the group down.
+    auto follower = lk::worker::TpFollower::Create(shard, std::move(*backend),
+                                                   eo, comm.get());
+    if (!follower.ok()) {
+      std::fprintf(stderr, "%s\n", follower.status().ToString().c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "latentkv-worker: tensor-parallel rank %d of %d\n",
+                 tp_rank, tp_size);
+    std::thread([f = follower->get()] {
+      const absl::Status st = f->Run();
+      std::fprintf(stderr,
+                   "latentkv-worker rank follower: %s after %lld "
+                   "steps\n",
+                   st.ToString().c_str(), static_cast<long long>(f->steps()));
+      std::fflush(stderr);
+      std::_Exit(st.ok() ? 0 : 1);
+    }).detach();
+    lk::WaitForTerminationSignal();
+    std::_Exit(0);  // the follower thread may sit in a collective
+  }
+  lk::worker::TpLeader leader(comm.get());
+  if (tp_size > 1) eo.step_listener = &leader;
+  auto engine =
+      lk::worker::Engine::Create(shard, std::move(*backend), eo, comm.get());
   if (!engine.ok()) {
     std::fprintf(stderr, "%s\n", engine.status().ToString().c_str());
     return 1;

@@ -1,0 +1,109 @@
+#include "model/shard.h"
+
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace latentkv::model {
+namespace {
+
+// Rows [r0, r0 + nr) of a [rows, cols] matrix.
+Tensor Rows(const Tensor& t, int64_t r0, int64_t nr) {
+  const int64_t cols = t.shape.back();
+  const size_t esize = DTypeSize(t.dtype);
+  Tensor out;
+  out.dtype = t.dtype;
+  out.shape = {nr, cols};
+  out.owned.resize(static_cast<size_t>(nr * cols) * esize);
+  std::memcpy(out.owned.data(),
+              static_cast<const uint8_t*>(t.data) + r0 * cols * esize,
+              out.owned.size());
+  out.data = out.owned.data();
+  return out;
+}
+
+// The column blocks [c0, c0 + nc) of a [rows, cols] matrix.
+Tensor Cols(const Tensor& t, int64_t c0, int64_t nc) {
+  const int64_t rows = t.shape[0], cols = t.shape[1];
+  const size_t esize = DTypeSize(t.dtype);
+  Tensor out;
+  out.dtype = t.dtype;
+  out.shape = {rows, nc};
+  out.owned.resize(static_cast<size_t>(rows * nc) * esize);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(out.owned.data() + r * nc * esize,
+                static_cast<const uint8_t*>(t.data) + (r * cols + c0) * esize,
+                nc * esize);
+  }
+  out.data = out.owned.data();
+  return out;
+}
+
+// A non-owning view of `t` (valid while the full model lives).
+Tensor View(const Tensor& t) {
+  Tensor v;
+  v.dtype = t.dtype;
+  v.shape = t.shape;
+  v.data = t.data;
+  return v;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const ModelWeights>> ShardForTensorParallel(
+    std::shared_ptr<const ModelWeights> full, int rank, int size) {
+  const ModelConfig& c = full->config;
+  if (size < 1 || rank < 0 || rank >= size) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor parallel rank ", rank, " of ", size));
+  }
+  if (c.num_kv_heads % size != 0 || c.num_heads % size != 0 ||
+      c.intermediate_size % size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor parallel size ", size, " must divide the KV heads (",
+        c.num_kv_heads, "), the heads (", c.num_heads, ") and the MLP width (",
+        c.intermediate_size, ")"));
+  }
+  // The shard and the full model it views, freed together.
+  struct Holder {
+    ModelWeights shard;
+    std::shared_ptr<const ModelWeights> full;
+  };
+  auto holder = std::make_shared<Holder>();
+  holder->full = full;
+  ModelWeights* out = &holder->shard;
+  ModelConfig& s = out->config;
+  s = c;
+  s.qk_head_dim = c.qk_head_dim;
+  s.vo_head_dim = c.vo_head_dim;
+  s.num_heads = c.num_heads / size;
+  s.num_kv_heads = c.num_kv_heads / size;
+  s.intermediate_size = c.intermediate_size / size;
+  out->embed_tokens = View(full->embed_tokens);
+  out->final_norm = View(full->final_norm);
+  out->lm_head = View(full->lm_head);
+  out->file = full->file;
+  const int64_t I = s.intermediate_size;
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& f = full->layers[l];
+    LayerWeights w;
+    const int64_t dqk = c.qk_head_dim[l], dvo = c.vo_head_dim[l];
+    w.attn_norm = View(f.attn_norm);
+    w.ffn_norm = View(f.ffn_norm);
+    w.q_proj = Rows(f.q_proj, rank * s.num_heads * dqk, s.num_heads * dqk);
+    w.k_proj =
+        Rows(f.k_proj, rank * s.num_kv_heads * dqk, s.num_kv_heads * dqk);
+    w.v_proj =
+        Rows(f.v_proj, rank * s.num_kv_heads * dvo, s.num_kv_heads * dvo);
+    w.o_proj = Cols(f.o_proj, rank * s.num_heads * dvo, s.num_heads * dvo);
+    w.gate_proj = Rows(f.gate_proj, rank * I, I);
+    w.up_proj = Rows(f.up_proj, rank * I, I);
+    w.down_proj = Cols(f.down_proj, rank * I, I);
+    w.rope_inv_freq = f.rope_inv_freq;
+    out->layers.push_back(std::move(w));
+  }
+  return std::shared_ptr<const ModelWeights>(holder, out);
+}
+
+}  // namespace latentkv::model

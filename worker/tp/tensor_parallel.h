@@ -1,0 +1,87 @@
+// Tensor-parallel worker groups: rank 0 (the leader) runs the Engine and the
+// gRPC service; every other rank runs a TpFollower that repeats the leader's
+// steps on its shard of the model (model/shard.h). Before each step the
+// leader broadcasts a TpStep (proto/latentkv/v1/worker.proto): the sequences
+// to release, then each chunk's id, start, tokens and residency settings.
+// Every rank then reserves the same KV pages for its own KV heads and runs
+// the same ModelRunner::Forward, whose o_proj and down_proj partial sums are
+// all-reduced over the group's Communicator. Only the leader samples.
+//
+// Invariants: every rank sees the same steps in the same order, and each
+// rank's KV cache holds the same token counts per (layer, local head), so
+// page reservations that succeed on the leader succeed everywhere. This
+// holds for full caches, SnapKV eviction and capacity (per-head decisions on
+// identical counts); codebook layers use data-dependent page counts and are
+// refused with more than one rank (see CheckTensorParallelResidency).
+#ifndef LATENTKV_WORKER_TP_TENSOR_PARALLEL_H_
+#define LATENTKV_WORKER_TP_TENSOR_PARALLEL_H_
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "kernels/backend.h"
+#include "worker/comm/communicator.h"
+#include "worker/engine/engine.h"
+#include "worker/engine/model_runner.h"
+#include "worker/engine/step_listener.h"
+
+namespace latentkv::worker {
+
+// InvalidArgument when `options` cannot run on `tp_size` ranks (codebook
+// layers with tp_size > 1).
+absl::Status CheckTensorParallelResidency(const ResidencyOptions& options,
+                                          int num_layers, int tp_size);
+
+// The leader's StepListener: broadcasts each step from rank 0.
+class TpLeader : public StepListener {
+ public:
+  explicit TpLeader(Communicator* comm) : comm_(comm) {}
+  absl::Status OnStep(const std::vector<std::string>& released,
+                      const std::vector<StepChunkInfo>& chunks) override;
+  void OnStop() override;
+
+ private:
+  Communicator* comm_;
+  std::string buffer_;
+};
+
+// A non-leader rank. Thread-safety: Run() on one thread.
+class TpFollower {
+ public:
+  // `shard`: this rank's weights; `options`: the leader's KV and residency
+  // options (the KV memory bound is per rank).
+  static absl::StatusOr<std::unique_ptr<TpFollower>> Create(
+      std::shared_ptr<const model::ModelWeights> shard,
+      std::unique_ptr<kernels::Backend> backend, const EngineOptions& options,
+      Communicator* comm);
+  ~TpFollower();
+  // Runs the leader's steps until it broadcasts shutdown (OK) or the group
+  // breaks (the communicator's error: a dead leader or peer).
+  absl::Status Run();
+  // Steps run so far.
+  int64_t steps() const { return steps_; }
+
+ private:
+  struct Seq {
+    SequenceKv kv;
+    std::shared_ptr<SequenceResidency> residency;
+  };
+  TpFollower() = default;
+  void Release(const std::string& id);
+
+  std::shared_ptr<const model::ModelWeights> weights_;
+  std::unique_ptr<kernels::Backend> backend_;
+  Communicator* comm_ = nullptr;
+  std::unique_ptr<ModelRunner> runner_;
+  std::unique_ptr<KvCache> cache_;
+  std::shared_ptr<const ResidencyPlan> plan_;
+  std::unordered_map<std::string, Seq> seqs_;
+  int64_t steps_ = 0;
+};
+
+}  // namespace latentkv::worker
+
+#endif  // LATENTKV_WORKER_TP_TENSOR_PARALLEL_H_

@@ -1,0 +1,214 @@
+// Tensor parallelism on the real stories260K checkpoint, ranks as threads
+// with real Gloo communicators on loopback: the sharded forward gives the
+// same logits as one rank (1e-4), and a leader engine with followers gives
+// the same greedy tokens as a single-rank engine, with eviction and a KV
+// capacity on.
+#include <cmath>
+#include <future>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "model/convert.h"
+#include "model/shard.h"
+#include "worker/comm/gloo_communicator.h"
+#include "worker/tp/tensor_parallel.h"
+
+namespace latentkv::worker {
+namespace {
+
+std::shared_ptr<const model::ModelWeights> Stories260k() {
+  static std::shared_ptr<const model::ModelWeights> w = [] {
+    std::string dir = "/tmp/latentkv-tp-XXXXXX";
+    EXPECT_NE(mkdtemp(dir.data()), nullptr);
+    const std::string m =
+        std::string(LATENTKV_SHARED_DIR) + "/models/stories260K";
+    EXPECT_TRUE(model::ConvertLlama2c(m + "/stories260K.bin", m + "/tok512.bin",
+                                      dir + "/m")
+                    .ok());
+    auto loaded = model::LoadModel(dir + "/m");
+    EXPECT_TRUE(loaded.ok()) << loaded.status();
+    return std::shared_ptr<const model::ModelWeights>(std::move(*loaded));
+  }();
+  return w;
+}
+
+std::string TempDir() {
+  std::string dir = "/tmp/latentkv-tp-rdv-XXXXXX";
+  EXPECT_NE(mkdtemp(dir.data()), nullptr);
+  return dir;
+}
+
+std::vector<std::unique_ptr<comm::Communicator>> Group(int size) {
+  const std::string dir = TempDir();
+  std::vector<std::unique_ptr<comm::Communicator>> out(size);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < size; ++r) {
+    threads.emplace_back([&, r] {
+      comm::GlooOptions o;
+      o.rank = r;
+      o.size = size;
+      o.rendezvous_dir = dir;
+      o.prefix = "t";
+      o.timeout = absl::Seconds(20);
+      auto c = comm::CreateGlooCommunicator(o);
+      EXPECT_TRUE(c.ok()) << c.status();
+      if (c.ok()) out[r] = std::move(*c);
+    });
+  }
+  for (auto& t : threads) t.join();
+  return out;
+}
+
+// Prompt of 37 tokens, then 12 single-token steps; logits of every step.
+std::vector<float> RunSteps(std::shared_ptr<const model::ModelWeights> w,
+                            comm::Communicator* comm) {
+  auto backend = kernels::MakeCpuBackend();
+  ModelRunner runner(w, backend.get(), comm);
+  auto cache = KvCache::Create(runner.KvShapes(), {.page_size = 4});
+  EXPECT_TRUE(cache.ok());
+  std::vector<int32_t> tokens = {1};
+  for (int i = 0; i < 48; ++i) tokens.push_back(259 + (i * 37) % 250);
+  SequenceKv kv;
+  kv.Init(**cache);
+  std::vector<float> all, logits;
+  int64_t pos = 0;
+  while (pos < static_cast<int64_t>(tokens.size())) {
+    const int32_t len = pos == 0 ? 37 : 1;
+    EXPECT_TRUE(kv.Reserve(**cache, len).ok());
+    ForwardChunk ch;
+    ch.kv = &kv;
+    ch.tokens = tokens.data() + pos;
+    ch.len = len;
+    ch.start = pos;
+    EXPECT_TRUE(runner.Forward({ch}, **cache, &logits).ok());
+    all.insert(all.end(), logits.begin(), logits.end());
+    pos += len;
+  }
+  kv.Release(**cache);
+  return all;
+}
+
+class TensorParallelTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(TensorParallelTest, ShardedLogitsEqualOneRank) {
+  const int size = GetParam();
+  const std::vector<float> want = RunSteps(Stories260k(), nullptr);
+  auto group = Group(size);
+  std::vector<std::vector<float>> got(size);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < size; ++r) {
+    threads.emplace_back([&, r] {
+      auto shard = model::ShardForTensorParallel(Stories260k(), r, size);
+      ASSERT_TRUE(shard.ok()) << shard.status();
+      got[r] = RunSteps(*shard, group[r].get());
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < size; ++r) {
+    ASSERT_EQ(got[r].size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_NEAR(got[r][i], want[i], 1e-4 * (1 + std::abs(want[i])))
+          << "rank " << r << " index " << i;
+    }
+  }
+}
+
+struct Outcome {
+  std::vector<int32_t> tokens;
+  absl::Status status;
+};
+
+std::vector<Outcome> Serve(Engine& e, int n_requests) {
+  std::vector<Outcome> out(n_requests);
+  std::vector<std::promise<void>> done(n_requests);
+  for (int i = 0; i < n_requests; ++i) {
+    GenerationRequest r;
+    r.id = "r" + std::to_string(i);
+    r.prompt = {1};
+    for (int j = 0; j < 20 + 9 * i; ++j)
+      r.prompt.push_back(259 + (i * 31 + j * 7) % 250);
+    r.max_new_tokens = 60;
+    r.ignore_eos = true;
+    Outcome* o = &out[i];
+    std::promise<void>* d = &done[i];
+    EXPECT_TRUE(e.Submit(std::move(r), [o, d](const GenerationEvent& ev) {
+                   if (ev.token >= 0) o->tokens.push_back(ev.token);
+                   if (ev.finish != FinishReason::kNone || !ev.status.ok()) {
+                     o->status = ev.status;
+                     d->set_value();
+                   }
+                 }).ok());
+  }
+  for (auto& d : done) d.get_future().wait();
+  return out;
+}
+
+TEST_P(TensorParallelTest, LeaderAndFollowersGiveSingleRankTokens) {
+  const int size = GetParam();
+  EngineOptions o;
+  o.kv.page_size = 4;
+  o.kv.max_bytes = 2 << 20;
+  o.scheduler.max_step_tokens = 24;  // chunked prefill mixed with decode
+  o.residency.policy = "spindle";
+  o.residency.codebook_layers = 0;
+  o.residency.budget = 0.5;
+  o.residency.window = 8;
+  o.residency.capacity = {64};
+  std::vector<Outcome> want;
+  {
+    auto e = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), o);
+    ASSERT_TRUE(e.ok()) << e.status();
+    want = Serve(**e, 6);
+  }
+  auto group = Group(size);
+  std::vector<std::unique_ptr<TpFollower>> followers(size);
+  std::vector<absl::Status> follower_status(size);
+  std::vector<std::thread> threads;
+  for (int r = 1; r < size; ++r) {
+    auto shard = model::ShardForTensorParallel(Stories260k(), r, size);
+    ASSERT_TRUE(shard.ok());
+    auto f = TpFollower::Create(*shard, kernels::MakeCpuBackend(), o,
+                                group[r].get());
+    ASSERT_TRUE(f.ok()) << f.status();
+    followers[r] = std::move(*f);
+    threads.emplace_back([&, r] { follower_status[r] = followers[r]->Run(); });
+  }
+  TpLeader leader(group[0].get());
+  EngineOptions lo = o;
+  lo.step_listener = &leader;
+  auto shard0 = model::ShardForTensorParallel(Stories260k(), 0, size);
+  ASSERT_TRUE(shard0.ok());
+  auto e =
+      Engine::Create(*shard0, kernels::MakeCpuBackend(), lo, group[0].get());
+  ASSERT_TRUE(e.ok()) << e.status();
+  const std::vector<Outcome> got = Serve(**e, 6);
+  (*e)->Stop();  // broadcasts shutdown
+  for (auto& t : threads) t.join();
+  for (int r = 1; r < size; ++r) {
+    EXPECT_TRUE(follower_status[r].ok()) << follower_status[r];
+    EXPECT_GT(followers[r]->steps(), 0);
+  }
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status;
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+  }
+  EXPECT_GT((*e)->Stats().kv_evicted_slots, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Sizes, TensorParallelTest, ::testing::Values(2, 4));
+
+TEST(TensorParallelCheckTest, CodebookLayersRefusedWithMoreThanOneRank) {
+  ResidencyOptions o;
+  o.policy = "spindle";
+  EXPECT_EQ(CheckTensorParallelResidency(o, 5, 2).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(CheckTensorParallelResidency(o, 5, 1).ok());
+  o.codebook_layers = 0;
+  EXPECT_TRUE(CheckTensorParallelResidency(o, 5, 2).ok());
+  EXPECT_FALSE(model::ShardForTensorParallel(Stories260k(), 0, 3).ok());
+  EXPECT_FALSE(model::ShardForTensorParallel(Stories260k(), 2, 2).ok());
+}
+
+}  // namespace
+}  // namespace latentkv::worker
