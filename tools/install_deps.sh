@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(build-essential cmake ninja-build pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libopenblas-dev nlohmann-json3-dev libsentencepiece-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev clang-format
+  libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev libxxhash-dev clang-format
   python3 python3-numpy)
 missing=()
 for p in "${PKGS[@]}"; do

@@ -1,0 +1,114 @@
+// latentkv-kvstore: the disaggregated latent-KV store (latentkv.v1.KvStore,
+// grpc.health.v1 and reflection) over one in-memory BlockStore.
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/address_file.h"
+#include "common/signals.h"
+#include "google/protobuf/text_format.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "kvstore/block_store.h"
+#include "kvstore/kvstore_service.h"
+#include "kvstore/proto_convert.h"
+
+ABSL_FLAG(std::string, host, "127.0.0.1", "Address to listen on");
+ABSL_FLAG(int, port, 0, "Port to listen on (0: pick a free one)");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, write the bound host:port to this file once serving");
+ABSL_FLAG(int64_t, capacity_mb, 1024,
+          "Bound on resident block payload bytes, MiB");
+ABSL_FLAG(int64_t, max_events, 65536,
+          "Events kept for Subscribe; older subscribers get OUT_OF_RANGE");
+ABSL_FLAG(int64_t, max_blocks, int64_t{1} << 20, "Bound on resident blocks");
+ABSL_FLAG(int64_t, max_layer_mb, 64,
+          "Bound on one layer payload of one block, MiB");
+ABSL_FLAG(int, max_request_mb, 256,
+          "Largest request message accepted, MiB (larger: RESOURCE_EXHAUSTED)");
+ABSL_FLAG(std::string, layout, "",
+          "Fix the store's layout at start: a latentkv.v1.KvLayout in proto "
+          "text format (empty: the first Put fixes it)");
+ABSL_FLAG(int, drain_seconds, 5,
+          "On SIGTERM, wait this long for in-flight calls");
+
+namespace lk = latentkv;
+
+int main(int argc, char** argv) {
+  lk::BlockTerminationSignals();
+  absl::ParseCommandLine(argc, argv);
+  lk::kvstore::BlockStore::Options so;
+  so.capacity_bytes = absl::GetFlag(FLAGS_capacity_mb) << 20;
+  so.max_events = static_cast<size_t>(absl::GetFlag(FLAGS_max_events));
+  so.max_blocks = static_cast<size_t>(absl::GetFlag(FLAGS_max_blocks));
+  so.max_layer_bytes = absl::GetFlag(FLAGS_max_layer_mb) << 20;
+  if (absl::GetFlag(FLAGS_max_events) < 1 ||
+      absl::GetFlag(FLAGS_max_blocks) < 1) {
+    std::fprintf(stderr, "--max_events and --max_blocks must be >= 1\n");
+    return 2;
+  }
+  if (!absl::GetFlag(FLAGS_layout).empty()) {
+    latentkv::v1::KvLayout layout;
+    if (!google::protobuf::TextFormat::ParseFromString(
+            absl::GetFlag(FLAGS_layout), &layout)) {
+      std::fprintf(stderr, "--layout is not a text-format KvLayout\n");
+      return 2;
+    }
+    so.layout = lk::kvstore::FromProto(layout);
+  }
+  auto store = lk::kvstore::BlockStore::Create(so);
+  if (!store.ok()) {
+    std::fprintf(stderr, "%s\n", store.status().ToString().c_str());
+    return 2;
+  }
+  const int max_request_mb = absl::GetFlag(FLAGS_max_request_mb);
+  if (max_request_mb < 1 || max_request_mb > 2047) {
+    std::fprintf(stderr, "--max_request_mb must be in [1, 2047]\n");
+    return 2;
+  }
+  lk::kvstore::KvStoreService service(store->get(), {});
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.SetMaxReceiveMessageSize(max_request_mb << 20);
+  int bound_port = 0;
+  const std::string host = absl::GetFlag(FLAGS_host);
+  builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)),
+                           grpc::InsecureServerCredentials(), &bound_port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || bound_port == 0) {
+    std::fprintf(stderr, "cannot listen on %s:%d\n", host.c_str(),
+                 absl::GetFlag(FLAGS_port));
+    return 1;
+  }
+  const std::string address = absl::StrCat(host, ":", bound_port);
+  std::fprintf(stderr,
+               "latentkv-kvstore serving on %s (capacity %lld MiB, epoch "
+               "%llu)\n",
+               address.c_str(),
+               static_cast<long long>(absl::GetFlag(FLAGS_capacity_mb)),
+               static_cast<unsigned long long>((*store)->epoch()));
+  lk::WriteAddressFile(absl::GetFlag(FLAGS_port_file), address);
+
+  const int sig = lk::WaitForTerminationSignal();
+  std::fprintf(stderr, "latentkv-kvstore: signal %d, shutting down\n", sig);
+  // Subscribers end first (UNAVAILABLE), then in-flight calls drain; idle
+  // connections are cut at once (see KvStoreService::in_flight()).
+  (*store)->Close();
+  const absl::Time drain_until =
+      absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_seconds));
+  while (service.in_flight() > 0 && absl::Now() < drain_until) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  server->Shutdown(std::chrono::system_clock::now());
+  std::fprintf(stderr, "latentkv-kvstore: stopped\n");
+  return 0;
+}
