@@ -12,7 +12,7 @@ namespace latentkv::testing {
 
 namespace pb = ::latentkv::v1;
 
-Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()) {
+Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()), tp_(o.tp) {
   std::vector<std::string> cargs = {BinDir() + "/latentkv-coordinator",
                                     "--model=" + o.model_dir,
                                     "--port=0",
@@ -36,8 +36,26 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()) {
                                       "--coordinator=" + address_,
                                       "--worker_id=w" + std::to_string(i)};
     wargs.insert(wargs.end(), o.worker_args.begin(), o.worker_args.end());
+    const std::string rdv = dir_ + "/tp" + std::to_string(i);
+    auto rank_args = [&](int r) {
+      std::vector<std::string> a = wargs;
+      a.push_back("--tp_size=" + std::to_string(o.tp));
+      a.push_back("--tp_rank=" + std::to_string(r));
+      a.push_back("--tp_rendezvous=" + rdv);
+      a.push_back("--tp_group=g" + std::to_string(i));
+      a.push_back("--tp_timeout_s=5");
+      return a;
+    };
     workers_.push_back(std::make_unique<Process>(
-        wargs, dir_ + "/worker" + std::to_string(i) + ".log"));
+        o.tp > 1 ? rank_args(0) : wargs,
+        dir_ + "/worker" + std::to_string(i) + ".log"));
+    for (int r = 1; r < o.tp; ++r) {
+      std::vector<std::string> a = rank_args(r);
+      a[3] = "--port_file=";  // followers serve nothing
+      followers_.push_back(std::make_unique<Process>(
+          a, dir_ + "/worker" + std::to_string(i) + "-rank" +
+                 std::to_string(r) + ".log"));
+    }
     worker_addrs_.push_back(WaitForLine(f, 60));
   }
   stub_ = pb::Generation::NewStub(
@@ -60,6 +78,7 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()) {
 Cluster::~Cluster() {
   stub_.reset();  // gRPC servers shut down slowly (~5 s) with idle clients
   for (auto& w : workers_) w->Stop(SIGTERM, 20);
+  for (auto& f : followers_) f->Stop(SIGTERM, 20);
   coordinator_->Stop(SIGTERM, 20);
 }
 
@@ -70,7 +89,9 @@ std::unique_ptr<pb::Worker::Stub> Cluster::WorkerStub(int i) const {
 
 std::string Cluster::Logs() const {
   std::string out;
-  for (const char* name : {"coordinator.log", "worker0.log", "worker1.log"}) {
+  for (const char* name :
+       {"coordinator.log", "worker0.log", "worker0-rank1.log", "worker1.log",
+        "worker1-rank1.log"}) {
     std::ifstream in(dir_ + "/" + name);
     if (!in) continue;
     std::stringstream ss;

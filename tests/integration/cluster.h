@@ -17,6 +17,8 @@ namespace latentkv::testing {
 struct ClusterOptions {
   std::string model_dir;
   int workers = 1;
+  int tp =
+      1;  // tensor-parallel ranks per worker (followers are extra processes)
   std::vector<std::string> coordinator_args;
   std::vector<std::string> worker_args;
 };
@@ -33,6 +35,8 @@ class Cluster {
   latentkv::v1::Generation::Stub& stub() { return *stub_; }
   std::unique_ptr<latentkv::v1::Worker::Stub> WorkerStub(int i) const;
   Process& worker(int i) { return *workers_[i]; }
+  // Rank r (>= 1) of worker i's tensor-parallel group.
+  Process& follower(int i, int r) { return *followers_[i * (tp_ - 1) + r - 1]; }
   Process& coordinator() { return *coordinator_; }
   std::string Logs() const;
 
@@ -41,6 +45,8 @@ class Cluster {
   std::string address_;
   std::unique_ptr<Process> coordinator_;
   std::vector<std::unique_ptr<Process>> workers_;
+  std::vector<std::unique_ptr<Process>> followers_;
+  int tp_ = 1;
   std::vector<std::string> worker_addrs_;
   std::unique_ptr<latentkv::v1::Generation::Stub> stub_;
 };

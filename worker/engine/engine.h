@@ -109,6 +109,11 @@ class Engine {
   void Stop();
 
   const model::ModelConfig& config() const { return runner_->config(); }
+  // OK while the tensor-parallel group works; the error that broke it.
+  absl::Status group_status() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return fatal_;
+  }
   // The server's compression plan, or null when it serves a full cache.
   const ResidencyPlan* residency_plan() const { return plan_.get(); }
 

@@ -189,6 +189,22 @@ int main(int argc, char** argv) {
     registrar = std::make_unique<lk::worker::Registrar>(ro, engine->get());
   }
   lk::WriteAddressFile(absl::GetFlag(FLAGS_port_file), address);
+  if (tp_size > 1) {
+    // A leader whose group broke (a rank died) leaves: its registration
+    // lapses and the coordinator replays its requests on other workers.
+    std::thread([e = engine->get()] {
+      while (true) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        const absl::Status st = e->group_status();
+        if (!st.ok()) {
+          std::fprintf(stderr, "latentkv-worker: group failed (%s); exiting\n",
+                       st.ToString().c_str());
+          std::fflush(stderr);
+          std::_Exit(3);
+        }
+      }
+    }).detach();
+  }
 
   const int sig = lk::WaitForTerminationSignal();
   std::fprintf(stderr, "latentkv-worker: signal %d, draining\n", sig);

@@ -1,0 +1,101 @@
+// Tensor-parallel worker groups as real processes on loopback (Gloo TCP):
+// TP = 2 and TP = 4 stream exactly TP = 1's greedy tokens, concurrently and
+// with KV eviction on; a group whose follower is SIGKILLed leaves, and the
+// coordinator finishes its requests on another group with the right tokens.
+#include <signal.h>
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "tests/integration/cluster.h"
+
+namespace latentkv::testing {
+namespace {
+
+const std::vector<std::string> kPrompts = {
+    "Once upon a time", "The little dog", "Tom and Lily went",
+    "One day, a bird",  "The sun was",    "There was a big tree"};
+
+const std::vector<std::string> kFlags = {
+    "--page_size=4", "--kv_policy=spindle", "--kv_codebook_layers=0",
+    "--kv_window=8", "--kv_capacity=40",    "--max_step_tokens=32"};
+
+// Every prompt at once; the tokens of each.
+std::vector<std::vector<int32_t>> RunConcurrently(Cluster& c, int max_tokens) {
+  std::vector<StreamResult> r(kPrompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < kPrompts.size(); ++i) {
+    threads.emplace_back(
+        [&, i] { r[i] = Generate(c.stub(), Greedy(kPrompts[i], max_tokens)); });
+  }
+  for (auto& t : threads) t.join();
+  std::vector<std::vector<int32_t>> out;
+  for (const StreamResult& s : r) {
+    EXPECT_TRUE(s.status.ok()) << s.status.error_message();
+    out.push_back(s.tokens);
+  }
+  return out;
+}
+
+std::vector<std::vector<int32_t>> Reference() {
+  static const std::vector<std::vector<int32_t>> ref = [] {
+    ClusterOptions o;
+    o.model_dir = Stories260kDir();
+    o.worker_args = kFlags;
+    Cluster c(o);
+    std::vector<std::vector<int32_t>> out;
+    for (const std::string& p : kPrompts) {
+      StreamResult s = Generate(c.stub(), Greedy(p, 80));
+      EXPECT_TRUE(s.status.ok());
+      out.push_back(s.tokens);
+    }
+    return out;
+  }();
+  return ref;
+}
+
+class TensorParallelServingTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(TensorParallelServingTest, GroupStreamsTheSingleRankTokens) {
+  ClusterOptions o;
+  o.model_dir = Stories260kDir();
+  o.tp = GetParam();
+  o.worker_args = kFlags;
+  Cluster c(o);
+  const auto got = RunConcurrently(c, 80);
+  const auto want = Reference();
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_FALSE(want[i].empty());
+    EXPECT_EQ(got[i], want[i]) << kPrompts[i];
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranks, TensorParallelServingTest,
+                         ::testing::Values(2, 4));
+
+TEST(TensorParallelFailureTest, DeadFollowerTakesItsGroupOutAndRequestsMoveOn) {
+  ClusterOptions o;
+  o.model_dir = Stories260kDir();
+  o.workers = 2;
+  o.tp = 2;
+  o.worker_args = kFlags;
+  Cluster c(o);
+  // Group 0 loses its follower: its leader notices within a keep-alive and
+  // exits; requests go to group 1 (after a retry for any that hit group 0).
+  ASSERT_EQ(kill(c.follower(0, 1).pid(), SIGKILL), 0);
+  const auto got = RunConcurrently(c, 80);
+  const auto want = Reference();
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(got[i], want[i]) << kPrompts[i];
+  }
+  // The broken leader is gone.
+  const int status = c.worker(0).Stop(SIGTERM, 10);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 3)
+      << "status " << status << "\n"
+      << c.Logs();
+}
+
+}  // namespace
+}  // namespace latentkv::testing
