@@ -437,6 +437,39 @@ absl::Status SequenceKv::Retain(KvCache& cache, int32_t layer, int32_t head,
   return absl::OkStatus();
 }
 
+absl::Status SequenceKv::AppendPerHead(
+    KvCache& cache, const std::vector<std::vector<int64_t>>& counts) {
+  if (num_pages() != 0 || total_tokens() != 0) {
+    return absl::FailedPreconditionError(
+        "SequenceKv::AppendPerHead on a sequence that holds tokens");
+  }
+  const int64_t ps = cache.page_size();
+  for (size_t l = 0; l < lists_.size(); ++l) {
+    int64_t need = 0;
+    for (size_t h = 0; h < lists_[l].size(); ++h) {
+      need += CeilDiv(counts[l][h], ps);
+    }
+    const int32_t free = cache.allocator(static_cast<int32_t>(l)).num_free();
+    if (need > free) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("KV cache full importing layer ", l, ": ", need,
+                       " pages needed, ", free, " free"));
+    }
+  }
+  for (size_t l = 0; l < lists_.size(); ++l) {
+    BlockAllocator& alloc = cache.allocator(static_cast<int32_t>(l));
+    for (size_t h = 0; h < lists_[l].size(); ++h) {
+      HeadList& hl = lists_[l][h];
+      while (static_cast<int64_t>(hl.pages.size()) <
+             CeilDiv(counts[l][h], ps)) {
+        hl.pages.push_back(*alloc.Allocate());
+      }
+      hl.tokens = counts[l][h];
+    }
+  }
+  return absl::OkStatus();
+}
+
 int64_t SequenceKv::SlotOf(const KvCache& cache, int32_t layer, int32_t head,
                            int64_t i) const {
   const HeadList& hl = lists_[layer][head];

@@ -127,6 +127,12 @@ class SequenceKv {
   // otherwise, FailedPrecondition if this sequence already holds pages.
   absl::Status SharePrefix(KvCache& cache, const SequenceKv& src,
                            int64_t n_tokens);
+  // Appends counts[layer][head] slots to an empty sequence (a transferred
+  // cache whose heads hold different tokens), allocating their pages:
+  // all-or-nothing (ResourceExhausted). FailedPrecondition when the sequence
+  // holds tokens already. Slots are then addressed with SlotOf().
+  absl::Status AppendPerHead(KvCache& cache,
+                             const std::vector<std::vector<int64_t>>& counts);
   // Pages needed (summed over layers and heads) to append n more tokens, each
   // (layer, head) counted up to its capacity.
   int64_t PagesNeeded(const KvCache& cache, int64_t n) const;

@@ -85,6 +85,13 @@ absl::Status Engine::Submit(GenerationRequest req, EventSink sink) {
   seq->eos_id = c.eos_token_id;
   seq->sampling = s;
   seq->rng.seed(s.seed);
+  seq->export_kv = req.export_kv;
+  seq->import_kv = std::move(req.import_kv);
+  seq->import_first_token = req.import_first_token;
+  if (seq->import_kv != nullptr && (seq->import_first_token < 0 ||
+                                    seq->import_first_token >= c.vocab_size)) {
+    return absl::InvalidArgumentError("imported KV needs a valid first token");
+  }
   seq->kv.Init(*cache_);  // shapes only; reads immutable cache geometry
   if (req.kv_mode == KvMode::kCompressed && plan_ == nullptr) {
     return absl::InvalidArgumentError(
@@ -149,14 +156,20 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status) {
   EventSink sink = it == sinks_.end() ? nullptr : std::move(it->second);
   if (it != sinks_.end()) sinks_.erase(it);
   const std::string id = seq->id;
+  GenerationEvent ev;
+  ev.finish = reason;
+  if (seq->export_kv && status.ok() && reason != FinishReason::kCancelled) {
+    auto snap = ExportKv(*cache_, seq->kv);  // before the pages go
+    if (snap.ok()) {
+      ev.kv = std::make_shared<const KvSnapshot>(std::move(*snap));
+    } else {
+      status = snap.status();
+    }
+  }
+  ev.status = std::move(status);
   scheduler_->Remove(id);  // releases pages; seq is gone after this
   released_.push_back(id);
-  if (sink) {
-    GenerationEvent ev;
-    ev.finish = reason;
-    ev.status = std::move(status);
-    sink(ev);
-  }
+  if (sink) sink(ev);
 }
 
 void Engine::Loop() {
@@ -192,6 +205,8 @@ void Engine::Loop() {
         --queued_;
         continue;
       }
+      Sequence* raw = in.seq.get();
+      const bool imported = raw->import_kv != nullptr && Import(raw);
       absl::Status st = scheduler_->Enqueue(std::move(in.seq));
       if (!st.ok()) {
         GenerationEvent ev;
@@ -202,6 +217,15 @@ void Engine::Loop() {
         continue;
       }
       sinks_[id] = std::move(in.sink);
+      if (imported) {
+        // The transferred first token is this request's first output.
+        GenerationEvent ev;
+        ev.token = raw->tokens.back();
+        sinks_[id](ev);
+        if (raw->num_generated() >= raw->max_new_tokens) {
+          Finish(raw, FinishReason::kLength, absl::OkStatus());
+        }
+      }
     }
     for (const auto& id : cancels) {
       if (!sinks_.count(id)) continue;
@@ -229,6 +253,22 @@ void Engine::Loop() {
     sink(ev);
   }
   sinks_.clear();
+}
+
+bool Engine::Import(Sequence* seq) {
+  std::shared_ptr<const KvSnapshot> snap = std::move(seq->import_kv);
+  seq->kv.Init(*cache_);
+  absl::Status st = ImportKv(*cache_, seq->kv, *snap);
+  if (!st.ok()) {
+    seq->kv.Release(*cache_);
+    ++import_failures_;
+    return false;  // prefill here instead
+  }
+  seq->num_cached = seq->prompt_len;
+  seq->tokens.push_back(seq->import_first_token);
+  if (seq->residency != nullptr) seq->residency->MarkPromptIn();
+  ++imports_;
+  return true;
 }
 
 void Engine::FailAll(const absl::Status& status) {
@@ -367,6 +407,8 @@ void Engine::Step() {
   stats_.tokens_generated += generated;
   stats_.preemptions = scheduler_->preemptions();
   stats_.kv_evicted_slots = evicted_total_;
+  stats_.kv_imports = imports_;
+  stats_.kv_import_failures = import_failures_;
   stats_.kv_layer_bytes_in_use.resize(cache_->num_layers());
   for (int32_t l = 0; l < cache_->num_layers(); ++l) {
     stats_.kv_layer_bytes_in_use[l] = cache_->layer_bytes_in_use(l);

@@ -24,6 +24,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "worker/cache/kv_cache.h"
+#include "worker/cache/kv_snapshot.h"
 #include "worker/engine/model_runner.h"
 #include "worker/engine/scheduler.h"
 #include "worker/engine/sequence.h"
@@ -60,13 +61,23 @@ struct GenerationRequest {
   SamplingOptions sampling;
   bool ignore_eos = false;
   KvMode kv_mode = KvMode::kServerDefault;
+  // Prefill role: the final event carries the sequence's KV (the prompt's
+  // rows, after the residency policy) for transfer to a decode worker.
+  bool export_kv = false;
+  // Decode role: the prompt's KV computed elsewhere and the first token
+  // sampled there. The engine imports the rows (shapes must match; on any
+  // failure it prefills locally instead), emits import_first_token as the
+  // first generated token and decodes from there.
+  std::shared_ptr<const KvSnapshot> import_kv;
+  int32_t import_first_token = -1;
 };
 
 // What the engine reports about a request.
 struct GenerationEvent {
   int32_t token = -1;                         // a new token, or -1
   FinishReason finish = FinishReason::kNone;  // set on the final event
-  absl::Status status;  // non-OK: the request failed (final)
+  absl::Status status;                   // non-OK: the request failed (final)
+  std::shared_ptr<const KvSnapshot> kv;  // final event of an export_kv request
 };
 using EventSink = std::function<void(const GenerationEvent&)>;
 
@@ -80,7 +91,9 @@ struct EngineStats {
   int64_t steps = 0;
   int64_t tokens_generated = 0;
   int64_t preemptions = 0;
-  int64_t kv_evicted_slots = 0;  // slots dropped by residency policies
+  int64_t kv_evicted_slots = 0;    // slots dropped by residency policies
+  int64_t kv_imports = 0;          // requests started from a transferred KV
+  int64_t kv_import_failures = 0;  // transferred KVs that did not fit/match
   std::vector<int64_t> kv_layer_bytes_in_use;  // [num_layers] page bytes
 };
 
@@ -114,6 +127,8 @@ class Engine {
     std::lock_guard<std::mutex> lock(mu_);
     return fatal_;
   }
+  // KV shapes of this engine's cache (per layer), for transfer layouts.
+  std::vector<LayerKvShape> kv_shapes() const { return runner_->KvShapes(); }
   // The server's compression plan, or null when it serves a full cache.
   const ResidencyPlan* residency_plan() const { return plan_.get(); }
 
@@ -146,7 +161,11 @@ class Engine {
   bool stop_ = false;                 // guarded by mu_
   std::thread thread_;
   uint64_t next_arrival_ = 0;
-  int64_t evicted_total_ = 0;          // engine thread
+  int64_t evicted_total_ = 0;                  // engine thread
+  int64_t imports_ = 0, import_failures_ = 0;  // engine thread
+  // Imports a transferred KV into a queued sequence (engine thread); false
+  // when it falls back to a local prefill.
+  bool Import(Sequence* seq);
   std::vector<std::string> released_;  // engine thread: for the listener
   std::chrono::steady_clock::time_point last_listened_;  // engine thread
   absl::Status fatal_;  // guarded by mu_: set when the group broke

@@ -23,7 +23,7 @@ absl::Status Scheduler::Enqueue(std::unique_ptr<Sequence> seq) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "request queue is full (", options_.max_waiting, " waiting)"));
   }
-  seq->kv.Init(*cache_);
+  if (seq->kv.num_pages() == 0) seq->kv.Init(*cache_);  // imported: keep
   const int64_t most = std::min<int64_t>(
       seq->prompt_len + int64_t{seq->max_new_tokens}, seq->max_total_tokens);
   const int64_t need = seq->kv.PagesNeeded(*cache_, most);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "worker/cache/kv_cache.h"
+#include "worker/cache/kv_snapshot.h"
 #include "worker/engine/sampler.h"
 
 namespace latentkv::worker {
@@ -34,7 +35,11 @@ struct Sequence {
   SequenceKv kv;  // capacity set at admission when the policy bounds it
   // Residency policy state (SpindleKV, capacity), or null for a full cache.
   std::shared_ptr<SequenceResidency> residency;
-  int64_t evicted_reported = 0;  // residency->evicted_slots() already counted
+  int64_t evicted_reported = 0;
+  bool export_kv = false;
+  std::shared_ptr<const KvSnapshot> import_kv;  // dropped once imported
+  int32_t import_first_token =
+      -1;  // residency->evicted_slots() already counted
   bool running = false;
   int32_t preemptions = 0;
 

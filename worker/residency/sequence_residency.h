@@ -57,6 +57,9 @@ class SequenceResidency {
   // Forgets the windows and the prompt compression (after a preemption the
   // sequence is recomputed from an empty cache).
   void Reset();
+  // The prompt's KV arrived already compressed (transferred from a prefill
+  // worker): no prompt-end eviction or encoding happens here.
+  void MarkPromptIn() { prompt_done_.assign(prompt_done_.size(), 1); }
   // q: [len, n_heads, d_qk(layer)] the chunk's roped queries at positions
   // pos [len] (ascending, the chunk's tokens already in `kv`); inv_freq:
   // [d_qk / 2] the layer's RoPE table.
