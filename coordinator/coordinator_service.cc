@@ -108,6 +108,7 @@ grpc::Status Coordinator::ControlImpl::Register(grpc::ServerContext*,
   w.id = req->worker_id();
   w.address = req->address();
   w.max_context = req->max_context();
+  w.role = req->role().empty() ? "mixed" : req->role();
   w.load = {req->stats().running(), req->stats().waiting(),
             req->stats().kv_pages_in_use(), req->stats().kv_pages_total()};
   c_->registry_.Register(w, Clock::now());
@@ -235,6 +236,20 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     ws->set_seed(sp.seed() + generated.size());
     ws->set_ignore_eos(sp.ignore_eos());
     wreq.set_kv_cache_mode(req->kv_cache_mode());
+    // A decode worker takes the prompt's KV from a prefill worker (once: a
+    // retry after a failure prefills on the worker itself).
+    std::optional<WorkerInfo> prefill;
+    if (w->role == "decode" && attempt == 0) {
+      prefill = c.registry_.AcquirePrefill(tried);
+      if (prefill) wreq.set_prefill_worker(prefill->address);
+    }
+    struct PrefillRelease {
+      WorkerRegistry* r;
+      std::optional<WorkerInfo>* p;
+      ~PrefillRelease() {
+        if (*p) r->Release((*p)->id);
+      }
+    } prefill_release{&c.registry_, &prefill};
 
     std::unique_ptr<grpc::ClientContext> wctx =
         grpc::ClientContext::FromServerContext(*ctx);

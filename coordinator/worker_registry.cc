@@ -46,14 +46,37 @@ void WorkerRegistry::Remove(const std::string& id) {
 std::optional<WorkerInfo> WorkerRegistry::Acquire(
     const std::set<std::string>& exclude) {
   std::lock_guard<std::mutex> lock(mu_);
-  WorkerInfo* best = nullptr;
   auto key = [](const WorkerInfo& w) {
     return std::make_tuple(w.inflight + int64_t{w.load.waiting},
                            w.load.kv_pages_in_use, w.id);
   };
+  auto pick = [&](bool prefill_role) -> WorkerInfo* {
+    WorkerInfo* best = nullptr;
+    for (auto& [id, w] : workers_) {
+      if (exclude.count(id) || (w.role == "prefill") != prefill_role) continue;
+      if (best == nullptr || key(w) < key(*best)) best = &w;
+    }
+    return best;
+  };
+  WorkerInfo* best = pick(false);
+  if (best == nullptr) best = pick(true);  // only prefill workers are left
+  if (best == nullptr) return std::nullopt;
+  ++best->inflight;
+  return *best;
+}
+
+std::optional<WorkerInfo> WorkerRegistry::AcquirePrefill(
+    const std::set<std::string>& exclude) {
+  std::lock_guard<std::mutex> lock(mu_);
+  WorkerInfo* best = nullptr;
   for (auto& [id, w] : workers_) {
-    if (exclude.count(id)) continue;
-    if (best == nullptr || key(w) < key(*best)) best = &w;
+    if (w.role != "prefill" || exclude.count(id)) continue;
+    if (best == nullptr ||
+        std::make_tuple(w.inflight, w.load.kv_pages_in_use, w.id) <
+            std::make_tuple(best->inflight, best->load.kv_pages_in_use,
+                            best->id)) {
+      best = &w;
+    }
   }
   if (best == nullptr) return std::nullopt;
   ++best->inflight;

@@ -4,7 +4,9 @@
 // Load of a worker = requests the coordinator has in flight on it (known at
 // once) + the waiting requests its last heartbeat reported. Pick() returns
 // the live worker with the lowest load (ties: fewest KV pages in use, then
-// id), skipping excluded ids.
+// id), skipping excluded ids. Prefill/decode disaggregation: a request goes
+// to a mixed or decode worker; a decode worker also gets a prefill worker
+// (AcquirePrefill) to take the prompt's KV from.
 // Control-plane only: no gRPC. Thread-safety: all methods are thread-safe.
 #ifndef LATENTKV_COORDINATOR_WORKER_REGISTRY_H_
 #define LATENTKV_COORDINATOR_WORKER_REGISTRY_H_
@@ -32,6 +34,9 @@ struct WorkerLoad {
 struct WorkerInfo {
   std::string id;
   std::string address;
+  // "mixed" (prefill + decode), "prefill" (runs prompts for decode workers)
+  // or "decode" (takes prompts' KV from a prefill worker).
+  std::string role = "mixed";
   uint32_t max_context = 0;
   WorkerLoad load;
   int64_t inflight = 0;  // requests this coordinator has routed there
@@ -49,8 +54,13 @@ class WorkerRegistry {
   std::vector<std::string> Expire(Clock::time_point now,
                                   std::chrono::milliseconds timeout);
   void Remove(const std::string& id);
-  // Chooses a worker and counts one more request in flight on it.
+  // Chooses a worker for a request (mixed or decode; prefill workers only
+  // when no other is live) and counts one more request in flight on it.
   std::optional<WorkerInfo> Acquire(const std::set<std::string>& exclude);
+  // The least-loaded live prefill worker, counting one more request in
+  // flight on it (Release it after), or nullopt when there is none.
+  std::optional<WorkerInfo> AcquirePrefill(
+      const std::set<std::string>& exclude);
   // Ends a request started by Acquire (no-op if the worker is gone).
   void Release(const std::string& id);
   std::vector<WorkerInfo> List() const;

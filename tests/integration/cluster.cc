@@ -36,6 +36,10 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()), tp_(o.tp) {
                                       "--coordinator=" + address_,
                                       "--worker_id=w" + std::to_string(i)};
     wargs.insert(wargs.end(), o.worker_args.begin(), o.worker_args.end());
+    if (i < static_cast<int>(o.per_worker_args.size())) {
+      wargs.insert(wargs.end(), o.per_worker_args[i].begin(),
+                   o.per_worker_args[i].end());
+    }
     const std::string rdv = dir_ + "/tp" + std::to_string(i);
     auto rank_args = [&](int r) {
       std::vector<std::string> a = wargs;

@@ -21,6 +21,8 @@ struct ClusterOptions {
       1;  // tensor-parallel ranks per worker (followers are extra processes)
   std::vector<std::string> coordinator_args;
   std::vector<std::string> worker_args;
+  // Extra flags of worker i (after worker_args; a repeated flag wins).
+  std::vector<std::vector<std::string>> per_worker_args;
 };
 
 class Cluster {

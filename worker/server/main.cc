@@ -44,6 +44,12 @@ ABSL_FLAG(int, max_step_tokens, 512,
           "Maximum tokens (prefill + decode) per engine step");
 ABSL_FLAG(int, max_waiting, 256,
           "Maximum queued requests before RESOURCE_EXHAUSTED");
+ABSL_FLAG(std::string, role, "mixed",
+          "mixed | prefill (runs prompts for decode workers) | decode (takes "
+          "prompts' KV from prefill workers)");
+ABSL_FLAG(int, prefill_timeout_ms, 30000,
+          "Bound on taking a prompt's KV from a prefill worker before "
+          "prefilling here");
 ABSL_FLAG(int, tp_size, 1, "Tensor-parallel group size (ranks)");
 ABSL_FLAG(int, tp_rank, 0,
           "This process's rank; 0 leads (serves gRPC and registers), the "
@@ -156,7 +162,16 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  lk::worker::WorkerService service(engine->get());
+  const std::string role = absl::GetFlag(FLAGS_role);
+  if (role != "mixed" && role != "prefill" && role != "decode") {
+    std::fprintf(stderr, "--role must be mixed, prefill or decode\n");
+    return 2;
+  }
+  lk::worker::WorkerServiceOptions so;
+  so.tp_size = tp_size;
+  so.prefill_timeout =
+      absl::Milliseconds(absl::GetFlag(FLAGS_prefill_timeout_ms));
+  lk::worker::WorkerService service(engine->get(), so);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -181,6 +196,7 @@ int main(int argc, char** argv) {
     lk::worker::RegistrarOptions ro;
     ro.coordinator = absl::GetFlag(FLAGS_coordinator);
     ro.address = address;
+    ro.role = role;
     ro.worker_id = absl::GetFlag(FLAGS_worker_id).empty()
                        ? absl::StrCat("worker-", bound_port)
                        : absl::GetFlag(FLAGS_worker_id);

@@ -3,6 +3,7 @@
 #include <deque>
 
 #include "absl/strings/str_cat.h"
+#include "worker/server/kv_transfer.h"
 
 namespace latentkv::worker {
 namespace {
@@ -72,7 +73,113 @@ grpc::Status WorkerService::GetStats(grpc::ServerContext*,
                                      const pb::GetStatsRequest*,
                                      pb::WorkerStats* resp) {
   FillStats(engine_->Stats(), resp);
+  resp->set_kv_transfers(transfers_.load());
+  resp->set_kv_transfer_bytes(transfer_bytes_.load());
+  resp->set_kv_transfer_full_bytes(transfer_full_bytes_.load());
+  resp->set_kv_transfer_fallbacks(transfer_fallbacks_.load());
   return grpc::Status::OK;
+}
+
+grpc::Status WorkerService::Prefill(
+    grpc::ServerContext* ctx, const pb::PrefillRequest* req,
+    grpc::ServerWriter<pb::PrefillResponse>* writer) {
+  GenerationRequest g;
+  g.id = absl::StrCat(req->request_id(), "#prefill", next_id_.fetch_add(1));
+  g.prompt.assign(req->prompt_token_ids().begin(),
+                  req->prompt_token_ids().end());
+  const pb::SamplingParams& sp = req->sampling();
+  g.max_new_tokens = 1;
+  g.sampling.temperature = sp.temperature();
+  g.sampling.top_p = sp.top_p() == 0.0f ? 1.0f : sp.top_p();
+  g.sampling.top_k = static_cast<int32_t>(sp.top_k());
+  g.sampling.seed = sp.seed();
+  g.ignore_eos = sp.ignore_eos();
+  g.kv_mode = req->kv_cache_mode() == pb::KV_CACHE_MODE_FULL ? KvMode::kFull
+              : req->kv_cache_mode() == pb::KV_CACHE_MODE_COMPRESSED
+                  ? KvMode::kCompressed
+                  : KvMode::kServerDefault;
+  g.export_kv = true;
+  auto queue = std::make_shared<EventQueue>();
+  const std::string id = g.id;
+  absl::Status st = engine_->Submit(
+      std::move(g), [queue](const GenerationEvent& e) { queue->Push(e); });
+  if (!st.ok()) return ToGrpcStatus(st);
+  int32_t first = -1;
+  GenerationEvent last;
+  bool cancelled = false;
+  while (last.finish == FinishReason::kNone && last.status.ok()) {
+    if (!cancelled && ctx->IsCancelled()) {
+      engine_->Cancel(id);
+      cancelled = true;
+    }
+    for (const GenerationEvent& e :
+         queue->Take(std::chrono::milliseconds(20))) {
+      if (e.token >= 0) first = e.token;
+      if (e.finish != FinishReason::kNone || !e.status.ok()) last = e;
+    }
+  }
+  if (!last.status.ok()) return ToGrpcStatus(last.status);
+  if (cancelled || last.finish == FinishReason::kCancelled) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "prefill cancelled");
+  }
+  pb::PrefillResponse head;
+  *head.mutable_layout() =
+      TransferLayout(engine_->kv_shapes(), options_.tp_size);
+  head.set_first_token(first);
+  if (first < 0) head.set_finish_reason(ToProto(last.finish));
+  if (!writer->Write(head)) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
+  }
+  if (first < 0 || last.kv == nullptr) return grpc::Status::OK;
+  for (size_t l = 0; l < last.kv->rows.size(); ++l) {
+    pb::PrefillResponse m;
+    m.set_layer(static_cast<uint32_t>(l));
+    for (const std::string& r : last.kv->rows[l]) m.add_head_rows(r);
+    if (!writer->Write(m)) {
+      return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
+    }
+  }
+  return grpc::Status::OK;
+}
+
+bool WorkerService::TakeRemotePrefill(const pb::WorkerGenerateRequest& req,
+                                      GenerationRequest* g, bool* stop) {
+  pb::PrefillRequest p;
+  p.set_request_id(req.request_id());
+  *p.mutable_prompt_token_ids() = req.prompt_token_ids();
+  *p.mutable_sampling() = req.sampling();
+  p.set_kv_cache_mode(req.kv_cache_mode());
+  const pb::KvLayout ours =
+      TransferLayout(engine_->kv_shapes(), options_.tp_size);
+  absl::StatusOr<RemotePrefill> r =
+      CallPrefill(req.prefill_worker(), p, ours, options_.prefill_timeout);
+  if (!r.ok()) {
+    std::fprintf(stderr,
+                 "latentkv-worker: remote prefill from %s failed (%s); "
+                 "prefilling here\n",
+                 req.prefill_worker().c_str(), r.status().ToString().c_str());
+    ++transfer_fallbacks_;
+    return false;
+  }
+  ++transfers_;
+  if (r->first_token < 0) {
+    *stop = true;
+    return true;
+  }
+  const model::ModelConfig& c = engine_->config();
+  const int64_t head_dim = c.hidden_size / (c.num_heads * options_.tp_size);
+  uint64_t full = 0;
+  for (size_t l = 0; l < r->kv->rows.size(); ++l) {
+    const int64_t rb = KvSnapshot::RowBytes(r->kv->shapes[l]);
+    for (const std::string& rows : r->kv->rows[l]) {
+      full += rows.size() / rb * 4 * (1 + 2 * head_dim);
+    }
+  }
+  transfer_bytes_ += r->kv->bytes();
+  transfer_full_bytes_ += full;
+  g->import_kv = r->kv;
+  g->import_first_token = r->first_token;
+  return true;
 }
 
 grpc::Status WorkerService::Generate(
@@ -103,6 +210,16 @@ grpc::Status WorkerService::Generate(
   if (sp.max_tokens() > (1u << 30)) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "max_tokens is too large");
+  }
+  if (!req->prefill_worker().empty()) {
+    bool stop = false;
+    TakeRemotePrefill(*req, &g, &stop);
+    if (stop) {  // the first token was EOS
+      pb::WorkerGenerateResponse resp;
+      resp.set_finish_reason(pb::FINISH_REASON_STOP);
+      writer->Write(resp);
+      return grpc::Status::OK;
+    }
   }
   auto queue = std::make_shared<EventQueue>();
   const std::string id = g.id;
@@ -184,6 +301,7 @@ void Registrar::Loop() {
       req.set_max_context(c.max_position_embeddings);
       req.set_vocab_size(c.vocab_size);
       req.set_kv_bytes_per_token(c.KvValuesPerToken() * sizeof(float));
+      req.set_role(options_.role);
       WorkerService::FillStats(engine_->Stats(), req.mutable_stats());
       pb::RegisterResponse resp;
       grpc::Status s = stub->Register(&ctx, req, &resp);

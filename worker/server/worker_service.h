@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "latentkv/v1/worker.grpc.pb.h"
 #include "worker/engine/engine.h"
@@ -28,9 +29,19 @@ namespace latentkv::worker {
 // absl -> gRPC status (same code and message).
 grpc::Status ToGrpcStatus(const absl::Status& s);
 
+struct WorkerServiceOptions {
+  // Tensor-parallel size of this worker's group (part of the KV layout a
+  // transfer must match). Default 1.
+  int tp_size = 1;
+  // Bound on a remote prefill (Worker.Prefill call) before falling back to
+  // prefilling here. Default 30 s.
+  absl::Duration prefill_timeout = absl::Seconds(30);
+};
+
 class WorkerService final : public latentkv::v1::Worker::Service {
  public:
-  explicit WorkerService(Engine* engine) : engine_(engine) {}
+  explicit WorkerService(Engine* engine, WorkerServiceOptions options = {})
+      : engine_(engine), options_(options) {}
 
   grpc::Status Generate(
       grpc::ServerContext* ctx, const latentkv::v1::WorkerGenerateRequest* req,
@@ -39,20 +50,33 @@ class WorkerService final : public latentkv::v1::Worker::Service {
   grpc::Status GetStats(grpc::ServerContext* ctx,
                         const latentkv::v1::GetStatsRequest* req,
                         latentkv::v1::WorkerStats* resp) override;
+  grpc::Status Prefill(
+      grpc::ServerContext* ctx, const latentkv::v1::PrefillRequest* req,
+      grpc::ServerWriter<latentkv::v1::PrefillResponse>* writer) override;
 
   // Stats in proto form (also sent with heartbeats).
   static void FillStats(const EngineStats& s, latentkv::v1::WorkerStats* out);
 
  private:
+  // Takes the prompt's KV from `req->prefill_worker()` into `g`; false (and
+  // counted) when the transfer failed and the prompt is prefilled here.
+  // Sets *stop when the first token already ended the request.
+  bool TakeRemotePrefill(const latentkv::v1::WorkerGenerateRequest& req,
+                         GenerationRequest* g, bool* stop);
+
   Engine* engine_;
+  WorkerServiceOptions options_;
   std::atomic<uint64_t> next_id_{0};
+  std::atomic<uint64_t> transfers_{0}, transfer_bytes_{0},
+      transfer_full_bytes_{0}, transfer_fallbacks_{0};
 };
 
 struct RegistrarOptions {
-  std::string coordinator;  // host:port of the coordinator's Control service
-  std::string worker_id;    // unique id of this worker
-  std::string address;      // host:port where this worker serves
-  std::string model_id;     // model name reported to the coordinator
+  std::string coordinator;     // host:port of the coordinator's Control service
+  std::string worker_id;       // unique id of this worker
+  std::string address;         // host:port where this worker serves
+  std::string model_id;        // model name reported to the coordinator
+  std::string role = "mixed";  // mixed | prefill | decode
   // Heartbeat period when the coordinator does not say; default 500 ms.
   std::chrono::milliseconds heartbeat{500};
 };

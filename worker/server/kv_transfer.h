@@ -1,0 +1,50 @@
+// Prefill -> decode KV transfer over gRPC (TCP): the layout descriptor each
+// side checks, and the decode side's client for a prefill worker's
+// Worker.Prefill stream. Rows are the latent, post-eviction slots
+// (worker/cache/kv_snapshot.h), so a transfer moves n_kv * (d_qk + d_vo)
+// values (+ a position) per kept token and layer.
+#ifndef LATENTKV_WORKER_SERVER_KV_TRANSFER_H_
+#define LATENTKV_WORKER_SERVER_KV_TRANSFER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "latentkv/v1/worker.pb.h"
+#include "worker/cache/kv_snapshot.h"
+#include "worker/engine/sequence.h"
+
+namespace latentkv::worker {
+
+// The codec name of row transfers.
+inline constexpr char kRowsCodec[] = "rows";
+
+// This worker's layout: its cache shapes, f32 rows, its TP size.
+latentkv::v1::KvLayout TransferLayout(const std::vector<LayerKvShape>& shapes,
+                                      int tp_size);
+// OK when `theirs` can be imported here; FailedPrecondition naming the first
+// field that differs (layers, KV heads, d_qk/d_vo of a layer, dtype, codec,
+// TP size: re-sharding across TP sizes is not supported).
+absl::Status CheckLayout(const latentkv::v1::KvLayout& theirs,
+                         const latentkv::v1::KvLayout& ours);
+
+struct RemotePrefill {
+  std::shared_ptr<const KvSnapshot> kv;  // null when the request ended
+  int32_t first_token = -1;
+  FinishReason finish = FinishReason::kNone;
+};
+
+// Calls Worker.Prefill on `address` and assembles the snapshot, checking the
+// layout against `ours` and every layer's rows. Errors: the RPC's status
+// (UNAVAILABLE, DEADLINE_EXCEEDED after `timeout`, ...), FailedPrecondition
+// for a layout mismatch, DataLoss for malformed rows.
+absl::StatusOr<RemotePrefill> CallPrefill(
+    const std::string& address, const latentkv::v1::PrefillRequest& request,
+    const latentkv::v1::KvLayout& ours, absl::Duration timeout);
+
+}  // namespace latentkv::worker
+
+#endif  // LATENTKV_WORKER_SERVER_KV_TRANSFER_H_
