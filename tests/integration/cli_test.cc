@@ -111,11 +111,18 @@ TEST(CliTest, CorruptModelIsRejectedWithTheTensorNamed) {
   EXPECT_FALSE(out.empty());
 }
 
-TEST(CliTest, ServeAnswersAndDrainsOnSigint) {
+// serve on one machine, in each topology: one worker; a tensor-parallel
+// group of 2 processes; a prefill worker and a decode worker.
+class ServeTopologyTest
+    : public ::testing::TestWithParam<std::vector<std::string>> {};
+
+TEST_P(ServeTopologyTest, ServeAnswersAndDrainsOnSigint) {
   const std::string dir = MakeTempDir();
-  Process serve({BinDir() + "/latentkv", "serve", "--model=" + Stories260kDir(),
-                 "--port=0", "--port-file=" + dir + "/addr"},
-                dir + "/serve.log");
+  std::vector<std::string> args = {BinDir() + "/latentkv", "serve",
+                                   "--model=" + Stories260kDir(), "--port=0",
+                                   "--port-file=" + dir + "/addr"};
+  args.insert(args.end(), GetParam().begin(), GetParam().end());
+  Process serve(args, dir + "/serve.log");
   const std::string addr = WaitForLine(dir + "/addr", 60);
   ASSERT_FALSE(addr.empty());
   int code = 0;
@@ -130,6 +137,13 @@ TEST(CliTest, ServeAnswersAndDrainsOnSigint) {
   ASSERT_NE(status, -1) << "serve did not exit after SIGINT";
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Topologies, ServeTopologyTest,
+                         ::testing::Values(std::vector<std::string>{},
+                                           std::vector<std::string>{"--tp=2"},
+                                           std::vector<std::string>{
+                                               "--prefill-workers=1",
+                                               "--decode-workers=1"}));
 
 }  // namespace
 }  // namespace latentkv::testing

@@ -37,7 +37,11 @@ struct ServeOptions {
   std::string port_file;  // write host:port here once ready
   int32_t workers = 1;    // worker groups
   int32_t tp = 1;         // tensor-parallel ranks (processes) per group
-  std::string bin_dir;    // where latentkv-coordinator/-worker live
+  // Prefill/decode disaggregation: this many prefill-role and decode-role
+  // groups in addition to `workers` mixed ones (workers may then be 0).
+  int32_t prefill_workers = 0;
+  int32_t decode_workers = 0;
+  std::string bin_dir;  // where latentkv-coordinator/-worker live
   std::vector<std::string> worker_args;  // extra flags for each worker
 };
 

@@ -29,8 +29,14 @@ ABSL_FLAG(std::string, server, "", "generate: host:port of a latentkv server");
 ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on");
 ABSL_FLAG(int, port, 8000, "serve: public gRPC port (0: any free port)");
 ABSL_FLAG(std::string, port_file, "", "serve: write host:port here once ready");
-ABSL_FLAG(int, workers, 1, "serve: worker groups");
+ABSL_FLAG(int, workers, -1,
+          "serve: mixed worker groups (-1: 1, or 0 with --prefill_workers / "
+          "--decode_workers)");
 ABSL_FLAG(int, tp, 1, "serve: tensor-parallel ranks (processes) per worker");
+ABSL_FLAG(int, prefill_workers, 0,
+          "serve: prefill-role worker groups (prompts' KV is computed there "
+          "and streamed to decode workers)");
+ABSL_FLAG(int, decode_workers, 0, "serve: decode-role worker groups");
 ABSL_FLAG(std::string, bin_dir, "",
           "serve: directory of latentkv-coordinator/-worker (default: beside "
           "latentkv)");
@@ -161,6 +167,19 @@ int main(int argc, char** argv) {
     o.port_file = absl::GetFlag(FLAGS_port_file);
     o.workers = absl::GetFlag(FLAGS_workers);
     o.tp = absl::GetFlag(FLAGS_tp);
+    o.prefill_workers = absl::GetFlag(FLAGS_prefill_workers);
+    o.decode_workers = absl::GetFlag(FLAGS_decode_workers);
+    if (o.workers < 0) {
+      o.workers = o.prefill_workers + o.decode_workers > 0 ? 0 : 1;
+    }
+    if (o.prefill_workers < 0 || o.decode_workers < 0 || o.workers < 0 ||
+        o.workers + o.decode_workers == 0 ||
+        (o.prefill_workers > 0) != (o.decode_workers > 0)) {
+      std::fprintf(stderr,
+                   "serve needs mixed or decode workers, and prefill and "
+                   "decode workers together\n");
+      return 2;
+    }
     if (o.tp < 1) {
       std::fprintf(stderr, "--tp must be >= 1\n");
       return 2;

@@ -108,14 +108,21 @@ int Serve(const ServeOptions& o) {
   // and registers; the others follow it (Gloo rendezvous in run_dir). Leaders
   // come first in `workers` so they drain before their followers stop.
   std::vector<pid_t> workers;
-  for (int i = 0; i < o.workers; ++i) {
+  const int groups = o.workers + o.prefill_workers + o.decode_workers;
+  for (int i = 0; i < groups; ++i) {
+    const std::string role = i < o.workers                       ? "mixed"
+                             : i < o.workers + o.prefill_workers ? "prefill"
+                                                                 : "decode";
     const fs::path rendezvous = run_dir / absl::StrCat("tp-", i);
     if (o.tp > 1) fs::create_directories(rendezvous);
     for (int r = 0; r < o.tp; ++r) {
-      std::vector<std::string> args = {(bin / "latentkv-worker").string(),
-                                       "--model=" + o.model_dir,
-                                       "--host=" + o.host, "--port=0",
-                                       absl::StrCat("--worker_id=worker-", i)};
+      std::vector<std::string> args = {
+          (bin / "latentkv-worker").string(),
+          "--model=" + o.model_dir,
+          "--host=" + o.host,
+          "--port=0",
+          absl::StrCat("--worker_id=", role, "-", i),
+          "--role=" + role};
       if (r == 0) args.push_back("--coordinator=" + address);
       if (o.tp > 1) {
         args.push_back(absl::StrCat("--tp_size=", o.tp));
@@ -139,7 +146,7 @@ int Serve(const ServeOptions& o) {
                      std::chrono::seconds(1));
     latentkv::v1::ListModelsResponse resp;
     if (stub->ListModels(&ctx, {}, &resp).ok() && resp.models_size() > 0 &&
-        resp.models(0).num_workers() >= static_cast<uint32_t>(o.workers)) {
+        resp.models(0).num_workers() >= static_cast<uint32_t>(groups)) {
       ready = true;
       break;
     }
