@@ -88,7 +88,7 @@ absl::Status Engine::Submit(GenerationRequest req, EventSink sink) {
   seq->export_kv = req.export_kv;
   seq->import_kv = std::move(req.import_kv);
   seq->import_first_token = req.import_first_token;
-  if (seq->import_kv != nullptr && (seq->import_first_token < 0 ||
+  if (seq->import_kv != nullptr && (seq->import_first_token < -1 ||
                                     seq->import_first_token >= c.vocab_size)) {
     return absl::InvalidArgumentError("imported KV needs a valid first token");
   }
@@ -217,7 +217,7 @@ void Engine::Loop() {
         continue;
       }
       sinks_[id] = std::move(in.sink);
-      if (imported) {
+      if (imported && raw->import_first_token >= 0) {
         // The transferred first token is this request's first output.
         GenerationEvent ev;
         ev.token = raw->tokens.back();
@@ -263,6 +263,25 @@ bool Engine::Import(Sequence* seq) {
     seq->kv.Release(*cache_);
     ++import_failures_;
     return false;  // prefill here instead
+  }
+  if (seq->import_first_token < 0) {
+    // A cached prefix: a full cache of the same length in every (layer,
+    // head), shorter than the prompt, and no residency policy.
+    const int64_t n = seq->kv.num_tokens(0, 0);
+    bool full = n < seq->prompt_len && seq->residency == nullptr;
+    for (int32_t l = 0; full && l < cache_->num_layers(); ++l) {
+      for (int32_t h = 0; h < cache_->shape(l).n_kv_heads; ++h) {
+        full = full && seq->kv.num_tokens(l, h) == n;
+      }
+    }
+    if (!full) {
+      seq->kv.Release(*cache_);
+      ++import_failures_;
+      return false;
+    }
+    seq->num_cached = n;
+    ++imports_;
+    return true;
   }
   seq->num_cached = seq->prompt_len;
   seq->tokens.push_back(seq->import_first_token);

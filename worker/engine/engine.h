@@ -68,6 +68,9 @@ struct GenerationRequest {
   // sampled there. The engine imports the rows (shapes must match; on any
   // failure it prefills locally instead), emits import_first_token as the
   // first generated token and decodes from there.
+  // Prefix mode (import_first_token = -1): the rows are a full cache of the
+  // prompt's first n tokens (every layer and head holding positions 0..n-1,
+  // n < prompt length, e.g. from the KV store); the engine prefills the rest.
   std::shared_ptr<const KvSnapshot> import_kv;
   int32_t import_first_token = -1;
 };

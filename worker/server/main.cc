@@ -50,6 +50,10 @@ ABSL_FLAG(std::string, role, "mixed",
 ABSL_FLAG(int, prefill_timeout_ms, 30000,
           "Bound on taking a prompt's KV from a prefill worker before "
           "prefilling here");
+ABSL_FLAG(std::string, kvstore, "",
+          "host:port of latentkv-kvstore, used as a shared prefix cache for "
+          "full-cache requests (empty: none)");
+ABSL_FLAG(int, kvstore_block_tokens, 16, "Tokens per KV-store block");
 ABSL_FLAG(int, tp_size, 1, "Tensor-parallel group size (ranks)");
 ABSL_FLAG(int, tp_rank, 0,
           "This process's rank; 0 leads (serves gRPC and registers), the "
@@ -171,6 +175,23 @@ int main(int argc, char** argv) {
   so.tp_size = tp_size;
   so.prefill_timeout =
       absl::Milliseconds(absl::GetFlag(FLAGS_prefill_timeout_ms));
+  std::unique_ptr<lk::worker::StorePrefixCache> prefix_cache;
+  if (!absl::GetFlag(FLAGS_kvstore).empty()) {
+    if (tp_size > 1 || absl::GetFlag(FLAGS_kvstore_block_tokens) <= 0) {
+      std::fprintf(stderr,
+                   "--kvstore needs --tp_size=1 and --kvstore_block_tokens > "
+                   "0\n");
+      return 2;
+    }
+    lk::worker::PrefixCacheOptions po;
+    po.address = absl::GetFlag(FLAGS_kvstore);
+    po.block_tokens = absl::GetFlag(FLAGS_kvstore_block_tokens);
+    po.model_id =
+        std::filesystem::path(absl::GetFlag(FLAGS_model)).filename().string();
+    prefix_cache = std::make_unique<lk::worker::StorePrefixCache>(
+        po, (*engine)->kv_shapes());
+    so.prefix_cache = prefix_cache.get();
+  }
   lk::worker::WorkerService service(engine->get(), so);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

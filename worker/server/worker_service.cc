@@ -67,6 +67,7 @@ void WorkerService::FillStats(const EngineStats& s, pb::WorkerStats* out) {
   out->set_preemptions(s.preemptions);
   out->set_kv_evicted_slots(s.kv_evicted_slots);
   for (int64_t b : s.kv_layer_bytes_in_use) out->add_kv_layer_bytes_in_use(b);
+  out->set_kv_imports(s.kv_imports);
 }
 
 grpc::Status WorkerService::GetStats(grpc::ServerContext*,
@@ -77,6 +78,12 @@ grpc::Status WorkerService::GetStats(grpc::ServerContext*,
   resp->set_kv_transfer_bytes(transfer_bytes_.load());
   resp->set_kv_transfer_full_bytes(transfer_full_bytes_.load());
   resp->set_kv_transfer_fallbacks(transfer_fallbacks_.load());
+  if (StorePrefixCache* pc = options_.prefix_cache; pc != nullptr) {
+    resp->set_kv_prefix_lookups(pc->lookups());
+    resp->set_kv_prefix_hit_tokens(pc->hit_tokens());
+    resp->set_kv_blocks_published(pc->published_blocks());
+    resp->set_kv_store_errors(pc->errors());
+  }
   return grpc::Status::OK;
 }
 
@@ -211,6 +218,21 @@ grpc::Status WorkerService::Generate(
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "max_tokens is too large");
   }
+  // The shared store as a prefix cache, for full-cache requests.
+  StorePrefixCache* pc = options_.prefix_cache;
+  const bool full_cache =
+      g.kv_mode == KvMode::kFull || (g.kv_mode == KvMode::kServerDefault &&
+                                     engine_->residency_plan() == nullptr);
+  std::vector<int32_t> seen;  // prompt + generated, for publishing
+  if (pc != nullptr && full_cache && req->prefill_worker().empty()) {
+    int64_t hit = 0;
+    g.import_kv = pc->Fetch(g.prompt, &hit);
+    g.import_first_token = -1;
+    g.export_kv = true;
+    seen = g.prompt;
+  } else {
+    pc = nullptr;
+  }
   if (!req->prefill_worker().empty()) {
     bool stop = false;
     TakeRemotePrefill(*req, &g, &stop);
@@ -237,9 +259,12 @@ grpc::Status WorkerService::Generate(
     }
     pb::WorkerGenerateResponse resp;
     bool done = false;
+    std::shared_ptr<const KvSnapshot> final_kv;
     for (const GenerationEvent& e : events) {
       if (!e.status.ok()) return ToGrpcStatus(e.status);
       if (e.token >= 0) resp.add_token_ids(e.token);
+      if (e.token >= 0 && pc != nullptr) seen.push_back(e.token);
+      if (e.kv != nullptr) final_kv = e.kv;
       if (e.finish != FinishReason::kNone) {
         resp.set_finish_reason(ToProto(e.finish));
         done = true;
@@ -257,7 +282,10 @@ grpc::Status WorkerService::Generate(
         continue;
       }
     }
-    if (done) return grpc::Status::OK;
+    if (done) {
+      if (final_kv != nullptr) pc->Publish(seen, *final_kv);
+      return grpc::Status::OK;
+    }
   }
 }
 

@@ -23,6 +23,7 @@
 #include "grpcpp/grpcpp.h"
 #include "latentkv/v1/worker.grpc.pb.h"
 #include "worker/engine/engine.h"
+#include "worker/server/prefix_cache.h"
 
 namespace latentkv::worker {
 
@@ -36,6 +37,8 @@ struct WorkerServiceOptions {
   // Bound on a remote prefill (Worker.Prefill call) before falling back to
   // prefilling here. Default 30 s.
   absl::Duration prefill_timeout = absl::Seconds(30);
+  // The shared KV store as a prefix cache, or null (not owned).
+  StorePrefixCache* prefix_cache = nullptr;
 };
 
 class WorkerService final : public latentkv::v1::Worker::Service {
