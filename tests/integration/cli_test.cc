@@ -112,7 +112,8 @@ TEST(CliTest, CorruptModelIsRejectedWithTheTensorNamed) {
 }
 
 // serve on one machine, in each topology: one worker; a tensor-parallel
-// group of 2 processes; a prefill worker and a decode worker.
+// group of 2 processes; a prefill worker and a decode worker; two workers
+// sharing a latentkv-kvstore.
 class ServeTopologyTest
     : public ::testing::TestWithParam<std::vector<std::string>> {};
 
@@ -138,12 +139,13 @@ TEST_P(ServeTopologyTest, ServeAnswersAndDrainsOnSigint) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(Topologies, ServeTopologyTest,
-                         ::testing::Values(std::vector<std::string>{},
-                                           std::vector<std::string>{"--tp=2"},
-                                           std::vector<std::string>{
-                                               "--prefill-workers=1",
-                                               "--decode-workers=1"}));
+INSTANTIATE_TEST_SUITE_P(
+    Topologies, ServeTopologyTest,
+    ::testing::Values(std::vector<std::string>{},
+                      std::vector<std::string>{"--tp=2"},
+                      std::vector<std::string>{"--prefill-workers=1",
+                                               "--decode-workers=1"},
+                      std::vector<std::string>{"--workers=2", "--kvstore"}));
 
 }  // namespace
 }  // namespace latentkv::testing

@@ -41,6 +41,10 @@ struct ServeOptions {
   // groups in addition to `workers` mixed ones (workers may then be 0).
   int32_t prefill_workers = 0;
   int32_t decode_workers = 0;
+  // Start latentkv-kvstore and let every worker use it as a shared prefix
+  // cache (needs tp == 1); its capacity in MiB.
+  bool kvstore = false;
+  int32_t kvstore_mb = 1024;
   std::string bin_dir;  // where latentkv-coordinator/-worker live
   std::vector<std::string> worker_args;  // extra flags for each worker
 };

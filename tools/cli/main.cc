@@ -37,6 +37,10 @@ ABSL_FLAG(int, prefill_workers, 0,
           "serve: prefill-role worker groups (prompts' KV is computed there "
           "and streamed to decode workers)");
 ABSL_FLAG(int, decode_workers, 0, "serve: decode-role worker groups");
+ABSL_FLAG(bool, kvstore, false,
+          "serve: start latentkv-kvstore as the workers' shared prefix cache "
+          "(needs --tp=1)");
+ABSL_FLAG(int, kvstore_mb, 1024, "serve: latentkv-kvstore capacity, MiB");
 ABSL_FLAG(std::string, bin_dir, "",
           "serve: directory of latentkv-coordinator/-worker (default: beside "
           "latentkv)");
@@ -169,6 +173,12 @@ int main(int argc, char** argv) {
     o.tp = absl::GetFlag(FLAGS_tp);
     o.prefill_workers = absl::GetFlag(FLAGS_prefill_workers);
     o.decode_workers = absl::GetFlag(FLAGS_decode_workers);
+    o.kvstore = absl::GetFlag(FLAGS_kvstore);
+    o.kvstore_mb = absl::GetFlag(FLAGS_kvstore_mb);
+    if (o.kvstore && o.tp > 1) {
+      std::fprintf(stderr, "--kvstore needs --tp=1\n");
+      return 2;
+    }
     if (o.workers < 0) {
       o.workers = o.prefill_workers + o.decode_workers > 0 ? 0 : 1;
     }

@@ -104,6 +104,21 @@ int Serve(const ServeOptions& o) {
     StopChild(coord, 1);
     return 1;
   }
+  pid_t store = -1;
+  std::string store_address;
+  if (o.kvstore) {
+    const std::string store_file = (run_dir / "kvstore.addr").string();
+    store = Spawn({(bin / "latentkv-kvstore").string(), "--host=" + o.host,
+                   "--port=0", "--port_file=" + store_file,
+                   absl::StrCat("--capacity_mb=", o.kvstore_mb)});
+    store_address = WaitForFile(store_file, store, 60);
+    if (store_address.empty()) {
+      std::fprintf(stderr, "latentkv serve: the kvstore did not start\n");
+      StopChild(store, 1);
+      StopChild(coord, 1);
+      return 1;
+    }
+  }
   // Each worker is a tensor-parallel group of o.tp processes: rank 0 serves
   // and registers; the others follow it (Gloo rendezvous in run_dir). Leaders
   // come first in `workers` so they drain before their followers stop.
@@ -130,10 +145,12 @@ int Serve(const ServeOptions& o) {
         args.push_back("--tp_rendezvous=" + rendezvous.string());
         args.push_back(absl::StrCat("--tp_group=group-", i));
       }
+      if (!store_address.empty()) args.push_back("--kvstore=" + store_address);
       args.insert(args.end(), o.worker_args.begin(), o.worker_args.end());
       workers.push_back(Spawn(args));
     }
   }
+  if (store > 0) workers.push_back(store);  // stopped after the workers
   // Ready when every worker has registered.
   auto stub = latentkv::v1::Generation::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
