@@ -2,7 +2,9 @@
 // engine prefills and exports the prompt's KV (after its residency policy),
 // another imports it and decodes; the tokens equal a single engine's. A
 // snapshot of the wrong shape falls back to a local prefill.
+#include <chrono>
 #include <future>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -71,13 +73,20 @@ void ExpectDisaggregatedEqualsSingle(const EngineOptions& o) {
   ASSERT_TRUE(pre.status.ok()) << pre.status;
   ASSERT_EQ(pre.tokens.size(), 1u);
   ASSERT_NE(pre.kv, nullptr);
-  EXPECT_EQ((*prefill)->Stats().kv_pages_in_use, 0);  // exported, released
+  // Exported, then released (the stats snapshot follows the step).
+  for (int i = 0; i < 200 && (*prefill)->Stats().kv_pages_in_use != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  EXPECT_EQ((*prefill)->Stats().kv_pages_in_use, 0);
   GenerationRequest d = Request(40);
   d.import_kv = pre.kv;
   d.import_first_token = pre.tokens[0];
   const Result got = RunOne(**decode, d);
   ASSERT_TRUE(got.status.ok()) << got.status;
   EXPECT_EQ(got.tokens, want.tokens);
+  for (int i = 0; i < 200 && (*decode)->Stats().kv_imports != 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   EXPECT_EQ((*decode)->Stats().kv_imports, 1);
   // What moved: the rows each (layer, head) kept, each a position plus
   // d_qk + d_vo values.
