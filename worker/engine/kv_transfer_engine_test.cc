@@ -10,25 +10,10 @@
 #include "gtest/gtest.h"
 #include "model/convert.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/stories260k_for_tests.h"
 
 namespace latentkv::worker {
 namespace {
-
-std::shared_ptr<const model::ModelWeights> Stories260k() {
-  static std::shared_ptr<const model::ModelWeights> w = [] {
-    std::string dir = "/tmp/latentkv-pd-XXXXXX";
-    EXPECT_NE(mkdtemp(dir.data()), nullptr);
-    const std::string m =
-        std::string(LATENTKV_SHARED_DIR) + "/models/stories260K";
-    EXPECT_TRUE(model::ConvertLlama2c(m + "/stories260K.bin", m + "/tok512.bin",
-                                      dir + "/m")
-                    .ok());
-    auto loaded = model::LoadModel(dir + "/m");
-    EXPECT_TRUE(loaded.ok()) << loaded.status();
-    return std::shared_ptr<const model::ModelWeights>(std::move(*loaded));
-  }();
-  return w;
-}
 
 struct Result {
   std::vector<int32_t> tokens;
