@@ -1,6 +1,7 @@
 #include "coordinator/coordinator_service.h"
 
 #include <cmath>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -152,10 +153,29 @@ grpc::Status Coordinator::GenerationImpl::ListModels(
   return grpc::Status::OK;
 }
 
+grpc::Status Coordinator::ControlImpl::GetServingStats(
+    grpc::ServerContext*, const pb::ServingStatsRequest*,
+    pb::ServingStats* resp) {
+  auto fill = [](const LatencySummary& s, pb::LatencySummary* out) {
+    out->set_count(s.count);
+    out->set_mean_ms(s.mean_ms);
+    out->set_p50_ms(s.p50_ms);
+    out->set_p90_ms(s.p90_ms);
+    out->set_p99_ms(s.p99_ms);
+  };
+  resp->set_completed(c_->latency_.completed());
+  fill(c_->latency_.Ttft(), resp->mutable_ttft());
+  fill(c_->latency_.Tpot(), resp->mutable_tpot());
+  fill(c_->latency_.E2e(), resp->mutable_e2e());
+  return grpc::Status::OK;
+}
+
 grpc::Status Coordinator::GenerationImpl::Generate(
     grpc::ServerContext* ctx, const pb::GenerateRequest* req,
     grpc::ServerWriter<pb::GenerateResponse>* writer) {
   Coordinator& c = *c_;
+  const auto arrival = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> first_token_at;
   const pb::SamplingParams& sp = req->sampling();
   const uint32_t max_tokens =
       sp.has_max_tokens() ? sp.max_tokens() : c.options_.default_max_tokens;
@@ -287,10 +307,20 @@ grpc::Status Coordinator::GenerationImpl::Generate(
         client_gone = true;
         break;
       }
+      if (!first_token_at && out.token_ids_size() > 0) {
+        first_token_at = std::chrono::steady_clock::now();
+      }
       if (finish != pb::FINISH_REASON_UNSPECIFIED) break;
     }
     if (finish != pb::FINISH_REASON_UNSPECIFIED) {
       reader->Finish();  // after TryCancel on a stop string: CANCELLED
+      if (first_token_at) {
+        using Ms = std::chrono::duration<double, std::milli>;
+        c.latency_.Record(
+            Ms(*first_token_at - arrival).count(),
+            Ms(std::chrono::steady_clock::now() - arrival).count(),
+            static_cast<int64_t>(generated.size()));
+      }
       return grpc::Status::OK;
     }
     grpc::Status st = reader->Finish();

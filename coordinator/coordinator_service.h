@@ -20,6 +20,7 @@
 #include <string>
 #include <thread>
 
+#include "coordinator/latency_stats.h"
 #include "coordinator/worker_registry.h"
 #include "grpcpp/grpcpp.h"
 #include "latentkv/v1/generation.grpc.pb.h"
@@ -80,6 +81,9 @@ class Coordinator {
     grpc::Status Heartbeat(grpc::ServerContext* ctx,
                            const latentkv::v1::HeartbeatRequest* req,
                            latentkv::v1::HeartbeatResponse* resp) override;
+    grpc::Status GetServingStats(grpc::ServerContext* ctx,
+                                 const latentkv::v1::ServingStatsRequest* req,
+                                 latentkv::v1::ServingStats* resp) override;
 
    private:
     Coordinator* c_;
@@ -94,6 +98,7 @@ class Coordinator {
   model::ModelConfig config_;
   std::unique_ptr<model::Tokenizer> tokenizer_;
   WorkerRegistry registry_;
+  LatencyTracker latency_;  // TTFT / TPOT / E2E of completed requests
   GenerationImpl generation_{this};
   ControlImpl control_{this};
   std::atomic<int32_t> inflight_{0};

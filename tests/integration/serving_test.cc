@@ -232,3 +232,36 @@ TEST(OverloadTest, BurstIsShedWithResourceExhausted) {
 
 }  // namespace
 }  // namespace latentkv::testing
+
+namespace latentkv::testing {
+namespace {
+
+// The coordinator measures TTFT, TPOT and end-to-end latency itself.
+TEST_F(ServingTest, CoordinatorMeasuresTtftAndTpot) {
+  auto control = pb::Control::NewStub(grpc::CreateChannel(
+      cluster_->address(), grpc::InsecureChannelCredentials()));
+  auto stats = [&] {
+    grpc::ClientContext ctx;
+    pb::ServingStats s;
+    EXPECT_TRUE(
+        control->GetServingStats(&ctx, pb::ServingStatsRequest(), &s).ok());
+    return s;
+  };
+  const uint64_t before = stats().completed();
+  for (int i = 0; i < 5; ++i) {
+    pb::GenerateRequest req = Greedy("Once upon a time", 30);
+    req.mutable_sampling()->set_ignore_eos(true);
+    StreamResult r = Generate(cluster_->stub(), req);
+    ASSERT_TRUE(r.status.ok());
+    ASSERT_EQ(r.tokens.size(), 30u);
+  }
+  const pb::ServingStats s = stats();
+  EXPECT_EQ(s.completed(), before + 5);
+  EXPECT_GT(s.ttft().p50_ms(), 0.0);
+  EXPECT_GT(s.tpot().p50_ms(), 0.0);
+  EXPECT_LE(s.ttft().p50_ms(), s.e2e().p50_ms());
+  EXPECT_LE(s.ttft().p50_ms(), s.ttft().p99_ms());
+}
+
+}  // namespace
+}  // namespace latentkv::testing
