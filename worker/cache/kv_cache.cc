@@ -9,25 +9,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/check.h"
 
 namespace latentkv::worker {
 namespace {
-
-// Programming errors (not recoverable conditions) end the process with a
-// message; abseil 20220623 has no absl/log CHECK.
-[[noreturn]] void Fatal(const char* file, int line, const std::string& msg) {
-  std::fprintf(stderr, "%s:%d: FATAL: %s\n", file, line, msg.c_str());
-  std::fflush(stderr);
-  std::abort();
-}
-
-#define LATENTKV_KV_CHECK(cond, ...)                                 \
-  do {                                                               \
-    if (!(cond)) {                                                   \
-      Fatal(__FILE__, __LINE__,                                      \
-            absl::StrCat("check failed: " #cond ": ", __VA_ARGS__)); \
-    }                                                                \
-  } while (false)
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -37,7 +22,7 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // BlockAllocator
 
 BlockAllocator::BlockAllocator(int32_t num_pages) {
-  LATENTKV_KV_CHECK(num_pages >= 0, "negative page count ", num_pages);
+  LATENTKV_CHECK(num_pages >= 0, "negative page count ", num_pages);
   refcount_.assign(num_pages, 0);
   free_.resize(num_pages);
   // Ascending ids form a valid min-heap.
@@ -54,20 +39,19 @@ std::optional<int32_t> BlockAllocator::Allocate() {
 }
 
 void BlockAllocator::Ref(int32_t page) {
-  LATENTKV_KV_CHECK(page >= 0 && page < num_pages(),
-                    "BlockAllocator::Ref: page ", page, " out of range [0, ",
-                    num_pages(), ")");
-  LATENTKV_KV_CHECK(refcount_[page] > 0, "BlockAllocator::Ref of free page ",
-                    page);
+  LATENTKV_CHECK(page >= 0 && page < num_pages(), "BlockAllocator::Ref: page ",
+                 page, " out of range [0, ", num_pages(), ")");
+  LATENTKV_CHECK(refcount_[page] > 0, "BlockAllocator::Ref of free page ",
+                 page);
   ++refcount_[page];
 }
 
 void BlockAllocator::Unref(int32_t page) {
-  LATENTKV_KV_CHECK(page >= 0 && page < num_pages(),
-                    "BlockAllocator::Unref: page ", page, " out of range [0, ",
-                    num_pages(), ")");
-  LATENTKV_KV_CHECK(refcount_[page] > 0, "BlockAllocator::Unref of free page ",
-                    page);
+  LATENTKV_CHECK(page >= 0 && page < num_pages(),
+                 "BlockAllocator::Unref: page ", page, " out of range [0, ",
+                 num_pages(), ")");
+  LATENTKV_CHECK(refcount_[page] > 0, "BlockAllocator::Unref of free page ",
+                 page);
   if (--refcount_[page] == 0) {
     free_.push_back(page);
     std::push_heap(free_.begin(), free_.end(), std::greater<int32_t>());
@@ -188,8 +172,8 @@ int64_t KvCache::capacity_bytes() const {
 // SequenceKv
 
 void SequenceKv::Init(const KvCache& cache) {
-  LATENTKV_KV_CHECK(num_pages() == 0,
-                    "SequenceKv::Init while holding pages; Release() first");
+  LATENTKV_CHECK(num_pages() == 0,
+                 "SequenceKv::Init while holding pages; Release() first");
   lists_.assign(cache.num_layers(), {});
   for (int32_t l = 0; l < cache.num_layers(); ++l) {
     lists_[l].assign(cache.shape(l).n_kv_heads, HeadList{});
@@ -198,7 +182,7 @@ void SequenceKv::Init(const KvCache& cache) {
 
 absl::Status SequenceKv::SharePrefix(KvCache& cache, const SequenceKv& src,
                                      int64_t n_tokens) {
-  LATENTKV_KV_CHECK(
+  LATENTKV_CHECK(
       static_cast<int32_t>(lists_.size()) == cache.num_layers() &&
           static_cast<int32_t>(src.lists_.size()) == cache.num_layers(),
       "SequenceKv::SharePrefix on a sequence not Init'ed for this cache");
@@ -268,9 +252,9 @@ int64_t SequenceKv::PagesNeeded(const KvCache& cache, int64_t n) const {
 }
 
 absl::Status SequenceKv::Reserve(KvCache& cache, int64_t n) {
-  LATENTKV_KV_CHECK(static_cast<int32_t>(lists_.size()) == cache.num_layers(),
-                    "SequenceKv::Reserve on a sequence not Init'ed for this "
-                    "cache");
+  LATENTKV_CHECK(static_cast<int32_t>(lists_.size()) == cache.num_layers(),
+                 "SequenceKv::Reserve on a sequence not Init'ed for this "
+                 "cache");
   if (n < 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("SequenceKv::Reserve: negative token count ", n));
@@ -306,7 +290,7 @@ absl::Status SequenceKv::Reserve(KvCache& cache, int64_t n) {
       const int64_t want = CeilDiv(hl.tokens + n, ps);
       while (static_cast<int64_t>(hl.pages.size()) < want) {
         std::optional<int32_t> page = alloc.Allocate();
-        LATENTKV_KV_CHECK(page.has_value(), "allocator ran dry after check");
+        LATENTKV_CHECK(page.has_value(), "allocator ran dry after check");
         hl.pages.push_back(*page);
       }
     }
@@ -316,19 +300,18 @@ absl::Status SequenceKv::Reserve(KvCache& cache, int64_t n) {
 
 void SequenceKv::Append(const KvCache& cache, int32_t layer, int64_t n,
                         int64_t* slots) {
-  LATENTKV_KV_CHECK(layer >= 0 && layer < static_cast<int32_t>(lists_.size()),
-                    "SequenceKv::Append: layer ", layer, " out of range");
-  LATENTKV_KV_CHECK(n >= 0, "SequenceKv::Append: negative n ", n);
+  LATENTKV_CHECK(layer >= 0 && layer < static_cast<int32_t>(lists_.size()),
+                 "SequenceKv::Append: layer ", layer, " out of range");
+  LATENTKV_CHECK(n >= 0, "SequenceKv::Append: negative n ", n);
   const int64_t ps = cache.page_size();
   std::vector<HeadList>& heads = lists_[layer];
   const int64_t n_kv = static_cast<int64_t>(heads.size());
   for (int64_t h = 0; h < n_kv; ++h) {
     HeadList& hl = heads[h];
-    LATENTKV_KV_CHECK(
-        hl.tokens + n <= static_cast<int64_t>(hl.pages.size()) * ps,
-        "SequenceKv::Append of ", n, " tokens at layer ", layer, " head ", h,
-        " holding ", hl.tokens, " tokens in ", hl.pages.size(),
-        " pages: Reserve() first");
+    LATENTKV_CHECK(hl.tokens + n <= static_cast<int64_t>(hl.pages.size()) * ps,
+                   "SequenceKv::Append of ", n, " tokens at layer ", layer,
+                   " head ", h, " holding ", hl.tokens, " tokens in ",
+                   hl.pages.size(), " pages: Reserve() first");
     for (int64_t t = 0; t < n; ++t) {
       const int64_t pos = hl.tokens + t;
       slots[t * n_kv + h] = int64_t{hl.pages[pos / ps]} * ps + pos % ps;
@@ -341,8 +324,8 @@ void SequenceKv::Describe(const KvCache& cache, int32_t layer,
                           std::vector<int32_t>* indptr,
                           std::vector<int32_t>* indices,
                           std::vector<int32_t>* last_page_len) const {
-  LATENTKV_KV_CHECK(layer >= 0 && layer < static_cast<int32_t>(lists_.size()),
-                    "SequenceKv::Describe: layer ", layer, " out of range");
+  LATENTKV_CHECK(layer >= 0 && layer < static_cast<int32_t>(lists_.size()),
+                 "SequenceKv::Describe: layer ", layer, " out of range");
   const int64_t ps = cache.page_size();
   for (const HeadList& hl : lists_[layer]) {
     const int64_t used = CeilDiv(hl.tokens, ps);
@@ -473,8 +456,8 @@ absl::Status SequenceKv::AppendPerHead(
 int64_t SequenceKv::SlotOf(const KvCache& cache, int32_t layer, int32_t head,
                            int64_t i) const {
   const HeadList& hl = lists_[layer][head];
-  LATENTKV_KV_CHECK(i >= 0 && i < hl.tokens, "SequenceKv::SlotOf: slot ", i,
-                    " outside [0, ", hl.tokens, ")");
+  LATENTKV_CHECK(i >= 0 && i < hl.tokens, "SequenceKv::SlotOf: slot ", i,
+                 " outside [0, ", hl.tokens, ")");
   const int64_t ps = cache.page_size();
   return int64_t{hl.pages[i / ps]} * ps + i % ps;
 }

@@ -9,25 +9,10 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/check.h"
 
 namespace latentkv::worker {
 namespace {
-
-// Programming errors (not recoverable conditions) end the process with a
-// message; abseil 20220623 has no absl/log CHECK.
-[[noreturn]] void Fatal(const char* file, int line, const std::string& msg) {
-  std::fprintf(stderr, "%s:%d: FATAL: %s\n", file, line, msg.c_str());
-  std::fflush(stderr);
-  std::abort();
-}
-
-#define LATENTKV_CODEBOOK_CHECK(cond, ...)                           \
-  do {                                                               \
-    if (!(cond)) {                                                   \
-      Fatal(__FILE__, __LINE__,                                      \
-            absl::StrCat("check failed: " #cond ": ", __VA_ARGS__)); \
-    }                                                                \
-  } while (false)
 
 // Dot product of a [d] and b [d] in a fixed order: eight running sums over
 // k mod 8, combined pairwise, then the tail. Each term is a[k] * b[k], so
@@ -152,7 +137,7 @@ absl::Status ValidateCodebookOptions(const CodebookOptions& options) {
 }
 
 Codebook::Codebook(int32_t d) : d_(d) {
-  LATENTKV_CODEBOOK_CHECK(d >= 1, "codebook dimension ", d);
+  LATENTKV_CHECK(d >= 1, "codebook dimension ", d);
 }
 
 absl::StatusOr<Codebook> Codebook::FromCodewords(int32_t d,
@@ -183,7 +168,7 @@ Codebook Codebook::BuildStrided(const float* x, int64_t n, int32_t d,
                                 std::vector<float>* magnitude) {
   const absl::Status args =
       CheckBuildArgs(x, n, d, stride, theta, index, magnitude);
-  LATENTKV_CODEBOOK_CHECK(args.ok(), args.ToString());
+  LATENTKV_CHECK(args.ok(), args.ToString());
   Codebook cb(d);
   index->assign(n, 0);
   magnitude->assign(n, 0.0f);
@@ -238,11 +223,10 @@ absl::StatusOr<Codebook> Codebook::TryBuild(const float* x, int64_t n,
 }
 
 int32_t Codebook::Append(const float* x, float theta, float* magnitude) {
-  LATENTKV_CODEBOOK_CHECK(d_ >= 1, "Append to a codebook of dimension ", d_);
-  LATENTKV_CODEBOOK_CHECK(!std::isnan(theta), "theta is NaN");
+  LATENTKV_CHECK(d_ >= 1, "Append to a codebook of dimension ", d_);
+  LATENTKV_CHECK(!std::isnan(theta), "theta is NaN");
   const int32_t n = num_codewords();
-  LATENTKV_CODEBOOK_CHECK(n < std::numeric_limits<int32_t>::max(),
-                          "codebook full");
+  LATENTKV_CHECK(n < std::numeric_limits<int32_t>::max(), "codebook full");
   std::vector<float> u(d_);
   const double norm = Normalise(x, d_, u.data());
   *magnitude = static_cast<float>(norm);
@@ -277,13 +261,12 @@ void Codebook::Reconstruct(const int32_t* index, const float* magnitude,
 void Codebook::ReconstructStrided(const int32_t* index, const float* magnitude,
                                   int64_t n, float* out,
                                   int64_t out_stride) const {
-  LATENTKV_CODEBOOK_CHECK(out_stride >= d_, "out_stride ", out_stride,
-                          " < d = ", d_);
+  LATENTKV_CHECK(out_stride >= d_, "out_stride ", out_stride, " < d = ", d_);
   const int32_t num = num_codewords();
   for (int64_t t = 0; t < n; ++t) {
     const int32_t c = index[t];
-    LATENTKV_CODEBOOK_CHECK(c >= 0 && c < num, "index ", c, " of row ", t,
-                            " outside [0, ", num, ")");
+    LATENTKV_CHECK(c >= 0 && c < num, "index ", c, " of row ", t,
+                   " outside [0, ", num, ")");
     const float* w = codeword(c);
     float* o = out + t * out_stride;
     for (int32_t i = 0; i < d_; ++i) o[i] = magnitude[t] * w[i];
