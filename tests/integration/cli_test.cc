@@ -149,3 +149,27 @@ INSTANTIATE_TEST_SUITE_P(
 
 }  // namespace
 }  // namespace latentkv::testing
+
+namespace latentkv::testing {
+namespace {
+
+// KV transfer carries one rank's heads: roles with tensor parallelism are
+// refused up front rather than decoding with missing KV.
+TEST(CliTest, DisaggregationWithTensorParallelismIsRefused) {
+  int code = 0;
+  const std::string out = RunCommand(
+      {BinDir() + "/latentkv", "serve", "--model=" + Stories260kDir(),
+       "--port=0", "--tp=2", "--prefill-workers=1", "--decode-workers=1"},
+      &code, /*merge_stderr=*/true);
+  EXPECT_EQ(code, 2) << out;
+  EXPECT_NE(out.find("need --tp=1"), std::string::npos) << out;
+  const std::string w =
+      RunCommand({BinDir() + "/latentkv-worker", "--model=" + Stories260kDir(),
+                  "--role=decode", "--tp_size=2", "--tp_rank=0",
+                  "--tp_rendezvous=" + MakeTempDir(), "--tp_timeout_s=1"},
+                 &code, /*merge_stderr=*/true);
+  EXPECT_NE(code, 0) << w;
+}
+
+}  // namespace
+}  // namespace latentkv::testing

@@ -175,6 +175,13 @@ int main(int argc, char** argv) {
     o.decode_workers = absl::GetFlag(FLAGS_decode_workers);
     o.kvstore = absl::GetFlag(FLAGS_kvstore);
     o.kvstore_mb = absl::GetFlag(FLAGS_kvstore_mb);
+    if ((o.prefill_workers > 0 || o.decode_workers > 0) && o.tp > 1) {
+      std::fprintf(stderr,
+                   "--prefill-workers/--decode-workers need --tp=1 (KV "
+                   "transfer between tensor-parallel groups is not "
+                   "supported)\n");
+      return 2;
+    }
     if (o.kvstore && o.tp > 1) {
       std::fprintf(stderr, "--kvstore needs --tp=1\n");
       return 2;

@@ -171,6 +171,15 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--role must be mixed, prefill or decode\n");
     return 2;
   }
+  if (role != "mixed" && tp_size > 1) {
+    // A transfer carries rank 0's KV heads only; the follower ranks would
+    // decode without theirs. Refused until transfers are per rank.
+    std::fprintf(stderr,
+                 "--role=%s needs --tp_size=1 (KV transfer between "
+                 "tensor-parallel groups is not supported)\n",
+                 role.c_str());
+    return 2;
+  }
   lk::worker::WorkerServiceOptions so;
   so.tp_size = tp_size;
   so.prefill_timeout =
