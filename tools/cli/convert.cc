@@ -119,16 +119,14 @@ int Inspect(const std::string& dir, const std::string& weights_dtype,
       c.tie_word_embeddings ? 1 : 0);
   // With --kv_* flags: the residency plan each layer would run.
   std::shared_ptr<const worker::ResidencyPlan> plan;
-  bool bounded = false;
-  for (int64_t cap : residency.capacity) bounded |= cap > 0;
-  if (residency.policy != "none" || bounded) {
-    auto p = worker::ResidencyPlan::Create(residency, c.num_layers, c.num_heads,
-                                           c.num_kv_heads);
-    if (!p.ok()) {
-      std::fprintf(stderr, "%s\n", p.status().ToString().c_str());
-      return 2;
-    }
-    plan = *p;
+  auto p = worker::ResidencyPlan::CreateIfEnabled(residency, c.num_layers,
+                                                  c.num_heads, c.num_kv_heads);
+  if (!p.ok()) {
+    std::fprintf(stderr, "%s\n", p.status().ToString().c_str());
+    return 2;
+  }
+  plan = *p;
+  if (plan != nullptr) {
     std::printf("kv_residency=%s\n", plan->Describe().c_str());
   }
   for (int l = 0; l < c.num_layers; ++l) {

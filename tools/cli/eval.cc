@@ -57,10 +57,7 @@ int Eval(const EvalOptions& o) {
   }
 
   worker::ModelRunner runner(m->weights, m->backend.get());
-  worker::KvCacheOptions ko;
-  ko.page_size = o.local.page_size;
-  ko.max_bytes = o.local.kv_memory_mb << 20;
-  auto cache = worker::KvCache::Create(runner.KvShapes(), ko);
+  auto cache = MakeLocalCache(o.local, runner);
   if (!cache.ok()) {
     std::fprintf(stderr, "%s\n", cache.status().ToString().c_str());
     return 1;

@@ -36,7 +36,6 @@ struct TableConfig {
   std::string label;
   std::string model_dir;
   worker::ResidencyOptions residency;
-  bool compressed = false;
 };
 
 // "label:key=val,key=val" (keys: model, policy, budget, beta, window, pool,
@@ -93,9 +92,6 @@ absl::StatusOr<TableConfig> ParseConfig(const std::string& spec,
           absl::StrCat("config ", c.label, ": unknown key ", key));
     }
   }
-  bool bounded = false;
-  for (int64_t cap : c.residency.capacity) bounded |= cap > 0;
-  c.compressed = c.residency.policy != "none" || bounded;
   return c;
 }
 
@@ -154,22 +150,16 @@ int EvalTable(const EvalOptions& o) {
       return 1;
     }
     const model::ModelConfig& c = m->weights->config;
-    std::shared_ptr<const worker::ResidencyPlan> plan;
-    if (tc.compressed) {
-      auto p = worker::ResidencyPlan::Create(tc.residency, c.num_layers,
-                                             c.num_heads, c.num_kv_heads);
-      if (!p.ok()) {
-        std::fprintf(stderr, "%s: %s\n", tc.label.c_str(),
-                     p.status().ToString().c_str());
-        return 2;
-      }
-      plan = *p;
+    auto p = worker::ResidencyPlan::CreateIfEnabled(
+        tc.residency, c.num_layers, c.num_heads, c.num_kv_heads);
+    if (!p.ok()) {
+      std::fprintf(stderr, "%s: %s\n", tc.label.c_str(),
+                   p.status().ToString().c_str());
+      return 2;
     }
+    const std::shared_ptr<const worker::ResidencyPlan> plan = *p;
     worker::ModelRunner runner(m->weights, m->backend.get());
-    worker::KvCacheOptions ko;
-    ko.page_size = o.local.page_size;
-    ko.max_bytes = o.local.kv_memory_mb << 20;
-    auto cache = worker::KvCache::Create(runner.KvShapes(), ko);
+    auto cache = MakeLocalCache(o.local, runner);
     if (!cache.ok()) {
       std::fprintf(stderr, "%s\n", cache.status().ToString().c_str());
       return 1;

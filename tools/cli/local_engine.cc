@@ -26,4 +26,12 @@ absl::StatusOr<LocalModel> LoadLocalModel(const LocalEngineOptions& options) {
   return m;
 }
 
+absl::StatusOr<std::unique_ptr<worker::KvCache>> MakeLocalCache(
+    const LocalEngineOptions& options, const worker::ModelRunner& runner) {
+  worker::KvCacheOptions ko;
+  ko.page_size = options.page_size;
+  ko.max_bytes = options.kv_memory_mb << 20;
+  return worker::KvCache::Create(runner.KvShapes(), ko);
+}
+
 }  // namespace latentkv::cli

@@ -9,6 +9,8 @@
 #include "model/tokenizer/tokenizer.h"
 #include "model/weights.h"
 #include "tools/cli/commands.h"
+#include "worker/cache/kv_cache.h"
+#include "worker/engine/model_runner.h"
 
 namespace latentkv::cli {
 
@@ -19,6 +21,11 @@ struct LocalModel {
 };
 
 absl::StatusOr<LocalModel> LoadLocalModel(const LocalEngineOptions& options);
+
+// A KV cache for `runner`'s model with the options' page size and memory
+// bound (for commands that drive the model runner directly).
+absl::StatusOr<std::unique_ptr<worker::KvCache>> MakeLocalCache(
+    const LocalEngineOptions& options, const worker::ModelRunner& runner);
 
 }  // namespace latentkv::cli
 

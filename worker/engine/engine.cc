@@ -26,14 +26,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
       std::make_unique<Scheduler>(options.scheduler, e->cache_.get());
   const model::ModelConfig& c = e->runner_->config();
   const ResidencyOptions& ro = options.residency;
-  bool bounded = false;
-  for (int64_t cap : ro.capacity) bounded |= cap > 0;
-  if (ro.policy != "none" || bounded) {
-    auto plan =
-        ResidencyPlan::Create(ro, c.num_layers, c.num_heads, c.num_kv_heads);
-    if (!plan.ok()) return plan.status();
-    e->plan_ = std::move(*plan);
-  }
+  auto plan = ResidencyPlan::CreateIfEnabled(ro, c.num_layers, c.num_heads,
+                                             c.num_kv_heads);
+  if (!plan.ok()) return plan.status();
+  e->plan_ = std::move(*plan);
   {
     std::lock_guard<std::mutex> lock(e->mu_);
     e->stats_.kv_bytes_capacity = e->cache_->capacity_bytes();

@@ -24,6 +24,22 @@ absl::StatusOr<std::vector<int64_t>> ParseCapacityList(const std::string& s) {
   return out;
 }
 
+bool ResidencyOptions::enabled() const {
+  if (policy != "none") return true;
+  for (int64_t cap : capacity) {
+    if (cap > 0) return true;
+  }
+  return false;
+}
+
+absl::StatusOr<std::shared_ptr<const ResidencyPlan>>
+ResidencyPlan::CreateIfEnabled(const ResidencyOptions& options,
+                               int32_t num_layers, int32_t n_heads,
+                               int32_t n_kv_heads) {
+  if (!options.enabled()) return std::shared_ptr<const ResidencyPlan>();
+  return Create(options, num_layers, n_heads, n_kv_heads);
+}
+
 absl::StatusOr<std::shared_ptr<const ResidencyPlan>> ResidencyPlan::Create(
     const ResidencyOptions& o, int32_t num_layers, int32_t n_heads,
     int32_t n_kv_heads) {

@@ -63,6 +63,10 @@ struct ResidencyOptions {
   // When a layer reaches its capacity it evicts down to capacity - slack
   // (amortises the compaction); 0 picks max(1, capacity / 8).
   int64_t capacity_slack = 0;
+
+  // True when these options change anything: a policy other than "none",
+  // or a positive capacity on some layer. False means a full cache.
+  bool enabled() const;
 };
 
 // Parses "A" or "A,B,C" into capacities; InvalidArgument on bad numbers.
@@ -73,6 +77,11 @@ class ResidencyPlan {
   // Validates `options` for a model with `num_layers` layers, `n_heads`
   // query heads and `n_kv_heads` KV heads: InvalidArgument naming the field.
   static absl::StatusOr<std::shared_ptr<const ResidencyPlan>> Create(
+      const ResidencyOptions& options, int32_t num_layers, int32_t n_heads,
+      int32_t n_kv_heads);
+  // Create() when options.enabled(), else null (a full cache; nothing to
+  // validate).
+  static absl::StatusOr<std::shared_ptr<const ResidencyPlan>> CreateIfEnabled(
       const ResidencyOptions& options, int32_t num_layers, int32_t n_heads,
       int32_t n_kv_heads);
 

@@ -47,6 +47,32 @@ pb::FinishReason ToProto(FinishReason r) {
   return pb::FINISH_REASON_UNSPECIFIED;
 }
 
+// The engine request for a prompt, sampling parameters and KV cache mode
+// from the wire (max_new_tokens left to the caller).
+GenerationRequest FromProto(
+    std::string id, const google::protobuf::RepeatedField<int32_t>& prompt,
+    const pb::SamplingParams& sp, pb::KvCacheMode mode) {
+  GenerationRequest g;
+  g.id = std::move(id);
+  g.prompt.assign(prompt.begin(), prompt.end());
+  g.sampling.temperature = sp.temperature();
+  g.sampling.top_p = sp.top_p() == 0.0f ? 1.0f : sp.top_p();
+  g.sampling.top_k = static_cast<int32_t>(sp.top_k());
+  g.sampling.seed = sp.seed();
+  g.ignore_eos = sp.ignore_eos();
+  switch (mode) {
+    case pb::KV_CACHE_MODE_FULL:
+      g.kv_mode = KvMode::kFull;
+      break;
+    case pb::KV_CACHE_MODE_COMPRESSED:
+      g.kv_mode = KvMode::kCompressed;
+      break;
+    default:
+      g.kv_mode = KvMode::kServerDefault;
+  }
+  return g;
+}
+
 }  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& s) {
@@ -90,21 +116,10 @@ grpc::Status WorkerService::GetStats(grpc::ServerContext*,
 grpc::Status WorkerService::Prefill(
     grpc::ServerContext* ctx, const pb::PrefillRequest* req,
     grpc::ServerWriter<pb::PrefillResponse>* writer) {
-  GenerationRequest g;
-  g.id = absl::StrCat(req->request_id(), "#prefill", next_id_.fetch_add(1));
-  g.prompt.assign(req->prompt_token_ids().begin(),
-                  req->prompt_token_ids().end());
-  const pb::SamplingParams& sp = req->sampling();
+  GenerationRequest g = FromProto(
+      absl::StrCat(req->request_id(), "#prefill", next_id_.fetch_add(1)),
+      req->prompt_token_ids(), req->sampling(), req->kv_cache_mode());
   g.max_new_tokens = 1;
-  g.sampling.temperature = sp.temperature();
-  g.sampling.top_p = sp.top_p() == 0.0f ? 1.0f : sp.top_p();
-  g.sampling.top_k = static_cast<int32_t>(sp.top_k());
-  g.sampling.seed = sp.seed();
-  g.ignore_eos = sp.ignore_eos();
-  g.kv_mode = req->kv_cache_mode() == pb::KV_CACHE_MODE_FULL ? KvMode::kFull
-              : req->kv_cache_mode() == pb::KV_CACHE_MODE_COMPRESSED
-                  ? KvMode::kCompressed
-                  : KvMode::kServerDefault;
   g.export_kv = true;
   auto queue = std::make_shared<EventQueue>();
   const std::string id = g.id;
@@ -192,28 +207,12 @@ bool WorkerService::TakeRemotePrefill(const pb::WorkerGenerateRequest& req,
 grpc::Status WorkerService::Generate(
     grpc::ServerContext* ctx, const pb::WorkerGenerateRequest* req,
     grpc::ServerWriter<pb::WorkerGenerateResponse>* writer) {
-  GenerationRequest g;
   // Ids are made unique per worker so a client reusing an id cannot collide.
-  g.id = absl::StrCat(req->request_id(), "#", next_id_.fetch_add(1));
-  g.prompt.assign(req->prompt_token_ids().begin(),
-                  req->prompt_token_ids().end());
+  GenerationRequest g =
+      FromProto(absl::StrCat(req->request_id(), "#", next_id_.fetch_add(1)),
+                req->prompt_token_ids(), req->sampling(), req->kv_cache_mode());
   const pb::SamplingParams& sp = req->sampling();
   g.max_new_tokens = static_cast<int32_t>(sp.max_tokens());
-  g.sampling.temperature = sp.temperature();
-  g.sampling.top_p = sp.top_p() == 0.0f ? 1.0f : sp.top_p();
-  g.sampling.top_k = static_cast<int32_t>(sp.top_k());
-  g.sampling.seed = sp.seed();
-  g.ignore_eos = sp.ignore_eos();
-  switch (req->kv_cache_mode()) {
-    case pb::KV_CACHE_MODE_FULL:
-      g.kv_mode = KvMode::kFull;
-      break;
-    case pb::KV_CACHE_MODE_COMPRESSED:
-      g.kv_mode = KvMode::kCompressed;
-      break;
-    default:
-      g.kv_mode = KvMode::kServerDefault;
-  }
   if (sp.max_tokens() > (1u << 30)) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "max_tokens is too large");

@@ -62,14 +62,10 @@ absl::StatusOr<std::unique_ptr<TpFollower>> TpFollower::Create(
   f->cache_ = std::move(*cache);
   const model::ModelConfig& c = f->weights_->config;
   const ResidencyOptions& ro = options.residency;
-  bool bounded = false;
-  for (int64_t cap : ro.capacity) bounded |= cap > 0;
-  if (ro.policy != "none" || bounded) {
-    auto plan =
-        ResidencyPlan::Create(ro, c.num_layers, c.num_heads, c.num_kv_heads);
-    if (!plan.ok()) return plan.status();
-    f->plan_ = std::move(*plan);
-  }
+  auto plan = ResidencyPlan::CreateIfEnabled(ro, c.num_layers, c.num_heads,
+                                             c.num_kv_heads);
+  if (!plan.ok()) return plan.status();
+  f->plan_ = std::move(*plan);
   return f;
 }
 
