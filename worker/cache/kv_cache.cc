@@ -219,6 +219,39 @@ absl::Status SequenceKv::SharePrefix(KvCache& cache, const SequenceKv& src,
   return absl::OkStatus();
 }
 
+absl::Status SequenceKv::AppendSharedBlock(KvCache& cache,
+                                           const std::vector<int32_t>& pages) {
+  LATENTKV_CHECK(static_cast<int32_t>(lists_.size()) == cache.num_layers(),
+                 "SequenceKv::AppendSharedBlock on a sequence not Init'ed");
+  size_t heads = 0;
+  for (const auto& layer : lists_) heads += layer.size();
+  if (pages.size() != heads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("SequenceKv::AppendSharedBlock: ", pages.size(),
+                     " pages for ", heads, " (layer, head) lists"));
+  }
+  const int64_t n = lists_[0][0].tokens;
+  for (const auto& layer : lists_) {
+    for (const HeadList& hl : layer) {
+      if (hl.tokens != n || n % cache.page_size() != 0 || hl.aux.tokens != 0 ||
+          static_cast<int64_t>(hl.pages.size()) != n / cache.page_size()) {
+        return absl::FailedPreconditionError(
+            "SequenceKv::AppendSharedBlock: the sequence is not a full cache "
+            "of whole pages");
+      }
+    }
+  }
+  size_t i = 0;
+  for (int32_t l = 0; l < cache.num_layers(); ++l) {
+    for (HeadList& hl : lists_[l]) {
+      cache.allocator(l).Ref(pages[i]);
+      hl.pages.push_back(pages[i++]);
+      hl.tokens += cache.page_size();
+    }
+  }
+  return absl::OkStatus();
+}
+
 void SequenceKv::SetCapacity(std::vector<int64_t> per_layer) {
   capacity_ = std::move(per_layer);
 }

@@ -127,6 +127,13 @@ class SequenceKv {
   // otherwise, FailedPrecondition if this sequence already holds pages.
   absl::Status SharePrefix(KvCache& cache, const SequenceKv& src,
                            int64_t n_tokens);
+  // Appends one full page per (layer, head) that another holder (a prefix
+  // cache) owns, adding a reference to each: `pages` lists them layer-major
+  // ([layer][head] flattened), each holding page_size tokens. Every (layer,
+  // head) must hold the same multiple of page_size tokens and no aux pages
+  // (FailedPrecondition otherwise); InvalidArgument for a wrong page count.
+  absl::Status AppendSharedBlock(KvCache& cache,
+                                 const std::vector<int32_t>& pages);
   // Appends counts[layer][head] slots to an empty sequence (a transferred
   // cache whose heads hold different tokens), allocating their pages:
   // all-or-nothing (ResourceExhausted). FailedPrecondition when the sequence
@@ -161,6 +168,11 @@ class SequenceKv {
   // (layer, head); i < num_tokens(layer, head).
   int64_t SlotOf(const KvCache& cache, int32_t layer, int32_t head,
                  int64_t i) const;
+  // The i-th page of (layer, head)'s token page list (holding logical slots
+  // [i * page_size, (i + 1) * page_size)); i < that list's length.
+  int32_t page_at(int32_t layer, int32_t head, int64_t i) const {
+    return lists_[layer][head].pages[i];
+  }
   // Pages a residency policy keeps for (layer, head) besides the token page
   // list: the codebook storage of worker/residency/codebook_store.h, whose
   // `tokens` are attended to through a reconstructed copy. They belong to the
