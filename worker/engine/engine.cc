@@ -30,6 +30,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
                                              c.num_kv_heads);
   if (!plan.ok()) return plan.status();
   e->plan_ = std::move(*plan);
+  if (options.prefix_caching && options.step_listener == nullptr) {
+    e->prefix_ = std::make_unique<PrefixIndex>(e->cache_.get());
+    e->scheduler_->set_reclaimer([p = e.get()] {
+      if (p->prefix_->Evict(1) == 0) return false;
+      ++p->prefix_evicted_;
+      return true;
+    });
+    e->scheduler_->set_admit_hook(
+        [p = e.get()](Sequence* s) { p->AttachPrefix(s); });
+  }
   {
     std::lock_guard<std::mutex> lock(e->mu_);
     e->stats_.kv_bytes_capacity = e->cache_->capacity_bytes();
@@ -41,7 +51,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   return e;
 }
 
-Engine::~Engine() { Stop(); }
+Engine::~Engine() {
+  Stop();
+  // The index's pages go back before the cache itself goes.
+  scheduler_.reset();
+  prefix_.reset();
+}
 
 absl::Status Engine::Submit(GenerationRequest req, EventSink sink) {
   const model::ModelConfig& c = config();
@@ -162,6 +177,7 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status) {
       status = snap.status();
     }
   }
+  if (status.ok()) IndexPrefix(*seq);
   ev.status = std::move(status);
   scheduler_->Remove(id);  // releases pages; seq is gone after this
   released_.push_back(id);
@@ -383,6 +399,9 @@ void Engine::Step() {
       for (const auto& p : plan) {
         Sequence* seq = p.seq;
         seq->num_cached += p.len;
+        if (p.start < seq->prompt_len && seq->num_cached >= seq->prompt_len) {
+          IndexPrefix(*seq);  // the prompt is in: share it from now on
+        }
         if (seq->residency != nullptr) {
           evicted_total_ +=
               seq->residency->evicted_slots() - seq->evicted_reported;
@@ -411,6 +430,7 @@ void Engine::Step() {
       }
     }
   }
+  PublishPrefixEvents();
   std::lock_guard<std::mutex> lock(mu_);
   queued_ = scheduler_->num_waiting() + static_cast<int64_t>(inbox_.size());
   stats_.running = scheduler_->num_running();
@@ -428,6 +448,78 @@ void Engine::Step() {
   for (int32_t l = 0; l < cache_->num_layers(); ++l) {
     stats_.kv_layer_bytes_in_use[l] = cache_->layer_bytes_in_use(l);
   }
+  if (prefix_ != nullptr) {
+    stats_.prefix_cached_blocks = prefix_->num_blocks();
+    stats_.prefix_cached_pages = prefix_->num_pages();
+  }
+  stats_.prefix_lookup_tokens = prefix_lookup_tokens_;
+  stats_.prefix_hit_tokens = prefix_hit_tokens_;
+  stats_.prefix_hits = prefix_hits_;
+  stats_.prefix_evicted_blocks = prefix_evicted_;
+}
+
+void Engine::AttachPrefix(Sequence* seq) {
+  if (prefix_ == nullptr || seq->residency != nullptr || seq->num_cached > 0) {
+    return;
+  }
+  const int64_t len = static_cast<int64_t>(seq->tokens.size());
+  prefix_lookup_tokens_ += len;
+  // The last token always runs: its logits give the next sample.
+  const int64_t n = prefix_->Match(seq->tokens, len - 1);
+  if (n == 0) return;
+  if (!prefix_->Attach(seq->kv, seq->tokens, n).ok()) {
+    seq->kv.Release(*cache_);
+    return;
+  }
+  seq->num_cached = n;
+  prefix_hit_tokens_ += n;
+  ++prefix_hits_;
+}
+
+void Engine::IndexPrefix(const Sequence& seq) {
+  if (prefix_ == nullptr || seq.residency != nullptr) return;
+  prefix_->Insert(seq.kv, seq.tokens, seq.num_cached);
+}
+
+void Engine::PublishPrefixEvents() {
+  if (prefix_ == nullptr) return;
+  std::vector<PrefixEvent> events = prefix_->TakeEvents();
+  if (events.empty()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (PrefixEvent& ev : events) {
+    for (BlockKey k : ev.keys) {
+      if (ev.stored) {
+        prefix_keys_.insert(k);
+      } else {
+        prefix_keys_.erase(k);
+      }
+    }
+    prefix_log_.emplace_back(++prefix_seq_, std::move(ev));
+  }
+  while (static_cast<int64_t>(prefix_log_.size()) >
+         options_.max_prefix_events) {
+    prefix_log_.pop_front();
+  }
+}
+
+PrefixCacheUpdate Engine::PrefixUpdates(uint64_t after_seq,
+                                        bool snapshot) const {
+  PrefixCacheUpdate u;
+  u.block_tokens = cache_->page_size();
+  std::lock_guard<std::mutex> lock(mu_);
+  u.last_seq = prefix_seq_;
+  const uint64_t oldest =
+      prefix_log_.empty() ? prefix_seq_ + 1 : prefix_log_.front().first;
+  if (snapshot || after_seq > prefix_seq_ || after_seq + 1 < oldest) {
+    u.snapshot = true;
+    u.events.push_back({true, {prefix_keys_.begin(), prefix_keys_.end()}});
+    return u;
+  }
+  u.first_seq = after_seq + 1;
+  for (const auto& [seq, ev] : prefix_log_) {
+    if (seq > after_seq) u.events.push_back(ev);
+  }
+  return u;
 }
 
 }  // namespace latentkv::worker

@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -21,10 +22,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "worker/cache/kv_cache.h"
 #include "worker/cache/kv_snapshot.h"
+#include "worker/cache/prefix_index.h"
 #include "worker/engine/model_runner.h"
 #include "worker/engine/scheduler.h"
 #include "worker/engine/sequence.h"
@@ -45,6 +48,16 @@ struct EngineOptions {
   // With a listener: the longest idle gap between OnStep calls (keep-alives
   // let the other ranks tell a quiet leader from a dead one). > 0.
   int32_t keepalive_ms = 1000;
+  // Local prefix caching: full-cache sequences leave their whole pages
+  // indexed (worker/cache/prefix_index.h) and later prompts with the same
+  // leading tokens share them instead of recomputing them; cached pages are
+  // evicted (LRU) before any running sequence is preempted. Off with a
+  // step_listener (tensor parallelism: the followers could not mirror the
+  // shared pages). Compressed requests neither use nor fill it.
+  bool prefix_caching = true;
+  // Bound on the prefix events kept for PrefixUpdates(); older ones are
+  // dropped and a reader that missed them gets a snapshot instead.
+  int32_t max_prefix_events = 4096;
 };
 
 // Which KV cache a request gets.
@@ -98,6 +111,25 @@ struct EngineStats {
   int64_t kv_imports = 0;          // requests started from a transferred KV
   int64_t kv_import_failures = 0;  // transferred KVs that did not fit/match
   std::vector<int64_t> kv_layer_bytes_in_use;  // [num_layers] page bytes
+  // Local prefix cache.
+  int64_t prefix_cached_blocks = 0;   // blocks held by the index now
+  int64_t prefix_cached_pages = 0;    // their page references
+  int64_t prefix_lookup_tokens = 0;   // prompt tokens looked up
+  int64_t prefix_hit_tokens = 0;      // prompt tokens shared, not computed
+  int64_t prefix_hits = 0;            // requests that shared >= 1 block
+  int64_t prefix_evicted_blocks = 0;  // blocks evicted for room
+};
+
+// The local prefix cache's changes for the coordinator's router: events
+// numbered 1, 2, ... in order (one event = keys stored, or keys removed).
+struct PrefixCacheUpdate {
+  int32_t block_tokens = 0;  // tokens per block (the page size)
+  // True: `events` is one stored event with every key held now, replacing
+  // whatever the reader had; it reflects events up to last_seq.
+  bool snapshot = false;
+  uint64_t first_seq = 0;  // number of events[0] (not a snapshot)
+  uint64_t last_seq = 0;   // number of the newest event reflected
+  std::vector<PrefixEvent> events;
 };
 
 class Engine {
@@ -132,6 +164,9 @@ class Engine {
   }
   // KV shapes of this engine's cache (per layer), for transfer layouts.
   std::vector<LayerKvShape> kv_shapes() const { return runner_->KvShapes(); }
+  // Prefix-cache events after `after_seq`, or a snapshot when `snapshot`
+  // is asked for or those events were dropped (bounded log). Thread-safe.
+  PrefixCacheUpdate PrefixUpdates(uint64_t after_seq, bool snapshot) const;
   // The server's compression plan, or null when it serves a full cache.
   const ResidencyPlan* residency_plan() const { return plan_.get(); }
 
@@ -172,6 +207,22 @@ class Engine {
   std::vector<std::string> released_;  // engine thread: for the listener
   std::chrono::steady_clock::time_point last_listened_;  // engine thread
   absl::Status fatal_;  // guarded by mu_: set when the group broke
+
+  // Local prefix cache (engine thread; null when off) and what readers see
+  // of it (guarded by mu_).
+  std::unique_ptr<PrefixIndex> prefix_;
+  std::deque<std::pair<uint64_t, PrefixEvent>> prefix_log_;
+  uint64_t prefix_seq_ = 0;  // number of the newest event
+  absl::flat_hash_set<BlockKey> prefix_keys_;
+  int64_t prefix_lookup_tokens_ = 0, prefix_hit_tokens_ = 0;  // engine thread
+  int64_t prefix_hits_ = 0, prefix_evicted_ = 0;              // engine thread
+  // Shares a cached prefix with a full-cache sequence being admitted with
+  // nothing cached (engine thread; the scheduler's admit hook).
+  void AttachPrefix(Sequence* seq);
+  // Indexes a full-cache sequence's whole blocks (engine thread).
+  void IndexPrefix(const Sequence& seq);
+  // Moves the index's events into the log (engine thread; takes mu_).
+  void PublishPrefixEvents();
 
   // Engine-thread state.
   std::unordered_map<std::string, EventSink> sinks_;

@@ -5,6 +5,7 @@
 
 #include <future>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -88,11 +89,12 @@ TEST(EngineTest, BatchingChunkingAndPreemptionDoNotChangeGreedyOutputs) {
   EngineStats s;
   for (int i = 0; i < 200; ++i) {
     s = (*e)->Stats();
-    if (s.running == 0 && s.kv_pages_in_use == 0) break;
+    if (s.running == 0 && s.kv_pages_in_use == s.prefix_cached_pages) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   EXPECT_GT(s.preemptions, 0) << "the test should exercise preemption";
-  EXPECT_EQ(s.kv_pages_in_use, 0);
+  // Only the local prefix cache still holds pages.
+  EXPECT_EQ(s.kv_pages_in_use, s.prefix_cached_pages);
   EXPECT_EQ(s.running, 0);
 }
 
@@ -124,11 +126,114 @@ TEST(EngineTest, CancelReturnsPagesAndEndsWithCancelled) {
   EngineStats s;
   for (int i = 0; i < 100; ++i) {
     s = (*e)->Stats();
-    if (s.kv_pages_in_use == 0) break;
+    if (s.kv_pages_in_use == s.prefix_cached_pages) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  EXPECT_EQ(s.kv_pages_in_use, 0);
+  EXPECT_EQ(s.kv_pages_in_use, s.prefix_cached_pages);
   EXPECT_LT(s.tokens_generated, 500);
+}
+
+// Waits for the post-step stats snapshot to show `done` true.
+template <typename F>
+EngineStats WaitStats(Engine& e, F done) {
+  EngineStats s;
+  for (int i = 0; i < 400; ++i) {
+    s = e.Stats();
+    if (done(s)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return s;
+}
+
+TEST(EngineTest, LocalPrefixCacheSharesPagesWithoutChangingOutputs) {
+  std::vector<int32_t> base = {1};
+  for (int j = 0; j < 41; ++j) base.push_back(300 + (j * 13) % 200);
+  std::vector<int32_t> p1 = base, p2 = base;
+  for (int32_t t : {5, 6, 7}) p1.push_back(t);
+  for (int32_t t : {9, 10, 11, 12, 13}) p2.push_back(t);
+  // Run one after the other: p1, p2 (shares base), p1 again (shares p1's
+  // prompt and more: the first run's generated tokens are cached too).
+  const std::vector<std::vector<int32_t>> order = {p1, p2, p1};
+  EngineOptions off;
+  off.kv.page_size = 4;
+  off.prefix_caching = false;
+  auto ref = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), off);
+  ASSERT_TRUE(ref.ok());
+  EngineOptions on = off;
+  on.prefix_caching = true;
+  auto e = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), on);
+  ASSERT_TRUE(e.ok());
+  for (const auto& p : order) {
+    const Outcome want = RunAll(**ref, {p}, 20)[0];
+    const Outcome got = RunAll(**e, {p}, 20)[0];
+    ASSERT_TRUE(got.status.ok()) << got.status;
+    EXPECT_EQ(got.tokens, want.tokens);
+  }
+  // Expected shared tokens, from the prompts alone: whole 4-token blocks of
+  // the common prefix, leaving the last prompt token to run.
+  auto shared = [](const std::vector<int32_t>& a,
+                   const std::vector<int32_t>& b) {
+    size_t n = 0;
+    while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
+    n = std::min(n, b.size() - 1);
+    return static_cast<int64_t>(n / 4 * 4);
+  };
+  const int64_t want_hits = shared(p1, p2) + shared(p1, p1);
+  const EngineStats s =
+      WaitStats(**e, [](const EngineStats& s) { return s.running == 0; });
+  EXPECT_EQ(s.prefix_hits, 2);
+  EXPECT_EQ(s.prefix_hit_tokens, want_hits);
+  EXPECT_EQ(s.prefix_lookup_tokens,
+            static_cast<int64_t>(p1.size() * 2 + p2.size()));
+  EXPECT_GT(s.prefix_cached_blocks, 0);
+  EXPECT_EQ(s.kv_pages_in_use, s.prefix_cached_pages);
+  // The router's view: the events since 0 list exactly the cached keys.
+  const PrefixCacheUpdate u = (*e)->PrefixUpdates(0, false);
+  EXPECT_FALSE(u.snapshot);
+  EXPECT_EQ(u.first_seq, 1u);
+  std::set<BlockKey> keys;
+  for (const auto& ev : u.events) {
+    for (BlockKey k : ev.keys) {
+      if (ev.stored) {
+        EXPECT_TRUE(keys.insert(k).second);
+      } else {
+        EXPECT_EQ(keys.erase(k), 1u);
+      }
+    }
+  }
+  EXPECT_EQ(static_cast<int64_t>(keys.size()), s.prefix_cached_blocks);
+  const PrefixCacheUpdate snap = (*e)->PrefixUpdates(0, true);
+  ASSERT_TRUE(snap.snapshot);
+  EXPECT_EQ(std::set<BlockKey>(snap.events[0].keys.begin(),
+                               snap.events[0].keys.end()),
+            keys);
+}
+
+TEST(EngineTest, PrefixCacheGivesWayWhenMemoryRunsOut) {
+  // Room for ~96 tokens; 12 distinct 40-token requests in turn fill the
+  // cache many times over: cached blocks must be evicted, nothing fails.
+  EngineOptions o;
+  o.kv.page_size = 4;
+  o.kv.max_bytes = 24 * 5440;
+  auto e = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), o);
+  ASSERT_TRUE(e.ok());
+  for (int i = 0; i < 12; ++i) {
+    std::vector<int32_t> p = {1};
+    for (int j = 0; j < 30; ++j) p.push_back(259 + (i * 17 + j * 3) % 250);
+    const Outcome got = RunAll(**e, {p}, 10)[0];
+    ASSERT_TRUE(got.status.ok()) << got.status;
+    EXPECT_EQ(got.tokens.size(), 10u);
+  }
+  const EngineStats s =
+      WaitStats(**e, [](const EngineStats& s) { return s.running == 0; });
+  EXPECT_GT(s.prefix_evicted_blocks, 0);
+  EXPECT_EQ(s.preemptions, 0);
+  EXPECT_LE(s.kv_pages_in_use, s.kv_pages_total);
+  // Evictions reached the router as removed events.
+  const PrefixCacheUpdate u = (*e)->PrefixUpdates(0, false);
+  bool removed = false;
+  for (const auto& ev : u.events) removed = removed || !ev.stored;
+  EXPECT_TRUE(removed);
 }
 
 TEST(EngineTest, RejectsBadRequestsSynchronously) {

@@ -20,6 +20,7 @@ Scheduler::~Scheduler() {
 
 absl::Status Scheduler::Enqueue(std::unique_ptr<Sequence> seq) {
   if (num_waiting() >= options_.max_waiting) {
+    seq->kv.Release(*cache_);  // imported or shared pages
     return absl::ResourceExhaustedError(absl::StrCat(
         "request queue is full (", options_.max_waiting, " waiting)"));
   }
@@ -28,6 +29,7 @@ absl::Status Scheduler::Enqueue(std::unique_ptr<Sequence> seq) {
       seq->prompt_len + int64_t{seq->max_new_tokens}, seq->max_total_tokens);
   const int64_t need = seq->kv.PagesNeeded(*cache_, most);
   if (need > total_pages_) {
+    seq->kv.Release(*cache_);
     return absl::ResourceExhaustedError(
         absl::StrCat("request needs ", need, " KV pages for ", most,
                      " tokens but the whole cache holds ", total_pages_));
@@ -51,6 +53,16 @@ void Scheduler::Preempt(Sequence* seq) {
   running_.erase(it);
 }
 
+bool Scheduler::Reserve(Sequence* seq, int64_t n) {
+  while (true) {
+    absl::Status st = seq->kv.Reserve(*cache_, n);
+    if (st.ok()) return true;
+    if (!absl::IsResourceExhausted(st) || !reclaim_ || !reclaim_()) {
+      return false;
+    }
+  }
+}
+
 std::vector<ScheduledChunk> Scheduler::Schedule() {
   std::vector<ScheduledChunk> plan;
   int64_t budget = options_.max_step_tokens;
@@ -62,7 +74,7 @@ std::vector<ScheduledChunk> Scheduler::Schedule() {
       ++i;
       continue;
     }
-    if (seq->kv.Reserve(*cache_, n).ok()) {
+    if (Reserve(seq, n)) {
       plan.push_back({seq, seq->num_cached, static_cast<int32_t>(n),
                       seq->num_cached + n == int64_t(seq->tokens.size())});
       budget -= n;
@@ -78,9 +90,12 @@ std::vector<ScheduledChunk> Scheduler::Schedule() {
   while (!waiting_.empty() && budget > 0 &&
          num_running() < options_.max_running) {
     Sequence* seq = waiting_.front().get();
+    if (admit_hook_ && seq->num_cached == 0 && seq->kv.num_pages() == 0) {
+      admit_hook_(seq);
+    }
     const int64_t n = std::min({seq->pending(), budget, seq->kv.Room()});
     if (n <= 0) break;
-    if (!seq->kv.Reserve(*cache_, n).ok()) break;
+    if (!Reserve(seq, n)) break;
     seq->running = true;
     plan.push_back({seq, seq->num_cached, static_cast<int32_t>(n),
                     seq->num_cached + n == int64_t(seq->tokens.size())});

@@ -12,6 +12,9 @@
 //     max_running and budget remains and their pages can be reserved (no
 //     preemption to admit; first come, first served: a sequence that does not
 //     fit blocks the ones behind it).
+// Before a reservation gives up (preempting or not admitting), the reclaimer
+// (if set: the local prefix cache's eviction) is asked to free pages, as
+// long as it frees something.
 // Control-plane only: no kernels, no gRPC; unit-testable with a KvCache.
 // Thread-safety: not thread-safe; owned by the engine thread.
 #ifndef LATENTKV_WORKER_ENGINE_SCHEDULER_H_
@@ -19,6 +22,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,9 +73,21 @@ class Scheduler {
     return out;
   }
   bool idle() const { return running_.empty() && waiting_.empty(); }
+  // Frees some KV pages on demand; returns false when it could free none.
+  void set_reclaimer(std::function<bool()> reclaim) {
+    reclaim_ = std::move(reclaim);
+  }
+  // Called on a waiting sequence about to be admitted with nothing cached
+  // (new, or preempted): it may attach already computed KV (a cached prefix)
+  // and advance num_cached.
+  void set_admit_hook(std::function<void(Sequence*)> hook) {
+    admit_hook_ = std::move(hook);
+  }
 
  private:
   void Preempt(Sequence* seq);
+  // Reserve() with reclaiming: true when n more tokens fit.
+  bool Reserve(Sequence* seq, int64_t n);
 
   SchedulerOptions options_;
   KvCache* cache_;
@@ -80,6 +96,8 @@ class Scheduler {
   int64_t preemptions_ = 0;
   std::vector<std::string> preempted_;
   int64_t total_pages_ = 0;
+  std::function<bool()> reclaim_;
+  std::function<void(Sequence*)> admit_hook_;
 };
 
 }  // namespace latentkv::worker
