@@ -1,5 +1,6 @@
 #include "coordinator/worker_registry.h"
 
+#include <algorithm>
 #include <tuple>
 
 namespace latentkv::coordinator {
@@ -9,7 +10,10 @@ void WorkerRegistry::Register(const WorkerInfo& info, Clock::time_point now) {
   WorkerInfo w = info;
   w.last_seen = now;
   auto it = workers_.find(info.id);
-  if (it != workers_.end()) w.inflight = it->second.inflight;
+  if (it != workers_.end()) {
+    w.inflight = it->second.inflight;
+    w.inflight_tokens = it->second.inflight_tokens;
+  }
   workers_[info.id] = w;
 }
 
@@ -43,50 +47,66 @@ void WorkerRegistry::Remove(const std::string& id) {
   workers_.erase(id);
 }
 
-std::optional<WorkerInfo> WorkerRegistry::Acquire(
-    const std::set<std::string>& exclude) {
-  std::lock_guard<std::mutex> lock(mu_);
-  auto key = [](const WorkerInfo& w) {
+WorkerInfo* WorkerRegistry::Pick(const std::set<std::string>& exclude,
+                                 const RouteHint& hint, bool prefill_role) {
+  auto tie = [](const WorkerInfo& w) {
     return std::make_tuple(w.inflight + int64_t{w.load.waiting},
                            w.load.kv_pages_in_use, w.id);
   };
-  auto pick = [&](bool prefill_role) -> WorkerInfo* {
-    WorkerInfo* best = nullptr;
-    for (auto& [id, w] : workers_) {
-      if (exclude.count(id) || (w.role == "prefill") != prefill_role) continue;
-      if (best == nullptr || key(w) < key(*best)) best = &w;
+  auto cost = [&](const WorkerInfo& w) {
+    if (!routing_.kv_aware) return 0.0;
+    int64_t cached = 0;
+    if (hint.cached != nullptr) {
+      if (auto it = hint.cached->find(w.id); it != hint.cached->end()) {
+        cached = it->second;
+      }
     }
-    return best;
+    const int64_t prefill = std::max<int64_t>(0, hint.prompt_tokens - cached);
+    return routing_.overlap_weight * static_cast<double>(prefill) +
+           static_cast<double>(w.inflight_tokens);
   };
-  WorkerInfo* best = pick(false);
-  if (best == nullptr) best = pick(true);  // only prefill workers are left
+  WorkerInfo* best = nullptr;
+  double best_cost = 0;
+  for (auto& [id, w] : workers_) {
+    if (exclude.count(id) || (w.role == "prefill") != prefill_role) continue;
+    const double c = cost(w);
+    if (best == nullptr || c < best_cost ||
+        (c == best_cost && tie(w) < tie(*best))) {
+      best = &w;
+      best_cost = c;
+    }
+  }
+  return best;
+}
+
+std::optional<WorkerInfo> WorkerRegistry::Acquire(
+    const std::set<std::string>& exclude, const RouteHint& hint) {
+  std::lock_guard<std::mutex> lock(mu_);
+  WorkerInfo* best = Pick(exclude, hint, false);
+  if (best == nullptr) best = Pick(exclude, hint, true);  // only prefill left
   if (best == nullptr) return std::nullopt;
   ++best->inflight;
+  best->inflight_tokens += hint.prompt_tokens;
   return *best;
 }
 
 std::optional<WorkerInfo> WorkerRegistry::AcquirePrefill(
-    const std::set<std::string>& exclude) {
+    const std::set<std::string>& exclude, const RouteHint& hint) {
   std::lock_guard<std::mutex> lock(mu_);
-  WorkerInfo* best = nullptr;
-  for (auto& [id, w] : workers_) {
-    if (w.role != "prefill" || exclude.count(id)) continue;
-    if (best == nullptr ||
-        std::make_tuple(w.inflight, w.load.kv_pages_in_use, w.id) <
-            std::make_tuple(best->inflight, best->load.kv_pages_in_use,
-                            best->id)) {
-      best = &w;
-    }
-  }
+  WorkerInfo* best = Pick(exclude, hint, true);
   if (best == nullptr) return std::nullopt;
   ++best->inflight;
+  best->inflight_tokens += hint.prompt_tokens;
   return *best;
 }
 
-void WorkerRegistry::Release(const std::string& id) {
+void WorkerRegistry::Release(const std::string& id, int64_t prompt_tokens) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = workers_.find(id);
-  if (it != workers_.end() && it->second.inflight > 0) --it->second.inflight;
+  if (it == workers_.end()) return;
+  if (it->second.inflight > 0) --it->second.inflight;
+  it->second.inflight_tokens =
+      std::max<int64_t>(0, it->second.inflight_tokens - prompt_tokens);
 }
 
 std::vector<WorkerInfo> WorkerRegistry::List() const {

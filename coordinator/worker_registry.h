@@ -1,12 +1,18 @@
 // The coordinator's view of its workers: registration, heartbeats, expiry and
-// the choice of a worker for a request (least loaded).
+// the choice of a worker for a request.
 //
-// Load of a worker = requests the coordinator has in flight on it (known at
-// once) + the waiting requests its last heartbeat reported. Pick() returns
-// the live worker with the lowest load (ties: fewest KV pages in use, then
-// id), skipping excluded ids. Prefill/decode disaggregation: a request goes
-// to a mixed or decode worker; a decode worker also gets a prefill worker
-// (AcquirePrefill) to take the prompt's KV from.
+// KV-aware routing (the default, like Dynamo's and llm-d's routers): each
+// candidate worker w costs
+//   overlap_weight * (prompt_tokens - cached(w)) + active_tokens(w)
+// where cached(w) is the prompt's prefix w holds in its local prefix cache
+// (coordinator/kv_index.h) -- the prefill work w would skip -- and
+// active_tokens(w) the prompt tokens of the requests this coordinator has in
+// flight on w (the KV they hold and the prefill queued there). The cheapest
+// wins; ties go to fewer requests in flight + waiting, then fewer KV pages in
+// use, then the id. Load routing (kv_aware = false) picks the fewest requests
+// in flight + waiting (heartbeat), then KV pages, then id. Prefill/decode
+// disaggregation: a request goes to a mixed or decode worker; a decode worker
+// also gets a prefill worker (AcquirePrefill) to take the prompt's KV from.
 // Control-plane only: no gRPC. Thread-safety: all methods are thread-safe.
 #ifndef LATENTKV_COORDINATOR_WORKER_REGISTRY_H_
 #define LATENTKV_COORDINATOR_WORKER_REGISTRY_H_
@@ -31,6 +37,18 @@ struct WorkerLoad {
   uint64_t kv_pages_total = 0;
 };
 
+struct RoutingOptions {
+  bool kv_aware = true;         // false: load only
+  double overlap_weight = 1.0;  // >= 0; 0 ignores cached prefixes
+};
+
+// What the router knows of one request.
+struct RouteHint {
+  int64_t prompt_tokens = 0;
+  // Cached prompt tokens per worker id (absent: none); may be null.
+  const std::map<std::string, int64_t>* cached = nullptr;
+};
+
 struct WorkerInfo {
   std::string id;
   std::string address;
@@ -39,12 +57,14 @@ struct WorkerInfo {
   std::string role = "mixed";
   uint32_t max_context = 0;
   WorkerLoad load;
-  int64_t inflight = 0;  // requests this coordinator has routed there
+  int64_t inflight = 0;         // requests this coordinator has routed there
+  int64_t inflight_tokens = 0;  // their prompt tokens
   Clock::time_point last_seen;
 };
 
 class WorkerRegistry {
  public:
+  explicit WorkerRegistry(RoutingOptions routing = {}) : routing_(routing) {}
   // Adds or replaces a worker (a restarted worker re-registers).
   void Register(const WorkerInfo& info, Clock::time_point now);
   // Updates load and liveness; false when the id is unknown.
@@ -55,18 +75,26 @@ class WorkerRegistry {
                                   std::chrono::milliseconds timeout);
   void Remove(const std::string& id);
   // Chooses a worker for a request (mixed or decode; prefill workers only
-  // when no other is live) and counts one more request in flight on it.
-  std::optional<WorkerInfo> Acquire(const std::set<std::string>& exclude);
-  // The least-loaded live prefill worker, counting one more request in
-  // flight on it (Release it after), or nullopt when there is none.
-  std::optional<WorkerInfo> AcquirePrefill(
-      const std::set<std::string>& exclude);
-  // Ends a request started by Acquire (no-op if the worker is gone).
-  void Release(const std::string& id);
+  // when no other is live) and counts the request in flight on it (with
+  // hint.prompt_tokens active tokens).
+  std::optional<WorkerInfo> Acquire(const std::set<std::string>& exclude,
+                                    const RouteHint& hint = {});
+  // The cheapest live prefill worker, counted like Acquire (Release it
+  // after), or nullopt when there is none.
+  std::optional<WorkerInfo> AcquirePrefill(const std::set<std::string>& exclude,
+                                           const RouteHint& hint = {});
+  // Ends a request started by Acquire with the same prompt_tokens (no-op if
+  // the worker is gone).
+  void Release(const std::string& id, int64_t prompt_tokens = 0);
   std::vector<WorkerInfo> List() const;
   size_t size() const;
 
  private:
+  // The cheapest worker whose role matches, or null.
+  WorkerInfo* Pick(const std::set<std::string>& exclude, const RouteHint& hint,
+                   bool prefill_role);
+
+  RoutingOptions routing_;
   mutable std::mutex mu_;
   std::map<std::string, WorkerInfo> workers_;
 };

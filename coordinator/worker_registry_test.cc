@@ -1,5 +1,7 @@
 #include "coordinator/worker_registry.h"
 
+#include <map>
+
 #include "gtest/gtest.h"
 
 namespace latentkv::coordinator {
@@ -60,6 +62,51 @@ TEST(WorkerRegistryTest, ReRegistrationKeepsInflightCount) {
   EXPECT_EQ(r.Acquire({})->id, "a");
   r.Register(W("a"), now);  // restart announcement
   EXPECT_EQ(r.Acquire({})->id, "b");
+}
+
+TEST(WorkerRegistryTest, KvAwareRoutingTradesCachedPrefixAgainstLoad) {
+  WorkerRegistry r;
+  auto now = Clock::now();
+  r.Register(W("a"), now);
+  r.Register(W("b"), now);
+  const std::map<std::string, int64_t> cached = {{"b", 80}};
+  // Idle workers: b skips 80 of 100 prompt tokens (cost 20 vs 100).
+  RouteHint hint{100, &cached};
+  EXPECT_EQ(r.Acquire({}, hint)->id, "b");  // b: 100 active tokens now
+  // b costs 20 + 100 = 120 > a's 100: the load wins.
+  EXPECT_EQ(r.Acquire({}, hint)->id, "a");  // a: 100 active
+  // a 100 + 100 = 200, b 120: back to b.
+  EXPECT_EQ(r.Acquire({}, hint)->id, "b");
+  r.Release("b", 100);
+  r.Release("b", 100);
+  r.Release("a", 100);
+  // Without the cache hint the idle tie goes by id.
+  EXPECT_EQ(r.Acquire({}, RouteHint{100, nullptr})->id, "a");
+}
+
+TEST(WorkerRegistryTest, LoadRoutingIgnoresCachedPrefixes) {
+  WorkerRegistry r(RoutingOptions{.kv_aware = false});
+  auto now = Clock::now();
+  r.Register(W("a"), now);
+  r.Register(W("b"), now);
+  const std::map<std::string, int64_t> cached = {{"b", 100}};
+  EXPECT_EQ(r.Acquire({}, RouteHint{100, &cached})->id, "a");
+}
+
+TEST(WorkerRegistryTest, OverlapWeightScalesThePrefillTerm) {
+  auto now = Clock::now();
+  const std::map<std::string, int64_t> cached = {{"b", 50}};
+  for (double weight : {0.0, 4.0}) {
+    WorkerRegistry r(
+        RoutingOptions{.kv_aware = true, .overlap_weight = weight});
+    r.Register(W("a"), now);
+    r.Register(W("b"), now);
+    // b carries 120 active tokens; a none. Prefill saved on b: 50 tokens.
+    ASSERT_EQ(r.Acquire({"a"}, RouteHint{120, nullptr})->id, "b");
+    // a: weight * 100; b: weight * 50 + 120.
+    const std::string want = weight * 100 < weight * 50 + 120 ? "a" : "b";
+    EXPECT_EQ(r.Acquire({}, RouteHint{100, &cached})->id, want) << weight;
+  }
 }
 
 }  // namespace

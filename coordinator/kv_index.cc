@@ -1,0 +1,76 @@
+#include "coordinator/kv_index.h"
+
+#include "kvstore/chain_key.h"
+
+namespace latentkv::coordinator {
+
+KvIndex::Ack KvIndex::Apply(const std::string& worker, const KvIndexUpdate& u) {
+  std::lock_guard<std::mutex> lock(mu_);
+  WorkerKeys& w = workers_[worker];
+  if (u.block_tokens <= 0) return {w.applied, true};
+  if (u.snapshot) {
+    w.block_tokens = u.block_tokens;
+    w.keys.clear();
+    for (const auto& [stored, keys] : u.events) {
+      if (stored) w.keys.insert(keys.begin(), keys.end());
+    }
+    w.applied = u.last_seq;
+    return {w.applied, false};
+  }
+  // Incremental events need a base: a snapshot first, then no gap.
+  if (w.block_tokens != u.block_tokens || u.first_seq > w.applied + 1) {
+    return {w.applied, true};
+  }
+  for (size_t i = 0; i < u.events.size(); ++i) {
+    const uint64_t seq = u.first_seq + i;
+    if (seq <= w.applied) continue;  // already applied (a resent update)
+    const auto& [stored, keys] = u.events[i];
+    for (uint64_t k : keys) {
+      if (stored) {
+        w.keys.insert(k);
+      } else {
+        w.keys.erase(k);
+      }
+    }
+    w.applied = seq;
+  }
+  return {w.applied, false};
+}
+
+void KvIndex::Remove(const std::string& worker) {
+  std::lock_guard<std::mutex> lock(mu_);
+  workers_.erase(worker);
+}
+
+std::map<std::string, int64_t> KvIndex::Overlaps(
+    absl::Span<const int32_t> prompt) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::map<int32_t, std::vector<kvstore::BlockKey>> keys_by_size;
+  std::map<std::string, int64_t> out;
+  for (const auto& [id, w] : workers_) {
+    if (w.block_tokens <= 0 || w.keys.empty()) continue;
+    auto it = keys_by_size.find(w.block_tokens);
+    if (it == keys_by_size.end()) {
+      it = keys_by_size
+               .emplace(w.block_tokens,
+                        kvstore::PrefixKeys(prompt, w.block_tokens))
+               .first;
+    }
+    int64_t blocks = 0;
+    for (kvstore::BlockKey k : it->second) {
+      if (!w.keys.contains(k)) break;
+      ++blocks;
+    }
+    if (blocks > 0) out[id] = blocks * w.block_tokens;
+  }
+  return out;
+}
+
+int64_t KvIndex::blocks(const std::string& worker) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker);
+  return it == workers_.end() ? 0
+                              : static_cast<int64_t>(it->second.keys.size());
+}
+
+}  // namespace latentkv::coordinator

@@ -1,0 +1,63 @@
+// The router's index of the workers' local prefix caches: which block keys
+// (kvstore chain keys of token prefixes) each worker holds, kept from the
+// numbered stored/removed events the workers send with their heartbeats.
+//
+// Events are applied in order: an update whose first event is past the next
+// one expected (the coordinator missed some: restart, lost heartbeat) is
+// refused with `resync`, and the worker sends a snapshot (every key it holds)
+// next time. Events already applied (a resent update) are skipped.
+// Overlap(w) for a prompt = tokens of its longest prefix of whole blocks that
+// worker w holds: the prefill work a route to w saves.
+// Control-plane only: no gRPC. Thread-safety: all methods are thread-safe.
+#ifndef LATENTKV_COORDINATOR_KV_INDEX_H_
+#define LATENTKV_COORDINATOR_KV_INDEX_H_
+
+#include <cstdint>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/types/span.h"
+
+namespace latentkv::coordinator {
+
+struct KvIndexUpdate {
+  int32_t block_tokens = 0;  // > 0
+  bool snapshot = false;     // events = one stored event with every key
+  uint64_t first_seq = 0;    // number of events[0] (not a snapshot)
+  uint64_t last_seq = 0;     // number of the newest event reflected
+  std::vector<std::pair<bool, std::vector<uint64_t>>> events;  // stored?, keys
+};
+
+class KvIndex {
+ public:
+  struct Ack {
+    uint64_t applied = 0;  // newest event number now reflected
+    bool resync = false;   // send a snapshot
+  };
+  Ack Apply(const std::string& worker, const KvIndexUpdate& update);
+  // Forgets a worker (removed, or registered anew).
+  void Remove(const std::string& worker);
+  // Tokens of the longest cached prefix of `prompt` per worker (workers with
+  // none are left out).
+  std::map<std::string, int64_t> Overlaps(
+      absl::Span<const int32_t> prompt) const;
+  // Blocks the index holds for a worker.
+  int64_t blocks(const std::string& worker) const;
+
+ private:
+  struct WorkerKeys {
+    int32_t block_tokens = 0;
+    uint64_t applied = 0;
+    absl::flat_hash_set<uint64_t> keys;
+  };
+  mutable std::mutex mu_;
+  std::map<std::string, WorkerKeys> workers_;
+};
+
+}  // namespace latentkv::coordinator
+
+#endif  // LATENTKV_COORDINATOR_KV_INDEX_H_
