@@ -1,6 +1,7 @@
 #include "coordinator/coordinator_service.h"
 
 #include <cmath>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -19,13 +20,14 @@ grpc::Status Invalid(const std::string& msg) {
 // Counts a request in flight on a worker for as long as it lives.
 class InflightGuard {
  public:
-  InflightGuard(WorkerRegistry* r, std::string id)
-      : r_(r), id_(std::move(id)) {}
-  ~InflightGuard() { r_->Release(id_); }
+  InflightGuard(WorkerRegistry* r, std::string id, int64_t tokens)
+      : r_(r), id_(std::move(id)), tokens_(tokens) {}
+  ~InflightGuard() { r_->Release(id_, tokens_); }
 
  private:
   WorkerRegistry* r_;
   std::string id_;
+  int64_t tokens_;
 };
 
 }  // namespace
@@ -35,7 +37,8 @@ Coordinator::Coordinator(const CoordinatorOptions& options,
                          std::unique_ptr<model::Tokenizer> tokenizer)
     : options_(options),
       config_(std::move(config)),
-      tokenizer_(std::move(tokenizer)) {
+      tokenizer_(std::move(tokenizer)),
+      registry_(options.routing) {
   expiry_ = std::thread([this] { ExpiryLoop(); });
 }
 
@@ -62,7 +65,9 @@ void Coordinator::UpdateHealth() {
   std::lock_guard<std::mutex> lock(mu_);
   if (health_ == nullptr) return;
   const bool ready = registry_.size() > 0;
-  health_->SetServingStatus(ready);
+  // Named services only: SetServingStatus(bool) would set "liveness" too.
+  health_->SetServingStatus("", ready);
+  health_->SetServingStatus("readiness", ready);
   health_->SetServingStatus("latentkv.v1.Generation", ready);
 }
 
@@ -74,6 +79,7 @@ void Coordinator::ExpiryLoop() {
     lock.unlock();
     auto gone = registry_.Expire(Clock::now(), options_.worker_timeout);
     for (const auto& id : gone) {
+      kv_index_.Remove(id);
       std::fprintf(stderr,
                    "coordinator: worker %s missed heartbeats; removed\n",
                    id.c_str());
@@ -113,6 +119,7 @@ grpc::Status Coordinator::ControlImpl::Register(grpc::ServerContext*,
   w.load = {req->stats().running(), req->stats().waiting(),
             req->stats().kv_pages_in_use(), req->stats().kv_pages_total()};
   c_->registry_.Register(w, Clock::now());
+  c_->kv_index_.Remove(w.id);  // a new process: its prefix cache starts empty
   std::fprintf(stderr, "coordinator: worker %s registered at %s\n",
                w.id.c_str(), w.address.c_str());
   resp->set_heartbeat_interval_ms(
@@ -129,6 +136,22 @@ grpc::Status Coordinator::ControlImpl::Heartbeat(
       req->worker_id(),
       {s.running(), s.waiting(), s.kv_pages_in_use(), s.kv_pages_total()},
       Clock::now()));
+  if (resp->known() && req->has_prefix_cache()) {
+    const pb::PrefixCacheUpdate& pu = req->prefix_cache();
+    KvIndexUpdate u;
+    u.block_tokens = static_cast<int32_t>(pu.block_tokens());
+    u.snapshot = pu.snapshot();
+    u.first_seq = pu.first_seq();
+    u.last_seq = pu.last_seq();
+    for (const pb::PrefixCacheEvent& ev : pu.events()) {
+      u.events.emplace_back(
+          ev.stored(),
+          std::vector<uint64_t>(ev.keys().begin(), ev.keys().end()));
+    }
+    const KvIndex::Ack ack = c_->kv_index_.Apply(req->worker_id(), u);
+    resp->set_prefix_cache_ack(ack.applied);
+    resp->set_prefix_cache_resync(ack.resync);
+  }
   return grpc::Status::OK;
 }
 
@@ -164,6 +187,8 @@ grpc::Status Coordinator::ControlImpl::GetServingStats(
     out->set_p99_ms(s.p99_ms);
   };
   resp->set_completed(c_->latency_.completed());
+  resp->set_routed_prefix_hits(c_->routed_prefix_hits_.load());
+  resp->set_routed_prefix_tokens(c_->routed_prefix_tokens_.load());
   fill(c_->latency_.Ttft(), resp->mutable_ttft());
   fill(c_->latency_.Tpot(), resp->mutable_tpot());
   fill(c_->latency_.E2e(), resp->mutable_e2e());
@@ -239,10 +264,20 @@ grpc::Status Coordinator::GenerationImpl::Generate(
   std::vector<int32_t> generated;
   std::set<std::string> tried;
   for (int attempt = 0; attempt < c.options_.max_attempts; ++attempt) {
-    std::optional<WorkerInfo> w = c.registry_.Acquire(tried);
+    // Route on everything the worker must hold: the prompt and, on a retry,
+    // the tokens already generated.
+    std::vector<int32_t> context = prompt;
+    context.insert(context.end(), generated.begin(), generated.end());
+    const std::map<std::string, int64_t> cached = c.kv_index_.Overlaps(context);
+    const RouteHint hint{static_cast<int64_t>(context.size()), &cached};
+    std::optional<WorkerInfo> w = c.registry_.Acquire(tried, hint);
     if (!w) break;
     tried.insert(w->id);
-    InflightGuard guard(&c.registry_, w->id);
+    InflightGuard guard(&c.registry_, w->id, hint.prompt_tokens);
+    if (auto it = cached.find(w->id); it != cached.end()) {
+      c.routed_prefix_hits_.fetch_add(1);
+      c.routed_prefix_tokens_.fetch_add(it->second);
+    }
 
     pb::WorkerGenerateRequest wreq;
     wreq.set_request_id(request_id);
@@ -260,16 +295,21 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     // retry after a failure prefills on the worker itself).
     std::optional<WorkerInfo> prefill;
     if (w->role == "decode" && attempt == 0) {
-      prefill = c.registry_.AcquirePrefill(tried);
+      prefill = c.registry_.AcquirePrefill(tried, hint);
       if (prefill) wreq.set_prefill_worker(prefill->address);
     }
+    // The prefill worker's part ends with the first token (its KV has moved
+    // to the decode worker by then), or with the attempt.
     struct PrefillRelease {
       WorkerRegistry* r;
       std::optional<WorkerInfo>* p;
-      ~PrefillRelease() {
-        if (*p) r->Release((*p)->id);
+      int64_t tokens;
+      void Now() {
+        if (*p) r->Release((*p)->id, tokens);
+        p->reset();
       }
-    } prefill_release{&c.registry_, &prefill};
+      ~PrefillRelease() { Now(); }
+    } prefill_release{&c.registry_, &prefill, hint.prompt_tokens};
 
     std::unique_ptr<grpc::ClientContext> wctx =
         grpc::ClientContext::FromServerContext(*ctx);
@@ -278,6 +318,7 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     pb::FinishReason finish = pb::FINISH_REASON_UNSPECIFIED;
     bool client_gone = false;
     while (reader->Read(&wresp)) {
+      if (wresp.token_ids_size() > 0) prefill_release.Now();
       pb::GenerateResponse out;
       std::string text;
       for (int32_t t : wresp.token_ids()) {
@@ -336,6 +377,7 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     std::fprintf(stderr, "coordinator: worker %s failed (%s); retrying %s\n",
                  w->id.c_str(), st.error_message().c_str(), request_id.c_str());
     c.registry_.Remove(w->id);
+    c.kv_index_.Remove(w->id);
     c.UpdateHealth();
   }
   return grpc::Status(

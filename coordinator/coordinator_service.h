@@ -1,13 +1,14 @@
 // The coordinator's gRPC services: the public latentkv.v1.Generation API and
 // the internal Control service workers register with.
 //
-// Generate: validates the request, tokenizes (BOS + prompt), picks the least
-// loaded worker, streams the worker's token ids back as text (complete UTF-8
-// only; stop strings applied here), and propagates the client's deadline and
-// cancellation to the worker call. A worker that fails with UNAVAILABLE
-// mid-stream is dropped and the request continues on another worker from the
-// prompt plus the tokens already sent, so the client sees no duplicates.
-// Thread-safety: gRPC calls the services from many threads.
+// Generate: validates the request, tokenizes (BOS + prompt), picks a worker
+// by KV-aware routing (the prefix it holds vs its load; worker_registry.h),
+// streams the worker's token ids back as text (complete UTF-8 only; stop
+// strings applied here), and propagates the client's deadline and cancellation
+// to the worker call. A worker that fails with UNAVAILABLE mid-stream is
+// dropped and the request continues on another worker from the prompt plus the
+// tokens already sent, so the client sees no duplicates. Thread-safety: gRPC
+// calls the services from many threads.
 #ifndef LATENTKV_COORDINATOR_COORDINATOR_SERVICE_H_
 #define LATENTKV_COORDINATOR_COORDINATOR_SERVICE_H_
 
@@ -20,6 +21,7 @@
 #include <string>
 #include <thread>
 
+#include "coordinator/kv_index.h"
 #include "coordinator/latency_stats.h"
 #include "coordinator/worker_registry.h"
 #include "grpcpp/grpcpp.h"
@@ -38,6 +40,7 @@ struct CoordinatorOptions {
   std::chrono::milliseconds heartbeat_interval{500};  // told to workers
   std::chrono::milliseconds worker_timeout{3000};     // no heartbeat: removed
   int32_t max_attempts = 3;  // workers tried per request on UNAVAILABLE
+  RoutingOptions routing;    // KV-aware by default (worker_registry.h)
 };
 
 class Coordinator {
@@ -48,10 +51,15 @@ class Coordinator {
 
   grpc::Service* generation_service() { return &generation_; }
   grpc::Service* control_service() { return &control_; }
-  // Health reporting: SERVING once a worker is registered. Call after the
-  // server is built (before that, health is unavailable).
+  // Health reporting: services "readiness", "" and latentkv.v1.Generation
+  // are SERVING while a worker is registered ("liveness" is main()'s). Call
+  // after the server is built (before that, health is unavailable); null
+  // detaches (a draining server stops updating its health).
   void AttachHealth(grpc::HealthCheckServiceInterface* health);
   WorkerRegistry& registry() { return registry_; }
+  // Generate calls admitted (past validation and --max_inflight) and not
+  // finished.
+  int32_t inflight() const { return inflight_.load(); }
   // Stops the expiry thread.
   void Stop();
 
@@ -98,11 +106,14 @@ class Coordinator {
   model::ModelConfig config_;
   std::unique_ptr<model::Tokenizer> tokenizer_;
   WorkerRegistry registry_;
+  KvIndex kv_index_;        // the workers' local prefix caches
   LatencyTracker latency_;  // TTFT / TPOT / E2E of completed requests
   GenerationImpl generation_{this};
   ControlImpl control_{this};
   std::atomic<int32_t> inflight_{0};
   std::atomic<uint64_t> next_request_{0};
+  // Routes to a worker holding part of the prompt, and the tokens it held.
+  std::atomic<uint64_t> routed_prefix_hits_{0}, routed_prefix_tokens_{0};
 
   std::mutex mu_;
   std::condition_variable cv_;

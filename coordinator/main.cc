@@ -25,6 +25,12 @@ ABSL_FLAG(int, max_inflight, 512,
           "Requests in flight before RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, heartbeat_ms, 500, "Heartbeat period asked of workers");
 ABSL_FLAG(int, worker_timeout_ms, 3000, "A worker silent this long is removed");
+ABSL_FLAG(std::string, routing, "kv",
+          "kv: route by the prompt prefix each worker caches vs its load; "
+          "load: least loaded");
+ABSL_FLAG(double, kv_overlap_weight, 1.0,
+          "kv routing: weight of the prefill tokens a worker would compute "
+          "against the prompt tokens it has in flight (>= 0)");
 ABSL_FLAG(int, drain_seconds, 30,
           "On SIGTERM, wait this long for in-flight requests");
 
@@ -47,6 +53,18 @@ int main(int argc, char** argv) {
   lk::coordinator::CoordinatorOptions co;
   co.model_id = std::filesystem::path(dir).filename().string();
   co.max_inflight = absl::GetFlag(FLAGS_max_inflight);
+  const std::string routing = absl::GetFlag(FLAGS_routing);
+  if (routing != "kv" && routing != "load") {
+    std::fprintf(stderr, "--routing must be kv or load, not %s\n",
+                 routing.c_str());
+    return 2;
+  }
+  co.routing.kv_aware = routing == "kv";
+  co.routing.overlap_weight = absl::GetFlag(FLAGS_kv_overlap_weight);
+  if (!(co.routing.overlap_weight >= 0)) {
+    std::fprintf(stderr, "--kv_overlap_weight must be >= 0\n");
+    return 2;
+  }
   co.heartbeat_interval =
       std::chrono::milliseconds(absl::GetFlag(FLAGS_heartbeat_ms));
   co.worker_timeout =

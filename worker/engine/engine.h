@@ -164,6 +164,8 @@ class Engine {
   }
   // KV shapes of this engine's cache (per layer), for transfer layouts.
   std::vector<LayerKvShape> kv_shapes() const { return runner_->KvShapes(); }
+  // Whether this engine keeps a local prefix cache.
+  bool prefix_caching() const { return prefix_ != nullptr; }
   // Prefix-cache events after `after_seq`, or a snapshot when `snapshot`
   // is asked for or those events were dropped (bounded log). Thread-safe.
   PrefixCacheUpdate PrefixUpdates(uint64_t after_seq, bool snapshot) const;

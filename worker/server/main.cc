@@ -54,6 +54,10 @@ ABSL_FLAG(std::string, kvstore, "",
           "host:port of latentkv-kvstore, used as a shared prefix cache for "
           "full-cache requests (empty: none)");
 ABSL_FLAG(int, kvstore_block_tokens, 16, "Tokens per KV-store block");
+ABSL_FLAG(bool, prefix_caching, true,
+          "Keep whole KV pages of finished prompts for reuse by later prompts "
+          "with the same leading tokens (local prefix cache; reported to the "
+          "coordinator for KV-aware routing). Off with --tp_size > 1");
 ABSL_FLAG(int, tp_size, 1, "Tensor-parallel group size (ranks)");
 ABSL_FLAG(int, tp_rank, 0,
           "This process's rank; 0 leads (serves gRPC and registers), the "
@@ -123,6 +127,7 @@ int main(int argc, char** argv) {
   eo.scheduler.max_running = absl::GetFlag(FLAGS_max_batch);
   eo.scheduler.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
   eo.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  eo.prefix_caching = absl::GetFlag(FLAGS_prefix_caching);
   auto residency = lk::worker::ResidencyOptionsFromFlags();
   if (!residency.ok()) {
     std::fprintf(stderr, "%s\n", residency.status().ToString().c_str());

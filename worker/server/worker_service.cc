@@ -94,6 +94,11 @@ void WorkerService::FillStats(const EngineStats& s, pb::WorkerStats* out) {
   out->set_kv_evicted_slots(s.kv_evicted_slots);
   for (int64_t b : s.kv_layer_bytes_in_use) out->add_kv_layer_bytes_in_use(b);
   out->set_kv_imports(s.kv_imports);
+  out->set_prefix_cached_blocks(s.prefix_cached_blocks);
+  out->set_prefix_lookup_tokens(s.prefix_lookup_tokens);
+  out->set_prefix_hit_tokens(s.prefix_hit_tokens);
+  out->set_prefix_hits(s.prefix_hits);
+  out->set_prefix_evicted_blocks(s.prefix_evicted_blocks);
 }
 
 grpc::Status WorkerService::GetStats(grpc::ServerContext*,
@@ -310,6 +315,10 @@ void Registrar::Loop() {
   auto stub = pb::Control::NewStub(channel);
   bool registered = false;
   auto period = options_.heartbeat;
+  // Local prefix cache events: the newest the coordinator acknowledged, and
+  // whether it needs the whole key set (new registration, or it missed some).
+  uint64_t prefix_acked = 0;
+  bool prefix_snapshot = true;
   const model::ModelConfig& c = engine_->config();
   while (true) {
     {
@@ -334,6 +343,7 @@ void Registrar::Loop() {
       grpc::Status s = stub->Register(&ctx, req, &resp);
       if (s.ok()) {
         registered = true;
+        prefix_snapshot = true;
         if (resp.heartbeat_interval_ms() > 0) {
           period = std::chrono::milliseconds(resp.heartbeat_interval_ms());
         }
@@ -347,9 +357,30 @@ void Registrar::Loop() {
     pb::HeartbeatRequest req;
     req.set_worker_id(options_.worker_id);
     WorkerService::FillStats(engine_->Stats(), req.mutable_stats());
+    if (engine_->prefix_caching()) {
+      const PrefixCacheUpdate u =
+          engine_->PrefixUpdates(prefix_acked, prefix_snapshot);
+      pb::PrefixCacheUpdate* pu = req.mutable_prefix_cache();
+      pu->set_block_tokens(u.block_tokens);
+      pu->set_snapshot(u.snapshot);
+      pu->set_first_seq(u.first_seq);
+      pu->set_last_seq(u.last_seq);
+      for (const PrefixEvent& ev : u.events) {
+        pb::PrefixCacheEvent* pe = pu->add_events();
+        pe->set_stored(ev.stored);
+        pe->mutable_keys()->Add(ev.keys.begin(), ev.keys.end());
+      }
+    }
     pb::HeartbeatResponse resp;
     grpc::Status s = stub->Heartbeat(&ctx, req, &resp);
-    if (!s.ok() || !resp.known()) registered = false;
+    if (!s.ok() || !resp.known()) {
+      registered = false;
+    } else if (resp.prefix_cache_resync()) {
+      prefix_snapshot = true;
+    } else if (req.has_prefix_cache()) {
+      prefix_acked = resp.prefix_cache_ack();
+      prefix_snapshot = false;
+    }
   }
 }
 
