@@ -297,6 +297,10 @@ bool Engine::Import(Sequence* seq) {
   }
   seq->num_cached = seq->prompt_len;
   seq->tokens.push_back(seq->import_first_token);
+  // The prefill worker drew the first token from the same seeded stream:
+  // skip that draw (one 64-bit value per sampled token, sampler.cc) so a
+  // seeded request samples the same tokens disaggregated as on one worker.
+  if (seq->sampling.temperature > 0.0f) seq->rng.discard(1);
   if (seq->residency != nullptr) seq->residency->MarkPromptIn();
   ++imports_;
   return true;
@@ -317,6 +321,7 @@ void Engine::FailAll(const absl::Status& status) {
 }
 
 void Engine::Step() {
+  const auto step_start = std::chrono::steady_clock::now();
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!fatal_.ok()) {
@@ -431,6 +436,9 @@ void Engine::Step() {
     }
   }
   PublishPrefixEvents();
+  if (options_.on_step && !plan.empty()) {
+    options_.on_step(std::chrono::steady_clock::now() - step_start);
+  }
   std::lock_guard<std::mutex> lock(mu_);
   queued_ = scheduler_->num_waiting() + static_cast<int64_t>(inbox_.size());
   stats_.running = scheduler_->num_running();

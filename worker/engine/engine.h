@@ -58,6 +58,10 @@ struct EngineOptions {
   // Bound on the prefix events kept for PrefixUpdates(); older ones are
   // dropped and a reader that missed them gets a snapshot instead.
   int32_t max_prefix_events = 4096;
+  // Called on the engine thread after each step that ran a batch, with its
+  // wall time (schedule, forward, sampling, events); must be cheap (e.g. a
+  // histogram observation). Null (default): none.
+  std::function<void(std::chrono::nanoseconds)> on_step;
 };
 
 // Which KV cache a request gets.
@@ -164,6 +168,11 @@ class Engine {
   }
   // KV shapes of this engine's cache (per layer), for transfer layouts.
   std::vector<LayerKvShape> kv_shapes() const { return runner_->KvShapes(); }
+  // Bytes of one KV page of `layer`: Stats().kv_layer_bytes_in_use[layer] /
+  // this = the layer's pages in use.
+  int64_t kv_page_bytes(int32_t layer) const {
+    return cache_->page_bytes(layer);
+  }
   // Whether this engine keeps a local prefix cache.
   bool prefix_caching() const { return prefix_ != nullptr; }
   // Prefix-cache events after `after_seq`, or a snapshot when `snapshot`

@@ -36,8 +36,16 @@ Result RunOne(Engine& e, GenerationRequest r) {
   return out;
 }
 
+// Greedy by default; a seeded sampled request when `sampled`.
+bool g_sampled = false;
+
 GenerationRequest Request(int max_new) {
   GenerationRequest r;
+  if (g_sampled) {
+    r.sampling.temperature = 0.9f;
+    r.sampling.top_p = 0.95f;
+    r.sampling.seed = 1234;
+  }
   r.id = "r";
   r.prompt = {1};
   for (int j = 0; j < 90; ++j) r.prompt.push_back(259 + (j * 13) % 250);
@@ -91,6 +99,14 @@ TEST(KvTransferEngineTest, FullCacheTransferEqualsSingleEngine) {
   EngineOptions o;
   o.kv.page_size = 4;
   ExpectDisaggregatedEqualsSingle(o);
+}
+
+TEST(KvTransferEngineTest, SeededSamplingTransferEqualsSingleEngine) {
+  EngineOptions o;
+  o.kv.page_size = 4;
+  g_sampled = true;
+  ExpectDisaggregatedEqualsSingle(o);
+  g_sampled = false;
 }
 
 TEST(KvTransferEngineTest, EvictedCacheTransferEqualsSingleEngine) {
