@@ -3,8 +3,10 @@
 // a second request sharing a long prefix, routed to either worker, fetches
 // them instead of recomputing them (hit tokens counted) and streams the
 // same tokens as a worker without the store.
+#include <chrono>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -58,7 +60,10 @@ TEST(PrefixStoreTest, SharedPrefixIsFetchedNotRecomputed) {
   ClusterOptions o;
   o.model_dir = Stories260kDir();
   o.workers = 2;
-  o.worker_args = {"--kvstore=" + addr, "--kvstore_block_tokens=16"};
+  // The store alone: a worker's local prefix cache would serve a repeated
+  // prefix first (kv_routing_test covers that path).
+  o.worker_args = {"--kvstore=" + addr, "--kvstore_block_tokens=16",
+                   "--prefix_caching=false"};
   Cluster c(o);
   for (size_t i = 0; i < prompts.size(); ++i) {
     StreamResult r = Generate(c.stub(), Greedy(prompts[i], 40));
@@ -72,6 +77,37 @@ TEST(PrefixStoreTest, SharedPrefixIsFetchedNotRecomputed) {
   EXPECT_GE(a.kv_prefix_hit_tokens() + b.kv_prefix_hit_tokens(), 2u * 64u);
   EXPECT_EQ(a.kv_store_errors() + b.kv_store_errors(), 0u);
   EXPECT_GE(a.kv_imports() + b.kv_imports(), 2u);
+}
+
+TEST(PrefixStoreTest, LocalPrefixCacheIsPreferredToTheStore) {
+  const std::string base = LongPrompt();
+  ASSERT_FALSE(base.empty());
+  const std::string dir = MakeTempDir();
+  Process store({BinDir() + "/latentkv-kvstore", "--port=0",
+                 "--port_file=" + dir + "/kvstore.addr", "--capacity_mb=64"},
+                dir + "/kvstore.log");
+  const std::string addr = WaitForLine(dir + "/kvstore.addr", 30);
+  ASSERT_FALSE(addr.empty());
+  ClusterOptions o;
+  o.model_dir = Stories260kDir();
+  o.worker_args = {"--kvstore=" + addr, "--kvstore_block_tokens=16",
+                   "--page_size=16"};
+  Cluster c(o);
+  StreamResult first = Generate(c.stub(), Greedy(base + " The end.", 8));
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  // The local cache's keys reach the RPC threads after the step that
+  // indexed them: wait until the worker reports the blocks.
+  for (int i = 0; i < 100 && Stats(c, 0).prefix_cached_blocks() == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  StreamResult second = Generate(c.stub(), Greedy(base + " She smiled", 8));
+  ASSERT_TRUE(second.status.ok()) << second.status.error_message();
+  const pb::WorkerStats s = Stats(c, 0);
+  EXPECT_EQ(s.kv_prefix_lookups(), 1u) << "the second prompt's prefix is "
+                                          "local: no store lookup";
+  EXPECT_EQ(s.prefix_hits(), 1u);
+  EXPECT_GE(s.prefix_hit_tokens(), 64u);
+  EXPECT_EQ(s.kv_imports(), 0u);
 }
 
 }  // namespace

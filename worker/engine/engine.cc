@@ -510,6 +510,19 @@ void Engine::PublishPrefixEvents() {
   }
 }
 
+int64_t Engine::LocalPrefixTokens(const std::vector<int32_t>& tokens) const {
+  if (prefix_ == nullptr) return 0;
+  const int32_t ps = cache_->page_size();
+  const std::vector<BlockKey> keys = kvstore::PrefixKeys(tokens, ps);
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t n = 0;
+  for (BlockKey k : keys) {
+    if (!prefix_keys_.contains(k)) break;
+    n += ps;
+  }
+  return n;
+}
+
 PrefixCacheUpdate Engine::PrefixUpdates(uint64_t after_seq,
                                         bool snapshot) const {
   PrefixCacheUpdate u;

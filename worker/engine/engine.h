@@ -175,6 +175,9 @@ class Engine {
   }
   // Whether this engine keeps a local prefix cache.
   bool prefix_caching() const { return prefix_ != nullptr; }
+  // Tokens of the longest prefix of `tokens` (whole pages) in the local
+  // prefix cache as of the last step; 0 without one. Thread-safe.
+  int64_t LocalPrefixTokens(const std::vector<int32_t>& tokens) const;
   // Prefix-cache events after `after_seq`, or a snapshot when `snapshot`
   // is asked for or those events were dropped (bounded log). Thread-safe.
   PrefixCacheUpdate PrefixUpdates(uint64_t after_seq, bool snapshot) const;

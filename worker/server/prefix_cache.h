@@ -45,6 +45,7 @@ class StorePrefixCache {
   // `tokens`.
   void Publish(const std::vector<int32_t>& tokens, const KvSnapshot& kv);
 
+  int32_t block_tokens() const { return options_.block_tokens; }
   int64_t lookups() const { return lookups_.load(); }
   int64_t hit_tokens() const { return hit_tokens_.load(); }
   int64_t published_blocks() const { return published_.load(); }

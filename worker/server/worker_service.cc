@@ -229,8 +229,14 @@ grpc::Status WorkerService::Generate(
                                      engine_->residency_plan() == nullptr);
   std::vector<int32_t> seen;  // prompt + generated, for publishing
   if (pc != nullptr && full_cache && req->prefill_worker().empty()) {
+    // The local prefix cache first: when it already holds every block the
+    // store could give (the last prompt token always runs), skip the fetch.
+    const int64_t most = static_cast<int64_t>(g.prompt.size()) - 1;
+    const int64_t store_most = most / pc->block_tokens() * pc->block_tokens();
     int64_t hit = 0;
-    g.import_kv = pc->Fetch(g.prompt, &hit);
+    if (engine_->LocalPrefixTokens(g.prompt) < store_most) {
+      g.import_kv = pc->Fetch(g.prompt, &hit);
+    }
     g.import_first_token = -1;
     g.export_kv = true;
     seen = g.prompt;
@@ -343,6 +349,7 @@ void Registrar::Loop() {
       grpc::Status s = stub->Register(&ctx, req, &resp);
       if (s.ok()) {
         registered = true;
+        if (options_.on_registration) options_.on_registration(true);
         prefix_snapshot = true;
         if (resp.heartbeat_interval_ms() > 0) {
           period = std::chrono::milliseconds(resp.heartbeat_interval_ms());
@@ -375,6 +382,7 @@ void Registrar::Loop() {
     grpc::Status s = stub->Heartbeat(&ctx, req, &resp);
     if (!s.ok() || !resp.known()) {
       registered = false;
+      if (options_.on_registration) options_.on_registration(false);
     } else if (resp.prefix_cache_resync()) {
       prefix_snapshot = true;
     } else if (req.has_prefix_cache()) {

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -82,6 +83,10 @@ struct RegistrarOptions {
   std::string role = "mixed";  // mixed | prefill | decode
   // Heartbeat period when the coordinator does not say; default 500 ms.
   std::chrono::milliseconds heartbeat{500};
+  // Called on the registrar's thread when the worker becomes registered
+  // (true) or the coordinator stops knowing it (false), e.g. for readiness.
+  // Null (default): none.
+  std::function<void(bool registered)> on_registration;
 };
 
 // Registers with the coordinator and sends heartbeats on its own thread,
