@@ -1,17 +1,27 @@
 // latentkv-coordinator: the public gRPC API (Generation, health, reflection)
-// and the Control service workers register with.
+// and the Control service workers register with; optionally the OpenAI HTTP
+// API (--http_port) and Prometheus metrics (--metrics_port).
+// Health services: "liveness" SERVING while up, "readiness" (and "") while a
+// worker is registered; both NOT_SERVING once draining.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
+#include "common/health/health_reporter.h"
+#include "common/metrics/metrics_server.h"
 #include "common/signals.h"
 #include "coordinator/coordinator_service.h"
+#include "coordinator/http/http_server.h"
+#include "coordinator/metrics/coordinator_metrics.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -33,6 +43,14 @@ ABSL_FLAG(double, kv_overlap_weight, 1.0,
           "against the prompt tokens it has in flight (>= 0)");
 ABSL_FLAG(int, drain_seconds, 30,
           "On SIGTERM, wait this long for in-flight requests");
+ABSL_FLAG(int, http_port, 0,
+          "Port of the OpenAI-compatible HTTP API on --host (0: off)");
+ABSL_FLAG(int, http_threads, 64,
+          "HTTP connection threads (a generating request holds one)");
+ABSL_FLAG(int, http_max_queued, 64,
+          "HTTP connections waiting for a thread before 429");
+ABSL_FLAG(int, metrics_port, 0,
+          "Port of the Prometheus /metrics endpoint on --host (0: off)");
 
 namespace lk = latentkv;
 
@@ -70,30 +88,113 @@ int main(int argc, char** argv) {
   co.worker_timeout =
       std::chrono::milliseconds(absl::GetFlag(FLAGS_worker_timeout_ms));
   lk::coordinator::Coordinator coord(co, *config, std::move(*tokenizer));
+  const std::string host = absl::GetFlag(FLAGS_host);
+
+  std::unique_ptr<lk::metrics::MetricsServer> metrics;
+  std::unique_ptr<lk::coordinator::CoordinatorMetrics> coord_metrics;
+  if (absl::GetFlag(FLAGS_metrics_port) > 0) {
+    lk::metrics::MetricsServerOptions mo;
+    mo.host = host;
+    mo.port = absl::GetFlag(FLAGS_metrics_port);
+    auto m = lk::metrics::MetricsServer::Start(mo);
+    if (!m.ok()) {
+      std::fprintf(stderr, "%s\n", m.status().ToString().c_str());
+      return 1;
+    }
+    metrics = std::move(*m);
+    coord_metrics = std::make_unique<lk::coordinator::CoordinatorMetrics>(
+        &coord, &metrics->registry());
+    metrics->Add(coord_metrics->NewCollectable());
+  }
+  std::optional<lk::coordinator::http::ChatTemplate> chat_template;
+  if (absl::GetFlag(FLAGS_http_port) > 0) {
+    auto t = lk::coordinator::http::ChatTemplate::FromModelDir(dir);
+    if (!t.ok()) {
+      std::fprintf(stderr, "%s\n", t.status().ToString().c_str());
+      return 1;
+    }
+    chat_template = std::move(*t);
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  const std::string host = absl::GetFlag(FLAGS_host);
   builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)),
                            grpc::InsecureServerCredentials(), &bound_port);
   builder.RegisterService(coord.generation_service());
   builder.RegisterService(coord.control_service());
+  if (coord_metrics) {
+    std::vector<
+        std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors;
+    interceptors.push_back(coord_metrics->NewInterceptorFactory());
+    builder.experimental().SetInterceptorCreators(std::move(interceptors));
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || bound_port == 0) {
     std::fprintf(stderr, "cannot listen on %s:%d\n", host.c_str(),
                  absl::GetFlag(FLAGS_port));
     return 1;
   }
-  coord.AttachHealth(server->GetHealthCheckService());
+  // Liveness here; readiness follows the registered workers (Coordinator).
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  lk::HealthReporter health_reporter(health, /*ready=*/false);
+  coord.AttachHealth(health);
   const std::string address = absl::StrCat(host, ":", bound_port);
   std::fprintf(stderr, "latentkv-coordinator serving on %s\n", address.c_str());
+
+  // The HTTP API calls the Generation service through an in-process channel:
+  // same admission, routing and metrics as gRPC clients.
+  std::unique_ptr<lk::coordinator::http::HttpServer> http;
+  if (chat_template) {
+    const std::string origin = chat_template->origin();
+    lk::coordinator::http::HttpServerOptions ho;
+    ho.host = host;
+    ho.port = absl::GetFlag(FLAGS_http_port);
+    ho.threads = absl::GetFlag(FLAGS_http_threads);
+    ho.max_queued = absl::GetFlag(FLAGS_http_max_queued);
+    ho.model_id = co.model_id;
+    ho.max_context = config->max_position_embeddings;
+    auto h = lk::coordinator::http::HttpServer::Start(
+        ho, server->InProcessChannel(grpc::ChannelArguments()),
+        std::move(*chat_template));
+    if (!h.ok()) {
+      std::fprintf(stderr, "%s\n", h.status().ToString().c_str());
+      server->Shutdown();
+      return 1;
+    }
+    http = std::move(*h);
+    std::fprintf(stderr,
+                 "latentkv-coordinator: OpenAI HTTP API on %s:%d (chat "
+                 "template: %s)\n",
+                 host.c_str(), http->port(), origin.c_str());
+  }
+  if (metrics) {
+    std::fprintf(stderr, "latentkv-coordinator: metrics on %s:%d/metrics\n",
+                 host.c_str(), metrics->port());
+  }
   lk::WriteAddressFile(absl::GetFlag(FLAGS_port_file), address);
   const int sig = lk::WaitForTerminationSignal();
   std::fprintf(stderr, "latentkv-coordinator: signal %d, draining\n", sig);
-  server->Shutdown(std::chrono::system_clock::now() +
-                   std::chrono::seconds(absl::GetFlag(FLAGS_drain_seconds)));
+  // Draining: health says so at once (readiness no longer follows the
+  // workers); HTTP stops accepting and finishes its requests, then gRPC
+  // requests in flight finish, all within --drain_seconds.
+  const auto deadline =
+      std::chrono::system_clock::now() +
+      std::chrono::seconds(absl::GetFlag(FLAGS_drain_seconds));
+  coord.AttachHealth(nullptr);
+  health_reporter.Drain();
+  health->SetServingStatus("latentkv.v1.Generation", false);
+  if (http) {
+    http->Stop(std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::system_clock::now()));
+    http.reset();  // an open in-process channel would hold up Shutdown
+  }
+  while (coord.inflight() > 0 && std::chrono::system_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  server->Shutdown(deadline);
   coord.Stop();
   return 0;
 }

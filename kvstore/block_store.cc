@@ -149,6 +149,8 @@ absl::StatusOr<PutResult> BlockStore::Put(const KvLayout& layout,
     ++result.stored;
   }
   events_cv_.SignalAll();
+  stored_ += result.stored;
+  duplicates_ += result.duplicates;
   return result;
 }
 
@@ -183,6 +185,8 @@ void BlockStore::EvictLocked(BlockKey key) {
   const int64_t bytes = e.bytes;
   bytes_used_ -= bytes;
   entries_.erase(it);
+  ++evicted_blocks_;
+  evicted_bytes_ += bytes;
   if (parent != 0) {
     auto pit = entries_.find(parent);
     if (pit != entries_.end() && --pit->second.children == 0) {
@@ -227,14 +231,18 @@ absl::StatusOr<LookupResult> BlockStore::Lookup(
     const KvLayout& layout, absl::Span<const BlockKey> keys) const {
   absl::ReaderMutexLock lock(&mu_);
   LookupResult r;
-  if (!layout_) return r;
-  if (auto s = CheckSameLayout(*layout_, layout); !s.ok()) return s;
+  if (layout_) {
+    if (auto s = CheckSameLayout(*layout_, layout); !s.ok()) return s;
+  }
   for (BlockKey k : keys) {
+    if (!layout_) break;
     auto it = entries_.find(k);
     if (it == entries_.end()) break;
     ++r.num_hits;
     r.bytes += it->second.bytes;
   }
+  lookup_hits_ += r.num_hits;
+  lookup_misses_ += static_cast<int64_t>(keys.size()) - r.num_hits;
   return r;
 }
 
@@ -242,14 +250,18 @@ absl::StatusOr<std::vector<std::shared_ptr<const Block>>> BlockStore::Get(
     const KvLayout& layout, absl::Span<const BlockKey> keys) {
   absl::MutexLock lock(&mu_);
   std::vector<std::shared_ptr<const Block>> out;
-  if (!layout_) return out;
-  if (auto s = CheckSameLayout(*layout_, layout); !s.ok()) return s;
+  if (layout_) {
+    if (auto s = CheckSameLayout(*layout_, layout); !s.ok()) return s;
+  }
   for (BlockKey k : keys) {
+    if (!layout_) break;
     auto it = entries_.find(k);
     if (it == entries_.end()) break;
     TouchLocked(k, it->second);
     out.push_back(it->second.block);
   }
+  get_hits_ += static_cast<int64_t>(out.size());
+  get_misses_ += static_cast<int64_t>(keys.size() - out.size());
   return out;
 }
 
@@ -324,6 +336,25 @@ void BlockStore::Close() {
   absl::MutexLock lock(&mu_);
   closed_ = true;
   events_cv_.SignalAll();
+}
+
+BlockStoreStats BlockStore::stats() const {
+  BlockStoreStats st;
+  {
+    absl::ReaderMutexLock lock(&mu_);
+    st.blocks = static_cast<int64_t>(entries_.size());
+    st.bytes_used = bytes_used_;
+  }
+  st.capacity_bytes = options_.capacity_bytes;
+  st.stored_blocks = stored_.load();
+  st.duplicate_blocks = duplicates_.load();
+  st.lookup_hit_blocks = lookup_hits_.load();
+  st.lookup_miss_blocks = lookup_misses_.load();
+  st.get_hit_blocks = get_hits_.load();
+  st.get_miss_blocks = get_misses_.load();
+  st.evicted_blocks = evicted_blocks_.load();
+  st.evicted_bytes = evicted_bytes_.load();
+  return st;
 }
 
 bool BlockStore::Contains(BlockKey key) const {

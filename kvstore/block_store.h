@@ -18,6 +18,7 @@
 #ifndef LATENTKV_KVSTORE_BLOCK_STORE_H_
 #define LATENTKV_KVSTORE_BLOCK_STORE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -81,6 +82,22 @@ struct SnapshotEntry {
   BlockKey key = 0;
   BlockKey parent = 0;
   int64_t bytes = 0;
+};
+
+// What the store holds now and counters since it started (latentkv-kvstore
+// exports them as Prometheus metrics). Hits and misses count block keys:
+// a Lookup or Get of k keys whose leading h are resident counts h hits and
+// k - h misses (a store without a layout: k misses).
+struct BlockStoreStats {
+  int64_t blocks = 0;            // resident now
+  int64_t bytes_used = 0;        // resident payload bytes now
+  int64_t capacity_bytes = 0;    // Options::capacity_bytes
+  int64_t stored_blocks = 0;     // newly stored by Put
+  int64_t duplicate_blocks = 0;  // Put blocks already resident
+  int64_t lookup_hit_blocks = 0, lookup_miss_blocks = 0;
+  int64_t get_hit_blocks = 0, get_miss_blocks = 0;
+  int64_t evicted_blocks = 0;  // removed for room (leaf LRU)
+  int64_t evicted_bytes = 0;
 };
 
 struct StoreSnapshot {
@@ -163,6 +180,7 @@ class BlockStore {
   void Close();
 
   bool Contains(BlockKey key) const;
+  BlockStoreStats stats() const;
   int64_t bytes_used() const;
   size_t num_blocks() const;
   uint64_t last_seq() const;
@@ -217,6 +235,10 @@ class BlockStore {
   uint64_t seq_ ABSL_GUARDED_BY(mu_) = 0;          // newest event's seq
   std::deque<Event> events_ ABSL_GUARDED_BY(mu_);  // seq_-size+1 .. seq_
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  // Counters (Lookup runs under a shared lock, hence atomics).
+  mutable std::atomic<int64_t> lookup_hits_{0}, lookup_misses_{0};
+  std::atomic<int64_t> get_hits_{0}, get_misses_{0}, stored_{0}, duplicates_{0},
+      evicted_blocks_{0}, evicted_bytes_{0};
 };
 
 }  // namespace latentkv::kvstore

@@ -1,8 +1,12 @@
 // latentkv-kvstore: the disaggregated latent-KV store (latentkv.v1.KvStore,
-// grpc.health.v1 and reflection) over one in-memory BlockStore.
+// grpc.health.v1 and reflection) over one in-memory BlockStore. Health:
+// "liveness" and "readiness" SERVING once listening, NOT_SERVING once
+// draining. --metrics_port: Prometheus metrics of the store (blocks and
+// bytes held, hits and misses, stores, evictions).
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -10,6 +14,8 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/address_file.h"
+#include "common/health/health_reporter.h"
+#include "common/metrics/metrics_server.h"
 #include "common/signals.h"
 #include "google/protobuf/text_format.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -37,8 +43,57 @@ ABSL_FLAG(std::string, layout, "",
           "text format (empty: the first Put fixes it)");
 ABSL_FLAG(int, drain_seconds, 5,
           "On SIGTERM, wait this long for in-flight calls");
+ABSL_FLAG(int, metrics_port, 0,
+          "Port of the Prometheus /metrics endpoint on --host (0: off)");
 
 namespace lk = latentkv;
+
+namespace {
+
+// The store's metrics, read from BlockStore::stats() on every scrape.
+std::vector<prometheus::MetricFamily> StoreFamilies(
+    const lk::kvstore::BlockStore& store) {
+  const lk::kvstore::BlockStoreStats st = store.stats();
+  std::vector<prometheus::MetricFamily> out;
+  auto add = [&](prometheus::MetricFamily f, double v,
+                 const lk::metrics::Labels& labels = {}) {
+    lk::metrics::AddSample(f, v, labels);
+    out.push_back(std::move(f));
+  };
+  using lk::metrics::CounterFamily;
+  using lk::metrics::GaugeFamily;
+  add(GaugeFamily("latentkv_kvstore_blocks", "Resident blocks"), st.blocks);
+  add(GaugeFamily("latentkv_kvstore_bytes", "Resident payload bytes"),
+      st.bytes_used);
+  add(GaugeFamily("latentkv_kvstore_capacity_bytes", "Payload byte bound"),
+      st.capacity_bytes);
+  auto hits = CounterFamily("latentkv_kvstore_hit_blocks_total",
+                            "Block keys found resident, by call");
+  lk::metrics::AddSample(hits, st.lookup_hit_blocks, {{"call", "lookup"}});
+  lk::metrics::AddSample(hits, st.get_hit_blocks, {{"call", "get"}});
+  out.push_back(std::move(hits));
+  auto misses =
+      CounterFamily("latentkv_kvstore_miss_blocks_total",
+                    "Block keys asked for beyond the resident prefix, by call");
+  lk::metrics::AddSample(misses, st.lookup_miss_blocks, {{"call", "lookup"}});
+  lk::metrics::AddSample(misses, st.get_miss_blocks, {{"call", "get"}});
+  out.push_back(std::move(misses));
+  add(CounterFamily("latentkv_kvstore_stored_blocks_total",
+                    "Blocks newly stored by Put"),
+      st.stored_blocks);
+  add(CounterFamily("latentkv_kvstore_duplicate_blocks_total",
+                    "Put blocks that were already resident"),
+      st.duplicate_blocks);
+  add(CounterFamily("latentkv_kvstore_evicted_blocks_total",
+                    "Blocks evicted for room (leaf LRU)"),
+      st.evicted_blocks);
+  add(CounterFamily("latentkv_kvstore_evicted_bytes_total",
+                    "Payload bytes evicted for room"),
+      st.evicted_bytes);
+  return out;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   lk::BlockTerminationSignals();
@@ -73,6 +128,20 @@ int main(int argc, char** argv) {
     return 2;
   }
   lk::kvstore::KvStoreService service(store->get(), {});
+  std::unique_ptr<lk::metrics::MetricsServer> metrics;
+  if (absl::GetFlag(FLAGS_metrics_port) > 0) {
+    lk::metrics::MetricsServerOptions mo;
+    mo.host = absl::GetFlag(FLAGS_host);
+    mo.port = absl::GetFlag(FLAGS_metrics_port);
+    auto m = lk::metrics::MetricsServer::Start(mo);
+    if (!m.ok()) {
+      std::fprintf(stderr, "%s\n", m.status().ToString().c_str());
+      return 1;
+    }
+    metrics = std::move(*m);
+    metrics->Add(std::make_shared<lk::metrics::FunctionCollectable>(
+        [s = store->get()] { return StoreFamilies(*s); }));
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -96,10 +165,16 @@ int main(int argc, char** argv) {
                address.c_str(),
                static_cast<long long>(absl::GetFlag(FLAGS_capacity_mb)),
                static_cast<unsigned long long>((*store)->epoch()));
+  lk::HealthReporter health(server->GetHealthCheckService(), /*ready=*/true);
+  if (metrics) {
+    std::fprintf(stderr, "latentkv-kvstore: metrics on %s:%d/metrics\n",
+                 host.c_str(), metrics->port());
+  }
   lk::WriteAddressFile(absl::GetFlag(FLAGS_port_file), address);
 
   const int sig = lk::WaitForTerminationSignal();
   std::fprintf(stderr, "latentkv-kvstore: signal %d, shutting down\n", sig);
+  health.Drain();
   // Subscribers end first (UNAVAILABLE), then in-flight calls drain; idle
   // connections are cut at once (see KvStoreService::in_flight()).
   (*store)->Close();

@@ -19,6 +19,15 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()), tp_(o.tp) {
                                     "--port_file=" + dir_ + "/coordinator.addr",
                                     "--heartbeat_ms=200",
                                     "--worker_timeout_ms=1500"};
+  if (o.http) {
+    http_port_ = PickFreePort();
+    cargs.push_back("--http_port=" + std::to_string(http_port_));
+  }
+  if (o.metrics) {
+    coordinator_metrics_port_ = PickFreePort();
+    cargs.push_back("--metrics_port=" +
+                    std::to_string(coordinator_metrics_port_));
+  }
   cargs.insert(cargs.end(), o.coordinator_args.begin(),
                o.coordinator_args.end());
   coordinator_ = std::make_unique<Process>(cargs, dir_ + "/coordinator.log");
@@ -36,6 +45,11 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()), tp_(o.tp) {
                                       "--coordinator=" + address_,
                                       "--worker_id=w" + std::to_string(i)};
     wargs.insert(wargs.end(), o.worker_args.begin(), o.worker_args.end());
+    worker_metrics_ports_.push_back(o.metrics ? PickFreePort() : 0);
+    if (o.metrics) {
+      wargs.push_back("--metrics_port=" +
+                      std::to_string(worker_metrics_ports_.back()));
+    }
     if (i < static_cast<int>(o.per_worker_args.size())) {
       wargs.insert(wargs.end(), o.per_worker_args[i].begin(),
                    o.per_worker_args[i].end());

@@ -23,6 +23,10 @@ struct ClusterOptions {
   std::vector<std::string> worker_args;
   // Extra flags of worker i (after worker_args; a repeated flag wins).
   std::vector<std::vector<std::string>> per_worker_args;
+  // The coordinator's OpenAI HTTP API, and Prometheus /metrics on the
+  // coordinator and every worker (rank 0), on free ports.
+  bool http = false;
+  bool metrics = false;
 };
 
 class Cluster {
@@ -40,6 +44,10 @@ class Cluster {
   // Rank r (>= 1) of worker i's tensor-parallel group.
   Process& follower(int i, int r) { return *followers_[i * (tp_ - 1) + r - 1]; }
   Process& coordinator() { return *coordinator_; }
+  // Ports of ClusterOptions::http / metrics (0 when off).
+  int http_port() const { return http_port_; }
+  int coordinator_metrics_port() const { return coordinator_metrics_port_; }
+  int worker_metrics_port(int i) const { return worker_metrics_ports_[i]; }
   std::string Logs() const;
 
  private:
@@ -50,6 +58,9 @@ class Cluster {
   std::vector<std::unique_ptr<Process>> followers_;
   int tp_ = 1;
   std::vector<std::string> worker_addrs_;
+  int http_port_ = 0;
+  int coordinator_metrics_port_ = 0;
+  std::vector<int> worker_metrics_ports_;
   std::unique_ptr<latentkv::v1::Generation::Stub> stub_;
 };
 

@@ -1,9 +1,12 @@
 #include "tests/integration/process.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,6 +21,20 @@ extern char** environ;
 namespace latentkv::testing {
 
 std::string BinDir() { return std::string(LATENTKV_BINARY_DIR) + "/bin"; }
+
+int PickFreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+    std::abort();
+  }
+  close(fd);
+  return ntohs(a.sin_port);
+}
 
 std::string MakeTempDir() {
   std::string tmpl = "/tmp/latentkv-test-XXXXXX";

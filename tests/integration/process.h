@@ -37,6 +37,9 @@ class Process {
   int status_ = 0;
 };
 
+// A TCP port on 127.0.0.1 that was free a moment ago (for servers whose
+// port 0 means "off": --http_port, --metrics_port).
+int PickFreePort();
 // Waits for a file with a non-empty first line; returns it or "" on timeout.
 std::string WaitForLine(const std::string& path, double timeout_s);
 // Runs a command, returns its stdout (stderr appended when merge_stderr) and

@@ -45,6 +45,11 @@ struct ServeOptions {
   // cache (needs tp == 1); its capacity in MiB.
   bool kvstore = false;
   int32_t kvstore_mb = 1024;
+  // The coordinator's OpenAI-compatible HTTP API port (0: off).
+  int32_t http_port = 0;
+  // Prometheus /metrics (0: off): the coordinator on metrics_port, worker
+  // group i's rank 0 on metrics_port + 1 + i, the kvstore after them.
+  int32_t metrics_port = 0;
   std::string bin_dir;  // where latentkv-coordinator/-worker live
   std::vector<std::string> worker_args;  // extra flags for each worker
 };

@@ -41,6 +41,11 @@ ABSL_FLAG(bool, kvstore, false,
           "serve: start latentkv-kvstore as the workers' shared prefix cache "
           "(needs --tp=1)");
 ABSL_FLAG(int, kvstore_mb, 1024, "serve: latentkv-kvstore capacity, MiB");
+ABSL_FLAG(int, http_port, 0,
+          "serve: OpenAI-compatible HTTP API port of the coordinator (0: off)");
+ABSL_FLAG(int, metrics_port, 0,
+          "serve: Prometheus /metrics of the coordinator on this port, worker "
+          "group i on port+1+i, the kvstore after them (0: off)");
 ABSL_FLAG(std::string, bin_dir, "",
           "serve: directory of latentkv-coordinator/-worker (default: beside "
           "latentkv)");
@@ -175,6 +180,8 @@ int main(int argc, char** argv) {
     o.decode_workers = absl::GetFlag(FLAGS_decode_workers);
     o.kvstore = absl::GetFlag(FLAGS_kvstore);
     o.kvstore_mb = absl::GetFlag(FLAGS_kvstore_mb);
+    o.http_port = absl::GetFlag(FLAGS_http_port);
+    o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
     if ((o.prefill_workers > 0 || o.decode_workers > 0) && o.tp > 1) {
       std::fprintf(stderr,
                    "--prefill-workers/--decode-workers need --tp=1 (KV "

@@ -94,10 +94,17 @@ int Serve(const ServeOptions& o) {
   }
   const fs::path run_dir(tmpl);
   const std::string coord_file = (run_dir / "coordinator.addr").string();
+  const int groups = o.workers + o.prefill_workers + o.decode_workers;
+  // Metrics ports: the coordinator, then each group's rank 0, then the store.
+  auto metrics_port = [&](int index) {
+    return absl::StrCat("--metrics_port=",
+                        o.metrics_port > 0 ? o.metrics_port + index : 0);
+  };
   pid_t coord =
       Spawn({(bin / "latentkv-coordinator").string(), "--model=" + o.model_dir,
              "--host=" + o.host, absl::StrCat("--port=", o.port),
-             "--port_file=" + coord_file});
+             "--port_file=" + coord_file,
+             absl::StrCat("--http_port=", o.http_port), metrics_port(0)});
   const std::string address = WaitForFile(coord_file, coord, 60);
   if (address.empty()) {
     std::fprintf(stderr, "latentkv serve: the coordinator did not start\n");
@@ -110,7 +117,8 @@ int Serve(const ServeOptions& o) {
     const std::string store_file = (run_dir / "kvstore.addr").string();
     store = Spawn({(bin / "latentkv-kvstore").string(), "--host=" + o.host,
                    "--port=0", "--port_file=" + store_file,
-                   absl::StrCat("--capacity_mb=", o.kvstore_mb)});
+                   absl::StrCat("--capacity_mb=", o.kvstore_mb),
+                   metrics_port(1 + groups)});
     store_address = WaitForFile(store_file, store, 60);
     if (store_address.empty()) {
       std::fprintf(stderr, "latentkv serve: the kvstore did not start\n");
@@ -123,7 +131,6 @@ int Serve(const ServeOptions& o) {
   // and registers; the others follow it (Gloo rendezvous in run_dir). Leaders
   // come first in `workers` so they drain before their followers stop.
   std::vector<pid_t> workers;
-  const int groups = o.workers + o.prefill_workers + o.decode_workers;
   for (int i = 0; i < groups; ++i) {
     const std::string role = i < o.workers                       ? "mixed"
                              : i < o.workers + o.prefill_workers ? "prefill"
@@ -138,7 +145,10 @@ int Serve(const ServeOptions& o) {
           "--port=0",
           absl::StrCat("--worker_id=", role, "-", i),
           "--role=" + role};
-      if (r == 0) args.push_back("--coordinator=" + address);
+      if (r == 0) {
+        args.push_back("--coordinator=" + address);
+        args.push_back(metrics_port(1 + i));
+      }
       if (o.tp > 1) {
         args.push_back(absl::StrCat("--tp_size=", o.tp));
         args.push_back(absl::StrCat("--tp_rank=", r));
@@ -187,6 +197,20 @@ int Serve(const ServeOptions& o) {
   }
   std::fprintf(stderr, "latentkv serve: %s with %d worker(s) on %s\n",
                o.model_dir.c_str(), o.workers, address.c_str());
+  if (o.http_port > 0) {
+    std::fprintf(stderr, "latentkv serve: OpenAI HTTP API on http://%s:%d/v1\n",
+                 o.host.c_str(), o.http_port);
+  }
+  if (o.metrics_port > 0) {
+    std::string ports =
+        absl::StrCat(o.metrics_port, " (coordinator), ", o.metrics_port + 1,
+                     "..", o.metrics_port + groups, " (workers)");
+    if (o.kvstore) {
+      absl::StrAppend(&ports, ", ", o.metrics_port + 1 + groups, " (kvstore)");
+    }
+    std::fprintf(stderr, "latentkv serve: metrics on ports %s\n",
+                 ports.c_str());
+  }
   WriteAddressFile(o.port_file, address);
   stub.reset();  // an open client channel would slow the coordinator's shutdown
   WaitForTerminationSignal();

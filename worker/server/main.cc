@@ -1,16 +1,22 @@
 // latentkv-worker: one worker process (a tensor-parallel group of size 1)
 // serving the internal Worker service and registering with a coordinator.
+// Rank 0 also reports grpc.health.v1 "liveness" and "readiness" (ready once
+// registered; standalone: once serving) and, with --metrics_port, Prometheus
+// metrics (worker/metrics/worker_metrics.h); follower ranks serve neither.
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
+#include "common/health/health_reporter.h"
+#include "common/metrics/metrics_server.h"
 #include "common/signals.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -19,6 +25,7 @@
 #include "model/shard.h"
 #include "model/weights.h"
 #include "worker/comm/gloo_communicator.h"
+#include "worker/metrics/worker_metrics.h"
 #include "worker/residency/flags.h"
 #include "worker/server/worker_service.h"
 #include "worker/tp/tensor_parallel.h"
@@ -70,6 +77,9 @@ ABSL_FLAG(int, tp_timeout_s, 30,
           "Seconds before a silent or dead peer fails the group");
 ABSL_FLAG(int, drain_seconds, 30,
           "On SIGTERM, wait this long for in-flight requests");
+ABSL_FLAG(int, metrics_port, 0,
+          "Port of the Prometheus /metrics endpoint on --host (0: off; rank "
+          "0 only)");
 
 namespace lk = latentkv;
 
@@ -164,6 +174,24 @@ int main(int argc, char** argv) {
   }
   lk::worker::TpLeader leader(comm.get());
   if (tp_size > 1) eo.step_listener = &leader;
+  std::unique_ptr<lk::metrics::MetricsServer> metrics;
+  std::unique_ptr<lk::worker::WorkerMetrics> worker_metrics;
+  if (absl::GetFlag(FLAGS_metrics_port) > 0) {
+    lk::metrics::MetricsServerOptions mo;
+    mo.host = absl::GetFlag(FLAGS_host);
+    mo.port = absl::GetFlag(FLAGS_metrics_port);
+    auto m = lk::metrics::MetricsServer::Start(mo);
+    if (!m.ok()) {
+      std::fprintf(stderr, "%s\n", m.status().ToString().c_str());
+      return 1;
+    }
+    metrics = std::move(*m);
+    worker_metrics =
+        std::make_unique<lk::worker::WorkerMetrics>(&metrics->registry());
+    eo.on_step = [wm = worker_metrics.get()](std::chrono::nanoseconds d) {
+      wm->ObserveStep(d);
+    };
+  }
   auto engine =
       lk::worker::Engine::Create(shard, std::move(*backend), eo, comm.get());
   if (!engine.ok()) {
@@ -225,6 +253,27 @@ int main(int argc, char** argv) {
                                   ? absl::StrCat(host, ":", bound_port)
                                   : absl::GetFlag(FLAGS_advertise);
   std::fprintf(stderr, "latentkv-worker serving on %s\n", address.c_str());
+  // Model loaded, group formed: ready once registered (standalone: now).
+  lk::HealthReporter health(server->GetHealthCheckService(),
+                            absl::GetFlag(FLAGS_coordinator).empty());
+  if (metrics) {
+    // Metrics are exactly what Worker.GetStats answers (it ignores the
+    // context).
+    std::vector<int64_t> page_bytes;
+    for (int32_t l = 0; l < (*engine)->config().num_layers; ++l) {
+      page_bytes.push_back((*engine)->kv_page_bytes(l));
+    }
+    metrics->Add(lk::worker::WorkerMetrics::NewCollectable(
+        [&service] {
+          latentkv::v1::WorkerStats stats;
+          latentkv::v1::GetStatsRequest req;
+          service.GetStats(nullptr, &req, &stats);
+          return stats;
+        },
+        std::move(page_bytes)));
+    std::fprintf(stderr, "latentkv-worker: metrics on %s:%d/metrics\n",
+                 host.c_str(), metrics->port());
+  }
 
   std::unique_ptr<lk::worker::Registrar> registrar;
   if (!absl::GetFlag(FLAGS_coordinator).empty()) {
@@ -237,6 +286,9 @@ int main(int argc, char** argv) {
                        : absl::GetFlag(FLAGS_worker_id);
     ro.model_id =
         std::filesystem::path(absl::GetFlag(FLAGS_model)).filename().string();
+    ro.on_registration = [&health](bool registered) {
+      health.SetReady(registered);
+    };
     registrar = std::make_unique<lk::worker::Registrar>(ro, engine->get());
   }
   lk::WriteAddressFile(absl::GetFlag(FLAGS_port_file), address);
@@ -259,9 +311,11 @@ int main(int argc, char** argv) {
 
   const int sig = lk::WaitForTerminationSignal();
   std::fprintf(stderr, "latentkv-worker: signal %d, draining\n", sig);
+  health.Drain();
   if (registrar) registrar->Stop();
   server->Shutdown(std::chrono::system_clock::now() +
                    std::chrono::seconds(absl::GetFlag(FLAGS_drain_seconds)));
   (*engine)->Stop();
+  metrics.reset();  // no scrape may outlive the service it reads
   return 0;
 }

@@ -1,0 +1,98 @@
+// Prometheus exposition for latentkv's processes: one HTTP endpoint serving
+// GET /metrics in the text format (prometheus-cpp's Exposer over civetweb),
+// over a Registry for metrics that code updates as it runs (counters,
+// histograms) and Collectables read on every scrape (gauges and counters
+// taken from a stats snapshot, so the serving paths carry no extra locks).
+// Helpers build such scrape-time families.
+// Thread-safety: MetricsServer's methods are thread-safe; scrapes run on the
+// exposer's own threads and call Collect() concurrently with the process.
+#ifndef LATENTKV_COMMON_METRICS_METRICS_SERVER_H_
+#define LATENTKV_COMMON_METRICS_METRICS_SERVER_H_
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "prometheus/collectable.h"
+#include "prometheus/metric_family.h"
+#include "prometheus/registry.h"
+
+namespace prometheus {
+class Exposer;
+}  // namespace prometheus
+
+namespace latentkv::metrics {
+
+struct MetricsServerOptions {
+  // Address to bind; default loopback (pass 0.0.0.0 to be scraped from
+  // elsewhere).
+  std::string host = "127.0.0.1";
+  // TCP port, > 0 (the mains treat --metrics_port=0 as "no endpoint").
+  int port = 0;
+  // Threads answering scrapes; >= 1, default 2.
+  int threads = 2;
+};
+
+class MetricsServer {
+ public:
+  // Binds and starts serving /metrics; UNAVAILABLE when the port cannot be
+  // bound, INVALID_ARGUMENT for options outside their ranges.
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(
+      const MetricsServerOptions& options);
+  ~MetricsServer();
+
+  // The registry for metrics updated as the process runs.
+  prometheus::Registry& registry() { return *registry_; }
+  // Adds a collectable read on every scrape; the server keeps it alive.
+  void Add(std::shared_ptr<prometheus::Collectable> collectable);
+  // The bound port.
+  int port() const { return port_; }
+
+ private:
+  MetricsServer() = default;
+
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::mutex mu_;
+  std::vector<std::shared_ptr<prometheus::Collectable>> owned_;  // guarded
+  int port_ = 0;
+};
+
+// A Collectable that calls `collect` on every scrape.
+class FunctionCollectable : public prometheus::Collectable {
+ public:
+  explicit FunctionCollectable(
+      std::function<std::vector<prometheus::MetricFamily>()> collect)
+      : collect_(std::move(collect)) {}
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    return collect_();
+  }
+
+ private:
+  std::function<std::vector<prometheus::MetricFamily>()> collect_;
+};
+
+using Labels = std::map<std::string, std::string>;
+
+// An empty family of the given type (add samples with AddSample). Names
+// follow Prometheus conventions: counters end in _total, units in the name
+// (_seconds, _bytes).
+prometheus::MetricFamily GaugeFamily(std::string name, std::string help);
+prometheus::MetricFamily CounterFamily(std::string name, std::string help);
+// Appends one sample to a gauge or counter family.
+void AddSample(prometheus::MetricFamily& family, double value,
+               const Labels& labels = {});
+
+// Histogram bucket upper bounds start, start*factor, ... (count of them);
+// start > 0, factor > 1, count >= 1.
+std::vector<double> ExponentialBuckets(double start, double factor, int count);
+// Buckets for request latencies in seconds: 1 ms .. ~65 s (x2 steps).
+std::vector<double> LatencyBuckets();
+
+}  // namespace latentkv::metrics
+
+#endif  // LATENTKV_COMMON_METRICS_METRICS_SERVER_H_

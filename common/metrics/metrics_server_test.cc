@@ -1,0 +1,88 @@
+#include "common/metrics/metrics_server.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "prometheus/counter.h"
+#include "prometheus/histogram.h"
+
+namespace latentkv::metrics {
+namespace {
+
+// A port that was free a moment ago.
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  socklen_t len = sizeof(a);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+TEST(MetricsServerTest, ServesRegistryAndCollectables) {
+  MetricsServerOptions o;
+  o.port = FreePort();
+  auto server = MetricsServer::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_EQ((*server)->port(), o.port);
+  auto& hist = prometheus::BuildHistogram()
+                   .Name("test_latency_seconds")
+                   .Help("h")
+                   .Register((*server)->registry())
+                   .Add({}, std::vector<double>{0.1, 1.0});
+  hist.Observe(0.05);
+  hist.Observe(0.5);
+  int scrapes = 0;
+  (*server)->Add(std::make_shared<FunctionCollectable>([&scrapes] {
+    ++scrapes;
+    auto g = GaugeFamily("test_depth", "a gauge");
+    AddSample(g, 3, {{"worker", "w0"}});
+    auto c = CounterFamily("test_things_total", "a counter");
+    AddSample(c, 7);
+    return std::vector<prometheus::MetricFamily>{g, c};
+  }));
+  httplib::Client cli("127.0.0.1", o.port);
+  auto res = cli.Get("/metrics");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  const std::string& body = res->body;
+  EXPECT_NE(body.find("test_depth{worker=\"w0\"} 3"), std::string::npos)
+      << body;
+  EXPECT_NE(body.find("# TYPE test_things_total counter"), std::string::npos);
+  EXPECT_NE(body.find("test_things_total 7"), std::string::npos);
+  EXPECT_NE(body.find("test_latency_seconds_bucket{le=\"0.1\"} 1"),
+            std::string::npos);
+  EXPECT_NE(body.find("test_latency_seconds_bucket{le=\"1\"} 2"),
+            std::string::npos);
+  EXPECT_NE(body.find("test_latency_seconds_count 2"), std::string::npos);
+  EXPECT_EQ(scrapes, 1);
+}
+
+TEST(MetricsServerTest, BusyPortIsUnavailable) {
+  MetricsServerOptions o;
+  o.port = FreePort();
+  auto first = MetricsServer::Start(o);
+  ASSERT_TRUE(first.ok());
+  auto second = MetricsServer::Start(o);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  o.port = 0;
+  EXPECT_EQ(MetricsServer::Start(o).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(MetricsServerTest, ExponentialBuckets) {
+  EXPECT_EQ(ExponentialBuckets(1, 2, 4), (std::vector<double>{1, 2, 4, 8}));
+  const auto b = LatencyBuckets();
+  ASSERT_FALSE(b.empty());
+  EXPECT_DOUBLE_EQ(b.front(), 0.001);
+  EXPECT_GT(b.back(), 60.0);
+}
+
+}  // namespace
+}  // namespace latentkv::metrics

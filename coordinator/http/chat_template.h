@@ -1,0 +1,62 @@
+// Turns chat messages into the prompt text the coordinator tokenizes.
+//
+// A model directory whose tokenizer_config.json has a string "chat_template"
+// gets that template, rendered by the Jinja subset of mini_jinja.h with the
+// variables Hugging Face templates expect: messages (role, content),
+// add_generation_prompt (true), bos_token and eos_token (from the same file,
+// "" when absent) and raise_exception(msg). The coordinator adds BOS as a
+// token itself, so one leading bos_token text is dropped from the result.
+// Otherwise (no file, no template) the default template applies:
+//   "<role>: <content>\n" per message, then "assistant:"
+// e.g. [{system, "Be brief."}, {user, "Hi"}] -> "system: Be brief.\nuser:
+// Hi\nassistant:".
+// Thread-safety: Render is const and thread-safe.
+#ifndef LATENTKV_COORDINATOR_HTTP_CHAT_TEMPLATE_H_
+#define LATENTKV_COORDINATOR_HTTP_CHAT_TEMPLATE_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "coordinator/http/openai_api.h"
+
+namespace latentkv::coordinator::http {
+
+namespace jinja {
+class MiniJinjaTemplate;
+}  // namespace jinja
+
+class ChatTemplate {
+ public:
+  // The default template.
+  ChatTemplate();
+  ~ChatTemplate();
+  ChatTemplate(ChatTemplate&&);
+  ChatTemplate& operator=(ChatTemplate&&);
+
+  // The template of `model_dir` (see above). INVALID_ARGUMENT when
+  // tokenizer_config.json is unreadable JSON or its template does not parse.
+  static absl::StatusOr<ChatTemplate> FromModelDir(
+      const std::string& model_dir);
+  // A Jinja template with the given special token texts.
+  static absl::StatusOr<ChatTemplate> FromJinja(const std::string& source,
+                                                const std::string& bos_token,
+                                                const std::string& eos_token);
+
+  // The prompt for `messages`; INVALID_ARGUMENT when the template refuses
+  // them (raise_exception) or fails.
+  absl::StatusOr<std::string> Render(
+      const std::vector<ChatMessage>& messages) const;
+  // "default" or "tokenizer_config.json".
+  const std::string& origin() const { return origin_; }
+
+ private:
+  std::shared_ptr<const jinja::MiniJinjaTemplate> jinja_;  // null: the default
+  std::string bos_token_, eos_token_;
+  std::string origin_ = "default";
+};
+
+}  // namespace latentkv::coordinator::http
+
+#endif  // LATENTKV_COORDINATOR_HTTP_CHAT_TEMPLATE_H_

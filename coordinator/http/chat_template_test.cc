@@ -1,0 +1,165 @@
+#include "coordinator/http/chat_template.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "coordinator/http/mini_jinja.h"
+#include "gtest/gtest.h"
+
+namespace latentkv::coordinator::http {
+namespace {
+
+const std::vector<ChatMessage> kChat = {
+    {"system", "S"}, {"user", "Hi"}, {"assistant", "Yo"}, {"user", "Again"}};
+
+std::string RenderOrDie(const std::string& tmpl,
+                        const std::vector<ChatMessage>& msgs = kChat) {
+  auto t = ChatTemplate::FromJinja(tmpl, "<s>", "</s>");
+  EXPECT_TRUE(t.ok()) << t.status();
+  if (!t.ok()) return "";
+  auto out = t->Render(msgs);
+  EXPECT_TRUE(out.ok()) << out.status();
+  return out.value_or("");
+}
+
+TEST(ChatTemplateTest, DefaultTemplate) {
+  ChatTemplate t;
+  EXPECT_EQ(t.origin(), "default");
+  EXPECT_EQ(*t.Render({{"system", "Be brief."}, {"user", "Hi"}}),
+            "system: Be brief.\nuser: Hi\nassistant:");
+}
+
+TEST(ChatTemplateTest, ChatMl) {
+  EXPECT_EQ(
+      RenderOrDie(
+          "{% for message in messages %}{{'<|im_start|>' + message['role'] + "
+          "'\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% "
+          "if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% "
+          "endif %}",
+          {{"user", "Hi"}}),
+      "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+}
+
+// transformers' Llama 2 chat template, verbatim.
+constexpr char kLlama2[] =
+    R"({% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\n' + system_message + '\n<</SYS>>\n\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}{% endfor %})";
+
+TEST(ChatTemplateTest, Llama2DropsTheLeadingBos) {
+  EXPECT_EQ(RenderOrDie(kLlama2),
+            "[INST] <<SYS>>\nS\n<</SYS>>\n\nHi [/INST] Yo </s><s>[INST] "
+            "Again [/INST]");
+  auto t = ChatTemplate::FromJinja(kLlama2, "<s>", "</s>");
+  ASSERT_TRUE(t.ok());
+  auto bad = t->Render({{"user", "a"}, {"user", "b"}});
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("must alternate"), std::string::npos);
+}
+
+TEST(ChatTemplateTest, Llama3FilterPrecedence) {
+  EXPECT_EQ(
+      RenderOrDie(
+          "{% set loop_messages = messages %}{% for message in loop_messages "
+          "%}{% set content = '<|start_header_id|>' + message['role'] + "
+          "'<|end_header_id|>\\n\\n'+ message['content'] | trim + "
+          "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = "
+          "bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if "
+          "add_generation_prompt %}{{ "
+          "'<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif "
+          "%}",
+          {{"user", "  Hi \n"}}),
+      "<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+      "<|start_header_id|>assistant<|end_header_id|>\n\n");
+}
+
+TEST(ChatTemplateTest, TrimBlocksAndLstripBlocks) {
+  const std::string tmpl =
+      "{% for m in messages %}\n"
+      "  {% if m.role == 'user' %}\n"
+      "U: {{ m.content }}\n"
+      "  {% else %}\n"
+      "A: {{ m.content }}\n"
+      "  {% endif %}\n"
+      "{% endfor %}\n"
+      "{#- a comment #}\n"
+      "{%- if add_generation_prompt %}A:{% endif %}";
+  EXPECT_EQ(RenderOrDie(tmpl, {{"user", "hi"}, {"assistant", "yo"}}),
+            "U: hi\nA: yo\nA:");
+}
+
+TEST(ChatTemplateTest, ExpressionsFiltersAndNamespaces) {
+  auto render = [](const std::string& src) {
+    auto t = jinja::MiniJinjaTemplate::Parse(src);
+    EXPECT_TRUE(t.ok()) << src << ": " << t.status();
+    if (!t.ok()) return std::string();
+    jinja::Map vars = {
+        {"messages",
+         jinja::Value::Of(jinja::List{
+             jinja::Value::Of(jinja::Map{{"role", jinja::Value::Str("system")},
+                                         {"content", jinja::Value::Str("s")}}),
+             jinja::Value::Of(jinja::Map{{"role", jinja::Value::Str("user")},
+                                         {"content", jinja::Value::Str("u")}}),
+         })}};
+    auto out = (*t)->Render(vars);
+    EXPECT_TRUE(out.ok()) << src << ": " << out.status();
+    return out.value_or("");
+  };
+  EXPECT_EQ(render("{% set ns = namespace(found=false) %}{% for m in messages "
+                   "%}{% if m.role == 'system' %}{% set ns.found = true %}{% "
+                   "endif %}{% endfor %}{{ ns.found }}"),
+            "True");
+  EXPECT_EQ(render("{{ messages[-1].content }}{{ messages|length }}"), "u2");
+  EXPECT_EQ(render("{{ 7 // 2 }} {{ -7 % 3 }} {{ 1 + 2 * 3 }} {{ 7 / 2 }}"),
+            "3 2 7 3.5");
+  EXPECT_EQ(render("{{ [1, 2, 3]|join('-') }} {{ {'a': 1}|tojson }}"),
+            "1-2-3 {\"a\":1}");
+  EXPECT_EQ(render("{{ 'x' in 'xyz' }} {{ 'q' not in ['a'] }} {{ none is "
+                   "none }} {{ undefined_thing is defined }}"),
+            "True True True False");
+  EXPECT_EQ(render("{{ 'yes' if messages else 'no' }}{{ missing|default('d') "
+                   "}}{{ ' A b '.strip().upper() }}"),
+            "yesdA B");
+  EXPECT_EQ(render("{% for m in [] %}x{% else %}empty{% endfor %}"), "empty");
+  EXPECT_EQ(render("{% for k, v in {'a': 1, 'b': 2}|items %}{{ k }}={{ v "
+                   "}}{% if not loop.last %},{% endif %}{% endfor %}"),
+            "a=1,b=2");
+  EXPECT_EQ(render("{{ messages[1:]|length }}{{ 'abc'[:2] }}{{ 'x' ~ 1 }}"),
+            "1abx1");
+}
+
+TEST(ChatTemplateTest, OutsideTheSubsetFailsToParse) {
+  for (const char* src :
+       {"{% macro m() %}x{% endmacro %}", "{{ x", "{% if x %}no end",
+        "{% for x in y %}", "{{ 1 + }}", "{% include 'a' %}"}) {
+    EXPECT_EQ(jinja::MiniJinjaTemplate::Parse(src).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << src;
+  }
+}
+
+TEST(ChatTemplateTest, FromModelDir) {
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("chat_template_test_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  auto t = ChatTemplate::FromModelDir(dir.string());
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(t->origin(), "default");
+  {
+    std::ofstream out(dir / "tokenizer_config.json");
+    out << R"({"bos_token": {"content": "<s>"}, "eos_token": "</s>",
+               "chat_template": "{{ bos_token }}{% for m in messages %}[{{ m.role }}] {{ m.content }}{{ eos_token }}{% endfor %}"})";
+  }
+  t = ChatTemplate::FromModelDir(dir.string());
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(t->origin(), "tokenizer_config.json");
+  EXPECT_EQ(*t->Render({{"user", "Hi"}}), "[user] Hi</s>");
+  {
+    std::ofstream out(dir / "tokenizer_config.json");
+    out << R"({"chat_template": "{% macro %}"})";
+  }
+  EXPECT_FALSE(ChatTemplate::FromModelDir(dir.string()).ok());
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace latentkv::coordinator::http

@@ -1,0 +1,295 @@
+#include "coordinator/http/http_server.h"
+
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "coordinator/http/openai_api.h"
+
+namespace latentkv::coordinator::http {
+namespace {
+
+namespace pb = ::latentkv::v1;
+
+constexpr char kJson[] = "application/json";
+
+void SetError(httplib::Response& res, const ApiError& e) {
+  res.status = e.http_status;
+  res.set_content(ErrorJson(e), kJson);
+}
+
+ApiError Simple(int status, std::string message, std::string type,
+                std::string code) {
+  ApiError e;
+  e.http_status = status;
+  e.message = std::move(message);
+  e.type = std::move(type);
+  e.code = std::move(code);
+  return e;
+}
+
+}  // namespace
+
+// One generation in flight: its gRPC call, the hang-up watch on its HTTP
+// connection, and its registration with the server (for Stop).
+struct HttpServer::Call {
+  explicit Call(HttpServer* s) : server(s) {
+    ++server->active_;
+    std::lock_guard<std::mutex> lock(server->calls_mu_);
+    server->calls_.insert(&ctx);
+  }
+  ~Call() {
+    server->watcher_->Unwatch(watch);
+    if (reader != nullptr && !finished) {
+      ctx.TryCancel();
+      Finish();
+    }
+    {
+      std::lock_guard<std::mutex> lock(server->calls_mu_);
+      server->calls_.erase(&ctx);
+    }
+    --server->active_;
+  }
+  // Ends the call (draining what is left) and returns its status.
+  grpc::Status Finish() {
+    pb::GenerateResponse ignored;
+    while (reader->Read(&ignored)) {
+    }
+    finished = true;
+    return reader->Finish();
+  }
+
+  HttpServer* server;
+  grpc::ClientContext ctx;
+  std::unique_ptr<grpc::ClientReader<pb::GenerateResponse>> reader;
+  bool finished = false;
+  int64_t watch = -1;
+};
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
+    const HttpServerOptions& options, std::shared_ptr<grpc::Channel> channel,
+    ChatTemplate chat_template) {
+  if (options.threads < 1 || options.max_queued < 0 ||
+      options.model_id.empty() || options.max_context <= 0 ||
+      options.port < 0 || options.port > 65535) {
+    return absl::InvalidArgumentError(
+        "http server: threads >= 1, max_queued >= 0, a model id, a context "
+        "and a port in [0, 65535] are required");
+  }
+  std::unique_ptr<HttpServer> s(new HttpServer());
+  s->options_ = options;
+  s->chat_template_ = std::move(chat_template);
+  s->stub_ = pb::Generation::NewStub(std::move(channel));
+  s->watcher_ = std::make_unique<HangupWatcher>();
+  s->id_prefix_ = std::random_device()();
+  httplib::Server& svr = s->server_;
+  const int threads = options.threads, queued = options.max_queued;
+  svr.new_task_queue = [threads, queued] {
+    return new BoundedTaskQueue(threads, queued);
+  };
+  svr.set_read_timeout(options.read_timeout_s, 0);
+  svr.set_keep_alive_timeout(options.keep_alive_s);
+  svr.set_payload_max_length(size_t{64} << 20);
+  svr.set_pre_routing_handler(
+      [](const httplib::Request&, httplib::Response& res) {
+        if (!BoundedTaskQueue::Overloaded()) {
+          return httplib::Server::HandlerResponse::Unhandled;
+        }
+        SetError(res, Simple(429, "the HTTP server is at its connection limit",
+                             "rate_limit_error", "rate_limit_exceeded"));
+        res.set_header("Connection", "close");
+        return httplib::Server::HandlerResponse::Handled;
+      });
+  HttpServer* self = s.get();
+  svr.Post("/v1/completions",
+           [self](const httplib::Request& req, httplib::Response& res) {
+             self->HandleGenerate(req, res, /*chat=*/false);
+           });
+  svr.Post("/v1/chat/completions",
+           [self](const httplib::Request& req, httplib::Response& res) {
+             self->HandleGenerate(req, res, /*chat=*/true);
+           });
+  svr.Get("/v1/models",
+          [self](const httplib::Request&, httplib::Response& res) {
+            self->HandleModels(res);
+          });
+  // Unrouted paths and httplib's own errors get OpenAI-shaped bodies too.
+  svr.set_error_handler(httplib::Server::HandlerWithResponse(
+      [](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty())
+          return httplib::Server::HandlerResponse::Unhandled;
+        const bool unrouted = res.status == 404;
+        SetError(res,
+                 Simple(res.status,
+                        unrouted ? absl::StrCat("no route for ", req.method,
+                                                " ", req.path)
+                                 : absl::StrCat("HTTP error ", res.status),
+                        "invalid_request_error", unrouted ? "not_found" : ""));
+        return httplib::Server::HandlerResponse::Handled;
+      }));
+  svr.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+        SetError(res, Simple(500, "internal error", "server_error", ""));
+      });
+  if (options.port == 0) {
+    s->port_ = svr.bind_to_any_port(options.host);
+  } else if (svr.bind_to_port(options.host, options.port)) {
+    s->port_ = options.port;
+  }
+  if (s->port_ <= 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "http server cannot listen on ", options.host, ":", options.port));
+  }
+  s->listener_ = std::thread([self] { self->server_.listen_after_bind(); });
+  while (!svr.is_running()) absl::SleepFor(absl::Milliseconds(1));
+  return s;
+}
+
+HttpServer::~HttpServer() { Stop(std::chrono::milliseconds(0)); }
+
+void HttpServer::Stop(std::chrono::milliseconds grace) {
+  if (stopped_.exchange(true)) return;
+  server_.stop();  // no new connections; the listener drains its threads
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (active_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  {
+    std::lock_guard<std::mutex> lock(calls_mu_);
+    for (grpc::ClientContext* ctx : calls_) ctx->TryCancel();
+  }
+  if (listener_.joinable()) listener_.join();
+  watcher_.reset();
+}
+
+std::string HttpServer::NewId(bool chat) {
+  return absl::StrFormat("%s-%08x%08x", chat ? "chatcmpl" : "cmpl",
+                         id_prefix_ & 0xffffffffu, next_id_.fetch_add(1));
+}
+
+void HttpServer::HandleModels(httplib::Response& res) {
+  grpc::ClientContext ctx;
+  pb::ListModelsResponse models;
+  grpc::Status st = stub_->ListModels(&ctx, {}, &models);
+  if (!st.ok()) return SetError(res, FromGrpcStatus(st));
+  res.set_content(ModelsJson(models, absl::ToUnixSeconds(absl::Now())), kJson);
+}
+
+void HttpServer::HandleGenerate(const httplib::Request& req,
+                                httplib::Response& res, bool chat) {
+  ParsedRequest p;
+  if (auto e = ParseRequest(chat ? Endpoint::kChat : Endpoint::kCompletions,
+                            req.body, &p)) {
+    return SetError(res, *e);
+  }
+  if (!p.model.empty() && p.model != options_.model_id) {
+    ApiError e = Simple(404,
+                        absl::StrCat("The model '", p.model,
+                                     "' does not exist (this server serves '",
+                                     options_.model_id, "')"),
+                        "invalid_request_error", "model_not_found");
+    e.param = "model";
+    return SetError(res, e);
+  }
+  if (chat) {
+    auto prompt = chat_template_.Render(p.messages);
+    if (!prompt.ok()) {
+      ApiError e;
+      e.message = std::string(prompt.status().message());
+      e.param = "messages";
+      return SetError(res, e);
+    }
+    p.generate.set_prompt(*prompt);
+    if (!p.generate.sampling().has_max_tokens()) {
+      // OpenAI's chat default: whatever the context leaves.
+      grpc::ClientContext tctx;
+      pb::TokenizeRequest treq;
+      treq.set_text(*prompt);
+      treq.set_add_bos(true);
+      pb::TokenizeResponse tresp;
+      if (stub_->Tokenize(&tctx, treq, &tresp).ok() &&
+          tresp.token_ids_size() < options_.max_context) {
+        p.generate.mutable_sampling()->set_max_tokens(static_cast<uint32_t>(
+            options_.max_context - tresp.token_ids_size()));
+      }
+    }
+  }
+  ResponseMeta meta;
+  meta.endpoint = chat ? Endpoint::kChat : Endpoint::kCompletions;
+  meta.id = NewId(chat);
+  meta.created = absl::ToUnixSeconds(absl::Now());
+  meta.model = options_.model_id;
+  meta.return_token_ids = p.return_token_ids;
+
+  auto call = std::make_shared<Call>(this);
+  call->watch = watcher_->Watch(req, [c = call.get()] { c->ctx.TryCancel(); });
+  call->reader = stub_->Generate(&call->ctx, p.generate);
+  pb::GenerateResponse first;
+  if (!call->reader->Read(&first)) {
+    return SetError(res, FromGrpcStatus(call->Finish()));
+  }
+  if (!p.stream) {
+    std::string text;
+    std::vector<int32_t> tokens;
+    pb::FinishReason finish = pb::FINISH_REASON_UNSPECIFIED;
+    pb::Usage usage;
+    pb::GenerateResponse msg = std::move(first);
+    do {
+      text += msg.text();
+      tokens.insert(tokens.end(), msg.token_ids().begin(),
+                    msg.token_ids().end());
+      if (msg.finish_reason() != pb::FINISH_REASON_UNSPECIFIED) {
+        finish = msg.finish_reason();
+      }
+      if (msg.has_usage()) usage = msg.usage();
+    } while (call->reader->Read(&msg));
+    grpc::Status st = call->Finish();
+    if (!st.ok()) return SetError(res, FromGrpcStatus(st));
+    res.set_content(ResponseJson(meta, text, tokens, finish, usage), kJson);
+    return;
+  }
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  const bool include_usage = p.include_usage;
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [call, meta, include_usage, first](size_t, httplib::DataSink& sink) {
+        auto write = [&](const std::string& event) {
+          if (sink.write(event.data(), event.size())) return true;
+          call->ctx.TryCancel();  // the client is gone
+          return false;
+        };
+        pb::GenerateResponse msg = first;
+        pb::Usage usage;
+        bool first_chunk = true;
+        do {
+          if (msg.has_usage()) usage = msg.usage();
+          const bool finished =
+              msg.finish_reason() != pb::FINISH_REASON_UNSPECIFIED;
+          const bool chat_start =
+              first_chunk && meta.endpoint == Endpoint::kChat;
+          if (!msg.text().empty() || finished || chat_start ||
+              (meta.return_token_ids && msg.token_ids_size() > 0)) {
+            const std::vector<int32_t> ids(msg.token_ids().begin(),
+                                           msg.token_ids().end());
+            if (!write(SseEvent(ChunkJson(meta, msg.text(), ids,
+                                          msg.finish_reason(), first_chunk)))) {
+              return false;
+            }
+            first_chunk = false;
+          }
+        } while (call->reader->Read(&msg));
+        const grpc::Status st = call->Finish();
+        if (!st.ok()) {
+          if (!write(SseEvent(ErrorJson(FromGrpcStatus(st))))) return false;
+        } else if (include_usage) {
+          if (!write(SseEvent(UsageChunkJson(meta, usage)))) return false;
+        }
+        if (!write(SseEvent("[DONE]"))) return false;
+        sink.done();
+        return true;
+      });
+}
+
+}  // namespace latentkv::coordinator::http

@@ -1,0 +1,184 @@
+#include "coordinator/http/http_support.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace latentkv::coordinator::http {
+namespace {
+
+thread_local bool t_overloaded = false;
+
+// Numeric address and port of a sockaddr (IPv4 or IPv6), or port -1.
+std::pair<std::string, int> Endpoint(const sockaddr_storage& ss) {
+  char buf[INET6_ADDRSTRLEN] = {0};
+  if (ss.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, buf, sizeof(buf));
+    return {buf, ntohs(a->sin_port)};
+  }
+  if (ss.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, buf, sizeof(buf));
+    return {buf, ntohs(a->sin6_port)};
+  }
+  return {"", -1};
+}
+
+}  // namespace
+
+BoundedTaskQueue::BoundedTaskQueue(int threads, int max_queued)
+    : max_queued_(max_queued) {
+  for (int i = 0; i < threads; ++i) {
+    threads_.emplace_back([this] { Work(false); });
+  }
+  threads_.emplace_back([this] { Work(true); });
+}
+
+BoundedTaskQueue::~BoundedTaskQueue() { shutdown(); }
+
+bool BoundedTaskQueue::Overloaded() { return t_overloaded; }
+
+int64_t BoundedTaskQueue::rejected() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return rejected_;
+}
+
+void BoundedTaskQueue::enqueue(std::function<void()> fn) {
+  std::unique_lock<std::mutex> lock(mu_);
+  // Room: an idle thread for every queued job, or fewer than max_queued
+  // jobs waiting beyond the idle threads.
+  const int waiting = static_cast<int>(jobs_.size()) - idle_;
+  if (waiting < max_queued_) {
+    jobs_.push_back(std::move(fn));
+    cv_.notify_all();
+    return;
+  }
+  ++rejected_;
+  if (static_cast<int>(overflow_.size()) < std::max(1, max_queued_)) {
+    overflow_.push_back(std::move(fn));
+    cv_.notify_all();
+    return;
+  }
+  lock.unlock();
+  t_overloaded = true;  // the accepting thread answers 429 itself
+  fn();
+  t_overloaded = false;
+}
+
+void BoundedTaskQueue::shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stop_ && threads_.empty()) return;
+    stop_ = true;
+    cv_.notify_all();
+  }
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+}
+
+void BoundedTaskQueue::Work(bool overflow) {
+  t_overloaded = overflow;
+  std::deque<std::function<void()>>& q = overflow ? overflow_ : jobs_;
+  while (true) {
+    std::function<void()> fn;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      if (!overflow) ++idle_;
+      cv_.wait(lock, [&] { return !q.empty() || stop_; });
+      if (!overflow) --idle_;
+      if (q.empty()) return;  // stopping and drained
+      fn = std::move(q.front());
+      q.pop_front();
+    }
+    fn();
+  }
+}
+
+int FindConnectionSocket(int local_port, const std::string& peer_addr,
+                         int peer_port) {
+  std::error_code ec;
+  for (const auto& entry :
+       std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    const int fd = std::atoi(entry.path().filename().c_str());
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
+    sockaddr_storage local{}, peer{};
+    socklen_t llen = sizeof(local), plen = sizeof(peer);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen) != 0 ||
+        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0) {
+      continue;
+    }
+    if (Endpoint(local).second != local_port) continue;
+    const auto [addr, port] = Endpoint(peer);
+    if (port == peer_port && addr == peer_addr) return fd;
+  }
+  return -1;
+}
+
+HangupWatcher::HangupWatcher(std::chrono::milliseconds interval)
+    : interval_(interval) {
+  thread_ = std::thread([this] { Loop(); });
+}
+
+HangupWatcher::~HangupWatcher() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    cv_.notify_all();
+  }
+  thread_.join();
+}
+
+int64_t HangupWatcher::Watch(const httplib::Request& req,
+                             std::function<void()> on_hangup) {
+  const int fd =
+      FindConnectionSocket(req.local_port, req.remote_addr, req.remote_port);
+  if (fd < 0) return -1;
+  std::lock_guard<std::mutex> lock(mu_);
+  const int64_t id = next_id_++;
+  watched_[id] = {fd, std::move(on_hangup)};
+  cv_.notify_all();
+  return id;
+}
+
+void HangupWatcher::Unwatch(int64_t id) {
+  if (id < 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  watched_.erase(id);
+}
+
+void HangupWatcher::Loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    cv_.wait_for(lock, interval_);
+    if (stop_) break;
+    if (watched_.empty()) continue;
+    std::vector<pollfd> fds;
+    std::vector<int64_t> ids;
+    for (const auto& [id, e] : watched_) {
+      fds.push_back({e.fd, POLLRDHUP, 0});
+      ids.push_back(id);
+    }
+    // Zero timeout: only reads the sockets' state, so holding the lock is
+    // fine and Unwatch can rely on it.
+    if (poll(fds.data(), fds.size(), 0) <= 0) continue;
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if (fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) {
+        auto it = watched_.find(ids[i]);
+        it->second.on_hangup();
+        watched_.erase(it);
+      }
+    }
+  }
+}
+
+}  // namespace latentkv::coordinator::http

@@ -1,0 +1,420 @@
+#include "coordinator/http/openai_api.h"
+
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+
+namespace latentkv::coordinator::http {
+namespace {
+
+namespace pb = ::latentkv::v1;
+using json = nlohmann::json;
+
+std::string Dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+ApiError Bad(std::string param, std::string message) {
+  ApiError e;
+  e.message = std::move(message);
+  e.param = std::move(param);
+  return e;
+}
+
+ApiError Unsupported(const std::string& param) {
+  return Bad(param, absl::StrCat("'", param, "' is not supported"));
+}
+
+bool Present(const json& body, const char* key) {
+  auto it = body.find(key);
+  return it != body.end() && !it->is_null();
+}
+
+// An integer field (JSON integers only; 3.0 is refused like OpenAI does).
+std::optional<ApiError> GetInt(const json& body, const char* key, int64_t lo,
+                               int64_t hi, std::optional<int64_t>* out) {
+  if (!Present(body, key)) return std::nullopt;
+  const json& v = body[key];
+  if (!v.is_number_integer()) {
+    return Bad(key, absl::StrCat("'", key, "' must be an integer"));
+  }
+  const int64_t x =
+      v.is_number_unsigned()
+          ? static_cast<int64_t>(std::min<uint64_t>(
+                v.get<uint64_t>(), std::numeric_limits<int64_t>::max()))
+          : v.get<int64_t>();
+  if (x < lo || x > hi) {
+    return Bad(key, absl::StrCat("'", key, "' must be in [", lo, ", ", hi,
+                                 "], got ", x));
+  }
+  *out = x;
+  return std::nullopt;
+}
+
+std::optional<ApiError> GetNumber(const json& body, const char* key,
+                                  std::optional<double>* out) {
+  if (!Present(body, key)) return std::nullopt;
+  const json& v = body[key];
+  if (!v.is_number() || !std::isfinite(v.get<double>())) {
+    return Bad(key, absl::StrCat("'", key, "' must be a number"));
+  }
+  *out = v.get<double>();
+  return std::nullopt;
+}
+
+std::optional<ApiError> GetBool(const json& body, const char* key, bool* out) {
+  if (!Present(body, key)) return std::nullopt;
+  if (!body[key].is_boolean()) {
+    return Bad(key, absl::StrCat("'", key, "' must be a boolean"));
+  }
+  *out = body[key].get<bool>();
+  return std::nullopt;
+}
+
+std::optional<ApiError> ParsePrompt(const json& body, pb::GenerateRequest* g) {
+  if (!Present(body, "prompt")) return Bad("prompt", "'prompt' is required");
+  json p = body["prompt"];
+  // An array of one prompt is that prompt.
+  if (p.is_array() && p.size() == 1 && (p[0].is_string() || p[0].is_array())) {
+    p = json(p[0]);
+  }
+  if (p.is_string()) {
+    g->set_prompt(p.get<std::string>());
+    if (g->prompt().empty()) return Bad("prompt", "'prompt' is empty");
+    return std::nullopt;
+  }
+  if (p.is_array() && !p.empty()) {
+    for (const json& t : p) {
+      if (!t.is_number_integer()) {
+        return Bad("prompt",
+                   "'prompt' must be a string, an array of one string, or "
+                   "token ids (several prompts per request are not "
+                   "supported)");
+      }
+      const int64_t id = t.get<int64_t>();
+      if (id < 0 || id > std::numeric_limits<int32_t>::max()) {
+        return Bad("prompt", absl::StrCat("token id ", id, " is invalid"));
+      }
+      g->add_prompt_token_ids(static_cast<int32_t>(id));
+    }
+    return std::nullopt;
+  }
+  return Bad("prompt",
+             "'prompt' must be a non-empty string, an array of one string, "
+             "or token ids");
+}
+
+std::optional<ApiError> ParseMessages(const json& body,
+                                      std::vector<ChatMessage>* out) {
+  if (!Present(body, "messages") || !body["messages"].is_array() ||
+      body["messages"].empty()) {
+    return Bad("messages", "'messages' must be a non-empty array");
+  }
+  for (const json& m : body["messages"]) {
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
+      return Bad("messages", "each message needs a string 'role'");
+    }
+    ChatMessage cm;
+    cm.role = m["role"].get<std::string>();
+    const json content = m.contains("content") ? m["content"] : json();
+    if (content.is_string()) {
+      cm.content = content.get<std::string>();
+    } else if (content.is_array()) {
+      for (const json& part : content) {
+        if (!part.is_object() || part.value("type", "") != "text" ||
+            !part.contains("text") || !part["text"].is_string()) {
+          return Bad("messages",
+                     "only text content parts ({\"type\":\"text\"}) are "
+                     "supported");
+        }
+        cm.content += part["text"].get<std::string>();
+      }
+    } else if (!content.is_null()) {
+      return Bad("messages", "message 'content' must be a string or parts");
+    }
+    out->push_back(std::move(cm));
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> RefuseUnsupported(Endpoint ep, const json& body) {
+  bool echo = false;
+  if (auto e = GetBool(body, "echo", &echo)) return e;
+  if (echo) return Unsupported("echo");
+  if (Present(body, "logprobs") &&
+      !(body["logprobs"].is_boolean() && !body["logprobs"].get<bool>())) {
+    return Unsupported("logprobs");
+  }
+  if (Present(body, "top_logprobs")) return Unsupported("top_logprobs");
+  if (Present(body, "suffix")) return Unsupported("suffix");
+  std::optional<int64_t> best_of;
+  if (auto e = GetInt(body, "best_of", 1, 1 << 20, &best_of)) return e;
+  if (best_of && *best_of != 1) return Unsupported("best_of");
+  for (const char* k : {"presence_penalty", "frequency_penalty"}) {
+    std::optional<double> v;
+    if (auto e = GetNumber(body, k, &v)) return e;
+    if (v && *v != 0.0) return Unsupported(k);
+  }
+  if (Present(body, "logit_bias") && !body["logit_bias"].empty()) {
+    return Unsupported("logit_bias");
+  }
+  for (const char* k : {"tools", "functions", "tool_choice", "function_call"}) {
+    if (Present(body, k)) return Unsupported(k);
+  }
+  if (ep == Endpoint::kChat && Present(body, "response_format")) {
+    const json& rf = body["response_format"];
+    if (!rf.is_object() || rf.value("type", "") != "text") {
+      return Unsupported("response_format");
+    }
+  }
+  return std::nullopt;
+}
+
+json ChoiceTokens(const ResponseMeta& meta, const std::vector<int32_t>& ids) {
+  return meta.return_token_ids ? json(ids) : json();
+}
+
+json Base(const ResponseMeta& meta, const char* object) {
+  return json{{"id", meta.id},
+              {"object", object},
+              {"created", meta.created},
+              {"model", meta.model}};
+}
+
+json FinishJson(pb::FinishReason r) {
+  const std::string s = FinishReasonName(r);
+  return s.empty() ? json() : json(s);
+}
+
+json UsageJson(const pb::Usage& u) {
+  return json{{"prompt_tokens", u.prompt_tokens()},
+              {"completion_tokens", u.completion_tokens()},
+              {"total_tokens", u.prompt_tokens() + u.completion_tokens()}};
+}
+
+}  // namespace
+
+std::string ErrorJson(const ApiError& e) {
+  json err{{"message", e.message},
+           {"type", e.type},
+           {"param", e.param.empty() ? json() : json(e.param)},
+           {"code", e.code.empty() ? json() : json(e.code)}};
+  return Dump(json{{"error", err}});
+}
+
+ApiError FromGrpcStatus(const grpc::Status& s) {
+  ApiError e;
+  e.message = s.error_message();
+  switch (s.error_code()) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::OUT_OF_RANGE:
+      e.http_status = 400;
+      break;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      e.http_status = 429;
+      e.type = "rate_limit_error";
+      e.code = "rate_limit_exceeded";
+      break;
+    case grpc::StatusCode::NOT_FOUND:
+      e.http_status = 404;
+      e.code = "not_found";
+      break;
+    case grpc::StatusCode::UNAVAILABLE:
+      e.http_status = 503;
+      e.type = "server_error";
+      e.code = "service_unavailable";
+      break;
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      e.http_status = 504;
+      e.type = "server_error";
+      e.code = "timeout";
+      break;
+    case grpc::StatusCode::CANCELLED:
+      e.http_status = 499;  // the client closed the request
+      e.type = "server_error";
+      e.code = "cancelled";
+      break;
+    default:
+      e.http_status = 500;
+      e.type = "server_error";
+  }
+  return e;
+}
+
+std::optional<ApiError> ParseRequest(Endpoint endpoint, std::string_view body,
+                                     ParsedRequest* out) {
+  const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Bad("", "the request body is not valid JSON");
+  if (!j.is_object()) return Bad("", "the request body must be a JSON object");
+  *out = ParsedRequest();
+  out->endpoint = endpoint;
+  if (Present(j, "model")) {
+    if (!j["model"].is_string())
+      return Bad("model", "'model' must be a string");
+    out->model = j["model"].get<std::string>();
+  }
+  if (auto e = RefuseUnsupported(endpoint, j)) return e;
+  std::optional<int64_t> n;
+  if (auto e = GetInt(j, "n", 0, 1 << 20, &n)) return e;
+  if (n && *n != 1) return Bad("n", "only n = 1 is supported");
+  if (auto e = GetBool(j, "stream", &out->stream)) return e;
+  if (Present(j, "stream_options")) {
+    const json& so = j["stream_options"];
+    if (!so.is_object()) {
+      return Bad("stream_options", "'stream_options' must be an object");
+    }
+    if (auto e = GetBool(so, "include_usage", &out->include_usage)) return e;
+  }
+  if (auto e = GetBool(j, "return_token_ids", &out->return_token_ids)) {
+    return e;
+  }
+
+  pb::GenerateRequest& g = out->generate;
+  if (endpoint == Endpoint::kChat) {
+    if (auto e = ParseMessages(j, &out->messages)) return e;
+  } else if (auto e = ParsePrompt(j, &g)) {
+    return e;
+  }
+  pb::SamplingParams* sp = g.mutable_sampling();
+  const int64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
+  std::optional<int64_t> max_tokens;
+  const char* max_key =
+      endpoint == Endpoint::kChat && Present(j, "max_completion_tokens")
+          ? "max_completion_tokens"
+          : "max_tokens";
+  if (auto e = GetInt(j, max_key, 1, kMaxU32, &max_tokens)) return e;
+  if (max_tokens) sp->set_max_tokens(static_cast<uint32_t>(*max_tokens));
+  std::optional<double> temperature, top_p;
+  if (auto e = GetNumber(j, "temperature", &temperature)) return e;
+  if (temperature) sp->set_temperature(static_cast<float>(*temperature));
+  if (auto e = GetNumber(j, "top_p", &top_p)) return e;
+  if (top_p) sp->set_top_p(static_cast<float>(*top_p));
+  std::optional<int64_t> top_k, seed;
+  if (auto e = GetInt(j, "top_k", -1, kMaxU32, &top_k)) return e;
+  if (top_k && *top_k > 0) sp->set_top_k(static_cast<uint32_t>(*top_k));
+  if (auto e =
+          GetInt(j, "seed", 0, std::numeric_limits<int64_t>::max(), &seed)) {
+    return e;
+  }
+  if (seed) sp->set_seed(static_cast<uint64_t>(*seed));
+  bool ignore_eos = false;
+  if (auto e = GetBool(j, "ignore_eos", &ignore_eos)) return e;
+  sp->set_ignore_eos(ignore_eos);
+  if (Present(j, "stop")) {
+    const json& stop = j["stop"];
+    if (stop.is_string()) {
+      sp->add_stop(stop.get<std::string>());
+    } else if (stop.is_array()) {
+      for (const json& s : stop) {
+        if (!s.is_string()) {
+          return Bad("stop", "'stop' must be a string or strings");
+        }
+        sp->add_stop(s.get<std::string>());
+      }
+    } else {
+      return Bad("stop", "'stop' must be a string or an array of strings");
+    }
+    for (const std::string& s : sp->stop()) {
+      if (s.empty()) return Bad("stop", "stop strings must be non-empty");
+    }
+  }
+  if (Present(j, "kv_cache_mode")) {
+    const json& m = j["kv_cache_mode"];
+    const std::string mode = m.is_string() ? m.get<std::string>() : "";
+    if (mode == "full") {
+      g.set_kv_cache_mode(pb::KV_CACHE_MODE_FULL);
+    } else if (mode == "compressed") {
+      g.set_kv_cache_mode(pb::KV_CACHE_MODE_COMPRESSED);
+    } else if (mode != "default") {
+      return Bad("kv_cache_mode",
+                 "'kv_cache_mode' must be \"default\", \"full\" or "
+                 "\"compressed\"");
+    }
+  }
+  return std::nullopt;
+}
+
+std::string FinishReasonName(pb::FinishReason r) {
+  switch (r) {
+    case pb::FINISH_REASON_STOP:
+      return "stop";
+    case pb::FINISH_REASON_LENGTH:
+      return "length";
+    case pb::FINISH_REASON_CANCELLED:
+      return "cancelled";
+    default:
+      return "";
+  }
+}
+
+std::string ResponseJson(const ResponseMeta& meta, const std::string& text,
+                         const std::vector<int32_t>& token_ids,
+                         pb::FinishReason finish, const pb::Usage& usage) {
+  const bool chat = meta.endpoint == Endpoint::kChat;
+  json choice{{"index", 0},
+              {"logprobs", nullptr},
+              {"finish_reason", FinishJson(finish)}};
+  if (chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  } else {
+    choice["text"] = text;
+  }
+  if (meta.return_token_ids) choice["token_ids"] = token_ids;
+  json j = Base(meta, chat ? "chat.completion" : "text_completion");
+  j["choices"] = json::array({choice});
+  j["usage"] = UsageJson(usage);
+  return Dump(j);
+}
+
+std::string ChunkJson(const ResponseMeta& meta, const std::string& text,
+                      const std::vector<int32_t>& token_ids,
+                      pb::FinishReason finish, bool first) {
+  const bool chat = meta.endpoint == Endpoint::kChat;
+  json choice{{"index", 0},
+              {"logprobs", nullptr},
+              {"finish_reason", FinishJson(finish)}};
+  if (chat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (!text.empty() || first) delta["content"] = text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text;
+  }
+  if (meta.return_token_ids)
+    choice["token_ids"] = ChoiceTokens(meta, token_ids);
+  json j = Base(meta, chat ? "chat.completion.chunk" : "text_completion");
+  j["choices"] = json::array({choice});
+  return Dump(j);
+}
+
+std::string UsageChunkJson(const ResponseMeta& meta, const pb::Usage& usage) {
+  const bool chat = meta.endpoint == Endpoint::kChat;
+  json j = Base(meta, chat ? "chat.completion.chunk" : "text_completion");
+  j["choices"] = json::array();
+  j["usage"] = UsageJson(usage);
+  return Dump(j);
+}
+
+std::string ModelsJson(const pb::ListModelsResponse& models, int64_t created) {
+  json data = json::array();
+  for (const pb::ModelInfo& m : models.models()) {
+    data.push_back({{"id", m.id()},
+                    {"object", "model"},
+                    {"created", created},
+                    {"owned_by", "latentkv"},
+                    {"max_model_len", m.max_context()}});
+  }
+  return Dump(json{{"object", "list"}, {"data", data}});
+}
+
+std::string SseEvent(std::string_view data) {
+  std::string out = "data: ";
+  out.append(data.data(), data.size());
+  return out + "\n\n";
+}
+
+}  // namespace latentkv::coordinator::http

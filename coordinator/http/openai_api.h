@@ -1,0 +1,112 @@
+// The OpenAI-compatible HTTP API's wire format: request bodies of
+// POST /v1/completions and /v1/chat/completions parsed into a
+// latentkv.v1.GenerateRequest, and the JSON of responses, stream chunks
+// (server-sent events) and errors. Plain JSON <-> proto mapping (no
+// sockets), unit-tested in coordinator/http/openai_api_test.cc.
+//
+// Request fields (others are ignored):
+//   model            string; optional (absent: the served model)
+//   prompt           completions: a string, an array of one string, an array
+//                    of token ids, or an array of one such array
+//   messages         chat: [{role, content}], content a string or an array
+//                    of {"type":"text","text":...} parts
+//   max_tokens       > 0; chat also max_completion_tokens (preferred)
+//   temperature, top_p, seed, stop (string or array of strings)
+//   n                only 1
+//   stream, stream_options.include_usage
+//   top_k            extension (0 or -1: no limit)
+//   kv_cache_mode    extension: "default" | "full" | "compressed"
+//   ignore_eos       extension: keep generating past EOS
+//   return_token_ids extension: choices[].token_ids in responses and chunks
+// Refused with 400 (not supported): echo, logprobs, best_of > 1, suffix,
+// non-zero presence/frequency penalties, logit_bias, tools/functions,
+// response_format other than text.
+#ifndef LATENTKV_COORDINATOR_HTTP_OPENAI_API_H_
+#define LATENTKV_COORDINATOR_HTTP_OPENAI_API_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "grpcpp/support/status.h"
+#include "latentkv/v1/generation.pb.h"
+
+namespace latentkv::coordinator::http {
+
+enum class Endpoint { kCompletions, kChat };
+
+// An error as OpenAI reports it: {"error":{"message","type","param","code"}}
+// with an HTTP status.
+struct ApiError {
+  int http_status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;  // empty: null
+  std::string code;   // empty: null
+};
+
+std::string ErrorJson(const ApiError& e);
+// INVALID_ARGUMENT/FAILED_PRECONDITION/OUT_OF_RANGE -> 400,
+// RESOURCE_EXHAUSTED -> 429, NOT_FOUND -> 404, UNAVAILABLE -> 503,
+// DEADLINE_EXCEEDED -> 504, CANCELLED -> 499, others -> 500.
+ApiError FromGrpcStatus(const grpc::Status& s);
+
+struct ChatMessage {
+  std::string role;
+  std::string content;
+};
+
+struct ParsedRequest {
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::string model;  // empty when absent
+  bool stream = false;
+  bool include_usage = false;     // stream_options.include_usage
+  bool return_token_ids = false;  // extension
+  // Prompt (completions; chat: the caller renders `messages` into it),
+  // sampling and KV cache mode. sampling.max_tokens is unset when the
+  // request leaves it unset.
+  latentkv::v1::GenerateRequest generate;
+  std::vector<ChatMessage> messages;  // chat only
+};
+
+// Parses a request body for `endpoint`. On error returns it (400, param set
+// to the offending field) and leaves *out unspecified.
+std::optional<ApiError> ParseRequest(Endpoint endpoint, std::string_view body,
+                                     ParsedRequest* out);
+
+// What every response object and chunk of one request repeats.
+struct ResponseMeta {
+  Endpoint endpoint = Endpoint::kCompletions;
+  std::string id;       // "cmpl-..." or "chatcmpl-..."
+  int64_t created = 0;  // Unix seconds
+  std::string model;
+  bool return_token_ids = false;
+};
+
+// "stop", "length", or "" (unfinished: null) for the finish reason.
+std::string FinishReasonName(latentkv::v1::FinishReason r);
+
+// A non-streamed response: one choice with the whole text, and usage.
+std::string ResponseJson(const ResponseMeta& meta, const std::string& text,
+                         const std::vector<int32_t>& token_ids,
+                         latentkv::v1::FinishReason finish,
+                         const latentkv::v1::Usage& usage);
+// One stream chunk: the text (and token ids) of one message; chat's first
+// chunk also carries the assistant role. finish UNSPECIFIED: null.
+std::string ChunkJson(const ResponseMeta& meta, const std::string& text,
+                      const std::vector<int32_t>& token_ids,
+                      latentkv::v1::FinishReason finish, bool first);
+// The final usage chunk of stream_options.include_usage (no choices).
+std::string UsageChunkJson(const ResponseMeta& meta,
+                           const latentkv::v1::Usage& usage);
+// GET /v1/models.
+std::string ModelsJson(const latentkv::v1::ListModelsResponse& models,
+                       int64_t created);
+// A server-sent event carrying `data`: "data: <data>\n\n".
+std::string SseEvent(std::string_view data);
+
+}  // namespace latentkv::coordinator::http
+
+#endif  // LATENTKV_COORDINATOR_HTTP_OPENAI_API_H_

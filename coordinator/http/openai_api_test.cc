@@ -1,0 +1,207 @@
+#include "coordinator/http/openai_api.h"
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace latentkv::coordinator::http {
+namespace {
+
+namespace pb = ::latentkv::v1;
+using json = nlohmann::json;
+
+ParsedRequest MustParse(Endpoint ep, const std::string& body) {
+  ParsedRequest p;
+  auto err = ParseRequest(ep, body, &p);
+  EXPECT_FALSE(err.has_value()) << body << ": " << (err ? err->message : "");
+  return p;
+}
+
+ApiError MustFail(Endpoint ep, const std::string& body) {
+  ParsedRequest p;
+  auto err = ParseRequest(ep, body, &p);
+  EXPECT_TRUE(err.has_value()) << body;
+  return err.value_or(ApiError());
+}
+
+TEST(OpenAiApiTest, CompletionPromptForms) {
+  auto p = MustParse(Endpoint::kCompletions,
+                     R"({"model":"m","prompt":"Once upon","max_tokens":7})");
+  EXPECT_EQ(p.model, "m");
+  EXPECT_EQ(p.generate.prompt(), "Once upon");
+  EXPECT_EQ(p.generate.sampling().max_tokens(), 7u);
+  EXPECT_FALSE(p.stream);
+  p = MustParse(Endpoint::kCompletions, R"({"prompt":["one string"]})");
+  EXPECT_EQ(p.generate.prompt(), "one string");
+  EXPECT_FALSE(p.generate.sampling().has_max_tokens());
+  p = MustParse(Endpoint::kCompletions, R"({"prompt":[1, 400, 9]})");
+  EXPECT_EQ(p.generate.prompt_token_ids_size(), 3);
+  EXPECT_EQ(p.generate.prompt_token_ids(1), 400);
+  p = MustParse(Endpoint::kCompletions, R"({"prompt":[[5, 6]]})");
+  EXPECT_EQ(p.generate.prompt_token_ids_size(), 2);
+
+  for (const char* bad : {R"({"prompt":["a","b"]})", R"({"prompt":""})",
+                          R"({"prompt":[]})", R"({"prompt":[1.5]})",
+                          R"({"prompt":{"x":1}})", R"({"max_tokens":3})"}) {
+    ApiError e = MustFail(Endpoint::kCompletions, bad);
+    EXPECT_EQ(e.http_status, 400) << bad;
+    EXPECT_EQ(e.type, "invalid_request_error");
+    EXPECT_EQ(e.param, "prompt") << bad;
+  }
+}
+
+TEST(OpenAiApiTest, SamplingAndExtensions) {
+  auto p = MustParse(
+      Endpoint::kCompletions,
+      R"({"prompt":"x","temperature":0,"top_p":0.5,"top_k":40,"seed":7,
+          "stop":["\n", "The end"],"n":1,"stream":true,
+          "stream_options":{"include_usage":true},"kv_cache_mode":"full",
+          "ignore_eos":true,"return_token_ids":true,"user":"ignored",
+          "presence_penalty":0,"logprobs":null,"echo":false})");
+  const pb::SamplingParams& sp = p.generate.sampling();
+  EXPECT_TRUE(sp.has_temperature());
+  EXPECT_EQ(sp.temperature(), 0.0f);
+  EXPECT_FLOAT_EQ(sp.top_p(), 0.5f);
+  EXPECT_EQ(sp.top_k(), 40u);
+  EXPECT_EQ(sp.seed(), 7u);
+  ASSERT_EQ(sp.stop_size(), 2);
+  EXPECT_EQ(sp.stop(1), "The end");
+  EXPECT_TRUE(sp.ignore_eos());
+  EXPECT_TRUE(p.stream);
+  EXPECT_TRUE(p.include_usage);
+  EXPECT_TRUE(p.return_token_ids);
+  EXPECT_EQ(p.generate.kv_cache_mode(), pb::KV_CACHE_MODE_FULL);
+
+  p = MustParse(Endpoint::kCompletions,
+                R"({"prompt":"x","stop":"END","top_k":-1,
+                    "kv_cache_mode":"compressed"})");
+  EXPECT_EQ(p.generate.sampling().stop(0), "END");
+  EXPECT_EQ(p.generate.sampling().top_k(), 0u);
+  EXPECT_FALSE(p.generate.sampling().has_temperature());
+  EXPECT_EQ(p.generate.kv_cache_mode(), pb::KV_CACHE_MODE_COMPRESSED);
+}
+
+TEST(OpenAiApiTest, RefusesWhatItCannotServe) {
+  struct Case {
+    const char* body;
+    const char* param;
+  } cases[] = {
+      {R"({"prompt":"x","n":2})", "n"},
+      {R"({"prompt":"x","max_tokens":0})", "max_tokens"},
+      {R"({"prompt":"x","max_tokens":2.5})", "max_tokens"},
+      {R"({"prompt":"x","temperature":"hot"})", "temperature"},
+      {R"({"prompt":"x","stream":"yes"})", "stream"},
+      {R"({"prompt":"x","stop":[1]})", "stop"},
+      {R"({"prompt":"x","stop":""})", "stop"},
+      {R"({"prompt":"x","seed":-1})", "seed"},
+      {R"({"prompt":"x","kv_cache_mode":"tiny"})", "kv_cache_mode"},
+      {R"({"prompt":"x","echo":true})", "echo"},
+      {R"({"prompt":"x","logprobs":2})", "logprobs"},
+      {R"({"prompt":"x","best_of":3})", "best_of"},
+      {R"({"prompt":"x","frequency_penalty":0.5})", "frequency_penalty"},
+      {R"({"prompt":"x","model":3})", "model"},
+  };
+  for (const Case& c : cases) {
+    ApiError e = MustFail(Endpoint::kCompletions, c.body);
+    EXPECT_EQ(e.http_status, 400) << c.body;
+    EXPECT_EQ(e.param, c.param) << c.body;
+  }
+  EXPECT_EQ(MustFail(Endpoint::kCompletions, "{not json").param, "");
+  EXPECT_EQ(MustFail(Endpoint::kCompletions, "[1]").http_status, 400);
+}
+
+TEST(OpenAiApiTest, ChatMessages) {
+  auto p = MustParse(Endpoint::kChat,
+                     R"({"messages":[{"role":"system","content":"Be brief."},
+                         {"role":"user","content":[{"type":"text","text":"Hi"},
+                         {"type":"text","text":" there"}]}],
+                         "max_tokens":5,"max_completion_tokens":9})");
+  ASSERT_EQ(p.messages.size(), 2u);
+  EXPECT_EQ(p.messages[0].role, "system");
+  EXPECT_EQ(p.messages[1].content, "Hi there");
+  EXPECT_EQ(p.generate.sampling().max_tokens(), 9u);  // max_completion_tokens
+  EXPECT_EQ(MustFail(Endpoint::kChat, R"({"messages":[]})").param, "messages");
+  EXPECT_EQ(
+      MustFail(Endpoint::kChat, R"({"messages":[{"content":"x"}]})").param,
+      "messages");
+  EXPECT_EQ(MustFail(Endpoint::kChat,
+                     R"({"messages":[{"role":"user","content":"x"}],
+                         "tools":[]})")
+                .param,
+            "tools");
+}
+
+TEST(OpenAiApiTest, ErrorShapeAndStatusMapping) {
+  ApiError e;
+  e.message = "bad n";
+  e.param = "n";
+  const json j = json::parse(ErrorJson(e));
+  ASSERT_TRUE(j.contains("error"));
+  EXPECT_EQ(j["error"]["message"], "bad n");
+  EXPECT_EQ(j["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(j["error"]["param"], "n");
+  EXPECT_TRUE(j["error"]["code"].is_null());
+  struct {
+    grpc::StatusCode code;
+    int http;
+  } map[] = {{grpc::StatusCode::INVALID_ARGUMENT, 400},
+             {grpc::StatusCode::RESOURCE_EXHAUSTED, 429},
+             {grpc::StatusCode::UNAVAILABLE, 503},
+             {grpc::StatusCode::NOT_FOUND, 404},
+             {grpc::StatusCode::DEADLINE_EXCEEDED, 504},
+             {grpc::StatusCode::INTERNAL, 500}};
+  for (const auto& m : map) {
+    EXPECT_EQ(FromGrpcStatus(grpc::Status(m.code, "x")).http_status, m.http);
+  }
+  EXPECT_EQ(
+      FromGrpcStatus(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "full"))
+          .code,
+      "rate_limit_exceeded");
+}
+
+TEST(OpenAiApiTest, ResponsesAndChunks) {
+  ResponseMeta meta;
+  meta.id = "cmpl-1";
+  meta.created = 1700000000;
+  meta.model = "s260k";
+  pb::Usage usage;
+  usage.set_prompt_tokens(4);
+  usage.set_completion_tokens(2);
+  json r = json::parse(
+      ResponseJson(meta, "Hello", {10, 11}, pb::FINISH_REASON_LENGTH, usage));
+  EXPECT_EQ(r["object"], "text_completion");
+  EXPECT_EQ(r["choices"][0]["text"], "Hello");
+  EXPECT_EQ(r["choices"][0]["finish_reason"], "length");
+  EXPECT_FALSE(r["choices"][0].contains("token_ids"));
+  EXPECT_EQ(r["usage"]["total_tokens"], 6);
+
+  meta.endpoint = Endpoint::kChat;
+  meta.return_token_ids = true;
+  r = json::parse(ResponseJson(meta, "Hi", {3}, pb::FINISH_REASON_STOP, usage));
+  EXPECT_EQ(r["object"], "chat.completion");
+  EXPECT_EQ(r["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(r["choices"][0]["message"]["content"], "Hi");
+  EXPECT_EQ(r["choices"][0]["token_ids"], json::array({3}));
+
+  json c = json::parse(
+      ChunkJson(meta, "Hi", {3}, pb::FINISH_REASON_UNSPECIFIED, true));
+  EXPECT_EQ(c["object"], "chat.completion.chunk");
+  EXPECT_EQ(c["choices"][0]["delta"]["role"], "assistant");
+  EXPECT_TRUE(c["choices"][0]["finish_reason"].is_null());
+  c = json::parse(ChunkJson(meta, "", {}, pb::FINISH_REASON_STOP, false));
+  EXPECT_TRUE(c["choices"][0]["delta"].empty());
+  EXPECT_EQ(c["choices"][0]["finish_reason"], "stop");
+  c = json::parse(UsageChunkJson(meta, usage));
+  EXPECT_TRUE(c["choices"].empty());
+  EXPECT_EQ(c["usage"]["completion_tokens"], 2);
+
+  EXPECT_EQ(SseEvent("[DONE]"), "data: [DONE]\n\n");
+  pb::ListModelsResponse models;
+  models.add_models()->set_id("s260k");
+  json m = json::parse(ModelsJson(models, 5));
+  EXPECT_EQ(m["object"], "list");
+  EXPECT_EQ(m["data"][0]["id"], "s260k");
+  EXPECT_EQ(m["data"][0]["object"], "model");
+}
+
+}  // namespace
+}  // namespace latentkv::coordinator::http
