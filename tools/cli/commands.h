@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "tools/bench/serve_bench.h"
 #include "worker/residency/policy.h"
 
 namespace latentkv::cli {
@@ -92,7 +93,26 @@ struct ConvertOptions {
   int32_t calib_lines = 200;        // its first non-empty lines (0: all)
 };
 
+// `latentkv bench serve`: the load generator (tools/bench/serve_bench.h).
+struct BenchServeOptions {
+  std::string subcommand;  // "serve" (the only one)
+  // One target (--server, --kv-cache-mode default|full|compressed) or 2+
+  // "label=HOST:PORT[,kv_cache_mode=MODE]" (--compare).
+  std::string server;
+  std::string kv_cache_mode = "default";
+  std::vector<std::string> compare;
+  double request_rate = bench::kInf;  // used when sweep_rates is empty
+  std::string sweep_rates;            // "1,2,4,inf": one phase per rate
+  std::string goodput;                // "ttft:MS,tpot:MS,e2e:MS"
+  std::string output;                 // JSON result file ("": none)
+  bool plot = false;  // also OUTPUT.png via plot_bench.py beside the binary
+  // Everything else (workload, concurrency, limits, client); its targets,
+  // rates and slo are filled from the fields above.
+  bench::ServeBenchOptions bench;
+};
+
 int Serve(const ServeOptions& options);
+int BenchServe(const BenchServeOptions& options);
 int Generate(const GenerateOptions& options);
 int Eval(const EvalOptions& options);
 int EvalTable(const EvalOptions& options);

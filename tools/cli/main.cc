@@ -9,9 +9,14 @@
 //                     [--init strided|calibrated] [--calib-text FILE]
 //   latentkv convert  --model DIR --out DIR --kv-heads N --calib-text FILE
 //   latentkv inspect  DIR
+//   latentkv bench serve --server HOST:PORT --num-requests N --concurrency C
+//                        [--request-rate R | --sweep-rates 1,2,inf]
+//                        [--compare label=HOST:PORT[,kv_cache_mode=M] ...]
+//                        --output FILE.json [--plot]
 //
 // Flags may be spelled with dashes or underscores (--max-tokens, --max_tokens).
 // Every flag is defined here, once, with its default in the help text.
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -25,7 +30,8 @@
 #include "worker/residency/flags.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory");
-ABSL_FLAG(std::string, server, "", "generate: host:port of a latentkv server");
+ABSL_FLAG(std::string, server, "",
+          "generate, bench serve: host:port of a latentkv server");
 ABSL_FLAG(std::string, host, "127.0.0.1", "serve: address to listen on");
 ABSL_FLAG(int, port, 8000, "serve: public gRPC port (0: any free port)");
 ABSL_FLAG(std::string, port_file, "", "serve: write host:port here once ready");
@@ -61,8 +67,11 @@ ABSL_FLAG(float, temperature, 0.0f,
           "generate: sampling temperature (0 = greedy)");
 ABSL_FLAG(float, top_p, 1.0f, "generate: nucleus probability mass");
 ABSL_FLAG(int, top_k, 0, "generate: keep the k most likely tokens (0 = all)");
-ABSL_FLAG(uint64_t, seed, 0, "generate: sampling seed");
-ABSL_FLAG(double, timeout, 0, "generate: deadline in seconds (0 = none)");
+ABSL_FLAG(uint64_t, seed, 0,
+          "generate: sampling seed; bench serve: workload seed (prompts, "
+          "lengths, arrival times)");
+ABSL_FLAG(double, timeout, 0,
+          "generate, bench serve: per-request deadline in seconds (0 = none)");
 ABSL_FLAG(std::string, text, "", "eval: text file");
 ABSL_FLAG(std::string, mode, "lines", "eval: lines | stream");
 ABSL_FLAG(int, window, 0, "eval: context window (0 = the model's)");
@@ -90,15 +99,60 @@ ABSL_FLAG(int, calib_lines, 200,
 ABSL_FLAG(int, kv_heads, 0,
           "convert --model DIR: MHA->GQA, the new number of KV heads");
 
+// bench serve (the load generator); also --server, --seed, --temperature,
+// --timeout and --compare (repeatable, collected by Normalise).
+ABSL_FLAG(int64_t, num_requests, 100,
+          "bench serve: requests per phase (0: until --duration-s)");
+ABSL_FLAG(double, duration_s, 0,
+          "bench serve: stop sending after this many seconds per phase (0: "
+          "no limit)");
+ABSL_FLAG(int, concurrency, 64, "bench serve: streams in flight at most");
+ABSL_FLAG(double, request_rate, INFINITY,
+          "bench serve: Poisson/gamma arrival rate, req/s (inf: all at once, "
+          "bounded by --concurrency)");
+ABSL_FLAG(double, burstiness, 1.0,
+          "bench serve: gamma shape of inter-arrival times (1 = Poisson, < 1 "
+          "burstier)");
+ABSL_FLAG(std::string, sweep_rates, "",
+          "bench serve: comma-separated rates, one phase each (e.g. "
+          "1,2,4,inf)");
+ABSL_FLAG(std::string, dataset, "",
+          "bench serve: text file, one passage per line, for prompts (empty: "
+          "random token ids)");
+ABSL_FLAG(int, input_len, 128, "bench serve: prompt tokens (BOS included)");
+ABSL_FLAG(int, output_len, 128, "bench serve: output tokens per request");
+ABSL_FLAG(double, input_len_range, 0,
+          "bench serve: prompt lengths uniform in len*[1-r, 1+r]");
+ABSL_FLAG(double, output_len_range, 0,
+          "bench serve: output lengths uniform in len*[1-r, 1+r]");
+ABSL_FLAG(bool, ignore_eos, true,
+          "bench serve: generate past EOS so outputs have the asked length");
+ABSL_FLAG(std::string, kv_cache_mode, "default",
+          "bench serve --server: default | full | compressed");
+ABSL_FLAG(std::string, goodput, "",
+          "bench serve: SLOs for goodput, e.g. ttft:500,tpot:50 (ms; also "
+          "e2e:MS)");
+ABSL_FLAG(std::string, output, "", "bench serve: JSON result file");
+ABSL_FLAG(bool, plot, false,
+          "bench serve: also draw OUTPUT.png with plot_bench.py (matplotlib)");
+ABSL_FLAG(bool, progress, true, "bench serve: live progress line on stderr");
+ABSL_FLAG(int, channels, 1, "bench serve: HTTP/2 connections per target");
+ABSL_FLAG(int, client_threads, 1,
+          "bench serve: threads draining the client's completion queue");
+ABSL_FLAG(bool, save_token_ids, false,
+          "bench serve: keep each request's token ids in the JSON");
+
 namespace lk = latentkv;
 
 namespace {
 
-// --foo-bar[=v] -> --foo_bar[=v]; collects --stop and --config values
-// (repeatable, may contain commas) into `stops` and `configs`.
+// --foo-bar[=v] -> --foo_bar[=v]; collects --stop, --config and --compare
+// values (repeatable, may contain commas) into `stops`, `configs` and
+// `compares`.
 std::vector<std::string> Normalise(int argc, char** argv,
                                    std::vector<std::string>* stops,
-                                   std::vector<std::string>* configs) {
+                                   std::vector<std::string>* configs,
+                                   std::vector<std::string>* compares) {
   std::vector<std::string> out;
   for (int i = 0; i < argc; ++i) {
     std::string a = argv[i];
@@ -121,6 +175,14 @@ std::vector<std::string> Normalise(int argc, char** argv,
       }
       if (a.rfind("--config=", 0) == 0) {
         configs->push_back(a.substr(9));
+        continue;
+      }
+      if (a == "--compare" && i + 1 < argc) {
+        compares->push_back(argv[++i]);
+        continue;
+      }
+      if (a.rfind("--compare=", 0) == 0) {
+        compares->push_back(a.substr(10));
         continue;
       }
     }
@@ -149,18 +211,21 @@ lk::cli::LocalEngineOptions Local() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "latentkv <serve|generate|eval|convert|inspect> [flags]; --help for "
-      "flags");
+      "latentkv <serve|generate|eval|convert|inspect|bench serve> [flags]; "
+      "--help for flags");
   if (argc < 2 || argv[1][0] == '-') {
     std::fprintf(
         stderr,
-        "usage: latentkv <serve|generate|eval|convert|inspect> [flags]\n");
+        "usage: latentkv <serve|generate|eval|convert|inspect|bench serve> "
+        "[flags]\n");
     return 2;
   }
   const std::string cmd = argv[1];
   std::vector<std::string> stops;
   std::vector<std::string> configs;
-  std::vector<std::string> args = Normalise(argc, argv, &stops, &configs);
+  std::vector<std::string> compares;
+  std::vector<std::string> args =
+      Normalise(argc, argv, &stops, &configs, &compares);
   args.erase(args.begin() + 1);  // the subcommand
   std::vector<char*> cargs;
   for (auto& a : args) cargs.push_back(a.data());
@@ -272,6 +337,37 @@ int main(int argc, char** argv) {
     }
     return lk::cli::Inspect(dir, absl::GetFlag(FLAGS_weights_dtype),
                             Local().residency);
+  }
+  if (cmd == "bench") {
+    lk::cli::BenchServeOptions o;
+    o.subcommand = positional.size() > 1 ? positional[1] : "";
+    o.server = absl::GetFlag(FLAGS_server);
+    o.kv_cache_mode = absl::GetFlag(FLAGS_kv_cache_mode);
+    o.compare = compares;
+    o.request_rate = absl::GetFlag(FLAGS_request_rate);
+    o.sweep_rates = absl::GetFlag(FLAGS_sweep_rates);
+    o.goodput = absl::GetFlag(FLAGS_goodput);
+    o.output = absl::GetFlag(FLAGS_output);
+    o.plot = absl::GetFlag(FLAGS_plot);
+    lk::bench::ServeBenchOptions& b = o.bench;
+    b.workload.input_len = absl::GetFlag(FLAGS_input_len);
+    b.workload.input_len_range = absl::GetFlag(FLAGS_input_len_range);
+    b.workload.output_len = absl::GetFlag(FLAGS_output_len);
+    b.workload.output_len_range = absl::GetFlag(FLAGS_output_len_range);
+    b.workload.burstiness = absl::GetFlag(FLAGS_burstiness);
+    b.workload.seed = absl::GetFlag(FLAGS_seed);
+    b.concurrency = absl::GetFlag(FLAGS_concurrency);
+    b.num_requests = absl::GetFlag(FLAGS_num_requests);
+    b.duration_s = absl::GetFlag(FLAGS_duration_s);
+    b.dataset = absl::GetFlag(FLAGS_dataset);
+    b.temperature = absl::GetFlag(FLAGS_temperature);
+    b.ignore_eos = absl::GetFlag(FLAGS_ignore_eos);
+    b.request_timeout_s = absl::GetFlag(FLAGS_timeout);
+    b.channels = absl::GetFlag(FLAGS_channels);
+    b.cq_threads = absl::GetFlag(FLAGS_client_threads);
+    b.keep_token_ids = absl::GetFlag(FLAGS_save_token_ids);
+    b.progress = absl::GetFlag(FLAGS_progress);
+    return lk::cli::BenchServe(o);
   }
   std::fprintf(stderr, "unknown command %s\n", cmd.c_str());
   return 2;
