@@ -95,6 +95,7 @@ void WorkerService::FillStats(const EngineStats& s, pb::WorkerStats* out) {
   for (int64_t b : s.kv_layer_bytes_in_use) out->add_kv_layer_bytes_in_use(b);
   out->set_kv_imports(s.kv_imports);
   out->set_prefix_cached_blocks(s.prefix_cached_blocks);
+  out->set_prefix_cached_pages(s.prefix_cached_pages);
   out->set_prefix_lookup_tokens(s.prefix_lookup_tokens);
   out->set_prefix_hit_tokens(s.prefix_hit_tokens);
   out->set_prefix_hits(s.prefix_hits);
