@@ -69,7 +69,9 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()), tp_(o.tp) {
         dir_ + "/worker" + std::to_string(i) + ".log"));
     for (int r = 1; r < o.tp; ++r) {
       std::vector<std::string> a = rank_args(r);
-      a[3] = "--port_file=";  // followers serve nothing
+      // Followers serve grpc.health.v1 only.
+      a[3] = "--port_file=" + dir_ + "/worker" + std::to_string(i) + "-rank" +
+             std::to_string(r) + ".addr";
       followers_.push_back(std::make_unique<Process>(
           a, dir_ + "/worker" + std::to_string(i) + "-rank" +
                  std::to_string(r) + ".log"));
@@ -103,6 +105,12 @@ Cluster::~Cluster() {
 std::unique_ptr<pb::Worker::Stub> Cluster::WorkerStub(int i) const {
   return pb::Worker::NewStub(grpc::CreateChannel(
       worker_addrs_[i], grpc::InsecureChannelCredentials()));
+}
+
+std::string Cluster::follower_address(int i, int r) const {
+  return WaitForLine(dir_ + "/worker" + std::to_string(i) + "-rank" +
+                         std::to_string(r) + ".addr",
+                     30);
 }
 
 std::string Cluster::Logs() const {

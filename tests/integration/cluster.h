@@ -43,6 +43,8 @@ class Cluster {
   Process& worker(int i) { return *workers_[i]; }
   // Rank r (>= 1) of worker i's tensor-parallel group.
   Process& follower(int i, int r) { return *followers_[i * (tp_ - 1) + r - 1]; }
+  // host:port of that rank's grpc.health.v1 server ("" if it never bound).
+  std::string follower_address(int i, int r) const;
   Process& coordinator() { return *coordinator_; }
   // Ports of ClusterOptions::http / metrics (0 when off).
   int http_port() const { return http_port_; }

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
 #include "tests/integration/cluster.h"
 
@@ -69,6 +70,24 @@ TEST_P(TensorParallelServingTest, GroupStreamsTheSingleRankTokens) {
   for (size_t i = 0; i < want.size(); ++i) {
     ASSERT_FALSE(want[i].empty());
     EXPECT_EQ(got[i], want[i]) << kPrompts[i];
+  }
+  // Every follower rank answers Kubernetes-style health probes.
+  for (int r = 1; r < o.tp; ++r) {
+    const std::string addr = c.follower_address(0, r);
+    ASSERT_FALSE(addr.empty()) << "rank " << r;
+    auto stub = grpc::health::v1::Health::NewStub(
+        grpc::CreateChannel(addr, grpc::InsecureChannelCredentials()));
+    for (const char* service : {"liveness", "readiness", ""}) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() +
+                       std::chrono::seconds(5));
+      grpc::health::v1::HealthCheckRequest req;
+      req.set_service(service);
+      grpc::health::v1::HealthCheckResponse resp;
+      ASSERT_TRUE(stub->Check(&ctx, req, &resp).ok()) << "rank " << r;
+      EXPECT_EQ(resp.status(), grpc::health::v1::HealthCheckResponse::SERVING)
+          << "rank " << r << " service '" << service << "'";
+    }
   }
 }
 

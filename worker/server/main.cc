@@ -2,7 +2,8 @@
 // serving the internal Worker service and registering with a coordinator.
 // Rank 0 also reports grpc.health.v1 "liveness" and "readiness" (ready once
 // registered; standalone: once serving) and, with --metrics_port, Prometheus
-// metrics (worker/metrics/worker_metrics.h); follower ranks serve neither.
+// metrics (worker/metrics/worker_metrics.h); follower ranks serve only
+// grpc.health.v1 on --port (no metrics).
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -158,8 +159,29 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s\n", follower.status().ToString().c_str());
       return 1;
     }
-    std::fprintf(stderr, "latentkv-worker: tensor-parallel rank %d of %d\n",
-                 tp_rank, tp_size);
+    // grpc.health.v1 only, on --port: the group is formed, so the rank is
+    // live and ready until the process ends (it exits when the group
+    // breaks), which is what Kubernetes probes of every rank's pod need.
+    grpc::EnableDefaultHealthCheckService(true);
+    grpc::ServerBuilder hb;
+    int health_port = 0;
+    const std::string fhost = absl::GetFlag(FLAGS_host);
+    hb.AddListeningPort(absl::StrCat(fhost, ":", absl::GetFlag(FLAGS_port)),
+                        grpc::InsecureServerCredentials(), &health_port);
+    std::unique_ptr<grpc::Server> health_server = hb.BuildAndStart();
+    if (!health_server || health_port == 0) {
+      std::fprintf(stderr, "cannot listen on %s:%d\n", fhost.c_str(),
+                   absl::GetFlag(FLAGS_port));
+      return 1;
+    }
+    lk::HealthReporter follower_health(health_server->GetHealthCheckService(),
+                                       /*ready=*/true);
+    lk::WriteAddressFile(absl::GetFlag(FLAGS_port_file),
+                         absl::StrCat(fhost, ":", health_port));
+    std::fprintf(stderr,
+                 "latentkv-worker: tensor-parallel rank %d of %d (health on "
+                 "%s:%d)\n",
+                 tp_rank, tp_size, fhost.c_str(), health_port);
     std::thread([f = follower->get()] {
       const absl::Status st = f->Run();
       std::fprintf(stderr,
