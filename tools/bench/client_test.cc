@@ -161,6 +161,8 @@ TEST(ServeBenchTest, CompareRunsTheSameWorkloadPerTarget) {
   o.workload.input_len = 5;
   o.workload.output_len = 3;
   o.workload.output_len_range = 0.5;
+  o.workload.prefix_groups = 2;  // prompts: a 4-token prefix + 5 tokens
+  o.workload.prefix_len = 4;
   o.progress = false;
   absl::StatusOr<std::vector<PhaseReport>> r = RunServeBench(o);
   ASSERT_TRUE(r.ok()) << r.status();
@@ -179,12 +181,15 @@ TEST(ServeBenchTest, CompareRunsTheSameWorkloadPerTarget) {
       // Same seed, same lengths in every phase.
       EXPECT_EQ(p.records[i].max_tokens, (*r)[0].records[i].max_tokens);
       EXPECT_EQ(p.records[i].metrics.output_tokens, p.records[i].max_tokens);
+      EXPECT_EQ(p.records[i].prompt_tokens, 9);
     }
   }
   const nlohmann::json j = ToJson(o, *r);
   EXPECT_EQ(j["phases"].size(), 4u);
   EXPECT_TRUE(j["phases"][2]["request_rate"].is_null());  // inf
   EXPECT_EQ(j["phases"][0]["summary"]["completed"], 6);
+  EXPECT_EQ(j["config"]["prefix_groups"], 2);
+  EXPECT_EQ(j["config"]["prefix_len"], 4);
   const std::string table = FormatTable(*r);
   EXPECT_NE(table.find("a rate=100"), std::string::npos) << table;
   EXPECT_NE(table.find("b rate=inf"), std::string::npos) << table;

@@ -49,9 +49,23 @@ struct WorkloadOptions {
   // Poisson/gamma arrivals (see ArrivalProcess); inf: all at once.
   double request_rate = kInf;
   double burstiness = 1.0;
-  // Seeds prompt choice, lengths and arrival times.
+  // Shared prefixes (like vLLM's prefix-repetition dataset: system prompts,
+  // conversation histories): with prefix_groups G > 0, the workload has G
+  // distinct prefixes of prefix_len tokens (BOS first), fixed by the seed,
+  // and each request is one of them, picked uniformly by the seeded RNG,
+  // followed by its own suffix of input_len tokens (no BOS; input_len and
+  // its range then count the suffix only, >= 1). The groups' prefixes differ
+  // within their first kPrefixDistinctTokens tokens (the first KV page at the
+  // default page size), so no two groups share a cached block. 0: off.
+  int32_t prefix_groups = 0;
+  int32_t prefix_len = 0;  // >= 2 when prefix_groups > 0
+  // Seeds prompt choice, lengths, prefixes and arrival times.
   uint64_t seed = 0;
 };
+
+// Tokens at the start of every group prefix within which two groups differ
+// (or the whole prefix, if shorter).
+inline constexpr int32_t kPrefixDistinctTokens = 16;
 
 // Checks the ranges, and that the longest request fits `max_context`
 // tokens (prompt + output); InvalidArgument otherwise.
@@ -92,16 +106,23 @@ struct RequestSpec {
 };
 
 // The requests in order. Request i's prompt and lengths depend only on
-// (seed, i); arrival times on (seed, rate, burstiness) and i.
+// (seed, i) (and the group prefixes, which depend only on the seed);
+// arrival times on (seed, rate, burstiness) and i.
 class Workload {
  public:
   Workload(const WorkloadOptions& options, const PromptSource* source);
   RequestSpec Next();
 
+  // The group prefixes (empty when prefix_groups is 0).
+  const std::vector<std::vector<int32_t>>& prefixes() const {
+    return prefixes_;
+  }
+
  private:
   WorkloadOptions options_;
   const PromptSource* source_;  // not owned
   ArrivalProcess arrivals_;
+  std::vector<std::vector<int32_t>> prefixes_;  // [prefix_groups][prefix_len]
   int64_t next_ = 0;
 };
 

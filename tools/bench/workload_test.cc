@@ -4,7 +4,9 @@
 // are BOS plus consecutive tokens of the real text.
 #include "tools/bench/workload.h"
 
+#include <algorithm>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "gtest/gtest.h"
@@ -157,6 +159,74 @@ TEST(WorkloadTest, DatasetPromptsAreConsecutiveTextTokens) {
       5u);
 }
 
+// Prefix groups: every prompt is one of G prefixes + its own suffix; the
+// prompts of a group share exactly the prefix, groups differ in their first
+// block, every group is used, and the seed fixes it all.
+void CheckPrefixGroups(const PromptSource& s) {
+  WorkloadOptions o;
+  o.prefix_groups = 8;
+  o.prefix_len = 40;
+  o.input_len = 12;
+  o.input_len_range = 0.5;  // suffixes of 6..18 tokens
+  o.seed = 5;
+  Workload w(o, &s);
+  const auto& prefixes = w.prefixes();
+  ASSERT_EQ(prefixes.size(), 8u);
+  for (size_t g = 0; g < prefixes.size(); ++g) {
+    ASSERT_EQ(prefixes[g].size(), 40u);
+    EXPECT_EQ(prefixes[g][0], 1);  // BOS
+    for (size_t h = 0; h < g; ++h) {
+      EXPECT_FALSE(std::equal(prefixes[g].begin(),
+                              prefixes[g].begin() + kPrefixDistinctTokens,
+                              prefixes[h].begin()))
+          << "groups " << h << " and " << g << " share their first block";
+    }
+  }
+  const auto reqs = Take(o, s, 400);
+  std::map<int, std::vector<const RequestSpec*>> by_group;
+  for (const RequestSpec& r : reqs) {
+    const int n = static_cast<int>(r.prompt_token_ids.size());
+    EXPECT_GE(n, 40 + 6);
+    EXPECT_LE(n, 40 + 18);
+    int group = -1;
+    for (size_t g = 0; g < prefixes.size(); ++g) {
+      if (std::equal(prefixes[g].begin(), prefixes[g].end(),
+                     r.prompt_token_ids.begin())) {
+        group = static_cast<int>(g);
+      }
+    }
+    ASSERT_GE(group, 0) << "request " << r.index << " has no group's prefix";
+    by_group[group].push_back(&r);
+  }
+  EXPECT_EQ(by_group.size(), 8u);  // ~50 requests each
+  // Within a group the suffixes are the requests' own: most pairs diverge
+  // right after the prefix.
+  for (const auto& [g, rs] : by_group) {
+    int same_next = 0;
+    for (size_t i = 1; i < rs.size(); ++i) {
+      same_next += rs[i]->prompt_token_ids[40] == rs[0]->prompt_token_ids[40];
+    }
+    EXPECT_LT(same_next, static_cast<int>(rs.size()) / 4) << "group " << g;
+  }
+  EXPECT_TRUE(Same(reqs, Take(o, s, 400)));
+  o.seed = 6;
+  Workload other(o, &s);
+  EXPECT_NE(other.prefixes()[0], prefixes[0]);
+}
+
+TEST(WorkloadTest, PrefixGroupsShareExactlyTheirPrefixSynthetic) {
+  CheckPrefixGroups(Synthetic());
+}
+
+TEST(WorkloadTest, PrefixGroupsShareExactlyTheirPrefixFromText) {
+  // A repetitive "text": 600 tokens cycling through 50 ids, so random
+  // starts often share their first tokens and must be redrawn.
+  PromptSource s = Synthetic();
+  for (int i = 0; i < 600; ++i) s.pool.push_back(3 + i % 50);
+  s.starts = {0, 100, 200};
+  CheckPrefixGroups(s);
+}
+
 TEST(WorkloadTest, ValidationRejectsWhatCannotRun) {
   WorkloadOptions o;
   o.input_len = 300;
@@ -173,6 +243,24 @@ TEST(WorkloadTest, ValidationRejectsWhatCannotRun) {
   o = WorkloadOptions{};
   o.output_len_range = 1.0;
   EXPECT_FALSE(ValidateWorkload(o, 0).ok());
+  // Prefix groups: the prefix counts towards the context; the suffix may be
+  // a single token; a prefix needs BOS + text.
+  o = WorkloadOptions{};
+  o.prefix_groups = 8;
+  o.prefix_len = 320;
+  o.input_len = 32;
+  o.output_len = 32;
+  EXPECT_TRUE(ValidateWorkload(o, 512).ok());
+  o.output_len = 200;  // 320 + 32 + 200 > 512
+  EXPECT_FALSE(ValidateWorkload(o, 512).ok());
+  o.output_len = 32;
+  o.input_len = 1;
+  EXPECT_TRUE(ValidateWorkload(o, 512).ok());
+  o.prefix_len = 1;
+  EXPECT_FALSE(ValidateWorkload(o, 512).ok());
+  o.prefix_len = 320;
+  o.prefix_groups = -1;
+  EXPECT_FALSE(ValidateWorkload(o, 512).ok());
 }
 
 }  // namespace

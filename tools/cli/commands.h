@@ -51,6 +51,11 @@ struct ServeOptions {
   // Prometheus /metrics (0: off): the coordinator on metrics_port, worker
   // group i's rank 0 on metrics_port + 1 + i, the kvstore after them.
   int32_t metrics_port = 0;
+  // The coordinator's routing: "kv" (prefix each worker caches vs its load)
+  // or "load" (least loaded), and kv routing's weight of the prefill tokens a
+  // worker would compute against its in-flight prompt tokens (>= 0).
+  std::string routing = "kv";
+  double kv_overlap_weight = 1.0;
   std::string bin_dir;  // where latentkv-coordinator/-worker live
   std::vector<std::string> worker_args;  // extra flags for each worker
 };

@@ -1,6 +1,7 @@
 // latentkv: the command-line entry point.
 //
 //   latentkv serve    --model DIR [--port P] [--workers N]
+//                     [--routing kv|load] [--kv-overlap-weight W]
 //   latentkv generate (--server HOST:PORT | --model DIR) --prompt S [sampling]
 //   latentkv eval     --model DIR --text FILE [--mode lines|stream] [--window
 //   N] latentkv convert  --from llama2c --checkpoint X.bin --tokenizer T.bin
@@ -12,6 +13,7 @@
 //   latentkv bench serve --server HOST:PORT --num-requests N --concurrency C
 //                        [--request-rate R | --sweep-rates 1,2,inf]
 //                        [--compare label=HOST:PORT[,kv_cache_mode=M] ...]
+//                        [--prefix-groups G --prefix-len L]
 //                        --output FILE.json [--plot]
 //
 // Flags may be spelled with dashes or underscores (--max-tokens, --max_tokens).
@@ -52,6 +54,12 @@ ABSL_FLAG(int, http_port, 0,
 ABSL_FLAG(int, metrics_port, 0,
           "serve: Prometheus /metrics of the coordinator on this port, worker "
           "group i on port+1+i, the kvstore after them (0: off)");
+ABSL_FLAG(std::string, routing, "kv",
+          "serve: coordinator routing, kv (the prompt prefix each worker "
+          "caches vs its load) | load (least loaded)");
+ABSL_FLAG(double, kv_overlap_weight, 1.0,
+          "serve --routing kv: weight of the prefill tokens a worker would "
+          "compute against the prompt tokens it has in flight (>= 0)");
 ABSL_FLAG(std::string, bin_dir, "",
           "serve: directory of latentkv-coordinator/-worker (default: beside "
           "latentkv)");
@@ -125,6 +133,13 @@ ABSL_FLAG(double, input_len_range, 0,
           "bench serve: prompt lengths uniform in len*[1-r, 1+r]");
 ABSL_FLAG(double, output_len_range, 0,
           "bench serve: output lengths uniform in len*[1-r, 1+r]");
+ABSL_FLAG(int, prefix_groups, 0,
+          "bench serve: shared prefixes (system prompts, histories): each "
+          "prompt is one of G seeded prefixes + its own --input-len suffix "
+          "(0: off)");
+ABSL_FLAG(int, prefix_len, 0,
+          "bench serve --prefix-groups: tokens of each shared prefix (BOS "
+          "included)");
 ABSL_FLAG(bool, ignore_eos, true,
           "bench serve: generate past EOS so outputs have the asked length");
 ABSL_FLAG(std::string, kv_cache_mode, "default",
@@ -247,6 +262,17 @@ int main(int argc, char** argv) {
     o.kvstore_mb = absl::GetFlag(FLAGS_kvstore_mb);
     o.http_port = absl::GetFlag(FLAGS_http_port);
     o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+    o.routing = absl::GetFlag(FLAGS_routing);
+    o.kv_overlap_weight = absl::GetFlag(FLAGS_kv_overlap_weight);
+    if (o.routing != "kv" && o.routing != "load") {
+      std::fprintf(stderr, "--routing must be kv or load, not %s\n",
+                   o.routing.c_str());
+      return 2;
+    }
+    if (!(o.kv_overlap_weight >= 0) || std::isinf(o.kv_overlap_weight)) {
+      std::fprintf(stderr, "--kv-overlap-weight must be a finite >= 0\n");
+      return 2;
+    }
     if ((o.prefill_workers > 0 || o.decode_workers > 0) && o.tp > 1) {
       std::fprintf(stderr,
                    "--prefill-workers/--decode-workers need --tp=1 (KV "
@@ -354,6 +380,8 @@ int main(int argc, char** argv) {
     b.workload.input_len_range = absl::GetFlag(FLAGS_input_len_range);
     b.workload.output_len = absl::GetFlag(FLAGS_output_len);
     b.workload.output_len_range = absl::GetFlag(FLAGS_output_len_range);
+    b.workload.prefix_groups = absl::GetFlag(FLAGS_prefix_groups);
+    b.workload.prefix_len = absl::GetFlag(FLAGS_prefix_len);
     b.workload.burstiness = absl::GetFlag(FLAGS_burstiness);
     b.workload.seed = absl::GetFlag(FLAGS_seed);
     b.concurrency = absl::GetFlag(FLAGS_concurrency);

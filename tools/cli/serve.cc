@@ -100,11 +100,12 @@ int Serve(const ServeOptions& o) {
     return absl::StrCat("--metrics_port=",
                         o.metrics_port > 0 ? o.metrics_port + index : 0);
   };
-  pid_t coord =
-      Spawn({(bin / "latentkv-coordinator").string(), "--model=" + o.model_dir,
-             "--host=" + o.host, absl::StrCat("--port=", o.port),
-             "--port_file=" + coord_file,
-             absl::StrCat("--http_port=", o.http_port), metrics_port(0)});
+  pid_t coord = Spawn(
+      {(bin / "latentkv-coordinator").string(), "--model=" + o.model_dir,
+       "--host=" + o.host, absl::StrCat("--port=", o.port),
+       "--port_file=" + coord_file, absl::StrCat("--http_port=", o.http_port),
+       metrics_port(0), "--routing=" + o.routing,
+       absl::StrCat("--kv_overlap_weight=", o.kv_overlap_weight)});
   const std::string address = WaitForFile(coord_file, coord, 60);
   if (address.empty()) {
     std::fprintf(stderr, "latentkv serve: the coordinator did not start\n");
