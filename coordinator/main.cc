@@ -90,18 +90,15 @@ int main(int argc, char** argv) {
   lk::coordinator::Coordinator coord(co, *config, std::move(*tokenizer));
   const std::string host = absl::GetFlag(FLAGS_host);
 
-  std::unique_ptr<lk::metrics::MetricsServer> metrics;
+  auto started = lk::metrics::MetricsServer::StartIfEnabled(
+      host, absl::GetFlag(FLAGS_metrics_port));
+  if (!started.ok()) {
+    std::fprintf(stderr, "%s\n", started.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<lk::metrics::MetricsServer> metrics = std::move(*started);
   std::unique_ptr<lk::coordinator::CoordinatorMetrics> coord_metrics;
-  if (absl::GetFlag(FLAGS_metrics_port) > 0) {
-    lk::metrics::MetricsServerOptions mo;
-    mo.host = host;
-    mo.port = absl::GetFlag(FLAGS_metrics_port);
-    auto m = lk::metrics::MetricsServer::Start(mo);
-    if (!m.ok()) {
-      std::fprintf(stderr, "%s\n", m.status().ToString().c_str());
-      return 1;
-    }
-    metrics = std::move(*m);
+  if (metrics) {
     coord_metrics = std::make_unique<lk::coordinator::CoordinatorMetrics>(
         &coord, &metrics->registry());
     metrics->Add(coord_metrics->NewCollectable());

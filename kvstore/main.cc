@@ -128,17 +128,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   lk::kvstore::KvStoreService service(store->get(), {});
-  std::unique_ptr<lk::metrics::MetricsServer> metrics;
-  if (absl::GetFlag(FLAGS_metrics_port) > 0) {
-    lk::metrics::MetricsServerOptions mo;
-    mo.host = absl::GetFlag(FLAGS_host);
-    mo.port = absl::GetFlag(FLAGS_metrics_port);
-    auto m = lk::metrics::MetricsServer::Start(mo);
-    if (!m.ok()) {
-      std::fprintf(stderr, "%s\n", m.status().ToString().c_str());
-      return 1;
-    }
-    metrics = std::move(*m);
+  auto started = lk::metrics::MetricsServer::StartIfEnabled(
+      absl::GetFlag(FLAGS_host), absl::GetFlag(FLAGS_metrics_port));
+  if (!started.ok()) {
+    std::fprintf(stderr, "%s\n", started.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<lk::metrics::MetricsServer> metrics = std::move(*started);
+  if (metrics) {
     metrics->Add(std::make_shared<lk::metrics::FunctionCollectable>(
         [s = store->get()] { return StoreFamilies(*s); }));
   }

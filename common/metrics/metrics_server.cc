@@ -7,6 +7,15 @@
 
 namespace latentkv::metrics {
 
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::StartIfEnabled(
+    const std::string& host, int port) {
+  if (port == 0) return std::unique_ptr<MetricsServer>();
+  MetricsServerOptions o;
+  o.host = host;
+  o.port = port;
+  return Start(o);
+}
+
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     const MetricsServerOptions& options) {
   if (options.port <= 0 || options.port > 65535 || options.threads < 1) {

@@ -43,6 +43,10 @@ class MetricsServer {
   // bound, INVALID_ARGUMENT for options outside their ranges.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(
       const MetricsServerOptions& options);
+  // What every main does with --host and --metrics_port: null for port 0
+  // (no endpoint), else Start() with default threads.
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> StartIfEnabled(
+      const std::string& host, int port);
   ~MetricsServer();
 
   // The registry for metrics updated as the process runs.

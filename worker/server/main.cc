@@ -196,18 +196,15 @@ int main(int argc, char** argv) {
   }
   lk::worker::TpLeader leader(comm.get());
   if (tp_size > 1) eo.step_listener = &leader;
-  std::unique_ptr<lk::metrics::MetricsServer> metrics;
+  auto started = lk::metrics::MetricsServer::StartIfEnabled(
+      absl::GetFlag(FLAGS_host), absl::GetFlag(FLAGS_metrics_port));
+  if (!started.ok()) {
+    std::fprintf(stderr, "%s\n", started.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<lk::metrics::MetricsServer> metrics = std::move(*started);
   std::unique_ptr<lk::worker::WorkerMetrics> worker_metrics;
-  if (absl::GetFlag(FLAGS_metrics_port) > 0) {
-    lk::metrics::MetricsServerOptions mo;
-    mo.host = absl::GetFlag(FLAGS_host);
-    mo.port = absl::GetFlag(FLAGS_metrics_port);
-    auto m = lk::metrics::MetricsServer::Start(mo);
-    if (!m.ok()) {
-      std::fprintf(stderr, "%s\n", m.status().ToString().c_str());
-      return 1;
-    }
-    metrics = std::move(*m);
+  if (metrics) {
     worker_metrics =
         std::make_unique<lk::worker::WorkerMetrics>(&metrics->registry());
     eo.on_step = [wm = worker_metrics.get()](std::chrono::nanoseconds d) {
