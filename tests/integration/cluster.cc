@@ -8,6 +8,8 @@
 #include <sstream>
 #include <thread>
 
+#include "gtest/gtest.h"
+
 namespace latentkv::testing {
 
 namespace pb = ::latentkv::v1;
@@ -105,6 +107,14 @@ Cluster::~Cluster() {
 std::unique_ptr<pb::Worker::Stub> Cluster::WorkerStub(int i) const {
   return pb::Worker::NewStub(grpc::CreateChannel(
       worker_addrs_[i], grpc::InsecureChannelCredentials()));
+}
+
+latentkv::v1::WorkerStats Cluster::WorkerStats(int i) const {
+  auto stub = WorkerStub(i);
+  grpc::ClientContext ctx;
+  pb::WorkerStats s;
+  EXPECT_TRUE(stub->GetStats(&ctx, pb::GetStatsRequest(), &s).ok());
+  return s;
 }
 
 std::string Cluster::follower_address(int i, int r) const {

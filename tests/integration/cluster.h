@@ -40,6 +40,8 @@ class Cluster {
   const std::string& worker_address(int i) const { return worker_addrs_[i]; }
   latentkv::v1::Generation::Stub& stub() { return *stub_; }
   std::unique_ptr<latentkv::v1::Worker::Stub> WorkerStub(int i) const;
+  // Worker i's GetStats (a failed call is a test failure; stats then empty).
+  latentkv::v1::WorkerStats WorkerStats(int i) const;
   Process& worker(int i) { return *workers_[i]; }
   // Rank r (>= 1) of worker i's tensor-parallel group.
   Process& follower(int i, int r) { return *followers_[i * (tp_ - 1) + r - 1]; }

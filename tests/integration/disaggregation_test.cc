@@ -56,14 +56,6 @@ std::vector<std::vector<int32_t>> Mixed(const std::string& model) {
   return Generations(c);
 }
 
-pb::WorkerStats Stats(Cluster& c, int i) {
-  auto stub = c.WorkerStub(i);
-  grpc::ClientContext ctx;
-  pb::WorkerStats s;
-  EXPECT_TRUE(stub->GetStats(&ctx, pb::GetStatsRequest(), &s).ok());
-  return s;
-}
-
 int64_t PromptTokens(Cluster& c, const std::string& p) {
   grpc::ClientContext ctx;
   pb::TokenizeRequest req;
@@ -82,7 +74,7 @@ TEST(DisaggregationTest, PrefillAndDecodeWorkersEqualOneMixedWorker) {
   o.per_worker_args = {{"--role=prefill"}, {"--role=decode"}};
   Cluster c(o);
   EXPECT_EQ(Generations(c), want);
-  const pb::WorkerStats d = Stats(c, 1);
+  const pb::WorkerStats d = c.WorkerStats(1);
   EXPECT_EQ(d.kv_transfers(), kPrompts.size());
   EXPECT_EQ(d.kv_transfer_fallbacks(), 0u);
   // The latent layout moves, per prompt token, layer and KV head, a
@@ -92,7 +84,7 @@ TEST(DisaggregationTest, PrefillAndDecodeWorkersEqualOneMixedWorker) {
   EXPECT_EQ(d.kv_transfer_bytes(), tokens * 5 * 4 * (1 + 4 + 4) * 4);
   EXPECT_EQ(d.kv_transfer_full_bytes(), tokens * 5 * 4 * (1 + 8 + 8) * 4);
   // The prefill worker decoded nothing beyond the first tokens.
-  EXPECT_EQ(Stats(c, 0).tokens_generated(), kPrompts.size());
+  EXPECT_EQ(c.WorkerStats(0).tokens_generated(), kPrompts.size());
 }
 
 TEST(DisaggregationTest, LayoutMismatchIsRefusedAndPrefilledLocally) {
@@ -105,7 +97,7 @@ TEST(DisaggregationTest, LayoutMismatchIsRefusedAndPrefilledLocally) {
                        {"--role=decode"}};
   Cluster c(o);
   EXPECT_EQ(Generations(c), want);
-  const pb::WorkerStats d = Stats(c, 1);
+  const pb::WorkerStats d = c.WorkerStats(1);
   EXPECT_EQ(d.kv_transfers(), 0u);
   EXPECT_EQ(d.kv_transfer_fallbacks(), kPrompts.size());
   EXPECT_EQ(d.kv_imports(), 0u);
@@ -143,11 +135,11 @@ std::vector<StreamResult> LongStreams(Cluster& c, bool kill_decoder) {
     const auto deadline =
         std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (std::chrono::steady_clock::now() < deadline) {
-      const pb::WorkerStats s = Stats(c, 1);
+      const pb::WorkerStats s = c.WorkerStats(1);
       if (s.running() > 0 && s.tokens_generated() >= 20) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
-    const pb::WorkerStats s = Stats(c, 1);
+    const pb::WorkerStats s = c.WorkerStats(1);
     EXPECT_GT(s.running(), 0u) << "worker 1 was not streaming";
     EXPECT_EQ(kill(c.worker(1).pid(), SIGKILL), 0);
   }

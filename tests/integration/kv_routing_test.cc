@@ -18,14 +18,6 @@ namespace {
 
 namespace pb = ::latentkv::v1;
 
-pb::WorkerStats Stats(Cluster& c, int i) {
-  auto stub = c.WorkerStub(i);
-  grpc::ClientContext ctx;
-  pb::WorkerStats s;
-  EXPECT_TRUE(stub->GetStats(&ctx, pb::GetStatsRequest(), &s).ok());
-  return s;
-}
-
 pb::ServingStats Serving(Cluster& c) {
   auto stub = pb::Control::NewStub(
       grpc::CreateChannel(c.address(), grpc::InsecureChannelCredentials()));
@@ -84,7 +76,7 @@ TEST(KvRoutingTest, FollowUpsGoWhereTheirPrefixIsCached) {
   // Which worker holds which conversation.
   int holder[2] = {-1, -1};
   for (int i = 0; i < 2; ++i) {
-    const pb::WorkerStats s = Stats(c, i);
+    const pb::WorkerStats s = c.WorkerStats(i);
     for (int k = 0; k < 2; ++k) {
       if (s.prefix_lookup_tokens() == first[k].size()) holder[k] = i;
     }
@@ -104,7 +96,7 @@ TEST(KvRoutingTest, FollowUpsGoWhereTheirPrefixIsCached) {
   // whole blocks of the first prompt plus its 8 generated tokens (7 of them
   // have KV), capped to leave the follow-up's last token to run.
   for (int k = 0; k < 2; ++k) {
-    const pb::WorkerStats s = Stats(c, holder[k]);
+    const pb::WorkerStats s = c.WorkerStats(holder[k]);
     const size_t cached = first[k].size() + 7;
     const size_t expect =
         std::min(cached, follow[k].size() - 1) / kPage * kPage;

@@ -27,13 +27,14 @@ std::string LongPrompt() {
   return "";
 }
 
-pb::WorkerStats Stats(Cluster& c, int i) {
-  auto stub = c.WorkerStub(i);
-  grpc::ClientContext ctx;
-  pb::WorkerStats s;
-  EXPECT_TRUE(stub->GetStats(&ctx, pb::GetStatsRequest(), &s).ok());
-  return s;
-}
+// A latentkv-kvstore process with 64 MiB; address empty if it did not start.
+struct Store {
+  std::string dir = MakeTempDir();
+  Process process{{BinDir() + "/latentkv-kvstore", "--port=0",
+                   "--port_file=" + dir + "/kvstore.addr", "--capacity_mb=64"},
+                  dir + "/kvstore.log"};
+  std::string address = WaitForLine(dir + "/kvstore.addr", 30);
+};
 
 TEST(PrefixStoreTest, SharedPrefixIsFetchedNotRecomputed) {
   const std::string base = LongPrompt();
@@ -51,11 +52,8 @@ TEST(PrefixStoreTest, SharedPrefixIsFetchedNotRecomputed) {
       want.push_back(r.tokens);
     }
   }
-  const std::string dir = MakeTempDir();
-  Process store({BinDir() + "/latentkv-kvstore", "--port=0",
-                 "--port_file=" + dir + "/kvstore.addr", "--capacity_mb=64"},
-                dir + "/kvstore.log");
-  const std::string addr = WaitForLine(dir + "/kvstore.addr", 30);
+  Store store;
+  const std::string& addr = store.address;
   ASSERT_FALSE(addr.empty());
   ClusterOptions o;
   o.model_dir = Stories260kDir();
@@ -70,7 +68,7 @@ TEST(PrefixStoreTest, SharedPrefixIsFetchedNotRecomputed) {
     ASSERT_TRUE(r.status.ok()) << r.status.error_message();
     EXPECT_EQ(r.tokens, want[i]) << prompts[i];
   }
-  const pb::WorkerStats a = Stats(c, 0), b = Stats(c, 1);
+  const pb::WorkerStats a = c.WorkerStats(0), b = c.WorkerStats(1);
   // The first request published its blocks; the later two found the shared
   // prefix (at least the blocks of the common text) in the store.
   EXPECT_GT(a.kv_blocks_published() + b.kv_blocks_published(), 0u);
@@ -82,11 +80,8 @@ TEST(PrefixStoreTest, SharedPrefixIsFetchedNotRecomputed) {
 TEST(PrefixStoreTest, LocalPrefixCacheIsPreferredToTheStore) {
   const std::string base = LongPrompt();
   ASSERT_FALSE(base.empty());
-  const std::string dir = MakeTempDir();
-  Process store({BinDir() + "/latentkv-kvstore", "--port=0",
-                 "--port_file=" + dir + "/kvstore.addr", "--capacity_mb=64"},
-                dir + "/kvstore.log");
-  const std::string addr = WaitForLine(dir + "/kvstore.addr", 30);
+  Store store;
+  const std::string& addr = store.address;
   ASSERT_FALSE(addr.empty());
   ClusterOptions o;
   o.model_dir = Stories260kDir();
@@ -97,12 +92,13 @@ TEST(PrefixStoreTest, LocalPrefixCacheIsPreferredToTheStore) {
   ASSERT_TRUE(first.status.ok()) << first.status.error_message();
   // The local cache's keys reach the RPC threads after the step that
   // indexed them: wait until the worker reports the blocks.
-  for (int i = 0; i < 100 && Stats(c, 0).prefix_cached_blocks() == 0; ++i) {
+  for (int i = 0; i < 100 && c.WorkerStats(0).prefix_cached_blocks() == 0;
+       ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   StreamResult second = Generate(c.stub(), Greedy(base + " She smiled", 8));
   ASSERT_TRUE(second.status.ok()) << second.status.error_message();
-  const pb::WorkerStats s = Stats(c, 0);
+  const pb::WorkerStats s = c.WorkerStats(0);
   EXPECT_EQ(s.kv_prefix_lookups(), 1u) << "the second prompt's prefix is "
                                           "local: no store lookup";
   EXPECT_EQ(s.prefix_hits(), 1u);
