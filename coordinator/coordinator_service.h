@@ -60,6 +60,11 @@ class Coordinator {
   // Generate calls admitted (past validation and --max_inflight) and not
   // finished.
   int32_t inflight() const { return inflight_.load(); }
+  // KV-aware routing: requests sent to a worker holding part of their
+  // prompt, and the prompt tokens it held; the index of what workers hold.
+  uint64_t routed_prefix_hits() const { return routed_prefix_hits_.load(); }
+  uint64_t routed_prefix_tokens() const { return routed_prefix_tokens_.load(); }
+  const KvIndex& kv_index() const { return kv_index_; }
   // Stops the expiry thread.
   void Stop();
 

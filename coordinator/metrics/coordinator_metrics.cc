@@ -174,15 +174,31 @@ std::shared_ptr<prometheus::Collectable> CoordinatorMetrics::NewCollectable() {
                                         "Registered workers by role");
     std::map<std::string, int> by_role = {
         {"mixed", 0}, {"prefill", 0}, {"decode", 0}};
+    auto cached = metrics::GaugeFamily(
+        "latentkv_coordinator_worker_cached_blocks",
+        "Prefix-cache blocks the router's index holds per worker");
     for (const WorkerInfo& w : c->registry().List()) {
       metrics::AddSample(inflight, static_cast<double>(w.inflight),
+                         {{"worker", w.id}, {"role", w.role}});
+      metrics::AddSample(cached,
+                         static_cast<double>(c->kv_index().blocks(w.id)),
                          {{"worker", w.id}, {"role", w.role}});
       ++by_role[w.role];
     }
     for (const auto& [role, n] : by_role) {
       metrics::AddSample(workers, n, {{"role", role}});
     }
-    return std::vector<prometheus::MetricFamily>{depth, inflight, workers};
+    auto hits = metrics::CounterFamily(
+        "latentkv_coordinator_routed_prefix_hits_total",
+        "Requests routed to a worker that cached part of their prompt");
+    metrics::AddSample(hits, static_cast<double>(c->routed_prefix_hits()));
+    auto hit_tokens = metrics::CounterFamily(
+        "latentkv_coordinator_routed_prefix_tokens_total",
+        "Prompt tokens the chosen workers had cached");
+    metrics::AddSample(hit_tokens,
+                       static_cast<double>(c->routed_prefix_tokens()));
+    return std::vector<prometheus::MetricFamily>{depth,  inflight, workers,
+                                                 cached, hits,     hit_tokens};
   });
 }
 

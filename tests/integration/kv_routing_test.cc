@@ -12,6 +12,7 @@
 
 #include "gtest/gtest.h"
 #include "tests/integration/cluster.h"
+#include "tests/integration/metrics_scrape.h"
 
 namespace latentkv::testing {
 namespace {
@@ -63,6 +64,7 @@ TEST(KvRoutingTest, FollowUpsGoWhereTheirPrefixIsCached) {
   o.workers = 2;
   o.coordinator_args = {"--heartbeat_ms=100", "--routing=kv"};
   o.worker_args = {"--page_size=" + std::to_string(kPage)};
+  o.metrics = true;
   Cluster c(o);
   // Both conversations at once: the second goes to the idle worker.
   {
@@ -107,6 +109,23 @@ TEST(KvRoutingTest, FollowUpsGoWhereTheirPrefixIsCached) {
   const pb::ServingStats st = Serving(c);
   EXPECT_EQ(st.routed_prefix_hits(), 2u);
   EXPECT_GE(st.routed_prefix_tokens(), 2u * 160u);
+  // The same on /metrics, with the index's blocks per worker.
+  const std::vector<Sample> m = Scrape(c.coordinator_metrics_port());
+  EXPECT_EQ(Get(m, "latentkv_coordinator_routed_prefix_hits_total"), 2.0);
+  EXPECT_EQ(Get(m, "latentkv_coordinator_routed_prefix_tokens_total"),
+            static_cast<double>(st.routed_prefix_tokens()));
+  for (int i = 0; i < 2; ++i) {
+    const pb::WorkerStats s = c.WorkerStats(i);
+    EXPECT_GT(s.prefix_cached_blocks(), 0u);
+  }
+  double blocks = 0;
+  for (const Sample& x : m) {
+    if (x.name == "latentkv_coordinator_worker_cached_blocks") {
+      EXPECT_GT(x.value, 0) << x.labels.at("worker");
+      blocks += 1;
+    }
+  }
+  EXPECT_EQ(blocks, 2);
 }
 
 }  // namespace

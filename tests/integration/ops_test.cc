@@ -20,75 +20,13 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster.h"
+#include "tests/integration/metrics_scrape.h"
 
 namespace latentkv::testing {
 namespace {
 
 namespace pb = ::latentkv::v1;
 using HealthStatus = ::grpc::health::v1::HealthCheckResponse;
-
-// One sample of the Prometheus text format.
-struct Sample {
-  std::string name;
-  std::map<std::string, std::string> labels;
-  double value = 0;
-};
-
-std::vector<Sample> Parse(const std::string& text) {
-  std::vector<Sample> out;
-  size_t at = 0;
-  while (at < text.size()) {
-    size_t end = text.find('\n', at);
-    if (end == std::string::npos) end = text.size();
-    const std::string line = text.substr(at, end - at);
-    at = end + 1;
-    if (line.empty() || line[0] == '#') continue;
-    Sample s;
-    size_t i = line.find_first_of("{ ");
-    s.name = line.substr(0, i);
-    if (line[i] == '{') {
-      const size_t close = line.find('}', i);
-      std::string labels = line.substr(i + 1, close - i - 1);
-      size_t p = 0;
-      while (p < labels.size()) {
-        const size_t eq = labels.find('=', p);
-        const size_t q2 = labels.find('"', eq + 2);
-        s.labels[labels.substr(p, eq - p)] = labels.substr(eq + 2, q2 - eq - 2);
-        p = q2 + 2;  // past '",'
-      }
-      i = close + 1;
-    }
-    const std::string v = line.substr(line.find(' ', i) + 1);
-    s.value = v == "+Inf" ? INFINITY : std::strtod(v.c_str(), nullptr);
-    out.push_back(std::move(s));
-  }
-  return out;
-}
-
-std::vector<Sample> Scrape(int port) {
-  int code = -1;
-  const std::string text =
-      RunCommand({"curl", "-sS", "--max-time", "10",
-                  "http://127.0.0.1:" + std::to_string(port) + "/metrics"},
-                 &code);
-  EXPECT_EQ(code, 0) << text;
-  return Parse(text);
-}
-
-// The value of name{labels} (labels a subset), or NaN when absent.
-double Get(const std::vector<Sample>& s, const std::string& name,
-           const std::map<std::string, std::string>& labels = {}) {
-  for (const Sample& x : s) {
-    if (x.name != name) continue;
-    bool match = true;
-    for (const auto& [k, v] : labels) {
-      auto it = x.labels.find(k);
-      match &= it != x.labels.end() && it->second == v;
-    }
-    if (match) return x.value;
-  }
-  return NAN;
-}
 
 // Checks a histogram's buckets: cumulative counts non-decreasing in `le`,
 // the +Inf bucket equal to _count; returns _count.
