@@ -274,6 +274,9 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     if (!w) break;
     tried.insert(w->id);
     InflightGuard guard(&c.registry_, w->id, hint.prompt_tokens);
+    // Until its events arrive, count the prompt as cached there, so a burst
+    // sharing a new prefix follows this request instead of scattering.
+    c.kv_index_.Predict(w->id, context, std::chrono::steady_clock::now());
     if (auto it = cached.find(w->id); it != cached.end()) {
       c.routed_prefix_hits_.fetch_add(1);
       c.routed_prefix_tokens_.fetch_add(it->second);
@@ -296,7 +299,11 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     std::optional<WorkerInfo> prefill;
     if (w->role == "decode" && attempt == 0) {
       prefill = c.registry_.AcquirePrefill(tried, hint);
-      if (prefill) wreq.set_prefill_worker(prefill->address);
+      if (prefill) {
+        wreq.set_prefill_worker(prefill->address);
+        c.kv_index_.Predict(prefill->id, context,
+                            std::chrono::steady_clock::now());
+      }
     }
     // The prefill worker's part ends with the first token (its KV has moved
     // to the decode worker by then), or with the attempt.

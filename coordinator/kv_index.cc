@@ -10,6 +10,7 @@ KvIndex::Ack KvIndex::Apply(const std::string& worker, const KvIndexUpdate& u) {
   if (u.block_tokens <= 0) return {w.applied, true};
   if (u.snapshot) {
     w.block_tokens = u.block_tokens;
+    w.predicted.clear();
     w.keys.clear();
     for (const auto& [stored, keys] : u.events) {
       if (stored) w.keys.insert(keys.begin(), keys.end());
@@ -30,6 +31,7 @@ KvIndex::Ack KvIndex::Apply(const std::string& worker, const KvIndexUpdate& u) {
         w.keys.insert(k);
       } else {
         w.keys.erase(k);
+        w.predicted.erase(k);  // evicted: no longer a good guess
       }
     }
     w.applied = seq;
@@ -42,13 +44,43 @@ void KvIndex::Remove(const std::string& worker) {
   workers_.erase(worker);
 }
 
+void KvIndex::Predict(const std::string& worker,
+                      absl::Span<const int32_t> prompt, TimePoint now) {
+  if (options_.predict_ttl.count() <= 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = workers_.find(worker);
+  if (it == workers_.end() || it->second.block_tokens <= 0) return;
+  WorkerKeys& w = it->second;
+  const std::vector<kvstore::BlockKey> keys =
+      kvstore::PrefixKeys(prompt, w.block_tokens);
+  if (static_cast<int64_t>(w.predicted.size() + keys.size()) >
+      options_.max_predicted) {
+    for (auto p = w.predicted.begin(); p != w.predicted.end();) {
+      if (p->second <= now) {
+        w.predicted.erase(p++);
+      } else {
+        ++p;
+      }
+    }
+  }
+  const TimePoint expiry = now + options_.predict_ttl;
+  for (kvstore::BlockKey k : keys) {
+    if (static_cast<int64_t>(w.predicted.size()) >= options_.max_predicted) {
+      break;
+    }
+    if (!w.keys.contains(k)) w.predicted[k] = expiry;
+  }
+}
+
 std::map<std::string, int64_t> KvIndex::Overlaps(
-    absl::Span<const int32_t> prompt) const {
+    absl::Span<const int32_t> prompt, TimePoint now) const {
   std::lock_guard<std::mutex> lock(mu_);
   std::map<int32_t, std::vector<kvstore::BlockKey>> keys_by_size;
   std::map<std::string, int64_t> out;
   for (const auto& [id, w] : workers_) {
-    if (w.block_tokens <= 0 || w.keys.empty()) continue;
+    if (w.block_tokens <= 0 || (w.keys.empty() && w.predicted.empty())) {
+      continue;
+    }
     auto it = keys_by_size.find(w.block_tokens);
     if (it == keys_by_size.end()) {
       it = keys_by_size
@@ -58,7 +90,10 @@ std::map<std::string, int64_t> KvIndex::Overlaps(
     }
     int64_t blocks = 0;
     for (kvstore::BlockKey k : it->second) {
-      if (!w.keys.contains(k)) break;
+      if (!w.keys.contains(k)) {
+        auto p = w.predicted.find(k);
+        if (p == w.predicted.end() || p->second <= now) break;
+      }
       ++blocks;
     }
     if (blocks > 0) out[id] = blocks * w.block_tokens;

@@ -8,10 +8,15 @@
 // next time. Events already applied (a resent update) are skipped.
 // Overlap(w) for a prompt = tokens of its longest prefix of whole blocks that
 // worker w holds: the prefill work a route to w saves.
+// Events arrive only after a prompt was prefilled and a heartbeat passed, so
+// a burst of requests sharing a new prefix would scatter: Predict() counts a
+// routed prompt's blocks as held by its worker at once, for `predict_ttl`
+// (by then the worker's own events say whether it kept them).
 // Control-plane only: no gRPC. Thread-safety: all methods are thread-safe.
 #ifndef LATENTKV_COORDINATOR_KV_INDEX_H_
 #define LATENTKV_COORDINATOR_KV_INDEX_H_
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <mutex>
@@ -19,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/types/span.h"
 
@@ -32,8 +38,18 @@ struct KvIndexUpdate {
   std::vector<std::pair<bool, std::vector<uint64_t>>> events;  // stored?, keys
 };
 
+struct KvIndexOptions {
+  // How long a predicted block counts as held without an event; default 2 s
+  // (a few heartbeats). 0 turns prediction off.
+  std::chrono::milliseconds predict_ttl{2000};
+  // Bound on predicted blocks per worker; default 65536.
+  int64_t max_predicted = 65536;
+};
+
 class KvIndex {
  public:
+  using TimePoint = std::chrono::steady_clock::time_point;
+  explicit KvIndex(KvIndexOptions options = {}) : options_(options) {}
   struct Ack {
     uint64_t applied = 0;  // newest event number now reflected
     bool resync = false;   // send a snapshot
@@ -41,10 +57,16 @@ class KvIndex {
   Ack Apply(const std::string& worker, const KvIndexUpdate& update);
   // Forgets a worker (removed, or registered anew).
   void Remove(const std::string& worker);
-  // Tokens of the longest cached prefix of `prompt` per worker (workers with
-  // none are left out).
+  // `worker` was chosen to run `prompt`: its whole blocks count as held
+  // until now + predict_ttl (no-op before the worker's first update, whose
+  // block size is needed).
+  void Predict(const std::string& worker, absl::Span<const int32_t> prompt,
+               TimePoint now);
+  // Tokens of the longest cached (or, at `now`, predicted) prefix of
+  // `prompt` per worker (workers with none are left out).
   std::map<std::string, int64_t> Overlaps(
-      absl::Span<const int32_t> prompt) const;
+      absl::Span<const int32_t> prompt,
+      TimePoint now = std::chrono::steady_clock::now()) const;
   // Blocks the index holds for a worker.
   int64_t blocks(const std::string& worker) const;
 
@@ -53,7 +75,9 @@ class KvIndex {
     int32_t block_tokens = 0;
     uint64_t applied = 0;
     absl::flat_hash_set<uint64_t> keys;
+    absl::flat_hash_map<uint64_t, TimePoint> predicted;  // key -> expiry
   };
+  KvIndexOptions options_;
   mutable std::mutex mu_;
   std::map<std::string, WorkerKeys> workers_;
 };

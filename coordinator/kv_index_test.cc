@@ -113,5 +113,40 @@ TEST(KvIndexTest, WorkersWithDifferentBlockSizesHashTheirOwnBlocks) {
                   .resync);
 }
 
+TEST(KvIndexTest, PredictedBlocksCountUntilTheyExpireOrAreEvicted) {
+  KvIndex index(KvIndexOptions{.predict_ttl = std::chrono::milliseconds(100)});
+  const auto prompt = Prompt(13, 40);  // 3 whole blocks of 4
+  const auto t0 = std::chrono::steady_clock::now();
+  // Unknown worker (no block size yet): nothing to predict.
+  index.Predict("w", prompt, t0);
+  EXPECT_TRUE(index.Overlaps(prompt, t0).empty());
+  KvIndexUpdate snap;
+  snap.block_tokens = 4;
+  snap.snapshot = true;
+  ASSERT_FALSE(index.Apply("w", snap).resync);
+  index.Predict("w", prompt, t0);
+  EXPECT_EQ(index.Overlaps(prompt, t0)["w"], 12);
+  EXPECT_EQ(index.blocks("w"), 0) << "predictions are not held blocks";
+  // The worker's event confirms block 0; the rest expire.
+  const auto keys = kvstore::PrefixKeys(prompt, 4);
+  ASSERT_FALSE(index.Apply("w", Stored(1, {keys[0]})).resync);
+  const auto later = t0 + std::chrono::milliseconds(150);
+  EXPECT_EQ(index.Overlaps(prompt, later)["w"], 4);
+  // An eviction event ends a prediction at once.
+  index.Predict("w", prompt, later);
+  KvIndexUpdate removed;
+  removed.block_tokens = 4;
+  removed.first_seq = 2;
+  removed.last_seq = 2;
+  removed.events = {{false, {keys[0]}}};
+  ASSERT_FALSE(index.Apply("w", removed).resync);
+  EXPECT_TRUE(index.Overlaps(prompt, later).empty());
+  // A ttl of 0 turns prediction off.
+  KvIndex off(KvIndexOptions{.predict_ttl = std::chrono::milliseconds(0)});
+  ASSERT_FALSE(off.Apply("w", snap).resync);
+  off.Predict("w", prompt, t0);
+  EXPECT_TRUE(off.Overlaps(prompt, t0).empty());
+}
+
 }  // namespace
 }  // namespace latentkv::coordinator
