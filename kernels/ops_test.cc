@@ -151,6 +151,18 @@ TEST(MatMulTest, Bf16Avx512Paths) {
               });
 }
 
+TEST(MatMulTest, Bf16Avx2Paths) {
+  if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "no AVX2/FMA";
+  // Rows kernel (n <= kBf16Avx2MaxRows) and convert + BLAS (larger n): the
+  // awkward shapes cover both, and column tails of 1..7.
+  CheckMatMul(DType::kBF16, 1e-5,
+              [](const float* x, int64_t n, const void* w, int64_t rows,
+                 int64_t cols, float* y) {
+                internal::MatMulBf16Avx2(x, n, static_cast<const uint16_t*>(w),
+                                         rows, cols, y);
+              });
+}
+
 TEST(MatMulTest, ZeroColsGivesZeros) {
   std::vector<float> y(6, 3.0f);
   const float x = 0.0f;

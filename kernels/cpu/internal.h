@@ -5,11 +5,16 @@
 
 #include <cstdint>
 
+#include "common/dtype.h"
+
 namespace latentkv::kernels::internal {
 
 // True when the CPU (and OS) supports AVX-512 F/BW/VL + BF16; decides whether
 // the bf16 MatMul uses the AVX-512 kernels. Cached after the first call.
 bool CpuHasAvx512Bf16();
+// True when the CPU supports AVX2 and FMA: the bf16 MatMul's path on CPUs
+// without AVX-512 (MatMulBf16Avx2).
+bool CpuHasAvx2Fma();
 
 // bf16 MatMul paths (y[n, rows] = x[n, cols] * W^T, W bf16 row-major). All
 // of them keep x in f32 except MatMulBf16Avx512Dp, which rounds x to bf16 and
@@ -20,6 +25,15 @@ void MatMulBf16Avx512(const float* x, int64_t n, const uint16_t* w,
                       int64_t rows, int64_t cols, float* y);
 void MatMulBf16Avx512Dp(const float* x, int64_t n, const uint16_t* w,
                         int64_t rows, int64_t cols, float* y);
+// AVX2 + FMA: decode-sized n (<= kBf16Avx2MaxRows) on the rows kernel of
+// bf16_avx2.h, larger n through MatMulConvertBlas.
+inline constexpr int64_t kBf16Avx2MaxRows = 16;
+void MatMulBf16Avx2(const float* x, int64_t n, const uint16_t* w, int64_t rows,
+                    int64_t cols, float* y);
+// 16-bit weights (f16 or bf16): converts tiles of rows to f32 and multiplies
+// with OpenBLAS. Portable.
+void MatMulConvertBlas(const float* x, int64_t n, const uint16_t* w,
+                       DType dtype, int64_t rows, int64_t cols, float* y);
 // f32 weights: OpenBLAS (single-threaded BLAS calls on row slices, one per
 // OpenMP thread), or MatMulF32Small for small products.
 void MatMulF32(const float* x, int64_t n, const float* w, int64_t rows,

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "kernels/cpu/bf16_avx2.h"
 #include "kernels/cpu/bf16_avx512.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/parallel.h"
@@ -66,6 +67,14 @@ bool CpuHasAvx512Bf16() {
            __builtin_cpu_supports("avx512bw") &&
            __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512bf16");
+  }();
+  return has;
+}
+
+bool CpuHasAvx2Fma() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   }();
   return has;
 }
@@ -163,6 +172,25 @@ void MatMulF32Small(const float* x, int64_t n, const float* w, int64_t rows,
 
 void MatMulF16(const float* x, int64_t n, const uint16_t* w, int64_t rows,
                int64_t cols, float* y) {
+  MatMulConvertBlas(x, n, w, DType::kF16, rows, cols, y);
+}
+
+void MatMulBf16Avx2(const float* x, int64_t n, const uint16_t* w, int64_t rows,
+                    int64_t cols, float* y) {
+  if (n > kBf16Avx2MaxRows) {
+    // Prefill-sized: compute-bound, so convert tiles and let BLAS multiply.
+    MatMulConvertBlas(x, n, w, DType::kBF16, rows, cols, y);
+    return;
+  }
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
+    Bf16RowsAvx2(x, n, cols, w, cols, b0 * kRowsPerBlock,
+                 std::min(rows, b1 * kRowsPerBlock), y, rows);
+  });
+}
+
+void MatMulConvertBlas(const float* x, int64_t n, const uint16_t* w,
+                       DType dtype, int64_t rows, int64_t cols, float* y) {
   EnsureBlasSingleThreaded();
   // Tiles of about 1 MiB of f32 weights: converted, then one BLAS call each.
   const int64_t tile = std::max<int64_t>(1, (int64_t{1} << 18) / cols);
@@ -171,7 +199,7 @@ void MatMulF16(const float* x, int64_t n, const uint16_t* w, int64_t rows,
     std::vector<float> wf(std::min(rows, tile) * cols);
     for (int64_t r0 = t0 * tile; r0 < std::min(rows, t1 * tile); r0 += tile) {
       const int64_t t = std::min(tile, rows - r0);
-      ConvertToF32(w + r0 * cols, DType::kF16, t * cols, wf.data());
+      ConvertToF32(w + r0 * cols, dtype, t * cols, wf.data());
       F32Blas(x, n, wf.data(), t, cols, y + r0, rows);
     }
   });
@@ -222,6 +250,8 @@ void MatMul(const float* x, int64_t n, const WeightView& w, float* y) {
       const auto* wb = static_cast<const uint16_t*>(w.data);
       if (internal::CpuHasAvx512Bf16()) {
         internal::MatMulBf16Avx512(x, n, wb, rows, cols, y);
+      } else if (internal::CpuHasAvx2Fma()) {
+        internal::MatMulBf16Avx2(x, n, wb, rows, cols, y);
       } else {
         internal::MatMulBf16Portable(x, n, wb, rows, cols, y);
       }
