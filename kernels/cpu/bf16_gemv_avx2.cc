@@ -98,6 +98,12 @@ inline void Rows(const float* x, int64_t n, int64_t ldx, const uint16_t* w,
 void Bf16RowsAvx2(const float* x, int64_t n, int64_t ldx, const uint16_t* w,
                   int64_t cols, int64_t r0, int64_t r1, float* y, int64_t ldy) {
   int64_t r = r0;
+  if (n == 1) {
+    // One input (single-stream decode): more rows in flight per tile.
+    for (; r + 6 <= r1; r += 6) {
+      Tile<6, 1>(x, ldx, w + r * cols, cols, y + r, ldy);
+    }
+  }
   for (; r + 4 <= r1; r += 4) Rows<4>(x, n, ldx, w, cols, r, y, ldy);
   for (; r < r1; ++r) Rows<1>(x, n, ldx, w, cols, r, y, ldy);
 }
