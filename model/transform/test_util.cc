@@ -1,5 +1,7 @@
 #include "model/transform/test_util.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -18,7 +20,11 @@ std::string TextPath() {
 }
 
 std::string NewDir(const std::string& name) {
-  const std::string dir = ::testing::TempDir() + "/transform_test_" + name;
+  // Per process: ctest runs each test case as its own process, two at a
+  // time, and a shared path let one process rewrite a model another had
+  // memory-mapped (SIGBUS).
+  const std::string dir = ::testing::TempDir() + "/transform_test_" + name +
+                          "_" + std::to_string(getpid());
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
