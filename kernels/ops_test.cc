@@ -54,6 +54,8 @@ std::vector<Shape> AwkwardShapes() {
   // Large enough for the multi-threaded paths.
   shapes.push_back({1, 2048, 768});
   shapes.push_back({6, 1000, 333});
+  // Prefill-sized batches (past kBf16Avx2MaxRows: the convert + BLAS path).
+  shapes.push_back({70, 33, 65});
   return shapes;
 }
 
@@ -154,7 +156,7 @@ TEST(MatMulTest, Bf16Avx512Paths) {
 TEST(MatMulTest, Bf16Avx2Paths) {
   if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "no AVX2/FMA";
   // Rows kernel (n <= kBf16Avx2MaxRows) and convert + BLAS (larger n): the
-  // awkward shapes cover both, and column tails of 1..7.
+  // awkward shapes cover both, row tails and column tails of 1..7.
   CheckMatMul(DType::kBF16, 1e-5,
               [](const float* x, int64_t n, const void* w, int64_t rows,
                  int64_t cols, float* y) {

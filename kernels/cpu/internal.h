@@ -26,8 +26,10 @@ void MatMulBf16Avx512(const float* x, int64_t n, const uint16_t* w,
 void MatMulBf16Avx512Dp(const float* x, int64_t n, const uint16_t* w,
                         int64_t rows, int64_t cols, float* y);
 // AVX2 + FMA: decode-sized n (<= kBf16Avx2MaxRows) on the rows kernel of
-// bf16_avx2.h, larger n through MatMulConvertBlas.
-inline constexpr int64_t kBf16Avx2MaxRows = 16;
+// bf16_avx2.h, larger n through MatMulConvertBlas. 64: at 64 decode streams
+// the rows kernel gave 305 tok/s against 201-215 through conversion
+// (bench/RESULTS.md).
+inline constexpr int64_t kBf16Avx2MaxRows = 64;
 void MatMulBf16Avx2(const float* x, int64_t n, const uint16_t* w, int64_t rows,
                     int64_t cols, float* y);
 // 16-bit weights (f16 or bf16): converts tiles of rows to f32 and multiplies
