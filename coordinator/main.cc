@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
 #include "common/health/health_reporter.h"
+#include "common/health/listen.h"
 #include "common/metrics/metrics_server.h"
 #include "common/signals.h"
 #include "coordinator/coordinator_service.h"
@@ -116,9 +117,6 @@ int main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  int bound_port = 0;
-  builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)),
-                           grpc::InsecureServerCredentials(), &bound_port);
   builder.RegisterService(coord.generation_service());
   builder.RegisterService(coord.control_service());
   if (coord_metrics) {
@@ -128,12 +126,13 @@ int main(int argc, char** argv) {
     interceptors.push_back(coord_metrics->NewInterceptorFactory());
     builder.experimental().SetInterceptorCreators(std::move(interceptors));
   }
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || bound_port == 0) {
-    std::fprintf(stderr, "cannot listen on %s:%d\n", host.c_str(),
-                 absl::GetFlag(FLAGS_port));
+  auto listening = lk::ListenAndStart(builder, host, absl::GetFlag(FLAGS_port));
+  if (!listening.ok()) {
+    std::fprintf(stderr, "%s\n", listening.status().ToString().c_str());
     return 1;
   }
+  std::unique_ptr<grpc::Server> server = std::move(listening->server);
+  const int bound_port = listening->port;
   // Liveness here; readiness follows the registered workers (Coordinator).
   grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
   lk::HealthReporter health_reporter(health, /*ready=*/false);

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/address_file.h"
 #include "common/health/health_reporter.h"
+#include "common/health/listen.h"
 #include "common/metrics/metrics_server.h"
 #include "common/signals.h"
 #include "google/protobuf/text_format.h"
@@ -144,17 +145,15 @@ int main(int argc, char** argv) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.SetMaxReceiveMessageSize(max_request_mb << 20);
-  int bound_port = 0;
   const std::string host = absl::GetFlag(FLAGS_host);
-  builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)),
-                           grpc::InsecureServerCredentials(), &bound_port);
   builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || bound_port == 0) {
-    std::fprintf(stderr, "cannot listen on %s:%d\n", host.c_str(),
-                 absl::GetFlag(FLAGS_port));
+  auto listening = lk::ListenAndStart(builder, host, absl::GetFlag(FLAGS_port));
+  if (!listening.ok()) {
+    std::fprintf(stderr, "%s\n", listening.status().ToString().c_str());
     return 1;
   }
+  std::unique_ptr<grpc::Server> server = std::move(listening->server);
+  const int bound_port = listening->port;
   const std::string address = absl::StrCat(host, ":", bound_port);
   std::fprintf(stderr,
                "latentkv-kvstore serving on %s (capacity %lld MiB, epoch "

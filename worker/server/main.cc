@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
 #include "common/health/health_reporter.h"
+#include "common/health/listen.h"
 #include "common/metrics/metrics_server.h"
 #include "common/signals.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -164,16 +165,14 @@ int main(int argc, char** argv) {
     // breaks), which is what Kubernetes probes of every rank's pod need.
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder hb;
-    int health_port = 0;
     const std::string fhost = absl::GetFlag(FLAGS_host);
-    hb.AddListeningPort(absl::StrCat(fhost, ":", absl::GetFlag(FLAGS_port)),
-                        grpc::InsecureServerCredentials(), &health_port);
-    std::unique_ptr<grpc::Server> health_server = hb.BuildAndStart();
-    if (!health_server || health_port == 0) {
-      std::fprintf(stderr, "cannot listen on %s:%d\n", fhost.c_str(),
-                   absl::GetFlag(FLAGS_port));
+    auto listening = lk::ListenAndStart(hb, fhost, absl::GetFlag(FLAGS_port));
+    if (!listening.ok()) {
+      std::fprintf(stderr, "%s\n", listening.status().ToString().c_str());
       return 1;
     }
+    std::unique_ptr<grpc::Server> health_server = std::move(listening->server);
+    const int health_port = listening->port;
     lk::HealthReporter follower_health(health_server->GetHealthCheckService(),
                                        /*ready=*/true);
     lk::WriteAddressFile(absl::GetFlag(FLAGS_port_file),
@@ -257,17 +256,15 @@ int main(int argc, char** argv) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  int bound_port = 0;
   const std::string host = absl::GetFlag(FLAGS_host);
-  builder.AddListeningPort(absl::StrCat(host, ":", absl::GetFlag(FLAGS_port)),
-                           grpc::InsecureServerCredentials(), &bound_port);
   builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (!server || bound_port == 0) {
-    std::fprintf(stderr, "cannot listen on %s:%d\n", host.c_str(),
-                 absl::GetFlag(FLAGS_port));
+  auto listening = lk::ListenAndStart(builder, host, absl::GetFlag(FLAGS_port));
+  if (!listening.ok()) {
+    std::fprintf(stderr, "%s\n", listening.status().ToString().c_str());
     return 1;
   }
+  std::unique_ptr<grpc::Server> server = std::move(listening->server);
+  const int bound_port = listening->port;
   const std::string address = absl::GetFlag(FLAGS_advertise).empty()
                                   ? absl::StrCat(host, ":", bound_port)
                                   : absl::GetFlag(FLAGS_advertise);

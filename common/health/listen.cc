@@ -1,0 +1,23 @@
+#include "common/health/listen.h"
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "grpcpp/security/server_credentials.h"
+
+namespace latentkv {
+
+absl::StatusOr<ListeningServer> ListenAndStart(grpc::ServerBuilder& builder,
+                                               const std::string& host,
+                                               int port) {
+  ListeningServer out;
+  builder.AddListeningPort(absl::StrCat(host, ":", port),
+                           grpc::InsecureServerCredentials(), &out.port);
+  out.server = builder.BuildAndStart();
+  if (!out.server || out.port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", host, ":", port));
+  }
+  return out;
+}
+
+}  // namespace latentkv
