@@ -38,20 +38,7 @@ void ExpectOrdered(const json& d, const std::string& what) {
   EXPECT_GE(min, 0.0) << what;
 }
 
-class BenchServeTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    ClusterOptions o;
-    o.model_dir = Stories260kDir();
-    cluster_ = new Cluster(o);
-  }
-  static void TearDownTestSuite() {
-    delete cluster_;
-    cluster_ = nullptr;
-  }
-  static Cluster* cluster_;
-};
-Cluster* BenchServeTest::cluster_ = nullptr;
+class BenchServeTest : public SharedClusterTest {};
 
 constexpr int kRequests = 16;
 

@@ -109,6 +109,19 @@ std::unique_ptr<pb::Worker::Stub> Cluster::WorkerStub(int i) const {
       worker_addrs_[i], grpc::InsecureChannelCredentials()));
 }
 
+Cluster* SharedClusterTest::cluster_ = nullptr;
+
+void SharedClusterTest::SetUpTestSuite() {
+  ClusterOptions o;
+  o.model_dir = Stories260kDir();
+  cluster_ = new Cluster(o);
+}
+
+void SharedClusterTest::TearDownTestSuite() {
+  delete cluster_;
+  cluster_ = nullptr;
+}
+
 latentkv::v1::WorkerStats Cluster::WorkerStats(int i) const {
   auto stub = WorkerStub(i);
   grpc::ClientContext ctx;

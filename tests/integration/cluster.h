@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 #include "latentkv/v1/generation.grpc.pb.h"
 #include "latentkv/v1/worker.grpc.pb.h"
 #include "tests/integration/process.h"
@@ -66,6 +67,15 @@ class Cluster {
   int coordinator_metrics_port_ = 0;
   std::vector<int> worker_metrics_ports_;
   std::unique_ptr<latentkv::v1::Generation::Stub> stub_;
+};
+
+// A test suite whose tests share one default cluster (one worker,
+// stories260K): started before its first test, stopped after its last.
+class SharedClusterTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite();
+  static void TearDownTestSuite();
+  static Cluster* cluster_;
 };
 
 // The outcome of one streamed Generate call.

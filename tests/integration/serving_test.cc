@@ -17,20 +17,7 @@ constexpr char kPublished[] =
     "outside in the park. One day, she saw a big, red ball. She wanted to play "
     "with it, but it was too high.";
 
-class ServingTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    ClusterOptions o;
-    o.model_dir = Stories260kDir();
-    cluster_ = new Cluster(o);
-  }
-  static void TearDownTestSuite() {
-    delete cluster_;
-    cluster_ = nullptr;
-  }
-  static Cluster* cluster_;
-};
-Cluster* ServingTest::cluster_ = nullptr;
+class ServingTest : public SharedClusterTest {};
 
 TEST_F(ServingTest, GreedyReproducesPublishedContinuation) {
   StreamResult r = Generate(cluster_->stub(), Greedy("Once upon a time", 120));
@@ -82,13 +69,7 @@ TEST_F(ServingTest, SeededSamplingIsRepeatable) {
 }
 
 TEST_F(ServingTest, CancellationFreesKvPages) {
-  auto worker = cluster_->WorkerStub(0);
-  auto stats = [&] {
-    grpc::ClientContext ctx;
-    pb::WorkerStats s;
-    EXPECT_TRUE(worker->GetStats(&ctx, {}, &s).ok());
-    return s;
-  };
+  auto stats = [&] { return cluster_->WorkerStats(0); };
   pb::GenerateRequest req = Greedy("Once upon a time", 400);
   req.mutable_sampling()->set_ignore_eos(true);
   grpc::ClientContext ctx;
