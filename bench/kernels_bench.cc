@@ -1,9 +1,10 @@
-// Kernel benchmarks: MatMul f32 (OpenBLAS) vs bf16 (AVX-512) at decode (n=1)
-// and prefill (n=64) shapes, against the machine's read bandwidth (the
+// Kernel benchmarks: MatMul f32 and bf16 at decode (n=1) and prefill (n=64)
+// shapes, OpenBLAS as the baseline, against the machine's read bandwidth (the
 // roofline of batch-1 decode). Counters: bytes_per_second = weight bytes read
 // per second; FLOPS = 2 * n * rows * cols per second.
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -16,7 +17,16 @@ namespace latentkv::kernels {
 namespace {
 
 // Which MatMul path a benchmark runs.
-enum Path : int64_t { kF32 = 0, kBf16 = 1, kBf16Dp = 2, kF16 = 3 };
+enum Path : int64_t {
+  kF32 = 0,
+  kBf16 = 1,
+  kBf16Dp = 2,
+  kF16 = 3,
+  kF32Blas = 4,  // OpenBLAS sgemv/sgemm on row slices: the baseline
+};
+
+const char* const kPathNames[] = {"f32", "bf16", "bf16dp", "f16",
+                                  "f32 OpenBLAS"};
 
 void BM_MatMul(benchmark::State& state) {
   const auto path = static_cast<Path>(state.range(0));
@@ -55,8 +65,7 @@ void BM_MatMul(benchmark::State& state) {
   state.SetBytesProcessed(state.iterations() * rows * cols * DTypeSize(dtype));
   state.counters["FLOPS"] = benchmark::Counter(
       2.0 * n * rows * cols * state.iterations(), benchmark::Counter::kIsRate);
-  static const char* kNames[] = {"f32", "bf16", "bf16dp", "f16"};
-  state.SetLabel(kNames[path]);
+  state.SetLabel(kPathNames[path]);
 }
 
 void MatMulArgs(benchmark::internal::Benchmark* b) {
@@ -81,6 +90,150 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
   }
 }
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->UseRealTime();
+
+// y = x W^T through the path's entry point (MatMul, or the BLAS baseline).
+void Product(Path path, const float* x, int64_t n, const WeightView& w,
+             float* y) {
+  if (path == kF32Blas) {
+    internal::MatMulF32Blas(x, n, static_cast<const float*>(w.data), w.rows,
+                            w.cols, y);
+  } else {
+    MatMul(x, n, w, y);
+  }
+}
+
+// Decode's real access pattern: the weights are far larger than the caches,
+// so every product streams from DRAM. Cycles through copies of one matrix
+// (384 MiB of weights in all) and reports bytes/s next to the read-bandwidth
+// probe measured in the same run (frac_of_probe).
+void BM_MatMulStreamed(benchmark::State& state) {
+  const auto path = static_cast<Path>(state.range(0));
+  const int64_t rows = state.range(1);
+  const int64_t cols = state.range(2);
+  const DType dtype = path == kBf16 ? DType::kBF16 : DType::kF32;
+  const int64_t bytes = rows * cols * DTypeSize(dtype);
+  const int64_t copies = ((int64_t{384} << 20) + bytes - 1) / bytes;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> x(cols), y(rows);
+  for (float& f : x) f = dist(rng);
+  std::vector<std::vector<float>> wf(copies);
+  std::vector<std::vector<uint16_t>> wb(copies);
+  std::vector<WeightView> views;
+  for (int64_t i = 0; i < copies; ++i) {
+    wf[i].resize(rows * cols);
+    for (float& f : wf[i]) f = dist(rng);
+    if (dtype == DType::kBF16) {
+      wb[i].resize(rows * cols);
+      ConvertFromF32(wf[i].data(), wf[i].size(), dtype, wb[i].data());
+      std::vector<float>().swap(wf[i]);
+      views.push_back({wb[i].data(), dtype, rows, cols});
+    } else {
+      views.push_back({wf[i].data(), dtype, rows, cols});
+    }
+  }
+  static const double probe = MeasureReadBandwidth(int64_t{512} << 20, 2);
+  const auto start = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    for (const WeightView& v : views) Product(path, x.data(), 1, v, y.data());
+    benchmark::DoNotOptimize(y.data());
+    benchmark::ClobberMemory();
+  }
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count();
+  const double total = static_cast<double>(state.iterations()) * copies * bytes;
+  state.SetBytesProcessed(static_cast<int64_t>(total));
+  state.counters["frac_of_probe"] = total / secs / probe;
+  state.counters["probe_GBs"] = probe / 1e9;
+  state.SetLabel(kPathNames[path]);
+}
+BENCHMARK(BM_MatMulStreamed)
+    ->ArgNames({"path", "rows", "cols"})
+    ->ArgsProduct({{kF32Blas, kF32, kBf16}, {768, 2048, 32000}, {768}})
+    ->Args({kF32Blas, 768, 2048})
+    ->Args({kF32, 768, 2048})
+    ->Args({kBf16, 768, 2048})
+    ->UseRealTime();
+
+// One decode token's products of the stories110M shape (12 layers of Q/K/V
+// and gate/up as MatMulGroup, O and down alone, then the 32000-row
+// classifier), n = 1, weights streamed from DRAM: the engine's step without
+// attention, norms or sampling. Compare bytes_per_second with the probe.
+void BM_DecodeProducts110M(benchmark::State& state) {
+  const auto path = static_cast<Path>(state.range(0));
+  const DType dtype = path == kBf16 ? DType::kBF16 : DType::kF32;
+  constexpr int64_t kDim = 768, kFfn = 2048, kVocab = 32000, kLayers = 12;
+  std::mt19937 rng(4);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<std::vector<float>> wf;
+  std::vector<std::vector<uint16_t>> wb;
+  auto make = [&](int64_t rows, int64_t cols) {
+    if (dtype == DType::kF32) {
+      wf.emplace_back(rows * cols);
+      for (float& f : wf.back()) f = dist(rng);
+      return WeightView{wf.back().data(), dtype, rows, cols};
+    }
+    std::vector<float> tmp(rows * cols);
+    for (float& f : tmp) f = dist(rng);
+    wb.emplace_back(rows * cols);
+    ConvertFromF32(tmp.data(), tmp.size(), dtype, wb.back().data());
+    return WeightView{wb.back().data(), dtype, rows, cols};
+  };
+  wf.reserve(kLayers * 7 + 1);
+  wb.reserve(kLayers * 7 + 1);
+  struct Layer {
+    WeightView qkv[3], o, gate_up[2], down;
+  };
+  std::vector<Layer> layers(kLayers);
+  for (Layer& l : layers) {
+    for (auto& w : l.qkv) w = make(kDim, kDim);
+    l.o = make(kDim, kDim);
+    for (auto& w : l.gate_up) w = make(kFfn, kDim);
+    l.down = make(kDim, kFfn);
+  }
+  const WeightView cls = make(kVocab, kDim);
+  std::vector<float> x(kFfn), a(kFfn), b(kFfn), c(kFfn), logits(kVocab);
+  for (float& f : x) f = dist(rng);
+  static const double probe = MeasureReadBandwidth(int64_t{512} << 20, 2);
+  // The baseline runs each product alone through OpenBLAS.
+  auto group = [&](const WeightView* ws, float* const* ys, int count) {
+    if (path == kF32Blas) {
+      for (int i = 0; i < count; ++i) Product(path, x.data(), 1, ws[i], ys[i]);
+    } else {
+      MatMulGroup(x.data(), 1, ws, ys, count);
+    }
+  };
+  for (auto _ : state) {
+    for (const Layer& l : layers) {
+      float* qkv_out[3] = {a.data(), b.data(), c.data()};
+      group(l.qkv, qkv_out, 3);
+      Product(path, a.data(), 1, l.o, b.data());
+      float* gu_out[2] = {a.data(), c.data()};
+      group(l.gate_up, gu_out, 2);
+      Product(path, a.data(), 1, l.down, b.data());
+    }
+    Product(path, x.data(), 1, cls, logits.data());
+    benchmark::DoNotOptimize(logits.data());
+    benchmark::ClobberMemory();
+  }
+  const double bytes =
+      static_cast<double>(kLayers * (4 * kDim * kDim + 3 * kFfn * kDim) +
+                          kVocab * kDim) *
+      DTypeSize(dtype);
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * bytes));
+  state.counters["tokens_per_s"] =
+      benchmark::Counter(state.iterations(), benchmark::Counter::kIsRate);
+  state.counters["probe_GBs"] = probe / 1e9;
+  state.counters["roofline_tok_s"] = probe / bytes;
+  state.SetLabel(kPathNames[path]);
+}
+BENCHMARK(BM_DecodeProducts110M)
+    ->ArgName("path")
+    ->Arg(kF32Blas)
+    ->Arg(kF32)
+    ->Arg(kBf16)
+    ->UseRealTime();
 
 // An f32 (OpenBLAS threads) and a bf16 (OpenMP threads) product back to back,
 // as in a model mixing both: shows whether the two thread pools get in each

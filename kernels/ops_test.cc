@@ -9,6 +9,7 @@
 
 #include "common/dtype.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/gemv_avx2.h"
 #include "kernels/cpu/internal.h"
 
 namespace latentkv::kernels {
@@ -54,6 +55,7 @@ std::vector<Shape> AwkwardShapes() {
   // Large enough for the multi-threaded paths.
   shapes.push_back({1, 2048, 768});
   shapes.push_back({6, 1000, 333});
+  shapes.push_back({1, 3001, 100});  // thread ranges off the 16-row blocks
   // Prefill-sized batches (past kBf16Avx2MaxRows: the convert + BLAS path).
   shapes.push_back({70, 33, 65});
   return shapes;
@@ -163,6 +165,34 @@ TEST(MatMulTest, Bf16Avx2Paths) {
                 internal::MatMulBf16Avx2(x, n, static_cast<const uint16_t*>(w),
                                          rows, cols, y);
               });
+}
+
+// The n = 1 streaming kernels on their own (each input row separately), over
+// a row range that starts off zero so sub-range offsets are exercised.
+TEST(MatMulTest, Avx2GemvKernels) {
+  if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "no AVX2/FMA";
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(DTypeName(dt));
+    CheckMatMul(dt, 1e-5,
+                [dt](const float* x, int64_t n, const void* w, int64_t rows,
+                     int64_t cols, float* y) {
+                  const int64_t mid = rows / 3;
+                  for (int64_t j = 0; j < n; ++j) {
+                    for (auto [r0, r1] :
+                         {std::pair{int64_t{0}, mid}, std::pair{mid, rows}}) {
+                      if (dt == DType::kF32) {
+                        internal::F32GemvAvx2(x + j * cols,
+                                              static_cast<const float*>(w),
+                                              cols, r0, r1, y + j * rows);
+                      } else {
+                        internal::Bf16GemvAvx2(x + j * cols,
+                                               static_cast<const uint16_t*>(w),
+                                               cols, r0, r1, y + j * rows);
+                      }
+                    }
+                  }
+                });
+  }
 }
 
 TEST(MatMulTest, ZeroColsGivesZeros) {
@@ -342,39 +372,47 @@ TEST(BandwidthTest, ReturnsPlausibleNumber) {
 namespace latentkv::kernels {
 namespace {
 
-// MatMulGroup runs several products in one parallel region: each must equal
-// MatMul's result for the same matrix (fused and fallback paths alike).
-TEST(MatMulGroupTest, EqualsSeparateMatMuls) {
-  std::mt19937 rng(11);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
+// MatMulGroup runs several products in one parallel region (fused paths) or
+// one after another (fallback): each result must match a float64 product
+// with the same (rounded) weights. The large case spreads over threads.
+TEST(MatMulGroupTest, MatchesReference) {
+  struct Case {
+    int64_t n, cols;
+    std::vector<int64_t> rows;
+  };
+  const std::vector<Case> cases = {{1, 200, {129, 40, 40}},
+                                   {3, 200, {129, 40, 40}},
+                                   {1, 200, {1029, 700, 13}},
+                                   {5, 200, {1029, 700, 13}}};
   for (DType dt : {DType::kF32, DType::kBF16}) {
-    for (int64_t n : {1, 3}) {
-      const int64_t cols = 200;
-      const std::vector<int64_t> rows = {129, 40, 40};
-      std::vector<std::vector<uint8_t>> store(3);
-      std::vector<WeightView> ws(3);
-      for (int i = 0; i < 3; ++i) {
-        std::vector<float> f(rows[i] * cols);
-        for (float& v : f) v = nd(rng);
-        store[i].resize(f.size() * DTypeSize(dt));
-        ConvertFromF32(f.data(), f.size(), dt, store[i].data());
-        ws[i] = {store[i].data(), dt, rows[i], cols};
+    for (const Case& c : cases) {
+      const int count = static_cast<int>(c.rows.size());
+      std::vector<std::vector<uint8_t>> store(count);
+      std::vector<std::vector<float>> rounded(count);
+      std::vector<WeightView> ws(count);
+      for (int i = 0; i < count; ++i) {
+        rounded[i] = RandomVec(c.rows[i] * c.cols, 20 + i, -2.0f, 2.0f);
+        store[i].resize(rounded[i].size() * DTypeSize(dt));
+        ConvertFromF32(rounded[i].data(), rounded[i].size(), dt,
+                       store[i].data());
+        ConvertToF32(store[i].data(), dt, rounded[i].size(), rounded[i].data());
+        ws[i] = {store[i].data(), dt, c.rows[i], c.cols};
       }
-      std::vector<float> x(n * cols);
-      for (float& v : x) v = nd(rng);
-      std::vector<std::vector<float>> got(3), want(3);
-      std::vector<float*> ys(3);
-      for (int i = 0; i < 3; ++i) {
-        got[i].assign(n * rows[i], -1.0f);
-        want[i].assign(n * rows[i], 0.0f);
+      const std::vector<float> x = RandomVec(c.n * c.cols, 30);
+      std::vector<std::vector<float>> got(count);
+      std::vector<float*> ys(count);
+      for (int i = 0; i < count; ++i) {
+        got[i].assign(c.n * c.rows[i], 12345.0f);
         ys[i] = got[i].data();
-        MatMul(x.data(), n, ws[i], want[i].data());
       }
-      MatMulGroup(x.data(), n, ws.data(), ys.data(), 3);
-      for (int i = 0; i < 3; ++i) {
-        for (size_t k = 0; k < got[i].size(); ++k) {
-          ASSERT_NEAR(got[i][k], want[i][k], 1e-4f * (1 + std::abs(want[i][k])))
-              << DTypeName(dt) << " n=" << n << " matrix " << i << " at " << k;
+      MatMulGroup(x.data(), c.n, ws.data(), ys.data(), count);
+      for (int i = 0; i < count; ++i) {
+        const std::vector<double> want =
+            RefMatMul(x, c.n, rounded[i], c.rows[i], c.cols);
+        for (size_t k = 0; k < want.size(); ++k) {
+          ASSERT_NEAR(got[i][k], want[k], 1e-4 * (1 + std::abs(want[k])))
+              << DTypeName(dt) << " n=" << c.n << " matrix " << i << " at "
+              << k;
         }
       }
     }

@@ -26,7 +26,7 @@ void MatMulBf16Avx512(const float* x, int64_t n, const uint16_t* w,
 void MatMulBf16Avx512Dp(const float* x, int64_t n, const uint16_t* w,
                         int64_t rows, int64_t cols, float* y);
 // AVX2 + FMA: decode-sized n (<= kBf16Avx2MaxRows) on the rows kernel of
-// bf16_avx2.h, larger n through MatMulConvertBlas. 64: at 64 decode streams
+// gemv_avx2.h, larger n through MatMulConvertBlas. 64: at 64 decode streams
 // the rows kernel gave 305 tok/s against 201-215 through conversion
 // (bench/RESULTS.md).
 inline constexpr int64_t kBf16Avx2MaxRows = 64;
@@ -36,10 +36,14 @@ void MatMulBf16Avx2(const float* x, int64_t n, const uint16_t* w, int64_t rows,
 // with OpenBLAS. Portable.
 void MatMulConvertBlas(const float* x, int64_t n, const uint16_t* w,
                        DType dtype, int64_t rows, int64_t cols, float* y);
-// f32 weights: OpenBLAS (single-threaded BLAS calls on row slices, one per
-// OpenMP thread), or MatMulF32Small for small products.
+// f32 weights: the n = 1 streaming kernels (AVX-512 or AVX2), otherwise
+// MatMulF32Blas, or MatMulF32Small for small products.
 void MatMulF32(const float* x, int64_t n, const float* w, int64_t rows,
                int64_t cols, float* y);
+// f32 weights through OpenBLAS on every shape (sgemv for n = 1): MatMulF32's
+// path past the streaming kernels, and the benchmarks' baseline.
+void MatMulF32Blas(const float* x, int64_t n, const float* w, int64_t rows,
+                   int64_t cols, float* y);
 // f32 weights, single-threaded (AVX-512 when available); MatMul uses it
 // below kParallelMinWork multiply-adds instead of OpenBLAS.
 void MatMulF32Small(const float* x, int64_t n, const float* w, int64_t rows,

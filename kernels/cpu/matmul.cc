@@ -6,8 +6,8 @@
 #include <vector>
 
 #include "common/dtype.h"
-#include "kernels/cpu/bf16_avx2.h"
 #include "kernels/cpu/bf16_avx512.h"
+#include "kernels/cpu/gemv_avx2.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/ops.h"
@@ -165,6 +165,8 @@ void MatMulF32Small(const float* x, int64_t n, const float* w, int64_t rows,
                     int64_t cols, float* y) {
   if (CpuHasAvx512Bf16()) {
     F32RowsAvx512(x, n, w, cols, 0, rows, y, rows);
+  } else if (n == 1 && CpuHasAvx2Fma()) {
+    F32GemvAvx2(x, w, cols, 0, rows, y);
   } else {
     MatMulF32Portable(x, n, w, rows, cols, y);
   }
@@ -184,8 +186,13 @@ void MatMulBf16Avx2(const float* x, int64_t n, const uint16_t* w, int64_t rows,
   }
   const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
   ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
-    Bf16RowsAvx2(x, n, cols, w, cols, b0 * kRowsPerBlock,
-                 std::min(rows, b1 * kRowsPerBlock), y, rows);
+    const int64_t r0 = b0 * kRowsPerBlock;
+    const int64_t r1 = std::min(rows, b1 * kRowsPerBlock);
+    if (n == 1) {
+      Bf16GemvAvx2(x, w, cols, r0, r1, y);
+    } else {
+      Bf16RowsAvx2(x, n, cols, w, cols, r0, r1, y, rows);
+    }
   });
 }
 
@@ -223,7 +230,22 @@ void MatMulF32(const float* x, int64_t n, const float* w, int64_t rows,
     });
     return;
   }
+  if (n == 1 && CpuHasAvx2Fma()) {
+    // The same without AVX-512: several streams per thread (gemv_avx2.h)
+    // beat OpenBLAS's sgemv, measured in bench/RESULTS.md.
+    ParallelForBlocks(blocks, rows * cols, [&](int64_t b0, int64_t b1) {
+      F32GemvAvx2(x, w, cols, b0 * kRowsPerBlock,
+                  std::min(rows, b1 * kRowsPerBlock), y);
+    });
+    return;
+  }
+  MatMulF32Blas(x, n, w, rows, cols, y);
+}
+
+void MatMulF32Blas(const float* x, int64_t n, const float* w, int64_t rows,
+                   int64_t cols, float* y) {
   EnsureBlasSingleThreaded();
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
   ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
     const int64_t r0 = b0 * kRowsPerBlock;
     const int64_t r1 = std::min(rows, b1 * kRowsPerBlock);
@@ -264,19 +286,24 @@ void MatMul(const float* x, int64_t n, const WeightView& w, float* y) {
   }
 }
 
-void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
-                 float* const* ys, int count) {
-  bool fused = count > 1 && internal::CpuHasAvx512Bf16();
-  for (int i = 0; i < count && fused; ++i) {
-    fused = ws[i].dtype == ws[0].dtype && ws[i].cols == ws[0].cols &&
-            ws[i].rows > 0 &&
-            (ws[i].dtype == DType::kBF16 ||
-             (ws[i].dtype == DType::kF32 && n <= internal::kF32StreamMaxRows));
+namespace {
+
+// True when every product of the group can run in one parallel region:
+// same dtype and cols, non-empty, and `ok` accepts the dtype.
+template <typename Ok>
+bool FusableGroup(const WeightView* ws, int count, Ok ok) {
+  if (count < 2) return false;
+  for (int i = 0; i < count; ++i) {
+    if (ws[i].dtype != ws[0].dtype || ws[i].cols != ws[0].cols ||
+        ws[i].rows <= 0 || !ok(ws[i].dtype)) {
+      return false;
+    }
   }
-  if (!fused) {
-    for (int i = 0; i < count; ++i) MatMul(x, n, ws[i], ys[i]);
-    return;
-  }
+  return true;
+}
+
+void MatMulGroupAvx512(const float* x, int64_t n, const WeightView* ws,
+                       float* const* ys, int count) {
   const int64_t cols = ws[0].cols;
   struct Block {
     int matrix;
@@ -314,6 +341,62 @@ void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
           }
         }
       });
+}
+
+// Each thread takes the same share of every matrix's rows, so a thread's
+// rows of one matrix stay contiguous (the n = 1 kernels' streams need that).
+void MatMulGroupAvx2(const float* x, int64_t n, const WeightView* ws,
+                     float* const* ys, int count) {
+  constexpr int64_t kShares = 64;
+  const int64_t cols = ws[0].cols;
+  int64_t work = 0;
+  for (int i = 0; i < count; ++i) work += n * ws[i].rows * cols;
+  // Share boundaries on 8-row multiples, the last share taking the rest.
+  auto bound = [](int64_t rows, int64_t s) {
+    return s >= kShares ? rows : rows * s / kShares / 8 * 8;
+  };
+  internal::ParallelForBlocks(kShares, work, [&](int64_t s0, int64_t s1) {
+    for (int i = 0; i < count; ++i) {
+      const WeightView& w = ws[i];
+      const int64_t r0 = bound(w.rows, s0);
+      const int64_t r1 = bound(w.rows, s1);
+      if (r0 >= r1) continue;
+      if (w.dtype == DType::kF32) {
+        internal::F32GemvAvx2(x, static_cast<const float*>(w.data), cols, r0,
+                              r1, ys[i]);
+      } else if (n == 1) {
+        internal::Bf16GemvAvx2(x, static_cast<const uint16_t*>(w.data), cols,
+                               r0, r1, ys[i]);
+      } else {
+        internal::Bf16RowsAvx2(x, n, cols, static_cast<const uint16_t*>(w.data),
+                               cols, r0, r1, ys[i], w.rows);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
+                 float* const* ys, int count) {
+  // Decode-sized products the streaming kernels handle: bf16 at any n the
+  // rows kernels take, f32 at n = 1.
+  const bool avx512 = internal::CpuHasAvx512Bf16();
+  const bool avx2 = !avx512 && internal::CpuHasAvx2Fma();
+  const int64_t bf16_max_rows = avx512 ? n : internal::kBf16Avx2MaxRows;
+  auto ok = [&](DType d) {
+    return (d == DType::kBF16 && n <= bf16_max_rows) ||
+           (d == DType::kF32 && n <= internal::kF32StreamMaxRows);
+  };
+  if ((avx512 || avx2) && FusableGroup(ws, count, ok)) {
+    if (avx512) {
+      MatMulGroupAvx512(x, n, ws, ys, count);
+    } else {
+      MatMulGroupAvx2(x, n, ws, ys, count);
+    }
+    return;
+  }
+  for (int i = 0; i < count; ++i) MatMul(x, n, ws[i], ys[i]);
 }
 
 }  // namespace latentkv::kernels
