@@ -200,11 +200,14 @@ TEST_P(ModelRunnerTest, DecodeStepByStepMatchesReference) {
     ASSERT_TRUE(kv.Reserve(*h.cache, 1).ok());
     ForwardChunk ch{&kv, &tokens[i], 1, i, ForwardChunk::Logits::kLast};
     ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, &logits).ok());
+    // f32 rounding grows with the logits' scale (tens here), so the error is
+    // measured against the position's largest logit, as in the prefill test.
+    double max_err = 0, max_ref = 0;
     for (int v = 0; v < 97; ++v) {
-      ASSERT_NEAR(logits[v], ref[i * 97 + v],
-                  1e-4 * (1 + std::abs(ref[i * 97 + v])))
-          << "position " << i << " token " << v;
+      max_err = std::max(max_err, std::abs(logits[v] - ref[i * 97 + v]));
+      max_ref = std::max(max_ref, std::abs(ref[i * 97 + v]));
     }
+    ASSERT_LT(max_err / max_ref, 1e-4) << "position " << i;
   }
   kv.Release(*h.cache);
 }
