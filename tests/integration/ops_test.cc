@@ -3,10 +3,7 @@
 // equal the requests made, buckets monotone, gauges and counters sane), and
 // the grpc.health.v1 "liveness"/"readiness" services of all three, through
 // registration and draining; `latentkv serve` passing its ports on.
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -329,18 +326,8 @@ TEST(HealthTest, ReadinessFollowsRegistrationAndDrainingEndsLiveness) {
 // `latentkv serve --http-port --metrics-port`: the coordinator's HTTP API and
 // metrics, and the worker's metrics on the next port.
 TEST(ServeOpsTest, ServePassesHttpAndMetricsPorts) {
-  auto bindable = [](int port) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-    close(fd);
-    return ok;
-  };
   int metrics = PickFreePort();
-  while (!bindable(metrics + 1)) metrics = PickFreePort();
+  while (!PortBindable(metrics + 1)) metrics = PickFreePort();
   const int http = PickFreePort();
   const std::string dir = MakeTempDir();
   Process serve({BinDir() + "/latentkv", "serve", "--model=" + Stories260kDir(),

@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <fstream>
 #include <mutex>
+#include <random>
 #include <thread>
 
 extern char** environ;
@@ -22,18 +23,50 @@ namespace latentkv::testing {
 
 std::string BinDir() { return std::string(LATENTKV_BINARY_DIR) + "/bin"; }
 
-int PickFreePort() {
+namespace {
+
+// The low end of the kernel's ephemeral range (ports it hands to bind(0) and
+// to outgoing connections); 32768 when unreadable.
+int EphemeralLow() {
+  std::ifstream in("/proc/sys/net/ipv4/ip_local_port_range");
+  int low = 0;
+  if (!(in >> low) || low <= 11000) low = 32768;
+  return low;
+}
+
+}  // namespace
+
+bool PortBindable(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return false;
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    std::abort();
-  }
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
   close(fd);
-  return ntohs(a.sin_port);
+  return ok;
+}
+
+int PickFreePort() {
+  // Below the ephemeral range: a port bind(0) returned and we closed could be
+  // handed straight to someone else's connection or server before ours binds
+  // it (seen as a flaky start-up). The kernel never assigns these on its
+  // own, so the only competitors are other tests picking at random too.
+  static const int low = EphemeralLow();
+  static std::mutex mu;
+  static std::mt19937 rng(
+      static_cast<uint32_t>(getpid()) * 2654435761u ^
+      static_cast<uint32_t>(
+          std::chrono::steady_clock::now().time_since_epoch().count()));
+  std::lock_guard<std::mutex> lock(mu);
+  std::uniform_int_distribution<int> pick(10000, low - 1);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    const int port = pick(rng);
+    if (PortBindable(port)) return port;
+  }
+  std::fprintf(stderr, "no free port below %d\n", low);
+  std::abort();
 }
 
 std::string MakeTempDir() {

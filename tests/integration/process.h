@@ -37,9 +37,13 @@ class Process {
   int status_ = 0;
 };
 
-// A TCP port on 127.0.0.1 that was free a moment ago (for servers whose
-// port 0 means "off": --http_port, --metrics_port).
+// A TCP port on 127.0.0.1 that was free a moment ago, chosen at random below
+// the kernel's ephemeral range so no bind(0) or outgoing connection takes it
+// before the server binds it (for servers whose port 0 means "off":
+// --http_port, --metrics_port).
 int PickFreePort();
+// Whether a TCP socket can bind 127.0.0.1:port right now.
+bool PortBindable(int port);
 // Waits for a file with a non-empty first line; returns it or "" on timeout.
 std::string WaitForLine(const std::string& path, double timeout_s);
 // Runs a command, returns its stdout (stderr appended when merge_stderr) and
