@@ -87,6 +87,35 @@ TEST(DisaggregationTest, PrefillAndDecodeWorkersEqualOneMixedWorker) {
   EXPECT_EQ(c.WorkerStats(0).tokens_generated(), kPrompts.size());
 }
 
+// SpindleKV with codebook layers on both sides: eviction layers move as
+// kept rows, codebook layers as their codebook entries (compressed), with no
+// fallback; the same greedy tokens as one mixed worker with that policy.
+TEST(DisaggregationTest, SpindleCodebookLayersMoveCompressed) {
+  const std::vector<std::string> spindle = {
+      "--page_size=4", "--kv_policy=spindle", "--kv_budget=0.4",
+      "--kv_window=8", "--kv_codebook_layers=2"};
+  ClusterOptions m;
+  m.model_dir = Stories260kDir();
+  m.worker_args = spindle;
+  std::vector<std::vector<int32_t>> want;
+  {
+    Cluster mixed(m);
+    want = Generations(mixed);
+  }
+  ClusterOptions o = m;
+  o.workers = 2;
+  o.per_worker_args = {{"--role=prefill"}, {"--role=decode"}};
+  Cluster c(o);
+  EXPECT_EQ(Generations(c), want);
+  const pb::WorkerStats d = c.WorkerStats(1);
+  EXPECT_EQ(d.kv_transfers(), kPrompts.size());
+  EXPECT_EQ(d.kv_transfer_fallbacks(), 0u);
+  EXPECT_EQ(d.kv_imports(), kPrompts.size());
+  // Fewer bytes than the full-dimension rows of the tokens moved.
+  EXPECT_GT(d.kv_transfer_bytes(), 0u);
+  EXPECT_LT(d.kv_transfer_bytes(), d.kv_transfer_full_bytes());
+}
+
 TEST(DisaggregationTest, LayoutMismatchIsRefusedAndPrefilledLocally) {
   const auto want = Mixed(KvLatentDir());
   ClusterOptions o;

@@ -6,16 +6,67 @@
 
 namespace latentkv::worker {
 
+absl::StatusOr<KvSnapshot::CodebookHeader> KvSnapshot::ParseCodebook(
+    const std::string& blob, const LayerKvShape& s) {
+  CodebookHeader h;
+  if (static_cast<int64_t>(blob.size()) < kCodebookHeaderBytes) {
+    return absl::DataLossError(
+        absl::StrCat("codebook blob of ", blob.size(), " bytes has no header"));
+  }
+  std::memcpy(&h.n_k, blob.data(), 4);
+  std::memcpy(&h.n_v, blob.data() + 4, 4);
+  std::memcpy(&h.records, blob.data() + 8, 8);
+  // Bounded so the size arithmetic below cannot overflow.
+  constexpr int64_t kMax = int64_t{1} << 31;
+  if (h.n_k < 0 || h.n_v < 0 || h.records < 0 || h.records > kMax) {
+    return absl::DataLossError("codebook blob has negative or huge counts");
+  }
+  const int64_t want = kCodebookHeaderBytes +
+                       4 * (int64_t{h.n_k} * s.d_qk + int64_t{h.n_v} * s.d_vo) +
+                       kCodebookRecordBytes * h.records;
+  if (static_cast<int64_t>(blob.size()) != want) {
+    return absl::DataLossError(
+        absl::StrCat("codebook blob is ", blob.size(), " bytes; its header (",
+                     h.n_k, " K codewords, ", h.n_v, " V codewords, ",
+                     h.records, " records) needs ", want));
+  }
+  return h;
+}
+
+bool KvSnapshot::has_codebooks() const {
+  for (const auto& layer : codebooks) {
+    for (const std::string& b : layer) {
+      if (!b.empty()) return true;
+    }
+  }
+  return false;
+}
+
+int64_t KvSnapshot::tokens(int32_t layer, int32_t head) const {
+  int64_t n =
+      static_cast<int64_t>(rows[layer][head].size()) / RowBytes(shapes[layer]);
+  if (layer < static_cast<int32_t>(codebooks.size()) &&
+      !codebooks[layer][head].empty()) {
+    auto h = ParseCodebook(codebooks[layer][head], shapes[layer]);
+    if (h.ok()) n += h->records;
+  }
+  return n;
+}
+
 int64_t KvSnapshot::bytes() const {
   int64_t total = 0;
-  for (const auto& layer : rows) {
-    for (const std::string& r : layer) total += static_cast<int64_t>(r.size());
+  for (const auto* part : {&rows, &codebooks}) {
+    for (const auto& layer : *part) {
+      for (const std::string& r : layer) {
+        total += static_cast<int64_t>(r.size());
+      }
+    }
   }
   return total;
 }
 
-absl::StatusOr<KvSnapshot> ExportKv(const KvCache& cache,
-                                    const SequenceKv& kv) {
+absl::StatusOr<KvSnapshot> ExportKv(const KvCache& cache, const SequenceKv& kv,
+                                    bool with_codebooks) {
   KvSnapshot snap;
   KvCache& mc = const_cast<KvCache&>(cache);
   for (int32_t l = 0; l < cache.num_layers(); ++l) {
@@ -24,7 +75,7 @@ absl::StatusOr<KvSnapshot> ExportKv(const KvCache& cache,
     snap.rows.emplace_back(s.n_kv_heads);
     const int64_t rb = KvSnapshot::RowBytes(s);
     for (int32_t h = 0; h < s.n_kv_heads; ++h) {
-      if (kv.aux(l, h).tokens > 0) {
+      if (kv.aux(l, h).tokens > 0 && !with_codebooks) {
         return absl::FailedPreconditionError(absl::StrCat(
             "layer ", l, " holds codebook entries, which have no row form"));
       }
@@ -71,6 +122,26 @@ absl::Status ImportKv(KvCache& cache, SequenceKv& kv, const KvSnapshot& snap) {
                          " bytes is not a whole number of ", rb, "-byte rows"));
       }
       counts[l].push_back(static_cast<int64_t>(r.size()) / rb);
+    }
+  }
+  if (!snap.codebooks.empty()) {
+    if (snap.codebooks.size() != snap.shapes.size()) {
+      return absl::InvalidArgumentError("KV snapshot codebooks: wrong layers");
+    }
+    for (int32_t l = 0; l < cache.num_layers(); ++l) {
+      if (static_cast<int32_t>(snap.codebooks[l].size()) !=
+          cache.shape(l).n_kv_heads) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "KV snapshot codebooks of layer ", l, ": wrong KV heads"));
+      }
+      for (const std::string& b : snap.codebooks[l]) {
+        if (b.empty()) continue;
+        auto h = KvSnapshot::ParseCodebook(b, cache.shape(l));
+        if (!h.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "KV snapshot layer ", l, ": ", h.status().message()));
+        }
+      }
     }
   }
   absl::Status st = kv.AppendPerHead(cache, counts);

@@ -3,7 +3,8 @@
 // order, each row = int32 position, f32 K [d_qk(layer)], f32 V [d_vo(layer)]
 // (little-endian, packed). Rows are the latent, post-eviction slots: what
 // moves is n_kv * (d_qk + d_vo) values (+ a position) per token actually
-// kept, per layer.
+// kept, per layer. SpindleKV's codebook layers also move their codebook
+// entries in their compressed form (`codebooks`), not expanded to rows.
 #ifndef LATENTKV_WORKER_CACHE_KV_SNAPSHOT_H_
 #define LATENTKV_WORKER_CACHE_KV_SNAPSHOT_H_
 
@@ -19,19 +20,47 @@ namespace latentkv::worker {
 struct KvSnapshot {
   std::vector<LayerKvShape> shapes;            // [num_layers]
   std::vector<std::vector<std::string>> rows;  // [layer][kv head] packed rows
+  // Empty, or [layer][kv head]: the head's codebook entries (tokens a
+  // codebook layer moved out of its page list; SequenceResidency exports and
+  // imports them), "" for a head without any. A blob is
+  //   int32 n_k, int32 n_v, int64 records (a 16-byte header), then
+  //   f32 K codewords [n_k, d_qk] (unit norm, pre-RoPE),
+  //   f32 V codewords [n_v, d_vo],
+  //   records [records] x (int32 position, int32 K index, f32 K magnitude,
+  //                        int32 V index, f32 V magnitude).
+  // Attention sees a head's codebook tokens before its rows.
+  std::vector<std::vector<std::string>> codebooks;
+
   // Bytes of one row of `layer`.
   static int64_t RowBytes(const LayerKvShape& s) {
     return 4 * (1 + int64_t{s.d_qk} + s.d_vo);
   }
+  struct CodebookHeader {
+    int32_t n_k = 0, n_v = 0;
+    int64_t records = 0;
+  };
+  static constexpr int64_t kCodebookHeaderBytes = 16;
+  static constexpr int64_t kCodebookRecordBytes = 20;
+  // The blob's header, checked against its size for a layer of shape `s`.
+  // DataLoss for a short, oversized or negative-count blob.
+  static absl::StatusOr<CodebookHeader> ParseCodebook(const std::string& blob,
+                                                      const LayerKvShape& s);
+  bool has_codebooks() const;
+  // Tokens held per layer and head: rows plus codebook records.
+  int64_t tokens(int32_t layer, int32_t head) const;
   int64_t bytes() const;
 };
 
-// Copies the rows `kv` holds. FailedPrecondition when some tokens live in
-// aux pages (codebook layers have no row form yet).
-absl::StatusOr<KvSnapshot> ExportKv(const KvCache& cache, const SequenceKv& kv);
+// Copies the rows `kv` holds. Heads holding codebook entries (aux pages) are
+// FailedPrecondition unless `with_codebooks`, where the caller adds them
+// (SequenceResidency::ExportCodebooks).
+absl::StatusOr<KvSnapshot> ExportKv(const KvCache& cache, const SequenceKv& kv,
+                                    bool with_codebooks = false);
 
 // Fills `kv` (Init'ed, holding nothing) with the snapshot's rows, allocating
-// pages per (layer, head). InvalidArgument when the shapes differ from the
+// pages per (layer, head); codebook entries are left to the caller
+// (SequenceResidency::ImportCodebooks), whose blobs are only size-checked
+// here. InvalidArgument when the shapes differ from the
 // cache's or a row blob is not a whole number of rows; ResourceExhausted when
 // the pages do not fit (nothing allocated then).
 absl::Status ImportKv(KvCache& cache, SequenceKv& kv, const KvSnapshot& snap);

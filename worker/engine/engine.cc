@@ -170,8 +170,12 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status) {
   GenerationEvent ev;
   ev.finish = reason;
   if (seq->export_kv && status.ok() && reason != FinishReason::kCancelled) {
-    auto snap = ExportKv(*cache_, seq->kv);  // before the pages go
+    // Before the pages go; codebook layers move their entries as they are.
+    auto snap = ExportKv(*cache_, seq->kv, seq->residency != nullptr);
     if (snap.ok()) {
+      if (seq->residency != nullptr) {
+        seq->residency->ExportCodebooks(*cache_, seq->kv, &*snap);
+      }
       ev.kv = std::make_shared<const KvSnapshot>(std::move(*snap));
     } else {
       status = snap.status();
@@ -271,8 +275,15 @@ bool Engine::Import(Sequence* seq) {
   std::shared_ptr<const KvSnapshot> snap = std::move(seq->import_kv);
   seq->kv.Init(*cache_);
   absl::Status st = ImportKv(*cache_, seq->kv, *snap);
+  if (st.ok() && snap->has_codebooks()) {
+    st = seq->residency == nullptr
+             ? absl::InvalidArgumentError(
+                   "codebook entries for a request without a residency plan")
+             : seq->residency->ImportCodebooks(*cache_, seq->kv, *snap);
+  }
   if (!st.ok()) {
     seq->kv.Release(*cache_);
+    if (seq->residency != nullptr) seq->residency->Reset();
     ++import_failures_;
     return false;  // prefill here instead
   }

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "worker/cache/kv_snapshot.h"
 #include "worker/codebook/codebook.h"
 
 namespace latentkv::worker {
@@ -246,6 +247,101 @@ void CodebookStore::Retain(KvCache& c, AuxPages& a, int32_t layer,
   }
   a.tokens = static_cast<int64_t>(kept.size());
   Resize(c, a, layer, std::max(n_k_, n_v_), a.tokens);  // only shrinks
+}
+
+std::string CodebookStore::Export(const KvCache& c, const AuxPages& a,
+                                  int32_t layer) const {
+  if (a.tokens == 0) return "";
+  const LayerKvShape& s = c.shape(layer);
+  const int64_t ps = c.page_size();
+  KvCache& mc = const_cast<KvCache&>(c);
+  std::string out;
+  out.reserve(KvSnapshot::kCodebookHeaderBytes +
+              4 * (int64_t{n_k_} * s.d_qk + int64_t{n_v_} * s.d_vo) +
+              KvSnapshot::kCodebookRecordBytes * a.tokens);
+  auto put = [&out](const void* p, size_t n) {
+    out.append(static_cast<const char*>(p), n);
+  };
+  put(&n_k_, 4);
+  put(&n_v_, 4);
+  put(&a.tokens, 8);
+  for (int32_t i = 0; i < n_k_; ++i) {
+    const int64_t flat = int64_t{a.codewords[i / ps]} * ps + i % ps;
+    put(mc.k_pool(layer) + flat * s.d_qk, 4 * size_t(s.d_qk));
+  }
+  for (int32_t i = 0; i < n_v_; ++i) {
+    const int64_t flat = int64_t{a.codewords[i / ps]} * ps + i % ps;
+    put(mc.v_pool(layer) + flat * s.d_vo, 4 * size_t(s.d_vo));
+  }
+  for (int64_t j = 0; j < a.tokens; ++j) {
+    const Record r = ReadRecord(c, a, layer, j);
+    put(&r.pos, 4);
+    put(&r.k_index, 4);
+    put(&r.k_mag, 4);
+    put(&r.v_index, 4);
+    put(&r.v_mag, 4);
+  }
+  return out;
+}
+
+absl::Status CodebookStore::Import(KvCache& c, AuxPages& a, int32_t layer,
+                                   const std::string& blob) {
+  if (n_k_ != 0 || n_v_ != 0 || a.tokens != 0 || !a.codewords.empty() ||
+      !a.records.empty()) {
+    return absl::FailedPreconditionError("codebook import into a used store");
+  }
+  const LayerKvShape& s = c.shape(layer);
+  auto h = KvSnapshot::ParseCodebook(blob, s);
+  if (!h.ok()) return absl::InvalidArgumentError(h.status().message());
+  const char* p = blob.data() + KvSnapshot::kCodebookHeaderBytes;
+  const float* k_cw = reinterpret_cast<const float*>(p);
+  const int64_t k_vals = int64_t{h->n_k} * s.d_qk;
+  const int64_t v_vals = int64_t{h->n_v} * s.d_vo;
+  std::vector<float> cw(k_vals + v_vals);
+  std::memcpy(cw.data(), k_cw, 4 * cw.size());
+  for (float f : cw) {
+    if (!std::isfinite(f)) {
+      return absl::InvalidArgumentError("codebook blob: non-finite codeword");
+    }
+  }
+  std::vector<Record> recs(h->records);
+  p += 4 * cw.size();
+  for (Record& r : recs) {
+    std::memcpy(&r.pos, p, 4);
+    std::memcpy(&r.k_index, p + 4, 4);
+    std::memcpy(&r.k_mag, p + 8, 4);
+    std::memcpy(&r.v_index, p + 12, 4);
+    std::memcpy(&r.v_mag, p + 16, 4);
+    p += KvSnapshot::kCodebookRecordBytes;
+    if (r.pos < 0 || r.k_index < 0 || r.k_index >= h->n_k || r.v_index < 0 ||
+        r.v_index >= h->n_v || !std::isfinite(r.k_mag) ||
+        !std::isfinite(r.v_mag)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("codebook blob: record at position ", r.pos,
+                       " is out of range (K index ", r.k_index, " of ", h->n_k,
+                       ", V index ", r.v_index, " of ", h->n_v, ")"));
+    }
+  }
+  if (!Resize(c, a, layer, std::max(h->n_k, h->n_v), h->records)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "no free pages in layer ", layer, " for imported codebook entries"));
+  }
+  const int64_t ps = c.page_size();
+  for (int32_t i = 0; i < h->n_k; ++i) {
+    const int64_t flat = int64_t{a.codewords[i / ps]} * ps + i % ps;
+    std::copy_n(cw.data() + int64_t{i} * s.d_qk, s.d_qk,
+                c.k_pool(layer) + flat * s.d_qk);
+  }
+  for (int32_t i = 0; i < h->n_v; ++i) {
+    const int64_t flat = int64_t{a.codewords[i / ps]} * ps + i % ps;
+    std::copy_n(cw.data() + k_vals + int64_t{i} * s.d_vo, s.d_vo,
+                c.v_pool(layer) + flat * s.d_vo);
+  }
+  for (int64_t j = 0; j < h->records; ++j) WriteRecord(c, a, layer, j, recs[j]);
+  n_k_ = h->n_k;
+  n_v_ = h->n_v;
+  a.tokens = h->records;
+  return absl::OkStatus();
 }
 
 int64_t CodebookStore::data_bytes(const AuxPages& a, int32_t d_qk,

@@ -20,6 +20,7 @@
 #define LATENTKV_WORKER_RESIDENCY_CODEBOOK_STORE_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -50,6 +51,18 @@ class CodebookStore {
   // codewords no kept record uses, and returns the pages no longer needed.
   void Retain(KvCache& cache, AuxPages& a, int32_t layer,
               const std::vector<int64_t>& keep);
+
+  // The store as a KvSnapshot codebook blob (worker/cache/kv_snapshot.h);
+  // "" when it holds no tokens.
+  std::string Export(const KvCache& cache, const AuxPages& a,
+                     int32_t layer) const;
+  // Loads a blob into this empty store (no codewords, `a` without tokens or
+  // pages). InvalidArgument for a malformed blob (sizes, an index past the
+  // codeword counts, a negative position, a non-finite value);
+  // ResourceExhausted when the layer's allocator cannot supply the pages.
+  // Nothing changes on error.
+  absl::Status Import(KvCache& cache, AuxPages& a, int32_t layer,
+                      const std::string& blob);
 
   int32_t num_k_codewords() const { return n_k_; }
   int32_t num_v_codewords() const { return n_v_; }

@@ -1,6 +1,7 @@
 #include "worker/residency/codebook_store.h"
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -167,6 +168,109 @@ TEST(CodebookStoreTest, OutOfPagesChangesNothing) {
   EXPECT_EQ(f.aux().tokens, 0);
   EXPECT_EQ(f.cache->pages_in_use(), 0);
   EXPECT_EQ(f.store.num_k_codewords(), 0);
+}
+
+// Export then Import into a fresh cache reproduces every token bit for bit,
+// and later tokens join the imported codewords as they would have joined the
+// originals. Malformed blobs are refused with nothing allocated.
+TEST(CodebookStoreTest, ExportImportRoundTripsAndRejectsMalformedBlobs) {
+  Fixture src;
+  std::vector<float> k, v;
+  Make(40, kDqk, 5, 3, &k);
+  Make(40, kDvo, 4, 4, &v);
+  std::vector<int32_t> pos(40);
+  for (int i = 0; i < 40; ++i) pos[i] = 2 * i + 1;
+  ASSERT_TRUE(src.store
+                  .Add(*src.cache, src.aux(), 0, k.data(), v.data(), pos.data(),
+                       40, 0.9f, 0.9f, /*cluster=*/true)
+                  .ok());
+  ASSERT_LT(src.store.num_k_codewords(), 40);  // clustered
+  const std::string blob = src.store.Export(*src.cache, src.aux(), 0);
+  ASSERT_EQ(blob.size(), 16 +
+                             4 * (src.store.num_k_codewords() * kDqk +
+                                  src.store.num_v_codewords() * kDvo) +
+                             20 * 40);
+
+  Fixture dst;
+  ASSERT_TRUE(dst.store.Import(*dst.cache, dst.aux(), 0, blob).ok());
+  EXPECT_EQ(dst.aux().tokens, 40);
+  EXPECT_EQ(dst.store.num_k_codewords(), src.store.num_k_codewords());
+  EXPECT_EQ(dst.store.num_v_codewords(), src.store.num_v_codewords());
+  EXPECT_EQ(dst.cache->pages_in_use(), src.cache->pages_in_use());
+  auto reconstruct = [](Fixture& f, int64_t n) {
+    std::vector<float> rk(n * kDqk), rv(n * kDvo);
+    std::vector<int32_t> rp(n);
+    f.store.Reconstruct(*f.cache, f.aux(), 0, rk.data(), rv.data(), rp.data());
+    rk.insert(rk.end(), rv.begin(), rv.end());
+    for (int32_t p : rp) rk.push_back(static_cast<float>(p));
+    return rk;
+  };
+  EXPECT_EQ(reconstruct(dst, 40), reconstruct(src, 40));
+  EXPECT_EQ(dst.store.Export(*dst.cache, dst.aux(), 0), blob);
+  // The same next tokens into both: same codewords chosen or added.
+  std::vector<float> k2, v2;
+  Make(6, kDqk, 0, 5, &k2);
+  Make(6, kDvo, 0, 6, &v2);
+  const std::vector<int32_t> pos2 = {81, 83, 85, 87, 89, 91};
+  for (Fixture* f : {&src, &dst}) {
+    ASSERT_TRUE(f->store
+                    .Add(*f->cache, f->aux(), 0, k2.data(), v2.data(),
+                         pos2.data(), 6, 0.9f, 0.9f, /*cluster=*/true)
+                    .ok());
+  }
+  EXPECT_EQ(reconstruct(dst, 46), reconstruct(src, 46));
+
+  // Malformed: truncated, an index past the codewords, a negative position,
+  // a NaN magnitude, and an import into a store that holds tokens.
+  auto corrupt = [&](int64_t record, int word, auto value) {
+    std::string b = blob;
+    const int64_t at =
+        static_cast<int64_t>(b.size()) - 20 * (40 - record) + 4 * word;
+    std::memcpy(b.data() + at, &value, 4);
+    return b;
+  };
+  const std::vector<std::string> bad = {
+      blob.substr(0, blob.size() - 1),
+      blob.substr(0, 10),
+      corrupt(7, 1, int32_t{src.store.num_k_codewords() + 100}),
+      corrupt(3, 3, int32_t{-1}),
+      corrupt(0, 0, int32_t{-5}),
+      corrupt(39, 4, std::nanf(""))};
+  for (const std::string& b : bad) {
+    Fixture f;
+    const absl::Status st = f.store.Import(*f.cache, f.aux(), 0, b);
+    EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
+    EXPECT_EQ(f.cache->pages_in_use(), 0);
+    EXPECT_EQ(f.aux().tokens, 0);
+  }
+  EXPECT_TRUE(absl::IsFailedPrecondition(
+      dst.store.Import(*dst.cache, dst.aux(), 0, blob)));
+}
+
+// A store whose pages do not fit is ResourceExhausted, with nothing taken.
+TEST(CodebookStoreTest, ImportThatDoesNotFitTakesNothing) {
+  std::vector<float> k, v;
+  Make(100, kDqk, 0, 7, &k);
+  Make(100, kDvo, 0, 8, &v);
+  std::vector<int32_t> pos(100);
+  for (int i = 0; i < 100; ++i) pos[i] = i;
+  // theta 1: every token its own codeword (25 pages) -- more than the
+  // 15-page fixture, so build the source in a larger cache.
+  auto big = *KvCache::Create({{1, kDqk, kDvo}},
+                              {.page_size = kPage, .max_bytes = 60 * 240});
+  SequenceKv kv;
+  kv.Init(*big);
+  CodebookStore store;
+  ASSERT_TRUE(store
+                  .Add(*big, kv.aux(0, 0), 0, k.data(), v.data(), pos.data(),
+                       100, 1.0f, 1.0f, true)
+                  .ok());
+  const std::string blob = store.Export(*big, kv.aux(0, 0), 0);
+  kv.Release(*big);
+  Fixture dst;
+  const absl::Status st = dst.store.Import(*dst.cache, dst.aux(), 0, blob);
+  EXPECT_TRUE(absl::IsResourceExhausted(st)) << st;
+  EXPECT_EQ(dst.cache->pages_in_use(), 0);
 }
 
 }  // namespace

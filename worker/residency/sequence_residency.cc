@@ -4,6 +4,7 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "kernels/ops.h"
 
 namespace latentkv::worker {
@@ -137,6 +138,49 @@ absl::Status SequenceResidency::EncodeLayer(KvCache& cache, SequenceKv& kv,
     if (!st.ok()) return st;
     st = kv.Retain(cache, layer, h, {});
     if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+void SequenceResidency::ExportCodebooks(const KvCache& cache,
+                                        const SequenceKv& kv,
+                                        KvSnapshot* snap) const {
+  std::vector<std::vector<std::string>> out(cache.num_layers());
+  bool any = false;
+  for (int32_t l = 0; l < cache.num_layers(); ++l) {
+    out[l].resize(cache.shape(l).n_kv_heads);
+    for (size_t h = 0; h < stores_[l].size(); ++h) {
+      out[l][h] =
+          stores_[l][h].Export(cache, kv.aux(l, static_cast<int32_t>(h)), l);
+      any = any || !out[l][h].empty();
+    }
+  }
+  if (any) snap->codebooks = std::move(out);
+}
+
+absl::Status SequenceResidency::ImportCodebooks(KvCache& cache, SequenceKv& kv,
+                                                const KvSnapshot& snap) {
+  if (!snap.has_codebooks()) return absl::OkStatus();
+  for (int32_t l = 0; l < cache.num_layers(); ++l) {
+    const int32_t n_kv = cache.shape(l).n_kv_heads;
+    bool has = false;
+    for (const std::string& b : snap.codebooks[l]) has = has || !b.empty();
+    if (!has) continue;
+    if (plan_->policy(l) != LayerPolicy::kCodebook) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "KV snapshot has codebook entries in layer ", l,
+          ", which is not a codebook layer here (different residency plans)"));
+    }
+    stores_[l].assign(n_kv, CodebookStore{});
+    for (int32_t h = 0; h < n_kv; ++h) {
+      const std::string& b = snap.codebooks[l][h];
+      if (b.empty()) continue;
+      absl::Status st = stores_[l][h].Import(cache, kv.aux(l, h), l, b);
+      if (!st.ok()) {
+        return absl::Status(st.code(), absl::StrCat("layer ", l, " head ", h,
+                                                    ": ", st.message()));
+      }
+    }
   }
   return absl::OkStatus();
 }

@@ -28,6 +28,7 @@
 
 #include "absl/status/status.h"
 #include "worker/cache/kv_cache.h"
+#include "worker/cache/kv_snapshot.h"
 #include "worker/residency/codebook_store.h"
 #include "worker/residency/policy.h"
 
@@ -60,6 +61,17 @@ class SequenceResidency {
   // The prompt's KV arrived already compressed (transferred from a prefill
   // worker): no prompt-end eviction or encoding happens here.
   void MarkPromptIn() { prompt_done_.assign(prompt_done_.size(), 1); }
+  // Adds the codebook entries of every head to `snap` (ExportKv'd from `kv`
+  // with_codebooks): snap->codebooks stays empty when no layer has any.
+  void ExportCodebooks(const KvCache& cache, const SequenceKv& kv,
+                       KvSnapshot* snap) const;
+  // Loads `snap`'s codebook entries (after ImportKv filled the rows) into
+  // this sequence's stores. InvalidArgument when a layer with entries is not
+  // a codebook layer of this plan (the prefill worker compressed with a
+  // different layout) or a blob is malformed; ResourceExhausted when the
+  // pages do not fit. On error the caller releases `kv` and calls Reset().
+  absl::Status ImportCodebooks(KvCache& cache, SequenceKv& kv,
+                               const KvSnapshot& snap);
   // q: [len, n_heads, d_qk(layer)] the chunk's roped queries at positions
   // pos [len] (ascending, the chunk's tokens already in `kv`); inv_freq:
   // [d_qk / 2] the layer's RoPE table.

@@ -121,6 +121,33 @@ absl::StatusOr<RemotePrefill> CallPrefill(const std::string& address,
       }
       snap->rows[msg.layer()].push_back(std::move(r));
     }
+    if (bad.ok() && msg.head_codebooks_size() > 0) {
+      if (msg.head_codebooks_size() != static_cast<int>(ours.num_kv_heads())) {
+        bad = absl::DataLossError(
+            absl::StrCat("KV transfer: layer ", msg.layer(), " has ",
+                         msg.head_codebooks_size(), " codebook heads"));
+      } else {
+        if (snap->codebooks.empty()) {
+          snap->codebooks.resize(snap->shapes.size());
+          for (size_t l = 0; l < snap->shapes.size(); ++l) {
+            snap->codebooks[l].resize(snap->shapes[l].n_kv_heads);
+          }
+        }
+        int32_t h = 0;
+        for (std::string& b : *msg.mutable_head_codebooks()) {
+          if (!b.empty()) {
+            auto parsed =
+                KvSnapshot::ParseCodebook(b, snap->shapes[msg.layer()]);
+            if (!parsed.ok()) {
+              bad = absl::DataLossError(
+                  absl::StrCat("KV transfer: layer ", msg.layer(), " head ", h,
+                               ": ", parsed.status().message()));
+            }
+          }
+          snap->codebooks[msg.layer()][h++] = std::move(b);
+        }
+      }
+    }
     if (!bad.ok()) {
       ctx.TryCancel();
       break;

@@ -37,10 +37,11 @@ struct RemotePrefill {
   FinishReason finish = FinishReason::kNone;
 };
 
-// Calls Worker.Prefill on `address` and assembles the snapshot, checking the
-// layout against `ours` and every layer's rows. Errors: the RPC's status
+// Calls Worker.Prefill on `address` and assembles the snapshot (rows, and
+// codebook entries when `request` accepts them), checking the layout against
+// `ours` and every layer's rows and codebook blobs. Errors: the RPC's status
 // (UNAVAILABLE, DEADLINE_EXCEEDED after `timeout`, ...), FailedPrecondition
-// for a layout mismatch, DataLoss for malformed rows.
+// for a layout mismatch, DataLoss for malformed rows or codebook blobs.
 absl::StatusOr<RemotePrefill> CallPrefill(
     const std::string& address, const latentkv::v1::PrefillRequest& request,
     const latentkv::v1::KvLayout& ours, absl::Duration timeout);

@@ -150,6 +150,12 @@ grpc::Status WorkerService::Prefill(
   if (cancelled || last.finish == FinishReason::kCancelled) {
     return grpc::Status(grpc::StatusCode::CANCELLED, "prefill cancelled");
   }
+  if (last.kv != nullptr && last.kv->has_codebooks() &&
+      !req->accepts_codebooks()) {
+    return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                        "the prefilled KV holds codebook entries, which the "
+                        "caller does not accept");
+  }
   pb::PrefillResponse head;
   *head.mutable_layout() =
       TransferLayout(engine_->kv_shapes(), options_.tp_size);
@@ -163,6 +169,11 @@ grpc::Status WorkerService::Prefill(
     pb::PrefillResponse m;
     m.set_layer(static_cast<uint32_t>(l));
     for (const std::string& r : last.kv->rows[l]) m.add_head_rows(r);
+    if (!last.kv->codebooks.empty()) {
+      for (const std::string& b : last.kv->codebooks[l]) {
+        m.add_head_codebooks(b);
+      }
+    }
     if (!writer->Write(m)) {
       return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
     }
@@ -177,6 +188,7 @@ bool WorkerService::TakeRemotePrefill(const pb::WorkerGenerateRequest& req,
   *p.mutable_prompt_token_ids() = req.prompt_token_ids();
   *p.mutable_sampling() = req.sampling();
   p.set_kv_cache_mode(req.kv_cache_mode());
+  p.set_accepts_codebooks(true);  // Engine::Import loads them
   const pb::KvLayout ours =
       TransferLayout(engine_->kv_shapes(), options_.tp_size);
   absl::StatusOr<RemotePrefill> r =
@@ -198,9 +210,9 @@ bool WorkerService::TakeRemotePrefill(const pb::WorkerGenerateRequest& req,
   const int64_t head_dim = c.hidden_size / (c.num_heads * options_.tp_size);
   uint64_t full = 0;
   for (size_t l = 0; l < r->kv->rows.size(); ++l) {
-    const int64_t rb = KvSnapshot::RowBytes(r->kv->shapes[l]);
-    for (const std::string& rows : r->kv->rows[l]) {
-      full += rows.size() / rb * 4 * (1 + 2 * head_dim);
+    for (size_t h = 0; h < r->kv->rows[l].size(); ++h) {
+      full += r->kv->tokens(static_cast<int32_t>(l), static_cast<int32_t>(h)) *
+              4 * (1 + 2 * head_dim);
     }
   }
   transfer_bytes_ += r->kv->bytes();
