@@ -1,8 +1,11 @@
 // Prefill -> decode KV transfer on CPU: bytes and time per request with full
-// head dims vs KV-Latent 50% / 25%, through the real Worker.Prefill RPC on
-// loopback (in-process gRPC server + client), next to a local prefill of the
-// same prompt measured in the same iteration (the baseline): overhead_ms =
-// remote (prefill + export + stream + import) - local prefill.
+// head dims vs KV-Latent 50% / 25%, each without and with SpindleKV (its
+// default plan: the shallow layers as codebooks, the others evicted to the
+// prompt budget; both sides use it and the KV moves compressed), through the
+// real Worker.Prefill RPC on loopback (in-process gRPC server + client), next
+// to a local prefill of the same prompt measured in the same iteration (the
+// baseline): overhead_ms = remote (prefill + export + stream + import) - local
+// prefill.
 //
 // Model: a synthetic 4-layer, 8-head, head-dim-64 Llama (hidden 512, random
 // weights); the latent variants set d_qk = d_vo = 32 / 16 in config.json.
@@ -14,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "grpcpp/grpcpp.h"
 #include "kernels/backend.h"
@@ -36,9 +40,9 @@ struct Setup {
   std::string address;
 };
 
-Setup& Get(int dim) {
-  static std::map<int, std::unique_ptr<Setup>> setups;
-  auto& s = setups[dim];
+Setup& Get(int dim, bool spindle) {
+  static std::map<std::pair<int, bool>, std::unique_ptr<Setup>> setups;
+  auto& s = setups[{dim, spindle}];
   if (s) return *s;
   s = std::make_unique<Setup>();
   char tmpl[] = "/tmp/latentkv-transfer-bench-XXXXXX";
@@ -54,6 +58,10 @@ Setup& Get(int dim) {
   lk::worker::EngineOptions o;
   o.kv.max_bytes = int64_t{512} << 20;
   o.scheduler.max_step_tokens = 2048;
+  if (spindle) o.residency.policy = "spindle";
+  // Every iteration sends the same prompt: without this the local prefix
+  // cache would serve it from the second iteration on.
+  o.prefix_caching = false;
   auto make = [&] {
     return std::move(*lk::worker::Engine::Create(
         s->weights, lk::kernels::MakeCpuBackend(), o));
@@ -102,16 +110,18 @@ double LocalPrefill(lk::worker::Engine& e, const std::vector<int32_t>& prompt) {
 void BM_PrefillTransfer(benchmark::State& state) {
   const int dim = static_cast<int>(state.range(0));
   const int n = static_cast<int>(state.range(1));
-  Setup& s = Get(dim);
+  const bool spindle = state.range(2) != 0;
+  Setup& s = Get(dim, spindle);
   const std::vector<int32_t> prompt = Prompt(n);
   pb::PrefillRequest req;
   req.set_request_id("bench");
   for (int32_t t : prompt) req.add_prompt_token_ids(t);
   req.mutable_sampling()->set_max_tokens(1);
   req.mutable_sampling()->set_ignore_eos(true);
+  req.set_accepts_codebooks(true);
   const pb::KvLayout ours =
       lk::worker::TransferLayout(s.decode->kv_shapes(), 1);
-  double local_s = 0, remote_s = 0, bytes = 0;
+  double local_s = 0, remote_s = 0, bytes = 0, codebook_bytes = 0;
   for (auto _ : state) {
     local_s += LocalPrefill(*s.local, prompt);
     const auto t0 = std::chrono::steady_clock::now();
@@ -146,10 +156,15 @@ void BM_PrefillTransfer(benchmark::State& state) {
     remote_s += t;
     state.SetIterationTime(t);
     bytes = static_cast<double>(r->kv->bytes());
+    codebook_bytes = 0;
+    for (const auto& layer : r->kv->codebooks) {
+      for (const std::string& b : layer) codebook_bytes += b.size();
+    }
   }
   const double it = static_cast<double>(state.iterations());
   const double full = static_cast<double>(n) * 4 * 8 * (1 + 64 + 64) * 4;
   state.counters["kv_bytes"] = bytes;
+  state.counters["codebook_bytes"] = codebook_bytes;
   state.counters["full_dim_bytes"] = full;
   state.counters["bytes_vs_full"] = bytes / full;
   state.counters["local_prefill_ms"] = 1e3 * local_s / it;
@@ -159,8 +174,8 @@ void BM_PrefillTransfer(benchmark::State& state) {
 }
 
 BENCHMARK(BM_PrefillTransfer)
-    ->ArgNames({"d", "prompt"})
-    ->ArgsProduct({{64, 32, 16}, {256, 1024}})
+    ->ArgNames({"d", "prompt", "spindle"})
+    ->ArgsProduct({{64, 32, 16}, {256, 1024}, {0, 1}})
     ->UseManualTime()
     ->Unit(benchmark::kMillisecond)
     ->MinTime(1.0);
