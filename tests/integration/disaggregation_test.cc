@@ -49,11 +49,26 @@ std::vector<std::vector<int32_t>> Generations(Cluster& c) {
   return out;
 }
 
-std::vector<std::vector<int32_t>> Mixed(const std::string& model) {
+// One mixed worker's generations.
+std::vector<std::vector<int32_t>> Mixed(
+    const std::string& model,
+    const std::vector<std::string>& worker_args = {}) {
   ClusterOptions o;
   o.model_dir = model;
+  o.worker_args = worker_args;
   Cluster c(o);
   return Generations(c);
+}
+
+// A prefill worker (0) and a decode worker (1).
+ClusterOptions PrefillDecode(const std::string& model,
+                             const std::vector<std::string>& worker_args = {}) {
+  ClusterOptions o;
+  o.model_dir = model;
+  o.worker_args = worker_args;
+  o.workers = 2;
+  o.per_worker_args = {{"--role=prefill"}, {"--role=decode"}};
+  return o;
 }
 
 int64_t PromptTokens(Cluster& c, const std::string& p) {
@@ -68,11 +83,7 @@ int64_t PromptTokens(Cluster& c, const std::string& p) {
 
 TEST(DisaggregationTest, PrefillAndDecodeWorkersEqualOneMixedWorker) {
   const auto want = Mixed(KvLatentDir());
-  ClusterOptions o;
-  o.model_dir = KvLatentDir();
-  o.workers = 2;
-  o.per_worker_args = {{"--role=prefill"}, {"--role=decode"}};
-  Cluster c(o);
+  Cluster c(PrefillDecode(KvLatentDir()));
   EXPECT_EQ(Generations(c), want);
   const pb::WorkerStats d = c.WorkerStats(1);
   EXPECT_EQ(d.kv_transfers(), kPrompts.size());
@@ -94,18 +105,8 @@ TEST(DisaggregationTest, SpindleCodebookLayersMoveCompressed) {
   const std::vector<std::string> spindle = {
       "--page_size=4", "--kv_policy=spindle", "--kv_budget=0.4",
       "--kv_window=8", "--kv_codebook_layers=2"};
-  ClusterOptions m;
-  m.model_dir = Stories260kDir();
-  m.worker_args = spindle;
-  std::vector<std::vector<int32_t>> want;
-  {
-    Cluster mixed(m);
-    want = Generations(mixed);
-  }
-  ClusterOptions o = m;
-  o.workers = 2;
-  o.per_worker_args = {{"--role=prefill"}, {"--role=decode"}};
-  Cluster c(o);
+  const auto want = Mixed(Stories260kDir(), spindle);
+  Cluster c(PrefillDecode(Stories260kDir(), spindle));
   EXPECT_EQ(Generations(c), want);
   const pb::WorkerStats d = c.WorkerStats(1);
   EXPECT_EQ(d.kv_transfers(), kPrompts.size());
@@ -134,11 +135,7 @@ TEST(DisaggregationTest, LayoutMismatchIsRefusedAndPrefilledLocally) {
 
 TEST(DisaggregationTest, DeadPrefillWorkerFallsBackToLocalPrefill) {
   const auto want = Mixed(Stories260kDir());
-  ClusterOptions o;
-  o.model_dir = Stories260kDir();
-  o.workers = 2;
-  o.per_worker_args = {{"--role=prefill"}, {"--role=decode"}};
-  Cluster c(o);
+  Cluster c(PrefillDecode(Stories260kDir()));
   ASSERT_EQ(kill(c.worker(0).pid(), SIGKILL), 0);
   // Until its registration lapses the coordinator may still name it; the
   // decode worker then cannot reach it and prefills itself.

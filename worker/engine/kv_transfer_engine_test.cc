@@ -36,6 +36,21 @@ Result RunOne(Engine& e, GenerationRequest r) {
   return out;
 }
 
+// Polls `done` for up to a second: engine stats are a post-step snapshot.
+template <typename Pred>
+bool WaitFor(Pred done) {
+  for (int i = 0; i < 200 && !done(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return done();
+}
+
+// No request running and no pages held beyond the local prefix cache's.
+bool Released(Engine& e) {
+  const EngineStats s = e.Stats();
+  return s.running == 0 && s.kv_pages_in_use == s.prefix_cached_pages;
+}
+
 // Greedy by default; a seeded sampled request when `sampled`.
 bool g_sampled = false;
 
@@ -72,24 +87,14 @@ std::shared_ptr<const KvSnapshot> ExpectDisaggregatedEqualsSingle(
   if (pre.tokens.size() != 1 || pre.kv == nullptr) return nullptr;
   // Exported, then released (the stats snapshot follows the step): only the
   // local prefix cache keeps pages.
-  auto released = [&] {
-    const EngineStats s = (*prefill)->Stats();
-    return s.running == 0 && s.kv_pages_in_use == s.prefix_cached_pages;
-  };
-  for (int i = 0; i < 200 && !released(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  EXPECT_TRUE(released());
+  EXPECT_TRUE(WaitFor([&] { return Released(**prefill); }));
   GenerationRequest d = Request(40);
   d.import_kv = pre.kv;
   d.import_first_token = pre.tokens[0];
   const Result got = RunOne(**decode, d);
   EXPECT_TRUE(got.status.ok()) << got.status;
   EXPECT_EQ(got.tokens, want.tokens);
-  for (int i = 0; i < 200 && (*decode)->Stats().kv_imports != 1; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  EXPECT_EQ((*decode)->Stats().kv_imports, 1);
+  EXPECT_TRUE(WaitFor([&] { return (*decode)->Stats().kv_imports == 1; }));
   // What moved: the rows each (layer, head) kept, each a position plus
   // d_qk + d_vo values, and any codebook blobs.
   int64_t bytes = 0;
@@ -182,21 +187,11 @@ TEST(KvTransferEngineTest, CodebooksIntoAnotherPlanFallBackToLocalPrefill) {
   const Result got = RunOne(**decode, d);
   ASSERT_TRUE(got.status.ok()) << got.status;
   EXPECT_EQ(got.tokens, want.tokens);
-  for (int i = 0; i < 200 && (*decode)->Stats().kv_import_failures != 1; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  EXPECT_EQ((*decode)->Stats().kv_import_failures, 1);
+  EXPECT_TRUE(
+      WaitFor([&] { return (*decode)->Stats().kv_import_failures == 1; }));
   EXPECT_EQ((*decode)->Stats().kv_imports, 0);
-  // Nothing of the refused import stays allocated once the request is done
-  // (stats are a post-step snapshot: wait for the next one).
-  auto released = [&] {
-    const EngineStats s = (*decode)->Stats();
-    return s.running == 0 && s.kv_pages_in_use == s.prefix_cached_pages;
-  };
-  for (int i = 0; i < 200 && !released(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  EXPECT_TRUE(released());
+  // Nothing of the refused import stays allocated once the request is done.
+  EXPECT_TRUE(WaitFor([&] { return Released(**decode); }));
 }
 
 TEST(KvTransferEngineTest, MismatchedSnapshotFallsBackToLocalPrefill) {
