@@ -42,6 +42,14 @@ bool KvSnapshot::has_codebooks() const {
   return false;
 }
 
+bool KvSnapshot::has_residency_state() const {
+  if (has_codebooks()) return true;
+  for (const std::string& w : windows) {
+    if (!w.empty()) return true;
+  }
+  return false;
+}
+
 int64_t KvSnapshot::tokens(int32_t layer, int32_t head) const {
   int64_t n =
       static_cast<int64_t>(rows[layer][head].size()) / RowBytes(shapes[layer]);
@@ -62,6 +70,7 @@ int64_t KvSnapshot::bytes() const {
       }
     }
   }
+  for (const std::string& w : windows) total += static_cast<int64_t>(w.size());
   return total;
 }
 
@@ -123,6 +132,9 @@ absl::Status ImportKv(KvCache& cache, SequenceKv& kv, const KvSnapshot& snap) {
       }
       counts[l].push_back(static_cast<int64_t>(r.size()) / rb);
     }
+  }
+  if (!snap.windows.empty() && snap.windows.size() != snap.shapes.size()) {
+    return absl::InvalidArgumentError("KV snapshot windows: wrong layers");
   }
   if (!snap.codebooks.empty()) {
     if (snap.codebooks.size() != snap.shapes.size()) {

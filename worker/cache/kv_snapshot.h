@@ -30,6 +30,12 @@ struct KvSnapshot {
   //                        int32 V index, f32 V magnitude).
   // Attention sees a head's codebook tokens before its rows.
   std::vector<std::vector<std::string>> codebooks;
+  // Empty, or [layer]: the residency policy's window of the latest queries
+  // (SequenceResidency), "" for a layer without one: int32 count, int32 next,
+  // f32 q [window, n_heads, d_qk], int32 positions [window] (a ring). The
+  // decode side scores its next evictions with it, exactly as the prefill
+  // side would have.
+  std::vector<std::string> windows;
 
   // Bytes of one row of `layer`.
   static int64_t RowBytes(const LayerKvShape& s) {
@@ -46,6 +52,8 @@ struct KvSnapshot {
   static absl::StatusOr<CodebookHeader> ParseCodebook(const std::string& blob,
                                                       const LayerKvShape& s);
   bool has_codebooks() const;
+  // Codebook entries or query windows: state for SequenceResidency.
+  bool has_residency_state() const;
   // Tokens held per layer and head: rows plus codebook records.
   int64_t tokens(int32_t layer, int32_t head) const;
   int64_t bytes() const;
@@ -53,13 +61,13 @@ struct KvSnapshot {
 
 // Copies the rows `kv` holds. Heads holding codebook entries (aux pages) are
 // FailedPrecondition unless `with_codebooks`, where the caller adds them
-// (SequenceResidency::ExportCodebooks).
+// (SequenceResidency::ExportState).
 absl::StatusOr<KvSnapshot> ExportKv(const KvCache& cache, const SequenceKv& kv,
                                     bool with_codebooks = false);
 
 // Fills `kv` (Init'ed, holding nothing) with the snapshot's rows, allocating
 // pages per (layer, head); codebook entries are left to the caller
-// (SequenceResidency::ImportCodebooks), whose blobs are only size-checked
+// (SequenceResidency::ImportState), whose codebook blobs are only size-checked
 // here. InvalidArgument when the shapes differ from the
 // cache's or a row blob is not a whole number of rows; ResourceExhausted when
 // the pages do not fit (nothing allocated then).

@@ -174,7 +174,7 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status) {
     auto snap = ExportKv(*cache_, seq->kv, seq->residency != nullptr);
     if (snap.ok()) {
       if (seq->residency != nullptr) {
-        seq->residency->ExportCodebooks(*cache_, seq->kv, &*snap);
+        seq->residency->ExportState(*cache_, seq->kv, &*snap);
       }
       ev.kv = std::make_shared<const KvSnapshot>(std::move(*snap));
     } else {
@@ -275,11 +275,11 @@ bool Engine::Import(Sequence* seq) {
   std::shared_ptr<const KvSnapshot> snap = std::move(seq->import_kv);
   seq->kv.Init(*cache_);
   absl::Status st = ImportKv(*cache_, seq->kv, *snap);
-  if (st.ok() && snap->has_codebooks()) {
+  if (st.ok() && snap->has_residency_state()) {
     st = seq->residency == nullptr
              ? absl::InvalidArgumentError(
-                   "codebook entries for a request without a residency plan")
-             : seq->residency->ImportCodebooks(*cache_, seq->kv, *snap);
+                   "residency state for a request without a residency plan")
+             : seq->residency->ImportState(*cache_, seq->kv, *snap);
   }
   if (!st.ok()) {
     seq->kv.Release(*cache_);

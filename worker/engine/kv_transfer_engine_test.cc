@@ -1,7 +1,8 @@
 // Prefill/decode disaggregation at the engine level, on stories260K: one
 // engine prefills and exports the prompt's KV (after its residency policy),
-// another imports it and decodes; the tokens equal a single engine's. A
-// snapshot of the wrong shape falls back to a local prefill.
+// another imports it and decodes; the tokens, and the KV held at the end,
+// equal a single engine's. A snapshot of the wrong shape or residency plan
+// falls back to a local prefill.
 #include <chrono>
 #include <future>
 #include <thread>
@@ -77,7 +78,11 @@ std::shared_ptr<const KvSnapshot> ExpectDisaggregatedEqualsSingle(
   auto decode = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), o);
   EXPECT_TRUE(single.ok() && prefill.ok() && decode.ok());
   if (!single.ok() || !prefill.ok() || !decode.ok()) return nullptr;
-  const Result want = RunOne(**single, Request(40));
+  // Both long requests export their final KV too: what the decode side
+  // holds at the end must equal what one engine holds.
+  GenerationRequest w = Request(40);
+  w.export_kv = true;
+  const Result want = RunOne(**single, w);
   GenerationRequest p = Request(1);
   p.export_kv = true;
   const Result pre = RunOne(**prefill, p);
@@ -91,9 +96,15 @@ std::shared_ptr<const KvSnapshot> ExpectDisaggregatedEqualsSingle(
   GenerationRequest d = Request(40);
   d.import_kv = pre.kv;
   d.import_first_token = pre.tokens[0];
+  d.export_kv = true;
   const Result got = RunOne(**decode, d);
   EXPECT_TRUE(got.status.ok()) << got.status;
   EXPECT_EQ(got.tokens, want.tokens);
+  EXPECT_TRUE(want.kv != nullptr && got.kv != nullptr);
+  if (want.kv != nullptr && got.kv != nullptr) {
+    EXPECT_EQ(got.kv->rows, want.kv->rows);  // same slots kept, same values
+    EXPECT_EQ(got.kv->codebooks, want.kv->codebooks);
+  }
   EXPECT_TRUE(WaitFor([&] { return (*decode)->Stats().kv_imports == 1; }));
   // What moved: the rows each (layer, head) kept, each a position plus
   // d_qk + d_vo values, and any codebook blobs.
@@ -106,6 +117,13 @@ std::shared_ptr<const KvSnapshot> ExpectDisaggregatedEqualsSingle(
   }
   for (const auto& layer : pre.kv->codebooks) {
     for (const std::string& b : layer) bytes += b.size();
+  }
+  // Query windows: count, next, q [window, 8 heads, d_qk 8], positions.
+  for (const std::string& w : pre.kv->windows) {
+    if (w.empty()) continue;
+    EXPECT_EQ(w.size(), 8u + 4 * (o.residency.window * 8 * 8 +
+                                  static_cast<size_t>(o.residency.window)));
+    bytes += w.size();
   }
   EXPECT_EQ(pre.kv->bytes(), bytes);
   return pre.kv;
@@ -136,6 +154,22 @@ TEST(KvTransferEngineTest, EvictedCacheTransferEqualsSingleEngine) {
   ExpectDisaggregatedEqualsSingle(o);
 }
 
+// A capacity eviction on the very first decode steps scores the keys with
+// the window of the prompt's last queries: that window moves with the KV,
+// so the decode side keeps the same slots as one engine (the shared check
+// compares the final KV; it fails without the window).
+TEST(KvTransferEngineTest, CapacityEvictionRightAfterTransferEqualsSingle) {
+  EngineOptions o;
+  o.kv.page_size = 4;
+  o.residency.policy = "spindle";
+  o.residency.codebook_layers = 0;
+  o.residency.budget = 1.0;  // no prompt-end eviction
+  o.residency.window = 8;
+  o.residency.capacity = {92};  // the prompt is 91 tokens
+  auto kv = ExpectDisaggregatedEqualsSingle(o);
+  ASSERT_NE(kv, nullptr);
+}
+
 // SpindleKV with its codebook layers: the codebook entries move in their
 // compressed form (no fallback), smaller than the rows they stand for.
 TEST(KvTransferEngineTest, CodebookLayersTransferCompressed) {
@@ -162,25 +196,20 @@ TEST(KvTransferEngineTest, CodebookLayersTransferCompressed) {
   EXPECT_LT(codebook_bytes, as_rows);
 }
 
-// Codebook entries for a layer the decode side does not keep as codebooks
-// (different residency plans): refused, prefilled locally, same tokens.
-TEST(KvTransferEngineTest, CodebooksIntoAnotherPlanFallBackToLocalPrefill) {
-  EngineOptions spindle;
-  spindle.kv.page_size = 4;
-  spindle.residency.policy = "spindle";
-  spindle.residency.codebook_layers = 2;
-  spindle.residency.window = 8;
-  EngineOptions evict = spindle;
-  evict.residency.codebook_layers = 0;
-  auto prefill =
-      Engine::Create(Stories260k(), kernels::MakeCpuBackend(), spindle);
-  auto decode = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), evict);
+// KV prefilled under plan `from`, imported under plan `to`: refused, so the
+// decode side prefills locally (same tokens as it alone) and keeps nothing of
+// the refused import.
+void ExpectRefusedIntoOtherPlan(const EngineOptions& from,
+                                const EngineOptions& to) {
+  auto prefill = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), from);
+  auto decode = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), to);
   ASSERT_TRUE(prefill.ok() && decode.ok());
   const Result want = RunOne(**decode, Request(20));
   GenerationRequest p = Request(1);
   p.export_kv = true;
   const Result pre = RunOne(**prefill, p);
-  ASSERT_TRUE(pre.status.ok() && pre.kv != nullptr && pre.kv->has_codebooks());
+  ASSERT_TRUE(pre.status.ok() && pre.kv != nullptr &&
+              pre.kv->has_residency_state());
   GenerationRequest d = Request(20);
   d.import_kv = pre.kv;
   d.import_first_token = pre.tokens[0];
@@ -190,8 +219,26 @@ TEST(KvTransferEngineTest, CodebooksIntoAnotherPlanFallBackToLocalPrefill) {
   EXPECT_TRUE(
       WaitFor([&] { return (*decode)->Stats().kv_import_failures == 1; }));
   EXPECT_EQ((*decode)->Stats().kv_imports, 0);
-  // Nothing of the refused import stays allocated once the request is done.
   EXPECT_TRUE(WaitFor([&] { return Released(**decode); }));
+}
+
+EngineOptions Spindle(int codebook_layers, int window) {
+  EngineOptions o;
+  o.kv.page_size = 4;
+  o.residency.policy = "spindle";
+  o.residency.codebook_layers = codebook_layers;
+  o.residency.window = window;
+  return o;
+}
+
+// Codebook entries for a layer the decode side does not keep as codebooks.
+TEST(KvTransferEngineTest, CodebooksIntoAnotherPlanFallBackToLocalPrefill) {
+  ExpectRefusedIntoOtherPlan(Spindle(2, 8), Spindle(0, 8));
+}
+
+// A query window of another size.
+TEST(KvTransferEngineTest, WindowOfAnotherSizeFallsBackToLocalPrefill) {
+  ExpectRefusedIntoOtherPlan(Spindle(0, 8), Spindle(0, 4));
 }
 
 TEST(KvTransferEngineTest, MismatchedSnapshotFallsBackToLocalPrefill) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -142,9 +143,8 @@ absl::Status SequenceResidency::EncodeLayer(KvCache& cache, SequenceKv& kv,
   return absl::OkStatus();
 }
 
-void SequenceResidency::ExportCodebooks(const KvCache& cache,
-                                        const SequenceKv& kv,
-                                        KvSnapshot* snap) const {
+void SequenceResidency::ExportState(const KvCache& cache, const SequenceKv& kv,
+                                    KvSnapshot* snap) const {
   std::vector<std::vector<std::string>> out(cache.num_layers());
   bool any = false;
   for (int32_t l = 0; l < cache.num_layers(); ++l) {
@@ -156,10 +156,44 @@ void SequenceResidency::ExportCodebooks(const KvCache& cache,
     }
   }
   if (any) snap->codebooks = std::move(out);
+  std::vector<std::string> wins(windows_.size());
+  any = false;
+  for (size_t l = 0; l < windows_.size(); ++l) {
+    const Window& w = windows_[l];
+    if (w.count == 0) continue;
+    std::string& b = wins[l];
+    b.append(reinterpret_cast<const char*>(&w.count), 4);
+    b.append(reinterpret_cast<const char*>(&w.next), 4);
+    b.append(reinterpret_cast<const char*>(w.q.data()), 4 * w.q.size());
+    b.append(reinterpret_cast<const char*>(w.pos.data()), 4 * w.pos.size());
+    any = true;
+  }
+  if (any) snap->windows = std::move(wins);
 }
 
-absl::Status SequenceResidency::ImportCodebooks(KvCache& cache, SequenceKv& kv,
-                                                const KvSnapshot& snap) {
+absl::Status SequenceResidency::ImportState(KvCache& cache, SequenceKv& kv,
+                                            const KvSnapshot& snap) {
+  for (size_t l = 0; l < snap.windows.size() && l < windows_.size(); ++l) {
+    const std::string& b = snap.windows[l];
+    if (b.empty()) continue;
+    Window& w = windows_[l];
+    const int32_t size = static_cast<int32_t>(w.pos.size());
+    Window got;
+    if (b.size() == 8 + 4 * (w.q.size() + w.pos.size())) {
+      std::memcpy(&got.count, b.data(), 4);
+      std::memcpy(&got.next, b.data() + 4, 4);
+    }
+    if (b.size() != 8 + 4 * (w.q.size() + w.pos.size()) || got.count < 1 ||
+        got.count > size || got.next < 0 || got.next >= size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "KV snapshot window of layer ", l, " (", b.size(),
+          " bytes) does not fit this plan's window of ", size, " queries"));
+    }
+    w.count = got.count;
+    w.next = got.next;
+    std::memcpy(w.q.data(), b.data() + 8, 4 * w.q.size());
+    std::memcpy(w.pos.data(), b.data() + 8 + 4 * w.q.size(), 4 * w.pos.size());
+  }
   if (!snap.has_codebooks()) return absl::OkStatus();
   for (int32_t l = 0; l < cache.num_layers(); ++l) {
     const int32_t n_kv = cache.shape(l).n_kv_heads;

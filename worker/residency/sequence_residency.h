@@ -61,17 +61,19 @@ class SequenceResidency {
   // The prompt's KV arrived already compressed (transferred from a prefill
   // worker): no prompt-end eviction or encoding happens here.
   void MarkPromptIn() { prompt_done_.assign(prompt_done_.size(), 1); }
-  // Adds the codebook entries of every head to `snap` (ExportKv'd from `kv`
-  // with_codebooks): snap->codebooks stays empty when no layer has any.
-  void ExportCodebooks(const KvCache& cache, const SequenceKv& kv,
-                       KvSnapshot* snap) const;
-  // Loads `snap`'s codebook entries (after ImportKv filled the rows) into
-  // this sequence's stores. InvalidArgument when a layer with entries is not
-  // a codebook layer of this plan (the prefill worker compressed with a
-  // different layout) or a blob is malformed; ResourceExhausted when the
-  // pages do not fit. On error the caller releases `kv` and calls Reset().
-  absl::Status ImportCodebooks(KvCache& cache, SequenceKv& kv,
-                               const KvSnapshot& snap);
+  // Adds this sequence's residency state to `snap` (ExportKv'd from `kv`
+  // with_codebooks): every head's codebook entries and every layer's query
+  // window; each part stays empty when no layer has any.
+  void ExportState(const KvCache& cache, const SequenceKv& kv,
+                   KvSnapshot* snap) const;
+  // Loads `snap`'s residency state (after ImportKv filled the rows) into
+  // this sequence. InvalidArgument when a layer with codebook entries is not
+  // a codebook layer of this plan, or a window's size or ring indices do not
+  // fit this plan (the prefill worker compressed with a different layout),
+  // or a blob is malformed; ResourceExhausted when the pages do not fit. On
+  // error the caller releases `kv` and calls Reset().
+  absl::Status ImportState(KvCache& cache, SequenceKv& kv,
+                           const KvSnapshot& snap);
   // q: [len, n_heads, d_qk(layer)] the chunk's roped queries at positions
   // pos [len] (ascending, the chunk's tokens already in `kv`); inv_freq:
   // [d_qk / 2] the layer's RoPE table.

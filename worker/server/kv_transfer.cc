@@ -121,6 +121,10 @@ absl::StatusOr<RemotePrefill> CallPrefill(const std::string& address,
       }
       snap->rows[msg.layer()].push_back(std::move(r));
     }
+    if (!msg.window().empty()) {
+      snap->windows.resize(snap->shapes.size());
+      snap->windows[msg.layer()] = std::move(*msg.mutable_window());
+    }
     if (bad.ok() && msg.head_codebooks_size() > 0) {
       if (msg.head_codebooks_size() != static_cast<int>(ours.num_kv_heads())) {
         bad = absl::DataLossError(

@@ -174,6 +174,7 @@ grpc::Status WorkerService::Prefill(
         m.add_head_codebooks(b);
       }
     }
+    if (!last.kv->windows.empty()) m.set_window(last.kv->windows[l]);
     if (!writer->Write(m)) {
       return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
     }
