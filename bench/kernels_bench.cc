@@ -5,6 +5,7 @@
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -234,6 +235,67 @@ BENCHMARK(BM_DecodeProducts110M)
     ->Arg(kF32)
     ->Arg(kBf16)
     ->UseRealTime();
+
+// Decode attention of one sequence (one query row per head) over `ctx`
+// cached tokens in pages of 16: the stories260K shape (8 heads, 4 KV heads,
+// head dim 8: overhead-bound) and the stories110M shape (12 heads, 12 KV
+// heads, head dim 64). Counter: visited slots (heads x ctx) per second.
+void BM_PagedAttentionDecode(benchmark::State& state) {
+  const int32_t heads = static_cast<int32_t>(state.range(0));
+  const int32_t kv_heads = static_cast<int32_t>(state.range(1));
+  const int32_t d = static_cast<int32_t>(state.range(2));
+  const int32_t ctx = static_cast<int32_t>(state.range(3));
+  constexpr int32_t kPage = 16;
+  const int32_t pages_per_head = (ctx + kPage - 1) / kPage;
+  const int32_t pages = pages_per_head * kv_heads;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  std::vector<float> k(int64_t{pages} * kPage * d), v(k.size()),
+      q(int64_t{heads} * d), out(q.size());
+  for (float& f : k) f = dist(rng);
+  for (float& f : v) f = dist(rng);
+  for (float& f : q) f = dist(rng);
+  std::vector<int32_t> pos(int64_t{pages} * kPage), indices(pages),
+      indptr(kv_heads + 1), last(kv_heads, ctx - (pages_per_head - 1) * kPage);
+  for (int32_t h = 0; h < kv_heads; ++h) {
+    indptr[h + 1] = (h + 1) * pages_per_head;
+    for (int32_t p = 0; p < pages_per_head; ++p) {
+      const int32_t page = h * pages_per_head + p;
+      indices[page] = page;
+      for (int32_t s = 0; s < kPage; ++s) pos[page * kPage + s] = p * kPage + s;
+    }
+  }
+  const int32_t q_indptr[2] = {0, 1};
+  const int32_t q_pos = ctx;
+  PagedAttentionArgs a;
+  a.num_seqs = 1;
+  a.n_heads = heads;
+  a.n_kv_heads = kv_heads;
+  a.d_qk = a.d_vo = d;
+  a.page_size = kPage;
+  a.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  a.q_indptr = q_indptr;
+  a.q = q.data();
+  a.q_pos = &q_pos;
+  a.kv_indptr = indptr.data();
+  a.kv_indices = indices.data();
+  a.kv_last_page_len = last.data();
+  a.k_pool = k.data();
+  a.v_pool = v.data();
+  a.pos_pool = pos.data();
+  a.out = out.data();
+  for (auto _ : state) {
+    PagedAttention(a);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["slots_per_s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * heads * ctx,
+                         benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_PagedAttentionDecode)
+    ->ArgNames({"heads", "kv_heads", "d", "ctx"})
+    ->Args({8, 4, 8, 256})
+    ->Args({12, 12, 64, 512});
 
 // An f32 (OpenBLAS threads) and a bf16 (OpenMP threads) product back to back,
 // as in a model mixing both: shows whether the two thread pools get in each

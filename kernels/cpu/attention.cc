@@ -14,6 +14,33 @@
 namespace latentkv::kernels {
 namespace {
 
+// e^x for x <= 0, |relative error| < 3e-7 (Cephes' expf polynomial after a
+// ln 2 range reduction); arguments below -87 give e^-87 instead of
+// underflowing. Plain arithmetic, so `omp simd` loops vectorize it (a libm
+// expf call per slot was a quarter of stories260K's decode step).
+inline float ExpNonPositive(float x) {
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2Hi = 0.693359375f;
+  constexpr float kLn2Lo = -2.12194440e-4f;
+  // 1.5 * 2^23: adding it rounds to an integer kept in the low mantissa bits.
+  constexpr float kRound = 12582912.0f;
+  x = x < -87.0f ? -87.0f : x;
+  const float t = x * kLog2e + kRound;
+  const float n = t - kRound;  // round(x / ln 2)
+  const float r = x - n * kLn2Hi - n * kLn2Lo;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float e = p * r * r + r + 1.0f;
+  // 2^n: n sits in t's low mantissa bits (as n + 0x400000 there).
+  const int32_t bits = (__builtin_bit_cast(int32_t, t) - 0x4B400000 + 127)
+                       << 23;
+  return e * __builtin_bit_cast(float, bits);
+}
+
 // Attention of one query row of one head over the page list
 // kv_indices[p_begin, p_end) (the last page holds `last_len` slots).
 // Writes out[d_vo]; zeros when no slot is visible.
@@ -37,7 +64,28 @@ AttendOne(const PagedAttentionArgs& a, const float* q, int32_t q_pos,
     const float* k = a.k_pool + page * ps * d_qk;
     const float* v = a.v_pool + page * ps * d_vo;
     float page_max = kNegInf;
-    for (int32_t s = 0; s < len; ++s) {
+    int32_t s = 0;
+    // Four dot products per pass over q (masked afterwards).
+    for (; s + 4 <= len; s += 4) {
+      const float* k0 = k + static_cast<int64_t>(s) * d_qk;
+      const float* k1 = k0 + d_qk;
+      const float* k2 = k1 + d_qk;
+      const float* k3 = k2 + d_qk;
+      float d0 = 0.0f, d1 = 0.0f, d2 = 0.0f, d3 = 0.0f;
+#pragma omp simd reduction(+ : d0, d1, d2, d3)
+      for (int32_t i = 0; i < d_qk; ++i) {
+        d0 += q[i] * k0[i];
+        d1 += q[i] * k1[i];
+        d2 += q[i] * k2[i];
+        d3 += q[i] * k3[i];
+      }
+      const float dots[4] = {d0, d1, d2, d3};
+      for (int j = 0; j < 4; ++j) {
+        scores[s + j] = pos[s + j] > q_pos ? kNegInf : dots[j] * a.scale;
+        page_max = std::max(page_max, scores[s + j]);
+      }
+    }
+    for (; s < len; ++s) {
       if (pos[s] > q_pos) {
         scores[s] = kNegInf;
         continue;
@@ -57,9 +105,32 @@ AttendOne(const PagedAttentionArgs& a, const float* q, int32_t q_pos,
       for (int32_t i = 0; i < d_vo; ++i) out[i] *= corr;
       m = page_max;
     }
+    // Weights of the whole page at once (masked slots weigh 0).
+#pragma omp simd
     for (int32_t s = 0; s < len; ++s) {
-      if (scores[s] == kNegInf) continue;
-      const float w = std::exp(scores[s] - m);
+      const float w = ExpNonPositive(scores[s] - m);
+      scores[s] = scores[s] == kNegInf ? 0.0f : w;
+    }
+    // Four slots per pass over `out` (masked ones add 0 * finite values):
+    // with head dims of 8-64 one slot per pass is bound by storing and
+    // reloading `out`.
+    s = 0;
+    for (; s + 4 <= len; s += 4) {
+      const float w0 = scores[s], w1 = scores[s + 1], w2 = scores[s + 2],
+                  w3 = scores[s + 3];
+      l += (w0 + w1) + (w2 + w3);
+      const float* v0 = v + static_cast<int64_t>(s) * d_vo;
+      const float* v1 = v0 + d_vo;
+      const float* v2 = v1 + d_vo;
+      const float* v3 = v2 + d_vo;
+#pragma omp simd
+      for (int32_t i = 0; i < d_vo; ++i) {
+        out[i] += (w0 * v0[i] + w1 * v1[i]) + (w2 * v2[i] + w3 * v3[i]);
+      }
+    }
+    for (; s < len; ++s) {
+      const float w = scores[s];
+      if (w == 0.0f) continue;
       l += w;
       const float* vs = v + static_cast<int64_t>(s) * d_vo;
 #pragma omp simd
