@@ -268,7 +268,8 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     // the tokens already generated.
     std::vector<int32_t> context = prompt;
     context.insert(context.end(), generated.begin(), generated.end());
-    const std::map<std::string, int64_t> cached = c.kv_index_.Overlaps(context);
+    const PromptKeys keys(context);  // hashed once for every lookup below
+    const std::map<std::string, int64_t> cached = c.kv_index_.Overlaps(keys);
     const RouteHint hint{static_cast<int64_t>(context.size()), &cached};
     std::optional<WorkerInfo> w = c.registry_.Acquire(tried, hint);
     if (!w) break;
@@ -276,7 +277,7 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     InflightGuard guard(&c.registry_, w->id, hint.prompt_tokens);
     // Until its events arrive, count the prompt as cached there, so a burst
     // sharing a new prefix follows this request instead of scattering.
-    c.kv_index_.Predict(w->id, context, std::chrono::steady_clock::now());
+    c.kv_index_.Predict(w->id, keys, std::chrono::steady_clock::now());
     if (auto it = cached.find(w->id); it != cached.end()) {
       c.routed_prefix_hits_.fetch_add(1);
       c.routed_prefix_tokens_.fetch_add(it->second);
@@ -301,7 +302,7 @@ grpc::Status Coordinator::GenerationImpl::Generate(
       prefill = c.registry_.AcquirePrefill(tried, hint);
       if (prefill) {
         wreq.set_prefill_worker(prefill->address);
-        c.kv_index_.Predict(prefill->id, context,
+        c.kv_index_.Predict(prefill->id, keys,
                             std::chrono::steady_clock::now());
       }
     }

@@ -4,6 +4,17 @@
 
 namespace latentkv::coordinator {
 
+const std::vector<kvstore::BlockKey>& PromptKeys::For(
+    int32_t block_tokens) const {
+  auto it = by_size_.find(block_tokens);
+  if (it == by_size_.end()) {
+    it = by_size_
+             .emplace(block_tokens, kvstore::PrefixKeys(prompt_, block_tokens))
+             .first;
+  }
+  return it->second;
+}
+
 KvIndex::Ack KvIndex::Apply(const std::string& worker, const KvIndexUpdate& u) {
   std::lock_guard<std::mutex> lock(mu_);
   WorkerKeys& w = workers_[worker];
@@ -44,15 +55,14 @@ void KvIndex::Remove(const std::string& worker) {
   workers_.erase(worker);
 }
 
-void KvIndex::Predict(const std::string& worker,
-                      absl::Span<const int32_t> prompt, TimePoint now) {
+void KvIndex::Predict(const std::string& worker, const PromptKeys& prompt,
+                      TimePoint now) {
   if (options_.predict_ttl.count() <= 0) return;
   std::lock_guard<std::mutex> lock(mu_);
   auto it = workers_.find(worker);
   if (it == workers_.end() || it->second.block_tokens <= 0) return;
   WorkerKeys& w = it->second;
-  const std::vector<kvstore::BlockKey> keys =
-      kvstore::PrefixKeys(prompt, w.block_tokens);
+  const std::vector<kvstore::BlockKey>& keys = prompt.For(w.block_tokens);
   if (static_cast<int64_t>(w.predicted.size() + keys.size()) >
       options_.max_predicted) {
     for (auto p = w.predicted.begin(); p != w.predicted.end();) {
@@ -72,24 +82,16 @@ void KvIndex::Predict(const std::string& worker,
   }
 }
 
-std::map<std::string, int64_t> KvIndex::Overlaps(
-    absl::Span<const int32_t> prompt, TimePoint now) const {
+std::map<std::string, int64_t> KvIndex::Overlaps(const PromptKeys& prompt,
+                                                 TimePoint now) const {
   std::lock_guard<std::mutex> lock(mu_);
-  std::map<int32_t, std::vector<kvstore::BlockKey>> keys_by_size;
   std::map<std::string, int64_t> out;
   for (const auto& [id, w] : workers_) {
     if (w.block_tokens <= 0 || (w.keys.empty() && w.predicted.empty())) {
       continue;
     }
-    auto it = keys_by_size.find(w.block_tokens);
-    if (it == keys_by_size.end()) {
-      it = keys_by_size
-               .emplace(w.block_tokens,
-                        kvstore::PrefixKeys(prompt, w.block_tokens))
-               .first;
-    }
     int64_t blocks = 0;
-    for (kvstore::BlockKey k : it->second) {
+    for (kvstore::BlockKey k : prompt.For(w.block_tokens)) {
       if (!w.keys.contains(k)) {
         auto p = w.predicted.find(k);
         if (p == w.predicted.end() || p->second <= now) break;

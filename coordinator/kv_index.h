@@ -27,6 +27,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/types/span.h"
+#include "kvstore/chain_key.h"
 
 namespace latentkv::coordinator {
 
@@ -46,6 +47,20 @@ struct KvIndexOptions {
   int64_t max_predicted = 65536;
 };
 
+// A prompt's chained block keys, hashed once per block size and shared by
+// the calls that route one request (Overlaps, then Predict for the chosen
+// workers). The prompt must outlive it; not thread-safe.
+class PromptKeys {
+ public:
+  explicit PromptKeys(absl::Span<const int32_t> prompt) : prompt_(prompt) {}
+  // The keys of the prompt's whole blocks of `block_tokens` (> 0).
+  const std::vector<kvstore::BlockKey>& For(int32_t block_tokens) const;
+
+ private:
+  absl::Span<const int32_t> prompt_;
+  mutable std::map<int32_t, std::vector<kvstore::BlockKey>> by_size_;
+};
+
 class KvIndex {
  public:
   using TimePoint = std::chrono::steady_clock::time_point;
@@ -60,13 +75,22 @@ class KvIndex {
   // `worker` was chosen to run `prompt`: its whole blocks count as held
   // until now + predict_ttl (no-op before the worker's first update, whose
   // block size is needed).
-  void Predict(const std::string& worker, absl::Span<const int32_t> prompt,
+  void Predict(const std::string& worker, const PromptKeys& prompt,
                TimePoint now);
+  void Predict(const std::string& worker, absl::Span<const int32_t> prompt,
+               TimePoint now) {
+    Predict(worker, PromptKeys(prompt), now);
+  }
   // Tokens of the longest cached (or, at `now`, predicted) prefix of
   // `prompt` per worker (workers with none are left out).
   std::map<std::string, int64_t> Overlaps(
-      absl::Span<const int32_t> prompt,
+      const PromptKeys& prompt,
       TimePoint now = std::chrono::steady_clock::now()) const;
+  std::map<std::string, int64_t> Overlaps(
+      absl::Span<const int32_t> prompt,
+      TimePoint now = std::chrono::steady_clock::now()) const {
+    return Overlaps(PromptKeys(prompt), now);
+  }
   // Blocks the index holds for a worker.
   int64_t blocks(const std::string& worker) const;
 

@@ -149,4 +149,16 @@ TEST(KvIndexTest, PredictedBlocksCountUntilTheyExpireOrAreEvicted) {
 }
 
 }  // namespace
+
+// One PromptKeys hashes each block size once and matches the span calls.
+TEST(KvIndexTest, PromptKeysAreHashedOncePerBlockSize) {
+  const std::vector<int32_t> prompt = Prompt(20, 3);
+  const PromptKeys keys(prompt);
+  const auto* first = &keys.For(4);
+  EXPECT_EQ(first, &keys.For(4));
+  EXPECT_EQ(*first, kvstore::PrefixKeys(prompt, 4));
+  EXPECT_EQ(keys.For(8), kvstore::PrefixKeys(prompt, 8));
+  EXPECT_EQ(first, &keys.For(4));  // still the same vector
+}
+
 }  // namespace latentkv::coordinator
