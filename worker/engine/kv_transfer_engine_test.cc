@@ -129,6 +129,17 @@ std::shared_ptr<const KvSnapshot> ExpectDisaggregatedEqualsSingle(
   return pre.kv;
 }
 
+// SpindleKV with pages of 4: `codebook_layers` shallow layers as codebooks,
+// the query window of `window` queries (other options at their defaults).
+EngineOptions Spindle(int codebook_layers, int window) {
+  EngineOptions o;
+  o.kv.page_size = 4;
+  o.residency.policy = "spindle";
+  o.residency.codebook_layers = codebook_layers;
+  o.residency.window = window;
+  return o;
+}
+
 TEST(KvTransferEngineTest, FullCacheTransferEqualsSingleEngine) {
   EngineOptions o;
   o.kv.page_size = 4;
@@ -144,12 +155,8 @@ TEST(KvTransferEngineTest, SeededSamplingTransferEqualsSingleEngine) {
 }
 
 TEST(KvTransferEngineTest, EvictedCacheTransferEqualsSingleEngine) {
-  EngineOptions o;
-  o.kv.page_size = 4;
-  o.residency.policy = "spindle";
-  o.residency.codebook_layers = 0;
+  EngineOptions o = Spindle(0, 8);
   o.residency.budget = 0.4;
-  o.residency.window = 8;
   o.residency.capacity = {64};
   ExpectDisaggregatedEqualsSingle(o);
 }
@@ -159,12 +166,8 @@ TEST(KvTransferEngineTest, EvictedCacheTransferEqualsSingleEngine) {
 // so the decode side keeps the same slots as one engine (the shared check
 // compares the final KV; it fails without the window).
 TEST(KvTransferEngineTest, CapacityEvictionRightAfterTransferEqualsSingle) {
-  EngineOptions o;
-  o.kv.page_size = 4;
-  o.residency.policy = "spindle";
-  o.residency.codebook_layers = 0;
-  o.residency.budget = 1.0;  // no prompt-end eviction
-  o.residency.window = 8;
+  EngineOptions o = Spindle(0, 8);
+  o.residency.budget = 1.0;     // no prompt-end eviction
   o.residency.capacity = {92};  // the prompt is 91 tokens
   auto kv = ExpectDisaggregatedEqualsSingle(o);
   ASSERT_NE(kv, nullptr);
@@ -173,12 +176,8 @@ TEST(KvTransferEngineTest, CapacityEvictionRightAfterTransferEqualsSingle) {
 // SpindleKV with its codebook layers: the codebook entries move in their
 // compressed form (no fallback), smaller than the rows they stand for.
 TEST(KvTransferEngineTest, CodebookLayersTransferCompressed) {
-  EngineOptions o;
-  o.kv.page_size = 4;
-  o.residency.policy = "spindle";
-  o.residency.codebook_layers = 2;
+  EngineOptions o = Spindle(2, 8);
   o.residency.budget = 0.4;
-  o.residency.window = 8;
   auto kv = ExpectDisaggregatedEqualsSingle(o);
   ASSERT_NE(kv, nullptr);
   ASSERT_TRUE(kv->has_codebooks());
@@ -220,15 +219,6 @@ void ExpectRefusedIntoOtherPlan(const EngineOptions& from,
       WaitFor([&] { return (*decode)->Stats().kv_import_failures == 1; }));
   EXPECT_EQ((*decode)->Stats().kv_imports, 0);
   EXPECT_TRUE(WaitFor([&] { return Released(**decode); }));
-}
-
-EngineOptions Spindle(int codebook_layers, int window) {
-  EngineOptions o;
-  o.kv.page_size = 4;
-  o.residency.policy = "spindle";
-  o.residency.codebook_layers = codebook_layers;
-  o.residency.window = window;
-  return o;
 }
 
 // Codebook entries for a layer the decode side does not keep as codebooks.
