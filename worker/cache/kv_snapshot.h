@@ -32,9 +32,10 @@ struct KvSnapshot {
   std::vector<std::vector<std::string>> codebooks;
   // Empty, or [layer]: the residency policy's window of the latest queries
   // (SequenceResidency), "" for a layer without one: int32 count, int32 next,
-  // f32 q [window, n_heads, d_qk], int32 positions [window] (a ring). The
-  // decode side scores its next evictions with it, exactly as the prefill
-  // side would have.
+  // f32 q [count, n_heads, d_qk], int32 positions [count]. The window is a
+  // ring of `window` slots: sent whole once full (count == window), else its
+  // slots [0, count) (then next == count). The decode side scores its next
+  // evictions with it, exactly as the prefill side would have.
   std::vector<std::string> windows;
 
   // Bytes of one row of `layer`.

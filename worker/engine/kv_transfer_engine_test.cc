@@ -3,6 +3,7 @@
 // another imports it and decodes; the tokens, and the KV held at the end,
 // equal a single engine's. A snapshot of the wrong shape or residency plan
 // falls back to a local prefill.
+#include <algorithm>
 #include <chrono>
 #include <future>
 #include <thread>
@@ -54,6 +55,8 @@ bool Released(Engine& e) {
 
 // Greedy by default; a seeded sampled request when `sampled`.
 bool g_sampled = false;
+// Prompt tokens of Request() (BOS included).
+int g_prompt_len = 91;
 
 GenerationRequest Request(int max_new) {
   GenerationRequest r;
@@ -64,7 +67,9 @@ GenerationRequest Request(int max_new) {
   }
   r.id = "r";
   r.prompt = {1};
-  for (int j = 0; j < 90; ++j) r.prompt.push_back(259 + (j * 13) % 250);
+  for (int j = 1; j < g_prompt_len; ++j) {
+    r.prompt.push_back(259 + ((j - 1) * 13) % 250);
+  }
   r.max_new_tokens = max_new;
   r.ignore_eos = true;
   return r;
@@ -118,11 +123,12 @@ std::shared_ptr<const KvSnapshot> ExpectDisaggregatedEqualsSingle(
   for (const auto& layer : pre.kv->codebooks) {
     for (const std::string& b : layer) bytes += b.size();
   }
-  // Query windows: count, next, q [window, 8 heads, d_qk 8], positions.
+  // Query windows: count, next, q [count, 8 heads, d_qk 8], positions
+  // [count], count = the prompt's last queries the window holds.
+  const size_t count = std::min(g_prompt_len, o.residency.window);
   for (const std::string& w : pre.kv->windows) {
     if (w.empty()) continue;
-    EXPECT_EQ(w.size(), 8u + 4 * (o.residency.window * 8 * 8 +
-                                  static_cast<size_t>(o.residency.window)));
+    EXPECT_EQ(w.size(), 8u + 4 * (8 * 8 + 1) * count);
     bytes += w.size();
   }
   EXPECT_EQ(pre.kv->bytes(), bytes);
@@ -171,6 +177,19 @@ TEST(KvTransferEngineTest, CapacityEvictionRightAfterTransferEqualsSingle) {
   o.residency.capacity = {92};  // the prompt is 91 tokens
   auto kv = ExpectDisaggregatedEqualsSingle(o);
   ASSERT_NE(kv, nullptr);
+}
+
+// A prompt shorter than the window: only the window's filled slots move,
+// and the decode side's capacity evictions still keep what one engine keeps.
+TEST(KvTransferEngineTest, PartlyFilledWindowTransfersEqualsSingle) {
+  EngineOptions o = Spindle(0, 8);
+  o.residency.budget = 1.0;    // no prompt-end eviction
+  o.residency.capacity = {8};  // evictions from the first decode steps
+  g_prompt_len = 6;
+  auto kv = ExpectDisaggregatedEqualsSingle(o);
+  g_prompt_len = 91;
+  ASSERT_NE(kv, nullptr);
+  EXPECT_FALSE(kv->windows.empty());
 }
 
 // SpindleKV with its codebook layers: the codebook entries move in their

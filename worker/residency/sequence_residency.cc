@@ -161,11 +161,14 @@ void SequenceResidency::ExportState(const KvCache& cache, const SequenceKv& kv,
   for (size_t l = 0; l < windows_.size(); ++l) {
     const Window& w = windows_[l];
     if (w.count == 0) continue;
+    // Until the ring is full its entries are slots [0, count) and next ==
+    // count: only those move.
+    const size_t row = w.q.size() / w.pos.size();
     std::string& b = wins[l];
     b.append(reinterpret_cast<const char*>(&w.count), 4);
     b.append(reinterpret_cast<const char*>(&w.next), 4);
-    b.append(reinterpret_cast<const char*>(w.q.data()), 4 * w.q.size());
-    b.append(reinterpret_cast<const char*>(w.pos.data()), 4 * w.pos.size());
+    b.append(reinterpret_cast<const char*>(w.q.data()), 4 * row * w.count);
+    b.append(reinterpret_cast<const char*>(w.pos.data()), 4 * w.count);
     any = true;
   }
   if (any) snap->windows = std::move(wins);
@@ -178,21 +181,25 @@ absl::Status SequenceResidency::ImportState(KvCache& cache, SequenceKv& kv,
     if (b.empty()) continue;
     Window& w = windows_[l];
     const int32_t size = static_cast<int32_t>(w.pos.size());
-    Window got;
-    if (b.size() == 8 + 4 * (w.q.size() + w.pos.size())) {
-      std::memcpy(&got.count, b.data(), 4);
-      std::memcpy(&got.next, b.data() + 4, 4);
+    const size_t row = w.q.size() / w.pos.size();
+    int32_t count = 0, next = 0;
+    if (b.size() >= 8) {
+      std::memcpy(&count, b.data(), 4);
+      std::memcpy(&next, b.data() + 4, 4);
     }
-    if (b.size() != 8 + 4 * (w.q.size() + w.pos.size()) || got.count < 1 ||
-        got.count > size || got.next < 0 || got.next >= size) {
+    const bool fits =
+        count >= 1 && count <= size && next >= 0 && next < size &&
+        (count == size || next == count) &&
+        b.size() == 8 + 4 * (row + 1) * static_cast<size_t>(count);
+    if (!fits) {
       return absl::InvalidArgumentError(absl::StrCat(
           "KV snapshot window of layer ", l, " (", b.size(),
           " bytes) does not fit this plan's window of ", size, " queries"));
     }
-    w.count = got.count;
-    w.next = got.next;
-    std::memcpy(w.q.data(), b.data() + 8, 4 * w.q.size());
-    std::memcpy(w.pos.data(), b.data() + 8 + 4 * w.q.size(), 4 * w.pos.size());
+    w.count = count;
+    w.next = next;
+    std::memcpy(w.q.data(), b.data() + 8, 4 * row * count);
+    std::memcpy(w.pos.data(), b.data() + 8 + 4 * row * count, 4 * count);
   }
   if (!snap.has_codebooks()) return absl::OkStatus();
   for (int32_t l = 0; l < cache.num_layers(); ++l) {
