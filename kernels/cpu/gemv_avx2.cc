@@ -10,13 +10,11 @@
 namespace latentkv::kernels::internal {
 namespace {
 
-// 8 bf16 weights -> 8 f32 (a bf16 is the high half of an f32).
-inline __m256 Widen8(const uint16_t* p) {
+// 8 weights as f32 (a bf16 is the high half of an f32).
+inline __m256 Load8(const uint16_t* p) {
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
 }
-
-inline __m256 Load8(const uint16_t* p) { return Widen8(p); }
 inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
 
 inline float Sum8(__m256 v) {
@@ -26,13 +24,9 @@ inline float Sum8(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
-inline float Bf16(uint16_t b) {
-  const uint32_t u = uint32_t{b} << 16;
-  float f;
-  __builtin_memcpy(&f, &u, sizeof(f));
-  return f;
+inline float ToF32(uint16_t b) {
+  return __builtin_bit_cast(float, uint32_t{b} << 16);
 }
-inline float ToF32(uint16_t b) { return Bf16(b); }
 inline float ToF32(float f) { return f; }
 
 // R weight rows (bf16 or f32) x N inputs: R * N accumulators, R weight
@@ -158,18 +152,8 @@ void GemvStreams(const float* x, const T* w, int64_t cols, int64_t r0,
       y[r0 + k * len + i] = s;
     }
   }
-  // The rows that do not divide into S streams, one at a time.
-  for (int64_t r = r0 + S * len; r < r1; ++r) {
-    const T* p = w + r * cols;
-    __m256 acc = _mm256_setzero_ps();
-    int64_t c = 0;
-    for (; c < full; c += 8) {
-      acc = _mm256_fmadd_ps(Load8(p + c), _mm256_loadu_ps(x + c), acc);
-    }
-    float s = Sum8(acc);
-    for (; c < cols; ++c) s += ToF32(p[c]) * x[c];
-    y[r] = s;
-  }
+  // The rows that do not divide into S streams, as one stream.
+  if constexpr (S > 1) GemvStreams<1>(x, w, cols, r0 + S * len, r1, y);
 }
 
 }  // namespace
@@ -186,7 +170,11 @@ void F32GemvAvx2(const float* x, const float* w, int64_t cols, int64_t r0,
 
 void Bf16RowsAvx2(const float* x, int64_t n, int64_t ldx, const uint16_t* w,
                   int64_t cols, int64_t r0, int64_t r1, float* y, int64_t ldy) {
-  RowsAll(x, n, ldx, w, cols, r0, r1, y, ldy);
+  if (n == 1) {
+    GemvStreams<kGemvStreams>(x, w, cols, r0, r1, y);
+  } else {
+    RowsAll(x, n, ldx, w, cols, r0, r1, y, ldy);
+  }
 }
 
 }  // namespace latentkv::kernels::internal

@@ -11,7 +11,8 @@ namespace latentkv::kernels::internal {
 
 // y[j * ldy + r] = sum_c x[j * ldx + c] * W[r, c] for j < n and rows
 // r0 <= r < r1; W bf16 [*, cols] row-major, x f32 (natural column order).
-// Decode-sized n: each weight row is read once for all n inputs.
+// Decode-sized n: each weight row is read once for all n inputs; n = 1 is
+// Bf16GemvAvx2.
 void Bf16RowsAvx2(const float* x, int64_t n, int64_t ldx, const uint16_t* w,
                   int64_t cols, int64_t r0, int64_t r1, float* y, int64_t ldy);
 

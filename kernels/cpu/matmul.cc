@@ -186,13 +186,8 @@ void MatMulBf16Avx2(const float* x, int64_t n, const uint16_t* w, int64_t rows,
   }
   const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
   ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
-    const int64_t r0 = b0 * kRowsPerBlock;
-    const int64_t r1 = std::min(rows, b1 * kRowsPerBlock);
-    if (n == 1) {
-      Bf16GemvAvx2(x, w, cols, r0, r1, y);
-    } else {
-      Bf16RowsAvx2(x, n, cols, w, cols, r0, r1, y, rows);
-    }
+    Bf16RowsAvx2(x, n, cols, w, cols, b0 * kRowsPerBlock,
+                 std::min(rows, b1 * kRowsPerBlock), y, rows);
   });
 }
 
@@ -364,9 +359,6 @@ void MatMulGroupAvx2(const float* x, int64_t n, const WeightView* ws,
       if (w.dtype == DType::kF32) {
         internal::F32GemvAvx2(x, static_cast<const float*>(w.data), cols, r0,
                               r1, ys[i]);
-      } else if (n == 1) {
-        internal::Bf16GemvAvx2(x, static_cast<const uint16_t*>(w.data), cols,
-                               r0, r1, ys[i]);
       } else {
         internal::Bf16RowsAvx2(x, n, cols, static_cast<const uint16_t*>(w.data),
                                cols, r0, r1, ys[i], w.rows);
