@@ -29,6 +29,17 @@ enum Path : int64_t {
 const char* const kPathNames[] = {"f32", "bf16", "bf16dp", "f16",
                                   "f32 OpenBLAS"};
 
+// y = x W^T through the path's entry point (MatMul, or the BLAS baseline).
+void Product(Path path, const float* x, int64_t n, const WeightView& w,
+             float* y) {
+  if (path == kF32Blas) {
+    internal::MatMulF32Blas(x, n, static_cast<const float*>(w.data), w.rows,
+                            w.cols, y);
+  } else {
+    MatMul(x, n, w, y);
+  }
+}
+
 void BM_MatMul(benchmark::State& state) {
   const auto path = static_cast<Path>(state.range(0));
   const int64_t rows = state.range(1);
@@ -39,9 +50,9 @@ void BM_MatMul(benchmark::State& state) {
   std::vector<float> wf(rows * cols), x(n * cols), y(n * rows);
   for (float& f : wf) f = dist(rng);
   for (float& f : x) f = dist(rng);
-  const DType dtype = path == kF32   ? DType::kF32
-                      : path == kF16 ? DType::kF16
-                                     : DType::kBF16;
+  const DType dtype = path == kF32 || path == kF32Blas ? DType::kF32
+                      : path == kF16                   ? DType::kF16
+                                                       : DType::kBF16;
   std::vector<uint16_t> w16(rows * cols);
   if (dtype != DType::kF32) {
     ConvertFromF32(wf.data(), wf.size(), dtype, w16.data());
@@ -58,7 +69,7 @@ void BM_MatMul(benchmark::State& state) {
       internal::MatMulBf16Avx512Dp(x.data(), n, w16.data(), rows, cols,
                                    y.data());
     } else {
-      MatMul(x.data(), n, view, y.data());
+      Product(path, x.data(), n, view, y.data());
     }
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
@@ -78,7 +89,11 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
                               {32000, 768}}) {
       b->Args({path, rows, cols, 1});
     }
-    b->Args({path, 2048, 768, 64});
+    b->Args({path, 2048, 768, 256});
+  }
+  // Decode batches, OpenBLAS as the baseline.
+  for (int64_t path : {kF32Blas, kF32, kBf16}) {
+    for (int64_t n : {4, 16, 64}) b->Args({path, 2048, 768, n});
   }
   // f16 is the portable path: one decode and one prefill shape.
   b->Args({kF16, 2048, 768, 1});
@@ -92,17 +107,6 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_MatMul)->Apply(MatMulArgs)->UseRealTime();
 
-// y = x W^T through the path's entry point (MatMul, or the BLAS baseline).
-void Product(Path path, const float* x, int64_t n, const WeightView& w,
-             float* y) {
-  if (path == kF32Blas) {
-    internal::MatMulF32Blas(x, n, static_cast<const float*>(w.data), w.rows,
-                            w.cols, y);
-  } else {
-    MatMul(x, n, w, y);
-  }
-}
-
 // Decode's real access pattern: the weights are far larger than the caches,
 // so every product streams from DRAM. Cycles through copies of one matrix
 // (384 MiB of weights in all) and reports bytes/s next to the read-bandwidth
@@ -111,12 +115,13 @@ void BM_MatMulStreamed(benchmark::State& state) {
   const auto path = static_cast<Path>(state.range(0));
   const int64_t rows = state.range(1);
   const int64_t cols = state.range(2);
+  const int64_t n = state.range(3);
   const DType dtype = path == kBf16 ? DType::kBF16 : DType::kF32;
   const int64_t bytes = rows * cols * DTypeSize(dtype);
   const int64_t copies = ((int64_t{384} << 20) + bytes - 1) / bytes;
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> x(cols), y(rows);
+  std::vector<float> x(n * cols), y(n * rows);
   for (float& f : x) f = dist(rng);
   std::vector<std::vector<float>> wf(copies);
   std::vector<std::vector<uint16_t>> wb(copies);
@@ -136,7 +141,7 @@ void BM_MatMulStreamed(benchmark::State& state) {
   static const double probe = MeasureReadBandwidth(int64_t{512} << 20, 2);
   const auto start = std::chrono::steady_clock::now();
   for (auto _ : state) {
-    for (const WeightView& v : views) Product(path, x.data(), 1, v, y.data());
+    for (const WeightView& v : views) Product(path, x.data(), n, v, y.data());
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
@@ -147,14 +152,20 @@ void BM_MatMulStreamed(benchmark::State& state) {
   state.SetBytesProcessed(static_cast<int64_t>(total));
   state.counters["frac_of_probe"] = total / secs / probe;
   state.counters["probe_GBs"] = probe / 1e9;
+  state.counters["FLOPS"] =
+      benchmark::Counter(2.0 * n * rows * cols * copies * state.iterations(),
+                         benchmark::Counter::kIsRate);
   state.SetLabel(kPathNames[path]);
 }
 BENCHMARK(BM_MatMulStreamed)
-    ->ArgNames({"path", "rows", "cols"})
-    ->ArgsProduct({{kF32Blas, kF32, kBf16}, {768, 2048, 32000}, {768}})
-    ->Args({kF32Blas, 768, 2048})
-    ->Args({kF32, 768, 2048})
-    ->Args({kBf16, 768, 2048})
+    ->ArgNames({"path", "rows", "cols", "n"})
+    ->ArgsProduct({{kF32Blas, kF32, kBf16}, {768, 2048, 32000}, {768}, {1}})
+    ->Args({kF32Blas, 768, 2048, 1})
+    ->Args({kF32, 768, 2048, 1})
+    ->Args({kBf16, 768, 2048, 1})
+    // Decode batches: FLOPS against OpenBLAS sgemm.
+    ->ArgsProduct({{kF32Blas, kF32, kBf16}, {2048}, {768}, {4, 16, 32, 64}})
+    ->ArgsProduct({{kF32Blas, kF32, kBf16}, {768}, {2048}, {4, 16, 32, 64}})
     ->UseRealTime();
 
 // One decode token's products of the stories110M shape (12 layers of Q/K/V

@@ -58,6 +58,9 @@ std::vector<Shape> AwkwardShapes() {
   shapes.push_back({1, 3001, 100});  // thread ranges off the 16-row blocks
   // Prefill-sized batches (past kBf16Avx2MaxRows: the convert + BLAS path).
   shapes.push_back({70, 33, 65});
+  // x too large for one L2 chunk in the AVX2 rows kernel (n * cols * 4 >
+  // 192 KiB): two column chunks, the second with a 5-column tail.
+  shapes.push_back({20, 37, 2501});
   return shapes;
 }
 
@@ -189,6 +192,32 @@ TEST(MatMulTest, Avx2GemvKernels) {
                                                static_cast<const uint16_t*>(w),
                                                cols, r0, r1, y + j * rows);
                       }
+                    }
+                  }
+                });
+  }
+}
+
+// The AVX2 rows kernels on their own (every n, including n = 1 and the
+// chunked shape), over two row ranges, the first not a multiple of a tile.
+TEST(MatMulTest, Avx2RowsKernels) {
+  if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "no AVX2/FMA";
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(DTypeName(dt));
+    CheckMatMul(dt, 1e-5,
+                [dt](const float* x, int64_t n, const void* w, int64_t rows,
+                     int64_t cols, float* y) {
+                  const int64_t mid = rows / 3;
+                  for (auto [r0, r1] :
+                       {std::pair{int64_t{0}, mid}, std::pair{mid, rows}}) {
+                    if (dt == DType::kF32) {
+                      internal::F32RowsAvx2(x, n, cols,
+                                            static_cast<const float*>(w), cols,
+                                            r0, r1, y, rows);
+                    } else {
+                      internal::Bf16RowsAvx2(x, n, cols,
+                                             static_cast<const uint16_t*>(w),
+                                             cols, r0, r1, y, rows);
                     }
                   }
                 });

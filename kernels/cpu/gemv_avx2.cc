@@ -1,49 +1,39 @@
 // AVX2 + FMA kernels (see gemv_avx2.h). Compiled with
-// -mavx2 -mfma; includes nothing but intrinsics so no inline library code
-// built with those flags leaks into the rest of the binary.
+// -mavx2 -mfma; includes nothing but intrinsics (and avx2_util.h) so no
+// inline library code built with those flags leaks into the rest of the
+// binary.
 #include "kernels/cpu/gemv_avx2.h"
 
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
+
+#include "kernels/cpu/avx2_util.h"
 
 namespace latentkv::kernels::internal {
 namespace {
 
-// 8 weights as f32 (a bf16 is the high half of an f32).
-inline __m256 Load8(const uint16_t* p) {
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
-}
-inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+using avx2::Load8;
+using avx2::Sum8;
+using avx2::ToF32;
 
-inline float Sum8(__m256 v) {
-  const __m128 s =
-      _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
-}
-
-inline float ToF32(uint16_t b) {
-  return __builtin_bit_cast(float, uint32_t{b} << 16);
-}
-inline float ToF32(float f) { return f; }
-
-// R weight rows (bf16 or f32) x N inputs: R * N accumulators, R weight
-// vectors and one x vector fit the 16 ymm registers (R = 4, N = 2: 13;
-// R = 3, N = 4: 16).
+// R weight rows (bf16 or f32) x N inputs over kc columns: R * N
+// accumulators, R weight vectors and one x vector fit the 16 ymm registers
+// (R = 4, N = 2: 13; R = 3, N = 4: 16; R = 5, N = 2: 16). Writes (or, when
+// `accumulate`, adds to) y[j * ldy + r]. Weight row r is w + r * ldw.
 template <int R, int N, typename T>
-inline void Tile(const float* x, int64_t ldx, const T* w, int64_t cols,
-                 float* y, int64_t ldy) {
+inline void Tile(const float* x, int64_t ldx, const T* w, int64_t ldw,
+                 int64_t kc, float* y, int64_t ldy, bool accumulate) {
   __m256 acc[R][N];
   for (int r = 0; r < R; ++r) {
     for (int j = 0; j < N; ++j) acc[r][j] = _mm256_setzero_ps();
   }
-  const int64_t full = cols / 8 * 8;
+  const int64_t full = kc / 8 * 8;
   auto step = [&](int64_t c) {
     __m256 wv[R];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) wv[r] = Load8(w + r * cols + c);
+    for (int r = 0; r < R; ++r) wv[r] = Load8(w + r * ldw + c);
 #pragma GCC unroll 4
     for (int j = 0; j < N; ++j) {
       const __m256 xv = _mm256_loadu_ps(x + j * ldx + c);
@@ -62,7 +52,7 @@ inline void Tile(const float* x, int64_t ldx, const T* w, int64_t cols,
   for (; c + kLine <= full; c += kLine) {
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      _mm_prefetch(reinterpret_cast<const char*>(w + (r + R) * cols + c),
+      _mm_prefetch(reinterpret_cast<const char*>(w + (r + R) * ldw + c),
                    _MM_HINT_T0);
     }
 #pragma GCC unroll 4
@@ -72,25 +62,40 @@ inline void Tile(const float* x, int64_t ldx, const T* w, int64_t cols,
   for (int r = 0; r < R; ++r) {
     for (int j = 0; j < N; ++j) {
       float s = Sum8(acc[r][j]);
-      for (int64_t c = full; c < cols; ++c) {
-        s += ToF32(w[r * cols + c]) * x[j * ldx + c];
+      for (int64_t c = full; c < kc; ++c) {
+        s += ToF32(w[r * ldw + c]) * x[j * ldx + c];
       }
-      y[j * ldy + r] = s;
+      float& out = y[j * ldy + r];
+      out = accumulate ? out + s : s;
     }
   }
 }
 
-// Weight rows [r, r + R) against every input, N at a time.
+// Weight rows [r, r + R) against every input, N at a time, over columns
+// [c0, c0 + kc).
 template <int R, int N, typename T>
 inline void Rows(const float* x, int64_t n, int64_t ldx, const T* w,
-                 int64_t cols, int64_t r, float* y, int64_t ldy) {
+                 int64_t cols, int64_t c0, int64_t kc, int64_t r, float* y,
+                 int64_t ldy) {
+  const T* wr = w + r * cols + c0;
+  const bool acc = c0 > 0;
   int64_t j = 0;
   for (; j + N <= n; j += N) {
-    Tile<R, N>(x + j * ldx, ldx, w + r * cols, cols, y + j * ldy + r, ldy);
+    Tile<R, N>(x + j * ldx + c0, ldx, wr, cols, kc, y + j * ldy + r, ldy, acc);
   }
   for (; j < n; ++j) {
-    Tile<R, 1>(x + j * ldx, ldx, w + r * cols, cols, y + j * ldy + r, ldy);
+    Tile<R, 1>(x + j * ldx + c0, ldx, wr, cols, kc, y + j * ldy + r, ldy, acc);
   }
+}
+
+// Columns per chunk such that one chunk of all n inputs (n * kc floats) stays
+// within about 192 KiB of the 512 KiB L2, where the tiles re-read it once per
+// weight tile; a multiple of 64 columns so tails fall in the last chunk.
+inline int64_t ChunkCols(int64_t n, int64_t cols) {
+  constexpr int64_t kXBytes = 192 << 10;
+  const int64_t chunks =
+      std::max<int64_t>(1, (n * cols * 4 + kXBytes - 1) / kXBytes);
+  return chunks == 1 ? cols : (cols / chunks + 63) / 64 * 64;
 }
 
 // 3 x 4 tiles (12 accumulators, 3 weight vectors, one x vector: all 16 ymm
@@ -100,12 +105,19 @@ inline void Rows(const float* x, int64_t n, int64_t ldx, const T* w,
 template <typename T>
 void RowsAll(const float* x, int64_t n, int64_t ldx, const T* w, int64_t cols,
              int64_t r0, int64_t r1, float* y, int64_t ldy) {
-  int64_t r = r0;
-  if (n >= 4) {
-    for (; r + 3 <= r1; r += 3) Rows<3, 4>(x, n, ldx, w, cols, r, y, ldy);
+  const int64_t step = ChunkCols(n, cols);
+  for (int64_t c0 = 0; c0 < cols; c0 += step) {
+    const int64_t kc = std::min(step, cols - c0);
+    int64_t r = r0;
+    if (n >= 4) {
+      for (; r + 3 <= r1; r += 3) {
+        Rows<3, 4>(x, n, ldx, w, cols, c0, kc, r, y, ldy);
+      }
+    }
+    for (; r + 4 <= r1; r += 4)
+      Rows<4, 2>(x, n, ldx, w, cols, c0, kc, r, y, ldy);
+    for (; r < r1; ++r) Rows<1, 2>(x, n, ldx, w, cols, c0, kc, r, y, ldy);
   }
-  for (; r + 4 <= r1; r += 4) Rows<4, 2>(x, n, ldx, w, cols, r, y, ldy);
-  for (; r < r1; ++r) Rows<1, 2>(x, n, ldx, w, cols, r, y, ldy);
 }
 
 // Row i of each of the S sub-ranges of [r0, r1) at once: S sequential streams
@@ -170,6 +182,15 @@ void F32GemvAvx2(const float* x, const float* w, int64_t cols, int64_t r0,
 
 void Bf16RowsAvx2(const float* x, int64_t n, int64_t ldx, const uint16_t* w,
                   int64_t cols, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+  if (n == 1) {
+    GemvStreams<kGemvStreams>(x, w, cols, r0, r1, y);
+  } else {
+    RowsAll(x, n, ldx, w, cols, r0, r1, y, ldy);
+  }
+}
+
+void F32RowsAvx2(const float* x, int64_t n, int64_t ldx, const float* w,
+                 int64_t cols, int64_t r0, int64_t r1, float* y, int64_t ldy) {
   if (n == 1) {
     GemvStreams<kGemvStreams>(x, w, cols, r0, r1, y);
   } else {

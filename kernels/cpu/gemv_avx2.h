@@ -10,11 +10,15 @@
 namespace latentkv::kernels::internal {
 
 // y[j * ldy + r] = sum_c x[j * ldx + c] * W[r, c] for j < n and rows
-// r0 <= r < r1; W bf16 [*, cols] row-major, x f32 (natural column order).
-// Decode-sized n: each weight row is read once for all n inputs; n = 1 is
-// Bf16GemvAvx2.
+// r0 <= r < r1; W bf16 or f32 [*, cols] row-major, x f32 (natural column
+// order). Decode-sized n: 3-row x 4-input dot-product tiles, each weight row
+// read from memory once for all n inputs; the columns are split into chunks
+// when n * cols floats of x would not stay in L2. n = 1 is the streams kernel
+// below.
 void Bf16RowsAvx2(const float* x, int64_t n, int64_t ldx, const uint16_t* w,
                   int64_t cols, int64_t r0, int64_t r1, float* y, int64_t ldy);
+void F32RowsAvx2(const float* x, int64_t n, int64_t ldx, const float* w,
+                 int64_t cols, int64_t r0, int64_t r1, float* y, int64_t ldy);
 
 // One input (n = 1, single-stream decode): y[r] = sum_c x[c] * W[r, c] for
 // r0 <= r < r1, W bf16 or f32 [*, cols] row-major. The rows are read as

@@ -30,14 +30,21 @@ void MatMulBf16Avx512Dp(const float* x, int64_t n, const uint16_t* w,
 // the rows kernel gave 305 tok/s against 201-215 through conversion
 // (bench/RESULTS.md).
 inline constexpr int64_t kBf16Avx2MaxRows = 64;
+// AVX2 + FMA without AVX-512: f32 products with up to this many inputs run
+// on gemv_avx2.h's kernels (F32RowsAvx2), larger n on OpenBLAS sgemm.
+// Weights streamed from DRAM (kernels_bench BM_MatMulStreamed): at n = 4 the
+// rows kernel gave 40-49 GFLOP/s against sgemm's 21-29, at 16 about the
+// same, at 64 sgemm wins (112-137 against 104-116).
+inline constexpr int64_t kF32Avx2MaxRows = 16;
 void MatMulBf16Avx2(const float* x, int64_t n, const uint16_t* w, int64_t rows,
                     int64_t cols, float* y);
 // 16-bit weights (f16 or bf16): converts tiles of rows to f32 and multiplies
 // with OpenBLAS. Portable.
 void MatMulConvertBlas(const float* x, int64_t n, const uint16_t* w,
                        DType dtype, int64_t rows, int64_t cols, float* y);
-// f32 weights: the n = 1 streaming kernels (AVX-512 or AVX2), otherwise
-// MatMulF32Blas, or MatMulF32Small for small products.
+// f32 weights: the n = 1 streaming kernel (AVX-512), the AVX2 kernels up to
+// kF32Avx2MaxRows inputs, otherwise MatMulF32Blas; MatMulF32Small for small
+// products.
 void MatMulF32(const float* x, int64_t n, const float* w, int64_t rows,
                int64_t cols, float* y);
 // f32 weights through OpenBLAS on every shape (sgemv for n = 1): MatMulF32's

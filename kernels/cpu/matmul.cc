@@ -165,8 +165,8 @@ void MatMulF32Small(const float* x, int64_t n, const float* w, int64_t rows,
                     int64_t cols, float* y) {
   if (CpuHasAvx512Bf16()) {
     F32RowsAvx512(x, n, w, cols, 0, rows, y, rows);
-  } else if (n == 1 && CpuHasAvx2Fma()) {
-    F32GemvAvx2(x, w, cols, 0, rows, y);
+  } else if (n <= kF32Avx2MaxRows && CpuHasAvx2Fma()) {
+    F32RowsAvx2(x, n, cols, w, cols, 0, rows, y, rows);
   } else {
     MatMulF32Portable(x, n, w, rows, cols, y);
   }
@@ -225,12 +225,13 @@ void MatMulF32(const float* x, int64_t n, const float* w, int64_t rows,
     });
     return;
   }
-  if (n == 1 && CpuHasAvx2Fma()) {
-    // The same without AVX-512: several streams per thread (gemv_avx2.h)
-    // beat OpenBLAS's sgemv, measured in bench/RESULTS.md.
-    ParallelForBlocks(blocks, rows * cols, [&](int64_t b0, int64_t b1) {
-      F32GemvAvx2(x, w, cols, b0 * kRowsPerBlock,
-                  std::min(rows, b1 * kRowsPerBlock), y);
+  if (n <= kF32Avx2MaxRows && CpuHasAvx2Fma() && !CpuHasAvx512Bf16()) {
+    // The same without AVX-512: several streams per thread for n = 1, the
+    // rows kernel's tiles for small batches (gemv_avx2.h); both beat
+    // OpenBLAS there, measured in bench/RESULTS.md.
+    ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
+      F32RowsAvx2(x, n, cols, w, cols, b0 * kRowsPerBlock,
+                  std::min(rows, b1 * kRowsPerBlock), y, rows);
     });
     return;
   }
@@ -357,8 +358,8 @@ void MatMulGroupAvx2(const float* x, int64_t n, const WeightView* ws,
       const int64_t r1 = bound(w.rows, s1);
       if (r0 >= r1) continue;
       if (w.dtype == DType::kF32) {
-        internal::F32GemvAvx2(x, static_cast<const float*>(w.data), cols, r0,
-                              r1, ys[i]);
+        internal::F32RowsAvx2(x, n, cols, static_cast<const float*>(w.data),
+                              cols, r0, r1, ys[i], w.rows);
       } else {
         internal::Bf16RowsAvx2(x, n, cols, static_cast<const uint16_t*>(w.data),
                                cols, r0, r1, ys[i], w.rows);
@@ -376,9 +377,11 @@ void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
   const bool avx512 = internal::CpuHasAvx512Bf16();
   const bool avx2 = !avx512 && internal::CpuHasAvx2Fma();
   const int64_t bf16_max_rows = avx512 ? n : internal::kBf16Avx2MaxRows;
+  const int64_t f32_max_rows =
+      avx512 ? internal::kF32StreamMaxRows : internal::kF32Avx2MaxRows;
   auto ok = [&](DType d) {
     return (d == DType::kBF16 && n <= bf16_max_rows) ||
-           (d == DType::kF32 && n <= internal::kF32StreamMaxRows);
+           (d == DType::kF32 && n <= f32_max_rows);
   };
   if ((avx512 || avx2) && FusableGroup(ws, count, ok)) {
     if (avx512) {
