@@ -345,7 +345,13 @@ TEST(RopeTest, LargeBatchUsesThreadsAndMatchesSerial) {
 
 TEST(SwiGluTest, MatchesReference) {
   for (int64_t n : {1, 17, 10000}) {
-    const std::vector<float> g = RandomVec(n, 8, -8.0f, 8.0f);
+    std::vector<float> g = RandomVec(n, 8, -8.0f, 8.0f);
+    // Saturated and extreme gates (exp(-g) would overflow for g < -88).
+    const float extremes[] = {-1e4f, -100.0f, -88.5f, -20.0f, 0.0f,
+                              20.0f, 88.5f,   100.0f, 1e4f};
+    for (size_t i = 0; i < std::size(extremes) && i < g.size(); ++i) {
+      g[i * g.size() / std::size(extremes)] = extremes[i];
+    }
     const std::vector<float> u = RandomVec(n, 9, -2.0f, 2.0f);
     std::vector<float> out(n);
     SwiGlu(g.data(), u.data(), n, out.data());

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/dtype.h"
+#include "kernels/cpu/fast_exp.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/ops.h"
@@ -70,8 +71,12 @@ void SwiGlu(const float* gate, const float* up, int64_t n, float* out) {
     const int64_t i1 = std::min(n, b1 * kBlock);
 #pragma omp simd
     for (int64_t i = b0 * kBlock; i < i1; ++i) {
+      // sigmoid(g) from e = e^-|g| <= 1, which cannot overflow.
       const float g = gate[i];
-      out[i] = g / (1.0f + std::exp(-g)) * up[i];
+      const float e = internal::ExpNonPositive(-std::fabs(g));
+      const float inv = 1.0f / (1.0f + e);
+      const float sig = g < 0.0f ? e * inv : inv;
+      out[i] = g * sig * up[i];
     }
   };
   internal::ParallelForBlocks((n + 4095) / 4096, n * 8, part);
