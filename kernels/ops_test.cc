@@ -170,36 +170,9 @@ TEST(MatMulTest, Bf16Avx2Paths) {
               });
 }
 
-// The n = 1 streaming kernels on their own (each input row separately), over
-// a row range that starts off zero so sub-range offsets are exercised.
-TEST(MatMulTest, Avx2GemvKernels) {
-  if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "no AVX2/FMA";
-  for (DType dt : {DType::kF32, DType::kBF16}) {
-    SCOPED_TRACE(DTypeName(dt));
-    CheckMatMul(dt, 1e-5,
-                [dt](const float* x, int64_t n, const void* w, int64_t rows,
-                     int64_t cols, float* y) {
-                  const int64_t mid = rows / 3;
-                  for (int64_t j = 0; j < n; ++j) {
-                    for (auto [r0, r1] :
-                         {std::pair{int64_t{0}, mid}, std::pair{mid, rows}}) {
-                      if (dt == DType::kF32) {
-                        internal::F32GemvAvx2(x + j * cols,
-                                              static_cast<const float*>(w),
-                                              cols, r0, r1, y + j * rows);
-                      } else {
-                        internal::Bf16GemvAvx2(x + j * cols,
-                                               static_cast<const uint16_t*>(w),
-                                               cols, r0, r1, y + j * rows);
-                      }
-                    }
-                  }
-                });
-  }
-}
-
-// The AVX2 rows kernels on their own (every n, including n = 1 and the
-// chunked shape), over two row ranges, the first not a multiple of a tile.
+// The AVX2 kernels on their own (every n: the n = 1 streams kernel, the
+// tiles, the chunked shape), over two row ranges, the second starting off
+// zero (sub-range offsets) and the first not a multiple of a tile.
 TEST(MatMulTest, Avx2RowsKernels) {
   if (!internal::CpuHasAvx2Fma()) GTEST_SKIP() << "no AVX2/FMA";
   for (DType dt : {DType::kF32, DType::kBF16}) {

@@ -168,34 +168,28 @@ void GemvStreams(const float* x, const T* w, int64_t cols, int64_t r0,
   if constexpr (S > 1) GemvStreams<1>(x, w, cols, r0 + S * len, r1, y);
 }
 
-}  // namespace
-
-void Bf16GemvAvx2(const float* x, const uint16_t* w, int64_t cols, int64_t r0,
-                  int64_t r1, float* y) {
-  GemvStreams<kGemvStreams>(x, w, cols, r0, r1, y);
-}
-
-void F32GemvAvx2(const float* x, const float* w, int64_t cols, int64_t r0,
-                 int64_t r1, float* y) {
-  GemvStreams<kGemvStreams>(x, w, cols, r0, r1, y);
-}
-
-void Bf16RowsAvx2(const float* x, int64_t n, int64_t ldx, const uint16_t* w,
-                  int64_t cols, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+// n = 1 on the streams kernel, larger n on the tiles.
+template <typename T>
+void RowsOrStreams(const float* x, int64_t n, int64_t ldx, const T* w,
+                   int64_t cols, int64_t r0, int64_t r1, float* y,
+                   int64_t ldy) {
   if (n == 1) {
     GemvStreams<kGemvStreams>(x, w, cols, r0, r1, y);
   } else {
     RowsAll(x, n, ldx, w, cols, r0, r1, y, ldy);
   }
+}
+
+}  // namespace
+
+void Bf16RowsAvx2(const float* x, int64_t n, int64_t ldx, const uint16_t* w,
+                  int64_t cols, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+  RowsOrStreams(x, n, ldx, w, cols, r0, r1, y, ldy);
 }
 
 void F32RowsAvx2(const float* x, int64_t n, int64_t ldx, const float* w,
                  int64_t cols, int64_t r0, int64_t r1, float* y, int64_t ldy) {
-  if (n == 1) {
-    GemvStreams<kGemvStreams>(x, w, cols, r0, r1, y);
-  } else {
-    RowsAll(x, n, ldx, w, cols, r0, r1, y, ldy);
-  }
+  RowsOrStreams(x, n, ldx, w, cols, r0, r1, y, ldy);
 }
 
 }  // namespace latentkv::kernels::internal

@@ -11,27 +11,23 @@ namespace latentkv::kernels::internal {
 
 // y[j * ldy + r] = sum_c x[j * ldx + c] * W[r, c] for j < n and rows
 // r0 <= r < r1; W bf16 or f32 [*, cols] row-major, x f32 (natural column
-// order). Decode-sized n: 3-row x 4-input dot-product tiles, each weight row
+// order).
+//
+// n = 1 (single-stream decode): the rows are read as kGemvStreams far-apart
+// sequential streams (equal sub-ranges of [r0, r1) walked together): one
+// sequential stream per core is latency-bound on the VMs this runs on, and
+// the read-bandwidth probe (MeasureReadBandwidth) also keeps several streams
+// per thread in flight. Measured by kernels_bench's BM_MatMulStreamed and
+// BM_DecodeProducts110M (bench/RESULTS.md).
+//
+// n > 1 (decode batches): 3-row x 4-input dot-product tiles, each weight row
 // read from memory once for all n inputs; the columns are split into chunks
-// when n * cols floats of x would not stay in L2. n = 1 is the streams kernel
-// below.
+// when n * cols floats of x would not stay in L2.
+inline constexpr int kGemvStreams = 4;
 void Bf16RowsAvx2(const float* x, int64_t n, int64_t ldx, const uint16_t* w,
                   int64_t cols, int64_t r0, int64_t r1, float* y, int64_t ldy);
 void F32RowsAvx2(const float* x, int64_t n, int64_t ldx, const float* w,
                  int64_t cols, int64_t r0, int64_t r1, float* y, int64_t ldy);
-
-// One input (n = 1, single-stream decode): y[r] = sum_c x[c] * W[r, c] for
-// r0 <= r < r1, W bf16 or f32 [*, cols] row-major. The rows are read as
-// kGemvStreams far-apart sequential streams (equal sub-ranges of [r0, r1)
-// walked together): one sequential stream per core is latency-bound on the
-// VMs this runs on, and the read-bandwidth probe (MeasureReadBandwidth) also
-// keeps several streams per thread in flight. Measured by kernels_bench's
-// BM_MatMulStreamed and BM_DecodeProducts110M (bench/RESULTS.md).
-inline constexpr int kGemvStreams = 4;
-void Bf16GemvAvx2(const float* x, const uint16_t* w, int64_t cols, int64_t r0,
-                  int64_t r1, float* y);
-void F32GemvAvx2(const float* x, const float* w, int64_t cols, int64_t r0,
-                 int64_t r1, float* y);
 
 }  // namespace latentkv::kernels::internal
 
