@@ -20,11 +20,13 @@ using avx2::ToF32;
 
 // R weight rows (bf16 or f32) x N inputs over kc columns: R * N
 // accumulators, R weight vectors and one x vector fit the 16 ymm registers
-// (R = 4, N = 2: 13; R = 3, N = 4: 16; R = 5, N = 2: 16). Writes (or, when
-// `accumulate`, adds to) y[j * ldy + r]. Weight row r is w + r * ldw.
+// (R = 4, N = 2: 13; R = 3, N = 4: 16). The tile's row r is weight row
+// r * gap (w + r * gap * ldw); it writes (or, when `accumulate`, adds to)
+// y[j * ldy + r * gap], and prefetches row r * gap + ahead.
 template <int R, int N, typename T>
 inline void Tile(const float* x, int64_t ldx, const T* w, int64_t ldw,
-                 int64_t kc, float* y, int64_t ldy, bool accumulate) {
+                 int64_t gap, int64_t ahead, int64_t kc, float* y, int64_t ldy,
+                 bool accumulate) {
   __m256 acc[R][N];
   for (int r = 0; r < R; ++r) {
     for (int j = 0; j < N; ++j) acc[r][j] = _mm256_setzero_ps();
@@ -33,7 +35,7 @@ inline void Tile(const float* x, int64_t ldx, const T* w, int64_t ldw,
   auto step = [&](int64_t c) {
     __m256 wv[R];
 #pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) wv[r] = Load8(w + r * ldw + c);
+    for (int r = 0; r < R; ++r) wv[r] = Load8(w + r * gap * ldw + c);
 #pragma GCC unroll 4
     for (int j = 0; j < N; ++j) {
       const __m256 xv = _mm256_loadu_ps(x + j * ldx + c);
@@ -45,15 +47,16 @@ inline void Tile(const float* x, int64_t ldx, const T* w, int64_t ldw,
   };
   int64_t c = 0;
   // 32 columns (one 64-byte line of each weight row) per iteration, with one
-  // software prefetch per row and line: the same line of the next tile's
-  // rows (rows are short, e.g. 1.5 KiB, so "further along this row" would
-  // fetch what this tile reads anyway).
+  // software prefetch per row and line: the same line of the row `ahead`
+  // (rows are short, e.g. 1.5 KiB, so "further along this row" would fetch
+  // what this tile reads anyway).
   constexpr int64_t kLine = 64 / sizeof(T);
   for (; c + kLine <= full; c += kLine) {
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      _mm_prefetch(reinterpret_cast<const char*>(w + (r + R) * ldw + c),
-                   _MM_HINT_T0);
+      _mm_prefetch(
+          reinterpret_cast<const char*>(w + (r * gap + ahead) * ldw + c),
+          _MM_HINT_T0);
     }
 #pragma GCC unroll 4
     for (int64_t u = 0; u < kLine; u += 8) step(c + u);
@@ -63,29 +66,58 @@ inline void Tile(const float* x, int64_t ldx, const T* w, int64_t ldw,
     for (int j = 0; j < N; ++j) {
       float s = Sum8(acc[r][j]);
       for (int64_t c = full; c < kc; ++c) {
-        s += ToF32(w[r * ldw + c]) * x[j * ldx + c];
+        s += ToF32(w[r * gap * ldw + c]) * x[j * ldx + c];
       }
-      float& out = y[j * ldy + r];
+      float& out = y[j * ldy + r * gap];
       out = accumulate ? out + s : s;
     }
   }
 }
 
-// Weight rows [r, r + R) against every input, N at a time, over columns
-// [c0, c0 + kc).
+// Weight rows r, r + gap, ..., r + (R - 1) * gap against every input, N at
+// a time, over columns [c0, c0 + kc).
 template <int R, int N, typename T>
 inline void Rows(const float* x, int64_t n, int64_t ldx, const T* w,
-                 int64_t cols, int64_t c0, int64_t kc, int64_t r, float* y,
-                 int64_t ldy) {
+                 int64_t cols, int64_t c0, int64_t kc, int64_t r, int64_t gap,
+                 int64_t ahead, float* y, int64_t ldy) {
   const T* wr = w + r * cols + c0;
   const bool acc = c0 > 0;
   int64_t j = 0;
   for (; j + N <= n; j += N) {
-    Tile<R, N>(x + j * ldx + c0, ldx, wr, cols, kc, y + j * ldy + r, ldy, acc);
+    Tile<R, N>(x + j * ldx + c0, ldx, wr, cols, gap, ahead, kc, y + j * ldy + r,
+               ldy, acc);
   }
   for (; j < n; ++j) {
-    Tile<R, 1>(x + j * ldx + c0, ldx, wr, cols, kc, y + j * ldy + r, ldy, acc);
+    Tile<R, 1>(x + j * ldx + c0, ldx, wr, cols, gap, ahead, kc, y + j * ldy + r,
+               ldy, acc);
   }
+}
+
+// Inputs below which the tiles read their rows as streams: with few inputs
+// per weight row the tiles wait on memory like the n = 1 kernel does, with
+// more the arithmetic hides it and adjacent rows measured faster
+// (bench/RESULTS.md).
+inline constexpr int64_t kStreamTilesBelow = 8;
+
+// R x N tiles over rows [r0, r0 + R * len), len = (r1 - r0) / R. Few inputs:
+// R sequential streams, tile i taking row i of each of the R equal
+// sub-ranges (the reason is the n = 1 kernel's, GemvStreams below) and
+// prefetching each stream's next row. Otherwise R adjacent rows per tile,
+// prefetching the next tile's. Returns the first row left over.
+template <int R, int N, typename T>
+int64_t Tiles(const float* x, int64_t n, int64_t ldx, const T* w, int64_t cols,
+              int64_t c0, int64_t kc, int64_t r0, int64_t r1, float* y,
+              int64_t ldy) {
+  const int64_t len = (r1 - r0) / R;
+  const bool streams = n < kStreamTilesBelow;
+  for (int64_t i = 0; i < len; ++i) {
+    if (streams) {
+      Rows<R, N>(x, n, ldx, w, cols, c0, kc, r0 + i, len, 1, y, ldy);
+    } else {
+      Rows<R, N>(x, n, ldx, w, cols, c0, kc, r0 + R * i, 1, R, y, ldy);
+    }
+  }
+  return r0 + R * len;
 }
 
 // Columns per chunk such that one chunk of all n inputs (n * kc floats) stays
@@ -109,14 +141,9 @@ void RowsAll(const float* x, int64_t n, int64_t ldx, const T* w, int64_t cols,
   for (int64_t c0 = 0; c0 < cols; c0 += step) {
     const int64_t kc = std::min(step, cols - c0);
     int64_t r = r0;
-    if (n >= 4) {
-      for (; r + 3 <= r1; r += 3) {
-        Rows<3, 4>(x, n, ldx, w, cols, c0, kc, r, y, ldy);
-      }
-    }
-    for (; r + 4 <= r1; r += 4)
-      Rows<4, 2>(x, n, ldx, w, cols, c0, kc, r, y, ldy);
-    for (; r < r1; ++r) Rows<1, 2>(x, n, ldx, w, cols, c0, kc, r, y, ldy);
+    if (n >= 4) r = Tiles<3, 4>(x, n, ldx, w, cols, c0, kc, r, r1, y, ldy);
+    r = Tiles<4, 2>(x, n, ldx, w, cols, c0, kc, r, r1, y, ldy);
+    for (; r < r1; ++r) Rows<1, 2>(x, n, ldx, w, cols, c0, kc, r, 1, 1, y, ldy);
   }
 }
 
