@@ -25,9 +25,11 @@ struct WeightView {
   int64_t cols = 0;
 };
 
-// y[n, w.rows] = x[n, w.cols] * W^T. f32 weights use OpenBLAS (sgemv for
-// n == 1, sgemm otherwise); bf16 weights use an AVX-512 BF16 kernel when the
-// CPU has it and a portable loop otherwise; f16 weights a portable loop.
+// y[n, w.rows] = x[n, w.cols] * W^T. f32 weights: our streaming kernels at
+// decode sizes (AVX-512: n == 1; AVX2 + FMA: n <= 16), OpenBLAS sgemm
+// otherwise. bf16 weights: the AVX-512 BF16 kernels, else the AVX2 kernels
+// (n <= 64; conversion + sgemm beyond), else a portable loop. f16 weights:
+// conversion + sgemm. (kernels/cpu/internal.h has the measured reasons.)
 // Threads: OpenMP over output rows once n * rows * cols >= 2^18 (smaller
 // products stay on the calling thread). On first use OpenBLAS is set to one
 // thread (process-wide) so its pool does not fight the OpenMP team.
