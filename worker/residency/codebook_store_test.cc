@@ -43,13 +43,25 @@ void Make(int64_t n, int32_t d, int clusters, uint32_t seed,
   }
 }
 
+// n tokens: K around `k_clusters` directions and V around `v_clusters`
+// (Make with seeds `seed` and `seed + 1`), at positions offset + stride * i.
+struct Tokens {
+  std::vector<float> k, v;
+  std::vector<int32_t> pos;
+};
+Tokens MakeTokens(int n, int k_clusters, int v_clusters, uint32_t seed,
+                  int stride = 1, int offset = 0) {
+  Tokens t;
+  Make(n, kDqk, k_clusters, seed, &t.k);
+  Make(n, kDvo, v_clusters, seed + 1, &t.v);
+  t.pos.resize(n);
+  for (int i = 0; i < n; ++i) t.pos[i] = offset + stride * i;
+  return t;
+}
+
 TEST(CodebookStoreTest, ThetaOneReconstructsExactlyAndCountsPages) {
   Fixture f;
-  std::vector<float> k, v;
-  Make(30, kDqk, 0, 1, &k);
-  Make(30, kDvo, 0, 2, &v);
-  std::vector<int32_t> pos(30);
-  for (int i = 0; i < 30; ++i) pos[i] = 3 * i;
+  const auto [k, v, pos] = MakeTokens(30, 0, 0, 1, /*stride=*/3);
   ASSERT_TRUE(f.store
                   .Add(*f.cache, f.aux(), 0, k.data(), v.data(), pos.data(), 30,
                        1.0f, 1.0f, /*cluster=*/true)
@@ -74,11 +86,8 @@ TEST(CodebookStoreTest, ThetaOneReconstructsExactlyAndCountsPages) {
 
 TEST(CodebookStoreTest, ClustersShareCodewordsAndRetainFreesPages) {
   Fixture f;
-  std::vector<float> k, v;
-  Make(48, kDqk, 3, 3, &k);  // 3 directions, small noise
-  Make(48, kDvo, 2, 4, &v);
-  std::vector<int32_t> pos(48);
-  for (int i = 0; i < 48; ++i) pos[i] = i;
+  // K around 3 directions, V around 2, small noise.
+  const auto [k, v, pos] = MakeTokens(48, 3, 2, 3);
   ASSERT_TRUE(f.store
                   .Add(*f.cache, f.aux(), 0, k.data(), v.data(), pos.data(), 48,
                        0.98f, 0.95f, true)
@@ -124,10 +133,7 @@ TEST(CodebookStoreTest, ClustersShareCodewordsAndRetainFreesPages) {
 
 TEST(CodebookStoreTest, DecodeTokensJoinOrCreateCodewords) {
   Fixture f;
-  std::vector<float> k, v;
-  Make(6, kDqk, 2, 5, &k);
-  Make(6, kDvo, 2, 6, &v);
-  std::vector<int32_t> pos = {0, 1, 2, 3, 4, 5};
+  const auto [k, v, pos] = MakeTokens(6, 2, 2, 5);
   ASSERT_TRUE(f.store
                   .Add(*f.cache, f.aux(), 0, k.data(), v.data(), pos.data(), 6,
                        0.98f, 0.95f, true)
@@ -157,11 +163,7 @@ TEST(CodebookStoreTest, DecodeTokensJoinOrCreateCodewords) {
 
 TEST(CodebookStoreTest, OutOfPagesChangesNothing) {
   Fixture f;  // 15 pages in all
-  std::vector<float> k, v;
-  Make(200, kDqk, 0, 7, &k);
-  Make(200, kDvo, 0, 8, &v);
-  std::vector<int32_t> pos(200);
-  for (int i = 0; i < 200; ++i) pos[i] = i;
+  const auto [k, v, pos] = MakeTokens(200, 0, 0, 7);
   const absl::Status st = f.store.Add(*f.cache, f.aux(), 0, k.data(), v.data(),
                                       pos.data(), 200, 1.0f, 1.0f, true);
   EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted);
@@ -175,11 +177,7 @@ TEST(CodebookStoreTest, OutOfPagesChangesNothing) {
 // originals. Malformed blobs are refused with nothing allocated.
 TEST(CodebookStoreTest, ExportImportRoundTripsAndRejectsMalformedBlobs) {
   Fixture src;
-  std::vector<float> k, v;
-  Make(40, kDqk, 5, 3, &k);
-  Make(40, kDvo, 4, 4, &v);
-  std::vector<int32_t> pos(40);
-  for (int i = 0; i < 40; ++i) pos[i] = 2 * i + 1;
+  const auto [k, v, pos] = MakeTokens(40, 5, 4, 3, /*stride=*/2, /*offset=*/1);
   ASSERT_TRUE(src.store
                   .Add(*src.cache, src.aux(), 0, k.data(), v.data(), pos.data(),
                        40, 0.9f, 0.9f, /*cluster=*/true)
@@ -208,10 +206,8 @@ TEST(CodebookStoreTest, ExportImportRoundTripsAndRejectsMalformedBlobs) {
   EXPECT_EQ(reconstruct(dst, 40), reconstruct(src, 40));
   EXPECT_EQ(dst.store.Export(*dst.cache, dst.aux(), 0), blob);
   // The same next tokens into both: same codewords chosen or added.
-  std::vector<float> k2, v2;
-  Make(6, kDqk, 0, 5, &k2);
-  Make(6, kDvo, 0, 6, &v2);
-  const std::vector<int32_t> pos2 = {81, 83, 85, 87, 89, 91};
+  const auto [k2, v2, pos2] =
+      MakeTokens(6, 0, 0, 5, /*stride=*/2, /*offset=*/81);
   for (Fixture* f : {&src, &dst}) {
     ASSERT_TRUE(f->store
                     .Add(*f->cache, f->aux(), 0, k2.data(), v2.data(),
@@ -249,11 +245,7 @@ TEST(CodebookStoreTest, ExportImportRoundTripsAndRejectsMalformedBlobs) {
 
 // A store whose pages do not fit is ResourceExhausted, with nothing taken.
 TEST(CodebookStoreTest, ImportThatDoesNotFitTakesNothing) {
-  std::vector<float> k, v;
-  Make(100, kDqk, 0, 7, &k);
-  Make(100, kDvo, 0, 8, &v);
-  std::vector<int32_t> pos(100);
-  for (int i = 0; i < 100; ++i) pos[i] = i;
+  const auto [k, v, pos] = MakeTokens(100, 0, 0, 7);
   // theta 1: every token its own codeword (25 pages) -- more than the
   // 15-page fixture, so build the source in a larger cache.
   auto big = *KvCache::Create({{1, kDqk, kDvo}},
