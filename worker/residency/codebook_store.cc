@@ -18,6 +18,11 @@ int64_t RecordsPerPage(const KvCache& c, int32_t layer) {
   return int64_t{c.page_size()} * (s.d_qk + s.d_vo + 1) / 5;
 }
 
+// Pool slot (page * page_size + offset) of codeword i, K or V.
+int64_t CodewordSlot(const SequenceKv::AuxPages& a, int64_t i, int64_t ps) {
+  return int64_t{a.codewords[i / ps]} * ps + i % ps;
+}
+
 // Address of 4-byte word w of `page`: K region, then V region, then the
 // position region.
 void* Word(const KvCache& c, int32_t layer, int32_t page, int64_t w) {
@@ -144,7 +149,7 @@ absl::Status CodebookStore::Add(KvCache& c, AuxPages& a, int32_t layer,
   std::vector<float> old_k(int64_t{n_k_} * s.d_qk),
       old_v(int64_t{n_v_} * s.d_vo);
   for (int32_t i = 0; i < std::max(n_k_, n_v_); ++i) {
-    const int64_t flat = int64_t{a.codewords[i / ps]} * ps + i % ps;
+    const int64_t flat = CodewordSlot(a, i, ps);
     if (i < n_k_) {
       std::copy_n(c.k_pool(layer) + flat * s.d_qk, s.d_qk,
                   old_k.data() + int64_t{i} * s.d_qk);
@@ -170,13 +175,13 @@ absl::Status CodebookStore::Add(KvCache& c, AuxPages& a, int32_t layer,
   }
   for (int32_t i = 0; i < add_k; ++i) {
     const int32_t slot = n_k_ + i;
-    const int64_t flat = int64_t{a.codewords[slot / ps]} * ps + slot % ps;
+    const int64_t flat = CodewordSlot(a, slot, ps);
     std::copy_n(new_k.data() + int64_t{i} * s.d_qk, s.d_qk,
                 c.k_pool(layer) + flat * s.d_qk);
   }
   for (int32_t i = 0; i < add_v; ++i) {
     const int32_t slot = n_v_ + i;
-    const int64_t flat = int64_t{a.codewords[slot / ps]} * ps + slot % ps;
+    const int64_t flat = CodewordSlot(a, slot, ps);
     std::copy_n(new_v.data() + int64_t{i} * s.d_vo, s.d_vo,
                 c.v_pool(layer) + flat * s.d_vo);
   }
@@ -198,10 +203,8 @@ void CodebookStore::Reconstruct(const KvCache& c, const AuxPages& a,
   KvCache& mc = const_cast<KvCache&>(c);
   for (int64_t j = 0; j < a.tokens; ++j) {
     const Record r = ReadRecord(c, a, layer, j);
-    const int64_t kf =
-        int64_t{a.codewords[r.k_index / ps]} * ps + r.k_index % ps;
-    const int64_t vf =
-        int64_t{a.codewords[r.v_index / ps]} * ps + r.v_index % ps;
+    const int64_t kf = CodewordSlot(a, r.k_index, ps);
+    const int64_t vf = CodewordSlot(a, r.v_index, ps);
     const float* kc = mc.k_pool(layer) + kf * s.d_qk;
     const float* vc = mc.v_pool(layer) + vf * s.d_vo;
     for (int32_t i = 0; i < s.d_qk; ++i)
@@ -229,8 +232,8 @@ void CodebookStore::Retain(KvCache& c, AuxPages& a, int32_t layer,
     for (int32_t i = 0; i < static_cast<int32_t>(map.size()); ++i) {
       if (map[i] < 0) continue;
       if (next != i) {
-        const int64_t src = int64_t{a.codewords[i / ps]} * ps + i % ps;
-        const int64_t dst = int64_t{a.codewords[next / ps]} * ps + next % ps;
+        const int64_t src = CodewordSlot(a, i, ps);
+        const int64_t dst = CodewordSlot(a, next, ps);
         std::copy_n(pool + src * d, d, pool + dst * d);
       }
       map[i] = next++;
@@ -266,11 +269,11 @@ std::string CodebookStore::Export(const KvCache& c, const AuxPages& a,
   put(&n_v_, 4);
   put(&a.tokens, 8);
   for (int32_t i = 0; i < n_k_; ++i) {
-    const int64_t flat = int64_t{a.codewords[i / ps]} * ps + i % ps;
+    const int64_t flat = CodewordSlot(a, i, ps);
     put(mc.k_pool(layer) + flat * s.d_qk, 4 * size_t(s.d_qk));
   }
   for (int32_t i = 0; i < n_v_; ++i) {
-    const int64_t flat = int64_t{a.codewords[i / ps]} * ps + i % ps;
+    const int64_t flat = CodewordSlot(a, i, ps);
     put(mc.v_pool(layer) + flat * s.d_vo, 4 * size_t(s.d_vo));
   }
   for (int64_t j = 0; j < a.tokens; ++j) {
@@ -328,12 +331,12 @@ absl::Status CodebookStore::Import(KvCache& c, AuxPages& a, int32_t layer,
   }
   const int64_t ps = c.page_size();
   for (int32_t i = 0; i < h->n_k; ++i) {
-    const int64_t flat = int64_t{a.codewords[i / ps]} * ps + i % ps;
+    const int64_t flat = CodewordSlot(a, i, ps);
     std::copy_n(cw.data() + int64_t{i} * s.d_qk, s.d_qk,
                 c.k_pool(layer) + flat * s.d_qk);
   }
   for (int32_t i = 0; i < h->n_v; ++i) {
-    const int64_t flat = int64_t{a.codewords[i / ps]} * ps + i % ps;
+    const int64_t flat = CodewordSlot(a, i, ps);
     std::copy_n(cw.data() + k_vals + int64_t{i} * s.d_vo, s.d_vo,
                 c.v_pool(layer) + flat * s.d_vo);
   }
