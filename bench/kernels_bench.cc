@@ -1,5 +1,6 @@
-// Kernel benchmarks: MatMul f32 and bf16 at decode (n=1) and prefill (n=64)
-// shapes, OpenBLAS as the baseline, against the machine's read bandwidth (the
+// Kernel benchmarks: MatMul f32 and bf16 at single-stream decode (n = 1),
+// decode-batch (n = 4..64) and prefill (n = 256) shapes, OpenBLAS as the
+// baseline, against the machine's read bandwidth (the
 // roofline of batch-1 decode). Counters: bytes_per_second = weight bytes read
 // per second; FLOPS = 2 * n * rows * cols per second.
 #include <benchmark/benchmark.h>
@@ -7,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <deque>
 #include <random>
 #include <vector>
 
@@ -29,6 +31,37 @@ enum Path : int64_t {
 const char* const kPathNames[] = {"f32", "bf16", "bf16dp", "f16",
                                   "f32 OpenBLAS"};
 
+// The weight dtype a path multiplies.
+DType PathDType(Path path) {
+  return path == kF32 || path == kF32Blas ? DType::kF32
+         : path == kF16                   ? DType::kF16
+                                          : DType::kBF16;
+}
+
+// Owns random weight matrices (uniform in [-1, 1], rounded to their dtype)
+// for the benchmarks' products; views stay valid while it lives.
+class RandomWeights {
+ public:
+  explicit RandomWeights(uint32_t seed) : rng_(seed) {}
+  WeightView Make(int64_t rows, int64_t cols, DType dtype) {
+    std::vector<float> f(rows * cols);
+    for (float& v : f) v = dist_(rng_);
+    if (dtype == DType::kF32) {
+      f32_.push_back(std::move(f));
+      return WeightView{f32_.back().data(), dtype, rows, cols};
+    }
+    b16_.emplace_back(rows * cols);
+    ConvertFromF32(f.data(), f.size(), dtype, b16_.back().data());
+    return WeightView{b16_.back().data(), dtype, rows, cols};
+  }
+
+ private:
+  std::mt19937 rng_;
+  std::uniform_real_distribution<float> dist_{-1.0f, 1.0f};
+  std::deque<std::vector<float>> f32_;
+  std::deque<std::vector<uint16_t>> b16_;
+};
+
 // y = x W^T through the path's entry point (MatMul, or the BLAS baseline).
 void Product(Path path, const float* x, int64_t n, const WeightView& w,
              float* y) {
@@ -47,27 +80,20 @@ void BM_MatMul(benchmark::State& state) {
   const int64_t n = state.range(3);
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> wf(rows * cols), x(n * cols), y(n * rows);
-  for (float& f : wf) f = dist(rng);
+  std::vector<float> x(n * cols), y(n * rows);
   for (float& f : x) f = dist(rng);
-  const DType dtype = path == kF32 || path == kF32Blas ? DType::kF32
-                      : path == kF16                   ? DType::kF16
-                                                       : DType::kBF16;
-  std::vector<uint16_t> w16(rows * cols);
-  if (dtype != DType::kF32) {
-    ConvertFromF32(wf.data(), wf.size(), dtype, w16.data());
-  }
-  const WeightView view{
-      dtype == DType::kF32 ? static_cast<const void*>(wf.data()) : w16.data(),
-      dtype, rows, cols};
+  const DType dtype = PathDType(path);
+  RandomWeights weights(2);
+  const WeightView view = weights.Make(rows, cols, dtype);
   if (path == kBf16Dp && !internal::CpuHasAvx512Bf16()) {
     state.SkipWithError("no AVX-512 BF16");
     return;
   }
   for (auto _ : state) {
     if (path == kBf16Dp) {
-      internal::MatMulBf16Avx512Dp(x.data(), n, w16.data(), rows, cols,
-                                   y.data());
+      internal::MatMulBf16Avx512Dp(x.data(), n,
+                                   static_cast<const uint16_t*>(view.data),
+                                   rows, cols, y.data());
     } else {
       Product(path, x.data(), n, view, y.data());
     }
@@ -116,27 +142,17 @@ void BM_MatMulStreamed(benchmark::State& state) {
   const int64_t rows = state.range(1);
   const int64_t cols = state.range(2);
   const int64_t n = state.range(3);
-  const DType dtype = path == kBf16 ? DType::kBF16 : DType::kF32;
+  const DType dtype = PathDType(path);
   const int64_t bytes = rows * cols * DTypeSize(dtype);
   const int64_t copies = ((int64_t{384} << 20) + bytes - 1) / bytes;
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   std::vector<float> x(n * cols), y(n * rows);
   for (float& f : x) f = dist(rng);
-  std::vector<std::vector<float>> wf(copies);
-  std::vector<std::vector<uint16_t>> wb(copies);
+  RandomWeights weights(4);
   std::vector<WeightView> views;
   for (int64_t i = 0; i < copies; ++i) {
-    wf[i].resize(rows * cols);
-    for (float& f : wf[i]) f = dist(rng);
-    if (dtype == DType::kBF16) {
-      wb[i].resize(rows * cols);
-      ConvertFromF32(wf[i].data(), wf[i].size(), dtype, wb[i].data());
-      std::vector<float>().swap(wf[i]);
-      views.push_back({wb[i].data(), dtype, rows, cols});
-    } else {
-      views.push_back({wf[i].data(), dtype, rows, cols});
-    }
+    views.push_back(weights.Make(rows, cols, dtype));
   }
   static const double probe = MeasureReadBandwidth(int64_t{512} << 20, 2);
   const auto start = std::chrono::steady_clock::now();
@@ -174,26 +190,14 @@ BENCHMARK(BM_MatMulStreamed)
 // attention, norms or sampling. Compare bytes_per_second with the probe.
 void BM_DecodeProducts110M(benchmark::State& state) {
   const auto path = static_cast<Path>(state.range(0));
-  const DType dtype = path == kBf16 ? DType::kBF16 : DType::kF32;
+  const DType dtype = PathDType(path);
   constexpr int64_t kDim = 768, kFfn = 2048, kVocab = 32000, kLayers = 12;
   std::mt19937 rng(4);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<std::vector<float>> wf;
-  std::vector<std::vector<uint16_t>> wb;
+  RandomWeights weights(5);
   auto make = [&](int64_t rows, int64_t cols) {
-    if (dtype == DType::kF32) {
-      wf.emplace_back(rows * cols);
-      for (float& f : wf.back()) f = dist(rng);
-      return WeightView{wf.back().data(), dtype, rows, cols};
-    }
-    std::vector<float> tmp(rows * cols);
-    for (float& f : tmp) f = dist(rng);
-    wb.emplace_back(rows * cols);
-    ConvertFromF32(tmp.data(), tmp.size(), dtype, wb.back().data());
-    return WeightView{wb.back().data(), dtype, rows, cols};
+    return weights.Make(rows, cols, dtype);
   };
-  wf.reserve(kLayers * 7 + 1);
-  wb.reserve(kLayers * 7 + 1);
   struct Layer {
     WeightView qkv[3], o, gate_up[2], down;
   };
@@ -315,16 +319,14 @@ void BM_MixedF32ThenBf16(benchmark::State& state) {
   const int64_t rows = state.range(0), cols = state.range(1);
   std::mt19937 rng(2);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
-  std::vector<float> wf(rows * cols), x(cols), y(rows);
-  for (float& f : wf) f = dist(rng);
+  std::vector<float> x(cols), y(rows);
   for (float& f : x) f = dist(rng);
-  std::vector<uint16_t> wb(wf.size());
-  ConvertFromF32(wf.data(), wf.size(), DType::kBF16, wb.data());
+  RandomWeights weights(3);
+  const WeightView wf = weights.Make(rows, cols, DType::kF32);
+  const WeightView wb = weights.Make(rows, cols, DType::kBF16);
   for (auto _ : state) {
-    MatMul(x.data(), 1, WeightView{wf.data(), DType::kF32, rows, cols},
-           y.data());
-    MatMul(x.data(), 1, WeightView{wb.data(), DType::kBF16, rows, cols},
-           y.data());
+    MatMul(x.data(), 1, wf, y.data());
+    MatMul(x.data(), 1, wb, y.data());
     benchmark::DoNotOptimize(y.data());
   }
   state.SetBytesProcessed(state.iterations() * rows * cols * 6);
