@@ -340,7 +340,8 @@ void MatMulGroupAvx512(const float* x, int64_t n, const WeightView* ws,
 }
 
 // Each thread takes the same share of every matrix's rows, so a thread's
-// rows of one matrix stay contiguous (the n = 1 kernels' streams need that).
+// rows of one matrix stay contiguous (the AVX2 kernels split them into
+// streams).
 void MatMulGroupAvx2(const float* x, int64_t n, const WeightView* ws,
                      float* const* ys, int count) {
   constexpr int64_t kShares = 64;
@@ -373,7 +374,8 @@ void MatMulGroupAvx2(const float* x, int64_t n, const WeightView* ws,
 void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
                  float* const* ys, int count) {
   // Decode-sized products the streaming kernels handle: bf16 at any n the
-  // rows kernels take, f32 at n = 1.
+  // rows kernels take; f32 at n = 1 (AVX-512) or up to kF32Avx2MaxRows
+  // (AVX2), as MatMul chooses.
   const bool avx512 = internal::CpuHasAvx512Bf16();
   const bool avx2 = !avx512 && internal::CpuHasAvx2Fma();
   const int64_t bf16_max_rows = avx512 ? n : internal::kBf16Avx2MaxRows;
