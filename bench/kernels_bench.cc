@@ -8,7 +8,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <deque>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -25,18 +27,23 @@ enum Path : int64_t {
   kBf16 = 1,
   kBf16Dp = 2,
   kF16 = 3,
-  kF32Blas = 4,  // OpenBLAS sgemv/sgemm on row slices: the baseline
+  kF32Blas = 4,     // OpenBLAS sgemv/sgemm on row slices: the baseline
+  kF32Panels = 5,   // f32 weights packed into panels (PackPanels)
+  kBf16Panels = 6,  // bf16 weights packed into panels
 };
 
-const char* const kPathNames[] = {"f32", "bf16", "bf16dp", "f16",
-                                  "f32 OpenBLAS"};
+const char* const kPathNames[] = {"f32",        "bf16",         "bf16dp",
+                                  "f16",        "f32 OpenBLAS", "f32 panels",
+                                  "bf16 panels"};
 
 // The weight dtype a path multiplies.
 DType PathDType(Path path) {
-  return path == kF32 || path == kF32Blas ? DType::kF32
-         : path == kF16                   ? DType::kF16
-                                          : DType::kBF16;
+  return path == kF32 || path == kF32Blas || path == kF32Panels ? DType::kF32
+         : path == kF16                                         ? DType::kF16
+                                                                : DType::kBF16;
 }
+
+bool PathPanels(Path path) { return path == kF32Panels || path == kBf16Panels; }
 
 // Owns random weight matrices (uniform in [-1, 1], rounded to their dtype)
 // for the benchmarks' products; views stay valid while it lives.
@@ -54,12 +61,31 @@ class RandomWeights {
     ConvertFromF32(f.data(), f.size(), dtype, b16_.back().data());
     return WeightView{b16_.back().data(), dtype, rows, cols};
   }
+  // The weights `path` multiplies: row-major, or packed into panels (the
+  // row-major copy then freed).
+  WeightView MakeFor(Path path, int64_t rows, int64_t cols) {
+    const WeightView w = Make(rows, cols, PathDType(path));
+    if (!PathPanels(path)) return w;
+    const size_t bytes = (PanelBytes(w) + 63) / 64 * 64;
+    panels_.emplace_back(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)));
+    const WeightView packed = PackPanels(w, panels_.back().get());
+    if (w.dtype == DType::kF32) {
+      f32_.pop_back();
+    } else {
+      b16_.pop_back();
+    }
+    return packed;
+  }
 
  private:
+  struct Free {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
   std::mt19937 rng_;
   std::uniform_real_distribution<float> dist_{-1.0f, 1.0f};
   std::deque<std::vector<float>> f32_;
   std::deque<std::vector<uint16_t>> b16_;
+  std::deque<std::unique_ptr<uint8_t, Free>> panels_;
 };
 
 // y = x W^T through the path's entry point (MatMul, or the BLAS baseline).
@@ -84,7 +110,7 @@ void BM_MatMul(benchmark::State& state) {
   for (float& f : x) f = dist(rng);
   const DType dtype = PathDType(path);
   RandomWeights weights(2);
-  const WeightView view = weights.Make(rows, cols, dtype);
+  const WeightView view = weights.MakeFor(path, rows, cols);
   if (path == kBf16Dp && !internal::CpuHasAvx512Bf16()) {
     state.SkipWithError("no AVX-512 BF16");
     return;
@@ -117,9 +143,9 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
     }
     b->Args({path, 2048, 768, 256});
   }
-  // Decode batches, OpenBLAS as the baseline.
-  for (int64_t path : {kF32Blas, kF32, kBf16}) {
-    for (int64_t n : {4, 16, 64}) b->Args({path, 2048, 768, n});
+  // Decode batches and prefill, OpenBLAS as the baseline.
+  for (int64_t path : {kF32Blas, kF32, kBf16, kF32Panels, kBf16Panels}) {
+    for (int64_t n : {4, 16, 64, 256}) b->Args({path, 2048, 768, n});
   }
   // f16 is the portable path: one decode and one prefill shape.
   b->Args({kF16, 2048, 768, 1});
@@ -152,7 +178,7 @@ void BM_MatMulStreamed(benchmark::State& state) {
   RandomWeights weights(4);
   std::vector<WeightView> views;
   for (int64_t i = 0; i < copies; ++i) {
-    views.push_back(weights.Make(rows, cols, dtype));
+    views.push_back(weights.MakeFor(path, rows, cols));
   }
   static const double probe = MeasureReadBandwidth(int64_t{512} << 20, 2);
   const auto start = std::chrono::steady_clock::now();
@@ -175,13 +201,21 @@ void BM_MatMulStreamed(benchmark::State& state) {
 }
 BENCHMARK(BM_MatMulStreamed)
     ->ArgNames({"path", "rows", "cols", "n"})
-    ->ArgsProduct({{kF32Blas, kF32, kBf16}, {768, 2048, 32000}, {768}, {1}})
-    ->Args({kF32Blas, 768, 2048, 1})
-    ->Args({kF32, 768, 2048, 1})
-    ->Args({kBf16, 768, 2048, 1})
+    ->ArgsProduct({{kF32Blas, kF32, kBf16, kF32Panels, kBf16Panels},
+                   {768, 2048, 32000},
+                   {768},
+                   {1}})
+    ->ArgsProduct(
+        {{kF32Blas, kF32, kBf16, kF32Panels, kBf16Panels}, {768}, {2048}, {1}})
     // Decode batches: FLOPS against OpenBLAS sgemm.
-    ->ArgsProduct({{kF32Blas, kF32, kBf16}, {2048}, {768}, {4, 16, 32, 64}})
-    ->ArgsProduct({{kF32Blas, kF32, kBf16}, {768}, {2048}, {4, 16, 32, 64}})
+    ->ArgsProduct({{kF32Blas, kF32, kBf16, kF32Panels, kBf16Panels},
+                   {2048},
+                   {768},
+                   {4, 16, 32, 64}})
+    ->ArgsProduct({{kF32Blas, kF32, kBf16, kF32Panels, kBf16Panels},
+                   {768},
+                   {2048},
+                   {4, 16, 32, 64}})
     ->UseRealTime();
 
 // One decode token's products of the stories110M shape (12 layers of Q/K/V
@@ -196,7 +230,7 @@ void BM_DecodeProducts110M(benchmark::State& state) {
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   RandomWeights weights(5);
   auto make = [&](int64_t rows, int64_t cols) {
-    return weights.Make(rows, cols, dtype);
+    return weights.MakeFor(path, rows, cols);
   };
   struct Layer {
     WeightView qkv[3], o, gate_up[2], down;
@@ -249,6 +283,8 @@ BENCHMARK(BM_DecodeProducts110M)
     ->Arg(kF32Blas)
     ->Arg(kF32)
     ->Arg(kBf16)
+    ->Arg(kF32Panels)
+    ->Arg(kBf16Panels)
     ->UseRealTime();
 
 // Decode attention of one sequence (one query row per head) over `ctx`

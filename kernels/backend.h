@@ -33,6 +33,14 @@ class Backend {
   // Blocks until queued work has finished.
   virtual void Synchronize() = 0;
 
+  // True when MatMul on this backend is faster with `dtype` weights packed
+  // into panels (ops.h, PackPanels) than row-major; the engine then packs its
+  // matrices once at load into host memory from Allocate. Default: false.
+  virtual bool PrefersPanels(DType dtype) const {
+    (void)dtype;
+    return false;
+  }
+
   // Ops; see kernels/ops.h for shapes.
   virtual void MatMul(const float* x, int64_t n, const WeightView& w,
                       float* y) = 0;

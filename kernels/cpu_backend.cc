@@ -33,6 +33,9 @@ class CpuBackend final : public Backend {
     if (bytes > 0) std::memcpy(host_dst, src, bytes);
   }
   void Synchronize() override {}
+  bool PrefersPanels(DType dtype) const override {
+    return kernels::PrefersPanels(dtype);
+  }
 
   void MatMul(const float* x, int64_t n, const WeightView& w,
               float* y) override {

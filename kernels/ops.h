@@ -16,23 +16,51 @@ namespace latentkv::kernels {
 
 using ::latentkv::DType;
 
+// How a weight matrix W [rows, cols] lies in memory.
+enum class WeightLayout : uint8_t {
+  // W[r, c] at element r * cols + c.
+  kRowMajor = 0,
+  // Panels of 16 rows (PackWeights): panel p = r / 16 starts at element
+  // p * cols * 16 and holds, for each column c, the 16 values of its rows
+  // W[16p .. 16p + 15, c] contiguously (zero past `rows`). f32 in row order;
+  // bf16 in the order 0-3, 8-11, 4-7, 12-15 (what AVX2's per-lane unpacks
+  // turn into rows 0-7 and 8-15). Only f32 and bf16.
+  kPanels16 = 1,
+};
+
 // A weight matrix W [rows, cols] (rows = output features, cols = input
-// features), row-major, in `dtype`. Not owning.
+// features) in `dtype` and `layout`. Not owning.
 struct WeightView {
   const void* data = nullptr;
   DType dtype = DType::kF32;
   int64_t rows = 0;
   int64_t cols = 0;
+  WeightLayout layout = WeightLayout::kRowMajor;
 };
 
-// y[n, w.rows] = x[n, w.cols] * W^T. f32 weights: our streaming kernels at
-// decode sizes (AVX-512: n == 1; AVX2 + FMA: n <= 16), OpenBLAS sgemm
-// otherwise. bf16 weights: the AVX-512 BF16 kernels, else the AVX2 kernels
-// (n <= 64; conversion + sgemm beyond), else a portable loop. f16 weights:
-// conversion + sgemm. (kernels/cpu/internal.h has the measured reasons.)
-// Threads: OpenMP over output rows once n * rows * cols >= 2^18 (smaller
-// products stay on the calling thread). On first use OpenBLAS is set to one
-// thread (process-wide) so its pool does not fight the OpenMP team.
+// True when MatMul is faster on panels than on row-major weights of `dtype`
+// on this CPU: AVX2 + FMA without AVX-512 (whose kernels read rows), f32 or
+// bf16 (bench/RESULTS.md has the measurements).
+bool PrefersPanels(DType dtype);
+
+// Bytes of w's matrix in the kPanels16 layout (rows rounded up to 16).
+int64_t PanelBytes(const WeightView& w);
+
+// Copies row-major f32 or bf16 `w` into `dst` (PanelBytes(w) bytes, 32-byte
+// aligned) as panels and returns the view of the copy. Every op taking a
+// WeightView accepts either layout with the same results.
+WeightView PackPanels(const WeightView& w, void* dst);
+
+// y[n, w.rows] = x[n, w.cols] * W^T. Panels: the AVX2 panel kernels
+// (kernels/cpu/gemm_avx2.h) at every n, else a portable loop. Row-major f32
+// weights: our streaming kernels at decode sizes (AVX-512: n == 1; AVX2 +
+// FMA: n <= 16), OpenBLAS sgemm otherwise. bf16 weights: the AVX-512 BF16
+// kernels, else the AVX2 kernels (n <= 64; conversion + sgemm beyond), else a
+// portable loop. f16 weights: conversion + sgemm. (kernels/cpu/internal.h has
+// the measured reasons.) Threads: OpenMP over output rows once n * rows * cols
+// >= 2^18 (smaller products stay on the calling thread). On first use OpenBLAS
+// is set to one thread (process-wide) so its pool does not fight the OpenMP
+// team.
 void MatMul(const float* x, int64_t n, const WeightView& w, float* y);
 
 // ys[i][n, ws[i].rows] = x[n, cols] * ws[i]^T for i < count: several

@@ -70,8 +70,9 @@ using MatMulFn = void (*)(const float*, int64_t, const uint16_t*, int64_t,
 // Checks `run` on every awkward shape with weights rounded to `dtype`;
 // tolerance = rel_tol * sqrt(cols) (inputs are uniform in [-1, 1]).
 template <typename Run>
-void CheckMatMul(DType dtype, double rel_tol, Run run) {
-  for (const Shape& s : AwkwardShapes()) {
+void CheckMatMul(DType dtype, double rel_tol, Run run,
+                 const std::vector<Shape>& shapes = AwkwardShapes()) {
+  for (const Shape& s : shapes) {
     SCOPED_TRACE("n=" + std::to_string(s.n) + " rows=" +
                  std::to_string(s.rows) + " cols=" + std::to_string(s.cols));
     const std::vector<float> x = RandomVec(s.n * s.cols, 1 + s.cols);
@@ -194,6 +195,81 @@ TEST(MatMulTest, Avx2RowsKernels) {
                     }
                   }
                 });
+  }
+}
+
+// The awkward shapes plus every input count the panel kernels treat apart
+// (1-5 streamed, groups of 6 with tails, past one 120-input block) and
+// column counts across the 256-column chunks.
+std::vector<Shape> PanelShapes() {
+  std::vector<Shape> shapes = AwkwardShapes();
+  for (int64_t n : {2, 4, 5, 6, 7, 12, 121, 130}) {
+    shapes.push_back({n, 33, 300});
+  }
+  shapes.push_back({64, 2048, 513});  // threads, chunks, a 1-column tail
+  shapes.push_back({2, 3001, 100});   // streams over thread ranges
+  return shapes;
+}
+
+// Row-major weights packed into panels (PackPanels), then MatMul: the AVX2
+// panel kernels on this CPU (else the portable loop).
+void ViaPanels(DType dtype, const float* x, int64_t n, const void* w,
+               int64_t rows, int64_t cols, float* y) {
+  const WeightView row_major{w, dtype, rows, cols};
+  std::vector<uint8_t> buf(PanelBytes(row_major) + 32);
+  void* aligned =
+      buf.data() + (32 - reinterpret_cast<uintptr_t>(buf.data()) % 32) % 32;
+  const WeightView panels = PackPanels(row_major, aligned);
+  ASSERT_EQ(panels.layout, WeightLayout::kPanels16);
+  MatMul(x, n, panels, y);
+}
+
+TEST(MatMulTest, PanelsF32) {
+  CheckMatMul(
+      DType::kF32, 1e-5, [](auto... a) { ViaPanels(DType::kF32, a...); },
+      PanelShapes());
+}
+
+TEST(MatMulTest, PanelsBf16) {
+  CheckMatMul(
+      DType::kBF16, 1e-5, [](auto... a) { ViaPanels(DType::kBF16, a...); },
+      PanelShapes());
+}
+
+// The loop MatMul falls back to on panels without AVX2.
+TEST(MatMulTest, PanelsPortablePath) {
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    SCOPED_TRACE(DTypeName(dt));
+    CheckMatMul(dt, 1e-5,
+                [dt](const float* x, int64_t n, const void* w, int64_t rows,
+                     int64_t cols, float* y) {
+                  const WeightView row_major{w, dt, rows, cols};
+                  std::vector<uint8_t> buf(PanelBytes(row_major));
+                  PackPanels(row_major, buf.data());
+                  internal::MatMulPanelsPortable(x, n, buf.data(), dt, rows,
+                                                 cols, y);
+                });
+  }
+}
+
+// Embedding rows read from panels equal those read from the row-major table.
+TEST(EmbedTest, PanelsEqualRowMajor) {
+  const int64_t vocab = 37, dim = 19;
+  const std::vector<float> table = RandomVec(vocab * dim, 5);
+  std::vector<uint16_t> bf16(table.size());
+  ConvertFromF32(table.data(), table.size(), DType::kBF16, bf16.data());
+  const std::vector<int32_t> tokens = {0, 15, 16, 17, 36, 5, 31};
+  for (DType dt : {DType::kF32, DType::kBF16}) {
+    const WeightView rm{dt == DType::kF32
+                            ? static_cast<const void*>(table.data())
+                            : bf16.data(),
+                        dt, vocab, dim};
+    std::vector<uint8_t> buf(PanelBytes(rm));
+    const WeightView panels = PackPanels(rm, buf.data());
+    std::vector<float> want(tokens.size() * dim), got(want.size());
+    Embed(rm, tokens.data(), tokens.size(), want.data());
+    Embed(panels, tokens.data(), tokens.size(), got.data());
+    EXPECT_EQ(got, want) << DTypeName(dt);
   }
 }
 
@@ -391,7 +467,8 @@ TEST(MatMulGroupTest, MatchesReference) {
   const std::vector<Case> cases = {{1, 200, {129, 40, 40}},
                                    {3, 200, {129, 40, 40}},
                                    {1, 200, {1029, 700, 13}},
-                                   {5, 200, {1029, 700, 13}}};
+                                   {5, 200, {1029, 700, 13}},
+                                   {40, 300, {129, 40, 40}}};
   for (DType dt : {DType::kF32, DType::kBF16}) {
     for (const Case& c : cases) {
       const int count = static_cast<int>(c.rows.size());
@@ -413,14 +490,24 @@ TEST(MatMulGroupTest, MatchesReference) {
         got[i].assign(c.n * c.rows[i], 12345.0f);
         ys[i] = got[i].data();
       }
-      MatMulGroup(x.data(), c.n, ws.data(), ys.data(), count);
+      // Row-major, then the same weights in panels.
+      std::vector<std::vector<uint8_t>> panel_store(count);
+      std::vector<WeightView> panels(count);
       for (int i = 0; i < count; ++i) {
-        const std::vector<double> want =
-            RefMatMul(x, c.n, rounded[i], c.rows[i], c.cols);
-        for (size_t k = 0; k < want.size(); ++k) {
-          ASSERT_NEAR(got[i][k], want[k], 1e-4 * (1 + std::abs(want[k])))
-              << DTypeName(dt) << " n=" << c.n << " matrix " << i << " at "
-              << k;
+        panel_store[i].resize(PanelBytes(ws[i]));
+        panels[i] = PackPanels(ws[i], panel_store[i].data());
+      }
+      for (const auto* views : {&ws, &panels}) {
+        for (int i = 0; i < count; ++i) got[i].assign(got[i].size(), 12345.0f);
+        MatMulGroup(x.data(), c.n, views->data(), ys.data(), count);
+        for (int i = 0; i < count; ++i) {
+          const std::vector<double> want =
+              RefMatMul(x, c.n, rounded[i], c.rows[i], c.cols);
+          for (size_t k = 0; k < want.size(); ++k) {
+            ASSERT_NEAR(got[i][k], want[k], 1e-4 * (1 + std::abs(want[k])))
+                << DTypeName(dt) << " n=" << c.n << " matrix " << i << " at "
+                << k << (views == &panels ? " (panels)" : "");
+          }
         }
       }
     }

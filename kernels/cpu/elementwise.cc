@@ -99,6 +99,16 @@ void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
       std::memset(o, 0, dim * sizeof(float));
       continue;
     }
+    if (table.layout == WeightLayout::kPanels16) {
+      // Row tok's values are 16 apart within its panel.
+      const int64_t panel = tok / 16 * 16 * dim;
+      const int64_t slot = internal::PanelSlot(table.dtype, tok % 16);
+      for (int64_t c = 0; c < dim; ++c) {
+        ConvertToF32(base + (panel + c * 16 + slot) * DTypeSize(table.dtype),
+                     table.dtype, 1, o + c);
+      }
+      continue;
+    }
     ConvertToF32(base + tok * row_bytes, table.dtype, dim, o);
   }
 }

@@ -63,6 +63,28 @@ void MatMulF32Portable(const float* x, int64_t n, const float* w, int64_t rows,
 void MatMulF16(const float* x, int64_t n, const uint16_t* w, int64_t rows,
                int64_t cols, float* y);
 
+// Panel layout (ops.h, WeightLayout::kPanels16): the position within a
+// column's 16 values of row i (< 16) of the panel.
+inline int64_t PanelSlot(DType dtype, int64_t i) {
+  if (dtype != DType::kBF16) return i;
+  // bf16: rows 0-3, 8-11, 4-7, 12-15.
+  return (i & 3) | ((i & 4) << 1) | ((i & 8) >> 1);
+}
+
+// ps[i].y [n, ps[i].rows] = x[n, cols] * W_i^T for i < count, each W_i in
+// panels of `dtype` (f32 or bf16) with `cols` columns, in one parallel
+// region: the AVX2 panel kernels when the CPU has them, else a portable loop.
+struct PanelProduct {
+  const void* w = nullptr;
+  int64_t rows = 0;
+  float* y = nullptr;
+};
+void MatMulPanels(const float* x, int64_t n, DType dtype, int64_t cols,
+                  const PanelProduct* ps, int count);
+// One product over panels with the portable loop (any CPU), one thread.
+void MatMulPanelsPortable(const float* x, int64_t n, const void* w, DType dtype,
+                          int64_t rows, int64_t cols, float* y);
+
 }  // namespace latentkv::kernels::internal
 
 #endif  // LATENTKV_KERNELS_CPU_INTERNAL_H_

@@ -259,6 +259,11 @@ void MatMul(const float* x, int64_t n, const WeightView& w, float* y) {
     std::fill(y, y + n * rows, 0.0f);
     return;
   }
+  if (w.layout == WeightLayout::kPanels16) {
+    const internal::PanelProduct p{w.data, rows, y};
+    internal::MatMulPanels(x, n, w.dtype, cols, &p, 1);
+    return;
+  }
   switch (w.dtype) {
     case DType::kF32:
       internal::MatMulF32(x, n, static_cast<const float*>(w.data), rows, cols,
@@ -291,7 +296,7 @@ bool FusableGroup(const WeightView* ws, int count, Ok ok) {
   if (count < 2) return false;
   for (int i = 0; i < count; ++i) {
     if (ws[i].dtype != ws[0].dtype || ws[i].cols != ws[0].cols ||
-        ws[i].rows <= 0 || !ok(ws[i].dtype)) {
+        ws[i].layout != ws[0].layout || ws[i].rows <= 0 || !ok(ws[i].dtype)) {
       return false;
     }
   }
@@ -373,6 +378,13 @@ void MatMulGroupAvx2(const float* x, int64_t n, const WeightView* ws,
 
 void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
                  float* const* ys, int count) {
+  if (n > 0 && count > 0 && ws[0].layout == WeightLayout::kPanels16 &&
+      ws[0].cols > 0 && FusableGroup(ws, count, [](DType) { return true; })) {
+    std::vector<internal::PanelProduct> ps(count);
+    for (int i = 0; i < count; ++i) ps[i] = {ws[i].data, ws[i].rows, ys[i]};
+    internal::MatMulPanels(x, n, ws[0].dtype, ws[0].cols, ps.data(), count);
+    return;
+  }
   // Decode-sized products the streaming kernels handle: bf16 at any n the
   // rows kernels take; f32 at n = 1 (AVX-512) or up to kF32Avx2MaxRows
   // (AVX2), as MatMul chooses.
@@ -385,7 +397,8 @@ void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
     return (d == DType::kBF16 && n <= bf16_max_rows) ||
            (d == DType::kF32 && n <= f32_max_rows);
   };
-  if ((avx512 || avx2) && FusableGroup(ws, count, ok)) {
+  if ((avx512 || avx2) && ws[0].layout == WeightLayout::kRowMajor &&
+      FusableGroup(ws, count, ok)) {
     if (avx512) {
       MatMulGroupAvx512(x, n, ws, ys, count);
     } else {

@@ -20,7 +20,29 @@ ModelRunner::ModelRunner(std::shared_ptr<const model::ModelWeights> weights,
                          kernels::Backend* backend, Communicator* comm)
     : weights_(std::move(weights)),
       backend_(backend),
-      comm_(comm != nullptr && comm->size() > 1 ? comm : nullptr) {}
+      comm_(comm != nullptr && comm->size() > 1 ? comm : nullptr) {
+  for (const model::LayerWeights& w : weights_->layers) {
+    matrices_.push_back({Matrix(w.q_proj), Matrix(w.k_proj), Matrix(w.v_proj),
+                         Matrix(w.o_proj), Matrix(w.gate_proj),
+                         Matrix(w.up_proj), Matrix(w.down_proj)});
+  }
+  lm_head_ = Matrix(weights_->lm_head);
+}
+
+ModelRunner::~ModelRunner() {
+  for (void* p : packed_) backend_->Free(p);
+}
+
+kernels::WeightView ModelRunner::Matrix(const model::Tensor& t) {
+  const kernels::WeightView w = View(t);
+  if (w.rows <= 0 || w.cols <= 0 || !backend_->PrefersPanels(w.dtype)) {
+    return w;
+  }
+  void* dst = backend_->Allocate(static_cast<size_t>(kernels::PanelBytes(w)));
+  if (dst == nullptr) return w;  // no memory for a copy: multiply in place
+  packed_.push_back(dst);
+  return kernels::PackPanels(w, dst);
+}
 
 std::vector<LayerKvShape> ModelRunner::KvShapes() const {
   const auto& c = config();
@@ -142,13 +164,13 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
 
   for (int l = 0; l < c.num_layers; ++l) {
     const model::LayerWeights& w = weights_->layers[l];
+    const LayerMatrices& m = matrices_[l];
     const int32_t dqk = c.qk_head_dim[l], dvo = c.vo_head_dim[l];
     const int32_t nh = c.num_heads, nkv = c.num_kv_heads;
 
     be.RmsNorm(x, w.attn_norm.f32(), T, H, c.rms_norm_eps, h);
     {
-      const kernels::WeightView ws[3] = {View(w.q_proj), View(w.k_proj),
-                                         View(w.v_proj)};
+      const kernels::WeightView ws[3] = {m.q, m.k, m.v};
       float* const ys[3] = {q_.data(), k_.data(), v_.data()};
       be.MatMulGroup(h, T, ws, ys, 3);
     }
@@ -214,7 +236,7 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
       r += ch.len;
     }
 
-    be.MatMul(attn_.data(), T, View(w.o_proj), h);
+    be.MatMul(attn_.data(), T, m.o, h);
     if (comm_ != nullptr) {
       absl::Status st = comm_->AllReduceSum(h, static_cast<size_t>(T * H));
       if (!st.ok()) return st;
@@ -223,12 +245,12 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
 
     be.RmsNorm(x, w.ffn_norm.f32(), T, H, c.rms_norm_eps, h);
     {
-      const kernels::WeightView ws[2] = {View(w.gate_proj), View(w.up_proj)};
+      const kernels::WeightView ws[2] = {m.gate, m.up};
       float* const ys[2] = {gate_.data(), up_.data()};
       be.MatMulGroup(h, T, ws, ys, 2);
     }
     be.SwiGlu(gate_.data(), up_.data(), T * c.intermediate_size, gate_.data());
-    be.MatMul(gate_.data(), T, View(w.down_proj), h);
+    be.MatMul(gate_.data(), T, m.down, h);
     if (comm_ != nullptr) {
       absl::Status st = comm_->AllReduceSum(h, static_cast<size_t>(T * H));
       if (!st.ok()) return st;
@@ -259,7 +281,7 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
   logits->resize(n_rows * c.vocab_size);
   if (n_rows == 0) return absl::OkStatus();
   be.RmsNorm(x, weights_->final_norm.f32(), n_rows, H, c.rms_norm_eps, h);
-  be.MatMul(h, n_rows, View(weights_->lm_head), logits->data());
+  be.MatMul(h, n_rows, lm_head_, logits->data());
   return absl::OkStatus();
 }
 

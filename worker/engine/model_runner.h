@@ -49,8 +49,15 @@ class ModelRunner {
   // shard (model/shard.h) and the partial outputs of o_proj and down_proj
   // are all-reduced over `comm` (not owned; every rank runs the same
   // Forward calls in the same order).
+  // When the backend prefers panels (Backend::PrefersPanels) the runner packs
+  // a copy of every layer matrix and of the LM head once, here, and
+  // multiplies those: the weights' bytes again in backend memory (the
+  // loaded tensors stay as they are; memory-mapped ones are page cache).
   ModelRunner(std::shared_ptr<const model::ModelWeights> weights,
               kernels::Backend* backend, Communicator* comm = nullptr);
+  ~ModelRunner();
+  ModelRunner(const ModelRunner&) = delete;
+  ModelRunner& operator=(const ModelRunner&) = delete;
 
   const model::ModelConfig& config() const { return weights_->config; }
   // KV shapes of every layer, for building the KvCache.
@@ -70,9 +77,20 @@ class ModelRunner {
                          const KvCache& cache, int32_t layer,
                          const kernels::PagedAttentionArgs& main);
 
+  // The matrix of `t` as the backend multiplies it: a view of the tensor,
+  // or a packed copy in packed_ (see the constructor).
+  kernels::WeightView Matrix(const model::Tensor& t);
+
   std::shared_ptr<const model::ModelWeights> weights_;
   kernels::Backend* backend_;
   Communicator* comm_;  // null or size 1: no tensor parallelism
+  // The matrices Forward multiplies, per layer, and the LM head.
+  struct LayerMatrices {
+    kernels::WeightView q, k, v, o, gate, up, down;
+  };
+  std::vector<LayerMatrices> matrices_;
+  kernels::WeightView lm_head_;
+  std::vector<void*> packed_;  // backend allocations of packed copies
   // Activation scratch, grown to the largest batch seen.
   int64_t capacity_rows_ = 0;
   std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_;
