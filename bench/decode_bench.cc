@@ -1,7 +1,9 @@
 // Decode throughput of the engine (scheduler + model runner + sampler on the
 // engine thread) for 1/4/16/64 concurrent streams, on stories260K and on a
 // synthetic model with the stories110M shape, f32 and bf16 weights, next to
-// the memory-bandwidth roofline measured in the same run.
+// the memory-bandwidth roofline measured in the same run. The 110M cases run
+// twice: with the weights packed as served (EngineOptions::pack_weights) and
+// with the loaded row-major matrices ("/rowmajor"), the baseline.
 //
 // Roofline for one stream: read bandwidth / (weight bytes + KV bytes read per
 // token). Counters: tok_s (aggregate decode tokens/s), roofline_tok_s,
@@ -76,8 +78,8 @@ int64_t MatrixBytes(const lk::model::ModelWeights& w) {
   return n;
 }
 
-void BM_Decode(benchmark::State& state, std::string model_name,
-               lk::DType dtype) {
+void BM_Decode(benchmark::State& state, std::string model_name, lk::DType dtype,
+               bool pack_weights) {
   const int streams = static_cast<int>(state.range(0));
   const int new_tokens = static_cast<int>(state.range(1));
   lk::model::LoadOptions lo;
@@ -92,6 +94,7 @@ void BM_Decode(benchmark::State& state, std::string model_name,
   lk::worker::EngineOptions eo;
   eo.kv.max_bytes = int64_t{1} << 30;
   eo.scheduler.max_running = 64;
+  eo.pack_weights = pack_weights;
   auto engine =
       lk::worker::Engine::Create(weights, lk::kernels::MakeCpuBackend(), eo);
   if (!engine.ok()) {
@@ -156,15 +159,16 @@ void BM_Decode(benchmark::State& state, std::string model_name,
   const double bandwidth = std::max(
       g_bandwidth, lk::kernels::MeasureReadBandwidth(int64_t{512} << 20, 2));
   const double roofline = bandwidth / (weight_bytes + kv_bytes);
-  const std::string key = model_name + std::string(lk::DTypeName(dtype));
+  const std::string key = model_name + std::string(lk::DTypeName(dtype)) +
+                          (pack_weights ? "" : "/rowmajor");
   if (streams == 1) g_one_stream[key] = tok_s;
   state.counters["tok_s"] = tok_s;
   state.counters["roofline_tok_s"] = roofline;
   if (streams == 1) state.counters["frac_roofline"] = tok_s / roofline;
   if (g_one_stream.count(key))
     state.counters["speedup_vs_1"] = tok_s / g_one_stream[key];
-  if (dtype == lk::DType::kBF16 && g_one_stream.count(model_name + "f32") &&
-      streams == 1) {
+  if (dtype == lk::DType::kBF16 && pack_weights &&
+      g_one_stream.count(model_name + "f32") && streams == 1) {
     state.counters["bf16_vs_f32"] = tok_s / g_one_stream[model_name + "f32"];
   }
   state.counters["weight_MB"] = weight_bytes / 1e6;
@@ -182,15 +186,23 @@ int main(int argc, char** argv) {
               g_bandwidth / 1e9);
   for (const char* m : {"stories260K", "stories110M"}) {
     for (lk::DType d : {lk::DType::kF32, lk::DType::kBF16}) {
-      const bool small = std::string(m) == "stories260K";
-      const std::string name =
-          std::string("Decode/") + m + "/" + std::string(lk::DTypeName(d));
-      auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Decode, m, d);
-      b->ArgNames({"streams", "new_tokens"})
-          ->UseRealTime()
-          ->Unit(benchmark::kMillisecond);
-      for (int s : {1, 4, 16, 64}) b->Args({s, small ? 256 : 48});
-      b->Iterations(small ? 3 : 1);
+      // The engine as served (weights packed where the backend prefers), then
+      // for the 110M shape the loaded row-major matrices as the baseline
+      // (EngineOptions::pack_weights = false).
+      for (bool pack : {true, false}) {
+        const bool small = std::string(m) == "stories260K";
+        if (small && !pack) continue;
+        const std::string name = std::string("Decode/") + m + "/" +
+                                 std::string(lk::DTypeName(d)) +
+                                 (pack ? "" : "/rowmajor");
+        auto* b =
+            benchmark::RegisterBenchmark(name.c_str(), BM_Decode, m, d, pack);
+        b->ArgNames({"streams", "new_tokens"})
+            ->UseRealTime()
+            ->Unit(benchmark::kMillisecond);
+        for (int s : {1, 4, 16, 64}) b->Args({s, small ? 256 : 48});
+        b->Iterations(small ? 3 : 1);
+      }
     }
   }
   benchmark::Initialize(&argc, argv);

@@ -1,4 +1,6 @@
 // The CPU backend: host memory and the kernels of kernels/ops.h.
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -15,12 +17,24 @@ namespace {
 
 // Alignment of Allocate()d buffers: one cache line / one zmm register.
 constexpr size_t kAlignment = 64;
+// Allocations from this size on are aligned to (and advised onto) huge pages.
+constexpr size_t kHugePage = size_t{2} << 20;
 
 class CpuBackend final : public Backend {
  public:
   std::string_view name() const override { return "cpu"; }
 
   void* Allocate(size_t bytes) override {
+    if (bytes >= kHugePage) {
+      // Large buffers (packed weights) on 2 MiB pages where the kernel allows
+      // (transparent huge pages in "madvise" mode): the matrix kernels read
+      // several far-apart streams at once, each crossing a 4 KiB page every
+      // 64 lines.
+      const size_t rounded = (bytes + kHugePage - 1) / kHugePage * kHugePage;
+      void* p = std::aligned_alloc(kHugePage, rounded);
+      if (p != nullptr) madvise(p, rounded, MADV_HUGEPAGE);
+      return p;
+    }
     const size_t rounded =
         (std::max<size_t>(bytes, 1) + kAlignment - 1) / kAlignment * kAlignment;
     return std::aligned_alloc(kAlignment, rounded);

@@ -17,8 +17,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   e->options_ = options;
   e->weights_ = std::move(weights);
   e->backend_ = std::move(backend);
-  e->runner_ =
-      std::make_unique<ModelRunner>(e->weights_, e->backend_.get(), comm);
+  e->runner_ = std::make_unique<ModelRunner>(e->weights_, e->backend_.get(),
+                                             comm, options.pack_weights);
   auto cache = KvCache::Create(e->runner_->KvShapes(), options.kv);
   if (!cache.ok()) return cache.status();
   e->cache_ = std::move(*cache);

@@ -55,6 +55,12 @@ struct EngineOptions {
   // step_listener (tensor parallelism: the followers could not mirror the
   // shared pages). Compressed requests neither use nor fill it.
   bool prefix_caching = true;
+  // Multiply a copy of the weight matrices packed into the backend's
+  // preferred layout (Backend::PrefersPanels; on AVX2 CPUs without AVX-512:
+  // 16-row panels, bench/RESULTS.md), made once at start: faster decode
+  // batches and prefill for the weights' bytes again in memory. False: the
+  // loaded (e.g. memory-mapped) matrices as they are.
+  bool pack_weights = true;
   // Bound on the prefix events kept for PrefixUpdates(); older ones are
   // dropped and a reader that missed them gets a snapshot instead.
   int32_t max_prefix_events = 4096;

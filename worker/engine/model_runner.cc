@@ -17,10 +17,12 @@ kernels::WeightView View(const model::Tensor& t) {
 }
 
 ModelRunner::ModelRunner(std::shared_ptr<const model::ModelWeights> weights,
-                         kernels::Backend* backend, Communicator* comm)
+                         kernels::Backend* backend, Communicator* comm,
+                         bool pack_weights)
     : weights_(std::move(weights)),
       backend_(backend),
-      comm_(comm != nullptr && comm->size() > 1 ? comm : nullptr) {
+      comm_(comm != nullptr && comm->size() > 1 ? comm : nullptr),
+      pack_(pack_weights) {
   for (const model::LayerWeights& w : weights_->layers) {
     matrices_.push_back({Matrix(w.q_proj), Matrix(w.k_proj), Matrix(w.v_proj),
                          Matrix(w.o_proj), Matrix(w.gate_proj),
@@ -35,7 +37,8 @@ ModelRunner::~ModelRunner() {
 
 kernels::WeightView ModelRunner::Matrix(const model::Tensor& t) {
   const kernels::WeightView w = View(t);
-  if (w.rows <= 0 || w.cols <= 0 || !backend_->PrefersPanels(w.dtype)) {
+  if (!pack_ || w.rows <= 0 || w.cols <= 0 ||
+      !backend_->PrefersPanels(w.dtype)) {
     return w;
   }
   void* dst = backend_->Allocate(static_cast<size_t>(kernels::PanelBytes(w)));

@@ -49,12 +49,14 @@ class ModelRunner {
   // shard (model/shard.h) and the partial outputs of o_proj and down_proj
   // are all-reduced over `comm` (not owned; every rank runs the same
   // Forward calls in the same order).
-  // When the backend prefers panels (Backend::PrefersPanels) the runner packs
-  // a copy of every layer matrix and of the LM head once, here, and
-  // multiplies those: the weights' bytes again in backend memory (the
-  // loaded tensors stay as they are; memory-mapped ones are page cache).
+  // With `pack_weights`, when the backend prefers panels
+  // (Backend::PrefersPanels), the runner packs a copy of every layer matrix
+  // and of the LM head once, here, and multiplies those: the weights' bytes
+  // again in backend memory (the loaded tensors stay as they are;
+  // memory-mapped ones are page cache).
   ModelRunner(std::shared_ptr<const model::ModelWeights> weights,
-              kernels::Backend* backend, Communicator* comm = nullptr);
+              kernels::Backend* backend, Communicator* comm = nullptr,
+              bool pack_weights = true);
   ~ModelRunner();
   ModelRunner(const ModelRunner&) = delete;
   ModelRunner& operator=(const ModelRunner&) = delete;
@@ -90,6 +92,7 @@ class ModelRunner {
   };
   std::vector<LayerMatrices> matrices_;
   kernels::WeightView lm_head_;
+  bool pack_;                  // pack matrices the backend prefers packed
   std::vector<void*> packed_;  // backend allocations of packed copies
   // Activation scratch, grown to the largest batch seen.
   int64_t capacity_rows_ = 0;

@@ -67,6 +67,10 @@ ABSL_FLAG(bool, prefix_caching, true,
           "Keep whole KV pages of finished prompts for reuse by later prompts "
           "with the same leading tokens (local prefix cache; reported to the "
           "coordinator for KV-aware routing). Off with --tp_size > 1");
+ABSL_FLAG(bool, pack_weights, true,
+          "Multiply a copy of the weight matrices packed once at start into "
+          "the backend's preferred layout (AVX2 CPUs: 16-row panels): faster "
+          "batches and prefill for the weights' bytes again in memory");
 ABSL_FLAG(int, tp_size, 1, "Tensor-parallel group size (ranks)");
 ABSL_FLAG(int, tp_rank, 0,
           "This process's rank; 0 leads (serves gRPC and registers), the "
@@ -140,6 +144,7 @@ int main(int argc, char** argv) {
   eo.scheduler.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
   eo.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   eo.prefix_caching = absl::GetFlag(FLAGS_prefix_caching);
+  eo.pack_weights = absl::GetFlag(FLAGS_pack_weights);
   auto residency = lk::worker::ResidencyOptionsFromFlags();
   if (!residency.ok()) {
     std::fprintf(stderr, "%s\n", residency.status().ToString().c_str());
