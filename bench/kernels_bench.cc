@@ -8,13 +8,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <deque>
 #include <memory>
 #include <random>
 #include <vector>
 
 #include "common/dtype.h"
+#include "kernels/backend.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/ops.h"
 
@@ -61,14 +61,15 @@ class RandomWeights {
     ConvertFromF32(f.data(), f.size(), dtype, b16_.back().data());
     return WeightView{b16_.back().data(), dtype, rows, cols};
   }
-  // The weights `path` multiplies: row-major, or packed into panels (the
-  // row-major copy then freed).
+  // The weights `path` multiplies: row-major, or packed into panels in
+  // memory from the CPU backend's Allocate, as the engine does (huge pages
+  // for large matrices); the row-major copy is then freed.
   WeightView MakeFor(Path path, int64_t rows, int64_t cols) {
     const WeightView w = Make(rows, cols, PathDType(path));
     if (!PathPanels(path)) return w;
-    const size_t bytes = (PanelBytes(w) + 63) / 64 * 64;
-    panels_.emplace_back(static_cast<uint8_t*>(std::aligned_alloc(64, bytes)));
-    const WeightView packed = PackPanels(w, panels_.back().get());
+    void* dst = backend_->Allocate(PanelBytes(w));
+    panels_.emplace_back(dst, Free{backend_.get()});
+    const WeightView packed = PackPanels(w, dst);
     if (w.dtype == DType::kF32) {
       f32_.pop_back();
     } else {
@@ -79,13 +80,15 @@ class RandomWeights {
 
  private:
   struct Free {
-    void operator()(uint8_t* p) const { std::free(p); }
+    Backend* backend;
+    void operator()(void* p) const { backend->Free(p); }
   };
+  std::unique_ptr<Backend> backend_ = MakeCpuBackend();
   std::mt19937 rng_;
   std::uniform_real_distribution<float> dist_{-1.0f, 1.0f};
   std::deque<std::vector<float>> f32_;
   std::deque<std::vector<uint16_t>> b16_;
-  std::deque<std::unique_ptr<uint8_t, Free>> panels_;
+  std::deque<std::unique_ptr<void, Free>> panels_;
 };
 
 // y = x W^T through the path's entry point (MatMul, or the BLAS baseline).

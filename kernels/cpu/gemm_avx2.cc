@@ -76,7 +76,7 @@ inline void Micro(const float* xs, int64_t ldx, const T* const* ps, int64_t kc,
   int64_t pf_next = 0;
   for (; c + kStep <= kc; c += kStep) {
     if (!kAhead && pf != nullptr && c >= pf_next) {
-      _mm_prefetch(pf, _MM_HINT_T0);
+      _mm_prefetch(pf, _MM_HINT_T1);
       pf += 64;
       pf_next += pf_every;
     }
@@ -182,8 +182,10 @@ void Group(int64_t m, const float* xs, const T* const* ps, int64_t kc,
 
 // Six inputs and more: each panel chunk is read from memory once (it stays
 // in L1) while every group of the block's inputs passes over it; the next
-// chunk (of this panel or the next) is prefetched in slices, one slice
-// spread over each group's pass, so it arrives while this one is multiplied.
+// chunk (of this panel or the next) is prefetched into L2 over the first
+// two groups' passes, so it arrives while this one is multiplied without
+// evicting it from L1 (16 KiB chunk + 16 KiB next + inputs would not fit
+// the 32 KiB L1).
 template <typename T>
 void Groups(const float* xp, int64_t n, const T* w, int64_t rows, int64_t cols,
             int64_t p0, int64_t p1, float* y, int64_t ldy) {
@@ -204,12 +206,14 @@ void Groups(const float* xp, int64_t n, const T* w, int64_t rows, int64_t cols,
         const int64_t next_bytes =
             std::min<int64_t>(kChunkCols * kPanelRows * sizeof(T), end - next);
         // Lines of it per pass, and columns between two prefetches.
-        const int64_t slice = (next_bytes / 64 + groups - 1) / groups;
+        const int64_t passes = std::min<int64_t>(groups, 2);
+        const int64_t slice = (next_bytes / 64 + passes - 1) / passes;
         const int64_t every =
             std::max<int64_t>(1, kc / std::max<int64_t>(1, slice));
         for (int64_t gi = 0; gi < groups; ++gi) {
           const int64_t j = j0 + gi * kPanelGroup;
-          const char* pf = next_bytes > 0 ? next + gi * slice * 64 : nullptr;
+          const char* pf =
+              next_bytes > 0 && gi < passes ? next + gi * slice * 64 : nullptr;
           float* ys[1] = {y + j * ldy + p * kPanelRows};
           Group(std::min<int64_t>(kPanelGroup, n - j),
                 xp + j * cols + c0 * kPanelGroup, ps, kc, ys, ldy, &valid,
