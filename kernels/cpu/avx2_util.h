@@ -1,5 +1,5 @@
-// Inline AVX2 helpers shared by the AVX2 kernel sources (gemv_avx2.cc,
-// gemm_avx2.cc). Include only from files built with -mavx2 -mfma: it
+// Inline AVX2 helpers of the AVX2 row-major kernels (gemv_avx2.cc).
+// Include only from files built with -mavx2 -mfma: it
 // defines inline functions with AVX2 code, which must not be instantiated in
 // files that run on CPUs without AVX2.
 #ifndef LATENTKV_KERNELS_CPU_AVX2_UTIL_H_
