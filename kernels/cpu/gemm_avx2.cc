@@ -159,27 +159,13 @@ template <typename T>
 void Group(int64_t m, const float* xs, const T* const* ps, int64_t kc,
            float* const* ys, int64_t ldy, const int* valid, bool acc,
            const char* pf, int64_t pf_every) {
-  constexpr int64_t g = kPanelGroup;
-  switch (m) {
-    case 6:
-      return Micro<6, 1, false>(xs, g, ps, kc, ys, ldy, valid, acc, pf,
-                                pf_every);
-    case 5:
-      return Micro<5, 1, false>(xs, g, ps, kc, ys, ldy, valid, acc, pf,
-                                pf_every);
-    case 4:
-      return Micro<4, 1, false>(xs, g, ps, kc, ys, ldy, valid, acc, pf,
-                                pf_every);
-    case 3:
-      return Micro<3, 1, false>(xs, g, ps, kc, ys, ldy, valid, acc, pf,
-                                pf_every);
-    case 2:
-      return Micro<2, 1, false>(xs, g, ps, kc, ys, ldy, valid, acc, pf,
-                                pf_every);
-    default:
-      return Micro<1, 1, false>(xs, g, ps, kc, ys, ldy, valid, acc, pf,
-                                pf_every);
-  }
+  using Fn =
+      void (*)(const float*, int64_t, const T* const*, int64_t, float* const*,
+               int64_t, const int*, bool, const char*, int64_t);
+  static constexpr Fn kMicro[kPanelGroup] = {
+      &Micro<1, 1, false, T>, &Micro<2, 1, false, T>, &Micro<3, 1, false, T>,
+      &Micro<4, 1, false, T>, &Micro<5, 1, false, T>, &Micro<6, 1, false, T>};
+  kMicro[m - 1](xs, kPanelGroup, ps, kc, ys, ldy, valid, acc, pf, pf_every);
 }
 
 // Six inputs and more: each panel chunk is read from memory once (it stays
