@@ -9,6 +9,7 @@
 
 #include "common/dtype.h"
 #include "kernels/cpu/fast_exp.h"
+#include "kernels/cpu/gemm_avx2.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/ops.h"
@@ -100,11 +101,12 @@ void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
       continue;
     }
     if (table.layout == WeightLayout::kPanels16) {
-      // Row tok's values are 16 apart within its panel.
-      const int64_t panel = tok / 16 * 16 * dim;
-      const int64_t slot = internal::PanelSlot(table.dtype, tok % 16);
+      // Row tok's values are kPanelRows apart within its panel.
+      constexpr int64_t kRows = internal::kPanelRows;
+      const int64_t panel = tok / kRows * kRows * dim;
+      const int64_t slot = internal::PanelSlot(table.dtype, tok % kRows);
       for (int64_t c = 0; c < dim; ++c) {
-        ConvertToF32(base + (panel + c * 16 + slot) * DTypeSize(table.dtype),
+        ConvertToF32(base + (panel + c * kRows + slot) * DTypeSize(table.dtype),
                      table.dtype, 1, o + c);
       }
       continue;

@@ -253,15 +253,15 @@ void PackInputs(const float* x, int64_t n, int64_t ldx, int64_t cols,
   }
 }
 
-void F32PanelsAvx2(const float* x, const float* xp, int64_t n, const float* w,
-                   int64_t rows, int64_t cols, int64_t p0, int64_t p1, float* y,
-                   int64_t ldy) {
+void PanelsAvx2(const float* x, const float* xp, int64_t n, const float* w,
+                int64_t rows, int64_t cols, int64_t p0, int64_t p1, float* y,
+                int64_t ldy) {
   Panels(x, xp, n, w, rows, cols, p0, p1, y, ldy);
 }
 
-void Bf16PanelsAvx2(const float* x, const float* xp, int64_t n,
-                    const uint16_t* w, int64_t rows, int64_t cols, int64_t p0,
-                    int64_t p1, float* y, int64_t ldy) {
+void PanelsAvx2(const float* x, const float* xp, int64_t n, const uint16_t* w,
+                int64_t rows, int64_t cols, int64_t p0, int64_t p1, float* y,
+                int64_t ldy) {
   Panels(x, xp, n, w, rows, cols, p0, p1, y, ldy);
 }
 

@@ -35,12 +35,12 @@ void PackInputs(const float* x, int64_t n, int64_t ldx, int64_t cols,
 // [p0, p1) (rows < `rows`). W: panels of f32 or bf16 (ops.h, kPanels16).
 // n == 1: x is the plain input row ([cols]), xp unused (may be null);
 // n > 1: xp from PackInputs. One thread; callers split the panels.
-void F32PanelsAvx2(const float* x, const float* xp, int64_t n, const float* w,
-                   int64_t rows, int64_t cols, int64_t p0, int64_t p1, float* y,
-                   int64_t ldy);
-void Bf16PanelsAvx2(const float* x, const float* xp, int64_t n,
-                    const uint16_t* w, int64_t rows, int64_t cols, int64_t p0,
-                    int64_t p1, float* y, int64_t ldy);
+void PanelsAvx2(const float* x, const float* xp, int64_t n, const float* w,
+                int64_t rows, int64_t cols, int64_t p0, int64_t p1, float* y,
+                int64_t ldy);
+void PanelsAvx2(const float* x, const float* xp, int64_t n, const uint16_t* w,
+                int64_t rows, int64_t cols, int64_t p0, int64_t p1, float* y,
+                int64_t ldy);
 
 }  // namespace latentkv::kernels::internal
 

@@ -81,20 +81,17 @@ void MatMulPanels(const float* x, int64_t n, DType dtype, int64_t cols,
       const int64_t panels = Panels(m.rows);
       const int64_t p0 = panels * s0 / kShares, p1 = panels * s1 / kShares;
       if (p0 >= p1) continue;
+      auto run = [&](const auto* w) {
+        if (avx2) {
+          PanelsAvx2(x, xp, n, w, m.rows, cols, p0, p1, m.y, m.rows);
+        } else {
+          PortablePanels(x, n, w, dtype, m.rows, cols, p0, p1, m.y);
+        }
+      };
       if (dtype == DType::kBF16) {
-        const auto* w = static_cast<const uint16_t*>(m.w);
-        if (avx2) {
-          Bf16PanelsAvx2(x, xp, n, w, m.rows, cols, p0, p1, m.y, m.rows);
-        } else {
-          PortablePanels(x, n, w, dtype, m.rows, cols, p0, p1, m.y);
-        }
+        run(static_cast<const uint16_t*>(m.w));
       } else {
-        const auto* w = static_cast<const float*>(m.w);
-        if (avx2) {
-          F32PanelsAvx2(x, xp, n, w, m.rows, cols, p0, p1, m.y, m.rows);
-        } else {
-          PortablePanels(x, n, w, dtype, m.rows, cols, p0, p1, m.y);
-        }
+        run(static_cast<const float*>(m.w));
       }
     }
   });

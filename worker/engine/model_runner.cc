@@ -21,23 +21,23 @@ ModelRunner::ModelRunner(std::shared_ptr<const model::ModelWeights> weights,
                          bool pack_weights)
     : weights_(std::move(weights)),
       backend_(backend),
-      comm_(comm != nullptr && comm->size() > 1 ? comm : nullptr),
-      pack_(pack_weights) {
+      comm_(comm != nullptr && comm->size() > 1 ? comm : nullptr) {
+  auto matrix = [&](const model::Tensor& t) { return Matrix(t, pack_weights); };
   for (const model::LayerWeights& w : weights_->layers) {
-    matrices_.push_back({Matrix(w.q_proj), Matrix(w.k_proj), Matrix(w.v_proj),
-                         Matrix(w.o_proj), Matrix(w.gate_proj),
-                         Matrix(w.up_proj), Matrix(w.down_proj)});
+    matrices_.push_back({matrix(w.q_proj), matrix(w.k_proj), matrix(w.v_proj),
+                         matrix(w.o_proj), matrix(w.gate_proj),
+                         matrix(w.up_proj), matrix(w.down_proj)});
   }
-  lm_head_ = Matrix(weights_->lm_head);
+  lm_head_ = matrix(weights_->lm_head);
 }
 
 ModelRunner::~ModelRunner() {
   for (void* p : packed_) backend_->Free(p);
 }
 
-kernels::WeightView ModelRunner::Matrix(const model::Tensor& t) {
+kernels::WeightView ModelRunner::Matrix(const model::Tensor& t, bool pack) {
   const kernels::WeightView w = View(t);
-  if (!pack_ || w.rows <= 0 || w.cols <= 0 ||
+  if (!pack || w.rows <= 0 || w.cols <= 0 ||
       !backend_->PrefersPanels(w.dtype)) {
     return w;
   }

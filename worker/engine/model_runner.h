@@ -80,8 +80,8 @@ class ModelRunner {
                          const kernels::PagedAttentionArgs& main);
 
   // The matrix of `t` as the backend multiplies it: a view of the tensor,
-  // or a packed copy in packed_ (see the constructor).
-  kernels::WeightView Matrix(const model::Tensor& t);
+  // or, with `pack`, a packed copy in packed_ (see the constructor).
+  kernels::WeightView Matrix(const model::Tensor& t, bool pack);
 
   std::shared_ptr<const model::ModelWeights> weights_;
   kernels::Backend* backend_;
@@ -92,7 +92,6 @@ class ModelRunner {
   };
   std::vector<LayerMatrices> matrices_;
   kernels::WeightView lm_head_;
-  bool pack_;                  // pack matrices the backend prefers packed
   std::vector<void*> packed_;  // backend allocations of packed copies
   // Activation scratch, grown to the largest batch seen.
   int64_t capacity_rows_ = 0;
