@@ -1,14 +1,21 @@
 // Decode throughput of the engine (scheduler + model runner + sampler on the
 // engine thread) for 1/4/16/64 concurrent streams, on stories260K and on a
 // synthetic model with the stories110M shape, f32 and bf16 weights, next to
-// the memory-bandwidth roofline measured in the same run. The 110M cases run
-// twice: with the weights packed as served (EngineOptions::pack_weights) and
-// with the loaded row-major matrices ("/rowmajor"), the baseline.
+// the memory-bandwidth roofline measured in the same run. Quantized weights
+// (q8_0, q4_0, q4_1 quantized at load, LoadOptions::matrix_dtype) on the
+// 110M shape and on a synthetic SmolLM2-135M shape (hidden 576, FFN 1536,
+// 30 layers, 9 heads, 3 KV heads, vocab 49152), 1 and 64 streams. The 110M
+// cases run twice: with the weights packed as served
+// (EngineOptions::pack_weights) and with the loaded row-major matrices
+// ("/rowmajor"), the baseline.
 //
 // Roofline for one stream: read bandwidth / (weight bytes + KV bytes read per
 // token). Counters: tok_s (aggregate decode tokens/s), roofline_tok_s,
 // frac_roofline (= tok_s / roofline_tok_s, one stream), speedup_vs_1 (vs
-// the 1-stream run of the same model and dtype in this process).
+// the 1-stream run of the same model and dtype in this process), vs_f32 /
+// vs_bf16 (tok/s against the f32 / bf16 run of the same model and streams in
+// this process, when it ran before), bytes_per_token (weight + KV bytes read
+// per decode step / streams).
 //
 // Usage: decode_bench [--shared DIR] [benchmark flags]
 #include <algorithm>
@@ -34,6 +41,7 @@ namespace {
 std::string g_shared = LATENTKV_SHARED_DIR;
 double g_bandwidth = 0;                      // bytes/s, 2 threads
 std::map<std::string, double> g_one_stream;  // model/dtype -> tok/s
+std::map<std::string, double> g_tok_s;       // model/dtype/streams -> tok/s
 
 std::string TempDir() {
   std::string t = "/tmp/latentkv-bench-XXXXXX";
@@ -51,6 +59,10 @@ const std::string& ModelDir(const std::string& name) {
     const std::string m = g_shared + "/models/stories260K";
     st = lk::model::ConvertLlama2c(m + "/stories260K.bin", m + "/tok512.bin",
                                    dir);
+  } else if (name == "smollm2-135M") {
+    const auto c =
+        lk::model::ModelConfig::Llama(576, 1536, 30, 9, 3, 49152, 2048);
+    st = lk::model::WriteSyntheticModel(c, dir, lk::DType::kF32, 1);
   } else {
     const auto c =
         lk::model::ModelConfig::Llama(768, 2048, 12, 12, 12, 32000, 1024);
@@ -66,7 +78,7 @@ const std::string& ModelDir(const std::string& name) {
 int64_t MatrixBytes(const lk::model::ModelWeights& w) {
   int64_t n = 0;
   auto add = [&](const lk::model::Tensor& t) {
-    n += t.numel() * lk::DTypeSize(t.dtype);
+    n += t.shape[0] * lk::DTypeRowBytes(t.dtype, t.shape.back());
   };
   for (const auto& l : w.layers) {
     for (const auto* t : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj,
@@ -163,14 +175,21 @@ void BM_Decode(benchmark::State& state, std::string model_name, lk::DType dtype,
                           (pack_weights ? "" : "/rowmajor");
   if (streams == 1) g_one_stream[key] = tok_s;
   state.counters["tok_s"] = tok_s;
+  const std::string base = model_name + "/" + std::to_string(streams) + "/";
+  if (pack_weights) g_tok_s[base + std::string(lk::DTypeName(dtype))] = tok_s;
+  for (lk::DType ref : {lk::DType::kF32, lk::DType::kBF16}) {
+    const std::string k = base + std::string(lk::DTypeName(ref));
+    if (pack_weights && dtype != ref && g_tok_s.count(k)) {
+      state.counters[ref == lk::DType::kF32 ? "vs_f32" : "vs_bf16"] =
+          tok_s / g_tok_s[k];
+    }
+  }
+  state.counters["bytes_per_token"] =
+      (weight_bytes + kv_bytes * streams) / static_cast<double>(streams);
   state.counters["roofline_tok_s"] = roofline;
   if (streams == 1) state.counters["frac_roofline"] = tok_s / roofline;
   if (g_one_stream.count(key))
     state.counters["speedup_vs_1"] = tok_s / g_one_stream[key];
-  if (dtype == lk::DType::kBF16 && pack_weights &&
-      g_one_stream.count(model_name + "f32") && streams == 1) {
-    state.counters["bf16_vs_f32"] = tok_s / g_one_stream[model_name + "f32"];
-  }
   state.counters["weight_MB"] = weight_bytes / 1e6;
   state.counters["bandwidth_GBs"] = bandwidth / 1e9;
 }
@@ -184,14 +203,20 @@ int main(int argc, char** argv) {
   g_bandwidth = lk::kernels::MeasureReadBandwidth(int64_t{512} << 20, 2);
   std::printf("measured read bandwidth (2 threads): %.1f GB/s\n",
               g_bandwidth / 1e9);
-  for (const char* m : {"stories260K", "stories110M"}) {
-    for (lk::DType d : {lk::DType::kF32, lk::DType::kBF16}) {
+  for (const char* m : {"stories260K", "stories110M", "smollm2-135M"}) {
+    for (lk::DType d : {lk::DType::kF32, lk::DType::kBF16, lk::DType::kQ8_0,
+                        lk::DType::kQ4_0, lk::DType::kQ4_1}) {
+      const bool small = std::string(m) == "stories260K";
+      const bool smol = std::string(m) == "smollm2-135M";
+      // Quantized matrices need widths that are multiples of 32 (not
+      // stories260K's) and are never packed.
+      const bool quant = lk::IsBlockQuantized(d);
+      if (small && quant) continue;
       // The engine as served (weights packed where the backend prefers), then
       // for the 110M shape the loaded row-major matrices as the baseline
       // (EngineOptions::pack_weights = false).
       for (bool pack : {true, false}) {
-        const bool small = std::string(m) == "stories260K";
-        if (small && !pack) continue;
+        if ((small || smol || quant) && !pack) continue;
         const std::string name = std::string("Decode/") + m + "/" +
                                  std::string(lk::DTypeName(d)) +
                                  (pack ? "" : "/rowmajor");
@@ -200,7 +225,11 @@ int main(int argc, char** argv) {
         b->ArgNames({"streams", "new_tokens"})
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
-        for (int s : {1, 4, 16, 64}) b->Args({s, small ? 256 : 48});
+        if (smol || quant) {
+          for (int s : {1, 64}) b->Args({s, 48});
+        } else {
+          for (int s : {1, 4, 16, 64}) b->Args({s, small ? 256 : 48});
+        }
         b->Iterations(small ? 3 : 1);
       }
     }

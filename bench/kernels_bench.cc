@@ -1,6 +1,6 @@
-// Kernel benchmarks: MatMul f32 and bf16 at single-stream decode (n = 1),
-// decode-batch (n = 4..64) and prefill (n = 256) shapes, OpenBLAS as the
-// baseline, against the machine's read bandwidth (the
+// Kernel benchmarks: MatMul f32, bf16 and quantized (q8_0, q4_0, q4_1) at
+// single-stream decode (n = 1), decode-batch (n = 4..64) and prefill (n = 256)
+// shapes, OpenBLAS as the baseline, against the machine's read bandwidth (the
 // roofline of batch-1 decode). Counters: bytes_per_second = weight bytes read
 // per second; FLOPS = 2 * n * rows * cols per second.
 #include <benchmark/benchmark.h>
@@ -30,17 +30,38 @@ enum Path : int64_t {
   kF32Blas = 4,     // OpenBLAS sgemv/sgemm on row slices: the baseline
   kF32Panels = 5,   // f32 weights packed into panels (PackPanels)
   kBf16Panels = 6,  // bf16 weights packed into panels
+  kQ8_0 = 7,        // block-quantized row-major weights (kernels/cpu/quant.h)
+  kQ4_0 = 8,
+  kQ4_1 = 9,
 };
 
-const char* const kPathNames[] = {"f32",        "bf16",         "bf16dp",
-                                  "f16",        "f32 OpenBLAS", "f32 panels",
-                                  "bf16 panels"};
+const char* const kPathNames[] = {
+    "f32",        "bf16",        "bf16dp", "f16",  "f32 OpenBLAS",
+    "f32 panels", "bf16 panels", "q8_0",   "q4_0", "q4_1"};
 
 // The weight dtype a path multiplies.
 DType PathDType(Path path) {
-  return path == kF32 || path == kF32Blas || path == kF32Panels ? DType::kF32
-         : path == kF16                                         ? DType::kF16
-                                                                : DType::kBF16;
+  switch (path) {
+    case kF32:
+    case kF32Blas:
+    case kF32Panels:
+      return DType::kF32;
+    case kF16:
+      return DType::kF16;
+    case kQ8_0:
+      return DType::kQ8_0;
+    case kQ4_0:
+      return DType::kQ4_0;
+    case kQ4_1:
+      return DType::kQ4_1;
+    default:
+      return DType::kBF16;
+  }
+}
+
+// Bytes of a [rows, cols] matrix of `dtype` (row-major).
+int64_t MatrixBytes(DType dtype, int64_t rows, int64_t cols) {
+  return rows * DTypeRowBytes(dtype, cols);
 }
 
 bool PathPanels(Path path) { return path == kF32Panels || path == kBf16Panels; }
@@ -57,9 +78,24 @@ class RandomWeights {
       f32_.push_back(std::move(f));
       return WeightView{f32_.back().data(), dtype, rows, cols};
     }
+    if (IsBlockQuantized(dtype)) {
+      quant_.emplace_back(MatrixBytes(dtype, rows, cols));
+      ConvertFromF32(f.data(), f.size(), dtype, quant_.back().data());
+      return WeightView{quant_.back().data(), dtype, rows, cols};
+    }
     b16_.emplace_back(rows * cols);
     ConvertFromF32(f.data(), f.size(), dtype, b16_.back().data());
     return WeightView{b16_.back().data(), dtype, rows, cols};
+  }
+  // A copy of the quantized matrix `w` (made by Make): the streamed
+  // benchmarks' copies, without quantizing hundreds of MiB again.
+  WeightView Clone(const WeightView& w) {
+    const int64_t bytes = MatrixBytes(w.dtype, w.rows, w.cols);
+    const auto* p = static_cast<const uint8_t*>(w.data);
+    quant_.emplace_back(p, p + bytes);
+    WeightView out = w;
+    out.data = quant_.back().data();
+    return out;
   }
   // The weights `path` multiplies: row-major, or packed into panels in
   // memory from the CPU backend's Allocate, as the engine does (huge pages
@@ -88,6 +124,7 @@ class RandomWeights {
   std::uniform_real_distribution<float> dist_{-1.0f, 1.0f};
   std::deque<std::vector<float>> f32_;
   std::deque<std::vector<uint16_t>> b16_;
+  std::deque<std::vector<uint8_t>> quant_;
   std::deque<std::unique_ptr<void, Free>> panels_;
 };
 
@@ -129,7 +166,7 @@ void BM_MatMul(benchmark::State& state) {
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
   }
-  state.SetBytesProcessed(state.iterations() * rows * cols * DTypeSize(dtype));
+  state.SetBytesProcessed(state.iterations() * MatrixBytes(dtype, rows, cols));
   state.counters["FLOPS"] = benchmark::Counter(
       2.0 * n * rows * cols * state.iterations(), benchmark::Counter::kIsRate);
   state.SetLabel(kPathNames[path]);
@@ -153,6 +190,16 @@ void MatMulArgs(benchmark::internal::Benchmark* b) {
   // f16 is the portable path: one decode and one prefill shape.
   b->Args({kF16, 2048, 768, 1});
   b->Args({kF16, 2048, 768, 64});
+  // Quantized weights next to f32 and bf16 (row-major and the panels the
+  // engine serves them in on AVX2): SmolLM2-135M (576 x 1536 down, 1536 x
+  // 576 gate/up, 49152 x 576 head) and stories110M (2048 x 768, 32000 x 768)
+  // shapes, decode (1, 16) and prefill-like (64) inputs.
+  for (int64_t path : {kF32Panels, kBf16Panels, kQ8_0, kQ4_0, kQ4_1}) {
+    for (auto [rows, cols] :
+         {std::pair<int64_t, int64_t>{1536, 576}, {2048, 768}}) {
+      for (int64_t n : {1, 16, 64}) b->Args({path, rows, cols, n});
+    }
+  }
   // The tiny llama2.c model (dim 64, hidden 172, vocab 512): per-op cost.
   for (int64_t path : {kF32, kBf16}) {
     b->Args({path, 64, 64, 1});
@@ -172,7 +219,7 @@ void BM_MatMulStreamed(benchmark::State& state) {
   const int64_t cols = state.range(2);
   const int64_t n = state.range(3);
   const DType dtype = PathDType(path);
-  const int64_t bytes = rows * cols * DTypeSize(dtype);
+  const int64_t bytes = MatrixBytes(dtype, rows, cols);
   const int64_t copies = ((int64_t{384} << 20) + bytes - 1) / bytes;
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
@@ -181,7 +228,11 @@ void BM_MatMulStreamed(benchmark::State& state) {
   RandomWeights weights(4);
   std::vector<WeightView> views;
   for (int64_t i = 0; i < copies; ++i) {
-    views.push_back(weights.MakeFor(path, rows, cols));
+    if (i > 0 && IsBlockQuantized(dtype)) {
+      views.push_back(weights.Clone(views[0]));
+    } else {
+      views.push_back(weights.MakeFor(path, rows, cols));
+    }
   }
   static const double probe = MeasureReadBandwidth(int64_t{512} << 20, 2);
   const auto start = std::chrono::steady_clock::now();
@@ -219,6 +270,29 @@ BENCHMARK(BM_MatMulStreamed)
                    {768},
                    {2048},
                    {4, 16, 32, 64}})
+    ->UseRealTime();
+
+// Quantized weights streamed from DRAM next to f32 / bf16 panels (what the
+// engine serves them as on AVX2) and row-major: SmolLM2-135M (1536 x 576
+// gate/up, 576 x 1536 down, 49152 x 576 head) and stories110M shapes.
+void StreamedQuantArgs(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"path", "rows", "cols", "n"});
+  const std::pair<int64_t, int64_t> decode_shapes[] = {
+      {1536, 576}, {576, 1536}, {2048, 768}, {32000, 768}, {49152, 576}};
+  for (int64_t path :
+       {kF32Panels, kBf16Panels, kF32, kBf16, kQ8_0, kQ4_0, kQ4_1}) {
+    for (auto [rows, cols] : decode_shapes) b->Args({path, rows, cols, 1});
+  }
+  for (int64_t path : {kF32Panels, kBf16Panels, kQ8_0, kQ4_0, kQ4_1}) {
+    for (auto [rows, cols] :
+         {std::pair<int64_t, int64_t>{1536, 576}, {2048, 768}}) {
+      for (int64_t n : {16, 64}) b->Args({path, rows, cols, n});
+    }
+  }
+}
+BENCHMARK(BM_MatMulStreamed)
+    ->Name("BM_MatMulStreamedQuant")
+    ->Apply(StreamedQuantArgs)
     ->UseRealTime();
 
 // One decode token's products of the stories110M shape (12 layers of Q/K/V
@@ -273,7 +347,7 @@ void BM_DecodeProducts110M(benchmark::State& state) {
   const double bytes =
       static_cast<double>(kLayers * (4 * kDim * kDim + 3 * kFfn * kDim) +
                           kVocab * kDim) *
-      DTypeSize(dtype);
+      DTypeRowBytes(dtype, 32) / 32.0;
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * bytes));
   state.counters["tokens_per_s"] =
       benchmark::Counter(state.iterations(), benchmark::Counter::kIsRate);
@@ -288,6 +362,9 @@ BENCHMARK(BM_DecodeProducts110M)
     ->Arg(kBf16)
     ->Arg(kF32Panels)
     ->Arg(kBf16Panels)
+    ->Arg(kQ8_0)
+    ->Arg(kQ4_0)
+    ->Arg(kQ4_1)
     ->UseRealTime();
 
 // Decode attention of one sequence (one query row per head) over `ctx`

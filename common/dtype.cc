@@ -1,12 +1,52 @@
 #include "common/dtype.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <string>
+
+#include "common/check.h"
 
 namespace latentkv {
 
-int DTypeSize(DType t) { return t == DType::kF32 ? 4 : 2; }
+bool IsBlockQuantized(DType t) {
+  return t == DType::kQ8_0 || t == DType::kQ4_0 || t == DType::kQ4_1;
+}
+
+int DTypeBlockElems(DType t) {
+  return IsBlockQuantized(t) ? kQuantBlockElems : 1;
+}
+
+int DTypeBlockBytes(DType t) {
+  switch (t) {
+    case DType::kF32:
+      return 4;
+    case DType::kBF16:
+    case DType::kF16:
+      return 2;
+    case DType::kQ8_0:
+      return 34;
+    case DType::kQ4_0:
+      return 18;
+    case DType::kQ4_1:
+      return 20;
+  }
+  LATENTKV_CHECK(false, "unknown dtype ", static_cast<int>(t));
+}
+
+int64_t DTypeRowBytes(DType t, int64_t n) {
+  const int elems = DTypeBlockElems(t);
+  LATENTKV_CHECK(n % elems == 0, std::string(DTypeName(t)), " row of ", n,
+                 " elements is not a multiple of the block size ", elems);
+  return n / elems * DTypeBlockBytes(t);
+}
+
+int DTypeSize(DType t) {
+  LATENTKV_CHECK(!IsBlockQuantized(t), "DTypeSize of block-quantized ",
+                 std::string(DTypeName(t)), ": use DTypeRowBytes");
+  return DTypeBlockBytes(t);
+}
 
 std::string_view DTypeName(DType t) {
   switch (t) {
@@ -16,6 +56,12 @@ std::string_view DTypeName(DType t) {
       return "bf16";
     case DType::kF16:
       return "f16";
+    case DType::kQ8_0:
+      return "q8_0";
+    case DType::kQ4_0:
+      return "q4_0";
+    case DType::kQ4_1:
+      return "q4_1";
   }
   return "?";
 }
@@ -24,6 +70,9 @@ std::optional<DType> ParseDType(std::string_view name) {
   if (name == "f32" || name == "float32") return DType::kF32;
   if (name == "bf16" || name == "bfloat16") return DType::kBF16;
   if (name == "f16" || name == "float16") return DType::kF16;
+  if (name == "q8_0") return DType::kQ8_0;
+  if (name == "q4_0") return DType::kQ4_0;
+  if (name == "q4_1") return DType::kQ4_1;
   return std::nullopt;
 }
 
@@ -51,7 +100,131 @@ float F16ToF32(uint16_t x) {
   return static_cast<float>(std::bit_cast<_Float16>(x));
 }
 
+namespace {
+
+// Block layouts (common/dtype.h); the f16 fields are read and written with
+// memcpy because blocks are packed without alignment.
+constexpr int kQ8Bytes = 34, kQ40Bytes = 18, kQ41Bytes = 20;
+constexpr int kHalf = kQuantBlockElems / 2;
+
+uint16_t LoadU16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+void StoreU16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
+
+void DequantizeBlocks(const uint8_t* s, DType from, int64_t blocks,
+                      float* dst) {
+  for (int64_t b = 0; b < blocks; ++b, dst += kQuantBlockElems) {
+    switch (from) {
+      case DType::kQ8_0: {
+        const uint8_t* p = s + b * kQ8Bytes;
+        const float d = F16ToF32(LoadU16(p));
+        for (int j = 0; j < kQuantBlockElems; ++j) {
+          dst[j] = static_cast<float>(static_cast<int8_t>(p[2 + j])) * d;
+        }
+        break;
+      }
+      case DType::kQ4_0: {
+        const uint8_t* p = s + b * kQ40Bytes;
+        const float d = F16ToF32(LoadU16(p));
+        for (int j = 0; j < kHalf; ++j) {
+          dst[j] = static_cast<float>((p[2 + j] & 15) - 8) * d;
+          dst[j + kHalf] = static_cast<float>((p[2 + j] >> 4) - 8) * d;
+        }
+        break;
+      }
+      case DType::kQ4_1: {
+        const uint8_t* p = s + b * kQ41Bytes;
+        const float d = F16ToF32(LoadU16(p));
+        const float m = F16ToF32(LoadU16(p + 2));
+        for (int j = 0; j < kHalf; ++j) {
+          dst[j] = static_cast<float>(p[4 + j] & 15) * d + m;
+          dst[j + kHalf] = static_cast<float>(p[4 + j] >> 4) * d + m;
+        }
+        break;
+      }
+      default:
+        LATENTKV_CHECK(false, "not a quantized dtype");
+    }
+  }
+}
+
+void QuantizeBlocks(const float* src, int64_t blocks, DType to, uint8_t* d8) {
+  for (int64_t b = 0; b < blocks; ++b, src += kQuantBlockElems) {
+    const float* x = src;
+    switch (to) {
+      case DType::kQ8_0: {
+        uint8_t* p = d8 + b * kQ8Bytes;
+        float amax = 0.0f;
+        for (int j = 0; j < kQuantBlockElems; ++j) {
+          amax = std::max(amax, std::fabs(x[j]));
+        }
+        const float d = amax / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        StoreU16(p, F32ToF16(d));
+        for (int j = 0; j < kQuantBlockElems; ++j) {
+          p[2 + j] =
+              static_cast<uint8_t>(static_cast<int8_t>(std::lround(x[j] * id)));
+        }
+        break;
+      }
+      case DType::kQ4_0: {
+        uint8_t* p = d8 + b * kQ40Bytes;
+        float amax = 0.0f, vmax = 0.0f;
+        for (int j = 0; j < kQuantBlockElems; ++j) {
+          if (std::fabs(x[j]) > amax) {
+            amax = std::fabs(x[j]);
+            vmax = x[j];
+          }
+        }
+        const float d = vmax / -8.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        StoreU16(p, F32ToF16(d));
+        auto q = [&](float v) {
+          return std::min(15, static_cast<int>(v * id + 8.5f));
+        };
+        for (int j = 0; j < kHalf; ++j) {
+          p[2 + j] = static_cast<uint8_t>(q(x[j]) | (q(x[j + kHalf]) << 4));
+        }
+        break;
+      }
+      case DType::kQ4_1: {
+        uint8_t* p = d8 + b * kQ41Bytes;
+        float lo = x[0], hi = x[0];
+        for (int j = 1; j < kQuantBlockElems; ++j) {
+          lo = std::min(lo, x[j]);
+          hi = std::max(hi, x[j]);
+        }
+        const float d = (hi - lo) / 15.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        StoreU16(p, F32ToF16(d));
+        StoreU16(p + 2, F32ToF16(lo));
+        auto q = [&](float v) {
+          return std::min(15, static_cast<int>((v - lo) * id + 0.5f));
+        };
+        for (int j = 0; j < kHalf; ++j) {
+          p[4 + j] = static_cast<uint8_t>(q(x[j]) | (q(x[j + kHalf]) << 4));
+        }
+        break;
+      }
+      default:
+        LATENTKV_CHECK(false, "not a quantized dtype");
+    }
+  }
+}
+
+}  // namespace
+
 void ConvertToF32(const void* src, DType from, int64_t n, float* dst) {
+  if (IsBlockQuantized(from)) {
+    LATENTKV_CHECK(n % kQuantBlockElems == 0, "dequantizing ", n, " ",
+                   std::string(DTypeName(from)), " elements: not whole blocks");
+    DequantizeBlocks(static_cast<const uint8_t*>(src), from,
+                     n / kQuantBlockElems, dst);
+    return;
+  }
   switch (from) {
     case DType::kF32:
       std::memcpy(dst, src, n * sizeof(float));
@@ -66,10 +239,20 @@ void ConvertToF32(const void* src, DType from, int64_t n, float* dst) {
       for (int64_t i = 0; i < n; ++i) dst[i] = F16ToF32(s[i]);
       return;
     }
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+      return;  // dequantized above
   }
 }
 
 void ConvertFromF32(const float* src, int64_t n, DType to, void* dst) {
+  if (IsBlockQuantized(to)) {
+    LATENTKV_CHECK(n % kQuantBlockElems == 0, "quantizing ", n, " elements to ",
+                   std::string(DTypeName(to)), ": not whole blocks");
+    QuantizeBlocks(src, n / kQuantBlockElems, to, static_cast<uint8_t*>(dst));
+    return;
+  }
   switch (to) {
     case DType::kF32:
       std::memcpy(dst, src, n * sizeof(float));
@@ -84,6 +267,10 @@ void ConvertFromF32(const float* src, int64_t n, DType to, void* dst) {
       for (int64_t i = 0; i < n; ++i) d[i] = F32ToF16(src[i]);
       return;
     }
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+      return;  // quantized above
   }
 }
 

@@ -228,7 +228,7 @@ grpc::Status Coordinator::GenerationImpl::Generate(
       prompt.push_back(t);
     }
   } else if (!req->prompt().empty()) {
-    prompt = c.tokenizer_->Encode(req->prompt(), /*add_bos=*/true);
+    prompt = c.tokenizer_->Encode(req->prompt(), c.tokenizer_->add_bos());
   } else {
     return Invalid("empty prompt");
   }

@@ -16,6 +16,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
+#include "common/flags_help.h"
 #include "common/health/health_reporter.h"
 #include "common/health/listen.h"
 #include "common/metrics/metrics_server.h"
@@ -26,6 +27,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "model/gguf_loader.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory (config.json + tokenizer)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "Address to listen on");
@@ -50,16 +52,54 @@ ABSL_FLAG(int, http_threads, 64,
           "HTTP connection threads (a generating request holds one)");
 ABSL_FLAG(int, http_max_queued, 64,
           "HTTP connections waiting for a thread before 429");
+ABSL_FLAG(std::string, served_model_name, "",
+          "Model id reported by ListModels and the OpenAI API (and accepted "
+          "in requests' model field); default: the --model directory or "
+          "file name without .gguf");
 ABSL_FLAG(int, metrics_port, 0,
           "Port of the Prometheus /metrics endpoint on --host (0: off)");
 
 namespace lk = latentkv;
 
+namespace {
+
+// The chat template of a model: GGUF metadata (tokenizer.chat_template and
+// the BOS/EOS token texts) or the directory's tokenizer_config.json.
+absl::StatusOr<lk::coordinator::http::ChatTemplate> LoadChatTemplate(
+    const std::string& model, bool adds_bos) {
+  auto gguf_path = lk::model::FindGgufFile(model);
+  if (!gguf_path.ok()) {
+    return lk::coordinator::http::ChatTemplate::FromModelDir(model, adds_bos);
+  }
+  auto f = lk::model::GgufFile::Open(*gguf_path);
+  if (!f.ok()) return f.status();
+  if (!(*f)->Has("tokenizer.chat_template")) {
+    return lk::coordinator::http::ChatTemplate();
+  }
+  auto source = (*f)->GetString("tokenizer.chat_template");
+  if (!source.ok()) return source.status();
+  auto tokens = (*f)->GetStringArray("tokenizer.ggml.tokens");
+  if (!tokens.ok()) return tokens.status();
+  auto text = [&](const char* key) -> std::string {
+    auto id = (*f)->GetInt(key);
+    if (!id.ok() || *id < 0 || *id >= static_cast<int64_t>(tokens->size())) {
+      return "";
+    }
+    return (*tokens)[*id];
+  };
+  return lk::coordinator::http::ChatTemplate::FromJinja(
+      *source, text("tokenizer.ggml.bos_token_id"),
+      text("tokenizer.ggml.eos_token_id"), adds_bos, "gguf");
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   lk::BlockTerminationSignals();
+  lk::ConfigureFlagsHelp();
   absl::ParseCommandLine(argc, argv);
   const std::string dir = absl::GetFlag(FLAGS_model);
-  auto config = lk::model::ModelConfig::FromDir(dir);
+  auto config = lk::model::LoadModelConfig(dir);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
     return 1;
@@ -70,7 +110,14 @@ int main(int argc, char** argv) {
     return 1;
   }
   lk::coordinator::CoordinatorOptions co;
-  co.model_id = std::filesystem::path(dir).filename().string();
+  co.model_id = absl::GetFlag(FLAGS_served_model_name);
+  if (co.model_id.empty()) {
+    std::filesystem::path p(dir);
+    if (p.filename().empty()) p = p.parent_path();  // "dir/"
+    co.model_id =
+        p.extension() == ".gguf" ? p.stem().string() : p.filename().string();
+  }
+  const bool adds_bos = (*tokenizer)->add_bos();
   co.max_inflight = absl::GetFlag(FLAGS_max_inflight);
   const std::string routing = absl::GetFlag(FLAGS_routing);
   if (routing != "kv" && routing != "load") {
@@ -106,7 +153,7 @@ int main(int argc, char** argv) {
   }
   std::optional<lk::coordinator::http::ChatTemplate> chat_template;
   if (absl::GetFlag(FLAGS_http_port) > 0) {
-    auto t = lk::coordinator::http::ChatTemplate::FromModelDir(dir);
+    auto t = LoadChatTemplate(dir, adds_bos);
     if (!t.ok()) {
       std::fprintf(stderr, "%s\n", t.status().ToString().c_str());
       return 1;

@@ -29,7 +29,9 @@ enum class WeightLayout : uint8_t {
 };
 
 // A weight matrix W [rows, cols] (rows = output features, cols = input
-// features) in `dtype` and `layout`. Not owning.
+// features) in `dtype` and `layout`. Not owning. Block-quantized dtypes (q8_0,
+// q4_0, q4_1; common/dtype.h) are row-major only, cols a multiple of 32, row
+// r at byte r * DTypeRowBytes(dtype, cols).
 struct WeightView {
   const void* data = nullptr;
   DType dtype = DType::kF32;
@@ -40,7 +42,8 @@ struct WeightView {
 
 // True when MatMul is faster on panels than on row-major weights of `dtype`
 // on this CPU: AVX2 + FMA without AVX-512 (whose kernels read rows), f32 or
-// bf16 (bench/RESULTS.md has the measurements).
+// bf16 (bench/RESULTS.md has the measurements). False for f16 and the
+// quantized dtypes, which have no panel layout.
 bool PrefersPanels(DType dtype);
 
 // Bytes of w's matrix in the kPanels16 layout (rows rounded up to 16).
@@ -56,7 +59,13 @@ WeightView PackPanels(const WeightView& w, void* dst);
 // weights: our streaming kernels at decode sizes (AVX-512: n == 1; AVX2 +
 // FMA: n <= 16), OpenBLAS sgemm otherwise. bf16 weights: the AVX-512 BF16
 // kernels, else the AVX2 kernels (n <= 64; conversion + sgemm beyond), else a
-// portable loop. f16 weights: conversion + sgemm. (kernels/cpu/internal.h has
+// portable loop. f16 weights: conversion + sgemm. Quantized weights (q8_0,
+// q4_0, q4_1; x stays f32, the result is the f32 product with the exact
+// dequantized weights) on AVX2 + FMA + F16C CPUs: n = 1 a fused
+// dequantize-and-dot kernel reading each row once, several row streams per
+// thread; n <= 16 tiles of rows dequantized into L2 and multiplied by the f32
+// rows kernel; larger n the tiles through OpenBLAS sgemm; other CPUs a
+// portable loop (kernels/cpu/quant.h). (kernels/cpu/internal.h has
 // the measured reasons.) Threads: OpenMP over output rows once n * rows * cols
 // >= 2^18 (smaller products stay on the calling thread). On first use OpenBLAS
 // is set to one thread (process-wide) so its pool does not fight the OpenMP
@@ -65,7 +74,8 @@ void MatMul(const float* x, int64_t n, const WeightView& w, float* y);
 
 // ys[i][n, ws[i].rows] = x[n, cols] * ws[i]^T for i < count: several
 // products of the same input (Q/K/V, gate/up) in one parallel region, which
-// saves the threads' sleep/wake between them. Same results as MatMul.
+// saves the threads' sleep/wake between them (f32, bf16 and quantized
+// groups of one dtype and cols). Same results as MatMul.
 void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
                  float* const* ys, int count);
 
@@ -87,7 +97,8 @@ void SwiGlu(const float* gate, const float* up, int64_t n, float* out);
 void AddInPlace(float* y, const float* x, int64_t n);
 
 // Embedding lookup: out[t, :] = table[tokens[t], :] converted to f32.
-// table: [vocab, dim] in `table.dtype` (table.rows = vocab, table.cols = dim).
+// table: [vocab, dim] in `table.dtype` (table.rows = vocab, table.cols = dim),
+// any dtype: quantized rows are dequantized (dim a multiple of 32).
 void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
            float* out);
 

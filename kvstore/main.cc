@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/address_file.h"
+#include "common/flags_help.h"
 #include "common/health/health_reporter.h"
 #include "common/health/listen.h"
 #include "common/metrics/metrics_server.h"
@@ -98,6 +99,7 @@ std::vector<prometheus::MetricFamily> StoreFamilies(
 
 int main(int argc, char** argv) {
   lk::BlockTerminationSignals();
+  lk::ConfigureFlagsHelp();
   absl::ParseCommandLine(argc, argv);
   lk::kvstore::BlockStore::Options so;
   so.capacity_bytes = absl::GetFlag(FLAGS_capacity_mb) << 20;

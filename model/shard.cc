@@ -11,30 +11,33 @@ namespace {
 // Rows [r0, r0 + nr) of a [rows, cols] matrix.
 Tensor Rows(const Tensor& t, int64_t r0, int64_t nr) {
   const int64_t cols = t.shape.back();
-  const size_t esize = DTypeSize(t.dtype);
+  const size_t row_bytes = DTypeRowBytes(t.dtype, cols);
   Tensor out;
   out.dtype = t.dtype;
   out.shape = {nr, cols};
-  out.owned.resize(static_cast<size_t>(nr * cols) * esize);
+  out.owned.resize(static_cast<size_t>(nr) * row_bytes);
   std::memcpy(out.owned.data(),
-              static_cast<const uint8_t*>(t.data) + r0 * cols * esize,
+              static_cast<const uint8_t*>(t.data) + r0 * row_bytes,
               out.owned.size());
   out.data = out.owned.data();
   return out;
 }
 
-// The column blocks [c0, c0 + nc) of a [rows, cols] matrix.
+// The columns [c0, c0 + nc) of a [rows, cols] matrix (whole quantization
+// blocks: the caller checks c0 and nc are multiples of the block size).
 Tensor Cols(const Tensor& t, int64_t c0, int64_t nc) {
   const int64_t rows = t.shape[0], cols = t.shape[1];
-  const size_t esize = DTypeSize(t.dtype);
+  const size_t in_row = DTypeRowBytes(t.dtype, cols);
+  const size_t out_row = DTypeRowBytes(t.dtype, nc);
+  const size_t skip = DTypeRowBytes(t.dtype, c0);
   Tensor out;
   out.dtype = t.dtype;
   out.shape = {rows, nc};
-  out.owned.resize(static_cast<size_t>(rows * nc) * esize);
+  out.owned.resize(static_cast<size_t>(rows) * out_row);
   for (int64_t r = 0; r < rows; ++r) {
-    std::memcpy(out.owned.data() + r * nc * esize,
-                static_cast<const uint8_t*>(t.data) + (r * cols + c0) * esize,
-                nc * esize);
+    std::memcpy(out.owned.data() + r * out_row,
+                static_cast<const uint8_t*>(t.data) + r * in_row + skip,
+                out_row);
   }
   out.data = out.owned.data();
   return out;
@@ -65,6 +68,26 @@ absl::StatusOr<std::shared_ptr<const ModelWeights>> ShardForTensorParallel(
         c.num_kv_heads, "), the heads (", c.num_heads, ") and the MLP width (",
         c.intermediate_size, ")"));
   }
+  // Row-parallel matrices (o_proj, down_proj) are cut along their columns:
+  // with quantized weights each rank's slice must be whole blocks.
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& f = full->layers[l];
+    const struct {
+      const Tensor* t;
+      int64_t slice;
+      const char* name;
+    } cuts[] = {{&f.o_proj, c.num_heads / size * c.vo_head_dim[l], "o_proj"},
+                {&f.down_proj, c.intermediate_size / size, "down_proj"}};
+    for (const auto& cut : cuts) {
+      const int block = DTypeBlockElems(cut.t->dtype);
+      if (cut.slice % block != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "tensor parallel size ", size, ": layer ", l, " ", cut.name,
+            " slices of ", cut.slice, " columns are not whole ",
+            std::string(DTypeName(cut.t->dtype)), " blocks of ", block));
+      }
+    }
+  }
   // The shard and the full model it views, freed together.
   struct Holder {
     ModelWeights shard;
@@ -84,6 +107,7 @@ absl::StatusOr<std::shared_ptr<const ModelWeights>> ShardForTensorParallel(
   out->final_norm = View(full->final_norm);
   out->lm_head = View(full->lm_head);
   out->file = full->file;
+  out->gguf = full->gguf;
   const int64_t I = s.intermediate_size;
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& f = full->layers[l];

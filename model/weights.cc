@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "model/gguf_loader.h"
 
 namespace latentkv::model {
 namespace {
@@ -38,10 +39,22 @@ absl::StatusOr<const TensorEntry*> Lookup(const SafetensorsFile& file,
 
 // A view into the mapping when the dtype matches and the data is naturally
 // aligned; otherwise an owned converted copy.
-Tensor MakeTensor(const TensorEntry& e, DType dtype, bool force_copy) {
+absl::StatusOr<Tensor> MakeTensor(const TensorEntry& e, DType dtype,
+                                  bool force_copy) {
   Tensor t;
   t.dtype = dtype;
   t.shape = e.shape;
+  const int64_t n = e.numel();
+  if (IsBlockQuantized(dtype)) {
+    const int64_t cols = e.shape.empty() ? 1 : e.shape.back();
+    absl::Status s = ConvertMatrix(
+        e.data, e.dtype, n / std::max<int64_t>(cols, 1), cols, dtype, &t.owned);
+    if (!s.ok()) {
+      return absl::Status(s.code(), absl::StrCat(e.name, ": ", s.message()));
+    }
+    t.data = t.owned.data();
+    return t;
+  }
   const int esize = DTypeSize(dtype);
   const bool aligned =
       reinterpret_cast<uintptr_t>(e.data) % static_cast<uintptr_t>(esize) == 0;
@@ -49,7 +62,6 @@ Tensor MakeTensor(const TensorEntry& e, DType dtype, bool force_copy) {
     t.data = e.data;
     return t;
   }
-  const int64_t n = e.numel();
   t.owned.resize(static_cast<size_t>(n) * esize);
   if (e.dtype == dtype) {
     std::memcpy(t.owned.data(), e.data, t.owned.size());
@@ -75,11 +87,45 @@ absl::Status Load(const SafetensorsFile& file, const std::string& name,
                   bool force_copy, Tensor* out) {
   auto e = Lookup(file, name, shape);
   if (!e.ok()) return e.status();
-  *out = MakeTensor(**e, dtype, force_copy);
+  auto t = MakeTensor(**e, dtype, force_copy);
+  if (!t.ok()) return t.status();
+  *out = std::move(*t);
   return absl::OkStatus();
 }
 
 }  // namespace
+
+absl::Status ConvertMatrix(const void* src, DType from, int64_t rows,
+                           int64_t cols, DType to, std::vector<uint8_t>* out) {
+  for (DType d : {from, to}) {
+    if (IsBlockQuantized(d) && cols % DTypeBlockElems(d) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "width ", cols, " is not a multiple of ", DTypeBlockElems(d),
+          " (needed for ", std::string(DTypeName(d)), ")"));
+    }
+  }
+  const int64_t in_row = DTypeRowBytes(from, cols);
+  const int64_t out_row = DTypeRowBytes(to, cols);
+  out->assign(static_cast<size_t>(rows * out_row), 0);
+  std::vector<float> tmp(static_cast<size_t>(cols));
+  const auto* in = static_cast<const uint8_t*>(src);
+  for (int64_t r = 0; r < rows; ++r) {
+    ConvertToF32(in + r * in_row, from, cols, tmp.data());
+    ConvertFromF32(tmp.data(), cols, to, out->data() + r * out_row);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<DType>> ParseWeightsDType(std::string_view name) {
+  if (name == "auto") return std::optional<DType>();
+  std::optional<DType> d = ParseDType(name);
+  if (!d || *d == DType::kF16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "weights dtype must be auto, f32, bf16, q8_0, q4_0 or q4_1, got '",
+        std::string(name), "'"));
+  }
+  return d;
+}
 
 int64_t Tensor::numel() const {
   int64_t n = 1;
@@ -111,6 +157,12 @@ std::vector<float> DefaultRopeInvFreq(const ModelConfig& config, int layer) {
 
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(
     const std::string& dir, const LoadOptions& options) {
+  if (auto gguf = FindGgufFile(dir); gguf.ok()) {
+    auto f = GgufFile::Open(*gguf);
+    if (!f.ok()) return f.status();
+    return LoadGgufModel(std::shared_ptr<const GgufFile>(std::move(*f)),
+                         options);
+  }
   auto config = ModelConfig::FromDir(dir);
   if (!config.ok()) return config.status();
   absl::Status s = config->Validate();
@@ -126,7 +178,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(
   const ModelConfig& c = w->config;
   const int64_t h = c.hidden_size;
   const int64_t inter = c.intermediate_size;
-  const DType md = options.matrix_dtype;
+  const DType md = options.matrix_dtype.value_or(DType::kF32);
   auto with_path = [&](absl::Status st) {
     return absl::Status(st.code(), absl::StrCat(path, ": ", st.message()));
   };

@@ -24,12 +24,15 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/dtype.h"
 #include "model/config.h"
+#include "model/gguf/gguf_file.h"
 #include "model/safetensors.h"
 
 namespace latentkv::model {
@@ -55,9 +58,16 @@ struct LayerWeights {
 
 struct LoadOptions {
   // dtype of the matrices (projections, embeddings, lm head) in memory; norms
-  // are always f32. Default f32.
-  DType matrix_dtype = DType::kF32;
+  // are always f32. Unset (the default): f32 for safetensors models, the
+  // stored dtype for GGUF models (f16 becomes f32). A block-quantized dtype
+  // (q8_0, q4_0, q4_1) quantizes at load and needs every matrix width to be a
+  // multiple of 32.
+  std::optional<DType> matrix_dtype;
 };
+
+// Parses a --weights_dtype value: "auto" (unset), f32, bf16, q8_0, q4_0,
+// q4_1. InvalidArgument otherwise (f16 too: there are no fast f16 kernels).
+absl::StatusOr<std::optional<DType>> ParseWeightsDType(std::string_view name);
 
 struct ModelWeights {
   ModelConfig config;
@@ -66,13 +76,23 @@ struct ModelWeights {
   Tensor final_norm;  // f32 [hidden]
   Tensor lm_head;     // [vocab, hidden]; aliases embed_tokens when tied
   std::shared_ptr<SafetensorsFile> file;  // keeps views valid
+  std::shared_ptr<const GgufFile> gguf;   // keeps views valid (GGUF models)
 };
 
-// Loads and validates `<dir>/config.json` and `<dir>/model.safetensors`:
-// missing tensors, wrong shapes or unsupported dtypes give InvalidArgument /
-// NotFound naming the tensor.
+// Loads and validates a model: `<dir>/config.json` and
+// `<dir>/model.safetensors`, or a GGUF model (a `.gguf` file, or a directory
+// without config.json holding one; model/gguf_loader.h). Missing tensors,
+// wrong shapes or unsupported dtypes give InvalidArgument / NotFound naming
+// the tensor.
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(
     const std::string& dir, const LoadOptions& options = {});
+
+// Converts a [rows, cols] matrix stored in `from` into `to`, row by row
+// through f32 (quantized targets need cols to be a multiple of 32:
+// InvalidArgument otherwise). `out` receives DTypeRowBytes(to, cols) * rows
+// bytes.
+absl::Status ConvertMatrix(const void* src, DType from, int64_t rows,
+                           int64_t cols, DType to, std::vector<uint8_t>* out);
 
 // The layer's RoPE inverse-frequency table implied by the config (standard or
 // frequency-aware) for head width d_qk.

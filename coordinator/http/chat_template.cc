@@ -33,19 +33,21 @@ ChatTemplate& ChatTemplate::operator=(ChatTemplate&&) = default;
 
 absl::StatusOr<ChatTemplate> ChatTemplate::FromJinja(
     const std::string& source, const std::string& bos_token,
-    const std::string& eos_token) {
+    const std::string& eos_token, bool tokenizer_adds_bos,
+    const std::string& origin) {
   auto t = jinja::MiniJinjaTemplate::Parse(source);
   if (!t.ok()) return t.status();
   ChatTemplate c;
   c.jinja_ = std::shared_ptr<const jinja::MiniJinjaTemplate>(std::move(*t));
   c.bos_token_ = bos_token;
   c.eos_token_ = eos_token;
-  c.origin_ = "tokenizer_config.json";
+  c.strip_bos_ = tokenizer_adds_bos;
+  c.origin_ = origin;
   return c;
 }
 
 absl::StatusOr<ChatTemplate> ChatTemplate::FromModelDir(
-    const std::string& model_dir) {
+    const std::string& model_dir, bool tokenizer_adds_bos) {
   const std::filesystem::path path =
       std::filesystem::path(model_dir) / "tokenizer_config.json";
   std::ifstream in(path);
@@ -61,7 +63,7 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromModelDir(
   auto it = cfg.find("chat_template");
   if (it == cfg.end() || !it->is_string()) return ChatTemplate();
   return FromJinja(it->get<std::string>(), TokenText(cfg, "bos_token"),
-                   TokenText(cfg, "eos_token"));
+                   TokenText(cfg, "eos_token"), tokenizer_adds_bos);
 }
 
 absl::StatusOr<std::string> ChatTemplate::Render(
@@ -85,8 +87,8 @@ absl::StatusOr<std::string> ChatTemplate::Render(
                      {"eos_token", jinja::Value::Str(eos_token_)}};
   auto out = jinja_->Render(vars);
   if (!out.ok()) return out.status();
-  // The coordinator prepends BOS as a token.
-  if (!bos_token_.empty() && out->rfind(bos_token_, 0) == 0) {
+  // The coordinator prepends BOS as a token when the tokenizer adds it.
+  if (strip_bos_ && !bos_token_.empty() && out->rfind(bos_token_, 0) == 0) {
     out->erase(0, bos_token_.size());
   }
   return out;

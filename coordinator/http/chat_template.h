@@ -4,8 +4,10 @@
 // gets that template, rendered by the Jinja subset of mini_jinja.h with the
 // variables Hugging Face templates expect: messages (role, content),
 // add_generation_prompt (true), bos_token and eos_token (from the same file,
-// "" when absent) and raise_exception(msg). The coordinator adds BOS as a
-// token itself, so one leading bos_token text is dropped from the result.
+// "" when absent) and raise_exception(msg). When the model's tokenizer adds
+// BOS as a token itself (`tokenizer_adds_bos`), one leading bos_token text is
+// dropped from the result; otherwise (ChatML models such as SmolLM2, whose
+// BOS is <|im_start|>) the text stays and tokenizes as the special token.
 // Otherwise (no file, no template) the default template applies:
 //   "<role>: <content>\n" per message, then "assistant:"
 // e.g. [{system, "Be brief."}, {user, "Hi"}] -> "system: Be brief.\nuser:
@@ -38,22 +40,25 @@ class ChatTemplate {
   // The template of `model_dir` (see above). INVALID_ARGUMENT when
   // tokenizer_config.json is unreadable JSON or its template does not parse.
   static absl::StatusOr<ChatTemplate> FromModelDir(
-      const std::string& model_dir);
-  // A Jinja template with the given special token texts.
-  static absl::StatusOr<ChatTemplate> FromJinja(const std::string& source,
-                                                const std::string& bos_token,
-                                                const std::string& eos_token);
+      const std::string& model_dir, bool tokenizer_adds_bos = true);
+  // A Jinja template with the given special token texts; `origin` names
+  // where it came from.
+  static absl::StatusOr<ChatTemplate> FromJinja(
+      const std::string& source, const std::string& bos_token,
+      const std::string& eos_token, bool tokenizer_adds_bos = true,
+      const std::string& origin = "tokenizer_config.json");
 
   // The prompt for `messages`; INVALID_ARGUMENT when the template refuses
   // them (raise_exception) or fails.
   absl::StatusOr<std::string> Render(
       const std::vector<ChatMessage>& messages) const;
-  // "default" or "tokenizer_config.json".
+  // "default", "tokenizer_config.json" or "gguf".
   const std::string& origin() const { return origin_; }
 
  private:
   std::shared_ptr<const jinja::MiniJinjaTemplate> jinja_;  // null: the default
   std::string bos_token_, eos_token_;
+  bool strip_bos_ = true;
   std::string origin_ = "default";
 };
 

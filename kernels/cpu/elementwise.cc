@@ -91,7 +91,7 @@ void AddInPlace(float* y, const float* x, int64_t n) {
 void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
            float* out) {
   const int64_t dim = table.cols;
-  const int64_t row_bytes = dim * DTypeSize(table.dtype);
+  const int64_t row_bytes = DTypeRowBytes(table.dtype, dim);
   const auto* base = static_cast<const uint8_t*>(table.data);
   for (int64_t t = 0; t < n; ++t) {
     float* o = out + t * dim;

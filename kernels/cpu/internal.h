@@ -15,6 +15,9 @@ bool CpuHasAvx512Bf16();
 // True when the CPU supports AVX2 and FMA: the bf16 MatMul's path on CPUs
 // without AVX-512 (MatMulBf16Avx2).
 bool CpuHasAvx2Fma();
+// Sets OpenBLAS to one thread, once per process (see matmul.cc): call before
+// OpenBLAS runs inside OpenMP threads.
+void EnsureBlasSingleThreaded();
 
 // bf16 MatMul paths (y[n, rows] = x[n, cols] * W^T, W bf16 row-major). All
 // of them keep x in f32 except MatMulBf16Avx512Dp, which rounds x to bf16 and

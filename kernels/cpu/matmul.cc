@@ -3,13 +3,16 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "common/check.h"
 #include "common/dtype.h"
 #include "kernels/cpu/bf16_avx512.h"
 #include "kernels/cpu/gemv_avx2.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/quant.h"
 #include "kernels/ops.h"
 
 namespace latentkv::kernels {
@@ -31,19 +34,6 @@ T* Scratch(int64_t count) {
   return buf.data();
 }
 
-// OpenBLAS runs single-threaded inside our OpenMP threads: its own pthread
-// pool, spinning after each call, would fight the OpenMP team for the cores
-// (measured: an f32 then a bf16 matvec took 3 ms instead of 0.17 ms). This
-// is process-wide: any other OpenBLAS caller in the process becomes
-// single-threaded too.
-void EnsureBlasSingleThreaded() {
-  static const bool once = [] {
-    openblas_set_num_threads(1);
-    return true;
-  }();
-  (void)once;
-}
-
 // y[n, rows] (row stride ldy) = x[n, cols] * W[rows, cols]^T on this thread:
 // sgemv for n == 1 (sgemm with M = 1 is ~3x slower), sgemm otherwise.
 void F32Blas(const float* x, int64_t n, const float* w, int64_t rows,
@@ -59,6 +49,19 @@ void F32Blas(const float* x, int64_t n, const float* w, int64_t rows,
 }
 
 }  // namespace
+
+// OpenBLAS runs single-threaded inside our OpenMP threads: its own pthread
+// pool, spinning after each call, would fight the OpenMP team for the cores
+// (measured: an f32 then a bf16 matvec took 3 ms instead of 0.17 ms). This
+// is process-wide: any other OpenBLAS caller in the process becomes
+// single-threaded too.
+void EnsureBlasSingleThreaded() {
+  static const bool once = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)once;
+}
 
 bool CpuHasAvx512Bf16() {
   static const bool has = [] {
@@ -260,6 +263,8 @@ void MatMul(const float* x, int64_t n, const WeightView& w, float* y) {
     return;
   }
   if (w.layout == WeightLayout::kPanels16) {
+    LATENTKV_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16,
+                   "panels of ", std::string(DTypeName(w.dtype)));
     const internal::PanelProduct p{w.data, rows, y};
     internal::MatMulPanels(x, n, w.dtype, cols, &p, 1);
     return;
@@ -283,6 +288,12 @@ void MatMul(const float* x, int64_t n, const WeightView& w, float* y) {
     case DType::kF16:
       internal::MatMulF16(x, n, static_cast<const uint16_t*>(w.data), rows,
                           cols, y);
+      return;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+      internal::MatMulQuant(x, n, static_cast<const uint8_t*>(w.data), w.dtype,
+                            rows, cols, y);
       return;
   }
 }
@@ -383,6 +394,15 @@ void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
     std::vector<internal::PanelProduct> ps(count);
     for (int i = 0; i < count; ++i) ps[i] = {ws[i].data, ws[i].rows, ys[i]};
     internal::MatMulPanels(x, n, ws[0].dtype, ws[0].cols, ps.data(), count);
+    return;
+  }
+  if (n > 0 && count > 0 && ws[0].layout == WeightLayout::kRowMajor &&
+      ws[0].cols > 0 && FusableGroup(ws, count, IsBlockQuantized)) {
+    std::vector<internal::QuantProduct> ps(count);
+    for (int i = 0; i < count; ++i) {
+      ps[i] = {static_cast<const uint8_t*>(ws[i].data), ws[i].rows, ys[i]};
+    }
+    internal::MatMulQuantGroup(x, n, ws[0].dtype, ws[0].cols, ps.data(), count);
     return;
   }
   // Decode-sized products the streaming kernels handle: bf16 at any n the

@@ -2,8 +2,10 @@
 // over them (AVX2 panel kernels, or a portable loop).
 #include <algorithm>
 #include <cstring>
+#include <string>
 #include <vector>
 
+#include "common/check.h"
 #include "common/dtype.h"
 #include "kernels/cpu/gemm_avx2.h"
 #include "kernels/cpu/internal.h"
@@ -121,6 +123,9 @@ int64_t PanelBytes(const WeightView& w) {
 }
 
 WeightView PackPanels(const WeightView& w, void* dst) {
+  LATENTKV_CHECK(w.dtype == DType::kF32 || w.dtype == DType::kBF16,
+                 "PackPanels of ", std::string(DTypeName(w.dtype)),
+                 ": only f32 and bf16");
   WeightView out = w;
   out.data = dst;
   out.layout = WeightLayout::kPanels16;

@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "model/gguf/gguf_file.h"
 
 namespace latentkv::model {
 
@@ -25,10 +26,28 @@ std::string Tokenizer::Decode(const std::vector<int32_t>& tokens) const {
   return text;
 }
 
+namespace {
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizerFile(
+    const std::string& path) {
+  auto gguf = GgufFile::Open(path);
+  if (!gguf.ok()) return gguf.status();
+  return LoadGgufTokenizer(**gguf);
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(
-    const std::string& model_dir, int32_t vocab_size) {
-  const std::filesystem::path dir(model_dir);
+    const std::string& path, int32_t vocab_size) {
+  const std::filesystem::path dir(path);
   std::error_code ec;
+  if (std::filesystem::is_regular_file(dir, ec) && dir.extension() == ".gguf") {
+    return LoadGgufTokenizerFile(path);
+  }
+  const std::filesystem::path hf_json = dir / "tokenizer.json";
+  if (std::filesystem::is_regular_file(hf_json, ec)) {
+    return LoadHfTokenizerJson(hf_json.string());
+  }
   const std::filesystem::path sentencepiece = dir / "tokenizer.model";
   if (std::filesystem::is_regular_file(sentencepiece, ec)) {
     return LoadSentencePieceTokenizer(sentencepiece.string());
@@ -37,8 +56,22 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(
   if (std::filesystem::is_regular_file(llama2c, ec)) {
     return LoadLlama2cTokenizer(llama2c.string(), vocab_size);
   }
-  return absl::NotFoundError(
-      absl::StrCat("no tokenizer.model or tokenizer.bin in ", model_dir));
+  std::vector<std::filesystem::path> ggufs;
+  if (std::filesystem::is_directory(dir, ec)) {
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      if (entry.is_regular_file(ec) && entry.path().extension() == ".gguf") {
+        ggufs.push_back(entry.path());
+      }
+    }
+  }
+  if (ggufs.size() == 1) return LoadGgufTokenizerFile(ggufs[0].string());
+  if (ggufs.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "no tokenizer.json, tokenizer.model or tokenizer.bin in ", path,
+        " and ", ggufs.size(), " *.gguf files: which one is ambiguous"));
+  }
+  return absl::NotFoundError(absl::StrCat(
+      "no tokenizer.json, tokenizer.model, tokenizer.bin or *.gguf in ", path));
 }
 
 }  // namespace latentkv::model

@@ -1,5 +1,7 @@
-// Tokenizers behind one interface: the llama2.c tokenizer (tokenizer.bin) and
-// SentencePiece (tokenizer.model), plus streaming detokenization.
+// Tokenizers behind one interface: the llama2.c tokenizer (tokenizer.bin),
+// SentencePiece (tokenizer.model) and byte-level BPE (GPT-2 family, from a
+// HF tokenizer.json or GGUF metadata; bpe_tokenizer.h), plus streaming
+// detokenization.
 //
 // Thread-safety: a loaded Tokenizer is immutable; Encode/Decode may be called
 // from many threads at once. StreamingDetokenizer is per stream.
@@ -15,6 +17,8 @@
 #include "absl/status/statusor.h"
 
 namespace latentkv::model {
+
+class GgufFile;
 
 class Tokenizer {
  public:
@@ -36,6 +40,10 @@ class Tokenizer {
   virtual int32_t vocab_size() const = 0;
   virtual int32_t bos_id() const = 0;
   virtual int32_t eos_id() const = 0;
+  // Whether prompts should start with BOS (Encode(text, add_bos())). True
+  // for llama2.c and SentencePiece; byte-level BPE vocabularies say (e.g.
+  // GGUF tokenizer.ggml.add_bos_token, HF add_bos_token).
+  virtual bool add_bos() const { return true; }
 };
 
 // Loads the llama2.c format: int32 max_token_length, then per token: f32
@@ -57,10 +65,40 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(
     const std::string& path);
 
-// Loads the tokenizer of a model directory: tokenizer.model (SentencePiece)
-// if present, else tokenizer.bin (llama2.c, `vocab_size` tokens).
+// Loads a HF tokenizer.json of a byte-level BPE model (model.type "BPE"):
+// model.vocab (token -> id), model.merges ("a b" strings or [a, b] pairs),
+// model.unk_token, model.ignore_merges, added_tokens (special: true ->
+// control, false -> user-defined; their lstrip/rstrip/single_word options
+// are ignored) and the pre_tokenizer, recognized by structure: ByteLevel
+// (use_regex true, add_prefix_space false) -> gpt2;
+// Sequence[Digits(individual_digits true), ByteLevel] -> smollm;
+// Sequence[Split(Regex = the llama-3 or qwen2 pattern), ByteLevel(use_regex
+// false)] -> llama3 / qwen2. BOS, EOS and add_bos come from
+// tokenizer_config.json beside it when present (bos_token, eos_token as
+// strings or {content}, add_bos_token), else BOS from a TemplateProcessing
+// post_processor that starts with a special token (add_bos true), else
+// none. Errors: NotFound (no file), InvalidArgument (bad JSON, another model
+// type, normalizer or pre_tokenizer (named in the message), ids with gaps,
+// an invalid vocab as MakeBpeTokenizer).
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizerJson(
+    const std::string& path);
+
+// The byte-level BPE tokenizer of a GGUF file's metadata
+// (tokenizer.ggml.model "gpt2": tokens, token_type, merges, pre, bos/eos/
+// unknown_token_id, add_bos_token). Unimplemented for model "llama"
+// (SentencePiece in GGUF) and other models; InvalidArgument for missing or
+// malformed keys.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(
+    const GgufFile& gguf);
+
+// Loads a tokenizer from `path`:
+//   - a .gguf file: LoadGgufTokenizer;
+//   - a directory holding tokenizer.json (HF, preferred), else
+//     tokenizer.model (SentencePiece), else tokenizer.bin (llama2.c,
+//     `vocab_size` tokens), else exactly one *.gguf file.
+// NotFound when none applies (InvalidArgument for several *.gguf files).
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(
-    const std::string& model_dir, int32_t vocab_size);
+    const std::string& path, int32_t vocab_size);
 
 // Turns a stream of token ids into text pieces, never emitting half a UTF-8
 // character: bytes of an incomplete sequence are held until it completes;

@@ -10,6 +10,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "common/text_lines.h"
 #include "model/tokenizer/tokenizer.h"
 #include "model/transform/forward.h"
 
@@ -164,7 +165,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> LoadCalibrationDocs(
   std::vector<std::vector<int32_t>> docs;
   std::string line;
   int skipped = 0;
-  while (std::getline(in, line)) {
+  while (GetTextLine(in, &line)) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
     if (skipped < options.skip_lines) {
@@ -175,7 +176,8 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> LoadCalibrationDocs(
         static_cast<int>(docs.size()) >= options.max_lines) {
       break;
     }
-    std::vector<int32_t> ids = (*tokenizer)->Encode(line, /*add_bos=*/true);
+    std::vector<int32_t> ids =
+        (*tokenizer)->Encode(line, (*tokenizer)->add_bos());
     if (static_cast<int>(ids.size()) > config.max_position_embeddings) {
       ids.resize(config.max_position_embeddings);
     }

@@ -76,7 +76,8 @@ absl::Status WriteConvertedModel(const ModelWeights& src,
   }
   s = WriteText(out_dir + "/config.json", config.ToJson());
   if (!s.ok()) return s;
-  for (const char* name : {"tokenizer.model", "tokenizer.bin"}) {
+  for (const char* name : {"tokenizer.model", "tokenizer.bin", "tokenizer.json",
+                           "tokenizer_config.json"}) {
     const fs::path from = fs::path(src_dir) / name;
     if (!fs::exists(from)) continue;
     fs::copy_file(from, fs::path(out_dir) / name,

@@ -27,7 +27,8 @@ struct AttentionTensors {
 
 // Writes `out_dir`/config.json (`config`), model.safetensors (every tensor in
 // `dtype` except rotary_inv_freq, always f32) and copies the tokenizer files
-// (tokenizer.model, tokenizer.bin) that `src_dir` has. `src` must be the
+// (tokenizer.model, tokenizer.bin, tokenizer.json, tokenizer_config.json)
+// that `src_dir` has. `src` must be the
 // f32-loaded model of `src_dir`; `attn` has config.num_layers entries.
 // Errors: InvalidArgument (config invalid, shapes not matching it, out_dir
 // is src_dir, non-f32 source), Internal (I/O).

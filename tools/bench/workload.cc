@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/text_lines.h"
 
 namespace latentkv::bench {
 namespace {
@@ -133,7 +134,7 @@ absl::StatusOr<std::vector<std::string>> ReadPassages(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat("cannot read ", path));
   std::vector<std::string> out;
   std::string line;
-  while (std::getline(in, line)) {
+  while (GetTextLine(in, &line)) {
     if (line.find_first_not_of(" \t\r") != std::string::npos) {
       out.push_back(line);
     }

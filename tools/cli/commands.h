@@ -16,7 +16,7 @@ namespace latentkv::cli {
 struct LocalEngineOptions {
   std::string model_dir;
   std::string device = "cpu";
-  std::string weights_dtype = "f32";  // f32 | bf16
+  std::string weights_dtype = "auto";  // auto | f32 | bf16 | q8_0 | q4_0 | q4_1
   int64_t kv_memory_mb = 256;
   int32_t page_size = 16;
   worker::ResidencyOptions residency;  // the --kv_* flags
@@ -56,6 +56,9 @@ struct ServeOptions {
   // worker would compute against its in-flight prompt tokens (>= 0).
   std::string routing = "kv";
   double kv_overlap_weight = 1.0;
+  // The model id of ListModels and the OpenAI API ("": the model directory
+  // or file name without .gguf).
+  std::string served_model_name;
   std::string bin_dir;  // where latentkv-coordinator/-worker live
   std::vector<std::string> worker_args;  // extra flags for each worker
 };

@@ -4,8 +4,12 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <string>
+#include <utility>
 
 #include "model/config.h"
+#include "model/gguf_loader.h"
+#include "model/transform/gguf_convert.h"
 #include "model/transform/gqa.h"
 #include "model/transform/kv_latent.h"
 #include "model/weights.h"
@@ -22,6 +26,7 @@ std::map<std::string, model::ModelConfig> SyntheticShapes() {
       {"stories42m", make(512, 1376, 8, 8, 8, 32000, 1024, 10000)},
       {"stories110m", make(768, 2048, 12, 12, 12, 32000, 1024, 10000)},
       {"llama3-1b", make(2048, 8192, 16, 32, 8, 128256, 8192, 500000)},
+      {"smollm2-135m", make(576, 1536, 30, 9, 3, 49152, 8192, 100000)},
   };
 }
 
@@ -87,9 +92,12 @@ int Convert(const ConvertOptions& o) {
     st = model::WriteSyntheticModel(it->second, o.out, *dtype, o.seed);
   } else if (o.from == "llama2c") {
     st = model::ConvertLlama2c(o.checkpoint, o.tokenizer, o.out, *dtype);
+  } else if (o.from == "gguf") {
+    st = model::transform::ConvertGguf(o.checkpoint, o.out, *dtype);
   } else {
     std::fprintf(stderr,
                  "give --from llama2c --checkpoint X.bin --tokenizer T.bin, "
+                 "--from gguf --checkpoint X.gguf, "
                  "--synthetic SHAPE, or --model DIR with --kv-latent "
                  "d_qk=A,d_vo=B or --kv-heads N\n");
     return 2;
@@ -104,13 +112,43 @@ int Convert(const ConvertOptions& o) {
 
 int Inspect(const std::string& dir, const std::string& weights_dtype,
             const worker::ResidencyOptions& residency) {
-  auto w = model::LoadModel(dir);
+  auto dtype = model::ParseWeightsDType(weights_dtype);
+  if (!dtype.ok()) {
+    std::fprintf(stderr, "--weights-dtype: %s\n",
+                 std::string(dtype.status().message()).c_str());
+    return 2;
+  }
+  model::LoadOptions lo;
+  lo.matrix_dtype = *dtype;
+  auto w = model::LoadModel(dir, lo);
   if (!w.ok()) {
     std::fprintf(stderr, "%s\n", w.status().ToString().c_str());
     return 1;
   }
   const model::ModelConfig& c = (*w)->config;
-  std::printf("model=%s\n", dir.c_str());
+  std::printf("model=%s format=%s\n", dir.c_str(),
+              model::IsGgufModel(dir) ? "gguf" : "safetensors");
+  // Matrices in memory by dtype (as the engine would hold them).
+  std::map<std::string, std::pair<int, int64_t>> by_dtype;
+  auto count = [&](const model::Tensor& t) {
+    auto& [n, bytes] = by_dtype[std::string(DTypeName(t.dtype))];
+    ++n;
+    bytes +=
+        DTypeRowBytes(t.dtype, t.shape.back()) * (t.numel() / t.shape.back());
+  };
+  count((*w)->embed_tokens);
+  if (!c.tie_word_embeddings) count((*w)->lm_head);
+  for (const model::LayerWeights& lw : (*w)->layers) {
+    for (const model::Tensor* t :
+         {&lw.q_proj, &lw.k_proj, &lw.v_proj, &lw.o_proj, &lw.gate_proj,
+          &lw.up_proj, &lw.down_proj}) {
+      count(*t);
+    }
+  }
+  for (const auto& [name, nb] : by_dtype) {
+    std::printf("matrices dtype=%s count=%d bytes=%lld\n", name.c_str(),
+                nb.first, static_cast<long long>(nb.second));
+  }
   std::printf(
       "hidden_size=%d intermediate_size=%d layers=%d heads=%d kv_heads=%d "
       "vocab=%d context=%d rope_theta=%g tied=%d\n",

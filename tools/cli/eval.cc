@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/text_lines.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/local_engine.h"
 #include "worker/cache/kv_cache.h"
@@ -43,17 +44,17 @@ int Eval(const EvalOptions& o) {
   std::vector<std::vector<int32_t>> docs;
   if (o.mode == "lines") {
     std::string line;
-    while (std::getline(in, line)) {
+    while (GetTextLine(in, &line)) {
       if (line.empty()) continue;
       if (o.max_lines > 0 && static_cast<int32_t>(docs.size()) >= o.max_lines) {
         break;
       }
-      docs.push_back(m->tokenizer->Encode(line, /*add_bos=*/true));
+      docs.push_back(m->tokenizer->Encode(line, m->tokenizer->add_bos()));
     }
   } else {
     std::stringstream ss;
     ss << in.rdbuf();
-    docs.push_back(m->tokenizer->Encode(ss.str(), /*add_bos=*/true));
+    docs.push_back(m->tokenizer->Encode(ss.str(), m->tokenizer->add_bos()));
   }
 
   worker::ModelRunner runner(m->weights, m->backend.get());
@@ -62,7 +63,10 @@ int Eval(const EvalOptions& o) {
     std::fprintf(stderr, "%s\n", cache.status().ToString().c_str());
     return 1;
   }
-  const int32_t bos = c.bos_token_id;
+  // Each window is conditioned on one start token: BOS for tokenizers that
+  // add it, else the document's own first token (which is never predicted,
+  // as in a perplexity run without BOS).
+  const bool adds_bos = m->tokenizer->add_bos();
   const int32_t vocab = c.vocab_size;
   double nll = 0;
   int64_t predicted = 0;
@@ -70,6 +74,8 @@ int Eval(const EvalOptions& o) {
   std::vector<int32_t> input;
   const auto t0 = std::chrono::steady_clock::now();
   for (const auto& doc : docs) {
+    if (doc.empty()) continue;
+    const int32_t bos = adds_bos ? c.bos_token_id : doc[0];
     const int64_t n_targets = static_cast<int64_t>(doc.size()) - 1;
     for (int64_t k = 1; k <= n_targets; k += window - 1) {
       const int64_t mlen = std::min<int64_t>(window - 1, n_targets - k + 1);

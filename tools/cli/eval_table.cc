@@ -23,6 +23,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
+#include "common/text_lines.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/local_engine.h"
 #include "worker/cache/kv_cache.h"
@@ -125,7 +126,7 @@ int EvalTable(const EvalOptions& o) {
     return 1;
   }
   std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);) {
+  for (std::string line; GetTextLine(in, &line);) {
     if (line.empty()) continue;
     lines.push_back(line);
   }
@@ -168,7 +169,8 @@ int EvalTable(const EvalOptions& o) {
     int64_t predicted = 0, agree = 0, doc_tokens = 0;
     std::vector<float> logits;
     for (size_t d = 0; d < lines.size(); ++d) {
-      std::vector<int32_t> doc = m->tokenizer->Encode(lines[d], true);
+      std::vector<int32_t> doc =
+          m->tokenizer->Encode(lines[d], m->tokenizer->add_bos());
       if (static_cast<int64_t>(doc.size()) > c.max_position_embeddings) {
         doc.resize(c.max_position_embeddings);
       }

@@ -67,7 +67,7 @@ int GenerateLocal(const GenerateOptions& o) {
   }
   worker::GenerationRequest req;
   req.id = "local";
-  req.prompt = tok.Encode(o.prompt, /*add_bos=*/true);
+  req.prompt = tok.Encode(o.prompt, tok.add_bos());
   req.max_new_tokens = o.sampling.max_tokens;
   req.sampling.temperature = o.sampling.temperature;
   req.sampling.top_p = o.sampling.top_p;

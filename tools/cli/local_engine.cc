@@ -5,11 +5,8 @@
 namespace latentkv::cli {
 
 absl::StatusOr<LocalModel> LoadLocalModel(const LocalEngineOptions& options) {
-  auto dtype = ParseDType(options.weights_dtype);
-  if (!dtype || *dtype == DType::kF16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--weights-dtype must be f32 or bf16, got ", options.weights_dtype));
-  }
+  auto dtype = model::ParseWeightsDType(options.weights_dtype);
+  if (!dtype.ok()) return dtype.status();
   model::LoadOptions lo;
   lo.matrix_dtype = *dtype;
   auto weights = model::LoadModel(options.model_dir, lo);

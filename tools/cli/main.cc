@@ -5,6 +5,7 @@
 //   latentkv generate (--server HOST:PORT | --model DIR) --prompt S [sampling]
 //   latentkv eval     --model DIR --text FILE [--mode lines|stream] [--window
 //   N] latentkv convert  --from llama2c --checkpoint X.bin --tokenizer T.bin
+//   latentkv convert  --from gguf --checkpoint X.gguf --out DIR [--dtype bf16]
 //   --out DIR latentkv convert  --synthetic SHAPE --out DIR [--dtype bf16]
 //   latentkv convert  --model DIR --out DIR --kv-latent d_qk=A,d_vo=B
 //                     [--init strided|calibrated] [--calib-text FILE]
@@ -27,6 +28,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/flags_help.h"
 #include "common/signals.h"
 #include "tools/cli/commands.h"
 #include "worker/residency/flags.h"
@@ -60,12 +62,16 @@ ABSL_FLAG(std::string, routing, "kv",
 ABSL_FLAG(double, kv_overlap_weight, 1.0,
           "serve --routing kv: weight of the prefill tokens a worker would "
           "compute against the prompt tokens it has in flight (>= 0)");
+ABSL_FLAG(std::string, served_model_name, "",
+          "serve: model id of ListModels and the OpenAI API (default: the "
+          "--model directory or file name without .gguf)");
 ABSL_FLAG(std::string, bin_dir, "",
           "serve: directory of latentkv-coordinator/-worker (default: beside "
           "latentkv)");
 ABSL_FLAG(std::string, device, "cpu", "Compute backend: cpu | cuda");
-ABSL_FLAG(std::string, weights_dtype, "f32",
-          "Weight matrices in memory: f32 | bf16");
+ABSL_FLAG(std::string, weights_dtype, "auto",
+          "Weight matrices in memory: auto (f32 for safetensors models, as "
+          "stored for GGUF) | f32 | bf16 | q8_0 | q4_0 | q4_1");
 ABSL_FLAG(int, kv_memory_mb, 256, "KV cache memory bound per worker, MiB");
 ABSL_FLAG(int, page_size, 16, "Token slots per KV page");
 ABSL_FLAG(int, max_batch, 64, "serve: sequences per engine step");
@@ -88,8 +94,10 @@ ABSL_FLAG(int, skip_lines, 0,
           "eval --config: documents to skip first (held-out text)");
 ABSL_FLAG(double, prefix_fraction, 0.5,
           "eval --config: share of each document used as the prompt");
-ABSL_FLAG(std::string, from, "", "convert: source format (llama2c)");
-ABSL_FLAG(std::string, checkpoint, "", "convert: llama2.c checkpoint");
+ABSL_FLAG(std::string, from, "", "convert: source format (llama2c | gguf)");
+ABSL_FLAG(std::string, checkpoint, "",
+          "convert: the source checkpoint (llama2.c .bin, or a .gguf file or "
+          "a directory holding one)");
 ABSL_FLAG(std::string, tokenizer, "", "convert: llama2.c tokenizer.bin");
 ABSL_FLAG(std::string, out, "", "convert: output model directory");
 ABSL_FLAG(std::string, dtype, "f32", "convert: stored dtype f32 | bf16 | f16");
@@ -245,6 +253,7 @@ int main(int argc, char** argv) {
   std::vector<char*> cargs;
   for (auto& a : args) cargs.push_back(a.data());
   if (cmd == "serve") lk::BlockTerminationSignals();
+  lk::ConfigureFlagsHelp();
   std::vector<char*> positional =
       absl::ParseCommandLine(static_cast<int>(cargs.size()), cargs.data());
 
@@ -264,6 +273,7 @@ int main(int argc, char** argv) {
     o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
     o.routing = absl::GetFlag(FLAGS_routing);
     o.kv_overlap_weight = absl::GetFlag(FLAGS_kv_overlap_weight);
+    o.served_model_name = absl::GetFlag(FLAGS_served_model_name);
     if (o.routing != "kv" && o.routing != "load") {
       std::fprintf(stderr, "--routing must be kv or load, not %s\n",
                    o.routing.c_str());

@@ -105,7 +105,8 @@ int Serve(const ServeOptions& o) {
        "--host=" + o.host, absl::StrCat("--port=", o.port),
        "--port_file=" + coord_file, absl::StrCat("--http_port=", o.http_port),
        metrics_port(0), "--routing=" + o.routing,
-       absl::StrCat("--kv_overlap_weight=", o.kv_overlap_weight)});
+       absl::StrCat("--kv_overlap_weight=", o.kv_overlap_weight),
+       "--served_model_name=" + o.served_model_name});
   const std::string address = WaitForFile(coord_file, coord, 60);
   if (address.empty()) {
     std::fprintf(stderr, "latentkv serve: the coordinator did not start\n");

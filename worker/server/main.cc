@@ -16,6 +16,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
+#include "common/flags_help.h"
 #include "common/health/health_reporter.h"
 #include "common/health/listen.h"
 #include "common/metrics/metrics_server.h"
@@ -44,8 +45,9 @@ ABSL_FLAG(std::string, advertise, "",
           "host:port the coordinator should use (default host:bound port)");
 ABSL_FLAG(std::string, worker_id, "", "Worker id (default worker-<port>)");
 ABSL_FLAG(std::string, device, "cpu", "Compute backend: cpu | cuda");
-ABSL_FLAG(std::string, weights_dtype, "f32",
-          "dtype of weight matrices in memory: f32 | bf16");
+ABSL_FLAG(std::string, weights_dtype, "auto",
+          "dtype of weight matrices in memory: auto (f32 for safetensors "
+          "models, as stored for GGUF) | f32 | bf16 | q8_0 | q4_0 | q4_1");
 ABSL_FLAG(int, kv_memory_mb, 256, "Bound on KV cache memory, MiB");
 ABSL_FLAG(int, page_size, 16, "Token slots per KV page");
 ABSL_FLAG(int, max_batch, 64, "Maximum sequences per engine step");
@@ -91,10 +93,12 @@ namespace lk = latentkv;
 
 int main(int argc, char** argv) {
   lk::BlockTerminationSignals();
+  lk::ConfigureFlagsHelp();
   absl::ParseCommandLine(argc, argv);
-  auto dtype = lk::ParseDType(absl::GetFlag(FLAGS_weights_dtype));
-  if (!dtype || *dtype == lk::DType::kF16) {
-    std::fprintf(stderr, "--weights_dtype must be f32 or bf16\n");
+  auto dtype = lk::model::ParseWeightsDType(absl::GetFlag(FLAGS_weights_dtype));
+  if (!dtype.ok()) {
+    std::fprintf(stderr, "--weights_dtype: %s\n",
+                 std::string(dtype.status().message()).c_str());
     return 2;
   }
   lk::model::LoadOptions lo;

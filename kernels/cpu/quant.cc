@@ -1,0 +1,175 @@
+// MatMul over block-quantized weights (see quant.h): dispatch, threading,
+// tiles and the portable path.
+#include "kernels/cpu/quant.h"
+
+#include <cblas.h>
+#include <cpuid.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "common/check.h"
+#include "kernels/cpu/gemv_avx2.h"
+#include "kernels/cpu/internal.h"
+#include "kernels/cpu/parallel.h"
+
+namespace latentkv::kernels::internal {
+namespace {
+
+// Weight rows per parallel work unit of MatMulQuant.
+constexpr int64_t kRowsPerBlock = 16;
+
+template <typename T>
+T* Scratch(int64_t count) {
+  thread_local std::vector<T> buf;
+  if (static_cast<int64_t>(buf.size()) < count) buf.resize(count);
+  return buf.data();
+}
+
+// Rows of the dequantized tile multiplied with the f32 rows kernel: about
+// 96 KiB of f32 (L2-resident while every input passes over it), a multiple
+// of 12 so the kernel's 3- and 4-row tiles divide it.
+int64_t RowsKernelTile(int64_t cols) {
+  const int64_t t = (96 << 10) / 4 / cols / 12 * 12;
+  return std::clamp<int64_t>(t, 12, 48);
+}
+
+// Rows of the tile handed to sgemm: about 256 KiB of f32.
+int64_t BlasTile(int64_t cols) {
+  return std::max<int64_t>(16, (int64_t{1} << 16) / cols);
+}
+
+void CheckShape(DType dtype, int64_t cols) {
+  LATENTKV_CHECK(IsBlockQuantized(dtype),
+                 "not a quantized dtype: ", std::string(DTypeName(dtype)));
+  LATENTKV_CHECK(cols % kQuantBlockElems == 0, std::string(DTypeName(dtype)),
+                 " matrix of ", cols, " columns: not whole blocks");
+}
+
+// Per-block sums of x (one input): what QuantGemvAvx2 needs.
+const float* BlockSums(const float* x, int64_t cols) {
+  const int64_t blocks = cols / kQuantBlockElems;
+  thread_local std::vector<float> sums;  // not Scratch's: both live at once
+  if (static_cast<int64_t>(sums.size()) < blocks) sums.resize(blocks);
+  float* s = sums.data();
+  for (int64_t b = 0; b < blocks; ++b) {
+    float t = 0.0f;
+    for (int j = 0; j < kQuantBlockElems; ++j) t += x[b * 32 + j];
+    s[b] = t;
+  }
+  return s;
+}
+
+// Rows [r0, r1) of y[n, ldy] = x * W^T on this thread, AVX2 path. xsum:
+// BlockSums(x) when n == 1.
+void RowsAvx2(const float* x, int64_t n, const float* xsum, const uint8_t* w,
+              DType dtype, int64_t cols, int64_t r0, int64_t r1, float* y,
+              int64_t ldy) {
+  if (r0 >= r1) return;
+  if (n == 1) {
+    QuantGemvAvx2(x, xsum, w, dtype, cols, r0, r1, y);
+    return;
+  }
+  const bool rows_kernel = n <= kQuantRowsKernelMaxN;
+  const int64_t tile = rows_kernel ? RowsKernelTile(cols) : BlasTile(cols);
+  float* buf = Scratch<float>(tile * cols);
+  for (int64_t r = r0; r < r1; r += tile) {
+    const int64_t t = std::min(tile, r1 - r);
+    DequantRowsAvx2(w, dtype, cols, r, r + t, buf);
+    if (rows_kernel) {
+      F32RowsAvx2(x, n, cols, buf, cols, 0, t, y + r, ldy);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, t, cols, 1.0f, x,
+                  cols, buf, cols, 0.0f, y + r, ldy);
+    }
+  }
+}
+
+// The same on any CPU: ConvertToF32 tiles, plain loops.
+void RowsPortable(const float* x, int64_t n, const uint8_t* w, DType dtype,
+                  int64_t cols, int64_t r0, int64_t r1, float* y, int64_t ldy) {
+  constexpr int64_t kTile = 8;
+  const int64_t row_bytes = DTypeRowBytes(dtype, cols);
+  float* buf = Scratch<float>(kTile * cols);
+  for (int64_t r = r0; r < r1; r += kTile) {
+    const int64_t t = std::min(kTile, r1 - r);
+    ConvertToF32(w + r * row_bytes, dtype, t * cols, buf);
+    for (int64_t j = 0; j < n; ++j) {
+      const float* xj = x + j * cols;
+      for (int64_t i = 0; i < t; ++i) {
+        const float* wr = buf + i * cols;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (int64_t c = 0; c < cols; ++c) s += wr[c] * xj[c];
+        y[j * ldy + r + i] = s;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+bool CpuHasAvx2FmaF16c() {
+  static const bool has = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
+    return f16c && CpuHasAvx2Fma();
+  }();
+  return has;
+}
+
+void MatMulQuant(const float* x, int64_t n, const uint8_t* w, DType dtype,
+                 int64_t rows, int64_t cols, float* y) {
+  CheckShape(dtype, cols);
+  if (!CpuHasAvx2FmaF16c()) {
+    MatMulQuantPortable(x, n, w, dtype, rows, cols, y);
+    return;
+  }
+  if (n > kQuantRowsKernelMaxN) EnsureBlasSingleThreaded();
+  const float* xsum = n == 1 ? BlockSums(x, cols) : nullptr;
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
+    RowsAvx2(x, n, xsum, w, dtype, cols, b0 * kRowsPerBlock,
+             std::min(rows, b1 * kRowsPerBlock), y, rows);
+  });
+}
+
+void MatMulQuantPortable(const float* x, int64_t n, const uint8_t* w,
+                         DType dtype, int64_t rows, int64_t cols, float* y) {
+  CheckShape(dtype, cols);
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
+    RowsPortable(x, n, w, dtype, cols, b0 * kRowsPerBlock,
+                 std::min(rows, b1 * kRowsPerBlock), y, rows);
+  });
+}
+
+void MatMulQuantGroup(const float* x, int64_t n, DType dtype, int64_t cols,
+                      const QuantProduct* ps, int count) {
+  CheckShape(dtype, cols);
+  const bool avx2 = CpuHasAvx2FmaF16c();
+  if (avx2 && n > kQuantRowsKernelMaxN) EnsureBlasSingleThreaded();
+  const float* xsum = avx2 && n == 1 ? BlockSums(x, cols) : nullptr;
+  constexpr int64_t kShares = 64;
+  int64_t work = 0;
+  for (int i = 0; i < count; ++i) work += n * ps[i].rows * cols;
+  // Share boundaries on 16-row multiples, the last share taking the rest.
+  auto bound = [](int64_t rows, int64_t s) {
+    return s >= kShares ? rows : rows * s / kShares / 16 * 16;
+  };
+  ParallelForBlocks(kShares, work, [&](int64_t s0, int64_t s1) {
+    for (int i = 0; i < count; ++i) {
+      const int64_t r0 = bound(ps[i].rows, s0);
+      const int64_t r1 = bound(ps[i].rows, s1);
+      if (r0 >= r1) continue;
+      if (avx2) {
+        RowsAvx2(x, n, xsum, ps[i].w, dtype, cols, r0, r1, ps[i].y, ps[i].rows);
+      } else {
+        RowsPortable(x, n, ps[i].w, dtype, cols, r0, r1, ps[i].y, ps[i].rows);
+      }
+    }
+  });
+}
+
+}  // namespace latentkv::kernels::internal

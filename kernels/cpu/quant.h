@@ -1,0 +1,70 @@
+// Kernels for block-quantized row-major weights (q8_0, q4_0, q4_1: the block
+// formats of common/dtype.h) with f32 activations. Internal to the CPU
+// kernels; MatMul / MatMulGroup (kernels/ops.h) dispatch here.
+//
+// A weight matrix W [rows, cols] has cols % 32 == 0 and row r at byte
+// r * DTypeRowBytes(dtype, cols). Activations are never quantized: every
+// path computes sum_c x[c] * W[r, c] in f32 over the exact dequantized
+// weights (common/dtype.h), so results match a float64 reference over
+// ConvertToF32(W) to f32 rounding.
+//
+// The *Avx2 functions are defined in quant_avx2.cc, the only file of these
+// built with -mavx2 -mfma -mf16c; call them only when CpuHasAvx2FmaF16c().
+// This header must stay free of intrinsics and inline library code.
+#ifndef LATENTKV_KERNELS_CPU_QUANT_H_
+#define LATENTKV_KERNELS_CPU_QUANT_H_
+
+#include <cstdint>
+
+#include "common/dtype.h"
+
+namespace latentkv::kernels::internal {
+
+// True when the CPU supports AVX2, FMA and F16C (the f16 block scales are
+// converted with vcvtph2ps).
+bool CpuHasAvx2FmaF16c();
+
+// n = 1: y[r] = sum_c x[c] * W[r, c] for r0 <= r < r1. xsum[b] = sum of
+// x[32b .. 32b + 31] for b < cols / 32 (the kernel adds m * xsum per block
+// instead of m to every weight). Reads kGemvStreams (gemv_avx2.h)
+// far-apart sequential streams of rows at once, as the f32 n = 1 kernel does,
+// dequantizing in registers: each weight byte is read once.
+void QuantGemvAvx2(const float* x, const float* xsum, const uint8_t* w,
+                   DType dtype, int64_t cols, int64_t r0, int64_t r1, float* y);
+
+// dst[(r - r0) * cols + c] = W[r, c] (f32) for r0 <= r < r1: bit-identical
+// to ConvertToF32 of the rows.
+void DequantRowsAvx2(const uint8_t* w, DType dtype, int64_t cols, int64_t r0,
+                     int64_t r1, float* dst);
+
+// Up to this many inputs the AVX2 path multiplies each dequantized tile of
+// rows (L2-resident) with the f32 rows kernel (F32RowsAvx2, gemv_avx2.h);
+// beyond, with OpenBLAS sgemm on the tile. Measured with kernels_bench
+// BM_MatMulStreamed (bench/RESULTS.md, "Quantized weights").
+inline constexpr int64_t kQuantRowsKernelMaxN = 16;
+
+// y[n, rows] = x[n, cols] * W^T for a quantized `dtype`: the AVX2 kernels
+// when the CPU has them (n = 1 fused, otherwise dequantized tiles), else
+// MatMulQuantPortable's loop; OpenMP over rows as the other MatMuls.
+void MatMulQuant(const float* x, int64_t n, const uint8_t* w, DType dtype,
+                 int64_t rows, int64_t cols, float* y);
+
+// The portable path (any CPU): rows dequantized with ConvertToF32 into a
+// tile, then plain dot-product loops. Threads as MatMulQuant.
+void MatMulQuantPortable(const float* x, int64_t n, const uint8_t* w,
+                         DType dtype, int64_t rows, int64_t cols, float* y);
+
+// ys[i] = x * ws[i]^T for `count` quantized row-major matrices of the same
+// dtype and cols, in one parallel region (each thread takes the same share
+// of every matrix's rows). Same results as MatMulQuant.
+struct QuantProduct {
+  const uint8_t* w = nullptr;
+  int64_t rows = 0;
+  float* y = nullptr;
+};
+void MatMulQuantGroup(const float* x, int64_t n, DType dtype, int64_t cols,
+                      const QuantProduct* ps, int count);
+
+}  // namespace latentkv::kernels::internal
+
+#endif  // LATENTKV_KERNELS_CPU_QUANT_H_

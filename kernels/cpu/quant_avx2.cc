@@ -1,0 +1,198 @@
+// AVX2 + FMA + F16C kernels for block-quantized weights (see quant.h).
+// Compiled with -mavx2 -mfma -mf16c; calls no inline library code, so none
+// built with those flags leaks into the rest of the binary.
+#include <immintrin.h>
+
+#include <cstdint>
+
+#include "kernels/cpu/avx2_util.h"
+#include "kernels/cpu/gemv_avx2.h"
+#include "kernels/cpu/quant.h"
+
+namespace latentkv::kernels::internal {
+namespace {
+
+using avx2::Sum8;
+
+inline float LoadF16(const uint8_t* p) {
+  uint16_t v;
+  __builtin_memcpy(&v, p, 2);
+  return _cvtsh_ss(v);
+}
+
+// Per-format block layout and decoding. Each block's 32 quantized values q
+// are loaded as four vectors of f32 integers: v[0] = q[0..7], v[1] = q[8..15],
+// v[2] = q[16..23], v[3] = q[24..31]. A weight is q * d + m: q8_0 m = 0, q4_0
+// q is the raw nibble (0..15) and m = -8d, q4_1 m is stored.
+template <DType T>
+struct Fmt;
+
+template <>
+struct Fmt<DType::kQ8_0> {
+  static constexpr int64_t kBytes = 34;
+  static constexpr bool kHasM = false;
+  static inline void Load(const uint8_t* b, __m256 v[4]) {
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) {
+      const __m128i q =
+          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + 8 * k));
+      v[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+    }
+  }
+  static inline float D(const uint8_t* b) { return LoadF16(b); }
+  static inline float M(const uint8_t*, float) { return 0.0f; }
+};
+
+// Nibbles of 16 bytes at qs: low nibbles are elements 0..15, high 16..31.
+inline void LoadNibbles(const uint8_t* qs, __m256 v[4]) {
+  const __m256i lo_mask = _mm256_set1_epi32(15);
+  const __m256i a = _mm256_cvtepu8_epi32(
+      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs)));
+  const __m256i b = _mm256_cvtepu8_epi32(
+      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 8)));
+  v[0] = _mm256_cvtepi32_ps(_mm256_and_si256(a, lo_mask));
+  v[1] = _mm256_cvtepi32_ps(_mm256_and_si256(b, lo_mask));
+  v[2] = _mm256_cvtepi32_ps(_mm256_srli_epi32(a, 4));
+  v[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
+}
+
+template <>
+struct Fmt<DType::kQ4_0> {
+  static constexpr int64_t kBytes = 18;
+  static constexpr bool kHasM = true;
+  static inline void Load(const uint8_t* b, __m256 v[4]) {
+    LoadNibbles(b + 2, v);
+  }
+  static inline float D(const uint8_t* b) { return LoadF16(b); }
+  static inline float M(const uint8_t*, float d) { return -8.0f * d; }
+};
+
+template <>
+struct Fmt<DType::kQ4_1> {
+  static constexpr int64_t kBytes = 20;
+  static constexpr bool kHasM = true;
+  static inline void Load(const uint8_t* b, __m256 v[4]) {
+    LoadNibbles(b + 4, v);
+  }
+  static inline float D(const uint8_t* b) { return LoadF16(b); }
+  static inline float M(const uint8_t* b, float) { return LoadF16(b + 2); }
+};
+
+// Row i of each of the S sub-ranges of [r0, r1) at once (S sequential
+// streams, each prefetching its next row), as gemv_avx2.cc's GemvStreams:
+// per block, acc += d * (q . x) and ms += m * xsum[b].
+template <DType T, int S>
+void Streams(const float* x, const float* xsum, const uint8_t* w, int64_t cols,
+             int64_t r0, int64_t r1, float* y) {
+  using F = Fmt<T>;
+  const int64_t blocks = cols / 32;
+  const int64_t row_bytes = blocks * F::kBytes;
+  const int64_t len = (r1 - r0) / S;
+  for (int64_t i = 0; i < len; ++i) {
+    const uint8_t* p[S];
+    __m256 acc[S];
+    float ms[S];
+    for (int k = 0; k < S; ++k) {
+      p[k] = w + (r0 + k * len + i) * row_bytes;
+      acc[k] = _mm256_setzero_ps();
+      ms[k] = 0.0f;
+    }
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t off = b * F::kBytes;
+      // About one prefetch per 64-byte line of each stream's next row.
+      if ((b & 1) == 0 || F::kBytes > 32) {
+#pragma GCC unroll 8
+        for (int k = 0; k < S; ++k) {
+          _mm_prefetch(reinterpret_cast<const char*>(p[k] + row_bytes + off),
+                       _MM_HINT_T0);
+        }
+      }
+      const float* xb = x + 32 * b;
+      const __m256 x0 = _mm256_loadu_ps(xb);
+      const __m256 x1 = _mm256_loadu_ps(xb + 8);
+      const __m256 x2 = _mm256_loadu_ps(xb + 16);
+      const __m256 x3 = _mm256_loadu_ps(xb + 24);
+#pragma GCC unroll 8
+      for (int k = 0; k < S; ++k) {
+        const uint8_t* blk = p[k] + off;
+        __m256 v[4];
+        F::Load(blk, v);
+        __m256 dot = _mm256_mul_ps(v[0], x0);
+        dot = _mm256_fmadd_ps(v[1], x1, dot);
+        dot = _mm256_fmadd_ps(v[2], x2, dot);
+        dot = _mm256_fmadd_ps(v[3], x3, dot);
+        const float d = F::D(blk);
+        acc[k] = _mm256_fmadd_ps(_mm256_set1_ps(d), dot, acc[k]);
+        if constexpr (F::kHasM) ms[k] += F::M(blk, d) * xsum[b];
+      }
+    }
+    for (int k = 0; k < S; ++k) y[r0 + k * len + i] = Sum8(acc[k]) + ms[k];
+  }
+  // The rows that do not divide into S streams, as one stream.
+  if constexpr (S > 1) Streams<T, 1>(x, xsum, w, cols, r0 + S * len, r1, y);
+}
+
+template <DType T>
+void Dequant(const uint8_t* w, int64_t cols, int64_t r0, int64_t r1,
+             float* dst) {
+  using F = Fmt<T>;
+  const int64_t blocks = cols / 32;
+  const uint8_t* p = w + r0 * blocks * F::kBytes;
+  const int64_t n = (r1 - r0) * blocks;
+  for (int64_t b = 0; b < n; ++b, p += F::kBytes, dst += 32) {
+    __m256 v[4];
+    F::Load(p, v);
+    const float d = F::D(p);
+    const __m256 dv = _mm256_set1_ps(d);
+    if constexpr (F::kHasM) {
+      // Exact like the scalar q * d + m: q * d is exact in f32.
+      const __m256 mv = _mm256_set1_ps(F::M(p, d));
+      for (int k = 0; k < 4; ++k) {
+        _mm256_storeu_ps(dst + 8 * k, _mm256_fmadd_ps(v[k], dv, mv));
+      }
+    } else {
+      for (int k = 0; k < 4; ++k) {
+        _mm256_storeu_ps(dst + 8 * k, _mm256_mul_ps(v[k], dv));
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void QuantGemvAvx2(const float* x, const float* xsum, const uint8_t* w,
+                   DType dtype, int64_t cols, int64_t r0, int64_t r1,
+                   float* y) {
+  switch (dtype) {
+    case DType::kQ8_0:
+      Streams<DType::kQ8_0, kGemvStreams>(x, xsum, w, cols, r0, r1, y);
+      return;
+    case DType::kQ4_0:
+      Streams<DType::kQ4_0, kGemvStreams>(x, xsum, w, cols, r0, r1, y);
+      return;
+    case DType::kQ4_1:
+      Streams<DType::kQ4_1, kGemvStreams>(x, xsum, w, cols, r0, r1, y);
+      return;
+    default:
+      __builtin_trap();  // callers pass quantized dtypes only
+  }
+}
+
+void DequantRowsAvx2(const uint8_t* w, DType dtype, int64_t cols, int64_t r0,
+                     int64_t r1, float* dst) {
+  switch (dtype) {
+    case DType::kQ8_0:
+      Dequant<DType::kQ8_0>(w, cols, r0, r1, dst);
+      return;
+    case DType::kQ4_0:
+      Dequant<DType::kQ4_0>(w, cols, r0, r1, dst);
+      return;
+    case DType::kQ4_1:
+      Dequant<DType::kQ4_1>(w, cols, r0, r1, dst);
+      return;
+    default:
+      __builtin_trap();
+  }
+}
+
+}  // namespace latentkv::kernels::internal

@@ -1,0 +1,354 @@
+#include "model/gguf_loader.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/dtype.h"
+
+namespace latentkv::model {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::optional<DType> StoredDType(uint32_t ggml_type) {
+  switch (static_cast<GgmlType>(ggml_type)) {
+    case GgmlType::kF32:
+      return DType::kF32;
+    case GgmlType::kF16:
+      return DType::kF16;
+    case GgmlType::kBF16:
+      return DType::kBF16;
+    case GgmlType::kQ8_0:
+      return DType::kQ8_0;
+    case GgmlType::kQ4_0:
+      return DType::kQ4_0;
+    case GgmlType::kQ4_1:
+      return DType::kQ4_1;
+  }
+  return std::nullopt;
+}
+
+std::string DimsString(const std::vector<int64_t>& d) {
+  return absl::StrCat("[", absl::StrJoin(d, ", "), "]");
+}
+
+// Undoes llama.cpp's Q/K permutation of a [heads * hd, cols] matrix on its
+// stored rows (`row_bytes` each): HF row (h*hd + half*hd/2 + i) = GGUF row
+// (h*hd + 2i + half).
+std::vector<uint8_t> UnpermuteRows(const uint8_t* src, int64_t heads,
+                                   int64_t hd, size_t row_bytes) {
+  std::vector<uint8_t> dst(static_cast<size_t>(heads * hd) * row_bytes);
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t half = 0; half < 2; ++half) {
+      for (int64_t i = 0; i < hd / 2; ++i) {
+        const int64_t to = h * hd + half * (hd / 2) + i;
+        const int64_t from = h * hd + 2 * i + half;
+        std::memcpy(dst.data() + to * row_bytes, src + from * row_bytes,
+                    row_bytes);
+      }
+    }
+  }
+  return dst;
+}
+
+class Loader {
+ public:
+  Loader(const GgufFile& f, const LoadOptions& o) : f_(f), o_(o) {}
+
+  // Loads `name` as a [rows, cols] tensor (GGUF dims {cols, rows}; a vector
+  // when rows == 0). `rope_heads` > 0 undoes the Q/K permutation.
+  absl::Status Load(const std::string& name, int64_t rows, int64_t cols,
+                    bool norm, int64_t rope_heads, Tensor* out) {
+    const GgufTensorInfo* t = f_.FindTensor(name);
+    const std::vector<int64_t> want = rows == 0
+                                          ? std::vector<int64_t>{cols}
+                                          : std::vector<int64_t>{cols, rows};
+    if (t == nullptr) {
+      return absl::NotFoundError(absl::StrCat(f_.path(), ": missing tensor ",
+                                              name, " (expected dims ",
+                                              DimsString(want), ")"));
+    }
+    if (t->dims != want) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(f_.path(), ": ", name, ": expected dims ",
+                       DimsString(want), ", got ", DimsString(t->dims)));
+    }
+    const std::optional<DType> stored = StoredDType(t->type);
+    if (!stored) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(f_.path(), ": ", name, ": unsupported tensor type ",
+                       GgmlTypeName(t->type)));
+    }
+    const int64_t r = rows == 0 ? 1 : rows;
+    DType target = *stored;
+    if (norm) {
+      target = DType::kF32;
+    } else if (o_.matrix_dtype) {
+      target = *o_.matrix_dtype;
+    } else if (target == DType::kF16) {
+      target = DType::kF32;
+    }
+    out->dtype = target;
+    out->shape = rows == 0 ? std::vector<int64_t>{cols}
+                           : std::vector<int64_t>{rows, cols};
+    const uint8_t* src = t->data;
+    std::vector<uint8_t> permuted;
+    if (rope_heads > 0) {
+      permuted = UnpermuteRows(src, rope_heads, rows / rope_heads,
+                               DTypeRowBytes(*stored, cols));
+      src = permuted.data();
+    }
+    if (target == *stored) {
+      if (permuted.empty() &&
+          reinterpret_cast<uintptr_t>(src) % 4 == 0) {  // a view
+        out->data = src;
+      } else if (!permuted.empty()) {
+        out->owned = std::move(permuted);
+        out->data = out->owned.data();
+      } else {
+        out->owned.assign(src, src + t->nbytes);
+        out->data = out->owned.data();
+      }
+      return absl::OkStatus();
+    }
+    absl::Status s = ConvertMatrix(src, *stored, r, cols, target, &out->owned);
+    if (!s.ok()) {
+      return absl::Status(
+          s.code(), absl::StrCat(f_.path(), ": ", name, ": ", s.message()));
+    }
+    out->data = out->owned.data();
+    return absl::OkStatus();
+  }
+
+ private:
+  const GgufFile& f_;
+  const LoadOptions& o_;
+};
+
+absl::StatusOr<std::string> ArchPrefix(const GgufFile& f) {
+  auto arch = f.GetString("general.architecture");
+  if (!arch.ok()) return arch.status();
+  if (*arch != "llama") {
+    return absl::UnimplementedError(absl::StrCat(
+        f.path(), ": architecture '", *arch,
+        "' is not supported (only 'llama': Llama, Mistral, SmolLM, ...)"));
+  }
+  return *arch + ".";
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> FindGgufFile(const std::string& path) {
+  std::error_code ec;
+  const fs::path p(path);
+  if (fs::is_regular_file(p, ec)) {
+    if (p.extension() == ".gguf") return path;
+    return absl::NotFoundError(
+        absl::StrCat(path, " is a file but not a .gguf model"));
+  }
+  if (!fs::is_directory(p, ec)) {
+    return absl::NotFoundError(absl::StrCat("no model at ", path));
+  }
+  if (fs::exists(p / "config.json", ec)) {
+    return absl::NotFoundError(
+        absl::StrCat(path, " holds config.json (not a GGUF model)"));
+  }
+  std::vector<std::string> found;
+  for (const auto& e : fs::directory_iterator(p, ec)) {
+    if (e.is_regular_file(ec) && e.path().extension() == ".gguf") {
+      found.push_back(e.path().string());
+    }
+  }
+  if (found.size() == 1) return found[0];
+  if (found.empty()) {
+    return absl::NotFoundError(
+        absl::StrCat("no config.json and no *.gguf in ", path));
+  }
+  std::sort(found.begin(), found.end());
+  return absl::NotFoundError(absl::StrCat(path, " holds several GGUF files (",
+                                          absl::StrJoin(found, ", "),
+                                          "): name one"));
+}
+
+bool IsGgufModel(const std::string& path) { return FindGgufFile(path).ok(); }
+
+absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
+  auto prefix = ArchPrefix(f);
+  if (!prefix.ok()) return prefix.status();
+  const std::string& a = *prefix;
+  ModelConfig c;
+  auto get_int = [&](const std::string& key, int* out) -> absl::Status {
+    auto v = f.GetInt(key);
+    if (!v.ok()) return v.status();
+    if (*v <= 0 || *v > (int64_t{1} << 30)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(f.path(), ": ", key, " = ", *v));
+    }
+    *out = static_cast<int>(*v);
+    return absl::OkStatus();
+  };
+  absl::Status s = get_int(a + "block_count", &c.num_layers);
+  if (s.ok()) s = get_int(a + "embedding_length", &c.hidden_size);
+  if (s.ok()) s = get_int(a + "feed_forward_length", &c.intermediate_size);
+  if (s.ok()) s = get_int(a + "attention.head_count", &c.num_heads);
+  if (s.ok()) s = get_int(a + "context_length", &c.max_position_embeddings);
+  if (!s.ok()) return s;
+  c.num_kv_heads = c.num_heads;
+  if (f.Has(a + "attention.head_count_kv")) {
+    s = get_int(a + "attention.head_count_kv", &c.num_kv_heads);
+    if (!s.ok()) return s;
+  }
+  if (f.Has(a + "vocab_size")) {
+    s = get_int(a + "vocab_size", &c.vocab_size);
+    if (!s.ok()) return s;
+  } else {
+    auto tokens = f.GetStringArray("tokenizer.ggml.tokens");
+    if (!tokens.ok()) return tokens.status();
+    c.vocab_size = static_cast<int>(tokens->size());
+  }
+  auto eps = f.GetFloat(a + "attention.layer_norm_rms_epsilon");
+  if (!eps.ok()) return eps.status();
+  c.rms_norm_eps = static_cast<float>(*eps);
+  if (f.Has(a + "rope.freq_base")) {
+    auto base = f.GetFloat(a + "rope.freq_base");
+    if (!base.ok()) return base.status();
+    c.rope_theta = *base;
+  }
+  if (c.num_heads <= 0 || c.hidden_size % c.num_heads != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(f.path(), ": embedding_length ", c.hidden_size,
+                     " is not a multiple of head_count ", c.num_heads));
+  }
+  int head_dim = c.hidden_size / c.num_heads;
+  for (const char* key : {"attention.key_length", "attention.value_length"}) {
+    if (!f.Has(a + key)) continue;
+    int v = 0;
+    s = get_int(a + key, &v);
+    if (!s.ok()) return s;
+    if (v != head_dim) {
+      return absl::UnimplementedError(
+          absl::StrCat(f.path(), ": ", a, key, " = ", v,
+                       " differs from embedding_length / "
+                       "head_count = ",
+                       head_dim));
+    }
+  }
+  if (f.Has(a + "rope.dimension_count")) {
+    int rot = 0;
+    s = get_int(a + "rope.dimension_count", &rot);
+    if (!s.ok()) return s;
+    if (rot != head_dim) {
+      return absl::UnimplementedError(absl::StrCat(
+          f.path(), ": partial rotary embeddings (rope.dimension_count ", rot,
+          " of head dim ", head_dim, ") are not supported"));
+    }
+  }
+  if (f.Has(a + "rope.scaling.type")) {
+    auto type = f.GetString(a + "rope.scaling.type");
+    if (!type.ok()) return type.status();
+    if (*type != "none") {
+      return absl::UnimplementedError(absl::StrCat(
+          f.path(), ": RoPE scaling '", *type, "' is not supported"));
+    }
+  }
+  if (f.FindTensor("rope_freqs.weight") != nullptr) {
+    return absl::UnimplementedError(
+        absl::StrCat(f.path(),
+                     ": per-frequency RoPE factors (rope_freqs.weight, Llama "
+                     "3.1 scaling) are not supported"));
+  }
+  c.qk_head_dim.assign(c.num_layers, head_dim);
+  c.vo_head_dim.assign(c.num_layers, head_dim);
+  c.rope_scheme = RopeScheme::kStandard;
+  c.tie_word_embeddings = f.FindTensor("output.weight") == nullptr;
+  for (auto [key, out] :
+       {std::pair{"tokenizer.ggml.bos_token_id", &c.bos_token_id},
+        std::pair{"tokenizer.ggml.eos_token_id", &c.eos_token_id}}) {
+    if (!f.Has(key)) continue;
+    auto v = f.GetInt(key);
+    if (!v.ok()) return v.status();
+    *out = static_cast<int>(*v);
+  }
+  s = c.Validate();
+  if (!s.ok()) {
+    return absl::Status(s.code(), absl::StrCat(f.path(), ": ", s.message()));
+  }
+  return c;
+}
+
+absl::StatusOr<std::unique_ptr<ModelWeights>> LoadGgufModel(
+    std::shared_ptr<const GgufFile> file, const LoadOptions& options) {
+  auto config = ConfigFromGguf(*file);
+  if (!config.ok()) return config.status();
+  auto w = std::make_unique<ModelWeights>();
+  w->config = *config;
+  w->gguf = file;
+  const ModelConfig& c = w->config;
+  Loader ld(*file, options);
+  const int64_t h = c.hidden_size, inter = c.intermediate_size;
+  absl::Status s =
+      ld.Load("token_embd.weight", c.vocab_size, h, false, 0, &w->embed_tokens);
+  if (!s.ok()) return s;
+  w->layers.resize(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    LayerWeights& lw = w->layers[l];
+    const std::string p = absl::StrCat("blk.", l, ".");
+    const int64_t hd = c.qk_head_dim[l];
+    const int64_t nh = c.num_heads, nkv = c.num_kv_heads;
+    struct Item {
+      const char* suffix;
+      int64_t rows, cols;
+      bool norm;
+      int64_t rope_heads;
+      Tensor* out;
+    };
+    const Item items[] = {
+        {"attn_norm.weight", 0, h, true, 0, &lw.attn_norm},
+        {"attn_q.weight", nh * hd, h, false, nh, &lw.q_proj},
+        {"attn_k.weight", nkv * hd, h, false, nkv, &lw.k_proj},
+        {"attn_v.weight", nkv * hd, h, false, 0, &lw.v_proj},
+        {"attn_output.weight", h, nh * hd, false, 0, &lw.o_proj},
+        {"ffn_norm.weight", 0, h, true, 0, &lw.ffn_norm},
+        {"ffn_gate.weight", inter, h, false, 0, &lw.gate_proj},
+        {"ffn_up.weight", inter, h, false, 0, &lw.up_proj},
+        {"ffn_down.weight", h, inter, false, 0, &lw.down_proj},
+    };
+    for (const Item& it : items) {
+      s = ld.Load(p + it.suffix, it.rows, it.cols, it.norm, it.rope_heads,
+                  it.out);
+      if (!s.ok()) return s;
+    }
+    lw.rope_inv_freq = DefaultRopeInvFreq(c, l);
+  }
+  s = ld.Load("output_norm.weight", 0, h, true, 0, &w->final_norm);
+  if (!s.ok()) return s;
+  if (c.tie_word_embeddings) {
+    w->lm_head.dtype = w->embed_tokens.dtype;
+    w->lm_head.shape = w->embed_tokens.shape;
+    w->lm_head.data = w->embed_tokens.data;
+  } else {
+    s = ld.Load("output.weight", c.vocab_size, h, false, 0, &w->lm_head);
+    if (!s.ok()) return s;
+  }
+  return w;
+}
+
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path) {
+  auto gguf = FindGgufFile(path);
+  if (!gguf.ok()) return ModelConfig::FromDir(path);
+  auto f = GgufFile::Open(*gguf);
+  if (!f.ok()) return f.status();
+  return ConfigFromGguf(**f);
+}
+
+}  // namespace latentkv::model

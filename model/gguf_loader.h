@@ -1,0 +1,54 @@
+// Models stored as GGUF (llama.cpp's container): the config from the
+// metadata and the weights from the tensors, mapped to the HF Llama layout
+// the engine runs (model/weights.h).
+//
+// Supported: architecture "llama" (Llama 1-3, Mistral-style, SmolLM, ...;
+// MHA and GQA, tied or untied LM head) with tensors in f32, f16, bf16, q8_0,
+// q4_0 or q4_1. llama.cpp's converter permutes the rows of Q and K within
+// each head for interleaved RoPE pairs: GGUF row (h*hd + 2i + half) holds HF
+// row (h*hd + half*hd/2 + i); the loader undoes it (on the stored bytes, so
+// quantized rows stay quantized). Not supported (Unimplemented, named):
+// other architectures, partial rotary (rope.dimension_count != head_dim),
+// RoPE scaling (rope.scaling.type other than none, or a rope_freqs tensor).
+#ifndef LATENTKV_MODEL_GGUF_LOADER_H_
+#define LATENTKV_MODEL_GGUF_LOADER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "model/config.h"
+#include "model/gguf/gguf_file.h"
+#include "model/weights.h"
+
+namespace latentkv::model {
+
+// The GGUF file a model path names: `path` itself when it is a regular file
+// ending in ".gguf"; for a directory without config.json, its single *.gguf
+// file. NotFound when the path names no GGUF model (a directory with
+// config.json, or none / several *.gguf files: the message says which).
+absl::StatusOr<std::string> FindGgufFile(const std::string& path);
+// True when FindGgufFile succeeds.
+bool IsGgufModel(const std::string& path);
+
+// The config implied by the metadata ({arch}.block_count, embedding_length,
+// feed_forward_length, attention.head_count(_kv), context_length,
+// attention.layer_norm_rms_epsilon, rope.freq_base, vocab size from
+// {arch}.vocab_size or the token list, BOS/EOS from tokenizer.ggml.*, tied
+// when there is no output.weight).
+absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& file);
+
+// Loads the weights. options.matrix_dtype unset keeps every matrix in its
+// stored dtype (f16 becomes f32: no fast f16 kernels); set, each matrix is
+// converted (dequantized and, for a quantized target, requantized; the
+// matrix width must then be a multiple of 32). Norms are always f32. Errors
+// name the tensor: missing, wrong dims, unsupported dtype.
+absl::StatusOr<std::unique_ptr<ModelWeights>> LoadGgufModel(
+    std::shared_ptr<const GgufFile> file, const LoadOptions& options = {});
+
+// The config of any model path: config.json of a directory, else GGUF.
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path);
+
+}  // namespace latentkv::model
+
+#endif  // LATENTKV_MODEL_GGUF_LOADER_H_

@@ -1,0 +1,71 @@
+#include "model/transform/gguf_convert.h"
+
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "model/gguf/gguf_file.h"
+#include "model/gguf_loader.h"
+#include "model/tokenizer/bpe_tokenizer.h"
+#include "model/transform/model_writer.h"
+
+namespace latentkv::model::transform {
+namespace {
+
+std::vector<float> F32Copy(const Tensor& t) {
+  const float* p = t.f32();
+  return std::vector<float>(p, p + t.numel());
+}
+
+}  // namespace
+
+absl::Status ConvertGguf(const std::string& gguf_path,
+                         const std::string& out_dir, DType dtype) {
+  if (IsBlockQuantized(dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--dtype ", std::string(DTypeName(dtype)),
+        ": safetensors output holds f32, bf16 or f16; serve the .gguf "
+        "directly to keep its weights quantized"));
+  }
+  auto path = FindGgufFile(gguf_path);
+  if (!path.ok()) return path.status();
+  auto opened = GgufFile::Open(*path);
+  if (!opened.ok()) return opened.status();
+  std::shared_ptr<const GgufFile> file(std::move(*opened));
+  // The tokenizer first: a model we cannot tokenize for is not converted.
+  auto vocab = ReadGgufBpeVocab(*file);
+  if (!vocab.ok()) return vocab.status();
+  std::string chat_template;
+  if (file->Has("tokenizer.chat_template")) {
+    auto t = file->GetString("tokenizer.chat_template");
+    if (!t.ok()) return t.status();
+    chat_template = *t;
+  }
+
+  LoadOptions lo;
+  lo.matrix_dtype = DType::kF32;
+  auto w = LoadGgufModel(file, lo);
+  if (!w.ok()) return w.status();
+  const ModelWeights& m = **w;
+  std::vector<AttentionTensors> attn(m.config.num_layers);
+  for (int l = 0; l < m.config.num_layers; ++l) {
+    const LayerWeights& lw = m.layers[l];
+    attn[l].q = F32Copy(lw.q_proj);
+    attn[l].k = F32Copy(lw.k_proj);
+    attn[l].v = F32Copy(lw.v_proj);
+    attn[l].o = F32Copy(lw.o_proj);
+  }
+  const std::string src_dir =
+      std::filesystem::path(*path).parent_path().string();
+  absl::Status s = WriteConvertedModel(
+      m, src_dir.empty() ? "." : src_dir, m.config, attn, out_dir, dtype,
+      absl::StrCat("gguf:", std::filesystem::path(*path).filename().string()));
+  if (!s.ok()) return s;
+  return WriteHfTokenizerJson(*vocab, out_dir, chat_template);
+}
+
+}  // namespace latentkv::model::transform
