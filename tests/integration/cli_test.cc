@@ -8,6 +8,8 @@
 
 #include <cmath>
 #include <regex>
+#include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "tests/integration/cluster.h"
@@ -169,6 +171,33 @@ TEST(CliTest, DisaggregationWithTensorParallelismIsRefused) {
                   "--tp_rendezvous=" + MakeTempDir(), "--tp_timeout_s=1"},
                  &code, /*merge_stderr=*/true);
   EXPECT_NE(code, 0) << w;
+}
+
+// --help lists the flags (with defaults) of every binary; Abseil's default
+// matched none of ours ("No flags matched").
+TEST(CliTest, HelpListsEveryFlagWithItsDefault) {
+  struct Case {
+    std::vector<std::string> cmd;
+    std::vector<std::string> flags;
+  };
+  const std::vector<Case> cases = {
+      {{BinDir() + "/latentkv", "serve", "--help"},
+       {"--model", "--served_model_name", "--tp", "--weights_dtype",
+        "--kv_policy"}},
+      {{BinDir() + "/latentkv-coordinator", "--help"},
+       {"--served_model_name", "--http_port"}},
+      {{BinDir() + "/latentkv-worker", "--help"}, {"--weights_dtype"}},
+      {{BinDir() + "/latentkv-kvstore", "--help"}, {"--capacity_mb"}},
+  };
+  for (const Case& c : cases) {
+    int code = 0;
+    const std::string out = RunCommand(c.cmd, &code, /*merge_stderr=*/true);
+    EXPECT_EQ(out.find("No flags matched"), std::string::npos) << out;
+    for (const std::string& f : c.flags) {
+      EXPECT_NE(out.find(f + " "), std::string::npos) << c.cmd[0] << " " << f;
+    }
+    EXPECT_NE(out.find("default: "), std::string::npos) << out;
+  }
 }
 
 }  // namespace

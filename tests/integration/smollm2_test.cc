@@ -1,0 +1,114 @@
+// A modern model served end to end: the real SmolLM2-135M-Instruct GGUF
+// (Q4_1 matrices, Q8_0 tied embedding, byte-level BPE with ChatML) loaded
+// directly, kept quantized, and served through gRPC and the OpenAI API; its
+// README's known greedy answer is the expectation. Then the same model
+// converted to a safetensors directory (`convert --from gguf`: dequantized
+// f32 weights, tokenizer.json, tokenizer_config.json) gives the same answer.
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/integration/cluster.h"
+
+namespace latentkv::testing {
+namespace {
+
+namespace pb = ::latentkv::v1;
+using json = nlohmann::json;
+
+const std::string kGguf = std::string(LATENTKV_SHARED_DIR) +
+                          "/models/smollm2-135m-instruct/"
+                          "SmolLM2-135M-Instruct.Q4_1.gguf";
+const std::string kChatMl =
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+    "<|im_start|>assistant\n";
+const std::string kAnswer = "The capital of France is Paris.";
+
+TEST(SmolLm2Test, ServesTheKnownAnswerOverGrpcAndOpenAi) {
+  ClusterOptions o;
+  o.model_dir = kGguf;
+  o.http = true;
+  o.coordinator_args = {"--served_model_name=smollm2-135m-instruct"};
+  Cluster cluster(o);
+  pb::Generation::Stub* stub = &cluster.stub();
+
+  // gRPC: greedy ChatML; the model ends its turn with <|im_end|> (its EOS).
+  StreamResult r = Generate(*stub, Greedy(kChatMl, 32));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message() << cluster.Logs();
+  EXPECT_EQ(r.text, kAnswer);
+  EXPECT_EQ(r.finish, pb::FINISH_REASON_STOP);
+  EXPECT_LT(r.tokens.size(), 32u);
+
+  // Token ids in, with the prompt tokenized by the coordinator: no BOS is
+  // added (add_bos_token false) and the ChatML markers are special tokens.
+  {
+    grpc::ClientContext ctx;
+    pb::TokenizeRequest req;
+    req.set_text(kChatMl);
+    pb::TokenizeResponse resp;
+    ASSERT_TRUE(stub->Tokenize(&ctx, req, &resp).ok());
+    ASSERT_GT(resp.token_ids_size(), 4);
+    EXPECT_EQ(resp.token_ids(0), 1);  // <|im_start|>
+    int im_end = 0;
+    for (int id : resp.token_ids()) im_end += id == 2;
+    EXPECT_EQ(im_end, 1);
+  }
+
+  // OpenAI chat: the GGUF's own chat template (with its default system
+  // prompt); the served model name is the id.
+  int code = -1;
+  const std::string port = std::to_string(cluster.http_port());
+  std::string out = RunCommand(
+      {"curl", "-sS", "--max-time", "60",
+       "http://127.0.0.1:" + port + "/v1/chat/completions", "-H",
+       "Content-Type: application/json", "-d",
+       R"({"model":"smollm2-135m-instruct","messages":[{"role":"user",)"
+       R"("content":"What is the capital of France?"}],"max_tokens":32,)"
+       R"("temperature":0})"},
+      &code);
+  ASSERT_EQ(code, 0) << out;
+  json j = json::parse(out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << out;
+  EXPECT_EQ(j["model"], "smollm2-135m-instruct") << out;
+  EXPECT_EQ(j["choices"][0]["message"]["content"], kAnswer) << out;
+  EXPECT_EQ(j["choices"][0]["finish_reason"], "stop") << out;
+
+  out = RunCommand({"curl", "-sS", "--max-time", "10",
+                    "http://127.0.0.1:" + port + "/v1/models"},
+                   &code);
+  j = json::parse(out, nullptr, false);
+  ASSERT_FALSE(j.is_discarded()) << out;
+  EXPECT_EQ(j["data"][0]["id"], "smollm2-135m-instruct") << out;
+}
+
+TEST(SmolLm2Test, ConvertedDirectoryGivesTheSameAnswer) {
+  char tmpl[] = "/tmp/latentkv-smollm2-XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string dir = std::string(tmpl) + "/m";
+  int code = -1;
+  std::string out =
+      RunCommand({BinDir() + "/latentkv", "convert", "--from=gguf",
+                  "--checkpoint=" + kGguf, "--out=" + dir},
+                 &code, /*merge_stderr=*/true);
+  ASSERT_EQ(code, 0) << out;
+  out = RunCommand({BinDir() + "/latentkv", "generate", "--model=" + dir,
+                    "--prompt=" + kChatMl, "--max-tokens=32"},
+                   &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(out.substr(0, kChatMl.size()), kChatMl);
+  EXPECT_EQ(out.substr(kChatMl.size()), kAnswer + "\n") << out;
+  // The directory keeps the template, BOS/EOS and the vocabulary.
+  out = RunCommand({"cat", dir + "/tokenizer_config.json"}, &code);
+  json cfg = json::parse(out, nullptr, false);
+  ASSERT_FALSE(cfg.is_discarded()) << out;
+  EXPECT_NE(cfg.value("chat_template", "").find("<|im_start|>"),
+            std::string::npos);
+  out = RunCommand({BinDir() + "/latentkv", "inspect", dir}, &code);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("vocab=49152"), std::string::npos) << out;
+  EXPECT_NE(out.find("matrices dtype=f32"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace latentkv::testing
