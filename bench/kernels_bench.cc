@@ -286,7 +286,7 @@ void StreamedQuantArgs(benchmark::internal::Benchmark* b) {
   for (int64_t path : {kF32Panels, kBf16Panels, kQ8_0, kQ4_0, kQ4_1}) {
     for (auto [rows, cols] :
          {std::pair<int64_t, int64_t>{1536, 576}, {2048, 768}}) {
-      for (int64_t n : {16, 64}) b->Args({path, rows, cols, n});
+      for (int64_t n : {16, 32, 64}) b->Args({path, rows, cols, n});
     }
   }
 }

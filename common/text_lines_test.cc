@@ -24,9 +24,8 @@ TEST(GetTextLineTest, CrlfAndLfGiveTheSameLines) {
     dos_text += c;
   }
   EXPECT_EQ(Lines(dos_text), Lines(unix_text));
-  EXPECT_EQ(Lines(unix_text),
-            (std::vector<std::string>{"Once upon a time.", "", "The end.",
-                                      "last"}));
+  EXPECT_EQ(Lines(unix_text), (std::vector<std::string>{"Once upon a time.", "",
+                                                        "The end.", "last"}));
   // A '\r' that does not end the line stays.
   EXPECT_EQ(Lines("a\rb\r\n"), (std::vector<std::string>{"a\rb"}));
 }

@@ -63,10 +63,11 @@ WeightView PackPanels(const WeightView& w, void* dst);
 // q4_0, q4_1; x stays f32, the result is the f32 product with the exact
 // dequantized weights) on AVX2 + FMA + F16C CPUs: n = 1 a fused
 // dequantize-and-dot kernel reading each row once, several row streams per
-// thread; n <= 16 tiles of rows dequantized into L2 and multiplied by the f32
-// rows kernel; larger n the tiles through OpenBLAS sgemm; other CPUs a
-// portable loop (kernels/cpu/quant.h). (kernels/cpu/internal.h has
-// the measured reasons.) Threads: OpenMP over output rows once n * rows * cols
+// thread; 2 <= n < 48 tiles of rows dequantized into L2 and multiplied by the
+// f32 rows kernel; larger n the tiles dequantized into panels for the panel
+// micro-kernel; other CPUs a portable loop (kernels/cpu/quant.h).
+// (kernels/cpu/internal.h has the measured reasons.) Threads: OpenMP over
+// output rows once n * rows * cols
 // >= 2^18 (smaller products stay on the calling thread). On first use OpenBLAS
 // is set to one thread (process-wide) so its pool does not fight the OpenMP
 // team.

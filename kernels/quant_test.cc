@@ -476,6 +476,22 @@ TEST(QuantMatMulTest, Avx2DequantEqualsConvert) {
     for (int64_t i = 0; i < (rows - 2) * cols; ++i) {
       ASSERT_EQ(got[i], q.values[2 * cols + i]) << DTypeName(dt) << " " << i;
     }
+    // Panels of rows 2..8 and 1..20 (one partial panel; one full and one
+    // partial): column c's 16 values contiguous, zero past the last row.
+    for (auto [r0, r1] : {std::pair<int64_t, int64_t>{2, 9}, {1, 21}}) {
+      const Quantized big = Quantize(RandomVec(21 * cols, 19, -1.0f, 2.0f), dt);
+      const int64_t panels = (r1 - r0 + 15) / 16;
+      std::vector<float> p(panels * 16 * cols, -7.0f);
+      internal::DequantPanelsAvx2(big.bytes.data(), dt, cols, r0, r1, p.data());
+      for (int64_t r = 0; r < panels * 16; ++r) {
+        for (int64_t c = 0; c < cols; ++c) {
+          const float want =
+              r0 + r < r1 ? big.values[(r0 + r) * cols + c] : 0.0f;
+          ASSERT_EQ(p[(r / 16) * 16 * cols + c * 16 + r % 16], want)
+              << DTypeName(dt) << " row " << r << " col " << c;
+        }
+      }
+    }
   }
 }
 

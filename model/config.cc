@@ -169,6 +169,15 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(
         !(s = ReadTokenId(j, "eos_token_id", &c.eos_token_id)).ok()) {
       return s;
     }
+    if (auto it = j.find("eos_token_id"); it != j.end() && it->is_array()) {
+      for (size_t i = 1; i < it->size(); ++i) {
+        if (!(*it)[i].is_number_integer()) {
+          return KeyError("eos_token_id",
+                          absl::StrCat("expected integers, got ", it->dump()));
+        }
+        c.extra_eos_token_ids.push_back((*it)[i].get<int>());
+      }
+    }
     for (const char* key :
          {"hidden_size", "intermediate_size", "num_hidden_layers",
           "num_attention_heads", "num_key_value_heads", "vocab_size",
@@ -306,7 +315,13 @@ std::string ModelConfig::ToJson() const {
                          ? "frequency_aware"
                          : "standard";
   j["bos_token_id"] = bos_token_id;
-  j["eos_token_id"] = eos_token_id;
+  if (extra_eos_token_ids.empty()) {
+    j["eos_token_id"] = eos_token_id;
+  } else {
+    json ids = json::array({eos_token_id});
+    for (int id : extra_eos_token_ids) ids.push_back(id);
+    j["eos_token_id"] = ids;
+  }
   return j.dump(2) + "\n";
 }
 
@@ -369,6 +384,12 @@ absl::Status ModelConfig::Validate() const {
   if (bos_token_id < 0 || bos_token_id >= vocab_size) {
     return KeyError("bos_token_id",
                     absl::StrCat(bos_token_id, " is outside the vocabulary"));
+  }
+  for (int id : extra_eos_token_ids) {
+    if (id < 0 || id >= vocab_size) {
+      return KeyError("eos_token_id",
+                      absl::StrCat(id, " is outside the vocabulary"));
+    }
   }
   if (eos_token_id < 0 || eos_token_id >= vocab_size) {
     return KeyError("eos_token_id",

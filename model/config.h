@@ -36,6 +36,12 @@ struct ModelConfig {
       RopeScheme::kStandard;  // "standard"|"frequency_aware"
   int bos_token_id = 1;
   int eos_token_id = 2;
+  // Further end-of-generation token ids (generation stops at any of them as
+  // at eos_token_id): config.json's eos_token_id list after its first entry;
+  // for GGUF, tokenizer.ggml.eot/eom_token_id and control tokens named like
+  // llama.cpp's end-of-generation set (<|endoftext|>, <|im_end|>,
+  // <|eot_id|>, ...). Empty by default.
+  std::vector<int> extra_eos_token_ids;
 
   // A full-dimension Llama config: d_qk = d_vo = hidden / heads in every
   // layer, standard RoPE, eps 1e-5, untied, BOS 1 / EOS 2.

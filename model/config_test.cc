@@ -87,6 +87,14 @@ TEST(ModelConfigTest, TokenIdLists) {
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->bos_token_id, 5);
   EXPECT_EQ(c->eos_token_id, 7);
+  // The rest of the list also ends generation, and survives ToJson.
+  EXPECT_EQ(c->extra_eos_token_ids, (std::vector<int>{9}));
+  auto d = ModelConfig::FromJson(c->ToJson());
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->eos_token_id, 7);
+  EXPECT_EQ(d->extra_eos_token_ids, (std::vector<int>{9}));
+  EXPECT_FALSE(
+      ModelConfig::FromJson(Cfg(R"(, "eos_token_id": [7, 100000])")).ok());
 }
 
 void ExpectError(const std::string& json, const std::string& key) {

@@ -20,24 +20,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::optional<DType> StoredDType(uint32_t ggml_type) {
-  switch (static_cast<GgmlType>(ggml_type)) {
-    case GgmlType::kF32:
-      return DType::kF32;
-    case GgmlType::kF16:
-      return DType::kF16;
-    case GgmlType::kBF16:
-      return DType::kBF16;
-    case GgmlType::kQ8_0:
-      return DType::kQ8_0;
-    case GgmlType::kQ4_0:
-      return DType::kQ4_0;
-    case GgmlType::kQ4_1:
-      return DType::kQ4_1;
-  }
-  return std::nullopt;
-}
-
 std::string DimsString(const std::vector<int64_t>& d) {
   return absl::StrCat("[", absl::StrJoin(d, ", "), "]");
 }
@@ -83,7 +65,7 @@ class Loader {
           absl::StrCat(f_.path(), ": ", name, ": expected dims ",
                        DimsString(want), ", got ", DimsString(t->dims)));
     }
-    const std::optional<DType> stored = StoredDType(t->type);
+    const std::optional<DType> stored = GgmlToDType(t->type);
     if (!stored) {
       return absl::InvalidArgumentError(
           absl::StrCat(f_.path(), ": ", name, ": unsupported tensor type ",
@@ -278,6 +260,39 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
     auto v = f.GetInt(key);
     if (!v.ok()) return v.status();
     *out = static_cast<int>(*v);
+  }
+  // End of generation besides EOS, as llama.cpp decides it: the eot/eom ids
+  // and control tokens with a known end-of-turn text.
+  for (const char* key :
+       {"tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"}) {
+    if (!f.Has(key)) continue;
+    auto v = f.GetInt(key);
+    if (!v.ok()) return v.status();
+    if (*v >= 0 && *v != c.eos_token_id) {
+      c.extra_eos_token_ids.push_back(static_cast<int>(*v));
+    }
+  }
+  if (f.Has("tokenizer.ggml.tokens") && f.Has("tokenizer.ggml.token_type")) {
+    auto tokens = f.GetStringArray("tokenizer.ggml.tokens");
+    auto types = f.GetIntArray("tokenizer.ggml.token_type");
+    if (tokens.ok() && types.ok() && tokens->size() == types->size()) {
+      static constexpr const char* kEndOfTurn[] = {
+          "<|endoftext|>", "<|im_end|>",    "<|eot_id|>",      "<|eom_id|>",
+          "<|end|>",       "<end_of_turn>", "<|end_of_text|>", "</s>"};
+      for (size_t id = 0; id < tokens->size(); ++id) {
+        if ((*types)[id] != 3 || static_cast<int>(id) == c.eos_token_id) {
+          continue;  // control tokens only
+        }
+        for (const char* t : kEndOfTurn) {
+          if ((*tokens)[id] == t &&
+              std::find(c.extra_eos_token_ids.begin(),
+                        c.extra_eos_token_ids.end(),
+                        static_cast<int>(id)) == c.extra_eos_token_ids.end()) {
+            c.extra_eos_token_ids.push_back(static_cast<int>(id));
+          }
+        }
+      }
+    }
   }
   s = c.Validate();
   if (!s.ok()) {

@@ -35,7 +35,10 @@ bool IsGgufModel(const std::string& path);
 // feed_forward_length, attention.head_count(_kv), context_length,
 // attention.layer_norm_rms_epsilon, rope.freq_base, vocab size from
 // {arch}.vocab_size or the token list, BOS/EOS from tokenizer.ggml.*, tied
-// when there is no output.weight).
+// when there is no output.weight). Further end-of-generation ids as
+// llama.cpp finds them: tokenizer.ggml.eot/eom_token_id and control tokens
+// whose text is <|endoftext|>, <|im_end|>, <|eot_id|>, <|eom_id|>, <|end|>,
+// <end_of_turn>, <|end_of_text|> or </s>.
 absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& file);
 
 // Loads the weights. options.matrix_dtype unset keeps every matrix in its

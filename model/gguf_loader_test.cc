@@ -75,7 +75,8 @@ std::string WriteGguf(const ModelWeights& w, DType quant,
   g.SetUint32("tokenizer.ggml.eos_token_id", c.eos_token_id);
   auto add = [&](const std::string& name, const float* data, int64_t rows,
                  int64_t cols) {
-    const bool q = quant != DType::kF32 && rows > 0 && cols % 32 == 0;
+    const bool q =
+        quant != DType::kF32 && rows > 0 && cols % DTypeBlockElems(quant) == 0;
     const DType d = q ? quant : DType::kF32;
     const int64_t n = std::max<int64_t>(rows, 1) * cols;
     std::vector<uint8_t> bytes(DTypeRowBytes(d, n));
@@ -83,6 +84,8 @@ std::string WriteGguf(const ModelWeights& w, DType quant,
     const GgmlType t = d == DType::kQ8_0   ? GgmlType::kQ8_0
                        : d == DType::kQ4_0 ? GgmlType::kQ4_0
                        : d == DType::kQ4_1 ? GgmlType::kQ4_1
+                       : d == DType::kF16  ? GgmlType::kF16
+                       : d == DType::kBF16 ? GgmlType::kBF16
                                            : GgmlType::kF32;
     const std::vector<int64_t> dims = rows == 0
                                           ? std::vector<int64_t>{cols}
@@ -191,6 +194,25 @@ TEST(GgufLoaderTest, QuantizedTensorsStayQuantizedAndUnpermuted) {
   }
 }
 
+// f16 and bf16 tensors: bf16 stays bf16, f16 becomes f32 (no fast f16
+// kernels), both with exactly the stored values.
+TEST(GgufLoaderTest, HalfPrecisionTensors) {
+  const ModelWeights& ref = Reference();
+  for (DType d : {DType::kF16, DType::kBF16}) {
+    SCOPED_TRACE(std::string(DTypeName(d)));
+    const std::string path = WriteGguf(ref, d, TempDir() + "/m.gguf");
+    auto w = LoadModel(path);
+    ASSERT_TRUE(w.ok()) << w.status();
+    const LayerWeights& a = (*w)->layers[1];
+    const LayerWeights& b = ref.layers[1];
+    EXPECT_EQ(a.q_proj.dtype, d == DType::kF16 ? DType::kF32 : DType::kBF16);
+    EXPECT_EQ(Values(a.q_proj), RoundTrip(b.q_proj, d));
+    EXPECT_EQ(Values(a.down_proj), RoundTrip(b.down_proj, d));
+    EXPECT_EQ(Values((*w)->embed_tokens), RoundTrip(ref.embed_tokens, d));
+    EXPECT_EQ(a.attn_norm.dtype, DType::kF32);
+  }
+}
+
 TEST(GgufLoaderTest, ErrorsNameWhatIsWrong) {
   const ModelWeights& ref = Reference();
   const std::string dir = TempDir();
@@ -267,6 +289,8 @@ TEST(GgufLoaderTest, LoadsSmolLm2AsStored) {
   EXPECT_TRUE(c.tie_word_embeddings);
   EXPECT_EQ(c.bos_token_id, 1);
   EXPECT_EQ(c.eos_token_id, 2);
+  // <|endoftext|> (id 0, a control token) also ends generation.
+  EXPECT_EQ(c.extra_eos_token_ids, (std::vector<int>{0}));
   EXPECT_EQ((*w)->embed_tokens.dtype, DType::kQ8_0);
   EXPECT_EQ((*w)->layers[0].q_proj.dtype, DType::kQ4_1);
   EXPECT_EQ((*w)->layers[29].down_proj.dtype, DType::kQ4_1);

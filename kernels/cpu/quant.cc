@@ -2,7 +2,6 @@
 // tiles and the portable path.
 #include "kernels/cpu/quant.h"
 
-#include <cblas.h>
 #include <cpuid.h>
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "kernels/cpu/gemm_avx2.h"
 #include "kernels/cpu/gemv_avx2.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/parallel.h"
@@ -35,9 +35,28 @@ int64_t RowsKernelTile(int64_t cols) {
   return std::clamp<int64_t>(t, 12, 48);
 }
 
-// Rows of the tile handed to sgemm: about 256 KiB of f32.
-int64_t BlasTile(int64_t cols) {
-  return std::max<int64_t>(16, (int64_t{1} << 16) / cols);
+// Rows of the panel tile: about 256 KiB of f32 (L2-resident while the
+// micro-kernel's groups of 6 inputs pass over it), whole panels.
+int64_t PanelTile(int64_t cols) {
+  const int64_t t = (256 << 10) / 4 / cols / kPanelRows * kPanelRows;
+  return std::clamp<int64_t>(t, kPanelRows, 8 * kPanelRows);
+}
+
+// Per-thread scratch 32-byte aligned (the panel kernels' layout).
+float* AlignedScratch(int64_t count) {
+  thread_local std::vector<float> buf;
+  if (static_cast<int64_t>(buf.size()) < count + 8) buf.resize(count + 8);
+  const auto a = reinterpret_cast<uintptr_t>(buf.data());
+  return reinterpret_cast<float*>((a + 31) / 32 * 32);
+}
+
+// x packed for the panel kernels when n >= kQuantPanelsMinN (PackInputs).
+const float* PackedInputs(const float* x, int64_t n, int64_t cols) {
+  if (n < kQuantPanelsMinN) return nullptr;
+  thread_local std::vector<float> xp;
+  xp.resize(PackedInputFloats(n, cols));
+  PackInputs(x, n, cols, cols, xp.data());
+  return xp.data();
 }
 
 void CheckShape(DType dtype, int64_t cols) {
@@ -62,27 +81,32 @@ const float* BlockSums(const float* x, int64_t cols) {
 }
 
 // Rows [r0, r1) of y[n, ldy] = x * W^T on this thread, AVX2 path. xsum:
-// BlockSums(x) when n == 1.
-void RowsAvx2(const float* x, int64_t n, const float* xsum, const uint8_t* w,
-              DType dtype, int64_t cols, int64_t r0, int64_t r1, float* y,
-              int64_t ldy) {
+// BlockSums(x) when n == 1; xp: PackedInputs(x) when n >= kQuantPanelsMinN.
+void RowsAvx2(const float* x, int64_t n, const float* xsum, const float* xp,
+              const uint8_t* w, DType dtype, int64_t cols, int64_t r0,
+              int64_t r1, float* y, int64_t ldy) {
   if (r0 >= r1) return;
   if (n == 1) {
     QuantGemvAvx2(x, xsum, w, dtype, cols, r0, r1, y);
     return;
   }
-  const bool rows_kernel = n <= kQuantRowsKernelMaxN;
-  const int64_t tile = rows_kernel ? RowsKernelTile(cols) : BlasTile(cols);
-  float* buf = Scratch<float>(tile * cols);
+  if (n < kQuantPanelsMinN) {
+    const int64_t tile = RowsKernelTile(cols);
+    float* buf = Scratch<float>(tile * cols);
+    for (int64_t r = r0; r < r1; r += tile) {
+      const int64_t t = std::min(tile, r1 - r);
+      DequantRowsAvx2(w, dtype, cols, r, r + t, buf);
+      F32RowsAvx2(x, n, cols, buf, cols, 0, t, y + r, ldy);
+    }
+    return;
+  }
+  const int64_t tile = PanelTile(cols);
+  float* buf = AlignedScratch(tile * cols);
   for (int64_t r = r0; r < r1; r += tile) {
     const int64_t t = std::min(tile, r1 - r);
-    DequantRowsAvx2(w, dtype, cols, r, r + t, buf);
-    if (rows_kernel) {
-      F32RowsAvx2(x, n, cols, buf, cols, 0, t, y + r, ldy);
-    } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, t, cols, 1.0f, x,
-                  cols, buf, cols, 0.0f, y + r, ldy);
-    }
+    DequantPanelsAvx2(w, dtype, cols, r, r + t, buf);
+    PanelsAvx2(x, xp, n, buf, t, cols, 0, (t + kPanelRows - 1) / kPanelRows,
+               y + r, ldy);
   }
 }
 
@@ -126,11 +150,11 @@ void MatMulQuant(const float* x, int64_t n, const uint8_t* w, DType dtype,
     MatMulQuantPortable(x, n, w, dtype, rows, cols, y);
     return;
   }
-  if (n > kQuantRowsKernelMaxN) EnsureBlasSingleThreaded();
   const float* xsum = n == 1 ? BlockSums(x, cols) : nullptr;
+  const float* xp = PackedInputs(x, n, cols);
   const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
   ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
-    RowsAvx2(x, n, xsum, w, dtype, cols, b0 * kRowsPerBlock,
+    RowsAvx2(x, n, xsum, xp, w, dtype, cols, b0 * kRowsPerBlock,
              std::min(rows, b1 * kRowsPerBlock), y, rows);
   });
 }
@@ -149,8 +173,8 @@ void MatMulQuantGroup(const float* x, int64_t n, DType dtype, int64_t cols,
                       const QuantProduct* ps, int count) {
   CheckShape(dtype, cols);
   const bool avx2 = CpuHasAvx2FmaF16c();
-  if (avx2 && n > kQuantRowsKernelMaxN) EnsureBlasSingleThreaded();
   const float* xsum = avx2 && n == 1 ? BlockSums(x, cols) : nullptr;
+  const float* xp = avx2 ? PackedInputs(x, n, cols) : nullptr;
   constexpr int64_t kShares = 64;
   int64_t work = 0;
   for (int i = 0; i < count; ++i) work += n * ps[i].rows * cols;
@@ -164,7 +188,8 @@ void MatMulQuantGroup(const float* x, int64_t n, DType dtype, int64_t cols,
       const int64_t r1 = bound(ps[i].rows, s1);
       if (r0 >= r1) continue;
       if (avx2) {
-        RowsAvx2(x, n, xsum, ps[i].w, dtype, cols, r0, r1, ps[i].y, ps[i].rows);
+        RowsAvx2(x, n, xsum, xp, ps[i].w, dtype, cols, r0, r1, ps[i].y,
+                 ps[i].rows);
       } else {
         RowsPortable(x, n, ps[i].w, dtype, cols, r0, r1, ps[i].y, ps[i].rows);
       }

@@ -37,11 +37,23 @@ void QuantGemvAvx2(const float* x, const float* xsum, const uint8_t* w,
 void DequantRowsAvx2(const uint8_t* w, DType dtype, int64_t cols, int64_t r0,
                      int64_t r1, float* dst);
 
-// Up to this many inputs the AVX2 path multiplies each dequantized tile of
-// rows (L2-resident) with the f32 rows kernel (F32RowsAvx2, gemv_avx2.h);
-// beyond, with OpenBLAS sgemm on the tile. Measured with kernels_bench
-// BM_MatMulStreamed (bench/RESULTS.md, "Quantized weights").
-inline constexpr int64_t kQuantRowsKernelMaxN = 16;
+// The same rows as f32 16-row panels (WeightLayout::kPanels16 of f32, rows
+// past r1 zero) in ceil((r1 - r0) / 16) * 16 * cols floats at dst (32-byte
+// aligned); values bit-identical to DequantRowsAvx2.
+void DequantPanelsAvx2(const uint8_t* w, DType dtype, int64_t cols, int64_t r0,
+                       int64_t r1, float* dst);
+
+// From this many inputs on, the AVX2 path dequantizes tiles of rows into
+// panels (L2-resident) and multiplies them with the panel kernels
+// (PanelsAvx2, gemm_avx2.h: the 6 x 16 micro-kernel); with 2 to this - 1
+// inputs it dequantizes row-major tiles for the f32 rows kernel
+// (F32RowsAvx2, gemv_avx2.h). Streamed from DRAM, one thread
+// (kernels_bench BM_MatMulStreamedQuant, q8_0 / q4_1, 1536 x 576 and
+// 2048 x 768): rows kernel 56-70 GFLOP/s at n = 16, 64-75 at 32, 63-79 at
+// 64; panels 39-49 at 16 (dequantizing and transposing a tile costs more
+// than 16 inputs win) and 72-80 at 64 (bench/RESULTS.md, "Quantized
+// weights").
+inline constexpr int64_t kQuantPanelsMinN = 48;
 
 // y[n, rows] = x[n, cols] * W^T for a quantized `dtype`: the AVX2 kernels
 // when the CPU has them (n = 1 fused, otherwise dequantized tiles), else

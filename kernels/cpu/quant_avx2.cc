@@ -31,6 +31,12 @@ template <>
 struct Fmt<DType::kQ8_0> {
   static constexpr int64_t kBytes = 34;
   static constexpr bool kHasM = false;
+  // q[8k .. 8k + 7] as f32.
+  static inline __m256 Slice(const uint8_t* b, int k) {
+    const __m128i q =
+        _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + 8 * k));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+  }
   static inline void Load(const uint8_t* b, __m256 v[4]) {
 #pragma GCC unroll 4
     for (int k = 0; k < 4; ++k) {
@@ -42,6 +48,15 @@ struct Fmt<DType::kQ8_0> {
   static inline float D(const uint8_t* b) { return LoadF16(b); }
   static inline float M(const uint8_t*, float) { return 0.0f; }
 };
+
+// Elements 8k .. 8k + 7 of the nibbles at qs (k < 2: low nibbles of bytes
+// 8k.., else high nibbles of bytes 8(k - 2)..) as f32.
+inline __m256 NibbleSlice(const uint8_t* qs, int k) {
+  const __m256i t = _mm256_cvtepu8_epi32(
+      _mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 8 * (k & 1))));
+  return _mm256_cvtepi32_ps(k < 2 ? _mm256_and_si256(t, _mm256_set1_epi32(15))
+                                  : _mm256_srli_epi32(t, 4));
+}
 
 // Nibbles of 16 bytes at qs: low nibbles are elements 0..15, high 16..31.
 inline void LoadNibbles(const uint8_t* qs, __m256 v[4]) {
@@ -60,6 +75,9 @@ template <>
 struct Fmt<DType::kQ4_0> {
   static constexpr int64_t kBytes = 18;
   static constexpr bool kHasM = true;
+  static inline __m256 Slice(const uint8_t* b, int k) {
+    return NibbleSlice(b + 2, k);
+  }
   static inline void Load(const uint8_t* b, __m256 v[4]) {
     LoadNibbles(b + 2, v);
   }
@@ -71,6 +89,9 @@ template <>
 struct Fmt<DType::kQ4_1> {
   static constexpr int64_t kBytes = 20;
   static constexpr bool kHasM = true;
+  static inline __m256 Slice(const uint8_t* b, int k) {
+    return NibbleSlice(b + 4, k);
+  }
   static inline void Load(const uint8_t* b, __m256 v[4]) {
     LoadNibbles(b + 4, v);
   }
@@ -158,7 +179,87 @@ void Dequant(const uint8_t* w, int64_t cols, int64_t r0, int64_t r1,
   }
 }
 
+// In-register transpose: v[i] lane c becomes v[c] lane i.
+inline void Transpose8(__m256 v[8]) {
+  __m256 t[8], s[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+    v[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+  }
+}
+
+// Rows [r0, r1) into 16-row panels: per half panel (8 rows) and block, each
+// 8-column slice of the 8 rows dequantized (q * d + m, as Dequant) and
+// transposed so each column's 8 values are stored together.
+template <DType T>
+void DequantPanels(const uint8_t* w, int64_t cols, int64_t r0, int64_t r1,
+                   float* dst) {
+  using F = Fmt<T>;
+  const int64_t blocks = cols / 32;
+  const int64_t row_bytes = blocks * F::kBytes;
+  for (int64_t p = r0; p < r1; p += 16, dst += cols * 16) {
+    for (int half = 0; half < 2; ++half) {
+      const int64_t rb = p + 8 * half;
+      const int64_t valid = rb >= r1 ? 0 : (r1 - rb < 8 ? r1 - rb : 8);
+      for (int64_t b = 0; b < blocks; ++b) {
+        const uint8_t* blk[8];
+        __m256 dv[8], mv[8];
+        for (int i = 0; i < 8; ++i) {
+          blk[i] =
+              i < valid ? w + (rb + i) * row_bytes + b * F::kBytes : nullptr;
+          const float d = i < valid ? F::D(blk[i]) : 0.0f;
+          dv[i] = _mm256_set1_ps(d);
+          mv[i] =
+              _mm256_set1_ps(F::kHasM && i < valid ? F::M(blk[i], d) : 0.0f);
+        }
+        for (int k = 0; k < 4; ++k) {
+          __m256 v[8];
+          for (int i = 0; i < 8; ++i) {
+            if (i >= valid) {
+              v[i] = _mm256_setzero_ps();
+            } else if constexpr (F::kHasM) {
+              v[i] = _mm256_fmadd_ps(F::Slice(blk[i], k), dv[i], mv[i]);
+            } else {
+              v[i] = _mm256_mul_ps(F::Slice(blk[i], k), dv[i]);
+            }
+          }
+          Transpose8(v);
+          float* out = dst + (32 * b + 8 * k) * 16 + 8 * half;
+          for (int c = 0; c < 8; ++c) _mm256_storeu_ps(out + c * 16, v[c]);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
+
+void DequantPanelsAvx2(const uint8_t* w, DType dtype, int64_t cols, int64_t r0,
+                       int64_t r1, float* dst) {
+  switch (dtype) {
+    case DType::kQ8_0:
+      DequantPanels<DType::kQ8_0>(w, cols, r0, r1, dst);
+      return;
+    case DType::kQ4_0:
+      DequantPanels<DType::kQ4_0>(w, cols, r0, r1, dst);
+      return;
+    case DType::kQ4_1:
+      DequantPanels<DType::kQ4_1>(w, cols, r0, r1, dst);
+      return;
+    default:
+      __builtin_trap();
+  }
+}
 
 void QuantGemvAvx2(const float* x, const float* xsum, const uint8_t* w,
                    DType dtype, int64_t cols, int64_t r0, int64_t r1,

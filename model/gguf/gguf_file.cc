@@ -161,40 +161,38 @@ int64_t GgufTensorInfo::numel() const {
   return n;
 }
 
-absl::StatusOr<uint64_t> GgufFile::TypeBytes(uint32_t type, int64_t n) {
-  int block = 1;
-  int bytes = 0;
+std::optional<DType> GgmlToDType(uint32_t type) {
   switch (static_cast<GgmlType>(type)) {
     case GgmlType::kF32:
-      bytes = 4;
-      break;
+      return DType::kF32;
     case GgmlType::kF16:
+      return DType::kF16;
     case GgmlType::kBF16:
-      bytes = 2;
-      break;
-    case GgmlType::kQ4_0:
-      block = 32;
-      bytes = 18;
-      break;
-    case GgmlType::kQ4_1:
-      block = 32;
-      bytes = 20;
-      break;
+      return DType::kBF16;
     case GgmlType::kQ8_0:
-      block = 32;
-      bytes = 34;
-      break;
-    default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("unsupported tensor type ", GgmlTypeName(type),
-                       " (supported: f32, f16, bf16, q8_0, q4_0, q4_1)"));
+      return DType::kQ8_0;
+    case GgmlType::kQ4_0:
+      return DType::kQ4_0;
+    case GgmlType::kQ4_1:
+      return DType::kQ4_1;
   }
+  return std::nullopt;
+}
+
+absl::StatusOr<uint64_t> GgufFile::TypeBytes(uint32_t type, int64_t n) {
+  const std::optional<DType> d = GgmlToDType(type);
+  if (!d) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unsupported tensor type ", GgmlTypeName(type),
+                     " (supported: f32, f16, bf16, q8_0, q4_0, q4_1)"));
+  }
+  const int block = DTypeBlockElems(*d);
   if (n < 0 || n % block != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(n, " elements are not whole ", GgmlTypeName(type),
                      " blocks of ", block));
   }
-  return static_cast<uint64_t>(n / block) * bytes;
+  return static_cast<uint64_t>(DTypeRowBytes(*d, n));
 }
 
 absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(

@@ -16,12 +16,14 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "common/dtype.h"
 
 namespace latentkv::model {
 
@@ -54,6 +56,8 @@ enum class GgmlType : uint32_t {
 
 // "f32", "q4_0", ...; "ggml_type_<id>" for an id we do not read.
 std::string GgmlTypeName(uint32_t type);
+// The DType of a ggml type id we read (GgmlType); nullopt otherwise.
+std::optional<DType> GgmlToDType(uint32_t type);
 
 struct GgufTensorInfo {
   std::string name;

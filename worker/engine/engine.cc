@@ -1,5 +1,6 @@
 #include "worker/engine/engine.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -93,7 +94,9 @@ absl::Status Engine::Submit(GenerationRequest req, EventSink sink) {
   seq->max_new_tokens = req.max_new_tokens;
   seq->max_total_tokens = c.max_position_embeddings;
   seq->ignore_eos = req.ignore_eos;
-  seq->eos_id = c.eos_token_id;
+  seq->eos_ids.assign(1, c.eos_token_id);
+  seq->eos_ids.insert(seq->eos_ids.end(), c.extra_eos_token_ids.begin(),
+                      c.extra_eos_token_ids.end());
   seq->sampling = s;
   seq->rng.seed(s.seed);
   seq->export_kv = req.export_kv;
@@ -427,7 +430,9 @@ void Engine::Step() {
         const int32_t tok = SampleToken(logits_.data() + row * vocab, vocab,
                                         seq->sampling, seq->rng, &scratch_);
         ++row;
-        if (tok == seq->eos_id && !seq->ignore_eos) {
+        if (!seq->ignore_eos &&
+            std::find(seq->eos_ids.begin(), seq->eos_ids.end(), tok) !=
+                seq->eos_ids.end()) {
           Finish(seq, FinishReason::kStop, absl::OkStatus());
           continue;
         }

@@ -29,7 +29,8 @@ struct Sequence {
   int32_t max_new_tokens = 0;    // generation stops at this many new tokens
   int32_t max_total_tokens = 0;  // context limit (prompt + generated)
   bool ignore_eos = false;
-  int32_t eos_id = -1;
+  // End-of-generation ids: the config's EOS first, then its extra ones.
+  std::vector<int32_t> eos_ids;
   SamplingOptions sampling;
   SamplerRng rng;
   SequenceKv kv;  // capacity set at admission when the policy bounds it
