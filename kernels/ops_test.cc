@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/gemv_avx2.h"
 #include "kernels/cpu/internal.h"
+#include "kernels/reference_for_tests.h"
 
 namespace latentkv::kernels {
 namespace {
@@ -24,22 +25,7 @@ std::vector<float> RandomVec(int64_t n, uint32_t seed, float lo = -1.0f,
   return v;
 }
 
-// y[n, rows] = x[n, cols] * W^T in double.
-std::vector<double> RefMatMul(const std::vector<float>& x, int64_t n,
-                              const std::vector<float>& w, int64_t rows,
-                              int64_t cols) {
-  std::vector<double> y(n * rows);
-  for (int64_t j = 0; j < n; ++j) {
-    for (int64_t r = 0; r < rows; ++r) {
-      double s = 0.0;
-      for (int64_t c = 0; c < cols; ++c) {
-        s += static_cast<double>(x[j * cols + c]) * w[r * cols + c];
-      }
-      y[j * rows + r] = s;
-    }
-  }
-  return y;
-}
+using ::latentkv::kernels::testing::RefMatMul;
 
 struct Shape {
   int64_t n, rows, cols;

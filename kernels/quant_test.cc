@@ -16,6 +16,7 @@
 #include "gtest/gtest.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/ops.h"
+#include "kernels/reference_for_tests.h"
 
 namespace latentkv::kernels {
 namespace {
@@ -281,22 +282,7 @@ TEST(QuantDTypeTest, RoundTripBounds) {
   }
 }
 
-// y = x * W^T in double over the dequantized weights.
-std::vector<double> RefMatMul(const std::vector<float>& x, int64_t n,
-                              const std::vector<float>& w, int64_t rows,
-                              int64_t cols) {
-  std::vector<double> y(n * rows);
-  for (int64_t j = 0; j < n; ++j) {
-    for (int64_t r = 0; r < rows; ++r) {
-      double s = 0.0;
-      for (int64_t c = 0; c < cols; ++c) {
-        s += static_cast<double>(x[j * cols + c]) * w[r * cols + c];
-      }
-      y[j * rows + r] = s;
-    }
-  }
-  return y;
-}
+using ::latentkv::kernels::testing::RefMatMul;
 
 // f32 rounding tolerance of y[j, r]: a few units of 2^-24 relative to
 // sum_c |x[j, c]| * A(r, c), A the largest magnitude in W's block holding

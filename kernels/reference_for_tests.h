@@ -1,0 +1,29 @@
+// Test support: float64 references shared by the kernel tests.
+#ifndef LATENTKV_KERNELS_REFERENCE_FOR_TESTS_H_
+#define LATENTKV_KERNELS_REFERENCE_FOR_TESTS_H_
+
+#include <cstdint>
+#include <vector>
+
+namespace latentkv::kernels::testing {
+
+// y[n, rows] = x[n, cols] * W^T in double; w: [rows, cols] row-major.
+inline std::vector<double> RefMatMul(const std::vector<float>& x, int64_t n,
+                                     const std::vector<float>& w, int64_t rows,
+                                     int64_t cols) {
+  std::vector<double> y(n * rows);
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t r = 0; r < rows; ++r) {
+      double s = 0.0;
+      for (int64_t c = 0; c < cols; ++c) {
+        s += static_cast<double>(x[j * cols + c]) * w[r * cols + c];
+      }
+      y[j * rows + r] = s;
+    }
+  }
+  return y;
+}
+
+}  // namespace latentkv::kernels::testing
+
+#endif  // LATENTKV_KERNELS_REFERENCE_FOR_TESTS_H_
