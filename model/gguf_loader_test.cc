@@ -11,6 +11,7 @@
 #include "common/dtype.h"
 #include "model/convert.h"
 #include "model/gguf/gguf_writer.h"
+#include "model/shard.h"
 #include "model/weights.h"
 
 namespace latentkv::model {
@@ -211,6 +212,33 @@ TEST(GgufLoaderTest, HalfPrecisionTensors) {
     EXPECT_EQ(Values((*w)->embed_tokens), RoundTrip(ref.embed_tokens, d));
     EXPECT_EQ(a.attn_norm.dtype, DType::kF32);
   }
+}
+
+// Tensor-parallel shards of quantized matrices: column slices are whole
+// blocks (values equal the full matrix's columns), others are refused.
+TEST(GgufLoaderTest, ShardsQuantizedMatricesInWholeBlocks) {
+  const ModelWeights& ref = Reference();
+  auto w = LoadModel(WriteGguf(ref, DType::kQ8_0, TempDir() + "/m.gguf"));
+  ASSERT_TRUE(w.ok()) << w.status();
+  std::shared_ptr<const ModelWeights> full(std::move(*w));
+  ASSERT_EQ(full->layers[0].o_proj.dtype, DType::kQ8_0);
+  // TP 2: o_proj [64, 64] -> [64, 32] per rank, one q8_0 block per row.
+  auto shard = ShardForTensorParallel(full, 1, 2);
+  ASSERT_TRUE(shard.ok()) << shard.status();
+  const std::vector<float> all = Values(full->layers[0].o_proj);
+  const std::vector<float> mine = Values((*shard)->layers[0].o_proj);
+  ASSERT_EQ(mine.size(), all.size() / 2);
+  for (int r = 0; r < 64; ++r) {
+    for (int c = 0; c < 32; ++c) {
+      ASSERT_EQ(mine[r * 32 + c], all[r * 64 + 32 + c]) << r << "," << c;
+    }
+  }
+  EXPECT_EQ(Values((*shard)->layers[0].q_proj).size(), 32u * 64u);
+  // TP 4: 16-column slices would split q8_0 blocks.
+  auto bad = ShardForTensorParallel(full, 0, 4);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("o_proj"), std::string::npos)
+      << bad.status();
 }
 
 TEST(GgufLoaderTest, ErrorsNameWhatIsWrong) {

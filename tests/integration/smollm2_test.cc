@@ -3,7 +3,8 @@
 // directly, kept quantized, and served through gRPC and the OpenAI API; its
 // README's known greedy answer is the expectation. Then the same model
 // converted to a safetensors directory (`convert --from gguf`: dequantized
-// f32 weights, tokenizer.json, tokenizer_config.json) gives the same answer.
+// f32 weights, tokenizer.json, tokenizer_config.json) gives the same answer,
+// and so do three tensor-parallel ranks on quantized shards.
 #include <string>
 #include <vector>
 
@@ -80,6 +81,20 @@ TEST(SmolLm2Test, ServesTheKnownAnswerOverGrpcAndOpenAi) {
   j = json::parse(out, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << out;
   EXPECT_EQ(j["data"][0]["id"], "smollm2-135m-instruct") << out;
+}
+
+// Three tensor-parallel ranks (9 heads, 3 KV heads: one KV head each) on
+// quantized shards: o_proj and down_proj are cut along their columns in
+// whole q4_1 blocks, partial sums all-reduced over Gloo.
+TEST(SmolLm2Test, TensorParallelQuantizedShardsGiveTheSameAnswer) {
+  ClusterOptions o;
+  o.model_dir = kGguf;
+  o.tp = 3;
+  Cluster cluster(o);
+  StreamResult r = Generate(cluster.stub(), Greedy(kChatMl, 32));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message() << cluster.Logs();
+  EXPECT_EQ(r.text, kAnswer);
+  EXPECT_EQ(r.finish, pb::FINISH_REASON_STOP);
 }
 
 TEST(SmolLm2Test, ConvertedDirectoryGivesTheSameAnswer) {
