@@ -386,6 +386,42 @@ TEST(QuantMatMulTest, ThreadSplitsDoNotChangeResults) {
   }
 }
 
+// One input (the fused 4-bit kernels decode nibbles through float bit
+// patterns and fold the offsets into precomputed sums of x): raw blocks of
+// every nibble value, all-0 and all-15 blocks, scales of both signs from
+// f16 subnormals to 2^10 and q4_1 offsets of both signs, on rows that fill
+// the streams and a tail, against the reference over ConvertToF32.
+TEST(QuantMatMulTest, OneInputRawBlocks) {
+  const int64_t rows = 11, cols = 160;
+  const float scales[] = {1.0f, -0.37f, 3e-6f, -1024.0f, 0.0f, 0.021f};
+  std::mt19937 rng(23);
+  for (DType dt : {DType::kQ4_0, DType::kQ4_1}) {
+    SCOPED_TRACE(DTypeName(dt));
+    const int64_t bb = DTypeBlockBytes(dt), blocks = rows * cols / 32;
+    std::vector<uint8_t> w(blocks * bb);
+    for (int64_t b = 0; b < blocks; ++b) {
+      const size_t at = b * bb;
+      PutF16(w, at, scales[(b + b / 7) % 6]);
+      if (dt == DType::kQ4_1) PutF16(w, at + 2, scales[(b + 3) % 6] * 5.0f);
+      const int64_t qs = at + (dt == DType::kQ4_0 ? 2 : 4);
+      for (int j = 0; j < 16; ++j) {
+        w[qs + j] = b % 5 == 1   ? 0x00
+                    : b % 5 == 3 ? 0xFF
+                                 : static_cast<uint8_t>(rng());
+      }
+    }
+    std::vector<float> values(rows * cols);
+    ConvertToF32(w.data(), dt, rows * cols, values.data());
+    const std::vector<float> x = RandomVec(cols, 29, -2.0f, 1.5f);
+    const std::vector<double> ref = RefMatMul(x, 1, values, rows, cols);
+    std::vector<float> y(rows, 12345.0f);
+    MatMul(x.data(), 1, WeightView{w.data(), dt, rows, cols}, y.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      ASSERT_NEAR(y[r], ref[r], Tolerance(x, 0, values, r, cols)) << r;
+    }
+  }
+}
+
 // Q/K/V- and gate/up-like groups (different rows, same cols) through
 // MatMulGroup, against the reference per matrix.
 TEST(QuantMatMulTest, GroupMatchesReference) {

@@ -66,28 +66,23 @@ void CheckShape(DType dtype, int64_t cols) {
                  " matrix of ", cols, " columns: not whole blocks");
 }
 
-// Per-block sums of x (one input): what QuantGemvAvx2 needs.
-const float* BlockSums(const float* x, int64_t cols) {
-  const int64_t blocks = cols / kQuantBlockElems;
-  thread_local std::vector<float> sums;  // not Scratch's: both live at once
-  if (static_cast<int64_t>(sums.size()) < blocks) sums.resize(blocks);
-  float* s = sums.data();
-  for (int64_t b = 0; b < blocks; ++b) {
-    float t = 0.0f;
-    for (int j = 0; j < kQuantBlockElems; ++j) t += x[b * 32 + j];
-    s[b] = t;
-  }
-  return s;
+// The n = 1 kernel's prepared input (QuantGemvPrepareAvx2).
+const float* GemvPrep(const float* x, DType dtype, int64_t cols) {
+  thread_local std::vector<float> prep;  // not Scratch's: both live at once
+  const int64_t count = QuantGemvPrepFloats(dtype, cols);
+  if (static_cast<int64_t>(prep.size()) < count) prep.resize(count);
+  QuantGemvPrepareAvx2(x, dtype, cols, prep.data());
+  return prep.data();
 }
 
-// Rows [r0, r1) of y[n, ldy] = x * W^T on this thread, AVX2 path. xsum:
-// BlockSums(x) when n == 1; xp: PackedInputs(x) when n >= kQuantPanelsMinN.
-void RowsAvx2(const float* x, int64_t n, const float* xsum, const float* xp,
+// Rows [r0, r1) of y[n, ldy] = x * W^T on this thread, AVX2 path. prep:
+// GemvPrep(x) when n == 1; xp: PackedInputs(x) when n >= kQuantPanelsMinN.
+void RowsAvx2(const float* x, int64_t n, const float* prep, const float* xp,
               const uint8_t* w, DType dtype, int64_t cols, int64_t r0,
               int64_t r1, float* y, int64_t ldy) {
   if (r0 >= r1) return;
   if (n == 1) {
-    QuantGemvAvx2(x, xsum, w, dtype, cols, r0, r1, y);
+    QuantGemvAvx2(x, prep, w, dtype, cols, r0, r1, y);
     return;
   }
   if (n < kQuantPanelsMinN) {
@@ -150,11 +145,11 @@ void MatMulQuant(const float* x, int64_t n, const uint8_t* w, DType dtype,
     MatMulQuantPortable(x, n, w, dtype, rows, cols, y);
     return;
   }
-  const float* xsum = n == 1 ? BlockSums(x, cols) : nullptr;
+  const float* prep = n == 1 ? GemvPrep(x, dtype, cols) : nullptr;
   const float* xp = PackedInputs(x, n, cols);
   const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
   ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
-    RowsAvx2(x, n, xsum, xp, w, dtype, cols, b0 * kRowsPerBlock,
+    RowsAvx2(x, n, prep, xp, w, dtype, cols, b0 * kRowsPerBlock,
              std::min(rows, b1 * kRowsPerBlock), y, rows);
   });
 }
@@ -173,7 +168,7 @@ void MatMulQuantGroup(const float* x, int64_t n, DType dtype, int64_t cols,
                       const QuantProduct* ps, int count) {
   CheckShape(dtype, cols);
   const bool avx2 = CpuHasAvx2FmaF16c();
-  const float* xsum = avx2 && n == 1 ? BlockSums(x, cols) : nullptr;
+  const float* prep = avx2 && n == 1 ? GemvPrep(x, dtype, cols) : nullptr;
   const float* xp = avx2 ? PackedInputs(x, n, cols) : nullptr;
   constexpr int64_t kShares = 64;
   int64_t work = 0;
@@ -188,7 +183,7 @@ void MatMulQuantGroup(const float* x, int64_t n, DType dtype, int64_t cols,
       const int64_t r1 = bound(ps[i].rows, s1);
       if (r0 >= r1) continue;
       if (avx2) {
-        RowsAvx2(x, n, xsum, xp, ps[i].w, dtype, cols, r0, r1, ps[i].y,
+        RowsAvx2(x, n, prep, xp, ps[i].w, dtype, cols, r0, r1, ps[i].y,
                  ps[i].rows);
       } else {
         RowsPortable(x, n, ps[i].w, dtype, cols, r0, r1, ps[i].y, ps[i].rows);

@@ -24,12 +24,17 @@ namespace latentkv::kernels::internal {
 // converted with vcvtph2ps).
 bool CpuHasAvx2FmaF16c();
 
-// n = 1: y[r] = sum_c x[c] * W[r, c] for r0 <= r < r1. xsum[b] = sum of
-// x[32b .. 32b + 31] for b < cols / 32 (the kernel adds m * xsum per block
-// instead of m to every weight). Reads kGemvStreams (gemv_avx2.h)
-// far-apart sequential streams of rows at once, as the f32 n = 1 kernel does,
+// n = 1: y[r] = sum_c x[c] * W[r, c] for r0 <= r < r1. prep: the
+// QuantGemvPrepFloats(dtype, cols) floats QuantGemvPrepareAvx2 wrote for
+// this x (q4_0: x reordered and scaled to match its conversion-free nibble
+// decoding, with per-block lane sums; q4_1: sum(x) per block, which its m
+// multiplies; q8_0: none). Reads kGemvStreams (gemv_avx2.h) far-apart
+// sequential streams of rows at once, as the f32 n = 1 kernel does,
 // dequantizing in registers: each weight byte is read once.
-void QuantGemvAvx2(const float* x, const float* xsum, const uint8_t* w,
+int64_t QuantGemvPrepFloats(DType dtype, int64_t cols);
+void QuantGemvPrepareAvx2(const float* x, DType dtype, int64_t cols,
+                          float* prep);
+void QuantGemvAvx2(const float* x, const float* prep, const uint8_t* w,
                    DType dtype, int64_t cols, int64_t r0, int64_t r1, float* y);
 
 // dst[(r - r0) * cols + c] = W[r, c] (f32) for r0 <= r < r1: bit-identical

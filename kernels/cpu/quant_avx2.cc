@@ -153,6 +153,96 @@ void Streams(const float* x, const float* xsum, const uint8_t* w, int64_t cols,
   if constexpr (S > 1) Streams<T, 1>(x, xsum, w, cols, r0 + S * len, r1, y);
 }
 
+// The q4_0 n = 1 kernel decodes nibbles without int-to-float conversions:
+// a nibble q placed in mantissa bits 19..22 of 1.0f (0x3F800000 | q << 19)
+// is the float f = 1 + q / 16, so a weight (q - 8) d is d (16f - 24) and a
+// block's sum is d * (f . 16x - 24 sum(x)). The f are built as 16-bit
+// halves (0x3F80 | q << 3) of all 16 bytes at once and split into the even
+// and odd elements of each half (even: dword << 16, odd: even halves
+// zeroed), so QuantGemvPrepareAvx2 stores each block's x scaled by 16 in
+// that order x': x[0, 2, .., 14], x[1, 3, .., 15], x[16, 18, .., 30],
+// x[17, 19, .., 31]; then 8 lane sums -1.5 * (x'[l] + x'[l + 8] +
+// x'[l + 16] + x'[l + 24]), the dot's first addend (each lane holds the same
+// 4 weights' terms, so the -24 d sum(x) offset cancels within a lane).
+constexpr int64_t kPrepBlockFloats = 40;
+
+// The 16 bytes at qs as 16-bit lanes by one in-lane vpshufb of a 128-bit
+// broadcast (faster here than vpmovzxbw, which crosses lanes), then the
+// four vectors of f bit patterns: v[0] / v[1] elements 0..15 even / odd,
+// v[2] / v[3] elements 16..31 even / odd.
+inline void Nibbles(const uint8_t* qs, __m256i v[4]) {
+  const __m256i ctrl = _mm256_setr_epi8(0, -1, 1, -1, 2, -1, 3, -1, 4, -1, 5,
+                                        -1, 6, -1, 7, -1, 8, -1, 9, -1, 10, -1,
+                                        11, -1, 12, -1, 13, -1, 14, -1, 15, -1);
+  const __m256i w = _mm256_shuffle_epi8(
+      _mm256_broadcastsi128_si256(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs))),
+      ctrl);
+  const __m256i one = _mm256_set1_epi16(0x3F80);
+  // Low nibble: w << 3 puts it in bits 3..6; the high nibble's bits 7..10
+  // are set by the OR anyway.
+  const __m256i lo = _mm256_or_si256(_mm256_slli_epi16(w, 3), one);
+  const __m256i hi = _mm256_or_si256(
+      _mm256_and_si256(_mm256_srli_epi16(w, 1), _mm256_set1_epi16(0x78)), one);
+  // Odd elements: the even halves cleared (a blend, which the compiler
+  // does not distribute over the ORs above as it does an AND).
+  const __m256i zero = _mm256_setzero_si256();
+  v[0] = _mm256_slli_epi32(lo, 16);
+  v[1] = _mm256_blend_epi16(lo, zero, 0x55);
+  v[2] = _mm256_slli_epi32(hi, 16);
+  v[3] = _mm256_blend_epi16(hi, zero, 0x55);
+}
+
+// q4_0, n = 1: the same S streams as Streams over the nibble floats above.
+template <int S>
+void StreamsQ4_0(const float* prep, const uint8_t* w, int64_t cols, int64_t r0,
+                 int64_t r1, float* y) {
+  using F = Fmt<DType::kQ4_0>;
+  const int64_t blocks = cols / 32;
+  const int64_t row_bytes = blocks * F::kBytes;
+  const int64_t len = (r1 - r0) / S;
+  for (int64_t i = 0; i < len; ++i) {
+    const uint8_t* p[S];
+    __m256 acc[S];
+    for (int k = 0; k < S; ++k) {
+      p[k] = w + (r0 + k * len + i) * row_bytes;
+      acc[k] = _mm256_setzero_ps();
+    }
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t off = b * F::kBytes;
+      if ((b & 1) == 0) {
+#pragma GCC unroll 8
+        for (int k = 0; k < S; ++k) {
+          _mm_prefetch(reinterpret_cast<const char*>(p[k] + row_bytes + off),
+                       _MM_HINT_T0);
+        }
+      }
+      const float* xb = prep + kPrepBlockFloats * b;
+      const __m256 x0 = _mm256_loadu_ps(xb);
+      const __m256 x1 = _mm256_loadu_ps(xb + 8);
+      const __m256 x2 = _mm256_loadu_ps(xb + 16);
+      const __m256 x3 = _mm256_loadu_ps(xb + 24);
+#pragma GCC unroll 8
+      for (int k = 0; k < S; ++k) {
+        const uint8_t* blk = p[k] + off;
+        __m256i v[4];
+        Nibbles(blk + 2, v);
+        __m256 dot = _mm256_fmadd_ps(_mm256_castsi256_ps(v[0]), x0,
+                                     _mm256_loadu_ps(xb + 32));
+        dot = _mm256_fmadd_ps(_mm256_castsi256_ps(v[1]), x1, dot);
+        dot = _mm256_fmadd_ps(_mm256_castsi256_ps(v[2]), x2, dot);
+        dot = _mm256_fmadd_ps(_mm256_castsi256_ps(v[3]), x3, dot);
+        // The f16 scale converted in a vector register (no scalar round
+        // trip through a general register).
+        const __m128 d = _mm_cvtph_ps(_mm_loadu_si32(blk));
+        acc[k] = _mm256_fmadd_ps(_mm256_broadcastss_ps(d), dot, acc[k]);
+      }
+    }
+    for (int k = 0; k < S; ++k) y[r0 + k * len + i] = Sum8(acc[k]);
+  }
+  if constexpr (S > 1) StreamsQ4_0<1>(prep, w, cols, r0 + S * len, r1, y);
+}
+
 template <DType T>
 void Dequant(const uint8_t* w, int64_t cols, int64_t r0, int64_t r1,
              float* dst) {
@@ -261,18 +351,55 @@ void DequantPanelsAvx2(const uint8_t* w, DType dtype, int64_t cols, int64_t r0,
   }
 }
 
-void QuantGemvAvx2(const float* x, const float* xsum, const uint8_t* w,
+int64_t QuantGemvPrepFloats(DType dtype, int64_t cols) {
+  switch (dtype) {
+    case DType::kQ4_0:
+      return cols / 32 * kPrepBlockFloats;
+    case DType::kQ4_1:
+      return cols / 32;
+    default:
+      return 0;
+  }
+}
+
+void QuantGemvPrepareAvx2(const float* x, DType dtype, int64_t cols,
+                          float* prep) {
+  const int64_t blocks = cols / 32;
+  if (dtype == DType::kQ4_1) {  // sum(x) per block for m
+    for (int64_t b = 0; b < blocks; ++b) {
+      float t = 0.0f;
+      for (int j = 0; j < 32; ++j) t += x[b * 32 + j];
+      prep[b] = t;
+    }
+    return;
+  }
+  if (dtype != DType::kQ4_0) return;
+  for (int64_t b = 0; b < blocks; ++b, x += 32, prep += kPrepBlockFloats) {
+    for (int half = 0; half < 2; ++half) {
+      for (int j = 0; j < 8; ++j) {
+        prep[16 * half + j] = 16.0f * x[16 * half + 2 * j];
+        prep[16 * half + 8 + j] = 16.0f * x[16 * half + 2 * j + 1];
+      }
+    }
+    for (int l = 0; l < 8; ++l) {
+      prep[32 + l] =
+          -1.5f * (prep[l] + prep[l + 8] + prep[l + 16] + prep[l + 24]);
+    }
+  }
+}
+
+void QuantGemvAvx2(const float* x, const float* prep, const uint8_t* w,
                    DType dtype, int64_t cols, int64_t r0, int64_t r1,
                    float* y) {
   switch (dtype) {
     case DType::kQ8_0:
-      Streams<DType::kQ8_0, kGemvStreams>(x, xsum, w, cols, r0, r1, y);
+      Streams<DType::kQ8_0, kGemvStreams>(x, prep, w, cols, r0, r1, y);
       return;
     case DType::kQ4_0:
-      Streams<DType::kQ4_0, kGemvStreams>(x, xsum, w, cols, r0, r1, y);
+      StreamsQ4_0<kGemvStreams>(prep, w, cols, r0, r1, y);
       return;
     case DType::kQ4_1:
-      Streams<DType::kQ4_1, kGemvStreams>(x, xsum, w, cols, r0, r1, y);
+      Streams<DType::kQ4_1, kGemvStreams>(x, prep, w, cols, r0, r1, y);
       return;
     default:
       __builtin_trap();  // callers pass quantized dtypes only
