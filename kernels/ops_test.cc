@@ -16,14 +16,7 @@
 namespace latentkv::kernels {
 namespace {
 
-std::vector<float> RandomVec(int64_t n, uint32_t seed, float lo = -1.0f,
-                             float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (float& f : v) f = dist(rng);
-  return v;
-}
+using ::latentkv::kernels::testing::RandomVec;
 
 using ::latentkv::kernels::testing::RefMatMul;
 

@@ -23,14 +23,7 @@ namespace {
 
 constexpr DType kQuantTypes[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1};
 
-std::vector<float> RandomVec(int64_t n, uint32_t seed, float lo = -1.0f,
-                             float hi = 1.0f) {
-  std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> dist(lo, hi);
-  std::vector<float> v(n);
-  for (float& f : v) f = dist(rng);
-  return v;
-}
+using ::latentkv::kernels::testing::RandomVec;
 
 void PutF16(std::vector<uint8_t>& b, size_t at, float v) {
   const uint16_t h = F32ToF16(v);

@@ -1,8 +1,10 @@
-// Test support: float64 references shared by the kernel tests.
+// Test support shared by the kernel tests: float64 references and seeded
+// random inputs.
 #ifndef LATENTKV_KERNELS_REFERENCE_FOR_TESTS_H_
 #define LATENTKV_KERNELS_REFERENCE_FOR_TESTS_H_
 
 #include <cstdint>
+#include <random>
 #include <vector>
 
 namespace latentkv::kernels::testing {
@@ -22,6 +24,16 @@ inline std::vector<double> RefMatMul(const std::vector<float>& x, int64_t n,
     }
   }
   return y;
+}
+
+// n values uniform in [lo, hi) from a seeded generator.
+inline std::vector<float> RandomVec(int64_t n, uint32_t seed, float lo = -1.0f,
+                                    float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float& f : v) f = dist(rng);
+  return v;
 }
 
 }  // namespace latentkv::kernels::testing

@@ -332,23 +332,31 @@ void DequantPanels(const uint8_t* w, int64_t cols, int64_t r0, int64_t r1,
   }
 }
 
-}  // namespace
-
-void DequantPanelsAvx2(const uint8_t* w, DType dtype, int64_t cols, int64_t r0,
-                       int64_t r1, float* dst) {
+// Calls f.template operator()<D>() with D = dtype, a quantized type (the
+// callers pass nothing else).
+template <typename F>
+void WithQuantType(DType dtype, F&& f) {
   switch (dtype) {
     case DType::kQ8_0:
-      DequantPanels<DType::kQ8_0>(w, cols, r0, r1, dst);
+      f.template operator()<DType::kQ8_0>();
       return;
     case DType::kQ4_0:
-      DequantPanels<DType::kQ4_0>(w, cols, r0, r1, dst);
+      f.template operator()<DType::kQ4_0>();
       return;
     case DType::kQ4_1:
-      DequantPanels<DType::kQ4_1>(w, cols, r0, r1, dst);
+      f.template operator()<DType::kQ4_1>();
       return;
     default:
       __builtin_trap();
   }
+}
+
+}  // namespace
+
+void DequantPanelsAvx2(const uint8_t* w, DType dtype, int64_t cols, int64_t r0,
+                       int64_t r1, float* dst) {
+  WithQuantType(dtype,
+                [&]<DType D>() { DequantPanels<D>(w, cols, r0, r1, dst); });
 }
 
 int64_t QuantGemvPrepFloats(DType dtype, int64_t cols) {
@@ -391,36 +399,18 @@ void QuantGemvPrepareAvx2(const float* x, DType dtype, int64_t cols,
 void QuantGemvAvx2(const float* x, const float* prep, const uint8_t* w,
                    DType dtype, int64_t cols, int64_t r0, int64_t r1,
                    float* y) {
-  switch (dtype) {
-    case DType::kQ8_0:
-      Streams<DType::kQ8_0, kGemvStreams>(x, prep, w, cols, r0, r1, y);
-      return;
-    case DType::kQ4_0:
+  WithQuantType(dtype, [&]<DType D>() {
+    if constexpr (D == DType::kQ4_0) {
       StreamsQ4_0<kGemvStreams>(prep, w, cols, r0, r1, y);
-      return;
-    case DType::kQ4_1:
-      Streams<DType::kQ4_1, kGemvStreams>(x, prep, w, cols, r0, r1, y);
-      return;
-    default:
-      __builtin_trap();  // callers pass quantized dtypes only
-  }
+    } else {
+      Streams<D, kGemvStreams>(x, prep, w, cols, r0, r1, y);
+    }
+  });
 }
 
 void DequantRowsAvx2(const uint8_t* w, DType dtype, int64_t cols, int64_t r0,
                      int64_t r1, float* dst) {
-  switch (dtype) {
-    case DType::kQ8_0:
-      Dequant<DType::kQ8_0>(w, cols, r0, r1, dst);
-      return;
-    case DType::kQ4_0:
-      Dequant<DType::kQ4_0>(w, cols, r0, r1, dst);
-      return;
-    case DType::kQ4_1:
-      Dequant<DType::kQ4_1>(w, cols, r0, r1, dst);
-      return;
-    default:
-      __builtin_trap();
-  }
+  WithQuantType(dtype, [&]<DType D>() { Dequant<D>(w, cols, r0, r1, dst); });
 }
 
 }  // namespace latentkv::kernels::internal
