@@ -104,7 +104,6 @@ namespace {
 
 // Block layouts (common/dtype.h); the f16 fields are read and written with
 // memcpy because blocks are packed without alignment.
-constexpr int kQ8Bytes = 34, kQ40Bytes = 18, kQ41Bytes = 20;
 constexpr int kHalf = kQuantBlockElems / 2;
 
 uint16_t LoadU16(const uint8_t* p) {
@@ -116,10 +115,11 @@ void StoreU16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
 
 void DequantizeBlocks(const uint8_t* s, DType from, int64_t blocks,
                       float* dst) {
+  const int bytes = DTypeBlockBytes(from);
   for (int64_t b = 0; b < blocks; ++b, dst += kQuantBlockElems) {
+    const uint8_t* p = s + b * bytes;
     switch (from) {
       case DType::kQ8_0: {
-        const uint8_t* p = s + b * kQ8Bytes;
         const float d = F16ToF32(LoadU16(p));
         for (int j = 0; j < kQuantBlockElems; ++j) {
           dst[j] = static_cast<float>(static_cast<int8_t>(p[2 + j])) * d;
@@ -127,7 +127,6 @@ void DequantizeBlocks(const uint8_t* s, DType from, int64_t blocks,
         break;
       }
       case DType::kQ4_0: {
-        const uint8_t* p = s + b * kQ40Bytes;
         const float d = F16ToF32(LoadU16(p));
         for (int j = 0; j < kHalf; ++j) {
           dst[j] = static_cast<float>((p[2 + j] & 15) - 8) * d;
@@ -136,7 +135,6 @@ void DequantizeBlocks(const uint8_t* s, DType from, int64_t blocks,
         break;
       }
       case DType::kQ4_1: {
-        const uint8_t* p = s + b * kQ41Bytes;
         const float d = F16ToF32(LoadU16(p));
         const float m = F16ToF32(LoadU16(p + 2));
         for (int j = 0; j < kHalf; ++j) {
@@ -152,11 +150,12 @@ void DequantizeBlocks(const uint8_t* s, DType from, int64_t blocks,
 }
 
 void QuantizeBlocks(const float* src, int64_t blocks, DType to, uint8_t* d8) {
+  const int bytes = DTypeBlockBytes(to);
   for (int64_t b = 0; b < blocks; ++b, src += kQuantBlockElems) {
     const float* x = src;
+    uint8_t* p = d8 + b * bytes;
     switch (to) {
       case DType::kQ8_0: {
-        uint8_t* p = d8 + b * kQ8Bytes;
         float amax = 0.0f;
         for (int j = 0; j < kQuantBlockElems; ++j) {
           amax = std::max(amax, std::fabs(x[j]));
@@ -171,7 +170,6 @@ void QuantizeBlocks(const float* src, int64_t blocks, DType to, uint8_t* d8) {
         break;
       }
       case DType::kQ4_0: {
-        uint8_t* p = d8 + b * kQ40Bytes;
         float amax = 0.0f, vmax = 0.0f;
         for (int j = 0; j < kQuantBlockElems; ++j) {
           if (std::fabs(x[j]) > amax) {
@@ -191,7 +189,6 @@ void QuantizeBlocks(const float* src, int64_t blocks, DType to, uint8_t* d8) {
         break;
       }
       case DType::kQ4_1: {
-        uint8_t* p = d8 + b * kQ41Bytes;
         float lo = x[0], hi = x[0];
         for (int j = 1; j < kQuantBlockElems; ++j) {
           lo = std::min(lo, x[j]);

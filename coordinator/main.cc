@@ -28,6 +28,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "model/gguf_loader.h"
+#include "model/tokenizer/tokenizer.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory (config.json + tokenizer)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "Address to listen on");
@@ -63,25 +64,19 @@ namespace lk = latentkv;
 
 namespace {
 
-// The chat template of a model: GGUF metadata (tokenizer.chat_template and
-// the BOS/EOS token texts) or the directory's tokenizer_config.json.
-absl::StatusOr<lk::coordinator::http::ChatTemplate> LoadChatTemplate(
-    const std::string& model, bool adds_bos) {
-  auto gguf_path = lk::model::FindGgufFile(model);
-  if (!gguf_path.ok()) {
-    return lk::coordinator::http::ChatTemplate::FromModelDir(model, adds_bos);
-  }
-  auto f = lk::model::GgufFile::Open(*gguf_path);
-  if (!f.ok()) return f.status();
-  if (!(*f)->Has("tokenizer.chat_template")) {
+// The chat template in GGUF metadata (tokenizer.chat_template and the BOS/EOS
+// token texts); the default template when the file has none.
+absl::StatusOr<lk::coordinator::http::ChatTemplate> GgufChatTemplate(
+    const lk::model::GgufFile& f, bool adds_bos) {
+  if (!f.Has("tokenizer.chat_template")) {
     return lk::coordinator::http::ChatTemplate();
   }
-  auto source = (*f)->GetString("tokenizer.chat_template");
+  auto source = f.GetString("tokenizer.chat_template");
   if (!source.ok()) return source.status();
-  auto tokens = (*f)->GetStringArray("tokenizer.ggml.tokens");
+  auto tokens = f.GetStringArray("tokenizer.ggml.tokens");
   if (!tokens.ok()) return tokens.status();
   auto text = [&](const char* key) -> std::string {
-    auto id = (*f)->GetInt(key);
+    auto id = f.GetInt(key);
     if (!id.ok() || *id < 0 || *id >= static_cast<int64_t>(tokens->size())) {
       return "";
     }
@@ -99,12 +94,30 @@ int main(int argc, char** argv) {
   lk::ConfigureFlagsHelp();
   absl::ParseCommandLine(argc, argv);
   const std::string dir = absl::GetFlag(FLAGS_model);
-  auto config = lk::model::LoadModelConfig(dir);
+  // A GGUF model is opened once for its config, tokenizer and chat template,
+  // and closed after start-up.
+  auto resolved = lk::model::ResolveModelPath(dir);
+  if (!resolved.ok()) {
+    std::fprintf(stderr, "%s\n", resolved.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<lk::model::GgufFile> gguf;
+  if (*resolved) {
+    auto f = lk::model::GgufFile::Open(**resolved);
+    if (!f.ok()) {
+      std::fprintf(stderr, "%s\n", f.status().ToString().c_str());
+      return 1;
+    }
+    gguf = std::move(*f);
+  }
+  auto config = gguf ? lk::model::ConfigFromGguf(*gguf)
+                     : lk::model::ModelConfig::FromDir(dir);
   if (!config.ok()) {
     std::fprintf(stderr, "%s\n", config.status().ToString().c_str());
     return 1;
   }
-  auto tokenizer = lk::model::LoadTokenizer(dir, config->vocab_size);
+  auto tokenizer = gguf ? lk::model::LoadGgufTokenizer(*gguf)
+                        : lk::model::LoadTokenizer(dir, config->vocab_size);
   if (!tokenizer.ok()) {
     std::fprintf(stderr, "%s\n", tokenizer.status().ToString().c_str());
     return 1;
@@ -153,13 +166,16 @@ int main(int argc, char** argv) {
   }
   std::optional<lk::coordinator::http::ChatTemplate> chat_template;
   if (absl::GetFlag(FLAGS_http_port) > 0) {
-    auto t = LoadChatTemplate(dir, adds_bos);
+    auto t =
+        gguf ? GgufChatTemplate(*gguf, adds_bos)
+             : lk::coordinator::http::ChatTemplate::FromModelDir(dir, adds_bos);
     if (!t.ok()) {
       std::fprintf(stderr, "%s\n", t.status().ToString().c_str());
       return 1;
     }
     chat_template = std::move(*t);
   }
+  gguf.reset();
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

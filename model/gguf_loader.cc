@@ -139,30 +139,39 @@ absl::StatusOr<std::string> FindGgufFile(const std::string& path) {
         absl::StrCat(path, " is a file but not a .gguf model"));
   }
   if (!fs::is_directory(p, ec)) {
-    return absl::NotFoundError(absl::StrCat("no model at ", path));
+    return absl::NotFoundError(
+        absl::StrCat("no model at ", path,
+                     " (neither a directory with config.json nor a "
+                     ".gguf)"));
   }
   if (fs::exists(p / "config.json", ec)) {
     return absl::NotFoundError(
         absl::StrCat(path, " holds config.json (not a GGUF model)"));
   }
-  std::vector<std::string> found;
-  for (const auto& e : fs::directory_iterator(p, ec)) {
-    if (e.is_regular_file(ec) && e.path().extension() == ".gguf") {
-      found.push_back(e.path().string());
-    }
-  }
+  const std::vector<std::string> found = GgufFilesIn(path);
   if (found.size() == 1) return found[0];
   if (found.empty()) {
     return absl::NotFoundError(
         absl::StrCat("no config.json and no *.gguf in ", path));
   }
-  std::sort(found.begin(), found.end());
   return absl::NotFoundError(absl::StrCat(path, " holds several GGUF files (",
                                           absl::StrJoin(found, ", "),
                                           "): name one"));
 }
 
 bool IsGgufModel(const std::string& path) { return FindGgufFile(path).ok(); }
+
+absl::StatusOr<std::optional<std::string>> ResolveModelPath(
+    const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec) &&
+      fs::exists(fs::path(path) / "config.json", ec)) {
+    return std::optional<std::string>();
+  }
+  auto gguf = FindGgufFile(path);
+  if (!gguf.ok()) return gguf.status();
+  return std::optional<std::string>(*gguf);
+}
 
 absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
   auto prefix = ArchPrefix(f);
@@ -356,14 +365,6 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadGgufModel(
     if (!s.ok()) return s;
   }
   return w;
-}
-
-absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path) {
-  auto gguf = FindGgufFile(path);
-  if (!gguf.ok()) return ModelConfig::FromDir(path);
-  auto f = GgufFile::Open(*gguf);
-  if (!f.ok()) return f.status();
-  return ConfigFromGguf(**f);
 }
 
 }  // namespace latentkv::model

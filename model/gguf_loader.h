@@ -14,6 +14,7 @@
 #define LATENTKV_MODEL_GGUF_LOADER_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -30,6 +31,12 @@ namespace latentkv::model {
 absl::StatusOr<std::string> FindGgufFile(const std::string& path);
 // True when FindGgufFile succeeds.
 bool IsGgufModel(const std::string& path);
+
+// How LoadModel reads `path`: nullopt for a directory with config.json
+// (safetensors), else the GGUF file FindGgufFile names; its NotFound (no
+// model, several .gguf files, ...) when it is neither.
+absl::StatusOr<std::optional<std::string>> ResolveModelPath(
+    const std::string& path);
 
 // The config implied by the metadata ({arch}.block_count, embedding_length,
 // feed_forward_length, attention.head_count(_kv), context_length,
@@ -48,9 +55,6 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& file);
 // name the tensor: missing, wrong dims, unsupported dtype.
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadGgufModel(
     std::shared_ptr<const GgufFile> file, const LoadOptions& options = {});
-
-// The config of any model path: config.json of a directory, else GGUF.
-absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path);
 
 }  // namespace latentkv::model
 

@@ -157,9 +157,9 @@ TEST(GgufLoaderTest, F32GgufEqualsTheSafetensorsModelExactly) {
     EXPECT_EQ(a.rope_inv_freq, b.rope_inv_freq) << l;
   }
   // A directory holding only the .gguf names it too.
-  auto by_dir = LoadModelConfig(std::filesystem::path(path).parent_path());
+  auto by_dir = LoadModel(std::filesystem::path(path).parent_path());
   ASSERT_TRUE(by_dir.ok()) << by_dir.status();
-  EXPECT_EQ(by_dir->hidden_size, ref.config.hidden_size);
+  EXPECT_EQ((*by_dir)->config.hidden_size, ref.config.hidden_size);
 }
 
 // Quantized rows stay quantized and are un-permuted on their bytes: each

@@ -157,8 +157,10 @@ std::vector<float> DefaultRopeInvFreq(const ModelConfig& config, int layer) {
 
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(
     const std::string& dir, const LoadOptions& options) {
-  if (auto gguf = FindGgufFile(dir); gguf.ok()) {
-    auto f = GgufFile::Open(*gguf);
+  auto gguf = ResolveModelPath(dir);
+  if (!gguf.ok()) return gguf.status();
+  if (*gguf) {
+    auto f = GgufFile::Open(**gguf);
     if (!f.ok()) return f.status();
     return LoadGgufModel(std::shared_ptr<const GgufFile>(std::move(*f)),
                          options);

@@ -39,11 +39,7 @@ struct Fmt<DType::kQ8_0> {
   }
   static inline void Load(const uint8_t* b, __m256 v[4]) {
 #pragma GCC unroll 4
-    for (int k = 0; k < 4; ++k) {
-      const __m128i q =
-          _mm_loadl_epi64(reinterpret_cast<const __m128i*>(b + 2 + 8 * k));
-      v[k] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-    }
+    for (int k = 0; k < 4; ++k) v[k] = Slice(b, k);
   }
   static inline float D(const uint8_t* b) { return LoadF16(b); }
   static inline float M(const uint8_t*, float) { return 0.0f; }
@@ -71,31 +67,27 @@ inline void LoadNibbles(const uint8_t* qs, __m256 v[4]) {
   v[3] = _mm256_cvtepi32_ps(_mm256_srli_epi32(b, 4));
 }
 
-template <>
-struct Fmt<DType::kQ4_0> {
-  static constexpr int64_t kBytes = 18;
+// The 4-bit formats: f16 d at byte 0, 16 nibble bytes at `kQs`.
+template <int64_t kQs>
+struct NibbleFmt {
+  static constexpr int64_t kBytes = kQs + 16;
   static constexpr bool kHasM = true;
   static inline __m256 Slice(const uint8_t* b, int k) {
-    return NibbleSlice(b + 2, k);
+    return NibbleSlice(b + kQs, k);
   }
   static inline void Load(const uint8_t* b, __m256 v[4]) {
-    LoadNibbles(b + 2, v);
+    LoadNibbles(b + kQs, v);
   }
   static inline float D(const uint8_t* b) { return LoadF16(b); }
+};
+
+template <>
+struct Fmt<DType::kQ4_0> : NibbleFmt<2> {
   static inline float M(const uint8_t*, float d) { return -8.0f * d; }
 };
 
 template <>
-struct Fmt<DType::kQ4_1> {
-  static constexpr int64_t kBytes = 20;
-  static constexpr bool kHasM = true;
-  static inline __m256 Slice(const uint8_t* b, int k) {
-    return NibbleSlice(b + 4, k);
-  }
-  static inline void Load(const uint8_t* b, __m256 v[4]) {
-    LoadNibbles(b + 4, v);
-  }
-  static inline float D(const uint8_t* b) { return LoadF16(b); }
+struct Fmt<DType::kQ4_1> : NibbleFmt<4> {  // f16 m at byte 2
   static inline float M(const uint8_t* b, float) { return LoadF16(b + 2); }
 };
 

@@ -5,9 +5,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <limits>
+#include <system_error>
 #include <utility>
 #include <variant>
 
@@ -153,6 +156,19 @@ std::string GgmlTypeName(uint32_t type) {
       return "bf16";
   }
   return absl::StrCat("ggml_type_", type);
+}
+
+std::vector<std::string> GgufFilesIn(const std::string& dir) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) return found;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.is_regular_file(ec) && e.path().extension() == ".gguf") {
+      found.push_back(e.path().string());
+    }
+  }
+  std::sort(found.begin(), found.end());
+  return found;
 }
 
 int64_t GgufTensorInfo::numel() const {

@@ -59,6 +59,10 @@ std::string GgmlTypeName(uint32_t type);
 // The DType of a ggml type id we read (GgmlType); nullopt otherwise.
 std::optional<DType> GgmlToDType(uint32_t type);
 
+// The *.gguf files directly inside `dir`, sorted by name (none when `dir` is
+// not a directory).
+std::vector<std::string> GgufFilesIn(const std::string& dir);
+
 struct GgufTensorInfo {
   std::string name;
   // Dimensions as GGUF stores them, innermost (contiguous) first: a matrix

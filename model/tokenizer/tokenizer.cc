@@ -56,15 +56,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(
   if (std::filesystem::is_regular_file(llama2c, ec)) {
     return LoadLlama2cTokenizer(llama2c.string(), vocab_size);
   }
-  std::vector<std::filesystem::path> ggufs;
-  if (std::filesystem::is_directory(dir, ec)) {
-    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
-      if (entry.is_regular_file(ec) && entry.path().extension() == ".gguf") {
-        ggufs.push_back(entry.path());
-      }
-    }
-  }
-  if (ggufs.size() == 1) return LoadGgufTokenizerFile(ggufs[0].string());
+  const std::vector<std::string> ggufs = GgufFilesIn(path);
+  if (ggufs.size() == 1) return LoadGgufTokenizerFile(ggufs[0]);
   if (ggufs.size() > 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "no tokenizer.json, tokenizer.model or tokenizer.bin in ", path,
