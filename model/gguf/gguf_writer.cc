@@ -118,8 +118,7 @@ absl::Status GgufWriter::AddTensor(const std::string& name,
 }
 
 std::vector<uint8_t> GgufWriter::Serialize() const {
-  std::vector<uint8_t> out;
-  out.insert(out.end(), {'G', 'G', 'U', 'F'});
+  std::vector<uint8_t> out = {'G', 'G', 'U', 'F'};
   Put<uint32_t>(out, 3);
   Put<uint64_t>(out, tensors_.size());
   Put<uint64_t>(out, n_kv_);
