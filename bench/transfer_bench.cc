@@ -119,8 +119,8 @@ void BM_PrefillTransfer(benchmark::State& state) {
   req.mutable_sampling()->set_max_tokens(1);
   req.mutable_sampling()->set_ignore_eos(true);
   req.set_accepts_codebooks(true);
-  const pb::KvLayout ours =
-      lk::worker::TransferLayout(s.decode->kv_shapes(), 1);
+  const pb::KvLayout ours = lk::worker::TransferLayout(s.decode->kv_shapes(),
+                                                       s.decode->kv_dtype(), 1);
   double local_s = 0, remote_s = 0, bytes = 0, codebook_bytes = 0;
   for (auto _ : state) {
     local_s += LocalPrefill(*s.local, prompt);

@@ -4,6 +4,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "common/check.h"
@@ -25,6 +26,8 @@ int DTypeBlockBytes(DType t) {
     case DType::kBF16:
     case DType::kF16:
       return 2;
+    case DType::kF8E4M3:
+      return 1;
     case DType::kQ8_0:
       return 34;
     case DType::kQ4_0:
@@ -62,6 +65,8 @@ std::string_view DTypeName(DType t) {
       return "q4_0";
     case DType::kQ4_1:
       return "q4_1";
+    case DType::kF8E4M3:
+      return "fp8_e4m3";
   }
   return "?";
 }
@@ -73,6 +78,7 @@ std::optional<DType> ParseDType(std::string_view name) {
   if (name == "q8_0") return DType::kQ8_0;
   if (name == "q4_0") return DType::kQ4_0;
   if (name == "q4_1") return DType::kQ4_1;
+  if (name == "fp8_e4m3" || name == "fp8") return DType::kF8E4M3;
   return std::nullopt;
 }
 
@@ -98,6 +104,53 @@ uint16_t F32ToF16(float x) {
 
 float F16ToF32(uint16_t x) {
   return static_cast<float>(std::bit_cast<_Float16>(x));
+}
+
+uint8_t F32ToF8E4M3(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint8_t sign = static_cast<uint8_t>((u >> 24) & 0x80);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return sign | 0x7f;  // NaN
+  // |x| >= 448 (and inf) saturates: the largest finite, S.1111.110.
+  if (a >= 0x43e00000u) return sign | 0x7e;
+  // Below 2^-6 the result is subnormal: multiples of 2^-9. Adding 2^14
+  // (whose f32 spacing is 2^-9) to |x| rounds to nearest even at exactly
+  // that spacing; the sum's low mantissa bits count the 2^-9 steps (8 when
+  // |x| rounds up to 2^-6, the smallest normal's code).
+  if (a < 0x3c800000u) {
+    float f;
+    std::memcpy(&f, &a, 4);
+    const float t = f + 16384.0f;
+    uint32_t tu;
+    std::memcpy(&tu, &t, 4);
+    return sign | static_cast<uint8_t>(tu - 0x46800000u);
+  }
+  // Normal: keep 3 of 23 mantissa bits, round to nearest even, rebias 127->7.
+  const uint32_t rounded = a + 0x7ffffu + ((a >> 20) & 1u);
+  const uint32_t code = (rounded >> 20) - ((127 - 7) << 3);
+  // Rounding up from 448 < |x| < 464 was caught above; code <= 0x7e here.
+  return sign | static_cast<uint8_t>(code);
+}
+
+float F8E4M3ToF32(uint8_t x) {
+  const uint32_t sign = static_cast<uint32_t>(x & 0x80) << 24;
+  const uint32_t e = (x >> 3) & 0xf, m = x & 7;
+  float mag;
+  if (e == 0xf && m == 7) {
+    mag = std::numeric_limits<float>::quiet_NaN();
+  } else if (e == 0) {
+    mag = static_cast<float>(m) * 0.001953125f;  // m * 2^-9
+  } else {
+    const uint32_t bits = ((e + 127 - 7) << 23) | (m << 20);
+    std::memcpy(&mag, &bits, 4);
+  }
+  uint32_t u;
+  std::memcpy(&u, &mag, 4);
+  u |= sign;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
 }
 
 namespace {
@@ -236,6 +289,11 @@ void ConvertToF32(const void* src, DType from, int64_t n, float* dst) {
       for (int64_t i = 0; i < n; ++i) dst[i] = F16ToF32(s[i]);
       return;
     }
+    case DType::kF8E4M3: {
+      const auto* s = static_cast<const uint8_t*>(src);
+      for (int64_t i = 0; i < n; ++i) dst[i] = F8E4M3ToF32(s[i]);
+      return;
+    }
     case DType::kQ8_0:
     case DType::kQ4_0:
     case DType::kQ4_1:
@@ -262,6 +320,11 @@ void ConvertFromF32(const float* src, int64_t n, DType to, void* dst) {
     case DType::kF16: {
       auto* d = static_cast<uint16_t*>(dst);
       for (int64_t i = 0; i < n; ++i) d[i] = F32ToF16(src[i]);
+      return;
+    }
+    case DType::kF8E4M3: {
+      auto* d = static_cast<uint8_t*>(dst);
+      for (int64_t i = 0; i < n; ++i) d[i] = F32ToF8E4M3(src[i]);
       return;
     }
     case DType::kQ8_0:

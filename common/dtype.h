@@ -29,6 +29,10 @@ enum class DType : int {
   kQ8_0 = 3,
   kQ4_0 = 4,
   kQ4_1 = 5,
+  // OCP FP8 E4M3 ("e4m3fn"): 1 sign, 4 exponent (bias 7), 3 mantissa bits;
+  // no infinities, S.1111.111 is NaN, largest finite 448. Only for KV pools
+  // (with a per-(layer, KV head) scale), never for weights.
+  kF8E4M3 = 6,
 };
 
 // Elements per quantization block of the block-quantized types.
@@ -48,7 +52,7 @@ int64_t DTypeRowBytes(DType t, int64_t n);
 // Bytes per element of a float type `t`. LATENTKV_CHECK-fails for a
 // block-quantized type (which has no per-element size: use DTypeRowBytes).
 int DTypeSize(DType t);
-// "f32", "bf16", "f16", "q8_0", "q4_0", "q4_1".
+// "f32", "bf16", "f16", "q8_0", "q4_0", "q4_1", "fp8_e4m3".
 std::string_view DTypeName(DType t);
 // Inverse of DTypeName; nullopt for an unknown name.
 std::optional<DType> ParseDType(std::string_view name);
@@ -59,6 +63,12 @@ float Bf16ToF32(uint16_t x);
 // IEEE half; rounds to nearest even, overflow becomes inf.
 uint16_t F32ToF16(float x);
 float F16ToF32(uint16_t x);
+// FP8 E4M3: rounds to nearest even and saturates to +-448 (the finite
+// range; what CUDA's __nv_cvt_float_to_fp8 does with __NV_SATFINITE); NaN
+// becomes NaN (0x7f with the sign).
+uint8_t F32ToF8E4M3(float x);
+float F8E4M3ToF32(uint8_t x);
+inline constexpr float kF8E4M3Max = 448.0f;
 
 // Converts n elements from `src` (in `from`) to f32. Quantized types:
 // dequantizes n / 32 blocks (n a multiple of 32, LATENTKV_CHECK).

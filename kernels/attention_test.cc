@@ -14,6 +14,19 @@
 namespace latentkv::kernels {
 namespace {
 
+// A view of f32 pools in host vectors (page_size is not needed by WriteKv).
+KvPoolView F32Pool(float* k, float* v, int32_t* pos, int32_t n_kv_heads,
+                   int32_t d_qk, int32_t d_vo) {
+  KvPoolView p;
+  p.n_kv_heads = n_kv_heads;
+  p.d_qk = d_qk;
+  p.d_vo = d_vo;
+  p.k = k;
+  p.v = v;
+  p.pos = pos;
+  return p;
+}
+
 struct Case {
   int32_t n_heads = 4;
   int32_t n_kv_heads = 2;
@@ -88,8 +101,9 @@ void RunCase(const Case& c, int* zero_rows_out = nullptr) {
       const int64_t slot =
           int64_t{kv_indices[kv_indptr[i] + j / c.page_size]} * c.page_size +
           j % c.page_size;
-      WriteKv(t.k.data(), t.v.data(), &t.pos, 1, 1, c.d_qk, c.d_vo, &slot,
-              k_pool.data(), v_pool.data(), pos_pool.data());
+      WriteKv(t.k.data(), t.v.data(), &t.pos, 1, &slot,
+              F32Pool(k_pool.data(), v_pool.data(), pos_pool.data(), 1, c.d_qk,
+                      c.d_vo));
     }
   }
 
@@ -239,8 +253,8 @@ TEST(PagedAttentionTest, QueryBeforeEveryTokenGivesZeros) {
   const int64_t slot = 2;
   std::vector<float> k_pool(4 * 2), v_pool(4 * 3);
   std::vector<int32_t> pos_pool(4, 0);
-  WriteKv(k, v, &pos, 1, 1, 2, 3, &slot, k_pool.data(), v_pool.data(),
-          pos_pool.data());
+  WriteKv(k, v, &pos, 1, &slot,
+          F32Pool(k_pool.data(), v_pool.data(), pos_pool.data(), 1, 2, 3));
   // Slots 0..2 filled (slot 0 and 1 at position 0 would be visible if the
   // page list said so; here last_page_len = 3 includes them).
   const int32_t q_indptr[2] = {0, 2}, q_pos[2] = {-1, 7};
@@ -282,8 +296,8 @@ TEST(WriteKvTest, RoundTrip) {
   const std::vector<int64_t> slot = {7, 0, 3, 12, 5, 9};
   std::vector<float> kp(16 * dqk, -1.0f), vp(16 * dvo, -1.0f);
   std::vector<int32_t> pp(16, -1);
-  WriteKv(k.data(), v.data(), pos.data(), n, kv, dqk, dvo, slot.data(),
-          kp.data(), vp.data(), pp.data());
+  WriteKv(k.data(), v.data(), pos.data(), n, slot.data(),
+          F32Pool(kp.data(), vp.data(), pp.data(), kv, dqk, dvo));
   for (int32_t t = 0; t < n; ++t) {
     for (int32_t h = 0; h < kv; ++h) {
       const int64_t s = slot[t * kv + h];

@@ -1,22 +1,74 @@
 // The compute backend seam: the engine runs every op through a Backend, so a
 // CUDA backend (kernels/cuda/, -DLATENTKV_WITH_CUDA=ON) can stand in for the
-// CPU one, selected at run time by name.
+// CPU one, selected at run time by name from a registry.
 //
-// Buffers handed to a backend's ops live in that backend's memory (host
-// memory for "cpu"); Allocate/CopyIn/CopyOut move data across. Shapes and
-// semantics of every op are those of kernels/ops.h, which is the reference.
+// Memory: buffers handed to a backend's ops live in that backend's memory
+// (host memory for "cpu"). `Alloc` returns an owning DeviceBuffer; CopyIn /
+// CopyOut move bytes across, ordered with the ops on the backend's one
+// stream: the host side of a copy must stay valid (and unread, for CopyOut)
+// until Synchronize() returns. Errors of queued work are sticky and surface
+// at Synchronize() as an absl::Status (the CPU backend runs everything
+// synchronously and never fails there).
+// Ops: shapes and semantics are those of kernels/ops.h, whose CPU functions
+// are the reference every backend is tested against
+// (kernels/backend_parity_test.cc runs every registered backend).
 // Thread-safety: a Backend is used by one engine thread at a time.
 #ifndef LATENTKV_KERNELS_BACKEND_H_
 #define LATENTKV_KERNELS_BACKEND_H_
 
 #include <cstddef>
+#include <functional>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "kernels/ops.h"
 
 namespace latentkv::kernels {
+
+class Backend;
+
+// An allocation in a backend's memory, freed on destruction. Movable, not
+// copyable; the backend must outlive it.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Backend* backend, void* data, size_t bytes)
+      : backend_(backend), data_(data), bytes_(bytes) {}
+  ~DeviceBuffer() { Reset(); }
+  DeviceBuffer(DeviceBuffer&& o) noexcept
+      : backend_(std::exchange(o.backend_, nullptr)),
+        data_(std::exchange(o.data_, nullptr)),
+        bytes_(std::exchange(o.bytes_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    if (this != &o) {
+      Reset();
+      backend_ = std::exchange(o.backend_, nullptr);
+      data_ = std::exchange(o.data_, nullptr);
+      bytes_ = std::exchange(o.bytes_, 0);
+    }
+    return *this;
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* data() const { return data_; }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+  size_t bytes() const { return bytes_; }
+  Backend* backend() const { return backend_; }
+  void Reset();
+
+ private:
+  Backend* backend_ = nullptr;
+  void* data_ = nullptr;
+  size_t bytes_ = 0;
+};
 
 class Backend {
  public:
@@ -25,13 +77,24 @@ class Backend {
   // "cpu" or "cuda".
   virtual std::string_view name() const = 0;
 
-  // Device memory. Allocate returns nullptr when out of memory.
+  // True when buffers of this backend are host memory the caller may read
+  // and write directly (the CPU backend). Host-only features (codebook
+  // layers) require it.
+  virtual bool host_addressable() const { return false; }
+
+  // Device memory. Allocate returns nullptr when out of memory; Alloc wraps
+  // it (ResourceExhausted, naming `what`).
   virtual void* Allocate(size_t bytes) = 0;
   virtual void Free(void* ptr) = 0;
+  absl::StatusOr<DeviceBuffer> Alloc(size_t bytes, std::string_view what);
+  // Copies ordered on the stream (see the file comment).
   virtual void CopyIn(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void CopyOut(void* host_dst, const void* src, size_t bytes) = 0;
-  // Blocks until queued work has finished.
-  virtual void Synchronize() = 0;
+  // dst[i] = `value` for `bytes` bytes.
+  virtual void Fill(void* dst, uint8_t value, size_t bytes) = 0;
+  // Blocks until queued work has finished; the first error of queued work
+  // since the last call (sticky per backend instance on a GPU).
+  virtual absl::Status Synchronize() = 0;
 
   // True when MatMul on this backend is faster with `dtype` weights packed
   // into panels (ops.h, PackPanels) than row-major; the engine then packs its
@@ -56,17 +119,34 @@ class Backend {
   virtual void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
                      float* out) = 0;
   virtual void PagedAttention(const PagedAttentionArgs& args) = 0;
+  // KV pool ops (ops.h): typed writes, slot moves (compaction and
+  // copy-on-write), packed rows out of and into slots (export/import).
+  // Every pointer, slot lists included, is in this backend's memory.
   virtual void WriteKv(const float* k, const float* v, const int32_t* pos,
-                       int64_t n, int32_t n_kv_heads, int32_t d_qk,
-                       int32_t d_vo, const int64_t* slot, float* k_pool,
-                       float* v_pool, int32_t* pos_pool) = 0;
+                       int64_t n, const int64_t* slot,
+                       const KvPoolView& pool) = 0;
+  virtual void MoveKvSlots(const KvPoolView& pool, const int64_t* src,
+                           const int64_t* dst, int64_t n) = 0;
+  virtual void GatherKvRows(const KvPoolView& pool, const int64_t* slots,
+                            int64_t n, void* rows) = 0;
+  virtual void ScatterKvRows(const KvPoolView& pool, const int64_t* slots,
+                             int64_t n, const void* rows) = 0;
 };
 
 // The CPU backend (always available).
 std::unique_ptr<Backend> MakeCpuBackend();
 
-// Creates the backend called `name` ("cpu"; "cuda" when built with CUDA).
-// Unknown or unavailable names give InvalidArgument / Unavailable.
+// The backend registry. "cpu" is always registered; a CUDA build registers
+// "cuda" (kernels/cuda/). Registering a name twice replaces the factory.
+using BackendFactory =
+    std::function<absl::StatusOr<std::unique_ptr<Backend>>()>;
+void RegisterBackend(std::string name, BackendFactory factory);
+// Names of the registered backends, sorted ("cpu" first).
+std::vector<std::string> RegisteredBackends();
+
+// Creates the backend called `name`. InvalidArgument for an unknown name;
+// Unavailable for "cuda" in a build without CUDA, or whatever the factory
+// answers (e.g. no device present).
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name);
 
 }  // namespace latentkv::kernels

@@ -4,11 +4,15 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
 
@@ -40,13 +44,17 @@ class CpuBackend final : public Backend {
     return std::aligned_alloc(kAlignment, rounded);
   }
   void Free(void* ptr) override { std::free(ptr); }
+  bool host_addressable() const override { return true; }
+  void Fill(void* dst, uint8_t value, size_t bytes) override {
+    if (bytes > 0) std::memset(dst, value, bytes);
+  }
   void CopyIn(void* dst, const void* host_src, size_t bytes) override {
     if (bytes > 0) std::memcpy(dst, host_src, bytes);
   }
   void CopyOut(void* host_dst, const void* src, size_t bytes) override {
     if (bytes > 0) std::memcpy(host_dst, src, bytes);
   }
-  void Synchronize() override {}
+  absl::Status Synchronize() override { return absl::OkStatus(); }
   bool PrefersPanels(DType dtype) const override {
     return kernels::PrefersPanels(dtype);
   }
@@ -82,29 +90,101 @@ class CpuBackend final : public Backend {
     kernels::PagedAttention(args);
   }
   void WriteKv(const float* k, const float* v, const int32_t* pos, int64_t n,
-               int32_t n_kv_heads, int32_t d_qk, int32_t d_vo,
-               const int64_t* slot, float* k_pool, float* v_pool,
-               int32_t* pos_pool) override {
-    kernels::WriteKv(k, v, pos, n, n_kv_heads, d_qk, d_vo, slot, k_pool, v_pool,
-                     pos_pool);
+               const int64_t* slot, const KvPoolView& pool) override {
+    kernels::WriteKv(k, v, pos, n, slot, pool);
+  }
+  void MoveKvSlots(const KvPoolView& pool, const int64_t* src,
+                   const int64_t* dst, int64_t n) override {
+    kernels::MoveKvSlots(pool, src, dst, n);
+  }
+  void GatherKvRows(const KvPoolView& pool, const int64_t* slots, int64_t n,
+                    void* rows) override {
+    kernels::GatherKvRows(pool, slots, n, rows);
+  }
+  void ScatterKvRows(const KvPoolView& pool, const int64_t* slots, int64_t n,
+                     const void* rows) override {
+    kernels::ScatterKvRows(pool, slots, n, rows);
   }
 };
 
 }  // namespace
 
+void DeviceBuffer::Reset() {
+  if (backend_ != nullptr && data_ != nullptr) backend_->Free(data_);
+  backend_ = nullptr;
+  data_ = nullptr;
+  bytes_ = 0;
+}
+
+absl::StatusOr<DeviceBuffer> Backend::Alloc(size_t bytes,
+                                            std::string_view what) {
+  void* p = Allocate(bytes);
+  if (p == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("backend ", std::string(name()), ": cannot allocate ",
+                     bytes, " bytes for ", std::string(what)));
+  }
+  return DeviceBuffer(this, p, bytes);
+}
+
 std::unique_ptr<Backend> MakeCpuBackend() {
   return std::make_unique<CpuBackend>();
 }
 
+namespace {
+
+struct Registry {
+  absl::Mutex mu;
+  std::map<std::string, BackendFactory> factories ABSL_GUARDED_BY(mu);
+};
+
+Registry& GetRegistry() {
+  static Registry* r = [] {
+    auto* reg = new Registry;
+    absl::MutexLock lock(&reg->mu);
+    reg->factories["cpu"] = []() -> absl::StatusOr<std::unique_ptr<Backend>> {
+      return MakeCpuBackend();
+    };
+    return reg;
+  }();
+  return *r;
+}
+
+}  // namespace
+
+void RegisterBackend(std::string name, BackendFactory factory) {
+  Registry& r = GetRegistry();
+  absl::MutexLock lock(&r.mu);
+  r.factories[std::move(name)] = std::move(factory);
+}
+
+std::vector<std::string> RegisteredBackends() {
+  Registry& r = GetRegistry();
+  absl::MutexLock lock(&r.mu);
+  std::vector<std::string> names;
+  for (const auto& [name, f] : r.factories) {
+    if (name != "cpu") names.push_back(name);
+  }
+  names.insert(names.begin(), "cpu");
+  return names;
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name) {
-  if (name == "cpu") return MakeCpuBackend();
+  BackendFactory factory;
+  {
+    Registry& r = GetRegistry();
+    absl::MutexLock lock(&r.mu);
+    auto it = r.factories.find(std::string(name));
+    if (it != r.factories.end()) factory = it->second;
+  }
+  if (factory) return factory();
   if (name == "cuda") {
-    // The CUDA backend (kernels/cuda/, -DLATENTKV_WITH_CUDA=ON) hooks in here.
     return absl::UnavailableError(
         "latentkv was built without CUDA (-DLATENTKV_WITH_CUDA=ON)");
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "unknown backend \"", std::string(name), "\" (expected cpu or cuda)"));
+      "unknown backend \"", std::string(name),
+      "\" (registered: ", absl::StrJoin(RegisteredBackends(), ", "), ")"));
 }
 
 }  // namespace latentkv::kernels

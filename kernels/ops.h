@@ -111,13 +111,38 @@ void RopeInvFreqStandard(int64_t d, double base, float* inv_freq);
 // multiple of 4.
 void RopeInvFreqFrequencyAware(int64_t d, double base, float* inv_freq);
 
+// One layer's KV pool (backend memory): pages of `page_size` token slots of
+// one KV head each. K [num_pages, page_size, d_qk] and V [num_pages,
+// page_size, d_vo] in `dtype` (f32, bf16, f16 or fp8_e4m3), the absolute
+// position of every slot in pos [num_pages, page_size] (int32). A flat slot
+// id is page * page_size + offset. fp8 stores fp8(x / scale[h]) for a slot
+// of KV head h (k_scale / v_scale: [n_kv_heads], unused for other dtypes);
+// bf16 and f16 round to nearest even.
+struct KvPoolView {
+  DType dtype = DType::kF32;
+  int32_t page_size = 0;
+  int32_t n_kv_heads = 0;
+  int32_t d_qk = 0;
+  int32_t d_vo = 0;
+  void* k = nullptr;
+  void* v = nullptr;
+  int32_t* pos = nullptr;
+  const float* k_scale = nullptr;  // [n_kv_heads], fp8 only
+  const float* v_scale = nullptr;  // [n_kv_heads], fp8 only
+};
+
+// True for the dtypes a KV pool may have: f32, bf16, f16, fp8_e4m3.
+bool IsKvDType(DType t);
+// Bytes of one packed KV row (GatherKvRows): int32 position, K [d_qk] and
+// V [d_vo] in `dtype`.
+int64_t KvRowBytes(DType dtype, int32_t d_qk, int32_t d_vo);
+
 // Paged attention over per-(sequence, kv head) page lists, FlashInfer-style
-// ragged description. Each page of the layer's pool holds `page_size` token
-// slots of one KV head: K [page_size, d_qk], V [page_size, d_vo] and the
-// absolute position of each slot. A query at position p attends to every
-// cached slot of its sequence whose position is <= p (causal by position, so
-// eviction of arbitrary tokens keeps the mask right). GQA: query head h reads
-// KV head h / (n_heads / n_kv_heads).
+// ragged description, over one layer's pool (KvPoolView; any KV dtype, read
+// as f32 values times the head's scale). A query at position p attends to
+// every cached slot of its sequence whose position is <= p (causal by
+// position, so eviction of arbitrary tokens keeps the mask right). GQA: query
+// head h reads KV head h / (n_heads / n_kv_heads).
 struct PagedAttentionArgs {
   int32_t num_seqs = 0;
   int32_t n_heads = 0;
@@ -132,20 +157,56 @@ struct PagedAttentionArgs {
   const int32_t* kv_indptr = nullptr;   // [num_seqs * n_kv_heads + 1]
   const int32_t* kv_indices = nullptr;  // [kv_indptr[last]] page ids
   const int32_t* kv_last_page_len = nullptr;  // [num_seqs * n_kv_heads]
-  const float* k_pool = nullptr;              // [num_pages, page_size, d_qk]
-  const float* v_pool = nullptr;              // [num_pages, page_size, d_vo]
+  DType kv_dtype = DType::kF32;               // of k_pool and v_pool
+  const void* k_pool = nullptr;               // [num_pages, page_size, d_qk]
+  const void* v_pool = nullptr;               // [num_pages, page_size, d_vo]
   const int32_t* pos_pool = nullptr;          // [num_pages, page_size]
+  const float* k_scale = nullptr;             // [n_kv_heads], fp8 only
+  const float* v_scale = nullptr;             // [n_kv_heads], fp8 only
   float* out = nullptr;                       // [total_q, n_heads, d_vo]
+
+  // Sets the pool fields (and page_size, n_kv_heads, d_qk, d_vo) from `p`.
+  void SetPool(const KvPoolView& p) {
+    page_size = p.page_size;
+    n_kv_heads = p.n_kv_heads;
+    d_qk = p.d_qk;
+    d_vo = p.d_vo;
+    kv_dtype = p.dtype;
+    k_pool = p.k;
+    v_pool = p.v;
+    pos_pool = p.pos;
+    k_scale = p.k_scale;
+    v_scale = p.v_scale;
+  }
 };
 void PagedAttention(const PagedAttentionArgs& a);
 
-// Writes token rows into pool slots. slot[t * n_kv_heads + h] is the flat
-// slot index (page * page_size + offset) of token t, KV head h.
+// Writes token rows into pool slots, converting to the pool's dtype.
+// slot[t * n_kv_heads + h] is the flat slot of token t, KV head h.
 // k: [n, n_kv_heads, d_qk]; v: [n, n_kv_heads, d_vo]; pos: [n].
 void WriteKv(const float* k, const float* v, const int32_t* pos, int64_t n,
-             int32_t n_kv_heads, int32_t d_qk, int32_t d_vo,
-             const int64_t* slot, float* k_pool, float* v_pool,
-             int32_t* pos_pool);
+             const int64_t* slot, const KvPoolView& pool);
+
+// Moves slot rows (K, V and position) within one pool: src[i] -> dst[i] for
+// i < n, as if every source were read before any destination is written
+// (compaction after eviction and copy-on-write are one list). Destinations
+// are distinct; a source and its destination belong to the same KV head.
+void MoveKvSlots(const KvPoolView& pool, const int64_t* src, const int64_t* dst,
+                 int64_t n);
+
+// Packs the rows of `n` slots, as stored (no conversion):
+// rows [n, KvRowBytes(pool.dtype, d_qk, d_vo)] = int32 position, K, V.
+void GatherKvRows(const KvPoolView& pool, const int64_t* slots, int64_t n,
+                  void* rows);
+// The inverse: writes packed rows into slots.
+void ScatterKvRows(const KvPoolView& pool, const int64_t* slots, int64_t n,
+                   const void* rows);
+
+// Converts n values stored in a KV dtype (fp8 times `scale`) to f32.
+void KvToF32(const void* src, DType dtype, int64_t n, float scale, float* dst);
+// Converts n f32 values to a KV dtype (fp8: of x / scale, saturating).
+void KvFromF32(const float* src, int64_t n, DType dtype, float scale,
+               void* dst);
 
 // SnapKV attention-mass scores of one (sequence, layer, KV head)'s cached
 // slots. q: [n_w, group, d_qk] the roped window queries of the `group` query

@@ -119,7 +119,7 @@ absl::Status ConvertMatrix(const void* src, DType from, int64_t rows,
 absl::StatusOr<std::optional<DType>> ParseWeightsDType(std::string_view name) {
   if (name == "auto") return std::optional<DType>();
   std::optional<DType> d = ParseDType(name);
-  if (!d || *d == DType::kF16) {
+  if (!d || *d == DType::kF16 || *d == DType::kF8E4M3) {
     return absl::InvalidArgumentError(absl::StrCat(
         "weights dtype must be auto, f32, bf16, q8_0, q4_0 or q4_1, got '",
         std::string(name), "'"));

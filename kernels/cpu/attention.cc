@@ -1,4 +1,5 @@
-// Paged attention (online softmax over per-head page lists) and KV writes.
+// Paged attention (online softmax over per-head page lists) over pools of
+// any KV dtype (pages of other dtypes are converted to f32 one at a time).
 #include <omp.h>
 
 #include <algorithm>
@@ -15,15 +16,35 @@
 namespace latentkv::kernels {
 namespace {
 
+// Per-thread buffers of one AttendOne call: the page's scores and, for
+// non-f32 pools, the page's K and V converted to f32.
+struct AttendScratch {
+  std::vector<float> scores, k, v;
+  void Size(const PagedAttentionArgs& a) {
+    if (static_cast<int32_t>(scores.size()) < a.page_size) {
+      scores.resize(a.page_size);
+    }
+    if (a.kv_dtype != DType::kF32) {
+      k.resize(static_cast<size_t>(a.page_size) * a.d_qk);
+      v.resize(static_cast<size_t>(a.page_size) * a.d_vo);
+    }
+  }
+};
+
 // Attention of one query row of one head over the page list
 // kv_indices[p_begin, p_end) (the last page holds `last_len` slots).
 // Writes out[d_vo]; zeros when no slot is visible.
 // Built for AVX-512, AVX2 and baseline x86-64, chosen at load time.
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3",
                              "default"))) void
-AttendOne(const PagedAttentionArgs& a, const float* q, int32_t q_pos,
-          int32_t p_begin, int32_t p_end, int32_t last_len, float* out,
-          float* scores) {
+AttendOne(const PagedAttentionArgs& a, int32_t kv_head, const float* q,
+          int32_t q_pos, int32_t p_begin, int32_t p_end, int32_t last_len,
+          float* out, AttendScratch* scratch) {
+  float* scores = scratch->scores.data();
+  const bool convert = a.kv_dtype != DType::kF32;
+  const int64_t elem = DTypeSize(a.kv_dtype);
+  const float k_scale = a.k_scale == nullptr ? 1.0f : a.k_scale[kv_head];
+  const float v_scale = a.v_scale == nullptr ? 1.0f : a.v_scale[kv_head];
   const int32_t d_qk = a.d_qk;
   const int32_t d_vo = a.d_vo;
   const int32_t ps = a.page_size;
@@ -35,8 +56,19 @@ AttendOne(const PagedAttentionArgs& a, const float* q, int32_t q_pos,
     const int64_t page = a.kv_indices[p];
     const int32_t len = p == p_end - 1 ? std::clamp(last_len, 0, ps) : ps;
     const int32_t* pos = a.pos_pool + page * ps;
-    const float* k = a.k_pool + page * ps * d_qk;
-    const float* v = a.v_pool + page * ps * d_vo;
+    const float* k;
+    const float* v;
+    if (convert) {
+      KvToF32(static_cast<const char*>(a.k_pool) + page * ps * d_qk * elem,
+              a.kv_dtype, int64_t{len} * d_qk, k_scale, scratch->k.data());
+      KvToF32(static_cast<const char*>(a.v_pool) + page * ps * d_vo * elem,
+              a.kv_dtype, int64_t{len} * d_vo, v_scale, scratch->v.data());
+      k = scratch->k.data();
+      v = scratch->v.data();
+    } else {
+      k = static_cast<const float*>(a.k_pool) + page * ps * d_qk;
+      v = static_cast<const float*>(a.v_pool) + page * ps * d_vo;
+    }
     float page_max = kNegInf;
     int32_t s = 0;
     // Four dot products per pass over q (masked afterwards).
@@ -136,7 +168,7 @@ void PagedAttention(const PagedAttentionArgs& a) {
   }
 
   const int64_t tasks = total_q * a.n_heads;
-  auto run = [&](int64_t task, float* scores) {
+  auto run = [&](int64_t task, AttendScratch* scratch) {
     const int64_t t = task / a.n_heads;
     const int32_t h = static_cast<int32_t>(task % a.n_heads);
     // Sequence of row t: last s with q_indptr[s] <= t.
@@ -145,40 +177,24 @@ void PagedAttention(const PagedAttentionArgs& a) {
         a.q_indptr - 1);
     const int32_t kvh = std::min(h / group, a.n_kv_heads - 1);
     const int64_t idx = static_cast<int64_t>(seq) * a.n_kv_heads + kvh;
-    AttendOne(a, a.q + (t * a.n_heads + h) * a.d_qk, a.q_pos[t],
+    AttendOne(a, kvh, a.q + (t * a.n_heads + h) * a.d_qk, a.q_pos[t],
               a.kv_indptr[idx], a.kv_indptr[idx + 1], a.kv_last_page_len[idx],
-              a.out + (t * a.n_heads + h) * a.d_vo, scores);
+              a.out + (t * a.n_heads + h) * a.d_vo, scratch);
   };
 
   if (work < internal::kParallelMinWork || tasks < 2 || omp_in_parallel() ||
       omp_get_max_threads() < 2) {
-    thread_local std::vector<float> scores;
-    if (static_cast<int64_t>(scores.size()) < a.page_size) {
-      scores.resize(a.page_size);
-    }
-    for (int64_t task = 0; task < tasks; ++task) run(task, scores.data());
+    thread_local AttendScratch scratch;
+    scratch.Size(a);
+    for (int64_t task = 0; task < tasks; ++task) run(task, &scratch);
     return;
   }
 #pragma omp parallel
   {
-    std::vector<float> scores(a.page_size);
+    AttendScratch scratch;
+    scratch.Size(a);
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) run(task, scores.data());
-  }
-}
-
-void WriteKv(const float* k, const float* v, const int32_t* pos, int64_t n,
-             int32_t n_kv_heads, int32_t d_qk, int32_t d_vo,
-             const int64_t* slot, float* k_pool, float* v_pool,
-             int32_t* pos_pool) {
-  for (int64_t t = 0; t < n; ++t) {
-    for (int32_t h = 0; h < n_kv_heads; ++h) {
-      const int64_t row = t * n_kv_heads + h;
-      const int64_t s = slot[row];
-      std::memcpy(k_pool + s * d_qk, k + row * d_qk, sizeof(float) * d_qk);
-      std::memcpy(v_pool + s * d_vo, v + row * d_vo, sizeof(float) * d_vo);
-      pos_pool[s] = pos[t];
-    }
+    for (int64_t task = 0; task < tasks; ++task) run(task, &scratch);
   }
 }
 

@@ -19,6 +19,7 @@ struct LocalEngineOptions {
   std::string weights_dtype = "auto";  // auto | f32 | bf16 | q8_0 | q4_0 | q4_1
   int64_t kv_memory_mb = 256;
   int32_t page_size = 16;
+  std::string kv_dtype = "f32";        // f32 | bf16 | f16 | fp8_e4m3
   worker::ResidencyOptions residency;  // the --kv_* flags
 };
 

@@ -58,11 +58,12 @@ int Eval(const EvalOptions& o) {
   }
 
   worker::ModelRunner runner(m->weights, m->backend.get());
-  auto cache = MakeLocalCache(o.local, runner);
-  if (!cache.ok()) {
-    std::fprintf(stderr, "%s\n", cache.status().ToString().c_str());
+  auto lkv = MakeLocalCache(o.local, runner, m->backend.get());
+  if (!lkv.ok()) {
+    std::fprintf(stderr, "%s\n", lkv.status().ToString().c_str());
     return 1;
   }
+  worker::KvCache* cache = lkv->cache.get();
   // Each window is conditioned on one start token: BOS for tokenizers that
   // add it, else the document's own first token (which is never predicted,
   // as in a perplexity run without BOS).
@@ -82,8 +83,8 @@ int Eval(const EvalOptions& o) {
       input.assign(1, bos);
       input.insert(input.end(), doc.begin() + k, doc.begin() + k + mlen - 1);
       worker::SequenceKv kv;
-      kv.Init(**cache);
-      absl::Status st = kv.Reserve(**cache, mlen);
+      kv.Init(*cache);
+      absl::Status st = kv.Reserve(*cache, mlen);
       if (st.ok()) {
         worker::ForwardChunk ch;
         ch.kv = &kv;
@@ -91,9 +92,9 @@ int Eval(const EvalOptions& o) {
         ch.len = static_cast<int32_t>(mlen);
         ch.start = 0;
         ch.logits = worker::ForwardChunk::Logits::kAll;
-        st = runner.Forward({ch}, **cache, &logits);
+        st = runner.Forward({ch}, *cache, *lkv->pools, &logits);
       }
-      kv.Release(**cache);
+      kv.Release(*cache);
       if (!st.ok()) {
         std::fprintf(stderr, "%s\n", st.ToString().c_str());
         return 1;

@@ -36,11 +36,13 @@ namespace {
 struct TableConfig {
   std::string label;
   std::string model_dir;
+  std::string kv_dtype;  // empty: the command's --kv_dtype
   worker::ResidencyOptions residency;
 };
 
-// "label:key=val,key=val" (keys: model, policy, budget, beta, window, pool,
-// codebook_layers, theta_k, theta_v, capacity (A or A/B/C), slack).
+// "label:key=val,key=val" (keys: model, kv_dtype, policy, budget, beta,
+// window, pool, codebook_layers, theta_k, theta_v, capacity (A or A/B/C),
+// slack).
 absl::StatusOr<TableConfig> ParseConfig(const std::string& spec,
                                         const std::string& default_model) {
   TableConfig c;
@@ -62,6 +64,8 @@ absl::StatusOr<TableConfig> ParseConfig(const std::string& spec,
     worker::ResidencyOptions& r = c.residency;
     if (key == "model") {
       c.model_dir = val;
+    } else if (key == "kv_dtype") {
+      c.kv_dtype = val;
     } else if (key == "policy") {
       r.policy = val;
     } else if (key == "capacity") {
@@ -144,6 +148,7 @@ int EvalTable(const EvalOptions& o) {
     const TableConfig& tc = configs[ci];
     LocalEngineOptions lo = o.local;
     lo.model_dir = tc.model_dir;
+    if (!tc.kv_dtype.empty()) lo.kv_dtype = tc.kv_dtype;
     auto m = LoadLocalModel(lo);
     if (!m.ok()) {
       std::fprintf(stderr, "%s: %s\n", tc.label.c_str(),
@@ -160,11 +165,12 @@ int EvalTable(const EvalOptions& o) {
     }
     const std::shared_ptr<const worker::ResidencyPlan> plan = *p;
     worker::ModelRunner runner(m->weights, m->backend.get());
-    auto cache = MakeLocalCache(o.local, runner);
-    if (!cache.ok()) {
-      std::fprintf(stderr, "%s\n", cache.status().ToString().c_str());
+    auto lkv = MakeLocalCache(lo, runner, m->backend.get());
+    if (!lkv.ok()) {
+      std::fprintf(stderr, "%s\n", lkv.status().ToString().c_str());
       return 1;
     }
+    worker::KvCache* cache = lkv->cache.get();
     double nll = 0, kv_bytes = 0, decode_secs = 0;
     int64_t predicted = 0, agree = 0, doc_tokens = 0;
     std::vector<float> logits;
@@ -179,7 +185,7 @@ int EvalTable(const EvalOptions& o) {
       const int64_t prompt_len = std::clamp<int64_t>(
           static_cast<int64_t>(std::ceil(o.prefix_fraction * n)), 1, n - 1);
       worker::SequenceKv kv;
-      kv.Init(**cache);
+      kv.Init(*cache);
       std::shared_ptr<worker::SequenceResidency> res;
       if (plan) {
         kv.SetCapacity(plan->capacities());
@@ -194,7 +200,7 @@ int EvalTable(const EvalOptions& o) {
         int64_t len = pos == 0 ? prompt_len : 1;
         len = std::min<int64_t>(len, kv.Room());
         const auto t0 = std::chrono::steady_clock::now();
-        st = kv.Reserve(**cache, len);
+        st = kv.Reserve(*cache, len);
         if (!st.ok()) break;
         worker::ForwardChunk ch;
         ch.kv = &kv;
@@ -202,7 +208,7 @@ int EvalTable(const EvalOptions& o) {
         ch.len = static_cast<int32_t>(len);
         ch.start = pos;
         ch.residency = res.get();
-        st = runner.Forward({ch}, **cache, &logits);
+        st = runner.Forward({ch}, *cache, *lkv->pools, &logits);
         if (pos > 0) {
           decode_secs += std::chrono::duration<double>(
                              std::chrono::steady_clock::now() - t0)
@@ -229,23 +235,23 @@ int EvalTable(const EvalOptions& o) {
         ++predicted;
       }
       if (!st.ok()) {
-        kv.Release(**cache);
+        kv.Release(*cache);
         std::fprintf(stderr, "%s: %s\n", tc.label.c_str(),
                      st.ToString().c_str());
         return 1;
       }
       for (int32_t l = 0; l < c.num_layers; ++l) {
         if (res != nullptr) {
-          kv_bytes += static_cast<double>(res->LayerDataBytes(**cache, kv, l));
+          kv_bytes += static_cast<double>(res->LayerDataBytes(*cache, kv, l));
           continue;
         }
         for (int32_t h = 0; h < c.num_kv_heads; ++h) {
           kv_bytes += static_cast<double>(kv.num_tokens(l, h)) *
-                      (c.qk_head_dim[l] + c.vo_head_dim[l]) * sizeof(float);
+                      cache->token_data_bytes(l);
         }
       }
       doc_tokens += n;
-      kv.Release(**cache);
+      kv.Release(*cache);
     }
     if (predicted == 0) {
       std::fprintf(stderr, "no tokens to predict\n");

@@ -58,6 +58,7 @@ int GenerateLocal(const GenerateOptions& o) {
   worker::EngineOptions eo;
   eo.kv.page_size = o.local.page_size;
   eo.kv.max_bytes = o.local.kv_memory_mb << 20;
+  if (std::optional<DType> d = ParseDType(o.local.kv_dtype)) eo.kv.dtype = *d;
   eo.residency = o.local.residency;
   const model::Tokenizer& tok = *m->tokenizer;
   auto engine = worker::Engine::Create(m->weights, std::move(m->backend), eo);

@@ -74,6 +74,9 @@ ABSL_FLAG(std::string, weights_dtype, "auto",
           "stored for GGUF) | f32 | bf16 | q8_0 | q4_0 | q4_1");
 ABSL_FLAG(int, kv_memory_mb, 256, "KV cache memory bound per worker, MiB");
 ABSL_FLAG(int, page_size, 16, "Token slots per KV page");
+ABSL_FLAG(std::string, kv_dtype, "f32",
+          "K/V element type in the cache: f32 | bf16 | f16 | fp8_e4m3 (fp8 "
+          "with static per-(layer, KV head) scales bounded from the weights)");
 ABSL_FLAG(int, max_batch, 64, "serve: sequences per engine step");
 ABSL_FLAG(std::string, prompt, "", "generate: the prompt");
 ABSL_FLAG(int, max_tokens, 256, "generate: maximum new tokens");
@@ -221,6 +224,7 @@ lk::cli::LocalEngineOptions Local() {
   o.weights_dtype = absl::GetFlag(FLAGS_weights_dtype);
   o.kv_memory_mb = absl::GetFlag(FLAGS_kv_memory_mb);
   o.page_size = absl::GetFlag(FLAGS_page_size);
+  o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
   auto residency = lk::worker::ResidencyOptionsFromFlags();
   if (!residency.ok()) {
     std::fprintf(stderr, "%s\n", residency.status().ToString().c_str());
@@ -315,6 +319,7 @@ int main(int argc, char** argv) {
         "--weights_dtype=" + absl::GetFlag(FLAGS_weights_dtype),
         "--kv_memory_mb=" + std::to_string(absl::GetFlag(FLAGS_kv_memory_mb)),
         "--page_size=" + std::to_string(absl::GetFlag(FLAGS_page_size)),
+        "--kv_dtype=" + absl::GetFlag(FLAGS_kv_dtype),
         "--max_batch=" + std::to_string(absl::GetFlag(FLAGS_max_batch))};
     for (std::string& a : lk::worker::ResidencyFlagArgs()) {
       o.worker_args.push_back(std::move(a));

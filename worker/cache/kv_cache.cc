@@ -63,10 +63,10 @@ void BlockAllocator::Unref(int32_t page) {
 
 namespace {
 
-int64_t PageBytes(const LayerKvShape& s, int32_t page_size) {
+int64_t PageBytes(const LayerKvShape& s, int32_t page_size, DType dtype) {
   return int64_t{page_size} *
-         (int64_t{s.d_qk} * int64_t{sizeof(float)} +
-          int64_t{s.d_vo} * int64_t{sizeof(float)} + int64_t{sizeof(int32_t)});
+         ((int64_t{s.d_qk} + int64_t{s.d_vo}) * DTypeSize(dtype) +
+          int64_t{sizeof(int32_t)});
 }
 
 }  // namespace
@@ -84,6 +84,12 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(
   if (layers.empty()) {
     return absl::InvalidArgumentError("KvCache: no layers");
   }
+  if (options.dtype != DType::kF32 && options.dtype != DType::kBF16 &&
+      options.dtype != DType::kF16 && options.dtype != DType::kF8E4M3) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KvCache: KV dtype must be f32, bf16, f16 or fp8_e4m3, got ",
+        std::string(DTypeName(options.dtype))));
+  }
   // Bytes of one "page per (layer, head)" round: sum_l n_kv(l) * page_bytes(l).
   int64_t round_bytes = 0;
   int32_t max_heads = 0;
@@ -94,7 +100,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(
           "KvCache: layer ", l, " has invalid shape n_kv_heads=", s.n_kv_heads,
           " d_qk=", s.d_qk, " d_vo=", s.d_vo, " (all must be > 0)"));
     }
-    const int64_t pb = PageBytes(s, options.page_size);
+    const int64_t pb = PageBytes(s, options.page_size, options.dtype);
     if (pb > std::numeric_limits<int64_t>::max() / s.n_kv_heads ||
         round_bytes > std::numeric_limits<int64_t>::max() - pb * s.n_kv_heads) {
       return absl::InvalidArgumentError(
@@ -116,26 +122,19 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(
 
   auto cache = std::unique_ptr<KvCache>(new KvCache());
   cache->page_size_ = options.page_size;
+  cache->dtype_ = options.dtype;
   cache->layers_ = std::move(layers);
   const size_t n = cache->layers_.size();
   cache->allocators_.reserve(n);
-  cache->k_pools_.resize(n);
-  cache->v_pools_.resize(n);
-  cache->pos_pools_.resize(n);
   for (size_t l = 0; l < n; ++l) {
-    const LayerKvShape& s = cache->layers_[l];
-    const int64_t pages = pages_per_head * s.n_kv_heads;
-    const size_t slots = static_cast<size_t>(pages) * options.page_size;
+    const int64_t pages = pages_per_head * cache->layers_[l].n_kv_heads;
     cache->allocators_.emplace_back(static_cast<int32_t>(pages));
-    cache->k_pools_[l].assign(slots * s.d_qk, 0.0f);
-    cache->v_pools_[l].assign(slots * s.d_vo, 0.0f);
-    cache->pos_pools_[l].assign(slots, 0);
   }
   return cache;
 }
 
 int64_t KvCache::page_bytes(int32_t layer) const {
-  return PageBytes(layers_[layer], page_size_);
+  return PageBytes(layers_[layer], page_size_, dtype_);
 }
 
 int64_t KvCache::pages_in_use() const {
@@ -332,7 +331,7 @@ absl::Status SequenceKv::Reserve(KvCache& cache, int64_t n) {
 }
 
 void SequenceKv::Append(const KvCache& cache, int32_t layer, int64_t n,
-                        int64_t* slots) {
+                        int64_t* slots, int64_t first_pos) {
   LATENTKV_CHECK(layer >= 0 && layer < static_cast<int32_t>(lists_.size()),
                  "SequenceKv::Append: layer ", layer, " out of range");
   LATENTKV_CHECK(n >= 0, "SequenceKv::Append: negative n ", n);
@@ -349,6 +348,7 @@ void SequenceKv::Append(const KvCache& cache, int32_t layer, int64_t n,
       const int64_t pos = hl.tokens + t;
       slots[t * n_kv + h] = int64_t{hl.pages[pos / ps]} * ps + pos % ps;
     }
+    if (first_pos >= 0 && first_pos != hl.tokens) hl.dense = false;
     hl.tokens += n;
   }
 }
@@ -379,12 +379,14 @@ void SequenceKv::Release(KvCache& cache) {
       hl.pages.clear();
       hl.tokens = 0;
       hl.aux = AuxPages{};
+      hl.dense = true;
     }
   }
 }
 
 absl::Status SequenceKv::Retain(KvCache& cache, int32_t layer, int32_t head,
-                                const std::vector<int64_t>& keep) {
+                                const std::vector<int64_t>& keep,
+                                KvMoves* moves) {
   if (layer < 0 || layer >= static_cast<int32_t>(lists_.size()) || head < 0 ||
       head >= static_cast<int32_t>(lists_[layer].size())) {
     return absl::InvalidArgumentError(
@@ -411,10 +413,12 @@ absl::Status SequenceKv::Retain(KvCache& cache, int32_t layer, int32_t head,
     }
   }
   const int64_t new_pages = CeilDiv(n_keep, ps);
+  // Pages [first_moved / ps, written_end) receive moved rows.
+  const int64_t written_end = first_moved < n_keep ? new_pages : 0;
   BlockAllocator& alloc = cache.allocator(layer);
   // Copy-on-write: shared pages among those that will be written.
   int64_t shared_written = 0;
-  for (int64_t p = first_moved / ps; p < new_pages; ++p) {
+  for (int64_t p = first_moved / ps; p < written_end; ++p) {
     if (alloc.refcount(hl.pages[p]) > 1) ++shared_written;
   }
   if (shared_written > alloc.num_free()) {
@@ -423,30 +427,28 @@ absl::Status SequenceKv::Retain(KvCache& cache, int32_t layer, int32_t head,
                      " shared pages need private copies but only ",
                      alloc.num_free(), " pages are free in layer ", layer));
   }
-  const LayerKvShape& s = cache.shape(layer);
-  float* kp = cache.k_pool(layer);
-  float* vp = cache.v_pool(layer);
-  int32_t* pp = cache.pos_pool(layer);
-  for (int64_t p = first_moved / ps; p < new_pages; ++p) {
+  // Sources are read through the page list as it was (a replaced shared
+  // page stays readable: others still hold it), destinations written through
+  // the new one.
+  const std::vector<int32_t> old_pages = hl.pages;
+  for (int64_t p = first_moved / ps; p < written_end; ++p) {
     const int32_t old = hl.pages[p];
     if (alloc.refcount(old) <= 1) continue;
     const int32_t fresh = *alloc.Allocate();
-    std::copy_n(kp + int64_t{old} * ps * s.d_qk, ps * s.d_qk,
-                kp + int64_t{fresh} * ps * s.d_qk);
-    std::copy_n(vp + int64_t{old} * ps * s.d_vo, ps * s.d_vo,
-                vp + int64_t{fresh} * ps * s.d_vo);
-    std::copy_n(pp + int64_t{old} * ps, ps, pp + int64_t{fresh} * ps);
+    // Slots of this page before first_moved keep their rows: copy those;
+    // the rest are destinations of the compaction below.
+    for (int64_t i = p * ps; i < std::min(first_moved, (p + 1) * ps); ++i) {
+      moves->src.push_back(int64_t{old} * ps + i % ps);
+      moves->dst.push_back(int64_t{fresh} * ps + i % ps);
+    }
     alloc.Unref(old);
     hl.pages[p] = fresh;
   }
-  // In-place forward compaction: destination i <= source keep[i].
   for (int64_t i = first_moved; i < n_keep; ++i) {
-    const int64_t src = int64_t{hl.pages[keep[i] / ps]} * ps + keep[i] % ps;
-    const int64_t dst = int64_t{hl.pages[i / ps]} * ps + i % ps;
-    std::copy_n(kp + src * s.d_qk, s.d_qk, kp + dst * s.d_qk);
-    std::copy_n(vp + src * s.d_vo, s.d_vo, vp + dst * s.d_vo);
-    pp[dst] = pp[src];
+    moves->src.push_back(int64_t{old_pages[keep[i] / ps]} * ps + keep[i] % ps);
+    moves->dst.push_back(int64_t{hl.pages[i / ps]} * ps + i % ps);
   }
+  if (first_moved != n_keep) hl.dense = false;
   for (size_t p = new_pages; p < hl.pages.size(); ++p) alloc.Unref(hl.pages[p]);
   hl.pages.resize(new_pages);
   hl.tokens = n_keep;
@@ -481,6 +483,7 @@ absl::Status SequenceKv::AppendPerHead(
         hl.pages.push_back(*alloc.Allocate());
       }
       hl.tokens = counts[l][h];
+      hl.dense = false;
     }
   }
   return absl::OkStatus();

@@ -1,16 +1,18 @@
-// The paged latent KV cache: per-layer page pools, a reference-counted page
-// allocator per layer, and the per-(sequence, layer, KV head) page lists.
+// The page table of the paged latent KV cache: a reference-counted page
+// allocator per layer and the per-(sequence, layer, KV head) page lists.
 //
 // A page holds `page_size` token slots of ONE KV head of one layer:
-// K [page_size, d_qk(layer)] f32, V [page_size, d_vo(layer)] f32 and the
-// absolute position of each slot (int32). Pools are per layer because a
+// K [page_size, d_qk(layer)], V [page_size, d_vo(layer)] in the KV dtype and
+// the absolute position of each slot (int32). Pages are per layer because a
 // page's byte size follows that layer's latent dims. Total memory is bounded
 // by KvCacheOptions::max_bytes; with uniform appends every layer gets the same
 // token capacity: layer l has P * n_kv(l) pages where
 // P = floor(max_bytes / sum_l n_kv(l) * page_bytes(l)).
 //
-// Control-plane only: no device code. The pool memory is host memory handed
-// out as raw pointers for the kernels.
+// Control plane only: this holds no KV bytes. The pools live in backend
+// memory (worker/kv/kv_pools.h); whatever this table decides that moves
+// bytes (compaction after eviction, copy-on-write) comes out as a KvMoves
+// list the data plane applies.
 // Thread-safety: not thread-safe; owned by the engine thread.
 #ifndef LATENTKV_WORKER_CACHE_KV_CACHE_H_
 #define LATENTKV_WORKER_CACHE_KV_CACHE_H_
@@ -22,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/dtype.h"
 
 namespace latentkv::worker {
 
@@ -54,16 +57,40 @@ struct LayerKvShape {
 struct KvCacheOptions {
   int32_t page_size = 16;                  // token slots per page; > 0
   int64_t max_bytes = int64_t{256} << 20;  // bound on all pools together
+  // Element type of K and V in the pools: f32, bf16, f16 or fp8_e4m3 (what
+  // a page's bytes, and so the page count, follow).
+  DType dtype = DType::kF32;
+};
+
+// Slot moves within one layer's pool that the page table asks of the data
+// plane (kernels::MoveKvSlots): src[i] -> dst[i], as if every source were
+// read before any destination is written; destinations distinct.
+struct KvMoves {
+  std::vector<int64_t> src, dst;  // flat slot ids (page * page_size + offset)
+  bool empty() const { return src.empty(); }
+  void clear() {
+    src.clear();
+    dst.clear();
+  }
 };
 
 class KvCache {
  public:
-  // InvalidArgument when the budget cannot hold one page per (layer, head).
+  // InvalidArgument when the budget cannot hold one page per (layer, head)
+  // or the dtype is not a KV dtype.
   static absl::StatusOr<std::unique_ptr<KvCache>> Create(
       std::vector<LayerKvShape> layers, const KvCacheOptions& options);
 
   int32_t num_layers() const { return static_cast<int32_t>(layers_.size()); }
   int32_t page_size() const { return page_size_; }
+  DType dtype() const { return dtype_; }
+  // Bytes of one K or V element.
+  int32_t elem_bytes() const { return DTypeSize(dtype_); }
+  // Bytes a token takes in `layer`'s pool per KV head: K + V values, without
+  // the slot's position.
+  int64_t token_data_bytes(int32_t layer) const {
+    return int64_t{elem_bytes()} * (layers_[layer].d_qk + layers_[layer].d_vo);
+  }
   const LayerKvShape& shape(int32_t layer) const { return layers_[layer]; }
   // Bytes of one page of `layer` (K + V + positions).
   int64_t page_bytes(int32_t layer) const;
@@ -71,9 +98,6 @@ class KvCache {
   const BlockAllocator& allocator(int32_t layer) const {
     return allocators_[layer];
   }
-  float* k_pool(int32_t layer) { return k_pools_[layer].data(); }
-  float* v_pool(int32_t layer) { return v_pools_[layer].data(); }
-  int32_t* pos_pool(int32_t layer) { return pos_pools_[layer].data(); }
   // Pages in use over all layers, and their bytes.
   int64_t pages_in_use() const;
   int64_t bytes_in_use() const;
@@ -84,10 +108,9 @@ class KvCache {
  private:
   KvCache() = default;
   int32_t page_size_ = 0;
+  DType dtype_ = DType::kF32;
   std::vector<LayerKvShape> layers_;
   std::vector<BlockAllocator> allocators_;
-  std::vector<std::vector<float>> k_pools_, v_pools_;
-  std::vector<std::vector<int32_t>> pos_pools_;
 };
 
 // The pages one sequence holds: for each (layer, KV head) an ordered page list
@@ -145,7 +168,11 @@ class SequenceKv {
   int64_t PagesNeeded(const KvCache& cache, int64_t n) const;
   // Assigns the next n slots in `layer` (which must be reserved) and writes
   // their flat slot ids (page * page_size + offset) to slots[t * n_kv + h].
-  void Append(const KvCache& cache, int32_t layer, int64_t n, int64_t* slots);
+  // `first_pos`: the position of the first of them (the model runner passes
+  // the chunk's start), so the table knows whether slot i still holds
+  // position i (positions_dense); -1: they continue the positions held.
+  void Append(const KvCache& cache, int32_t layer, int64_t n, int64_t* slots,
+              int64_t first_pos = -1);
   // Appends this sequence's ragged description for `layer` (one entry per KV
   // head): page ids to indices, running count to indptr, and last_page_len.
   // Only pages holding appended tokens are described (reserved but still
@@ -155,15 +182,28 @@ class SequenceKv {
                 std::vector<int32_t>* indptr, std::vector<int32_t>* indices,
                 std::vector<int32_t>* last_page_len) const;
   // Keeps only the logical slots `keep` of (layer, head) -- strictly
-  // ascending indices in [0, num_tokens(layer, head)) -- in order, moving
-  // their K, V and position rows forward in place; pages past the new end go
-  // back to the allocator (so KV bytes in use drop). A shared page
-  // (refcount > 1, e.g. a cached prefix) that would be written is first
-  // replaced by a private copy; ResourceExhausted when no page is free for
-  // such a copy, and nothing is changed then. InvalidArgument for a bad
-  // `keep`.
+  // ascending indices in [0, num_tokens(layer, head)) -- in order; pages past
+  // the new end go back to the allocator (so KV bytes in use drop). The rows
+  // that must move forward are appended to `moves` (slots of this layer's
+  // pool), which the caller applies (KvPools::Apply) before the freed pages
+  // are written again. A shared page (refcount > 1, e.g. a cached prefix)
+  // that would be written is first replaced by a private page, and the moves
+  // fill it (its untouched slots copied, its moved ones moved); old pages
+  // stay readable since they remain referenced elsewhere. ResourceExhausted
+  // when no page is free for such a copy, and nothing is changed then.
+  // InvalidArgument for a bad `keep`.
   absl::Status Retain(KvCache& cache, int32_t layer, int32_t head,
-                      const std::vector<int64_t>& keep);
+                      const std::vector<int64_t>& keep, KvMoves* moves);
+  // True while logical slot i of (layer, head) holds position i for every i
+  // (appends from position 0 without eviction), which is what a shared
+  // prefix block must be. Retain of anything but a prefix and AppendPerHead
+  // clear it; importers that checked the positions set it back.
+  bool positions_dense(int32_t layer, int32_t head) const {
+    return lists_[layer][head].dense;
+  }
+  void set_positions_dense(int32_t layer, int32_t head) {
+    lists_[layer][head].dense = true;
+  }
   // Flat pool slot id (page * page_size + offset) of logical slot i of
   // (layer, head); i < num_tokens(layer, head).
   int64_t SlotOf(const KvCache& cache, int32_t layer, int32_t head,
@@ -207,6 +247,7 @@ class SequenceKv {
     std::vector<int32_t> pages;
     int64_t tokens = 0;  // tokens stored (appended)
     AuxPages aux;
+    bool dense = true;  // see positions_dense()
   };
   // lists_[layer][head]
   std::vector<std::vector<HeadList>> lists_;

@@ -146,11 +146,29 @@ TEST_P(KvCacheBudgetTest, PagesFollowBudgetRule) {
   EXPECT_LE(kv.capacity_bytes(), c.max_bytes);
   EXPECT_EQ(kv.pages_in_use(), 0);
   EXPECT_EQ(kv.bytes_in_use(), 0);
-  // Pools are sized for every slot and zeroed.
-  const int64_t slots0 = c.pages_per_head * 4 * 4;
-  EXPECT_EQ(kv.k_pool(0)[slots0 * 8 - 1], 0.0f);
-  EXPECT_EQ(kv.v_pool(1)[c.pages_per_head * 2 * 4 * 20 - 1], 0.0f);
-  EXPECT_EQ(kv.pos_pool(0)[slots0 - 1], 0);
+}
+
+TEST(KvCacheTest, PageBytesFollowTheKvDtype) {
+  // Layer 0: 4 slots x ((8 + 8) elements + a 4-byte position).
+  for (const auto& [dtype, bytes] :
+       std::vector<std::pair<DType, int64_t>>{{DType::kF32, 4 * (16 * 4 + 4)},
+                                              {DType::kBF16, 4 * (16 * 2 + 4)},
+                                              {DType::kF16, 4 * (16 * 2 + 4)},
+                                              {DType::kF8E4M3, 4 * (16 + 4)}}) {
+    auto cache = KvCache::Create(
+        MixedLayers(), {.page_size = 4, .max_bytes = 1 << 20, .dtype = dtype});
+    ASSERT_TRUE(cache.ok()) << cache.status();
+    EXPECT_EQ((*cache)->page_bytes(0), bytes) << DTypeName(dtype);
+    EXPECT_EQ((*cache)->token_data_bytes(0), 16 * DTypeSize(dtype));
+    // The same bound holds more pages when they are smaller.
+    EXPECT_EQ((*cache)->allocator(0).num_pages(),
+              (int64_t{1} << 20) /
+                  ((*cache)->page_bytes(0) * 4 + (*cache)->page_bytes(1) * 2) *
+                  4);
+  }
+  auto q =
+      KvCache::Create(MixedLayers(), {.page_size = 4, .dtype = DType::kQ8_0});
+  EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(Budgets, KvCacheBudgetTest,
@@ -517,35 +535,43 @@ TEST(SequenceKvTest, RandomWorkloadReturnsEveryPage) {
 // ---------------------------------------------------------------------------
 // SequenceKv::Retain
 
-// Writes a recognisable value into every slot of (layer, head): K row j =
-// tag + j, V row j = -(tag + j), position = tag.
-void Stamp(KvCache& cache, SequenceKv& kv, int32_t layer, int32_t head,
-           int64_t slot, int32_t tag) {
-  const LayerKvShape& s = cache.shape(layer);
-  const int64_t flat = kv.SlotOf(cache, layer, head, slot);
-  for (int32_t j = 0; j < s.d_qk; ++j) {
-    cache.k_pool(layer)[flat * s.d_qk + j] = static_cast<float>(tag + j);
+// The data plane as the control-plane tests see it: one tag per flat slot
+// of each layer (what the pools hold, without their bytes).
+using TagPools = std::vector<std::vector<int32_t>>;  // [layer][flat slot]
+
+TagPools MakeTagPools(const KvCache& cache) {
+  TagPools t(cache.num_layers());
+  for (int32_t l = 0; l < cache.num_layers(); ++l) {
+    t[l].assign(int64_t{cache.allocator(l).num_pages()} * cache.page_size(),
+                -1);
   }
-  for (int32_t j = 0; j < s.d_vo; ++j) {
-    cache.v_pool(layer)[flat * s.d_vo + j] = -static_cast<float>(tag + j);
-  }
-  cache.pos_pool(layer)[flat] = tag;
+  return t;
+}
+
+// Applies `moves` to layer `layer` with their documented meaning: every
+// source read before any destination is written; destinations distinct.
+void ApplyMoves(TagPools& t, int32_t layer, const KvMoves& moves) {
+  ASSERT_EQ(moves.src.size(), moves.dst.size());
+  std::vector<int32_t> read;
+  for (int64_t s : moves.src) read.push_back(t[layer][s]);
+  std::set<int64_t> dsts(moves.dst.begin(), moves.dst.end());
+  ASSERT_EQ(dsts.size(), moves.dst.size()) << "destinations repeat";
+  for (size_t i = 0; i < moves.dst.size(); ++i)
+    t[layer][moves.dst[i]] = read[i];
+}
+
+void Stamp(TagPools& t, const KvCache& cache, SequenceKv& kv, int32_t layer,
+           int32_t head, int64_t slot, int32_t tag) {
+  t[layer][kv.SlotOf(cache, layer, head, slot)] = tag;
 }
 
 // Checks that (layer, head) holds exactly the tags `want`, in order.
-void ExpectTags(KvCache& cache, const SequenceKv& kv, int32_t layer,
-                int32_t head, const std::vector<int32_t>& want) {
-  const LayerKvShape& s = cache.shape(layer);
+void ExpectTags(const TagPools& t, const KvCache& cache, const SequenceKv& kv,
+                int32_t layer, int32_t head, const std::vector<int32_t>& want) {
   ASSERT_EQ(kv.num_tokens(layer, head), static_cast<int64_t>(want.size()));
   for (size_t i = 0; i < want.size(); ++i) {
-    const int64_t flat = kv.SlotOf(cache, layer, head, i);
-    ASSERT_EQ(cache.pos_pool(layer)[flat], want[i]) << "slot " << i;
-    for (int32_t j = 0; j < s.d_qk; ++j) {
-      ASSERT_EQ(cache.k_pool(layer)[flat * s.d_qk + j], want[i] + j);
-    }
-    for (int32_t j = 0; j < s.d_vo; ++j) {
-      ASSERT_EQ(cache.v_pool(layer)[flat * s.d_vo + j], -(want[i] + j));
-    }
+    ASSERT_EQ(t[layer][kv.SlotOf(cache, layer, head, i)], want[i])
+        << "slot " << i;
   }
 }
 
@@ -555,6 +581,7 @@ TEST(SequenceKvRetainTest, RandomRetainsMatchModelAndFreePages) {
   ASSERT_TRUE(cache.ok());
   KvCache& c = **cache;
   std::mt19937_64 rng(7);
+  TagPools tags = MakeTagPools(c);
   SequenceKv kv;
   kv.Init(c);
   // model[layer][head] = tags held, in order.
@@ -572,7 +599,7 @@ TEST(SequenceKvRetainTest, RandomRetainsMatchModelAndFreePages) {
         for (int64_t t = 0; t < n; ++t) {
           const int64_t i = kv.num_tokens(l, h) - n + t;
           const int32_t tag = next_tag + static_cast<int32_t>(t) * 1000;
-          Stamp(c, kv, l, h, i, tag);
+          Stamp(tags, c, kv, l, h, i, tag);
           model[l][h].push_back(tag);
         }
       }
@@ -590,14 +617,23 @@ TEST(SequenceKvRetainTest, RandomRetainsMatchModelAndFreePages) {
         kept.push_back(model[l][h][i]);
       }
     }
-    ASSERT_TRUE(kv.Retain(c, l, h, keep).ok());
+    KvMoves moves;
+    ASSERT_TRUE(kv.Retain(c, l, h, keep, &moves).ok());
+    ApplyMoves(tags, l, moves);
+    // Only rows that change place move.
+    for (size_t i = 0; i < moves.src.size(); ++i) {
+      EXPECT_NE(moves.src[i], moves.dst[i]);
+    }
+    const bool prefix =
+        keep.empty() || keep.back() + 1 == static_cast<int64_t>(keep.size());
+    if (!prefix) EXPECT_FALSE(kv.positions_dense(l, h));
     model[l][h] = kept;
     // Every (layer, head) still holds what the model says, and the pages in
     // use are exactly ceil(tokens / page_size) per (layer, head).
     int64_t pages = 0;
     for (int32_t ll = 0; ll < 2; ++ll) {
       for (int32_t hh = 0; hh < c.shape(ll).n_kv_heads; ++hh) {
-        ExpectTags(c, kv, ll, hh, model[ll][hh]);
+        ExpectTags(tags, c, kv, ll, hh, model[ll][hh]);
         pages += (kv.num_tokens(ll, hh) + 3) / 4;
       }
     }
@@ -613,19 +649,46 @@ TEST(SequenceKvRetainTest, SharedPagesAreCopiedNotWritten) {
                                {.page_size = 2, .max_bytes = 1 << 20});
   ASSERT_TRUE(cache.ok());
   KvCache& c = **cache;
+  TagPools tags = MakeTagPools(c);
   SequenceKv a, b;
   a.Init(c);
   b.Init(c);
   ASSERT_TRUE(a.Reserve(c, 6).ok());
   int64_t slots[6];
   a.Append(c, 0, 6, slots);
-  for (int i = 0; i < 6; ++i) Stamp(c, a, 0, 0, i, 10 * (i + 1));
+  for (int i = 0; i < 6; ++i) Stamp(tags, c, a, 0, 0, i, 10 * (i + 1));
   ASSERT_TRUE(b.SharePrefix(c, a, 4).ok());
   const int64_t before = c.pages_in_use();
   // Dropping slot 0 of `a` rewrites its first two (shared) pages.
-  ASSERT_TRUE(a.Retain(c, 0, 0, {1, 2, 3, 4, 5}).ok());
-  ExpectTags(c, a, 0, 0, {20, 30, 40, 50, 60});
-  ExpectTags(c, b, 0, 0, {10, 20, 30, 40});  // the sharer is untouched
+  KvMoves moves;
+  ASSERT_TRUE(a.Retain(c, 0, 0, {1, 2, 3, 4, 5}, &moves).ok());
+  ApplyMoves(tags, 0, moves);
+  ExpectTags(tags, c, a, 0, 0, {20, 30, 40, 50, 60});
+  ExpectTags(tags, c, b, 0, 0, {10, 20, 30, 40});  // the sharer is untouched
+  // No move writes a page the sharer holds.
+  for (int64_t d : moves.dst) {
+    for (int i = 0; i < 4; ++i) EXPECT_NE(d, b.SlotOf(c, 0, 0, i));
+  }
+  // Keeping a page-aligned prefix of a shared page list copies the untouched
+  // slots of a replaced page and moves nothing else.
+  SequenceKv d;
+  d.Init(c);
+  ASSERT_TRUE(d.SharePrefix(c, b, 4).ok());
+  KvMoves prefix_moves;
+  ASSERT_TRUE(d.Retain(c, 0, 0, {0, 1, 2}, &prefix_moves).ok());
+  EXPECT_TRUE(prefix_moves.empty());
+  EXPECT_TRUE(d.positions_dense(0, 0));
+  d.Release(c);
+  KvMoves drop_second;
+  SequenceKv e;
+  e.Init(c);
+  ASSERT_TRUE(e.SharePrefix(c, b, 4).ok());
+  ASSERT_TRUE(e.Retain(c, 0, 0, {0, 2, 3}, &drop_second).ok());
+  ApplyMoves(tags, 0, drop_second);
+  ExpectTags(tags, c, e, 0, 0, {10, 30, 40});
+  ExpectTags(tags, c, b, 0, 0, {10, 20, 30, 40});
+  EXPECT_FALSE(e.positions_dense(0, 0));
+  e.Release(c);
   // a: 3 pages (two private copies + its own third page); b: 2 shared pages.
   EXPECT_EQ(c.pages_in_use(), before + 2);
   a.Release(c);
@@ -643,14 +706,19 @@ TEST(SequenceKvRetainTest, RejectsBadKeepLists) {
   ASSERT_TRUE(a.Reserve(c, 3).ok());
   int64_t slots[3];
   a.Append(c, 0, 3, slots);
-  EXPECT_EQ(a.Retain(c, 0, 0, {1, 1}).code(),
+  KvMoves m;
+  EXPECT_EQ(a.Retain(c, 0, 0, {1, 1}, &m).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(a.Retain(c, 0, 0, {2, 1}).code(),
+  EXPECT_EQ(a.Retain(c, 0, 0, {2, 1}, &m).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(a.Retain(c, 0, 0, {3}).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(a.Retain(c, 1, 0, {0}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.Retain(c, 0, 0, {3}, &m).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.Retain(c, 1, 0, {0}, &m).code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(a.num_tokens(0, 0), 3);
-  ASSERT_TRUE(a.Retain(c, 0, 0, {}).ok());
+  EXPECT_TRUE(m.empty());
+  ASSERT_TRUE(a.Retain(c, 0, 0, {}, &m).ok());
+  EXPECT_TRUE(m.empty());
   EXPECT_EQ(a.num_pages(), 0);
   a.Release(c);
 }

@@ -1,10 +1,13 @@
 // A sequence's KV cache in transferable form (prefill -> decode transfer,
 // worker/server/): for every (layer, KV head), the rows it holds in slot
-// order, each row = int32 position, f32 K [d_qk(layer)], f32 V [d_vo(layer)]
-// (little-endian, packed). Rows are the latent, post-eviction slots: what
-// moves is n_kv * (d_qk + d_vo) values (+ a position) per token actually
-// kept, per layer. SpindleKV's codebook layers also move their codebook
-// entries in their compressed form (`codebooks`), not expanded to rows.
+// order, each row = int32 position, K [d_qk(layer)], V [d_vo(layer)] in the
+// KV dtype as the pool stores them (little-endian, packed; fp8 values are
+// relative to the sender's per-(layer, head) scales, which follow from the
+// model's weights, so both sides have the same). Rows are the latent,
+// post-eviction slots: what moves is n_kv * (d_qk + d_vo) values (+ a position)
+// per token actually kept, per layer. SpindleKV's codebook layers also move
+// their codebook entries in their compressed form (`codebooks`), not expanded
+// to rows.
 #ifndef LATENTKV_WORKER_CACHE_KV_SNAPSHOT_H_
 #define LATENTKV_WORKER_CACHE_KV_SNAPSHOT_H_
 
@@ -19,6 +22,7 @@ namespace latentkv::worker {
 
 struct KvSnapshot {
   std::vector<LayerKvShape> shapes;            // [num_layers]
+  DType dtype = DType::kF32;                   // of K and V in `rows`
   std::vector<std::vector<std::string>> rows;  // [layer][kv head] packed rows
   // Empty, or [layer][kv head]: the head's codebook entries (tokens a
   // codebook layer moved out of its page list; SequenceResidency exports and
@@ -38,9 +42,12 @@ struct KvSnapshot {
   // evictions with it, exactly as the prefill side would have.
   std::vector<std::string> windows;
 
-  // Bytes of one row of `layer`.
-  static int64_t RowBytes(const LayerKvShape& s) {
-    return 4 * (1 + int64_t{s.d_qk} + s.d_vo);
+  // Bytes of one row of a layer of shape `s` with K/V in `dtype`.
+  static int64_t RowBytes(const LayerKvShape& s, DType dtype) {
+    return 4 + int64_t{DTypeSize(dtype)} * (int64_t{s.d_qk} + s.d_vo);
+  }
+  int64_t row_bytes(int32_t layer) const {
+    return RowBytes(shapes[layer], dtype);
   }
   struct CodebookHeader {
     int32_t n_k = 0, n_v = 0;
@@ -60,19 +67,8 @@ struct KvSnapshot {
   int64_t bytes() const;
 };
 
-// Copies the rows `kv` holds. Heads holding codebook entries (aux pages) are
-// FailedPrecondition unless `with_codebooks`, where the caller adds them
-// (SequenceResidency::ExportState).
-absl::StatusOr<KvSnapshot> ExportKv(const KvCache& cache, const SequenceKv& kv,
-                                    bool with_codebooks = false);
-
-// Fills `kv` (Init'ed, holding nothing) with the snapshot's rows, allocating
-// pages per (layer, head); codebook entries are left to the caller
-// (SequenceResidency::ImportState), whose codebook blobs are only size-checked
-// here. InvalidArgument when the shapes differ from the
-// cache's or a row blob is not a whole number of rows; ResourceExhausted when
-// the pages do not fit (nothing allocated then).
-absl::Status ImportKv(KvCache& cache, SequenceKv& kv, const KvSnapshot& snap);
+// ExportKv / ImportKv move a sequence's rows out of and into the pools:
+// worker/kv/kv_io.h.
 
 }  // namespace latentkv::worker
 

@@ -63,20 +63,15 @@ int64_t PrefixIndex::Insert(const SequenceKv& kv,
     block.parent = parent;
     bool full = true;
     for (int32_t l = 0; full && l < cache_->num_layers(); ++l) {
-      const int32_t* pos = cache_->pos_pool(l);
       for (int32_t h = 0; full && h < cache_->shape(l).n_kv_heads; ++h) {
-        if (kv.num_tokens(l, h) < (b + 1) * ps || kv.aux(l, h).tokens != 0) {
+        // A block must hold positions b * ps .. b * ps + ps - 1 as appended:
+        // the page table knows without reading the pool.
+        if (kv.num_tokens(l, h) < (b + 1) * ps || kv.aux(l, h).tokens != 0 ||
+            !kv.positions_dense(l, h)) {
           full = false;
           break;
         }
-        const int32_t page = kv.page_at(l, h, b);
-        for (int32_t i = 0; i < ps; ++i) {
-          if (pos[int64_t{page} * ps + i] != b * ps + i) {
-            full = false;
-            break;
-          }
-        }
-        block.pages.push_back(page);
+        block.pages.push_back(kv.page_at(l, h, b));
       }
     }
     if (!full) break;

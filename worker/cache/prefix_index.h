@@ -9,7 +9,7 @@
 // the whole prefix up to the block's end: the same function the coordinator
 // uses to find which worker holds a prompt's prefix (kvstore/chain_key.h).
 // Only full caches are indexed (every layer and head holding every token in
-// order; Insert checks the stored positions): a compressed sequence's KV
+// order; Insert checks SequenceKv::positions_dense): a compressed sequence's KV
 // depends on the whole prompt, so it is never shared.
 //
 // The index holds one reference on each page of each cached block; Evict()
@@ -55,8 +55,8 @@ class PrefixIndex {
   absl::Status Attach(SequenceKv& kv, absl::Span<const int32_t> tokens,
                       int64_t n);
   // Indexes the full blocks of tokens[0, n) that `kv` holds (a full cache:
-  // checked slot by slot against the positions); blocks already cached are
-  // only marked used. Returns the blocks added. A block whose (layer, head)
+  // every (layer, head) positions_dense, no aux pages); blocks already cached
+  // are only marked used. Returns the blocks added. A block whose (layer, head)
   // does not hold exactly its positions ends the insertion there.
   int64_t Insert(const SequenceKv& kv, absl::Span<const int32_t> tokens,
                  int64_t n);

@@ -30,19 +30,13 @@ std::unique_ptr<KvCache> MakeCache(int64_t pages_per_head = 16) {
 }
 
 // Appends `n` tokens at positions [start, start + n) to every (layer, head),
-// writing the positions as the model runner does.
+// as the model runner does.
 void Fill(KvCache& cache, SequenceKv& kv, int64_t start, int64_t n) {
   ASSERT_TRUE(kv.Reserve(cache, n).ok());
   for (int32_t l = 0; l < cache.num_layers(); ++l) {
     const int32_t heads = cache.shape(l).n_kv_heads;
     std::vector<int64_t> slots(n * heads);
-    kv.Append(cache, l, n, slots.data());
-    for (int64_t t = 0; t < n; ++t) {
-      for (int32_t h = 0; h < heads; ++h) {
-        cache.pos_pool(l)[slots[t * heads + h]] =
-            static_cast<int32_t>(start + t);
-      }
-    }
+    kv.Append(cache, l, n, slots.data(), start);
   }
 }
 
@@ -134,7 +128,9 @@ TEST(PrefixIndexTest, RefusesSequencesThatAreNotAFullCache) {
   kv.Init(*cache);
   Fill(*cache, kv, 0, 8);
   // Drop slot 1 of one head (as an eviction policy would): positions shift.
-  ASSERT_TRUE(kv.Retain(*cache, 1, 0, {0, 2, 3, 4, 5, 6, 7}).ok());
+  KvMoves moves;
+  ASSERT_TRUE(kv.Retain(*cache, 1, 0, {0, 2, 3, 4, 5, 6, 7}, &moves).ok());
+  EXPECT_EQ(moves.src.size(), 6u);  // slots 2..7 move forward by one
   EXPECT_EQ(index.Insert(kv, toks, 8), 0);
   EXPECT_EQ(index.num_blocks(), 0);
   kv.Release(*cache);

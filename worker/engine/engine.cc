@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "worker/kv/kv_io.h"
 
 namespace latentkv::worker {
 
@@ -23,6 +24,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
   auto cache = KvCache::Create(e->runner_->KvShapes(), options.kv);
   if (!cache.ok()) return cache.status();
   e->cache_ = std::move(*cache);
+  auto pools = CreateKvPools(*e->runner_, e->backend_.get(), *e->cache_);
+  if (!pools.ok()) return pools.status();
+  e->pools_ = std::move(*pools);
   e->scheduler_ =
       std::make_unique<Scheduler>(options.scheduler, e->cache_.get());
   const model::ModelConfig& c = e->runner_->config();
@@ -31,6 +35,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(
                                              c.num_kv_heads);
   if (!plan.ok()) return plan.status();
   e->plan_ = std::move(*plan);
+  if (e->plan_ != nullptr) {
+    absl::Status st = CheckCodebookLayersSupported(*e->plan_, *e->pools_);
+    if (!st.ok()) return st;
+  }
   if (options.prefix_caching && options.step_listener == nullptr) {
     e->prefix_ = std::make_unique<PrefixIndex>(e->cache_.get());
     e->scheduler_->set_reclaimer([p = e.get()] {
@@ -174,10 +182,10 @@ void Engine::Finish(Sequence* seq, FinishReason reason, absl::Status status) {
   ev.finish = reason;
   if (seq->export_kv && status.ok() && reason != FinishReason::kCancelled) {
     // Before the pages go; codebook layers move their entries as they are.
-    auto snap = ExportKv(*cache_, seq->kv, seq->residency != nullptr);
+    auto snap = ExportKv(*cache_, *pools_, seq->kv, seq->residency != nullptr);
     if (snap.ok()) {
       if (seq->residency != nullptr) {
-        seq->residency->ExportState(*cache_, seq->kv, &*snap);
+        seq->residency->ExportState(*cache_, *pools_, seq->kv, &*snap);
       }
       ev.kv = std::make_shared<const KvSnapshot>(std::move(*snap));
     } else {
@@ -277,12 +285,12 @@ void Engine::Loop() {
 bool Engine::Import(Sequence* seq) {
   std::shared_ptr<const KvSnapshot> snap = std::move(seq->import_kv);
   seq->kv.Init(*cache_);
-  absl::Status st = ImportKv(*cache_, seq->kv, *snap);
+  absl::Status st = ImportKv(*cache_, *pools_, seq->kv, *snap);
   if (st.ok() && snap->has_residency_state()) {
     st = seq->residency == nullptr
              ? absl::InvalidArgumentError(
                    "residency state for a request without a residency plan")
-             : seq->residency->ImportState(*cache_, seq->kv, *snap);
+             : seq->residency->ImportState(*cache_, *pools_, seq->kv, *snap);
   }
   if (!st.ok()) {
     seq->kv.Release(*cache_);
@@ -394,7 +402,7 @@ void Engine::Step() {
       }
       chunks.push_back(ch);
     }
-    absl::Status st = runner_->Forward(chunks, *cache_, &logits_);
+    absl::Status st = runner_->Forward(chunks, *cache_, *pools_, &logits_);
     if (!st.ok()) {
       for (const auto& p : plan) {
         // Keep the code: a broken tensor-parallel group is UNAVAILABLE (the

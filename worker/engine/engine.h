@@ -37,7 +37,9 @@
 namespace latentkv::worker {
 
 struct EngineOptions {
-  KvCacheOptions kv;           // page size and KV memory bound
+  // Page size, KV memory bound and KV dtype (f32, bf16, f16, fp8_e4m3; fp8
+  // with static per-(layer, KV head) scales, ModelRunner::Fp8KvScales).
+  KvCacheOptions kv;
   SchedulerOptions scheduler;  // batch and queue bounds
   // The server's KV compression (SpindleKV, capacity); policy "none" with no
   // capacity serves a full cache. Requests may ask for it or for full.
@@ -174,6 +176,7 @@ class Engine {
   }
   // KV shapes of this engine's cache (per layer), for transfer layouts.
   std::vector<LayerKvShape> kv_shapes() const { return runner_->KvShapes(); }
+  DType kv_dtype() const { return options_.kv.dtype; }
   // Bytes of one KV page of `layer`: Stats().kv_layer_bytes_in_use[layer] /
   // this = the layer's pages in use.
   int64_t kv_page_bytes(int32_t layer) const {
@@ -202,6 +205,7 @@ class Engine {
   std::unique_ptr<kernels::Backend> backend_;
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<KvPools> pools_;  // the pools of cache_'s pages
   std::unique_ptr<Scheduler> scheduler_;
   std::shared_ptr<const ResidencyPlan> plan_;  // null: full cache
   EngineOptions options_;

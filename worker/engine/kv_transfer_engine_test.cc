@@ -208,7 +208,7 @@ TEST(KvTransferEngineTest, CodebookLayersTransferCompressed) {
       ASSERT_TRUE(h.ok()) << h.status();
       EXPECT_GT(h->records, 0);
       codebook_bytes += b.size();
-      as_rows += h->records * KvSnapshot::RowBytes(kv->shapes[l]);
+      as_rows += h->records * kv->row_bytes(l);
     }
   }
   EXPECT_LT(codebook_bytes, as_rows);

@@ -47,6 +47,14 @@ kernels::WeightView ModelRunner::Matrix(const model::Tensor& t, bool pack) {
   return kernels::PackPanels(w, dst);
 }
 
+absl::StatusOr<std::unique_ptr<KvPools>> CreateKvPools(
+    const ModelRunner& runner, kernels::Backend* backend,
+    const KvCache& cache) {
+  KvScales scales;
+  if (cache.dtype() == DType::kF8E4M3) scales = runner.Fp8KvScales();
+  return KvPools::Create(backend, cache, std::move(scales));
+}
+
 std::vector<LayerKvShape> ModelRunner::KvShapes() const {
   const auto& c = config();
   std::vector<LayerKvShape> shapes;
@@ -54,6 +62,53 @@ std::vector<LayerKvShape> ModelRunner::KvShapes() const {
     shapes.push_back({c.num_kv_heads, c.qk_head_dim[l], c.vo_head_dim[l]});
   }
   return shapes;
+}
+
+KvScales ModelRunner::Fp8KvScales() const {
+  const auto& c = config();
+  const int64_t H = c.hidden_size;
+  const double sqrt_h = std::sqrt(static_cast<double>(H));
+  KvScales scales;
+  std::vector<float> row(H), g(H);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const model::LayerWeights& w = weights_->layers[l];
+    std::copy_n(w.attn_norm.f32(), H, g.data());
+    // bound[j] = sqrt(H) * ||W[j] * g||_2 for every output row j.
+    auto bounds = [&](const model::Tensor& t) {
+      const int64_t rows = t.shape[0];
+      const int64_t row_bytes = DTypeRowBytes(t.dtype, H);
+      std::vector<double> b(rows);
+      for (int64_t j = 0; j < rows; ++j) {
+        ConvertToF32(static_cast<const char*>(t.data) + j * row_bytes, t.dtype,
+                     H, row.data());
+        double ss = 0;
+        for (int64_t i = 0; i < H; ++i) {
+          const double x = double{row[i]} * g[i];
+          ss += x * x;
+        }
+        b[j] = sqrt_h * std::sqrt(ss);
+      }
+      return b;
+    };
+    const std::vector<double> kb = bounds(w.k_proj), vb = bounds(w.v_proj);
+    const int32_t dqk = c.qk_head_dim[l], dvo = c.vo_head_dim[l];
+    scales.k.emplace_back();
+    scales.v.emplace_back();
+    for (int32_t h = 0; h < c.num_kv_heads; ++h) {
+      double kmax = 0, vmax = 0;
+      for (int32_t j = 0; j < dqk / 2; ++j) {
+        const double a = kb[h * dqk + j], b = kb[h * dqk + j + dqk / 2];
+        kmax = std::max(kmax, std::sqrt(a * a + b * b));
+      }
+      for (int32_t j = 0; j < dvo; ++j) vmax = std::max(vmax, vb[h * dvo + j]);
+      // A zero bound (an all-zero head) still needs a positive scale.
+      scales.k.back().push_back(
+          static_cast<float>(std::max(kmax, 1e-30) / kF8E4M3Max));
+      scales.v.back().push_back(
+          static_cast<float>(std::max(vmax, 1e-30) / kF8E4M3Max));
+    }
+  }
+  return scales;
 }
 
 void ModelRunner::EnsureCapacity(int64_t rows) {
@@ -78,9 +133,9 @@ void ModelRunner::EnsureCapacity(int64_t rows) {
   slots_.resize(rows * c.num_kv_heads);
 }
 
-void ModelRunner::CodebookAttention(const std::vector<ForwardChunk>& chunks,
-                                    const KvCache& cache, int32_t layer,
-                                    const kernels::PagedAttentionArgs& main) {
+absl::Status ModelRunner::CodebookAttention(
+    const std::vector<ForwardChunk>& chunks, const KvCache& cache,
+    KvPools& pools, int32_t layer, const kernels::PagedAttentionArgs& main) {
   const int32_t nh = main.n_heads, dqk = main.d_qk, dvo = main.d_vo;
   const float* inv_freq = weights_->layers[layer].rope_inv_freq.data();
   scratch_.Reset(cache.page_size(), dqk, dvo);
@@ -98,9 +153,10 @@ void ModelRunner::CodebookAttention(const std::vector<ForwardChunk>& chunks,
                    q_.data() + (r + ch.len) * nh * dqk);
       cb_pos_.insert(cb_pos_.end(), pos_.data() + r, pos_.data() + r + ch.len);
       cb_q_indptr_.push_back(cb_q_indptr_.back() + ch.len);
-      ch.residency->AppendCodebookView(cache, *ch.kv, layer, inv_freq,
-                                       &scratch_, &cb_kv_indptr_,
-                                       &cb_kv_indices_, &cb_kv_last_);
+      absl::Status st = ch.residency->AppendCodebookView(
+          cache, pools, *ch.kv, layer, inv_freq, &scratch_, &cb_kv_indptr_,
+          &cb_kv_indices_, &cb_kv_last_);
+      if (!st.ok()) return st;
       rows.emplace_back(r, ch.len);
     }
     r += ch.len;
@@ -114,9 +170,12 @@ void ModelRunner::CodebookAttention(const std::vector<ForwardChunk>& chunks,
   b.kv_indptr = cb_kv_indptr_.data();
   b.kv_indices = cb_kv_indices_.data();
   b.kv_last_page_len = cb_kv_last_.data();
+  b.kv_dtype = DType::kF32;  // the reconstructed copy is f32
   b.k_pool = scratch_.k.data();
   b.v_pool = scratch_.v.data();
   b.pos_pool = scratch_.pos.data();
+  b.k_scale = nullptr;
+  b.v_scale = nullptr;
   b.out = cb_out_.data();
   backend_->PagedAttention(b);
   int64_t from = 0;
@@ -125,10 +184,12 @@ void ModelRunner::CodebookAttention(const std::vector<ForwardChunk>& chunks,
                 attn_.data() + first * nh * dvo);
     from += len;
   }
+  return absl::OkStatus();
 }
 
 absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
-                                  KvCache& cache, std::vector<float>* logits) {
+                                  KvCache& cache, KvPools& pools,
+                                  std::vector<float>* logits) {
   const auto& c = config();
   const int64_t H = c.hidden_size;
   int64_t T = 0;
@@ -190,7 +251,7 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
     int64_t r = 0;
     bool any_codebook = false;
     for (const auto& ch : chunks) {
-      ch.kv->Append(cache, l, ch.len, slots_.data() + r * nkv);
+      ch.kv->Append(cache, l, ch.len, slots_.data() + r * nkv, ch.start);
       if (ch.residency != nullptr && ch.residency->ReadsCodebook(*ch.kv, l)) {
         any_codebook = true;
         for (int32_t h = 0; h < nkv; ++h) {
@@ -202,17 +263,13 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
       }
       r += ch.len;
     }
-    be.WriteKv(k_.data(), v_.data(), pos_.data(), T, nkv, dqk, dvo,
-               slots_.data(), cache.k_pool(l), cache.v_pool(l),
-               cache.pos_pool(l));
+    const kernels::KvPoolView& pool = pools.view(l);
+    be.WriteKv(k_.data(), v_.data(), pos_.data(), T, slots_.data(), pool);
 
     kernels::PagedAttentionArgs a;
+    a.SetPool(pool);
     a.num_seqs = static_cast<int32_t>(chunks.size());
     a.n_heads = nh;
-    a.n_kv_heads = nkv;
-    a.d_qk = dqk;
-    a.d_vo = dvo;
-    a.page_size = cache.page_size();
     a.scale = 1.0f / std::sqrt(static_cast<float>(dqk));
     a.q_indptr = q_indptr_.data();
     a.q = q_.data();
@@ -220,20 +277,20 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
     a.kv_indptr = kv_indptr_.data();
     a.kv_indices = kv_indices_.data();
     a.kv_last_page_len = kv_last_.data();
-    a.k_pool = cache.k_pool(l);
-    a.v_pool = cache.v_pool(l);
-    a.pos_pool = cache.pos_pool(l);
     a.out = attn_.data();
     be.PagedAttention(a);
-    if (any_codebook) CodebookAttention(chunks, cache, l, a);
+    if (any_codebook) {
+      absl::Status st = CodebookAttention(chunks, cache, pools, l, a);
+      if (!st.ok()) return st;
+    }
 
     // Residency policies see this layer's queries and may evict its slots.
     r = 0;
     for (const auto& ch : chunks) {
       if (ch.residency != nullptr) {
         absl::Status st = ch.residency->AfterLayer(
-            cache, *ch.kv, l, q_.data() + r * nh * dqk, pos_.data() + r, ch.len,
-            w.rope_inv_freq.data());
+            cache, pools, *ch.kv, l, q_.data() + r * nh * dqk, pos_.data() + r,
+            ch.len, w.rope_inv_freq.data());
         if (!st.ok()) return st;
       }
       r += ch.len;

@@ -21,6 +21,7 @@
 #include "model/weights.h"
 #include "worker/cache/kv_cache.h"
 #include "worker/comm/communicator.h"
+#include "worker/kv/kv_pools.h"
 #include "worker/residency/sequence_residency.h"
 
 namespace latentkv::worker {
@@ -65,19 +66,33 @@ class ModelRunner {
   // KV shapes of every layer, for building the KvCache.
   std::vector<LayerKvShape> KvShapes() const;
 
+  // fp8 KV scales from the weights: for KV head h of layer l, a bound on
+  // |k| and |v| over every possible input, over 448 (fp8's largest finite).
+  // The attention input is RmsNorm(x) * g, whose f32 norm is at most
+  // sqrt(hidden), so |k_j| <= sqrt(hidden) * ||W_k[j] * g||_2 (Cauchy-
+  // Schwarz); RoPE rotates channel pairs (j, j + d/2), so a roped key's
+  // channel is bounded by the pair's bounds' root sum of squares. Static
+  // (no calibration data), never saturates, equal on every process that
+  // loads the same weights (so fp8 rows move between them as they are).
+  // A loose bound costs little: e4m3 keeps 3 mantissa bits over the 15
+  // binades below its maximum.
+  KvScales Fp8KvScales() const;
+
   // Runs the chunks as one batch. `logits` receives the requested rows in
   // chunk order, [rows, vocab]. The chunks' tokens must lie in
   // [0, vocab) (checked: InvalidArgument) and positions below the context.
+  // K/V go to `pools` (the pools of `cache`'s pages).
   absl::Status Forward(const std::vector<ForwardChunk>& chunks, KvCache& cache,
-                       std::vector<float>* logits);
+                       KvPools& pools, std::vector<float>* logits);
 
  private:
   void EnsureCapacity(int64_t rows);
   // Attention of the chunks that read codebooks in `layer`, over their
   // reconstructed tokens (AttentionScratch); writes their rows of attn_.
-  void CodebookAttention(const std::vector<ForwardChunk>& chunks,
-                         const KvCache& cache, int32_t layer,
-                         const kernels::PagedAttentionArgs& main);
+  absl::Status CodebookAttention(const std::vector<ForwardChunk>& chunks,
+                                 const KvCache& cache, KvPools& pools,
+                                 int32_t layer,
+                                 const kernels::PagedAttentionArgs& main);
 
   // The matrix of `t` as the backend multiplies it: a view of the tensor,
   // or, with `pack`, a packed copy in packed_ (see the constructor).
@@ -106,6 +121,11 @@ class ModelRunner {
   std::vector<int32_t> cb_pos_, cb_q_indptr_, cb_kv_indptr_, cb_kv_indices_,
       cb_kv_last_;
 };
+
+// The pools for `cache`'s pages in `runner`'s backend memory, with fp8
+// scales from runner.Fp8KvScales() when the cache's dtype is fp8.
+absl::StatusOr<std::unique_ptr<KvPools>> CreateKvPools(
+    const ModelRunner& runner, kernels::Backend* backend, const KvCache& cache);
 
 // The matrix view of a weight tensor.
 kernels::WeightView View(const model::Tensor& t);

@@ -149,6 +149,7 @@ struct Harness {
   std::unique_ptr<kernels::Backend> backend = kernels::MakeCpuBackend();
   std::unique_ptr<ModelRunner> runner;
   std::unique_ptr<KvCache> cache;
+  std::unique_ptr<KvPools> pools;
   explicit Harness(std::shared_ptr<const model::ModelWeights> w,
                    int page_size = 4)
       : weights(std::move(w)) {
@@ -157,6 +158,7 @@ struct Harness {
     o.page_size = page_size;
     o.max_bytes = 8 << 20;
     cache = std::move(*KvCache::Create(runner->KvShapes(), o));
+    pools = std::move(*CreateKvPools(*runner, backend.get(), *cache));
   }
 };
 
@@ -177,7 +179,7 @@ TEST_P(ModelRunnerTest, PrefillMatchesFloat64Reference) {
   ASSERT_TRUE(kv.Reserve(*h.cache, tokens.size()).ok());
   ForwardChunk ch{&kv, tokens.data(), 13, 0, ForwardChunk::Logits::kAll};
   std::vector<float> logits;
-  ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, &logits).ok());
+  ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, *h.pools, &logits).ok());
   const auto ref = ReferenceLogits(*h.weights, tokens);
   double max_err = 0, max_ref = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
@@ -199,7 +201,7 @@ TEST_P(ModelRunnerTest, DecodeStepByStepMatchesReference) {
   for (int i = 0; i < 11; ++i) {
     ASSERT_TRUE(kv.Reserve(*h.cache, 1).ok());
     ForwardChunk ch{&kv, &tokens[i], 1, i, ForwardChunk::Logits::kLast};
-    ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, &logits).ok());
+    ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, *h.pools, &logits).ok());
     // f32 rounding grows with the logits' scale (tens here), so the error is
     // measured against the position's largest logit, as in the prefill test.
     double max_err = 0, max_ref = 0;
@@ -225,7 +227,7 @@ TEST_P(ModelRunnerTest, BatchedMixedChunksEqualSingleRuns) {
     ASSERT_TRUE(kv.Reserve(*h.cache, t.size()).ok());
     ForwardChunk ch{&kv, t.data(), int32_t(t.size()), 0,
                     ForwardChunk::Logits::kLast};
-    ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, out).ok());
+    ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, *h.pools, out).ok());
     kv.Release(*h.cache);
   };
   single(a, &solo_a);
@@ -241,7 +243,7 @@ TEST_P(ModelRunnerTest, BatchedMixedChunksEqualSingleRuns) {
       h.runner
           ->Forward({{&kb, b.data(), 2, 0, ForwardChunk::Logits::kNone},
                      {&kc, c.data(), 9, 0, ForwardChunk::Logits::kNone}},
-                    *h.cache, &tmp)
+                    *h.cache, *h.pools, &tmp)
           .ok());
   // Step 2: all of a, the rest of b, c's decode token.
   ASSERT_TRUE(ka.Reserve(*h.cache, 17).ok());
@@ -253,7 +255,7 @@ TEST_P(ModelRunnerTest, BatchedMixedChunksEqualSingleRuns) {
           ->Forward({{&ka, a.data(), 17, 0, ForwardChunk::Logits::kLast},
                      {&kb, b.data() + 2, 3, 2, ForwardChunk::Logits::kLast},
                      {&kc, c.data() + 9, 1, 9, ForwardChunk::Logits::kLast}},
-                    *h.cache, &batch)
+                    *h.cache, *h.pools, &batch)
           .ok());
   ASSERT_EQ(batch.size(), 3u * 97);
   for (int v = 0; v < 97; ++v) {
@@ -274,7 +276,7 @@ TEST_P(ModelRunnerTest, RejectsTokensOutsideVocabulary) {
   std::vector<float> logits;
   EXPECT_EQ(h.runner
                 ->Forward({{&kv, &bad, 1, 0, ForwardChunk::Logits::kLast}},
-                          *h.cache, &logits)
+                          *h.cache, *h.pools, &logits)
                 .code(),
             absl::StatusCode::kInvalidArgument);
   kv.Release(*h.cache);

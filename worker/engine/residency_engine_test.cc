@@ -68,6 +68,8 @@ std::vector<std::vector<float>> Logits(const std::vector<int32_t>& tokens,
   ModelRunner runner(weights, backend.get());
   auto cache = KvCache::Create(runner.KvShapes(), {.page_size = 4});
   EXPECT_TRUE(cache.ok());
+  auto pools = CreateKvPools(runner, backend.get(), **cache);
+  EXPECT_TRUE(pools.ok());
   const model::ModelConfig& c = weights->config;
   SequenceKv kv;
   kv.Init(**cache);
@@ -92,7 +94,7 @@ std::vector<std::vector<float>> Logits(const std::vector<int32_t>& tokens,
     ch.start = pos;
     ch.residency = res.get();
     std::vector<float> logits;
-    EXPECT_TRUE(runner.Forward({ch}, **cache, &logits).ok());
+    EXPECT_TRUE(runner.Forward({ch}, **cache, **pools, &logits).ok());
     out.push_back(logits);
     pos += len;
   }

@@ -25,14 +25,14 @@ int64_t CodewordSlot(const SequenceKv::AuxPages& a, int64_t i, int64_t ps) {
 
 // Address of 4-byte word w of `page`: K region, then V region, then the
 // position region.
-void* Word(const KvCache& c, int32_t layer, int32_t page, int64_t w) {
-  KvCache& mc = const_cast<KvCache&>(c);
+void* Word(const KvCache& c, const HostKvPool& hp, int32_t layer, int32_t page,
+           int64_t w) {
   const LayerKvShape& s = c.shape(layer);
   const int64_t ps = c.page_size();
   const int64_t kw = ps * s.d_qk, vw = ps * s.d_vo;
-  if (w < kw) return mc.k_pool(layer) + int64_t{page} * kw + w;
-  if (w < kw + vw) return mc.v_pool(layer) + int64_t{page} * vw + (w - kw);
-  return mc.pos_pool(layer) + int64_t{page} * ps + (w - kw - vw);
+  if (w < kw) return hp.k + int64_t{page} * kw + w;
+  if (w < kw + vw) return hp.v + int64_t{page} * vw + (w - kw);
+  return hp.pos + int64_t{page} * ps + (w - kw - vw);
 }
 
 // Assigns each of n rows x [n, d] to a codeword, appending new codewords to
@@ -88,6 +88,7 @@ void Assign(const float* x, int64_t n, int32_t d, float theta, bool cluster,
 }  // namespace
 
 CodebookStore::Record CodebookStore::ReadRecord(const KvCache& c,
+                                                const HostKvPool& hp,
                                                 const AuxPages& a,
                                                 int32_t layer,
                                                 int64_t j) const {
@@ -95,24 +96,24 @@ CodebookStore::Record CodebookStore::ReadRecord(const KvCache& c,
   const int32_t page = a.records[j / per];
   const int64_t w0 = 5 * (j % per);
   Record r;
-  std::memcpy(&r.pos, Word(c, layer, page, w0), 4);
-  std::memcpy(&r.k_index, Word(c, layer, page, w0 + 1), 4);
-  std::memcpy(&r.k_mag, Word(c, layer, page, w0 + 2), 4);
-  std::memcpy(&r.v_index, Word(c, layer, page, w0 + 3), 4);
-  std::memcpy(&r.v_mag, Word(c, layer, page, w0 + 4), 4);
+  std::memcpy(&r.pos, Word(c, hp, layer, page, w0), 4);
+  std::memcpy(&r.k_index, Word(c, hp, layer, page, w0 + 1), 4);
+  std::memcpy(&r.k_mag, Word(c, hp, layer, page, w0 + 2), 4);
+  std::memcpy(&r.v_index, Word(c, hp, layer, page, w0 + 3), 4);
+  std::memcpy(&r.v_mag, Word(c, hp, layer, page, w0 + 4), 4);
   return r;
 }
 
-void CodebookStore::WriteRecord(KvCache& c, AuxPages& a, int32_t layer,
-                                int64_t j, const Record& r) {
+void CodebookStore::WriteRecord(KvCache& c, const HostKvPool& hp, AuxPages& a,
+                                int32_t layer, int64_t j, const Record& r) {
   const int64_t per = RecordsPerPage(c, layer);
   const int32_t page = a.records[j / per];
   const int64_t w0 = 5 * (j % per);
-  std::memcpy(Word(c, layer, page, w0), &r.pos, 4);
-  std::memcpy(Word(c, layer, page, w0 + 1), &r.k_index, 4);
-  std::memcpy(Word(c, layer, page, w0 + 2), &r.k_mag, 4);
-  std::memcpy(Word(c, layer, page, w0 + 3), &r.v_index, 4);
-  std::memcpy(Word(c, layer, page, w0 + 4), &r.v_mag, 4);
+  std::memcpy(Word(c, hp, layer, page, w0), &r.pos, 4);
+  std::memcpy(Word(c, hp, layer, page, w0 + 1), &r.k_index, 4);
+  std::memcpy(Word(c, hp, layer, page, w0 + 2), &r.k_mag, 4);
+  std::memcpy(Word(c, hp, layer, page, w0 + 3), &r.v_index, 4);
+  std::memcpy(Word(c, hp, layer, page, w0 + 4), &r.v_mag, 4);
 }
 
 bool CodebookStore::Resize(KvCache& c, AuxPages& a, int32_t layer,
@@ -138,10 +139,10 @@ bool CodebookStore::Resize(KvCache& c, AuxPages& a, int32_t layer,
   return true;
 }
 
-absl::Status CodebookStore::Add(KvCache& c, AuxPages& a, int32_t layer,
-                                const float* k_pre, const float* v,
-                                const int32_t* pos, int64_t n, float theta_k,
-                                float theta_v, bool cluster) {
+absl::Status CodebookStore::Add(KvCache& c, const HostKvPool& hp, AuxPages& a,
+                                int32_t layer, const float* k_pre,
+                                const float* v, const int32_t* pos, int64_t n,
+                                float theta_k, float theta_v, bool cluster) {
   if (n <= 0) return absl::OkStatus();
   const LayerKvShape& s = c.shape(layer);
   const int64_t ps = c.page_size();
@@ -151,11 +152,11 @@ absl::Status CodebookStore::Add(KvCache& c, AuxPages& a, int32_t layer,
   for (int32_t i = 0; i < std::max(n_k_, n_v_); ++i) {
     const int64_t flat = CodewordSlot(a, i, ps);
     if (i < n_k_) {
-      std::copy_n(c.k_pool(layer) + flat * s.d_qk, s.d_qk,
+      std::copy_n(hp.k + flat * s.d_qk, s.d_qk,
                   old_k.data() + int64_t{i} * s.d_qk);
     }
     if (i < n_v_) {
-      std::copy_n(c.v_pool(layer) + flat * s.d_vo, s.d_vo,
+      std::copy_n(hp.v + flat * s.d_vo, s.d_vo,
                   old_v.data() + int64_t{i} * s.d_vo);
     }
   }
@@ -177,36 +178,35 @@ absl::Status CodebookStore::Add(KvCache& c, AuxPages& a, int32_t layer,
     const int32_t slot = n_k_ + i;
     const int64_t flat = CodewordSlot(a, slot, ps);
     std::copy_n(new_k.data() + int64_t{i} * s.d_qk, s.d_qk,
-                c.k_pool(layer) + flat * s.d_qk);
+                hp.k + flat * s.d_qk);
   }
   for (int32_t i = 0; i < add_v; ++i) {
     const int32_t slot = n_v_ + i;
     const int64_t flat = CodewordSlot(a, slot, ps);
     std::copy_n(new_v.data() + int64_t{i} * s.d_vo, s.d_vo,
-                c.v_pool(layer) + flat * s.d_vo);
+                hp.v + flat * s.d_vo);
   }
   n_k_ += add_k;
   n_v_ += add_v;
   for (int64_t t = 0; t < n; ++t) {
-    WriteRecord(c, a, layer, a.tokens + t,
+    WriteRecord(c, hp, a, layer, a.tokens + t,
                 {pos[t], k_idx[t], k_mag[t], v_idx[t], v_mag[t]});
   }
   a.tokens += n;
   return absl::OkStatus();
 }
 
-void CodebookStore::Reconstruct(const KvCache& c, const AuxPages& a,
-                                int32_t layer, float* k_pre, float* v,
-                                int32_t* pos) const {
+void CodebookStore::Reconstruct(const KvCache& c, const HostKvPool& hp,
+                                const AuxPages& a, int32_t layer, float* k_pre,
+                                float* v, int32_t* pos) const {
   const LayerKvShape& s = c.shape(layer);
   const int64_t ps = c.page_size();
-  KvCache& mc = const_cast<KvCache&>(c);
   for (int64_t j = 0; j < a.tokens; ++j) {
-    const Record r = ReadRecord(c, a, layer, j);
+    const Record r = ReadRecord(c, hp, a, layer, j);
     const int64_t kf = CodewordSlot(a, r.k_index, ps);
     const int64_t vf = CodewordSlot(a, r.v_index, ps);
-    const float* kc = mc.k_pool(layer) + kf * s.d_qk;
-    const float* vc = mc.v_pool(layer) + vf * s.d_vo;
+    const float* kc = hp.k + kf * s.d_qk;
+    const float* vc = hp.v + vf * s.d_vo;
     for (int32_t i = 0; i < s.d_qk; ++i)
       k_pre[j * s.d_qk + i] = r.k_mag * kc[i];
     for (int32_t i = 0; i < s.d_vo; ++i) v[j * s.d_vo + i] = r.v_mag * vc[i];
@@ -214,13 +214,13 @@ void CodebookStore::Reconstruct(const KvCache& c, const AuxPages& a,
   }
 }
 
-void CodebookStore::Retain(KvCache& c, AuxPages& a, int32_t layer,
-                           const std::vector<int64_t>& keep) {
+void CodebookStore::Retain(KvCache& c, const HostKvPool& hp, AuxPages& a,
+                           int32_t layer, const std::vector<int64_t>& keep) {
   const LayerKvShape& s = c.shape(layer);
   const int64_t ps = c.page_size();
   std::vector<Record> kept;
   kept.reserve(keep.size());
-  for (int64_t j : keep) kept.push_back(ReadRecord(c, a, layer, j));
+  for (int64_t j : keep) kept.push_back(ReadRecord(c, hp, a, layer, j));
   // Renumber the codewords still used, in order, moving their rows forward.
   std::vector<int32_t> k_map(n_k_, -1), v_map(n_v_, -1);
   for (const Record& r : kept) {
@@ -240,24 +240,23 @@ void CodebookStore::Retain(KvCache& c, AuxPages& a, int32_t layer,
     }
     return next;
   };
-  n_k_ = compact(k_map, c.k_pool(layer), s.d_qk);
-  n_v_ = compact(v_map, c.v_pool(layer), s.d_vo);
+  n_k_ = compact(k_map, hp.k, s.d_qk);
+  n_v_ = compact(v_map, hp.v, s.d_vo);
   for (size_t j = 0; j < kept.size(); ++j) {
     Record r = kept[j];
     r.k_index = k_map[r.k_index];
     r.v_index = v_map[r.v_index];
-    WriteRecord(c, a, layer, static_cast<int64_t>(j), r);
+    WriteRecord(c, hp, a, layer, static_cast<int64_t>(j), r);
   }
   a.tokens = static_cast<int64_t>(kept.size());
   Resize(c, a, layer, std::max(n_k_, n_v_), a.tokens);  // only shrinks
 }
 
-std::string CodebookStore::Export(const KvCache& c, const AuxPages& a,
-                                  int32_t layer) const {
+std::string CodebookStore::Export(const KvCache& c, const HostKvPool& hp,
+                                  const AuxPages& a, int32_t layer) const {
   if (a.tokens == 0) return "";
   const LayerKvShape& s = c.shape(layer);
   const int64_t ps = c.page_size();
-  KvCache& mc = const_cast<KvCache&>(c);
   std::string out;
   out.reserve(KvSnapshot::kCodebookHeaderBytes +
               4 * (int64_t{n_k_} * s.d_qk + int64_t{n_v_} * s.d_vo) +
@@ -270,14 +269,14 @@ std::string CodebookStore::Export(const KvCache& c, const AuxPages& a,
   put(&a.tokens, 8);
   for (int32_t i = 0; i < n_k_; ++i) {
     const int64_t flat = CodewordSlot(a, i, ps);
-    put(mc.k_pool(layer) + flat * s.d_qk, 4 * size_t(s.d_qk));
+    put(hp.k + flat * s.d_qk, 4 * size_t(s.d_qk));
   }
   for (int32_t i = 0; i < n_v_; ++i) {
     const int64_t flat = CodewordSlot(a, i, ps);
-    put(mc.v_pool(layer) + flat * s.d_vo, 4 * size_t(s.d_vo));
+    put(hp.v + flat * s.d_vo, 4 * size_t(s.d_vo));
   }
   for (int64_t j = 0; j < a.tokens; ++j) {
-    const Record r = ReadRecord(c, a, layer, j);
+    const Record r = ReadRecord(c, hp, a, layer, j);
     put(&r.pos, 4);
     put(&r.k_index, 4);
     put(&r.k_mag, 4);
@@ -287,7 +286,8 @@ std::string CodebookStore::Export(const KvCache& c, const AuxPages& a,
   return out;
 }
 
-absl::Status CodebookStore::Import(KvCache& c, AuxPages& a, int32_t layer,
+absl::Status CodebookStore::Import(KvCache& c, const HostKvPool& hp,
+                                   AuxPages& a, int32_t layer,
                                    const std::string& blob) {
   if (n_k_ != 0 || n_v_ != 0 || a.tokens != 0 || !a.codewords.empty() ||
       !a.records.empty()) {
@@ -332,15 +332,15 @@ absl::Status CodebookStore::Import(KvCache& c, AuxPages& a, int32_t layer,
   const int64_t ps = c.page_size();
   for (int32_t i = 0; i < h->n_k; ++i) {
     const int64_t flat = CodewordSlot(a, i, ps);
-    std::copy_n(cw.data() + int64_t{i} * s.d_qk, s.d_qk,
-                c.k_pool(layer) + flat * s.d_qk);
+    std::copy_n(cw.data() + int64_t{i} * s.d_qk, s.d_qk, hp.k + flat * s.d_qk);
   }
   for (int32_t i = 0; i < h->n_v; ++i) {
     const int64_t flat = CodewordSlot(a, i, ps);
     std::copy_n(cw.data() + k_vals + int64_t{i} * s.d_vo, s.d_vo,
-                c.v_pool(layer) + flat * s.d_vo);
+                hp.v + flat * s.d_vo);
   }
-  for (int64_t j = 0; j < h->records; ++j) WriteRecord(c, a, layer, j, recs[j]);
+  for (int64_t j = 0; j < h->records; ++j)
+    WriteRecord(c, hp, a, layer, j, recs[j]);
   n_k_ = h->n_k;
   n_v_ = h->n_v;
   a.tokens = h->records;

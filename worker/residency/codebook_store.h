@@ -1,6 +1,9 @@
 // Codebook-compressed tokens of one (sequence, layer, KV head) -- SpindleKV's
 // shallow layers -- stored in pages of that layer's pool, so the KV memory
-// bound covers them and freed pages serve other sequences.
+// bound covers them and freed pages serve other sequences. Host-only: the
+// store reads and writes the pool through HostKvPool pointers, so codebook
+// layers need the cpu backend and f32 KV (the engine refuses them
+// otherwise).
 //
 // Layout (page_size ps, dims d_qk / d_vo of the layer):
 //  - codeword pages: slot i holds K codeword i (unit norm, pre-RoPE) in its K
@@ -25,6 +28,7 @@
 
 #include "absl/status/status.h"
 #include "worker/cache/kv_cache.h"
+#include "worker/kv/kv_pools.h"
 
 namespace latentkv::worker {
 
@@ -40,29 +44,31 @@ class CodebookStore {
   // (worker/codebook); otherwise each joins its most similar codeword when
   // cos > theta, else becomes a new one. ResourceExhausted, with nothing
   // changed, when the layer's allocator cannot supply the pages.
-  absl::Status Add(KvCache& cache, AuxPages& a, int32_t layer,
-                   const float* k_pre, const float* v, const int32_t* pos,
-                   int64_t n, float theta_k, float theta_v, bool cluster);
+  absl::Status Add(KvCache& cache, const HostKvPool& hp, AuxPages& a,
+                   int32_t layer, const float* k_pre, const float* v,
+                   const int32_t* pos, int64_t n, float theta_k, float theta_v,
+                   bool cluster);
   // All tokens reconstructed: k_pre [size, d_qk] (not roped), v [size, d_vo],
   // pos [size].
-  void Reconstruct(const KvCache& cache, const AuxPages& a, int32_t layer,
-                   float* k_pre, float* v, int32_t* pos) const;
+  void Reconstruct(const KvCache& cache, const HostKvPool& hp,
+                   const AuxPages& a, int32_t layer, float* k_pre, float* v,
+                   int32_t* pos) const;
   // Keeps the records `keep` (strictly ascending indices < size()), drops
   // codewords no kept record uses, and returns the pages no longer needed.
-  void Retain(KvCache& cache, AuxPages& a, int32_t layer,
+  void Retain(KvCache& cache, const HostKvPool& hp, AuxPages& a, int32_t layer,
               const std::vector<int64_t>& keep);
 
   // The store as a KvSnapshot codebook blob (worker/cache/kv_snapshot.h);
   // "" when it holds no tokens.
-  std::string Export(const KvCache& cache, const AuxPages& a,
-                     int32_t layer) const;
+  std::string Export(const KvCache& cache, const HostKvPool& hp,
+                     const AuxPages& a, int32_t layer) const;
   // Loads a blob into this empty store (no codewords, `a` without tokens or
   // pages). InvalidArgument for a malformed blob (sizes, an index past the
   // codeword counts, a negative position, a non-finite value);
   // ResourceExhausted when the layer's allocator cannot supply the pages.
   // Nothing changes on error.
-  absl::Status Import(KvCache& cache, AuxPages& a, int32_t layer,
-                      const std::string& blob);
+  absl::Status Import(KvCache& cache, const HostKvPool& hp, AuxPages& a,
+                      int32_t layer, const std::string& blob);
 
   int32_t num_k_codewords() const { return n_k_; }
   int32_t num_v_codewords() const { return n_v_; }
@@ -77,10 +83,10 @@ class CodebookStore {
     int32_t v_index = 0;
     float v_mag = 0;
   };
-  Record ReadRecord(const KvCache& cache, const AuxPages& a, int32_t layer,
-                    int64_t j) const;
-  void WriteRecord(KvCache& cache, AuxPages& a, int32_t layer, int64_t j,
-                   const Record& r);
+  Record ReadRecord(const KvCache& cache, const HostKvPool& hp,
+                    const AuxPages& a, int32_t layer, int64_t j) const;
+  void WriteRecord(KvCache& cache, const HostKvPool& hp, AuxPages& a,
+                   int32_t layer, int64_t j, const Record& r);
   // Grows (or shrinks) the page lists to hold the given counts; false (and
   // nothing changed) when the allocator runs short.
   bool Resize(KvCache& cache, AuxPages& a, int32_t layer, int32_t codewords,

@@ -14,9 +14,12 @@ constexpr int32_t kDqk = 8, kDvo = 6, kPage = 4;
 // Records per page: 4 * (8 + 6 + 1) / 5 = 12.
 
 struct Fixture {
+  std::unique_ptr<kernels::Backend> backend = kernels::MakeCpuBackend();
   // Pages of 4 * (8 + 6 + 1) * 4 = 240 bytes; 15 of them.
   std::unique_ptr<KvCache> cache = *KvCache::Create(
       {{1, kDqk, kDvo}}, {.page_size = kPage, .max_bytes = 15 * 240});
+  std::unique_ptr<KvPools> pools = *KvPools::Create(backend.get(), *cache);
+  HostKvPool hp = *pools->HostF32(0);
   SequenceKv kv;
   CodebookStore store;
   Fixture() { kv.Init(*cache); }
@@ -63,8 +66,8 @@ TEST(CodebookStoreTest, ThetaOneReconstructsExactlyAndCountsPages) {
   Fixture f;
   const auto [k, v, pos] = MakeTokens(30, 0, 0, 1, /*stride=*/3);
   ASSERT_TRUE(f.store
-                  .Add(*f.cache, f.aux(), 0, k.data(), v.data(), pos.data(), 30,
-                       1.0f, 1.0f, /*cluster=*/true)
+                  .Add(*f.cache, f.hp, f.aux(), 0, k.data(), v.data(),
+                       pos.data(), 30, 1.0f, 1.0f, /*cluster=*/true)
                   .ok());
   EXPECT_EQ(f.aux().tokens, 30);
   EXPECT_EQ(f.store.num_k_codewords(), 30);
@@ -74,7 +77,8 @@ TEST(CodebookStoreTest, ThetaOneReconstructsExactlyAndCountsPages) {
   EXPECT_EQ(f.cache->pages_in_use(), 11);
   std::vector<float> rk(30 * kDqk), rv(30 * kDvo);
   std::vector<int32_t> rp(30);
-  f.store.Reconstruct(*f.cache, f.aux(), 0, rk.data(), rv.data(), rp.data());
+  f.store.Reconstruct(*f.cache, f.hp, f.aux(), 0, rk.data(), rv.data(),
+                      rp.data());
   EXPECT_EQ(rp, pos);
   for (size_t i = 0; i < k.size(); ++i) {
     EXPECT_NEAR(rk[i], k[i], 1e-6 * (1 + std::abs(k[i])));
@@ -89,8 +93,8 @@ TEST(CodebookStoreTest, ClustersShareCodewordsAndRetainFreesPages) {
   // K around 3 directions, V around 2, small noise.
   const auto [k, v, pos] = MakeTokens(48, 3, 2, 3);
   ASSERT_TRUE(f.store
-                  .Add(*f.cache, f.aux(), 0, k.data(), v.data(), pos.data(), 48,
-                       0.98f, 0.95f, true)
+                  .Add(*f.cache, f.hp, f.aux(), 0, k.data(), v.data(),
+                       pos.data(), 48, 0.98f, 0.95f, true)
                   .ok());
   EXPECT_EQ(f.store.num_k_codewords(), 3);
   EXPECT_EQ(f.store.num_v_codewords(), 2);
@@ -99,7 +103,8 @@ TEST(CodebookStoreTest, ClustersShareCodewordsAndRetainFreesPages) {
   EXPECT_EQ(f.store.data_bytes(f.aux(), kDqk, kDvo), 48 * 16 + 3 * 32 + 2 * 24);
   std::vector<float> rk(48 * kDqk), rv(48 * kDvo);
   std::vector<int32_t> rp(48);
-  f.store.Reconstruct(*f.cache, f.aux(), 0, rk.data(), rv.data(), rp.data());
+  f.store.Reconstruct(*f.cache, f.hp, f.aux(), 0, rk.data(), rv.data(),
+                      rp.data());
   for (int t = 0; t < 48; ++t) {
     double dot = 0, a = 0, b = 0;
     for (int i = 0; i < kDqk; ++i) {
@@ -113,13 +118,14 @@ TEST(CodebookStoreTest, ClustersShareCodewordsAndRetainFreesPages) {
   // Keep only tokens of K cluster 1 (t % 3 == 1): the other K codewords go.
   std::vector<int64_t> keep;
   for (int t = 1; t < 48; t += 3) keep.push_back(t);
-  f.store.Retain(*f.cache, f.aux(), 0, keep);
+  f.store.Retain(*f.cache, f.hp, f.aux(), 0, keep);
   EXPECT_EQ(f.aux().tokens, 16);
   EXPECT_EQ(f.store.num_k_codewords(), 1);
   EXPECT_EQ(f.cache->pages_in_use(), 1 + 2);
   std::vector<float> k2(16 * kDqk), v2(16 * kDvo);
   std::vector<int32_t> p2(16);
-  f.store.Reconstruct(*f.cache, f.aux(), 0, k2.data(), v2.data(), p2.data());
+  f.store.Reconstruct(*f.cache, f.hp, f.aux(), 0, k2.data(), v2.data(),
+                      p2.data());
   for (int j = 0; j < 16; ++j) {
     EXPECT_EQ(p2[j], keep[j]);
     for (int i = 0; i < kDqk; ++i) {
@@ -135,8 +141,8 @@ TEST(CodebookStoreTest, DecodeTokensJoinOrCreateCodewords) {
   Fixture f;
   const auto [k, v, pos] = MakeTokens(6, 2, 2, 5);
   ASSERT_TRUE(f.store
-                  .Add(*f.cache, f.aux(), 0, k.data(), v.data(), pos.data(), 6,
-                       0.98f, 0.95f, true)
+                  .Add(*f.cache, f.hp, f.aux(), 0, k.data(), v.data(),
+                       pos.data(), 6, 0.98f, 0.95f, true)
                   .ok());
   ASSERT_EQ(f.store.num_k_codewords(), 2);
   // A scaled copy of token 0 joins; an orthogonal-ish random vector does not.
@@ -145,8 +151,8 @@ TEST(CodebookStoreTest, DecodeTokensJoinOrCreateCodewords) {
   std::vector<float> vv(v.begin(), v.begin() + kDvo);
   int32_t p = 6;
   ASSERT_TRUE(f.store
-                  .Add(*f.cache, f.aux(), 0, near.data(), vv.data(), &p, 1,
-                       0.98f, 0.95f, false)
+                  .Add(*f.cache, f.hp, f.aux(), 0, near.data(), vv.data(), &p,
+                       1, 0.98f, 0.95f, false)
                   .ok());
   EXPECT_EQ(f.store.num_k_codewords(), 2);
   std::vector<float> far(kDqk, 0.0f);
@@ -154,7 +160,7 @@ TEST(CodebookStoreTest, DecodeTokensJoinOrCreateCodewords) {
   far[1] = -1.0f;
   p = 7;
   ASSERT_TRUE(f.store
-                  .Add(*f.cache, f.aux(), 0, far.data(), vv.data(), &p, 1,
+                  .Add(*f.cache, f.hp, f.aux(), 0, far.data(), vv.data(), &p, 1,
                        0.98f, 0.95f, false)
                   .ok());
   EXPECT_EQ(f.store.num_k_codewords(), 3);
@@ -164,8 +170,9 @@ TEST(CodebookStoreTest, DecodeTokensJoinOrCreateCodewords) {
 TEST(CodebookStoreTest, OutOfPagesChangesNothing) {
   Fixture f;  // 15 pages in all
   const auto [k, v, pos] = MakeTokens(200, 0, 0, 7);
-  const absl::Status st = f.store.Add(*f.cache, f.aux(), 0, k.data(), v.data(),
-                                      pos.data(), 200, 1.0f, 1.0f, true);
+  const absl::Status st =
+      f.store.Add(*f.cache, f.hp, f.aux(), 0, k.data(), v.data(), pos.data(),
+                  200, 1.0f, 1.0f, true);
   EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(f.aux().tokens, 0);
   EXPECT_EQ(f.cache->pages_in_use(), 0);
@@ -179,18 +186,18 @@ TEST(CodebookStoreTest, ExportImportRoundTripsAndRejectsMalformedBlobs) {
   Fixture src;
   const auto [k, v, pos] = MakeTokens(40, 5, 4, 3, /*stride=*/2, /*offset=*/1);
   ASSERT_TRUE(src.store
-                  .Add(*src.cache, src.aux(), 0, k.data(), v.data(), pos.data(),
-                       40, 0.9f, 0.9f, /*cluster=*/true)
+                  .Add(*src.cache, src.hp, src.aux(), 0, k.data(), v.data(),
+                       pos.data(), 40, 0.9f, 0.9f, /*cluster=*/true)
                   .ok());
   ASSERT_LT(src.store.num_k_codewords(), 40);  // clustered
-  const std::string blob = src.store.Export(*src.cache, src.aux(), 0);
+  const std::string blob = src.store.Export(*src.cache, src.hp, src.aux(), 0);
   ASSERT_EQ(blob.size(), 16 +
                              4 * (src.store.num_k_codewords() * kDqk +
                                   src.store.num_v_codewords() * kDvo) +
                              20 * 40);
 
   Fixture dst;
-  ASSERT_TRUE(dst.store.Import(*dst.cache, dst.aux(), 0, blob).ok());
+  ASSERT_TRUE(dst.store.Import(*dst.cache, dst.hp, dst.aux(), 0, blob).ok());
   EXPECT_EQ(dst.aux().tokens, 40);
   EXPECT_EQ(dst.store.num_k_codewords(), src.store.num_k_codewords());
   EXPECT_EQ(dst.store.num_v_codewords(), src.store.num_v_codewords());
@@ -198,19 +205,20 @@ TEST(CodebookStoreTest, ExportImportRoundTripsAndRejectsMalformedBlobs) {
   auto reconstruct = [](Fixture& f, int64_t n) {
     std::vector<float> rk(n * kDqk), rv(n * kDvo);
     std::vector<int32_t> rp(n);
-    f.store.Reconstruct(*f.cache, f.aux(), 0, rk.data(), rv.data(), rp.data());
+    f.store.Reconstruct(*f.cache, f.hp, f.aux(), 0, rk.data(), rv.data(),
+                        rp.data());
     rk.insert(rk.end(), rv.begin(), rv.end());
     for (int32_t p : rp) rk.push_back(static_cast<float>(p));
     return rk;
   };
   EXPECT_EQ(reconstruct(dst, 40), reconstruct(src, 40));
-  EXPECT_EQ(dst.store.Export(*dst.cache, dst.aux(), 0), blob);
+  EXPECT_EQ(dst.store.Export(*dst.cache, dst.hp, dst.aux(), 0), blob);
   // The same next tokens into both: same codewords chosen or added.
   const auto [k2, v2, pos2] =
       MakeTokens(6, 0, 0, 5, /*stride=*/2, /*offset=*/81);
   for (Fixture* f : {&src, &dst}) {
     ASSERT_TRUE(f->store
-                    .Add(*f->cache, f->aux(), 0, k2.data(), v2.data(),
+                    .Add(*f->cache, f->hp, f->aux(), 0, k2.data(), v2.data(),
                          pos2.data(), 6, 0.9f, 0.9f, /*cluster=*/true)
                     .ok());
   }
@@ -234,13 +242,13 @@ TEST(CodebookStoreTest, ExportImportRoundTripsAndRejectsMalformedBlobs) {
       corrupt(39, 4, std::nanf(""))};
   for (const std::string& b : bad) {
     Fixture f;
-    const absl::Status st = f.store.Import(*f.cache, f.aux(), 0, b);
+    const absl::Status st = f.store.Import(*f.cache, f.hp, f.aux(), 0, b);
     EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
     EXPECT_EQ(f.cache->pages_in_use(), 0);
     EXPECT_EQ(f.aux().tokens, 0);
   }
   EXPECT_TRUE(absl::IsFailedPrecondition(
-      dst.store.Import(*dst.cache, dst.aux(), 0, blob)));
+      dst.store.Import(*dst.cache, dst.hp, dst.aux(), 0, blob)));
 }
 
 // A store whose pages do not fit is ResourceExhausted, with nothing taken.
@@ -250,17 +258,21 @@ TEST(CodebookStoreTest, ImportThatDoesNotFitTakesNothing) {
   // 15-page fixture, so build the source in a larger cache.
   auto big = *KvCache::Create({{1, kDqk, kDvo}},
                               {.page_size = kPage, .max_bytes = 60 * 240});
+  auto backend = kernels::MakeCpuBackend();
+  auto big_pools = *KvPools::Create(backend.get(), *big);
+  const HostKvPool big_hp = *big_pools->HostF32(0);
   SequenceKv kv;
   kv.Init(*big);
   CodebookStore store;
   ASSERT_TRUE(store
-                  .Add(*big, kv.aux(0, 0), 0, k.data(), v.data(), pos.data(),
-                       100, 1.0f, 1.0f, true)
+                  .Add(*big, big_hp, kv.aux(0, 0), 0, k.data(), v.data(),
+                       pos.data(), 100, 1.0f, 1.0f, true)
                   .ok());
-  const std::string blob = store.Export(*big, kv.aux(0, 0), 0);
+  const std::string blob = store.Export(*big, big_hp, kv.aux(0, 0), 0);
   kv.Release(*big);
   Fixture dst;
-  const absl::Status st = dst.store.Import(*dst.cache, dst.aux(), 0, blob);
+  const absl::Status st =
+      dst.store.Import(*dst.cache, dst.hp, dst.aux(), 0, blob);
   EXPECT_TRUE(absl::IsResourceExhausted(st)) << st;
   EXPECT_EQ(dst.cache->pages_in_use(), 0);
 }

@@ -57,10 +57,10 @@ void SequenceResidency::Reset() {
   stores_.assign(d_qk_.size(), {});
 }
 
-absl::Status SequenceResidency::AfterLayer(KvCache& cache, SequenceKv& kv,
-                                           int32_t layer, const float* q,
-                                           const int32_t* pos, int32_t len,
-                                           const float* inv_freq) {
+absl::Status SequenceResidency::AfterLayer(KvCache& cache, KvPools& pools,
+                                           SequenceKv& kv, int32_t layer,
+                                           const float* q, const int32_t* pos,
+                                           int32_t len, const float* inv_freq) {
   if (len <= 0) return absl::OkStatus();
   const ResidencyPlan& plan = *plan_;
   const LayerPolicy policy = plan.policy(layer);
@@ -87,10 +87,10 @@ absl::Status SequenceResidency::AfterLayer(KvCache& cache, SequenceKv& kv,
     prompt_done_[layer] = 1;
     absl::Status st;
     if (evicts && first) {
-      st = EvictLayer(cache, kv, layer, plan.PromptBudget(layer, prompt_len_),
-                      inv_freq);
+      st = EvictLayer(cache, pools, kv, layer,
+                      plan.PromptBudget(layer, prompt_len_), inv_freq);
     } else if (codebook) {
-      st = EncodeLayer(cache, kv, layer, first, inv_freq);
+      st = EncodeLayer(cache, pools, kv, layer, first, inv_freq);
     }
     if (!st.ok()) return st;
   }
@@ -98,7 +98,7 @@ absl::Status SequenceResidency::AfterLayer(KvCache& cache, SequenceKv& kv,
     const int32_t n_kv = cache.shape(layer).n_kv_heads;
     for (int32_t h = 0; h < n_kv; ++h) {
       if (kv.held_tokens(layer, h) >= cap) {
-        return EvictLayer(cache, kv, layer, plan.CapacityTarget(layer),
+        return EvictLayer(cache, pools, kv, layer, plan.CapacityTarget(layer),
                           inv_freq);
       }
     }
@@ -106,13 +106,15 @@ absl::Status SequenceResidency::AfterLayer(KvCache& cache, SequenceKv& kv,
   return absl::OkStatus();
 }
 
-absl::Status SequenceResidency::EncodeLayer(KvCache& cache, SequenceKv& kv,
-                                            int32_t layer, bool first,
-                                            const float* inv_freq) {
+absl::Status SequenceResidency::EncodeLayer(KvCache& cache, KvPools& pools,
+                                            SequenceKv& kv, int32_t layer,
+                                            bool first, const float* inv_freq) {
   const LayerKvShape& s = cache.shape(layer);
   std::vector<CodebookStore>& stores = stores_[layer];
   if (stores.empty()) stores.resize(s.n_kv_heads);
   const ResidencyOptions& o = plan_->options();
+  absl::StatusOr<HostKvPool> hp = pools.HostF32(layer);
+  if (!hp.ok()) return hp.status();
   std::vector<int32_t> neg;
   for (int32_t h = 0; h < s.n_kv_heads; ++h) {
     const int64_t n = kv.num_tokens(layer, h);
@@ -121,37 +123,40 @@ absl::Status SequenceResidency::EncodeLayer(KvCache& cache, SequenceKv& kv,
     vals_.resize(n * s.d_vo);
     kpos_.resize(n);
     neg.resize(n);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t flat = kv.SlotOf(cache, layer, h, i);
-      std::copy_n(cache.k_pool(layer) + flat * s.d_qk, s.d_qk,
-                  keys_.data() + i * s.d_qk);
-      std::copy_n(cache.v_pool(layer) + flat * s.d_vo, s.d_vo,
-                  vals_.data() + i * s.d_vo);
-      kpos_[i] = cache.pos_pool(layer)[flat];
-      neg[i] = -kpos_[i];
-    }
+    slots_.resize(n);
+    for (int64_t i = 0; i < n; ++i) slots_[i] = kv.SlotOf(cache, layer, h, i);
+    absl::Status read = pools.ReadF32(layer, h, slots_, keys_.data(),
+                                      vals_.data(), kpos_.data());
+    if (!read.ok()) return read;
+    for (int64_t i = 0; i < n; ++i) neg[i] = -kpos_[i];
     // Undo RoPE: codebooks cluster keys before rotation.
     kernels::ApplyRope(keys_.data(), n, 1, s.d_qk, neg.data(), inv_freq);
-    absl::Status st = stores[h].Add(cache, kv.aux(layer, h), layer,
+    absl::Status st = stores[h].Add(cache, *hp, kv.aux(layer, h), layer,
                                     keys_.data(), vals_.data(), kpos_.data(), n,
                                     o.theta_k, o.theta_v, first);
     if (absl::IsResourceExhausted(st)) continue;  // stays in the page list
     if (!st.ok()) return st;
-    st = kv.Retain(cache, layer, h, {});
+    moves_.clear();
+    st = kv.Retain(cache, layer, h, {}, &moves_);  // empties: no moves
     if (!st.ok()) return st;
   }
   return absl::OkStatus();
 }
 
-void SequenceResidency::ExportState(const KvCache& cache, const SequenceKv& kv,
+void SequenceResidency::ExportState(const KvCache& cache, KvPools& pools,
+                                    const SequenceKv& kv,
                                     KvSnapshot* snap) const {
   std::vector<std::vector<std::string>> out(cache.num_layers());
   bool any = false;
   for (int32_t l = 0; l < cache.num_layers(); ++l) {
     out[l].resize(cache.shape(l).n_kv_heads);
+    if (stores_[l].empty()) continue;
+    // Codebook layers exist only where host access works (the engine checks
+    // at start), so this cannot fail here.
+    const HostKvPool hp = *pools.HostF32(l);
     for (size_t h = 0; h < stores_[l].size(); ++h) {
-      out[l][h] =
-          stores_[l][h].Export(cache, kv.aux(l, static_cast<int32_t>(h)), l);
+      out[l][h] = stores_[l][h].Export(cache, hp,
+                                       kv.aux(l, static_cast<int32_t>(h)), l);
       any = any || !out[l][h].empty();
     }
   }
@@ -174,7 +179,8 @@ void SequenceResidency::ExportState(const KvCache& cache, const SequenceKv& kv,
   if (any) snap->windows = std::move(wins);
 }
 
-absl::Status SequenceResidency::ImportState(KvCache& cache, SequenceKv& kv,
+absl::Status SequenceResidency::ImportState(KvCache& cache, KvPools& pools,
+                                            SequenceKv& kv,
                                             const KvSnapshot& snap) {
   for (size_t l = 0; l < snap.windows.size() && l < windows_.size(); ++l) {
     const std::string& b = snap.windows[l];
@@ -212,11 +218,13 @@ absl::Status SequenceResidency::ImportState(KvCache& cache, SequenceKv& kv,
           "KV snapshot has codebook entries in layer ", l,
           ", which is not a codebook layer here (different residency plans)"));
     }
+    absl::StatusOr<HostKvPool> hp = pools.HostF32(l);
+    if (!hp.ok()) return hp.status();
     stores_[l].assign(n_kv, CodebookStore{});
     for (int32_t h = 0; h < n_kv; ++h) {
       const std::string& b = snap.codebooks[l][h];
       if (b.empty()) continue;
-      absl::Status st = stores_[l][h].Import(cache, kv.aux(l, h), l, b);
+      absl::Status st = stores_[l][h].Import(cache, *hp, kv.aux(l, h), l, b);
       if (!st.ok()) {
         return absl::Status(st.code(), absl::StrCat("layer ", l, " head ", h,
                                                     ": ", st.message()));
@@ -235,35 +243,40 @@ bool SequenceResidency::ReadsCodebook(const SequenceKv& kv,
   return false;
 }
 
-void SequenceResidency::AppendCodebookView(
-    const KvCache& cache, const SequenceKv& kv, int32_t layer,
+absl::Status SequenceResidency::AppendCodebookView(
+    const KvCache& cache, KvPools& pools, const SequenceKv& kv, int32_t layer,
     const float* inv_freq, AttentionScratch* scratch,
     std::vector<int32_t>* indptr, std::vector<int32_t>* indices,
     std::vector<int32_t>* last_page_len) const {
   const LayerKvShape& s = cache.shape(layer);
-  KvCache& mc = const_cast<KvCache&>(cache);
+  absl::StatusOr<HostKvPool> hp = pools.HostF32(layer);
+  if (!hp.ok()) return hp.status();
   std::vector<float> k, v;
   std::vector<int32_t> p;
+  std::vector<int64_t> slots;
   for (int32_t h = 0; h < s.n_kv_heads; ++h) {
     const int64_t n_rec = kv.aux(layer, h).tokens;
-    k.resize(n_rec * s.d_qk);
-    v.resize(n_rec * s.d_vo);
-    p.resize(n_rec);
+    const int64_t n_list = kv.num_tokens(layer, h);
+    k.resize((n_rec + n_list) * s.d_qk);
+    v.resize((n_rec + n_list) * s.d_vo);
+    p.resize(n_rec + n_list);
     if (n_rec > 0) {
-      stores_[layer][h].Reconstruct(cache, kv.aux(layer, h), layer, k.data(),
-                                    v.data(), p.data());
+      stores_[layer][h].Reconstruct(cache, *hp, kv.aux(layer, h), layer,
+                                    k.data(), v.data(), p.data());
       kernels::ApplyRope(k.data(), n_rec, 1, s.d_qk, p.data(), inv_freq);
     }
+    slots.resize(n_list);
+    for (int64_t i = 0; i < n_list; ++i) {
+      slots[i] = kv.SlotOf(cache, layer, h, i);
+    }
+    absl::Status st =
+        pools.ReadF32(layer, h, slots, k.data() + n_rec * s.d_qk,
+                      v.data() + n_rec * s.d_vo, p.data() + n_rec);
+    if (!st.ok()) return st;
     const int32_t first_page = scratch->pages;
     int64_t used = 0;
-    for (int64_t i = 0; i < n_rec; ++i) {
+    for (int64_t i = 0; i < n_rec + n_list; ++i) {
       scratch->Push(k.data() + i * s.d_qk, v.data() + i * s.d_vo, p[i], &used);
-    }
-    for (int64_t i = 0; i < kv.num_tokens(layer, h); ++i) {
-      const int64_t flat = kv.SlotOf(cache, layer, h, i);
-      scratch->Push(mc.k_pool(layer) + flat * s.d_qk,
-                    mc.v_pool(layer) + flat * s.d_vo, mc.pos_pool(layer)[flat],
-                    &used);
     }
     for (int32_t pg = first_page; pg < scratch->pages; ++pg) {
       indices->push_back(pg);
@@ -275,6 +288,7 @@ void SequenceResidency::AppendCodebookView(
                         used - int64_t{scratch->pages - first_page - 1} *
                                    scratch->page_size));
   }
+  return absl::OkStatus();
 }
 
 int64_t SequenceResidency::LayerDataBytes(const KvCache& cache,
@@ -283,7 +297,7 @@ int64_t SequenceResidency::LayerDataBytes(const KvCache& cache,
   const LayerKvShape& s = cache.shape(layer);
   int64_t bytes = 0;
   for (int32_t h = 0; h < s.n_kv_heads; ++h) {
-    bytes += kv.num_tokens(layer, h) * (s.d_qk + s.d_vo) * 4;
+    bytes += kv.num_tokens(layer, h) * cache.token_data_bytes(layer);
     if (!stores_[layer].empty()) {
       bytes += stores_[layer][h].data_bytes(kv.aux(layer, h), s.d_qk, s.d_vo);
     }
@@ -291,8 +305,9 @@ int64_t SequenceResidency::LayerDataBytes(const KvCache& cache,
   return bytes;
 }
 
-absl::Status SequenceResidency::EvictLayer(KvCache& cache, SequenceKv& kv,
-                                           int32_t layer, int64_t target,
+absl::Status SequenceResidency::EvictLayer(KvCache& cache, KvPools& pools,
+                                           SequenceKv& kv, int32_t layer,
+                                           int64_t target,
                                            const float* inv_freq) {
   const Window& win = windows_[layer];
   const int32_t d = d_qk_[layer];
@@ -331,16 +346,18 @@ absl::Status SequenceResidency::EvictLayer(KvCache& cache, SequenceKv& kv,
     keys_.resize(n * d);
     kpos_.resize(n);
     if (codebook) {
+      absl::StatusOr<HostKvPool> hp = pools.HostF32(layer);
+      if (!hp.ok()) return hp.status();
       vals_.resize(n * shape.d_vo);
-      stores_[layer][h].Reconstruct(cache, kv.aux(layer, h), layer,
+      stores_[layer][h].Reconstruct(cache, *hp, kv.aux(layer, h), layer,
                                     keys_.data(), vals_.data(), kpos_.data());
       kernels::ApplyRope(keys_.data(), n, 1, d, kpos_.data(), inv_freq);
     } else {
-      for (int64_t i = 0; i < n; ++i) {
-        const int64_t flat = kv.SlotOf(cache, layer, h, i);
-        std::copy_n(cache.k_pool(layer) + flat * d, d, keys_.data() + i * d);
-        kpos_[i] = cache.pos_pool(layer)[flat];
-      }
+      slots_.resize(n);
+      for (int64_t i = 0; i < n; ++i) slots_[i] = kv.SlotOf(cache, layer, h, i);
+      absl::Status st =
+          pools.ReadF32(layer, h, slots_, keys_.data(), nullptr, kpos_.data());
+      if (!st.ok()) return st;
     }
     scores_.resize(group * n);
     kernels::WindowAttentionScores(wq_.data(), wpos_.data(), n_w, group,
@@ -351,11 +368,30 @@ absl::Status SequenceResidency::EvictLayer(KvCache& cache, SequenceKv& kv,
         n_w > 0 ? first_pos : kpos_[n - 1] + 1, plan_->options().pool_kernel);
     evicted_ += n - static_cast<int64_t>(keep.size());
     if (codebook) {
-      stores_[layer][h].Retain(cache, kv.aux(layer, h), layer, keep);
+      stores_[layer][h].Retain(cache, *pools.HostF32(layer), kv.aux(layer, h),
+                               layer, keep);
     } else {
-      absl::Status st = kv.Retain(cache, layer, h, keep);
+      moves_.clear();
+      absl::Status st = kv.Retain(cache, layer, h, keep, &moves_);
+      if (st.ok()) st = pools.Apply(layer, moves_);
       if (!st.ok()) return st;
     }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCodebookLayersSupported(const ResidencyPlan& plan,
+                                          const KvPools& pools) {
+  for (int32_t l = 0; l < plan.num_layers(); ++l) {
+    if (plan.policy(l) != LayerPolicy::kCodebook) continue;
+    absl::StatusOr<HostKvPool> hp = pools.HostF32(l);
+    if (!hp.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "SpindleKV codebook layers (layer ", l,
+          ") run on the host only: they need --device cpu and --kv_dtype f32 (",
+          hp.status().message(), ")"));
+    }
+    return absl::OkStatus();
   }
   return absl::OkStatus();
 }

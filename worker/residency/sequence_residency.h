@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "worker/cache/kv_cache.h"
 #include "worker/cache/kv_snapshot.h"
+#include "worker/kv/kv_pools.h"
 #include "worker/residency/codebook_store.h"
 #include "worker/residency/policy.h"
 
@@ -64,7 +65,7 @@ class SequenceResidency {
   // Adds this sequence's residency state to `snap` (ExportKv'd from `kv`
   // with_codebooks): every head's codebook entries and every layer's query
   // window; each part stays empty when no layer has any.
-  void ExportState(const KvCache& cache, const SequenceKv& kv,
+  void ExportState(const KvCache& cache, KvPools& pools, const SequenceKv& kv,
                    KvSnapshot* snap) const;
   // Loads `snap`'s residency state (after ImportKv filled the rows) into
   // this sequence. InvalidArgument when a layer with codebook entries is not
@@ -72,14 +73,14 @@ class SequenceResidency {
   // fit this plan (the prefill worker compressed with a different layout),
   // or a blob is malformed; ResourceExhausted when the pages do not fit. On
   // error the caller releases `kv` and calls Reset().
-  absl::Status ImportState(KvCache& cache, SequenceKv& kv,
+  absl::Status ImportState(KvCache& cache, KvPools& pools, SequenceKv& kv,
                            const KvSnapshot& snap);
   // q: [len, n_heads, d_qk(layer)] the chunk's roped queries at positions
   // pos [len] (ascending, the chunk's tokens already in `kv`); inv_freq:
   // [d_qk / 2] the layer's RoPE table.
-  absl::Status AfterLayer(KvCache& cache, SequenceKv& kv, int32_t layer,
-                          const float* q, const int32_t* pos, int32_t len,
-                          const float* inv_freq);
+  absl::Status AfterLayer(KvCache& cache, KvPools& pools, SequenceKv& kv,
+                          int32_t layer, const float* q, const int32_t* pos,
+                          int32_t len, const float* inv_freq);
   // True when some of this layer's tokens live in codebooks, so attention
   // must read AppendCodebookView instead of the page list alone.
   bool ReadsCodebook(const SequenceKv& kv, int32_t layer) const;
@@ -87,14 +88,16 @@ class SequenceResidency {
   // reconstructed codebook records (re-roped), then the page list's tokens;
   // and their ragged description (one entry per KV head, as
   // SequenceKv::Describe, page ids into `scratch`).
-  void AppendCodebookView(const KvCache& cache, const SequenceKv& kv,
-                          int32_t layer, const float* inv_freq,
-                          AttentionScratch* scratch,
-                          std::vector<int32_t>* indptr,
-                          std::vector<int32_t>* indices,
-                          std::vector<int32_t>* last_page_len) const;
-  // Bytes of K/V data this sequence holds in `layer` (f32 values of the page
-  // list's tokens + codebook records and codewords; positions excluded).
+  absl::Status AppendCodebookView(const KvCache& cache, KvPools& pools,
+                                  const SequenceKv& kv, int32_t layer,
+                                  const float* inv_freq,
+                                  AttentionScratch* scratch,
+                                  std::vector<int32_t>* indptr,
+                                  std::vector<int32_t>* indices,
+                                  std::vector<int32_t>* last_page_len) const;
+  // Bytes of K/V data this sequence holds in `layer` (the page list's
+  // tokens' values in the KV dtype + codebook records and codewords;
+  // positions excluded).
   int64_t LayerDataBytes(const KvCache& cache, const SequenceKv& kv,
                          int32_t layer) const;
   // Slots dropped so far, summed over layers and KV heads.
@@ -109,12 +112,12 @@ class SequenceResidency {
   };
   // Evicts every KV head of `layer` holding more than `target` slots down to
   // `target`, scoring with the layer's window.
-  absl::Status EvictLayer(KvCache& cache, SequenceKv& kv, int32_t layer,
-                          int64_t target, const float* inv_freq);
+  absl::Status EvictLayer(KvCache& cache, KvPools& pools, SequenceKv& kv,
+                          int32_t layer, int64_t target, const float* inv_freq);
   // Moves the page list's tokens of every KV head of a codebook layer into
   // its store (left in place when pages run short; retried next time).
-  absl::Status EncodeLayer(KvCache& cache, SequenceKv& kv, int32_t layer,
-                           bool first, const float* inv_freq);
+  absl::Status EncodeLayer(KvCache& cache, KvPools& pools, SequenceKv& kv,
+                           int32_t layer, bool first, const float* inv_freq);
 
   std::shared_ptr<const ResidencyPlan> plan_;
   std::vector<int32_t> d_qk_;
@@ -127,7 +130,15 @@ class SequenceResidency {
   // Scratch for EvictLayer.
   std::vector<float> wq_, keys_, scores_, vals_;
   std::vector<int32_t> wpos_, kpos_;
+  std::vector<int64_t> slots_;
+  KvMoves moves_;
 };
+
+// OK unless `plan` has codebook layers and `pools` cannot give host access
+// to f32 values (another backend or KV dtype): FailedPrecondition naming
+// what codebook layers need.
+absl::Status CheckCodebookLayersSupported(const ResidencyPlan& plan,
+                                          const KvPools& pools);
 
 }  // namespace latentkv::worker
 

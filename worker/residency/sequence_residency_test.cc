@@ -14,7 +14,9 @@ constexpr int32_t kLayers = 2, kHeads = 4, kKv = 2, kD = 8, kPage = 4;
 constexpr float kInvFreq[kD / 2] = {1.0f, 0.1f, 0.01f, 0.001f};
 
 struct Fixture {
+  std::unique_ptr<kernels::Backend> backend = kernels::MakeCpuBackend();
   std::unique_ptr<KvCache> cache;
+  std::unique_ptr<KvPools> pools;
   SequenceKv kv;
   std::mt19937 rng{11};
   std::normal_distribution<float> nd{0.0f, 1.0f};
@@ -24,6 +26,7 @@ struct Fixture {
     std::vector<LayerKvShape> shapes(kLayers, {kKv, kD, kD});
     cache =
         *KvCache::Create(shapes, {.page_size = kPage, .max_bytes = 1 << 22});
+    pools = *KvPools::Create(backend.get(), *cache);
     kv.Init(*cache);
   }
   ~Fixture() { kv.Release(*cache); }
@@ -38,33 +41,39 @@ struct Fixture {
     for (int32_t t = 0; t < len; ++t) pos[t] = next_pos++;
     for (int32_t l = 0; l < kLayers; ++l) {
       std::vector<int64_t> slots(len * kKv);
-      kv.Append(*cache, l, len, slots.data());
+      kv.Append(*cache, l, len, slots.data(), pos[0]);
+      std::vector<float> k(len * kKv * kD), v(len * kKv * kD);
       for (int32_t t = 0; t < len; ++t) {
         for (int32_t h = 0; h < kKv; ++h) {
-          const int64_t s = slots[t * kKv + h];
           const float b = boost ? boost(pos[t]) : 1.0f;
           for (int32_t i = 0; i < kD; ++i) {
             // Keys point along +1 so that queries along +1 favour boosted
             // keys; V random.
-            cache->k_pool(l)[s * kD + i] = b * (1.0f + 0.1f * nd(rng));
-            cache->v_pool(l)[s * kD + i] = nd(rng);
+            k[(t * kKv + h) * kD + i] = b * (1.0f + 0.1f * nd(rng));
+            v[(t * kKv + h) * kD + i] = nd(rng);
           }
-          cache->pos_pool(l)[s] = pos[t];
         }
       }
+      backend->WriteKv(k.data(), v.data(), pos.data(), len, slots.data(),
+                       pools->view(l));
       std::vector<float> q(len * kHeads * kD);
       for (float& x : q) x = 1.0f + 0.1f * nd(rng);
-      st = r.AfterLayer(*cache, kv, l, q.data(), pos.data(), len, kInvFreq);
+      st = r.AfterLayer(*cache, *pools, kv, l, q.data(), pos.data(), len,
+                        kInvFreq);
       if (!st.ok()) return st;
     }
     return absl::OkStatus();
   }
 
   std::vector<int32_t> Positions(int32_t l, int32_t h) {
-    std::vector<int32_t> out;
+    std::vector<int64_t> slots;
     for (int64_t i = 0; i < kv.num_tokens(l, h); ++i) {
-      out.push_back(cache->pos_pool(l)[kv.SlotOf(*cache, l, h, i)]);
+      slots.push_back(kv.SlotOf(*cache, l, h, i));
     }
+    std::vector<int32_t> out(slots.size());
+    std::vector<float> k(slots.size() * kD);
+    EXPECT_TRUE(
+        pools->ReadF32(l, h, slots, k.data(), nullptr, out.data()).ok());
     return out;
   }
 };

@@ -11,7 +11,7 @@ namespace latentkv::worker {
 namespace pb = ::latentkv::v1;
 
 pb::KvLayout TransferLayout(const std::vector<LayerKvShape>& shapes,
-                            int tp_size) {
+                            DType dtype, int tp_size) {
   pb::KvLayout l;
   l.set_num_layers(static_cast<uint32_t>(shapes.size()));
   l.set_num_kv_heads(shapes.empty() ? 0 : shapes[0].n_kv_heads);
@@ -19,7 +19,7 @@ pb::KvLayout TransferLayout(const std::vector<LayerKvShape>& shapes,
     l.add_d_qk(s.d_qk);
     l.add_d_vo(s.d_vo);
   }
-  l.set_dtype("f32");
+  l.set_dtype(std::string(DTypeName(dtype)));
   l.set_codec(kRowsCodec);
   l.set_tp_size(tp_size);
   return l;
@@ -96,6 +96,7 @@ absl::StatusOr<RemotePrefill> CallPrefill(const std::string& address,
       } else if (msg.finish_reason() == pb::FINISH_REASON_LENGTH) {
         out.finish = FinishReason::kLength;
       }
+      snap->dtype = ParseDType(ours.dtype()).value_or(DType::kF32);
       for (int l = 0; l < ours.d_qk_size(); ++l) {
         snap->shapes.push_back({static_cast<int32_t>(ours.num_kv_heads()),
                                 static_cast<int32_t>(ours.d_qk(l)),
@@ -112,7 +113,7 @@ absl::StatusOr<RemotePrefill> CallPrefill(const std::string& address,
       ctx.TryCancel();
       break;
     }
-    const int64_t rb = KvSnapshot::RowBytes(snap->shapes[msg.layer()]);
+    const int64_t rb = snap->row_bytes(msg.layer());
     for (std::string& r : *msg.mutable_head_rows()) {
       if (static_cast<int64_t>(r.size()) % rb != 0) {
         bad = absl::DataLossError(

@@ -22,9 +22,10 @@ namespace latentkv::worker {
 // The codec name of row transfers.
 inline constexpr char kRowsCodec[] = "rows";
 
-// This worker's layout: its cache shapes, f32 rows, its TP size.
+// This worker's layout: its cache shapes, the KV dtype of its rows, its TP
+// size.
 latentkv::v1::KvLayout TransferLayout(const std::vector<LayerKvShape>& shapes,
-                                      int tp_size);
+                                      DType dtype, int tp_size);
 // OK when `theirs` can be imported here; FailedPrecondition naming the first
 // field that differs (layers, KV heads, d_qk/d_vo of a layer, dtype, codec,
 // TP size: re-sharding across TP sizes is not supported).

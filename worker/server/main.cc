@@ -50,6 +50,9 @@ ABSL_FLAG(std::string, weights_dtype, "auto",
           "models, as stored for GGUF) | f32 | bf16 | q8_0 | q4_0 | q4_1");
 ABSL_FLAG(int, kv_memory_mb, 256, "Bound on KV cache memory, MiB");
 ABSL_FLAG(int, page_size, 16, "Token slots per KV page");
+ABSL_FLAG(std::string, kv_dtype, "f32",
+          "K/V element type in the cache: f32 | bf16 | f16 | fp8_e4m3 (fp8 "
+          "with static per-(layer, KV head) scales bounded from the weights)");
 ABSL_FLAG(int, max_batch, 64, "Maximum sequences per engine step");
 ABSL_FLAG(int, max_step_tokens, 512,
           "Maximum tokens (prefill + decode) per engine step");
@@ -144,6 +147,17 @@ int main(int argc, char** argv) {
   lk::worker::EngineOptions eo;
   eo.kv.page_size = absl::GetFlag(FLAGS_page_size);
   eo.kv.max_bytes = int64_t{absl::GetFlag(FLAGS_kv_memory_mb)} << 20;
+  {
+    const std::optional<lk::DType> kvd =
+        lk::ParseDType(absl::GetFlag(FLAGS_kv_dtype));
+    if (!kvd || !lk::kernels::IsKvDType(*kvd)) {
+      std::fprintf(stderr,
+                   "--kv_dtype must be f32, bf16, f16 or fp8_e4m3, got '%s'\n",
+                   absl::GetFlag(FLAGS_kv_dtype).c_str());
+      return 2;
+    }
+    eo.kv.dtype = *kvd;
+  }
   eo.scheduler.max_running = absl::GetFlag(FLAGS_max_batch);
   eo.scheduler.max_step_tokens = absl::GetFlag(FLAGS_max_step_tokens);
   eo.scheduler.max_waiting = absl::GetFlag(FLAGS_max_waiting);
@@ -253,6 +267,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     lk::worker::PrefixCacheOptions po;
+    po.dtype = eo.kv.dtype;
     po.address = absl::GetFlag(FLAGS_kvstore);
     po.block_tokens = absl::GetFlag(FLAGS_kvstore_block_tokens);
     po.model_id =

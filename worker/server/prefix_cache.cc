@@ -16,7 +16,7 @@ StorePrefixCache::StorePrefixCache(const PrefixCacheOptions& options,
     layout_.d_qk.push_back(s.d_qk);
     layout_.d_vo.push_back(s.d_vo);
   }
-  layout_.dtype = "f32";
+  layout_.dtype = std::string(DTypeName(options.dtype));
   layout_.block_tokens = options.block_tokens;
   layout_.codec = "rows";
   client_ = kvstore::KvStoreClient::Connect(options.address);
@@ -45,6 +45,7 @@ std::shared_ptr<const KvSnapshot> StorePrefixCache::Fetch(
   }
   auto snap = std::make_shared<KvSnapshot>();
   snap->shapes = shapes_;
+  snap->dtype = options_.dtype;
   snap->rows.resize(shapes_.size());
   for (size_t l = 0; l < shapes_.size(); ++l) {
     snap->rows[l].resize(shapes_[l].n_kv_heads);
@@ -52,7 +53,8 @@ std::shared_ptr<const KvSnapshot> StorePrefixCache::Fetch(
   for (const kvstore::Block& b : *blocks) {
     for (const kvstore::LayerPayload& p : b.layers) {
       if (p.layer >= shapes_.size()) continue;
-      const int64_t head_bytes = B * KvSnapshot::RowBytes(shapes_[p.layer]);
+      const int64_t head_bytes =
+          B * KvSnapshot::RowBytes(shapes_[p.layer], options_.dtype);
       if (!p.present || static_cast<int64_t>(p.data.size()) !=
                             head_bytes * shapes_[p.layer].n_kv_heads) {
         ++errors_;  // not a full-cache block of this layout
@@ -67,7 +69,7 @@ std::shared_ptr<const KvSnapshot> StorePrefixCache::Fetch(
   for (size_t l = 0; l < shapes_.size(); ++l) {
     for (const std::string& r : snap->rows[l]) {
       if (static_cast<int64_t>(r.size()) !=
-          *tokens * KvSnapshot::RowBytes(shapes_[l])) {
+          *tokens * KvSnapshot::RowBytes(shapes_[l], options_.dtype)) {
         ++errors_;  // a layer missing from some block
         *tokens = 0;
         return nullptr;
@@ -83,7 +85,7 @@ void StorePrefixCache::Publish(const std::vector<int32_t>& tokens,
   const int64_t B = options_.block_tokens;
   if (kv.rows.empty() || kv.rows[0].empty()) return;
   const int64_t rows = static_cast<int64_t>(kv.rows[0][0].size()) /
-                       KvSnapshot::RowBytes(shapes_[0]);
+                       KvSnapshot::RowBytes(shapes_[0], options_.dtype);
   const int64_t n_blocks =
       std::min<int64_t>(rows, static_cast<int64_t>(tokens.size())) / B;
   if (n_blocks <= 0) return;
@@ -99,7 +101,7 @@ void StorePrefixCache::Publish(const std::vector<int32_t>& tokens,
       kvstore::LayerPayload p;
       p.layer = static_cast<uint32_t>(l);
       p.present = true;
-      const int64_t rb = KvSnapshot::RowBytes(shapes_[l]);
+      const int64_t rb = KvSnapshot::RowBytes(shapes_[l], options_.dtype);
       for (const std::string& r : kv.rows[l]) {
         if (static_cast<int64_t>(r.size()) < (j + 1) * B * rb) return;
         p.data.append(r, j * B * rb, B * rb);

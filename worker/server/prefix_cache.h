@@ -28,6 +28,7 @@ struct PrefixCacheOptions {
   std::string address;        // host:port of latentkv-kvstore; required
   int32_t block_tokens = 16;  // tokens per block; > 0
   std::string model_id;       // part of the store's layout
+  DType dtype = DType::kF32;  // KV dtype of the rows (the engine's)
 };
 
 class StorePrefixCache {

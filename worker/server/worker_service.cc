@@ -157,8 +157,8 @@ grpc::Status WorkerService::Prefill(
                         "caller does not accept");
   }
   pb::PrefillResponse head;
-  *head.mutable_layout() =
-      TransferLayout(engine_->kv_shapes(), options_.tp_size);
+  *head.mutable_layout() = TransferLayout(
+      engine_->kv_shapes(), engine_->kv_dtype(), options_.tp_size);
   head.set_first_token(first);
   if (first < 0) head.set_finish_reason(ToProto(last.finish));
   if (!writer->Write(head)) {
@@ -190,8 +190,8 @@ bool WorkerService::TakeRemotePrefill(const pb::WorkerGenerateRequest& req,
   *p.mutable_sampling() = req.sampling();
   p.set_kv_cache_mode(req.kv_cache_mode());
   p.set_accepts_codebooks(true);  // Engine::Import loads them
-  const pb::KvLayout ours =
-      TransferLayout(engine_->kv_shapes(), options_.tp_size);
+  const pb::KvLayout ours = TransferLayout(
+      engine_->kv_shapes(), engine_->kv_dtype(), options_.tp_size);
   absl::StatusOr<RemotePrefill> r =
       CallPrefill(req.prefill_worker(), p, ours, options_.prefill_timeout);
   if (!r.ok()) {

@@ -60,6 +60,9 @@ absl::StatusOr<std::unique_ptr<TpFollower>> TpFollower::Create(
   auto cache = KvCache::Create(f->runner_->KvShapes(), options.kv);
   if (!cache.ok()) return cache.status();
   f->cache_ = std::move(*cache);
+  auto pools = CreateKvPools(*f->runner_, f->backend_.get(), *f->cache_);
+  if (!pools.ok()) return pools.status();
+  f->pools_ = std::move(*pools);
   const model::ModelConfig& c = f->weights_->config;
   const ResidencyOptions& ro = options.residency;
   auto plan = ResidencyPlan::CreateIfEnabled(ro, c.num_layers, c.num_heads,
@@ -125,7 +128,7 @@ absl::Status TpFollower::Run() {
       fc.residency = s.residency.get();
       chunks.push_back(fc);
     }
-    st = runner_->Forward(chunks, *cache_, &logits);
+    st = runner_->Forward(chunks, *cache_, *pools_, &logits);
     if (!st.ok()) return st;
     ++steps_;
   }

@@ -77,6 +77,7 @@ class TpFollower {
   Communicator* comm_ = nullptr;
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<KvPools> pools_;  // the pools of cache_'s pages
   std::shared_ptr<const ResidencyPlan> plan_;
   std::unordered_map<std::string, Seq> seqs_;
   int64_t steps_ = 0;

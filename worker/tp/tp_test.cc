@@ -52,6 +52,8 @@ std::vector<float> RunSteps(std::shared_ptr<const model::ModelWeights> w,
   ModelRunner runner(w, backend.get(), comm);
   auto cache = KvCache::Create(runner.KvShapes(), {.page_size = 4});
   EXPECT_TRUE(cache.ok());
+  auto pools = CreateKvPools(runner, backend.get(), **cache);
+  EXPECT_TRUE(pools.ok());
   std::vector<int32_t> tokens = {1};
   for (int i = 0; i < 48; ++i) tokens.push_back(259 + (i * 37) % 250);
   SequenceKv kv;
@@ -66,7 +68,7 @@ std::vector<float> RunSteps(std::shared_ptr<const model::ModelWeights> w,
     ch.tokens = tokens.data() + pos;
     ch.len = len;
     ch.start = pos;
-    EXPECT_TRUE(runner.Forward({ch}, **cache, &logits).ok());
+    EXPECT_TRUE(runner.Forward({ch}, **cache, **pools, &logits).ok());
     all.insert(all.end(), logits.begin(), logits.end());
     pos += len;
   }
