@@ -295,7 +295,11 @@ void MatMul(const float* x, int64_t n, const WeightView& w, float* y) {
       internal::MatMulQuant(x, n, static_cast<const uint8_t*>(w.data), w.dtype,
                             rows, cols, y);
       return;
+    case DType::kF8E4M3:  // a KV dtype only (ParseWeightsDType refuses it)
+      break;
   }
+  LATENTKV_CHECK(false, "MatMul: no kernel for ",
+                 std::string(DTypeName(w.dtype)), " weights");
 }
 
 namespace {

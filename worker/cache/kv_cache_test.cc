@@ -626,7 +626,9 @@ TEST(SequenceKvRetainTest, RandomRetainsMatchModelAndFreePages) {
     }
     const bool prefix =
         keep.empty() || keep.back() + 1 == static_cast<int64_t>(keep.size());
-    if (!prefix) EXPECT_FALSE(kv.positions_dense(l, h));
+    if (!prefix) {
+      EXPECT_FALSE(kv.positions_dense(l, h));
+    }
     model[l][h] = kept;
     // Every (layer, head) still holds what the model says, and the pages in
     // use are exactly ceil(tokens / page_size) per (layer, head).

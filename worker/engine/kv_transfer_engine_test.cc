@@ -114,9 +114,11 @@ std::shared_ptr<const KvSnapshot> ExpectDisaggregatedEqualsSingle(
   // What moved: the rows each (layer, head) kept, each a position plus
   // d_qk + d_vo values, and any codebook blobs.
   int64_t bytes = 0;
+  EXPECT_EQ(pre.kv->dtype, o.kv.dtype);
   for (const auto& layer : pre.kv->rows) {
     for (const std::string& r : layer) {
-      EXPECT_EQ(r.size() % (4 * 17), 0u);
+      // stories260K: d_qk = d_vo = 8.
+      EXPECT_EQ(r.size() % (4 + 16 * DTypeSize(o.kv.dtype)), 0u);
       bytes += r.size();
     }
   }
@@ -248,6 +250,55 @@ TEST(KvTransferEngineTest, CodebooksIntoAnotherPlanFallBackToLocalPrefill) {
 // A query window of another size.
 TEST(KvTransferEngineTest, WindowOfAnotherSizeFallsBackToLocalPrefill) {
   ExpectRefusedIntoOtherPlan(Spindle(0, 8), Spindle(0, 4));
+}
+
+// Rows move in the pools' dtype, 2 or 1 bytes a value: bf16, f16 and fp8
+// caches (fp8 scales follow from the weights, equal on both sides) give the
+// single engine's tokens and final KV, bit for bit.
+TEST(KvTransferEngineTest, NarrowKvDtypesTransferAsStored) {
+  for (DType dt : {DType::kBF16, DType::kF16, DType::kF8E4M3}) {
+    SCOPED_TRACE(std::string(DTypeName(dt)));
+    EngineOptions o = Spindle(0, 8);
+    o.kv.dtype = dt;
+    auto snap = ExpectDisaggregatedEqualsSingle(o);
+    ASSERT_NE(snap, nullptr);
+    EXPECT_EQ(snap->row_bytes(0), 4 + 16 * DTypeSize(dt));
+  }
+}
+
+TEST(KvTransferEngineTest, SnapshotOfAnotherDtypeFallsBackToLocalPrefill) {
+  EngineOptions f32;
+  f32.kv.page_size = 4;
+  EngineOptions bf16 = f32;
+  bf16.kv.dtype = DType::kBF16;
+  auto from = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), f32);
+  auto to = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), bf16);
+  ASSERT_TRUE(from.ok() && to.ok());
+  GenerationRequest p = Request(1);
+  p.export_kv = true;
+  const Result pre = RunOne(**from, p);
+  ASSERT_NE(pre.kv, nullptr);
+  const Result want = RunOne(**to, Request(10));
+  GenerationRequest d = Request(10);
+  d.import_kv = pre.kv;
+  d.import_first_token = pre.tokens[0];
+  const Result got = RunOne(**to, d);
+  ASSERT_TRUE(got.status.ok()) << got.status;
+  EXPECT_EQ(got.tokens, want.tokens);
+  EXPECT_TRUE(WaitFor([&] { return (*to)->Stats().kv_import_failures == 1; }));
+  EXPECT_EQ((*to)->Stats().kv_imports, 0);
+}
+
+// Codebook layers keep their records in f32 host pages: any other KV dtype
+// is refused when the engine starts, naming what they need.
+TEST(KvTransferEngineTest, CodebookLayersNeedF32Kv) {
+  EngineOptions o = Spindle(2, 8);
+  o.kv.dtype = DType::kBF16;
+  auto e = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), o);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(e.status().message().find("--kv_dtype f32"), std::string::npos)
+      << e.status();
 }
 
 TEST(KvTransferEngineTest, MismatchedSnapshotFallsBackToLocalPrefill) {

@@ -229,7 +229,7 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
   for (int l = 0; l < c.num_layers; ++l) {
     const model::LayerWeights& w = weights_->layers[l];
     const LayerMatrices& m = matrices_[l];
-    const int32_t dqk = c.qk_head_dim[l], dvo = c.vo_head_dim[l];
+    const int32_t dqk = c.qk_head_dim[l];
     const int32_t nh = c.num_heads, nkv = c.num_kv_heads;
 
     be.RmsNorm(x, w.attn_norm.f32(), T, H, c.rms_norm_eps, h);
