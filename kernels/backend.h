@@ -118,6 +118,8 @@ class Backend {
   virtual void AddInPlace(float* y, const float* x, int64_t n) = 0;
   virtual void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
                      float* out) = 0;
+  virtual void GatherRows(const float* x, int64_t dim, const int32_t* rows,
+                          int64_t n, float* out) = 0;
   virtual void PagedAttention(const PagedAttentionArgs& args) = 0;
   // KV pool ops (ops.h): typed writes, slot moves (compaction and
   // copy-on-write), packed rows out of and into slots (export/import).

@@ -155,6 +155,19 @@ TEST_P(BackendParityTest, ElementwiseOps) {
   ExpectClose(Down<float>(du, x.size()), want, 1e-6, "AddInPlace");
 }
 
+TEST_P(BackendParityTest, GatherRowsPicksRowsInOrder) {
+  const int64_t dim = 97, rows = 17;
+  const std::vector<float> x = RandomVec(rows * dim, 12);
+  const std::vector<int32_t> pick = {16, 0, 3, 3, 9};
+  DeviceBuffer dx = Up(x), dp = Up(pick), dy = Zeros(pick.size() * dim * 4);
+  be_->GatherRows(dx.as<float>(), dim, dp.as<int32_t>(), 5, dy.as<float>());
+  std::vector<double> want;
+  for (int32_t r : pick) {
+    for (int64_t i = 0; i < dim; ++i) want.push_back(x[r * dim + i]);
+  }
+  ExpectClose(Down<float>(dy, want.size()), want, 0, "GatherRows");
+}
+
 TEST_P(BackendParityTest, RopeWithFrequencyAwareTable) {
   const int64_t n = 17, heads = 3, d = 12;
   std::vector<float> inv(d / 2);

@@ -86,6 +86,10 @@ class CpuBackend final : public Backend {
              float* out) override {
     kernels::Embed(table, tokens, n, out);
   }
+  void GatherRows(const float* x, int64_t dim, const int32_t* rows, int64_t n,
+                  float* out) override {
+    kernels::GatherRows(x, dim, rows, n, out);
+  }
   void PagedAttention(const PagedAttentionArgs& args) override {
     kernels::PagedAttention(args);
   }

@@ -97,6 +97,11 @@ void SwiGlu(const float* gate, const float* up, int64_t n, float* out);
 // y[i] += x[i] for i < n.
 void AddInPlace(float* y, const float* x, int64_t n);
 
+// out[i, :] = x[rows[i], :] for i < n; x: [*, dim], rows: [n]. out must not
+// overlap x.
+void GatherRows(const float* x, int64_t dim, const int32_t* rows, int64_t n,
+                float* out);
+
 // Embedding lookup: out[t, :] = table[tokens[t], :] converted to f32.
 // table: [vocab, dim] in `table.dtype` (table.rows = vocab, table.cols = dim),
 // any dtype: quantized rows are dequantized (dim a multiple of 32).

@@ -88,6 +88,13 @@ void AddInPlace(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+void GatherRows(const float* x, int64_t dim, const int32_t* rows, int64_t n,
+                float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    std::memcpy(out + i * dim, x + int64_t{rows[i]} * dim, sizeof(float) * dim);
+  }
+}
+
 void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
            float* out) {
   const int64_t dim = table.cols;

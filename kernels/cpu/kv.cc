@@ -92,6 +92,20 @@ void WriteKv(const float* k, const float* v, const int32_t* pos, int64_t n,
   const int64_t e = ElemBytes(pool.dtype);
   auto* kp = static_cast<char*>(pool.k);
   auto* vp = static_cast<char*>(pool.v);
+  if (pool.dtype == DType::kF32) {
+    auto* kf = static_cast<float*>(pool.k);
+    auto* vf = static_cast<float*>(pool.v);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int32_t h = 0; h < nkv; ++h) {
+        const int64_t row = t * nkv + h;
+        const int64_t s = slot[row];
+        std::memcpy(kf + s * dqk, k + row * dqk, sizeof(float) * dqk);
+        std::memcpy(vf + s * dvo, v + row * dvo, sizeof(float) * dvo);
+        pool.pos[s] = pos[t];
+      }
+    }
+    return;
+  }
   for (int64_t t = 0; t < n; ++t) {
     for (int32_t h = 0; h < nkv; ++h) {
       const int64_t row = t * nkv + h;

@@ -126,7 +126,10 @@ int Generate(const GenerateOptions& options);
 int Eval(const EvalOptions& options);
 int EvalTable(const EvalOptions& options);
 int Convert(const ConvertOptions& options);
+// Prints the model's config, per-layer KV shapes and bytes per token in
+// `kv_dtype` (f32 | bf16 | f16 | fp8_e4m3), and the residency plan.
 int Inspect(const std::string& model_dir, const std::string& weights_dtype,
+            const std::string& kv_dtype,
             const worker::ResidencyOptions& residency);
 
 }  // namespace latentkv::cli

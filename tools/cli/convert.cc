@@ -111,7 +111,17 @@ int Convert(const ConvertOptions& o) {
 }
 
 int Inspect(const std::string& dir, const std::string& weights_dtype,
+            const std::string& kv_dtype,
             const worker::ResidencyOptions& residency) {
+  const std::optional<DType> kv = ParseDType(kv_dtype);
+  if (!kv || !(*kv == DType::kF32 || *kv == DType::kBF16 ||
+               *kv == DType::kF16 || *kv == DType::kF8E4M3)) {
+    std::fprintf(stderr,
+                 "--kv-dtype must be f32, bf16, f16 or fp8_e4m3, got '%s'\n",
+                 kv_dtype.c_str());
+    return 2;
+  }
+  const int64_t kv_elem = DTypeSize(*kv);
   auto dtype = model::ParseWeightsDType(weights_dtype);
   if (!dtype.ok()) {
     std::fprintf(stderr, "--weights-dtype: %s\n",
@@ -173,7 +183,7 @@ int Inspect(const std::string& dir, const std::string& weights_dtype,
         "kv_bytes_per_token_layer=%lld",
         l, c.qk_head_dim[l], c.vo_head_dim[l],
         static_cast<long long>(c.KvValuesPerTokenLayer(l)),
-        static_cast<long long>(c.KvValuesPerTokenLayer(l) * sizeof(float)));
+        static_cast<long long>(c.KvValuesPerTokenLayer(l) * kv_elem));
     if (plan != nullptr) {
       switch (plan->policy(l)) {
         case worker::LayerPolicy::kEvict:
@@ -193,15 +203,15 @@ int Inspect(const std::string& dir, const std::string& weights_dtype,
             " capacity_tokens=%lld max_kv_bytes=%lld",
             static_cast<long long>(plan->capacities()[l]),
             static_cast<long long>(plan->capacities()[l] *
-                                   c.KvValuesPerTokenLayer(l) * sizeof(float)));
+                                   c.KvValuesPerTokenLayer(l) * kv_elem));
       }
     }
     std::printf("\n");
   }
   std::printf("parameters=%lld\n", static_cast<long long>(c.ParameterCount()));
-  std::printf("kv_cache_dtype=f32\n");
+  std::printf("kv_cache_dtype=%s\n", std::string(DTypeName(*kv)).c_str());
   std::printf("kv_bytes_per_token=%lld\n",
-              static_cast<long long>(c.KvValuesPerToken() * sizeof(float)));
+              static_cast<long long>(c.KvValuesPerToken() * kv_elem));
   return 0;
 }
 

@@ -377,7 +377,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     return lk::cli::Inspect(dir, absl::GetFlag(FLAGS_weights_dtype),
-                            Local().residency);
+                            absl::GetFlag(FLAGS_kv_dtype), Local().residency);
   }
   if (cmd == "bench") {
     lk::cli::BenchServeOptions o;

@@ -8,6 +8,17 @@
 //   (scale 1/sqrt(dqk)) -> [T, nh*dvo]; x += o Wo^T;
 //   x += Wdown (silu(RmsNorm(x) Wgate^T) * (RmsNorm(x) Wup^T)).
 // Logits come from the final RmsNorm and the LM head, for the rows asked.
+//
+// Per step: the host builds a StepPlan (step_plan.h: tokens, positions,
+// every layer's slots and page tables, the logit rows) and uploads it once;
+// every op then runs on the backend against it. Weights live in backend
+// memory (the loaded tensors when the backend is host-addressable, else a
+// copy uploaded once here; quantized blocks as stored, packed panels where
+// the backend prefers them); activations live in a backend workspace grown
+// to the largest batch; only the logit rows come back to the host. Host
+// work between layers is limited to residency policies (their window
+// queries are copied out on a device backend) and codebook layers (host
+// only).
 // Thread-safety: one caller at a time (the engine thread).
 #ifndef LATENTKV_WORKER_ENGINE_MODEL_RUNNER_H_
 #define LATENTKV_WORKER_ENGINE_MODEL_RUNNER_H_
@@ -21,27 +32,13 @@
 #include "model/weights.h"
 #include "worker/cache/kv_cache.h"
 #include "worker/comm/communicator.h"
+#include "worker/engine/step_plan.h"
 #include "worker/kv/kv_pools.h"
 #include "worker/residency/sequence_residency.h"
 
 namespace latentkv::worker {
 
 using ::latentkv::comm::Communicator;
-
-// One sequence's part of a forward pass: tokens at positions
-// [start, start + tokens.size()) appended to `kv` (already reserved).
-struct ForwardChunk {
-  SequenceKv* kv = nullptr;
-  const int32_t* tokens = nullptr;  // [len]
-  int32_t len = 0;
-  int64_t start = 0;  // position of tokens[0]
-  // Which rows' logits to return: kLast (one row), kAll (len rows), kNone.
-  enum class Logits { kNone, kLast, kAll } logits = Logits::kLast;
-  // The sequence's residency policy state, or nullptr for a full cache. After
-  // each layer's attention the runner hands it the chunk's queries, and it
-  // may drop slots of that layer from `kv` (see sequence_residency.h).
-  SequenceResidency* residency = nullptr;
-};
 
 class ModelRunner {
  public:
@@ -59,6 +56,9 @@ class ModelRunner {
               kernels::Backend* backend, Communicator* comm = nullptr,
               bool pack_weights = true);
   ~ModelRunner();
+  // OK unless uploading the weights to the backend failed (then every
+  // Forward returns this error too).
+  const absl::Status& init_status() const { return init_status_; }
   ModelRunner(const ModelRunner&) = delete;
   ModelRunner& operator=(const ModelRunner&) = delete;
 
@@ -86,35 +86,56 @@ class ModelRunner {
                        KvPools& pools, std::vector<float>* logits);
 
  private:
-  void EnsureCapacity(int64_t rows);
+  // Grows the workspace to `rows` batch rows; ResourceExhausted when the
+  // backend has no memory for it.
+  absl::Status EnsureCapacity(int64_t rows);
   // Attention of the chunks that read codebooks in `layer`, over their
   // reconstructed tokens (AttentionScratch); writes their rows of attn_.
+  // Host only (codebook layers need a host-addressable backend).
   absl::Status CodebookAttention(const std::vector<ForwardChunk>& chunks,
                                  const KvCache& cache, KvPools& pools,
                                  int32_t layer,
                                  const kernels::PagedAttentionArgs& main);
+  // Hands each chunk with a residency policy its queries of `layer`.
+  absl::Status RunResidency(const std::vector<ForwardChunk>& chunks,
+                            KvCache& cache, KvPools& pools, int32_t layer);
 
-  // The matrix of `t` as the backend multiplies it: a view of the tensor,
-  // or, with `pack`, a packed copy in packed_ (see the constructor).
+  // The matrix of `t` as the backend multiplies it: a view of the tensor
+  // (or of its uploaded copy), or, with `pack`, a packed copy (see the
+  // constructor).
   kernels::WeightView Matrix(const model::Tensor& t, bool pack);
+  // `bytes` at `data` in backend memory: `data` itself on a host-addressable
+  // backend, else a copy uploaded once (owned by uploads_).
+  const void* Upload(const void* data, size_t bytes);
 
   std::shared_ptr<const model::ModelWeights> weights_;
   kernels::Backend* backend_;
   Communicator* comm_;  // null or size 1: no tensor parallelism
+  absl::Status init_status_;
   // The matrices Forward multiplies, per layer, and the LM head.
   struct LayerMatrices {
     kernels::WeightView q, k, v, o, gate, up, down;
   };
   std::vector<LayerMatrices> matrices_;
-  kernels::WeightView lm_head_;
-  std::vector<void*> packed_;  // backend allocations of packed copies
-  // Activation scratch, grown to the largest batch seen.
+  kernels::WeightView lm_head_, embed_;
+  // Per layer: norm weights [hidden] and the RoPE table [d_qk / 2], in
+  // backend memory.
+  struct LayerVectors {
+    const float* attn_norm = nullptr;
+    const float* ffn_norm = nullptr;
+    const float* inv_freq = nullptr;
+  };
+  std::vector<LayerVectors> vectors_;
+  const float* final_norm_ = nullptr;
+  std::vector<kernels::DeviceBuffer> uploads_;  // weights copies, panels
+  // The step's plan (host) and its uploaded copy.
+  StepPlan plan_;
+  kernels::DeviceBuffer plan_ints_, plan_slots_;
+  // Activation workspace, grown to the largest batch seen.
   int64_t capacity_rows_ = 0;
-  std::vector<float> x_, h_, q_, k_, v_, attn_, gate_, up_;
-  std::vector<int32_t> tokens_, pos_;
-  std::vector<int64_t> slots_;
-  std::vector<int32_t> q_indptr_, kv_indptr_, kv_indices_, kv_last_;
-  std::vector<float> rows_;
+  kernels::DeviceBuffer x_, h_, q_, k_, v_, attn_, gate_, up_, logits_;
+  // Host copies of one chunk's queries for residency on a device backend.
+  std::vector<float> host_q_;
   // Codebook attention scratch (host memory; see CodebookAttention).
   AttentionScratch scratch_;
   std::vector<float> cb_q_, cb_out_;
