@@ -6,6 +6,7 @@
 #include <future>
 #include <map>
 #include <set>
+#include <string>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -58,6 +59,41 @@ std::vector<std::vector<int32_t>> Prompts() {
   }
   return p;
 }
+
+// Every registered backend serves the same greedy tokens as the CPU engine,
+// with and without SpindleKV eviction and on a narrow KV dtype (a device
+// backend joins by registering itself; the CPU one checks the harness).
+class EngineOnEveryBackend : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EngineOnEveryBackend, GreedyOutputsEqualTheCpuEngine) {
+  for (const char* variant : {"full", "snapkv", "bf16"}) {
+    SCOPED_TRACE(variant);
+    EngineOptions o;
+    o.kv.page_size = 4;
+    if (std::string(variant) == "snapkv") {
+      o.residency.policy = "spindle";
+      o.residency.codebook_layers = 0;
+      o.residency.budget = 0.5;
+      o.residency.window = 8;
+    }
+    if (std::string(variant) == "bf16") o.kv.dtype = DType::kBF16;
+    auto cpu = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), o);
+    auto backend = kernels::CreateBackend(GetParam());
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    auto other = Engine::Create(Stories260k(), std::move(*backend), o);
+    ASSERT_TRUE(cpu.ok() && other.ok());
+    const auto want = RunAll(**cpu, Prompts(), 24);
+    const auto got = RunAll(**other, Prompts(), 24);
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_TRUE(got[i].status.ok()) << got[i].status;
+      EXPECT_EQ(got[i].tokens, want[i].tokens) << "prompt " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllBackends, EngineOnEveryBackend,
+                         ::testing::ValuesIn(kernels::RegisteredBackends()),
+                         [](const auto& info) { return info.param; });
 
 TEST(EngineTest, BatchingChunkingAndPreemptionDoNotChangeGreedyOutputs) {
   const auto prompts = Prompts();
