@@ -6,6 +6,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/generation_rules.h"
 #include "coordinator/stop_matcher.h"
 
 namespace latentkv::coordinator {
@@ -195,6 +196,30 @@ grpc::Status Coordinator::ControlImpl::GetServingStats(
   return grpc::Status::OK;
 }
 
+grpc::Status Coordinator::AdmitPrompt(const pb::GenerateRequest& req,
+                                      uint32_t max_tokens, float temperature,
+                                      float top_p,
+                                      std::vector<int32_t>* prompt) const {
+  if (req.prompt_token_ids_size() > 0) {
+    prompt->assign(req.prompt_token_ids().begin(),
+                   req.prompt_token_ids().end());
+  } else if (!req.prompt().empty()) {
+    *prompt = tokenizer_->Encode(req.prompt(), tokenizer_->add_bos());
+  }
+  // The rules every entry point applies (common/generation_rules.h): a
+  // worker called directly refuses exactly this.
+  const absl::Status valid = ValidateGeneration(
+      {.prompt = *prompt,
+       .max_new_tokens = max_tokens,
+       .temperature = temperature,
+       .top_p = top_p,
+       .top_k = static_cast<int64_t>(req.sampling().top_k())},
+      {.vocab_size = config_.vocab_size,
+       .context = config_.max_position_embeddings});
+  if (!valid.ok()) return Invalid(std::string(valid.message()));
+  return grpc::Status::OK;
+}
+
 grpc::Status Coordinator::GenerationImpl::Generate(
     grpc::ServerContext* ctx, const pb::GenerateRequest* req,
     grpc::ServerWriter<pb::GenerateResponse>* writer) {
@@ -206,42 +231,15 @@ grpc::Status Coordinator::GenerationImpl::Generate(
       sp.has_max_tokens() ? sp.max_tokens() : c.options_.default_max_tokens;
   const float temperature = sp.has_temperature() ? sp.temperature() : 1.0f;
   const float top_p = sp.has_top_p() ? sp.top_p() : 1.0f;
-  if (max_tokens == 0) return Invalid("max_tokens must be positive");
   if (!pb::KvCacheMode_IsValid(req->kv_cache_mode())) {
     return Invalid(
         absl::StrCat("unknown kv_cache_mode ", req->kv_cache_mode()));
   }
-  if (!(temperature >= 0.0f) || !std::isfinite(temperature)) {
-    return Invalid("temperature must be a finite number >= 0");
-  }
-  if (!(top_p > 0.0f && top_p <= 1.0f))
-    return Invalid("top_p must be in (0, 1]");
-
   std::vector<int32_t> prompt;
-  if (req->prompt_token_ids_size() > 0) {
-    for (int32_t t : req->prompt_token_ids()) {
-      if (t < 0 || t >= c.config_.vocab_size) {
-        return Invalid(absl::StrCat("prompt token id ", t,
-                                    " outside the vocabulary [0, ",
-                                    c.config_.vocab_size, ")"));
-      }
-      prompt.push_back(t);
-    }
-  } else if (!req->prompt().empty()) {
-    prompt = c.tokenizer_->Encode(req->prompt(), c.tokenizer_->add_bos());
-  } else {
-    return Invalid("empty prompt");
-  }
-  const int64_t context = c.config_.max_position_embeddings;
-  if (static_cast<int64_t>(prompt.size()) >= context) {
-    return Invalid(absl::StrCat("prompt of ", prompt.size(),
-                                " tokens does not fit the context of ",
-                                context));
-  }
-  if (static_cast<int64_t>(prompt.size()) + max_tokens > context) {
-    return Invalid(absl::StrCat("prompt (", prompt.size(),
-                                " tokens) + max_tokens (", max_tokens,
-                                ") exceeds the context of ", context));
+  if (grpc::Status st =
+          c.AdmitPrompt(*req, max_tokens, temperature, top_p, &prompt);
+      !st.ok()) {
+    return st;
   }
   if (c.inflight_.fetch_add(1) >= c.options_.max_inflight) {
     c.inflight_.fetch_sub(1);
@@ -297,27 +295,28 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     wreq.set_kv_cache_mode(req->kv_cache_mode());
     // A decode worker takes the prompt's KV from a prefill worker (once: a
     // retry after a failure prefills on the worker itself).
-    std::optional<WorkerInfo> prefill;
+    std::string prefill_id;  // empty: no prefill worker
     if (w->role == "decode" && attempt == 0) {
-      prefill = c.registry_.AcquirePrefill(tried, hint);
-      if (prefill) {
+      if (std::optional<WorkerInfo> prefill =
+              c.registry_.AcquirePrefill(tried, hint)) {
         wreq.set_prefill_worker(prefill->address);
         c.kv_index_.Predict(prefill->id, keys,
                             std::chrono::steady_clock::now());
+        prefill_id = prefill->id;
       }
     }
     // The prefill worker's part ends with the first token (its KV has moved
     // to the decode worker by then), or with the attempt.
     struct PrefillRelease {
       WorkerRegistry* r;
-      std::optional<WorkerInfo>* p;
+      std::string* id;
       int64_t tokens;
       void Now() {
-        if (*p) r->Release((*p)->id, tokens);
-        p->reset();
+        if (!id->empty()) r->Release(*id, tokens);
+        id->clear();
       }
       ~PrefillRelease() { Now(); }
-    } prefill_release{&c.registry_, &prefill, hint.prompt_tokens};
+    } prefill_release{&c.registry_, &prefill_id, hint.prompt_tokens};
 
     std::unique_ptr<grpc::ClientContext> wctx =
         grpc::ClientContext::FromServerContext(*ctx);

@@ -104,6 +104,12 @@ class Coordinator {
 
   std::shared_ptr<latentkv::v1::Worker::Stub> StubFor(
       const std::string& address);
+  // The request's prompt (token ids as given, or the tokenized text) into
+  // `prompt`, checked with the shared admission rules; INVALID_ARGUMENT
+  // naming the rule broken.
+  grpc::Status AdmitPrompt(const latentkv::v1::GenerateRequest& req,
+                           uint32_t max_tokens, float temperature, float top_p,
+                           std::vector<int32_t>* prompt) const;
   void UpdateHealth();
   void ExpiryLoop();
 

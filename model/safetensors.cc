@@ -38,6 +38,8 @@ const char* StDTypeName(DType t) {
       return "F16";
     case DType::kBF16:
       return "BF16";
+    default:  // block-quantized and fp8: no safetensors dtype here
+      break;
   }
   return "?";
 }

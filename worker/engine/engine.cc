@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "common/generation_rules.h"
 #include "worker/kv/kv_io.h"
 
 namespace latentkv::worker {
@@ -69,31 +70,15 @@ Engine::~Engine() {
 
 absl::Status Engine::Submit(GenerationRequest req, EventSink sink) {
   const model::ModelConfig& c = config();
-  if (req.prompt.empty()) return absl::InvalidArgumentError("empty prompt");
-  for (int32_t t : req.prompt) {
-    if (t < 0 || t >= c.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("prompt token id ", t, " outside the vocabulary [0, ",
-                       c.vocab_size, ")"));
-    }
-  }
-  if (static_cast<int64_t>(req.prompt.size()) >= c.max_position_embeddings) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("prompt of ", req.prompt.size(),
-                     " tokens leaves no room in the context of ",
-                     c.max_position_embeddings));
-  }
-  if (req.max_new_tokens <= 0) {
-    return absl::InvalidArgumentError("max_new_tokens must be positive");
-  }
   const SamplingOptions& s = req.sampling;
-  if (!(s.temperature >= 0.0f)) {
-    return absl::InvalidArgumentError("temperature must be >= 0");
-  }
-  if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) {
-    return absl::InvalidArgumentError("top_p must be in (0, 1]");
-  }
-  if (s.top_k < 0) return absl::InvalidArgumentError("top_k must be >= 0");
+  absl::Status valid = ValidateGeneration(
+      {.prompt = req.prompt,
+       .max_new_tokens = req.max_new_tokens,
+       .temperature = s.temperature,
+       .top_p = s.top_p,
+       .top_k = s.top_k},
+      {.vocab_size = c.vocab_size, .context = c.max_position_embeddings});
+  if (!valid.ok()) return valid;
 
   auto seq = std::make_unique<Sequence>();
   seq->id = std::move(req.id);

@@ -4,6 +4,7 @@
 #include "worker/engine/engine.h"
 
 #include <future>
+#include <limits>
 #include <map>
 #include <set>
 #include <string>
@@ -293,6 +294,19 @@ TEST(EngineTest, RejectsBadRequestsSynchronously) {
   bad_p.prompt = {1, 5};
   bad_p.sampling.top_p = 0;
   EXPECT_EQ((*e)->Submit(bad_p, sink).code(),
+            absl::StatusCode::kInvalidArgument);
+  // What the coordinator refuses, a worker called directly refuses too
+  // (common/generation_rules.h): generation past the context, a
+  // non-finite temperature.
+  GenerationRequest past_context;
+  past_context.prompt.assign(500, 5);
+  past_context.max_new_tokens = 13;  // 500 + 13 > 512
+  EXPECT_EQ((*e)->Submit(past_context, sink).code(),
+            absl::StatusCode::kInvalidArgument);
+  GenerationRequest inf_t;
+  inf_t.prompt = {1, 5};
+  inf_t.sampling.temperature = std::numeric_limits<float>::infinity();
+  EXPECT_EQ((*e)->Submit(inf_t, sink).code(),
             absl::StatusCode::kInvalidArgument);
 }
 
