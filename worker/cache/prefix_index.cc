@@ -6,7 +6,8 @@
 
 namespace latentkv::worker {
 
-PrefixIndex::PrefixIndex(KvCache* cache) : cache_(cache) {}
+PrefixIndex::PrefixIndex(KvCache* cache, int64_t max_events)
+    : cache_(cache), log_(cache->page_size(), max_events) {}
 
 PrefixIndex::~PrefixIndex() { Clear(); }
 
@@ -178,10 +179,10 @@ std::vector<BlockKey> PrefixIndex::Keys() const {
   return keys;
 }
 
-std::vector<PrefixEvent> PrefixIndex::TakeEvents() {
+void PrefixIndex::Publish() {
   std::vector<PrefixEvent> out;
   out.swap(events_);
-  return out;
+  log_.Append(std::move(out));
 }
 
 }  // namespace latentkv::worker

@@ -16,8 +16,10 @@
 // drops least-recently-used leaf blocks (blocks no other cached block
 // extends) whose pages no sequence shares, so the pages go back to the
 // allocators. Every change is recorded as an event (stored / removed keys)
-// for the coordinator's router.
-// Thread-safety: not thread-safe; owned by the engine thread.
+// for the coordinator's router: pending until Publish() numbers them into
+// the index's PrefixEventLog, which other threads read.
+// Thread-safety: not thread-safe (the engine thread's), except log(), which
+// any thread may read.
 #ifndef LATENTKV_WORKER_CACHE_PREFIX_INDEX_H_
 #define LATENTKV_WORKER_CACHE_PREFIX_INDEX_H_
 
@@ -30,20 +32,14 @@
 #include "absl/types/span.h"
 #include "kvstore/chain_key.h"
 #include "worker/cache/kv_cache.h"
+#include "worker/cache/prefix_events.h"
 
 namespace latentkv::worker {
 
-using kvstore::BlockKey;
-
-// One change of the index: keys stored (true) or removed (false).
-struct PrefixEvent {
-  bool stored = true;
-  std::vector<BlockKey> keys;
-};
-
 class PrefixIndex {
  public:
-  explicit PrefixIndex(KvCache* cache);
+  // The log keeps at most `max_events` published events (> 0).
+  explicit PrefixIndex(KvCache* cache, int64_t max_events = 4096);
   ~PrefixIndex();  // drops the index's page references
 
   // Tokens of the longest cached prefix of `tokens` (whole blocks), at most
@@ -69,8 +65,12 @@ class PrefixIndex {
   int64_t num_blocks() const { return static_cast<int64_t>(blocks_.size()); }
   int64_t num_pages() const;  // page references the index holds
   std::vector<BlockKey> Keys() const;
-  // Events since the last call, oldest first.
-  std::vector<PrefixEvent> TakeEvents();
+  // Numbers the changes since the last call into log() (consecutive changes
+  // of one kind merge into one event).
+  void Publish();
+  // The published changes and the keys held as of the last Publish().
+  // Thread-safe.
+  const PrefixEventLog& log() const { return log_; }
 
  private:
   struct Block {
@@ -85,8 +85,9 @@ class PrefixIndex {
 
   KvCache* cache_;
   absl::flat_hash_map<BlockKey, Block> blocks_;
-  std::list<BlockKey> lru_;  // front: least recently used
-  std::vector<PrefixEvent> events_;
+  std::list<BlockKey> lru_;          // front: least recently used
+  std::vector<PrefixEvent> events_;  // not yet published
+  PrefixEventLog log_;
 };
 
 }  // namespace latentkv::worker

@@ -156,11 +156,17 @@ TEST(PrefixIndexTest, EvictsLeastRecentlyUsedLeavesAndReportsEvents) {
   }
   const auto kx = kvstore::PrefixKeys(x, kPage);
   const auto ky = kvstore::PrefixKeys(y, kPage);
-  auto ev = index.TakeEvents();
-  ASSERT_EQ(ev.size(), 1u);  // consecutive stores merge
-  EXPECT_TRUE(ev[0].stored);
-  EXPECT_THAT(ev[0].keys, ElementsAreArray({kx[0], kx[1], ky[0]}));
-  EXPECT_TRUE(index.TakeEvents().empty());
+  EXPECT_EQ(index.log().Updates(0, false).last_seq, 0u);  // not published
+  index.Publish();
+  PrefixCacheUpdate u = index.log().Updates(0, false);
+  ASSERT_FALSE(u.snapshot);
+  ASSERT_EQ(u.events.size(), 1u);  // consecutive stores merge
+  EXPECT_EQ(u.first_seq, 1u);
+  EXPECT_TRUE(u.events[0].stored);
+  EXPECT_THAT(u.events[0].keys, ElementsAreArray({kx[0], kx[1], ky[0]}));
+  EXPECT_EQ(index.log().HeldTokens(kx), 8);
+  index.Publish();
+  EXPECT_TRUE(index.log().Updates(1, false).events.empty());
 
   // Use x again: y is now the least recently used leaf and goes first; then
   // x's second block (a leaf), then its first (a leaf once its child went).
@@ -175,10 +181,31 @@ TEST(PrefixIndexTest, EvictsLeastRecentlyUsedLeavesAndReportsEvents) {
   EXPECT_EQ(index.Evict(5), 2);
   EXPECT_EQ(index.num_blocks(), 0);
   EXPECT_EQ(FreePages(*cache), all_free);
-  ev = index.TakeEvents();
-  ASSERT_EQ(ev.size(), 1u);
-  EXPECT_FALSE(ev[0].stored);
-  EXPECT_THAT(ev[0].keys, ElementsAreArray({ky[0], kx[1], kx[0]}));
+  index.Publish();
+  u = index.log().Updates(1, false);
+  ASSERT_EQ(u.events.size(), 1u);
+  EXPECT_EQ(u.first_seq, 2u);
+  EXPECT_FALSE(u.events[0].stored);
+  EXPECT_THAT(u.events[0].keys, ElementsAreArray({ky[0], kx[1], kx[0]}));
+  EXPECT_EQ(index.log().HeldTokens(kx), 0);
+  // A reader ahead of the log, or asking for one, gets a snapshot: no keys.
+  u = index.log().Updates(7, false);
+  EXPECT_TRUE(u.snapshot);
+  EXPECT_TRUE(u.events[0].keys.empty());
+}
+
+TEST(PrefixEventLogTest, BoundedLogSendsLaggingReadersASnapshot) {
+  PrefixEventLog log(4, 2);
+  log.Append({{true, {1, 2}}, {true, {3}}, {false, {1}}});
+  PrefixCacheUpdate u = log.Updates(1, false);  // events 2, 3 are kept
+  ASSERT_FALSE(u.snapshot);
+  EXPECT_EQ(u.first_seq, 2u);
+  EXPECT_EQ(u.events.size(), 2u);
+  u = log.Updates(0, false);  // event 1 is gone: snapshot
+  ASSERT_TRUE(u.snapshot);
+  EXPECT_EQ(u.last_seq, 3u);
+  EXPECT_THAT(u.events[0].keys, ::testing::UnorderedElementsAre(2, 3));
+  EXPECT_EQ(log.HeldTokens({2, 3, 1}), 8);
 }
 
 }  // namespace

@@ -1,0 +1,423 @@
+#include "worker/engine/engine_core.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/generation_rules.h"
+#include "worker/kv/kv_io.h"
+
+namespace latentkv::worker {
+
+absl::StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(
+    std::shared_ptr<const model::ModelWeights> weights,
+    std::unique_ptr<kernels::Backend> backend, const EngineOptions& options,
+    Communicator* comm) {
+  if (options.step_listener != nullptr && options.keepalive_ms <= 0) {
+    return absl::InvalidArgumentError("keepalive_ms must be > 0");
+  }
+  std::unique_ptr<EngineCore> e(new EngineCore());
+  e->options_ = options;
+  e->weights_ = std::move(weights);
+  e->backend_ = std::move(backend);
+  e->runner_ = std::make_unique<ModelRunner>(e->weights_, e->backend_.get(),
+                                             comm, options.pack_weights);
+  if (!e->runner_->init_status().ok()) return e->runner_->init_status();
+  auto cache = KvCache::Create(e->runner_->KvShapes(), options.kv);
+  if (!cache.ok()) return cache.status();
+  e->cache_ = std::move(*cache);
+  auto pools = CreateKvPools(*e->runner_, e->backend_.get(), *e->cache_);
+  if (!pools.ok()) return pools.status();
+  e->pools_ = std::move(*pools);
+  e->scheduler_ =
+      std::make_unique<Scheduler>(options.scheduler, e->cache_.get());
+  const model::ModelConfig& c = e->runner_->config();
+  auto plan = ResidencyPlan::CreateIfEnabled(options.residency, c.num_layers,
+                                             c.num_heads, c.num_kv_heads);
+  if (!plan.ok()) return plan.status();
+  e->plan_ = std::move(*plan);
+  if (e->plan_ != nullptr) {
+    absl::Status st = CheckCodebookLayersSupported(*e->plan_, *e->pools_);
+    if (!st.ok()) return st;
+  }
+  if (options.prefix_caching && options.step_listener == nullptr) {
+    e->prefix_ = std::make_unique<PrefixIndex>(e->cache_.get(),
+                                               options.max_prefix_events);
+    e->scheduler_->set_reclaimer([p = e.get()] {
+      if (p->prefix_->Evict(1) == 0) return false;
+      ++p->prefix_evicted_;
+      return true;
+    });
+    e->scheduler_->set_admit_hook(
+        [p = e.get()](Sequence* s) { p->AttachPrefix(s); });
+  }
+  for (int32_t l = 0; l < e->cache_->num_layers(); ++l) {
+    e->kv_pages_total_ += e->cache_->allocator(l).num_pages();
+  }
+  return e;
+}
+
+EngineCore::~EngineCore() {
+  // The sequences' and the index's pages go back before the cache goes.
+  scheduler_.reset();
+  prefix_.reset();
+}
+
+absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
+    GenerationRequest req) const {
+  const model::ModelConfig& c = config();
+  const SamplingOptions& s = req.sampling;
+  absl::Status valid = ValidateGeneration(
+      {.prompt = req.prompt,
+       .max_new_tokens = req.max_new_tokens,
+       .temperature = s.temperature,
+       .top_p = s.top_p,
+       .top_k = s.top_k},
+      {.vocab_size = c.vocab_size, .context = c.max_position_embeddings});
+  if (!valid.ok()) return valid;
+  if (req.import_kv != nullptr &&
+      (req.import_first_token < -1 || req.import_first_token >= c.vocab_size)) {
+    return absl::InvalidArgumentError("imported KV needs a valid first token");
+  }
+  if (req.kv_mode == KvMode::kCompressed && plan_ == nullptr) {
+    return absl::InvalidArgumentError(
+        "compressed KV cache requested but this server has no KV compression "
+        "configured");
+  }
+  auto seq = std::make_unique<Sequence>();
+  seq->id = std::move(req.id);
+  seq->tokens = std::move(req.prompt);
+  seq->prompt_len = static_cast<int32_t>(seq->tokens.size());
+  seq->max_new_tokens = req.max_new_tokens;
+  seq->max_total_tokens = c.max_position_embeddings;
+  seq->ignore_eos = req.ignore_eos;
+  seq->eos_ids.assign(1, c.eos_token_id);
+  seq->eos_ids.insert(seq->eos_ids.end(), c.extra_eos_token_ids.begin(),
+                      c.extra_eos_token_ids.end());
+  seq->sampling = s;
+  seq->rng.seed(s.seed);
+  seq->export_kv = req.export_kv;
+  seq->import_kv = std::move(req.import_kv);
+  seq->import_first_token = req.import_first_token;
+  seq->kv.Init(*cache_);  // shapes only: the cache's immutable geometry
+  if (plan_ != nullptr && req.kv_mode != KvMode::kFull) {
+    seq->kv.SetCapacity(plan_->capacities());
+    seq->residency = std::make_shared<SequenceResidency>(
+        plan_, c.qk_head_dim, c.num_heads, seq->prompt_len);
+  }
+  const int64_t most = std::min<int64_t>(
+      seq->prompt_len + int64_t{seq->max_new_tokens}, seq->max_total_tokens);
+  const int64_t need = seq->kv.PagesNeeded(*cache_, most);
+  if (need > kv_pages_total_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("request needs ", need, " KV pages for ", most,
+                     " tokens but the KV memory holds ", kv_pages_total_));
+  }
+  return seq;
+}
+
+void EngineCore::Admit(std::unique_ptr<Sequence> seq, EventSink sink) {
+  const std::string id = seq->id;
+  seq->arrival = next_arrival_++;
+  if (sinks_.count(id)) {
+    GenerationEvent ev;
+    ev.status = absl::AlreadyExistsError(
+        absl::StrCat("request id ", id, " is already running"));
+    sink(ev);
+    return;
+  }
+  Sequence* raw = seq.get();
+  const bool imported = raw->import_kv != nullptr && Import(raw);
+  absl::Status st = scheduler_->Enqueue(std::move(seq));
+  if (!st.ok()) {
+    GenerationEvent ev;
+    ev.status = st;
+    sink(ev);
+    return;
+  }
+  sinks_[id] = std::move(sink);
+  if (imported && raw->import_first_token >= 0) {
+    // The transferred first token is this request's first output.
+    GenerationEvent ev;
+    ev.token = raw->tokens.back();
+    sinks_[id](ev);
+    if (raw->num_generated() >= raw->max_new_tokens) {
+      Finish(raw, FinishReason::kLength, absl::OkStatus());
+    }
+  }
+}
+
+void EngineCore::Cancel(const std::string& id) {
+  auto it = sinks_.find(id);
+  if (it == sinks_.end()) return;
+  EventSink sink = std::move(it->second);
+  sinks_.erase(it);
+  scheduler_->Remove(id);  // running or waiting: pages are released
+  released_.push_back(id);
+  GenerationEvent ev;
+  ev.finish = FinishReason::kCancelled;
+  sink(ev);
+}
+
+void EngineCore::Finish(Sequence* seq, FinishReason reason,
+                        absl::Status status) {
+  auto it = sinks_.find(seq->id);
+  EventSink sink = it == sinks_.end() ? nullptr : std::move(it->second);
+  if (it != sinks_.end()) sinks_.erase(it);
+  const std::string id = seq->id;
+  GenerationEvent ev;
+  ev.finish = reason;
+  if (seq->export_kv && status.ok() && reason != FinishReason::kCancelled) {
+    // Before the pages go; codebook layers move their entries as they are.
+    auto snap = ExportKv(*cache_, *pools_, seq->kv, seq->residency != nullptr);
+    if (snap.ok()) {
+      if (seq->residency != nullptr) {
+        seq->residency->ExportState(*cache_, *pools_, seq->kv, &*snap);
+      }
+      ev.kv = std::make_shared<const KvSnapshot>(std::move(*snap));
+    } else {
+      status = snap.status();
+    }
+  }
+  if (status.ok()) IndexPrefix(*seq);
+  ev.status = std::move(status);
+  scheduler_->Remove(id);  // releases pages; seq is gone after this
+  released_.push_back(id);
+  if (sink) sink(ev);
+}
+
+bool EngineCore::Import(Sequence* seq) {
+  std::shared_ptr<const KvSnapshot> snap = std::move(seq->import_kv);
+  seq->kv.Init(*cache_);
+  absl::Status st = ImportKv(*cache_, *pools_, seq->kv, *snap);
+  if (st.ok() && snap->has_residency_state()) {
+    st = seq->residency == nullptr
+             ? absl::InvalidArgumentError(
+                   "residency state for a request without a residency plan")
+             : seq->residency->ImportState(*cache_, *pools_, seq->kv, *snap);
+  }
+  if (!st.ok()) {
+    seq->kv.Release(*cache_);
+    if (seq->residency != nullptr) seq->residency->Reset();
+    ++import_failures_;
+    return false;  // prefill here instead
+  }
+  if (seq->import_first_token < 0) {
+    // A cached prefix: a full cache of the same length in every (layer,
+    // head), shorter than the prompt, and no residency policy.
+    const int64_t n = seq->kv.num_tokens(0, 0);
+    bool full = n < seq->prompt_len && seq->residency == nullptr;
+    for (int32_t l = 0; full && l < cache_->num_layers(); ++l) {
+      for (int32_t h = 0; h < cache_->shape(l).n_kv_heads; ++h) {
+        full = full && seq->kv.num_tokens(l, h) == n;
+      }
+    }
+    if (!full) {
+      seq->kv.Release(*cache_);
+      ++import_failures_;
+      return false;
+    }
+    seq->num_cached = n;
+    ++imports_;
+    return true;
+  }
+  seq->num_cached = seq->prompt_len;
+  seq->tokens.push_back(seq->import_first_token);
+  // The prefill worker drew the first token from the same seeded stream:
+  // skip that draw (one 64-bit value per sampled token, sampler.cc) so a
+  // seeded request samples the same tokens disaggregated as on one worker.
+  if (seq->sampling.temperature > 0.0f) seq->rng.discard(1);
+  if (seq->residency != nullptr) seq->residency->MarkPromptIn();
+  ++imports_;
+  return true;
+}
+
+void EngineCore::FailAll(const absl::Status& status) {
+  std::vector<std::string> ids;
+  for (const auto& [id, sink] : sinks_) ids.push_back(id);
+  for (const std::string& id : ids) {
+    EventSink sink = std::move(sinks_[id]);
+    sinks_.erase(id);
+    scheduler_->Remove(id);
+    GenerationEvent ev;
+    ev.status = status;
+    sink(ev);
+  }
+  released_.clear();
+}
+
+bool EngineCore::Announce(const std::vector<ScheduledChunk>& plan) {
+  StepListener* listener = options_.step_listener;
+  if (listener == nullptr) {
+    released_.clear();
+    return true;
+  }
+  const auto now = std::chrono::steady_clock::now();
+  if (plan.empty() && released_.empty() &&
+      now - last_listened_ < std::chrono::milliseconds(options_.keepalive_ms)) {
+    return true;
+  }
+  std::vector<StepChunkInfo> infos;
+  for (const auto& p : plan) {
+    infos.push_back({&p.seq->id, p.start, p.seq->tokens.data() + p.start, p.len,
+                     p.seq->prompt_len, p.seq->residency != nullptr, p.sample});
+  }
+  absl::Status st = listener->OnStep(released_, infos);
+  released_.clear();
+  last_listened_ = now;
+  if (st.ok()) return true;
+  fatal_ = st;
+  FailAll(absl::UnavailableError(
+      absl::StrCat("tensor-parallel group failed: ", st.message())));
+  return false;
+}
+
+void EngineCore::Step() {
+  const auto step_start = std::chrono::steady_clock::now();
+  if (!fatal_.ok()) {
+    FailAll(absl::UnavailableError(fatal_.message()));
+    return;
+  }
+  std::vector<ScheduledChunk> plan = scheduler_->Schedule();
+  for (std::string& id : scheduler_->TakePreempted()) {
+    released_.push_back(std::move(id));
+  }
+  if (!Announce(plan)) return;
+  if (!plan.empty()) {
+    std::vector<ForwardChunk> chunks;
+    chunks.reserve(plan.size());
+    for (const auto& p : plan) {
+      ForwardChunk ch;
+      ch.kv = &p.seq->kv;
+      ch.tokens = p.seq->tokens.data() + p.start;
+      ch.len = p.len;
+      ch.start = p.start;
+      ch.logits =
+          p.sample ? ForwardChunk::Logits::kLast : ForwardChunk::Logits::kNone;
+      if (p.seq->residency != nullptr) {
+        // A chunk at position 0 starts from an empty cache (new, or
+        // recomputed after preemption): the policy starts over too.
+        if (p.start == 0) p.seq->residency->Reset();
+        ch.residency = p.seq->residency.get();
+      }
+      chunks.push_back(ch);
+    }
+    absl::Status st = runner_->Forward(chunks, *cache_, *pools_, &logits_);
+    if (!st.ok()) {
+      // Keep the code: a broken tensor-parallel group is UNAVAILABLE (the
+      // coordinator retries elsewhere), anything else INTERNAL.
+      const absl::StatusCode code =
+          absl::IsUnavailable(st) || absl::IsDeadlineExceeded(st)
+              ? absl::StatusCode::kUnavailable
+              : absl::StatusCode::kInternal;
+      for (const auto& p : plan) {
+        Finish(
+            p.seq, FinishReason::kNone,
+            absl::Status(code, absl::StrCat("forward failed: ", st.message())));
+      }
+      if (code == absl::StatusCode::kUnavailable &&
+          options_.step_listener != nullptr) {
+        fatal_ = st;
+      }
+    } else {
+      tokens_generated_ += Emit(plan);
+      ++steps_;
+    }
+  }
+  if (prefix_ != nullptr) prefix_->Publish();
+  if (options_.on_step && !plan.empty()) {
+    options_.on_step(std::chrono::steady_clock::now() - step_start);
+  }
+}
+
+int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
+  const int32_t vocab = config().vocab_size;
+  int64_t row = 0, generated = 0;
+  for (const auto& p : plan) {
+    Sequence* seq = p.seq;
+    seq->num_cached += p.len;
+    if (p.start < seq->prompt_len && seq->num_cached >= seq->prompt_len) {
+      IndexPrefix(*seq);  // the prompt is in: share it from now on
+    }
+    if (seq->residency != nullptr) {
+      evicted_total_ += seq->residency->evicted_slots() - seq->evicted_reported;
+      seq->evicted_reported = seq->residency->evicted_slots();
+    }
+    if (!p.sample) continue;
+    const int32_t tok = SampleToken(logits_.data() + row * vocab, vocab,
+                                    seq->sampling, seq->rng, &scratch_);
+    ++row;
+    if (!seq->ignore_eos && std::find(seq->eos_ids.begin(), seq->eos_ids.end(),
+                                      tok) != seq->eos_ids.end()) {
+      Finish(seq, FinishReason::kStop, absl::OkStatus());
+      continue;
+    }
+    seq->tokens.push_back(tok);
+    ++generated;
+    auto it = sinks_.find(seq->id);
+    if (it != sinks_.end()) {
+      GenerationEvent ev;
+      ev.token = tok;
+      it->second(ev);
+    }
+    if (seq->num_generated() >= seq->max_new_tokens ||
+        static_cast<int64_t>(seq->tokens.size()) >= seq->max_total_tokens) {
+      Finish(seq, FinishReason::kLength, absl::OkStatus());
+    }
+  }
+  return generated;
+}
+
+EngineStats EngineCore::Stats() const {
+  EngineStats s;
+  s.running = scheduler_->num_running();
+  s.waiting = scheduler_->num_waiting();
+  s.kv_pages_in_use = cache_->pages_in_use();
+  s.kv_pages_total = kv_pages_total_;
+  s.kv_bytes_in_use = cache_->bytes_in_use();
+  s.kv_bytes_capacity = cache_->capacity_bytes();
+  s.steps = steps_;
+  s.tokens_generated = tokens_generated_;
+  s.preemptions = scheduler_->preemptions();
+  s.kv_evicted_slots = evicted_total_;
+  s.kv_imports = imports_;
+  s.kv_import_failures = import_failures_;
+  s.kv_layer_bytes_in_use.resize(cache_->num_layers());
+  for (int32_t l = 0; l < cache_->num_layers(); ++l) {
+    s.kv_layer_bytes_in_use[l] = cache_->layer_bytes_in_use(l);
+  }
+  if (prefix_ != nullptr) {
+    s.prefix_cached_blocks = prefix_->num_blocks();
+    s.prefix_cached_pages = prefix_->num_pages();
+  }
+  s.prefix_lookup_tokens = prefix_lookup_tokens_;
+  s.prefix_hit_tokens = prefix_hit_tokens_;
+  s.prefix_hits = prefix_hits_;
+  s.prefix_evicted_blocks = prefix_evicted_;
+  return s;
+}
+
+void EngineCore::AttachPrefix(Sequence* seq) {
+  if (prefix_ == nullptr || seq->residency != nullptr || seq->num_cached > 0) {
+    return;
+  }
+  const int64_t len = static_cast<int64_t>(seq->tokens.size());
+  prefix_lookup_tokens_ += len;
+  // The last token always runs: its logits give the next sample.
+  const int64_t n = prefix_->Match(seq->tokens, len - 1);
+  if (n == 0) return;
+  if (!prefix_->Attach(seq->kv, seq->tokens, n).ok()) {
+    seq->kv.Release(*cache_);
+    return;
+  }
+  seq->num_cached = n;
+  prefix_hit_tokens_ += n;
+  ++prefix_hits_;
+}
+
+void EngineCore::IndexPrefix(const Sequence& seq) {
+  if (prefix_ == nullptr || seq.residency != nullptr) return;
+  prefix_->Insert(seq.kv, seq.tokens, seq.num_cached);
+}
+
+}  // namespace latentkv::worker

@@ -1,0 +1,128 @@
+// The serving engine's core: continuous batching over a ModelRunner and a
+// paged KV cache, as plain synchronous calls. Step() runs one engine step
+// (schedule, forward, sample, emit events) and returns; nothing here owns a
+// thread, so tests drive it step by step. Engine (engine.h) wraps it with a
+// thread and a mailbox for serving.
+//
+// A request enters as Prepare() (validation with the shared admission rules,
+// common/generation_rules.h, and the KV memory bound; any thread) then
+// Admit() (the prompt's KV from a transfer or the kvstore imported, the
+// sequence queued); it leaves through its EventSink, called from Step(),
+// Cancel() or FailAll(): one event per generated token, then a final event.
+// Thread-safety: Prepare(), config() and the prefix log are thread-safe;
+// everything else belongs to one thread at a time (the engine thread).
+#ifndef LATENTKV_WORKER_ENGINE_ENGINE_CORE_H_
+#define LATENTKV_WORKER_ENGINE_ENGINE_CORE_H_
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/cache/prefix_index.h"
+#include "worker/comm/communicator.h"
+#include "worker/engine/engine_types.h"
+#include "worker/engine/model_runner.h"
+
+namespace latentkv::worker {
+
+class EngineCore {
+ public:
+  // With tensor parallelism, `weights` is rank 0's shard and `comm` the
+  // group's communicator (not owned; null for one rank).
+  static absl::StatusOr<std::unique_ptr<EngineCore>> Create(
+      std::shared_ptr<const model::ModelWeights> weights,
+      std::unique_ptr<kernels::Backend> backend, const EngineOptions& options,
+      Communicator* comm = nullptr);
+  ~EngineCore();
+
+  // The sequence for `request`, or InvalidArgument for a bad request (the
+  // shared admission rules; an imported KV without a valid first token;
+  // compression asked of a server without it) or ResourceExhausted when it
+  // can never fit the KV memory. Thread-safe.
+  absl::StatusOr<std::unique_ptr<Sequence>> Prepare(
+      GenerationRequest request) const;
+  // Queues a prepared sequence. A transferred KV is imported first (on any
+  // failure the prompt is prefilled here instead); an imported first token
+  // is emitted at once. A live id gets an AlreadyExists final event.
+  void Admit(std::unique_ptr<Sequence> seq, EventSink sink);
+  // Stops a live request: its pages go back, its final event has kCancelled.
+  // No-op for an unknown id.
+  void Cancel(const std::string& id);
+  // One engine step. With a step listener (tensor parallelism) also the
+  // keep-alive when none was sent for keepalive_ms.
+  void Step();
+  // Fails every live request with `status`, releasing its pages.
+  void FailAll(const absl::Status& status);
+
+  // Nothing running or waiting.
+  bool idle() const { return scheduler_->idle(); }
+  int32_t num_waiting() const { return scheduler_->num_waiting(); }
+  // Counters and occupancy now.
+  EngineStats Stats() const;
+  // OK while the tensor-parallel group works; the error that broke it.
+  const absl::Status& fatal() const { return fatal_; }
+
+  const model::ModelConfig& config() const { return runner_->config(); }
+  const EngineOptions& options() const { return options_; }
+  std::vector<LayerKvShape> kv_shapes() const { return runner_->KvShapes(); }
+  DType kv_dtype() const { return options_.kv.dtype; }
+  int64_t kv_page_bytes(int32_t layer) const {
+    return cache_->page_bytes(layer);
+  }
+  int32_t page_size() const { return cache_->page_size(); }
+  // The local prefix cache, or null when off.
+  const PrefixIndex* prefix_index() const { return prefix_.get(); }
+  // The server's compression plan, or null when it serves a full cache.
+  const ResidencyPlan* residency_plan() const { return plan_.get(); }
+
+ private:
+  EngineCore() = default;
+  void Finish(Sequence* seq, FinishReason reason, absl::Status status);
+  // Imports a transferred KV into a queued sequence; false when it falls
+  // back to a local prefill.
+  bool Import(Sequence* seq);
+  // Tells the step listener (tensor parallelism) what this step runs; false
+  // (the group failed, requests failed) when it could not.
+  bool Announce(const std::vector<ScheduledChunk>& plan);
+  // Samples and emits the tokens of a step that ran.
+  int64_t Emit(const std::vector<ScheduledChunk>& plan);
+  // Shares a cached prefix with a full-cache sequence being admitted with
+  // nothing cached (the scheduler's admit hook).
+  void AttachPrefix(Sequence* seq);
+  // Indexes a full-cache sequence's whole blocks.
+  void IndexPrefix(const Sequence& seq);
+
+  std::shared_ptr<const model::ModelWeights> weights_;
+  std::unique_ptr<kernels::Backend> backend_;
+  std::unique_ptr<ModelRunner> runner_;
+  std::unique_ptr<KvCache> cache_;
+  std::unique_ptr<KvPools> pools_;       // the pools of cache_'s pages
+  std::unique_ptr<PrefixIndex> prefix_;  // local prefix cache; null: off
+  std::unique_ptr<Scheduler> scheduler_;
+  std::shared_ptr<const ResidencyPlan> plan_;  // null: full cache
+  EngineOptions options_;
+  int64_t kv_pages_total_ = 0;
+
+  std::unordered_map<std::string, EventSink> sinks_;
+  uint64_t next_arrival_ = 0;
+  std::vector<std::string> released_;  // for the step listener
+  std::chrono::steady_clock::time_point last_listened_;
+  absl::Status fatal_;  // set when the tensor-parallel group broke
+  // Counters.
+  int64_t steps_ = 0, tokens_generated_ = 0, evicted_total_ = 0;
+  int64_t imports_ = 0, import_failures_ = 0;
+  int64_t prefix_lookup_tokens_ = 0, prefix_hit_tokens_ = 0;
+  int64_t prefix_hits_ = 0, prefix_evicted_ = 0;
+  // Step scratch.
+  std::vector<float> logits_;
+  std::vector<std::pair<float, int32_t>> scratch_;
+};
+
+}  // namespace latentkv::worker
+
+#endif  // LATENTKV_WORKER_ENGINE_ENGINE_CORE_H_

@@ -1,0 +1,120 @@
+// The types of the engine's interface: options, requests, events, stats.
+#ifndef LATENTKV_WORKER_ENGINE_ENGINE_TYPES_H_
+#define LATENTKV_WORKER_ENGINE_ENGINE_TYPES_H_
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "worker/cache/kv_cache.h"
+#include "worker/cache/kv_snapshot.h"
+#include "worker/engine/scheduler.h"
+#include "worker/engine/sequence.h"
+#include "worker/engine/step_listener.h"
+#include "worker/residency/policy.h"
+
+namespace latentkv::worker {
+
+struct EngineOptions {
+  // Page size, KV memory bound and KV dtype (f32, bf16, f16, fp8_e4m3; fp8
+  // with static per-(layer, KV head) scales, ModelRunner::Fp8KvScales).
+  KvCacheOptions kv;
+  SchedulerOptions scheduler;  // batch and queue bounds
+  // The server's KV compression (SpindleKV, capacity); policy "none" with no
+  // capacity serves a full cache. Requests may ask for it or for full.
+  ResidencyOptions residency;
+  // Tensor parallelism (leader side): sees every step before it runs; not
+  // owned, must outlive the engine. Null for a single-rank worker.
+  StepListener* step_listener = nullptr;
+  // With a listener: the longest idle gap between OnStep calls (keep-alives
+  // let the other ranks tell a quiet leader from a dead one). > 0.
+  int32_t keepalive_ms = 1000;
+  // Local prefix caching: full-cache sequences leave their whole pages
+  // indexed (worker/cache/prefix_index.h) and later prompts with the same
+  // leading tokens share them instead of recomputing them; cached pages are
+  // evicted (LRU) before any running sequence is preempted. Off with a
+  // step_listener (tensor parallelism: the followers could not mirror the
+  // shared pages). Compressed requests neither use nor fill it.
+  bool prefix_caching = true;
+  // Multiply a copy of the weight matrices packed into the backend's
+  // preferred layout (Backend::PrefersPanels; on AVX2 CPUs without AVX-512:
+  // 16-row panels, bench/RESULTS.md), made once at start: faster decode
+  // batches and prefill for the weights' bytes again in memory. False: the
+  // loaded (e.g. memory-mapped) matrices as they are.
+  bool pack_weights = true;
+  // Bound on the prefix events kept for PrefixUpdates(); older ones are
+  // dropped and a reader that missed them gets a snapshot instead.
+  int32_t max_prefix_events = 4096;
+  // Called on the engine thread after each step that ran a batch, with its
+  // wall time (schedule, forward, sampling, events); must be cheap (e.g. a
+  // histogram observation). Null (default): none.
+  std::function<void(std::chrono::nanoseconds)> on_step;
+};
+
+// Which KV cache a request gets.
+enum class KvMode {
+  kServerDefault,  // the server's configured compression (maybe none)
+  kFull,           // every token, uncompressed
+  kCompressed,     // the server's compression; InvalidArgument if none
+};
+
+struct GenerationRequest {
+  std::string id;               // unique among live requests
+  std::vector<int32_t> prompt;  // token ids, non-empty
+  int32_t max_new_tokens = 16;  // > 0
+  SamplingOptions sampling;
+  bool ignore_eos = false;
+  KvMode kv_mode = KvMode::kServerDefault;
+  // Prefill role: the final event carries the sequence's KV (the prompt's
+  // rows, after the residency policy) for transfer to a decode worker.
+  bool export_kv = false;
+  // Decode role: the prompt's KV computed elsewhere and the first token
+  // sampled there. The engine imports the rows (shapes must match; on any
+  // failure it prefills locally instead), emits import_first_token as the
+  // first generated token and decodes from there.
+  // Prefix mode (import_first_token = -1): the rows are a full cache of the
+  // prompt's first n tokens (every layer and head holding positions 0..n-1,
+  // n < prompt length, e.g. from the KV store); the engine prefills the rest.
+  std::shared_ptr<const KvSnapshot> import_kv;
+  int32_t import_first_token = -1;
+};
+
+// What the engine reports about a request.
+struct GenerationEvent {
+  int32_t token = -1;                         // a new token, or -1
+  FinishReason finish = FinishReason::kNone;  // set on the final event
+  absl::Status status;                   // non-OK: the request failed (final)
+  std::shared_ptr<const KvSnapshot> kv;  // final event of an export_kv request
+};
+using EventSink = std::function<void(const GenerationEvent&)>;
+
+struct EngineStats {
+  int32_t running = 0;
+  int32_t waiting = 0;
+  int64_t kv_pages_in_use = 0;
+  int64_t kv_pages_total = 0;
+  int64_t kv_bytes_in_use = 0;
+  int64_t kv_bytes_capacity = 0;
+  int64_t steps = 0;
+  int64_t tokens_generated = 0;
+  int64_t preemptions = 0;
+  int64_t kv_evicted_slots = 0;    // slots dropped by residency policies
+  int64_t kv_imports = 0;          // requests started from a transferred KV
+  int64_t kv_import_failures = 0;  // transferred KVs that did not fit/match
+  std::vector<int64_t> kv_layer_bytes_in_use;  // [num_layers] page bytes
+  // Local prefix cache.
+  int64_t prefix_cached_blocks = 0;   // blocks held by the index now
+  int64_t prefix_cached_pages = 0;    // their page references
+  int64_t prefix_lookup_tokens = 0;   // prompt tokens looked up
+  int64_t prefix_hit_tokens = 0;      // prompt tokens shared, not computed
+  int64_t prefix_hits = 0;            // requests that shared >= 1 block
+  int64_t prefix_evicted_blocks = 0;  // blocks evicted for room
+};
+
+}  // namespace latentkv::worker
+
+#endif  // LATENTKV_WORKER_ENGINE_ENGINE_TYPES_H_
