@@ -90,8 +90,11 @@ int64_t MatrixBytes(const lk::model::ModelWeights& w) {
   return n;
 }
 
+// kv_dtype / prompt_len: the KV cache's element type and the prompt length
+// (long prompts make decode read a KV comparable to the weights).
 void BM_Decode(benchmark::State& state, std::string model_name, lk::DType dtype,
-               bool pack_weights) {
+               bool pack_weights, lk::DType kv_dtype = lk::DType::kF32,
+               int prompt_len = 8) {
   const int streams = static_cast<int>(state.range(0));
   const int new_tokens = static_cast<int>(state.range(1));
   lk::model::LoadOptions lo;
@@ -107,13 +110,14 @@ void BM_Decode(benchmark::State& state, std::string model_name, lk::DType dtype,
   eo.kv.max_bytes = int64_t{1} << 30;
   eo.scheduler.max_running = 64;
   eo.pack_weights = pack_weights;
+  eo.kv.dtype = kv_dtype;
+  eo.scheduler.max_step_tokens = std::max(512, prompt_len + 1);
   auto engine =
       lk::worker::Engine::Create(weights, lk::kernels::MakeCpuBackend(), eo);
   if (!engine.ok()) {
     state.SkipWithError(engine.status().ToString().c_str());
     return;
   }
-  const int prompt_len = 8;
   int64_t total = 0;
   double seconds = 0;
   int run = 0;
@@ -163,27 +167,43 @@ void BM_Decode(benchmark::State& state, std::string model_name, lk::DType dtype,
   const lk::model::ModelConfig& c = weights->config;
   // Average KV bytes read per generated token (context ~ prompt + half the
   // output).
-  const double kv_bytes =
-      c.KvValuesPerToken() * 4.0 * (prompt_len + new_tokens / 2.0);
+  const double kv_bytes = c.KvValuesPerToken() *
+                          static_cast<double>(lk::DTypeSize(kv_dtype)) *
+                          (prompt_len + new_tokens / 2.0);
   // This shared VM's bandwidth drifts by +-25% within minutes: the roofline
   // takes the higher (stricter) of the start-of-run probe and one measured
   // right after this case.
   const double bandwidth = std::max(
       g_bandwidth, lk::kernels::MeasureReadBandwidth(int64_t{512} << 20, 2));
   const double roofline = bandwidth / (weight_bytes + kv_bytes);
+  const std::string kv_tag = kv_dtype == lk::DType::kF32 && prompt_len == 8
+                                 ? ""
+                                 : "/kv_" +
+                                       std::string(lk::DTypeName(kv_dtype)) +
+                                       "/prompt" + std::to_string(prompt_len);
   const std::string key = model_name + std::string(lk::DTypeName(dtype)) +
-                          (pack_weights ? "" : "/rowmajor");
+                          (pack_weights ? "" : "/rowmajor") + kv_tag;
   if (streams == 1) g_one_stream[key] = tok_s;
   state.counters["tok_s"] = tok_s;
   const std::string base = model_name + "/" + std::to_string(streams) + "/";
-  if (pack_weights) g_tok_s[base + std::string(lk::DTypeName(dtype))] = tok_s;
+  if (!kv_tag.empty()) {
+    // Long-context cases compare with the f32 cache of the same run.
+    const std::string f32_key = base + "kv_f32/" + std::to_string(prompt_len);
+    if (kv_dtype == lk::DType::kF32) g_tok_s[f32_key] = tok_s;
+    if (kv_dtype != lk::DType::kF32 && g_tok_s.count(f32_key)) {
+      state.counters["vs_kv_f32"] = tok_s / g_tok_s[f32_key];
+    }
+  } else if (pack_weights) {
+    g_tok_s[base + std::string(lk::DTypeName(dtype))] = tok_s;
+  }
   for (lk::DType ref : {lk::DType::kF32, lk::DType::kBF16}) {
     const std::string k = base + std::string(lk::DTypeName(ref));
-    if (pack_weights && dtype != ref && g_tok_s.count(k)) {
+    if (kv_tag.empty() && pack_weights && dtype != ref && g_tok_s.count(k)) {
       state.counters[ref == lk::DType::kF32 ? "vs_f32" : "vs_bf16"] =
           tok_s / g_tok_s[k];
     }
   }
+  state.counters["kv_bytes_per_token"] = kv_bytes;
   state.counters["bytes_per_token"] =
       (weight_bytes + kv_bytes * streams) / static_cast<double>(streams);
   state.counters["roofline_tok_s"] = roofline;
@@ -220,8 +240,8 @@ int main(int argc, char** argv) {
         const std::string name = std::string("Decode/") + m + "/" +
                                  std::string(lk::DTypeName(d)) +
                                  (pack ? "" : "/rowmajor");
-        auto* b =
-            benchmark::RegisterBenchmark(name.c_str(), BM_Decode, m, d, pack);
+        auto* b = benchmark::RegisterBenchmark(name.c_str(), BM_Decode, m, d,
+                                               pack, lk::DType::kF32, 8);
         b->ArgNames({"streams", "new_tokens"})
             ->UseRealTime()
             ->Unit(benchmark::kMillisecond);
@@ -233,6 +253,20 @@ int main(int argc, char** argv) {
         b->Iterations(small ? 3 : 1);
       }
     }
+  }
+  // Long context: 480-token prompts, 16 streams, every KV dtype (f32
+  // first: the others report vs_kv_f32 against it).
+  for (lk::DType kv : {lk::DType::kF32, lk::DType::kBF16, lk::DType::kF16,
+                       lk::DType::kF8E4M3}) {
+    const std::string name = "Decode/stories110M/f32/kv_" +
+                             std::string(lk::DTypeName(kv)) + "/prompt480";
+    benchmark::RegisterBenchmark(name.c_str(), BM_Decode, "stories110M",
+                                 lk::DType::kF32, true, kv, 480)
+        ->ArgNames({"streams", "new_tokens"})
+        ->Args({16, 32})
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond)
+        ->Iterations(1);
   }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();

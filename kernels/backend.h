@@ -133,6 +133,12 @@ class Backend {
                             int64_t n, void* rows) = 0;
   virtual void ScatterKvRows(const KvPoolView& pool, const int64_t* slots,
                              int64_t n, const void* rows) = 0;
+  // SnapKV scores of a head's slots (eviction decisions stay on the host,
+  // over these small arrays).
+  virtual void WindowScores(const KvPoolView& pool, int32_t head,
+                            const int64_t* slots, int64_t n, const float* q,
+                            const int32_t* q_pos, int64_t n_w, int32_t group,
+                            float scale, float* scores, int32_t* k_pos) = 0;
 };
 
 // The CPU backend (always available).

@@ -257,8 +257,8 @@ class KvParityTest
 // WriteKv into shuffled pages of size 3, then PagedAttention of 17
 // sequences (GQA 4 query heads on 2 KV heads, d_qk 8, d_vo 6, contexts up
 // to 97 tokens with evicted gaps, 1-4 query rows each) against a float64
-// softmax over the stored values; Gather/Scatter and MoveKvSlots on the
-// same pool against host models.
+// softmax over the stored values; SnapKV window scores from the pool,
+// Gather/Scatter and MoveKvSlots on the same pool against host models.
 TEST_P(KvParityTest, WriteAttendMoveGatherScatter) {
   const auto& [name, dt] = GetParam();
   auto made = CreateBackend(name);
@@ -420,6 +420,60 @@ TEST_P(KvParityTest, WriteAttendMoveGatherScatter) {
     }
   }
   ExpectClose(out, want, 2e-5, "PagedAttention " + std::string(DTypeName(dt)));
+
+  // SnapKV window scores of sequence 2 head 1's slots, read from the pool:
+  // 5 window queries of the 2 query heads of that KV head, the first ones
+  // before part of the cache.
+  {
+    const HeadCache& sc = cache[2][1];
+    const int64_t n = static_cast<int64_t>(sc.pos.size());
+    std::vector<int64_t> sl(n);
+    for (int64_t i = 0; i < n; ++i) {
+      sl[i] = int64_t{sc.pages[i / ps]} * ps + i % ps;
+    }
+    const int32_t n_w = 5;
+    std::vector<int32_t> wpos(n_w);
+    for (int32_t w = 0; w < n_w; ++w) wpos[w] = last_pos[2] - 2 * (n_w - 1 - w);
+    const std::vector<float> wq = RandomVec(n_w * group * dqk, 41, -1, 1);
+    DeviceBuffer dsl = Up(be, sl), dwq = Up(be, wq), dwp = Up(be, wpos);
+    DeviceBuffer dsc = *be.Alloc(group * n * 4 + 4, "scores"),
+                 dkp = *be.Alloc(n * 4 + 4, "k_pos");
+    be.WindowScores(pool, 1, dsl.as<int64_t>(), n, dwq.as<float>(),
+                    dwp.as<int32_t>(), n_w, group, 0.3f, dsc.as<float>(),
+                    dkp.as<int32_t>());
+    std::vector<float> scores(group * n);
+    std::vector<int32_t> kpos(n);
+    be.CopyOut(scores.data(), dsc.data(), scores.size() * 4);
+    be.CopyOut(kpos.data(), dkp.data(), kpos.size() * 4);
+    ASSERT_TRUE(be.Synchronize().ok());
+    EXPECT_EQ(kpos, sc.pos);
+    std::vector<double> want_scores(group * n, 0.0);
+    for (int32_t w = 0; w < n_w; ++w) {
+      for (int32_t g = 0; g < group; ++g) {
+        std::vector<double> l(n, 0.0);
+        double mx = -1e300, den = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          if (sc.pos[i] > wpos[w]) continue;
+          double dot = 0;
+          for (int32_t j = 0; j < dqk; ++j) {
+            dot += wq[(w * group + g) * dqk + j] *
+                   KvRound(sc.k[i * dqk + j], dt, ksc[1]);
+          }
+          l[i] = 0.3 * dot;
+          mx = std::max(mx, l[i]);
+        }
+        for (int64_t i = 0; i < n; ++i) {
+          if (sc.pos[i] <= wpos[w]) den += std::exp(l[i] - mx);
+        }
+        for (int64_t i = 0; i < n; ++i) {
+          if (sc.pos[i] <= wpos[w]) {
+            want_scores[g * n + i] += std::exp(l[i] - mx) / den;
+          }
+        }
+      }
+    }
+    ExpectClose(scores, want_scores, 1e-5, "WindowScores");
+  }
 
   // Gather the rows of sequence 0 head 1 and check their bytes.
   const HeadCache& hc = cache[0][1];

@@ -109,6 +109,13 @@ class CpuBackend final : public Backend {
                      const void* rows) override {
     kernels::ScatterKvRows(pool, slots, n, rows);
   }
+  void WindowScores(const KvPoolView& pool, int32_t head, const int64_t* slots,
+                    int64_t n, const float* q, const int32_t* q_pos,
+                    int64_t n_w, int32_t group, float scale, float* scores,
+                    int32_t* k_pos) override {
+    kernels::WindowScoresFromPool(pool, head, slots, n, q, q_pos, n_w, group,
+                                  scale, scores, k_pos);
+  }
 };
 
 }  // namespace

@@ -224,6 +224,14 @@ void WindowAttentionScores(const float* q, const int32_t* q_pos, int64_t n_w,
                            int32_t group, const float* k, const int32_t* k_pos,
                            int64_t n, int32_t d_qk, float scale, float* scores);
 
+// WindowAttentionScores over keys read from a KV pool: the `n` slots
+// `slots` [n] of KV head `head` (K converted to f32 with the head's scale);
+// also writes their positions to k_pos [n]. scores: [group, n].
+void WindowScoresFromPool(const KvPoolView& pool, int32_t head,
+                          const int64_t* slots, int64_t n, const float* q,
+                          const int32_t* q_pos, int64_t n_w, int32_t group,
+                          float scale, float* scores, int32_t* k_pos);
+
 // Measures streaming read bandwidth (bytes/s) of this machine with `threads`
 // threads over a buffer of `bytes`; used by benchmarks for the roofline.
 double MeasureReadBandwidth(int64_t bytes, int threads);

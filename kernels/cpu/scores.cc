@@ -4,6 +4,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/dtype.h"
 #include "kernels/ops.h"
 
 namespace latentkv::kernels {
@@ -43,6 +44,23 @@ void WindowAttentionScores(const float* q, const int32_t* q_pos, int64_t n_w,
   for (size_t i = 0; i < acc.size(); ++i) {
     scores[i] = static_cast<float>(acc[i]);
   }
+}
+
+void WindowScoresFromPool(const KvPoolView& pool, int32_t head,
+                          const int64_t* slots, int64_t n, const float* q,
+                          const int32_t* q_pos, int64_t n_w, int32_t group,
+                          float scale, float* scores, int32_t* k_pos) {
+  const int32_t d = pool.d_qk;
+  const int64_t row = int64_t{DTypeSize(pool.dtype)} * d;
+  const float k_scale = pool.k_scale == nullptr ? 1.0f : pool.k_scale[head];
+  std::vector<float> keys(static_cast<size_t>(n) * d);
+  for (int64_t i = 0; i < n; ++i) {
+    KvToF32(static_cast<const char*>(pool.k) + slots[i] * row, pool.dtype, d,
+            k_scale, keys.data() + i * d);
+    k_pos[i] = pool.pos[slots[i]];
+  }
+  WindowAttentionScores(q, q_pos, n_w, group, keys.data(), k_pos, n, d, scale,
+                        scores);
 }
 
 }  // namespace latentkv::kernels

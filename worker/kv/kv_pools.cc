@@ -184,6 +184,35 @@ absl::Status KvPools::ReadF32(int32_t layer, int32_t head,
   return absl::OkStatus();
 }
 
+absl::Status KvPools::WindowScores(int32_t layer, int32_t head,
+                                   const std::vector<int64_t>& slots,
+                                   const float* q, const int32_t* q_pos,
+                                   int64_t n_w, int32_t group, float scale,
+                                   float* scores, int32_t* k_pos) {
+  const size_t n = slots.size();
+  if (n == 0) return absl::OkStatus();
+  const kernels::KvPoolView& view = layers_[layer].view;
+  // Row staging holds, in order: q, q_pos, scores, k_pos (4-byte values).
+  const size_t nq = static_cast<size_t>(n_w) * group * view.d_qk;
+  const size_t ns = static_cast<size_t>(group) * n;
+  absl::Status st = Stage(n, 4 * (nq + n_w + ns + n));
+  if (!st.ok()) return st;
+  auto* f = row_stage_.as<float>();
+  float* dq = f;
+  auto* dqp = reinterpret_cast<int32_t*>(f + nq);
+  float* ds = f + nq + n_w;
+  auto* dkp = reinterpret_cast<int32_t*>(f + nq + n_w + ns);
+  backend_->CopyIn(slot_stage_.data(), slots.data(), n * sizeof(int64_t));
+  backend_->CopyIn(dq, q, nq * sizeof(float));
+  backend_->CopyIn(dqp, q_pos, n_w * sizeof(int32_t));
+  backend_->WindowScores(view, head, slot_stage_.as<int64_t>(),
+                         static_cast<int64_t>(n), dq, dqp, n_w, group, scale,
+                         ds, dkp);
+  backend_->CopyOut(scores, ds, ns * sizeof(float));
+  backend_->CopyOut(k_pos, dkp, n * sizeof(int32_t));
+  return backend_->Synchronize();
+}
+
 absl::StatusOr<HostKvPool> KvPools::HostF32(int32_t layer) const {
   if (!backend_->host_addressable() || dtype_ != DType::kF32) {
     return absl::FailedPreconditionError(absl::StrCat(

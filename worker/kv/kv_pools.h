@@ -76,6 +76,13 @@ class KvPools {
   absl::Status ReadF32(int32_t layer, int32_t head,
                        const std::vector<int64_t>& slots, float* k, float* v,
                        int32_t* pos);
+  // SnapKV scores of `slots` of (layer, head) on the backend: q [n_w, group,
+  // d_qk] the window queries, q_pos [n_w]; writes scores [group, n] and the
+  // slots' positions k_pos [n] to host memory.
+  absl::Status WindowScores(int32_t layer, int32_t head,
+                            const std::vector<int64_t>& slots, const float* q,
+                            const int32_t* q_pos, int64_t n_w, int32_t group,
+                            float scale, float* scores, int32_t* k_pos);
   // Host pointers into `layer`'s pool, for host-only features (codebook
   // layers): FailedPrecondition unless the backend is host-addressable and
   // the dtype f32.

@@ -343,26 +343,30 @@ absl::Status SequenceResidency::EvictLayer(KvCache& cache, KvPools& pools,
           win.q.data() + (int64_t{slot} * n_heads_ + int64_t{h} * group) * d;
       std::copy_n(src, int64_t{group} * d, wq_.data() + i * group * d);
     }
-    keys_.resize(n * d);
     kpos_.resize(n);
     if (codebook) {
+      keys_.resize(n * d);
       absl::StatusOr<HostKvPool> hp = pools.HostF32(layer);
       if (!hp.ok()) return hp.status();
       vals_.resize(n * shape.d_vo);
       stores_[layer][h].Reconstruct(cache, *hp, kv.aux(layer, h), layer,
                                     keys_.data(), vals_.data(), kpos_.data());
       kernels::ApplyRope(keys_.data(), n, 1, d, kpos_.data(), inv_freq);
+      scores_.resize(group * n);
+      kernels::WindowAttentionScores(wq_.data(), wpos_.data(), n_w, group,
+                                     keys_.data(), kpos_.data(), n, d, scale,
+                                     scores_.data());
     } else {
+      // Scored where the keys live (the backend); the selection below runs
+      // on the host over the small score arrays.
       slots_.resize(n);
       for (int64_t i = 0; i < n; ++i) slots_[i] = kv.SlotOf(cache, layer, h, i);
+      scores_.resize(group * n);
       absl::Status st =
-          pools.ReadF32(layer, h, slots_, keys_.data(), nullptr, kpos_.data());
+          pools.WindowScores(layer, h, slots_, wq_.data(), wpos_.data(), n_w,
+                             group, scale, scores_.data(), kpos_.data());
       if (!st.ok()) return st;
     }
-    scores_.resize(group * n);
-    kernels::WindowAttentionScores(wq_.data(), wpos_.data(), n_w, group,
-                                   keys_.data(), kpos_.data(), n, d, scale,
-                                   scores_.data());
     std::vector<int64_t> keep = SelectSlots(
         scores_.data(), group, n, kpos_.data(), std::max<int64_t>(want, 0),
         n_w > 0 ? first_pos : kpos_[n - 1] + 1, plan_->options().pool_kernel);
