@@ -21,6 +21,8 @@ namespace latentkv::kernels {
 namespace {
 
 using ::latentkv::kernels::testing::RandomVec;
+using ::latentkv::kernels::testing::Store;
+using ::latentkv::kernels::testing::StoredWeights;
 
 class BackendParityTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -61,23 +63,6 @@ void ExpectClose(const std::vector<float>& got, const std::vector<double>& want,
     ASSERT_LE(std::abs(got[i] - want[i]), tol * (1 + std::abs(want[i])))
         << what << " at " << i << ": " << got[i] << " vs " << want[i];
   }
-}
-
-// The stored weight bytes of `w` [rows, cols] in `dtype`, and their exact
-// f32 values (what every product must multiply).
-struct StoredWeights {
-  std::vector<uint8_t> bytes;
-  std::vector<float> values;
-};
-StoredWeights Store(const std::vector<float>& w, DType dtype) {
-  StoredWeights s;
-  s.bytes.resize(DTypeRowBytes(dtype, static_cast<int64_t>(w.size())));
-  ConvertFromF32(w.data(), static_cast<int64_t>(w.size()), dtype,
-                 s.bytes.data());
-  s.values.resize(w.size());
-  ConvertToF32(s.bytes.data(), dtype, static_cast<int64_t>(w.size()),
-               s.values.data());
-  return s;
 }
 
 TEST_P(BackendParityTest, MatMulEveryWeightDtype) {

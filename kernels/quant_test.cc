@@ -24,24 +24,12 @@ namespace {
 constexpr DType kQuantTypes[] = {DType::kQ8_0, DType::kQ4_0, DType::kQ4_1};
 
 using ::latentkv::kernels::testing::RandomVec;
+using ::latentkv::kernels::testing::Store;
+using ::latentkv::kernels::testing::StoredWeights;
 
 void PutF16(std::vector<uint8_t>& b, size_t at, float v) {
   const uint16_t h = F32ToF16(v);
   std::memcpy(b.data() + at, &h, 2);
-}
-
-// Quantized copy of w [rows, cols] and its dequantized values.
-struct Quantized {
-  std::vector<uint8_t> bytes;
-  std::vector<float> values;
-};
-Quantized Quantize(const std::vector<float>& w, DType dt) {
-  Quantized q;
-  q.bytes.resize(DTypeRowBytes(dt, static_cast<int64_t>(w.size())));
-  ConvertFromF32(w.data(), w.size(), dt, q.bytes.data());
-  q.values.resize(w.size());
-  ConvertToF32(q.bytes.data(), dt, w.size(), q.values.data());
-  return q;
 }
 
 TEST(QuantDTypeTest, SizesAndNames) {
@@ -245,7 +233,7 @@ TEST(QuantDTypeTest, RoundTripBounds) {
       const float offset = (seed % 3 == 0) ? 3.0f * scale : 0.0f;
       std::vector<float> x =
           RandomVec(32 * 8, seed, offset - scale, offset + scale);
-      const Quantized q = Quantize(x, dt);
+      const StoredWeights q = Store(x, dt);
       for (int64_t b = 0; b < 8; ++b) {
         float lo = x[b * 32], hi = lo, amax = 0.0f;
         for (int j = 0; j < 32; ++j) {
@@ -326,8 +314,8 @@ void CheckQuantMatMul(DType dt, QuantRun run) {
                  " cols=" + std::to_string(s.cols));
     const std::vector<float> x = RandomVec(s.n * s.cols, 1 + s.cols + s.n);
     // Offset weights so q4_1's m and q4_0's -8d matter.
-    const Quantized w =
-        Quantize(RandomVec(s.rows * s.cols, 7 + s.rows, -0.7f, 1.3f), dt);
+    const StoredWeights w =
+        Store(RandomVec(s.rows * s.cols, 7 + s.rows, -0.7f, 1.3f), dt);
     const std::vector<double> ref = RefMatMul(x, s.n, w.values, s.rows, s.cols);
     std::vector<float> y(s.n * s.rows, 12345.0f);
     run(x.data(), s.n, w.bytes.data(), dt, s.rows, s.cols, y.data());
@@ -366,7 +354,7 @@ TEST(QuantMatMulTest, ThreadSplitsDoNotChangeResults) {
                            Shape{5, 517, 768}, Shape{16, 203, 1536}}) {
       SCOPED_TRACE(std::string(DTypeName(dt)) + " n=" + std::to_string(s.n));
       const std::vector<float> x = RandomVec(s.n * s.cols, 2);
-      const Quantized w = Quantize(RandomVec(s.rows * s.cols, 3), dt);
+      const StoredWeights w = Store(RandomVec(s.rows * s.cols, 3), dt);
       const WeightView v{w.bytes.data(), dt, s.rows, s.cols};
       std::vector<float> many(s.n * s.rows), one(s.n * s.rows);
       MatMul(x.data(), s.n, v, many.data());
@@ -430,12 +418,12 @@ TEST(QuantMatMulTest, GroupMatchesReference) {
         SCOPED_TRACE(std::string(DTypeName(dt)) + " n=" + std::to_string(n) +
                      " cols=" + std::to_string(c.cols));
         const std::vector<float> x = RandomVec(n * c.cols, 3 + n);
-        std::vector<Quantized> ws;
+        std::vector<StoredWeights> ws;
         std::vector<WeightView> views;
         std::vector<std::vector<float>> ys;
         for (size_t i = 0; i < c.rows.size(); ++i) {
           ws.push_back(
-              Quantize(RandomVec(c.rows[i] * c.cols, 11 + i, -1.2f, 0.8f), dt));
+              Store(RandomVec(c.rows[i] * c.cols, 11 + i, -1.2f, 0.8f), dt));
           ys.emplace_back(n * c.rows[i], 12345.0f);
         }
         for (size_t i = 0; i < c.rows.size(); ++i) {
@@ -466,7 +454,7 @@ TEST(QuantEmbedTest, RowsEqualDequantized) {
   const std::vector<float> table = RandomVec(vocab * dim, 5);
   const std::vector<int32_t> tokens = {3, 0, 36, 3, -1, 37};
   for (DType dt : kQuantTypes) {
-    const Quantized q = Quantize(table, dt);
+    const StoredWeights q = Store(table, dt);
     std::vector<float> out(tokens.size() * dim, 1.0f);
     Embed(WeightView{q.bytes.data(), dt, vocab, dim}, tokens.data(),
           tokens.size(), out.data());
@@ -485,7 +473,7 @@ TEST(QuantMatMulTest, Avx2DequantEqualsConvert) {
   if (!internal::CpuHasAvx2FmaF16c()) GTEST_SKIP() << "no AVX2/FMA/F16C";
   const int64_t rows = 9, cols = 96;
   for (DType dt : kQuantTypes) {
-    const Quantized q = Quantize(RandomVec(rows * cols, 17, -2.0f, 1.0f), dt);
+    const StoredWeights q = Store(RandomVec(rows * cols, 17, -2.0f, 1.0f), dt);
     std::vector<float> got((rows - 2) * cols);
     internal::DequantRowsAvx2(q.bytes.data(), dt, cols, 2, rows, got.data());
     for (int64_t i = 0; i < (rows - 2) * cols; ++i) {
@@ -494,7 +482,8 @@ TEST(QuantMatMulTest, Avx2DequantEqualsConvert) {
     // Panels of rows 2..8 and 1..20 (one partial panel; one full and one
     // partial): column c's 16 values contiguous, zero past the last row.
     for (auto [r0, r1] : {std::pair<int64_t, int64_t>{2, 9}, {1, 21}}) {
-      const Quantized big = Quantize(RandomVec(21 * cols, 19, -1.0f, 2.0f), dt);
+      const StoredWeights big =
+          Store(RandomVec(21 * cols, 19, -1.0f, 2.0f), dt);
       const int64_t panels = (r1 - r0 + 15) / 16;
       std::vector<float> p(panels * 16 * cols, -7.0f);
       internal::DequantPanelsAvx2(big.bytes.data(), dt, cols, r0, r1, p.data());

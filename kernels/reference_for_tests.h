@@ -7,6 +7,8 @@
 #include <random>
 #include <vector>
 
+#include "common/dtype.h"
+
 namespace latentkv::kernels::testing {
 
 // y[n, rows] = x[n, cols] * W^T in double; w: [rows, cols] row-major.
@@ -34,6 +36,22 @@ inline std::vector<float> RandomVec(int64_t n, uint32_t seed, float lo = -1.0f,
   std::vector<float> v(n);
   for (float& f : v) f = dist(rng);
   return v;
+}
+
+// w [rows, cols] stored in `dtype` (any float or block-quantized type) and
+// the exact f32 values those bytes hold: what every product must multiply.
+struct StoredWeights {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+};
+inline StoredWeights Store(const std::vector<float>& w, DType dtype) {
+  StoredWeights s;
+  const int64_t n = static_cast<int64_t>(w.size());
+  s.bytes.resize(DTypeRowBytes(dtype, n));
+  ConvertFromF32(w.data(), n, dtype, s.bytes.data());
+  s.values.resize(w.size());
+  ConvertToF32(s.bytes.data(), dtype, n, s.values.data());
+  return s;
 }
 
 }  // namespace latentkv::kernels::testing

@@ -23,9 +23,9 @@ absl::StatusOr<LocalModel> LoadLocalModel(const LocalEngineOptions& options) {
   return m;
 }
 
-absl::StatusOr<LocalKv> MakeLocalCache(const LocalEngineOptions& options,
-                                       const worker::ModelRunner& runner,
-                                       kernels::Backend* backend) {
+absl::StatusOr<worker::KvStorage> MakeLocalCache(
+    const LocalEngineOptions& options, const worker::ModelRunner& runner,
+    kernels::Backend* backend) {
   worker::KvCacheOptions ko;
   ko.page_size = options.page_size;
   ko.max_bytes = options.kv_memory_mb << 20;
@@ -35,11 +35,7 @@ absl::StatusOr<LocalKv> MakeLocalCache(const LocalEngineOptions& options,
         "KV dtype must be f32, bf16, f16 or fp8_e4m3, got ", options.kv_dtype));
   }
   ko.dtype = *dtype;
-  auto cache = worker::KvCache::Create(runner.KvShapes(), ko);
-  if (!cache.ok()) return cache.status();
-  auto pools = worker::CreateKvPools(runner, backend, **cache);
-  if (!pools.ok()) return pools.status();
-  return LocalKv{std::move(*cache), std::move(*pools)};
+  return worker::CreateKvStorage(runner, backend, ko);
 }
 
 }  // namespace latentkv::cli

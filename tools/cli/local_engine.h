@@ -25,13 +25,9 @@ absl::StatusOr<LocalModel> LoadLocalModel(const LocalEngineOptions& options);
 // A KV cache (page table and pools in `backend` memory) for `runner`'s
 // model with the options' page size, memory bound and KV dtype (for
 // commands that drive the model runner directly).
-struct LocalKv {
-  std::unique_ptr<worker::KvCache> cache;
-  std::unique_ptr<worker::KvPools> pools;
-};
-absl::StatusOr<LocalKv> MakeLocalCache(const LocalEngineOptions& options,
-                                       const worker::ModelRunner& runner,
-                                       kernels::Backend* backend);
+absl::StatusOr<worker::KvStorage> MakeLocalCache(
+    const LocalEngineOptions& options, const worker::ModelRunner& runner,
+    kernels::Backend* backend);
 
 }  // namespace latentkv::cli
 

@@ -23,12 +23,10 @@ absl::StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(
   e->runner_ = std::make_unique<ModelRunner>(e->weights_, e->backend_.get(),
                                              comm, options.pack_weights);
   if (!e->runner_->init_status().ok()) return e->runner_->init_status();
-  auto cache = KvCache::Create(e->runner_->KvShapes(), options.kv);
-  if (!cache.ok()) return cache.status();
-  e->cache_ = std::move(*cache);
-  auto pools = CreateKvPools(*e->runner_, e->backend_.get(), *e->cache_);
-  if (!pools.ok()) return pools.status();
-  e->pools_ = std::move(*pools);
+  auto kv = CreateKvStorage(*e->runner_, e->backend_.get(), options.kv);
+  if (!kv.ok()) return kv.status();
+  e->cache_ = std::move(kv->cache);
+  e->pools_ = std::move(kv->pools);
   e->scheduler_ =
       std::make_unique<Scheduler>(options.scheduler, e->cache_.get());
   const model::ModelConfig& c = e->runner_->config();

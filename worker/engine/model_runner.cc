@@ -78,12 +78,16 @@ kernels::WeightView ModelRunner::Matrix(const model::Tensor& t, bool pack) {
   return w;
 }
 
-absl::StatusOr<std::unique_ptr<KvPools>> CreateKvPools(
-    const ModelRunner& runner, kernels::Backend* backend,
-    const KvCache& cache) {
+absl::StatusOr<KvStorage> CreateKvStorage(const ModelRunner& runner,
+                                          kernels::Backend* backend,
+                                          const KvCacheOptions& options) {
+  auto cache = KvCache::Create(runner.KvShapes(), options);
+  if (!cache.ok()) return cache.status();
   KvScales scales;
-  if (cache.dtype() == DType::kF8E4M3) scales = runner.Fp8KvScales();
-  return KvPools::Create(backend, cache, std::move(scales));
+  if (options.dtype == DType::kF8E4M3) scales = runner.Fp8KvScales();
+  auto pools = KvPools::Create(backend, **cache, std::move(scales));
+  if (!pools.ok()) return pools.status();
+  return KvStorage{std::move(*cache), std::move(*pools)};
 }
 
 std::vector<LayerKvShape> ModelRunner::KvShapes() const {

@@ -143,10 +143,16 @@ class ModelRunner {
       cb_kv_last_;
 };
 
-// The pools for `cache`'s pages in `runner`'s backend memory, with fp8
-// scales from runner.Fp8KvScales() when the cache's dtype is fp8.
-absl::StatusOr<std::unique_ptr<KvPools>> CreateKvPools(
-    const ModelRunner& runner, kernels::Backend* backend, const KvCache& cache);
+// A KV cache for `runner`'s model: the page table with `options` and its
+// pools in `backend` memory (fp8 scales from runner.Fp8KvScales() when the
+// dtype is fp8).
+struct KvStorage {
+  std::unique_ptr<KvCache> cache;
+  std::unique_ptr<KvPools> pools;
+};
+absl::StatusOr<KvStorage> CreateKvStorage(const ModelRunner& runner,
+                                          kernels::Backend* backend,
+                                          const KvCacheOptions& options);
 
 // The matrix view of a weight tensor.
 kernels::WeightView View(const model::Tensor& t);

@@ -164,8 +164,9 @@ struct Harness {
     o.page_size = page_size;
     o.dtype = kv_dtype;
     o.max_bytes = 8 << 20;
-    cache = std::move(*KvCache::Create(runner->KvShapes(), o));
-    pools = std::move(*CreateKvPools(*runner, backend.get(), *cache));
+    KvStorage kv = std::move(*CreateKvStorage(*runner, backend.get(), o));
+    cache = std::move(kv.cache);
+    pools = std::move(kv.pools);
   }
 };
 

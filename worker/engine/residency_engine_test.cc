@@ -66,13 +66,13 @@ std::vector<std::vector<float>> Logits(const std::vector<int32_t>& tokens,
   auto weights = Stories260k();
   auto backend = kernels::MakeCpuBackend();
   ModelRunner runner(weights, backend.get());
-  auto cache = KvCache::Create(runner.KvShapes(), {.page_size = 4});
-  EXPECT_TRUE(cache.ok());
-  auto pools = CreateKvPools(runner, backend.get(), **cache);
-  EXPECT_TRUE(pools.ok());
+  auto kv_storage = CreateKvStorage(runner, backend.get(), {.page_size = 4});
+  EXPECT_TRUE(kv_storage.ok());
+  auto& cache = kv_storage->cache;
+  auto& pools = kv_storage->pools;
   const model::ModelConfig& c = weights->config;
   SequenceKv kv;
-  kv.Init(**cache);
+  kv.Init(*cache);
   std::shared_ptr<SequenceResidency> res;
   if (ro != nullptr) {
     auto plan =
@@ -86,7 +86,7 @@ std::vector<std::vector<float>> Logits(const std::vector<int32_t>& tokens,
   int64_t pos = 0;
   while (pos < static_cast<int64_t>(tokens.size())) {
     const int32_t len = pos == 0 ? prompt_len : 1;
-    EXPECT_TRUE(kv.Reserve(**cache, len).ok());
+    EXPECT_TRUE(kv.Reserve(*cache, len).ok());
     ForwardChunk ch;
     ch.kv = &kv;
     ch.tokens = tokens.data() + pos;
@@ -94,11 +94,11 @@ std::vector<std::vector<float>> Logits(const std::vector<int32_t>& tokens,
     ch.start = pos;
     ch.residency = res.get();
     std::vector<float> logits;
-    EXPECT_TRUE(runner.Forward({ch}, **cache, **pools, &logits).ok());
+    EXPECT_TRUE(runner.Forward({ch}, *cache, *pools, &logits).ok());
     out.push_back(logits);
     pos += len;
   }
-  kv.Release(**cache);
+  kv.Release(*cache);
   return out;
 }
 

@@ -57,12 +57,10 @@ absl::StatusOr<std::unique_ptr<TpFollower>> TpFollower::Create(
   f->comm_ = comm;
   f->runner_ =
       std::make_unique<ModelRunner>(f->weights_, f->backend_.get(), comm);
-  auto cache = KvCache::Create(f->runner_->KvShapes(), options.kv);
-  if (!cache.ok()) return cache.status();
-  f->cache_ = std::move(*cache);
-  auto pools = CreateKvPools(*f->runner_, f->backend_.get(), *f->cache_);
-  if (!pools.ok()) return pools.status();
-  f->pools_ = std::move(*pools);
+  auto kv = CreateKvStorage(*f->runner_, f->backend_.get(), options.kv);
+  if (!kv.ok()) return kv.status();
+  f->cache_ = std::move(kv->cache);
+  f->pools_ = std::move(kv->pools);
   const model::ModelConfig& c = f->weights_->config;
   const ResidencyOptions& ro = options.residency;
   auto plan = ResidencyPlan::CreateIfEnabled(ro, c.num_layers, c.num_heads,

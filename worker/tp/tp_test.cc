@@ -50,29 +50,29 @@ std::vector<float> RunSteps(std::shared_ptr<const model::ModelWeights> w,
                             comm::Communicator* comm) {
   auto backend = kernels::MakeCpuBackend();
   ModelRunner runner(w, backend.get(), comm);
-  auto cache = KvCache::Create(runner.KvShapes(), {.page_size = 4});
-  EXPECT_TRUE(cache.ok());
-  auto pools = CreateKvPools(runner, backend.get(), **cache);
-  EXPECT_TRUE(pools.ok());
+  auto kv_storage = CreateKvStorage(runner, backend.get(), {.page_size = 4});
+  EXPECT_TRUE(kv_storage.ok());
+  auto& cache = kv_storage->cache;
+  auto& pools = kv_storage->pools;
   std::vector<int32_t> tokens = {1};
   for (int i = 0; i < 48; ++i) tokens.push_back(259 + (i * 37) % 250);
   SequenceKv kv;
-  kv.Init(**cache);
+  kv.Init(*cache);
   std::vector<float> all, logits;
   int64_t pos = 0;
   while (pos < static_cast<int64_t>(tokens.size())) {
     const int32_t len = pos == 0 ? 37 : 1;
-    EXPECT_TRUE(kv.Reserve(**cache, len).ok());
+    EXPECT_TRUE(kv.Reserve(*cache, len).ok());
     ForwardChunk ch;
     ch.kv = &kv;
     ch.tokens = tokens.data() + pos;
     ch.len = len;
     ch.start = pos;
-    EXPECT_TRUE(runner.Forward({ch}, **cache, **pools, &logits).ok());
+    EXPECT_TRUE(runner.Forward({ch}, *cache, *pools, &logits).ok());
     all.insert(all.end(), logits.begin(), logits.end());
     pos += len;
   }
-  kv.Release(**cache);
+  kv.Release(*cache);
   return all;
 }
 
