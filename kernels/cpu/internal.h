@@ -15,6 +15,10 @@ bool CpuHasAvx512Bf16();
 // True when the CPU supports AVX2 and FMA: the bf16 MatMul's path on CPUs
 // without AVX-512 (MatMulBf16Avx2).
 bool CpuHasAvx2Fma();
+// True when the CPU supports AVX and F16C (cpu/kv_f16c.cc).
+bool CpuHasF16c();
+// dst[i] = f16 src[i] as f32 for i < n, 8 at a time (needs CpuHasF16c()).
+void F16ToF32F16c(const uint16_t* src, int64_t n, float* dst);
 // Sets OpenBLAS to one thread, once per process (see matmul.cc): call before
 // OpenBLAS runs inside OpenMP threads.
 void EnsureBlasSingleThreaded();

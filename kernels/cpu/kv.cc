@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "kernels/cpu/internal.h"
 #include "kernels/ops.h"
 
 namespace latentkv::kernels {
@@ -55,8 +56,11 @@ KvToF32(const void* src, DType dtype, int64_t n, float scale, float* dst) {
       return;
     }
     case DType::kF16: {
+      if (internal::CpuHasF16c()) {
+        internal::F16ToF32F16c(static_cast<const uint16_t*>(src), n, dst);
+        return;
+      }
       const auto* s = static_cast<const _Float16*>(src);
-#pragma omp simd
       for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
       return;
     }
