@@ -15,10 +15,13 @@ bool CpuHasAvx512Bf16();
 // True when the CPU supports AVX2 and FMA: the bf16 MatMul's path on CPUs
 // without AVX-512 (MatMulBf16Avx2).
 bool CpuHasAvx2Fma();
-// True when the CPU supports AVX and F16C (cpu/kv_f16c.cc).
+// True when the CPU supports AVX and F16C (cpu/kv_avx2.cc).
 bool CpuHasF16c();
 // dst[i] = f16 src[i] as f32 for i < n, 8 at a time (needs CpuHasF16c()).
 void F16ToF32F16c(const uint16_t* src, int64_t n, float* dst);
+// dst[i] = fp8 e4m3 src[i] * scale for i < n, 8 at a time (needs
+// CpuHasAvx2Fma()); the same values as the table path, NaN included.
+void F8E4M3ToF32Avx2(const uint8_t* src, int64_t n, float scale, float* dst);
 // Sets OpenBLAS to one thread, once per process (see matmul.cc): call before
 // OpenBLAS runs inside OpenMP threads.
 void EnsureBlasSingleThreaded();

@@ -66,6 +66,10 @@ KvToF32(const void* src, DType dtype, int64_t n, float scale, float* dst) {
     }
     case DType::kF8E4M3: {
       const auto* s = static_cast<const uint8_t*>(src);
+      if (internal::CpuHasAvx2Fma()) {
+        internal::F8E4M3ToF32Avx2(s, n, scale, dst);
+        return;
+      }
       const float* t = F8Table().data();
       for (int64_t i = 0; i < n; ++i) dst[i] = t[s[i]] * scale;
       return;
