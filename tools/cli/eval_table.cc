@@ -28,7 +28,7 @@
 #include "tools/cli/local_engine.h"
 #include "worker/cache/kv_cache.h"
 #include "worker/engine/model_runner.h"
-#include "worker/residency/sequence_residency.h"
+#include "worker/residency/residency_policy.h"
 
 namespace latentkv::cli {
 namespace {
@@ -156,14 +156,15 @@ int EvalTable(const EvalOptions& o) {
       return 1;
     }
     const model::ModelConfig& c = m->weights->config;
-    auto p = worker::ResidencyPlan::CreateIfEnabled(
-        tc.residency, c.num_layers, c.num_heads, c.num_kv_heads);
+    auto p = worker::CreateResidencyPolicy(
+        tc.residency,
+        {c.num_layers, c.num_heads, c.num_kv_heads, c.qk_head_dim});
     if (!p.ok()) {
       std::fprintf(stderr, "%s: %s\n", tc.label.c_str(),
                    p.status().ToString().c_str());
       return 2;
     }
-    const std::shared_ptr<const worker::ResidencyPlan> plan = *p;
+    const std::shared_ptr<const worker::ResidencyPolicy> policy = *p;
     worker::ModelRunner runner(m->weights, m->backend.get());
     auto lkv = MakeLocalCache(lo, runner, m->backend.get());
     if (!lkv.ok()) {
@@ -186,11 +187,10 @@ int EvalTable(const EvalOptions& o) {
           static_cast<int64_t>(std::ceil(o.prefix_fraction * n)), 1, n - 1);
       worker::SequenceKv kv;
       kv.Init(*cache);
-      std::shared_ptr<worker::SequenceResidency> res;
-      if (plan) {
-        kv.SetCapacity(plan->capacities());
-        res = std::make_shared<worker::SequenceResidency>(
-            plan, c.qk_head_dim, c.num_heads, prompt_len);
+      std::unique_ptr<worker::SequencePolicy> res;
+      if (policy) {
+        kv.SetCapacity(policy->capacities());
+        res = policy->NewSequence(prompt_len);
       }
       if (ci == 0) ref_argmax.emplace_back();
       std::vector<int32_t>& ref = ref_argmax[d];

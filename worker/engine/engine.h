@@ -81,9 +81,9 @@ class Engine {
   // Prefix-cache events after `after_seq`, or a snapshot when `snapshot`
   // is asked for or those events were dropped (bounded log). Thread-safe.
   PrefixCacheUpdate PrefixUpdates(uint64_t after_seq, bool snapshot) const;
-  // The server's compression plan, or null when it serves a full cache.
-  const ResidencyPlan* residency_plan() const {
-    return core_->residency_plan();
+  // The server's KV residency policy, or null when it serves a full cache.
+  const ResidencyPolicy* residency_policy() const {
+    return core_->residency_policy();
   }
 
  private:

@@ -30,12 +30,13 @@ absl::StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(
   e->scheduler_ =
       std::make_unique<Scheduler>(options.scheduler, e->cache_.get());
   const model::ModelConfig& c = e->runner_->config();
-  auto plan = ResidencyPlan::CreateIfEnabled(options.residency, c.num_layers,
-                                             c.num_heads, c.num_kv_heads);
-  if (!plan.ok()) return plan.status();
-  e->plan_ = std::move(*plan);
-  if (e->plan_ != nullptr) {
-    absl::Status st = CheckCodebookLayersSupported(*e->plan_, *e->pools_);
+  auto policy = CreateResidencyPolicy(
+      options.residency,
+      {c.num_layers, c.num_heads, c.num_kv_heads, c.qk_head_dim});
+  if (!policy.ok()) return policy.status();
+  e->policy_ = std::move(*policy);
+  if (e->policy_ != nullptr) {
+    absl::Status st = e->policy_->CheckPools(*e->pools_);
     if (!st.ok()) return st;
   }
   if (options.prefix_caching && options.step_listener == nullptr) {
@@ -77,7 +78,7 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
       (req.import_first_token < -1 || req.import_first_token >= c.vocab_size)) {
     return absl::InvalidArgumentError("imported KV needs a valid first token");
   }
-  if (req.kv_mode == KvMode::kCompressed && plan_ == nullptr) {
+  if (req.kv_mode == KvMode::kCompressed && policy_ == nullptr) {
     return absl::InvalidArgumentError(
         "compressed KV cache requested but this server has no KV compression "
         "configured");
@@ -98,10 +99,9 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
   seq->import_kv = std::move(req.import_kv);
   seq->import_first_token = req.import_first_token;
   seq->kv.Init(*cache_);  // shapes only: the cache's immutable geometry
-  if (plan_ != nullptr && req.kv_mode != KvMode::kFull) {
-    seq->kv.SetCapacity(plan_->capacities());
-    seq->residency = std::make_shared<SequenceResidency>(
-        plan_, c.qk_head_dim, c.num_heads, seq->prompt_len);
+  if (policy_ != nullptr && req.kv_mode != KvMode::kFull) {
+    seq->kv.SetCapacity(policy_->capacities());
+    seq->residency = policy_->NewSequence(seq->prompt_len);
   }
   const int64_t most = std::min<int64_t>(
       seq->prompt_len + int64_t{seq->max_new_tokens}, seq->max_total_tokens);

@@ -77,8 +77,8 @@ class EngineCore {
   int32_t page_size() const { return cache_->page_size(); }
   // The local prefix cache, or null when off.
   const PrefixIndex* prefix_index() const { return prefix_.get(); }
-  // The server's compression plan, or null when it serves a full cache.
-  const ResidencyPlan* residency_plan() const { return plan_.get(); }
+  // The server's KV residency policy, or null when it serves a full cache.
+  const ResidencyPolicy* residency_policy() const { return policy_.get(); }
 
  private:
   EngineCore() = default;
@@ -104,7 +104,7 @@ class EngineCore {
   std::unique_ptr<KvPools> pools_;       // the pools of cache_'s pages
   std::unique_ptr<PrefixIndex> prefix_;  // local prefix cache; null: off
   std::unique_ptr<Scheduler> scheduler_;
-  std::shared_ptr<const ResidencyPlan> plan_;  // null: full cache
+  std::shared_ptr<const ResidencyPolicy> policy_;  // null: full cache
   EngineOptions options_;
   int64_t kv_pages_total_ = 0;
 

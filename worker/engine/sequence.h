@@ -14,7 +14,7 @@
 
 namespace latentkv::worker {
 
-class SequenceResidency;  // worker/residency; the scheduler never calls it
+class SequencePolicy;  // worker/residency; the scheduler never calls it
 
 enum class FinishReason { kNone, kStop, kLength, kCancelled };
 
@@ -35,7 +35,7 @@ struct Sequence {
   SamplerRng rng;
   SequenceKv kv;  // capacity set at admission when the policy bounds it
   // Residency policy state (SpindleKV, capacity), or null for a full cache.
-  std::shared_ptr<SequenceResidency> residency;
+  std::shared_ptr<SequencePolicy> residency;
   int64_t evicted_reported = 0;
   bool export_kv = false;
   std::shared_ptr<const KvSnapshot> import_kv;  // dropped once imported

@@ -22,7 +22,7 @@
 
 #include "absl/status/status.h"
 #include "worker/cache/kv_cache.h"
-#include "worker/residency/sequence_residency.h"
+#include "worker/residency/residency_policy.h"
 
 namespace latentkv::worker {
 
@@ -37,8 +37,8 @@ struct ForwardChunk {
   enum class Logits { kNone, kLast, kAll } logits = Logits::kLast;
   // The sequence's residency policy state, or nullptr for a full cache. After
   // each layer's attention the runner hands it the chunk's queries, and it
-  // may drop slots of that layer from `kv` (see sequence_residency.h).
-  SequenceResidency* residency = nullptr;
+  // may drop slots of that layer from `kv` (see residency_policy.h).
+  SequencePolicy* residency = nullptr;
 };
 
 struct StepPlan {

@@ -32,23 +32,13 @@
 #include "worker/kv/kv_pools.h"
 #include "worker/residency/codebook_store.h"
 #include "worker/residency/policy.h"
+#include "worker/residency/residency_policy.h"
 
 namespace latentkv::worker {
 
-// A scratch pool laid out like one layer of a KvCache (pages of page_size
-// slots: K [d_qk] roped, V [d_vo], position), holding reconstructed codebook
-// tokens for one attention call. Host memory, reused across layers.
-struct AttentionScratch {
-  int32_t page_size = 0, d_qk = 0, d_vo = 0;
-  int32_t pages = 0;
-  std::vector<float> k, v;
-  std::vector<int32_t> pos;
-  void Reset(int32_t ps, int32_t dqk, int32_t dvo);
-  // Appends one token (k roped) in a fresh page when the last one is full.
-  void Push(const float* k_row, const float* v_row, int32_t p, int64_t* used);
-};
-
-class SequenceResidency {
+// SpindleKV's (and the predefined capacity's) per-sequence state: the
+// "spindle" residency policy (residency_policy.h).
+class SequenceResidency final : public SequencePolicy {
  public:
   // d_qk: [num_layers] the layers' query/key head dims; prompt_len > 0.
   SequenceResidency(std::shared_ptr<const ResidencyPlan> plan,
@@ -58,15 +48,15 @@ class SequenceResidency {
   const ResidencyPlan& plan() const { return *plan_; }
   // Forgets the windows and the prompt compression (after a preemption the
   // sequence is recomputed from an empty cache).
-  void Reset();
+  void Reset() override;
   // The prompt's KV arrived already compressed (transferred from a prefill
   // worker): no prompt-end eviction or encoding happens here.
-  void MarkPromptIn() { prompt_done_.assign(prompt_done_.size(), 1); }
+  void MarkPromptIn() override { prompt_done_.assign(prompt_done_.size(), 1); }
   // Adds this sequence's residency state to `snap` (ExportKv'd from `kv`
   // with_codebooks): every head's codebook entries and every layer's query
   // window; each part stays empty when no layer has any.
   void ExportState(const KvCache& cache, KvPools& pools, const SequenceKv& kv,
-                   KvSnapshot* snap) const;
+                   KvSnapshot* snap) const override;
   // Loads `snap`'s residency state (after ImportKv filled the rows) into
   // this sequence. InvalidArgument when a layer with codebook entries is not
   // a codebook layer of this plan, or a window's size or ring indices do not
@@ -74,34 +64,32 @@ class SequenceResidency {
   // or a blob is malformed; ResourceExhausted when the pages do not fit. On
   // error the caller releases `kv` and calls Reset().
   absl::Status ImportState(KvCache& cache, KvPools& pools, SequenceKv& kv,
-                           const KvSnapshot& snap);
+                           const KvSnapshot& snap) override;
   // q: [len, n_heads, d_qk(layer)] the chunk's roped queries at positions
   // pos [len] (ascending, the chunk's tokens already in `kv`); inv_freq:
   // [d_qk / 2] the layer's RoPE table.
   absl::Status AfterLayer(KvCache& cache, KvPools& pools, SequenceKv& kv,
                           int32_t layer, const float* q, const int32_t* pos,
-                          int32_t len, const float* inv_freq);
+                          int32_t len, const float* inv_freq) override;
   // True when some of this layer's tokens live in codebooks, so attention
   // must read AppendCodebookView instead of the page list alone.
-  bool ReadsCodebook(const SequenceKv& kv, int32_t layer) const;
+  bool ReadsCodebook(const SequenceKv& kv, int32_t layer) const override;
   // Appends to `scratch` every token of each KV head of `layer`: the
   // reconstructed codebook records (re-roped), then the page list's tokens;
   // and their ragged description (one entry per KV head, as
   // SequenceKv::Describe, page ids into `scratch`).
-  absl::Status AppendCodebookView(const KvCache& cache, KvPools& pools,
-                                  const SequenceKv& kv, int32_t layer,
-                                  const float* inv_freq,
-                                  AttentionScratch* scratch,
-                                  std::vector<int32_t>* indptr,
-                                  std::vector<int32_t>* indices,
-                                  std::vector<int32_t>* last_page_len) const;
+  absl::Status AppendCodebookView(
+      const KvCache& cache, KvPools& pools, const SequenceKv& kv, int32_t layer,
+      const float* inv_freq, AttentionScratch* scratch,
+      std::vector<int32_t>* indptr, std::vector<int32_t>* indices,
+      std::vector<int32_t>* last_page_len) const override;
   // Bytes of K/V data this sequence holds in `layer` (the page list's
   // tokens' values in the KV dtype + codebook records and codewords;
   // positions excluded).
   int64_t LayerDataBytes(const KvCache& cache, const SequenceKv& kv,
-                         int32_t layer) const;
+                         int32_t layer) const override;
   // Slots dropped so far, summed over layers and KV heads.
-  int64_t evicted_slots() const { return evicted_; }
+  int64_t evicted_slots() const override { return evicted_; }
 
  private:
   struct Window {

@@ -240,7 +240,7 @@ grpc::Status WorkerService::Generate(
   StorePrefixCache* pc = options_.prefix_cache;
   const bool full_cache =
       g.kv_mode == KvMode::kFull || (g.kv_mode == KvMode::kServerDefault &&
-                                     engine_->residency_plan() == nullptr);
+                                     engine_->residency_policy() == nullptr);
   std::vector<int32_t> seen;  // prompt + generated, for publishing
   if (pc != nullptr && full_cache && req->prefill_worker().empty()) {
     // The local prefix cache first: when it already holds every block the

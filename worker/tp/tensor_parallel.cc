@@ -63,10 +63,10 @@ absl::StatusOr<std::unique_ptr<TpFollower>> TpFollower::Create(
   f->pools_ = std::move(kv->pools);
   const model::ModelConfig& c = f->weights_->config;
   const ResidencyOptions& ro = options.residency;
-  auto plan = ResidencyPlan::CreateIfEnabled(ro, c.num_layers, c.num_heads,
-                                             c.num_kv_heads);
-  if (!plan.ok()) return plan.status();
-  f->plan_ = std::move(*plan);
+  auto policy = CreateResidencyPolicy(
+      ro, {c.num_layers, c.num_heads, c.num_kv_heads, c.qk_head_dim});
+  if (!policy.ok()) return policy.status();
+  f->policy_ = std::move(*policy);
   return f;
 }
 
@@ -82,7 +82,6 @@ void TpFollower::Release(const std::string& id) {
 }
 
 absl::Status TpFollower::Run() {
-  const model::ModelConfig& c = weights_->config;
   std::string buffer;
   std::vector<float> logits;
   while (true) {
@@ -103,10 +102,9 @@ absl::Status TpFollower::Run() {
       Seq& s = it->second;
       if (fresh) {
         s.kv.Init(*cache_);
-        if (plan_ != nullptr && ch.compressed()) {
-          s.kv.SetCapacity(plan_->capacities());
-          s.residency = std::make_shared<SequenceResidency>(
-              plan_, c.qk_head_dim, c.num_heads, ch.prompt_len());
+        if (policy_ != nullptr && ch.compressed()) {
+          s.kv.SetCapacity(policy_->capacities());
+          s.residency = policy_->NewSequence(ch.prompt_len());
         }
       }
       st = s.kv.Reserve(*cache_, ch.tokens_size());

@@ -67,7 +67,7 @@ class TpFollower {
  private:
   struct Seq {
     SequenceKv kv;
-    std::shared_ptr<SequenceResidency> residency;
+    std::shared_ptr<SequencePolicy> residency;
   };
   TpFollower() = default;
   void Release(const std::string& id);
@@ -78,7 +78,7 @@ class TpFollower {
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<KvPools> pools_;  // the pools of cache_'s pages
-  std::shared_ptr<const ResidencyPlan> plan_;
+  std::shared_ptr<const ResidencyPolicy> policy_;  // null: full cache
   std::unordered_map<std::string, Seq> seqs_;
   int64_t steps_ = 0;
 };

@@ -1,0 +1,111 @@
+#include "worker/residency/residency_policy.h"
+
+#include <algorithm>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "worker/residency/sequence_residency.h"
+
+namespace latentkv::worker {
+namespace {
+
+// SpindleKV eviction and codebooks, PyramidKV budgets and the predefined
+// capacity, as planned by ResidencyPlan.
+class SpindlePolicy final : public ResidencyPolicy {
+ public:
+  SpindlePolicy(std::string name, std::shared_ptr<const ResidencyPlan> plan,
+                const ResidencyModel& model)
+      : name_(std::move(name)), plan_(std::move(plan)), model_(model) {}
+  const std::string& name() const override { return name_; }
+  std::string Describe() const override { return plan_->Describe(); }
+  const std::vector<int64_t>& capacities() const override {
+    return plan_->capacities();
+  }
+  absl::Status CheckPools(const KvPools& pools) const override {
+    return CheckCodebookLayersSupported(*plan_, pools);
+  }
+  std::unique_ptr<SequencePolicy> NewSequence(
+      int64_t prompt_len) const override {
+    return std::make_unique<SequenceResidency>(plan_, model_.d_qk,
+                                               model_.n_heads, prompt_len);
+  }
+
+ private:
+  std::string name_;
+  std::shared_ptr<const ResidencyPlan> plan_;
+  ResidencyModel model_;
+};
+
+absl::StatusOr<std::shared_ptr<const ResidencyPolicy>> MakeSpindle(
+    const ResidencyOptions& options, const ResidencyModel& model) {
+  auto plan = ResidencyPlan::Create(options, model.num_layers, model.n_heads,
+                                    model.n_kv_heads);
+  if (!plan.ok()) return plan.status();
+  return std::make_shared<const SpindlePolicy>(options.policy, std::move(*plan),
+                                               model);
+}
+
+struct Registry {
+  absl::Mutex mu;
+  std::map<std::string, ResidencyPolicyFactory> factories ABSL_GUARDED_BY(mu);
+};
+
+Registry& GetRegistry() {
+  static Registry* r = [] {
+    auto* reg = new Registry;
+    absl::MutexLock lock(&reg->mu);
+    reg->factories["spindle"] = MakeSpindle;
+    return reg;
+  }();
+  return *r;
+}
+
+}  // namespace
+
+void RegisterResidencyPolicy(const std::string& name,
+                             ResidencyPolicyFactory factory) {
+  Registry& r = GetRegistry();
+  absl::MutexLock lock(&r.mu);
+  r.factories[name] = std::move(factory);
+}
+
+std::vector<std::string> RegisteredResidencyPolicies() {
+  Registry& r = GetRegistry();
+  absl::MutexLock lock(&r.mu);
+  std::vector<std::string> names;
+  for (const auto& [name, f] : r.factories) names.push_back(name);
+  return names;
+}
+
+absl::StatusOr<std::shared_ptr<const ResidencyPolicy>> CreateResidencyPolicy(
+    const ResidencyOptions& options, const ResidencyModel& model) {
+  if (!options.enabled()) return nullptr;
+  if (static_cast<int32_t>(model.d_qk.size()) != model.num_layers) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("residency model: ", model.d_qk.size(),
+                     " d_qk entries for ", model.num_layers, " layers"));
+  }
+  // A capacity alone (policy "none") is the spindle plan without eviction
+  // or codebook layers.
+  const std::string name =
+      options.policy == "none" ? "spindle" : options.policy;
+  ResidencyPolicyFactory factory;
+  {
+    Registry& r = GetRegistry();
+    absl::MutexLock lock(&r.mu);
+    auto it = r.factories.find(name);
+    if (it != r.factories.end()) factory = it->second;
+  }
+  if (!factory) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown KV residency policy \"", options.policy,
+                     "\" (registered: none, ",
+                     absl::StrJoin(RegisteredResidencyPolicies(), ", "), ")"));
+  }
+  return factory(options, model);
+}
+
+}  // namespace latentkv::worker
