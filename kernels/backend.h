@@ -70,6 +70,17 @@ class DeviceBuffer {
   size_t bytes_ = 0;
 };
 
+// A point in a backend's queued work (a CUDA event on a GPU): lets the host
+// wait for what was queued before it without draining the whole stream.
+class Event {
+ public:
+  virtual ~Event() = default;
+  // True once the work queued before the event has finished; never blocks.
+  virtual bool Done() = 0;
+  // Blocks until then; the error of that work, if it failed.
+  virtual absl::Status Wait() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -95,6 +106,8 @@ class Backend {
   // Blocks until queued work has finished; the first error of queued work
   // since the last call (sticky per backend instance on a GPU).
   virtual absl::Status Synchronize() = 0;
+  // An event after the work queued so far.
+  virtual std::unique_ptr<Event> RecordEvent() = 0;
 
   // True when MatMul on this backend is faster with `dtype` weights packed
   // into panels (ops.h, PackPanels) than row-major; the engine then packs its

@@ -60,6 +60,21 @@ TEST(BackendTest, AllocReportsExhaustion) {
   EXPECT_NE(huge.status().message().find("a huge buffer"), std::string::npos);
 }
 
+TEST(BackendTest, EventsAfterCopiesAreDoneOnTheCpu) {
+  auto b = MakeCpuBackend();
+  auto buf = *b->Alloc(16, "event test");
+  const int32_t in[4] = {1, 2, 3, 4};
+  b->CopyIn(buf.data(), in, sizeof(in));
+  std::unique_ptr<Event> e = b->RecordEvent();
+  ASSERT_NE(e, nullptr);
+  EXPECT_TRUE(e->Done());  // the CPU backend runs everything synchronously
+  EXPECT_TRUE(e->Wait().ok());
+  int32_t out[4] = {};
+  b->CopyOut(out, buf.data(), sizeof(out));
+  EXPECT_TRUE(b->RecordEvent()->Wait().ok());
+  EXPECT_EQ(out[3], 4);
+}
+
 TEST(BackendTest, MemoryRoundTrip) {
   auto b = MakeCpuBackend();
   for (size_t bytes : {size_t{0}, size_t{1}, size_t{100}, size_t{1} << 20}) {

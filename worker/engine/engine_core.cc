@@ -47,9 +47,15 @@ absl::StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(
       ++p->prefix_evicted_;
       return true;
     });
-    e->scheduler_->set_admit_hook(
-        [p = e.get()](Sequence* s) { p->AttachPrefix(s); });
+    // A sequence admitted with nothing cached shares the longest cached
+    // prefix.
+    e->scheduler_->set_admit_hook([p = e.get()](Sequence* s) {
+      if (p->from_prefix_->Applies(*s)) p->from_prefix_->Attach(s);
+    });
   }
+  e->from_prefill_ = MakePrefillArrival(e->cache_.get(), e->pools_.get());
+  e->from_store_ = MakeKvStoreArrival(e->cache_.get(), e->pools_.get());
+  e->from_prefix_ = MakeLocalPrefixArrival(e->cache_.get(), e->prefix_.get());
   for (int32_t l = 0; l < e->cache_->num_layers(); ++l) {
     e->kv_pages_total_ += e->cache_->allocator(l).num_pages();
   }
@@ -125,7 +131,7 @@ void EngineCore::Admit(std::unique_ptr<Sequence> seq, EventSink sink) {
     return;
   }
   Sequence* raw = seq.get();
-  const bool imported = raw->import_kv != nullptr && Import(raw);
+  const bool imported = raw->import_kv != nullptr && ArriveTransferred(raw);
   absl::Status st = scheduler_->Enqueue(std::move(seq));
   if (!st.ok()) {
     GenerationEvent ev;
@@ -184,50 +190,11 @@ void EngineCore::Finish(Sequence* seq, FinishReason reason,
   if (sink) sink(ev);
 }
 
-bool EngineCore::Import(Sequence* seq) {
-  std::shared_ptr<const KvSnapshot> snap = std::move(seq->import_kv);
-  seq->kv.Init(*cache_);
-  absl::Status st = ImportKv(*cache_, *pools_, seq->kv, *snap);
-  if (st.ok() && snap->has_residency_state()) {
-    st = seq->residency == nullptr
-             ? absl::InvalidArgumentError(
-                   "residency state for a request without a residency plan")
-             : seq->residency->ImportState(*cache_, *pools_, seq->kv, *snap);
+bool EngineCore::ArriveTransferred(Sequence* seq) {
+  for (KvArrival* a : {from_prefill_.get(), from_store_.get()}) {
+    if (a->Applies(*seq)) return a->Attach(seq);
   }
-  if (!st.ok()) {
-    seq->kv.Release(*cache_);
-    if (seq->residency != nullptr) seq->residency->Reset();
-    ++import_failures_;
-    return false;  // prefill here instead
-  }
-  if (seq->import_first_token < 0) {
-    // A cached prefix: a full cache of the same length in every (layer,
-    // head), shorter than the prompt, and no residency policy.
-    const int64_t n = seq->kv.num_tokens(0, 0);
-    bool full = n < seq->prompt_len && seq->residency == nullptr;
-    for (int32_t l = 0; full && l < cache_->num_layers(); ++l) {
-      for (int32_t h = 0; h < cache_->shape(l).n_kv_heads; ++h) {
-        full = full && seq->kv.num_tokens(l, h) == n;
-      }
-    }
-    if (!full) {
-      seq->kv.Release(*cache_);
-      ++import_failures_;
-      return false;
-    }
-    seq->num_cached = n;
-    ++imports_;
-    return true;
-  }
-  seq->num_cached = seq->prompt_len;
-  seq->tokens.push_back(seq->import_first_token);
-  // The prefill worker drew the first token from the same seeded stream:
-  // skip that draw (one 64-bit value per sampled token, sampler.cc) so a
-  // seeded request samples the same tokens disaggregated as on one worker.
-  if (seq->sampling.temperature > 0.0f) seq->rng.discard(1);
-  if (seq->residency != nullptr) seq->residency->MarkPromptIn();
-  ++imports_;
-  return true;
+  return false;
 }
 
 void EngineCore::FailAll(const absl::Status& status) {
@@ -378,8 +345,8 @@ EngineStats EngineCore::Stats() const {
   s.tokens_generated = tokens_generated_;
   s.preemptions = scheduler_->preemptions();
   s.kv_evicted_slots = evicted_total_;
-  s.kv_imports = imports_;
-  s.kv_import_failures = import_failures_;
+  s.kv_imports = from_prefill_->attached() + from_store_->attached();
+  s.kv_import_failures = from_prefill_->failed() + from_store_->failed();
   s.kv_layer_bytes_in_use.resize(cache_->num_layers());
   for (int32_t l = 0; l < cache_->num_layers(); ++l) {
     s.kv_layer_bytes_in_use[l] = cache_->layer_bytes_in_use(l);
@@ -388,29 +355,11 @@ EngineStats EngineCore::Stats() const {
     s.prefix_cached_blocks = prefix_->num_blocks();
     s.prefix_cached_pages = prefix_->num_pages();
   }
-  s.prefix_lookup_tokens = prefix_lookup_tokens_;
-  s.prefix_hit_tokens = prefix_hit_tokens_;
-  s.prefix_hits = prefix_hits_;
+  s.prefix_lookup_tokens = from_prefix_->looked_up();
+  s.prefix_hit_tokens = from_prefix_->tokens();
+  s.prefix_hits = from_prefix_->attached();
   s.prefix_evicted_blocks = prefix_evicted_;
   return s;
-}
-
-void EngineCore::AttachPrefix(Sequence* seq) {
-  if (prefix_ == nullptr || seq->residency != nullptr || seq->num_cached > 0) {
-    return;
-  }
-  const int64_t len = static_cast<int64_t>(seq->tokens.size());
-  prefix_lookup_tokens_ += len;
-  // The last token always runs: its logits give the next sample.
-  const int64_t n = prefix_->Match(seq->tokens, len - 1);
-  if (n == 0) return;
-  if (!prefix_->Attach(seq->kv, seq->tokens, n).ok()) {
-    seq->kv.Release(*cache_);
-    return;
-  }
-  seq->num_cached = n;
-  prefix_hit_tokens_ += n;
-  ++prefix_hits_;
 }
 
 void EngineCore::IndexPrefix(const Sequence& seq) {

@@ -26,6 +26,7 @@
 #include "worker/cache/prefix_index.h"
 #include "worker/comm/communicator.h"
 #include "worker/engine/engine_types.h"
+#include "worker/engine/kv_arrival.h"
 #include "worker/engine/model_runner.h"
 
 namespace latentkv::worker {
@@ -83,17 +84,14 @@ class EngineCore {
  private:
   EngineCore() = default;
   void Finish(Sequence* seq, FinishReason reason, absl::Status status);
-  // Imports a transferred KV into a queued sequence; false when it falls
-  // back to a local prefill.
-  bool Import(Sequence* seq);
+  // Attaches a transferred KV (prefill worker or kvstore) to a sequence
+  // being admitted; false when it falls back to a local prefill.
+  bool ArriveTransferred(Sequence* seq);
   // Tells the step listener (tensor parallelism) what this step runs; false
   // (the group failed, requests failed) when it could not.
   bool Announce(const std::vector<ScheduledChunk>& plan);
   // Samples and emits the tokens of a step that ran.
   int64_t Emit(const std::vector<ScheduledChunk>& plan);
-  // Shares a cached prefix with a full-cache sequence being admitted with
-  // nothing cached (the scheduler's admit hook).
-  void AttachPrefix(Sequence* seq);
   // Indexes a full-cache sequence's whole blocks.
   void IndexPrefix(const Sequence& seq);
 
@@ -103,6 +101,9 @@ class EngineCore {
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<KvPools> pools_;       // the pools of cache_'s pages
   std::unique_ptr<PrefixIndex> prefix_;  // local prefix cache; null: off
+  // The ways a prompt's KV arrives (kv_arrival.h): from a prefill worker,
+  // from the kvstore, from the local prefix cache.
+  std::unique_ptr<KvArrival> from_prefill_, from_store_, from_prefix_;
   std::unique_ptr<Scheduler> scheduler_;
   std::shared_ptr<const ResidencyPolicy> policy_;  // null: full cache
   EngineOptions options_;
@@ -115,9 +116,7 @@ class EngineCore {
   absl::Status fatal_;  // set when the tensor-parallel group broke
   // Counters.
   int64_t steps_ = 0, tokens_generated_ = 0, evicted_total_ = 0;
-  int64_t imports_ = 0, import_failures_ = 0;
-  int64_t prefix_lookup_tokens_ = 0, prefix_hit_tokens_ = 0;
-  int64_t prefix_hits_ = 0, prefix_evicted_ = 0;
+  int64_t prefix_evicted_ = 0;
   // Step scratch.
   std::vector<float> logits_;
   std::vector<std::pair<float, int32_t>> scratch_;

@@ -135,3 +135,61 @@ TEST(EngineCoreTest, DuplicateIdsAndBadRequests) {
 
 }  // namespace
 }  // namespace latentkv::worker
+
+namespace latentkv::worker {
+namespace {
+
+// Each request has exactly one way for its prompt's KV to arrive, and an
+// arrival that does not fit falls back without holding anything.
+TEST(KvArrivalTest, EachRequestHasOneWayAndBadRowsFallBack) {
+  auto cache = *KvCache::Create({{.n_kv_heads = 1, .d_qk = 2, .d_vo = 2}},
+                                {.page_size = 2, .max_bytes = 1 << 16});
+  auto backend = kernels::MakeCpuBackend();
+  auto pools = *KvPools::Create(backend.get(), *cache);
+  PrefixIndex index(cache.get());
+  auto prefill = MakePrefillArrival(cache.get(), pools.get());
+  auto store = MakeKvStoreArrival(cache.get(), pools.get());
+  auto local = MakeLocalPrefixArrival(cache.get(), &index);
+  auto no_cache = MakeLocalPrefixArrival(cache.get(), nullptr);
+  Sequence transferred, stored, plain;
+  for (Sequence* s : {&transferred, &stored, &plain}) {
+    s->kv.Init(*cache);
+    s->tokens = {1, 2, 3, 4, 5};
+    s->prompt_len = 5;
+  }
+  auto bad = std::make_shared<KvSnapshot>();
+  bad->shapes = {{1, 4, 4}};  // not this cache's dims
+  bad->rows = {{""}};
+  transferred.import_kv = bad;
+  transferred.import_first_token = 7;
+  stored.import_kv = bad;
+  stored.import_first_token = -1;
+  for (const auto& [seq, want] : std::vector<std::pair<Sequence*, KvArrival*>>{
+           {&transferred, prefill.get()},
+           {&stored, store.get()},
+           {&plain, local.get()}}) {
+    int ways = 0;
+    for (KvArrival* a : {prefill.get(), store.get(), local.get()}) {
+      if (a->Applies(*seq)) {
+        ++ways;
+        EXPECT_EQ(a, want) << a->name();
+      }
+    }
+    EXPECT_EQ(ways, 1);
+  }
+  EXPECT_FALSE(no_cache->Applies(plain));
+  EXPECT_FALSE(prefill->Attach(&transferred));
+  EXPECT_FALSE(store->Attach(&stored));
+  EXPECT_EQ(prefill->failed(), 1);
+  EXPECT_EQ(store->failed(), 1);
+  EXPECT_EQ(transferred.tokens.size(), 5u);  // no first token appended
+  EXPECT_EQ(transferred.num_cached, 0);
+  EXPECT_EQ(cache->pages_in_use(), 0);
+  // Nothing cached locally: no arrival, and not a failure.
+  EXPECT_FALSE(local->Attach(&plain));
+  EXPECT_EQ(local->failed(), 0);
+  EXPECT_EQ(local->looked_up(), 5);
+}
+
+}  // namespace
+}  // namespace latentkv::worker
