@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -12,7 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
+#include "common/named_registry.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
 
@@ -154,18 +153,12 @@ std::unique_ptr<Backend> MakeCpuBackend() {
 
 namespace {
 
-struct Registry {
-  absl::Mutex mu;
-  std::map<std::string, BackendFactory> factories ABSL_GUARDED_BY(mu);
-};
-
-Registry& GetRegistry() {
-  static Registry* r = [] {
-    auto* reg = new Registry;
-    absl::MutexLock lock(&reg->mu);
-    reg->factories["cpu"] = []() -> absl::StatusOr<std::unique_ptr<Backend>> {
+NamedRegistry<BackendFactory>& Backends() {
+  static NamedRegistry<BackendFactory>* r = [] {
+    auto* reg = new NamedRegistry<BackendFactory>;
+    reg->Register("cpu", []() -> absl::StatusOr<std::unique_ptr<Backend>> {
       return MakeCpuBackend();
-    };
+    });
     return reg;
   }();
   return *r;
@@ -174,31 +167,20 @@ Registry& GetRegistry() {
 }  // namespace
 
 void RegisterBackend(std::string name, BackendFactory factory) {
-  Registry& r = GetRegistry();
-  absl::MutexLock lock(&r.mu);
-  r.factories[std::move(name)] = std::move(factory);
+  Backends().Register(std::move(name), std::move(factory));
 }
 
 std::vector<std::string> RegisteredBackends() {
-  Registry& r = GetRegistry();
-  absl::MutexLock lock(&r.mu);
   std::vector<std::string> names;
-  for (const auto& [name, f] : r.factories) {
-    if (name != "cpu") names.push_back(name);
+  for (std::string& n : Backends().Names()) {
+    if (n != "cpu") names.push_back(std::move(n));
   }
   names.insert(names.begin(), "cpu");
   return names;
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name) {
-  BackendFactory factory;
-  {
-    Registry& r = GetRegistry();
-    absl::MutexLock lock(&r.mu);
-    auto it = r.factories.find(std::string(name));
-    if (it != r.factories.end()) factory = it->second;
-  }
-  if (factory) return factory();
+  if (BackendFactory factory = Backends().Find(name)) return factory();
   if (name == "cuda") {
     return absl::UnavailableError(
         "latentkv was built without CUDA (-DLATENTKV_WITH_CUDA=ON)");

@@ -26,10 +26,19 @@ bool ImportRows(KvCache& cache, KvPools& pools, Sequence* seq,
   return false;
 }
 
-class PrefillArrival final : public KvArrival {
+// The arrivals of transferred rows (a prefill worker's, the kvstore's).
+class RowsArrival : public KvArrival {
  public:
-  PrefillArrival(KvCache* cache, KvPools* pools)
-      : cache_(cache), pools_(pools) {}
+  RowsArrival(KvCache* cache, KvPools* pools) : cache_(cache), pools_(pools) {}
+
+ protected:
+  KvCache* cache_;
+  KvPools* pools_;
+};
+
+class PrefillArrival final : public RowsArrival {
+ public:
+  using RowsArrival::RowsArrival;
   std::string_view name() const override { return "prefill"; }
   bool Applies(const Sequence& seq) const override {
     return seq.import_kv != nullptr && seq.import_first_token >= 0;
@@ -46,16 +55,11 @@ class PrefillArrival final : public KvArrival {
     if (seq->residency != nullptr) seq->residency->MarkPromptIn();
     return Count(true, seq->prompt_len);
   }
-
- private:
-  KvCache* cache_;
-  KvPools* pools_;
 };
 
-class KvStoreArrival final : public KvArrival {
+class KvStoreArrival final : public RowsArrival {
  public:
-  KvStoreArrival(KvCache* cache, KvPools* pools)
-      : cache_(cache), pools_(pools) {}
+  using RowsArrival::RowsArrival;
   std::string_view name() const override { return "kvstore"; }
   bool Applies(const Sequence& seq) const override {
     return seq.import_kv != nullptr && seq.import_first_token < 0;
@@ -79,10 +83,6 @@ class KvStoreArrival final : public KvArrival {
     seq->num_cached = n;
     return Count(true, n);
   }
-
- private:
-  KvCache* cache_;
-  KvPools* pools_;
 };
 
 class LocalPrefixArrival final : public KvArrival {

@@ -1,12 +1,11 @@
 #include "worker/residency/residency_policy.h"
 
 #include <algorithm>
-#include <map>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
+#include "common/named_registry.h"
 #include "worker/residency/sequence_residency.h"
 
 namespace latentkv::worker {
@@ -48,16 +47,10 @@ absl::StatusOr<std::shared_ptr<const ResidencyPolicy>> MakeSpindle(
                                                model);
 }
 
-struct Registry {
-  absl::Mutex mu;
-  std::map<std::string, ResidencyPolicyFactory> factories ABSL_GUARDED_BY(mu);
-};
-
-Registry& GetRegistry() {
-  static Registry* r = [] {
-    auto* reg = new Registry;
-    absl::MutexLock lock(&reg->mu);
-    reg->factories["spindle"] = MakeSpindle;
+NamedRegistry<ResidencyPolicyFactory>& Policies() {
+  static NamedRegistry<ResidencyPolicyFactory>* r = [] {
+    auto* reg = new NamedRegistry<ResidencyPolicyFactory>;
+    reg->Register("spindle", MakeSpindle);
     return reg;
   }();
   return *r;
@@ -67,17 +60,11 @@ Registry& GetRegistry() {
 
 void RegisterResidencyPolicy(const std::string& name,
                              ResidencyPolicyFactory factory) {
-  Registry& r = GetRegistry();
-  absl::MutexLock lock(&r.mu);
-  r.factories[name] = std::move(factory);
+  Policies().Register(name, std::move(factory));
 }
 
 std::vector<std::string> RegisteredResidencyPolicies() {
-  Registry& r = GetRegistry();
-  absl::MutexLock lock(&r.mu);
-  std::vector<std::string> names;
-  for (const auto& [name, f] : r.factories) names.push_back(name);
-  return names;
+  return Policies().Names();
 }
 
 absl::StatusOr<std::shared_ptr<const ResidencyPolicy>> CreateResidencyPolicy(
@@ -92,13 +79,7 @@ absl::StatusOr<std::shared_ptr<const ResidencyPolicy>> CreateResidencyPolicy(
   // or codebook layers.
   const std::string name =
       options.policy == "none" ? "spindle" : options.policy;
-  ResidencyPolicyFactory factory;
-  {
-    Registry& r = GetRegistry();
-    absl::MutexLock lock(&r.mu);
-    auto it = r.factories.find(name);
-    if (it != r.factories.end()) factory = it->second;
-  }
+  ResidencyPolicyFactory factory = Policies().Find(name);
   if (!factory) {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown KV residency policy \"", options.policy,
