@@ -51,6 +51,16 @@ int DTypeSize(DType t) {
   return DTypeBlockBytes(t);
 }
 
+bool IsKvDType(DType t) {
+  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16 ||
+         t == DType::kF8E4M3;
+}
+
+int64_t KvRowBytes(DType dtype, int32_t d_qk, int32_t d_vo) {
+  return int64_t{sizeof(int32_t)} +
+         int64_t{DTypeSize(dtype)} * (int64_t{d_qk} + d_vo);
+}
+
 std::string_view DTypeName(DType t) {
   switch (t) {
     case DType::kF32:

@@ -52,6 +52,12 @@ int64_t DTypeRowBytes(DType t, int64_t n);
 // Bytes per element of a float type `t`. LATENTKV_CHECK-fails for a
 // block-quantized type (which has no per-element size: use DTypeRowBytes).
 int DTypeSize(DType t);
+// True for the element types a KV cache may hold: f32, bf16, f16, fp8_e4m3.
+bool IsKvDType(DType t);
+// Bytes of one KV slot as the pools store it and transfers carry it: an
+// int32 position, then K [d_qk] and V [d_vo] in `dtype` (a KV dtype).
+int64_t KvRowBytes(DType dtype, int32_t d_qk, int32_t d_vo);
+
 // "f32", "bf16", "f16", "q8_0", "q4_0", "q4_1", "fp8_e4m3".
 std::string_view DTypeName(DType t);
 // Inverse of DTypeName; nullopt for an unknown name.

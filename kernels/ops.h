@@ -136,12 +136,6 @@ struct KvPoolView {
   const float* v_scale = nullptr;  // [n_kv_heads], fp8 only
 };
 
-// True for the dtypes a KV pool may have: f32, bf16, f16, fp8_e4m3.
-bool IsKvDType(DType t);
-// Bytes of one packed KV row (GatherKvRows): int32 position, K [d_qk] and
-// V [d_vo] in `dtype`.
-int64_t KvRowBytes(DType dtype, int32_t d_qk, int32_t d_vo);
-
 // Paged attention over per-(sequence, kv head) page lists, FlashInfer-style
 // ragged description, over one layer's pool (KvPoolView; any KV dtype, read
 // as f32 values times the head's scale). A query at position p attends to
@@ -200,7 +194,8 @@ void MoveKvSlots(const KvPoolView& pool, const int64_t* src, const int64_t* dst,
                  int64_t n);
 
 // Packs the rows of `n` slots, as stored (no conversion):
-// rows [n, KvRowBytes(pool.dtype, d_qk, d_vo)] = int32 position, K, V.
+// rows [n, KvRowBytes(pool.dtype, d_qk, d_vo)] (common/dtype.h) = int32
+// position, K, V.
 void GatherKvRows(const KvPoolView& pool, const int64_t* slots, int64_t n,
                   void* rows);
 // The inverse: writes packed rows into slots.

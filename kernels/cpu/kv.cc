@@ -1,6 +1,5 @@
 // KV pool ops: typed writes, slot moves, packed row gather/scatter and the
 // KV dtype conversions (kernels/ops.h).
-#include <array>
 #include <bit>
 #include <cstring>
 #include <vector>
@@ -12,41 +11,17 @@
 namespace latentkv::kernels {
 namespace {
 
-// fp8 e4m3 code -> f32 value, built once.
-const std::array<float, 256>& F8Table() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> t{};
-    for (int i = 0; i < 256; ++i) t[i] = F8E4M3ToF32(static_cast<uint8_t>(i));
-    return t;
-  }();
-  return table;
-}
-
-int64_t ElemBytes(DType t) { return DTypeSize(t); }
-
 float HeadScale(const float* scales, int64_t head) {
   return scales == nullptr ? 1.0f : scales[head];
 }
 
 }  // namespace
 
-bool IsKvDType(DType t) {
-  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16 ||
-         t == DType::kF8E4M3;
-}
-
-int64_t KvRowBytes(DType dtype, int32_t d_qk, int32_t d_vo) {
-  return 4 + ElemBytes(dtype) * (int64_t{d_qk} + d_vo);
-}
-
 // Vectorized for AVX-512 / AVX2 (+F16C) / baseline, chosen at load time.
 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3",
                              "default"))) void
 KvToF32(const void* src, DType dtype, int64_t n, float scale, float* dst) {
   switch (dtype) {
-    case DType::kF32:
-      std::memcpy(dst, src, sizeof(float) * n);
-      return;
     case DType::kBF16: {
       const auto* s = static_cast<const uint16_t*>(src);
 #pragma omp simd
@@ -55,29 +30,29 @@ KvToF32(const void* src, DType dtype, int64_t n, float scale, float* dst) {
       }
       return;
     }
-    case DType::kF16: {
+    case DType::kF16:
       if (internal::CpuHasF16c()) {
         internal::F16ToF32F16c(static_cast<const uint16_t*>(src), n, dst);
         return;
       }
-      const auto* s = static_cast<const _Float16*>(src);
-      for (int64_t i = 0; i < n; ++i) dst[i] = static_cast<float>(s[i]);
-      return;
-    }
+      break;
     case DType::kF8E4M3: {
       const auto* s = static_cast<const uint8_t*>(src);
       if (internal::CpuHasAvx2Fma()) {
         internal::F8E4M3ToF32Avx2(s, n, scale, dst);
         return;
       }
-      const float* t = F8Table().data();
-      for (int64_t i = 0; i < n; ++i) dst[i] = t[s[i]] * scale;
+      for (int64_t i = 0; i < n; ++i) dst[i] = F8E4M3ToF32(s[i]) * scale;
       return;
     }
     default:
-      LATENTKV_CHECK(false, "KvToF32: ", std::string(DTypeName(dtype)),
+      LATENTKV_CHECK(IsKvDType(dtype),
+                     "KvToF32: ", std::string(DTypeName(dtype)),
                      " is not a KV dtype");
+      break;
   }
+  // f32, and f16 without F16C: the common conversions.
+  ConvertToF32(src, dtype, n, dst);
 }
 
 void KvFromF32(const float* src, int64_t n, DType dtype, float scale,
@@ -97,23 +72,9 @@ void KvFromF32(const float* src, int64_t n, DType dtype, float scale,
 void WriteKv(const float* k, const float* v, const int32_t* pos, int64_t n,
              const int64_t* slot, const KvPoolView& pool) {
   const int32_t nkv = pool.n_kv_heads, dqk = pool.d_qk, dvo = pool.d_vo;
-  const int64_t e = ElemBytes(pool.dtype);
+  const int64_t e = DTypeSize(pool.dtype);
   auto* kp = static_cast<char*>(pool.k);
   auto* vp = static_cast<char*>(pool.v);
-  if (pool.dtype == DType::kF32) {
-    auto* kf = static_cast<float*>(pool.k);
-    auto* vf = static_cast<float*>(pool.v);
-    for (int64_t t = 0; t < n; ++t) {
-      for (int32_t h = 0; h < nkv; ++h) {
-        const int64_t row = t * nkv + h;
-        const int64_t s = slot[row];
-        std::memcpy(kf + s * dqk, k + row * dqk, sizeof(float) * dqk);
-        std::memcpy(vf + s * dvo, v + row * dvo, sizeof(float) * dvo);
-        pool.pos[s] = pos[t];
-      }
-    }
-    return;
-  }
   for (int64_t t = 0; t < n; ++t) {
     for (int32_t h = 0; h < nkv; ++h) {
       const int64_t row = t * nkv + h;
@@ -129,7 +90,7 @@ void WriteKv(const float* k, const float* v, const int32_t* pos, int64_t n,
 
 void GatherKvRows(const KvPoolView& pool, const int64_t* slots, int64_t n,
                   void* rows) {
-  const int64_t e = ElemBytes(pool.dtype);
+  const int64_t e = DTypeSize(pool.dtype);
   const int64_t kb = e * pool.d_qk, vb = e * pool.d_vo, rb = 4 + kb + vb;
   const auto* kp = static_cast<const char*>(pool.k);
   const auto* vp = static_cast<const char*>(pool.v);
@@ -145,7 +106,7 @@ void GatherKvRows(const KvPoolView& pool, const int64_t* slots, int64_t n,
 
 void ScatterKvRows(const KvPoolView& pool, const int64_t* slots, int64_t n,
                    const void* rows) {
-  const int64_t e = ElemBytes(pool.dtype);
+  const int64_t e = DTypeSize(pool.dtype);
   const int64_t kb = e * pool.d_qk, vb = e * pool.d_vo, rb = 4 + kb + vb;
   auto* kp = static_cast<char*>(pool.k);
   auto* vp = static_cast<char*>(pool.v);

@@ -114,8 +114,7 @@ int Inspect(const std::string& dir, const std::string& weights_dtype,
             const std::string& kv_dtype,
             const worker::ResidencyOptions& residency) {
   const std::optional<DType> kv = ParseDType(kv_dtype);
-  if (!kv || !(*kv == DType::kF32 || *kv == DType::kBF16 ||
-               *kv == DType::kF16 || *kv == DType::kF8E4M3)) {
+  if (!kv || !IsKvDType(*kv)) {
     std::fprintf(stderr,
                  "--kv-dtype must be f32, bf16, f16 or fp8_e4m3, got '%s'\n",
                  kv_dtype.c_str());

@@ -63,10 +63,9 @@ void BlockAllocator::Unref(int32_t page) {
 
 namespace {
 
+// A page is page_size slots of one KV row each (position, K, V).
 int64_t PageBytes(const LayerKvShape& s, int32_t page_size, DType dtype) {
-  return int64_t{page_size} *
-         ((int64_t{s.d_qk} + int64_t{s.d_vo}) * DTypeSize(dtype) +
-          int64_t{sizeof(int32_t)});
+  return int64_t{page_size} * KvRowBytes(dtype, s.d_qk, s.d_vo);
 }
 
 }  // namespace
@@ -84,8 +83,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> KvCache::Create(
   if (layers.empty()) {
     return absl::InvalidArgumentError("KvCache: no layers");
   }
-  if (options.dtype != DType::kF32 && options.dtype != DType::kBF16 &&
-      options.dtype != DType::kF16 && options.dtype != DType::kF8E4M3) {
+  if (!IsKvDType(options.dtype)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "KvCache: KV dtype must be f32, bf16, f16 or fp8_e4m3, got ",
         std::string(DTypeName(options.dtype))));

@@ -44,7 +44,7 @@ struct KvSnapshot {
 
   // Bytes of one row of a layer of shape `s` with K/V in `dtype`.
   static int64_t RowBytes(const LayerKvShape& s, DType dtype) {
-    return 4 + int64_t{DTypeSize(dtype)} * (int64_t{s.d_qk} + s.d_vo);
+    return KvRowBytes(dtype, s.d_qk, s.d_vo);
   }
   int64_t row_bytes(int32_t layer) const {
     return RowBytes(shapes[layer], dtype);

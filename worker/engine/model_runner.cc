@@ -104,10 +104,10 @@ KvScales ModelRunner::Fp8KvScales() const {
   const int64_t H = c.hidden_size;
   const double sqrt_h = std::sqrt(static_cast<double>(H));
   KvScales scales;
-  std::vector<float> row(H), g(H);
+  std::vector<float> row(H);
   for (int l = 0; l < c.num_layers; ++l) {
     const model::LayerWeights& w = weights_->layers[l];
-    std::copy_n(w.attn_norm.f32(), H, g.data());
+    const float* g = w.attn_norm.f32();
     // bound[j] = sqrt(H) * ||W[j] * g||_2 for every output row j.
     auto bounds = [&](const model::Tensor& t) {
       const int64_t rows = t.shape[0];

@@ -94,7 +94,7 @@ float KvPools::v_scale(int32_t layer, int32_t head) const {
 
 int64_t KvPools::row_bytes(int32_t layer) const {
   const kernels::KvPoolView& v = layers_[layer].view;
-  return kernels::KvRowBytes(dtype_, v.d_qk, v.d_vo);
+  return KvRowBytes(dtype_, v.d_qk, v.d_vo);
 }
 
 absl::Status KvPools::Stage(size_t slots, size_t bytes) {
@@ -170,7 +170,7 @@ absl::Status KvPools::ReadF32(int32_t layer, int32_t head,
   if (!st.ok()) return st;
   const kernels::KvPoolView& view = layers_[layer].view;
   const int64_t rb = row_bytes(layer);
-  const int64_t kb = (rb - 4) / (view.d_qk + view.d_vo) * view.d_qk;
+  const int64_t kb = int64_t{DTypeSize(dtype_)} * view.d_qk;
   for (size_t i = 0; i < slots.size(); ++i) {
     const char* r = rows_tmp_.data() + i * rb;
     if (pos != nullptr) std::memcpy(pos + i, r, 4);

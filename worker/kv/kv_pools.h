@@ -58,7 +58,7 @@ class KvPools {
   // 1 unless the dtype is fp8.
   float k_scale(int32_t layer, int32_t head) const;
   float v_scale(int32_t layer, int32_t head) const;
-  // Bytes of one packed row of `layer` (kernels::KvRowBytes).
+  // Bytes of one packed row of `layer` (KvRowBytes, common/dtype.h).
   int64_t row_bytes(int32_t layer) const;
 
   // Applies a page-table move list to `layer`'s pool.

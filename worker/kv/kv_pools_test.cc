@@ -58,7 +58,7 @@ std::string RandomRow(const LayerKvShape& s, DType dtype, float ks, float vs,
   for (float& x : k) x = d(rng);
   for (float& x : v) x = d(rng);
   const int64_t e = DTypeSize(dtype);
-  std::string row(kernels::KvRowBytes(dtype, s.d_qk, s.d_vo), '\0');
+  std::string row(KvRowBytes(dtype, s.d_qk, s.d_vo), '\0');
   std::memcpy(row.data(), &pos, 4);
   kernels::KvFromF32(k.data(), s.d_qk, dtype, ks, row.data() + 4);
   kernels::KvFromF32(v.data(), s.d_vo, dtype, vs, row.data() + 4 + e * s.d_qk);

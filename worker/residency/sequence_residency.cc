@@ -10,31 +10,6 @@
 
 namespace latentkv::worker {
 
-void AttentionScratch::Reset(int32_t ps, int32_t dqk, int32_t dvo) {
-  page_size = ps;
-  d_qk = dqk;
-  d_vo = dvo;
-  pages = 0;
-}
-
-void AttentionScratch::Push(const float* k_row, const float* v_row, int32_t p,
-                            int64_t* used) {
-  if (*used % page_size == 0) {
-    ++pages;
-    const size_t slots = static_cast<size_t>(pages) * page_size;
-    if (pos.size() < slots) {
-      k.resize(slots * d_qk);
-      v.resize(slots * d_vo);
-      pos.resize(slots);
-    }
-  }
-  const int64_t slot = int64_t{pages - 1} * page_size + *used % page_size;
-  std::copy_n(k_row, d_qk, k.data() + slot * d_qk);
-  std::copy_n(v_row, d_vo, v.data() + slot * d_vo);
-  pos[slot] = p;
-  ++*used;
-}
-
 SequenceResidency::SequenceResidency(std::shared_ptr<const ResidencyPlan> plan,
                                      std::vector<int32_t> d_qk, int32_t n_heads,
                                      int64_t prompt_len)

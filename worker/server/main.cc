@@ -150,7 +150,7 @@ int main(int argc, char** argv) {
   {
     const std::optional<lk::DType> kvd =
         lk::ParseDType(absl::GetFlag(FLAGS_kv_dtype));
-    if (!kvd || !lk::kernels::IsKvDType(*kvd)) {
+    if (!kvd || !lk::IsKvDType(*kvd)) {
       std::fprintf(stderr,
                    "--kv_dtype must be f32, bf16, f16 or fp8_e4m3, got '%s'\n",
                    absl::GetFlag(FLAGS_kv_dtype).c_str());
