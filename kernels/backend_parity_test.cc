@@ -72,8 +72,28 @@ TEST_P(BackendParityTest, MatMulEveryWeightDtype) {
                    DType::kQ4_0, DType::kQ4_1}) {
     const StoredWeights s = Store(w, dt);
     DeviceBuffer dw = Up(s.bytes);
-    for (int64_t n : {1, 3, 17, 64}) {
+    for (int64_t n : {1, 3, 8, 9, 17, 64, 130}) {
       const std::vector<float> x = RandomVec(n * cols, 2 + n);
+      DeviceBuffer dx = Up(x);
+      DeviceBuffer dy = Zeros(n * rows * sizeof(float));
+      be_->MatMul(dx.as<float>(), n, WeightView{dw.data(), dt, rows, cols},
+                  dy.as<float>());
+      ExpectClose(Down<float>(dy, n * rows),
+                  testing::RefMatMul(x, n, s.values, rows, cols), 2e-5,
+                  std::string(DTypeName(dt)) + " n=" + std::to_string(n));
+    }
+  }
+}
+
+// Columns that are not a multiple of 8 (no vector loads, no cuBLASLt).
+TEST_P(BackendParityTest, MatMulOddColumns) {
+  const int64_t rows = 19, cols = 97;
+  const std::vector<float> w = RandomVec(rows * cols, 31);
+  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16}) {
+    const StoredWeights s = Store(w, dt);
+    DeviceBuffer dw = Up(s.bytes);
+    for (int64_t n : {1, 5, 9, 70}) {
+      const std::vector<float> x = RandomVec(n * cols, 40 + n);
       DeviceBuffer dx = Up(x);
       DeviceBuffer dy = Zeros(n * rows * sizeof(float));
       be_->MatMul(dx.as<float>(), n, WeightView{dw.data(), dt, rows, cols},

@@ -14,6 +14,9 @@
 #include "common/named_registry.h"
 #include "kernels/backend.h"
 #include "kernels/ops.h"
+#ifdef LATENTKV_WITH_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 namespace latentkv::kernels {
 namespace {
@@ -159,6 +162,12 @@ NamedRegistry<BackendFactory>& Backends() {
     reg->Register("cpu", []() -> absl::StatusOr<std::unique_ptr<Backend>> {
       return MakeCpuBackend();
     });
+#ifdef LATENTKV_WITH_CUDA
+    // CUDA device 0 of those visible (CUDA_VISIBLE_DEVICES picks the GPU).
+    reg->Register("cuda", []() -> absl::StatusOr<std::unique_ptr<Backend>> {
+      return cuda::MakeCudaBackend();
+    });
+#endif
     return reg;
   }();
   return *r;

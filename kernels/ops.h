@@ -163,6 +163,15 @@ struct PagedAttentionArgs {
   const float* k_scale = nullptr;             // [n_kv_heads], fp8 only
   const float* v_scale = nullptr;             // [n_kv_heads], fp8 only
   float* out = nullptr;                       // [total_q, n_heads, d_vo]
+  // Host-side hints of the launch size, known to the caller's step plan:
+  // total_q == q_indptr[num_seqs], max_q_rows >= the query rows of every
+  // sequence, max_pages >= the pages of every (sequence, KV head) list. A
+  // device backend sizes its grid from them instead of reading the index
+  // arrays back (a synchronizing copy); 0 means unknown (then it does read
+  // them). The CPU ignores them.
+  int32_t total_q = 0;
+  int32_t max_q_rows = 0;
+  int32_t max_pages = 0;
 
   // Sets the pool fields (and page_size, n_kv_heads, d_qk, d_vo) from `p`.
   void SetPool(const KvPoolView& p) {

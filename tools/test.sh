@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# The test command: installs dependencies, builds, checks formatting and runs
-# every CPU test (labels unit and integration). Tests labelled gpu need a GPU
-# and are listed as skipped.
+# The test command: installs dependencies, builds (with the CUDA backend when
+# the toolkit is present), checks formatting and runs every CPU test (labels
+# unit and integration). Tests labelled gpu and multigpu need GPUs: they are
+# listed by name as skipped (tools/gpu_check.sh runs them on a GPU machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install_deps.sh
 tools/build.sh
 tools/check_format.sh
 cd build
-gpu=$(ctest -N -L gpu | sed -n 's/^Total Tests: //p')
-echo "gpu-labelled tests skipped on this machine: ${gpu:-0}"
-ctest --output-on-failure -j2 -LE gpu --timeout 600
+for label in gpu multigpu; do
+  names=$(ctest -N -L "^${label}\$" | sed -n 's/^ *Test *#[0-9]*: //p')
+  count=$(printf '%s' "$names" | grep -c . || true)
+  echo "${label}-labelled tests skipped on this machine (no GPU): ${count}"
+  if [[ -n "$names" ]]; then printf '  skipped: %s\n' $names; fi
+done
+ctest --output-on-failure -j2 -LE 'gpu' --timeout 600

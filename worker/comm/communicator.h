@@ -1,6 +1,6 @@
 // Collectives for a tensor-parallel worker group: the seam between the model
 // runner and a collective engine (Gloo over TCP on CPU, see
-// gloo_communicator.h; NCCL on CUDA later).
+// gloo_communicator.h; NCCL on CUDA GPUs, see nccl_communicator.h).
 //
 // A group has `size()` ranks 0..size-1, one Communicator per rank (usually one
 // per process). Ranks run the same step in lock-step and meet in these calls.
@@ -9,9 +9,13 @@
 // - Every rank makes the SAME calls, in the SAME order, with the same sizes
 //   (`n`, `bytes`) and the same `root`. A mismatch is a programming error
 //   whose result is unspecified (typically an error or a timeout).
-// - Buffers are host memory here (a device implementation takes device
-//   pointers through the same signatures). Buffers must stay valid for the
-//   duration of the call and must not be touched by other threads meanwhile.
+// - The buffers of AllReduceSum, AllGather and Broadcast are in the memory of
+//   the backend the group computes on: host for Gloo, device for NCCL (see
+//   device_memory()). BroadcastString's std::string is host memory for
+//   every implementation. Buffers must stay valid for the duration of the
+//   call and must not be touched by other threads (or other device streams)
+//   meanwhile; on return the results are in place, visible to later host
+//   reads or device work.
 // - Every call returns absl::Status and never throws. A dead, missing or
 //   stalled peer yields UNAVAILABLE (connection lost) or DEADLINE_EXCEEDED
 //   (no progress within the configured timeout) instead of hanging. After any
@@ -42,6 +46,11 @@ class Communicator {
   virtual int rank() const = 0;
   // Number of ranks in the group (>= 1).
   virtual int size() const = 0;
+  // True when the float/byte buffers of the collectives are device memory
+  // (NCCL), false when they are host memory (Gloo, the single-rank
+  // communicator). A group must compute on a backend whose buffers are of
+  // the same kind (kernels::Backend::host_addressable() == !device_memory()).
+  virtual bool device_memory() const { return false; }
 
   // In place: data[i] = sum over ranks of data[i], for i in [0, n).
   // data: [n] f32. The summation order is implementation-defined (not the

@@ -94,6 +94,9 @@ absl::Status ModelRunner::CodebookAttention(
   b.k_scale = nullptr;
   b.v_scale = nullptr;
   b.out = cb_out_.data();
+  b.total_q = 0;  // host memory: no hints needed
+  b.max_q_rows = 0;
+  b.max_pages = 0;
   backend_->PagedAttention(b);
   int64_t from = 0;
   for (const auto& [first, len] : rows) {
@@ -202,6 +205,9 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
     a.kv_indices = ints + pl.kv_indices;
     a.kv_last_page_len = ints + pl.kv_last;
     a.out = attn;
+    a.total_q = static_cast<int32_t>(T);
+    a.max_q_rows = plan_.max_q_rows;
+    a.max_pages = pl.max_pages;
     be.PagedAttention(a);
     if (pl.any_codebook) {
       st = CodebookAttention(chunks, cache, pools, l, a);

@@ -1,5 +1,7 @@
 #include "worker/engine/step_plan.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace latentkv::worker {
@@ -31,6 +33,7 @@ absl::Status BuildStepPlan(const std::vector<ForwardChunk>& chunks,
   p.num_tokens = T;
   p.num_seqs = S;
   p.n_kv_heads = nkv;
+  p.max_q_rows = 0;
   p.ints.clear();
   p.slots.assign(static_cast<size_t>(L) * T * nkv, 0);
   p.layers.assign(L, {});
@@ -49,6 +52,7 @@ absl::Status BuildStepPlan(const std::vector<ForwardChunk>& chunks,
         p.ints[p.positions + r] = static_cast<int32_t>(ch.start + i);
       }
       p.ints[p.q_indptr + s + 1] = static_cast<int32_t>(r);
+      p.max_q_rows = std::max(p.max_q_rows, ch.len);
     }
   }
 
@@ -73,6 +77,9 @@ absl::Status BuildStepPlan(const std::vector<ForwardChunk>& chunks,
         ch.kv->Describe(cache, l, &indptr, &indices, &last);
       }
       r += ch.len;
+    }
+    for (size_t i = 0; i + 1 < indptr.size(); ++i) {
+      pl.max_pages = std::max(pl.max_pages, indptr[i + 1] - indptr[i]);
     }
     pl.kv_indptr = static_cast<int64_t>(p.ints.size());
     p.ints.insert(p.ints.end(), indptr.begin(), indptr.end());

@@ -46,6 +46,7 @@ struct StepPlan {
   int32_t num_seqs = 0;    // S = chunks
   int32_t n_kv_heads = 0;
   int64_t logit_rows = 0;  // R
+  int32_t max_q_rows = 0;  // the longest chunk (a launch-size hint)
 
   // Offsets (in elements) into `ints` of the step-wide arrays.
   int64_t tokens = 0;     // [T] token ids
@@ -58,6 +59,7 @@ struct StepPlan {
     int64_t kv_indices = 0;     // into ints: [kv_indptr[S * n_kv]] page ids
     int64_t slots = 0;          // into slots: [T * n_kv] the new tokens' slots
     bool any_codebook = false;  // some chunk attends over codebooks here
+    int32_t max_pages = 0;      // the longest (sequence, KV head) page list
   };
   std::vector<Layer> layers;
 

@@ -67,7 +67,10 @@ TEST(StepPlanTest, DescribesEveryLayerOfTheBatch) {
     EXPECT_EQ(pages[3], a.page_at(l, 1, 1));
     EXPECT_EQ(pages[9], b.page_at(l, 1, 2));
     EXPECT_FALSE(pl.any_codebook);
+    // The launch hint: b's 7 tokens take 3 pages of 3 slots per head.
+    EXPECT_EQ(pl.max_pages, 3);
   }
+  EXPECT_EQ(p.max_q_rows, 7);  // b's chunk
   EXPECT_TRUE(a.positions_dense(0, 0));
   a.Release(*cache);
   b.Release(*cache);

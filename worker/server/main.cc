@@ -28,6 +28,7 @@
 #include "model/shard.h"
 #include "model/weights.h"
 #include "worker/comm/gloo_communicator.h"
+#include "worker/comm/nccl_communicator.h"
 #include "worker/metrics/worker_metrics.h"
 #include "worker/residency/flags.h"
 #include "worker/server/worker_service.h"
@@ -81,7 +82,10 @@ ABSL_FLAG(int, tp_rank, 0,
           "This process's rank; 0 leads (serves gRPC and registers), the "
           "others follow its steps");
 ABSL_FLAG(std::string, tp_rendezvous, "",
-          "Directory shared by the group's ranks for the Gloo rendezvous");
+          "Directory shared by the group's ranks for the rendezvous. The "
+          "collectives follow --device: Gloo over TCP for cpu, NCCL for cuda "
+          "(each rank on device 0 of the GPUs it sees: give ranks their own "
+          "GPU with CUDA_VISIBLE_DEVICES)");
 ABSL_FLAG(std::string, tp_group, "group0",
           "Group id (isolates groups that share a rendezvous directory)");
 ABSL_FLAG(int, tp_timeout_s, 30,
@@ -118,14 +122,34 @@ int main(int argc, char** argv) {
   std::unique_ptr<lk::comm::Communicator> comm;
   std::shared_ptr<const lk::model::ModelWeights> shard(std::move(*weights));
   if (tp_size > 1) {
-    lk::comm::GlooOptions go;
-    go.rank = tp_rank;
-    go.size = tp_size;
-    go.rendezvous_dir = absl::GetFlag(FLAGS_tp_rendezvous);
-    go.prefix = absl::GetFlag(FLAGS_tp_group);
-    go.host = absl::GetFlag(FLAGS_host);
-    go.timeout = absl::Seconds(absl::GetFlag(FLAGS_tp_timeout_s));
-    auto c = lk::comm::CreateGlooCommunicator(go);
+    // The communicator works on the compute backend's memory: Gloo on host
+    // buffers (--device=cpu), NCCL on device buffers (--device=cuda).
+    absl::StatusOr<std::unique_ptr<lk::comm::Communicator>> c;
+    if (absl::GetFlag(FLAGS_device) == "cuda") {
+#if LATENTKV_WITH_CUDA
+      lk::comm::NcclOptions no;
+      no.rank = tp_rank;
+      no.size = tp_size;
+      no.device = 0;  // the device the "cuda" backend runs on
+      no.rendezvous_dir = absl::GetFlag(FLAGS_tp_rendezvous);
+      no.prefix = absl::GetFlag(FLAGS_tp_group);
+      no.timeout = absl::Seconds(absl::GetFlag(FLAGS_tp_timeout_s));
+      c = lk::comm::CreateNcclCommunicator(no);
+#else
+      c = absl::UnavailableError(
+          "--device=cuda with --tp_size > 1 needs NCCL: build with "
+          "-DLATENTKV_WITH_CUDA=ON");
+#endif
+    } else {
+      lk::comm::GlooOptions go;
+      go.rank = tp_rank;
+      go.size = tp_size;
+      go.rendezvous_dir = absl::GetFlag(FLAGS_tp_rendezvous);
+      go.prefix = absl::GetFlag(FLAGS_tp_group);
+      go.host = absl::GetFlag(FLAGS_host);
+      go.timeout = absl::Seconds(absl::GetFlag(FLAGS_tp_timeout_s));
+      c = lk::comm::CreateGlooCommunicator(go);
+    }
     if (!c.ok()) {
       std::fprintf(stderr, "tensor-parallel rendezvous: %s\n",
                    c.status().ToString().c_str());
@@ -143,6 +167,19 @@ int main(int argc, char** argv) {
   if (!backend.ok()) {
     std::fprintf(stderr, "%s\n", backend.status().ToString().c_str());
     return 1;
+  }
+  if (comm != nullptr &&
+      comm->device_memory() == (*backend)->host_addressable()) {
+    // Gloo would read device pointers as host memory (or NCCL host pointers
+    // as device memory): refuse instead of crashing in the first step.
+    std::fprintf(stderr,
+                 "--device=%s computes in %s memory, but the "
+                 "tensor-parallel communicator takes %s pointers (Gloo: "
+                 "host, NCCL: device)\n",
+                 absl::GetFlag(FLAGS_device).c_str(),
+                 (*backend)->host_addressable() ? "host" : "device",
+                 comm->device_memory() ? "device" : "host");
+    return 2;
   }
   lk::worker::EngineOptions eo;
   eo.kv.page_size = absl::GetFlag(FLAGS_page_size);

@@ -1,0 +1,203 @@
+// Elementwise kernels (elementwise.cuh).
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/elementwise.cuh"
+
+namespace latentkv::kernels::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+int Blocks(int64_t n) {
+  const int64_t b = CeilDiv(n, kThreads);
+  return static_cast<int>(b < 65535 * 16 ? b : 65535 * 16);
+}
+
+// One block per row: sum of squares in f32 (per-thread partials, then a
+// warp and a block reduction), then the scaled row. y may alias x.
+__global__ void RmsNormKernel(const float* x, const float* weight, int64_t dim,
+                              float eps, float* y) {
+  const int64_t row = blockIdx.x;
+  const float* xr = x + row * dim;
+  float* yr = y + row * dim;
+  float ss = 0.0f;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+  __shared__ float partial[kThreads / 32];
+  ss = WarpSum(ss);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < blockDim.x / 32 ? partial[threadIdx.x] : 0.0f;
+    v = WarpSum(v);
+    if (threadIdx.x == 0) partial[0] = v;
+  }
+  __syncthreads();
+  const float inv = rsqrtf(partial[0] / static_cast<float>(dim) + eps);
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    yr[i] = xr[i] * inv * weight[i];
+  }
+}
+
+// One thread per (token, pair): the angle in double as on the CPU, then
+// every head of the token.
+__global__ void RopeKernel(float* x, int64_t n, int64_t heads, int64_t d,
+                           const int32_t* positions, const float* inv_freq) {
+  const int64_t half = d / 2;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n * half;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const int64_t t = i / half, j = i % half;
+    const double angle =
+        static_cast<double>(positions[t]) * static_cast<double>(inv_freq[j]);
+    double sd, cd;
+    sincos(angle, &sd, &cd);
+    const float c = static_cast<float>(cd), s = static_cast<float>(sd);
+    for (int64_t h = 0; h < heads; ++h) {
+      float* lo = x + (t * heads + h) * d;
+      const float a = lo[j], b = lo[j + half];
+      lo[j] = a * c - b * s;
+      lo[j + half] = b * c + a * s;
+    }
+  }
+}
+
+__global__ void SwiGluKernel(const float* gate, const float* up, int64_t n,
+                             float* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float g = gate[i];
+    out[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+__global__ void AddKernel(float* y, const float* x, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    y[i] += x[i];
+  }
+}
+
+// One block per token; out-of-range ids give zeros (as on the CPU).
+template <typename E>
+__global__ void EmbedFloatKernel(const typename E::Storage* table,
+                                 int64_t vocab, int64_t dim,
+                                 const int32_t* tokens, float* out) {
+  const int64_t t = blockIdx.x;
+  const int64_t tok = tokens[t];
+  float* o = out + t * dim;
+  const bool valid = tok >= 0 && tok < vocab;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    o[i] = valid ? LoadKv<E>(table + tok * dim, i, 1.0f) : 0.0f;
+  }
+}
+
+template <int kKind>
+__global__ void EmbedQuantKernel(const uint8_t* table, int64_t vocab,
+                                 int64_t dim, int64_t row_bytes,
+                                 int block_bytes, const int32_t* tokens,
+                                 float* out) {
+  const int64_t t = blockIdx.x;
+  const int64_t tok = tokens[t];
+  float* o = out + t * dim;
+  const bool valid = tok >= 0 && tok < vocab;
+  for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
+    o[i] = valid ? DequantElem<kKind>(
+                       table + tok * row_bytes + (i / 32) * block_bytes,
+                       static_cast<int>(i % 32))
+                 : 0.0f;
+  }
+}
+
+__global__ void GatherRowsKernel(const float* x, int64_t dim,
+                                 const int32_t* rows, int64_t n, float* out) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n * dim;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    out[i] = x[int64_t{rows[i / dim]} * dim + i % dim];
+  }
+}
+
+}  // namespace
+
+cudaError_t LaunchRmsNorm(const float* x, const float* weight, int64_t n,
+                          int64_t dim, float eps, float* y,
+                          cudaStream_t stream) {
+  if (n <= 0 || dim <= 0) return cudaSuccess;
+  RmsNormKernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(x, weight,
+                                                                   dim, eps, y);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchRope(float* x, int64_t n, int64_t heads, int64_t d,
+                       const int32_t* positions, const float* inv_freq,
+                       cudaStream_t stream) {
+  if (n <= 0 || d < 2 || heads <= 0) return cudaSuccess;
+  RopeKernel<<<Blocks(n * (d / 2)), kThreads, 0, stream>>>(x, n, heads, d,
+                                                           positions, inv_freq);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchSwiGlu(const float* gate, const float* up, int64_t n,
+                         float* out, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  SwiGluKernel<<<Blocks(n), kThreads, 0, stream>>>(gate, up, n, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAddInPlace(float* y, const float* x, int64_t n,
+                             cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  AddKernel<<<Blocks(n), kThreads, 0, stream>>>(y, x, n);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchEmbed(const WeightView& table, const int32_t* tokens,
+                        int64_t n, float* out, cudaStream_t stream) {
+  if (n <= 0 || table.cols <= 0) return cudaSuccess;
+  if (table.layout != WeightLayout::kRowMajor) return cudaErrorInvalidValue;
+  const unsigned grid = static_cast<unsigned>(n);
+  const int64_t vocab = table.rows, dim = table.cols;
+  switch (table.dtype) {
+    case DType::kF32:
+      EmbedFloatKernel<F32Elem><<<grid, kThreads, 0, stream>>>(
+          static_cast<const float*>(table.data), vocab, dim, tokens, out);
+      break;
+    case DType::kBF16:
+      EmbedFloatKernel<Bf16Elem><<<grid, kThreads, 0, stream>>>(
+          static_cast<const uint16_t*>(table.data), vocab, dim, tokens, out);
+      break;
+    case DType::kF16:
+      EmbedFloatKernel<F16Elem><<<grid, kThreads, 0, stream>>>(
+          static_cast<const uint16_t*>(table.data), vocab, dim, tokens, out);
+      break;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_1: {
+      if (dim % 32 != 0) return cudaErrorInvalidValue;
+      const int bb = DTypeBlockBytes(table.dtype);
+      const int64_t rb = dim / 32 * bb;
+      const auto* t = static_cast<const uint8_t*>(table.data);
+      if (table.dtype == DType::kQ8_0) {
+        EmbedQuantKernel<3>
+            <<<grid, kThreads, 0, stream>>>(t, vocab, dim, rb, bb, tokens, out);
+      } else if (table.dtype == DType::kQ4_0) {
+        EmbedQuantKernel<4>
+            <<<grid, kThreads, 0, stream>>>(t, vocab, dim, rb, bb, tokens, out);
+      } else {
+        EmbedQuantKernel<5>
+            <<<grid, kThreads, 0, stream>>>(t, vocab, dim, rb, bb, tokens, out);
+      }
+      break;
+    }
+    default:
+      return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGatherRows(const float* x, int64_t dim, const int32_t* rows,
+                             int64_t n, float* out, cudaStream_t stream) {
+  if (n <= 0 || dim <= 0) return cudaSuccess;
+  GatherRowsKernel<<<Blocks(n * dim), kThreads, 0, stream>>>(x, dim, rows, n,
+                                                             out);
+  return cudaGetLastError();
+}
+
+}  // namespace latentkv::kernels::cuda
