@@ -167,8 +167,18 @@ std::vector<std::string> RegisteredBackends();
 
 // Creates the backend called `name`. InvalidArgument for an unknown name;
 // Unavailable for "cuda" in a build without CUDA, or whatever the factory
-// answers (e.g. no device present).
+// answers (e.g. no device present). "cuda:N" is CUDA device N of those
+// visible ("cuda" is "cuda:0").
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name);
+
+// A device name split into its backend and ordinal: "cpu" -> {"cpu", 0},
+// "cuda" -> {"cuda", 0}, "cuda:3" -> {"cuda", 3}. InvalidArgument for a
+// malformed ordinal ("cuda:", "cuda:-1", "cuda:x", "cpu:1").
+struct DeviceName {
+  std::string backend;
+  int ordinal = 0;
+};
+absl::StatusOr<DeviceName> ParseDeviceName(std::string_view name);
 
 }  // namespace latentkv::kernels
 

@@ -48,6 +48,30 @@ TEST(BackendTest, CreateByName) {
   EXPECT_TRUE(absl::IsInvalidArgument(CreateBackend("").status()));
 }
 
+TEST(BackendTest, DeviceNamesCarryAnOrdinal) {
+  auto cpu = ParseDeviceName("cpu");
+  ASSERT_TRUE(cpu.ok());
+  EXPECT_EQ(cpu->backend, "cpu");
+  EXPECT_EQ(cpu->ordinal, 0);
+  auto cuda3 = ParseDeviceName("cuda:3");
+  ASSERT_TRUE(cuda3.ok());
+  EXPECT_EQ(cuda3->backend, "cuda");
+  EXPECT_EQ(cuda3->ordinal, 3);
+  EXPECT_EQ(ParseDeviceName("cuda")->ordinal, 0);
+  for (const char* bad :
+       {"cuda:", "cuda:-1", "cuda:x", "cpu:1", "cuda:99999"}) {
+    EXPECT_TRUE(absl::IsInvalidArgument(ParseDeviceName(bad).status())) << bad;
+    EXPECT_TRUE(absl::IsInvalidArgument(CreateBackend(bad).status())) << bad;
+  }
+  // A valid ordinal without a device (or without CUDA) is UNAVAILABLE.
+  auto missing = CreateBackend("cuda:7");
+  if (!missing.ok()) {
+    EXPECT_TRUE(absl::IsUnavailable(missing.status()) ||
+                absl::IsInvalidArgument(missing.status()))
+        << missing.status();
+  }
+}
+
 TEST(BackendTest, RegistryAddsAndListsBackends) {
   EXPECT_EQ(RegisteredBackends().front(), "cpu");
   RegisterBackend("test-failing",

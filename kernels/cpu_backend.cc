@@ -188,8 +188,35 @@ std::vector<std::string> RegisteredBackends() {
   return names;
 }
 
+absl::StatusOr<DeviceName> ParseDeviceName(std::string_view name) {
+  const size_t colon = name.find(':');
+  DeviceName d;
+  d.backend = std::string(name.substr(0, colon));
+  if (colon == std::string_view::npos) return d;
+  const std::string_view num = name.substr(colon + 1);
+  if (d.backend != "cuda" || num.empty() || num.size() > 4 ||
+      !std::all_of(num.begin(), num.end(),
+                   [](char c) { return c >= '0' && c <= '9'; })) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad device \"", std::string(name),
+                     "\" (cpu, cuda or cuda:<ordinal>)"));
+  }
+  d.ordinal = std::stoi(std::string(num));
+  return d;
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name) {
   if (BackendFactory factory = Backends().Find(name)) return factory();
+  if (name.substr(0, 5) == "cuda:") {
+    absl::StatusOr<DeviceName> d = ParseDeviceName(name);
+    if (!d.ok()) return d.status();
+#ifdef LATENTKV_WITH_CUDA
+    cuda::CudaBackendOptions options;
+    options.device = d->ordinal;
+    return cuda::MakeCudaBackend(options);
+#endif
+    name = "cuda";
+  }
   if (name == "cuda") {
     return absl::UnavailableError(
         "latentkv was built without CUDA (-DLATENTKV_WITH_CUDA=ON)");

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "tools/bench/serve_bench.h"
 #include "worker/residency/policy.h"
 
@@ -60,9 +61,20 @@ struct ServeOptions {
   // The model id of ListModels and the OpenAI API ("": the model directory
   // or file name without .gguf).
   std::string served_model_name;
+  // The workers' compute backend: "cpu", "cuda" or "cuda:N". With CUDA the
+  // worker processes are spread over `gpus` GPUs (WorkerDevice).
+  std::string device = "cpu";
+  int32_t gpus = 1;
   std::string bin_dir;  // where latentkv-coordinator/-worker live
   std::vector<std::string> worker_args;  // extra flags for each worker
 };
+
+// The --device of worker process `index` (group-major: group g's rank r is
+// g * tp + r): "cpu" as given; "cuda"/"cuda:N" becomes cuda:(N + index) %
+// gpus, so a tensor-parallel group's ranks sit on distinct GPUs when
+// tp <= gpus. InvalidArgument for a malformed device, gpus < 1, or a CUDA
+// group with tp > gpus (NCCL needs one GPU per rank).
+absl::StatusOr<std::string> WorkerDevice(const ServeOptions& o, int index);
 
 struct GenerateOptions {
   std::string server;  // host:port; empty: run the model in-process

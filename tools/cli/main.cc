@@ -68,7 +68,12 @@ ABSL_FLAG(std::string, served_model_name, "",
 ABSL_FLAG(std::string, bin_dir, "",
           "serve: directory of latentkv-coordinator/-worker (default: beside "
           "latentkv)");
-ABSL_FLAG(std::string, device, "cpu", "Compute backend: cpu | cuda");
+ABSL_FLAG(std::string, device, "cpu",
+          "Compute backend: cpu | cuda | cuda:<ordinal> (cuda = cuda:0)");
+ABSL_FLAG(int, gpus, 1,
+          "serve --device=cuda: GPUs to spread the worker processes over "
+          "(process k of the group-major order gets cuda:k % gpus; a "
+          "tensor-parallel group needs --tp <= --gpus)");
 ABSL_FLAG(std::string, weights_dtype, "auto",
           "Weight matrices in memory: auto (f32 for safetensors models, as "
           "stored for GGUF) | f32 | bf16 | q8_0 | q4_0 | q4_1");
@@ -314,8 +319,9 @@ int main(int argc, char** argv) {
       return 2;
     }
     o.bin_dir = absl::GetFlag(FLAGS_bin_dir);
+    o.device = absl::GetFlag(FLAGS_device);
+    o.gpus = absl::GetFlag(FLAGS_gpus);
     o.worker_args = {
-        "--device=" + absl::GetFlag(FLAGS_device),
         "--weights_dtype=" + absl::GetFlag(FLAGS_weights_dtype),
         "--kv_memory_mb=" + std::to_string(absl::GetFlag(FLAGS_kv_memory_mb)),
         "--page_size=" + std::to_string(absl::GetFlag(FLAGS_page_size)),

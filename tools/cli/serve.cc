@@ -84,6 +84,17 @@ int Serve(const ServeOptions& o) {
     std::fprintf(stderr, "--model DIR is required\n");
     return 2;
   }
+  const int groups = o.workers + o.prefill_workers + o.decode_workers;
+  std::vector<std::string> devices;  // per worker process, group-major
+  for (int k = 0; k < groups * o.tp; ++k) {
+    absl::StatusOr<std::string> d = WorkerDevice(o, k);
+    if (!d.ok()) {
+      std::fprintf(stderr, "latentkv serve: %s\n",
+                   std::string(d.status().message()).c_str());
+      return 2;
+    }
+    devices.push_back(*std::move(d));
+  }
   const fs::path bin = o.bin_dir.empty()
                            ? fs::read_symlink("/proc/self/exe").parent_path()
                            : fs::path(o.bin_dir);
@@ -94,7 +105,6 @@ int Serve(const ServeOptions& o) {
   }
   const fs::path run_dir(tmpl);
   const std::string coord_file = (run_dir / "coordinator.addr").string();
-  const int groups = o.workers + o.prefill_workers + o.decode_workers;
   // Metrics ports: the coordinator, then each group's rank 0, then the store.
   auto metrics_port = [&](int index) {
     return absl::StrCat("--metrics_port=",
@@ -146,7 +156,8 @@ int Serve(const ServeOptions& o) {
           "--host=" + o.host,
           "--port=0",
           absl::StrCat("--worker_id=", role, "-", i),
-          "--role=" + role};
+          "--role=" + role,
+          "--device=" + devices[i * o.tp + r]};
       if (r == 0) {
         args.push_back("--coordinator=" + address);
         args.push_back(metrics_port(1 + i));

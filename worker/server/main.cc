@@ -45,7 +45,8 @@ ABSL_FLAG(std::string, port_file, "",
 ABSL_FLAG(std::string, advertise, "",
           "host:port the coordinator should use (default host:bound port)");
 ABSL_FLAG(std::string, worker_id, "", "Worker id (default worker-<port>)");
-ABSL_FLAG(std::string, device, "cpu", "Compute backend: cpu | cuda");
+ABSL_FLAG(std::string, device, "cpu",
+          "Compute backend: cpu | cuda | cuda:<ordinal> (cuda = cuda:0)");
 ABSL_FLAG(std::string, weights_dtype, "auto",
           "dtype of weight matrices in memory: auto (f32 for safetensors "
           "models, as stored for GGUF) | f32 | bf16 | q8_0 | q4_0 | q4_1");
@@ -84,8 +85,8 @@ ABSL_FLAG(int, tp_rank, 0,
 ABSL_FLAG(std::string, tp_rendezvous, "",
           "Directory shared by the group's ranks for the rendezvous. The "
           "collectives follow --device: Gloo over TCP for cpu, NCCL for cuda "
-          "(each rank on device 0 of the GPUs it sees: give ranks their own "
-          "GPU with CUDA_VISIBLE_DEVICES)");
+          "(each rank on the GPU its --device names, cuda:N; ranks of a "
+          "group need distinct GPUs)");
 ABSL_FLAG(std::string, tp_group, "group0",
           "Group id (isolates groups that share a rendezvous directory)");
 ABSL_FLAG(int, tp_timeout_s, 30,
@@ -125,12 +126,17 @@ int main(int argc, char** argv) {
     // The communicator works on the compute backend's memory: Gloo on host
     // buffers (--device=cpu), NCCL on device buffers (--device=cuda).
     absl::StatusOr<std::unique_ptr<lk::comm::Communicator>> c;
-    if (absl::GetFlag(FLAGS_device) == "cuda") {
+    auto device = lk::kernels::ParseDeviceName(absl::GetFlag(FLAGS_device));
+    if (!device.ok()) {
+      std::fprintf(stderr, "%s\n", device.status().ToString().c_str());
+      return 2;
+    }
+    if (device->backend == "cuda") {
 #if LATENTKV_WITH_CUDA
       lk::comm::NcclOptions no;
       no.rank = tp_rank;
       no.size = tp_size;
-      no.device = 0;  // the device the "cuda" backend runs on
+      no.device = device->ordinal;  // where the backend computes
       no.rendezvous_dir = absl::GetFlag(FLAGS_tp_rendezvous);
       no.prefix = absl::GetFlag(FLAGS_tp_group);
       no.timeout = absl::Seconds(absl::GetFlag(FLAGS_tp_timeout_s));
