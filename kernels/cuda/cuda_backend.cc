@@ -73,6 +73,7 @@ class CudaBackend final : public Backend {
       : options_(options), limits_(limits) {}
   ~CudaBackend() override {
     if (stream_ == nullptr) return;
+    Bind();
     cudaStreamSynchronize(stream_);
     // The kernel families' handles and scratch go before their stream.
     matmul_.reset();
@@ -97,7 +98,20 @@ class CudaBackend final : public Backend {
 
   std::string_view name() const override { return "cuda"; }
 
+  // CUDA's current device is per host thread, and the engine calls from its
+  // own thread (not the one that created the backend): every entry point
+  // first makes this backend's device current (a thread-local compare when
+  // it already is).
+  void Bind() {
+    thread_local int current = -1;
+    if (current != options_.device) {
+      Check(cudaSetDevice(options_.device), "cudaSetDevice");
+      current = options_.device;
+    }
+  }
+
   void* Allocate(size_t bytes) override {
+    Bind();
     void* p = nullptr;
     if (cudaMalloc(&p, std::max<size_t>(bytes, 1)) != cudaSuccess) {
       cudaGetLastError();  // out of memory is reported by Alloc, not sticky
@@ -106,34 +120,40 @@ class CudaBackend final : public Backend {
     return p;
   }
   void Free(void* ptr) override {
+    Bind();
     if (ptr == nullptr) return;
     // Queued work may still use the buffer.
     cudaStreamSynchronize(stream_);
     Check(cudaFree(ptr), "cudaFree");
   }
   void CopyIn(void* dst, const void* host_src, size_t bytes) override {
+    Bind();
     if (bytes == 0) return;
     Check(
         cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_),
         "CopyIn");
   }
   void CopyOut(void* host_dst, const void* src, size_t bytes) override {
+    Bind();
     if (bytes == 0) return;
     Check(
         cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_),
         "CopyOut");
   }
   void Fill(void* dst, uint8_t value, size_t bytes) override {
+    Bind();
     if (bytes == 0) return;
     Check(cudaMemsetAsync(dst, value, bytes, stream_), "Fill");
   }
   absl::Status Synchronize() override {
+    Bind();
     Check(cudaGetLastError(), "a kernel launch");
     Check(cudaStreamSynchronize(stream_), "synchronize");
     absl::MutexLock lock(&mu_);
     return error_;
   }
   std::unique_ptr<Event> RecordEvent() override {
+    Bind();
     cudaEvent_t ev = nullptr;
     absl::Status st = CudaStatus(
         cudaEventCreateWithFlags(&ev, cudaEventDisableTiming), "event");
@@ -144,58 +164,74 @@ class CudaBackend final : public Backend {
 
   void MatMul(const float* x, int64_t n, const WeightView& w,
               float* y) override {
+    Bind();
     Report(matmul_->MatMul(x, n, w, y), "MatMul");
   }
   void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
                    float* const* ys, int count) override {
+    Bind();
     for (int i = 0; i < count; ++i) MatMul(x, n, ws[i], ys[i]);
   }
   void RmsNorm(const float* x, const float* weight, int64_t n, int64_t dim,
                float eps, float* y) override {
+    Bind();
+    Bind();
     Check(LaunchRmsNorm(x, weight, n, dim, eps, y, stream_), "RmsNorm");
   }
   void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,
                  const int32_t* positions, const float* inv_freq) override {
+    Bind();
     Check(LaunchRope(x, n, heads, d, positions, inv_freq, stream_), "Rope");
   }
   void SwiGlu(const float* gate, const float* up, int64_t n,
               float* out) override {
+    Bind();
     Check(LaunchSwiGlu(gate, up, n, out, stream_), "SwiGlu");
   }
   void AddInPlace(float* y, const float* x, int64_t n) override {
+    Bind();
     Check(LaunchAddInPlace(y, x, n, stream_), "AddInPlace");
   }
   void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
              float* out) override {
+    Bind();
     Check(LaunchEmbed(table, tokens, n, out, stream_), "Embed");
   }
   void GatherRows(const float* x, int64_t dim, const int32_t* rows, int64_t n,
                   float* out) override {
+    Bind();
     Check(LaunchGatherRows(x, dim, rows, n, out, stream_), "GatherRows");
   }
   void PagedAttention(const PagedAttentionArgs& args) override {
+    Bind();
     Report(attention_->Run(args, limits_, stream_), "PagedAttention");
   }
   void WriteKv(const float* k, const float* v, const int32_t* pos, int64_t n,
                const int64_t* slot, const KvPoolView& pool) override {
+    Bind();
     Report(kv_->WriteKv(k, v, pos, n, slot, pool, stream_), "WriteKv");
   }
   void MoveKvSlots(const KvPoolView& pool, const int64_t* src,
                    const int64_t* dst, int64_t n) override {
+    Bind();
     Report(kv_->MoveKvSlots(pool, src, dst, n, stream_), "MoveKvSlots");
   }
   void GatherKvRows(const KvPoolView& pool, const int64_t* slots, int64_t n,
                     void* rows) override {
+    Bind();
     Report(kv_->GatherKvRows(pool, slots, n, rows, stream_), "GatherKvRows");
   }
   void ScatterKvRows(const KvPoolView& pool, const int64_t* slots, int64_t n,
                      const void* rows) override {
+    Bind();
+    Bind();
     Report(kv_->ScatterKvRows(pool, slots, n, rows, stream_), "ScatterKvRows");
   }
   void WindowScores(const KvPoolView& pool, int32_t head, const int64_t* slots,
                     int64_t n, const float* q, const int32_t* q_pos,
                     int64_t n_w, int32_t group, float scale, float* scores,
                     int32_t* k_pos) override {
+    Bind();
     Report(kv_->WindowScores(pool, head, slots, n, q, q_pos, n_w, group, scale,
                              scores, k_pos, stream_),
            "WindowScores");
