@@ -1,5 +1,6 @@
 #include "coordinator/coordinator_service.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -40,7 +41,24 @@ Coordinator::Coordinator(const CoordinatorOptions& options,
       config_(std::move(config)),
       tokenizer_(std::move(tokenizer)),
       registry_(options.routing) {
+  max_prompt_bytes_ =
+      MaxPromptBytes(*tokenizer_, config_.max_position_embeddings);
   expiry_ = std::thread([this] { ExpiryLoop(); });
+}
+
+int64_t MaxPromptBytes(const model::Tokenizer& tokenizer, int64_t context) {
+  // A prompt of n tokens decodes to at most n * (longest token) bytes. The
+  // text may be longer than its decoding where the tokenizer normalizes
+  // (drops control characters, folds whitespace), so the bound keeps a
+  // factor of 4 and at least 1 MiB: only prompts that cannot possibly fit
+  // are refused untokenized; the exact check follows tokenization.
+  int64_t longest = 1;
+  for (int32_t t = 0; t < tokenizer.vocab_size(); ++t) {
+    longest = std::max<int64_t>(
+        longest, static_cast<int64_t>(tokenizer.TokenBytes(-1, t).size()));
+  }
+  return std::max<int64_t>(int64_t{1} << 20,
+                           4 * std::max<int64_t>(context, 1) * longest);
 }
 
 Coordinator::~Coordinator() { Stop(); }
@@ -204,6 +222,12 @@ grpc::Status Coordinator::AdmitPrompt(const pb::GenerateRequest& req,
     prompt->assign(req.prompt_token_ids().begin(),
                    req.prompt_token_ids().end());
   } else if (!req.prompt().empty()) {
+    if (static_cast<int64_t>(req.prompt().size()) > max_prompt_bytes_) {
+      return Invalid(absl::StrCat("the prompt's ", req.prompt().size(),
+                                  " bytes cannot fit the model's context of ",
+                                  config_.max_position_embeddings,
+                                  " tokens (refused untokenized)"));
+    }
     *prompt = tokenizer_->Encode(req.prompt(), tokenizer_->add_bos());
   }
   // The rules every entry point applies (common/generation_rules.h): a

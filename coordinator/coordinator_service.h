@@ -43,6 +43,11 @@ struct CoordinatorOptions {
   RoutingOptions routing;    // KV-aware by default (worker_registry.h)
 };
 
+// Bytes beyond which a text prompt cannot fit `context` tokens of
+// `tokenizer`'s vocabulary, whatever its tokenization (a bound derived from
+// the longest token, with a margin; at least 1 MiB).
+int64_t MaxPromptBytes(const model::Tokenizer& tokenizer, int64_t context);
+
 class Coordinator {
  public:
   Coordinator(const CoordinatorOptions& options, model::ModelConfig config,
@@ -116,6 +121,9 @@ class Coordinator {
   CoordinatorOptions options_;
   model::ModelConfig config_;
   std::unique_ptr<model::Tokenizer> tokenizer_;
+  // Text prompts longer than this cannot fit the context whatever their
+  // tokenization (MaxPromptBytes): refused before the tokenizer runs.
+  int64_t max_prompt_bytes_ = 0;
   WorkerRegistry registry_;
   KvIndex kv_index_;        // the workers' local prefix caches
   LatencyTracker latency_;  // TTFT / TPOT / E2E of completed requests

@@ -49,6 +49,9 @@ ABSL_FLAG(int, drain_seconds, 30,
           "On SIGTERM, wait this long for in-flight requests");
 ABSL_FLAG(int, http_port, 0,
           "Port of the OpenAI-compatible HTTP API on --host (0: off)");
+ABSL_FLAG(int, http_max_body_mb, 2,
+          "Largest HTTP request body in MiB (1..3: a request must fit gRPC's "
+          "4 MiB messages); longer ones get 413");
 ABSL_FLAG(int, http_threads, 64,
           "HTTP connection threads (a generating request holds one)");
 ABSL_FLAG(int, http_max_queued, 64,
@@ -212,6 +215,7 @@ int main(int argc, char** argv) {
     ho.host = host;
     ho.port = absl::GetFlag(FLAGS_http_port);
     ho.threads = absl::GetFlag(FLAGS_http_threads);
+    ho.max_body_bytes = int64_t{absl::GetFlag(FLAGS_http_max_body_mb)} << 20;
     ho.max_queued = absl::GetFlag(FLAGS_http_max_queued);
     ho.model_id = co.model_id;
     ho.max_context = config->max_position_embeddings;

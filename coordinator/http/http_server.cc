@@ -72,10 +72,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     ChatTemplate chat_template) {
   if (options.threads < 1 || options.max_queued < 0 ||
       options.model_id.empty() || options.max_context <= 0 ||
-      options.port < 0 || options.port > 65535) {
+      options.port < 0 || options.port > 65535 || options.max_body_bytes < 1) {
     return absl::InvalidArgumentError(
-        "http server: threads >= 1, max_queued >= 0, a model id, a context "
-        "and a port in [0, 65535] are required");
+        "http server: threads >= 1, max_queued >= 0, a model id, a context, "
+        "a port in [0, 65535] and a positive body limit are required");
   }
   std::unique_ptr<HttpServer> s(new HttpServer());
   s->options_ = options;
@@ -90,7 +90,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   };
   svr.set_read_timeout(options.read_timeout_s, 0);
   svr.set_keep_alive_timeout(options.keep_alive_s);
-  svr.set_payload_max_length(size_t{64} << 20);
+  svr.set_payload_max_length(static_cast<size_t>(options.max_body_bytes));
   svr.set_pre_routing_handler(
       [](const httplib::Request&, httplib::Response& res) {
         if (!BoundedTaskQueue::Overloaded()) {

@@ -60,6 +60,10 @@ struct HttpServerOptions {
   // connection's next request. Default 30 and 5.
   int read_timeout_s = 30;
   int keep_alive_s = 5;
+  // Largest request body; a longer one is answered 413 (its bytes are
+  // skipped, never stored). Default 2 MiB: a full 128k-token context is
+  // ~0.5 MB of text, and the request must also fit gRPC's 4 MiB messages.
+  int64_t max_body_bytes = int64_t{2} << 20;
 };
 
 class HttpServer {

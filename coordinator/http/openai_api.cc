@@ -214,6 +214,12 @@ ApiError FromGrpcStatus(const grpc::Status& s) {
       e.http_status = 400;
       break;
     case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      // gRPC's own message-size limit is the request's size, not load.
+      if (e.message.find("larger than max") != std::string::npos) {
+        e.http_status = 413;
+        e.code = "request_too_large";
+        break;
+      }
       e.http_status = 429;
       e.type = "rate_limit_error";
       e.code = "rate_limit_exceeded";
@@ -244,8 +250,46 @@ ApiError FromGrpcStatus(const grpc::Status& s) {
   return e;
 }
 
+bool JsonNestingExceeds(std::string_view text, int max_depth) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_string = true;
+        break;
+      case '[':
+      case '{':
+        if (++depth > max_depth) return true;
+        break;
+      case ']':
+      case '}':
+        --depth;
+        break;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
 std::optional<ApiError> ParseRequest(Endpoint endpoint, std::string_view body,
                                      ParsedRequest* out) {
+  if (JsonNestingExceeds(body, kMaxJsonDepth)) {
+    return Bad("", absl::StrCat("the request body nests arrays and objects "
+                                "deeper than ",
+                                kMaxJsonDepth, " levels"));
+  }
   const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return Bad("", "the request body is not valid JSON");
   if (!j.is_object()) return Bad("", "the request body must be a JSON object");

@@ -71,8 +71,20 @@ struct ParsedRequest {
   std::vector<ChatMessage> messages;  // chat only
 };
 
+// Deepest nesting of arrays and objects a request body may have. OpenAI's
+// requests nest a few levels (messages -> content parts -> objects, JSON
+// schemas a little deeper); 64 leaves room for any schema a client writes.
+inline constexpr int kMaxJsonDepth = 64;
+
+// True when `text` opens more than `max_depth` arrays/objects inside one
+// another (outside strings; escapes honoured). One pass, no allocation: it
+// runs before the parser, so hostile bodies (60,000 nested arrays) never
+// reach nlohmann::json, whose copies and dumps recurse per level.
+bool JsonNestingExceeds(std::string_view text, int max_depth);
+
 // Parses a request body for `endpoint`. On error returns it (400, param set
-// to the offending field) and leaves *out unspecified.
+// to the offending field; also for bodies nested deeper than kMaxJsonDepth)
+// and leaves *out unspecified.
 std::optional<ApiError> ParseRequest(Endpoint endpoint, std::string_view body,
                                      ParsedRequest* out);
 

@@ -109,6 +109,33 @@ TEST(OpenAiApiTest, RefusesWhatItCannotServe) {
   EXPECT_EQ(MustFail(Endpoint::kCompletions, "[1]").http_status, 400);
 }
 
+// 60,000 nested arrays (120 KB) used to kill the coordinator (recursion in
+// nlohmann::json's copy of the prompt): now a 400 before any parsing.
+TEST(OpenAiApiTest, DeeplyNestedBodiesAre400) {
+  const std::string deep = R"({"prompt":)" + std::string(60000, '[') + "1" +
+                           std::string(60000, ']') + "}";
+  ApiError e = MustFail(Endpoint::kCompletions, deep);
+  EXPECT_EQ(e.http_status, 400);
+  EXPECT_NE(e.message.find("deeper than 64"), std::string::npos) << e.message;
+  const std::string deep_chat = R"({"messages":[{"role":"user","content":)" +
+                                std::string(100, '{') + std::string(100, '}') +
+                                "}]}";
+  EXPECT_EQ(MustFail(Endpoint::kChat, deep_chat).http_status, 400);
+}
+
+TEST(OpenAiApiTest, NestingCountsOnlyStructureOutsideStrings) {
+  EXPECT_FALSE(JsonNestingExceeds(R"({"a":[[1]]})", 3));
+  EXPECT_TRUE(JsonNestingExceeds(R"({"a":[[[1]]]})", 3));
+  // Brackets inside strings, escaped quotes included, do not count.
+  EXPECT_FALSE(JsonNestingExceeds(R"({"a":"[[[[{{{{\"[[[["})", 1));
+  EXPECT_TRUE(JsonNestingExceeds(R"({"a":"\\",[{}]})", 2));
+  // Depth is nesting, not the number of arrays.
+  std::string flat = "[";
+  for (int i = 0; i < 1000; ++i) flat += "[1],";
+  flat += "[1]]";
+  EXPECT_FALSE(JsonNestingExceeds(flat, 2));
+}
+
 TEST(OpenAiApiTest, ChatMessages) {
   auto p = MustParse(Endpoint::kChat,
                      R"({"messages":[{"role":"system","content":"Be brief."},
@@ -156,6 +183,12 @@ TEST(OpenAiApiTest, ErrorShapeAndStatusMapping) {
       FromGrpcStatus(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "full"))
           .code,
       "rate_limit_exceeded");
+  // gRPC's message-size limit is about the request, not load: 413.
+  const ApiError big = FromGrpcStatus(
+      grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                   "Received message larger than max (4194311 vs. 4194304)"));
+  EXPECT_EQ(big.http_status, 413);
+  EXPECT_EQ(big.code, "request_too_large");
 }
 
 TEST(OpenAiApiTest, ResponsesAndChunks) {

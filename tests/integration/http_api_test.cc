@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -273,6 +274,46 @@ TEST_F(HttpApiTest, ErrorsHaveOpenAiShapeAndStatus) {
   c = Curl(port(), "/v1/no/such/path", "");
   EXPECT_EQ(c.status, 404);
   ExpectOpenAiError(c.body, "invalid_request_error");
+}
+
+// Hostile bodies get clear errors and the server keeps serving: 60,000
+// nested arrays (they used to kill the coordinator), a body over the 2 MiB
+// limit (413, not 429), and a prompt too long for any tokenization of the
+// context (400 before the tokenizer runs).
+TEST_F(HttpApiTest, HostileBodiesGetClearErrorsAndServingGoesOn) {
+  const std::string dir = MakeTempDir();
+  auto post_file = [&](const std::string& body) {
+    const std::string path = dir + "/body.json";
+    std::ofstream(path, std::ios::binary) << body;
+    int code = -1;
+    const std::string out = RunCommand(
+        {"curl", "-sS", "--max-time", "60", "-w", "\n%{http_code}", "-H",
+         "Content-Type: application/json", "--data-binary", "@" + path,
+         "http://127.0.0.1:" + std::to_string(port()) + "/v1/completions"},
+        &code);
+    HttpResult r;
+    const size_t nl = out.rfind('\n');
+    if (code != 0 || nl == std::string::npos) return r;
+    r.status = std::atoi(out.c_str() + nl + 1);
+    r.body = out.substr(0, nl);
+    return r;
+  };
+  HttpResult r = post_file(R"({"prompt":)" + std::string(60000, '[') + "1" +
+                           std::string(60000, ']') + "}");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("deeper than 64"), std::string::npos) << r.body;
+
+  r = post_file(R"({"prompt":")" + std::string(10 << 20, 'a') + "\"}");
+  EXPECT_EQ(r.status, 413) << r.body.substr(0, 300);
+
+  r = post_file(R"({"prompt":")" + std::string(3 << 19, 'a') + "\"}");
+  EXPECT_EQ(r.status, 400) << r.body.substr(0, 300);
+  EXPECT_NE(r.body.find("refused untokenized"), std::string::npos)
+      << r.body.substr(0, 300);
+
+  r = Curl(port(), "/v1/completions",
+           R"({"prompt":"Once upon a time","max_tokens":5})");
+  EXPECT_EQ(r.status, 200) << r.body;
 }
 
 TEST_F(HttpApiTest, ListsTheModel) {
