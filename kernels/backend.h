@@ -133,6 +133,10 @@ class Backend {
                      float* out) = 0;
   virtual void GatherRows(const float* x, int64_t dim, const int32_t* rows,
                           int64_t n, float* out) = 0;
+  // Greedy token choice on the backend (ops.h ArgmaxRows): out [rows] int32
+  // in backend memory, so a greedy row's logits never leave the device.
+  virtual void ArgmaxRows(const float* x, int64_t rows, int64_t cols,
+                          int32_t* out) = 0;
   virtual void PagedAttention(const PagedAttentionArgs& args) = 0;
   // KV pool ops (ops.h): typed writes, slot moves (compaction and
   // copy-on-write), packed rows out of and into slots (export/import).

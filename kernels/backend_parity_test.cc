@@ -173,6 +173,44 @@ TEST_P(BackendParityTest, GatherRowsPicksRowsInOrder) {
   ExpectClose(Down<float>(dy, want.size()), want, 0, "GatherRows");
 }
 
+// The greedy choice against a reference written from its definition: the
+// largest value, the lowest index among equals, NaN never, 0 when nothing
+// exceeds -inf. Rows of a 49,152-token vocabulary (SmolLM2's) and edge rows.
+TEST_P(BackendParityTest, ArgmaxRowsIsTheGreedyChoice) {
+  const int64_t cols = 49152;
+  std::vector<std::vector<float>> rows;
+  for (int r = 0; r < 5; ++r) rows.push_back(RandomVec(cols, 60 + r, -8, 8));
+  rows[1][777] = 9.0f;  // ties: the lower index wins
+  rows[1][40000] = 9.0f;
+  rows[2][5] = std::nanf("");  // NaN ignored, even first
+  rows[2][0] = std::nanf("");
+  rows[2][cols - 1] = 8.5f;
+  rows.push_back(std::vector<float>(cols, -INFINITY));  // nothing above -inf
+  rows.back()[3] = std::nanf("");
+  rows.push_back(std::vector<float>(cols, 1.0f));  // all equal: index 0
+  rows.push_back(std::vector<float>(cols, 0.0f));
+  rows.back()[31] = INFINITY;  // +inf wins
+  rows.back()[63] = INFINITY;
+  std::vector<float> flat;
+  std::vector<int32_t> want;
+  for (const auto& r : rows) {
+    flat.insert(flat.end(), r.begin(), r.end());
+    int32_t best = -1;
+    for (int64_t i = 0; i < cols; ++i) {
+      if (std::isnan(r[i]) || r[i] == -INFINITY) continue;
+      if (best < 0 || r[i] > r[best]) best = static_cast<int32_t>(i);
+    }
+    want.push_back(best < 0 ? 0 : best);
+  }
+  DeviceBuffer dx = Up(flat), dout = Zeros(rows.size() * 4);
+  be_->ArgmaxRows(dx.as<float>(), static_cast<int64_t>(rows.size()), cols,
+                  dout.as<int32_t>());
+  EXPECT_EQ(Down<int32_t>(dout, rows.size()), want);
+  EXPECT_EQ(want[1], 777);
+  EXPECT_EQ(want[2], cols - 1);
+  EXPECT_EQ(want[7], 31);
+}
+
 TEST_P(BackendParityTest, RopeWithFrequencyAwareTable) {
   const int64_t n = 17, heads = 3, d = 12;
   std::vector<float> inv(d / 2);

@@ -102,6 +102,11 @@ class CpuBackend final : public Backend {
                   float* out) override {
     kernels::GatherRows(x, dim, rows, n, out);
   }
+  void ArgmaxRows(const float* x, int64_t rows, int64_t cols,
+                  int32_t* out) override {
+    kernels::ArgmaxRows(x, rows, cols, out);
+  }
+
   void PagedAttention(const PagedAttentionArgs& args) override {
     kernels::PagedAttention(args);
   }

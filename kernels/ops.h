@@ -97,6 +97,11 @@ void SwiGlu(const float* gate, const float* up, int64_t n, float* out);
 // y[i] += x[i] for i < n.
 void AddInPlace(float* y, const float* x, int64_t n);
 
+// out[r] = the index of the largest value of row r of x [rows, cols]: the
+// lowest index on ties, NaN never chosen, 0 when no value exceeds -inf
+// (the greedy choice of worker/engine/sampler.h, bit for bit).
+void ArgmaxRows(const float* x, int64_t rows, int64_t cols, int32_t* out);
+
 // out[i, :] = x[rows[i], :] for i < n; x: [*, dim], rows: [n]. out must not
 // overlap x.
 void GatherRows(const float* x, int64_t dim, const int32_t* rows, int64_t n,

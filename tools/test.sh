@@ -10,9 +10,11 @@ tools/build.sh
 tools/check_format.sh
 cd build
 for label in gpu multigpu; do
-  names=$(ctest -N -L "^${label}\$" | sed -n 's/^ *Test *#[0-9]*: //p')
+  # One name per line (parametrized names carry "  # GetParam() = ...").
+  names=$(ctest -N -L "^${label}\$" | sed -n 's/^ *Test *#[0-9]*: //p' |
+    sed 's/  *# GetParam().*$//')
   count=$(printf '%s' "$names" | grep -c . || true)
   echo "${label}-labelled tests skipped on this machine (no GPU): ${count}"
-  if [[ -n "$names" ]]; then printf '  skipped: %s\n' $names; fi
+  if [[ -n "$names" ]]; then printf '%s\n' "$names" | sed 's/^/  skipped: /'; fi
 done
 ctest --output-on-failure -j2 -LE 'gpu' --timeout 600

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include "common/dtype.h"
@@ -92,6 +93,21 @@ void GatherRows(const float* x, int64_t dim, const int32_t* rows, int64_t n,
                 float* out) {
   for (int64_t i = 0; i < n; ++i) {
     std::memcpy(out + i * dim, x + int64_t{rows[i]} * dim, sizeof(float) * dim);
+  }
+}
+
+void ArgmaxRows(const float* x, int64_t rows, int64_t cols, int32_t* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * cols;
+    int32_t best = 0;
+    float best_value = -std::numeric_limits<float>::infinity();
+    for (int64_t i = 0; i < cols; ++i) {
+      if (row[i] > best_value) {  // strict: lowest index on ties; skips NaN
+        best_value = row[i];
+        best = static_cast<int32_t>(i);
+      }
+    }
+    out[r] = best;
   }
 }
 

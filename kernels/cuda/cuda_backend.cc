@@ -202,6 +202,11 @@ class CudaBackend final : public Backend {
     Bind();
     Check(LaunchGatherRows(x, dim, rows, n, out, stream_), "GatherRows");
   }
+  void ArgmaxRows(const float* x, int64_t rows, int64_t cols,
+                  int32_t* out) override {
+    Bind();
+    Check(LaunchArgmaxRows(x, rows, cols, out, stream_), "ArgmaxRows");
+  }
   void PagedAttention(const PagedAttentionArgs& args) override {
     Bind();
     Report(attention_->Run(args, limits_, stream_), "PagedAttention");

@@ -106,6 +106,40 @@ __global__ void EmbedQuantKernel(const uint8_t* table, int64_t vocab,
   }
 }
 
+__global__ void ArgmaxRowsKernel(const float* x, int64_t cols, int32_t* out) {
+  const float* row = x + int64_t{blockIdx.x} * cols;
+  float best = -INFINITY;
+  int64_t best_i = INT64_MAX;  // none yet
+  for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+    if (row[i] > best) {  // a thread visits indices in increasing order
+      best = row[i];
+      best_i = i;
+    }
+  }
+  __shared__ float vals[kThreads];
+  __shared__ int64_t idxs[kThreads];
+  vals[threadIdx.x] = best;
+  idxs[threadIdx.x] = best_i;
+  __syncthreads();
+  for (int o = kThreads / 2; o > 0; o >>= 1) {
+    if (threadIdx.x < o) {
+      const float v = vals[threadIdx.x + o];
+      const int64_t i = idxs[threadIdx.x + o];
+      // Candidates are never NaN; an unset one is (-inf, INT64_MAX).
+      if (v > vals[threadIdx.x] ||
+          (v == vals[threadIdx.x] && i < idxs[threadIdx.x])) {
+        vals[threadIdx.x] = v;
+        idxs[threadIdx.x] = i;
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    // Nothing above -inf: index 0, as the CPU.
+    out[blockIdx.x] = vals[0] > -INFINITY ? static_cast<int32_t>(idxs[0]) : 0;
+  }
+}
+
 __global__ void GatherRowsKernel(const float* x, int64_t dim,
                                  const int32_t* rows, int64_t n, float* out) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n * dim;
@@ -189,6 +223,15 @@ cudaError_t LaunchEmbed(const WeightView& table, const int32_t* tokens,
     default:
       return cudaErrorInvalidValue;
   }
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchArgmaxRows(const float* x, int64_t rows, int64_t cols,
+                             int32_t* out, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  if (cols <= 0) return cudaMemsetAsync(out, 0, rows * sizeof(int32_t), stream);
+  ArgmaxRowsKernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(
+      x, cols, out);
   return cudaGetLastError();
 }
 

@@ -27,6 +27,11 @@ cudaError_t LaunchAddInPlace(float* y, const float* x, int64_t n,
 // Row-major tables only (the CUDA backend never packs panels).
 cudaError_t LaunchEmbed(const WeightView& table, const int32_t* tokens,
                         int64_t n, float* out, cudaStream_t stream);
+// One block per row: per-thread candidates (strictly greater wins, so the
+// lowest index among equals; NaN never wins), then a block reduction that
+// prefers the larger value, then the lower index.
+cudaError_t LaunchArgmaxRows(const float* x, int64_t rows, int64_t cols,
+                             int32_t* out, cudaStream_t stream);
 cudaError_t LaunchGatherRows(const float* x, int64_t dim, const int32_t* rows,
                              int64_t n, float* out, cudaStream_t stream);
 

@@ -259,6 +259,8 @@ void EngineCore::Step() {
       ch.start = p.start;
       ch.logits =
           p.sample ? ForwardChunk::Logits::kLast : ForwardChunk::Logits::kNone;
+      // Greedy rows need only their argmax (SampleToken's greedy rule).
+      ch.greedy = !(p.seq->sampling.temperature > 0.0f);
       if (p.seq->residency != nullptr) {
         // A chunk at position 0 starts from an empty cache (new, or
         // recomputed after preemption): the policy starts over too.
@@ -267,7 +269,8 @@ void EngineCore::Step() {
       }
       chunks.push_back(ch);
     }
-    absl::Status st = runner_->Forward(chunks, *cache_, *pools_, &logits_);
+    absl::Status st =
+        runner_->Forward(chunks, *cache_, *pools_, &logits_, &greedy_);
     if (!st.ok()) {
       // Keep the code: a broken tensor-parallel group is UNAVAILABLE (the
       // coordinator retries elsewhere), anything else INTERNAL.
@@ -309,8 +312,12 @@ int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
       seq->evicted_reported = seq->residency->evicted_slots();
     }
     if (!p.sample) continue;
-    const int32_t tok = SampleToken(logits_.data() + row * vocab, vocab,
-                                    seq->sampling, seq->rng, &scratch_);
+    // Greedy rows were chosen on the backend (the same rule, and no
+    // random number drawn); the others sample from their copied logits.
+    const int32_t tok = !(seq->sampling.temperature > 0.0f)
+                            ? greedy_[row]
+                            : SampleToken(logits_.data() + row * vocab, vocab,
+                                          seq->sampling, seq->rng, &scratch_);
     ++row;
     if (!seq->ignore_eos && std::find(seq->eos_ids.begin(), seq->eos_ids.end(),
                                       tok) != seq->eos_ids.end()) {

@@ -119,6 +119,7 @@ class EngineCore {
   int64_t prefix_evicted_ = 0;
   // Step scratch.
   std::vector<float> logits_;
+  std::vector<int32_t> greedy_;  // every sampled row's argmax
   std::vector<std::pair<float, int32_t>> scratch_;
 };
 

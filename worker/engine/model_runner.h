@@ -79,11 +79,16 @@ class ModelRunner {
   KvScales Fp8KvScales() const;
 
   // Runs the chunks as one batch. `logits` receives the requested rows in
-  // chunk order, [rows, vocab]. The chunks' tokens must lie in
+  // chunk order, [rows, vocab]. With `argmax`, it also receives every
+  // row's greedy token [rows] (kernels/ops.h ArgmaxRows, computed on the
+  // backend), and the rows of `greedy` chunks are not copied into `logits`
+  // (left as they were: a device backend moves 4 bytes per greedy row
+  // instead of the vocabulary's floats). The chunks' tokens must lie in
   // [0, vocab) (checked: InvalidArgument) and positions below the context.
   // K/V go to `pools` (the pools of `cache`'s pages).
   absl::Status Forward(const std::vector<ForwardChunk>& chunks, KvCache& cache,
-                       KvPools& pools, std::vector<float>* logits);
+                       KvPools& pools, std::vector<float>* logits,
+                       std::vector<int32_t>* argmax = nullptr);
 
  private:
   // Grows the workspace to `rows` batch rows; ResourceExhausted when the
@@ -133,7 +138,7 @@ class ModelRunner {
   kernels::DeviceBuffer plan_ints_, plan_slots_;
   // Activation workspace, grown to the largest batch seen.
   int64_t capacity_rows_ = 0;
-  kernels::DeviceBuffer x_, h_, q_, k_, v_, attn_, gate_, up_, logits_;
+  kernels::DeviceBuffer x_, h_, q_, k_, v_, attn_, gate_, up_, logits_, argmax_;
   // Host copies of one chunk's queries for residency on a device backend.
   std::vector<float> host_q_;
   // Codebook attention scratch (host memory; see CodebookAttention).

@@ -137,7 +137,8 @@ absl::Status ModelRunner::RunResidency(const std::vector<ForwardChunk>& chunks,
 
 absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
                                   KvCache& cache, KvPools& pools,
-                                  std::vector<float>* logits) {
+                                  std::vector<float>* logits,
+                                  std::vector<int32_t>* argmax) {
   if (!init_status_.ok()) return init_status_;
   const auto& c = config();
   const int64_t H = c.hidden_size;
@@ -249,7 +250,42 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
     be.GatherRows(x, H, ints + plan_.logit_row, n_rows, h);
     be.RmsNorm(h, final_norm_, n_rows, H, c.rms_norm_eps, h);
     be.MatMul(h, n_rows, lm_head_, logits_.as<float>());
-    be.CopyOut(logits->data(), logits_.data(), logits->size() * sizeof(float));
+    if (argmax == nullptr) {
+      be.CopyOut(logits->data(), logits_.data(),
+                 logits->size() * sizeof(float));
+    } else {
+      st = Grow(be, argmax_, n_rows * sizeof(int32_t), "greedy tokens");
+      if (!st.ok()) return st;
+      argmax->resize(n_rows);
+      be.ArgmaxRows(logits_.as<float>(), n_rows, c.vocab_size,
+                    argmax_.as<int32_t>());
+      be.CopyOut(argmax->data(), argmax_.data(), n_rows * sizeof(int32_t));
+      // The other rows' logits, one copy per run of consecutive rows.
+      const int64_t V = c.vocab_size;
+      int64_t row = 0, run_begin = -1;
+      auto flush = [&](int64_t end) {
+        if (run_begin < 0) return;
+        be.CopyOut(logits->data() + run_begin * V,
+                   logits_.as<float>() + run_begin * V,
+                   (end - run_begin) * V * sizeof(float));
+        run_begin = -1;
+      };
+      for (const ForwardChunk& ch : chunks) {
+        const int64_t n = ch.logits == ForwardChunk::Logits::kLast  ? 1
+                          : ch.logits == ForwardChunk::Logits::kAll ? ch.len
+                                                                    : 0;
+        for (int64_t i = 0; i < n; ++i, ++row) {
+          if (ch.greedy) {
+            flush(row);
+          } else if (run_begin < 0) {
+            run_begin = row;
+          }
+        }
+      }
+      flush(row);
+    }
+  } else if (argmax != nullptr) {
+    argmax->clear();
   }
   return be.Synchronize();
 }

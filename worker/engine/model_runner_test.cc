@@ -359,6 +359,69 @@ TEST_P(RunnerOnEveryBackend, PrefillAndDecodeMatchTheFloat64Reference) {
   }
 }
 
+// Greedy rows come back as their argmax only: in a batch of a greedy chunk
+// (all its rows) and a sampling chunk, the argmax of every row equals the
+// float64 reference's argmax where its top two logits are apart, the
+// sampling chunk's logits are copied, and the greedy chunk's are not.
+TEST_P(RunnerOnEveryBackend, GreedyRowsReturnTheirArgmaxOnly) {
+  const auto weights = AwkwardModel(true);
+  const auto ta = RandomTokens(9, 97, 21), tb = RandomTokens(6, 97, 22);
+  const auto ref_a = ReferenceLogits(*weights, ta);
+  const auto ref_b = ReferenceLogits(*weights, tb);
+  Harness h(weights, /*page_size=*/3, DType::kF32, GetParam());
+  SequenceKv a, b;
+  a.Init(*h.cache);
+  b.Init(*h.cache);
+  ASSERT_TRUE(a.Reserve(*h.cache, 9).ok());
+  ASSERT_TRUE(b.Reserve(*h.cache, 6).ok());
+  ForwardChunk ca{&a, ta.data(), 9, 0, ForwardChunk::Logits::kAll};
+  ca.greedy = true;
+  ForwardChunk cb{&b, tb.data(), 6, 0, ForwardChunk::Logits::kLast};
+  const float kUnwritten = -12345.0f;
+  std::vector<float> logits(10 * 97, kUnwritten);
+  std::vector<int32_t> argmax;
+  ASSERT_TRUE(
+      h.runner->Forward({ca, cb}, *h.cache, *h.pools, &logits, &argmax).ok());
+  ASSERT_EQ(argmax.size(), 10u);
+  auto ref_argmax = [](const double* row, int32_t* best, double* gap) {
+    int32_t i0 = 0;
+    for (int v = 1; v < 97; ++v) {
+      if (row[v] > row[i0]) i0 = v;
+    }
+    double second = -1e300;
+    for (int v = 0; v < 97; ++v) {
+      if (v != i0) second = std::max(second, row[v]);
+    }
+    *best = i0;
+    *gap = row[i0] - second;
+  };
+  for (int r = 0; r < 10; ++r) {
+    const double* want = r < 9 ? ref_a.data() + r * 97 : ref_b.data() + 5 * 97;
+    int32_t best = 0;
+    double gap = 0;
+    ref_argmax(want, &best, &gap);
+    if (gap > 1e-3) EXPECT_EQ(argmax[r], best) << "row " << r;
+    if (r < 9) {
+      EXPECT_EQ(logits[r * 97], kUnwritten) << "greedy row " << r << " copied";
+    } else {
+      double max_err = 0, max_ref = 0;
+      for (int v = 0; v < 97; ++v) {
+        max_err = std::max(max_err, std::abs(logits[r * 97 + v] - want[v]));
+        max_ref = std::max(max_ref, std::abs(want[v]));
+      }
+      EXPECT_LT(max_err / max_ref, 1e-4);
+      // The argmax of the copied row, by the same rule.
+      int32_t host = 0;
+      for (int v = 1; v < 97; ++v) {
+        if (logits[r * 97 + v] > logits[r * 97 + host]) host = v;
+      }
+      EXPECT_EQ(argmax[r], host);
+    }
+  }
+  a.Release(*h.cache);
+  b.Release(*h.cache);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllBackends, RunnerOnEveryBackend,
                          ::testing::ValuesIn(kernels::RegisteredBackends()),
                          [](const auto& info) { return info.param; });

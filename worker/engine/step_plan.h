@@ -35,6 +35,9 @@ struct ForwardChunk {
   int64_t start = 0;  // position of tokens[0]
   // Which rows' logits to return: kLast (one row), kAll (len rows), kNone.
   enum class Logits { kNone, kLast, kAll } logits = Logits::kLast;
+  // Its logit rows are wanted only as their greedy token (ModelRunner::
+  // Forward's `argmax`): their logits are not copied off the backend.
+  bool greedy = false;
   // The sequence's residency policy state, or nullptr for a full cache. After
   // each layer's attention the runner hands it the chunk's queries, and it
   // may drop slots of that layer from `kv` (see residency_policy.h).
