@@ -174,9 +174,29 @@ grpc::Status Coordinator::ControlImpl::Heartbeat(
   return grpc::Status::OK;
 }
 
+grpc::Status Coordinator::Authenticate(const grpc::ServerContext& ctx) const {
+  const auth::ApiKeySet* keys = options_.api_keys.get();
+  if (keys == nullptr || keys->empty()) return grpc::Status::OK;
+  const auto& md = ctx.client_metadata();
+  const auto it = md.find("authorization");
+  const std::string_view value =
+      it == md.end() ? std::string_view()
+                     : std::string_view(it->second.data(), it->second.size());
+  const absl::Status st = keys->CheckBearer(value);
+  if (st.ok()) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                      std::string(st.message()));
+}
+
 grpc::Status Coordinator::GenerationImpl::Tokenize(
-    grpc::ServerContext*, const pb::TokenizeRequest* req,
+    grpc::ServerContext* ctx, const pb::TokenizeRequest* req,
     pb::TokenizeResponse* resp) {
+  if (grpc::Status st = c_->Authenticate(*ctx); !st.ok()) return st;
+  if (static_cast<int64_t>(req->text().size()) > c_->max_prompt_bytes_) {
+    return Invalid(absl::StrCat("the text's ", req->text().size(),
+                                " bytes exceed the ", c_->max_prompt_bytes_,
+                                " a prompt of this model can have"));
+  }
   for (int32_t t : c_->tokenizer_->Encode(req->text(), req->add_bos())) {
     resp->add_token_ids(t);
   }
@@ -184,8 +204,9 @@ grpc::Status Coordinator::GenerationImpl::Tokenize(
 }
 
 grpc::Status Coordinator::GenerationImpl::ListModels(
-    grpc::ServerContext*, const pb::ListModelsRequest*,
+    grpc::ServerContext* ctx, const pb::ListModelsRequest*,
     pb::ListModelsResponse* resp) {
+  if (grpc::Status st = c_->Authenticate(*ctx); !st.ok()) return st;
   pb::ModelInfo* m = resp->add_models();
   m->set_id(c_->options_.model_id);
   m->set_max_context(c_->config_.max_position_embeddings);
@@ -247,6 +268,7 @@ grpc::Status Coordinator::AdmitPrompt(const pb::GenerateRequest& req,
 grpc::Status Coordinator::GenerationImpl::Generate(
     grpc::ServerContext* ctx, const pb::GenerateRequest* req,
     grpc::ServerWriter<pb::GenerateResponse>* writer) {
+  if (grpc::Status st = c_->Authenticate(*ctx); !st.ok()) return st;
   Coordinator& c = *c_;
   const auto arrival = std::chrono::steady_clock::now();
   std::optional<std::chrono::steady_clock::time_point> first_token_at;

@@ -21,6 +21,7 @@
 #include <string>
 #include <thread>
 
+#include "common/auth/api_keys.h"
 #include "coordinator/kv_index.h"
 #include "coordinator/latency_stats.h"
 #include "coordinator/worker_registry.h"
@@ -41,6 +42,10 @@ struct CoordinatorOptions {
   std::chrono::milliseconds worker_timeout{3000};     // no heartbeat: removed
   int32_t max_attempts = 3;  // workers tried per request on UNAVAILABLE
   RoutingOptions routing;    // KV-aware by default (worker_registry.h)
+  // API keys of the Generation service (common/auth/api_keys.h): its RPCs
+  // answer UNAUTHENTICATED without metadata "authorization: Bearer <key>".
+  // Null or empty: open. Health and reflection stay open either way.
+  std::shared_ptr<const auth::ApiKeySet> api_keys;
 };
 
 // Bytes beyond which a text prompt cannot fit `context` tokens of
@@ -112,6 +117,8 @@ class Coordinator {
   // The request's prompt (token ids as given, or the tokenized text) into
   // `prompt`, checked with the shared admission rules; INVALID_ARGUMENT
   // naming the rule broken.
+  // OK when API keys are off or the call carries a valid one.
+  grpc::Status Authenticate(const grpc::ServerContext& ctx) const;
   grpc::Status AdmitPrompt(const latentkv::v1::GenerateRequest& req,
                            uint32_t max_tokens, float temperature, float top_p,
                            std::vector<int32_t>* prompt) const;

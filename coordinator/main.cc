@@ -49,6 +49,14 @@ ABSL_FLAG(int, drain_seconds, 30,
           "On SIGTERM, wait this long for in-flight requests");
 ABSL_FLAG(int, http_port, 0,
           "Port of the OpenAI-compatible HTTP API on --host (0: off)");
+ABSL_FLAG(std::string, api_key, "",
+          "API keys of the public API, comma-separated (prefer "
+          "--api_key_file: command lines are visible to local users); "
+          "empty with no file: no authentication");
+ABSL_FLAG(std::string, api_key_file, "",
+          "File of API keys, one per line ('#' comments); clients send "
+          "\"Authorization: Bearer <key>\" (HTTP header or gRPC metadata). "
+          "Health checks, reflection and /metrics stay open");
 ABSL_FLAG(int, http_max_body_mb, 2,
           "Largest HTTP request body in MiB (1..3: a request must fit gRPC's "
           "4 MiB messages); longer ones get 413");
@@ -135,6 +143,17 @@ int main(int argc, char** argv) {
   }
   const bool adds_bos = (*tokenizer)->add_bos();
   co.max_inflight = absl::GetFlag(FLAGS_max_inflight);
+  {
+    auto keys = lk::auth::ApiKeySet::Load(absl::GetFlag(FLAGS_api_key),
+                                          absl::GetFlag(FLAGS_api_key_file));
+    if (!keys.ok()) {
+      std::fprintf(stderr, "%s\n", keys.status().ToString().c_str());
+      return 2;
+    }
+    if (!keys->empty()) {
+      co.api_keys = std::make_shared<const lk::auth::ApiKeySet>(*keys);
+    }
+  }
   const std::string routing = absl::GetFlag(FLAGS_routing);
   if (routing != "kv" && routing != "load") {
     std::fprintf(stderr, "--routing must be kv or load, not %s\n",
@@ -218,6 +237,7 @@ int main(int argc, char** argv) {
     ho.max_body_bytes = int64_t{absl::GetFlag(FLAGS_http_max_body_mb)} << 20;
     ho.max_queued = absl::GetFlag(FLAGS_http_max_queued);
     ho.model_id = co.model_id;
+    ho.api_keys = co.api_keys;
     ho.max_context = config->max_position_embeddings;
     auto h = lk::coordinator::http::HttpServer::Start(
         ho, server->InProcessChannel(grpc::ChannelArguments()),

@@ -10,6 +10,14 @@
 namespace latentkv::coordinator::http {
 namespace {
 
+// The client's API key goes on to the Generation service, which checks it
+// again (the HTTP API adds no access of its own).
+void ForwardAuthorization(const httplib::Request& req,
+                          grpc::ClientContext* ctx) {
+  const std::string auth = req.get_header_value("Authorization");
+  if (!auth.empty()) ctx->AddMetadata("authorization", auth);
+}
+
 namespace pb = ::latentkv::v1;
 
 constexpr char kJson[] = "application/json";
@@ -91,16 +99,28 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   svr.set_read_timeout(options.read_timeout_s, 0);
   svr.set_keep_alive_timeout(options.keep_alive_s);
   svr.set_payload_max_length(static_cast<size_t>(options.max_body_bytes));
-  svr.set_pre_routing_handler(
-      [](const httplib::Request&, httplib::Response& res) {
-        if (!BoundedTaskQueue::Overloaded()) {
-          return httplib::Server::HandlerResponse::Unhandled;
-        }
-        SetError(res, Simple(429, "the HTTP server is at its connection limit",
-                             "rate_limit_error", "rate_limit_exceeded"));
-        res.set_header("Connection", "close");
+  std::shared_ptr<const auth::ApiKeySet> keys = options.api_keys;
+  svr.set_pre_routing_handler([keys](const httplib::Request& req,
+                                     httplib::Response& res) {
+    if (BoundedTaskQueue::Overloaded()) {
+      SetError(res, Simple(429, "the HTTP server is at its connection limit",
+                           "rate_limit_error", "rate_limit_exceeded"));
+      res.set_header("Connection", "close");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    if (keys != nullptr) {
+      const absl::Status st =
+          keys->CheckBearer(req.get_header_value("Authorization"));
+      if (!st.ok()) {
+        // OpenAI's answer to a missing or wrong key.
+        SetError(res, Simple(401, std::string(st.message()),
+                             "invalid_request_error", "invalid_api_key"));
+        res.set_header("WWW-Authenticate", "Bearer");
         return httplib::Server::HandlerResponse::Handled;
-      });
+      }
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
   HttpServer* self = s.get();
   svr.Post("/v1/completions",
            [self](const httplib::Request& req, httplib::Response& res) {
@@ -111,8 +131,8 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
              self->HandleGenerate(req, res, /*chat=*/true);
            });
   svr.Get("/v1/models",
-          [self](const httplib::Request&, httplib::Response& res) {
-            self->HandleModels(res);
+          [self](const httplib::Request& req, httplib::Response& res) {
+            self->HandleModels(req, res);
           });
   // Unrouted paths and httplib's own errors get OpenAI-shaped bodies too.
   svr.set_error_handler(httplib::Server::HandlerWithResponse(
@@ -168,8 +188,10 @@ std::string HttpServer::NewId(bool chat) {
                          id_prefix_ & 0xffffffffu, next_id_.fetch_add(1));
 }
 
-void HttpServer::HandleModels(httplib::Response& res) {
+void HttpServer::HandleModels(const httplib::Request& req,
+                              httplib::Response& res) {
   grpc::ClientContext ctx;
+  ForwardAuthorization(req, &ctx);
   pb::ListModelsResponse models;
   grpc::Status st = stub_->ListModels(&ctx, {}, &models);
   if (!st.ok()) return SetError(res, FromGrpcStatus(st));
@@ -204,6 +226,7 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
     if (!p.generate.sampling().has_max_tokens()) {
       // OpenAI's chat default: whatever the context leaves.
       grpc::ClientContext tctx;
+      ForwardAuthorization(req, &tctx);
       pb::TokenizeRequest treq;
       treq.set_text(*prompt);
       treq.set_add_bos(true);
@@ -224,6 +247,7 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
 
   auto call = std::make_shared<Call>(this);
   call->watch = watcher_->Watch(req, [c = call.get()] { c->ctx.TryCancel(); });
+  ForwardAuthorization(req, &call->ctx);
   call->reader = stub_->Generate(&call->ctx, p.generate);
   pb::GenerateResponse first;
   if (!call->reader->Read(&first)) {

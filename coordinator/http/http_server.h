@@ -34,6 +34,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "common/auth/api_keys.h"
 #include "coordinator/http/chat_template.h"
 #include "coordinator/http/http_support.h"
 #include "grpcpp/grpcpp.h"
@@ -64,6 +65,10 @@ struct HttpServerOptions {
   // skipped, never stored). Default 2 MiB: a full 128k-token context is
   // ~0.5 MB of text, and the request must also fit gRPC's 4 MiB messages.
   int64_t max_body_bytes = int64_t{2} << 20;
+  // API keys (common/auth/api_keys.h): every route answers 401 without a
+  // valid "Authorization: Bearer <key>", which is then forwarded to the
+  // Generation service. Null or empty: no authentication.
+  std::shared_ptr<const auth::ApiKeySet> api_keys;
 };
 
 class HttpServer {
@@ -88,7 +93,7 @@ class HttpServer {
   struct Call;
   void HandleGenerate(const httplib::Request& req, httplib::Response& res,
                       bool chat);
-  void HandleModels(httplib::Response& res);
+  void HandleModels(const httplib::Request& req, httplib::Response& res);
   // The response id for a new request.
   std::string NewId(bool chat);
 

@@ -224,6 +224,10 @@ ApiError FromGrpcStatus(const grpc::Status& s) {
       e.type = "rate_limit_error";
       e.code = "rate_limit_exceeded";
       break;
+    case grpc::StatusCode::UNAUTHENTICATED:
+      e.http_status = 401;
+      e.code = "invalid_api_key";
+      break;
     case grpc::StatusCode::NOT_FOUND:
       e.http_status = 404;
       e.code = "not_found";

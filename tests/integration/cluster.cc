@@ -30,6 +30,11 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()), tp_(o.tp) {
     cargs.push_back("--metrics_port=" +
                     std::to_string(coordinator_metrics_port_));
   }
+  if (!o.api_key.empty()) {
+    const std::string key_file = dir_ + "/api_keys";
+    std::ofstream(key_file) << "# test key\n" << o.api_key << "\n";
+    cargs.push_back("--api_key_file=" + key_file);
+  }
   cargs.insert(cargs.end(), o.coordinator_args.begin(),
                o.coordinator_args.end());
   coordinator_ = std::make_unique<Process>(cargs, dir_ + "/coordinator.log");
@@ -86,6 +91,9 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()), tp_(o.tp) {
       std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (std::chrono::steady_clock::now() < deadline) {
     grpc::ClientContext ctx;
+    if (!o.api_key.empty()) {
+      ctx.AddMetadata("authorization", "Bearer " + o.api_key);
+    }
     pb::ListModelsResponse resp;
     if (stub_->ListModels(&ctx, {}, &resp).ok() &&
         resp.models(0).num_workers() == static_cast<uint32_t>(o.workers)) {

@@ -28,6 +28,9 @@ struct ClusterOptions {
   // coordinator and every worker (rank 0), on free ports.
   bool http = false;
   bool metrics = false;
+  // An API key for the coordinator (written to a key file it reads); the
+  // readiness probe presents it. Empty: no authentication.
+  std::string api_key;
 };
 
 class Cluster {

@@ -65,9 +65,16 @@ struct ServeOptions {
   // worker processes are spread over `gpus` GPUs (WorkerDevice).
   std::string device = "cpu";
   int32_t gpus = 1;
+  // The coordinator's API key file (common/auth/api_keys.h); serve's own
+  // readiness probe presents its first key. Empty: no authentication.
+  std::string api_key_file;
   std::string bin_dir;  // where latentkv-coordinator/-worker live
   std::vector<std::string> worker_args;  // extra flags for each worker
 };
+
+// The first key of an API key file (what serve's probe and the CLI's client
+// present), or "" when the file has none or cannot be read.
+std::string FirstApiKey(const std::string& file);
 
 // The --device of worker process `index` (group-major: group g's rank r is
 // g * tp + r): "cpu" as given; "cuda"/"cuda:N" becomes cuda:(N + index) %
@@ -82,6 +89,7 @@ struct GenerateOptions {
   std::string prompt;
   SamplingFlags sampling;
   double timeout_s = 0;  // gRPC deadline (0: none)
+  std::string api_key;   // sent as "authorization: Bearer <key>" if set
 };
 
 struct EvalOptions {

@@ -28,6 +28,8 @@ int GenerateRemote(const GenerateOptions& o) {
   s->set_seed(o.sampling.seed);
   for (const auto& st : o.sampling.stop) s->add_stop(st);
   grpc::ClientContext ctx;
+  if (!o.api_key.empty())
+    ctx.AddMetadata("authorization", "Bearer " + o.api_key);
   if (o.timeout_s > 0) {
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::milliseconds(int64_t(o.timeout_s * 1000)));

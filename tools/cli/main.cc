@@ -70,6 +70,13 @@ ABSL_FLAG(std::string, bin_dir, "",
           "latentkv)");
 ABSL_FLAG(std::string, device, "cpu",
           "Compute backend: cpu | cuda | cuda:<ordinal> (cuda = cuda:0)");
+ABSL_FLAG(std::string, api_key_file, "",
+          "serve: the coordinator's API key file (one key per line; clients "
+          "send \"Authorization: Bearer <key>\"); generate --server: present "
+          "its first key");
+ABSL_FLAG(std::string, api_key, "",
+          "generate --server: the API key to present (else "
+          "$LATENTKV_API_KEY, else --api_key_file's first key)");
 ABSL_FLAG(int, gpus, 1,
           "serve --device=cuda: GPUs to spread the worker processes over "
           "(process k of the group-major order gets cuda:k % gpus; a "
@@ -321,6 +328,7 @@ int main(int argc, char** argv) {
     o.bin_dir = absl::GetFlag(FLAGS_bin_dir);
     o.device = absl::GetFlag(FLAGS_device);
     o.gpus = absl::GetFlag(FLAGS_gpus);
+    o.api_key_file = absl::GetFlag(FLAGS_api_key_file);
     o.worker_args = {
         "--weights_dtype=" + absl::GetFlag(FLAGS_weights_dtype),
         "--kv_memory_mb=" + std::to_string(absl::GetFlag(FLAGS_kv_memory_mb)),
@@ -337,6 +345,14 @@ int main(int argc, char** argv) {
     o.server = absl::GetFlag(FLAGS_server);
     o.local = Local();
     o.prompt = absl::GetFlag(FLAGS_prompt);
+    o.api_key = absl::GetFlag(FLAGS_api_key);
+    if (o.api_key.empty()) {
+      const char* env = std::getenv("LATENTKV_API_KEY");
+      if (env != nullptr) o.api_key = env;
+    }
+    if (o.api_key.empty() && !absl::GetFlag(FLAGS_api_key_file).empty()) {
+      o.api_key = lk::cli::FirstApiKey(absl::GetFlag(FLAGS_api_key_file));
+    }
     o.sampling.max_tokens = absl::GetFlag(FLAGS_max_tokens);
     o.sampling.temperature = absl::GetFlag(FLAGS_temperature);
     o.sampling.top_p = absl::GetFlag(FLAGS_top_p);

@@ -116,7 +116,8 @@ int Serve(const ServeOptions& o) {
        "--port_file=" + coord_file, absl::StrCat("--http_port=", o.http_port),
        metrics_port(0), "--routing=" + o.routing,
        absl::StrCat("--kv_overlap_weight=", o.kv_overlap_weight),
-       "--served_model_name=" + o.served_model_name});
+       "--served_model_name=" + o.served_model_name,
+       "--api_key_file=" + o.api_key_file});
   const std::string address = WaitForFile(coord_file, coord, 60);
   if (address.empty()) {
     std::fprintf(stderr, "latentkv serve: the coordinator did not start\n");
@@ -175,6 +176,8 @@ int Serve(const ServeOptions& o) {
   }
   if (store > 0) workers.push_back(store);  // stopped after the workers
   // Ready when every worker has registered.
+  const std::string probe_key =
+      o.api_key_file.empty() ? "" : FirstApiKey(o.api_key_file);
   auto stub = latentkv::v1::Generation::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   bool ready = false;
@@ -182,6 +185,9 @@ int Serve(const ServeOptions& o) {
       std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (!ready && std::chrono::steady_clock::now() < deadline) {
     grpc::ClientContext ctx;
+    if (!probe_key.empty()) {
+      ctx.AddMetadata("authorization", "Bearer " + probe_key);
+    }
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::seconds(1));
     latentkv::v1::ListModelsResponse resp;
