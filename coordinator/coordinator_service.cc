@@ -7,6 +7,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/auth/cluster_secret.h"
 #include "common/generation_rules.h"
 #include "coordinator/stop_matcher.h"
 
@@ -119,9 +120,10 @@ std::shared_ptr<pb::Worker::Stub> Coordinator::StubFor(
   return stub;
 }
 
-grpc::Status Coordinator::ControlImpl::Register(grpc::ServerContext*,
+grpc::Status Coordinator::ControlImpl::Register(grpc::ServerContext* ctx,
                                                 const pb::RegisterRequest* req,
                                                 pb::RegisterResponse* resp) {
+  if (grpc::Status st = auth::CheckClusterSecret(*ctx); !st.ok()) return st;
   if (req->worker_id().empty() || req->address().empty()) {
     return Invalid("worker_id and address are required");
   }
@@ -137,7 +139,13 @@ grpc::Status Coordinator::ControlImpl::Register(grpc::ServerContext*,
   w.role = req->role().empty() ? "mixed" : req->role();
   w.load = {req->stats().running(), req->stats().waiting(),
             req->stats().kv_pages_in_use(), req->stats().kv_pages_total()};
-  c_->registry_.Register(w, Clock::now());
+  if (!c_->registry_.Register(w, Clock::now())) {
+    return grpc::Status(
+        grpc::StatusCode::ALREADY_EXISTS,
+        absl::StrCat("worker id ", w.id,
+                     " is registered at another address (it may re-register "
+                     "once that entry expires)"));
+  }
   c_->kv_index_.Remove(w.id);  // a new process: its prefix cache starts empty
   std::fprintf(stderr, "coordinator: worker %s registered at %s\n",
                w.id.c_str(), w.address.c_str());
@@ -148,8 +156,9 @@ grpc::Status Coordinator::ControlImpl::Register(grpc::ServerContext*,
 }
 
 grpc::Status Coordinator::ControlImpl::Heartbeat(
-    grpc::ServerContext*, const pb::HeartbeatRequest* req,
+    grpc::ServerContext* ctx, const pb::HeartbeatRequest* req,
     pb::HeartbeatResponse* resp) {
+  if (grpc::Status st = auth::CheckClusterSecret(*ctx); !st.ok()) return st;
   const auto& s = req->stats();
   resp->set_known(c_->registry_.Heartbeat(
       req->worker_id(),
@@ -217,8 +226,9 @@ grpc::Status Coordinator::GenerationImpl::ListModels(
 }
 
 grpc::Status Coordinator::ControlImpl::GetServingStats(
-    grpc::ServerContext*, const pb::ServingStatsRequest*,
+    grpc::ServerContext* ctx, const pb::ServingStatsRequest*,
     pb::ServingStats* resp) {
+  if (grpc::Status st = auth::CheckClusterSecret(*ctx); !st.ok()) return st;
   auto fill = [](const LatencySummary& s, pb::LatencySummary* out) {
     out->set_count(s.count);
     out->set_mean_ms(s.mean_ms);
@@ -366,6 +376,7 @@ grpc::Status Coordinator::GenerationImpl::Generate(
 
     std::unique_ptr<grpc::ClientContext> wctx =
         grpc::ClientContext::FromServerContext(*ctx);
+    auth::AttachClusterSecret(wctx.get());
     auto reader = c.StubFor(w->address)->Generate(wctx.get(), wreq);
     pb::WorkerGenerateResponse wresp;
     pb::FinishReason finish = pb::FINISH_REASON_UNSPECIFIED;

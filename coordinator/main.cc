@@ -16,6 +16,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
+#include "common/auth/cluster_secret.h"
 #include "common/flags_help.h"
 #include "common/health/health_reporter.h"
 #include "common/health/listen.h"
@@ -32,6 +33,11 @@
 
 ABSL_FLAG(std::string, model, "", "Model directory (config.json + tokenizer)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "Address to listen on");
+ABSL_FLAG(std::string, cluster_secret_file, "",
+          "The cluster credential (first line, >= 32 characters) that the "
+          "internal services require and internal calls present; serve "
+          "writes a fresh one. Empty: internal services open (a trusted "
+          "host only)");
 ABSL_FLAG(int, port, 0, "Port to listen on (0: pick a free one)");
 ABSL_FLAG(std::string, port_file, "",
           "If set, write the bound host:port to this file once serving");
@@ -104,6 +110,12 @@ int main(int argc, char** argv) {
   lk::BlockTerminationSignals();
   lk::ConfigureFlagsHelp();
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status st =
+          lk::auth::LoadClusterSecret(absl::GetFlag(FLAGS_cluster_secret_file));
+      !st.ok()) {
+    std::fprintf(stderr, "%s\n", st.ToString().c_str());
+    return 2;
+  }
   const std::string dir = absl::GetFlag(FLAGS_model);
   // A GGUF model is opened once for its config, tokenizer and chat template,
   // and closed after start-up.

@@ -5,16 +5,18 @@
 
 namespace latentkv::coordinator {
 
-void WorkerRegistry::Register(const WorkerInfo& info, Clock::time_point now) {
+bool WorkerRegistry::Register(const WorkerInfo& info, Clock::time_point now) {
   std::lock_guard<std::mutex> lock(mu_);
   WorkerInfo w = info;
   w.last_seen = now;
   auto it = workers_.find(info.id);
   if (it != workers_.end()) {
+    if (it->second.address != info.address) return false;
     w.inflight = it->second.inflight;
     w.inflight_tokens = it->second.inflight_tokens;
   }
   workers_[info.id] = w;
+  return true;
 }
 
 bool WorkerRegistry::Heartbeat(const std::string& id, const WorkerLoad& load,

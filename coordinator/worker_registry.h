@@ -65,8 +65,11 @@ struct WorkerInfo {
 class WorkerRegistry {
  public:
   explicit WorkerRegistry(RoutingOptions routing = {}) : routing_(routing) {}
-  // Adds or replaces a worker (a restarted worker re-registers).
-  void Register(const WorkerInfo& info, Clock::time_point now);
+  // Adds a worker, or refreshes one that re-registers at the same address
+  // (a restarted process). False, changing nothing, when the id is live at
+  // another address: an id is never taken over (a new address may take it
+  // once the old entry has expired).
+  bool Register(const WorkerInfo& info, Clock::time_point now);
   // Updates load and liveness; false when the id is unknown.
   bool Heartbeat(const std::string& id, const WorkerLoad& load,
                  Clock::time_point now);

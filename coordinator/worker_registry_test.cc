@@ -16,6 +16,25 @@ WorkerInfo W(const std::string& id, uint32_t waiting = 0, uint64_t pages = 0) {
   return w;
 }
 
+// An id is never taken over by another address while it is live: a forged
+// registration of "a" elsewhere changes nothing; the same address refreshes
+// it; once expired, the id may move.
+TEST(WorkerRegistryTest, LiveIdsAreNotTakenOver) {
+  WorkerRegistry r;
+  const auto t0 = Clock::now();
+  WorkerInfo a = W("a");
+  a.address = "127.0.0.1:1000";
+  ASSERT_TRUE(r.Register(a, t0));
+  WorkerInfo forged = a;
+  forged.address = "127.0.0.1:6666";
+  EXPECT_FALSE(r.Register(forged, t0 + std::chrono::milliseconds(10)));
+  ASSERT_EQ(r.List().size(), 1u);
+  EXPECT_EQ(r.List()[0].address, "127.0.0.1:1000");
+  EXPECT_TRUE(r.Register(a, t0 + std::chrono::milliseconds(20)));
+  r.Expire(t0 + std::chrono::seconds(10), std::chrono::seconds(1));
+  EXPECT_TRUE(r.Register(forged, t0 + std::chrono::seconds(11)));
+}
+
 TEST(WorkerRegistryTest, AcquireSpreadsLoadAndReleaseRestoresIt) {
   WorkerRegistry r;
   auto now = Clock::now();

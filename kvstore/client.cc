@@ -1,5 +1,6 @@
 #include "kvstore/client.h"
 
+#include "common/auth/cluster_secret.h"
 #include "kvstore/proto_convert.h"
 
 namespace latentkv::kvstore {
@@ -55,6 +56,7 @@ std::unique_ptr<KvStoreClient> KvStoreClient::Connect(
 
 void KvStoreClient::SetDeadline(grpc::ClientContext* ctx) const {
   ctx->set_deadline(absl::ToChronoTime(absl::Now() + options_.timeout));
+  auth::AttachClusterSecret(ctx);
 }
 
 absl::StatusOr<PutResult> KvStoreClient::Put(const KvLayout& layout,
@@ -118,6 +120,7 @@ absl::StatusOr<StoreSnapshot> KvStoreClient::Snapshot() {
 std::unique_ptr<EventReader> KvStoreClient::Subscribe(uint64_t from_seq,
                                                       uint64_t epoch) {
   auto ctx = std::make_unique<grpc::ClientContext>();
+  auth::AttachClusterSecret(ctx.get());
   pb::SubscribeRequest req;
   req.set_from_seq(from_seq);
   req.set_epoch(epoch);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "common/auth/cluster_secret.h"
 #include "kvstore/proto_convert.h"
 
 namespace latentkv::kvstore {
@@ -12,6 +13,7 @@ namespace pb = ::latentkv::v1;
 grpc::Status KvStoreService::Put(grpc::ServerContext* ctx,
                                  const pb::PutRequest* req,
                                  pb::PutResponse* resp) {
+  if (grpc::Status st = auth::CheckClusterSecret(*ctx); !st.ok()) return st;
   InFlight in_flight(in_flight_);
   std::vector<Block> blocks;
   blocks.reserve(req->blocks_size());
@@ -26,6 +28,7 @@ grpc::Status KvStoreService::Put(grpc::ServerContext* ctx,
 grpc::Status KvStoreService::Lookup(grpc::ServerContext* ctx,
                                     const pb::LookupRequest* req,
                                     pb::LookupResponse* resp) {
+  if (grpc::Status st = auth::CheckClusterSecret(*ctx); !st.ok()) return st;
   InFlight in_flight(in_flight_);
   auto r = store_->Lookup(
       FromProto(req->layout()),
@@ -39,6 +42,7 @@ grpc::Status KvStoreService::Lookup(grpc::ServerContext* ctx,
 grpc::Status KvStoreService::Get(grpc::ServerContext* ctx,
                                  const pb::GetRequest* req,
                                  grpc::ServerWriter<pb::GetResponse>* writer) {
+  if (grpc::Status st = auth::CheckClusterSecret(*ctx); !st.ok()) return st;
   InFlight in_flight(in_flight_);
   auto blocks = store_->Get(
       FromProto(req->layout()),
@@ -57,6 +61,7 @@ grpc::Status KvStoreService::Get(grpc::ServerContext* ctx,
 grpc::Status KvStoreService::Subscribe(
     grpc::ServerContext* ctx, const pb::SubscribeRequest* req,
     grpc::ServerWriter<pb::KvEvent>* writer) {
+  if (grpc::Status st = auth::CheckClusterSecret(*ctx); !st.ok()) return st;
   InFlight in_flight(in_flight_);
   uint64_t after = req->from_seq();
   const size_t batch = std::max<size_t>(1, options_.subscribe_batch);
@@ -79,6 +84,7 @@ grpc::Status KvStoreService::Subscribe(
 grpc::Status KvStoreService::Snapshot(grpc::ServerContext* ctx,
                                       const pb::SnapshotRequest* req,
                                       pb::SnapshotResponse* resp) {
+  if (grpc::Status st = auth::CheckClusterSecret(*ctx); !st.ok()) return st;
   InFlight in_flight(in_flight_);
   ToProto(store_->Snapshot(), resp);
   return grpc::Status::OK;

@@ -14,6 +14,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/address_file.h"
+#include "common/auth/cluster_secret.h"
 #include "common/flags_help.h"
 #include "common/health/health_reporter.h"
 #include "common/health/listen.h"
@@ -28,6 +29,11 @@
 #include "kvstore/proto_convert.h"
 
 ABSL_FLAG(std::string, host, "127.0.0.1", "Address to listen on");
+ABSL_FLAG(std::string, cluster_secret_file, "",
+          "The cluster credential (first line, >= 32 characters) that the "
+          "internal services require and internal calls present; serve "
+          "writes a fresh one. Empty: internal services open (a trusted "
+          "host only)");
 ABSL_FLAG(int, port, 0, "Port to listen on (0: pick a free one)");
 ABSL_FLAG(std::string, port_file, "",
           "If set, write the bound host:port to this file once serving");
@@ -101,6 +107,12 @@ int main(int argc, char** argv) {
   lk::BlockTerminationSignals();
   lk::ConfigureFlagsHelp();
   absl::ParseCommandLine(argc, argv);
+  if (absl::Status st =
+          lk::auth::LoadClusterSecret(absl::GetFlag(FLAGS_cluster_secret_file));
+      !st.ok()) {
+    std::fprintf(stderr, "%s\n", st.ToString().c_str());
+    return 2;
+  }
   lk::kvstore::BlockStore::Options so;
   so.capacity_bytes = absl::GetFlag(FLAGS_capacity_mb) << 20;
   so.max_events = static_cast<size_t>(absl::GetFlag(FLAGS_max_events));

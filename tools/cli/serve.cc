@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
+#include "common/auth/cluster_secret.h"
 #include "common/signals.h"
 #include "grpcpp/grpcpp.h"
 #include "latentkv/v1/generation.grpc.pb.h"
@@ -104,6 +105,15 @@ int Serve(const ServeOptions& o) {
     return 1;
   }
   const fs::path run_dir(tmpl);
+  // The cluster's credential: every internal service of this cluster wants
+  // it, and nothing outside the cluster has it.
+  const std::string secret_file = (run_dir / "cluster.secret").string();
+  if (absl::Status st = auth::WriteNewClusterSecret(secret_file); !st.ok()) {
+    std::fprintf(stderr, "latentkv serve: %s\n",
+                 std::string(st.message()).c_str());
+    return 1;
+  }
+  const std::string secret_flag = "--cluster_secret_file=" + secret_file;
   const std::string coord_file = (run_dir / "coordinator.addr").string();
   // Metrics ports: the coordinator, then each group's rank 0, then the store.
   auto metrics_port = [&](int index) {
@@ -117,7 +127,7 @@ int Serve(const ServeOptions& o) {
        metrics_port(0), "--routing=" + o.routing,
        absl::StrCat("--kv_overlap_weight=", o.kv_overlap_weight),
        "--served_model_name=" + o.served_model_name,
-       "--api_key_file=" + o.api_key_file});
+       "--api_key_file=" + o.api_key_file, secret_flag});
   const std::string address = WaitForFile(coord_file, coord, 60);
   if (address.empty()) {
     std::fprintf(stderr, "latentkv serve: the coordinator did not start\n");
@@ -130,7 +140,7 @@ int Serve(const ServeOptions& o) {
     const std::string store_file = (run_dir / "kvstore.addr").string();
     store = Spawn({(bin / "latentkv-kvstore").string(), "--host=" + o.host,
                    "--port=0", "--port_file=" + store_file,
-                   absl::StrCat("--capacity_mb=", o.kvstore_mb),
+                   absl::StrCat("--capacity_mb=", o.kvstore_mb), secret_flag,
                    metrics_port(1 + groups)});
     store_address = WaitForFile(store_file, store, 60);
     if (store_address.empty()) {
@@ -158,7 +168,8 @@ int Serve(const ServeOptions& o) {
           "--port=0",
           absl::StrCat("--worker_id=", role, "-", i),
           "--role=" + role,
-          "--device=" + devices[i * o.tp + r]};
+          "--device=" + devices[i * o.tp + r],
+          secret_flag};
       if (r == 0) {
         args.push_back("--coordinator=" + address);
         args.push_back(metrics_port(1 + i));

@@ -3,6 +3,7 @@
 #include <chrono>
 
 #include "absl/strings/str_cat.h"
+#include "common/auth/cluster_secret.h"
 #include "grpcpp/grpcpp.h"
 #include "latentkv/v1/worker.grpc.pb.h"
 
@@ -73,6 +74,7 @@ absl::StatusOr<RemotePrefill> CallPrefill(const std::string& address,
   auto stub = pb::Worker::NewStub(grpc::CreateCustomChannel(
       address, grpc::InsecureChannelCredentials(), args));
   grpc::ClientContext ctx;
+  auth::AttachClusterSecret(&ctx);
   ctx.set_deadline(std::chrono::system_clock::now() +
                    absl::ToChronoMilliseconds(timeout));
   auto reader = stub->Prefill(&ctx, request);

@@ -3,6 +3,7 @@
 #include <deque>
 
 #include "absl/strings/str_cat.h"
+#include "common/auth/cluster_secret.h"
 #include "worker/server/kv_transfer.h"
 
 namespace latentkv::worker {
@@ -102,9 +103,10 @@ void WorkerService::FillStats(const EngineStats& s, pb::WorkerStats* out) {
   out->set_prefix_evicted_blocks(s.prefix_evicted_blocks);
 }
 
-grpc::Status WorkerService::GetStats(grpc::ServerContext*,
+grpc::Status WorkerService::GetStats(grpc::ServerContext* ctx,
                                      const pb::GetStatsRequest*,
                                      pb::WorkerStats* resp) {
+  if (grpc::Status st = auth::CheckClusterSecret(*ctx); !st.ok()) return st;
   FillStats(engine_->Stats(), resp);
   resp->set_kv_transfers(transfers_.load());
   resp->set_kv_transfer_bytes(transfer_bytes_.load());
@@ -122,6 +124,7 @@ grpc::Status WorkerService::GetStats(grpc::ServerContext*,
 grpc::Status WorkerService::Prefill(
     grpc::ServerContext* ctx, const pb::PrefillRequest* req,
     grpc::ServerWriter<pb::PrefillResponse>* writer) {
+  if (grpc::Status st = auth::CheckClusterSecret(*ctx); !st.ok()) return st;
   GenerationRequest g = FromProto(
       absl::StrCat(req->request_id(), "#prefill", next_id_.fetch_add(1)),
       req->prompt_token_ids(), req->sampling(), req->kv_cache_mode());
@@ -226,6 +229,7 @@ bool WorkerService::TakeRemotePrefill(const pb::WorkerGenerateRequest& req,
 grpc::Status WorkerService::Generate(
     grpc::ServerContext* ctx, const pb::WorkerGenerateRequest* req,
     grpc::ServerWriter<pb::WorkerGenerateResponse>* writer) {
+  if (grpc::Status st = auth::CheckClusterSecret(*ctx); !st.ok()) return st;
   // Ids are made unique per worker so a client reusing an id cannot collide.
   GenerationRequest g =
       FromProto(absl::StrCat(req->request_id(), "#", next_id_.fetch_add(1)),
@@ -347,6 +351,7 @@ void Registrar::Loop() {
       if (stop_) return;
     }
     grpc::ClientContext ctx;
+    auth::AttachClusterSecret(&ctx);
     ctx.set_deadline(std::chrono::system_clock::now() +
                      std::chrono::seconds(2));
     if (!registered) {

@@ -1,0 +1,125 @@
+// The cluster credential (cluster_secret.h).
+#include "common/auth/cluster_secret.h"
+
+#include <fcntl.h>
+#include <openssl/sha.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdint>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+
+namespace latentkv::auth {
+namespace {
+
+struct Secret {
+  bool set = false;
+  std::string value;
+  std::array<uint8_t, 32> digest{};
+};
+
+Secret& Process() {
+  static Secret* s = new Secret;
+  return *s;
+}
+
+std::array<uint8_t, 32> Digest(const char* data, size_t n) {
+  std::array<uint8_t, 32> d{};
+  SHA256(reinterpret_cast<const unsigned char*>(data), n, d.data());
+  return d;
+}
+
+}  // namespace
+
+absl::Status LoadClusterSecret(const std::string& file) {
+  if (file.empty()) return absl::OkStatus();
+  std::ifstream in(file);
+  std::string line;
+  if (!in || !std::getline(in, line)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read the cluster secret file ", file));
+  }
+  const std::string secret(absl::StripAsciiWhitespace(line));
+  for (const char c : secret) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the cluster secret in ", file,
+                       " contains whitespace or control characters"));
+    }
+  }
+  if (secret.size() < kMinClusterSecretLength) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the cluster secret in ", file, " is shorter than ",
+                     kMinClusterSecretLength, " characters"));
+  }
+  Secret& s = Process();
+  s.value = secret;
+  s.digest = Digest(secret.data(), secret.size());
+  s.set = true;
+  return absl::OkStatus();
+}
+
+bool HasClusterSecret() { return Process().set; }
+
+void AttachClusterSecret(grpc::ClientContext* ctx) {
+  const Secret& s = Process();
+  if (s.set) ctx->AddMetadata(kClusterSecretMetadata, s.value);
+}
+
+grpc::Status CheckClusterSecret(const grpc::ServerContext& ctx) {
+  const Secret& s = Process();
+  if (!s.set) return grpc::Status::OK;
+  const auto& md = ctx.client_metadata();
+  const auto it = md.find(kClusterSecretMetadata);
+  if (it == md.end()) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "an internal service: the cluster credential is "
+                        "missing");
+  }
+  const std::array<uint8_t, 32> d =
+      Digest(it->second.data(), it->second.size());
+  uint8_t diff = 0;
+  for (size_t i = 0; i < d.size(); ++i) diff |= d[i] ^ s.digest[i];
+  if (diff != 0) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        "an internal service: wrong cluster credential");
+  }
+  return grpc::Status::OK;
+}
+
+absl::Status WriteNewClusterSecret(const std::string& path) {
+  std::array<uint8_t, 32> bytes{};
+  const int rnd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+  if (rnd < 0 || read(rnd, bytes.data(), bytes.size()) !=
+                     static_cast<ssize_t>(bytes.size())) {
+    if (rnd >= 0) close(rnd);
+    return absl::InternalError("cannot read /dev/urandom");
+  }
+  close(rnd);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string hex;
+  for (const uint8_t b : bytes) {
+    hex.push_back(kHex[b >> 4]);
+    hex.push_back(kHex[b & 15]);
+  }
+  hex.push_back('\n');
+  const int fd =
+      open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::InternalError(
+        absl::StrCat("cannot create the cluster secret file ", path));
+  }
+  const bool ok =
+      write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size());
+  close(fd);
+  if (!ok) return absl::InternalError(absl::StrCat("cannot write ", path));
+  return absl::OkStatus();
+}
+
+void ClearClusterSecretForTest() { Process() = Secret(); }
+
+}  // namespace latentkv::auth
