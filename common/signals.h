@@ -9,6 +9,13 @@ namespace latentkv {
 void BlockTerminationSignals();
 // Waits until SIGINT or SIGTERM arrives; returns its number.
 int WaitForTerminationSignal();
+// The same for at most `timeout_ms`; 0 when none arrived.
+int WaitForTerminationSignalFor(int timeout_ms);
+
+// Makes the kernel send this process SIGTERM when its parent (`parent_pid`,
+// the process that started it) exits, even by SIGKILL (PR_SET_PDEATHSIG).
+// False when the parent is already gone (the caller should exit).
+bool ExitWithParent(int parent_pid);
 
 }  // namespace latentkv
 

@@ -29,6 +29,9 @@
 #include "kvstore/proto_convert.h"
 
 ABSL_FLAG(std::string, host, "127.0.0.1", "Address to listen on");
+ABSL_FLAG(int, exit_with_parent_pid, 0,
+          "Exit (SIGTERM, a normal drain) when this process, the parent that "
+          "started it, exits: set by latentkv serve. 0: off");
 ABSL_FLAG(std::string, cluster_secret_file, "",
           "The cluster credential (first line, >= 32 characters) that the "
           "internal services require and internal calls present; serve "
@@ -107,6 +110,11 @@ int main(int argc, char** argv) {
   lk::BlockTerminationSignals();
   lk::ConfigureFlagsHelp();
   absl::ParseCommandLine(argc, argv);
+  if (const int parent = absl::GetFlag(FLAGS_exit_with_parent_pid);
+      parent > 0 && !lk::ExitWithParent(parent)) {
+    std::fprintf(stderr, "the parent process %d is gone: exiting\n", parent);
+    return 1;
+  }
   if (absl::Status st =
           lk::auth::LoadClusterSecret(absl::GetFlag(FLAGS_cluster_secret_file));
       !st.ok()) {

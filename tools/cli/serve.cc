@@ -1,10 +1,9 @@
 // `latentkv serve`: a whole cluster on this machine: one coordinator process
-// and N worker processes on loopback, until SIGINT/SIGTERM, then a drain:
-// the coordinator stops taking requests and finishes those in flight, then
-// the workers stop.
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
+// and N worker processes on loopback (plus a kvstore), supervised
+// (tools/cli/supervisor.h: a dead worker group or kvstore restarts with
+// back-off, a dead coordinator shuts the cluster down, no child outlives
+// serve) until SIGINT/SIGTERM, then a drain: the coordinator stops taking
+// requests and finishes those in flight, then the workers stop.
 #include <unistd.h>
 
 #include <chrono>
@@ -15,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
 #include "common/auth/cluster_secret.h"
@@ -22,60 +22,28 @@
 #include "grpcpp/grpcpp.h"
 #include "latentkv/v1/generation.grpc.pb.h"
 #include "tools/cli/commands.h"
-
-extern char** environ;
+#include "tools/cli/supervisor.h"
 
 namespace latentkv::cli {
 namespace {
 
 namespace fs = std::filesystem;
+using std::chrono::milliseconds;
 
-pid_t Spawn(const std::vector<std::string>& args) {
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  // Children get default signal handling: unblock what this process blocks.
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  pid_t pid = -1;
-  if (posix_spawn(&pid, argv[0], nullptr, &attr, argv.data(), environ) != 0) {
-    pid = -1;
-  }
-  posix_spawnattr_destroy(&attr);
-  return pid;
-}
-
-// Waits for `path` to appear (written by a child once it serves).
-std::string WaitForFile(const std::string& path, pid_t child, int timeout_s) {
+// Waits for `path` to appear (written by a child once it serves); "" when
+// `alive` turns false or the time runs out.
+std::string WaitForFile(const std::string& path,
+                        const std::function<bool()>& alive, int timeout_s) {
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   while (std::chrono::steady_clock::now() < deadline) {
     std::ifstream in(path);
     std::string line;
     if (in && std::getline(in, line) && !line.empty()) return line;
-    int status;
-    if (waitpid(child, &status, WNOHANG) == child) return "";
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (!alive()) return "";
+    std::this_thread::sleep_for(milliseconds(20));
   }
   return "";
-}
-
-void StopChild(pid_t pid, int grace_s) {
-  if (pid <= 0) return;
-  kill(pid, SIGTERM);
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::seconds(grace_s);
-  int status;
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (waitpid(pid, &status, WNOHANG) == pid) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  kill(pid, SIGKILL);
-  waitpid(pid, &status, 0);
 }
 
 }  // namespace
@@ -120,73 +88,106 @@ int Serve(const ServeOptions& o) {
     return absl::StrCat("--metrics_port=",
                         o.metrics_port > 0 ? o.metrics_port + index : 0);
   };
-  pid_t coord = Spawn(
-      {(bin / "latentkv-coordinator").string(), "--model=" + o.model_dir,
-       "--host=" + o.host, absl::StrCat("--port=", o.port),
-       "--port_file=" + coord_file, absl::StrCat("--http_port=", o.http_port),
-       metrics_port(0), "--routing=" + o.routing,
-       absl::StrCat("--kv_overlap_weight=", o.kv_overlap_weight),
-       "--served_model_name=" + o.served_model_name,
-       "--api_key_file=" + o.api_key_file, secret_flag});
-  const std::string address = WaitForFile(coord_file, coord, 60);
-  if (address.empty()) {
-    std::fprintf(stderr, "latentkv serve: the coordinator did not start\n");
-    StopChild(coord, 1);
+  const std::string parent_flag =
+      absl::StrCat("--exit_with_parent_pid=", getpid());
+  Supervisor sup;
+  auto alive = [&sup](int unit) {
+    return [&sup, unit] {
+      sup.Poll(Supervisor::Clock::now());
+      return !sup.pids(unit).empty() && sup.failed().empty();
+    };
+  };
+  const int coord = sup.Add(
+      "the coordinator",
+      [&](int) {
+        return std::vector<std::vector<std::string>>{
+            {(bin / "latentkv-coordinator").string(), "--model=" + o.model_dir,
+             "--host=" + o.host, absl::StrCat("--port=", o.port),
+             "--port_file=" + coord_file,
+             absl::StrCat("--http_port=", o.http_port), metrics_port(0),
+             "--routing=" + o.routing,
+             absl::StrCat("--kv_overlap_weight=", o.kv_overlap_weight),
+             "--served_model_name=" + o.served_model_name,
+             "--api_key_file=" + o.api_key_file, secret_flag, parent_flag}};
+      },
+      /*critical=*/true);
+  const std::string address = WaitForFile(coord_file, alive(coord), 60);
+  auto fail = [&](const char* what) {
+    std::fprintf(stderr, "latentkv serve: %s\n", what);
+    sup.StopAll(milliseconds(1000));
+    fs::remove_all(run_dir);
     return 1;
-  }
-  pid_t store = -1;
+  };
+  if (address.empty()) return fail("the coordinator did not start");
   std::string store_address;
   if (o.kvstore) {
+    // Restarts keep the first incarnation's port: workers know the address.
     const std::string store_file = (run_dir / "kvstore.addr").string();
-    store = Spawn({(bin / "latentkv-kvstore").string(), "--host=" + o.host,
-                   "--port=0", "--port_file=" + store_file,
-                   absl::StrCat("--capacity_mb=", o.kvstore_mb), secret_flag,
-                   metrics_port(1 + groups)});
-    store_address = WaitForFile(store_file, store, 60);
-    if (store_address.empty()) {
-      std::fprintf(stderr, "latentkv serve: the kvstore did not start\n");
-      StopChild(store, 1);
-      StopChild(coord, 1);
-      return 1;
-    }
+    const int store = sup.Add(
+        "the kvstore",
+        [&](int incarnation) {
+          std::string port = "0";
+          if (incarnation > 0)
+            port = store_address.substr(store_address.rfind(':') + 1);
+          return std::vector<std::vector<std::string>>{
+              {(bin / "latentkv-kvstore").string(), "--host=" + o.host,
+               "--port=" + port, "--port_file=" + store_file,
+               absl::StrCat("--capacity_mb=", o.kvstore_mb), secret_flag,
+               parent_flag, metrics_port(1 + groups)}};
+        },
+        /*critical=*/false);
+    store_address = WaitForFile(store_file, alive(store), 60);
+    if (store_address.empty()) return fail("the kvstore did not start");
   }
-  // Each worker is a tensor-parallel group of o.tp processes: rank 0 serves
-  // and registers; the others follow it (Gloo rendezvous in run_dir). Leaders
-  // come first in `workers` so they drain before their followers stop.
-  std::vector<pid_t> workers;
+  // Each worker group is a tensor-parallel group of o.tp processes: rank 0
+  // serves and registers; the others follow it (Gloo or NCCL rendezvous in
+  // run_dir, a fresh one per incarnation). The group restarts as a whole.
+  std::vector<int> worker_units;
   for (int i = 0; i < groups; ++i) {
     const std::string role = i < o.workers                       ? "mixed"
                              : i < o.workers + o.prefill_workers ? "prefill"
                                                                  : "decode";
-    const fs::path rendezvous = run_dir / absl::StrCat("tp-", i);
-    if (o.tp > 1) fs::create_directories(rendezvous);
-    for (int r = 0; r < o.tp; ++r) {
-      std::vector<std::string> args = {
-          (bin / "latentkv-worker").string(),
-          "--model=" + o.model_dir,
-          "--host=" + o.host,
-          "--port=0",
-          absl::StrCat("--worker_id=", role, "-", i),
-          "--role=" + role,
-          "--device=" + devices[i * o.tp + r],
-          secret_flag};
-      if (r == 0) {
-        args.push_back("--coordinator=" + address);
-        args.push_back(metrics_port(1 + i));
-      }
-      if (o.tp > 1) {
-        args.push_back(absl::StrCat("--tp_size=", o.tp));
-        args.push_back(absl::StrCat("--tp_rank=", r));
-        args.push_back("--tp_rendezvous=" + rendezvous.string());
-        args.push_back(absl::StrCat("--tp_group=group-", i));
-      }
-      if (!store_address.empty()) args.push_back("--kvstore=" + store_address);
-      args.insert(args.end(), o.worker_args.begin(), o.worker_args.end());
-      workers.push_back(Spawn(args));
-    }
+    worker_units.push_back(sup.Add(
+        absl::StrCat("worker group ", role, "-", i),
+        [&, i, role](int incarnation) {
+          const fs::path rendezvous =
+              run_dir / absl::StrCat("tp-", i, "-", incarnation);
+          if (o.tp > 1) fs::create_directories(rendezvous);
+          std::vector<std::vector<std::string>> ranks;
+          for (int r = 0; r < o.tp; ++r) {
+            std::vector<std::string> args = {
+                (bin / "latentkv-worker").string(),
+                "--model=" + o.model_dir,
+                "--host=" + o.host,
+                "--port=0",
+                absl::StrCat("--worker_id=", role, "-", i),
+                "--role=" + role,
+                "--device=" + devices[i * o.tp + r],
+                secret_flag,
+                parent_flag};
+            if (r == 0) {
+              args.push_back("--coordinator=" + address);
+              args.push_back(metrics_port(1 + i));
+            }
+            if (o.tp > 1) {
+              args.push_back(absl::StrCat("--tp_size=", o.tp));
+              args.push_back(absl::StrCat("--tp_rank=", r));
+              args.push_back("--tp_rendezvous=" + rendezvous.string());
+              args.push_back(
+                  absl::StrCat("--tp_group=group-", i, "-", incarnation));
+            }
+            if (!store_address.empty()) {
+              args.push_back("--kvstore=" + store_address);
+            }
+            args.insert(args.end(), o.worker_args.begin(), o.worker_args.end());
+            ranks.push_back(std::move(args));
+          }
+          return ranks;
+        },
+        /*critical=*/false));
   }
-  if (store > 0) workers.push_back(store);  // stopped after the workers
-  // Ready when every worker has registered.
+  // Ready when every worker has registered; a child exiting meanwhile is a
+  // failed start (nothing is retried before the cluster has come up once).
   const std::string probe_key =
       o.api_key_file.empty() ? "" : FirstApiKey(o.api_key_file);
   auto stub = latentkv::v1::Generation::NewStub(
@@ -207,24 +208,15 @@ int Serve(const ServeOptions& o) {
       ready = true;
       break;
     }
-    for (pid_t w : workers) {
-      int status;
-      if (w <= 0 || waitpid(w, &status, WNOHANG) == w) {
-        std::fprintf(stderr,
-                     "latentkv serve: a worker exited during start-up\n");
-        for (pid_t x : workers) StopChild(x, 1);
-        StopChild(coord, 1);
-        return 1;
-      }
+    if (!sup.Poll(Supervisor::Clock::now())) {
+      return fail("the coordinator exited during start-up");
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    for (int u : worker_units) {
+      if (sup.pids(u).empty()) return fail("a worker exited during start-up");
+    }
+    std::this_thread::sleep_for(milliseconds(50));
   }
-  if (!ready) {
-    std::fprintf(stderr, "latentkv serve: workers did not register in time\n");
-    for (pid_t w : workers) StopChild(w, 1);
-    StopChild(coord, 1);
-    return 1;
-  }
+  if (!ready) return fail("workers did not register in time");
   std::fprintf(stderr, "latentkv serve: %s with %d worker(s) on %s\n",
                o.model_dir.c_str(), o.workers, address.c_str());
   if (o.http_port > 0) {
@@ -243,10 +235,21 @@ int Serve(const ServeOptions& o) {
   }
   WriteAddressFile(o.port_file, address);
   stub.reset();  // an open client channel would slow the coordinator's shutdown
-  WaitForTerminationSignal();
+  // Supervise until a signal: restart what dies, stop if the coordinator
+  // does (a restart would lose its routing state: serve's own supervisor
+  // restarts the whole cluster).
+  while (WaitForTerminationSignalFor(200) == 0) {
+    if (!sup.Poll(Supervisor::Clock::now())) {
+      std::fprintf(stderr, "latentkv serve: %s exited: stopping\n",
+                   sup.failed().c_str());
+      sup.StopAll(milliseconds(35000));
+      fs::remove_all(run_dir);
+      return 1;
+    }
+  }
   std::fprintf(stderr, "latentkv serve: draining\n");
-  StopChild(coord, 35);  // finishes in-flight requests first
-  for (pid_t w : workers) StopChild(w, 35);
+  sup.Stop(coord, milliseconds(35000));  // finishes in-flight requests first
+  sup.StopAll(milliseconds(35000));
   fs::remove_all(run_dir);
   std::fprintf(stderr, "latentkv serve: stopped\n");
   return 0;
