@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
@@ -20,8 +21,7 @@ namespace {
 using json = nlohmann::json;
 
 absl::Status KeyError(const std::string& key, const std::string& what) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("config.json: key \"", key, "\": ", what));
+  return absl::InvalidArgumentError(absl::StrCat("key \"", key, "\": ", what));
 }
 
 // Reads an integer key; nullopt when absent (or null).
@@ -134,8 +134,24 @@ json DimsToJson(const std::vector<int>& dims) {
 
 }  // namespace
 
+namespace {
+absl::StatusOr<ModelConfig> FromJsonUnnamed(const std::string& json_text);
+}  // namespace
+
+// Errors name their source: "config.json: key ...". (The same checks on a
+// GGUF header name the file instead: model/gguf_loader.cc.)
 absl::StatusOr<ModelConfig> ModelConfig::FromJson(
     const std::string& json_text) {
+  absl::StatusOr<ModelConfig> c = FromJsonUnnamed(json_text);
+  if (c.ok() || absl::StartsWith(c.status().message(), "config.json")) {
+    return c;
+  }
+  return absl::Status(c.status().code(),
+                      absl::StrCat("config.json: ", c.status().message()));
+}
+
+namespace {
+absl::StatusOr<ModelConfig> FromJsonUnnamed(const std::string& json_text) {
   json j;
   try {
     j = json::parse(json_text);
@@ -167,6 +183,10 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(
              .ok() ||
         !(s = ReadTokenId(j, "bos_token_id", &c.bos_token_id)).ok() ||
         !(s = ReadTokenId(j, "eos_token_id", &c.eos_token_id)).ok()) {
+      return s;
+    }
+    // Before any per-layer list is built.
+    if (!(s = c.CheckBounds()).ok()) {
       return s;
     }
     if (auto it = j.find("eos_token_id"); it != j.end() && it->is_array()) {
@@ -278,6 +298,7 @@ absl::StatusOr<ModelConfig> ModelConfig::FromJson(
   if (!s.ok()) return s;
   return c;
 }
+}  // namespace
 
 absl::StatusOr<ModelConfig> ModelConfig::FromDir(const std::string& dir) {
   std::string path = dir + "/config.json";
@@ -325,6 +346,37 @@ std::string ModelConfig::ToJson() const {
   return j.dump(2) + "\n";
 }
 
+absl::Status ModelConfig::CheckBounds() const {
+  struct Bound {
+    const char* key;
+    int64_t value, max;
+  };
+  const Bound bounds[] = {
+      {"hidden_size", hidden_size, int64_t{1} << 16},
+      {"intermediate_size", intermediate_size, int64_t{1} << 18},
+      {"num_hidden_layers", num_layers, 1024},
+      {"num_attention_heads", num_heads, 1024},
+      {"num_key_value_heads", num_kv_heads, 1024},
+      {"vocab_size", vocab_size, int64_t{1} << 22},
+      {"max_position_embeddings", max_position_embeddings, int64_t{1} << 24},
+  };
+  for (const Bound& b : bounds) {
+    if (b.value > b.max) {
+      return KeyError(b.key,
+                      absl::StrCat(b.value, " is above the supported ", b.max));
+    }
+  }
+  for (const auto* dims : {&qk_head_dim, &vo_head_dim}) {
+    for (const int d : *dims) {
+      if (d > 4096) {
+        return KeyError(dims == &qk_head_dim ? "qk_head_dim" : "vo_head_dim",
+                        absl::StrCat(d, " is above the supported 4096"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ModelConfig::Validate() const {
   auto positive = [](const char* key, int64_t v) -> absl::Status {
     if (v <= 0) return KeyError(key, absl::StrCat("must be positive, got ", v));
@@ -341,6 +393,7 @@ absl::Status ModelConfig::Validate() const {
            .ok()) {
     return s;
   }
+  if (!(s = CheckBounds()).ok()) return s;
   if (!(rms_norm_eps > 0) || !std::isfinite(rms_norm_eps)) {
     return KeyError("rms_norm_eps", "must be positive and finite");
   }

@@ -55,6 +55,11 @@ struct ModelConfig {
   // Serialises with all keys (latent dims as lists when they differ by layer).
   std::string ToJson() const;
   absl::Status Validate() const;
+  // The counts' upper bounds (well above any published model; they keep a
+  // hostile config.json or GGUF header from asking for absurd allocations
+  // before anything is read): checked by Validate and by the parsers right
+  // after the counts are read.
+  absl::Status CheckBounds() const;
 
   int head_dim() const { return hidden_size / num_heads; }
   // Values (K and V) cached per token in `layer`: n_kv*(d_qk+d_vo).

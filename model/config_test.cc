@@ -143,6 +143,35 @@ TEST(ModelConfigTest, ErrorsNameTheKey) {
   ExpectError(Cfg(R"(, "reduce_ratio_qk": 3)"), "reduce_ratio_qk");
 }
 
+// Counts far beyond any model are refused before anything is allocated
+// (num_hidden_layers 100,000,000 used to abort the worker with bad_alloc).
+TEST(ModelConfigTest, AbsurdCountsAreRefusedByName) {
+  ExpectError(R"({"hidden_size": 64, "intermediate_size": 172,
+      "num_hidden_layers": 100000000, "num_attention_heads": 8,
+      "vocab_size": 512})",
+              "num_hidden_layers");
+  ExpectError(R"({"hidden_size": 64, "intermediate_size": 172,
+      "num_hidden_layers": 2, "num_attention_heads": 8,
+      "vocab_size": 2000000000})",
+              "vocab_size");
+  ExpectError(R"({"hidden_size": 1048576, "intermediate_size": 172,
+      "num_hidden_layers": 2, "num_attention_heads": 8, "vocab_size": 512})",
+              "hidden_size");
+  ExpectError(Cfg(R"(, "max_position_embeddings": 1000000000)"),
+              "max_position_embeddings");
+  ExpectError(Cfg(R"(, "qk_head_dim": 100000)"), "qk_head_dim");
+  // The largest published shapes stay within the bounds.
+  ModelConfig big;
+  big.hidden_size = 16384;
+  big.intermediate_size = 53248;
+  big.num_layers = 126;
+  big.num_heads = 128;
+  big.num_kv_heads = 8;
+  big.vocab_size = 262144;
+  big.max_position_embeddings = 131072;
+  EXPECT_TRUE(big.CheckBounds().ok());
+}
+
 TEST(ModelConfigTest, ToJsonRoundTrip) {
   for (const std::string& extra :
        {std::string(""),

@@ -258,6 +258,12 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
                      ": per-frequency RoPE factors (rope_freqs.weight, Llama "
                      "3.1 scaling) are not supported"));
   }
+  // Absurd counts from a hostile header are refused before the per-layer
+  // lists are built.
+  if (absl::Status b = c.CheckBounds(); !b.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(f.path(), ": ", b.message()));
+  }
   c.qk_head_dim.assign(c.num_layers, head_dim);
   c.vo_head_dim.assign(c.num_layers, head_dim);
   c.rope_scheme = RopeScheme::kStandard;
