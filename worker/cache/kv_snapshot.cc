@@ -1,5 +1,6 @@
 #include "worker/cache/kv_snapshot.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -31,6 +32,56 @@ absl::StatusOr<KvSnapshot::CodebookHeader> KvSnapshot::ParseCodebook(
                      h.records, " records) needs ", want));
   }
   return h;
+}
+
+absl::Status KvSnapshot::CheckRows() const {
+  const int64_t elem = DTypeSize(dtype);
+  for (size_t l = 0; l < rows.size() && l < shapes.size(); ++l) {
+    const int64_t rb = row_bytes(static_cast<int32_t>(l));
+    const int64_t values = shapes[l].d_qk + shapes[l].d_vo;
+    for (size_t h = 0; h < rows[l].size(); ++h) {
+      const std::string& r = rows[l][h];
+      if (static_cast<int64_t>(r.size()) % rb != 0) {
+        return absl::DataLossError(
+            absl::StrCat("KV rows of layer ", l, " head ", h, ": ", r.size(),
+                         " bytes are not whole rows of ", rb));
+      }
+      for (int64_t i = 0; i * rb < static_cast<int64_t>(r.size()); ++i) {
+        const char* v = r.data() + i * rb + 4;  // after the position
+        for (int64_t j = 0; j < values; ++j) {
+          bool finite = true;
+          switch (dtype) {
+            case DType::kF32: {
+              float x;
+              std::memcpy(&x, v + j * elem, 4);
+              finite = std::isfinite(x);
+              break;
+            }
+            case DType::kBF16:
+            case DType::kF16: {
+              uint16_t x;
+              std::memcpy(&x, v + j * elem, 2);
+              // All-ones exponent: inf or NaN.
+              finite = dtype == DType::kBF16 ? (x & 0x7f80) != 0x7f80
+                                             : (x & 0x7c00) != 0x7c00;
+              break;
+            }
+            case DType::kF8E4M3:
+              finite = (static_cast<uint8_t>(v[j]) & 0x7f) != 0x7f;
+              break;
+            default:
+              break;
+          }
+          if (!finite) {
+            return absl::DataLossError(absl::StrCat(
+                "KV rows of layer ", l, " head ", h, " row ", i,
+                ": a non-finite ", j < shapes[l].d_qk ? "K" : "V", " value"));
+          }
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 bool KvSnapshot::has_codebooks() const {

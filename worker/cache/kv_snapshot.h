@@ -65,6 +65,12 @@ struct KvSnapshot {
   // Tokens held per layer and head: rows plus codebook records.
   int64_t tokens(int32_t layer, int32_t head) const;
   int64_t bytes() const;
+  // DataLoss naming the first (layer, head, row) whose K or V holds a NaN
+  // or an infinity (fp8: its NaN code), or whose rows are not whole; OK
+  // otherwise. Rows from another process (a prefill worker, the kvstore)
+  // pass this before they are imported: a corrupt or hostile peer's values
+  // must not reach attention, where one NaN spreads to every token.
+  absl::Status CheckRows() const;
 };
 
 // ExportKv / ImportKv move a sequence's rows out of and into the pools:

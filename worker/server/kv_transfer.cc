@@ -175,6 +175,10 @@ absl::StatusOr<RemotePrefill> CallPrefill(const std::string& address,
                                             " of ", snap->shapes.size(),
                                             " layers arrived"));
   }
+  if (absl::Status rows = snap->CheckRows(); !rows.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("prefill worker ", address, ": ", rows.message()));
+  }
   out.kv = std::move(snap);
   return out;
 }

@@ -76,6 +76,11 @@ std::shared_ptr<const KvSnapshot> StorePrefixCache::Fetch(
       }
     }
   }
+  if (!snap->CheckRows().ok()) {
+    ++errors_;  // corrupt or forged payloads: recompute instead
+    *tokens = 0;
+    return nullptr;
+  }
   hit_tokens_ += *tokens;
   return snap;
 }
