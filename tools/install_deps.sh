@@ -6,7 +6,7 @@ PKGS=(build-essential cmake ninja-build pkg-config git
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libopenblas-dev nlohmann-json3-dev libsentencepiece-dev
   libgtest-dev libgmock-dev libbenchmark-dev libgloo-dev libxxhash-dev clang-format
-  libcpp-httplib-dev prometheus-cpp-dev curl
+  libcpp-httplib-dev prometheus-cpp-dev curl iproute2
   python3 python3-numpy python3-matplotlib python3-regex
   python3-pip python3-yaml python3-jsonschema)
 missing=()

@@ -157,6 +157,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   } else if (svr.bind_to_port(options.host, options.port)) {
     s->port_ = options.port;
   }
+  // A deep accept queue, like the gRPC port's: bursts wait for a thread
+  // (or get 429 from the bounded queue) instead of being dropped.
+  if (s->port_ > 0) RaiseListenBacklog(s->port_, options.listen_backlog);
   if (s->port_ <= 0) {
     return absl::UnavailableError(absl::StrCat(
         "http server cannot listen on ", options.host, ":", options.port));

@@ -65,6 +65,9 @@ struct HttpServerOptions {
   // skipped, never stored). Default 2 MiB: a full 128k-token context is
   // ~0.5 MB of text, and the request must also fit gRPC's 4 MiB messages.
   int64_t max_body_bytes = int64_t{2} << 20;
+  // Accept queue of the listening socket. Default 1024 (the kernel caps it
+  // at net.core.somaxconn).
+  int listen_backlog = 1024;
   // API keys (common/auth/api_keys.h): every route answers 401 without a
   // valid "Authorization: Bearer <key>", which is then forwarded to the
   // Generation service. Null or empty: no authentication.

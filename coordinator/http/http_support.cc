@@ -1,6 +1,7 @@
 #include "coordinator/http/http_support.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -11,6 +12,39 @@
 #include <string>
 
 namespace latentkv::coordinator::http {
+
+bool RaiseListenBacklog(int port, int backlog) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return false;
+  bool found = false;
+  while (dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0') continue;
+    int listening = 0;
+    socklen_t len = sizeof(listening);
+    if (getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening,
+                   &len) != 0 ||
+        !listening) {
+      continue;
+    }
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof(addr);
+    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&addr),
+                    &alen) != 0) {
+      continue;
+    }
+    int p = -1;
+    if (addr.ss_family == AF_INET) {
+      p = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+    } else if (addr.ss_family == AF_INET6) {
+      p = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+    }
+    if (p == port && listen(static_cast<int>(fd), backlog) == 0) found = true;
+  }
+  closedir(dir);
+  return found;
+}
 namespace {
 
 thread_local bool t_overloaded = false;

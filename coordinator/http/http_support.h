@@ -31,6 +31,13 @@
 
 namespace latentkv::coordinator::http {
 
+// Raises the accept backlog of this process's listening TCP socket on
+// `port` to `backlog` (cpp-httplib 0.11 listens with a compiled-in backlog
+// of 5, so bursts of connections were dropped unanswered): finds the socket
+// among /proc/self/fd and listens again, which Linux allows to change the
+// backlog. False when no such socket is found.
+bool RaiseListenBacklog(int port, int backlog);
+
 class BoundedTaskQueue final : public httplib::TaskQueue {
  public:
   // threads >= 1, max_queued >= 0.

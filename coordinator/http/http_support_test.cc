@@ -6,12 +6,47 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <future>
+#include <string>
 
 #include "gtest/gtest.h"
 
 namespace latentkv::coordinator::http {
 namespace {
+
+// The backlog as the kernel reports it (ss: Send-Q of a listening socket).
+int ListenBacklogOf(int port) {
+  const std::string cmd =
+      "ss -Hltn sport = :" + std::to_string(port) + " 2>/dev/null";
+  FILE* f = popen(cmd.c_str(), "r");
+  if (f == nullptr) return -1;
+  char state[32] = {0};
+  int recv_q = -1, send_q = -1;
+  const int n = fscanf(f, "%31s %d %d", state, &recv_q, &send_q);
+  pclose(f);
+  return n == 3 ? send_q : -1;
+}
+
+TEST(RaiseListenBacklogTest, ListensAgainWithTheDeeperQueue) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  ASSERT_EQ(listen(fd, 5), 0);  // what cpp-httplib 0.11 does
+  socklen_t len = sizeof(addr);
+  ASSERT_EQ(getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int port = ntohs(addr.sin_port);
+  const int before = ListenBacklogOf(port);
+  if (before < 0) GTEST_SKIP() << "ss (iproute2) is not available";
+  EXPECT_EQ(before, 5);
+  EXPECT_TRUE(RaiseListenBacklog(port, 200));
+  EXPECT_EQ(ListenBacklogOf(port), 200);
+  close(fd);
+  EXPECT_FALSE(RaiseListenBacklog(port, 200)) << "no listener any more";
+}
 
 TEST(BoundedTaskQueueTest, ConnectionsBeyondTheBoundAreOverloaded) {
   BoundedTaskQueue q(/*threads=*/1, /*max_queued=*/1);
