@@ -66,6 +66,10 @@ ABSL_FLAG(std::string, api_key_file, "",
           "File of API keys, one per line ('#' comments); clients send "
           "\"Authorization: Bearer <key>\" (HTTP header or gRPC metadata). "
           "Health checks, reflection and /metrics stay open");
+ABSL_FLAG(int, http_request_deadline_s, 30,
+          "Seconds an HTTP connection may take to deliver a whole request "
+          "after it opens or its previous response ends (slowloris); then "
+          "it is closed");
 ABSL_FLAG(int, http_max_body_mb, 2,
           "Largest HTTP request body in MiB (1..3: a request must fit gRPC's "
           "4 MiB messages); longer ones get 413");
@@ -254,6 +258,7 @@ int main(int argc, char** argv) {
     ho.host = host;
     ho.port = absl::GetFlag(FLAGS_http_port);
     ho.threads = absl::GetFlag(FLAGS_http_threads);
+    ho.request_deadline_s = absl::GetFlag(FLAGS_http_request_deadline_s);
     ho.max_body_bytes = int64_t{absl::GetFlag(FLAGS_http_max_body_mb)} << 20;
     ho.max_queued = absl::GetFlag(FLAGS_http_max_queued);
     ho.model_id = co.model_id;

@@ -100,8 +100,18 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   svr.set_keep_alive_timeout(options.keep_alive_s);
   svr.set_payload_max_length(static_cast<size_t>(options.max_body_bytes));
   std::shared_ptr<const auth::ApiKeySet> keys = options.api_keys;
-  svr.set_pre_routing_handler([keys](const httplib::Request& req,
-                                     httplib::Response& res) {
+  HttpServer* owner = s.get();
+  svr.set_logger(
+      [owner](const httplib::Request& req, const httplib::Response&) {
+        if (owner->deadline_ != nullptr) {
+          owner->deadline_->Done(req.remote_addr, req.remote_port);
+        }
+      });
+  svr.set_pre_routing_handler([keys, owner](const httplib::Request& req,
+                                            httplib::Response& res) {
+    if (owner->deadline_ != nullptr) {
+      owner->deadline_->Begin(req.remote_addr, req.remote_port);
+    }
     if (BoundedTaskQueue::Overloaded()) {
       SetError(res, Simple(429, "the HTTP server is at its connection limit",
                            "rate_limit_error", "rate_limit_exceeded"));
@@ -159,7 +169,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   }
   // A deep accept queue, like the gRPC port's: bursts wait for a thread
   // (or get 429 from the bounded queue) instead of being dropped.
-  if (s->port_ > 0) RaiseListenBacklog(s->port_, options.listen_backlog);
+  if (s->port_ > 0) {
+    RaiseListenBacklog(s->port_, options.listen_backlog);
+    s->deadline_ = std::make_unique<RequestDeadline>(
+        s->port_, std::chrono::seconds(options.request_deadline_s));
+  }
   if (s->port_ <= 0) {
     return absl::UnavailableError(absl::StrCat(
         "http server cannot listen on ", options.host, ":", options.port));

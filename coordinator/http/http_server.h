@@ -37,6 +37,7 @@
 #include "common/auth/api_keys.h"
 #include "coordinator/http/chat_template.h"
 #include "coordinator/http/http_support.h"
+#include "coordinator/http/request_deadline.h"
 #include "grpcpp/grpcpp.h"
 #include "httplib.h"
 #include "latentkv/v1/generation.grpc.pb.h"
@@ -68,6 +69,10 @@ struct HttpServerOptions {
   // Accept queue of the listening socket. Default 1024 (the kernel caps it
   // at net.core.somaxconn).
   int listen_backlog = 1024;
+  // Seconds a connection may take to deliver a whole request (headers and
+  // body) after it opens or its previous response ends; then it is shut
+  // down (request_deadline.h: slowloris). Default 30.
+  int request_deadline_s = 30;
   // API keys (common/auth/api_keys.h): every route answers 401 without a
   // valid "Authorization: Bearer <key>", which is then forwarded to the
   // Generation service. Null or empty: no authentication.
@@ -104,6 +109,7 @@ class HttpServer {
   ChatTemplate chat_template_;
   std::unique_ptr<latentkv::v1::Generation::Stub> stub_;
   httplib::Server server_;
+  std::unique_ptr<RequestDeadline> deadline_;  // set before serving
   std::unique_ptr<HangupWatcher> watcher_;
   std::thread listener_;
   int port_ = 0;

@@ -356,7 +356,7 @@ class HttpLimitsTest : public ::testing::Test {
     o.http = true;
     o.metrics = true;
     o.coordinator_args = {"--http_threads=1", "--http_max_queued=0",
-                          "--max_inflight=1"};
+                          "--max_inflight=1", "--http_request_deadline_s=2"};
     cluster_ = new Cluster(o);
   }
   static void TearDownTestSuite() { delete cluster_; }
@@ -382,6 +382,42 @@ TEST_F(HttpLimitsTest, BusyConnectionThreadMeans429) {
   for (int i = 0; i < 100 && r.status != 200; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     r = Curl(port, "/v1/completions", R"({"prompt":"Once","max_tokens":2})");
+  }
+  EXPECT_EQ(r.status, 200) << r.body;
+}
+
+// Slowloris: a connection trickling one header line at a time holds the
+// only thread (so others get 429) until the request deadline (2 s here)
+// closes it; then requests are served again.
+TEST_F(HttpLimitsTest, TricklingConnectionsAreClosedAtTheRequestDeadline) {
+  const int port = cluster_->http_port();
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  const std::string start = "GET /v1/models HTTP/1.1\r\nHost: x\r\n";
+  ASSERT_EQ(send(fd, start.data(), start.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(start.size()));
+  bool closed = false;
+  for (int i = 0; i < 60 && !closed; ++i) {  // a header line every 250 ms
+    const std::string line = "X-Slow-" + std::to_string(i) + ": 1\r\n";
+    if (send(fd, line.data(), line.size(), MSG_NOSIGNAL) < 0) closed = true;
+    char c;
+    if (recv(fd, &c, 1, MSG_DONTWAIT) == 0) closed = true;
+    if (i == 2) {  // the thread is held: others are turned away meanwhile
+      HttpResult busy = Curl(port, "/v1/models", "");
+      EXPECT_EQ(busy.status, 429) << busy.body;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+  EXPECT_TRUE(closed) << "the trickling connection was never closed";
+  close(fd);
+  HttpResult r;
+  for (int i = 0; i < 100 && r.status != 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    r = Curl(port, "/v1/models", "");
   }
   EXPECT_EQ(r.status, 200) << r.body;
 }
