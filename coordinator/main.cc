@@ -117,16 +117,11 @@ int main(int argc, char** argv) {
   lk::BlockTerminationSignals();
   lk::ConfigureFlagsHelp();
   absl::ParseCommandLine(argc, argv);
-  if (const int parent = absl::GetFlag(FLAGS_exit_with_parent_pid);
-      parent > 0 && !lk::ExitWithParent(parent)) {
-    std::fprintf(stderr, "the parent process %d is gone: exiting\n", parent);
-    return 1;
-  }
-  if (absl::Status st =
-          lk::auth::LoadClusterSecret(absl::GetFlag(FLAGS_cluster_secret_file));
-      !st.ok()) {
-    std::fprintf(stderr, "%s\n", st.ToString().c_str());
-    return 2;
+  if (const int code = lk::auth::SetUpClusterProcess(
+          absl::GetFlag(FLAGS_exit_with_parent_pid),
+          absl::GetFlag(FLAGS_cluster_secret_file));
+      code != 0) {
+    return code;
   }
   const std::string dir = absl::GetFlag(FLAGS_model);
   // A GGUF model is opened once for its config, tokenizer and chat template,

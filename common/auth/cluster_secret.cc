@@ -7,11 +7,13 @@
 
 #include <array>
 #include <cstdint>
+#include <cstdio>
 #include <fstream>
 #include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/signals.h"
 
 namespace latentkv::auth {
 namespace {
@@ -118,6 +120,20 @@ absl::Status WriteNewClusterSecret(const std::string& path) {
   close(fd);
   if (!ok) return absl::InternalError(absl::StrCat("cannot write ", path));
   return absl::OkStatus();
+}
+
+int SetUpClusterProcess(int exit_with_parent_pid,
+                        const std::string& cluster_secret_file) {
+  if (exit_with_parent_pid > 0 && !ExitWithParent(exit_with_parent_pid)) {
+    std::fprintf(stderr, "the parent process %d is gone: exiting\n",
+                 exit_with_parent_pid);
+    return 1;
+  }
+  if (absl::Status st = LoadClusterSecret(cluster_secret_file); !st.ok()) {
+    std::fprintf(stderr, "%s\n", st.ToString().c_str());
+    return 2;
+  }
+  return 0;
 }
 
 void ClearClusterSecretForTest() { Process() = Secret(); }

@@ -41,6 +41,14 @@ grpc::Status CheckClusterSecret(const grpc::ServerContext& ctx);
 // /dev/urandom); the file must not exist.
 absl::Status WriteNewClusterSecret(const std::string& path);
 
+// The start of every cluster server main (coordinator, worker, kvstore):
+// follows the parent's death when `exit_with_parent_pid` > 0
+// (common/signals.h ExitWithParent), then loads the secret. The exit code
+// main should return (1: the parent is gone, 2: a bad secret file, with a
+// message on stderr), or 0 to go on.
+int SetUpClusterProcess(int exit_with_parent_pid,
+                        const std::string& cluster_secret_file);
+
 // Forgets the process's secret (tests only).
 void ClearClusterSecretForTest();
 

@@ -13,26 +13,30 @@
 
 namespace latentkv::coordinator::http {
 
-bool RaiseListenBacklog(int port, int backlog) {
+void ForEachOpenFd(const std::function<void(int)>& fn) {
   DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return false;
-  bool found = false;
+  if (dir == nullptr) return;
   while (dirent* e = readdir(dir)) {
     char* end = nullptr;
     const long fd = std::strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0') continue;
+    if (end != e->d_name && *end == '\0') fn(static_cast<int>(fd));
+  }
+  closedir(dir);
+}
+
+bool RaiseListenBacklog(int port, int backlog) {
+  bool found = false;
+  ForEachOpenFd([&](int fd) {
     int listening = 0;
     socklen_t len = sizeof(listening);
-    if (getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening,
-                   &len) != 0 ||
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 ||
         !listening) {
-      continue;
+      return;
     }
     sockaddr_storage addr{};
     socklen_t alen = sizeof(addr);
-    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&addr),
-                    &alen) != 0) {
-      continue;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) {
+      return;
     }
     int p = -1;
     if (addr.ss_family == AF_INET) {
@@ -40,9 +44,8 @@ bool RaiseListenBacklog(int port, int backlog) {
     } else if (addr.ss_family == AF_INET6) {
       p = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
     }
-    if (p == port && listen(static_cast<int>(fd), backlog) == 0) found = true;
-  }
-  closedir(dir);
+    if (p == port && listen(fd, backlog) == 0) found = true;
+  });
   return found;
 }
 namespace {

@@ -31,6 +31,10 @@
 
 namespace latentkv::coordinator::http {
 
+// Calls fn(fd) for every descriptor this process has open (from
+// /proc/self/fd; the directory's own descriptor included).
+void ForEachOpenFd(const std::function<void(int)>& fn);
+
 // Raises the accept backlog of this process's listening TCP socket on
 // `port` to `backlog` (cpp-httplib 0.11 listens with a compiled-in backlog
 // of 5, so bursts of connections were dropped unanswered): finds the socket

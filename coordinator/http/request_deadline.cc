@@ -2,12 +2,12 @@
 #include "coordinator/http/request_deadline.h"
 
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include <cstdlib>
 #include <vector>
+
+#include "coordinator/http/http_support.h"
 
 namespace latentkv::coordinator::http {
 namespace {
@@ -22,26 +22,18 @@ struct Peer {
 // Connected (not listening) TCP sockets whose local port is `port`.
 std::vector<Peer> ConnectionsTo(int port) {
   std::vector<Peer> out;
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return out;
-  while (dirent* e = readdir(dir)) {
-    char* end = nullptr;
-    const long fd = std::strtol(e->d_name, &end, 10);
-    if (end == e->d_name || *end != '\0') continue;
+  ForEachOpenFd([&](int fd) {
     int listening = 0;
     socklen_t len = sizeof(listening);
-    if (getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening,
-                   &len) != 0 ||
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 ||
         listening) {
-      continue;  // not a socket, or a listening one
+      return;  // not a socket, or a listening one
     }
     sockaddr_storage local{}, peer{};
     socklen_t llen = sizeof(local), plen = sizeof(peer);
-    if (getsockname(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&local),
-                    &llen) != 0 ||
-        getpeername(static_cast<int>(fd), reinterpret_cast<sockaddr*>(&peer),
-                    &plen) != 0) {
-      continue;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen) != 0 ||
+        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0) {
+      return;
     }
     char ip[INET6_ADDRSTRLEN] = {0};
     int lport = -1, pport = -1;
@@ -56,9 +48,8 @@ std::vector<Peer> ConnectionsTo(int port) {
       pport = ntohs(p->sin6_port);
       inet_ntop(AF_INET6, &p->sin6_addr, ip, sizeof(ip));
     }
-    if (lport == port) out.push_back({static_cast<int>(fd), ip, pport});
-  }
-  closedir(dir);
+    if (lport == port) out.push_back({fd, ip, pport});
+  });
   return out;
 }
 
