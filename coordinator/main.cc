@@ -15,6 +15,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/address_file.h"
 #include "common/auth/cluster_secret.h"
 #include "common/flags_help.h"
@@ -66,6 +67,10 @@ ABSL_FLAG(std::string, api_key_file, "",
           "File of API keys, one per line ('#' comments); clients send "
           "\"Authorization: Bearer <key>\" (HTTP header or gRPC metadata). "
           "Health checks, reflection and /metrics stay open");
+ABSL_FLAG(std::string, http_allowed_origins, "",
+          "Comma-separated origins (scheme://host[:port], or *) whose web "
+          "pages may call the HTTP API (CORS); requests with any other "
+          "Origin header get 403. Empty: none");
 ABSL_FLAG(int, http_request_deadline_s, 30,
           "Seconds an HTTP connection may take to deliver a whole request "
           "after it opens or its previous response ends (slowloris); then "
@@ -254,6 +259,11 @@ int main(int argc, char** argv) {
     ho.port = absl::GetFlag(FLAGS_http_port);
     ho.threads = absl::GetFlag(FLAGS_http_threads);
     ho.request_deadline_s = absl::GetFlag(FLAGS_http_request_deadline_s);
+    for (absl::string_view o :
+         absl::StrSplit(absl::GetFlag(FLAGS_http_allowed_origins), ',',
+                        absl::SkipEmpty())) {
+      ho.allowed_origins.emplace_back(o);
+    }
     ho.max_body_bytes = int64_t{absl::GetFlag(FLAGS_http_max_body_mb)} << 20;
     ho.max_queued = absl::GetFlag(FLAGS_http_max_queued);
     ho.model_id = co.model_id;

@@ -107,10 +107,33 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
           owner->deadline_->Done(req.remote_addr, req.remote_port);
         }
       });
-  svr.set_pre_routing_handler([keys, owner](const httplib::Request& req,
-                                            httplib::Response& res) {
+  const std::vector<std::string> origins = options.allowed_origins;
+  svr.set_pre_routing_handler([keys, owner, origins](
+                                  const httplib::Request& req,
+                                  httplib::Response& res) {
     if (owner->deadline_ != nullptr) {
       owner->deadline_->Begin(req.remote_addr, req.remote_port);
+    }
+    // Browsers: only from allowed origins (a preflight needs no key).
+    if (const std::string origin = req.get_header_value("Origin");
+        !origin.empty()) {
+      if (!OriginAllowed(origin, origins)) {
+        SetError(res, Simple(403,
+                             absl::StrCat("requests from web pages of ", origin,
+                                          " are not allowed"),
+                             "invalid_request_error", "origin_not_allowed"));
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      res.set_header("Access-Control-Allow-Origin", origin);
+      res.set_header("Vary", "Origin");
+      if (req.method == "OPTIONS") {
+        res.status = 204;
+        res.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+        res.set_header("Access-Control-Allow-Headers",
+                       "Authorization, Content-Type");
+        res.set_header("Access-Control-Max-Age", "600");
+        return httplib::Server::HandlerResponse::Handled;
+      }
     }
     if (BoundedTaskQueue::Overloaded()) {
       SetError(res, Simple(429, "the HTTP server is at its connection limit",

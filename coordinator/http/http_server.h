@@ -32,6 +32,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/auth/api_keys.h"
@@ -73,6 +74,10 @@ struct HttpServerOptions {
   // body) after it opens or its previous response ends; then it is shut
   // down (request_deadline.h: slowloris). Default 30.
   int request_deadline_s = 30;
+  // Origins (scheme://host[:port], or "*") whose web pages may call the API
+  // (CORS: preflights answered, Access-Control-Allow-Origin set). Requests
+  // carrying any other Origin get 403. Default: none.
+  std::vector<std::string> allowed_origins;
   // API keys (common/auth/api_keys.h): every route answers 401 without a
   // valid "Authorization: Bearer <key>", which is then forwarded to the
   // Generation service. Null or empty: no authentication.

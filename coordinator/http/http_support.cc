@@ -13,6 +13,14 @@
 
 namespace latentkv::coordinator::http {
 
+bool OriginAllowed(const std::string& origin,
+                   const std::vector<std::string>& allowed) {
+  for (const std::string& a : allowed) {
+    if (a == "*" || a == origin) return true;
+  }
+  return false;
+}
+
 void ForEachOpenFd(const std::function<void(int)>& fn) {
   DIR* dir = opendir("/proc/self/fd");
   if (dir == nullptr) return;

@@ -24,12 +24,21 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "httplib.h"
 
 namespace latentkv::coordinator::http {
+
+// Whether a browser page from `origin` (the Origin header) may call the
+// API: it is in `allowed` (exact "scheme://host[:port]" entries, or "*").
+// Browsers send Origin with every cross-origin request, so with no allowed
+// origins (the default) no web page can fire requests at the API (a
+// text/plain POST needs no CORS preflight); other clients send none.
+bool OriginAllowed(const std::string& origin,
+                   const std::vector<std::string>& allowed);
 
 // Calls fn(fd) for every descriptor this process has open (from
 // /proc/self/fd; the directory's own descriptor included).

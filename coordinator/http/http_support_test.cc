@@ -28,6 +28,14 @@ int ListenBacklogOf(int port) {
   return n == 3 ? send_q : -1;
 }
 
+TEST(OriginAllowedTest, ExactOriginsOrTheWildcard) {
+  EXPECT_FALSE(OriginAllowed("https://a.example", {}));
+  EXPECT_TRUE(OriginAllowed("https://a.example", {"https://a.example"}));
+  EXPECT_FALSE(OriginAllowed("https://a.example.evil", {"https://a.example"}));
+  EXPECT_FALSE(OriginAllowed("http://a.example", {"https://a.example"}));
+  EXPECT_TRUE(OriginAllowed("null", {"*"}));
+}
+
 TEST(RaiseListenBacklogTest, ListensAgainWithTheDeeperQueue) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(fd, 0);

@@ -356,7 +356,8 @@ class HttpLimitsTest : public ::testing::Test {
     o.http = true;
     o.metrics = true;
     o.coordinator_args = {"--http_threads=1", "--http_max_queued=0",
-                          "--max_inflight=1", "--http_request_deadline_s=2"};
+                          "--max_inflight=1", "--http_request_deadline_s=2",
+                          "--http_allowed_origins=https://ok.example"};
     cluster_ = new Cluster(o);
   }
   static void TearDownTestSuite() { delete cluster_; }
@@ -420,6 +421,37 @@ TEST_F(HttpLimitsTest, TricklingConnectionsAreClosedAtTheRequestDeadline) {
     r = Curl(port, "/v1/models", "");
   }
   EXPECT_EQ(r.status, 200) << r.body;
+}
+
+// Web pages: from an allowed origin, a preflight is answered and responses
+// carry Access-Control-Allow-Origin; any other origin gets 403 even for a
+// "simple" text/plain POST (no preflight), so no page can fire requests.
+TEST_F(HttpLimitsTest, OnlyAllowedOriginsReachTheApiFromBrowsers) {
+  const std::string base =
+      "http://127.0.0.1:" + std::to_string(cluster_->http_port());
+  auto curl = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"curl", "-sS", "-i", "--max-time", "30"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    int code = -1;
+    return RunCommand(args, &code);
+  };
+  std::string out =
+      curl({"-X", "OPTIONS", "-H", "Origin: https://ok.example", "-H",
+            "Access-Control-Request-Method: POST", base + "/v1/completions"});
+  EXPECT_NE(out.find("204"), std::string::npos) << out;
+  EXPECT_NE(out.find("Access-Control-Allow-Origin: https://ok.example"),
+            std::string::npos)
+      << out;
+  out = curl({"-H", "Origin: https://ok.example", base + "/v1/models"});
+  EXPECT_NE(out.find("200 OK"), std::string::npos) << out;
+  EXPECT_NE(out.find("Access-Control-Allow-Origin: https://ok.example"),
+            std::string::npos);
+  out = curl({"-H", "Origin: https://evil.example", "-H",
+              "Content-Type: text/plain", "-d",
+              R"({"prompt":"Once","max_tokens":2})", base + "/v1/completions"});
+  EXPECT_NE(out.find("403"), std::string::npos) << out;
+  EXPECT_NE(out.find("origin_not_allowed"), std::string::npos) << out;
+  EXPECT_EQ(out.find("Access-Control-Allow-Origin"), std::string::npos);
 }
 
 TEST_F(HttpLimitsTest, CoordinatorAdmissionLimitMeans429) {
