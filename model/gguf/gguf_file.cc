@@ -378,6 +378,34 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(
     }
     t.data = f->map_ + data_start + t.offset;
   }
+  // The tensors tile the data section: sorted by offset, each starts where
+  // the previous one's bytes (by its type and dims) end, rounded up to the
+  // alignment. A flipped type byte or dimension changes a tensor's size and
+  // breaks the tiling (overlapping data, or a gap), instead of loading
+  // another tensor's bytes as weights.
+  std::vector<const GgufTensorInfo*> by_offset;
+  for (const GgufTensorInfo& t : f->tensors_) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const GgufTensorInfo* a, const GgufTensorInfo* b) {
+              return a->offset < b->offset;
+            });
+  uint64_t expected = 0;
+  const GgufTensorInfo* prev = nullptr;
+  for (const GgufTensorInfo* t : by_offset) {
+    if (t->offset != expected) {
+      return fail(absl::InvalidArgumentError(absl::StrCat(
+          t->name, ": data at offset ", t->offset,
+          prev == nullptr
+              ? absl::StrCat(" but the data section starts at 0")
+              : absl::StrCat(t->offset < expected ? " overlaps "
+                                                  : " leaves a gap after ",
+                             prev->name, " (", GgmlTypeName(prev->type), ", ",
+                             prev->nbytes, " bytes at ", prev->offset,
+                             "): a tensor's type or dimensions are corrupt"))));
+    }
+    expected = (t->offset + t->nbytes + alignment - 1) / alignment * alignment;
+    prev = t;
+  }
   return f;
 }
 

@@ -165,6 +165,59 @@ TEST(GgufFileTest, RejectsCorruptFiles) {
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
 }
 
+// A flipped type byte or dimension changes a tensor's size: the tensors no
+// longer tile the data section, and the file is refused naming the tensor
+// (it used to load and serve wrong text).
+TEST(GgufFileTest, RejectsTensorsThatDoNotTileTheData) {
+  GgufWriter w;
+  w.SetString("general.architecture", "llama");
+  const std::vector<uint8_t> q(34 * 4, 1);  // 4 q8_0 blocks: 128 values
+  const std::vector<float> b(64, 1.0f);
+  ASSERT_TRUE(
+      w.AddTensor("a", {128}, GgmlType::kQ8_0, q.data(), q.size()).ok());
+  ASSERT_TRUE(w.AddTensor("b", {64}, GgmlType::kF32, b.data(), 256).ok());
+  const std::vector<uint8_t> good = w.Serialize();
+  {
+    const std::string path = WriteBytes("tiled", good);
+    auto f = GgufFile::Open(path);
+    std::filesystem::remove(path);
+    ASSERT_TRUE(f.ok()) << f.status();
+  }
+  // Tensor "a"'s info: name "a" (length 1), n_dims 1, dim 128, type, offset.
+  size_t type_at = 0;
+  for (size_t i = 8; i + 20 < good.size(); ++i) {
+    if (good[i] == 'a' && good[i - 8] == 1 && good[i + 1] == 1) {
+      type_at = i + 1 + 4 + 8;
+      break;
+    }
+  }
+  ASSERT_GT(type_at, 0u);
+  ASSERT_EQ(good[type_at], static_cast<uint8_t>(GgmlType::kQ8_0));
+  auto expect_refused = [&](std::vector<uint8_t> bytes, const char* what,
+                            const char* says) {
+    const std::string path = WriteBytes("untiled", bytes);
+    auto f = GgufFile::Open(path);
+    std::filesystem::remove(path);
+    ASSERT_FALSE(f.ok()) << what;
+    EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument) << what;
+    EXPECT_NE(f.status().message().find(says), std::string::npos)
+        << what << ": " << f.status();
+  };
+  // q8_0 (136 bytes) read as q4_0 (72 bytes): a gap before "b".
+  std::vector<uint8_t> bad = good;
+  bad[type_at] = static_cast<uint8_t>(GgmlType::kQ4_0);
+  expect_refused(bad, "q8_0 -> q4_0", "gap after a");
+  // ... as f32 (512 bytes): "b" overlaps it (or it runs past the file).
+  bad = good;
+  bad[type_at] = static_cast<uint8_t>(GgmlType::kF32);
+  expect_refused(bad, "q8_0 -> f32", "a");
+  // A doubled dimension: 256 values, 272 bytes, overlapping "b".
+  bad = good;
+  bad[type_at - 8] = 0;
+  bad[type_at - 7] = 1;  // 256, little-endian
+  expect_refused(bad, "dim 128 -> 256", "overlaps a");
+}
+
 // The shared SmolLM2 checkpoint, against the facts its README states.
 TEST(GgufFileTest, ReadsSmolLm2) {
   auto f = GgufFile::Open(std::string(LATENTKV_SHARED_DIR) +
