@@ -16,7 +16,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
-#include "common/auth/cluster_secret.h"
+#include "common/auth/cluster_flags.h"
 #include "common/flags_help.h"
 #include "common/health/health_reporter.h"
 #include "common/health/listen.h"
@@ -40,14 +40,6 @@ ABSL_FLAG(std::string, model, "",
 ABSL_FLAG(std::string, coordinator, "",
           "host:port of the coordinator to register with (empty: standalone)");
 ABSL_FLAG(std::string, host, "127.0.0.1", "Address to listen on");
-ABSL_FLAG(int, exit_with_parent_pid, 0,
-          "Exit (SIGTERM, a normal drain) when this process, the parent that "
-          "started it, exits: set by latentkv serve. 0: off");
-ABSL_FLAG(std::string, cluster_secret_file, "",
-          "The cluster credential (first line, >= 32 characters) that the "
-          "internal services require and internal calls present; serve "
-          "writes a fresh one. Empty: internal services open (a trusted "
-          "host only)");
 ABSL_FLAG(int, port, 0, "Port to listen on (0: pick a free one)");
 ABSL_FLAG(std::string, port_file, "",
           "If set, write the bound host:port to this file once serving");
@@ -112,10 +104,7 @@ int main(int argc, char** argv) {
   lk::BlockTerminationSignals();
   lk::ConfigureFlagsHelp();
   absl::ParseCommandLine(argc, argv);
-  if (const int code = lk::auth::SetUpClusterProcess(
-          absl::GetFlag(FLAGS_exit_with_parent_pid),
-          absl::GetFlag(FLAGS_cluster_secret_file));
-      code != 0) {
+  if (const int code = lk::auth::SetUpClusterProcessFromFlags(); code != 0) {
     return code;
   }
   auto dtype = lk::model::ParseWeightsDType(absl::GetFlag(FLAGS_weights_dtype));
