@@ -75,6 +75,11 @@ absl::Status BlockStore::ValidateBlock(const KvLayout& layout, const Block& b,
       return absl::InvalidArgumentError(
           absl::StrCat(where(), ": absent layer ", l.layer, " carries data"));
     }
+    if (!l.Intact()) {
+      return absl::DataLossError(absl::StrCat(
+          where(), ": layer ", l.layer,
+          " payload does not match its checksum (corrupt on the way)"));
+    }
     if (static_cast<int64_t>(l.data.size()) > options_.max_layer_bytes) {
       return absl::InvalidArgumentError(absl::StrCat(
           where(), ": layer ", l.layer, " payload of ", l.data.size(),

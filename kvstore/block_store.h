@@ -46,6 +46,13 @@ struct LayerPayload {
   uint32_t layer = 0;    // < num_layers, unique within a block
   bool present = false;  // false: dropped by a residency policy; data empty
   std::string data;
+  uint64_t checksum = 0;  // PayloadChecksum(data) (chain_key.h); checked
+                          // by Put and by readers
+  // Sets checksum from data.
+  void Seal() { checksum = PayloadChecksum(data.data(), data.size()); }
+  bool Intact() const {
+    return checksum == PayloadChecksum(data.data(), data.size());
+  }
 };
 
 struct Block {

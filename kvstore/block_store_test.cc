@@ -139,6 +139,27 @@ TEST(BlockStoreTest, RejectsMalformedBlocks) {
   EXPECT_EQ(store->last_seq(), 0u);
 }
 
+// Payloads carry their checksum: a Put whose bytes changed on the way is
+// refused whole (nothing stored), and what Get returns verifies.
+TEST(BlockStoreTest, PayloadsMustMatchTheirChecksums) {
+  auto store = std::move(*BlockStore::Create({}));
+  std::vector<Block> chain = MakeChain(SmallLayout(), 2, 0, 64);
+  std::vector<Block> tampered = chain;
+  tampered[1].layers[0].data[5] ^= 0x40;  // one flipped bit
+  auto r = store->Put(SmallLayout(), tampered);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::IsDataLoss(r.status())) << r.status();
+  EXPECT_NE(r.status().message().find("checksum"), std::string::npos);
+  EXPECT_EQ(store->num_blocks(), 0u);
+  ASSERT_TRUE(store->Put(SmallLayout(), chain).ok());
+  auto got = store->Get(SmallLayout(), {chain[0].key, chain[1].key});
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->size(), 2u);
+  for (const auto& b : *got) {
+    for (const LayerPayload& l : b->layers) EXPECT_TRUE(l.Intact());
+  }
+}
+
 TEST(BlockStoreTest, LayerPayloadBound) {
   BlockStore::Options o;
   o.max_layer_bytes = 64;
@@ -306,6 +327,7 @@ TEST(BlockStoreTest, RandomPutsNeverExceedCapacityOrBreakChains) {
           const bool present = rng() % 5 != 0;
           b.layers.push_back(LayerPayload{
               layer, present, std::string(present ? rng() % 1500 : 0, 'x')});
+          b.layers.back().Seal();
         }
         missing.push_back(std::move(b));
         parent = keys[i];

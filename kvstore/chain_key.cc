@@ -6,6 +6,10 @@
 
 namespace latentkv::kvstore {
 
+uint64_t PayloadChecksum(const void* data, size_t n) {
+  return XXH3_64bits(data, n);
+}
+
 BlockKey ChainKey(BlockKey parent, const int32_t* tokens, int n) {
   if (n < 0) n = 0;
   // Explicit little-endian encoding: the key must not depend on the host.

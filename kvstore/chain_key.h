@@ -29,6 +29,9 @@ inline constexpr BlockKey kZeroKeyReplacement = 0x9e3779b97f4a7c15ULL;
 // (0: the block starts the prompt). n >= 0; tokens may be null when n == 0.
 BlockKey ChainKey(BlockKey parent, const int32_t* tokens, int n);
 
+// XXH3-64 (seed 0) of a layer payload: LayerPayload::checksum.
+uint64_t PayloadChecksum(const void* data, size_t n);
+
 // Keys of the full blocks of `tokens` (a trailing partial block gets none):
 // result[i] = ChainKey(result[i-1] or 0, tokens + i*block_tokens,
 // block_tokens). Empty when block_tokens <= 0.

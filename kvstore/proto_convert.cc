@@ -42,6 +42,7 @@ void ToProto(const Block& in, pb::KvBlock* out) {
     p->set_layer(l.layer);
     p->set_present(l.present);
     p->set_data(l.data);
+    p->set_checksum(l.checksum);
   }
 }
 
@@ -52,7 +53,8 @@ Block FromProto(const pb::KvBlock& in) {
   b.tokens.assign(in.token_ids().begin(), in.token_ids().end());
   b.layers.reserve(in.layers_size());
   for (const pb::LayerPayload& p : in.layers()) {
-    b.layers.push_back(LayerPayload{p.layer(), p.present(), p.data()});
+    b.layers.push_back(
+        LayerPayload{p.layer(), p.present(), p.data(), p.checksum()});
   }
   return b;
 }

@@ -47,6 +47,7 @@ inline Block MakeBlock(const KvLayout& layout, BlockKey parent, int base,
         p.data[i] = static_cast<char>((b.key >> (i % 64)) + l * 31 + i);
       }
     }
+    p.Seal();
     b.layers.push_back(std::move(p));
   }
   return b;

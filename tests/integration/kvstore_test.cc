@@ -69,6 +69,7 @@ std::vector<Block> BlocksOf(const std::vector<int32_t>& tokens) {
         }
       }
       b.layers.push_back({layer, present, std::move(data)});
+      b.layers.back().Seal();
     }
     out.push_back(std::move(b));
   }
@@ -166,6 +167,13 @@ TEST_F(KvStoreProcessTest, PutLookupGetEvictSubscribeSnapshotShutdown) {
   corrupt.key ^= 0x10;
   EXPECT_EQ(client_->Put(layout, {&corrupt, 1}).status().code(),
             absl::StatusCode::kInvalidArgument);
+  // A payload that changed on the way (its checksum no longer matches) is
+  // DATA_LOSS, and nothing of the request is stored.
+  Block flipped = BlocksOf(Prompt(11, 16))[0];
+  flipped.layers[0].data[100] ^= 1;
+  EXPECT_EQ(client_->Put(layout, {&flipped, 1}).status().code(),
+            absl::StatusCode::kDataLoss);
+  EXPECT_EQ(client_->Lookup(layout, {flipped.key})->num_hits, 0);
   // A request over --max_request_mb is RESOURCE_EXHAUSTED.
   Block huge = BlocksOf(Prompt(10, 16))[0];
   huge.layers[0].data.assign(5 << 20, 'x');

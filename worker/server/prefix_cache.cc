@@ -55,8 +55,9 @@ std::shared_ptr<const KvSnapshot> StorePrefixCache::Fetch(
       if (p.layer >= shapes_.size()) continue;
       const int64_t head_bytes =
           B * KvSnapshot::RowBytes(shapes_[p.layer], options_.dtype);
-      if (!p.present || static_cast<int64_t>(p.data.size()) !=
-                            head_bytes * shapes_[p.layer].n_kv_heads) {
+      if (!p.present || !p.Intact() ||
+          static_cast<int64_t>(p.data.size()) !=
+              head_bytes * shapes_[p.layer].n_kv_heads) {
         ++errors_;  // not a full-cache block of this layout
         return nullptr;
       }
@@ -111,6 +112,7 @@ void StorePrefixCache::Publish(const std::vector<int32_t>& tokens,
         if (static_cast<int64_t>(r.size()) < (j + 1) * B * rb) return;
         p.data.append(r, j * B * rb, B * rb);
       }
+      p.Seal();
       b.layers.push_back(std::move(p));
     }
   }
