@@ -267,22 +267,11 @@ std::string AttentionRunner::Run(const PagedAttentionArgs& a,
       return "PagedAttention: out of device memory for split partials";
     }
   }
-  cudaError_t e;
-  switch (a.kv_dtype) {
-    case DType::kF32:
-      e = LaunchTyped<F32Elem>(p, l, stream);
-      break;
-    case DType::kBF16:
-      e = LaunchTyped<Bf16Elem>(p, l, stream);
-      break;
-    case DType::kF16:
-      e = LaunchTyped<F16Elem>(p, l, stream);
-      break;
-    case DType::kF8E4M3:
-      e = LaunchTyped<Fp8Elem>(p, l, stream);
-      break;
-    default:
-      return "PagedAttention: not a KV dtype";
+  cudaError_t e = cudaSuccess;
+  if (!VisitKvElem(a.kv_dtype, [&](auto elem) {
+        e = LaunchTyped<decltype(elem)>(p, l, stream);
+      })) {
+    return "PagedAttention: not a KV dtype";
   }
   if (e != cudaSuccess)
     return std::string("PagedAttention: ") + cudaGetErrorString(e);

@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "common/dtype.h"
+
 namespace latentkv::kernels::cuda {
 
 // Element storage types of the templated kernels (one per DType).
@@ -159,6 +161,35 @@ __device__ __forceinline__ float WarpMax(float v) {
 }
 
 inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Blocks of `threads` for a grid-stride loop over `count` elements, capped
+// at 65535 * 16 (the loops stride over the rest).
+inline unsigned GridFor(int64_t count, int threads = 256) {
+  const int64_t b = CeilDiv(count, threads);
+  return static_cast<unsigned>(b < 65535 * 16 ? b : 65535 * 16);
+}
+
+// Calls f(E{}) with the element type of KV dtype `dtype` (F32Elem,
+// Bf16Elem, F16Elem or Fp8Elem); false for a dtype that is not a KV dtype.
+template <typename F>
+bool VisitKvElem(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kF32:
+      f(F32Elem{});
+      return true;
+    case DType::kBF16:
+      f(Bf16Elem{});
+      return true;
+    case DType::kF16:
+      f(F16Elem{});
+      return true;
+    case DType::kF8E4M3:
+      f(Fp8Elem{});
+      return true;
+    default:
+      return false;
+  }
+}
 
 }  // namespace latentkv::kernels::cuda
 

@@ -7,11 +7,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-int Blocks(int64_t n) {
-  const int64_t b = CeilDiv(n, kThreads);
-  return static_cast<int>(b < 65535 * 16 ? b : 65535 * 16);
-}
-
 // One block per row: sum of squares in f32 (per-thread partials, then a
 // warp and a block reduction), then the scaled row. y may alias x.
 __global__ void RmsNormKernel(const float* x, const float* weight, int64_t dim,
@@ -163,22 +158,22 @@ cudaError_t LaunchRope(float* x, int64_t n, int64_t heads, int64_t d,
                        const int32_t* positions, const float* inv_freq,
                        cudaStream_t stream) {
   if (n <= 0 || d < 2 || heads <= 0) return cudaSuccess;
-  RopeKernel<<<Blocks(n * (d / 2)), kThreads, 0, stream>>>(x, n, heads, d,
-                                                           positions, inv_freq);
+  RopeKernel<<<GridFor(n * (d / 2)), kThreads, 0, stream>>>(
+      x, n, heads, d, positions, inv_freq);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchSwiGlu(const float* gate, const float* up, int64_t n,
                          float* out, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
-  SwiGluKernel<<<Blocks(n), kThreads, 0, stream>>>(gate, up, n, out);
+  SwiGluKernel<<<GridFor(n), kThreads, 0, stream>>>(gate, up, n, out);
   return cudaGetLastError();
 }
 
 cudaError_t LaunchAddInPlace(float* y, const float* x, int64_t n,
                              cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
-  AddKernel<<<Blocks(n), kThreads, 0, stream>>>(y, x, n);
+  AddKernel<<<GridFor(n), kThreads, 0, stream>>>(y, x, n);
   return cudaGetLastError();
 }
 
@@ -238,8 +233,8 @@ cudaError_t LaunchArgmaxRows(const float* x, int64_t rows, int64_t cols,
 cudaError_t LaunchGatherRows(const float* x, int64_t dim, const int32_t* rows,
                              int64_t n, float* out, cudaStream_t stream) {
   if (n <= 0 || dim <= 0) return cudaSuccess;
-  GatherRowsKernel<<<Blocks(n * dim), kThreads, 0, stream>>>(x, dim, rows, n,
-                                                             out);
+  GatherRowsKernel<<<GridFor(n * dim), kThreads, 0, stream>>>(x, dim, rows, n,
+                                                              out);
   return cudaGetLastError();
 }
 

@@ -9,11 +9,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-unsigned GridFor(int64_t count) {
-  const int64_t b = CeilDiv(count, kThreads);
-  return static_cast<unsigned>(b < 65535 * 16 ? b : 65535 * 16);
-}
-
 // One thread per element of (token, KV head): K, then V, then the position.
 template <typename E>
 __global__ void WriteKvKernel(const float* k, const float* v,
@@ -222,22 +217,7 @@ std::string KvRunner::WriteKv(const float* k, const float* v,
         static_cast<T*>(pool.k), static_cast<T*>(pool.v), pool.pos,
         pool.k_scale, pool.v_scale);
   };
-  switch (pool.dtype) {
-    case DType::kF32:
-      launch(F32Elem{});
-      break;
-    case DType::kBF16:
-      launch(Bf16Elem{});
-      break;
-    case DType::kF16:
-      launch(F16Elem{});
-      break;
-    case DType::kF8E4M3:
-      launch(Fp8Elem{});
-      break;
-    default:
-      return "WriteKv: not a KV dtype";
-  }
+  if (!VisitKvElem(pool.dtype, launch)) return "WriteKv: not a KV dtype";
   return LaunchError("WriteKv");
 }
 
@@ -294,25 +274,11 @@ std::string KvRunner::WindowScores(const KvPoolView& pool, int32_t head,
   auto* stats = static_cast<double*>(
       stats_.Get(n_w * group * 2 * int64_t{sizeof(double)}, stream));
   if (stats == nullptr) return "WindowScores: out of device memory";
-  switch (pool.dtype) {
-    case DType::kF32:
-      LaunchWindow<F32Elem>(pool, head, slots, n, q, q_pos, n_w, group, scale,
-                            scores, k_pos, stats, stream);
-      break;
-    case DType::kBF16:
-      LaunchWindow<Bf16Elem>(pool, head, slots, n, q, q_pos, n_w, group, scale,
-                             scores, k_pos, stats, stream);
-      break;
-    case DType::kF16:
-      LaunchWindow<F16Elem>(pool, head, slots, n, q, q_pos, n_w, group, scale,
-                            scores, k_pos, stats, stream);
-      break;
-    case DType::kF8E4M3:
-      LaunchWindow<Fp8Elem>(pool, head, slots, n, q, q_pos, n_w, group, scale,
-                            scores, k_pos, stats, stream);
-      break;
-    default:
-      return "WindowScores: not a KV dtype";
+  if (!VisitKvElem(pool.dtype, [&](auto elem) {
+        LaunchWindow<decltype(elem)>(pool, head, slots, n, q, q_pos, n_w, group,
+                                     scale, scores, k_pos, stats, stream);
+      })) {
+    return "WindowScores: not a KV dtype";
   }
   return LaunchError("WindowScores");
 }

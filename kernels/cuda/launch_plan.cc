@@ -19,12 +19,16 @@ MatMulPath ChooseMatMulPath(DType weights, int64_t n, int64_t rows,
   }
 }
 
+int64_t Bf16GemmActivationBytes(int64_t n, int64_t cols, bool split) {
+  const int64_t act_rows = split ? 2 * n : n;
+  // Padded to 256 bytes so the product starts aligned.
+  return (act_rows * cols * 2 + 255) / 256 * 256;
+}
+
 int64_t Bf16GemmScratchBytes(int64_t n, int64_t rows, int64_t cols,
                              bool split) {
-  const int64_t act_rows = split ? 2 * n : n;
-  // bf16 activations, padded to 256 bytes so the product starts aligned.
-  const int64_t act = (act_rows * cols * 2 + 255) / 256 * 256;
-  return act + (split ? act_rows * rows * 4 : 0);
+  return Bf16GemmActivationBytes(n, cols, split) +
+         (split ? 2 * n * rows * 4 : 0);
 }
 
 int64_t AttentionSmemBytes(int32_t lanes, int32_t chunk, int32_t d_qk,

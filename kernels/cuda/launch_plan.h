@@ -33,6 +33,9 @@ MatMulPath ChooseMatMulPath(DType weights, int64_t n, int64_t rows,
 // (2n with the hi/lo split, else n) and, with the split, the f32 products of
 // both halves [2n, rows] before they are summed.
 int64_t Bf16GemmScratchBytes(int64_t n, int64_t rows, int64_t cols, bool split);
+// Of which the bf16 activations (padded to 256 bytes): the f32 products
+// start at this offset.
+int64_t Bf16GemmActivationBytes(int64_t n, int64_t cols, bool split);
 
 // What the device offers a kernel launch.
 struct DeviceLimits {

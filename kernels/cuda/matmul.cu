@@ -247,11 +247,6 @@ __global__ void SumHalvesKernel(const float* d, int64_t count, float* y) {
   }
 }
 
-unsigned GridFor(int64_t count) {
-  const int64_t b = CeilDiv(count, 256);
-  return static_cast<unsigned>(b < 65535 * 16 ? b : 65535 * 16);
-}
-
 std::string CublasError(const char* what, int status) {
   return std::string(what) + " failed (cuBLAS status " +
          std::to_string(status) + ")";
@@ -261,7 +256,6 @@ std::string CublasError(const char* what, int status) {
 
 MatMulEngine::~MatMulEngine() {
   if (lt_workspace_ != nullptr) cudaFree(lt_workspace_);
-  if (scratch_ != nullptr) cudaFree(scratch_);
   if (lt_ != nullptr) api_->lt_destroy(lt_);
   if (cublas_ != nullptr) api_->destroy(cublas_);
 }
@@ -291,34 +285,21 @@ std::string MatMulEngine::Init(cudaStream_t stream,
   return "";
 }
 
-std::string MatMulEngine::Grow(int64_t bytes) {
-  if (bytes <= scratch_bytes_) return "";
-  // The old scratch may still be read by queued work.
-  cudaStreamSynchronize(stream_);
-  if (scratch_ != nullptr) cudaFree(scratch_);
-  scratch_ = nullptr;
-  scratch_bytes_ = 0;
-  const int64_t rounded = (bytes + (1 << 20) - 1) / (1 << 20) * (1 << 20);
-  if (cudaMalloc(&scratch_, rounded) != cudaSuccess) {
-    cudaGetLastError();  // clear the non-sticky allocation error
-    return "out of device memory for " + std::to_string(rounded) +
-           " bytes of matmul scratch";
-  }
-  scratch_bytes_ = rounded;
-  return "";
-}
-
 std::string MatMulEngine::CublasLtBf16(const float* x, int64_t n,
                                        const WeightView& w, float* y) {
   const int64_t rows = w.rows, cols = w.cols;
   const int64_t act_rows = split_ ? 2 * n : n;
-  std::string err = Grow(Bf16GemmScratchBytes(n, rows, cols, split_));
-  if (!err.empty()) return err;
-  auto* xs = static_cast<uint16_t*>(scratch_);
-  const int64_t act_bytes = (act_rows * cols * 2 + 255) / 256 * 256;
+  const int64_t bytes = Bf16GemmScratchBytes(n, rows, cols, split_);
+  void* scratch = scratch_.Get(bytes, stream_);
+  if (scratch == nullptr) {
+    return "out of device memory for " + std::to_string(bytes) +
+           " bytes of matmul scratch";
+  }
+  auto* xs = static_cast<uint16_t*>(scratch);
   float* d =
       split_
-          ? reinterpret_cast<float*>(static_cast<char*>(scratch_) + act_bytes)
+          ? reinterpret_cast<float*>(static_cast<char*>(scratch) +
+                                     Bf16GemmActivationBytes(n, cols, split_))
           : y;
   SplitBf16Kernel<<<GridFor(n * cols), 256, 0, stream_>>>(x, n * cols, split_,
                                                           xs);

@@ -20,6 +20,7 @@
 #include <tuple>
 
 #include "kernels/cuda/cublas_loader.h"
+#include "kernels/cuda/device_scratch.h"
 #include "kernels/cuda/launch_plan.h"
 #include "kernels/ops.h"
 
@@ -41,7 +42,6 @@ class MatMulEngine {
   std::string MatMul(const float* x, int64_t n, const WeightView& w, float* y);
 
  private:
-  std::string Grow(int64_t bytes);
   std::string CublasLtBf16(const float* x, int64_t n, const WeightView& w,
                            float* y);
 
@@ -54,8 +54,7 @@ class MatMulEngine {
   bool split_ = true;
   // Scratch of the bf16 path (split activations and the doubled output),
   // grown on demand (only between steps: cudaMalloc synchronizes).
-  void* scratch_ = nullptr;
-  int64_t scratch_bytes_ = 0;
+  DeviceScratch scratch_;
   // cuBLASLt algorithm per (m, n, k), found once by its heuristic.
   std::map<std::tuple<int64_t, int64_t, int64_t>, cublasLtMatmulAlgo_t> algos_;
 };
