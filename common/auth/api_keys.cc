@@ -1,11 +1,5 @@
-// API keys (api_keys.h). SHA-256 from OpenSSL (libcrypto, already linked by
-// gRPC): a well-kept implementation rather than our own.
+// API keys (api_keys.h).
 #include "common/auth/api_keys.h"
-
-#include <openssl/sha.h>
-
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -17,33 +11,13 @@ namespace {
 
 // Debian's Abseil has its own string_view type.
 absl::string_view A(std::string_view s) { return {s.data(), s.size()}; }
-std::string_view S(absl::string_view s) { return {s.data(), s.size()}; }
 
-std::array<uint8_t, 32> Digest(std::string_view key) {
-  std::array<uint8_t, 32> d{};
-  SHA256(reinterpret_cast<const unsigned char*>(key.data()), key.size(),
-         d.data());
-  return d;
-}
-
-absl::Status AddKey(std::string_view raw, std::string_view where,
-                    std::vector<std::array<uint8_t, 32>>* out) {
-  const std::string_view key = S(absl::StripAsciiWhitespace(A(raw)));
-  if (key.empty() || key.front() == '#') return absl::OkStatus();
-  for (const char c : key) {
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("an API key in ", A(where),
-                       " contains whitespace or control characters"));
-    }
-  }
-  if (key.size() < kMinApiKeyLength) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("an API key in ", A(where), " is shorter than ",
-                     kMinApiKeyLength, " characters"));
-  }
-  out->push_back(Digest(key));
-  return absl::OkStatus();
+absl::Status AddKey(std::string_view key, std::string_view where,
+                    std::vector<Sha256Digest>* out) {
+  absl::Status st = CheckSecretText(key, kMinApiKeyLength,
+                                    absl::StrCat("an API key in ", A(where)));
+  if (st.ok()) out->push_back(Sha256(key));
+  return st;
 }
 
 }  // namespace
@@ -52,19 +26,20 @@ absl::StatusOr<ApiKeySet> ApiKeySet::Load(std::string_view csv,
                                           const std::string& file) {
   ApiKeySet set;
   for (absl::string_view k : absl::StrSplit(A(csv), ',')) {
-    if (absl::StripAsciiWhitespace(k).empty()) continue;
-    absl::Status st = AddKey(S(k), "--api_key", &set.digests_);
+    k = absl::StripAsciiWhitespace(k);
+    if (k.empty() || k.front() == '#') continue;  // as in a key file
+    absl::Status st = AddKey(std::string_view(k.data(), k.size()), "--api_key",
+                             &set.digests_);
     if (!st.ok()) return st;
   }
   if (!file.empty()) {
-    std::ifstream in(file);
-    if (!in) {
+    absl::StatusOr<std::vector<std::string>> keys = ReadKeyFile(file);
+    if (!keys.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("cannot read the API key file ", file));
     }
-    std::string line;
-    while (std::getline(in, line)) {
-      absl::Status st = AddKey(line, file, &set.digests_);
+    for (const std::string& k : *keys) {
+      absl::Status st = AddKey(k, file, &set.digests_);
       if (!st.ok()) return st;
     }
   }
@@ -72,14 +47,15 @@ absl::StatusOr<ApiKeySet> ApiKeySet::Load(std::string_view csv,
 }
 
 bool ApiKeySet::Matches(std::string_view key) const {
-  const std::array<uint8_t, 32> d = Digest(key);
-  uint8_t any = 0;
-  for (const auto& want : digests_) {
-    uint8_t diff = 0;
-    for (size_t i = 0; i < want.size(); ++i) diff |= want[i] ^ d[i];
-    any |= static_cast<uint8_t>(diff == 0);
-  }
-  return any != 0;
+  const Sha256Digest d = Sha256(key);
+  bool any = false;
+  for (const Sha256Digest& want : digests_) any |= DigestsEqual(want, d);
+  return any;
+}
+
+std::string FirstApiKey(const std::string& file) {
+  absl::StatusOr<std::vector<std::string>> keys = ReadKeyFile(file);
+  return keys.ok() && !keys->empty() ? keys->front() : "";
 }
 
 absl::Status ApiKeySet::CheckBearer(std::string_view authorization) const {

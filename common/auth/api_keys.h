@@ -22,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/auth/secret_text.h"
 
 namespace latentkv::auth {
 
@@ -49,11 +50,16 @@ class ApiKeySet {
   absl::Status CheckBearer(std::string_view authorization) const;
 
  private:
-  std::vector<std::array<uint8_t, 32>> digests_;
+  std::vector<Sha256Digest> digests_;
 };
 
 // The shortest key accepted: 16 characters (OpenAI's are ~50).
 inline constexpr size_t kMinApiKeyLength = 16;
+
+// The first key of an API key file (ReadKeyFile's format), what serve's
+// readiness probe and the CLI client present; "" when there is none or the
+// file cannot be read.
+std::string FirstApiKey(const std::string& file);
 
 }  // namespace latentkv::auth
 

@@ -2,7 +2,6 @@
 #include "common/auth/cluster_secret.h"
 
 #include <fcntl.h>
-#include <openssl/sha.h>
 #include <unistd.h>
 
 #include <array>
@@ -13,6 +12,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/auth/secret_text.h"
 #include "common/signals.h"
 
 namespace latentkv::auth {
@@ -21,18 +21,12 @@ namespace {
 struct Secret {
   bool set = false;
   std::string value;
-  std::array<uint8_t, 32> digest{};
+  Sha256Digest digest{};
 };
 
 Secret& Process() {
   static Secret* s = new Secret;
   return *s;
-}
-
-std::array<uint8_t, 32> Digest(const char* data, size_t n) {
-  std::array<uint8_t, 32> d{};
-  SHA256(reinterpret_cast<const unsigned char*>(data), n, d.data());
-  return d;
 }
 
 }  // namespace
@@ -46,21 +40,15 @@ absl::Status LoadClusterSecret(const std::string& file) {
         absl::StrCat("cannot read the cluster secret file ", file));
   }
   const std::string secret(absl::StripAsciiWhitespace(line));
-  for (const char c : secret) {
-    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the cluster secret in ", file,
-                       " contains whitespace or control characters"));
-    }
-  }
-  if (secret.size() < kMinClusterSecretLength) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the cluster secret in ", file, " is shorter than ",
-                     kMinClusterSecretLength, " characters"));
+  if (absl::Status st =
+          CheckSecretText(secret, kMinClusterSecretLength,
+                          absl::StrCat("the cluster secret in ", file));
+      !st.ok()) {
+    return st;
   }
   Secret& s = Process();
   s.value = secret;
-  s.digest = Digest(secret.data(), secret.size());
+  s.digest = Sha256(secret);
   s.set = true;
   return absl::OkStatus();
 }
@@ -82,11 +70,9 @@ grpc::Status CheckClusterSecret(const grpc::ServerContext& ctx) {
                         "an internal service: the cluster credential is "
                         "missing");
   }
-  const std::array<uint8_t, 32> d =
-      Digest(it->second.data(), it->second.size());
-  uint8_t diff = 0;
-  for (size_t i = 0; i < d.size(); ++i) diff |= d[i] ^ s.digest[i];
-  if (diff != 0) {
+  if (!DigestsEqual(
+          Sha256(std::string_view(it->second.data(), it->second.size())),
+          s.digest)) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "an internal service: wrong cluster credential");
   }

@@ -72,10 +72,6 @@ struct ServeOptions {
   std::vector<std::string> worker_args;  // extra flags for each worker
 };
 
-// The first key of an API key file (what serve's probe and the CLI's client
-// present), or "" when the file has none or cannot be read.
-std::string FirstApiKey(const std::string& file);
-
 // The --device of worker process `index` (group-major: group g's rank r is
 // g * tp + r): "cpu" as given; "cuda"/"cuda:N" becomes cuda:(N + index) %
 // gpus, so a tensor-parallel group's ranks sit on distinct GPUs when

@@ -28,6 +28,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/auth/api_keys.h"
 #include "common/flags_help.h"
 #include "common/signals.h"
 #include "tools/cli/commands.h"
@@ -351,7 +352,7 @@ int main(int argc, char** argv) {
       if (env != nullptr) o.api_key = env;
     }
     if (o.api_key.empty() && !absl::GetFlag(FLAGS_api_key_file).empty()) {
-      o.api_key = lk::cli::FirstApiKey(absl::GetFlag(FLAGS_api_key_file));
+      o.api_key = lk::auth::FirstApiKey(absl::GetFlag(FLAGS_api_key_file));
     }
     o.sampling.max_tokens = absl::GetFlag(FLAGS_max_tokens);
     o.sampling.temperature = absl::GetFlag(FLAGS_temperature);

@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
+#include "common/auth/api_keys.h"
 #include "common/auth/cluster_secret.h"
 #include "common/signals.h"
 #include "grpcpp/grpcpp.h"
@@ -189,7 +190,7 @@ int Serve(const ServeOptions& o) {
   // Ready when every worker has registered; a child exiting meanwhile is a
   // failed start (nothing is retried before the cluster has come up once).
   const std::string probe_key =
-      o.api_key_file.empty() ? "" : FirstApiKey(o.api_key_file);
+      o.api_key_file.empty() ? "" : auth::FirstApiKey(o.api_key_file);
   auto stub = latentkv::v1::Generation::NewStub(
       grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   bool ready = false;

@@ -1,25 +1,13 @@
-// Small helpers of `latentkv serve` (commands.h): which GPU each worker
-// process computes on, and the key its readiness probe presents.
-#include <fstream>
+// Which GPU each worker process of `latentkv serve` computes on
+// (commands.h WorkerDevice).
 #include <string>
 
 #include "absl/status/status.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
 #include "tools/cli/commands.h"
 
 namespace latentkv::cli {
-
-std::string FirstApiKey(const std::string& file) {
-  std::ifstream in(file);
-  std::string line;
-  while (std::getline(in, line)) {
-    const std::string key(absl::StripAsciiWhitespace(line));
-    if (!key.empty() && key[0] != '#') return key;
-  }
-  return "";
-}
 
 absl::StatusOr<std::string> WorkerDevice(const ServeOptions& o, int index) {
   absl::StatusOr<kernels::DeviceName> d = kernels::ParseDeviceName(o.device);
