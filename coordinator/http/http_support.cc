@@ -5,10 +5,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 
 #include <cstdlib>
-#include <filesystem>
 #include <string>
 
 namespace latentkv::coordinator::http {
@@ -21,41 +19,6 @@ bool OriginAllowed(const std::string& origin,
   return false;
 }
 
-void ForEachOpenFd(const std::function<void(int)>& fn) {
-  DIR* dir = opendir("/proc/self/fd");
-  if (dir == nullptr) return;
-  while (dirent* e = readdir(dir)) {
-    char* end = nullptr;
-    const long fd = std::strtol(e->d_name, &end, 10);
-    if (end != e->d_name && *end == '\0') fn(static_cast<int>(fd));
-  }
-  closedir(dir);
-}
-
-bool RaiseListenBacklog(int port, int backlog) {
-  bool found = false;
-  ForEachOpenFd([&](int fd) {
-    int listening = 0;
-    socklen_t len = sizeof(listening);
-    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 ||
-        !listening) {
-      return;
-    }
-    sockaddr_storage addr{};
-    socklen_t alen = sizeof(addr);
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) {
-      return;
-    }
-    int p = -1;
-    if (addr.ss_family == AF_INET) {
-      p = ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-    } else if (addr.ss_family == AF_INET6) {
-      p = ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
-    }
-    if (p == port && listen(fd, backlog) == 0) found = true;
-  });
-  return found;
-}
 namespace {
 
 thread_local bool t_overloaded = false;
@@ -76,7 +39,62 @@ std::pair<std::string, int> Endpoint(const sockaddr_storage& ss) {
   return {"", -1};
 }
 
+// Calls fn(fd) for every descriptor this process has open.
+void ForEachOpenFd(const std::function<void(int)>& fn) {
+  DIR* dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return;
+  while (dirent* e = readdir(dir)) {
+    char* end = nullptr;
+    const long fd = std::strtol(e->d_name, &end, 10);
+    if (end != e->d_name && *end == '\0') fn(static_cast<int>(fd));
+  }
+  closedir(dir);
+}
+
+// SO_ACCEPTCONN of a socket: 1 listening, 0 not, -1 not a socket.
+int Listening(int fd) {
+  int listening = 0;
+  socklen_t len = sizeof(listening);
+  if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0) {
+    return -1;
+  }
+  return listening != 0 ? 1 : 0;
+}
+
 }  // namespace
+
+bool RaiseListenBacklog(int port, int backlog) {
+  bool found = false;
+  ForEachOpenFd([&](int fd) {
+    if (Listening(fd) != 1) return;
+    sockaddr_storage addr{};
+    socklen_t alen = sizeof(addr);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &alen) != 0) {
+      return;
+    }
+    if (Endpoint(addr).second == port && listen(fd, backlog) == 0) {
+      found = true;
+    }
+  });
+  return found;
+}
+
+std::vector<Connection> ConnectionsOnPort(int local_port) {
+  std::vector<Connection> out;
+  ForEachOpenFd([&](int fd) {
+    if (Listening(fd) != 0) return;  // not a socket, or a listening one
+    sockaddr_storage local{}, peer{};
+    socklen_t llen = sizeof(local), plen = sizeof(peer);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen) != 0 ||
+        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0 ||
+        Endpoint(local).second != local_port) {
+      return;
+    }
+    auto [addr, port] = Endpoint(peer);
+    out.push_back({fd, std::move(addr), port});
+  });
+  return out;
+}
 
 BoundedTaskQueue::BoundedTaskQueue(int threads, int max_queued)
     : max_queued_(max_queued) {
@@ -150,21 +168,8 @@ void BoundedTaskQueue::Work(bool overflow) {
 
 int FindConnectionSocket(int local_port, const std::string& peer_addr,
                          int peer_port) {
-  std::error_code ec;
-  for (const auto& entry :
-       std::filesystem::directory_iterator("/proc/self/fd", ec)) {
-    const int fd = std::atoi(entry.path().filename().c_str());
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISSOCK(st.st_mode)) continue;
-    sockaddr_storage local{}, peer{};
-    socklen_t llen = sizeof(local), plen = sizeof(peer);
-    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen) != 0 ||
-        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &plen) != 0) {
-      continue;
-    }
-    if (Endpoint(local).second != local_port) continue;
-    const auto [addr, port] = Endpoint(peer);
-    if (port == peer_port && addr == peer_addr) return fd;
+  for (const Connection& c : ConnectionsOnPort(local_port)) {
+    if (c.peer_port == peer_port && c.peer_addr == peer_addr) return c.fd;
   }
   return -1;
 }

@@ -40,9 +40,16 @@ namespace latentkv::coordinator::http {
 bool OriginAllowed(const std::string& origin,
                    const std::vector<std::string>& allowed);
 
-// Calls fn(fd) for every descriptor this process has open (from
-// /proc/self/fd; the directory's own descriptor included).
-void ForEachOpenFd(const std::function<void(int)>& fn);
+// A connected TCP socket of this process: its descriptor and peer.
+struct Connection {
+  int fd = -1;
+  std::string peer_addr;  // numeric
+  int peer_port = 0;
+};
+// The connected (not listening) sockets whose local port is `local_port`,
+// found among /proc/self/fd. Shared by the hang-up watcher and the request
+// deadline (request_deadline.h).
+std::vector<Connection> ConnectionsOnPort(int local_port);
 
 // Raises the accept backlog of this process's listening TCP socket on
 // `port` to `backlog` (cpp-httplib 0.11 listens with a compiled-in backlog
@@ -111,7 +118,8 @@ class HangupWatcher {
 };
 
 // The socket of the server-side connection with these addresses (local
-// port, peer address and port), or -1. Exposed for tests.
+// port, peer address and port), or -1 (ConnectionsOnPort). Exposed for
+// tests.
 int FindConnectionSocket(int local_port, const std::string& peer_addr,
                          int peer_port);
 
