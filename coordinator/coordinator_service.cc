@@ -183,6 +183,17 @@ grpc::Status Coordinator::ControlImpl::Heartbeat(
   return grpc::Status::OK;
 }
 
+grpc::Status Coordinator::CheckTextBytes(const std::string& text,
+                                         const char* what) const {
+  if (static_cast<int64_t>(text.size()) <= max_prompt_bytes_) {
+    return grpc::Status::OK;
+  }
+  return Invalid(absl::StrCat("the ", what, "'s ", text.size(),
+                              " bytes cannot fit the model's context of ",
+                              config_.max_position_embeddings,
+                              " tokens (refused untokenized)"));
+}
+
 grpc::Status Coordinator::Authenticate(const grpc::ServerContext& ctx) const {
   const auth::ApiKeySet* keys = options_.api_keys.get();
   if (keys == nullptr || keys->empty()) return grpc::Status::OK;
@@ -201,10 +212,8 @@ grpc::Status Coordinator::GenerationImpl::Tokenize(
     grpc::ServerContext* ctx, const pb::TokenizeRequest* req,
     pb::TokenizeResponse* resp) {
   if (grpc::Status st = c_->Authenticate(*ctx); !st.ok()) return st;
-  if (static_cast<int64_t>(req->text().size()) > c_->max_prompt_bytes_) {
-    return Invalid(absl::StrCat("the text's ", req->text().size(),
-                                " bytes exceed the ", c_->max_prompt_bytes_,
-                                " a prompt of this model can have"));
+  if (grpc::Status st = c_->CheckTextBytes(req->text(), "text"); !st.ok()) {
+    return st;
   }
   for (int32_t t : c_->tokenizer_->Encode(req->text(), req->add_bos())) {
     resp->add_token_ids(t);
@@ -253,11 +262,8 @@ grpc::Status Coordinator::AdmitPrompt(const pb::GenerateRequest& req,
     prompt->assign(req.prompt_token_ids().begin(),
                    req.prompt_token_ids().end());
   } else if (!req.prompt().empty()) {
-    if (static_cast<int64_t>(req.prompt().size()) > max_prompt_bytes_) {
-      return Invalid(absl::StrCat("the prompt's ", req.prompt().size(),
-                                  " bytes cannot fit the model's context of ",
-                                  config_.max_position_embeddings,
-                                  " tokens (refused untokenized)"));
+    if (grpc::Status st = CheckTextBytes(req.prompt(), "prompt"); !st.ok()) {
+      return st;
     }
     *prompt = tokenizer_->Encode(req.prompt(), tokenizer_->add_bos());
   }

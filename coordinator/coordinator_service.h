@@ -117,6 +117,10 @@ class Coordinator {
   // The request's prompt (token ids as given, or the tokenized text) into
   // `prompt`, checked with the shared admission rules; INVALID_ARGUMENT
   // naming the rule broken.
+  // INVALID_ARGUMENT when `text` (a prompt or a Tokenize text, named
+  // `what`) is over max_prompt_bytes_: it cannot fit the context, so it is
+  // refused before the tokenizer runs.
+  grpc::Status CheckTextBytes(const std::string& text, const char* what) const;
   // OK when API keys are off or the call carries a valid one.
   grpc::Status Authenticate(const grpc::ServerContext& ctx) const;
   grpc::Status AdmitPrompt(const latentkv::v1::GenerateRequest& req,
