@@ -262,7 +262,7 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
       be.CopyOut(argmax->data(), argmax_.data(), n_rows * sizeof(int32_t));
       // The other rows' logits, one copy per run of consecutive rows.
       const int64_t V = c.vocab_size;
-      int64_t row = 0, run_begin = -1;
+      int64_t run_begin = -1;
       auto flush = [&](int64_t end) {
         if (run_begin < 0) return;
         be.CopyOut(logits->data() + run_begin * V,
@@ -270,19 +270,14 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
                    (end - run_begin) * V * sizeof(float));
         run_begin = -1;
       };
-      for (const ForwardChunk& ch : chunks) {
-        const int64_t n = ch.logits == ForwardChunk::Logits::kLast  ? 1
-                          : ch.logits == ForwardChunk::Logits::kAll ? ch.len
-                                                                    : 0;
-        for (int64_t i = 0; i < n; ++i, ++row) {
-          if (ch.greedy) {
-            flush(row);
-          } else if (run_begin < 0) {
-            run_begin = row;
-          }
+      for (int64_t row = 0; row < n_rows; ++row) {
+        if (plan_.logit_greedy[row]) {
+          flush(row);
+        } else if (run_begin < 0) {
+          run_begin = row;
         }
       }
-      flush(row);
+      flush(n_rows);
     }
   } else if (argmax != nullptr) {
     argmax->clear();

@@ -90,13 +90,16 @@ absl::Status BuildStepPlan(const std::vector<ForwardChunk>& chunks,
   }
 
   p.logit_row = static_cast<int64_t>(p.ints.size());
+  p.logit_greedy.clear();
   int64_t r = 0;
   for (const ForwardChunk& ch : chunks) {
     if (ch.logits == ForwardChunk::Logits::kLast) {
       p.ints.push_back(static_cast<int32_t>(r + ch.len - 1));
+      p.logit_greedy.push_back(ch.greedy);
     } else if (ch.logits == ForwardChunk::Logits::kAll) {
       for (int32_t i = 0; i < ch.len; ++i) {
         p.ints.push_back(static_cast<int32_t>(r + i));
+        p.logit_greedy.push_back(ch.greedy);
       }
     }
     r += ch.len;

@@ -69,6 +69,9 @@ struct StepPlan {
   // Everything above, packed for one upload each.
   std::vector<int32_t> ints;
   std::vector<int64_t> slots;
+  // [R]: whether logit row r belongs to a greedy chunk (only its argmax is
+  // wanted: ForwardChunk::greedy). Host only.
+  std::vector<uint8_t> logit_greedy;
 
   const int32_t* at(int64_t offset) const { return ints.data() + offset; }
 };

@@ -70,7 +70,8 @@ TEST(StepPlanTest, DescribesEveryLayerOfTheBatch) {
     // The launch hint: b's 7 tokens take 3 pages of 3 slots per head.
     EXPECT_EQ(pl.max_pages, 3);
   }
-  EXPECT_EQ(p.max_q_rows, 7);  // b's chunk
+  EXPECT_EQ(p.max_q_rows, 7);                             // b's chunk
+  EXPECT_EQ(p.logit_greedy, std::vector<uint8_t>(8, 0));  // none greedy
   EXPECT_TRUE(a.positions_dense(0, 0));
   a.Release(*cache);
   b.Release(*cache);
