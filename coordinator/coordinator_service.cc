@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/auth/cluster_secret.h"
+#include "common/auth/cluster_tls.h"
 #include "common/generation_rules.h"
 #include "coordinator/stop_matcher.h"
 
@@ -114,8 +115,7 @@ std::shared_ptr<pb::Worker::Stub> Coordinator::StubFor(
   std::lock_guard<std::mutex> lock(mu_);
   auto& stub = stubs_[address];
   if (!stub) {
-    stub = pb::Worker::NewStub(
-        grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+    stub = pb::Worker::NewStub(auth::NewInternalChannel(address));
   }
   return stub;
 }

@@ -1,6 +1,8 @@
 // latentkv-coordinator: the public gRPC API (Generation, health, reflection)
-// and the Control service workers register with; optionally the OpenAI HTTP
-// API (--http_port) and Prometheus metrics (--metrics_port).
+// on --port, TLS with --tls_cert/--tls_key; the Control service workers
+// register with on an internal port (--internal_port; cluster mutual TLS and
+// secret, common/auth/cluster_tls.h); optionally the OpenAI HTTP API
+// (--http_port, TLS like --port) and Prometheus metrics (--metrics_port).
 // Health services: "liveness" SERVING while up, "readiness" (and "") while a
 // worker is registered; both NOT_SERVING once draining.
 #include <cstdio>
@@ -18,6 +20,8 @@
 #include "absl/strings/str_split.h"
 #include "common/address_file.h"
 #include "common/auth/cluster_flags.h"
+#include "common/auth/cluster_tls.h"
+#include "common/auth/tls.h"
 #include "common/flags_help.h"
 #include "common/health/health_reporter.h"
 #include "common/health/listen.h"
@@ -80,6 +84,18 @@ ABSL_FLAG(std::string, served_model_name, "",
           "file name without .gguf");
 ABSL_FLAG(int, metrics_port, 0,
           "Port of the Prometheus /metrics endpoint on --host (0: off)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "TLS certificate chain (PEM) of the public gRPC and HTTP ports; "
+          "with --tls_key. Empty: plaintext");
+ABSL_FLAG(std::string, tls_key, "", "Private key (PEM) of --tls_cert");
+ABSL_FLAG(std::string, internal_host, "",
+          "Address of the internal port (Control, for workers); default "
+          "--host");
+ABSL_FLAG(int, internal_port, 0,
+          "Internal port serving Control (worker registration) and health, "
+          "with the cluster credentials (0: pick a free one)");
+ABSL_FLAG(std::string, internal_port_file, "",
+          "If set, write the internal host:port there once serving");
 
 namespace lk = latentkv;
 
@@ -214,9 +230,46 @@ int main(int argc, char** argv) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  std::shared_ptr<grpc::ServerCredentials> public_credentials =
+      grpc::InsecureServerCredentials();
+  std::optional<lk::auth::TlsPem> public_tls;
+  {
+    auto pem = lk::auth::LoadTlsFiles(
+        {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), ""},
+        /*need_cert=*/false, /*need_ca=*/false);
+    if (!pem.ok()) {
+      std::fprintf(stderr, "--tls_cert/--tls_key: %s\n",
+                   std::string(pem.status().message()).c_str());
+      return 2;
+    }
+    if (!pem->cert_chain.empty()) {
+      public_tls = std::move(*pem);
+      public_credentials = lk::auth::TlsServerCredentials(
+          *public_tls, /*require_client_cert=*/false);
+    }
+  }
+  // Control on its own port, behind the cluster credentials: the public
+  // port cannot register workers.
+  const std::string internal_host = absl::GetFlag(FLAGS_internal_host).empty()
+                                        ? host
+                                        : absl::GetFlag(FLAGS_internal_host);
+  grpc::ServerBuilder internal_builder;
+  internal_builder.RegisterService(coord.control_service());
+  auto internal_listening = lk::ListenAndStart(
+      internal_builder, internal_host, absl::GetFlag(FLAGS_internal_port),
+      lk::auth::InternalServerCredentials());
+  if (!internal_listening.ok()) {
+    std::fprintf(stderr, "%s\n",
+                 internal_listening.status().ToString().c_str());
+    return 1;
+  }
+  std::unique_ptr<grpc::Server> internal_server =
+      std::move(internal_listening->server);
+  const std::string internal_address =
+      absl::StrCat(internal_host, ":", internal_listening->port);
+
   grpc::ServerBuilder builder;
   builder.RegisterService(coord.generation_service());
-  builder.RegisterService(coord.control_service());
   if (coord_metrics) {
     std::vector<
         std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
@@ -224,7 +277,8 @@ int main(int argc, char** argv) {
     interceptors.push_back(coord_metrics->NewInterceptorFactory());
     builder.experimental().SetInterceptorCreators(std::move(interceptors));
   }
-  auto listening = lk::ListenAndStart(builder, host, absl::GetFlag(FLAGS_port));
+  auto listening = lk::ListenAndStart(builder, host, absl::GetFlag(FLAGS_port),
+                                      public_credentials);
   if (!listening.ok()) {
     std::fprintf(stderr, "%s\n", listening.status().ToString().c_str());
     return 1;
@@ -236,7 +290,10 @@ int main(int argc, char** argv) {
   lk::HealthReporter health_reporter(health, /*ready=*/false);
   coord.AttachHealth(health);
   const std::string address = absl::StrCat(host, ":", bound_port);
-  std::fprintf(stderr, "latentkv-coordinator serving on %s\n", address.c_str());
+  std::fprintf(
+      stderr, "latentkv-coordinator serving on %s%s (internal: %s%s)\n",
+      address.c_str(), public_tls ? " with TLS" : "", internal_address.c_str(),
+      lk::auth::HasClusterTls() ? " with mutual TLS" : "");
 
   // The HTTP API calls the Generation service through an in-process channel:
   // same admission, routing and metrics as gRPC clients.
@@ -258,6 +315,7 @@ int main(int argc, char** argv) {
     ho.model_id = co.model_id;
     ho.api_keys = co.api_keys;
     ho.max_context = config->max_position_embeddings;
+    if (public_tls) ho.tls = *public_tls;
     auto h = lk::coordinator::http::HttpServer::Start(
         ho, server->InProcessChannel(grpc::ChannelArguments()),
         std::move(*chat_template));
@@ -276,6 +334,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "latentkv-coordinator: metrics on %s:%d/metrics\n",
                  host.c_str(), metrics->port());
   }
+  lk::WriteAddressFile(absl::GetFlag(FLAGS_internal_port_file),
+                       internal_address);
   lk::WriteAddressFile(absl::GetFlag(FLAGS_port_file), address);
   const int sig = lk::WaitForTerminationSignal();
   std::fprintf(stderr, "latentkv-coordinator: signal %d, draining\n", sig);
@@ -297,6 +357,7 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   server->Shutdown(deadline);
+  internal_server->Shutdown(std::chrono::system_clock::now());
   coord.Stop();
   return 0;
 }

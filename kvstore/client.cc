@@ -1,6 +1,7 @@
 #include "kvstore/client.h"
 
 #include "common/auth/cluster_secret.h"
+#include "common/auth/cluster_tls.h"
 #include "kvstore/proto_convert.h"
 
 namespace latentkv::kvstore {
@@ -49,9 +50,7 @@ std::unique_ptr<KvStoreClient> KvStoreClient::Connect(
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_receive_bytes);
   return std::make_unique<KvStoreClient>(
-      grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(),
-                                args),
-      options);
+      auth::NewInternalChannel(address, args), options);
 }
 
 void KvStoreClient::SetDeadline(grpc::ClientContext* ctx) const {

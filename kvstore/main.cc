@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/address_file.h"
 #include "common/auth/cluster_flags.h"
+#include "common/auth/cluster_tls.h"
 #include "common/flags_help.h"
 #include "common/health/health_reporter.h"
 #include "common/health/listen.h"
@@ -153,7 +154,8 @@ int main(int argc, char** argv) {
   builder.SetMaxReceiveMessageSize(max_request_mb << 20);
   const std::string host = absl::GetFlag(FLAGS_host);
   builder.RegisterService(&service);
-  auto listening = lk::ListenAndStart(builder, host, absl::GetFlag(FLAGS_port));
+  auto listening = lk::ListenAndStart(builder, host, absl::GetFlag(FLAGS_port),
+                                      lk::auth::InternalServerCredentials());
   if (!listening.ok()) {
     std::fprintf(stderr, "%s\n", listening.status().ToString().c_str());
     return 1;

@@ -173,6 +173,15 @@ absl::StatusOr<std::optional<std::string>> ResolveModelPath(
   return std::optional<std::string>(*gguf);
 }
 
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path) {
+  auto resolved = ResolveModelPath(path);
+  if (!resolved.ok()) return resolved.status();
+  if (!resolved->has_value()) return ModelConfig::FromDir(path);
+  auto file = GgufFile::Open(**resolved);
+  if (!file.ok()) return file.status();
+  return ConfigFromGguf(**file);
+}
+
 absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
   auto prefix = ArchPrefix(f);
   if (!prefix.ok()) return prefix.status();

@@ -38,6 +38,10 @@ bool IsGgufModel(const std::string& path);
 absl::StatusOr<std::optional<std::string>> ResolveModelPath(
     const std::string& path);
 
+// The config of the model at `path`, a directory with config.json or a GGUF
+// model (ResolveModelPath), without loading weights.
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& path);
+
 // The config implied by the metadata ({arch}.block_count, embedding_length,
 // feed_forward_length, attention.head_count(_kv), context_length,
 // attention.layer_norm_rms_epsilon, rope.freq_base, vocab size from

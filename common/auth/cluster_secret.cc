@@ -12,6 +12,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "common/auth/cert_authority.h"
 #include "common/auth/secret_text.h"
 #include "common/signals.h"
 
@@ -95,17 +96,7 @@ absl::Status WriteNewClusterSecret(const std::string& path) {
     hex.push_back(kHex[b & 15]);
   }
   hex.push_back('\n');
-  const int fd =
-      open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::InternalError(
-        absl::StrCat("cannot create the cluster secret file ", path));
-  }
-  const bool ok =
-      write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size());
-  close(fd);
-  if (!ok) return absl::InternalError(absl::StrCat("cannot write ", path));
-  return absl::OkStatus();
+  return WritePrivateFile(path, hex);
 }
 
 int SetUpClusterProcess(int exit_with_parent_pid,

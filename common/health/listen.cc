@@ -2,16 +2,18 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "grpc/grpc.h"
 #include "grpcpp/security/server_credentials.h"
 
 namespace latentkv {
 
-absl::StatusOr<ListeningServer> ListenAndStart(grpc::ServerBuilder& builder,
-                                               const std::string& host,
-                                               int port) {
+absl::StatusOr<ListeningServer> ListenAndStart(
+    grpc::ServerBuilder& builder, const std::string& host, int port,
+    std::shared_ptr<grpc::ServerCredentials> credentials) {
   ListeningServer out;
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(absl::StrCat(host, ":", port),
-                           grpc::InsecureServerCredentials(), &out.port);
+                           std::move(credentials), &out.port);
   out.server = builder.BuildAndStart();
   if (!out.server || out.port == 0) {
     return absl::UnavailableError(

@@ -1,5 +1,9 @@
 #include "coordinator/http/http_server.h"
 
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -35,6 +39,36 @@ ApiError Simple(int status, std::string message, std::string type,
   e.type = std::move(type);
   e.code = std::move(code);
   return e;
+}
+
+// Sets up a server context from PEM text: TLS 1.2+, the leaf and its chain,
+// the private key.
+bool ConfigureTlsContext(const auth::TlsPem& pem, SSL_CTX& ctx) {
+  SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
+  BIO* cert_bio = BIO_new_mem_buf(pem.cert_chain.data(),
+                                  static_cast<int>(pem.cert_chain.size()));
+  bool ok = false;
+  if (X509* leaf = PEM_read_bio_X509(cert_bio, nullptr, nullptr, nullptr)) {
+    ok = SSL_CTX_use_certificate(&ctx, leaf) == 1;
+    X509_free(leaf);
+    while (X509* extra =
+               PEM_read_bio_X509(cert_bio, nullptr, nullptr, nullptr)) {
+      if (SSL_CTX_add0_chain_cert(&ctx, extra) != 1) {  // takes it when 1
+        X509_free(extra);
+        ok = false;
+      }
+    }
+    ERR_clear_error();  // the end of the PEM stream
+  }
+  BIO_free(cert_bio);
+  BIO* key_bio = BIO_new_mem_buf(pem.private_key.data(),
+                                 static_cast<int>(pem.private_key.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio, nullptr, nullptr, nullptr);
+  BIO_free(key_bio);
+  ok = ok && key != nullptr && SSL_CTX_use_PrivateKey(&ctx, key) == 1 &&
+       SSL_CTX_check_private_key(&ctx) == 1;
+  EVP_PKEY_free(key);
+  return ok;
 }
 
 }  // namespace
@@ -91,7 +125,19 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   s->stub_ = pb::Generation::NewStub(std::move(channel));
   s->watcher_ = std::make_unique<HangupWatcher>();
   s->id_prefix_ = std::random_device()();
-  httplib::Server& svr = s->server_;
+  if (options.tls) {
+    const auth::TlsPem pem = *options.tls;
+    auto ssl = std::make_unique<httplib::SSLServer>(
+        [pem](SSL_CTX& ctx) { return ConfigureTlsContext(pem, ctx); });
+    if (!ssl->is_valid()) {
+      return absl::InvalidArgumentError(
+          "http server: the TLS certificate or key was refused");
+    }
+    s->server_ = std::move(ssl);
+  } else {
+    s->server_ = std::make_unique<httplib::Server>();
+  }
+  httplib::Server& svr = *s->server_;
   const int threads = options.threads, queued = options.max_queued;
   svr.new_task_queue = [threads, queued] {
     return new BoundedTaskQueue(threads, queued);
@@ -201,7 +247,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     return absl::UnavailableError(absl::StrCat(
         "http server cannot listen on ", options.host, ":", options.port));
   }
-  s->listener_ = std::thread([self] { self->server_.listen_after_bind(); });
+  s->listener_ = std::thread([self] { self->server_->listen_after_bind(); });
   while (!svr.is_running()) absl::SleepFor(absl::Milliseconds(1));
   return s;
 }
@@ -210,7 +256,7 @@ HttpServer::~HttpServer() { Stop(std::chrono::milliseconds(0)); }
 
 void HttpServer::Stop(std::chrono::milliseconds grace) {
   if (stopped_.exchange(true)) return;
-  server_.stop();  // no new connections; the listener drains its threads
+  server_->stop();  // no new connections; the listener drains its threads
   const auto deadline = std::chrono::steady_clock::now() + grace;
   while (active_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
     absl::SleepFor(absl::Milliseconds(10));

@@ -16,6 +16,9 @@
 // gRPC error (openai_api.h: FromGrpcStatus); an error after it ends the
 // stream with a "data: {"error": ...}" event and [DONE].
 //
+// TLS: with options.tls the port speaks HTTPS only (a plaintext request
+// gets its connection closed).
+//
 // Bounds: `threads` connection threads and `max_queued` waiting connections
 // (http_support.h: BoundedTaskQueue); a connection beyond them gets 429.
 // A client that closes its connection cancels its gRPC call (and so the
@@ -29,6 +32,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -36,6 +40,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/auth/api_keys.h"
+#include "common/auth/tls.h"
 #include "coordinator/http/chat_template.h"
 #include "coordinator/http/http_support.h"
 #include "coordinator/http/request_deadline.h"
@@ -82,6 +87,9 @@ struct HttpServerOptions {
   // valid "Authorization: Bearer <key>", which is then forwarded to the
   // Generation service. Null or empty: no authentication.
   std::shared_ptr<const auth::ApiKeySet> api_keys;
+  // TLS (common/auth/tls.h: certificate chain and key, checked by
+  // LoadTlsFiles): HTTPS only, TLS 1.2 or newer. Unset: plain HTTP.
+  std::optional<auth::TlsPem> tls;
 };
 
 class HttpServer {
@@ -113,7 +121,7 @@ class HttpServer {
   HttpServerOptions options_;
   ChatTemplate chat_template_;
   std::unique_ptr<latentkv::v1::Generation::Stub> stub_;
-  httplib::Server server_;
+  std::unique_ptr<httplib::Server> server_;    // an SSLServer with options.tls
   std::unique_ptr<RequestDeadline> deadline_;  // set before serving
   std::unique_ptr<HangupWatcher> watcher_;
   std::thread listener_;

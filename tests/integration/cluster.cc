@@ -15,12 +15,14 @@ namespace latentkv::testing {
 namespace pb = ::latentkv::v1;
 
 Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()), tp_(o.tp) {
-  std::vector<std::string> cargs = {BinDir() + "/latentkv-coordinator",
-                                    "--model=" + o.model_dir,
-                                    "--port=0",
-                                    "--port_file=" + dir_ + "/coordinator.addr",
-                                    "--heartbeat_ms=200",
-                                    "--worker_timeout_ms=1500"};
+  std::vector<std::string> cargs = {
+      BinDir() + "/latentkv-coordinator",
+      "--model=" + o.model_dir,
+      "--port=0",
+      "--port_file=" + dir_ + "/coordinator.addr",
+      "--internal_port_file=" + dir_ + "/coordinator-internal.addr",
+      "--heartbeat_ms=200",
+      "--worker_timeout_ms=1500"};
   if (o.http) {
     http_port_ = PickFreePort();
     cargs.push_back("--http_port=" + std::to_string(http_port_));
@@ -39,6 +41,7 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()), tp_(o.tp) {
                o.coordinator_args.end());
   coordinator_ = std::make_unique<Process>(cargs, dir_ + "/coordinator.log");
   address_ = WaitForLine(dir_ + "/coordinator.addr", 30);
+  internal_address_ = WaitForLine(dir_ + "/coordinator-internal.addr", 5);
   if (address_.empty()) {
     std::fprintf(stderr, "coordinator did not start:\n%s\n", Logs().c_str());
     std::abort();
@@ -49,7 +52,7 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()), tp_(o.tp) {
                                       "--model=" + o.model_dir,
                                       "--port=0",
                                       "--port_file=" + f,
-                                      "--coordinator=" + address_,
+                                      "--coordinator=" + internal_address_,
                                       "--worker_id=w" + std::to_string(i)};
     wargs.insert(wargs.end(), o.worker_args.begin(), o.worker_args.end());
     worker_metrics_ports_.push_back(o.metrics ? PickFreePort() : 0);

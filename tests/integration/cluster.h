@@ -40,7 +40,10 @@ class Cluster {
   explicit Cluster(const ClusterOptions& options);
   ~Cluster();
 
+  // The public gRPC port (Generation, health, reflection).
   const std::string& address() const { return address_; }
+  // The coordinator's internal port (Control), where workers register.
+  const std::string& internal_address() const { return internal_address_; }
   const std::string& worker_address(int i) const { return worker_addrs_[i]; }
   latentkv::v1::Generation::Stub& stub() { return *stub_; }
   std::unique_ptr<latentkv::v1::Worker::Stub> WorkerStub(int i) const;
@@ -61,6 +64,7 @@ class Cluster {
  private:
   std::string dir_;
   std::string address_;
+  std::string internal_address_;
   std::unique_ptr<Process> coordinator_;
   std::vector<std::unique_ptr<Process>> workers_;
   std::vector<std::unique_ptr<Process>> followers_;

@@ -53,7 +53,7 @@ const char kWrong[] = "0000000000000000000000000000000000000000000000000000";
 
 TEST_F(InternalAuthTest, ForgedRegistrationsAreRefused) {
   auto control = pb::Control::NewStub(grpc::CreateChannel(
-      cluster_->address(), grpc::InsecureChannelCredentials()));
+      cluster_->internal_address(), grpc::InsecureChannelCredentials()));
   pb::RegisterRequest req;
   req.set_worker_id("attacker-0");
   req.set_address("127.0.0.1:9");

@@ -20,8 +20,8 @@ namespace {
 namespace pb = ::latentkv::v1;
 
 pb::ServingStats Serving(Cluster& c) {
-  auto stub = pb::Control::NewStub(
-      grpc::CreateChannel(c.address(), grpc::InsecureChannelCredentials()));
+  auto stub = pb::Control::NewStub(grpc::CreateChannel(
+      c.internal_address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
   pb::ServingStats s;
   EXPECT_TRUE(stub->GetServingStats(&ctx, pb::ServingStatsRequest(), &s).ok());

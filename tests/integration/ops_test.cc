@@ -240,10 +240,13 @@ TEST(HealthTest, ReadinessFollowsRegistrationAndDrainingEndsLiveness) {
   const std::string model = Stories260kDir();
   const int coord_port = PickFreePort();
   const std::string coord_addr = "127.0.0.1:" + std::to_string(coord_port);
+  const int internal_port = PickFreePort();
+  const std::string internal_addr =
+      "127.0.0.1:" + std::to_string(internal_port);
   // The worker starts first: nothing to register with yet.
   Process worker({BinDir() + "/latentkv-worker", "--model=" + model, "--port=0",
                   "--port_file=" + dir + "/w.addr",
-                  "--coordinator=" + coord_addr, "--worker_id=w0"},
+                  "--coordinator=" + internal_addr, "--worker_id=w0"},
                  dir + "/w.log");
   const std::string waddr = WaitForLine(dir + "/w.addr", 60);
   ASSERT_FALSE(waddr.empty());
@@ -253,10 +256,12 @@ TEST(HealthTest, ReadinessFollowsRegistrationAndDrainingEndsLiveness) {
 
   // The coordinator, with the worker frozen so nothing registers yet.
   ASSERT_EQ(kill(worker.pid(), SIGSTOP), 0);
-  Process coord({BinDir() + "/latentkv-coordinator", "--model=" + model,
-                 "--port=" + std::to_string(coord_port),
-                 "--port_file=" + dir + "/c.addr", "--drain_seconds=20"},
-                dir + "/c.log");
+  Process coord(
+      {BinDir() + "/latentkv-coordinator", "--model=" + model,
+       "--port=" + std::to_string(coord_port), "--port_file=" + dir + "/c.addr",
+       "--internal_port=" + std::to_string(internal_port),
+       "--drain_seconds=20"},
+      dir + "/c.log");
   ASSERT_EQ(WaitForLine(dir + "/c.addr", 30), coord_addr);
   EXPECT_EQ(Check(coord_addr, "liveness"), HealthStatus::SERVING);
   EXPECT_EQ(Check(coord_addr, "readiness"), HealthStatus::NOT_SERVING);

@@ -224,7 +224,7 @@ namespace {
 // The coordinator measures TTFT, TPOT and end-to-end latency itself.
 TEST_F(ServingTest, CoordinatorMeasuresTtftAndTpot) {
   auto control = pb::Control::NewStub(grpc::CreateChannel(
-      cluster_->address(), grpc::InsecureChannelCredentials()));
+      cluster_->internal_address(), grpc::InsecureChannelCredentials()));
   auto stats = [&] {
     grpc::ClientContext ctx;
     pb::ServingStats s;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/auth/tls.h"
 #include "tools/bench/serve_bench.h"
 #include "worker/residency/policy.h"
 
@@ -68,6 +69,14 @@ struct ServeOptions {
   // The coordinator's API key file (common/auth/api_keys.h); serve's own
   // readiness probe presents its first key. Empty: no authentication.
   std::string api_key_file;
+  // TLS on the coordinator's public gRPC and HTTP ports (PEM chain and key;
+  // both or neither), and the CA serve's own readiness probe trusts for it
+  // (default: the chain itself, as for a self-signed certificate).
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_ca;
+  // The workers' KV dtype name (what the kvstore's layout is fixed to).
+  std::string kv_dtype = "f32";
   std::string bin_dir;  // where latentkv-coordinator/-worker live
   std::vector<std::string> worker_args;  // extra flags for each worker
 };
@@ -86,6 +95,7 @@ struct GenerateOptions {
   SamplingFlags sampling;
   double timeout_s = 0;  // gRPC deadline (0: none)
   std::string api_key;   // sent as "authorization: Bearer <key>" if set
+  auth::ClientTls tls;   // TLS to the server (common/auth/tls.h)
 };
 
 struct EvalOptions {

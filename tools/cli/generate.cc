@@ -16,8 +16,12 @@ namespace {
 namespace pb = ::latentkv::v1;
 
 int GenerateRemote(const GenerateOptions& o) {
-  auto stub = pb::Generation::NewStub(
-      grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
+  auto channel = auth::NewClientChannel(o.server, o.tls);
+  if (!channel.ok()) {
+    std::fprintf(stderr, "%s\n", channel.status().ToString().c_str());
+    return 2;
+  }
+  auto stub = pb::Generation::NewStub(*channel);
   pb::GenerateRequest req;
   req.set_prompt(o.prompt);
   pb::SamplingParams* s = req.mutable_sampling();

@@ -78,6 +78,20 @@ ABSL_FLAG(std::string, api_key_file, "",
 ABSL_FLAG(std::string, api_key, "",
           "generate --server: the API key to present (else "
           "$LATENTKV_API_KEY, else --api_key_file's first key)");
+ABSL_FLAG(std::string, tls_cert, "",
+          "serve: TLS certificate chain (PEM) of the coordinator's public "
+          "gRPC and HTTP ports, with --tls-key");
+ABSL_FLAG(std::string, tls_key, "", "serve: the private key of --tls-cert");
+ABSL_FLAG(std::string, tls_ca, "",
+          "generate --server: connect with TLS, trusting this CA (PEM); "
+          "serve: the CA of --tls-cert for serve's own probe (default: the "
+          "chain itself, e.g. a self-signed certificate)");
+ABSL_FLAG(bool, tls, false,
+          "generate --server: connect with TLS (the system's CAs unless "
+          "--tls-ca)");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "generate --server with TLS: the name expected in the server's "
+          "certificate (default: the host of --server)");
 ABSL_FLAG(int, gpus, 1,
           "serve --device=cuda: GPUs to spread the worker processes over "
           "(process k of the group-major order gets cuda:k % gpus; a "
@@ -330,6 +344,10 @@ int main(int argc, char** argv) {
     o.device = absl::GetFlag(FLAGS_device);
     o.gpus = absl::GetFlag(FLAGS_gpus);
     o.api_key_file = absl::GetFlag(FLAGS_api_key_file);
+    o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+    o.tls_key = absl::GetFlag(FLAGS_tls_key);
+    o.tls_ca = absl::GetFlag(FLAGS_tls_ca);
+    o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
     o.worker_args = {
         "--weights_dtype=" + absl::GetFlag(FLAGS_weights_dtype),
         "--kv_memory_mb=" + std::to_string(absl::GetFlag(FLAGS_kv_memory_mb)),
@@ -354,6 +372,10 @@ int main(int argc, char** argv) {
     if (o.api_key.empty() && !absl::GetFlag(FLAGS_api_key_file).empty()) {
       o.api_key = lk::auth::FirstApiKey(absl::GetFlag(FLAGS_api_key_file));
     }
+    o.tls.enabled =
+        absl::GetFlag(FLAGS_tls) || !absl::GetFlag(FLAGS_tls_ca).empty();
+    o.tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
+    o.tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
     o.sampling.max_tokens = absl::GetFlag(FLAGS_max_tokens);
     o.sampling.temperature = absl::GetFlag(FLAGS_temperature);
     o.sampling.top_p = absl::GetFlag(FLAGS_top_p);

@@ -18,12 +18,21 @@
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
 #include "common/auth/api_keys.h"
+#include "common/auth/cert_authority.h"
 #include "common/auth/cluster_secret.h"
+#include "common/auth/cluster_tls.h"
+#include "common/auth/tls.h"
+#include "common/dtype.h"
 #include "common/signals.h"
+#include "google/protobuf/text_format.h"
 #include "grpcpp/grpcpp.h"
+#include "kvstore/proto_convert.h"
 #include "latentkv/v1/generation.grpc.pb.h"
+#include "model/gguf_loader.h"
 #include "tools/cli/commands.h"
 #include "tools/cli/supervisor.h"
+#include "worker/engine/model_runner.h"
+#include "worker/server/prefix_cache.h"
 
 namespace latentkv::cli {
 namespace {
@@ -45,6 +54,54 @@ std::string WaitForFile(const std::string& path,
     std::this_thread::sleep_for(milliseconds(20));
   }
   return "";
+}
+
+// The cluster's mutual TLS (common/auth/cluster_tls.h): a throwaway CA
+// signs one member certificate that every process of this cluster presents;
+// the CA's key stays in memory and is gone when this returns, so nothing
+// can issue another member certificate. Files are mode 0600 in `dir`.
+absl::StatusOr<auth::TlsFiles> MakeClusterTls(const fs::path& dir) {
+  constexpr absl::Duration kValidity = absl::Hours(24 * 3650);
+  auto ca = auth::NewCertAuthority("latentkv serve cluster CA", kValidity);
+  if (!ca.ok()) return ca.status();
+  auto member =
+      auth::IssueCert(*ca, "latentkv cluster member", {auth::kClusterTlsName},
+                      {"127.0.0.1", "::1"}, kValidity);
+  if (!member.ok()) return member.status();
+  const auth::TlsFiles files{(dir / "cluster.pem").string(),
+                             (dir / "cluster-key.pem").string(),
+                             (dir / "cluster-ca.pem").string()};
+  for (const auto& [path, text] : {std::pair{files.cert_file, member->cert},
+                                   {files.key_file, member->key},
+                                   {files.ca_file, ca->cert}}) {
+    if (absl::Status st = auth::WritePrivateFile(path, text); !st.ok()) {
+      return st;
+    }
+  }
+  return files;
+}
+
+// The kvstore's layout, fixed at its start (--layout, one-line text format)
+// to what this cluster's workers use, instead of whatever the first Put
+// names.
+absl::StatusOr<std::string> StoreLayoutText(const ServeOptions& o) {
+  auto config = model::LoadModelConfig(o.model_dir);
+  if (!config.ok()) return config.status();
+  const std::optional<DType> dtype = ParseDType(o.kv_dtype);
+  if (!dtype || !IsKvDType(*dtype)) {
+    return absl::InvalidArgumentError("unknown KV dtype " + o.kv_dtype);
+  }
+  worker::PrefixCacheOptions po;
+  po.model_id = worker::StoreModelId(o.model_dir);
+  po.dtype = *dtype;
+  latentkv::v1::KvLayout layout;
+  kvstore::ToProto(worker::StoreLayout(po, worker::KvShapesOf(*config)),
+                   &layout);
+  google::protobuf::TextFormat::Printer printer;
+  printer.SetSingleLineMode(true);
+  std::string text;
+  printer.PrintToString(layout, &text);
+  return text;
 }
 
 }  // namespace
@@ -82,15 +139,32 @@ int Serve(const ServeOptions& o) {
                  std::string(st.message()).c_str());
     return 1;
   }
-  const std::string secret_flag = "--cluster_secret_file=" + secret_file;
+  auto cluster_tls = MakeClusterTls(run_dir);
+  if (!cluster_tls.ok()) {
+    std::fprintf(stderr, "latentkv serve: %s\n",
+                 std::string(cluster_tls.status().message()).c_str());
+    return 1;
+  }
+  const std::string internal_file =
+      (run_dir / "coordinator-internal.addr").string();
   const std::string coord_file = (run_dir / "coordinator.addr").string();
   // Metrics ports: the coordinator, then each group's rank 0, then the store.
   auto metrics_port = [&](int index) {
     return absl::StrCat("--metrics_port=",
                         o.metrics_port > 0 ? o.metrics_port + index : 0);
   };
-  const std::string parent_flag =
-      absl::StrCat("--exit_with_parent_pid=", getpid());
+  // What every child gets: the cluster's credentials, and to die with serve.
+  auto child = [&](std::vector<std::string> args) {
+    for (std::string flag :
+         {"--cluster_secret_file=" + secret_file,
+          "--cluster_ca_file=" + cluster_tls->ca_file,
+          "--cluster_cert_file=" + cluster_tls->cert_file,
+          "--cluster_key_file=" + cluster_tls->key_file,
+          absl::StrCat("--exit_with_parent_pid=", getpid())}) {
+      args.push_back(std::move(flag));
+    }
+    return args;
+  };
   Supervisor sup;
   auto alive = [&sup](int unit) {
     return [&sup, unit] {
@@ -102,14 +176,16 @@ int Serve(const ServeOptions& o) {
       "the coordinator",
       [&](int) {
         return std::vector<std::vector<std::string>>{
-            {(bin / "latentkv-coordinator").string(), "--model=" + o.model_dir,
-             "--host=" + o.host, absl::StrCat("--port=", o.port),
-             "--port_file=" + coord_file,
-             absl::StrCat("--http_port=", o.http_port), metrics_port(0),
-             "--routing=" + o.routing,
-             absl::StrCat("--kv_overlap_weight=", o.kv_overlap_weight),
-             "--served_model_name=" + o.served_model_name,
-             "--api_key_file=" + o.api_key_file, secret_flag, parent_flag}};
+            child({(bin / "latentkv-coordinator").string(),
+                   "--model=" + o.model_dir, "--host=" + o.host,
+                   absl::StrCat("--port=", o.port), "--port_file=" + coord_file,
+                   "--internal_port_file=" + internal_file,
+                   absl::StrCat("--http_port=", o.http_port), metrics_port(0),
+                   "--routing=" + o.routing,
+                   absl::StrCat("--kv_overlap_weight=", o.kv_overlap_weight),
+                   "--served_model_name=" + o.served_model_name,
+                   "--api_key_file=" + o.api_key_file,
+                   "--tls_cert=" + o.tls_cert, "--tls_key=" + o.tls_key})};
       },
       /*critical=*/true);
   const std::string address = WaitForFile(coord_file, alive(coord), 60);
@@ -120,8 +196,18 @@ int Serve(const ServeOptions& o) {
     return 1;
   };
   if (address.empty()) return fail("the coordinator did not start");
+  // Workers register on the coordinator's internal port (written first).
+  const std::string internal_address =
+      WaitForFile(internal_file, alive(coord), 5);
+  if (internal_address.empty()) return fail("the coordinator did not start");
   std::string store_address;
   if (o.kvstore) {
+    auto layout = StoreLayoutText(o);
+    if (!layout.ok()) {
+      std::fprintf(stderr, "latentkv serve: kvstore layout: %s\n",
+                   std::string(layout.status().message()).c_str());
+      return fail("cannot start the kvstore");
+    }
     // Restarts keep the first incarnation's port: workers know the address.
     const std::string store_file = (run_dir / "kvstore.addr").string();
     const int store = sup.Add(
@@ -131,10 +217,10 @@ int Serve(const ServeOptions& o) {
           if (incarnation > 0)
             port = store_address.substr(store_address.rfind(':') + 1);
           return std::vector<std::vector<std::string>>{
-              {(bin / "latentkv-kvstore").string(), "--host=" + o.host,
-               "--port=" + port, "--port_file=" + store_file,
-               absl::StrCat("--capacity_mb=", o.kvstore_mb), secret_flag,
-               parent_flag, metrics_port(1 + groups)}};
+              child({(bin / "latentkv-kvstore").string(), "--host=" + o.host,
+                     "--port=" + port, "--port_file=" + store_file,
+                     absl::StrCat("--capacity_mb=", o.kvstore_mb),
+                     "--layout=" + *layout, metrics_port(1 + groups)})};
         },
         /*critical=*/false);
     store_address = WaitForFile(store_file, alive(store), 60);
@@ -163,11 +249,10 @@ int Serve(const ServeOptions& o) {
                 "--port=0",
                 absl::StrCat("--worker_id=", role, "-", i),
                 "--role=" + role,
-                "--device=" + devices[i * o.tp + r],
-                secret_flag,
-                parent_flag};
+                "--device=" + devices[i * o.tp + r]};
+            args = child(std::move(args));
             if (r == 0) {
-              args.push_back("--coordinator=" + address);
+              args.push_back("--coordinator=" + internal_address);
               args.push_back(metrics_port(1 + i));
             }
             if (o.tp > 1) {
@@ -191,8 +276,23 @@ int Serve(const ServeOptions& o) {
   // failed start (nothing is retried before the cluster has come up once).
   const std::string probe_key =
       o.api_key_file.empty() ? "" : auth::FirstApiKey(o.api_key_file);
-  auto stub = latentkv::v1::Generation::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auth::ClientTls probe_tls;
+  if (!o.tls_cert.empty()) {
+    // Trust what the coordinator presents: its CA, or the chain itself.
+    probe_tls.enabled = true;
+    probe_tls.ca_file = o.tls_ca.empty() ? o.tls_cert : o.tls_ca;
+    auto chain = auth::ReadPemFile(o.tls_cert);
+    const std::vector<std::string> names =
+        chain.ok() ? auth::CertDnsNames(*chain) : std::vector<std::string>();
+    if (!names.empty()) probe_tls.server_name = names[0];
+  }
+  auto channel = auth::NewClientChannel(address, probe_tls);
+  if (!channel.ok()) {
+    std::fprintf(stderr, "latentkv serve: --tls-ca: %s\n",
+                 std::string(channel.status().message()).c_str());
+    return fail("cannot probe the coordinator");
+  }
+  auto stub = latentkv::v1::Generation::NewStub(*channel);
   bool ready = false;
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(120);
@@ -221,8 +321,9 @@ int Serve(const ServeOptions& o) {
   std::fprintf(stderr, "latentkv serve: %s with %d worker(s) on %s\n",
                o.model_dir.c_str(), o.workers, address.c_str());
   if (o.http_port > 0) {
-    std::fprintf(stderr, "latentkv serve: OpenAI HTTP API on http://%s:%d/v1\n",
-                 o.host.c_str(), o.http_port);
+    std::fprintf(stderr, "latentkv serve: OpenAI HTTP API on %s://%s:%d/v1\n",
+                 o.tls_cert.empty() ? "http" : "https", o.host.c_str(),
+                 o.http_port);
   }
   if (o.metrics_port > 0) {
     std::string ports =

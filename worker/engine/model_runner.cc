@@ -90,13 +90,16 @@ absl::StatusOr<KvStorage> CreateKvStorage(const ModelRunner& runner,
   return KvStorage{std::move(*cache), std::move(*pools)};
 }
 
-std::vector<LayerKvShape> ModelRunner::KvShapes() const {
-  const auto& c = config();
+std::vector<LayerKvShape> KvShapesOf(const model::ModelConfig& c) {
   std::vector<LayerKvShape> shapes;
   for (int l = 0; l < c.num_layers; ++l) {
     shapes.push_back({c.num_kv_heads, c.qk_head_dim[l], c.vo_head_dim[l]});
   }
   return shapes;
+}
+
+std::vector<LayerKvShape> ModelRunner::KvShapes() const {
+  return KvShapesOf(config());
 }
 
 KvScales ModelRunner::Fp8KvScales() const {

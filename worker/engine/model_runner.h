@@ -40,6 +40,11 @@ namespace latentkv::worker {
 
 using ::latentkv::comm::Communicator;
 
+// KV shape of every layer of `config` as its pools hold it:
+// {num_kv_heads, qk_head_dim[l], vo_head_dim[l]} (a tensor-parallel shard's
+// config already has its share of the heads).
+std::vector<LayerKvShape> KvShapesOf(const model::ModelConfig& config);
+
 class ModelRunner {
  public:
   // The runner shares the weights; `backend` must outlive it. With a

@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
 #include "common/auth/cluster_flags.h"
+#include "common/auth/cluster_tls.h"
 #include "common/flags_help.h"
 #include "common/health/health_reporter.h"
 #include "common/health/listen.h"
@@ -236,7 +237,8 @@ int main(int argc, char** argv) {
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder hb;
     const std::string fhost = absl::GetFlag(FLAGS_host);
-    auto listening = lk::ListenAndStart(hb, fhost, absl::GetFlag(FLAGS_port));
+    auto listening = lk::ListenAndStart(hb, fhost, absl::GetFlag(FLAGS_port),
+                                        lk::auth::InternalServerCredentials());
     if (!listening.ok()) {
       std::fprintf(stderr, "%s\n", listening.status().ToString().c_str());
       return 1;
@@ -317,8 +319,7 @@ int main(int argc, char** argv) {
     po.dtype = eo.kv.dtype;
     po.address = absl::GetFlag(FLAGS_kvstore);
     po.block_tokens = absl::GetFlag(FLAGS_kvstore_block_tokens);
-    po.model_id =
-        std::filesystem::path(absl::GetFlag(FLAGS_model)).filename().string();
+    po.model_id = lk::worker::StoreModelId(absl::GetFlag(FLAGS_model));
     prefix_cache = std::make_unique<lk::worker::StorePrefixCache>(
         po, (*engine)->kv_shapes());
     so.prefix_cache = prefix_cache.get();
@@ -329,7 +330,8 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   const std::string host = absl::GetFlag(FLAGS_host);
   builder.RegisterService(&service);
-  auto listening = lk::ListenAndStart(builder, host, absl::GetFlag(FLAGS_port));
+  auto listening = lk::ListenAndStart(builder, host, absl::GetFlag(FLAGS_port),
+                                      lk::auth::InternalServerCredentials());
   if (!listening.ok()) {
     std::fprintf(stderr, "%s\n", listening.status().ToString().c_str());
     return 1;

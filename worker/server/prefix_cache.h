@@ -31,6 +31,14 @@ struct PrefixCacheOptions {
   DType dtype = DType::kF32;  // KV dtype of the rows (the engine's)
 };
 
+// The store layout of a cache with `options` over layers of `shapes` (codec
+// "rows", tensor-parallel size 1): what the worker sends with every call
+// and what `latentkv serve` fixes the store to at start (--layout).
+kvstore::KvLayout StoreLayout(const PrefixCacheOptions& options,
+                              const std::vector<LayerKvShape>& shapes);
+// The model id in the layout: the last component of the --model path.
+std::string StoreModelId(const std::string& model_path);
+
 class StorePrefixCache {
  public:
   StorePrefixCache(const PrefixCacheOptions& options,

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/auth/cluster_secret.h"
+#include "common/auth/cluster_tls.h"
 #include "worker/server/kv_transfer.h"
 
 namespace latentkv::worker {
@@ -337,8 +338,7 @@ void Registrar::Stop() {
 }
 
 void Registrar::Loop() {
-  auto channel = grpc::CreateChannel(options_.coordinator,
-                                     grpc::InsecureChannelCredentials());
+  auto channel = auth::NewInternalChannel(options_.coordinator);
   auto stub = pb::Control::NewStub(channel);
   bool registered = false;
   auto period = options_.heartbeat;

@@ -756,7 +756,7 @@ NEGATIVE_CASES = [
     ("a gRPC probe on a port the container does not expose",
      "base", "Deployment", "latentkv-coordinator",
      lambda o: o["spec"]["template"]["spec"]["containers"][0][
-         "readinessProbe"]["grpc"].__setitem__("port", 50052)),
+         "readinessProbe"]["grpc"].__setitem__("port", 50059)),
     ("a Service selecting no pods",
      "base", "Service", "latentkv-coordinator",
      lambda o: o["spec"]["selector"].__setitem__(
