@@ -108,6 +108,7 @@ float Bf16ToF32(uint16_t x) {
   return f;
 }
 
+#ifdef __FLT16_MAX__  // the compiler has _Float16 (gcc 12; clang >= 15)
 uint16_t F32ToF16(float x) {
   return std::bit_cast<uint16_t>(static_cast<_Float16>(x));
 }
@@ -115,6 +116,37 @@ uint16_t F32ToF16(float x) {
 float F16ToF32(uint16_t x) {
   return static_cast<float>(std::bit_cast<_Float16>(x));
 }
+#else  // clang 14 on x86-64 (the fuzz build): the same conversions in bits
+uint16_t F32ToF16(float x) {
+  const uint32_t u = std::bit_cast<uint32_t>(x);
+  const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return sign | 0x7e00u;  // NaN
+  const int32_t e = static_cast<int32_t>(a >> 23);
+  if (e - 112 >= 31) return sign | 0x7c00u;  // inf, or beyond 2^16
+  // The magnitude in units of the result's last place: normal halves keep
+  // 10 of the 23 mantissa bits, subnormal ones (e < 113) fewer.
+  const uint32_t m = e == 0 ? (a & 0x7fffffu) : ((a & 0x7fffffu) | 0x800000u);
+  const int32_t shift = e >= 113 ? 13 : 126 - std::max(e, 1);
+  if (shift > 25) return sign;  // below half the smallest subnormal
+  uint32_t bits = m >> shift;
+  const uint32_t rem = m & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+  if (e >= 113) bits = (static_cast<uint32_t>(e - 112) << 10) | (bits & 0x3ffu);
+  if (rem > halfway || (rem == halfway && (bits & 1u))) ++bits;  // to even
+  return sign | static_cast<uint16_t>(std::min(bits, 0x7c00u));
+}
+
+float F16ToF32(uint16_t x) {
+  const uint32_t sign = static_cast<uint32_t>(x & 0x8000u) << 16;
+  const uint32_t e = (x >> 10) & 0x1fu, m = x & 0x3ffu;
+  if (e == 0x1f) return std::bit_cast<float>(sign | 0x7f800000u | (m << 13));
+  if (e == 0) {  // zero or subnormal: m * 2^-24
+    const float f = static_cast<float>(m) * 0x1p-24f;
+    return sign != 0 ? -f : f;
+  }
+  return std::bit_cast<float>(sign | ((e + 112) << 23) | (m << 13));
+}
+#endif
 
 uint8_t F32ToF8E4M3(float x) {
   uint32_t u;

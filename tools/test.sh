@@ -3,6 +3,8 @@
 # the toolkit is present), checks formatting and runs every CPU test (labels
 # unit and integration). Tests labelled gpu and multigpu need GPUs: they are
 # listed by name as skipped (tools/gpu_check.sh runs them on a GPU machine).
+# Then the libFuzzer targets of every parser run for a bounded time each
+# (tools/fuzz/check.sh: build-fuzz, ctest label fuzz; docs/FUZZING.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install_deps.sh
@@ -18,3 +20,5 @@ for label in gpu multigpu; do
   if [[ -n "$names" ]]; then printf '%s\n' "$names" | sed 's/^/  skipped: /'; fi
 done
 ctest --output-on-failure -j2 -LE 'gpu' --timeout 600
+cd ..
+tools/fuzz/check.sh

@@ -2,6 +2,7 @@
 // vectorize _Float16 conversions) and fp8 e4m3 with AVX2 bit arithmetic
 // (the portable path looks each byte up in a table). Built with -mavx2
 // -mf16c; called only after CpuHasF16c() / CpuHasAvx2Fma().
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstdint>
@@ -13,8 +14,11 @@ namespace latentkv::kernels::internal {
 
 bool CpuHasF16c() {
   static const bool has = [] {
+    // CPUID leaf 1 (clang 14 has no "f16c" for __builtin_cpu_supports).
+    unsigned a = 0, b = 0, c = 0, d = 0;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx") && __get_cpuid(1, &a, &b, &c, &d) &&
+           (c & bit_F16C) != 0;
   }();
   return has;
 }

@@ -35,7 +35,32 @@ constexpr uint64_t kMaxStringBytes = 1ull << 30;
 constexpr uint64_t kMaxCount = 1ull << 32;
 constexpr int kMaxDims = 4;
 
+// The fewest bytes a tensor info takes: an empty name (its 8-byte length),
+// n_dims, one dimension, the type and the offset.
+constexpr uint64_t kMinTensorInfoBytes = 8 + 4 + 8 + 4 + 8;
+
 using Scalar = std::variant<uint64_t, int64_t, double, bool, std::string>;
+
+// The fewest bytes one array element of type `t` takes in the file (a
+// string: its 8-byte length).
+uint64_t MinElementBytes(GgufType t) {
+  switch (t) {
+    case GgufType::kUint16:
+    case GgufType::kInt16:
+      return 2;
+    case GgufType::kUint32:
+    case GgufType::kInt32:
+    case GgufType::kFloat32:
+      return 4;
+    case GgufType::kUint64:
+    case GgufType::kInt64:
+    case GgufType::kFloat64:
+    case GgufType::kString:
+      return 8;
+    default:
+      return 1;
+  }
+}
 
 // Bounds-checked little-endian reads from the mapping.
 class Cursor {
@@ -284,11 +309,12 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(
         return fail(absl::InvalidArgumentError(
             absl::StrCat(*key, ": unsupported array element type ", *et)));
       }
-      if (*count > size) {  // every element takes at least one byte
+      v->elem_type = static_cast<GgufType>(*et);
+      // Bounded by what the rest of the file can hold, before reserving.
+      if (*count > (size - c.pos()) / MinElementBytes(v->elem_type)) {
         return fail(absl::InvalidArgumentError(
             absl::StrCat(*key, ": array of ", *count, " elements")));
       }
-      v->elem_type = static_cast<GgufType>(*et);
       v->elems.reserve(*count);
       for (uint64_t j = 0; j < *count; ++j) {
         auto s = ReadScalar(c, v->elem_type);
@@ -318,6 +344,12 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(
     alignment = static_cast<uint64_t>(*a);
   }
 
+  // Bounded by what the rest of the file can hold, before reserving.
+  if (*n_tensors > (size - c.pos()) / kMinTensorInfoBytes) {
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat("truncated GGUF header: ", *n_tensors,
+                     " tensor infos at byte ", c.pos(), " of ", size)));
+  }
   f->tensors_.reserve(*n_tensors);
   for (uint64_t i = 0; i < *n_tensors; ++i) {
     GgufTensorInfo t;

@@ -126,6 +126,21 @@ TEST(GgufFileTest, RejectsCorruptFiles) {
                      {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f});
   expect_invalid(huge_string.Serialize(), "string length");
 
+  // Counts the rest of the file cannot hold are refused before anything is
+  // reserved for them (a tensor count of 2^32 used to reserve 230 GB; found
+  // by tests/fuzz/fuzz_gguf).
+  {
+    std::vector<uint8_t> raw = good;
+    for (int i = 8; i < 16; ++i) raw[i] = 0;
+    raw[12] = 1;  // tensor count 2^32
+    expect_invalid(raw, "tensor count");
+  }
+  GgufWriter huge_array;
+  huge_array.SetRaw("k", static_cast<uint32_t>(GgufType::kArray),
+                    {static_cast<uint8_t>(GgufType::kString), 0, 0, 0, 0x10, 0,
+                     0, 0, 0, 0, 0, 0});
+  expect_invalid(huge_array.Serialize(), "array count");
+
   GgufWriter dup;
   dup.SetInt32("k", 1);
   dup.SetInt32("k", 2);

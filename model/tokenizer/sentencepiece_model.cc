@@ -1,6 +1,7 @@
 #include "model/tokenizer/sentencepiece_model.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -195,8 +196,16 @@ std::unique_ptr<SentencePieceModel> SentencePieceModel::Parse(
   for (int id = 0; id < n; ++id) {
     const Piece& p = m->pieces_[id];
     if (p.type == PieceType::kByte && p.piece.size() == 6) {
-      const int b = std::stoi(p.piece.substr(3, 2), nullptr, 16);
-      m->byte_ids_[b & 0xff] = id;
+      // "<0xHH>"; anything else is refused (std::stoi threw on it).
+      unsigned b = 0;
+      const char* hex = p.piece.data() + 3;
+      const auto [end, ec] = std::from_chars(hex, hex + 2, b, 16);
+      if (p.piece.compare(0, 3, "<0x") != 0 || p.piece[5] != '>' ||
+          ec != std::errc() || end != hex + 2) {
+        *error = "malformed byte piece " + p.piece;
+        return nullptr;
+      }
+      m->byte_ids_[b] = id;
     }
     if (p.type == PieceType::kNormal || p.type == PieceType::kUserDefined) {
       m->index_.emplace(p.piece, id);

@@ -686,6 +686,24 @@ TEST(SentencePieceLoadTest, MissingOrBrokenModel) {
   absl::StatusOr<std::unique_ptr<Tokenizer>> tok =
       LoadSentencePieceTokenizer(dir + "/tokenizer.model");
   EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument);
+  // A byte piece that is not "<0xHH>" is refused (it threw std::stoi's
+  // invalid_argument; found by tests/fuzz/fuzz_sentencepiece). ModelProto:
+  // pieces {piece "<0xZZ>", type BYTE}, {piece "a"}; trainer_spec
+  // {model_type BPE, unk_id 1, bos_id 1, eos_id 1}.
+  const std::string model = std::string("\x0a\x0a\x0a\x06<0xZZ>\x18\x06", 12) +
+                            std::string(
+                                "\x0a\x03\x0a\x01"
+                                "a",
+                                5) +
+                            std::string(
+                                "\x12\x0b\x18\x02\xc0\x02\x01"
+                                "\xc8\x02\x01\xd0\x02\x01",
+                                13);
+  WriteFile(dir + "/tokenizer.model", model);
+  tok = LoadSentencePieceTokenizer(dir + "/tokenizer.model");
+  EXPECT_EQ(tok.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(tok.status().message().find("byte piece"), std::string::npos)
+      << tok.status();
   std::filesystem::remove_all(dir);
 }
 

@@ -301,7 +301,7 @@ absl::Status CodebookStore::Import(KvCache& c, const HostKvPool& hp,
   const int64_t k_vals = int64_t{h->n_k} * s.d_qk;
   const int64_t v_vals = int64_t{h->n_v} * s.d_vo;
   std::vector<float> cw(k_vals + v_vals);
-  std::memcpy(cw.data(), k_cw, 4 * cw.size());
+  if (!cw.empty()) std::memcpy(cw.data(), k_cw, 4 * cw.size());
   for (float f : cw) {
     if (!std::isfinite(f)) {
       return absl::InvalidArgumentError("codebook blob: non-finite codeword");

@@ -277,5 +277,17 @@ TEST(CodebookStoreTest, ImportThatDoesNotFitTakesNothing) {
   EXPECT_EQ(dst.cache->pages_in_use(), 0);
 }
 
+// A blob with no codewords and no records (a 16-byte header of zeros) loads
+// as an empty store (it used to memcpy into an empty vector's null data,
+// undefined behaviour; found by tests/fuzz/fuzz_codebook).
+TEST(CodebookStoreTest, ImportsAnEmptyBlob) {
+  Fixture f;
+  const std::string blob(16, '\0');  // KvSnapshot::kCodebookHeaderBytes
+  const absl::Status st = f.store.Import(*f.cache, f.hp, f.aux(), 0, blob);
+  EXPECT_TRUE(st.ok()) << st;
+  EXPECT_EQ(f.aux().tokens, 0);
+  EXPECT_EQ(f.store.num_k_codewords(), 0);
+}
+
 }  // namespace
 }  // namespace latentkv::worker

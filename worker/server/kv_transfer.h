@@ -16,6 +16,7 @@
 #include "latentkv/v1/worker.pb.h"
 #include "worker/cache/kv_snapshot.h"
 #include "worker/engine/sequence.h"
+#include "worker/server/prefill_assembler.h"  // CheckLayout
 
 namespace latentkv::worker {
 
@@ -26,12 +27,6 @@ inline constexpr char kRowsCodec[] = "rows";
 // size.
 latentkv::v1::KvLayout TransferLayout(const std::vector<LayerKvShape>& shapes,
                                       DType dtype, int tp_size);
-// OK when `theirs` can be imported here; FailedPrecondition naming the first
-// field that differs (layers, KV heads, d_qk/d_vo of a layer, dtype, codec,
-// TP size: re-sharding across TP sizes is not supported).
-absl::Status CheckLayout(const latentkv::v1::KvLayout& theirs,
-                         const latentkv::v1::KvLayout& ours);
-
 struct RemotePrefill {
   std::shared_ptr<const KvSnapshot> kv;  // null when the request ended
   int32_t first_token = -1;

@@ -1,24 +1,38 @@
 #include "worker/server/prefix_cache.h"
 
 #include <cstdio>
+#include <filesystem>
 
 #include "kvstore/chain_key.h"
+#include "worker/server/store_rows.h"
 
 namespace latentkv::worker {
 
+kvstore::KvLayout StoreLayout(const PrefixCacheOptions& options,
+                              const std::vector<LayerKvShape>& shapes) {
+  kvstore::KvLayout layout;
+  layout.model_id = options.model_id;
+  layout.num_layers = static_cast<uint32_t>(shapes.size());
+  layout.num_kv_heads = shapes.empty() ? 0 : shapes[0].n_kv_heads;
+  for (const LayerKvShape& s : shapes) {
+    layout.d_qk.push_back(s.d_qk);
+    layout.d_vo.push_back(s.d_vo);
+  }
+  layout.dtype = std::string(DTypeName(options.dtype));
+  layout.block_tokens = options.block_tokens;
+  layout.codec = "rows";
+  return layout;
+}
+
+std::string StoreModelId(const std::string& model_path) {
+  return std::filesystem::path(model_path).filename().string();
+}
+
 StorePrefixCache::StorePrefixCache(const PrefixCacheOptions& options,
                                    std::vector<LayerKvShape> shapes)
-    : options_(options), shapes_(std::move(shapes)) {
-  layout_.model_id = options.model_id;
-  layout_.num_layers = static_cast<uint32_t>(shapes_.size());
-  layout_.num_kv_heads = shapes_.empty() ? 0 : shapes_[0].n_kv_heads;
-  for (const LayerKvShape& s : shapes_) {
-    layout_.d_qk.push_back(s.d_qk);
-    layout_.d_vo.push_back(s.d_vo);
-  }
-  layout_.dtype = std::string(DTypeName(options.dtype));
-  layout_.block_tokens = options.block_tokens;
-  layout_.codec = "rows";
+    : options_(options),
+      shapes_(std::move(shapes)),
+      layout_(StoreLayout(options, shapes_)) {
   client_ = kvstore::KvStoreClient::Connect(options.address);
 }
 
@@ -43,47 +57,15 @@ std::shared_ptr<const KvSnapshot> StorePrefixCache::Fetch(
     ++errors_;
     return nullptr;
   }
-  auto snap = std::make_shared<KvSnapshot>();
-  snap->shapes = shapes_;
-  snap->dtype = options_.dtype;
-  snap->rows.resize(shapes_.size());
-  for (size_t l = 0; l < shapes_.size(); ++l) {
-    snap->rows[l].resize(shapes_[l].n_kv_heads);
-  }
-  for (const kvstore::Block& b : *blocks) {
-    for (const kvstore::LayerPayload& p : b.layers) {
-      if (p.layer >= shapes_.size()) continue;
-      const int64_t head_bytes =
-          B * KvSnapshot::RowBytes(shapes_[p.layer], options_.dtype);
-      if (!p.present || !p.Intact() ||
-          static_cast<int64_t>(p.data.size()) !=
-              head_bytes * shapes_[p.layer].n_kv_heads) {
-        ++errors_;  // not a full-cache block of this layout
-        return nullptr;
-      }
-      for (int32_t h = 0; h < shapes_[p.layer].n_kv_heads; ++h) {
-        snap->rows[p.layer][h].append(p.data, h * head_bytes, head_bytes);
-      }
-    }
-  }
-  *tokens = static_cast<int64_t>(blocks->size()) * B;
-  for (size_t l = 0; l < shapes_.size(); ++l) {
-    for (const std::string& r : snap->rows[l]) {
-      if (static_cast<int64_t>(r.size()) !=
-          *tokens * KvSnapshot::RowBytes(shapes_[l], options_.dtype)) {
-        ++errors_;  // a layer missing from some block
-        *tokens = 0;
-        return nullptr;
-      }
-    }
-  }
-  if (!snap->CheckRows().ok()) {
-    ++errors_;  // corrupt or forged payloads: recompute instead
-    *tokens = 0;
+  auto snap = SnapshotFromBlocks(shapes_, options_.dtype, options_.block_tokens,
+                                 *blocks);
+  if (!snap.ok()) {
+    ++errors_;  // not full-cache blocks of this layout, corrupt or forged
     return nullptr;
   }
+  *tokens = static_cast<int64_t>(blocks->size()) * B;
   hit_tokens_ += *tokens;
-  return snap;
+  return *std::move(snap);
 }
 
 void StorePrefixCache::Publish(const std::vector<int32_t>& tokens,
