@@ -29,6 +29,7 @@
 #include "common/signals.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/http/http_server.h"
+#include "coordinator/parse_error_interceptor.h"
 #include "coordinator/metrics/coordinator_metrics.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -270,11 +271,14 @@ int main(int argc, char** argv) {
 
   grpc::ServerBuilder builder;
   builder.RegisterService(coord.generation_service());
-  if (coord_metrics) {
+  {
     std::vector<
         std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
         interceptors;
-    interceptors.push_back(coord_metrics->NewInterceptorFactory());
+    interceptors.push_back(lk::coordinator::NewParseErrorInterceptorFactory());
+    if (coord_metrics) {
+      interceptors.push_back(coord_metrics->NewInterceptorFactory());
+    }
     builder.experimental().SetInterceptorCreators(std::move(interceptors));
   }
   auto listening = lk::ListenAndStart(builder, host, absl::GetFlag(FLAGS_port),

@@ -141,12 +141,28 @@ TEST_F(ServingTest, InvalidRequestsGetInvalidArgument) {
   c.add_prompt_token_ids(1);
   c.add_prompt_token_ids(999999);
   cases.push_back({"token id outside vocab", c});
+  // Not valid UTF-8: protobuf refuses to parse it on the server (the client
+  // side only logs), which gRPC would report as INTERNAL with no message.
+  cases.push_back({"invalid UTF-8 prompt", Greedy("caf\xc3 \xff\xfe", 10)});
   for (const auto& tc : cases) {
     StreamResult r = Generate(cluster_->stub(), tc.req);
     EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
         << tc.name << ": " << r.status.error_message();
     EXPECT_FALSE(r.status.error_message().empty()) << tc.name;
   }
+}
+
+TEST_F(ServingTest, TokenizeRefusesInvalidUtf8ClearlyAndKeepsServing) {
+  grpc::ClientContext ctx;
+  pb::TokenizeRequest req;
+  req.set_text("\xc0\xaf overlong slash");
+  pb::TokenizeResponse resp;
+  const grpc::Status st = cluster_->stub().Tokenize(&ctx, req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("UTF-8"), std::string::npos)
+      << st.error_message();
+  StreamResult r = Generate(cluster_->stub(), Greedy("Once upon", 4));
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
 }
 
 TEST_F(ServingTest, StopStringsEndTheStreamAndAreNotReturned) {
