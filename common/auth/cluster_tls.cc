@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "grpc/grpc.h"
 
 namespace latentkv::auth {
 namespace {
@@ -49,6 +50,13 @@ std::shared_ptr<grpc::ServerCredentials> InternalServerCredentials() {
 
 std::shared_ptr<grpc::Channel> NewInternalChannel(const std::string& address,
                                                   grpc::ChannelArguments args) {
+  // A peer behind a partition sends no RST: without pings a stream to it
+  // would wait for TCP's retransmission timeout (~15 min). Pings every
+  // kKeepaliveMs, also while a long prefill sends no data, fail the call
+  // UNAVAILABLE within two periods (the coordinator then retries elsewhere).
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, kInternalKeepaliveMs);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kInternalKeepaliveMs);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   const ClusterTls& s = Process();
   if (!s.set) {
     return grpc::CreateCustomChannel(address,

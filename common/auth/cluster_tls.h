@@ -38,7 +38,13 @@ bool HasClusterTls();
 
 // What internal listeners use: mutual TLS when loaded, else insecure.
 std::shared_ptr<grpc::ServerCredentials> InternalServerCredentials();
-// A channel to an internal service at `address` (cluster TLS when loaded).
+// Keepalive ping period (and ping timeout) of internal channels: a call to
+// a peer cut off by a partition fails UNAVAILABLE within ~2x this.
+// Servers accept pings this often (common/health/listen.h).
+inline constexpr int kInternalKeepaliveMs = 3000;
+
+// A channel to an internal service at `address` (cluster TLS when loaded),
+// with keepalive pings every kInternalKeepaliveMs.
 std::shared_ptr<grpc::Channel> NewInternalChannel(
     const std::string& address,
     grpc::ChannelArguments args = grpc::ChannelArguments());

@@ -12,6 +12,12 @@ absl::StatusOr<ListeningServer> ListenAndStart(
     std::shared_ptr<grpc::ServerCredentials> credentials) {
   ListeningServer out;
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // Internal clients ping every 3 s, also during long silent calls
+  // (common/auth/cluster_tls.h); accept that instead of answering
+  // "too_many_pings" and closing the connection.
+  builder.AddChannelArgument(
+      GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 1000);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 0);
   builder.AddListeningPort(absl::StrCat(host, ":", port),
                            std::move(credentials), &out.port);
   out.server = builder.BuildAndStart();

@@ -162,7 +162,8 @@ std::string Cluster::Logs() const {
 }
 
 StreamResult Generate(pb::Generation::Stub& stub,
-                      const pb::GenerateRequest& req, double timeout_s) {
+                      const pb::GenerateRequest& req, double timeout_s,
+                      std::atomic<int64_t>* progress) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() +
                    std::chrono::milliseconds(int64_t(timeout_s * 1000)));
@@ -173,6 +174,7 @@ StreamResult Generate(pb::Generation::Stub& stub,
     ++r.messages;
     r.tokens.insert(r.tokens.end(), resp.token_ids().begin(),
                     resp.token_ids().end());
+    if (progress != nullptr) progress->fetch_add(resp.token_ids_size());
     r.text += resp.text();
     if (resp.finish_reason() != pb::FINISH_REASON_UNSPECIFIED)
       r.finish = resp.finish_reason();

@@ -3,6 +3,8 @@
 #ifndef LATENTKV_TESTS_INTEGRATION_CLUSTER_H_
 #define LATENTKV_TESTS_INTEGRATION_CLUSTER_H_
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
@@ -94,9 +96,12 @@ struct StreamResult {
   int messages = 0;
 };
 
+// Streams `req` to the end; `progress` (optional) counts the tokens as
+// they arrive.
 StreamResult Generate(latentkv::v1::Generation::Stub& stub,
                       const latentkv::v1::GenerateRequest& req,
-                      double timeout_s = 60);
+                      double timeout_s = 60,
+                      std::atomic<int64_t>* progress = nullptr);
 
 // A request with greedy sampling.
 latentkv::v1::GenerateRequest Greedy(const std::string& prompt, int max_tokens);

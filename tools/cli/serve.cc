@@ -210,9 +210,11 @@ int Serve(const ServeOptions& o) {
     }
     // Restarts keep the first incarnation's port: workers know the address.
     const std::string store_file = (run_dir / "kvstore.addr").string();
+    // The supervisor keeps this and calls it again on every restart, after
+    // this block: the block's locals are captured by value.
     const int store = sup.Add(
         "the kvstore",
-        [&](int incarnation) {
+        [&, store_file, layout = *layout](int incarnation) {
           std::string port = "0";
           if (incarnation > 0)
             port = store_address.substr(store_address.rfind(':') + 1);
@@ -220,7 +222,7 @@ int Serve(const ServeOptions& o) {
               child({(bin / "latentkv-kvstore").string(), "--host=" + o.host,
                      "--port=" + port, "--port_file=" + store_file,
                      absl::StrCat("--capacity_mb=", o.kvstore_mb),
-                     "--layout=" + *layout, metrics_port(1 + groups)})};
+                     "--layout=" + layout, metrics_port(1 + groups)})};
         },
         /*critical=*/false);
     store_address = WaitForFile(store_file, alive(store), 60);
