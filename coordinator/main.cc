@@ -25,12 +25,13 @@
 #include "common/flags_help.h"
 #include "common/health/health_reporter.h"
 #include "common/health/listen.h"
+#include "common/heap_bounds.h"
 #include "common/metrics/metrics_server.h"
 #include "common/signals.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/http/http_server.h"
-#include "coordinator/parse_error_interceptor.h"
 #include "coordinator/metrics/coordinator_metrics.h"
+#include "coordinator/parse_error_interceptor.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -129,6 +130,7 @@ absl::StatusOr<lk::coordinator::http::ChatTemplate> GgufChatTemplate(
 
 int main(int argc, char** argv) {
   lk::BlockTerminationSignals();
+  lk::BoundHeapGrowth();
   lk::ConfigureFlagsHelp();
   absl::ParseCommandLine(argc, argv);
   if (const int code = lk::auth::SetUpClusterProcessFromFlags(); code != 0) {

@@ -19,6 +19,7 @@
 #include "common/flags_help.h"
 #include "common/health/health_reporter.h"
 #include "common/health/listen.h"
+#include "common/heap_bounds.h"
 #include "common/metrics/metrics_server.h"
 #include "common/signals.h"
 #include "google/protobuf/text_format.h"
@@ -101,6 +102,7 @@ std::vector<prometheus::MetricFamily> StoreFamilies(
 
 int main(int argc, char** argv) {
   lk::BlockTerminationSignals();
+  lk::BoundHeapGrowth();
   lk::ConfigureFlagsHelp();
   absl::ParseCommandLine(argc, argv);
   if (const int code = lk::auth::SetUpClusterProcessFromFlags(); code != 0) {

@@ -21,6 +21,7 @@
 #include "common/flags_help.h"
 #include "common/health/health_reporter.h"
 #include "common/health/listen.h"
+#include "common/heap_bounds.h"
 #include "common/metrics/metrics_server.h"
 #include "common/signals.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -103,6 +104,7 @@ namespace lk = latentkv;
 
 int main(int argc, char** argv) {
   lk::BlockTerminationSignals();
+  lk::BoundHeapGrowth();
   lk::ConfigureFlagsHelp();
   absl::ParseCommandLine(argc, argv);
   if (const int code = lk::auth::SetUpClusterProcessFromFlags(); code != 0) {
