@@ -43,15 +43,16 @@ K8S_DEFS_URI = "https://kubernetes.io/api/_definitions.json"
 # libraries), and flags being added that the sources may not define yet.
 BINARIES = {
     "latentkv-coordinator": {
-        "sources": ["coordinator/main.cc"],
+        "sources": ["coordinator/main.cc", "common/auth/cluster_flags.cc"],
         "pending": ["http_port", "metrics_port"],
     },
     "latentkv-worker": {
-        "sources": ["worker/server/main.cc", "worker/residency/flags.cc"],
+        "sources": ["worker/server/main.cc", "worker/residency/flags.cc",
+                    "common/auth/cluster_flags.cc"],
         "pending": ["metrics_port"],
     },
     "latentkv-kvstore": {
-        "sources": ["kvstore/main.cc"],
+        "sources": ["kvstore/main.cc", "common/auth/cluster_flags.cc"],
         "pending": ["metrics_port"],
     },
     # The CLI: a subcommand first; takes dashes or underscores.
@@ -65,7 +66,7 @@ BINARIES = {
 # Flags absl defines in every binary.
 ABSL_BUILTIN_FLAGS = {"flagfile", "fromenv", "tryfromenv", "undefok"}
 # Flags whose value is a port this container must expose.
-PORT_FLAGS = ("port", "http_port", "metrics_port")
+PORT_FLAGS = ("port", "internal_port", "http_port", "metrics_port")
 # Flags whose value is host:port of another component.
 ADDRESS_FLAGS = ("coordinator", "kvstore")
 # gRPC health service names the processes serve ("" equals readiness).
@@ -529,6 +530,25 @@ class Checker:
                 self.check_address(o, where, f, v)
         if binary == "latentkv-worker":
             self.check_worker(o, where, effective)
+        if binary in ("latentkv-coordinator", "latentkv-worker",
+                      "latentkv-kvstore"):
+            self.check_cluster_secret(o, where, c, effective, volumes)
+
+    def check_cluster_secret(self, o, where, c, effective, volumes):
+        """Servers carry the cluster credential, from a mounted Secret."""
+        path = effective.get("cluster_secret_file")
+        if not path:
+            self.err(o, "%s: no --cluster_secret_file (internal services "
+                     "would be open)" % where)
+            return
+        for m in c.get("volumeMounts") or []:
+            mp = m.get("mountPath", "").rstrip("/")
+            if path.startswith(mp + "/"):
+                vol = volumes.get(m.get("name")) or {}
+                if "secret" in vol:
+                    return
+        self.err(o, "%s: --cluster_secret_file=%s is not on a mounted "
+                 "Secret volume" % (where, path))
 
     def flagfile(self, o, where, c, path, volumes, binary):
         """The (name, value) pairs of an absl flag file from a ConfigMap."""
@@ -749,6 +769,15 @@ NEGATIVE_CASES = [
      "base", "Deployment", "latentkv-coordinator",
      lambda o: o["spec"]["template"]["spec"]["containers"][0][
          "args"].append("--no_such_flag=1")),
+    ("a server without the cluster credential",
+     "base", "ConfigMap", None,
+     lambda o: o["data"].__setitem__(
+         "kvstore.flags", o["data"]["kvstore.flags"].replace(
+             "--cluster_secret_file", "--nocluster_secret_file_x"))),
+    ("the cluster credential on no Secret volume",
+     "base", "Deployment", "latentkv-coordinator",
+     lambda o: o["spec"]["template"]["spec"]["volumes"].__setitem__(
+         -1, {"name": "cluster-credential", "emptyDir": {}})),
     ("an unknown flag in a flag file",
      "base", "ConfigMap", None,
      lambda o: o["data"].__setitem__(
