@@ -102,10 +102,11 @@ TEST(ChaosTest, ACoordinatorRestartKeepsItsWorkers) {
   EXPECT_EQ(fresh.Stop(SIGTERM, 30), 0);
 }
 
-// serve's kvstore and prefill workers: killed mid-stream, every request
-// still completes with its own tokens (the store is a cache; a decode
-// worker whose prefill worker died prefills itself), and serve restarts
-// what died.
+// serve's kvstore, a tensor-parallel follower rank and a prefill worker:
+// killed mid-stream, every request still completes with its own tokens
+// (the store is a cache; a group that lost a rank fails its streams over to
+// another group; a decode worker whose prefill worker died prefills
+// itself), and serve restarts what died.
 class ServeChaosTest
     : public ::testing::TestWithParam<std::vector<std::string>> {};
 
