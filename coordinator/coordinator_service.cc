@@ -227,7 +227,13 @@ grpc::Status Coordinator::GenerationImpl::ListModels(
   if (grpc::Status st = c_->Authenticate(*ctx); !st.ok()) return st;
   pb::ModelInfo* m = resp->add_models();
   m->set_id(c_->options_.model_id);
-  m->set_max_context(c_->config_.max_position_embeddings);
+  // What a request can use: the model's context, or less when even the
+  // largest worker's KV memory holds less.
+  const uint32_t served = c_->registry_.MaxContext();
+  m->set_max_context(
+      served > 0
+          ? std::min<uint32_t>(served, c_->config_.max_position_embeddings)
+          : c_->config_.max_position_embeddings);
   m->set_vocab_size(c_->config_.vocab_size);
   m->set_kv_bytes_per_token(c_->config_.KvValuesPerToken() * sizeof(float));
   m->set_num_workers(static_cast<uint32_t>(c_->registry_.size()));
@@ -315,6 +321,15 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     ~Dec() { n->fetch_sub(1); }
   } dec{&c.inflight_};
 
+  // Longer than any worker's KV memory holds: it could never run (a 400,
+  // not a 429 that clients would retry).
+  if (const uint32_t served = c.registry_.MaxContext();
+      served > 0 && prompt.size() + max_tokens > served) {
+    return Invalid(absl::StrCat(
+        "prompt (", prompt.size(), " tokens) + max_tokens (", max_tokens,
+        ") exceeds the ", served,
+        " tokens a sequence can hold in the largest worker's KV memory"));
+  }
   const std::string request_id =
       req->request_id().empty()
           ? absl::StrCat("req-", c.next_request_.fetch_add(1))
@@ -330,7 +345,9 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     context.insert(context.end(), generated.begin(), generated.end());
     const PromptKeys keys(context);  // hashed once for every lookup below
     const std::map<std::string, int64_t> cached = c.kv_index_.Overlaps(keys);
-    const RouteHint hint{static_cast<int64_t>(context.size()), &cached};
+    const RouteHint hint{
+        static_cast<int64_t>(context.size()), &cached,
+        static_cast<int64_t>(prompt.size()) + int64_t{max_tokens}};
     std::optional<WorkerInfo> w = c.registry_.Acquire(tried, hint);
     if (!w) break;
     tried.insert(w->id);

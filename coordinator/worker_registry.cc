@@ -49,8 +49,18 @@ void WorkerRegistry::Remove(const std::string& id) {
   workers_.erase(id);
 }
 
+uint32_t WorkerRegistry::MaxContext() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint32_t most = 0;
+  for (const auto& [id, w] : workers_) {
+    if (w.role != "prefill") most = std::max(most, w.max_context);
+  }
+  return most;
+}
+
 WorkerInfo* WorkerRegistry::Pick(const std::set<std::string>& exclude,
-                                 const RouteHint& hint, bool prefill_role) {
+                                 const RouteHint& hint, bool prefill_role,
+                                 int64_t holds) {
   auto tie = [](const WorkerInfo& w) {
     return std::make_tuple(w.inflight + int64_t{w.load.waiting},
                            w.load.kv_pages_in_use, w.id);
@@ -71,6 +81,7 @@ WorkerInfo* WorkerRegistry::Pick(const std::set<std::string>& exclude,
   double best_cost = 0;
   for (auto& [id, w] : workers_) {
     if (exclude.count(id) || (w.role == "prefill") != prefill_role) continue;
+    if (w.max_context > 0 && holds > w.max_context) continue;
     const double c = cost(w);
     if (best == nullptr || c < best_cost ||
         (c == best_cost && tie(w) < tie(*best))) {
@@ -84,8 +95,11 @@ WorkerInfo* WorkerRegistry::Pick(const std::set<std::string>& exclude,
 std::optional<WorkerInfo> WorkerRegistry::Acquire(
     const std::set<std::string>& exclude, const RouteHint& hint) {
   std::lock_guard<std::mutex> lock(mu_);
-  WorkerInfo* best = Pick(exclude, hint, false);
-  if (best == nullptr) best = Pick(exclude, hint, true);  // only prefill left
+  // The worker holds the whole sequence.
+  WorkerInfo* best = Pick(exclude, hint, false, hint.total_tokens);
+  if (best == nullptr) {
+    best = Pick(exclude, hint, true, hint.total_tokens);  // only prefill left
+  }
   if (best == nullptr) return std::nullopt;
   ++best->inflight;
   best->inflight_tokens += hint.prompt_tokens;
@@ -95,7 +109,8 @@ std::optional<WorkerInfo> WorkerRegistry::Acquire(
 std::optional<WorkerInfo> WorkerRegistry::AcquirePrefill(
     const std::set<std::string>& exclude, const RouteHint& hint) {
   std::lock_guard<std::mutex> lock(mu_);
-  WorkerInfo* best = Pick(exclude, hint, true);
+  // A prefill worker holds the prompt only.
+  WorkerInfo* best = Pick(exclude, hint, true, hint.prompt_tokens);
   if (best == nullptr) return std::nullopt;
   ++best->inflight;
   best->inflight_tokens += hint.prompt_tokens;

@@ -47,6 +47,9 @@ struct RouteHint {
   int64_t prompt_tokens = 0;
   // Cached prompt tokens per worker id (absent: none); may be null.
   const std::map<std::string, int64_t>* cached = nullptr;
+  // Prompt plus most new tokens: workers whose max_context (the longest
+  // sequence their KV memory holds) is smaller are never chosen. 0: any.
+  int64_t total_tokens = 0;
 };
 
 struct WorkerInfo {
@@ -55,6 +58,8 @@ struct WorkerInfo {
   // "mixed" (prefill + decode), "prefill" (runs prompts for decode workers)
   // or "decode" (takes prompts' KV from a prefill worker).
   std::string role = "mixed";
+  // The longest sequence (prompt + generated) its KV memory holds, capped
+  // at the model's context; 0: unknown (no bound).
   uint32_t max_context = 0;
   WorkerLoad load;
   int64_t inflight = 0;         // requests this coordinator has routed there
@@ -90,12 +95,16 @@ class WorkerRegistry {
   // the worker is gone).
   void Release(const std::string& id, int64_t prompt_tokens = 0);
   std::vector<WorkerInfo> List() const;
+  // The longest sequence a live mixed or decode worker holds (the largest
+  // max_context among them), or 0 when there is none.
+  uint32_t MaxContext() const;
   size_t size() const;
 
  private:
-  // The cheapest worker whose role matches, or null.
+  // The cheapest worker whose role matches and whose max_context holds
+  // `holds` tokens, or null.
   WorkerInfo* Pick(const std::set<std::string>& exclude, const RouteHint& hint,
-                   bool prefill_role);
+                   bool prefill_role, int64_t holds);
 
   RoutingOptions routing_;
   mutable std::mutex mu_;

@@ -103,6 +103,37 @@ TEST(WorkerRegistryTest, KvAwareRoutingTradesCachedPrefixAgainstLoad) {
   EXPECT_EQ(r.Acquire({}, RouteHint{100, nullptr})->id, "a");
 }
 
+// A request goes only where its whole sequence fits in KV memory, however
+// loaded the other workers are; a prefill worker needs the prompt only.
+TEST(WorkerRegistryTest, RequestsGoWhereTheirSequenceFits) {
+  WorkerRegistry r;
+  auto now = Clock::now();
+  WorkerInfo small = W("a-small"), big = W("b-big", /*waiting=*/50),
+             prefill = W("c-prefill");
+  small.max_context = 200;
+  big.max_context = 512;
+  prefill.max_context = 100;
+  prefill.role = "prefill";
+  r.Register(small, now);
+  r.Register(big, now);
+  r.Register(prefill, now);
+  EXPECT_EQ(r.MaxContext(), 512u);  // prefill workers do not count
+  // 150 tokens: the idle small worker; 300: only the big one.
+  EXPECT_EQ(r.Acquire({}, RouteHint{100, nullptr, 150})->id, "a-small");
+  EXPECT_EQ(r.Acquire({}, RouteHint{100, nullptr, 300})->id, "b-big");
+  EXPECT_FALSE(r.Acquire({"b-big"}, RouteHint{100, nullptr, 300}).has_value());
+  // Beyond every worker: nobody.
+  EXPECT_FALSE(r.Acquire({}, RouteHint{100, nullptr, 600}).has_value());
+  // The prefill worker holds 90 prompt tokens, not 120.
+  EXPECT_EQ(r.AcquirePrefill({}, RouteHint{90, nullptr, 400})->id, "c-prefill");
+  EXPECT_FALSE(r.AcquirePrefill({}, RouteHint{120, nullptr, 400}).has_value());
+  // Unknown (0) bounds nothing.
+  WorkerRegistry u;
+  u.Register(W("x"), now);
+  EXPECT_EQ(u.MaxContext(), 0u);
+  EXPECT_EQ(u.Acquire({}, RouteHint{10, nullptr, 100000})->id, "x");
+}
+
 TEST(WorkerRegistryTest, LoadRoutingIgnoresCachedPrefixes) {
   WorkerRegistry r(RoutingOptions{.kv_aware = false});
   auto now = Clock::now();

@@ -4,6 +4,7 @@
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -310,17 +311,26 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
     }
     p.generate.set_prompt(*prompt);
     if (!p.generate.sampling().has_max_tokens()) {
-      // OpenAI's chat default: whatever the context leaves.
-      grpc::ClientContext tctx;
+      // OpenAI's chat default: whatever the context leaves, the context
+      // being what the workers' KV memory holds (ListModels), at most the
+      // model's.
+      grpc::ClientContext tctx, mctx;
       ForwardAuthorization(req, &tctx);
+      ForwardAuthorization(req, &mctx);
       pb::TokenizeRequest treq;
       treq.set_text(*prompt);
       treq.set_add_bos(true);
       pb::TokenizeResponse tresp;
+      pb::ListModelsResponse models;
+      int64_t context = options_.max_context;
+      if (stub_->ListModels(&mctx, {}, &models).ok() &&
+          models.models_size() > 0 && models.models(0).max_context() > 0) {
+        context = std::min<int64_t>(context, models.models(0).max_context());
+      }
       if (stub_->Tokenize(&tctx, treq, &tresp).ok() &&
-          tresp.token_ids_size() < options_.max_context) {
-        p.generate.mutable_sampling()->set_max_tokens(static_cast<uint32_t>(
-            options_.max_context - tresp.token_ids_size()));
+          tresp.token_ids_size() < context) {
+        p.generate.mutable_sampling()->set_max_tokens(
+            static_cast<uint32_t>(context - tresp.token_ids_size()));
       }
     }
   }

@@ -81,6 +81,47 @@ TEST(SmolLm2Test, ServesTheKnownAnswerOverGrpcAndOpenAi) {
   j = json::parse(out, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << out;
   EXPECT_EQ(j["data"][0]["id"], "smollm2-135m-instruct") << out;
+
+  // The default worker's 256 MiB of KV holds fewer tokens than the model's
+  // 8192 (46 KB a token): that is the served context. A chat request
+  // without max_tokens takes what it leaves (it used to ask for 8191 - the
+  // prompt, which never fit: a 429), and a request that can never fit is a
+  // 400, not a 429 that clients retry.
+  grpc::ClientContext mctx;
+  pb::ListModelsResponse models;
+  ASSERT_TRUE(stub->ListModels(&mctx, {}, &models).ok());
+  const uint32_t context = models.models(0).max_context();
+  EXPECT_GT(context, 4000u);
+  EXPECT_LT(context, 8192u);
+  EXPECT_EQ(models.models(0).max_context(), context);
+  out = RunCommand(
+      {"curl", "-sS", "--max-time", "60", "-w", "\n%{http_code}",
+       "http://127.0.0.1:" + port + "/v1/chat/completions", "-H",
+       "Content-Type: application/json", "-d",
+       R"({"model":"smollm2-135m-instruct","messages":[{"role":"user",)"
+       R"("content":"What is the capital of France?"}],"temperature":0})"},
+      &code);
+  EXPECT_EQ(out.substr(out.rfind('\n') + 1), "200") << out;
+  j = json::parse(out.substr(0, out.rfind('\n')), nullptr, false);
+  EXPECT_EQ(j["choices"][0]["message"]["content"], kAnswer) << out;
+  pb::GenerateRequest over = Greedy(kChatMl, 10);
+  grpc::ClientContext tctx;
+  pb::TokenizeRequest treq;
+  treq.set_text(kChatMl);
+  treq.set_add_bos(true);
+  pb::TokenizeResponse tresp;
+  ASSERT_TRUE(stub->Tokenize(&tctx, treq, &tresp).ok());
+  const int prompt_tokens = tresp.token_ids_size();  // with BOS: at least
+  over.mutable_sampling()->set_max_tokens(context);  // + the prompt: over
+  r = Generate(*stub, over);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+      << r.status.error_message();
+  EXPECT_NE(r.status.error_message().find("KV memory"), std::string::npos)
+      << r.status.error_message();
+  over.mutable_sampling()->set_max_tokens(context - prompt_tokens);
+  r = Generate(*stub, over);
+  EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.text, kAnswer);
 }
 
 // Three tensor-parallel ranks (9 heads, 3 KV heads: one KV head each) on

@@ -73,6 +73,9 @@ class Engine {
   int64_t kv_page_bytes(int32_t layer) const {
     return core_->kv_page_bytes(layer);
   }
+  // The longest sequence whose full KV fits in this engine's KV memory
+  // (EngineCore::max_sequence_tokens).
+  int64_t max_sequence_tokens() const { return core_->max_sequence_tokens(); }
   // Whether this engine keeps a local prefix cache.
   bool prefix_caching() const { return core_->prefix_index() != nullptr; }
   // Tokens of the longest prefix of `tokens` (whole pages) in the local

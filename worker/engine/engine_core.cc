@@ -59,6 +59,21 @@ absl::StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(
   for (int32_t l = 0; l < e->cache_->num_layers(); ++l) {
     e->kv_pages_total_ += e->cache_->allocator(l).num_pages();
   }
+  {
+    // Binary search: pages needed grow with the tokens.
+    SequenceKv probe;
+    probe.Init(*e->cache_);
+    int64_t lo = 0, hi = e->config().max_position_embeddings;
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo + 1) / 2;
+      if (probe.PagesNeeded(*e->cache_, mid) <= e->kv_pages_total_) {
+        lo = mid;
+      } else {
+        hi = mid - 1;
+      }
+    }
+    e->max_sequence_tokens_ = lo;
+  }
   return e;
 }
 
@@ -113,9 +128,12 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
       seq->prompt_len + int64_t{seq->max_new_tokens}, seq->max_total_tokens);
   const int64_t need = seq->kv.PagesNeeded(*cache_, most);
   if (need > kv_pages_total_) {
-    return absl::ResourceExhaustedError(
+    // Permanent, not a momentary shortage: a client must not retry it.
+    return absl::InvalidArgumentError(
         absl::StrCat("request needs ", need, " KV pages for ", most,
-                     " tokens but the KV memory holds ", kv_pages_total_));
+                     " tokens but the KV memory holds ", kv_pages_total_,
+                     ": it can never fit (at most ", max_sequence_tokens_,
+                     " tokens per sequence here)"));
   }
   return seq;
 }

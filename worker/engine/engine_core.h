@@ -76,6 +76,10 @@ class EngineCore {
     return cache_->page_bytes(layer);
   }
   int32_t page_size() const { return cache_->page_size(); }
+  // The longest sequence (prompt + generated tokens) whose full KV fits in
+  // this engine's KV memory when alone, capped at the model's context: what
+  // the worker registers as its context. Computed once at Create.
+  int64_t max_sequence_tokens() const { return max_sequence_tokens_; }
   // The local prefix cache, or null when off.
   const PrefixIndex* prefix_index() const { return prefix_.get(); }
   // The server's KV residency policy, or null when it serves a full cache.
@@ -108,6 +112,7 @@ class EngineCore {
   std::shared_ptr<const ResidencyPolicy> policy_;  // null: full cache
   EngineOptions options_;
   int64_t kv_pages_total_ = 0;
+  int64_t max_sequence_tokens_ = 0;
 
   std::unordered_map<std::string, EventSink> sinks_;
   uint64_t next_arrival_ = 0;

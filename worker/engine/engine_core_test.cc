@@ -126,7 +126,16 @@ TEST(EngineCoreTest, DuplicateIdsAndBadRequests) {
       EngineCore::Create(Stories260k(), kernels::MakeCpuBackend(), tiny);
   ASSERT_TRUE(small.ok());
   EXPECT_EQ((*small)->Prepare(huge).status().code(),
-            absl::StatusCode::kResourceExhausted);
+            absl::StatusCode::kInvalidArgument);
+  // What fits alone: the largest n whose pages (ceil(n / 4) per layer and
+  // KV head) fit the memory, and n + 1 does not.
+  const int64_t most = (*small)->max_sequence_tokens();
+  EXPECT_GT(most, 0);
+  EXPECT_LT(most, 505);
+  EXPECT_TRUE((*small)->Prepare(Request("fits", 5, most - 5)).ok());
+  EXPECT_EQ((*small)->Prepare(Request("over", 5, most - 4)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(core->max_sequence_tokens(), 512);  // the model's context
   core->FailAll(absl::UnavailableError("test"));
   EXPECT_TRUE(a.done);
   EXPECT_EQ(a.status.code(), absl::StatusCode::kUnavailable);

@@ -30,9 +30,10 @@ absl::Status Scheduler::Enqueue(std::unique_ptr<Sequence> seq) {
   const int64_t need = seq->kv.PagesNeeded(*cache_, most);
   if (need > total_pages_) {
     seq->kv.Release(*cache_);
-    return absl::ResourceExhaustedError(
+    return absl::InvalidArgumentError(
         absl::StrCat("request needs ", need, " KV pages for ", most,
-                     " tokens but the whole cache holds ", total_pages_));
+                     " tokens but the whole cache holds ", total_pages_,
+                     ": it can never fit"));
   }
   seq->running = false;
   waiting_.push_back(std::move(seq));

@@ -143,9 +143,9 @@ TEST(SchedulerTest, RejectsWhenQueueFullOrRequestNeverFits) {
   EXPECT_EQ(s.Enqueue(MakeSeq("c", 2, 4)).code(),
             absl::StatusCode::kResourceExhausted);
   Scheduler t({8, 100, 8}, cache.get());
-  // 17 tokens need 5 pages; the cache has 4.
+  // 17 tokens need 5 pages; the cache has 4: never, not "later".
   EXPECT_EQ(t.Enqueue(MakeSeq("big", 10, 7)).code(),
-            absl::StatusCode::kResourceExhausted);
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(SchedulerTest, RemoveReleasesPagesOfRunningAndWaiting) {

@@ -1,5 +1,6 @@
 #include "worker/server/worker_service.h"
 
+#include <algorithm>
 #include <deque>
 
 #include "absl/strings/str_cat.h"
@@ -362,7 +363,10 @@ void Registrar::Loop() {
       req.set_worker_id(options_.worker_id);
       req.set_address(options_.address);
       req.set_model_id(options_.model_id);
-      req.set_max_context(c.max_position_embeddings);
+      // The context this worker can serve: a sequence longer than its KV
+      // memory holds could never run here.
+      req.set_max_context(static_cast<uint32_t>(std::min<int64_t>(
+          c.max_position_embeddings, engine_->max_sequence_tokens())));
       req.set_vocab_size(c.vocab_size);
       req.set_kv_bytes_per_token(c.KvValuesPerToken() * sizeof(float));
       req.set_role(options_.role);
