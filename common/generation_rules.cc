@@ -5,6 +5,53 @@
 #include "absl/strings/str_cat.h"
 
 namespace latentkv {
+namespace {
+
+bool InRange(float v, float lo, float hi) { return v >= lo && v <= hi; }
+
+absl::Status ValidateControls(const LogitControls& c,
+                              const GenerationLimits& limits) {
+  auto id_ok = [&](int32_t t) { return t >= 0 && t < limits.vocab_size; };
+  if (!(c.repetition_penalty > 0.0f && c.repetition_penalty <= 10.0f)) {
+    return absl::InvalidArgumentError("repetition_penalty must be in (0, 10]");
+  }
+  if (!InRange(c.frequency_penalty, -2.0f, 2.0f)) {
+    return absl::InvalidArgumentError("frequency_penalty must be in [-2, 2]");
+  }
+  if (!InRange(c.presence_penalty, -2.0f, 2.0f)) {
+    return absl::InvalidArgumentError("presence_penalty must be in [-2, 2]");
+  }
+  if (!InRange(c.min_p, 0.0f, 1.0f)) {
+    return absl::InvalidArgumentError("min_p must be in [0, 1]");
+  }
+  if (c.logit_bias.size() > kMaxLogitBias) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logit_bias has more than ", kMaxLogitBias, " entries"));
+  }
+  for (const auto& [id, bias] : c.logit_bias) {
+    if (!id_ok(id)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_bias token id ", id, " outside the vocabulary"));
+    }
+    if (!InRange(bias, -100.0f, 100.0f)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("logit_bias of token ", id, " must be in [-100, 100]"));
+    }
+  }
+  if (c.stop_token_ids.size() > kMaxStopTokenIds) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "stop_token_ids has more than ", kMaxStopTokenIds, " entries"));
+  }
+  for (int32_t id : c.stop_token_ids) {
+    if (!id_ok(id)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop token id ", id, " outside the vocabulary"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::Status ValidateGeneration(const GenerationParams& p,
                                 const GenerationLimits& limits) {
@@ -38,6 +85,7 @@ absl::Status ValidateGeneration(const GenerationParams& p,
     return absl::InvalidArgumentError("top_p must be in (0, 1]");
   }
   if (p.top_k < 0) return absl::InvalidArgumentError("top_k must be >= 0");
+  if (p.controls != nullptr) return ValidateControls(*p.controls, limits);
   return absl::OkStatus();
 }
 

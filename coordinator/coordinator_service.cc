@@ -4,18 +4,27 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <random>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "common/auth/cluster_secret.h"
 #include "common/auth/cluster_tls.h"
 #include "common/generation_rules.h"
+#include "common/logit_controls_proto.h"
 #include "coordinator/stop_matcher.h"
 
 namespace latentkv::coordinator {
 namespace {
 
 namespace pb = ::latentkv::v1;
+
+// 53 random bits from the kernel's generator: exact as a JSON number, so
+// an HTTP client can send the reported seed back.
+uint64_t RandomSeed() {
+  std::random_device rd;
+  return ((uint64_t{rd()} << 32) ^ rd()) & ((uint64_t{1} << 53) - 1);
+}
 
 grpc::Status Invalid(const std::string& msg) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, msg);
@@ -275,14 +284,16 @@ grpc::Status Coordinator::AdmitPrompt(const pb::GenerateRequest& req,
   }
   // The rules every entry point applies (common/generation_rules.h): a
   // worker called directly refuses exactly this.
-  const absl::Status valid = ValidateGeneration(
-      {.prompt = *prompt,
-       .max_new_tokens = max_tokens,
-       .temperature = temperature,
-       .top_p = top_p,
-       .top_k = static_cast<int64_t>(req.sampling().top_k())},
-      {.vocab_size = config_.vocab_size,
-       .context = config_.max_position_embeddings});
+  const LogitControls controls = LogitControlsFromProto(req.sampling());
+  const absl::Status valid =
+      ValidateGeneration({.prompt = *prompt,
+                          .max_new_tokens = max_tokens,
+                          .temperature = temperature,
+                          .top_p = top_p,
+                          .top_k = static_cast<int64_t>(req.sampling().top_k()),
+                          .controls = &controls},
+                         {.vocab_size = config_.vocab_size,
+                          .context = config_.max_position_embeddings});
   if (!valid.ok()) return Invalid(std::string(valid.message()));
   return grpc::Status::OK;
 }
@@ -334,6 +345,10 @@ grpc::Status Coordinator::GenerationImpl::Generate(
       req->request_id().empty()
           ? absl::StrCat("req-", c.next_request_.fetch_add(1))
           : req->request_id();
+  // Unseeded requests get a fresh seed (reported in the first message), so
+  // repeated calls differ as clients expect.
+  const uint64_t seed = sp.has_seed() ? sp.seed() : RandomSeed();
+  bool seed_reported = false;
   model::StreamingDetokenizer detok(*c.tokenizer_, prompt.back());
   StopMatcher stop({sp.stop().begin(), sp.stop().end()});
   std::vector<int32_t> generated;
@@ -365,12 +380,12 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     for (int32_t t : prompt) wreq.add_prompt_token_ids(t);
     for (int32_t t : generated) wreq.add_prompt_token_ids(t);
     pb::SamplingParams* ws = wreq.mutable_sampling();
+    *ws = sp;          // top_k, ignore_eos and the logit controls as given
+    ws->clear_stop();  // stop strings are matched here
     ws->set_max_tokens(max_tokens - static_cast<uint32_t>(generated.size()));
     ws->set_temperature(temperature);
     ws->set_top_p(top_p);
-    ws->set_top_k(sp.top_k());
-    ws->set_seed(sp.seed() + generated.size());
-    ws->set_ignore_eos(sp.ignore_eos());
+    ws->set_seed(seed + generated.size());
     wreq.set_kv_cache_mode(req->kv_cache_mode());
     // A decode worker takes the prompt's KV from a prefill worker (once: a
     // retry after a failure prefills on the worker itself).
@@ -425,6 +440,10 @@ grpc::Status Coordinator::GenerationImpl::Generate(
         emit += stop.Flush();
       }
       out.set_text(emit);
+      if (!seed_reported) {
+        out.set_seed(seed);
+        seed_reported = true;
+      }
       if (finish != pb::FINISH_REASON_UNSPECIFIED) {
         out.set_finish_reason(finish);
         out.mutable_usage()->set_prompt_tokens(prompt.size());

@@ -349,6 +349,7 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
   if (!call->reader->Read(&first)) {
     return SetError(res, FromGrpcStatus(call->Finish()));
   }
+  meta.seed = first.seed();
   if (!p.stream) {
     std::string text;
     std::vector<int32_t> tokens;

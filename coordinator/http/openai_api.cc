@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 
@@ -139,6 +141,84 @@ std::optional<ApiError> ParseMessages(const json& body,
   return std::nullopt;
 }
 
+// presence_penalty, frequency_penalty (OpenAI), repetition_penalty, min_p,
+// stop_token_ids (vLLM) and logit_bias ({"token id": bias}); ranges are the
+// coordinator's (common/generation_rules.h).
+std::optional<ApiError> ParseLogitControls(const json& j,
+                                           pb::SamplingParams* sp) {
+  std::optional<double> v;
+  if (auto e = GetNumber(j, "presence_penalty", &v)) return e;
+  if (v) sp->set_presence_penalty(static_cast<float>(*v));
+  v.reset();
+  if (auto e = GetNumber(j, "frequency_penalty", &v)) return e;
+  if (v) sp->set_frequency_penalty(static_cast<float>(*v));
+  v.reset();
+  if (auto e = GetNumber(j, "repetition_penalty", &v)) return e;
+  if (v) sp->set_repetition_penalty(static_cast<float>(*v));
+  v.reset();
+  if (auto e = GetNumber(j, "min_p", &v)) return e;
+  if (v) sp->set_min_p(static_cast<float>(*v));
+  if (Present(j, "logit_bias")) {
+    const json& lb = j["logit_bias"];
+    if (!lb.is_object()) {
+      return Bad("logit_bias", "'logit_bias' must map token ids to numbers");
+    }
+    for (const auto& [key, bias] : lb.items()) {
+      int32_t id = 0;
+      if (!absl::SimpleAtoi(key, &id) || id < 0 || !bias.is_number()) {
+        return Bad("logit_bias", "'logit_bias' must map token ids to numbers");
+      }
+      (*sp->mutable_logit_bias())[id] = bias.get<float>();
+    }
+  }
+  if (Present(j, "stop_token_ids")) {
+    const json& ids = j["stop_token_ids"];
+    if (!ids.is_array()) {
+      return Bad("stop_token_ids", "'stop_token_ids' must be token ids");
+    }
+    for (const json& id : ids) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 ||
+          id.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+        return Bad("stop_token_ids", "'stop_token_ids' must be token ids");
+      }
+      sp->add_stop_token_ids(static_cast<int32_t>(id.get<int64_t>()));
+    }
+  }
+  return std::nullopt;
+}
+
+// A field nobody here reads is an error, never silence (a client that
+// sends "guided_json" must not get unconstrained text). Fields of OpenAI's
+// API with no effect on the output are accepted and ignored.
+std::optional<ApiError> RefuseUnknown(Endpoint ep, const json& body) {
+  static const absl::flat_hash_set<std::string>* const kCommon =
+      new absl::flat_hash_set<std::string>{
+          // read
+          "model", "stream", "stream_options", "max_tokens", "temperature",
+          "top_p", "top_k", "seed", "stop", "n", "ignore_eos",
+          "return_token_ids", "kv_cache_mode", "presence_penalty",
+          "frequency_penalty", "repetition_penalty", "min_p", "logit_bias",
+          "stop_token_ids",
+          // refused by RefuseUnsupported unless off
+          "logprobs", "top_logprobs", "best_of", "tools", "functions",
+          "tool_choice", "function_call",
+          // no effect on the output: accepted, ignored
+          "user", "metadata", "store", "service_tier", "parallel_tool_calls"};
+  static const absl::flat_hash_set<std::string>* const kCompletions =
+      new absl::flat_hash_set<std::string>{"prompt", "echo", "suffix"};
+  static const absl::flat_hash_set<std::string>* const kChat =
+      new absl::flat_hash_set<std::string>{"messages", "max_completion_tokens",
+                                           "response_format"};
+  const auto& own = ep == Endpoint::kChat ? *kChat : *kCompletions;
+  for (const auto& [key, value] : body.items()) {
+    if (!kCommon->contains(key) && !own.contains(key)) {
+      return Bad(key,
+                 absl::StrCat("unrecognized request argument: '", key, "'"));
+    }
+  }
+  return std::nullopt;
+}
+
 std::optional<ApiError> RefuseUnsupported(Endpoint ep, const json& body) {
   bool echo = false;
   if (auto e = GetBool(body, "echo", &echo)) return e;
@@ -152,14 +232,6 @@ std::optional<ApiError> RefuseUnsupported(Endpoint ep, const json& body) {
   std::optional<int64_t> best_of;
   if (auto e = GetInt(body, "best_of", 1, 1 << 20, &best_of)) return e;
   if (best_of && *best_of != 1) return Unsupported("best_of");
-  for (const char* k : {"presence_penalty", "frequency_penalty"}) {
-    std::optional<double> v;
-    if (auto e = GetNumber(body, k, &v)) return e;
-    if (v && *v != 0.0) return Unsupported(k);
-  }
-  if (Present(body, "logit_bias") && !body["logit_bias"].empty()) {
-    return Unsupported("logit_bias");
-  }
   for (const char* k : {"tools", "functions", "tool_choice", "function_call"}) {
     if (Present(body, k)) return Unsupported(k);
   }
@@ -177,10 +249,12 @@ json ChoiceTokens(const ResponseMeta& meta, const std::vector<int32_t>& ids) {
 }
 
 json Base(const ResponseMeta& meta, const char* object) {
-  return json{{"id", meta.id},
-              {"object", object},
-              {"created", meta.created},
-              {"model", meta.model}};
+  json j{{"id", meta.id},
+         {"object", object},
+         {"created", meta.created},
+         {"model", meta.model}};
+  if (meta.seed) j["seed"] = *meta.seed;
+  return j;
 }
 
 json FinishJson(pb::FinishReason r) {
@@ -304,6 +378,7 @@ std::optional<ApiError> ParseRequest(Endpoint endpoint, std::string_view body,
       return Bad("model", "'model' must be a string");
     out->model = j["model"].get<std::string>();
   }
+  if (auto e = RefuseUnknown(endpoint, j)) return e;
   if (auto e = RefuseUnsupported(endpoint, j)) return e;
   std::optional<int64_t> n;
   if (auto e = GetInt(j, "n", 0, 1 << 20, &n)) return e;
@@ -369,6 +444,7 @@ std::optional<ApiError> ParseRequest(Endpoint endpoint, std::string_view body,
       if (s.empty()) return Bad("stop", "stop strings must be non-empty");
     }
   }
+  if (auto e = ParseLogitControls(j, sp)) return e;
   if (Present(j, "kv_cache_mode")) {
     const json& m = j["kv_cache_mode"];
     const std::string mode = m.is_string() ? m.get<std::string>() : "";

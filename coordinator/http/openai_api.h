@@ -12,15 +12,22 @@
 //                    of {"type":"text","text":...} parts
 //   max_tokens       > 0; chat also max_completion_tokens (preferred)
 //   temperature, top_p, seed, stop (string or array of strings)
+//   presence_penalty, frequency_penalty, logit_bias {"token id": bias}
+//   repetition_penalty, min_p, stop_token_ids   vLLM's extensions
+//   (their meaning and ranges: common/generation_rules.h LogitControls)
 //   n                only 1
 //   stream, stream_options.include_usage
 //   top_k            extension (0 or -1: no limit)
 //   kv_cache_mode    extension: "default" | "full" | "compressed"
 //   ignore_eos       extension: keep generating past EOS
 //   return_token_ids extension: choices[].token_ids in responses and chunks
+// Accepted and ignored (no effect on the output): user, metadata, store,
+// service_tier, parallel_tool_calls.
 // Refused with 400 (not supported): echo, logprobs, best_of > 1, suffix,
-// non-zero presence/frequency penalties, logit_bias, tools/functions,
-// response_format other than text.
+// tools/functions, response_format other than text, and any other field
+// (never silence: "unrecognized request argument").
+// Responses carry "seed": the sampling seed used (drawn at random when the
+// request has none).
 #ifndef LATENTKV_COORDINATOR_HTTP_OPENAI_API_H_
 #define LATENTKV_COORDINATOR_HTTP_OPENAI_API_H_
 
@@ -95,6 +102,8 @@ struct ResponseMeta {
   int64_t created = 0;  // Unix seconds
   std::string model;
   bool return_token_ids = false;
+  // The sampling seed the coordinator used (reported as "seed").
+  std::optional<uint64_t> seed;
 };
 
 // "stop", "length", or "" (unfinished: null) for the finish reason.

@@ -80,6 +80,34 @@ TEST(OpenAiApiTest, SamplingAndExtensions) {
   EXPECT_EQ(p.generate.kv_cache_mode(), pb::KV_CACHE_MODE_COMPRESSED);
 }
 
+// OpenAI's penalties and logit_bias, vLLM's repetition_penalty, min_p and
+// stop_token_ids reach the request; OpenAI fields without effect on the
+// output are accepted.
+TEST(OpenAiApiTest, LogitControlsReachTheRequest) {
+  auto p = MustParse(
+      Endpoint::kCompletions,
+      R"({"prompt":"x","presence_penalty":0.5,"frequency_penalty":-0.25,)"
+      R"("repetition_penalty":1.3,"min_p":0.05,)"
+      R"("logit_bias":{"10":-100,"7":2.5},"stop_token_ids":[2,99],)"
+      R"("user":"u-1","store":false})");
+  const pb::SamplingParams& sp = p.generate.sampling();
+  EXPECT_FLOAT_EQ(sp.presence_penalty(), 0.5f);
+  EXPECT_FLOAT_EQ(sp.frequency_penalty(), -0.25f);
+  ASSERT_TRUE(sp.has_repetition_penalty());
+  EXPECT_FLOAT_EQ(sp.repetition_penalty(), 1.3f);
+  EXPECT_FLOAT_EQ(sp.min_p(), 0.05f);
+  ASSERT_EQ(sp.logit_bias_size(), 2);
+  EXPECT_FLOAT_EQ(sp.logit_bias().at(10), -100.0f);
+  EXPECT_FLOAT_EQ(sp.logit_bias().at(7), 2.5f);
+  ASSERT_EQ(sp.stop_token_ids_size(), 2);
+  EXPECT_EQ(sp.stop_token_ids(1), 99);
+  p = MustParse(Endpoint::kChat,
+                R"({"messages":[{"role":"user","content":"hi"}],)"
+                R"("max_completion_tokens":5,"metadata":{"a":"b"}})");
+  EXPECT_FALSE(p.generate.sampling().has_repetition_penalty());
+  EXPECT_FALSE(p.generate.sampling().has_seed());
+}
+
 TEST(OpenAiApiTest, RefusesWhatItCannotServe) {
   struct Case {
     const char* body;
@@ -97,7 +125,15 @@ TEST(OpenAiApiTest, RefusesWhatItCannotServe) {
       {R"({"prompt":"x","echo":true})", "echo"},
       {R"({"prompt":"x","logprobs":2})", "logprobs"},
       {R"({"prompt":"x","best_of":3})", "best_of"},
-      {R"({"prompt":"x","frequency_penalty":0.5})", "frequency_penalty"},
+      {R"({"prompt":"x","frequency_penalty":"lots"})", "frequency_penalty"},
+      {R"({"prompt":"x","logit_bias":{"ten":1}})", "logit_bias"},
+      {R"({"prompt":"x","logit_bias":{"10":"up"}})", "logit_bias"},
+      {R"({"prompt":"x","logit_bias":[1]})", "logit_bias"},
+      {R"({"prompt":"x","stop_token_ids":[-1]})", "stop_token_ids"},
+      {R"({"prompt":"x","stop_token_ids":"2"})", "stop_token_ids"},
+      // Never silence: a field nobody reads is refused by name.
+      {R"({"prompt":"x","guided_json":{}})", "guided_json"},
+      {R"({"prompt":"x","messages":[]})", "messages"},
       {R"({"prompt":"x","model":3})", "model"},
   };
   for (const Case& c : cases) {

@@ -159,6 +159,47 @@ TEST_F(HttpApiTest, CompletionEqualsGrpcGreedy) {
   EXPECT_EQ(Ids(json::parse(r.body)["choices"][0]["token_ids"]), g.tokens);
 }
 
+// An unseeded sample reports its seed; sending it back replays the text.
+// vLLM's sampling fields reach the sampler (min_p = 1 is greedy).
+TEST_F(HttpApiTest, ReportedSeedReplaysAndSamplingFieldsApply) {
+  json req = {{"model", *model_},
+              {"prompt", "Once upon a time"},
+              {"max_tokens", 24},
+              {"temperature", 1.0}};
+  HttpResult r = Curl(port(), "/v1/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json first = json::parse(r.body);
+  ASSERT_TRUE(first.contains("seed") && first["seed"].is_number_unsigned())
+      << r.body;
+  req["seed"] = first["seed"];
+  r = Curl(port(), "/v1/completions", req.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["choices"][0]["text"],
+            first["choices"][0]["text"]);
+  EXPECT_EQ(json::parse(r.body)["seed"], first["seed"]);
+
+  json greedy = {{"model", *model_},
+                 {"prompt", "Once upon a time"},
+                 {"max_tokens", 24},
+                 {"temperature", 0}};
+  r = Curl(port(), "/v1/completions", greedy.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json want = json::parse(r.body)["choices"][0]["text"];
+  greedy["temperature"] = 1.0;
+  greedy["min_p"] = 1.0;
+  r = Curl(port(), "/v1/completions", greedy.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["choices"][0]["text"], want);
+  // Out of range, or unknown: a 400 naming it.
+  greedy["presence_penalty"] = 5;
+  EXPECT_EQ(Curl(port(), "/v1/completions", greedy.dump()).status, 400);
+  greedy.erase("presence_penalty");
+  greedy["guided_regex"] = "a+";
+  r = Curl(port(), "/v1/completions", greedy.dump());
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "guided_regex") << r.body;
+}
+
 TEST_F(HttpApiTest, StreamedCompletionOverCurlIsWellFramedSse) {
   StreamResult g = Generate(cluster_->stub(), Greedy("The little dog", 30));
   ASSERT_TRUE(g.status.ok());

@@ -1,7 +1,9 @@
 // End-to-end serving over real processes on loopback: the published
 // stories260K continuation through gRPC, batch invariance under 16 concurrent
 // streams, cancellation freeing KV pages, request validation, load shedding.
+#include <algorithm>
 #include <atomic>
+#include <set>
 #include <thread>
 
 #include "gtest/gtest.h"
@@ -163,6 +165,96 @@ TEST_F(ServingTest, TokenizeRefusesInvalidUtf8ClearlyAndKeepsServing) {
       << st.error_message();
   StreamResult r = Generate(cluster_->stub(), Greedy("Once upon", 4));
   EXPECT_TRUE(r.status.ok()) << r.status.error_message();
+}
+
+// Unseeded sampling differs call to call; the seed each call reports
+// reproduces it exactly.
+TEST_F(ServingTest, UnseededSamplingVariesAndTheReportedSeedReplaysIt) {
+  auto request = [] {
+    pb::GenerateRequest r = Greedy("Once upon a time", 24);
+    r.mutable_sampling()->set_temperature(1.0f);
+    return r;
+  };
+  std::set<std::vector<int32_t>> outputs;
+  uint64_t seed = 0;
+  std::vector<int32_t> first;
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext ctx;
+    auto reader = cluster_->stub().Generate(&ctx, request());
+    pb::GenerateResponse msg;
+    std::vector<int32_t> tokens;
+    bool got_seed = false;
+    while (reader->Read(&msg)) {
+      if (!got_seed) {
+        if (i == 0) seed = msg.seed();
+        got_seed = true;
+      }
+      tokens.insert(tokens.end(), msg.token_ids().begin(),
+                    msg.token_ids().end());
+    }
+    ASSERT_TRUE(reader->Finish().ok());
+    if (i == 0) first = tokens;
+    outputs.insert(tokens);
+  }
+  EXPECT_GT(outputs.size(), 1u);
+  EXPECT_LT(seed, uint64_t{1} << 53);  // exact as a JSON number
+  pb::GenerateRequest replay = request();
+  replay.mutable_sampling()->set_seed(seed);
+  EXPECT_EQ(Generate(cluster_->stub(), replay).tokens, first);
+}
+
+// The logit controls reach the sampler: a bias removes the greedy first
+// token, a stop token id ends the stream before it, min_p = 1 at
+// temperature 1 is greedy, penalties change a greedy text.
+TEST_F(ServingTest, LogitControlsSteerGeneration) {
+  const std::vector<int32_t> plain =
+      Generate(cluster_->stub(), Greedy("Once upon a time", 24)).tokens;
+  ASSERT_EQ(plain.size(), 24u);
+  pb::GenerateRequest r = Greedy("Once upon a time", 24);
+  (*r.mutable_sampling()->mutable_logit_bias())[plain[0]] = -100.0f;
+  StreamResult biased = Generate(cluster_->stub(), r);
+  ASSERT_TRUE(biased.status.ok()) << biased.status.error_message();
+  ASSERT_FALSE(biased.tokens.empty());
+  EXPECT_NE(biased.tokens[0], plain[0]);
+
+  r = Greedy("Once upon a time", 24);
+  r.mutable_sampling()->add_stop_token_ids(plain[2]);
+  StreamResult stopped = Generate(cluster_->stub(), r);
+  ASSERT_TRUE(stopped.status.ok());
+  const auto at = std::find(plain.begin(), plain.end(), plain[2]);
+  EXPECT_EQ(stopped.tokens, std::vector<int32_t>(plain.begin(), at));
+  EXPECT_EQ(stopped.finish, pb::FINISH_REASON_STOP);
+
+  r = Greedy("Once upon a time", 24);
+  r.mutable_sampling()->set_temperature(1.0f);
+  r.mutable_sampling()->set_min_p(1.0f);
+  EXPECT_EQ(Generate(cluster_->stub(), r).tokens, plain);
+
+  // 120 greedy tokens repeat some (the penalties act on repeats).
+  const std::vector<int32_t> longer =
+      Generate(cluster_->stub(), Greedy("Once upon a time", 120)).tokens;
+  ASSERT_LT(std::set<int32_t>(longer.begin(), longer.end()).size(),
+            longer.size());
+  for (const char* which : {"presence", "frequency", "repetition"}) {
+    r = Greedy("Once upon a time", 120);
+    pb::SamplingParams* sp = r.mutable_sampling();
+    if (std::string(which) == "presence") sp->set_presence_penalty(2.0f);
+    if (std::string(which) == "frequency") sp->set_frequency_penalty(2.0f);
+    if (std::string(which) == "repetition") sp->set_repetition_penalty(2.0f);
+    StreamResult penalised = Generate(cluster_->stub(), r);
+    ASSERT_TRUE(penalised.status.ok()) << penalised.status.error_message();
+    EXPECT_NE(penalised.tokens, longer) << which;
+  }
+
+  // Out of range: refused before any token.
+  r = Greedy("Once upon a time", 4);
+  r.mutable_sampling()->set_presence_penalty(3.0f);
+  EXPECT_EQ(Generate(cluster_->stub(), r).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  r = Greedy("Once upon a time", 4);
+  (*r.mutable_sampling()->mutable_logit_bias())[1 << 20] = 1.0f;
+  EXPECT_EQ(Generate(cluster_->stub(), r).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
 }
 
 TEST_F(ServingTest, StopStringsEndTheStreamAndAreNotReturned) {

@@ -8,6 +8,15 @@
 #include "worker/kv/kv_io.h"
 
 namespace latentkv::worker {
+namespace {
+
+// Whether a row's token is the backend's argmax: greedy and nothing to do
+// to its logits first.
+bool UsesDeviceArgmax(const SamplingOptions& s) {
+  return !(s.temperature > 0.0f) && !s.controls.ChangesLogits();
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(
     std::shared_ptr<const model::ModelWeights> weights,
@@ -92,7 +101,8 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
        .max_new_tokens = req.max_new_tokens,
        .temperature = s.temperature,
        .top_p = s.top_p,
-       .top_k = s.top_k},
+       .top_k = s.top_k,
+       .controls = &s.controls},
       {.vocab_size = c.vocab_size, .context = c.max_position_embeddings});
   if (!valid.ok()) return valid;
   if (req.import_kv != nullptr &&
@@ -278,7 +288,7 @@ void EngineCore::Step() {
       ch.logits =
           p.sample ? ForwardChunk::Logits::kLast : ForwardChunk::Logits::kNone;
       // Greedy rows need only their argmax (SampleToken's greedy rule).
-      ch.greedy = !(p.seq->sampling.temperature > 0.0f);
+      ch.greedy = UsesDeviceArgmax(p.seq->sampling);
       if (p.seq->residency != nullptr) {
         // A chunk at position 0 starts from an empty cache (new, or
         // recomputed after preemption): the policy starts over too.
@@ -330,15 +340,25 @@ int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
       seq->evicted_reported = seq->residency->evicted_slots();
     }
     if (!p.sample) continue;
-    // Greedy rows were chosen on the backend (the same rule, and no
-    // random number drawn); the others sample from their copied logits.
-    const int32_t tok = !(seq->sampling.temperature > 0.0f)
-                            ? greedy_[row]
-                            : SampleToken(logits_.data() + row * vocab, vocab,
-                                          seq->sampling, seq->rng, &scratch_);
+    // Greedy rows without logit controls were chosen on the backend (the
+    // same rule, and no random number drawn); the others take the controls
+    // and sample from their copied logits.
+    int32_t tok;
+    if (UsesDeviceArgmax(seq->sampling)) {
+      tok = greedy_[row];
+    } else {
+      float* logits = logits_.data() + row * vocab;
+      const absl::Span<const int32_t> all(seq->tokens);
+      ApplyLogitControls(logits, vocab, seq->sampling.controls,
+                         all.subspan(0, seq->prompt_len),
+                         all.subspan(seq->prompt_len));
+      tok = SampleToken(logits, vocab, seq->sampling, seq->rng, &scratch_);
+    }
     ++row;
-    if (!seq->ignore_eos && std::find(seq->eos_ids.begin(), seq->eos_ids.end(),
-                                      tok) != seq->eos_ids.end()) {
+    const auto& stops = seq->sampling.controls.stop_token_ids;
+    if ((!seq->ignore_eos && std::find(seq->eos_ids.begin(), seq->eos_ids.end(),
+                                       tok) != seq->eos_ids.end()) ||
+        std::find(stops.begin(), stops.end(), tok) != stops.end()) {
       Finish(seq, FinishReason::kStop, absl::OkStatus());
       continue;
     }

@@ -8,6 +8,9 @@
 #include <limits>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+
 namespace latentkv::worker {
 namespace {
 
@@ -185,7 +188,21 @@ int32_t SampleToken(const float* logits, int32_t vocab,
     kept = NucleusByBuckets(c, k, target, &kept_mass);
   }
 
-  // 4. Draw.
+  // 4. min_p, relative to the most likely token (weight 1).
+  if (options.controls.min_p > 0.0f) {
+    const float floor = options.controls.min_p;
+    int32_t w = 0;
+    kept_mass = 0.0;
+    for (int32_t i = 0; i < kept; ++i) {
+      if (c[i].first >= floor) {
+        kept_mass += c[i].first;
+        c[w++] = c[i];
+      }
+    }
+    kept = w;
+  }
+
+  // 5. Draw.
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
   const double u = uniform(rng) * kept_mass;
   double cum = 0.0;
@@ -198,6 +215,37 @@ int32_t SampleToken(const float* logits, int32_t vocab,
   }
   // u within rounding of kept_mass (the max token always has weight 1).
   return last_positive >= 0 ? last_positive : Argmax(logits, vocab);
+}
+
+void ApplyLogitControls(float* logits, int32_t vocab,
+                        const LogitControls& controls,
+                        absl::Span<const int32_t> prompt,
+                        absl::Span<const int32_t> generated) {
+  if (!controls.ChangesLogits()) return;
+  if (controls.repetition_penalty != 1.0f) {
+    const float rp = controls.repetition_penalty;
+    // Each distinct token once, whichever part it appears in.
+    absl::flat_hash_set<int32_t> seen;
+    for (absl::Span<const int32_t> part : {prompt, generated}) {
+      for (int32_t t : part) {
+        if (t < 0 || t >= vocab || !seen.insert(t).second) continue;
+        logits[t] = logits[t] > 0.0f ? logits[t] / rp : logits[t] * rp;
+      }
+    }
+  }
+  if (controls.frequency_penalty != 0.0f || controls.presence_penalty != 0.0f) {
+    absl::flat_hash_map<int32_t, int32_t> counts;
+    for (int32_t t : generated) {
+      if (t >= 0 && t < vocab) ++counts[t];
+    }
+    for (const auto& [t, n] : counts) {
+      logits[t] -= controls.frequency_penalty * static_cast<float>(n) +
+                   controls.presence_penalty;
+    }
+  }
+  for (const auto& [t, bias] : controls.logit_bias) {
+    if (t >= 0 && t < vocab) logits[t] += bias;
+  }
 }
 
 }  // namespace latentkv::worker

@@ -1,10 +1,13 @@
-// Token sampling from logits: greedy, temperature, top-k, top-p, seeded.
+// Token sampling from logits: greedy, temperature, top-k, top-p, min-p,
+// seeded, after the logit controls (penalties, biases).
 //
-// Order of operations (as in vLLM/HF): temperature == 0 means greedy
-// (argmax, lowest id on ties). Otherwise logits / temperature, softmax, keep
-// the top_k most likely (0 = all), then the smallest prefix of the
-// probability-sorted tokens whose mass reaches top_p (always >= 1 token),
-// renormalise, draw with the sequence's RNG.
+// Order of operations (as in vLLM): ApplyLogitControls first (repetition,
+// frequency and presence penalties, logit_bias; common/generation_rules.h).
+// Then temperature == 0 means greedy (argmax, lowest id on ties). Otherwise
+// logits / temperature, softmax, keep the top_k most likely (0 = all), then
+// the smallest prefix of the probability-sorted tokens whose mass reaches
+// top_p (always >= 1 token), then drop those under min_p times the most
+// likely one's probability, renormalise, draw with the sequence's RNG.
 // Thread-safety: Sampler is stateless; SamplerRng is per sequence.
 #ifndef LATENTKV_WORKER_ENGINE_SAMPLER_H_
 #define LATENTKV_WORKER_ENGINE_SAMPLER_H_
@@ -13,6 +16,9 @@
 #include <random>
 #include <vector>
 
+#include "absl/types/span.h"
+#include "common/generation_rules.h"
+
 namespace latentkv::worker {
 
 struct SamplingOptions {
@@ -20,12 +26,22 @@ struct SamplingOptions {
   float top_p = 1.0f;        // (0, 1]
   int32_t top_k = 0;         // 0 = no limit
   uint64_t seed = 0;         // RNG seed of the sequence
+  LogitControls controls;    // penalties, biases, min_p, stop token ids
 };
 
 // Per-sequence random stream; the same seed gives the same draws.
 using SamplerRng = std::mt19937_64;
 
-// Samples one token from logits[vocab]. `scratch` avoids reallocation.
+// Applies options.controls' penalties and biases to logits[vocab] in place
+// (nothing when !controls.ChangesLogits()). `prompt` and `generated` are the
+// sequence's tokens so far.
+void ApplyLogitControls(float* logits, int32_t vocab,
+                        const LogitControls& controls,
+                        absl::Span<const int32_t> prompt,
+                        absl::Span<const int32_t> generated);
+
+// Samples one token from logits[vocab] (controls already applied).
+// `scratch` avoids reallocation.
 int32_t SampleToken(const float* logits, int32_t vocab,
                     const SamplingOptions& options, SamplerRng& rng,
                     std::vector<std::pair<float, int32_t>>* scratch);

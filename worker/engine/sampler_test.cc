@@ -287,5 +287,88 @@ TEST(SamplerTest, MaskedLogitsAreNeverSampled) {
   EXPECT_EQ(Sample(all_masked, {.temperature = 1.0f}, rng), 0);
 }
 
+// The logit controls against a float64 reference written from the rules
+// (common/generation_rules.h), over random logits and token histories with
+// repeats.
+TEST(LogitControlsTest, MatchAFloat64Reference) {
+  constexpr int32_t kVocab = 64;
+  std::mt19937_64 rng(7);
+  for (int trial = 0; trial < 50; ++trial) {
+    const std::vector<float> logits = RandomLogits(kVocab, trial);
+    std::uniform_int_distribution<int32_t> tok(0, 15);  // repeats likely
+    std::vector<int32_t> prompt(1 + trial % 7), generated(trial % 11);
+    for (auto& t : prompt) t = tok(rng);
+    for (auto& t : generated) t = tok(rng);
+    LogitControls c;
+    c.repetition_penalty = 0.5f + 0.1f * (trial % 10);
+    c.frequency_penalty = -1.0f + 0.3f * (trial % 7);
+    c.presence_penalty = 0.7f - 0.2f * (trial % 5);
+    c.logit_bias = {{3, 5.0f}, {40, -100.0f}, {trial % kVocab, 0.25f}};
+    std::vector<double> want(logits.begin(), logits.end());
+    std::set<int32_t> seen(prompt.begin(), prompt.end());
+    seen.insert(generated.begin(), generated.end());
+    for (int32_t t : seen) {
+      want[t] = want[t] > 0 ? want[t] / c.repetition_penalty
+                            : want[t] * c.repetition_penalty;
+    }
+    for (int32_t t = 0; t < kVocab; ++t) {
+      const auto n = std::count(generated.begin(), generated.end(), t);
+      if (n > 0) want[t] -= c.frequency_penalty * n + c.presence_penalty;
+    }
+    for (const auto& [t, b] : c.logit_bias) want[t] += b;
+    std::vector<float> got = logits;
+    ApplyLogitControls(got.data(), kVocab, c, prompt, generated);
+    for (int32_t t = 0; t < kVocab; ++t) {
+      EXPECT_NEAR(got[t], want[t], 1e-5 * (1 + std::abs(want[t])))
+          << "trial " << trial << " token " << t;
+    }
+  }
+  // Defaults change nothing.
+  const std::vector<float> logits = RandomLogits(kVocab, 99);
+  std::vector<float> same = logits;
+  ApplyLogitControls(same.data(), kVocab, LogitControls(), {1, 2, 2}, {2, 3});
+  EXPECT_EQ(same, logits);
+}
+
+TEST(LogitControlsTest, PenaltiesAndBiasesSteerGreedyChoices) {
+  // Token 5 leads token 2 by 1.0.
+  std::vector<float> logits(8, 0.0f);
+  logits[5] = 3.0f;
+  logits[2] = 2.0f;
+  SamplingOptions greedy;
+  SamplerRng rng(1);
+  EXPECT_EQ(Sample(logits, greedy, rng), 5);
+  // Generated once already: a presence penalty over the lead hands it over.
+  std::vector<float> l = logits;
+  greedy.controls.presence_penalty = 1.5f;
+  ApplyLogitControls(l.data(), 8, greedy.controls, {0}, {5});
+  EXPECT_EQ(Sample(l, greedy, rng), 2);
+  // A bias of -100 removes a token in practice; +100 forces one.
+  l = logits;
+  greedy.controls = LogitControls();
+  greedy.controls.logit_bias = {{5, -100.0f}, {7, 100.0f}};
+  ApplyLogitControls(l.data(), 8, greedy.controls, {0}, {});
+  EXPECT_EQ(Sample(l, greedy, rng), 7);
+}
+
+TEST(LogitControlsTest, MinPDropsTokensUnderItsShareOfTheTop) {
+  // Probabilities 0.5, 0.3, 0.15, 0.05 at temperature 1; min_p 0.4 keeps
+  // those >= 0.2: tokens 0 and 1, renormalised to 0.625 / 0.375.
+  const std::vector<float> logits = {std::log(0.5f), std::log(0.3f),
+                                     std::log(0.15f), std::log(0.05f)};
+  SamplingOptions o;
+  o.temperature = 1.0f;
+  o.controls.min_p = 0.4f;
+  SamplerRng rng(3);
+  int counts[4] = {0, 0, 0, 0};
+  constexpr int kDraws = 20000;
+  for (int i = 0; i < kDraws; ++i) ++counts[Sample(logits, o, rng)];
+  EXPECT_EQ(counts[2] + counts[3], 0);
+  EXPECT_NEAR(counts[0] / double{kDraws}, 0.625, 0.015);
+  // min_p 1 keeps only the most likely token.
+  o.controls.min_p = 1.0f;
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(Sample(logits, o, rng), 0);
+}
+
 }  // namespace
 }  // namespace latentkv::worker

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/auth/cluster_secret.h"
 #include "common/auth/cluster_tls.h"
+#include "common/logit_controls_proto.h"
 #include "worker/server/kv_transfer.h"
 
 namespace latentkv::worker {
@@ -62,6 +63,7 @@ GenerationRequest FromProto(
   g.sampling.top_p = sp.top_p() == 0.0f ? 1.0f : sp.top_p();
   g.sampling.top_k = static_cast<int32_t>(sp.top_k());
   g.sampling.seed = sp.seed();
+  g.sampling.controls = LogitControlsFromProto(sp);
   g.ignore_eos = sp.ignore_eos();
   switch (mode) {
     case pb::KV_CACHE_MODE_FULL:

@@ -1,0 +1,18 @@
+// The logit controls of a latentkv.v1.SamplingParams (common/generation_rules.h
+// LogitControls), read the same way by the coordinator (to validate) and
+// the worker (to apply).
+// Thread-safety: pure function.
+#ifndef LATENTKV_COMMON_LOGIT_CONTROLS_PROTO_H_
+#define LATENTKV_COMMON_LOGIT_CONTROLS_PROTO_H_
+
+#include "common/generation_rules.h"
+#include "latentkv/v1/generation.pb.h"
+
+namespace latentkv {
+
+// Unset repetition_penalty is 1; logit_bias in token id order.
+LogitControls LogitControlsFromProto(const latentkv::v1::SamplingParams& sp);
+
+}  // namespace latentkv
+
+#endif  // LATENTKV_COMMON_LOGIT_CONTROLS_PROTO_H_
