@@ -230,6 +230,27 @@ grpc::Status Coordinator::GenerationImpl::Tokenize(
   return grpc::Status::OK;
 }
 
+grpc::Status Coordinator::GenerationImpl::Detokenize(
+    grpc::ServerContext* ctx, const pb::DetokenizeRequest* req,
+    pb::DetokenizeResponse* resp) {
+  if (grpc::Status st = c_->Authenticate(*ctx); !st.ok()) return st;
+  if (req->token_ids_size() > c_->config_.max_position_embeddings) {
+    return Invalid(absl::StrCat("more than the context's ",
+                                c_->config_.max_position_embeddings,
+                                " token ids"));
+  }
+  for (int32_t t : req->token_ids()) {
+    if (t < 0 || t >= c_->config_.vocab_size) {
+      return Invalid(absl::StrCat("token id ", t,
+                                  " outside the vocabulary [0, ",
+                                  c_->config_.vocab_size, ")"));
+    }
+  }
+  resp->set_text(c_->tokenizer_->Decode(
+      std::vector<int32_t>(req->token_ids().begin(), req->token_ids().end())));
+  return grpc::Status::OK;
+}
+
 grpc::Status Coordinator::GenerationImpl::ListModels(
     grpc::ServerContext* ctx, const pb::ListModelsRequest*,
     pb::ListModelsResponse* resp) {

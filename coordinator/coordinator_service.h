@@ -66,6 +66,8 @@ class Coordinator {
   // after the server is built (before that, health is unavailable); null
   // detaches (a draining server stops updating its health).
   void AttachHealth(grpc::HealthCheckServiceInterface* health);
+  // Registered workers now.
+  size_t num_workers() const { return registry_.size(); }
   WorkerRegistry& registry() { return registry_; }
   // Generate calls admitted (past validation and --max_inflight) and not
   // finished.
@@ -88,6 +90,9 @@ class Coordinator {
     grpc::Status Tokenize(grpc::ServerContext* ctx,
                           const latentkv::v1::TokenizeRequest* req,
                           latentkv::v1::TokenizeResponse* resp) override;
+    grpc::Status Detokenize(grpc::ServerContext* ctx,
+                            const latentkv::v1::DetokenizeRequest* req,
+                            latentkv::v1::DetokenizeResponse* resp) override;
     grpc::Status ListModels(grpc::ServerContext* ctx,
                             const latentkv::v1::ListModelsRequest* req,
                             latentkv::v1::ListModelsResponse* resp) override;

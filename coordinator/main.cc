@@ -212,6 +212,10 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::unique_ptr<lk::metrics::MetricsServer> metrics = std::move(*started);
+  if (metrics == nullptr && absl::GetFlag(FLAGS_http_port) > 0) {
+    // The HTTP API serves /metrics itself.
+    metrics = lk::metrics::MetricsServer::WithoutEndpoint();
+  }
   std::unique_ptr<lk::coordinator::CoordinatorMetrics> coord_metrics;
   if (metrics) {
     coord_metrics = std::make_unique<lk::coordinator::CoordinatorMetrics>(
@@ -321,6 +325,10 @@ int main(int argc, char** argv) {
     ho.model_id = co.model_id;
     ho.api_keys = co.api_keys;
     ho.max_context = config->max_position_embeddings;
+    ho.ready = [&coord] { return coord.num_workers() > 0; };
+    if (metrics) {
+      ho.metrics_text = [m = metrics.get()] { return m->ScrapeText(); };
+    }
     if (public_tls) ho.tls = *public_tls;
     auto h = lk::coordinator::http::HttpServer::Start(
         ho, server->InProcessChannel(grpc::ChannelArguments()),
@@ -336,7 +344,7 @@ int main(int argc, char** argv) {
                  "template: %s)\n",
                  host.c_str(), http->port(), origin.c_str());
   }
-  if (metrics) {
+  if (metrics && metrics->port() > 0) {
     std::fprintf(stderr, "latentkv-coordinator: metrics on %s:%d/metrics\n",
                  host.c_str(), metrics->port());
   }

@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "prometheus/exposer.h"
+#include "prometheus/text_serializer.h"
 
 namespace latentkv::metrics {
 
@@ -39,13 +40,32 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   return s;
 }
 
+std::unique_ptr<MetricsServer> MetricsServer::WithoutEndpoint() {
+  std::unique_ptr<MetricsServer> s(new MetricsServer());
+  s->registry_ = std::make_shared<prometheus::Registry>();
+  return s;
+}
+
+std::string MetricsServer::ScrapeText() const {
+  std::vector<prometheus::MetricFamily> families = registry_->Collect();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& c : owned_) {
+      std::vector<prometheus::MetricFamily> more = c->Collect();
+      families.insert(families.end(), std::make_move_iterator(more.begin()),
+                      std::make_move_iterator(more.end()));
+    }
+  }
+  return prometheus::TextSerializer().Serialize(families);
+}
+
 MetricsServer::~MetricsServer() {
   exposer_.reset();  // stops scrapes before the collectables go
 }
 
 void MetricsServer::Add(std::shared_ptr<prometheus::Collectable> collectable) {
   std::lock_guard<std::mutex> lock(mu_);
-  exposer_->RegisterCollectable(collectable);
+  if (exposer_ != nullptr) exposer_->RegisterCollectable(collectable);
   owned_.push_back(std::move(collectable));
 }
 

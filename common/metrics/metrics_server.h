@@ -47,13 +47,20 @@ class MetricsServer {
   // (no endpoint), else Start() with default threads.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> StartIfEnabled(
       const std::string& host, int port);
+  // A server with no endpoint: its registry and collectables are read only
+  // through ScrapeText (the coordinator's /metrics on its API port when
+  // --metrics_port is off).
+  static std::unique_ptr<MetricsServer> WithoutEndpoint();
   ~MetricsServer();
+
+  // The text exposition of everything registered: what a scrape returns.
+  std::string ScrapeText() const;
 
   // The registry for metrics updated as the process runs.
   prometheus::Registry& registry() { return *registry_; }
   // Adds a collectable read on every scrape; the server keeps it alive.
   void Add(std::shared_ptr<prometheus::Collectable> collectable);
-  // The bound port.
+  // The bound port (0 without an endpoint).
   int port() const { return port_; }
 
  private:
@@ -61,7 +68,7 @@ class MetricsServer {
 
   std::unique_ptr<prometheus::Exposer> exposer_;
   std::shared_ptr<prometheus::Registry> registry_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::vector<std::shared_ptr<prometheus::Collectable>> owned_;  // guarded
   int port_ = 0;
 };

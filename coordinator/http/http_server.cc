@@ -11,36 +11,12 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "coordinator/http/openai_api.h"
+#include "coordinator/http/response_util.h"
 
 namespace latentkv::coordinator::http {
 namespace {
 
-// The client's API key goes on to the Generation service, which checks it
-// again (the HTTP API adds no access of its own).
-void ForwardAuthorization(const httplib::Request& req,
-                          grpc::ClientContext* ctx) {
-  const std::string auth = req.get_header_value("Authorization");
-  if (!auth.empty()) ctx->AddMetadata("authorization", auth);
-}
-
 namespace pb = ::latentkv::v1;
-
-constexpr char kJson[] = "application/json";
-
-void SetError(httplib::Response& res, const ApiError& e) {
-  res.status = e.http_status;
-  res.set_content(ErrorJson(e), kJson);
-}
-
-ApiError Simple(int status, std::string message, std::string type,
-                std::string code) {
-  ApiError e;
-  e.http_status = status;
-  e.message = std::move(message);
-  e.type = std::move(type);
-  e.code = std::move(code);
-  return e;
-}
 
 // Sets up a server context from PEM text: TLS 1.2+, the leaf and its chain,
 // the private key.
@@ -161,6 +137,10 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     if (owner->deadline_ != nullptr) {
       owner->deadline_->Begin(req.remote_addr, req.remote_port);
     }
+    // Orchestrators' probes: no key, no connection bound, no origin rule.
+    if (req.path == "/health" || req.path == "/health/live") {
+      return httplib::Server::HandlerResponse::Unhandled;
+    }
     // Browsers: only from allowed origins (a preflight needs no key).
     if (const std::string origin = req.get_header_value("Origin");
         !origin.empty()) {
@@ -214,6 +194,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
           [self](const httplib::Request& req, httplib::Response& res) {
             self->HandleModels(req, res);
           });
+  s->RegisterUtilityRoutes(svr);
   // Unrouted paths and httplib's own errors get OpenAI-shaped bodies too.
   svr.set_error_handler(httplib::Server::HandlerWithResponse(
       [](const httplib::Request& req, httplib::Response& res) {

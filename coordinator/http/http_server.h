@@ -1,6 +1,8 @@
 // The coordinator's OpenAI-compatible HTTP API (cpp-httplib):
 //   POST /v1/completions, POST /v1/chat/completions   (stream or not)
-//   GET  /v1/models
+//   GET  /v1/models, /v1/models/{id}
+//   GET  /health (ready: 200 or 503), /health/live, /metrics (optional)
+//   POST /tokenize, /detokenize (vLLM's shapes: utility_api.h)
 // Request and response formats are in openai_api.h; chat messages become a
 // prompt through chat_template.h.
 //
@@ -30,6 +32,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -87,6 +90,12 @@ struct HttpServerOptions {
   // valid "Authorization: Bearer <key>", which is then forwarded to the
   // Generation service. Null or empty: no authentication.
   std::shared_ptr<const auth::ApiKeySet> api_keys;
+  // Whether the coordinator can serve (a worker is registered): GET /health
+  // answers 200 then, 503 otherwise. Null: always 200.
+  std::function<bool()> ready;
+  // The Prometheus text of the coordinator's metrics for GET /metrics on
+  // this port (behind the API key when keys are set). Null: no /metrics.
+  std::function<std::string()> metrics_text;
   // TLS (common/auth/tls.h: certificate chain and key, checked by
   // LoadTlsFiles): HTTPS only, TLS 1.2 or newer. Unset: plain HTTP.
   std::optional<auth::TlsPem> tls;
@@ -115,6 +124,12 @@ class HttpServer {
   void HandleGenerate(const httplib::Request& req, httplib::Response& res,
                       bool chat);
   void HandleModels(const httplib::Request& req, httplib::Response& res);
+  // http_server_utility.cc: /health, /health/live, /v1/models/{id},
+  // /tokenize, /detokenize, /metrics.
+  void RegisterUtilityRoutes(httplib::Server& svr);
+  void HandleModel(const httplib::Request& req, httplib::Response& res);
+  void HandleTokenize(const httplib::Request& req, httplib::Response& res);
+  void HandleDetokenize(const httplib::Request& req, httplib::Response& res);
   // The response id for a new request.
   std::string NewId(bool chat);
 

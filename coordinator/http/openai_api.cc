@@ -270,6 +270,11 @@ json UsageJson(const pb::Usage& u) {
 
 }  // namespace
 
+std::optional<ApiError> ParseChatMessages(const json& body,
+                                          std::vector<ChatMessage>* out) {
+  return ParseMessages(body, out);
+}
+
 std::string ErrorJson(const ApiError& e) {
   json err{{"message", e.message},
            {"type", e.type},
@@ -523,14 +528,18 @@ std::string UsageChunkJson(const ResponseMeta& meta, const pb::Usage& usage) {
   return Dump(j);
 }
 
+nlohmann::json ModelObject(const pb::ModelInfo& m, int64_t created) {
+  return json{{"id", m.id()},
+              {"object", "model"},
+              {"created", created},
+              {"owned_by", "latentkv"},
+              {"max_model_len", m.max_context()}};
+}
+
 std::string ModelsJson(const pb::ListModelsResponse& models, int64_t created) {
   json data = json::array();
   for (const pb::ModelInfo& m : models.models()) {
-    data.push_back({{"id", m.id()},
-                    {"object", "model"},
-                    {"created", created},
-                    {"owned_by", "latentkv"},
-                    {"max_model_len", m.max_context()}});
+    data.push_back(ModelObject(m, created));
   }
   return Dump(json{{"object", "list"}, {"data", data}});
 }

@@ -39,6 +39,7 @@
 
 #include "grpcpp/support/status.h"
 #include "latentkv/v1/generation.pb.h"
+#include "nlohmann/json.hpp"
 
 namespace latentkv::coordinator::http {
 
@@ -95,6 +96,11 @@ bool JsonNestingExceeds(std::string_view text, int max_depth);
 std::optional<ApiError> ParseRequest(Endpoint endpoint, std::string_view body,
                                      ParsedRequest* out);
 
+// The "messages" array of a chat body (also /tokenize's): a 400 naming
+// the field when malformed. `body` is a parsed JSON object.
+std::optional<ApiError> ParseChatMessages(const nlohmann::json& body,
+                                          std::vector<ChatMessage>* out);
+
 // What every response object and chunk of one request repeats.
 struct ResponseMeta {
   Endpoint endpoint = Endpoint::kCompletions;
@@ -122,6 +128,8 @@ std::string ChunkJson(const ResponseMeta& meta, const std::string& text,
 // The final usage chunk of stream_options.include_usage (no choices).
 std::string UsageChunkJson(const ResponseMeta& meta,
                            const latentkv::v1::Usage& usage);
+// One model object of GET /v1/models (and GET /v1/models/{id}).
+nlohmann::json ModelObject(const latentkv::v1::ModelInfo& m, int64_t created);
 // GET /v1/models.
 std::string ModelsJson(const latentkv::v1::ListModelsResponse& models,
                        int64_t created);

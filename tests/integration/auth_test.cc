@@ -114,9 +114,12 @@ TEST_F(AuthTest, HttpAnswers401InOpenAiShapeAndForwardsTheKey) {
   const std::string body = R"({"prompt":"Once upon a time","max_tokens":4})";
   for (const std::string& bad :
        {std::string(), std::string("Bearer sk-wrong-0123456789abcdef")}) {
-    for (const char* path : {"/v1/completions", "/v1/models"}) {
-      const Http r =
-          Curl(port, path, std::string(path) == "/v1/models" ? "" : body, bad);
+    for (const char* path : {"/v1/completions", "/v1/models", "/tokenize",
+                             "/detokenize", "/metrics", "/v1/models/x"}) {
+      const bool get = std::string(path) == "/v1/models" ||
+                       std::string(path) == "/metrics" ||
+                       std::string(path) == "/v1/models/x";
+      const Http r = Curl(port, path, get ? "" : body, bad);
       EXPECT_EQ(r.status, 401) << path << " " << r.body;
       const json j = json::parse(r.body, nullptr, false);
       ASSERT_TRUE(j.is_object()) << r.body;
@@ -124,6 +127,9 @@ TEST_F(AuthTest, HttpAnswers401InOpenAiShapeAndForwardsTheKey) {
       EXPECT_EQ(j["error"]["type"], "invalid_request_error");
     }
   }
+  // HTTP health stays open, like gRPC health.
+  EXPECT_EQ(Curl(port, "/health", "", "").status, 200);
+  EXPECT_EQ(Curl(port, "/health/live", "", "").status, 200);
   const std::string good = std::string("Bearer ") + kKey;
   Http r = Curl(port, "/v1/completions", body, good);
   EXPECT_EQ(r.status, 200) << r.body;

@@ -200,6 +200,59 @@ TEST_F(HttpApiTest, ReportedSeedReplaysAndSamplingFieldsApply) {
   EXPECT_EQ(json::parse(r.body)["error"]["param"], "guided_regex") << r.body;
 }
 
+// The routes tools expect beside the OpenAI API: health, one model,
+// tokenize and detokenize (checked against the gRPC API), metrics.
+TEST_F(HttpApiTest, HealthModelTokenizeDetokenizeMetrics) {
+  HttpResult r = Curl(port(), "/health", "");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["status"], "ready");
+  EXPECT_EQ(Curl(port(), "/health/live", "").status, 200);
+  r = Curl(port(), "/v1/models/" + *model_, "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["id"], *model_);
+  EXPECT_EQ(json::parse(r.body)["object"], "model");
+  r = Curl(port(), "/v1/models/no-such-model", "");
+  EXPECT_EQ(r.status, 404) << r.body;
+  ExpectOpenAiError(r.body, "invalid_request_error");
+
+  grpc::ClientContext tctx;
+  pb::TokenizeRequest treq;
+  treq.set_text("Once upon a time");
+  treq.set_add_bos(true);
+  pb::TokenizeResponse want;
+  ASSERT_TRUE(cluster_->stub().Tokenize(&tctx, treq, &want).ok());
+  r = Curl(port(), "/tokenize", R"({"prompt":"Once upon a time"})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = json::parse(r.body);
+  EXPECT_EQ(j["tokens"], std::vector<int32_t>(want.token_ids().begin(),
+                                              want.token_ids().end()));
+  EXPECT_EQ(j["count"], want.token_ids_size());
+  EXPECT_GT(j["max_model_len"].get<int64_t>(), 0);
+  r = Curl(port(), "/tokenize",
+           R"({"prompt":"Once upon a time","add_special_tokens":false})");
+  EXPECT_EQ(json::parse(r.body)["count"].get<int>() + 1,
+            want.token_ids_size());  // without BOS
+  r = Curl(port(), "/tokenize",
+           R"({"messages":[{"role":"user","content":"Once upon a time"}]})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_GT(json::parse(r.body)["count"].get<int>(), want.token_ids_size());
+
+  json detok = {{"tokens", std::vector<int32_t>(want.token_ids().begin() + 1,
+                                                want.token_ids().end())}};
+  r = Curl(port(), "/detokenize", detok.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["prompt"], "Once upon a time");
+  r = Curl(port(), "/detokenize", R"({"tokens":[1, 99999999]})");
+  EXPECT_EQ(r.status, 400) << r.body;
+  r = Curl(port(), "/tokenize", R"({"text":"x"})");
+  EXPECT_EQ(r.status, 400) << r.body;
+
+  // The coordinator's metrics on the API port (no --metrics_port here).
+  r = Curl(port(), "/metrics", "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.body.find("latentkv_"), std::string::npos) << r.body;
+}
+
 TEST_F(HttpApiTest, StreamedCompletionOverCurlIsWellFramedSse) {
   StreamResult g = Generate(cluster_->stub(), Greedy("The little dog", 30));
   ASSERT_TRUE(g.status.ok());
@@ -536,6 +589,9 @@ TEST(HttpNoWorkerTest, NoWorkerMeans503) {
   HttpResult r = Curl(port, "/v1/completions", R"({"prompt":"Once"})");
   EXPECT_EQ(r.status, 503) << r.body;
   ExpectOpenAiError(r.body, "server_error");
+  // Live, not ready.
+  EXPECT_EQ(Curl(port, "/health", "").status, 503);
+  EXPECT_EQ(Curl(port, "/health/live", "").status, 200);
   EXPECT_EQ(coord.Stop(SIGTERM, 20), 0);
 }
 

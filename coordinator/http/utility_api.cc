@@ -1,0 +1,114 @@
+// /tokenize and /detokenize bodies (utility_api.h).
+#include "coordinator/http/utility_api.h"
+
+#include <limits>
+
+#include "nlohmann/json.hpp"
+
+namespace latentkv::coordinator::http {
+namespace {
+
+using json = nlohmann::json;
+
+ApiError Bad(std::string param, std::string message) {
+  ApiError e;
+  e.param = std::move(param);
+  e.message = std::move(message);
+  return e;
+}
+
+// The parsed object of `body`, or a 400.
+std::optional<ApiError> ParseObject(std::string_view body, json* out) {
+  if (JsonNestingExceeds(body, kMaxJsonDepth)) {
+    return Bad("", "the request body is nested too deeply");
+  }
+  *out = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (out->is_discarded() || !out->is_object()) {
+    return Bad("", "the request body must be a JSON object");
+  }
+  return std::nullopt;
+}
+
+std::optional<ApiError> ModelField(const json& j, std::string* model) {
+  if (!j.contains("model") || j["model"].is_null()) return std::nullopt;
+  if (!j["model"].is_string()) return Bad("model", "'model' must be a string");
+  *model = j["model"].get<std::string>();
+  return std::nullopt;
+}
+
+std::string Dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace
+
+std::optional<ApiError> ParseTokenizeBody(std::string_view body,
+                                          TokenizeBody* out) {
+  json j;
+  if (auto e = ParseObject(body, &j)) return e;
+  *out = TokenizeBody();
+  if (auto e = ModelField(j, &out->model)) return e;
+  for (const auto& [key, value] : j.items()) {
+    if (key != "model" && key != "prompt" && key != "messages" &&
+        key != "add_special_tokens" && key != "add_generation_prompt") {
+      return Bad(key, "unrecognized request argument: '" + key + "'");
+    }
+  }
+  if (j.contains("add_special_tokens")) {
+    if (!j["add_special_tokens"].is_boolean()) {
+      return Bad("add_special_tokens",
+                 "'add_special_tokens' must be a boolean");
+    }
+    out->add_special_tokens = j["add_special_tokens"].get<bool>();
+  }
+  const bool has_prompt = j.contains("prompt"),
+             has_messages = j.contains("messages");
+  if (has_prompt == has_messages) {
+    return Bad("prompt", "give either 'prompt' or 'messages'");
+  }
+  if (has_prompt) {
+    if (!j["prompt"].is_string()) {
+      return Bad("prompt", "'prompt' must be a string");
+    }
+    out->prompt = j["prompt"].get<std::string>();
+    return std::nullopt;
+  }
+  return ParseChatMessages(j, &out->messages);
+}
+
+std::optional<ApiError> ParseDetokenizeBody(std::string_view body,
+                                            DetokenizeBody* out) {
+  json j;
+  if (auto e = ParseObject(body, &j)) return e;
+  *out = DetokenizeBody();
+  if (auto e = ModelField(j, &out->model)) return e;
+  for (const auto& [key, value] : j.items()) {
+    if (key != "model" && key != "tokens") {
+      return Bad(key, "unrecognized request argument: '" + key + "'");
+    }
+  }
+  if (!j.contains("tokens") || !j["tokens"].is_array()) {
+    return Bad("tokens", "'tokens' must be an array of token ids");
+  }
+  for (const json& t : j["tokens"]) {
+    if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
+        t.get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      return Bad("tokens", "'tokens' must be an array of token ids");
+    }
+    out->tokens.push_back(static_cast<int32_t>(t.get<int64_t>()));
+  }
+  return std::nullopt;
+}
+
+std::string TokenizeJson(const std::vector<int32_t>& tokens,
+                         int64_t max_model_len) {
+  return Dump(json{{"count", tokens.size()},
+                   {"max_model_len", max_model_len},
+                   {"tokens", tokens}});
+}
+
+std::string DetokenizeJson(const std::string& text) {
+  return Dump(json{{"prompt", text}});
+}
+
+}  // namespace latentkv::coordinator::http
