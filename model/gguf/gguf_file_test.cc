@@ -135,6 +135,23 @@ TEST(GgufFileTest, RejectsCorruptFiles) {
     raw[12] = 1;  // tensor count 2^32
     expect_invalid(raw, "tensor count");
   }
+  // Dimensions whose product overflows int64 (four of 2^40): refused as the
+  // count grows (it was computed first, signed overflow; found by fuzz_gguf).
+  {
+    std::vector<uint8_t> raw = {'G', 'G', 'U', 'F', 3, 0, 0, 0};
+    auto u64 = [&raw](uint64_t v) {
+      for (int i = 0; i < 8; ++i) raw.push_back((v >> (8 * i)) & 0xff);
+    };
+    u64(1);  // tensors
+    u64(0);  // metadata
+    u64(1);  // name length
+    raw.push_back('t');
+    raw.insert(raw.end(), {4, 0, 0, 0});  // dimensions
+    for (int d = 0; d < 4; ++d) u64(uint64_t{1} << 40);
+    raw.insert(raw.end(), {0, 0, 0, 0});  // f32
+    u64(0);                               // offset
+    expect_invalid(raw, "element count overflow");
+  }
   GgufWriter huge_array;
   huge_array.SetRaw("k", static_cast<uint32_t>(GgufType::kArray),
                     {static_cast<uint8_t>(GgufType::kString), 0, 0, 0, 0x10, 0,
