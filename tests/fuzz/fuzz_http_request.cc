@@ -4,8 +4,10 @@
 //   then the body,
 // split here simply; what it feeds is the server's code: the Origin check
 // (OriginAllowed), the API key check (ApiKeySet::CheckBearer on
-// Authorization), the routes' body parsing (ParseRequest), the ChatML
-// rendering of chat messages and the error bodies that quote the request.
+// Authorization), the routes' body parsing (ParseRequest; /tokenize and
+// /detokenize: utility_api.h), the ChatML rendering of chat messages and the
+// JSON bodies that quote the request.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -18,6 +20,7 @@
 #include "coordinator/http/chat_template.h"
 #include "coordinator/http/http_support.h"
 #include "coordinator/http/openai_api.h"
+#include "coordinator/http/utility_api.h"
 #include "tests/fuzz/chatml.h"
 
 namespace http = latentkv::coordinator::http;
@@ -84,6 +87,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (!keys.CheckBearer(r.authorization).ok()) {
     // The 401 answer quotes nothing from the request; go on regardless.
+  }
+  if (r.method == "POST" && r.path == "/tokenize") {
+    http::TokenizeBody t;
+    if (auto e = http::ParseTokenizeBody(r.body, &t)) {
+      (void)http::ErrorJson(*e);
+    } else if (!t.prompt.has_value()) {
+      auto prompt = chatml.Render(t.messages);
+      (void)http::TokenizeJson({1, 2, 3}, prompt.ok() ? prompt->size() : 0);
+    }
+    return 0;
+  }
+  if (r.method == "POST" && r.path == "/detokenize") {
+    http::DetokenizeBody d;
+    if (auto e = http::ParseDetokenizeBody(r.body, &d)) {
+      (void)http::ErrorJson(*e);
+    } else {
+      // The text a tokenizer gives back may be any bytes.
+      (void)http::DetokenizeJson(std::string(
+          r.body.substr(0, std::min<size_t>(r.body.size(), d.tokens.size()))));
+    }
+    return 0;
   }
   http::Endpoint endpoint;
   if (r.method == "POST" && r.path == "/v1/completions") {
