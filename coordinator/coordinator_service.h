@@ -66,6 +66,8 @@ class Coordinator {
   // after the server is built (before that, health is unavailable); null
   // detaches (a draining server stops updating its health).
   void AttachHealth(grpc::HealthCheckServiceInterface* health);
+  // The model id reported by ListModels.
+  const std::string& model_id() const { return options_.model_id; }
   // Registered workers now.
   size_t num_workers() const { return registry_.size(); }
   WorkerRegistry& registry() { return registry_; }

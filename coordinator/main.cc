@@ -329,6 +329,13 @@ int main(int argc, char** argv) {
     if (metrics) {
       ho.metrics_text = [m = metrics.get()] { return m->ScrapeText(); };
     }
+    if (coord_metrics) {
+      ho.on_response = [cm = coord_metrics.get()](const std::string& route,
+                                                  int status,
+                                                  const std::string& reason) {
+        cm->RecordHttp(route, status, reason);
+      };
+    }
     if (public_tls) ho.tls = *public_tls;
     auto h = lk::coordinator::http::HttpServer::Start(
         ho, server->InProcessChannel(grpc::ChannelArguments()),

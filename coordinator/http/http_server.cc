@@ -48,6 +48,32 @@ bool ConfigureTlsContext(const auth::TlsPem& pem, SSL_CTX& ctx) {
   return ok;
 }
 
+// The route label of `path`: one of ours, or "other" (arbitrary paths
+// must not grow the metrics' label sets).
+std::string RouteName(const std::string& path) {
+  for (const char* r :
+       {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health",
+        "/health/live", "/tokenize", "/detokenize", "/metrics"}) {
+    if (path == r) return r;
+  }
+  if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";
+  return "other";
+}
+
+// The OpenAI error code (else type) of an error body, or "".
+std::string ErrorReason(const std::string& body) {
+  const nlohmann::json j =
+      nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("error") || !j["error"].is_object()) {
+    return "";
+  }
+  const nlohmann::json& e = j["error"];
+  for (const char* key : {"code", "type"}) {
+    if (e.contains(key) && e[key].is_string()) return e[key].get<std::string>();
+  }
+  return "";
+}
+
 }  // namespace
 
 // One generation in flight: its gRPC call, the hang-up watch on its HTTP
@@ -125,9 +151,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   std::shared_ptr<const auth::ApiKeySet> keys = options.api_keys;
   HttpServer* owner = s.get();
   svr.set_logger(
-      [owner](const httplib::Request& req, const httplib::Response&) {
+      [owner](const httplib::Request& req, const httplib::Response& res) {
         if (owner->deadline_ != nullptr) {
           owner->deadline_->Done(req.remote_addr, req.remote_port);
+        }
+        if (owner->options_.on_response) {
+          owner->options_.on_response(
+              RouteName(req.path), res.status,
+              res.status >= 400 ? ErrorReason(res.body) : std::string());
         }
       });
   const std::vector<std::string> origins = options.allowed_origins;

@@ -96,6 +96,12 @@ struct HttpServerOptions {
   // The Prometheus text of the coordinator's metrics for GET /metrics on
   // this port (behind the API key when keys are set). Null: no /metrics.
   std::function<std::string()> metrics_text;
+  // Called after every response (any route, any layer: 401, 403, 413, 429
+  // included) with the route ("other" for unknown paths), the status and,
+  // for errors, the OpenAI error code or type. Null: nothing.
+  std::function<void(const std::string& route, int status,
+                     const std::string& reason)>
+      on_response;
   // TLS (common/auth/tls.h: certificate chain and key, checked by
   // LoadTlsFiles): HTTPS only, TLS 1.2 or newer. Unset: plain HTTP.
   std::optional<auth::TlsPem> tls;

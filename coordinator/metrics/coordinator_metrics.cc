@@ -35,13 +35,14 @@ class GenerateInterceptor final : public grpc::experimental::Interceptor {
       if (msg != nullptr) {
         timeline_.OnMessage(RequestTimeline::Clock::now(),
                             msg->token_ids_size());
+        if (msg->has_usage()) prompt_tokens_ = msg->usage().prompt_tokens();
       }
     }
     if (methods->QueryInterceptionHookPoint(Hook::PRE_SEND_STATUS) &&
         !recorded_) {
       recorded_ = true;
       metrics_->RecordCall(timeline_, methods->GetSendStatus().error_code(),
-                           RequestTimeline::Clock::now());
+                           RequestTimeline::Clock::now(), prompt_tokens_);
     }
     methods->Proceed();
   }
@@ -49,6 +50,7 @@ class GenerateInterceptor final : public grpc::experimental::Interceptor {
  private:
   CoordinatorMetrics* metrics_;
   RequestTimeline timeline_;
+  int64_t prompt_tokens_ = 0;  // from the usage of the final message
   bool recorded_ = false;
 };
 
@@ -126,11 +128,24 @@ CoordinatorMetrics::CoordinatorMetrics(Coordinator* coordinator,
                    .Register(*registry);
   requests_->Add({{"outcome", "ok"}});  // present from the start
   requests_->Add({{"outcome", "cancelled"}});
+  const std::string& model = coordinator->model_id();
   tokens_ = &prometheus::BuildCounter()
                  .Name("latentkv_coordinator_generated_tokens_total")
                  .Help("Tokens sent to clients")
                  .Register(*registry)
-                 .Add({});
+                 .Add({{"model", model}});
+  prompt_tokens_ = &prometheus::BuildCounter()
+                        .Name("latentkv_coordinator_prompt_tokens_total")
+                        .Help("Prompt tokens of calls that finished")
+                        .Register(*registry)
+                        .Add({{"model", model}});
+  http_ = &prometheus::BuildCounter()
+               .Name("latentkv_http_responses_total")
+               .Help(
+                   "HTTP API responses by route, status and, for errors, "
+                   "the OpenAI error code or type (every rejection, "
+                   "whichever layer made it)")
+               .Register(*registry);
   ttft_ = AddHistogram(registry, "latentkv_coordinator_ttft_seconds",
                        "Arrival to the first token sent (calls ending OK)");
   tpot_ = AddHistogram(
@@ -145,14 +160,25 @@ CoordinatorMetrics::CoordinatorMetrics(Coordinator* coordinator,
 
 void CoordinatorMetrics::RecordCall(const RequestTimeline& tl,
                                     grpc::StatusCode code,
-                                    RequestTimeline::Clock::time_point end) {
+                                    RequestTimeline::Clock::time_point end,
+                                    int64_t prompt_tokens) {
   requests_->Add({{"outcome", OutcomeName(code)}}).Increment();
   tokens_->Increment(static_cast<double>(tl.tokens()));
+  prompt_tokens_->Increment(static_cast<double>(prompt_tokens));
   if (code != grpc::StatusCode::OK) return;
   e2e_->Observe(tl.e2e_s(end));
   if (auto t = tl.ttft_s()) ttft_->Observe(*t);
   if (auto t = tl.tpot_s(end)) tpot_->Observe(*t);
   for (double s : tl.itl_s()) itl_->Observe(s);
+}
+
+void CoordinatorMetrics::RecordHttp(const std::string& route, int status,
+                                    const std::string& reason) {
+  http_
+      ->Add({{"route", route},
+             {"status", std::to_string(status)},
+             {"reason", reason}})
+      .Increment();
 }
 
 std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>

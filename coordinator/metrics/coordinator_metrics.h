@@ -11,7 +11,11 @@
 //   latentkv_coordinator_tpot_seconds              histogram   | that ended
 //   latentkv_coordinator_itl_seconds               histogram   | OK
 //   latentkv_coordinator_e2e_seconds               histogram  /
-//   latentkv_coordinator_generated_tokens_total    counter (tokens sent)
+//   latentkv_coordinator_generated_tokens_total{model}  counter (tokens sent)
+//   latentkv_coordinator_prompt_tokens_total{model}     counter
+// From the HTTP server (RecordHttp, every response):
+//   latentkv_http_responses_total{route,status,reason}  counter; reason is
+//       the OpenAI error code or type of an error ("" for success)
 // Read on every scrape:
 //   latentkv_coordinator_queue_depth               gauge: calls admitted and
 //       not finished (Coordinator::inflight(); a deploy HPA scales on it)
@@ -22,7 +26,9 @@
 #ifndef LATENTKV_COORDINATOR_METRICS_COORDINATOR_METRICS_H_
 #define LATENTKV_COORDINATOR_METRICS_COORDINATOR_METRICS_H_
 
+#include <cstdint>
 #include <memory>
+#include <string>
 
 #include "coordinator/coordinator_service.h"
 #include "coordinator/metrics/request_timeline.h"
@@ -49,12 +55,18 @@ class CoordinatorMetrics {
 
   // One finished Generate call ending at `end` with `code`.
   void RecordCall(const RequestTimeline& timeline, grpc::StatusCode code,
-                  RequestTimeline::Clock::time_point end);
+                  RequestTimeline::Clock::time_point end,
+                  int64_t prompt_tokens = 0);
+  // One HTTP response (HttpServerOptions::on_response).
+  void RecordHttp(const std::string& route, int status,
+                  const std::string& reason);
 
  private:
   Coordinator* coordinator_;
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Counter* tokens_;
+  prometheus::Counter* prompt_tokens_;
+  prometheus::Family<prometheus::Counter>* http_;
   prometheus::Histogram *ttft_, *tpot_, *itl_, *e2e_;
 };
 

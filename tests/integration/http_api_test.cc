@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster.h"
+#include "tests/integration/metrics_scrape.h"
 
 namespace latentkv::testing {
 namespace {
@@ -247,10 +248,31 @@ TEST_F(HttpApiTest, HealthModelTokenizeDetokenizeMetrics) {
   r = Curl(port(), "/tokenize", R"({"text":"x"})");
   EXPECT_EQ(r.status, 400) << r.body;
 
-  // The coordinator's metrics on the API port (no --metrics_port here).
+  // The coordinator's metrics on the API port (no --metrics_port here),
+  // counting every HTTP response with its reason, and tokens per model.
   r = Curl(port(), "/metrics", "");
   ASSERT_EQ(r.status, 200) << r.body;
-  EXPECT_NE(r.body.find("latentkv_"), std::string::npos) << r.body;
+  const std::vector<Sample> samples = Parse(r.body);
+  EXPECT_GE(Get(samples, "latentkv_http_responses_total",
+                {{"route", "/v1/models/{id}"},
+                 {"status", "404"},
+                 {"reason", "model_not_found"}}),
+            1)
+      << r.body;
+  EXPECT_GE(Get(samples, "latentkv_http_responses_total",
+                {{"route", "/detokenize"}, {"status", "400"}}),
+            1)
+      << r.body;
+  EXPECT_GE(Get(samples, "latentkv_http_responses_total",
+                {{"route", "/health"}, {"status", "200"}}),
+            1);
+  EXPECT_GT(Get(samples, "latentkv_coordinator_prompt_tokens_total",
+                {{"model", *model_}}),
+            0)
+      << r.body;
+  EXPECT_GT(Get(samples, "latentkv_coordinator_generated_tokens_total",
+                {{"model", *model_}}),
+            0);
 }
 
 TEST_F(HttpApiTest, StreamedCompletionOverCurlIsWellFramedSse) {

@@ -19,18 +19,34 @@ std::vector<Sample> Parse(const std::string& text) {
     if (line.empty() || line[0] == '#') continue;
     Sample s;
     size_t i = line.find_first_of("{ ");
+    if (i == std::string::npos) continue;
     s.name = line.substr(0, i);
     if (line[i] == '{') {
-      const size_t close = line.find('}', i);
-      std::string labels = line.substr(i + 1, close - i - 1);
-      size_t p = 0;
-      while (p < labels.size()) {
-        const size_t eq = labels.find('=', p);
-        const size_t q2 = labels.find('"', eq + 2);
-        s.labels[labels.substr(p, eq - p)] = labels.substr(eq + 2, q2 - eq - 2);
-        p = q2 + 2;  // past '",'
+      // name="value" pairs; values are quoted with \\, \" and \n escapes
+      // and may hold any character, '}' and ',' included.
+      ++i;
+      while (i < line.size() && line[i] != '}') {
+        const size_t eq = line.find('=', i);
+        if (eq == std::string::npos || eq + 1 >= line.size() ||
+            line[eq + 1] != '"') {
+          ADD_FAILURE() << "malformed labels: " << line;
+          return out;
+        }
+        std::string value;
+        size_t k = eq + 2;
+        for (; k < line.size() && line[k] != '"'; ++k) {
+          if (line[k] == '\\' && k + 1 < line.size()) {
+            ++k;
+            value.push_back(line[k] == 'n' ? '\n' : line[k]);
+          } else {
+            value.push_back(line[k]);
+          }
+        }
+        s.labels[line.substr(i, eq - i)] = value;
+        i = k + 1;  // past the closing quote
+        if (i < line.size() && line[i] == ',') ++i;
       }
-      i = close + 1;
+      ++i;  // past '}'
     }
     const std::string v = line.substr(line.find(' ', i) + 1);
     s.value = v == "+Inf" ? INFINITY : std::strtod(v.c_str(), nullptr);
