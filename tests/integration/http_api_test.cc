@@ -250,6 +250,10 @@ TEST_F(HttpApiTest, HealthModelTokenizeDetokenizeMetrics) {
 
   // The coordinator's metrics on the API port (no --metrics_port here),
   // counting every HTTP response with its reason, and tokens per model.
+  ASSERT_EQ(Curl(port(), "/v1/completions",
+                 R"({"prompt":"Once upon a time","max_tokens":3})")
+                .status,
+            200);
   r = Curl(port(), "/metrics", "");
   ASSERT_EQ(r.status, 200) << r.body;
   const std::vector<Sample> samples = Parse(r.body);
