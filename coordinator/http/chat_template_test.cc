@@ -127,6 +127,71 @@ TEST(ChatTemplateTest, ExpressionsFiltersAndNamespaces) {
             "1abx1");
 }
 
+// A namespace set to hold itself, directly or through a list or another
+// namespace, is refused (the shared_ptr cycle leaked every render).
+TEST(ChatTemplateTest, NamespaceCannotHoldItself) {
+  for (const char* src :
+       {"{% set ns = namespace(a=1) %}{% set ns.a = ns %}",
+        "{% set ns = namespace(a=1) %}{% set ns.a = [1, ns] %}",
+        "{% set a = namespace(x=1) %}{% set b = namespace(y=a) %}"
+        "{% set a.x = b %}"}) {
+    auto t = ChatTemplate::FromJinja(src, "<s>", "</s>");
+    ASSERT_TRUE(t.ok()) << src;
+    EXPECT_EQ(t->Render(kChat).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << src;
+  }
+  EXPECT_EQ(RenderOrDie("{% set a = namespace(x=1) %}{% set b = "
+                        "namespace(y=a) %}{% set b.y = a.x + 1 %}{{ b.y }}"),
+            "2");
+}
+
+// tojson of bytes that are not UTF-8 replaces them (it threw).
+TEST(ChatTemplateTest, ToJsonOfInvalidUtf8) {
+  EXPECT_EQ(RenderOrDie("{{ 'a\xff' | tojson }}"), "\"a\xef\xbf\xbd\"");
+}
+
+// Nesting beyond 64 levels is refused at parse time (800 nested '['
+// overflowed the recursive parser's stack).
+TEST(ChatTemplateTest, DeepNestingFailsToParse) {
+  const std::string brackets =
+      "{{ " + std::string(1000, '[') + std::string(1000, ']') + " }}";
+  std::string ifs;
+  for (int i = 0; i < 100; ++i) ifs += "{% if true %}";
+  for (int i = 0; i < 100; ++i) ifs += "{% endif %}";
+  for (const std::string& src :
+       {brackets, ifs,
+        "{{ " + std::string(500, '(') + "1" + std::string(500, ')') + " }}",
+        "{{ " + std::string(300, '-') + "1 }}"}) {
+    EXPECT_EQ(jinja::MiniJinjaTemplate::Parse(src).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << src.substr(0, 20);
+  }
+  EXPECT_EQ(RenderOrDie("{{ [[[1]]][0][0][0] }}{% if true %}{% if 1 %}x"
+                        "{% endif %}{% endif %}"),
+            "1x");
+}
+
+// Integer overflow is a template error (it was undefined behaviour); int of
+// a float outside int64 gives 0.
+TEST(ChatTemplateTest, IntegerOverflowIsAnError) {
+  for (const char* src :
+       {"{{ 9223372036854775807 + 1 }}", "{{ -9223372036854775807 - 2 }}",
+        "{{ 4611686018427387904 * 2 }}",
+        "{{ (-9223372036854775807 - 1) // -1 }}",
+        "{{ -(-9223372036854775807 - 1) }}"}) {
+    auto t = ChatTemplate::FromJinja(src, "<s>", "</s>");
+    ASSERT_TRUE(t.ok()) << src;
+    EXPECT_EQ(t->Render(kChat).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << src;
+  }
+  EXPECT_EQ(
+      RenderOrDie(
+          "{{ 99999999999999999999.0 | int }} {{ 7 // -2 }} {{ -7 % 3 }}"),
+      "0 -4 2");
+}
+
 TEST(ChatTemplateTest, OutsideTheSubsetFailsToParse) {
   for (const char* src :
        {"{% macro m() %}x{% endmacro %}", "{{ x", "{% if x %}no end",

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <limits>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -18,6 +19,23 @@ namespace latentkv::coordinator::http::jinja {
 using K = Value::Kind;
 
 namespace {
+
+// Whether `v` holds the map `m`: is it, or has it inside its lists and maps.
+// Values are acyclic (a namespace is never set to hold itself), so the walk
+// ends.
+bool Holds(const Value& v, const Map* m) {
+  if (v.kind == K::kMap && v.map != nullptr) {
+    if (v.map.get() == m) return true;
+    for (const auto& [k, x] : *v.map) {
+      if (Holds(x, m)) return true;
+    }
+  } else if (v.kind == K::kList && v.list != nullptr) {
+    for (const Value& x : *v.list) {
+      if (Holds(x, m)) return true;
+    }
+  }
+  return false;
+}
 
 class Renderer {
  public:
@@ -132,7 +150,12 @@ absl::StatusOr<Value> Renderer::Eval(const Expr& e) {
     case Expr::Kind::kUnary: {
       LK_ASSIGN_OR_RETURN(v, Eval(*e.args[0]));
       if (e.name == "not") return Value::Bool(!v.Truthy());
-      if (v.kind == K::kInt) return Value::Int(-v.i);
+      if (v.kind == K::kInt) {
+        if (v.i == std::numeric_limits<int64_t>::min()) {
+          return TemplateError("integer overflow");
+        }
+        return Value::Int(-v.i);
+      }
       if (v.kind == K::kFloat) return Value::Float(-v.f);
       return TemplateError("unary - needs a number");
     }
@@ -203,9 +226,18 @@ absl::StatusOr<Value> Renderer::Binary(const Expr& e) {
   }
   if (op == "/") return Value::Float(Num(a) / Num(b));
   if (ints) {
-    if (op == "+") return Value::Int(a.i + b.i);
-    if (op == "-") return Value::Int(a.i - b.i);
-    if (op == "*") return Value::Int(a.i * b.i);
+    // Overflow is an error, not undefined behaviour (found by
+    // fuzz_chat_template).
+    int64_t r = 0;
+    bool overflow = false;
+    if (op == "+") overflow = __builtin_add_overflow(a.i, b.i, &r);
+    if (op == "-") overflow = __builtin_sub_overflow(a.i, b.i, &r);
+    if (op == "*") overflow = __builtin_mul_overflow(a.i, b.i, &r);
+    if (op == "//" || op == "%") {
+      overflow = a.i == std::numeric_limits<int64_t>::min() && b.i == -1;
+    }
+    if (overflow) return TemplateError("integer overflow");
+    if (op == "+" || op == "-" || op == "*") return Value::Int(r);
     const int64_t q =
         a.i / b.i - ((a.i % b.i != 0) && ((a.i < 0) != (b.i < 0)));
     if (op == "//") return Value::Int(q);
@@ -330,6 +362,14 @@ absl::Status Renderer::Exec(const std::vector<Stmt>& body, std::string* out) {
           if (ns.kind != K::kMap) {
             return TemplateError(
                 absl::StrCat(st.target, " is not a namespace"));
+          }
+          // Maps are shared: a namespace holding itself would be a cycle
+          // of shared_ptrs, leaked by every render (found by
+          // fuzz_chat_template).
+          if (Holds(v, ns.map.get())) {
+            return TemplateError(
+                absl::StrCat(st.target, ".", st.target_attr,
+                             " cannot hold the namespace itself"));
           }
           (*ns.map)[st.target_attr] = v;
         }

@@ -19,6 +19,17 @@ namespace {
 
 using ExprP = std::unique_ptr<Expr>;
 
+// Deepest nesting of expressions (brackets, calls, not/-) and of blocks
+// (if/for) a template may have: real chat templates nest a few levels; the
+// bound keeps the recursive parser and evaluator off the stack's end (800
+// nested '[' overflowed it under ASan; found by fuzz_chat_template).
+constexpr int kMaxNesting = 64;
+
+absl::Status TooDeep() {
+  return TemplateError(
+      absl::StrCat("nested more than ", kMaxNesting, " levels deep"));
+}
+
 // Recursive descent over one tag's tokens, by Jinja's precedence.
 class ExprParser {
  public:
@@ -42,6 +53,8 @@ class ExprParser {
   }
 
   absl::StatusOr<ExprP> Parse() {  // a if c else b
+    const DepthGuard guard(&depth_);
+    if (depth_ > kMaxNesting) return TooDeep();
     auto e = Or();
     if (!e.ok() || !IsName("if")) return e;
     ++p_;
@@ -59,6 +72,14 @@ class ExprParser {
   }
 
  private:
+  // Counts one level of recursion while it lives.
+  struct DepthGuard {
+    explicit DepthGuard(int* d) : d(d) { ++*d; }
+    ~DepthGuard() { --*d; }
+    int* d;
+  };
+  int depth_ = 0;
+
   static ExprP Node(Expr::Kind k, std::string name, ExprP a = nullptr,
                     ExprP b = nullptr, ExprP c = nullptr) {
     auto e = std::make_unique<Expr>();
@@ -95,6 +116,8 @@ class ExprParser {
   }
   absl::StatusOr<ExprP> Not() {
     if (!IsName("not")) return Compare();
+    const DepthGuard guard(&depth_);
+    if (depth_ > kMaxNesting) return TooDeep();
     ++p_;
     auto e = Not();
     if (!e.ok()) return e;
@@ -144,6 +167,8 @@ class ExprParser {
   }
   absl::StatusOr<ExprP> Unary() {
     if (!IsOp("-")) return Postfix();
+    const DepthGuard guard(&depth_);
+    if (depth_ > kMaxNesting) return TooDeep();
     ++p_;
     auto e = Unary();
     if (!e.ok()) return e;
@@ -295,10 +320,12 @@ absl::StatusOr<ExprP> ParseExpr(ExprParser& ep) {
 
 // Statements from segments[*i...] until a {% %} whose keyword is in
 // `stops` (returned, tokens in *stop_parser) or the end ("").
-absl::StatusOr<std::string> ParseBody(
-    const std::vector<Segment>& segs, size_t* i, std::vector<Stmt>* out,
-    const std::set<std::string>& stops,
-    std::unique_ptr<ExprParser>* stop_parser) {
+absl::StatusOr<std::string> ParseBody(const std::vector<Segment>& segs,
+                                      size_t* i, std::vector<Stmt>* out,
+                                      const std::set<std::string>& stops,
+                                      std::unique_ptr<ExprParser>* stop_parser,
+                                      int depth = 0) {
+  if (depth > kMaxNesting) return TooDeep();
   for (; *i < segs.size(); ++*i) {
     const Segment& seg = segs[*i];
     Stmt st;
@@ -336,7 +363,8 @@ absl::StatusOr<std::string> ParseBody(
         }
         std::vector<Stmt> body;
         ++*i;
-        auto next = ParseBody(segs, i, &body, {"elif", "else", "endif"}, &ep);
+        auto next = ParseBody(segs, i, &body, {"elif", "else", "endif"}, &ep,
+                              depth + 1);
         if (!next.ok()) return next.status();
         if (next->empty()) return TemplateError("missing {% endif %}");
         st.branches.emplace_back(std::move(cond), std::move(body));
@@ -355,11 +383,12 @@ absl::StatusOr<std::string> ParseBody(
       if (!iter.ok()) return iter.status();
       st.expr = std::move(*iter);
       ++*i;
-      auto next = ParseBody(segs, i, &st.body, {"else", "endfor"}, &ep);
+      auto next =
+          ParseBody(segs, i, &st.body, {"else", "endfor"}, &ep, depth + 1);
       if (!next.ok()) return next.status();
       if (*next == "else") {
         ++*i;
-        next = ParseBody(segs, i, &st.else_body, {"endfor"}, &ep);
+        next = ParseBody(segs, i, &st.else_body, {"endfor"}, &ep, depth + 1);
         if (!next.ok()) return next.status();
       }
       if (next->empty()) return TemplateError("missing {% endfor %}");

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -257,7 +258,13 @@ absl::StatusOr<Value> ApplyFilter(const Value& v, const std::string& name,
     return Value::Str(s);
   }
   if (name == "string") return Value::Str(v.ToString());
-  if (name == "tojson") return Value::Str(ToJson(v).dump());
+  if (name == "tojson") {
+    // Invalid UTF-8 (a template's own bytes) becomes U+FFFD instead of
+    // nlohmann's type_error, which nothing caught (found by
+    // fuzz_chat_template).
+    return Value::Str(ToJson(v).dump(-1, ' ', false,
+                                     nlohmann::json::error_handler_t::replace));
+  }
   if (name == "default") {
     const bool falsy = a.size() > 1 && a[1].Truthy();
     if (!v.defined() || (falsy && !v.Truthy())) {
@@ -267,8 +274,15 @@ absl::StatusOr<Value> ApplyFilter(const Value& v, const std::string& name,
   }
   if (name == "int") {
     if (v.kind == K::kInt) return v;
-    if (v.kind == K::kFloat) return Value::Int(static_cast<int64_t>(v.f));
-    if (v.kind == K::kString) return Value::Int(std::atoll(v.s.c_str()));
+    if (v.kind == K::kFloat) {
+      // Out of int64's range (or NaN) the cast is undefined: 0, as for
+      // other values that are not numbers.
+      const bool fits = v.f > -9.3e18 && v.f < 9.3e18;
+      return Value::Int(fits ? static_cast<int64_t>(v.f) : 0);
+    }
+    if (v.kind == K::kString) {
+      return Value::Int(std::strtoll(v.s.c_str(), nullptr, 10));
+    }
     return Value::Int(0);
   }
   if (name == "length" || name == "count") {
