@@ -287,12 +287,17 @@ std::string HttpServer::NewId(bool chat) {
                          id_prefix_ & 0xffffffffu, next_id_.fetch_add(1));
 }
 
-void HttpServer::HandleModels(const httplib::Request& req,
-                              httplib::Response& res) {
+grpc::Status HttpServer::ListModelsFor(const httplib::Request& req,
+                                       pb::ListModelsResponse* models) {
   grpc::ClientContext ctx;
   ForwardAuthorization(req, &ctx);
+  return stub_->ListModels(&ctx, {}, models);
+}
+
+void HttpServer::HandleModels(const httplib::Request& req,
+                              httplib::Response& res) {
   pb::ListModelsResponse models;
-  grpc::Status st = stub_->ListModels(&ctx, {}, &models);
+  grpc::Status st = ListModelsFor(req, &models);
   if (!st.ok()) return SetError(res, FromGrpcStatus(st));
   res.set_content(ModelsJson(models, absl::ToUnixSeconds(absl::Now())), kJson);
 }
@@ -326,17 +331,16 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
       // OpenAI's chat default: whatever the context leaves, the context
       // being what the workers' KV memory holds (ListModels), at most the
       // model's.
-      grpc::ClientContext tctx, mctx;
+      grpc::ClientContext tctx;
       ForwardAuthorization(req, &tctx);
-      ForwardAuthorization(req, &mctx);
       pb::TokenizeRequest treq;
       treq.set_text(*prompt);
       treq.set_add_bos(true);
       pb::TokenizeResponse tresp;
       pb::ListModelsResponse models;
       int64_t context = options_.max_context;
-      if (stub_->ListModels(&mctx, {}, &models).ok() &&
-          models.models_size() > 0 && models.models(0).max_context() > 0) {
+      if (ListModelsFor(req, &models).ok() && models.models_size() > 0 &&
+          models.models(0).max_context() > 0) {
         context = std::min<int64_t>(context, models.models(0).max_context());
       }
       if (stub_->Tokenize(&tctx, treq, &tresp).ok() &&

@@ -130,6 +130,9 @@ class HttpServer {
   void HandleGenerate(const httplib::Request& req, httplib::Response& res,
                       bool chat);
   void HandleModels(const httplib::Request& req, httplib::Response& res);
+  // ListModels on behalf of `req` (its key forwarded).
+  grpc::Status ListModelsFor(const httplib::Request& req,
+                             latentkv::v1::ListModelsResponse* models);
   // http_server_utility.cc: /health, /health/live, /v1/models/{id},
   // /tokenize, /detokenize, /metrics.
   void RegisterUtilityRoutes(httplib::Server& svr);

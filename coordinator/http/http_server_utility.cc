@@ -46,10 +46,8 @@ void HttpServer::RegisterUtilityRoutes(httplib::Server& svr) {
 
 void HttpServer::HandleModel(const httplib::Request& req,
                              httplib::Response& res) {
-  grpc::ClientContext ctx;
-  ForwardAuthorization(req, &ctx);
   pb::ListModelsResponse models;
-  grpc::Status st = stub_->ListModels(&ctx, {}, &models);
+  grpc::Status st = ListModelsFor(req, &models);
   if (!st.ok()) return SetError(res, FromGrpcStatus(st));
   const std::string id = req.matches[1];
   for (const pb::ModelInfo& m : models.models()) {
@@ -88,15 +86,14 @@ void HttpServer::HandleTokenize(const httplib::Request& req,
     treq.set_text(*prompt);
   }
   treq.set_add_bos(body.add_special_tokens);
-  grpc::ClientContext tctx, mctx;
+  grpc::ClientContext tctx;
   ForwardAuthorization(req, &tctx);
-  ForwardAuthorization(req, &mctx);
   pb::TokenizeResponse tresp;
   grpc::Status st = stub_->Tokenize(&tctx, treq, &tresp);
   if (!st.ok()) return SetError(res, FromGrpcStatus(st));
   pb::ListModelsResponse models;
   int64_t context = options_.max_context;
-  if (stub_->ListModels(&mctx, {}, &models).ok() && models.models_size() > 0) {
+  if (ListModelsFor(req, &models).ok() && models.models_size() > 0) {
     context = models.models(0).max_context();
   }
   res.set_content(TokenizeJson(std::vector<int32_t>(tresp.token_ids().begin(),

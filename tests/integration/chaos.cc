@@ -80,18 +80,10 @@ bool WaitForWorkers(pb::Generation::Stub& stub, int workers, double timeout_s) {
 }
 
 pid_t ChildWithArg(pid_t pid, const std::string& needle) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" +
-                   std::to_string(pid) + "/children");
-  pid_t c;
-  while (in >> c) {
-    std::ifstream cmd("/proc/" + std::to_string(c) + "/cmdline");
-    std::stringstream ss;
-    ss << cmd.rdbuf();
-    std::string args = ss.str();
-    for (char& ch : args) {
-      if (ch == '\0') ch = ' ';
+  for (const ChildProcess& c : ChildrenOf(pid)) {
+    for (const std::string& a : c.args) {
+      if (a.find(needle) != std::string::npos) return c.pid;
     }
-    if (args.find(needle) != std::string::npos) return c;
   }
   return -1;
 }

@@ -173,4 +173,22 @@ std::string RunCommand(const std::vector<std::string>& args, int* exit_code,
   return out;
 }
 
+std::vector<ChildProcess> ChildrenOf(pid_t pid) {
+  std::vector<ChildProcess> out;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" +
+                   std::to_string(pid) + "/children");
+  pid_t c;
+  while (in >> c) {
+    ChildProcess child;
+    child.pid = c;
+    std::getline(std::ifstream("/proc/" + std::to_string(c) + "/comm"),
+                 child.comm);
+    std::ifstream cmd("/proc/" + std::to_string(c) + "/cmdline");
+    std::string arg;
+    while (std::getline(cmd, arg, '\0')) child.args.push_back(arg);
+    out.push_back(std::move(child));
+  }
+  return out;
+}
+
 }  // namespace latentkv::testing

@@ -37,6 +37,16 @@ class Process {
   int status_ = 0;
 };
 
+// A direct child of a process: its pid, command name (/proc/pid/comm, at
+// most 15 characters) and command line.
+struct ChildProcess {
+  pid_t pid = -1;
+  std::string comm;
+  std::vector<std::string> args;
+};
+// The direct children of `pid` now.
+std::vector<ChildProcess> ChildrenOf(pid_t pid);
+
 // A TCP port on 127.0.0.1 that was free a moment ago, chosen at random below
 // the kernel's ephemeral range so no bind(0) or outgoing connection takes it
 // before the server binds it (for servers whose port 0 means "off":

@@ -19,23 +19,9 @@
 namespace latentkv::testing {
 namespace {
 
-// Direct children of `pid` with their command names.
-std::vector<std::pair<pid_t, std::string>> Children(pid_t pid) {
-  std::vector<std::pair<pid_t, std::string>> out;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" +
-                   std::to_string(pid) + "/children");
-  pid_t c;
-  while (in >> c) {
-    std::string comm;
-    std::getline(std::ifstream("/proc/" + std::to_string(c) + "/comm"), comm);
-    out.emplace_back(c, comm);
-  }
-  return out;
-}
-
 pid_t ChildNamed(pid_t serve, const std::string& prefix) {
-  for (const auto& [c, comm] : Children(serve)) {
-    if (comm.rfind(prefix, 0) == 0) return c;
+  for (const ChildProcess& c : ChildrenOf(serve)) {
+    if (c.comm.rfind(prefix, 0) == 0) return c.pid;
   }
   return -1;
 }
@@ -135,11 +121,11 @@ TEST(ServeSupervisionTest, AKilledCoordinatorStopsTheCluster) {
 TEST(ServeSupervisionTest, ChildrenDieWithAKilledServe) {
   Serve s;
   ASSERT_FALSE(s.addr.empty()) << s.Log();
-  const auto children = Children(s.p->pid());
+  const auto children = ChildrenOf(s.p->pid());
   ASSERT_GE(children.size(), 2u);
   kill(s.p->pid(), SIGKILL);
-  for (const auto& [c, comm] : children) {
-    EXPECT_TRUE(WaitUntil([c = c] { return Gone(c); }, 60)) << comm;
+  for (const ChildProcess& c : children) {
+    EXPECT_TRUE(WaitUntil([pid = c.pid] { return Gone(pid); }, 60)) << c.comm;
   }
 }
 

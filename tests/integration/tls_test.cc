@@ -75,29 +75,16 @@ std::set<int> ListeningPorts(pid_t pid) {
   return ports;
 }
 
-// Children of `pid` by command name prefix, with their command lines.
-struct Child {
-  pid_t pid;
-  std::vector<std::string> args;
-};
-std::vector<Child> ChildrenNamed(pid_t pid, const std::string& prefix) {
-  std::vector<Child> out;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/task/" +
-                   std::to_string(pid) + "/children");
-  pid_t c;
-  while (in >> c) {
-    std::string comm;
-    std::getline(std::ifstream("/proc/" + std::to_string(c) + "/comm"), comm);
-    if (!absl::StartsWith(comm, prefix)) continue;
-    std::ifstream cmd("/proc/" + std::to_string(c) + "/cmdline");
-    std::stringstream ss;
-    ss << cmd.rdbuf();
-    out.push_back({c, absl::StrSplit(ss.str(), '\0', absl::SkipEmpty())});
+// Children of `pid` whose command name starts with `prefix`.
+std::vector<ChildProcess> ChildrenNamed(pid_t pid, const std::string& prefix) {
+  std::vector<ChildProcess> out;
+  for (ChildProcess& c : ChildrenOf(pid)) {
+    if (absl::StartsWith(c.comm, prefix)) out.push_back(std::move(c));
   }
   return out;
 }
 
-std::string Flag(const Child& c, const std::string& name) {
+std::string Flag(const ChildProcess& c, const std::string& name) {
   for (const std::string& a : c.args) {
     if (absl::StartsWith(a, "--" + name + "=")) {
       return a.substr(name.size() + 3);
@@ -191,11 +178,11 @@ TEST_F(ServeTlsTest, PublicPortsAreTlsAndInternalPortsWantClusterMembers) {
   EXPECT_EQ(Curl("http", "/v1/models"), 0);
 
   // Every process listens where it says, and nowhere else.
-  const std::vector<Child> coords =
+  const std::vector<ChildProcess> coords =
       ChildrenNamed(serve_->pid(), "latentkv-coord");
-  const std::vector<Child> workers =
+  const std::vector<ChildProcess> workers =
       ChildrenNamed(serve_->pid(), "latentkv-worke");
-  const std::vector<Child> stores =
+  const std::vector<ChildProcess> stores =
       ChildrenNamed(serve_->pid(), "latentkv-kvsto");
   ASSERT_EQ(coords.size(), 1u);
   ASSERT_EQ(workers.size(), 1u);
