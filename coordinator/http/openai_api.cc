@@ -29,6 +29,13 @@ ApiError Unsupported(const std::string& param) {
   return Bad(param, absl::StrCat("'", param, "' is not supported"));
 }
 
+// Whether object `j` has `key` holding the string `want` (json::value with
+// a string default throws when the key holds another type).
+bool IsStringField(const json& j, const char* key, const char* want) {
+  const auto it = j.find(key);
+  return it != j.end() && it->is_string() && it->get<std::string>() == want;
+}
+
 bool Present(const json& body, const char* key) {
   auto it = body.find(key);
   return it != body.end() && !it->is_null();
@@ -125,7 +132,7 @@ std::optional<ApiError> ParseMessages(const json& body,
       cm.content = content.get<std::string>();
     } else if (content.is_array()) {
       for (const json& part : content) {
-        if (!part.is_object() || part.value("type", "") != "text" ||
+        if (!part.is_object() || !IsStringField(part, "type", "text") ||
             !part.contains("text") || !part["text"].is_string()) {
           return Bad("messages",
                      "only text content parts ({\"type\":\"text\"}) are "
@@ -237,7 +244,7 @@ std::optional<ApiError> RefuseUnsupported(Endpoint ep, const json& body) {
   }
   if (ep == Endpoint::kChat && Present(body, "response_format")) {
     const json& rf = body["response_format"];
-    if (!rf.is_object() || rf.value("type", "") != "text") {
+    if (!rf.is_object() || !IsStringField(rf, "type", "text")) {
       return Unsupported("response_format");
     }
   }

@@ -141,6 +141,16 @@ TEST(OpenAiApiTest, RefusesWhatItCannotServe) {
     EXPECT_EQ(e.http_status, 400) << c.body;
     EXPECT_EQ(e.param, c.param) << c.body;
   }
+  EXPECT_EQ(
+      MustFail(Endpoint::kChat,
+               R"({"messages":[{"role":"user","content":[{"type":12}]}]})")
+          .http_status,
+      400);
+  EXPECT_EQ(MustFail(Endpoint::kChat,
+                     R"({"messages":[{"role":"user","content":"x"}],)"
+                     R"("response_format":{"type":7}})")
+                .http_status,
+            400);
   EXPECT_EQ(MustFail(Endpoint::kCompletions, "{not json").param, "");
   EXPECT_EQ(MustFail(Endpoint::kCompletions, "[1]").http_status, 400);
 }
