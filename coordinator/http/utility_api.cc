@@ -1,6 +1,8 @@
 // /tokenize and /detokenize bodies (utility_api.h).
 #include "coordinator/http/utility_api.h"
 
+#include <algorithm>
+#include <initializer_list>
 #include <limits>
 
 #include "nlohmann/json.hpp"
@@ -36,6 +38,17 @@ std::optional<ApiError> ModelField(const json& j, std::string* model) {
   return std::nullopt;
 }
 
+// A 400 naming the first key of `j` not in `known`.
+std::optional<ApiError> RefuseOtherKeys(
+    const json& j, std::initializer_list<std::string_view> known) {
+  for (const auto& [key, value] : j.items()) {
+    if (std::find(known.begin(), known.end(), key) == known.end()) {
+      return Bad(key, "unrecognized request argument: '" + key + "'");
+    }
+  }
+  return std::nullopt;
+}
+
 std::string Dump(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
@@ -48,11 +61,10 @@ std::optional<ApiError> ParseTokenizeBody(std::string_view body,
   if (auto e = ParseObject(body, &j)) return e;
   *out = TokenizeBody();
   if (auto e = ModelField(j, &out->model)) return e;
-  for (const auto& [key, value] : j.items()) {
-    if (key != "model" && key != "prompt" && key != "messages" &&
-        key != "add_special_tokens" && key != "add_generation_prompt") {
-      return Bad(key, "unrecognized request argument: '" + key + "'");
-    }
+  if (auto e =
+          RefuseOtherKeys(j, {"model", "prompt", "messages",
+                              "add_special_tokens", "add_generation_prompt"})) {
+    return e;
   }
   if (j.contains("add_special_tokens")) {
     if (!j["add_special_tokens"].is_boolean()) {
@@ -82,11 +94,7 @@ std::optional<ApiError> ParseDetokenizeBody(std::string_view body,
   if (auto e = ParseObject(body, &j)) return e;
   *out = DetokenizeBody();
   if (auto e = ModelField(j, &out->model)) return e;
-  for (const auto& [key, value] : j.items()) {
-    if (key != "model" && key != "tokens") {
-      return Bad(key, "unrecognized request argument: '" + key + "'");
-    }
-  }
+  if (auto e = RefuseOtherKeys(j, {"model", "tokens"})) return e;
   if (!j.contains("tokens") || !j["tokens"].is_array()) {
     return Bad("tokens", "'tokens' must be an array of token ids");
   }
