@@ -1,9 +1,11 @@
 #include "common/metrics/metrics_server.h"
 
+#include <chrono>
 #include <exception>
 
 #include "absl/strings/str_cat.h"
-#include "prometheus/exposer.h"
+#include "common/metrics/listen_socket.h"
+#include "httplib.h"
 #include "prometheus/text_serializer.h"
 
 namespace latentkv::metrics {
@@ -19,24 +21,37 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::StartIfEnabled(
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     const MetricsServerOptions& options) {
-  if (options.port <= 0 || options.port > 65535 || options.threads < 1) {
+  if (options.port <= 0 || options.port > 65535 || options.threads < 1 ||
+      options.read_timeout_s < 1) {
     return absl::InvalidArgumentError(
-        absl::StrCat("metrics server: port ", options.port, " (1..65535) and ",
-                     options.threads, " threads (>= 1)"));
+        absl::StrCat("metrics server: port ", options.port, " (1..65535), ",
+                     options.threads, " threads (>= 1) and a read timeout of ",
+                     options.read_timeout_s, " s (>= 1)"));
   }
   std::unique_ptr<MetricsServer> s(new MetricsServer());
-  const std::string bind = absl::StrCat(options.host, ":", options.port);
-  try {
-    s->exposer_ = std::make_unique<prometheus::Exposer>(
-        bind, static_cast<size_t>(options.threads));
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("metrics server cannot listen on ", bind, ": ", e.what()));
-  }
-  const std::vector<int> ports = s->exposer_->GetListeningPorts();
-  s->port_ = ports.empty() ? options.port : ports[0];
   s->registry_ = std::make_shared<prometheus::Registry>();
-  s->exposer_->RegisterCollectable(s->registry_);
+  s->http_ = std::make_unique<httplib::Server>();
+  httplib::Server& http = *s->http_;
+  const size_t threads = static_cast<size_t>(options.threads);
+  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http.set_read_timeout(options.read_timeout_s, 0);
+  http.set_keep_alive_timeout(options.read_timeout_s);
+  http.set_payload_max_length(4096);  // a scrape carries no body
+  http.set_socket_options(ExclusiveListenOptions);
+  MetricsServer* self = s.get();
+  http.Get("/metrics", [self](const httplib::Request&, httplib::Response& res) {
+    res.set_content(self->ScrapeText(), "text/plain; version=0.0.4");
+  });
+  if (!http.bind_to_port(options.host, options.port)) {
+    return absl::UnavailableError(absl::StrCat(
+        "metrics server cannot listen on ", options.host, ":", options.port));
+  }
+  s->port_ = options.port;
+  s->listener_ = std::thread([self] { self->http_->listen_after_bind(); });
+  // stop() before the listener runs would not stop it: wait for it.
+  while (!http.is_running()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
   return s;
 }
 
@@ -60,12 +75,13 @@ std::string MetricsServer::ScrapeText() const {
 }
 
 MetricsServer::~MetricsServer() {
-  exposer_.reset();  // stops scrapes before the collectables go
+  // Stops scrapes (and joins their threads) before the collectables go.
+  if (http_ != nullptr) http_->stop();
+  if (listener_.joinable()) listener_.join();
 }
 
 void MetricsServer::Add(std::shared_ptr<prometheus::Collectable> collectable) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (exposer_ != nullptr) exposer_->RegisterCollectable(collectable);
   owned_.push_back(std::move(collectable));
 }
 

@@ -1,11 +1,19 @@
 // Prometheus exposition for latentkv's processes: one HTTP endpoint serving
-// GET /metrics in the text format (prometheus-cpp's Exposer over civetweb),
-// over a Registry for metrics that code updates as it runs (counters,
-// histograms) and Collectables read on every scrape (gauges and counters
-// taken from a stats snapshot, so the serving paths carry no extra locks).
-// Helpers build such scrape-time families.
+// GET /metrics in the text format (cpp-httplib, prometheus-cpp's Registry
+// and TextSerializer), over a Registry for metrics that code updates as it
+// runs (counters, histograms) and Collectables read on every scrape (gauges
+// and counters taken from a stats snapshot, so the serving paths carry no
+// extra locks). Helpers build such scrape-time families.
+//
+// Why not prometheus-cpp's Exposer: it serves through civetweb, whose
+// threads get a fixed ~100 KB stack. glibc carves every library's static TLS
+// out of each thread's stack (OpenBLAS alone holds 60 KB, NCCL 12 KB), so in
+// the worker a scrape overflowed that stack and killed the process (SIGSEGV
+// in civetweb, seen in ServeOpsTest and in CI). httplib's threads are
+// std::threads with the process's default stack.
+//
 // Thread-safety: MetricsServer's methods are thread-safe; scrapes run on the
-// exposer's own threads and call Collect() concurrently with the process.
+// server's own threads and call Collect() concurrently with the process.
 #ifndef LATENTKV_COMMON_METRICS_METRICS_SERVER_H_
 #define LATENTKV_COMMON_METRICS_METRICS_SERVER_H_
 
@@ -14,6 +22,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -21,9 +30,9 @@
 #include "prometheus/metric_family.h"
 #include "prometheus/registry.h"
 
-namespace prometheus {
-class Exposer;
-}  // namespace prometheus
+namespace httplib {
+class Server;
+}  // namespace httplib
 
 namespace latentkv::metrics {
 
@@ -35,6 +44,9 @@ struct MetricsServerOptions {
   int port = 0;
   // Threads answering scrapes; >= 1, default 2.
   int threads = 2;
+  // Seconds a connection may take to send its request, and to stay idle
+  // between requests; bounds what a slow or idle client holds.
+  int read_timeout_s = 5;
 };
 
 class MetricsServer {
@@ -66,7 +78,8 @@ class MetricsServer {
  private:
   MetricsServer() = default;
 
-  std::unique_ptr<prometheus::Exposer> exposer_;
+  std::unique_ptr<httplib::Server> http_;  // null without an endpoint
+  std::thread listener_;
   std::shared_ptr<prometheus::Registry> registry_;
   mutable std::mutex mu_;
   std::vector<std::shared_ptr<prometheus::Collectable>> owned_;  // guarded

@@ -64,6 +64,30 @@ TEST(MetricsServerTest, ServesRegistryAndCollectables) {
   EXPECT_EQ(scrapes, 1);
 }
 
+// A scrape runs the collectables on the server's threads, which must have
+// a full-size stack: the worker's libraries take ~80 KB of static TLS from
+// every thread's stack, and civetweb's fixed ~100 KB stacks overflowed.
+TEST(MetricsServerTest, ScrapesRunOnFullSizeStacks) {
+  MetricsServerOptions o;
+  o.port = FreePort();
+  auto server = MetricsServer::Start(o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  (*server)->Add(std::make_shared<FunctionCollectable>([] {
+    volatile char deep[1 << 20];  // 1 MiB of this thread's stack
+    for (size_t i = 0; i < sizeof(deep); i += 4096) deep[i] = 1;
+    auto g = GaugeFamily("test_deep", "stack touched");
+    AddSample(g, deep[4096]);
+    return std::vector<prometheus::MetricFamily>{g};
+  }));
+  httplib::Client cli("127.0.0.1", o.port);
+  auto res = cli.Get("/metrics");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_NE(res->body.find("test_deep 1"), std::string::npos) << res->body;
+  auto other = cli.Get("/");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 404);
+}
+
 TEST(MetricsServerTest, BusyPortIsUnavailable) {
   MetricsServerOptions o;
   o.port = FreePort();

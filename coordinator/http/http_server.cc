@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/metrics/listen_socket.h"
 #include "coordinator/http/openai_api.h"
 #include "coordinator/http/response_util.h"
 
@@ -146,6 +147,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     return new BoundedTaskQueue(threads, queued);
   };
   svr.set_read_timeout(options.read_timeout_s, 0);
+  svr.set_socket_options(ExclusiveListenOptions);
   svr.set_keep_alive_timeout(options.keep_alive_s);
   svr.set_payload_max_length(static_cast<size_t>(options.max_body_bytes));
   std::shared_ptr<const auth::ApiKeySet> keys = options.api_keys;

@@ -4,7 +4,8 @@
 // with 4 KB alignment, cuBLAS 12 KB). Linked as DT_NEEDED, that TLS is
 // static: glibc carves it out of every thread's stack, and threads created
 // with small stacks then fail to start. civetweb (under prometheus-cpp's
-// metrics endpoint) starts its threads with a fixed small stack, so every
+// Exposer, the metrics endpoint until it moved to httplib) started its
+// threads with a fixed small stack, so every
 // worker's /metrics failed with "null context when constructing
 // CivetServer" once the worker linked cuBLAS (seen here, with --device cpu
 // too). Loaded with dlopen the TLS is dynamic (allocated per thread on first
