@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/auth/tls.h"
 #include "tools/bench/serve_bench.h"
 #include "worker/residency/policy.h"
@@ -146,7 +147,40 @@ struct BenchServeOptions {
   bench::ServeBenchOptions bench;
 };
 
+// `latentkv cluster-credentials`: a cluster's credentials for a deployment
+// (Kubernetes: the Secret latentkv-cluster, deploy/README.md).
+struct ClusterCredentialsOptions {
+  std::string out_dir;  // created if missing; the four files must not exist
+  int32_t days = 365;   // validity of the CA and member certificate, >= 1
+};
+
+// `latentkv health`: one grpc.health.v1 Check, exit 0 when SERVING (1
+// otherwise, 2 for bad flags). What Kubernetes exec probes run against the
+// mutual-TLS internal ports, which its built-in gRPC probe cannot speak.
+struct HealthOptions {
+  std::string server;      // host:port
+  std::string service;     // "" (overall), "liveness" or "readiness"
+  double timeout_s = 2;    // deadline of the call, > 0
+  auth::TlsFiles cluster;  // an internal port: the member credentials
+  std::string cluster_tls_name = "latentkv-cluster";
+  auth::ClientTls tls;  // a public port: TLS (when no cluster files)
+};
+
+// The files of WriteClusterCredentials, named as the Secret's keys.
+struct ClusterCredentialFiles {
+  std::string secret_file;  // DIR/secret: --cluster_secret_file
+  auth::TlsFiles tls;       // DIR/tls.crt, DIR/tls.key, DIR/ca.crt
+};
+// Writes a fresh cluster secret and a throwaway CA's member certificate
+// (subjectAltName latentkv-cluster, 127.0.0.1, ::1) into `dir`, all mode
+// 0600. The CA key is never written: no further member can be issued.
+// AlreadyExists (nothing written) when any of the files exists.
+absl::StatusOr<ClusterCredentialFiles> WriteClusterCredentials(
+    const std::string& dir, absl::Duration validity);
+
 int Serve(const ServeOptions& options);
+int ClusterCredentials(const ClusterCredentialsOptions& options);
+int Health(const HealthOptions& options);
 int BenchServe(const BenchServeOptions& options);
 int Generate(const GenerateOptions& options);
 int Eval(const EvalOptions& options);

@@ -11,6 +11,10 @@
 //                     [--init strided|calibrated] [--calib-text FILE]
 //   latentkv convert  --model DIR --out DIR --kv-heads N --calib-text FILE
 //   latentkv inspect  DIR
+//   latentkv cluster-credentials --out DIR [--days N]
+//   latentkv health   --server HOST:PORT [--service liveness|readiness]
+//                     [--cluster-ca-file F --cluster-cert-file F
+//                      --cluster-key-file F | --tls-ca F]
 //   latentkv bench serve --server HOST:PORT --num-requests N --concurrency C
 //                        [--request-rate R | --sweep-rates 1,2,inf]
 //                        [--compare label=HOST:PORT[,kv_cache_mode=M] ...]
@@ -115,7 +119,20 @@ ABSL_FLAG(uint64_t, seed, 0,
           "generate: sampling seed; bench serve: workload seed (prompts, "
           "lengths, arrival times)");
 ABSL_FLAG(double, timeout, 0,
-          "generate, bench serve: per-request deadline in seconds (0 = none)");
+          "generate, bench serve: per-request deadline in seconds (0 = none); "
+          "health: deadline of the check (0: 2 s)");
+ABSL_FLAG(std::string, service, "",
+          "health: the grpc.health.v1 service to check: \"\" (overall), "
+          "liveness or readiness");
+ABSL_FLAG(int, days, 365, "cluster-credentials: validity in days (>= 1)");
+ABSL_FLAG(std::string, cluster_ca_file, "",
+          "health: an internal (mutual TLS) port's cluster CA; with "
+          "--cluster-cert-file and --cluster-key-file, the member "
+          "credentials (cluster-credentials writes them)");
+ABSL_FLAG(std::string, cluster_cert_file, "",
+          "health: the member certificate to present");
+ABSL_FLAG(std::string, cluster_key_file, "",
+          "health: the key of --cluster-cert-file");
 ABSL_FLAG(std::string, text, "", "eval: text file");
 ABSL_FLAG(std::string, mode, "lines", "eval: lines | stream");
 ABSL_FLAG(int, window, 0, "eval: context window (0 = the model's)");
@@ -129,7 +146,9 @@ ABSL_FLAG(std::string, checkpoint, "",
           "convert: the source checkpoint (llama2.c .bin, or a .gguf file or "
           "a directory holding one)");
 ABSL_FLAG(std::string, tokenizer, "", "convert: llama2.c tokenizer.bin");
-ABSL_FLAG(std::string, out, "", "convert: output model directory");
+ABSL_FLAG(std::string, out, "",
+          "convert: output model directory; cluster-credentials: output "
+          "directory");
 ABSL_FLAG(std::string, dtype, "f32", "convert: stored dtype f32 | bf16 | f16");
 ABSL_FLAG(std::string, synthetic, "",
           "convert: random weights with a named shape (stories15m, stories42m, "
@@ -265,13 +284,13 @@ lk::cli::LocalEngineOptions Local() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "latentkv <serve|generate|eval|convert|inspect|bench serve> [flags]; "
-      "--help for flags");
+      "latentkv <serve|generate|eval|convert|inspect|bench serve|health|"
+      "cluster-credentials> [flags]; --help for flags");
   if (argc < 2 || argv[1][0] == '-') {
     std::fprintf(
         stderr,
-        "usage: latentkv <serve|generate|eval|convert|inspect|bench serve> "
-        "[flags]\n");
+        "usage: latentkv <serve|generate|eval|convert|inspect|bench serve|"
+        "health|cluster-credentials> [flags]\n");
     return 2;
   }
   const std::string cmd = argv[1];
@@ -384,6 +403,27 @@ int main(int argc, char** argv) {
     o.sampling.stop = stops;
     o.timeout_s = absl::GetFlag(FLAGS_timeout);
     return lk::cli::Generate(o);
+  }
+  if (cmd == "health") {
+    lk::cli::HealthOptions o;
+    o.server = absl::GetFlag(FLAGS_server);
+    o.service = absl::GetFlag(FLAGS_service);
+    if (absl::GetFlag(FLAGS_timeout) > 0)
+      o.timeout_s = absl::GetFlag(FLAGS_timeout);
+    o.cluster = {absl::GetFlag(FLAGS_cluster_cert_file),
+                 absl::GetFlag(FLAGS_cluster_key_file),
+                 absl::GetFlag(FLAGS_cluster_ca_file)};
+    o.tls.enabled =
+        absl::GetFlag(FLAGS_tls) || !absl::GetFlag(FLAGS_tls_ca).empty();
+    o.tls.ca_file = absl::GetFlag(FLAGS_tls_ca);
+    o.tls.server_name = absl::GetFlag(FLAGS_tls_server_name);
+    return lk::cli::Health(o);
+  }
+  if (cmd == "cluster-credentials") {
+    lk::cli::ClusterCredentialsOptions o;
+    o.out_dir = absl::GetFlag(FLAGS_out);
+    o.days = absl::GetFlag(FLAGS_days);
+    return lk::cli::ClusterCredentials(o);
   }
   if (cmd == "eval") {
     lk::cli::EvalOptions o;

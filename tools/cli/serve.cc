@@ -18,8 +18,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/address_file.h"
 #include "common/auth/api_keys.h"
-#include "common/auth/cert_authority.h"
-#include "common/auth/cluster_secret.h"
 #include "common/auth/cluster_tls.h"
 #include "common/auth/tls.h"
 #include "common/dtype.h"
@@ -54,31 +52,6 @@ std::string WaitForFile(const std::string& path,
     std::this_thread::sleep_for(milliseconds(20));
   }
   return "";
-}
-
-// The cluster's mutual TLS (common/auth/cluster_tls.h): a throwaway CA
-// signs one member certificate that every process of this cluster presents;
-// the CA's key stays in memory and is gone when this returns, so nothing
-// can issue another member certificate. Files are mode 0600 in `dir`.
-absl::StatusOr<auth::TlsFiles> MakeClusterTls(const fs::path& dir) {
-  constexpr absl::Duration kValidity = absl::Hours(24 * 3650);
-  auto ca = auth::NewCertAuthority("latentkv serve cluster CA", kValidity);
-  if (!ca.ok()) return ca.status();
-  auto member =
-      auth::IssueCert(*ca, "latentkv cluster member", {auth::kClusterTlsName},
-                      {"127.0.0.1", "::1"}, kValidity);
-  if (!member.ok()) return member.status();
-  const auth::TlsFiles files{(dir / "cluster.pem").string(),
-                             (dir / "cluster-key.pem").string(),
-                             (dir / "cluster-ca.pem").string()};
-  for (const auto& [path, text] : {std::pair{files.cert_file, member->cert},
-                                   {files.key_file, member->key},
-                                   {files.ca_file, ca->cert}}) {
-    if (absl::Status st = auth::WritePrivateFile(path, text); !st.ok()) {
-      return st;
-    }
-  }
-  return files;
 }
 
 // The kvstore's layout, fixed at its start (--layout, one-line text format)
@@ -131,20 +104,18 @@ int Serve(const ServeOptions& o) {
     return 1;
   }
   const fs::path run_dir(tmpl);
-  // The cluster's credential: every internal service of this cluster wants
-  // it, and nothing outside the cluster has it.
-  const std::string secret_file = (run_dir / "cluster.secret").string();
-  if (absl::Status st = auth::WriteNewClusterSecret(secret_file); !st.ok()) {
+  // The cluster's credentials: a secret every internal service wants and a
+  // throwaway CA's member certificate for mutual TLS; nothing outside the
+  // cluster has either.
+  auto credentials =
+      WriteClusterCredentials(run_dir.string(), absl::Hours(24 * 3650));
+  if (!credentials.ok()) {
     std::fprintf(stderr, "latentkv serve: %s\n",
-                 std::string(st.message()).c_str());
+                 std::string(credentials.status().message()).c_str());
     return 1;
   }
-  auto cluster_tls = MakeClusterTls(run_dir);
-  if (!cluster_tls.ok()) {
-    std::fprintf(stderr, "latentkv serve: %s\n",
-                 std::string(cluster_tls.status().message()).c_str());
-    return 1;
-  }
+  const std::string& secret_file = credentials->secret_file;
+  const auth::TlsFiles* cluster_tls = &credentials->tls;
   const std::string internal_file =
       (run_dir / "coordinator-internal.addr").string();
   const std::string coord_file = (run_dir / "coordinator.addr").string();
