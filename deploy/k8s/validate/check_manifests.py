@@ -29,6 +29,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -60,7 +61,7 @@ BINARIES = {
         "sources": ["tools/cli/*.cc", "worker/residency/flags.cc"],
         "pending": [],
         "subcommands": ["serve", "generate", "eval", "convert", "inspect",
-                        "bench"],
+                        "bench", "health", "cluster-credentials"],
     },
 }
 # Flags absl defines in every binary.
@@ -447,6 +448,9 @@ class Checker:
                     self.err(o, "%s: %s asks for health service %r (served: "
                              "liveness, readiness)" %
                              (where, probe_name, probe["grpc"].get("service")))
+            if "exec" in probe:
+                self.check_exec_probe(o, where, probe_name, c, probe["exec"],
+                                      ports, volumes, env)
             for k in ("httpGet", "tcpSocket"):
                 if k in probe:
                     p = probe[k].get("port")
@@ -472,6 +476,61 @@ class Checker:
             return
         self.check_flags(o, where, c, binary, words[1:], volumes, ports,
                          is_init)
+
+    def check_exec_probe(self, o, where, probe_name, c, ex, ports, volumes,
+                         env):
+        """An exec probe runs `latentkv health` (directly, or as `sh -c
+        "exec latentkv health ..."` to expand the pod's env) against one of
+        this container's ports, with member credentials on a Secret."""
+        argv = [str(a) for a in ex.get("command") or []]
+        if argv[:2] == ["sh", "-c"] and len(argv) == 3:
+            for var in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", argv[2]):
+                if var not in env:
+                    self.err(o, "%s: %s uses $%s, not in the container's env"
+                             % (where, probe_name, var))
+            argv = shlex.split(argv[2])
+            if argv[:1] == ["exec"]:
+                argv = argv[1:]
+        if argv[:2] != ["latentkv", "health"]:
+            self.err(o, "%s: %s runs %r, not `latentkv health`" %
+                     (where, probe_name, " ".join(argv[:2])))
+            return
+        flags = {}
+        for a in argv[2:]:
+            name, value = parse_flag(a, "latentkv")
+            if not a.startswith("--") or name not in self.flags["latentkv"]:
+                self.err(o, "%s: %s: latentkv has no flag %r" %
+                         (where, probe_name, a))
+            flags[name] = value or ""
+        port = flags.get("server", "").rpartition(":")[2]
+        if not port.isdigit() or int(port) not in ports:
+            self.err(o, "%s: %s checks --server=%s, not a container port" %
+                     (where, probe_name, flags.get("server")))
+        if flags.get("service", "") not in HEALTH_SERVICES:
+            self.err(o, "%s: %s asks for health service %r (served: "
+                     "liveness, readiness)" %
+                     (where, probe_name, flags.get("service")))
+        for f in ("cluster_ca_file", "cluster_cert_file", "cluster_key_file"):
+            path = flags.get(f)
+            if not path:
+                self.err(o, "%s: %s has no --%s (the port is mutual TLS)" %
+                         (where, probe_name, f.replace("_", "-")))
+            elif not self.on_secret(c, path, volumes):
+                self.err(o, "%s: %s --%s=%s is not on a mounted Secret" %
+                         (where, probe_name, f.replace("_", "-"), path))
+
+    def on_secret(self, c, path, volumes):
+        for m in c.get("volumeMounts") or []:
+            mp = m.get("mountPath", "").rstrip("/")
+            if path.startswith(mp + "/"):
+                vol = volumes.get(m.get("name")) or {}
+                if "secret" not in vol:
+                    continue
+                items = vol["secret"].get("items")
+                key = path[len(mp) + 1:]
+                if items is None or any(i.get("path") == key for i in items):
+                    return True
+        return False
 
     def check_flags(self, o, where, c, binary, args, volumes, ports,
                     is_init):
@@ -535,20 +594,34 @@ class Checker:
             self.check_cluster_secret(o, where, c, effective, volumes)
 
     def check_cluster_secret(self, o, where, c, effective, volumes):
-        """Servers carry the cluster credential, from a mounted Secret."""
-        path = effective.get("cluster_secret_file")
-        if not path:
-            self.err(o, "%s: no --cluster_secret_file (internal services "
-                     "would be open)" % where)
+        """Servers carry the cluster credentials, from a mounted Secret: the
+        secret and the member certificate of the mutual TLS on the internal
+        ports, which the kubelet's gRPC probes then cannot reach."""
+        for f, why in (("cluster_secret_file", "internal services would be "
+                        "open"),
+                       ("cluster_ca_file", "internal traffic would be "
+                        "plaintext"),
+                       ("cluster_cert_file", "internal traffic would be "
+                        "plaintext"),
+                       ("cluster_key_file", "internal traffic would be "
+                        "plaintext")):
+            path = effective.get(f)
+            if not path:
+                self.err(o, "%s: no --%s (%s)" % (where, f, why))
+            elif not self.on_secret(c, path, volumes):
+                self.err(o, "%s: --%s=%s is not on a mounted Secret volume"
+                         % (where, f, path))
+        internal = effective.get("internal_port" if effective.get(
+            "internal_port") is not None else "port")
+        if not effective.get("cluster_cert_file") or internal is None:
             return
-        for m in c.get("volumeMounts") or []:
-            mp = m.get("mountPath", "").rstrip("/")
-            if path.startswith(mp + "/"):
-                vol = volumes.get(m.get("name")) or {}
-                if "secret" in vol:
-                    return
-        self.err(o, "%s: --cluster_secret_file=%s is not on a mounted "
-                 "Secret volume" % (where, path))
+        for probe_name in ("startupProbe", "livenessProbe", "readinessProbe"):
+            g = (c.get(probe_name) or {}).get("grpc")
+            if g and str(g.get("port")) == internal:
+                self.err(o, "%s: %s is a gRPC probe on port %s, which is "
+                         "mutual TLS (use an exec probe running `latentkv "
+                         "health` with the member credentials)" %
+                         (where, probe_name, internal))
 
     def flagfile(self, o, where, c, path, volumes, binary):
         """The (name, value) pairs of an absl flag file from a ConfigMap."""
@@ -774,6 +847,29 @@ NEGATIVE_CASES = [
      lambda o: o["data"].__setitem__(
          "kvstore.flags", o["data"]["kvstore.flags"].replace(
              "--cluster_secret_file", "--nocluster_secret_file_x"))),
+    ("a server without the cluster's mutual TLS",
+     "base", "ConfigMap", None,
+     lambda o: o["data"].__setitem__(
+         "kvstore.flags", o["data"]["kvstore.flags"].replace(
+             "--cluster_cert_file", "--nocluster_cert_file_x"))),
+    ("a gRPC probe on a mutual-TLS port",
+     "base", "StatefulSet", "latentkv-kvstore",
+     lambda o: o["spec"]["template"]["spec"]["containers"][0].__setitem__(
+         "readinessProbe", {"grpc": {"port": 50071, "service": "readiness"}})),
+    ("an exec probe without the member certificate",
+     "base", "StatefulSet", "latentkv-worker-mixed",
+     lambda o: o["spec"]["template"]["spec"]["containers"][0][
+         "livenessProbe"]["exec"].__setitem__(
+             "command", [a for a in o["spec"]["template"]["spec"][
+                 "containers"][0]["livenessProbe"]["exec"]["command"]
+                 if "cert-file" not in a])),
+    ("an exec probe on a port the container does not expose",
+     "overlays/tensor-parallel", "LeaderWorkerSet", "latentkv-worker-tp",
+     lambda o: o["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"][
+         "containers"][0]["readinessProbe"]["exec"]["command"].__setitem__(
+             2, o["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"][
+                 "containers"][0]["readinessProbe"]["exec"]["command"][
+                     2].replace(":50061", ":50062"))),
     ("the cluster credential on no Secret volume",
      "base", "Deployment", "latentkv-coordinator",
      lambda o: o["spec"]["template"]["spec"]["volumes"].__setitem__(
