@@ -85,6 +85,10 @@ absl::Status ValidateGeneration(const GenerationParams& p,
     return absl::InvalidArgumentError("top_p must be in (0, 1]");
   }
   if (p.top_k < 0) return absl::InvalidArgumentError("top_k must be >= 0");
+  if (p.logprobs < -1 || p.logprobs > kMaxTopLogprobs) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("logprobs must be in [0, ", kMaxTopLogprobs, "]"));
+  }
   if (p.controls != nullptr) return ValidateControls(*p.controls, limits);
   return absl::OkStatus();
 }

@@ -50,6 +50,10 @@ struct LogitControls {
 inline constexpr size_t kMaxLogitBias = 1024;
 inline constexpr size_t kMaxStopTokenIds = 64;
 
+// Most alternatives a request may ask log-probabilities of (OpenAI's
+// top_logprobs limit).
+inline constexpr int32_t kMaxTopLogprobs = 20;
+
 // A request after defaults are resolved.
 struct GenerationParams {
   absl::Span<const int32_t> prompt;  // token ids
@@ -58,6 +62,9 @@ struct GenerationParams {
   float top_p = 1.0f;
   int64_t top_k = 0;                        // 0: off
   const LogitControls* controls = nullptr;  // null: none
+  // -1: none; 0..kMaxTopLogprobs: each token's log-probability and that
+  // many alternatives.
+  int32_t logprobs = -1;
 };
 
 // OK, or InvalidArgument naming the first rule broken: a non-empty prompt of
@@ -65,7 +72,7 @@ struct GenerationParams {
 // max_new_tokens > 0 and prompt + max_new_tokens <= context; temperature
 // finite and >= 0; top_p in (0, 1]; top_k >= 0; the controls in their
 // ranges, their token ids inside the vocabulary, at most kMaxLogitBias
-// biases and kMaxStopTokenIds stop ids.
+// biases and kMaxStopTokenIds stop ids; logprobs in [-1, kMaxTopLogprobs].
 absl::Status ValidateGeneration(const GenerationParams& params,
                                 const GenerationLimits& limits);
 

@@ -41,6 +41,13 @@ TEST(GenerationRulesTest, EveryRuleAndItsBoundary) {
       {"top_p NaN", {1}, 1, 1, nan, 0, false},
       {"negative top_k", {1}, 1, 1, 1, -1, false},
   };
+  for (const auto& [logprobs, ok] : std::vector<std::pair<int32_t, bool>>{
+           {-2, false}, {-1, true}, {0, true}, {20, true}, {21, false}}) {
+    const std::vector<int32_t> prompt = {1};
+    GenerationParams p{.prompt = prompt, .max_new_tokens = 1};
+    p.logprobs = logprobs;
+    EXPECT_EQ(ValidateGeneration(p, limits).ok(), ok) << logprobs;
+  }
   for (const Case& c : cases) {
     const absl::Status st = ValidateGeneration(
         {c.prompt, c.max_new, c.temperature, c.top_p, c.top_k}, limits);

@@ -43,6 +43,14 @@ class InflightGuard {
   int64_t tokens_;
 };
 
+// The bytes `token` stands for after `prev` ("" for an id outside the
+// vocabulary, which a misbehaving worker could send).
+std::string TokenBytesOf(const model::Tokenizer& tok, int32_t prev,
+                         int32_t token) {
+  if (token < 0 || token >= tok.vocab_size()) return "";
+  return tok.TokenBytes(prev, token);
+}
+
 }  // namespace
 
 Coordinator::Coordinator(const CoordinatorOptions& options,
@@ -306,15 +314,19 @@ grpc::Status Coordinator::AdmitPrompt(const pb::GenerateRequest& req,
   // The rules every entry point applies (common/generation_rules.h): a
   // worker called directly refuses exactly this.
   const LogitControls controls = LogitControlsFromProto(req.sampling());
-  const absl::Status valid =
-      ValidateGeneration({.prompt = *prompt,
-                          .max_new_tokens = max_tokens,
-                          .temperature = temperature,
-                          .top_p = top_p,
-                          .top_k = static_cast<int64_t>(req.sampling().top_k()),
-                          .controls = &controls},
-                         {.vocab_size = config_.vocab_size,
-                          .context = config_.max_position_embeddings});
+  const absl::Status valid = ValidateGeneration(
+      {.prompt = *prompt,
+       .max_new_tokens = max_tokens,
+       .temperature = temperature,
+       .top_p = top_p,
+       .top_k = static_cast<int64_t>(req.sampling().top_k()),
+       .controls = &controls,
+       .logprobs = req.sampling().has_logprobs()
+                       ? static_cast<int32_t>(std::min<uint32_t>(
+                             req.sampling().logprobs(), 1u << 20))
+                       : -1},
+      {.vocab_size = config_.vocab_size,
+       .context = config_.max_position_embeddings});
   if (!valid.ok()) return Invalid(std::string(valid.message()));
   return grpc::Status::OK;
 }
@@ -371,6 +383,7 @@ grpc::Status Coordinator::GenerationImpl::Generate(
   const uint64_t seed = sp.has_seed() ? sp.seed() : RandomSeed();
   bool seed_reported = false;
   model::StreamingDetokenizer detok(*c.tokenizer_, prompt.back());
+  int32_t prev = prompt.back();  // the token before the next one generated
   StopMatcher stop({sp.stop().begin(), sp.stop().end()});
   std::vector<int32_t> generated;
   std::set<std::string> tried;
@@ -444,10 +457,22 @@ grpc::Status Coordinator::GenerationImpl::Generate(
       if (wresp.token_ids_size() > 0) prefill_release.Now();
       pb::GenerateResponse out;
       std::string text;
-      for (int32_t t : wresp.token_ids()) {
+      for (int i = 0; i < wresp.token_ids_size(); ++i) {
+        const int32_t t = wresp.token_ids(i);
         generated.push_back(t);
         out.add_token_ids(t);
         text += detok.Push(t);
+        // One entry per token, aligned even if a worker sent fewer, with
+        // the bytes each token stands for after the one before it.
+        if (sp.has_logprobs()) {
+          pb::TokenLogprobs* lp = out.add_logprobs();
+          if (i < wresp.logprobs_size()) *lp = wresp.logprobs(i);
+          lp->set_token(TokenBytesOf(*c.tokenizer_, prev, t));
+          for (pb::TopLogprob& alt : *lp->mutable_top()) {
+            alt.set_token(TokenBytesOf(*c.tokenizer_, prev, alt.token_id()));
+          }
+        }
+        prev = t;
       }
       if (wresp.finish_reason() != pb::FINISH_REASON_UNSPECIFIED) {
         text += detok.Flush();

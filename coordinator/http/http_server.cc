@@ -358,6 +358,7 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
   meta.created = absl::ToUnixSeconds(absl::Now());
   meta.model = options_.model_id;
   meta.return_token_ids = p.return_token_ids;
+  meta.logprobs = p.logprobs;
 
   auto call = std::make_shared<Call>(this);
   call->watch = watcher_->Watch(req, [c = call.get()] { c->ctx.TryCancel(); });
@@ -369,15 +370,16 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
   }
   meta.seed = first.seed();
   if (!p.stream) {
-    std::string text;
-    std::vector<int32_t> tokens;
+    ChoicePart part;
     pb::FinishReason finish = pb::FINISH_REASON_UNSPECIFIED;
     pb::Usage usage;
     pb::GenerateResponse msg = std::move(first);
     do {
-      text += msg.text();
-      tokens.insert(tokens.end(), msg.token_ids().begin(),
-                    msg.token_ids().end());
+      part.text += msg.text();
+      part.token_ids.insert(part.token_ids.end(), msg.token_ids().begin(),
+                            msg.token_ids().end());
+      part.logprobs.insert(part.logprobs.end(), msg.logprobs().begin(),
+                           msg.logprobs().end());
       if (msg.finish_reason() != pb::FINISH_REASON_UNSPECIFIED) {
         finish = msg.finish_reason();
       }
@@ -385,7 +387,7 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
     } while (call->reader->Read(&msg));
     grpc::Status st = call->Finish();
     if (!st.ok()) return SetError(res, FromGrpcStatus(st));
-    res.set_content(ResponseJson(meta, text, tokens, finish, usage), kJson);
+    res.set_content(ResponseJson(meta, part, finish, usage), kJson);
     return;
   }
   res.set_header("Cache-Control", "no-cache");
@@ -402,18 +404,29 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
         pb::GenerateResponse msg = first;
         pb::Usage usage;
         bool first_chunk = true;
+        size_t token_bytes = 0;  // completions' text_offset so far
         do {
           if (msg.has_usage()) usage = msg.usage();
           const bool finished =
               msg.finish_reason() != pb::FINISH_REASON_UNSPECIFIED;
           const bool chat_start =
               first_chunk && meta.endpoint == Endpoint::kChat;
+          // Tokens whose text is held back (part of a character or of a
+          // possible stop string) still send their ids and logprobs.
           if (!msg.text().empty() || finished || chat_start ||
-              (meta.return_token_ids && msg.token_ids_size() > 0)) {
-            const std::vector<int32_t> ids(msg.token_ids().begin(),
-                                           msg.token_ids().end());
-            if (!write(SseEvent(ChunkJson(meta, msg.text(), ids,
-                                          msg.finish_reason(), first_chunk)))) {
+              ((meta.return_token_ids || meta.logprobs) &&
+               msg.token_ids_size() > 0)) {
+            ChoicePart part;
+            part.text = msg.text();
+            part.token_ids.assign(msg.token_ids().begin(),
+                                  msg.token_ids().end());
+            part.logprobs.assign(msg.logprobs().begin(), msg.logprobs().end());
+            part.text_offset = token_bytes;
+            for (const pb::TokenLogprobs& t : part.logprobs) {
+              token_bytes += t.token().size();
+            }
+            if (!write(SseEvent(
+                    ChunkJson(meta, part, msg.finish_reason(), first_chunk)))) {
               return false;
             }
             first_chunk = false;

@@ -6,6 +6,8 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/generation_rules.h"
+#include "coordinator/http/logprobs_json.h"
 #include "nlohmann/json.hpp"
 
 namespace latentkv::coordinator::http {
@@ -205,10 +207,9 @@ std::optional<ApiError> RefuseUnknown(Endpoint ep, const json& body) {
           "top_p", "top_k", "seed", "stop", "n", "ignore_eos",
           "return_token_ids", "kv_cache_mode", "presence_penalty",
           "frequency_penalty", "repetition_penalty", "min_p", "logit_bias",
-          "stop_token_ids",
+          "stop_token_ids", "logprobs", "top_logprobs",
           // refused by RefuseUnsupported unless off
-          "logprobs", "top_logprobs", "best_of", "tools", "functions",
-          "tool_choice", "function_call",
+          "best_of", "tools", "functions", "tool_choice", "function_call",
           // no effect on the output: accepted, ignored
           "user", "metadata", "store", "service_tier", "parallel_tool_calls"};
   static const absl::flat_hash_set<std::string>* const kCompletions =
@@ -226,15 +227,38 @@ std::optional<ApiError> RefuseUnknown(Endpoint ep, const json& body) {
   return std::nullopt;
 }
 
+// Completions: "logprobs": N (0..20) alternatives. Chat: "logprobs": true,
+// and "top_logprobs": N (0..20), which needs it. Absent, null or false: none.
+std::optional<ApiError> ParseLogprobs(Endpoint ep, const json& body,
+                                      pb::SamplingParams* sp) {
+  std::optional<int64_t> top;
+  if (ep == Endpoint::kCompletions) {
+    if (Present(body, "logprobs") && body["logprobs"].is_boolean()) {
+      if (body["logprobs"].get<bool>()) {
+        return Bad("logprobs", "'logprobs' must be an integer in [0, 20]");
+      }
+      return std::nullopt;
+    }
+    if (auto e = GetInt(body, "logprobs", 0, kMaxTopLogprobs, &top)) return e;
+    if (top) sp->set_logprobs(static_cast<uint32_t>(*top));
+    return std::nullopt;
+  }
+  bool on = false;
+  if (auto e = GetBool(body, "logprobs", &on)) return e;
+  if (auto e = GetInt(body, "top_logprobs", 0, kMaxTopLogprobs, &top)) {
+    return e;
+  }
+  if (top && !on) {
+    return Bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+  }
+  if (on) sp->set_logprobs(static_cast<uint32_t>(top.value_or(0)));
+  return std::nullopt;
+}
+
 std::optional<ApiError> RefuseUnsupported(Endpoint ep, const json& body) {
   bool echo = false;
   if (auto e = GetBool(body, "echo", &echo)) return e;
   if (echo) return Unsupported("echo");
-  if (Present(body, "logprobs") &&
-      !(body["logprobs"].is_boolean() && !body["logprobs"].get<bool>())) {
-    return Unsupported("logprobs");
-  }
-  if (Present(body, "top_logprobs")) return Unsupported("top_logprobs");
   if (Present(body, "suffix")) return Unsupported("suffix");
   std::optional<int64_t> best_of;
   if (auto e = GetInt(body, "best_of", 1, 1 << 20, &best_of)) return e;
@@ -457,6 +481,8 @@ std::optional<ApiError> ParseRequest(Endpoint endpoint, std::string_view body,
     }
   }
   if (auto e = ParseLogitControls(j, sp)) return e;
+  if (auto e = ParseLogprobs(endpoint, j, sp)) return e;
+  out->logprobs = sp->has_logprobs();
   if (Present(j, "kv_cache_mode")) {
     const json& m = j["kv_cache_mode"];
     const std::string mode = m.is_string() ? m.get<std::string>() : "";
@@ -486,42 +512,47 @@ std::string FinishReasonName(pb::FinishReason r) {
   }
 }
 
-std::string ResponseJson(const ResponseMeta& meta, const std::string& text,
-                         const std::vector<int32_t>& token_ids,
+std::string ResponseJson(const ResponseMeta& meta, const ChoicePart& part,
                          pb::FinishReason finish, const pb::Usage& usage) {
   const bool chat = meta.endpoint == Endpoint::kChat;
-  json choice{{"index", 0},
-              {"logprobs", nullptr},
-              {"finish_reason", FinishJson(finish)}};
+  json choice{
+      {"index", 0},
+      {"logprobs", meta.logprobs ? LogprobsJson(meta.endpoint, part.logprobs,
+                                                part.text_offset)
+                                 : json()},
+      {"finish_reason", FinishJson(finish)}};
   if (chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
+    choice["message"] = {{"role", "assistant"}, {"content", part.text}};
   } else {
-    choice["text"] = text;
+    choice["text"] = part.text;
   }
-  if (meta.return_token_ids) choice["token_ids"] = token_ids;
+  if (meta.return_token_ids) choice["token_ids"] = part.token_ids;
   json j = Base(meta, chat ? "chat.completion" : "text_completion");
   j["choices"] = json::array({choice});
   j["usage"] = UsageJson(usage);
   return Dump(j);
 }
 
-std::string ChunkJson(const ResponseMeta& meta, const std::string& text,
-                      const std::vector<int32_t>& token_ids,
+std::string ChunkJson(const ResponseMeta& meta, const ChoicePart& part,
                       pb::FinishReason finish, bool first) {
   const bool chat = meta.endpoint == Endpoint::kChat;
-  json choice{{"index", 0},
-              {"logprobs", nullptr},
-              {"finish_reason", FinishJson(finish)}};
+  json choice{
+      {"index", 0},
+      {"logprobs", meta.logprobs ? LogprobsJson(meta.endpoint, part.logprobs,
+                                                part.text_offset)
+                                 : json()},
+      {"finish_reason", FinishJson(finish)}};
   if (chat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";
-    if (!text.empty() || first) delta["content"] = text;
+    if (!part.text.empty() || first) delta["content"] = part.text;
     choice["delta"] = delta;
   } else {
-    choice["text"] = text;
+    choice["text"] = part.text;
   }
-  if (meta.return_token_ids)
-    choice["token_ids"] = ChoiceTokens(meta, token_ids);
+  if (meta.return_token_ids) {
+    choice["token_ids"] = ChoiceTokens(meta, part.token_ids);
+  }
   json j = Base(meta, chat ? "chat.completion.chunk" : "text_completion");
   j["choices"] = json::array({choice});
   return Dump(j);

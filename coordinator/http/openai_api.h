@@ -23,7 +23,11 @@
 //   return_token_ids extension: choices[].token_ids in responses and chunks
 // Accepted and ignored (no effect on the output): user, metadata, store,
 // service_tier, parallel_tool_calls.
-// Refused with 400 (not supported): echo, logprobs, best_of > 1, suffix,
+//   logprobs         completions: N (0..20) alternatives per token; chat:
+//                    true, with top_logprobs N (0..20). The raw model
+//                    distribution's (latentkv.v1.SamplingParams.logprobs);
+//                    format in logprobs_json.h
+// Refused with 400 (not supported): echo, best_of > 1, suffix,
 // tools/functions, response_format other than text, and any other field
 // (never silence: "unrecognized request argument").
 // Responses carry "seed": the sampling seed used (drawn at random when the
@@ -72,6 +76,7 @@ struct ParsedRequest {
   bool stream = false;
   bool include_usage = false;     // stream_options.include_usage
   bool return_token_ids = false;  // extension
+  bool logprobs = false;          // generate.sampling.logprobs is set
   // Prompt (completions; chat: the caller renders `messages` into it),
   // sampling and KV cache mode. sampling.max_tokens is unset when the
   // request leaves it unset.
@@ -108,6 +113,7 @@ struct ResponseMeta {
   int64_t created = 0;  // Unix seconds
   std::string model;
   bool return_token_ids = false;
+  bool logprobs = false;  // choices carry "logprobs" (else null)
   // The sampling seed the coordinator used (reported as "seed").
   std::optional<uint64_t> seed;
 };
@@ -115,15 +121,22 @@ struct ResponseMeta {
 // "stop", "length", or "" (unfinished: null) for the finish reason.
 std::string FinishReasonName(latentkv::v1::FinishReason r);
 
+// The generated part of a choice: its text, token ids and (with
+// meta.logprobs) their log-probabilities (logprobs_json.h).
+struct ChoicePart {
+  std::string text;
+  std::vector<int32_t> token_ids;
+  std::vector<latentkv::v1::TokenLogprobs> logprobs;
+  size_t text_offset = 0;  // completions: bytes of the choice's text before
+};
+
 // A non-streamed response: one choice with the whole text, and usage.
-std::string ResponseJson(const ResponseMeta& meta, const std::string& text,
-                         const std::vector<int32_t>& token_ids,
+std::string ResponseJson(const ResponseMeta& meta, const ChoicePart& part,
                          latentkv::v1::FinishReason finish,
                          const latentkv::v1::Usage& usage);
 // One stream chunk: the text (and token ids) of one message; chat's first
 // chunk also carries the assistant role. finish UNSPECIFIED: null.
-std::string ChunkJson(const ResponseMeta& meta, const std::string& text,
-                      const std::vector<int32_t>& token_ids,
+std::string ChunkJson(const ResponseMeta& meta, const ChoicePart& part,
                       latentkv::v1::FinishReason finish, bool first);
 // The final usage chunk of stream_options.include_usage (no choices).
 std::string UsageChunkJson(const ResponseMeta& meta,

@@ -1,5 +1,8 @@
 #include "coordinator/http/openai_api.h"
 
+#include <cmath>
+
+#include "coordinator/http/logprobs_json.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 
@@ -108,6 +111,75 @@ TEST(OpenAiApiTest, LogitControlsReachTheRequest) {
   EXPECT_FALSE(p.generate.sampling().has_seed());
 }
 
+TEST(OpenAiApiTest, LogprobsPerEndpoint) {
+  // Completions: an integer count of alternatives; false or null: none.
+  auto p = MustParse(Endpoint::kCompletions, R"({"prompt":"x","logprobs":3})");
+  EXPECT_TRUE(p.logprobs);
+  EXPECT_EQ(p.generate.sampling().logprobs(), 3u);
+  p = MustParse(Endpoint::kCompletions, R"({"prompt":"x","logprobs":0})");
+  EXPECT_TRUE(p.generate.sampling().has_logprobs());
+  for (const char* off :
+       {R"({"prompt":"x","logprobs":false})",
+        R"({"prompt":"x","logprobs":null})", R"({"prompt":"x"})"}) {
+    p = MustParse(Endpoint::kCompletions, off);
+    EXPECT_FALSE(p.logprobs) << off;
+    EXPECT_FALSE(p.generate.sampling().has_logprobs()) << off;
+  }
+  // Chat: a boolean, with top_logprobs alternatives.
+  const std::string msgs = R"("messages":[{"role":"user","content":"x"}])";
+  p = MustParse(Endpoint::kChat,
+                "{" + msgs + R"(,"logprobs":true,"top_logprobs":20})");
+  EXPECT_EQ(p.generate.sampling().logprobs(), 20u);
+  p = MustParse(Endpoint::kChat, "{" + msgs + R"(,"logprobs":true})");
+  EXPECT_EQ(p.generate.sampling().logprobs(), 0u);
+  p = MustParse(Endpoint::kChat, "{" + msgs + R"(,"logprobs":false})");
+  EXPECT_FALSE(p.generate.sampling().has_logprobs());
+  EXPECT_EQ(
+      MustFail(Endpoint::kChat, "{" + msgs + R"(,"top_logprobs":2})").param,
+      "top_logprobs");
+  EXPECT_EQ(MustFail(Endpoint::kChat,
+                     "{" + msgs + R"(,"logprobs":true,"top_logprobs":21})")
+                .param,
+            "top_logprobs");
+  EXPECT_EQ(MustFail(Endpoint::kChat, "{" + msgs + R"(,"logprobs":2})").param,
+            "logprobs");
+}
+
+TEST(OpenAiApiTest, LogprobsJsonShapes) {
+  std::vector<pb::TokenLogprobs> lp(2);
+  lp[0].set_token(" Once");
+  lp[0].set_logprob(-0.5f);
+  auto* a = lp[0].add_top();
+  a->set_token(" Once");
+  a->set_logprob(-0.5f);
+  a = lp[0].add_top();
+  a->set_token(" The");
+  a->set_logprob(-INFINITY);
+  lp[1].set_token("\xe2");  // one byte of a three-byte character
+  lp[1].set_logprob(-2.0f);
+  // Completions: parallel arrays; offsets count each token's bytes.
+  json c = LogprobsJson(Endpoint::kCompletions, lp, 10);
+  EXPECT_EQ(c["tokens"][0], " Once");
+  EXPECT_DOUBLE_EQ(c["token_logprobs"][1].get<double>(), -2.0);
+  EXPECT_DOUBLE_EQ(c["top_logprobs"][0][" The"].get<double>(), -9999.0);
+  EXPECT_EQ(c["top_logprobs"][1], json::object());
+  EXPECT_EQ(c["text_offset"], json({10, 15}));
+  // No alternatives asked: top_logprobs is null.
+  lp[0].clear_top();
+  EXPECT_TRUE(
+      LogprobsJson(Endpoint::kCompletions, lp, 0)["top_logprobs"].is_null());
+  // Chat: entries with exact bytes, also for a partial character.
+  json ch = LogprobsJson(Endpoint::kChat, lp, 0);
+  EXPECT_EQ(ch["content"][1]["bytes"], json({0xe2}));
+  EXPECT_EQ(ch["content"][0]["bytes"], json({32, 79, 110, 99, 101}));
+  EXPECT_EQ(ch["content"][0]["top_logprobs"], json::array());
+  EXPECT_TRUE(ch["refusal"].is_null());
+  // Dumped with U+FFFD for the partial character, never an exception.
+  EXPECT_NE(
+      ch.dump(-1, ' ', false, json::error_handler_t::replace).find("\ufffd"),
+      std::string::npos);
+}
+
 TEST(OpenAiApiTest, RefusesWhatItCannotServe) {
   struct Case {
     const char* body;
@@ -123,7 +195,9 @@ TEST(OpenAiApiTest, RefusesWhatItCannotServe) {
       {R"({"prompt":"x","seed":-1})", "seed"},
       {R"({"prompt":"x","kv_cache_mode":"tiny"})", "kv_cache_mode"},
       {R"({"prompt":"x","echo":true})", "echo"},
-      {R"({"prompt":"x","logprobs":2})", "logprobs"},
+      {R"({"prompt":"x","logprobs":21})", "logprobs"},
+      {R"({"prompt":"x","logprobs":-1})", "logprobs"},
+      {R"({"prompt":"x","logprobs":true})", "logprobs"},
       {R"({"prompt":"x","best_of":3})", "best_of"},
       {R"({"prompt":"x","frequency_penalty":"lots"})", "frequency_penalty"},
       {R"({"prompt":"x","logit_bias":{"ten":1}})", "logit_bias"},
@@ -245,8 +319,9 @@ TEST(OpenAiApiTest, ResponsesAndChunks) {
   pb::Usage usage;
   usage.set_prompt_tokens(4);
   usage.set_completion_tokens(2);
-  json r = json::parse(
-      ResponseJson(meta, "Hello", {10, 11}, pb::FINISH_REASON_LENGTH, usage));
+  json r =
+      json::parse(ResponseJson(meta, {.text = "Hello", .token_ids = {10, 11}},
+                               pb::FINISH_REASON_LENGTH, usage));
   EXPECT_EQ(r["object"], "text_completion");
   EXPECT_EQ(r["choices"][0]["text"], "Hello");
   EXPECT_EQ(r["choices"][0]["finish_reason"], "length");
@@ -255,18 +330,19 @@ TEST(OpenAiApiTest, ResponsesAndChunks) {
 
   meta.endpoint = Endpoint::kChat;
   meta.return_token_ids = true;
-  r = json::parse(ResponseJson(meta, "Hi", {3}, pb::FINISH_REASON_STOP, usage));
+  r = json::parse(ResponseJson(meta, {.text = "Hi", .token_ids = {3}},
+                               pb::FINISH_REASON_STOP, usage));
   EXPECT_EQ(r["object"], "chat.completion");
   EXPECT_EQ(r["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(r["choices"][0]["message"]["content"], "Hi");
   EXPECT_EQ(r["choices"][0]["token_ids"], json::array({3}));
 
-  json c = json::parse(
-      ChunkJson(meta, "Hi", {3}, pb::FINISH_REASON_UNSPECIFIED, true));
+  json c = json::parse(ChunkJson(meta, {.text = "Hi", .token_ids = {3}},
+                                 pb::FINISH_REASON_UNSPECIFIED, true));
   EXPECT_EQ(c["object"], "chat.completion.chunk");
   EXPECT_EQ(c["choices"][0]["delta"]["role"], "assistant");
   EXPECT_TRUE(c["choices"][0]["finish_reason"].is_null());
-  c = json::parse(ChunkJson(meta, "", {}, pb::FINISH_REASON_STOP, false));
+  c = json::parse(ChunkJson(meta, {}, pb::FINISH_REASON_STOP, false));
   EXPECT_TRUE(c["choices"][0]["delta"].empty());
   EXPECT_EQ(c["choices"][0]["finish_reason"], "stop");
   c = json::parse(UsageChunkJson(meta, usage));

@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster.h"
+#include "tests/integration/curl.h"
 #include "tests/integration/metrics_scrape.h"
 
 namespace latentkv::testing {
@@ -26,37 +27,6 @@ namespace {
 
 namespace pb = ::latentkv::v1;
 using json = nlohmann::json;
-
-struct HttpResult {
-  int status = 0;
-  std::string body;
-};
-
-// POST (or GET without a body) with curl; -N: no buffering of streams.
-HttpResult Curl(int port, const std::string& path, const std::string& body) {
-  std::vector<std::string> args = {
-      "curl",
-      "-sS",
-      "-N",
-      "--max-time",
-      "60",
-      "-w",
-      "\n%{http_code}",
-      "http://127.0.0.1:" + std::to_string(port) + path};
-  if (!body.empty()) {
-    args.insert(args.end(),
-                {"-H", "Content-Type: application/json", "-d", body});
-  }
-  int code = -1;
-  std::string out = RunCommand(args, &code);
-  EXPECT_EQ(code, 0) << out;
-  HttpResult r;
-  const size_t nl = out.rfind('\n');
-  if (nl == std::string::npos) return r;
-  r.status = std::atoi(out.c_str() + nl + 1);
-  r.body = out.substr(0, nl);
-  return r;
-}
 
 // openai_client.py COMMAND; its JSON report.
 json Python(const std::string& cmd, int port, const std::string& path,

@@ -13,7 +13,8 @@ namespace {
 // Whether a row's token is the backend's argmax: greedy and nothing to do
 // to its logits first.
 bool UsesDeviceArgmax(const SamplingOptions& s) {
-  return !(s.temperature > 0.0f) && !s.controls.ChangesLogits();
+  return !(s.temperature > 0.0f) && !s.controls.ChangesLogits() &&
+         s.logprobs < 0;
 }
 
 }  // namespace
@@ -102,7 +103,8 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
        .temperature = s.temperature,
        .top_p = s.top_p,
        .top_k = s.top_k,
-       .controls = &s.controls},
+       .controls = &s.controls,
+       .logprobs = s.logprobs},
       {.vocab_size = c.vocab_size, .context = c.max_position_embeddings});
   if (!valid.ok()) return valid;
   if (req.import_kv != nullptr &&
@@ -129,6 +131,7 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
   seq->export_kv = req.export_kv;
   seq->import_kv = std::move(req.import_kv);
   seq->import_first_token = req.import_first_token;
+  seq->import_first_logprobs = std::move(req.import_first_logprobs);
   seq->kv.Init(*cache_);  // shapes only: the cache's immutable geometry
   if (policy_ != nullptr && req.kv_mode != KvMode::kFull) {
     seq->kv.SetCapacity(policy_->capacities());
@@ -172,6 +175,9 @@ void EngineCore::Admit(std::unique_ptr<Sequence> seq, EventSink sink) {
     // The transferred first token is this request's first output.
     GenerationEvent ev;
     ev.token = raw->tokens.back();
+    if (raw->sampling.logprobs >= 0) {
+      ev.logprobs = raw->import_first_logprobs.value_or(TokenLogprobs{});
+    }
     sinks_[id](ev);
     if (raw->num_generated() >= raw->max_new_tokens) {
       Finish(raw, FinishReason::kLength, absl::OkStatus());
@@ -344,15 +350,28 @@ int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
     // same rule, and no random number drawn); the others take the controls
     // and sample from their copied logits.
     int32_t tok;
+    std::optional<TokenLogprobs> logprobs;
     if (UsesDeviceArgmax(seq->sampling)) {
       tok = greedy_[row];
     } else {
       float* logits = logits_.data() + row * vocab;
+      // Log-probabilities are of the raw logits: keep them from the
+      // controls (a copy only when both are asked for).
+      const float* raw = logits;
+      if (seq->sampling.logprobs >= 0 &&
+          seq->sampling.controls.ChangesLogits()) {
+        raw_logits_.assign(logits, logits + vocab);
+        raw = raw_logits_.data();
+      }
       const absl::Span<const int32_t> all(seq->tokens);
       ApplyLogitControls(logits, vocab, seq->sampling.controls,
                          all.subspan(0, seq->prompt_len),
                          all.subspan(seq->prompt_len));
       tok = SampleToken(logits, vocab, seq->sampling, seq->rng, &scratch_);
+      if (seq->sampling.logprobs >= 0) {
+        logprobs =
+            ComputeLogprobs(raw, vocab, tok, seq->sampling.logprobs, &scratch_);
+      }
     }
     ++row;
     const auto& stops = seq->sampling.controls.stop_token_ids;
@@ -368,6 +387,7 @@ int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
     if (it != sinks_.end()) {
       GenerationEvent ev;
       ev.token = tok;
+      ev.logprobs = std::move(logprobs);
       it->second(ev);
     }
     if (seq->num_generated() >= seq->max_new_tokens ||

@@ -126,6 +126,7 @@ class EngineCore {
   std::vector<float> logits_;
   std::vector<int32_t> greedy_;  // every sampled row's argmax
   std::vector<std::pair<float, int32_t>> scratch_;
+  std::vector<float> raw_logits_;  // a row kept from the logit controls
 };
 
 }  // namespace latentkv::worker

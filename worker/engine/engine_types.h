@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -81,11 +82,16 @@ struct GenerationRequest {
   // n < prompt length, e.g. from the KV store); the engine prefills the rest.
   std::shared_ptr<const KvSnapshot> import_kv;
   int32_t import_first_token = -1;
+  // With sampling.logprobs >= 0: the first token's log-probabilities, as the
+  // prefill worker computed them.
+  std::optional<TokenLogprobs> import_first_logprobs;
 };
 
 // What the engine reports about a request.
 struct GenerationEvent {
-  int32_t token = -1;                         // a new token, or -1
+  int32_t token = -1;  // a new token, or -1
+  // The token's log-probabilities when the request asked for them.
+  std::optional<TokenLogprobs> logprobs;
   FinishReason finish = FinishReason::kNone;  // set on the final event
   absl::Status status;                   // non-OK: the request failed (final)
   std::shared_ptr<const KvSnapshot> kv;  // final event of an export_kv request

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "model/convert.h"
 #include "model/safetensors.h"
+#include "worker/engine/reference_forward_for_tests.h"
 #include "worker/engine/stories260k_for_tests.h"
 
 namespace latentkv::worker {
@@ -59,93 +60,6 @@ std::shared_ptr<const model::ModelWeights> AwkwardModel(bool frequency_aware) {
   auto m = model::LoadModel(dir);
   EXPECT_TRUE(m.ok()) << m.status();
   return std::shared_ptr<const model::ModelWeights>(std::move(*m));
-}
-
-// Float64 reference forward over a whole sequence; returns [n, vocab].
-std::vector<double> ReferenceLogits(const model::ModelWeights& m,
-                                    const std::vector<int32_t>& tokens) {
-  const ModelConfig& c = m.config;
-  const int n = tokens.size(), H = c.hidden_size;
-  auto mat = [](const model::Tensor& t, const std::vector<double>& x,
-                int rows_x) {
-    const int64_t out = t.shape[0], in = t.shape[1];
-    std::vector<double> y(rows_x * out);
-    for (int r = 0; r < rows_x; ++r)
-      for (int64_t o = 0; o < out; ++o) {
-        double s = 0;
-        for (int64_t i = 0; i < in; ++i)
-          s += x[r * in + i] * double(t.f32()[o * in + i]);
-        y[r * out + o] = s;
-      }
-    return y;
-  };
-  auto rms = [&](const std::vector<double>& x, const model::Tensor& w) {
-    std::vector<double> y(x.size());
-    for (int r = 0; r < n; ++r) {
-      double ss = 0;
-      for (int i = 0; i < H; ++i) ss += x[r * H + i] * x[r * H + i];
-      const double inv = 1.0 / std::sqrt(ss / H + c.rms_norm_eps);
-      for (int i = 0; i < H; ++i)
-        y[r * H + i] = x[r * H + i] * inv * w.f32()[i];
-    }
-    return y;
-  };
-  std::vector<double> x(n * H);
-  for (int r = 0; r < n; ++r)
-    for (int i = 0; i < H; ++i)
-      x[r * H + i] = m.embed_tokens.f32()[tokens[r] * H + i];
-  for (int l = 0; l < c.num_layers; ++l) {
-    const auto& w = m.layers[l];
-    const int dq = c.qk_head_dim[l], dv = c.vo_head_dim[l];
-    const int nh = c.num_heads, nkv = c.num_kv_heads, g = nh / nkv;
-    auto h = rms(x, w.attn_norm);
-    auto q = mat(w.q_proj, h, n), k = mat(w.k_proj, h, n),
-         v = mat(w.v_proj, h, n);
-    auto rope = [&](std::vector<double>& t, int heads) {
-      for (int r = 0; r < n; ++r)
-        for (int hh = 0; hh < heads; ++hh)
-          for (int j = 0; j < dq / 2; ++j) {
-            const double a = r * double(w.rope_inv_freq[j]);
-            double& x0 = t[(r * heads + hh) * dq + j];
-            double& x1 = t[(r * heads + hh) * dq + j + dq / 2];
-            const double y0 = x0 * std::cos(a) - x1 * std::sin(a);
-            const double y1 = x1 * std::cos(a) + x0 * std::sin(a);
-            x0 = y0;
-            x1 = y1;
-          }
-    };
-    rope(q, nh);
-    rope(k, nkv);
-    std::vector<double> att(n * nh * dv, 0.0);
-    for (int r = 0; r < n; ++r)
-      for (int hh = 0; hh < nh; ++hh) {
-        const int kh = hh / g;
-        std::vector<double> s(r + 1);
-        double mx = -1e300;
-        for (int t = 0; t <= r; ++t) {
-          double d = 0;
-          for (int i = 0; i < dq; ++i)
-            d += q[(r * nh + hh) * dq + i] * k[(t * nkv + kh) * dq + i];
-          s[t] = d / std::sqrt(double(dq));
-          mx = std::max(mx, s[t]);
-        }
-        double z = 0;
-        for (double& e : s) z += (e = std::exp(e - mx));
-        for (int t = 0; t <= r; ++t)
-          for (int i = 0; i < dv; ++i)
-            att[(r * nh + hh) * dv + i] +=
-                s[t] / z * v[(t * nkv + kh) * dv + i];
-      }
-    auto o = mat(w.o_proj, att, n);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
-    h = rms(x, w.ffn_norm);
-    auto gt = mat(w.gate_proj, h, n), up = mat(w.up_proj, h, n);
-    for (size_t i = 0; i < gt.size(); ++i)
-      gt[i] = gt[i] / (1 + std::exp(-gt[i])) * up[i];
-    auto d = mat(w.down_proj, gt, n);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += d[i];
-  }
-  return mat(m.lm_head, rms(x, m.final_norm), n);
 }
 
 struct Harness {

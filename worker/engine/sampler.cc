@@ -217,6 +217,42 @@ int32_t SampleToken(const float* logits, int32_t vocab,
   return last_positive >= 0 ? last_positive : Argmax(logits, vocab);
 }
 
+TokenLogprobs ComputeLogprobs(const float* logits, int32_t vocab, int32_t token,
+                              int32_t top_n, std::vector<Candidate>* scratch) {
+  TokenLogprobs out;
+  if (vocab <= 0) return out;
+  float max_logit = kNegInf;
+  for (int32_t i = 0; i < vocab; ++i) {
+    max_logit = std::max(max_logit, Sanitize(logits[i]));
+  }
+  double lse = max_logit;
+  if (std::isfinite(max_logit)) {
+    double sum = 0.0;
+    for (int32_t i = 0; i < vocab; ++i) {
+      const float l = Sanitize(logits[i]);
+      if (l != kNegInf) sum += std::exp(double{l} - max_logit);
+    }
+    lse = max_logit + std::log(sum);
+  }
+  auto logprob = [&](float l) {
+    l = Sanitize(l);
+    return l == kNegInf || !std::isfinite(lse)
+               ? kNegInf
+               : static_cast<float>(double{l} - lse);
+  };
+  if (token >= 0 && token < vocab) out.logprob = logprob(logits[token]);
+  top_n = std::clamp(top_n, 0, vocab);
+  if (top_n > 0) {
+    SelectTopK(logits, vocab, top_n, scratch);
+    std::sort(scratch->begin(), scratch->begin() + top_n, Before);
+    for (int32_t i = 0; i < top_n; ++i) {
+      const int32_t id = (*scratch)[i].second;
+      out.top.emplace_back(id, logprob(logits[id]));
+    }
+  }
+  return out;
+}
+
 void ApplyLogitControls(float* logits, int32_t vocab,
                         const LogitControls& controls,
                         absl::Span<const int32_t> prompt,

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -27,7 +28,27 @@ struct SamplingOptions {
   int32_t top_k = 0;         // 0 = no limit
   uint64_t seed = 0;         // RNG seed of the sequence
   LogitControls controls;    // penalties, biases, min_p, stop token ids
+  // -1: no log-probabilities; 0..kMaxTopLogprobs: each generated token's
+  // log-probability and that many most likely alternatives (TokenLogprobs).
+  int32_t logprobs = -1;
 };
+
+// Log-probabilities of one generated token under the model: the log-softmax
+// of the raw logits, before temperature, penalties, biases and truncation
+// (vLLM's default "raw_logprobs"), so they do not depend on how the token
+// was drawn. Natural log; finite or -inf.
+struct TokenLogprobs {
+  float logprob = 0.0f;  // of the token generated
+  // The most likely tokens, best first (ties: lower id first).
+  std::vector<std::pair<int32_t, float>> top;
+};
+
+// TokenLogprobs of `token` and the `top_n` (0..vocab) most likely tokens of
+// logits[vocab]; the log-sum-exp is accumulated in double. NaN logits count
+// as -inf. `scratch` avoids reallocation.
+TokenLogprobs ComputeLogprobs(const float* logits, int32_t vocab, int32_t token,
+                              int32_t top_n,
+                              std::vector<std::pair<float, int32_t>>* scratch);
 
 // Per-sequence random stream; the same seed gives the same draws.
 using SamplerRng = std::mt19937_64;

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,8 +40,8 @@ struct Sequence {
   int64_t evicted_reported = 0;
   bool export_kv = false;
   std::shared_ptr<const KvSnapshot> import_kv;  // dropped once imported
-  int32_t import_first_token =
-      -1;  // residency->evicted_slots() already counted
+  int32_t import_first_token = -1;
+  std::optional<TokenLogprobs> import_first_logprobs;
   bool running = false;
   int32_t preemptions = 0;
 

@@ -64,12 +64,35 @@ absl::StatusOr<RemotePrefill> CallPrefill(const std::string& address,
   }
   RemotePrefill out;
   out.first_token = assembler.first_token();
+  if (request.sampling().has_logprobs() && out.first_token >= 0) {
+    out.first_logprobs = LogprobsFromProto(assembler.first_logprobs());
+  }
   if (assembler.finish_reason() == pb::FINISH_REASON_STOP) {
     out.finish = FinishReason::kStop;
   } else if (assembler.finish_reason() == pb::FINISH_REASON_LENGTH) {
     out.finish = FinishReason::kLength;
   }
   out.kv = *std::move(kv);
+  return out;
+}
+
+void LogprobsToProto(const TokenLogprobs& in,
+                     latentkv::v1::TokenLogprobs* out) {
+  out->set_logprob(in.logprob);
+  for (const auto& [id, lp] : in.top) {
+    latentkv::v1::TopLogprob* t = out->add_top();
+    t->set_token_id(id);
+    t->set_logprob(lp);
+  }
+}
+
+TokenLogprobs LogprobsFromProto(const latentkv::v1::TokenLogprobs& in) {
+  TokenLogprobs out;
+  out.logprob = in.logprob();
+  for (const latentkv::v1::TopLogprob& t : in.top()) {
+    if (out.top.size() >= static_cast<size_t>(kMaxTopLogprobs)) break;
+    out.top.emplace_back(t.token_id(), t.logprob());
+  }
   return out;
 }
 

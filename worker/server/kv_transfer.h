@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,7 +32,14 @@ struct RemotePrefill {
   std::shared_ptr<const KvSnapshot> kv;  // null when the request ended
   int32_t first_token = -1;
   FinishReason finish = FinishReason::kNone;
+  // The first token's log-probabilities, when the request asked for them.
+  std::optional<TokenLogprobs> first_logprobs;
 };
+
+// TokenLogprobs to and from the wire. From the wire, at most
+// kMaxTopLogprobs alternatives are kept (a peer's longer list is cut).
+void LogprobsToProto(const TokenLogprobs& in, latentkv::v1::TokenLogprobs* out);
+TokenLogprobs LogprobsFromProto(const latentkv::v1::TokenLogprobs& in);
 
 // Calls Worker.Prefill on `address` and assembles the snapshot (rows, and
 // codebook entries when `request` accepts them), checking the layout against

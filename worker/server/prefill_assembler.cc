@@ -56,6 +56,7 @@ absl::Status PrefillAssembler::Add(pb::PrefillResponse& msg) {
   if (absl::Status s = CheckLayout(msg.layout(), ours_); !s.ok()) return s;
   first_token_ = msg.first_token();
   finish_ = msg.finish_reason();
+  first_logprobs_ = msg.first_logprobs();
   snap_->dtype = ParseDType(ours_.dtype()).value_or(DType::kF32);
   for (int l = 0; l < ours_.d_qk_size(); ++l) {
     snap_->shapes.push_back({static_cast<int32_t>(ours_.num_kv_heads()),

@@ -46,6 +46,9 @@ class PrefillAssembler {
   // Of the first message (-1 and UNSPECIFIED before it).
   int32_t first_token() const { return first_token_; }
   latentkv::v1::FinishReason finish_reason() const { return finish_; }
+  const latentkv::v1::TokenLogprobs& first_logprobs() const {
+    return first_logprobs_;
+  }
 
  private:
   absl::Status AddLayer(latentkv::v1::PrefillResponse& msg);
@@ -56,6 +59,7 @@ class PrefillAssembler {
   int32_t layers_seen_ = 0;
   int32_t first_token_ = -1;
   latentkv::v1::FinishReason finish_ = latentkv::v1::FINISH_REASON_UNSPECIFIED;
+  latentkv::v1::TokenLogprobs first_logprobs_;
 };
 
 }  // namespace latentkv::worker

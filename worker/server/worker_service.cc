@@ -64,6 +64,11 @@ GenerationRequest FromProto(
   g.sampling.top_k = static_cast<int32_t>(sp.top_k());
   g.sampling.seed = sp.seed();
   g.sampling.controls = LogitControlsFromProto(sp);
+  // Out-of-range values stay out of range (validation refuses them).
+  g.sampling.logprobs =
+      sp.has_logprobs()
+          ? static_cast<int32_t>(std::min<uint32_t>(sp.logprobs(), 1u << 20))
+          : -1;
   g.ignore_eos = sp.ignore_eos();
   switch (mode) {
     case pb::KV_CACHE_MODE_FULL:
@@ -143,6 +148,7 @@ grpc::Status WorkerService::Prefill(
       std::move(g), [queue](const GenerationEvent& e) { queue->Push(e); });
   if (!st.ok()) return ToGrpcStatus(st);
   int32_t first = -1;
+  std::optional<TokenLogprobs> first_logprobs;
   GenerationEvent last;
   bool cancelled = false;
   while (last.finish == FinishReason::kNone && last.status.ok()) {
@@ -152,7 +158,10 @@ grpc::Status WorkerService::Prefill(
     }
     for (const GenerationEvent& e :
          queue->Take(std::chrono::milliseconds(20))) {
-      if (e.token >= 0) first = e.token;
+      if (e.token >= 0) {
+        first = e.token;
+        first_logprobs = e.logprobs;
+      }
       if (e.finish != FinishReason::kNone || !e.status.ok()) last = e;
     }
   }
@@ -170,6 +179,9 @@ grpc::Status WorkerService::Prefill(
   *head.mutable_layout() = TransferLayout(
       engine_->kv_shapes(), engine_->kv_dtype(), options_.tp_size);
   head.set_first_token(first);
+  if (first_logprobs) {
+    LogprobsToProto(*first_logprobs, head.mutable_first_logprobs());
+  }
   if (first < 0) head.set_finish_reason(ToProto(last.finish));
   if (!writer->Write(head)) {
     return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
@@ -230,6 +242,7 @@ bool WorkerService::TakeRemotePrefill(const pb::WorkerGenerateRequest& req,
   transfer_full_bytes_ += full;
   g->import_kv = r->kv;
   g->import_first_token = r->first_token;
+  g->import_first_logprobs = r->first_logprobs;
   return true;
 }
 
@@ -297,7 +310,10 @@ grpc::Status WorkerService::Generate(
     std::shared_ptr<const KvSnapshot> final_kv;
     for (const GenerationEvent& e : events) {
       if (!e.status.ok()) return ToGrpcStatus(e.status);
-      if (e.token >= 0) resp.add_token_ids(e.token);
+      if (e.token >= 0) {
+        resp.add_token_ids(e.token);
+        if (e.logprobs) LogprobsToProto(*e.logprobs, resp.add_logprobs());
+      }
       if (e.token >= 0 && pc != nullptr) seen.push_back(e.token);
       if (e.kv != nullptr) final_kv = e.kv;
       if (e.finish != FinishReason::kNone) {
