@@ -27,11 +27,13 @@
 #include "common/health/listen.h"
 #include "common/heap_bounds.h"
 #include "common/metrics/metrics_server.h"
+#include "common/reflection/reflection_v1.h"
 #include "common/signals.h"
 #include "coordinator/coordinator_service.h"
 #include "coordinator/http/http_server.h"
 #include "coordinator/metrics/coordinator_metrics.h"
 #include "coordinator/parse_error_interceptor.h"
+#include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -277,6 +279,15 @@ int main(int argc, char** argv) {
 
   grpc::ServerBuilder builder;
   builder.RegisterService(coord.generation_service());
+  // Reflection v1 beside grpc++'s v1alpha (its plugin, above); health
+  // resolves through both: referencing a health message links its
+  // descriptors (latentkv_health_proto) into the generated pool.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
+  lk::ReflectionV1Service reflection_v1(
+      {"latentkv.v1.Generation", "grpc.health.v1.Health",
+       "grpc.reflection.v1.ServerReflection",
+       "grpc.reflection.v1alpha.ServerReflection"});
+  builder.RegisterService(&reflection_v1);
   {
     std::vector<
         std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
