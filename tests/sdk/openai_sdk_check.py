@@ -1,0 +1,116 @@
+"""The official OpenAI Python SDK against a live latentkv server.
+
+    openai_sdk_check.py BASE_URL MODEL
+
+Every call a client of our OpenAI-compatible API makes first: models,
+completions and chat (streamed and not) with seeds, stops, penalties and
+log-probabilities, and the errors the SDK must not retry. Each check
+asserts what the SDK parsed, so a shape it cannot read fails here. Exits 0
+when all pass; an assertion's traceback otherwise.
+"""
+import math
+import sys
+
+import openai
+
+base_url, model = sys.argv[1], sys.argv[2]
+client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0,
+                       timeout=60)
+
+# Models.
+ids = [m.id for m in client.models.list().data]
+assert ids == [model], ids
+assert client.models.retrieve(model).id == model
+
+# Completions: greedy is reproducible; a seed replays sampling; the
+# reported seed replays an unseeded request.
+kw = dict(model=model, prompt="Once upon a time", max_tokens=12)
+a = client.completions.create(temperature=0, **kw)
+b = client.completions.create(temperature=0, **kw)
+assert a.choices[0].text == b.choices[0].text and a.choices[0].text
+assert a.usage.completion_tokens == 12, a.usage
+assert a.choices[0].finish_reason == "length"
+s1 = client.completions.create(temperature=1.0, seed=42, **kw)
+s2 = client.completions.create(temperature=1.0, seed=42, **kw)
+assert s1.choices[0].text == s2.choices[0].text
+free = client.completions.create(temperature=1.0, **kw)
+seed = free.model_extra.get("seed")
+assert isinstance(seed, int), free
+again = client.completions.create(temperature=1.0, seed=seed, **kw)
+assert again.choices[0].text == free.choices[0].text
+
+# Stop strings end the text before them.
+stopped = client.completions.create(model=model, prompt="Once upon a time",
+                                    max_tokens=40, temperature=0, stop=["."])
+assert "." not in stopped.choices[0].text
+assert stopped.choices[0].finish_reason == "stop"
+
+# Penalties are accepted; logit_bias against greedy's first token changes
+# it (token ids through the return_token_ids extension).
+penalised = client.completions.create(temperature=0, presence_penalty=2.0,
+                                      frequency_penalty=2.0, **kw)
+assert penalised.usage.completion_tokens == 12
+with_ids = client.completions.create(
+    temperature=0, extra_body={"return_token_ids": True}, **kw)
+first = with_ids.choices[0].model_extra["token_ids"][0]
+biased = client.completions.create(temperature=0,
+                                   logit_bias={str(first): -100}, **kw)
+assert biased.choices[0].text != a.choices[0].text
+
+# Log-probabilities: greedy tokens are their position's most likely, and
+# the tokens spell the text.
+lp = client.completions.create(temperature=0, logprobs=3, **kw)
+L = lp.choices[0].logprobs
+assert "".join(L.tokens) == lp.choices[0].text
+for tok, p, top in zip(L.tokens, L.token_logprobs, L.top_logprobs):
+    assert p <= 0 and len(top) == 3
+    assert math.isclose(max(top.values()), p, rel_tol=1e-6), (tok, p, top)
+
+# Chat, not streamed and streamed (with usage and logprobs).
+msgs = [{"role": "user", "content": "Tell me a story"}]
+chat = client.chat.completions.create(model=model, messages=msgs,
+                                      max_tokens=8, temperature=0)
+assert chat.choices[0].message.role == "assistant"
+assert chat.choices[0].message.content
+text, entries, usage = "", 0, None
+stream = client.chat.completions.create(
+    model=model, messages=msgs, max_tokens=8, temperature=0, stream=True,
+    stream_options={"include_usage": True}, logprobs=True, top_logprobs=2)
+for chunk in stream:
+    if chunk.usage is not None:
+        usage = chunk.usage
+    for c in chunk.choices:
+        text += c.delta.content or ""
+        if c.logprobs is not None:
+            for e in c.logprobs.content:
+                assert len(e.top_logprobs) == 2
+                assert bytes(e.bytes).decode("utf-8", "replace")
+                entries += 1
+assert text == chat.choices[0].message.content, (text, chat)
+assert usage is not None and usage.completion_tokens == 8, usage
+assert entries == 8, entries
+
+# Errors the SDK must not retry: 400s that name the field.
+for bad in (dict(extra_body={"guided_json": {}}), dict(n=2),
+            dict(top_logprobs=2)):
+    try:
+        client.chat.completions.create(model=model, messages=msgs,
+                                       max_tokens=2, **bad)
+    except openai.BadRequestError as e:
+        assert e.status_code == 400
+    else:
+        raise AssertionError("accepted %r" % bad)
+try:
+    client.completions.create(model=model, prompt="x", max_tokens=10**6)
+except openai.BadRequestError as e:
+    assert e.status_code == 400  # can never fit: not a 429 to retry
+else:
+    raise AssertionError("a request that can never fit was accepted")
+try:
+    client.models.retrieve("no-such-model")
+except openai.NotFoundError:
+    pass
+else:
+    raise AssertionError("an unknown model was found")
+
+print("openai sdk %s: all checks passed" % openai.__version__)
