@@ -89,6 +89,9 @@ absl::Status ValidateGeneration(const GenerationParams& p,
     return absl::InvalidArgumentError(
         absl::StrCat("logprobs must be in [0, ", kMaxTopLogprobs, "]"));
   }
+  if (p.prompt_logprobs && p.logprobs < 0) {
+    return absl::InvalidArgumentError("prompt_logprobs needs logprobs");
+  }
   if (p.controls != nullptr) return ValidateControls(*p.controls, limits);
   return absl::OkStatus();
 }

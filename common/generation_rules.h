@@ -65,6 +65,7 @@ struct GenerationParams {
   // -1: none; 0..kMaxTopLogprobs: each token's log-probability and that
   // many alternatives.
   int32_t logprobs = -1;
+  bool prompt_logprobs = false;  // needs logprobs >= 0
 };
 
 // OK, or InvalidArgument naming the first rule broken: a non-empty prompt of

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <optional>
 #include <random>
@@ -324,7 +325,8 @@ grpc::Status Coordinator::AdmitPrompt(const pb::GenerateRequest& req,
        .logprobs = req.sampling().has_logprobs()
                        ? static_cast<int32_t>(std::min<uint32_t>(
                              req.sampling().logprobs(), 1u << 20))
-                       : -1},
+                       : -1,
+       .prompt_logprobs = req.sampling().prompt_logprobs()},
       {.vocab_size = config_.vocab_size,
        .context = config_.max_position_embeddings});
   if (!valid.ok()) return Invalid(std::string(valid.message()));
@@ -384,6 +386,7 @@ grpc::Status Coordinator::GenerationImpl::Generate(
   bool seed_reported = false;
   model::StreamingDetokenizer detok(*c.tokenizer_, prompt.back());
   int32_t prev = prompt.back();  // the token before the next one generated
+  bool prompt_lp_sent = false;   // a retry does not ask for them again
   StopMatcher stop({sp.stop().begin(), sp.stop().end()});
   std::vector<int32_t> generated;
   std::set<std::string> tried;
@@ -420,11 +423,13 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     ws->set_temperature(temperature);
     ws->set_top_p(top_p);
     ws->set_seed(seed + generated.size());
+    ws->set_prompt_logprobs(sp.prompt_logprobs() && !prompt_lp_sent);
     wreq.set_kv_cache_mode(req->kv_cache_mode());
     // A decode worker takes the prompt's KV from a prefill worker (once: a
     // retry after a failure prefills on the worker itself).
     std::string prefill_id;  // empty: no prefill worker
-    if (w->role == "decode" && attempt == 0) {
+    // (Prompt log-probabilities need the prompt computed where it decodes.)
+    if (w->role == "decode" && attempt == 0 && !sp.prompt_logprobs()) {
       if (std::optional<WorkerInfo> prefill =
               c.registry_.AcquirePrefill(tried, hint)) {
         wreq.set_prefill_worker(prefill->address);
@@ -456,6 +461,27 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     while (reader->Read(&wresp)) {
       if (wresp.token_ids_size() > 0) prefill_release.Now();
       pb::GenerateResponse out;
+      if (wresp.prompt_logprobs_size() > 0 && !prompt_lp_sent) {
+        // The first prompt token has none; entry i is prompt token i + 1's,
+        // after prompt token i.
+        pb::TokenLogprobs* first = out.add_prompt_logprobs();
+        first->set_logprob(std::numeric_limits<float>::quiet_NaN());
+        first->set_token(
+            TokenBytesOf(*c.tokenizer_, c.tokenizer_->bos_id(), prompt[0]));
+        for (int i = 0; i < wresp.prompt_logprobs_size(); ++i) {
+          pb::TokenLogprobs* lp = out.add_prompt_logprobs();
+          *lp = wresp.prompt_logprobs(i);
+          const size_t at = static_cast<size_t>(i) + 1;
+          if (at >= prompt.size()) break;
+          lp->set_token(
+              TokenBytesOf(*c.tokenizer_, prompt[at - 1], prompt[at]));
+          for (pb::TopLogprob& alt : *lp->mutable_top()) {
+            alt.set_token(
+                TokenBytesOf(*c.tokenizer_, prompt[at - 1], alt.token_id()));
+          }
+        }
+        prompt_lp_sent = true;
+      }
       std::string text;
       for (int i = 0; i < wresp.token_ids_size(); ++i) {
         const int32_t t = wresp.token_ids(i);

@@ -369,10 +369,26 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
     return SetError(res, FromGrpcStatus(call->Finish()));
   }
   meta.seed = first.seed();
+  // echo: the prompt's text as sent, or its token ids detokenized.
+  std::string echo_text;
+  if (p.echo) {
+    echo_text = p.generate.prompt();
+    if (echo_text.empty() && p.generate.prompt_token_ids_size() > 0) {
+      grpc::ClientContext dctx;
+      ForwardAuthorization(req, &dctx);
+      pb::DetokenizeRequest dreq;
+      *dreq.mutable_token_ids() = p.generate.prompt_token_ids();
+      pb::DetokenizeResponse dresp;
+      if (stub_->Detokenize(&dctx, dreq, &dresp).ok()) {
+        echo_text = dresp.text();
+      }
+    }
+  }
   if (!p.stream) {
     ChoicePart part;
     pb::FinishReason finish = pb::FINISH_REASON_UNSPECIFIED;
     pb::Usage usage;
+    const auto prompt_lp = first.prompt_logprobs();
     pb::GenerateResponse msg = std::move(first);
     do {
       part.text += msg.text();
@@ -387,15 +403,17 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
     } while (call->reader->Read(&msg));
     grpc::Status st = call->Finish();
     if (!st.ok()) return SetError(res, FromGrpcStatus(st));
+    if (p.echo) PrependEcho(echo_text, prompt_lp, &part);
     res.set_content(ResponseJson(meta, part, finish, usage), kJson);
     return;
   }
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   const bool include_usage = p.include_usage;
+  const bool echo = p.echo;
   res.set_chunked_content_provider(
-      "text/event-stream",
-      [call, meta, include_usage, first](size_t, httplib::DataSink& sink) {
+      "text/event-stream", [call, meta, include_usage, first, echo, echo_text](
+                               size_t, httplib::DataSink& sink) {
         auto write = [&](const std::string& event) {
           if (sink.write(event.data(), event.size())) return true;
           call->ctx.TryCancel();  // the client is gone
@@ -414,6 +432,7 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
           // Tokens whose text is held back (part of a character or of a
           // possible stop string) still send their ids and logprobs.
           if (!msg.text().empty() || finished || chat_start ||
+              (echo && first_chunk) ||
               ((meta.return_token_ids || meta.logprobs) &&
                msg.token_ids_size() > 0)) {
             ChoicePart part;
@@ -421,6 +440,9 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
             part.token_ids.assign(msg.token_ids().begin(),
                                   msg.token_ids().end());
             part.logprobs.assign(msg.logprobs().begin(), msg.logprobs().end());
+            if (echo && first_chunk) {
+              PrependEcho(echo_text, msg.prompt_logprobs(), &part);
+            }
             part.text_offset = token_bytes;
             for (const pb::TokenLogprobs& t : part.logprobs) {
               token_bytes += t.token().size();

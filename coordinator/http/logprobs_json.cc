@@ -9,8 +9,12 @@ namespace {
 namespace pb = ::latentkv::v1;
 using json = nlohmann::json;
 
-// OpenAI and vLLM write -9999.0 for a token the model rules out.
-double Finite(float lp) { return std::isfinite(lp) ? double{lp} : -9999.0; }
+// OpenAI and vLLM write -9999.0 for a token the model rules out; NaN (the
+// first prompt token's, under echo) is null.
+json Finite(float lp) {
+  if (std::isnan(lp)) return nullptr;
+  return std::isfinite(lp) ? double{lp} : -9999.0;
+}
 
 json Bytes(const std::string& s) {
   json b = json::array();
@@ -52,7 +56,7 @@ json LogprobsJson(Endpoint endpoint, const std::vector<pb::TokenLogprobs>& lp,
       if (!alts.contains(a.token())) alts[a.token()] = Finite(a.logprob());
       any_top = true;
     }
-    top.push_back(std::move(alts));
+    top.push_back(std::isnan(t.logprob()) ? json() : std::move(alts));
     offsets.push_back(text_offset);
     text_offset += t.token().size();
   }

@@ -12,7 +12,9 @@
 // A token whose bytes are not valid UTF-8 on their own (part of a
 // multi-byte character) is written with U+FFFD in "token"; "bytes" keeps the
 // exact bytes. -inf log-probabilities are written as -9999.0 (JSON has no
-// infinity; OpenAI's clients read numbers). Thread-safe (pure functions).
+// infinity; OpenAI's clients read numbers); NaN (echo's first prompt token,
+// which has none) as null, its top_logprobs entry null too. Thread-safe (pure
+// functions).
 #ifndef LATENTKV_COORDINATOR_HTTP_LOGPROBS_JSON_H_
 #define LATENTKV_COORDINATOR_HTTP_LOGPROBS_JSON_H_
 

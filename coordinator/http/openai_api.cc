@@ -256,9 +256,6 @@ std::optional<ApiError> ParseLogprobs(Endpoint ep, const json& body,
 }
 
 std::optional<ApiError> RefuseUnsupported(Endpoint ep, const json& body) {
-  bool echo = false;
-  if (auto e = GetBool(body, "echo", &echo)) return e;
-  if (echo) return Unsupported("echo");
   if (Present(body, "suffix")) return Unsupported("suffix");
   std::optional<int64_t> best_of;
   if (auto e = GetInt(body, "best_of", 1, 1 << 20, &best_of)) return e;
@@ -483,6 +480,10 @@ std::optional<ApiError> ParseRequest(Endpoint endpoint, std::string_view body,
   if (auto e = ParseLogitControls(j, sp)) return e;
   if (auto e = ParseLogprobs(endpoint, j, sp)) return e;
   out->logprobs = sp->has_logprobs();
+  if (endpoint == Endpoint::kCompletions) {
+    if (auto e = GetBool(j, "echo", &out->echo)) return e;
+    sp->set_prompt_logprobs(out->echo && out->logprobs);
+  }
   if (Present(j, "kv_cache_mode")) {
     const json& m = j["kv_cache_mode"];
     const std::string mode = m.is_string() ? m.get<std::string>() : "";
@@ -556,6 +557,15 @@ std::string ChunkJson(const ResponseMeta& meta, const ChoicePart& part,
   json j = Base(meta, chat ? "chat.completion.chunk" : "text_completion");
   j["choices"] = json::array({choice});
   return Dump(j);
+}
+
+void PrependEcho(
+    const std::string& prompt_text,
+    const google::protobuf::RepeatedPtrField<pb::TokenLogprobs>& prompt_lp,
+    ChoicePart* part) {
+  part->text.insert(0, prompt_text);
+  part->logprobs.insert(part->logprobs.begin(), prompt_lp.begin(),
+                        prompt_lp.end());
 }
 
 std::string UsageChunkJson(const ResponseMeta& meta, const pb::Usage& usage) {

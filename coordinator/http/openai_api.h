@@ -27,7 +27,9 @@
 //                    true, with top_logprobs N (0..20). The raw model
 //                    distribution's (latentkv.v1.SamplingParams.logprobs);
 //                    format in logprobs_json.h
-// Refused with 400 (not supported): echo, best_of > 1, suffix,
+//   echo             completions: the prompt's text first (with logprobs,
+//                    its tokens' too; the first token's null)
+// Refused with 400 (not supported): best_of > 1, suffix,
 // tools/functions, response_format other than text, and any other field
 // (never silence: "unrecognized request argument").
 // Responses carry "seed": the sampling seed used (drawn at random when the
@@ -77,6 +79,9 @@ struct ParsedRequest {
   bool include_usage = false;     // stream_options.include_usage
   bool return_token_ids = false;  // extension
   bool logprobs = false;          // generate.sampling.logprobs is set
+  // Completions' echo: the prompt's text (and, with logprobs, its tokens'
+  // log-probabilities: sampling.prompt_logprobs) before the completion.
+  bool echo = false;
   // Prompt (completions; chat: the caller renders `messages` into it),
   // sampling and KV cache mode. sampling.max_tokens is unset when the
   // request leaves it unset.
@@ -129,6 +134,14 @@ struct ChoicePart {
   std::vector<latentkv::v1::TokenLogprobs> logprobs;
   size_t text_offset = 0;  // completions: bytes of the choice's text before
 };
+
+// Under echo: the prompt's text and (with logprobs) its tokens' entries
+// first in `part` (the first chunk's, when streamed).
+void PrependEcho(
+    const std::string& prompt_text,
+    const google::protobuf::RepeatedPtrField<latentkv::v1::TokenLogprobs>&
+        prompt_logprobs,
+    ChoicePart* part);
 
 // A non-streamed response: one choice with the whole text, and usage.
 std::string ResponseJson(const ResponseMeta& meta, const ChoicePart& part,

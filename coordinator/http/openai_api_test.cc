@@ -143,6 +143,16 @@ TEST(OpenAiApiTest, LogprobsPerEndpoint) {
             "top_logprobs");
   EXPECT_EQ(MustFail(Endpoint::kChat, "{" + msgs + R"(,"logprobs":2})").param,
             "logprobs");
+  // echo (completions): with logprobs, the prompt's too.
+  p = MustParse(Endpoint::kCompletions,
+                R"({"prompt":"x","echo":true,"logprobs":1})");
+  EXPECT_TRUE(p.echo);
+  EXPECT_TRUE(p.generate.sampling().prompt_logprobs());
+  p = MustParse(Endpoint::kCompletions, R"({"prompt":"x","echo":true})");
+  EXPECT_TRUE(p.echo);
+  EXPECT_FALSE(p.generate.sampling().prompt_logprobs());
+  EXPECT_EQ(MustFail(Endpoint::kChat, "{" + msgs + R"(,"echo":true})").param,
+            "echo");
 }
 
 TEST(OpenAiApiTest, LogprobsJsonShapes) {
@@ -194,7 +204,7 @@ TEST(OpenAiApiTest, RefusesWhatItCannotServe) {
       {R"({"prompt":"x","stop":""})", "stop"},
       {R"({"prompt":"x","seed":-1})", "seed"},
       {R"({"prompt":"x","kv_cache_mode":"tiny"})", "kv_cache_mode"},
-      {R"({"prompt":"x","echo":true})", "echo"},
+      {R"({"prompt":"x","echo":1})", "echo"},
       {R"({"prompt":"x","logprobs":21})", "logprobs"},
       {R"({"prompt":"x","logprobs":-1})", "logprobs"},
       {R"({"prompt":"x","logprobs":true})", "logprobs"},

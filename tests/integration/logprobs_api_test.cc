@@ -166,5 +166,55 @@ TEST(LogprobsApiTest, OpenAiShapesStreamedAndNot) {
   EXPECT_EQ(r.status, 400) << r.body;
 }
 
+// echo with logprobs: the prompt's tokens' log-probabilities, computed in
+// one prefill, equal those the same tokens had when decoded one at a time.
+TEST(LogprobsApiTest, EchoedPromptLogprobsEqualDecodedOnes) {
+  ClusterOptions o;
+  o.model_dir = Stories260kDir();
+  o.http = true;
+  Cluster c(o);
+  HttpResult r = Curl(c.http_port(), "/v1/completions",
+                      R"({"prompt":"Once upon a time","max_tokens":5,)"
+                      R"("temperature":0,"ignore_eos":true,"logprobs":1,)"
+                      R"("return_token_ids":true})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json gen = json::parse(r.body)["choices"][0];
+  pb::TokenizeRequest treq;
+  treq.set_text("Once upon a time");
+  treq.set_add_bos(true);
+  pb::TokenizeResponse tresp;
+  grpc::ClientContext tctx;
+  ASSERT_TRUE(c.stub().Tokenize(&tctx, treq, &tresp).ok());
+  std::vector<int32_t> ids(tresp.token_ids().begin(), tresp.token_ids().end());
+  const size_t prompt_len = ids.size();
+  for (const json& t : gen["token_ids"]) ids.push_back(t.get<int32_t>());
+  json echo_req = {{"prompt", ids}, {"max_tokens", 1}, {"temperature", 0},
+                   {"logprobs", 1}, {"echo", true},    {"ignore_eos", true}};
+  r = Curl(c.http_port(), "/v1/completions", echo_req.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json echo = json::parse(r.body)["choices"][0];
+  const json& lp = echo["logprobs"];
+  ASSERT_EQ(lp["token_logprobs"].size(), ids.size() + 1) << lp;
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_NEAR(lp["token_logprobs"][prompt_len + i].get<double>(),
+                gen["logprobs"]["token_logprobs"][i].get<double>(), 1e-3)
+        << i;
+  }
+  // The text starts with the prompt's (detokenized ids here).
+  const std::string text = echo["text"];
+  EXPECT_EQ(text.rfind("Once upon a time" + gen["text"].get<std::string>(), 0),
+            0u)
+      << text;
+  // Without logprobs echo gives the text only.
+  r = Curl(c.http_port(), "/v1/completions",
+           R"({"prompt":"Once upon a time","max_tokens":2,"echo":true})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const json plain = json::parse(r.body)["choices"][0];
+  EXPECT_EQ(plain["text"].get<std::string>().rfind("Once upon a time", 0), 0u);
+  EXPECT_TRUE(plain["logprobs"].is_null());
+}
+
 }  // namespace
 }  // namespace latentkv::testing

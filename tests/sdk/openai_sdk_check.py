@@ -66,6 +66,15 @@ for tok, p, top in zip(L.tokens, L.token_logprobs, L.top_logprobs):
     assert p <= 0 and len(top) == 3
     assert math.isclose(max(top.values()), p, rel_tol=1e-6), (tok, p, top)
 
+# echo with logprobs (what eval harnesses ask for log-likelihoods): the
+# prompt first, its first token's log-probability None.
+e = client.completions.create(model=model, prompt="Once upon a time",
+                              max_tokens=1, temperature=0, logprobs=1,
+                              echo=True)
+assert e.choices[0].text.startswith("Once upon a time"), e
+assert e.choices[0].logprobs.token_logprobs[0] is None
+assert all(p <= 0 for p in e.choices[0].logprobs.token_logprobs[1:])
+
 # Chat, not streamed and streamed (with usage and logprobs).
 msgs = [{"role": "user", "content": "Tell me a story"}]
 chat = client.chat.completions.create(model=model, messages=msgs,

@@ -10,6 +10,12 @@
 namespace latentkv::worker {
 namespace {
 
+// Whether a chunk needs every row's logits: prompt positions of a sequence
+// that asked for the prompt's log-probabilities.
+bool WantsAllLogits(const ScheduledChunk& p) {
+  return p.seq->sampling.prompt_logprobs && p.start < p.seq->prompt_len;
+}
+
 // Whether a row's token is the backend's argmax: greedy and nothing to do
 // to its logits first.
 bool UsesDeviceArgmax(const SamplingOptions& s) {
@@ -104,7 +110,8 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
        .top_p = s.top_p,
        .top_k = s.top_k,
        .controls = &s.controls,
-       .logprobs = s.logprobs},
+       .logprobs = s.logprobs,
+       .prompt_logprobs = s.prompt_logprobs},
       {.vocab_size = c.vocab_size, .context = c.max_position_embeddings});
   if (!valid.ok()) return valid;
   if (req.import_kv != nullptr &&
@@ -205,6 +212,7 @@ void EngineCore::Finish(Sequence* seq, FinishReason reason,
   const std::string id = seq->id;
   GenerationEvent ev;
   ev.finish = reason;
+  TakePromptLogprobs(seq, &ev);
   if (seq->export_kv && status.ok() && reason != FinishReason::kCancelled) {
     // Before the pages go; codebook layers move their entries as they are.
     auto snap = ExportKv(*cache_, *pools_, seq->kv, seq->residency != nullptr);
@@ -259,7 +267,8 @@ bool EngineCore::Announce(const std::vector<ScheduledChunk>& plan) {
   std::vector<StepChunkInfo> infos;
   for (const auto& p : plan) {
     infos.push_back({&p.seq->id, p.start, p.seq->tokens.data() + p.start, p.len,
-                     p.seq->prompt_len, p.seq->residency != nullptr, p.sample});
+                     p.seq->prompt_len, p.seq->residency != nullptr, p.sample,
+                     WantsAllLogits(p)});
   }
   absl::Status st = listener->OnStep(released_, infos);
   released_.clear();
@@ -291,8 +300,9 @@ void EngineCore::Step() {
       ch.tokens = p.seq->tokens.data() + p.start;
       ch.len = p.len;
       ch.start = p.start;
-      ch.logits =
-          p.sample ? ForwardChunk::Logits::kLast : ForwardChunk::Logits::kNone;
+      ch.logits = WantsAllLogits(p) ? ForwardChunk::Logits::kAll
+                  : p.sample        ? ForwardChunk::Logits::kLast
+                                    : ForwardChunk::Logits::kNone;
       // Greedy rows need only their argmax (SampleToken's greedy rule).
       ch.greedy = UsesDeviceArgmax(p.seq->sampling);
       if (p.seq->residency != nullptr) {
@@ -345,7 +355,18 @@ int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
       evicted_total_ += seq->residency->evicted_slots() - seq->evicted_reported;
       seq->evicted_reported = seq->residency->evicted_slots();
     }
-    if (!p.sample) continue;
+    if (WantsAllLogits(p)) {
+      // Rows row .. row + len - 1 are the chunk's positions; a sampled
+      // chunk's last row is also its sampling row (below).
+      RecordPromptLogprobs(p, logits_.data() + row * vocab);
+      row += p.len - 1;
+      if (!p.sample) {
+        ++row;
+        continue;
+      }
+    } else if (!p.sample) {
+      continue;
+    }
     // Greedy rows without logit controls were chosen on the backend (the
     // same rule, and no random number drawn); the others take the controls
     // and sample from their copied logits.
@@ -388,6 +409,7 @@ int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
       GenerationEvent ev;
       ev.token = tok;
       ev.logprobs = std::move(logprobs);
+      TakePromptLogprobs(seq, &ev);
       it->second(ev);
     }
     if (seq->num_generated() >= seq->max_new_tokens ||
@@ -425,6 +447,32 @@ EngineStats EngineCore::Stats() const {
   s.prefix_hits = from_prefix_->attached();
   s.prefix_evicted_blocks = prefix_evicted_;
   return s;
+}
+
+void EngineCore::RecordPromptLogprobs(const ScheduledChunk& p,
+                                      const float* rows) {
+  Sequence* seq = p.seq;
+  if (seq->prompt_lp_sent) return;  // recomputed after a preemption
+  const int32_t vocab = config().vocab_size;
+  for (int32_t i = 0; i < p.len; ++i) {
+    // Position start + i predicts the token after it.
+    const int64_t next = p.start + i + 1;
+    if (next >= seq->prompt_len) break;
+    if (next != static_cast<int64_t>(seq->prompt_lp.size()) + 1) continue;
+    seq->prompt_lp.push_back(
+        ComputeLogprobs(rows + int64_t{i} * vocab, vocab, seq->tokens[next],
+                        seq->sampling.logprobs, &scratch_));
+  }
+}
+
+void EngineCore::TakePromptLogprobs(Sequence* seq, GenerationEvent* ev) {
+  if (!seq->sampling.prompt_logprobs || seq->prompt_lp_sent ||
+      seq->num_cached < seq->prompt_len) {
+    return;
+  }
+  ev->prompt_logprobs = std::move(seq->prompt_lp);
+  seq->prompt_lp.clear();
+  seq->prompt_lp_sent = true;
 }
 
 void EngineCore::IndexPrefix(const Sequence& seq) {

@@ -98,6 +98,11 @@ class EngineCore {
   int64_t Emit(const std::vector<ScheduledChunk>& plan);
   // Indexes a full-cache sequence's whole blocks.
   void IndexPrefix(const Sequence& seq);
+  // Prompt log-probabilities (sampling.prompt_logprobs): records those of a
+  // chunk from its rows of logits [len, vocab], and moves them into the
+  // first event once the whole prompt is computed.
+  void RecordPromptLogprobs(const ScheduledChunk& p, const float* rows);
+  void TakePromptLogprobs(Sequence* seq, GenerationEvent* ev);
 
   std::shared_ptr<const model::ModelWeights> weights_;
   std::unique_ptr<kernels::Backend> backend_;

@@ -92,6 +92,9 @@ struct GenerationEvent {
   int32_t token = -1;  // a new token, or -1
   // The token's log-probabilities when the request asked for them.
   std::optional<TokenLogprobs> logprobs;
+  // sampling.prompt_logprobs: the prompt's (positions 1..), once, with the
+  // first event after the prompt is computed.
+  std::vector<TokenLogprobs> prompt_logprobs;
   FinishReason finish = FinishReason::kNone;  // set on the final event
   absl::Status status;                   // non-OK: the request failed (final)
   std::shared_ptr<const KvSnapshot> kv;  // final event of an export_kv request

@@ -92,7 +92,8 @@ class LocalPrefixArrival final : public KvArrival {
   std::string_view name() const override { return "local_prefix"; }
   bool Applies(const Sequence& seq) const override {
     return index_ != nullptr && seq.residency == nullptr &&
-           seq.num_cached == 0 && seq.import_kv == nullptr;
+           seq.num_cached == 0 && seq.import_kv == nullptr &&
+           !seq.sampling.prompt_logprobs;
   }
   bool Attach(Sequence* seq) override {
     const int64_t len = static_cast<int64_t>(seq->tokens.size());

@@ -125,6 +125,60 @@ TEST(LogprobsTest, SampledTokensReportTheRawDistribution) {
   for (const TokenLogprobs& t : own.logprobs) EXPECT_TRUE(t.top.empty());
 }
 
+// The prompt's log-probabilities: each prompt token given those before it,
+// computed in chunks (a budget of 3 tokens a step) and without sharing a
+// cached prefix (a second identical request computes them again).
+TEST(LogprobsTest, PromptLogprobsMatchTheReferenceInChunks) {
+  EngineOptions o;
+  o.kv.page_size = 4;
+  o.scheduler.max_step_tokens = 3;
+  o.prefix_caching = true;
+  auto core = EngineCore::Create(Stories260k(), kernels::MakeCpuBackend(), o);
+  ASSERT_TRUE(core.ok()) << core.status();
+  const std::vector<int32_t> prompt = {1, 403, 407, 261, 378, 267, 330, 300};
+  const std::vector<double> ref = ReferenceLogits(*Stories260k(), prompt);
+  const int32_t vocab = Stories260k()->config.vocab_size;
+  for (const char* id : {"first", "again"}) {
+    GenerationRequest r;
+    r.id = id;
+    r.prompt = prompt;
+    r.max_new_tokens = 2;
+    r.ignore_eos = true;
+    r.sampling.logprobs = 2;
+    r.sampling.prompt_logprobs = true;
+    std::vector<TokenLogprobs> got;
+    int events_with_them = 0;
+    bool done = false;
+    auto seq = (*core)->Prepare(std::move(r));
+    ASSERT_TRUE(seq.ok()) << seq.status();
+    (*core)->Admit(std::move(*seq), [&](const GenerationEvent& ev) {
+      if (!ev.prompt_logprobs.empty()) {
+        got = ev.prompt_logprobs;
+        ++events_with_them;
+      }
+      if (ev.finish != FinishReason::kNone) done = true;
+    });
+    while (!done) (*core)->Step();
+    EXPECT_EQ(events_with_them, 1) << id;
+    ASSERT_EQ(got.size(), prompt.size() - 1) << id;
+    for (size_t i = 1; i < prompt.size(); ++i) {
+      const double* row = ref.data() + (i - 1) * vocab;
+      const double mx = *std::max_element(row, row + vocab);
+      double sum = 0;
+      for (int32_t v = 0; v < vocab; ++v) sum += std::exp(row[v] - mx);
+      EXPECT_NEAR(got[i - 1].logprob, row[prompt[i]] - mx - std::log(sum), 2e-3)
+          << id << " position " << i;
+      EXPECT_EQ(got[i - 1].top.size(), 2u);
+    }
+  }
+  // prompt_logprobs without logprobs is refused.
+  GenerationRequest bad;
+  bad.id = "bad";
+  bad.prompt = prompt;
+  bad.sampling.prompt_logprobs = true;
+  EXPECT_TRUE(absl::IsInvalidArgument((*core)->Prepare(bad).status()));
+}
+
 TEST(LogprobsTest, ComputeLogprobsEdgeCases) {
   std::vector<std::pair<float, int32_t>> scratch;
   const float inf = INFINITY;

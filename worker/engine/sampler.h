@@ -31,6 +31,9 @@ struct SamplingOptions {
   // -1: no log-probabilities; 0..kMaxTopLogprobs: each generated token's
   // log-probability and that many most likely alternatives (TokenLogprobs).
   int32_t logprobs = -1;
+  // With logprobs >= 0: the prompt tokens' too (GenerationEvent::
+  // prompt_logprobs); the prompt is then computed in full.
+  bool prompt_logprobs = false;
 };
 
 // Log-probabilities of one generated token under the model: the log-softmax

@@ -42,6 +42,11 @@ struct Sequence {
   std::shared_ptr<const KvSnapshot> import_kv;  // dropped once imported
   int32_t import_first_token = -1;
   std::optional<TokenLogprobs> import_first_logprobs;
+  // sampling.prompt_logprobs: those of prompt positions 1.. computed so far
+  // (a preempted sequence recomputes without adding twice), and whether
+  // they went out with an event.
+  std::vector<TokenLogprobs> prompt_lp;
+  bool prompt_lp_sent = false;
   bool running = false;
   int32_t preemptions = 0;
 

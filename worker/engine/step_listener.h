@@ -21,6 +21,7 @@ struct StepChunkInfo {
   int32_t prompt_len = 0;
   bool compressed = false;  // runs the server's residency plan
   bool logits = false;      // the leader samples from its last row
+  bool all_logits = false;  // every row's logits (prompt logprobs)
 };
 
 // Called on the engine thread. Thread-safety: one caller.

@@ -69,6 +69,7 @@ GenerationRequest FromProto(
       sp.has_logprobs()
           ? static_cast<int32_t>(std::min<uint32_t>(sp.logprobs(), 1u << 20))
           : -1;
+  g.sampling.prompt_logprobs = sp.prompt_logprobs();
   g.ignore_eos = sp.ignore_eos();
   switch (mode) {
     case pb::KV_CACHE_MODE_FULL:
@@ -266,7 +267,11 @@ grpc::Status WorkerService::Generate(
       g.kv_mode == KvMode::kFull || (g.kv_mode == KvMode::kServerDefault &&
                                      engine_->residency_policy() == nullptr);
   std::vector<int32_t> seen;  // prompt + generated, for publishing
-  if (pc != nullptr && full_cache && req->prefill_worker().empty()) {
+  // Prompt log-probabilities need the whole prompt computed here: no store
+  // prefix, no remote prefill.
+  const bool whole_prompt = sp.prompt_logprobs();
+  if (pc != nullptr && full_cache && req->prefill_worker().empty() &&
+      !whole_prompt) {
     // The local prefix cache first: when it already holds every block the
     // store could give (the last prompt token always runs), skip the fetch.
     const int64_t most = static_cast<int64_t>(g.prompt.size()) - 1;
@@ -281,7 +286,7 @@ grpc::Status WorkerService::Generate(
   } else {
     pc = nullptr;
   }
-  if (!req->prefill_worker().empty()) {
+  if (!req->prefill_worker().empty() && !whole_prompt) {
     bool stop = false;
     TakeRemotePrefill(*req, &g, &stop);
     if (stop) {  // the first token was EOS
@@ -310,6 +315,9 @@ grpc::Status WorkerService::Generate(
     std::shared_ptr<const KvSnapshot> final_kv;
     for (const GenerationEvent& e : events) {
       if (!e.status.ok()) return ToGrpcStatus(e.status);
+      for (const TokenLogprobs& t : e.prompt_logprobs) {
+        LogprobsToProto(t, resp.add_prompt_logprobs());
+      }
       if (e.token >= 0) {
         resp.add_token_ids(e.token);
         if (e.logprobs) LogprobsToProto(*e.logprobs, resp.add_logprobs());

@@ -32,6 +32,7 @@ absl::Status TpLeader::OnStep(const std::vector<std::string>& released,
     out->set_prompt_len(c.prompt_len);
     out->set_compressed(c.compressed);
     out->set_logits(c.logits);
+    out->set_all_logits(c.all_logits);
   }
   buffer_.clear();
   step.SerializeToString(&buffer_);
@@ -119,8 +120,9 @@ absl::Status TpFollower::Run() {
       fc.tokens = ch.tokens().data();
       fc.len = ch.tokens_size();
       fc.start = ch.start();
-      fc.logits = ch.logits() ? ForwardChunk::Logits::kLast
-                              : ForwardChunk::Logits::kNone;
+      fc.logits = ch.all_logits() ? ForwardChunk::Logits::kAll
+                  : ch.logits()   ? ForwardChunk::Logits::kLast
+                                  : ForwardChunk::Logits::kNone;
       fc.residency = s.residency.get();
       chunks.push_back(fc);
     }
