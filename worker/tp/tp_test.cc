@@ -103,6 +103,8 @@ TEST_P(TensorParallelTest, ShardedLogitsEqualOneRank) {
 
 struct Outcome {
   std::vector<int32_t> tokens;
+  std::vector<float> logprobs;         // odd requests: generated tokens'
+  std::vector<float> prompt_logprobs;  // and the prompt's (every row's logits)
   absl::Status status;
 };
 
@@ -117,10 +119,18 @@ std::vector<Outcome> Serve(Engine& e, int n_requests) {
       r.prompt.push_back(259 + (i * 31 + j * 7) % 250);
     r.max_new_tokens = 60;
     r.ignore_eos = true;
+    if (i % 2 == 1) {
+      r.sampling.logprobs = 2;
+      r.sampling.prompt_logprobs = true;
+    }
     Outcome* o = &out[i];
     std::promise<void>* d = &done[i];
     EXPECT_TRUE(e.Submit(std::move(r), [o, d](const GenerationEvent& ev) {
                    if (ev.token >= 0) o->tokens.push_back(ev.token);
+                   if (ev.logprobs) o->logprobs.push_back(ev.logprobs->logprob);
+                   for (const TokenLogprobs& t : ev.prompt_logprobs) {
+                     o->prompt_logprobs.push_back(t.logprob);
+                   }
                    if (ev.finish != FinishReason::kNone || !ev.status.ok()) {
                      o->status = ev.status;
                      d->set_value();
@@ -179,6 +189,19 @@ TEST_P(TensorParallelTest, LeaderAndFollowersGiveSingleRankTokens) {
   for (size_t i = 0; i < want.size(); ++i) {
     ASSERT_TRUE(got[i].status.ok()) << got[i].status;
     EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+    // Log-probabilities, the prompt's included (all rows' logits across the
+    // group), as on one rank.
+    ASSERT_EQ(got[i].prompt_logprobs.size(), want[i].prompt_logprobs.size());
+    ASSERT_EQ(got[i].logprobs.size(), want[i].logprobs.size());
+    if (i % 2 == 1) {
+      EXPECT_EQ(want[i].prompt_logprobs.size(), 20 + 9 * i);
+    }
+    for (size_t k = 0; k < got[i].prompt_logprobs.size(); ++k) {
+      EXPECT_NEAR(got[i].prompt_logprobs[k], want[i].prompt_logprobs[k], 1e-3);
+    }
+    for (size_t k = 0; k < got[i].logprobs.size(); ++k) {
+      EXPECT_NEAR(got[i].logprobs[k], want[i].logprobs[k], 1e-3);
+    }
   }
   EXPECT_GT((*e)->Stats().kv_evicted_slots, 0);
 }
