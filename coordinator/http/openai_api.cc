@@ -513,15 +513,21 @@ std::string FinishReasonName(pb::FinishReason r) {
   }
 }
 
-std::string ResponseJson(const ResponseMeta& meta, const ChoicePart& part,
-                         pb::FinishReason finish, const pb::Usage& usage) {
-  const bool chat = meta.endpoint == Endpoint::kChat;
-  json choice{
+// A choice's index, logprobs and finish_reason.
+static json ChoiceBase(const ResponseMeta& meta, const ChoicePart& part,
+                       pb::FinishReason finish) {
+  return json{
       {"index", 0},
       {"logprobs", meta.logprobs ? LogprobsJson(meta.endpoint, part.logprobs,
                                                 part.text_offset)
                                  : json()},
       {"finish_reason", FinishJson(finish)}};
+}
+
+std::string ResponseJson(const ResponseMeta& meta, const ChoicePart& part,
+                         pb::FinishReason finish, const pb::Usage& usage) {
+  const bool chat = meta.endpoint == Endpoint::kChat;
+  json choice = ChoiceBase(meta, part, finish);
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", part.text}};
   } else {
@@ -537,12 +543,7 @@ std::string ResponseJson(const ResponseMeta& meta, const ChoicePart& part,
 std::string ChunkJson(const ResponseMeta& meta, const ChoicePart& part,
                       pb::FinishReason finish, bool first) {
   const bool chat = meta.endpoint == Endpoint::kChat;
-  json choice{
-      {"index", 0},
-      {"logprobs", meta.logprobs ? LogprobsJson(meta.endpoint, part.logprobs,
-                                                part.text_offset)
-                                 : json()},
-      {"finish_reason", FinishJson(finish)}};
+  json choice = ChoiceBase(meta, part, finish);
   if (chat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";
