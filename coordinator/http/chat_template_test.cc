@@ -1,5 +1,6 @@
 #include "coordinator/http/chat_template.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -190,6 +191,33 @@ TEST(ChatTemplateTest, IntegerOverflowIsAnError) {
       RenderOrDie(
           "{{ 99999999999999999999.0 | int }} {{ 7 // -2 }} {{ -7 % 3 }}"),
       "0 -4 2");
+}
+
+// Nested loops over the messages multiply: a template needing more than
+// kMaxRenderSteps is an error, quickly, not a thread held for seconds (the
+// input fuzz_chat_template found nests seven loops).
+TEST(ChatTemplateTest, RenderingIsBounded) {
+  std::string nested;
+  for (int d = 0; d < 6; ++d) nested += "{% for m in messages %}";
+  nested += "x";
+  for (int d = 0; d < 6; ++d) nested += "{% endfor %}";
+  auto t = ChatTemplate::FromJinja(nested, "<s>", "</s>");
+  ASSERT_TRUE(t.ok()) << t.status();
+  std::vector<ChatMessage> msgs(20, ChatMessage{"user", "hi"});  // 20^6 = 6.4e7
+  const auto start = std::chrono::steady_clock::now();
+  auto r = t->Render(msgs);
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+  EXPECT_NE(r.status().message().find("steps"), std::string::npos);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+  // Output is bounded too: a loop doubling a string.
+  auto big = ChatTemplate::FromJinja(
+      "{% set ns = namespace(s='xxxxxxxxxxxxxxxx') %}{% for i in range(40) %}"
+      "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s }}{{ ns.s }}",
+      "<s>", "</s>");
+  ASSERT_TRUE(big.ok()) << big.status();
+  EXPECT_FALSE(big->Render(msgs).ok());
+  // Two messages through two nested loops are fine.
+  EXPECT_TRUE(t->Render({{"user", "a"}}).ok());
 }
 
 TEST(ChatTemplateTest, OutsideTheSubsetFailsToParse) {

@@ -34,6 +34,11 @@
 
 namespace latentkv::coordinator::http::jinja {
 
+// What one render may take: statements run plus loop iterations, and bytes
+// of output. Real chat templates take a few per message.
+inline constexpr int64_t kMaxRenderSteps = 200'000;
+inline constexpr size_t kMaxRenderBytes = size_t{16} << 20;
+
 struct Value;
 using List = std::vector<Value>;
 using Map = std::map<std::string, Value>;
@@ -83,6 +88,8 @@ class MiniJinjaTemplate {
       std::string_view source);
   // Renders with the top-level variables `vars`. INVALID_ARGUMENT for
   // raise_exception() and evaluation errors (unknown filter, bad operands).
+  // InvalidArgument ("template error") beyond kMaxRenderSteps statements
+  // and loop iterations or kMaxRenderBytes of output.
   absl::StatusOr<std::string> Render(const Map& vars) const;
 
  private:

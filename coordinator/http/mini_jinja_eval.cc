@@ -65,6 +65,8 @@ class Renderer {
   absl::StatusOr<Value> Binary(const Expr& e);
 
   std::vector<Map> scopes_;
+  // Statements run and loop iterations so far, against kMaxRenderSteps.
+  int64_t steps_ = 0;
 };
 
 #define LK_ASSIGN_OR_RETURN(lhs, expr)          \
@@ -170,15 +172,31 @@ absl::StatusOr<Value> Renderer::Eval(const Expr& e) {
   return Value();
 }
 
+// Strings and lists a template builds stay within what a render may output
+// (doubling a string in a loop otherwise reaches terabytes).
+absl::Status CheckSize(size_t n) {
+  if (n <= kMaxRenderBytes) return absl::OkStatus();
+  return TemplateError(absl::StrCat(
+      "a value of ", n, " bytes or items (at most ", kMaxRenderBytes, ")"));
+}
+
 absl::StatusOr<Value> Renderer::Binary(const Expr& e) {
   const std::string& op = e.name;
+  if (++steps_ > kMaxRenderSteps) {
+    return TemplateError(absl::StrCat("the template needs more than ",
+                                      kMaxRenderSteps, " steps"));
+  }
   LK_ASSIGN_OR_RETURN(a, Eval(*e.args[0]));
   if (op == "and") return a.Truthy() ? Eval(*e.args[1]) : a;
   if (op == "or") return a.Truthy() ? a : Eval(*e.args[1]);
   LK_ASSIGN_OR_RETURN(b, Eval(*e.args[1]));
   if (op == "==") return Value::Bool(Equal(a, b));
   if (op == "!=") return Value::Bool(!Equal(a, b));
-  if (op == "~") return Value::Str(a.ToString() + b.ToString());
+  if (op == "~") {
+    std::string as = a.ToString(), bs = b.ToString();
+    if (absl::Status s = CheckSize(as.size() + bs.size()); !s.ok()) return s;
+    return Value::Str(as + bs);
+  }
   if (op == "in" || op == "not in") {
     bool in = false;
     if (b.kind == K::kString && a.kind == K::kString) {
@@ -208,9 +226,13 @@ absl::StatusOr<Value> Renderer::Binary(const Expr& e) {
                                     : c >= 0);
   }
   if (op == "+" && a.kind == K::kString && b.kind == K::kString) {
+    if (absl::Status s = CheckSize(a.s.size() + b.s.size()); !s.ok()) return s;
     return Value::Str(a.s + b.s);
   }
   if (op == "+" && a.kind == K::kList && b.kind == K::kList) {
+    if (absl::Status s = CheckSize(a.list->size() + b.list->size()); !s.ok()) {
+      return s;
+    }
     List l = *a.list;
     l.insert(l.end(), b.list->begin(), b.list->end());
     return Value::Of(std::move(l));
@@ -290,6 +312,14 @@ absl::StatusOr<Value> Renderer::Call(const Expr& e) {
 
 absl::Status Renderer::Exec(const std::vector<Stmt>& body, std::string* out) {
   for (const Stmt& st : body) {
+    // Nested loops multiply (a loop over the messages inside another is
+    // messages^2): a budget, and one on the text, keep a hostile template
+    // from holding the coordinator's thread (found by fuzz_chat_template).
+    if (++steps_ > kMaxRenderSteps || out->size() > kMaxRenderBytes) {
+      return TemplateError(absl::StrCat("the template needs more than ",
+                                        kMaxRenderSteps, " steps or ",
+                                        kMaxRenderBytes, " bytes of output"));
+    }
     switch (st.kind) {
       case Stmt::Kind::kText:
         *out += st.text;
@@ -328,6 +358,10 @@ absl::Status Renderer::Exec(const std::vector<Stmt>& body, std::string* out) {
         }
         const int64_t n = items.size();
         for (int64_t i = 0; i < n; ++i) {
+          if (++steps_ > kMaxRenderSteps) {
+            return TemplateError(absl::StrCat("the template needs more than ",
+                                              kMaxRenderSteps, " steps"));
+          }
           Map scope;
           if (st.vars.size() == 1) {
             scope[st.vars[0]] = items[i];

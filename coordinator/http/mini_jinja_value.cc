@@ -308,6 +308,9 @@ absl::StatusOr<Value> ApplyFilter(const Value& v, const std::string& name,
       for (size_t i = 0; i < l.size(); ++i) {
         if (i > 0 && !a.empty()) out += a[0].ToString();
         out += l[i].ToString();
+        if (out.size() > kMaxRenderBytes) {
+          return TemplateError("join makes a string over the render limit");
+        }
       }
       return Value::Str(out);
     }
