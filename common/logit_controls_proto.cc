@@ -19,4 +19,9 @@ LogitControls LogitControlsFromProto(const latentkv::v1::SamplingParams& sp) {
   return c;
 }
 
+int32_t LogprobsCountFromProto(const latentkv::v1::SamplingParams& sp) {
+  if (!sp.has_logprobs()) return -1;
+  return static_cast<int32_t>(std::min<uint32_t>(sp.logprobs(), 1u << 20));
+}
+
 }  // namespace latentkv

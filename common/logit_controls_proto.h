@@ -13,6 +13,11 @@ namespace latentkv {
 // Unset repetition_penalty is 1; logit_bias in token id order.
 LogitControls LogitControlsFromProto(const latentkv::v1::SamplingParams& sp);
 
+// GenerationParams::logprobs of `sp`: -1 when unset, else the count, kept
+// out of range when it is (clamped to 2^20, never wrapped negative) so
+// ValidateGeneration refuses it.
+int32_t LogprobsCountFromProto(const latentkv::v1::SamplingParams& sp);
+
 }  // namespace latentkv
 
 #endif  // LATENTKV_COMMON_LOGIT_CONTROLS_PROTO_H_

@@ -52,6 +52,16 @@ std::string TokenBytesOf(const model::Tokenizer& tok, int32_t prev,
   return tok.TokenBytes(prev, token);
 }
 
+// Fills the bytes of `lp`'s token and of its alternatives, each standing
+// after `prev`.
+void SetTokenBytes(const model::Tokenizer& tok, int32_t prev, int32_t token,
+                   pb::TokenLogprobs* lp) {
+  lp->set_token(TokenBytesOf(tok, prev, token));
+  for (pb::TopLogprob& alt : *lp->mutable_top()) {
+    alt.set_token(TokenBytesOf(tok, prev, alt.token_id()));
+  }
+}
+
 }  // namespace
 
 Coordinator::Coordinator(const CoordinatorOptions& options,
@@ -315,20 +325,17 @@ grpc::Status Coordinator::AdmitPrompt(const pb::GenerateRequest& req,
   // The rules every entry point applies (common/generation_rules.h): a
   // worker called directly refuses exactly this.
   const LogitControls controls = LogitControlsFromProto(req.sampling());
-  const absl::Status valid = ValidateGeneration(
-      {.prompt = *prompt,
-       .max_new_tokens = max_tokens,
-       .temperature = temperature,
-       .top_p = top_p,
-       .top_k = static_cast<int64_t>(req.sampling().top_k()),
-       .controls = &controls,
-       .logprobs = req.sampling().has_logprobs()
-                       ? static_cast<int32_t>(std::min<uint32_t>(
-                             req.sampling().logprobs(), 1u << 20))
-                       : -1,
-       .prompt_logprobs = req.sampling().prompt_logprobs()},
-      {.vocab_size = config_.vocab_size,
-       .context = config_.max_position_embeddings});
+  const absl::Status valid =
+      ValidateGeneration({.prompt = *prompt,
+                          .max_new_tokens = max_tokens,
+                          .temperature = temperature,
+                          .top_p = top_p,
+                          .top_k = static_cast<int64_t>(req.sampling().top_k()),
+                          .controls = &controls,
+                          .logprobs = LogprobsCountFromProto(req.sampling()),
+                          .prompt_logprobs = req.sampling().prompt_logprobs()},
+                         {.vocab_size = config_.vocab_size,
+                          .context = config_.max_position_embeddings});
   if (!valid.ok()) return Invalid(std::string(valid.message()));
   return grpc::Status::OK;
 }
@@ -468,17 +475,14 @@ grpc::Status Coordinator::GenerationImpl::Generate(
         first->set_logprob(std::numeric_limits<float>::quiet_NaN());
         first->set_token(
             TokenBytesOf(*c.tokenizer_, c.tokenizer_->bos_id(), prompt[0]));
-        for (int i = 0; i < wresp.prompt_logprobs_size(); ++i) {
+        // (A worker sending more than the prompt has is cut to it.)
+        for (size_t at = 1;
+             at < prompt.size() &&
+             at <= static_cast<size_t>(wresp.prompt_logprobs_size());
+             ++at) {
           pb::TokenLogprobs* lp = out.add_prompt_logprobs();
-          *lp = wresp.prompt_logprobs(i);
-          const size_t at = static_cast<size_t>(i) + 1;
-          if (at >= prompt.size()) break;
-          lp->set_token(
-              TokenBytesOf(*c.tokenizer_, prompt[at - 1], prompt[at]));
-          for (pb::TopLogprob& alt : *lp->mutable_top()) {
-            alt.set_token(
-                TokenBytesOf(*c.tokenizer_, prompt[at - 1], alt.token_id()));
-          }
+          *lp = wresp.prompt_logprobs(static_cast<int>(at) - 1);
+          SetTokenBytes(*c.tokenizer_, prompt[at - 1], prompt[at], lp);
         }
         prompt_lp_sent = true;
       }
@@ -493,10 +497,7 @@ grpc::Status Coordinator::GenerationImpl::Generate(
         if (sp.has_logprobs()) {
           pb::TokenLogprobs* lp = out.add_logprobs();
           if (i < wresp.logprobs_size()) *lp = wresp.logprobs(i);
-          lp->set_token(TokenBytesOf(*c.tokenizer_, prev, t));
-          for (pb::TopLogprob& alt : *lp->mutable_top()) {
-            alt.set_token(TokenBytesOf(*c.tokenizer_, prev, alt.token_id()));
-          }
+          SetTokenBytes(*c.tokenizer_, prev, t, lp);
         }
         prev = t;
       }

@@ -65,7 +65,15 @@ class Renderer {
   absl::StatusOr<Value> Binary(const Expr& e);
 
   std::vector<Map> scopes_;
-  // Statements run and loop iterations so far, against kMaxRenderSteps.
+  // Counts one statement, loop iteration or operator against
+  // kMaxRenderSteps: nested loops multiply (a loop over the messages inside
+  // another is messages^2), and the budget keeps a hostile template from
+  // holding the coordinator's thread (found by fuzz_chat_template).
+  absl::Status Step() {
+    if (++steps_ <= kMaxRenderSteps) return absl::OkStatus();
+    return TemplateError(absl::StrCat("the template needs more than ",
+                                      kMaxRenderSteps, " steps"));
+  }
   int64_t steps_ = 0;
 };
 
@@ -182,10 +190,7 @@ absl::Status CheckSize(size_t n) {
 
 absl::StatusOr<Value> Renderer::Binary(const Expr& e) {
   const std::string& op = e.name;
-  if (++steps_ > kMaxRenderSteps) {
-    return TemplateError(absl::StrCat("the template needs more than ",
-                                      kMaxRenderSteps, " steps"));
-  }
+  if (absl::Status s = Step(); !s.ok()) return s;
   LK_ASSIGN_OR_RETURN(a, Eval(*e.args[0]));
   if (op == "and") return a.Truthy() ? Eval(*e.args[1]) : a;
   if (op == "or") return a.Truthy() ? a : Eval(*e.args[1]);
@@ -312,14 +317,8 @@ absl::StatusOr<Value> Renderer::Call(const Expr& e) {
 
 absl::Status Renderer::Exec(const std::vector<Stmt>& body, std::string* out) {
   for (const Stmt& st : body) {
-    // Nested loops multiply (a loop over the messages inside another is
-    // messages^2): a budget, and one on the text, keep a hostile template
-    // from holding the coordinator's thread (found by fuzz_chat_template).
-    if (++steps_ > kMaxRenderSteps || out->size() > kMaxRenderBytes) {
-      return TemplateError(absl::StrCat("the template needs more than ",
-                                        kMaxRenderSteps, " steps or ",
-                                        kMaxRenderBytes, " bytes of output"));
-    }
+    if (absl::Status s = Step(); !s.ok()) return s;
+    if (absl::Status s = CheckSize(out->size()); !s.ok()) return s;
     switch (st.kind) {
       case Stmt::Kind::kText:
         *out += st.text;
@@ -358,10 +357,7 @@ absl::Status Renderer::Exec(const std::vector<Stmt>& body, std::string* out) {
         }
         const int64_t n = items.size();
         for (int64_t i = 0; i < n; ++i) {
-          if (++steps_ > kMaxRenderSteps) {
-            return TemplateError(absl::StrCat("the template needs more than ",
-                                              kMaxRenderSteps, " steps"));
-          }
+          if (absl::Status s = Step(); !s.ok()) return s;
           Map scope;
           if (st.vars.size() == 1) {
             scope[st.vars[0]] = items[i];

@@ -64,11 +64,7 @@ GenerationRequest FromProto(
   g.sampling.top_k = static_cast<int32_t>(sp.top_k());
   g.sampling.seed = sp.seed();
   g.sampling.controls = LogitControlsFromProto(sp);
-  // Out-of-range values stay out of range (validation refuses them).
-  g.sampling.logprobs =
-      sp.has_logprobs()
-          ? static_cast<int32_t>(std::min<uint32_t>(sp.logprobs(), 1u << 20))
-          : -1;
+  g.sampling.logprobs = LogprobsCountFromProto(sp);
   g.sampling.prompt_logprobs = sp.prompt_logprobs();
   g.ignore_eos = sp.ignore_eos();
   switch (mode) {
