@@ -77,6 +77,9 @@ struct GenerationParams {
 absl::Status ValidateGeneration(const GenerationParams& params,
                                 const GenerationLimits& limits);
 
+// Longest structured-output spec (JSON schema, regex, grammar), bytes.
+inline constexpr size_t kMaxStructuredOutputBytes = 256 << 10;
+
 }  // namespace latentkv
 
 #endif  // LATENTKV_COMMON_GENERATION_RULES_H_

@@ -5,6 +5,7 @@
 #ifndef LATENTKV_COMMON_LOGIT_CONTROLS_PROTO_H_
 #define LATENTKV_COMMON_LOGIT_CONTROLS_PROTO_H_
 
+#include "absl/status/status.h"
 #include "common/generation_rules.h"
 #include "latentkv/v1/generation.pb.h"
 
@@ -17,6 +18,11 @@ LogitControls LogitControlsFromProto(const latentkv::v1::SamplingParams& sp);
 // out of range when it is (clamped to 2^20, never wrapped negative) so
 // ValidateGeneration refuses it.
 int32_t LogprobsCountFromProto(const latentkv::v1::SamplingParams& sp);
+
+// InvalidArgument when sp.structured_output is set but malformed: no kind,
+// json_object false, an empty or NUL-holding text, or a text over
+// kMaxStructuredOutputBytes. (Whether it compiles is the worker's to say.)
+absl::Status ValidateStructuredOutput(const latentkv::v1::SamplingParams& sp);
 
 }  // namespace latentkv
 

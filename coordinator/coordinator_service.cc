@@ -337,6 +337,9 @@ grpc::Status Coordinator::AdmitPrompt(const pb::GenerateRequest& req,
                          {.vocab_size = config_.vocab_size,
                           .context = config_.max_position_embeddings});
   if (!valid.ok()) return Invalid(std::string(valid.message()));
+  if (absl::Status so = ValidateStructuredOutput(req.sampling()); !so.ok()) {
+    return Invalid(std::string(so.message()));
+  }
   return grpc::Status::OK;
 }
 

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/generation_rules.h"
 #include "coordinator/http/logprobs_json.h"
+#include "coordinator/http/structured_output_json.h"
 #include "nlohmann/json.hpp"
 
 namespace latentkv::coordinator::http {
@@ -208,6 +209,9 @@ std::optional<ApiError> RefuseUnknown(Endpoint ep, const json& body) {
           "return_token_ids", "kv_cache_mode", "presence_penalty",
           "frequency_penalty", "repetition_penalty", "min_p", "logit_bias",
           "stop_token_ids", "logprobs", "top_logprobs",
+          // structured output (structured_output_json.h)
+          "response_format", "guided_json", "guided_regex", "guided_choice",
+          "guided_grammar", "structured_outputs",
           // refused by RefuseUnsupported unless off
           "best_of", "tools", "functions", "tool_choice", "function_call",
           // no effect on the output: accepted, ignored
@@ -215,8 +219,7 @@ std::optional<ApiError> RefuseUnknown(Endpoint ep, const json& body) {
   static const absl::flat_hash_set<std::string>* const kCompletions =
       new absl::flat_hash_set<std::string>{"prompt", "echo", "suffix"};
   static const absl::flat_hash_set<std::string>* const kChat =
-      new absl::flat_hash_set<std::string>{"messages", "max_completion_tokens",
-                                           "response_format"};
+      new absl::flat_hash_set<std::string>{"messages", "max_completion_tokens"};
   const auto& own = ep == Endpoint::kChat ? *kChat : *kCompletions;
   for (const auto& [key, value] : body.items()) {
     if (!kCommon->contains(key) && !own.contains(key)) {
@@ -262,12 +265,6 @@ std::optional<ApiError> RefuseUnsupported(Endpoint ep, const json& body) {
   if (best_of && *best_of != 1) return Unsupported("best_of");
   for (const char* k : {"tools", "functions", "tool_choice", "function_call"}) {
     if (Present(body, k)) return Unsupported(k);
-  }
-  if (ep == Endpoint::kChat && Present(body, "response_format")) {
-    const json& rf = body["response_format"];
-    if (!rf.is_object() || !IsStringField(rf, "type", "text")) {
-      return Unsupported("response_format");
-    }
   }
   return std::nullopt;
 }
@@ -435,6 +432,7 @@ std::optional<ApiError> ParseRequest(Endpoint endpoint, std::string_view body,
     return e;
   }
   pb::SamplingParams* sp = g.mutable_sampling();
+  if (auto e = ParseStructuredOutput(body, j, sp)) return e;
   const int64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
   std::optional<int64_t> max_tokens;
   const char* max_key =

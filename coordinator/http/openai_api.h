@@ -29,8 +29,10 @@
 //                    format in logprobs_json.h
 //   echo             completions: the prompt's text first (with logprobs,
 //                    its tokens' too; the first token's null)
+//   response_format, guided_json/regex/choice/grammar, structured_outputs:
+//                    structured output (structured_output_json.h)
 // Refused with 400 (not supported): best_of > 1, suffix,
-// tools/functions, response_format other than text, and any other field
+// tools/functions, and any other field
 // (never silence: "unrecognized request argument").
 // Responses carry "seed": the sampling seed used (drawn at random when the
 // request has none).

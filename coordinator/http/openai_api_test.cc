@@ -216,7 +216,8 @@ TEST(OpenAiApiTest, RefusesWhatItCannotServe) {
       {R"({"prompt":"x","stop_token_ids":[-1]})", "stop_token_ids"},
       {R"({"prompt":"x","stop_token_ids":"2"})", "stop_token_ids"},
       // Never silence: a field nobody reads is refused by name.
-      {R"({"prompt":"x","guided_json":{}})", "guided_json"},
+      {R"({"prompt":"x","guided_decoding_backend":"x"})",
+       "guided_decoding_backend"},
       {R"({"prompt":"x","messages":[]})", "messages"},
       {R"({"prompt":"x","model":3})", "model"},
   };

@@ -1,6 +1,7 @@
 #include "worker/engine/engine_core.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -18,9 +19,15 @@ bool WantsAllLogits(const ScheduledChunk& p) {
 
 // Whether a row's token is the backend's argmax: greedy and nothing to do
 // to its logits first.
-bool UsesDeviceArgmax(const SamplingOptions& s) {
+bool UsesDeviceArgmax(const Sequence& seq) {
+  const SamplingOptions& s = seq.sampling;
   return !(s.temperature > 0.0f) && !s.controls.ChangesLogits() &&
-         s.logprobs < 0;
+         s.logprobs < 0 && seq.constraint == nullptr;
+}
+
+bool IsEos(const Sequence& seq, int32_t tok) {
+  return std::find(seq.eos_ids.begin(), seq.eos_ids.end(), tok) !=
+         seq.eos_ids.end();
 }
 
 }  // namespace
@@ -139,6 +146,7 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
   seq->import_kv = std::move(req.import_kv);
   seq->import_first_token = req.import_first_token;
   seq->import_first_logprobs = std::move(req.import_first_logprobs);
+  seq->constraint = std::move(req.constraint);
   seq->kv.Init(*cache_);  // shapes only: the cache's immutable geometry
   if (policy_ != nullptr && req.kv_mode != KvMode::kFull) {
     seq->kv.SetCapacity(policy_->capacities());
@@ -186,6 +194,17 @@ void EngineCore::Admit(std::unique_ptr<Sequence> seq, EventSink sink) {
       ev.logprobs = raw->import_first_logprobs.value_or(TokenLogprobs{});
     }
     sinks_[id](ev);
+    if (raw->constraint != nullptr) {
+      // The prefill worker drew it under the same constraint.
+      if (absl::Status c = raw->constraint->Accept(ev.token); !c.ok()) {
+        Finish(raw, FinishReason::kStop, c);
+        return;
+      }
+      if (raw->constraint->Done()) {
+        Finish(raw, FinishReason::kStop, absl::OkStatus());
+        return;
+      }
+    }
     if (raw->num_generated() >= raw->max_new_tokens) {
       Finish(raw, FinishReason::kLength, absl::OkStatus());
     }
@@ -304,7 +323,7 @@ void EngineCore::Step() {
                   : p.sample        ? ForwardChunk::Logits::kLast
                                     : ForwardChunk::Logits::kNone;
       // Greedy rows need only their argmax (SampleToken's greedy rule).
-      ch.greedy = UsesDeviceArgmax(p.seq->sampling);
+      ch.greedy = UsesDeviceArgmax(*p.seq);
       if (p.seq->residency != nullptr) {
         // A chunk at position 0 starts from an empty cache (new, or
         // recomputed after preemption): the policy starts over too.
@@ -372,7 +391,7 @@ int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
     // and sample from their copied logits.
     int32_t tok;
     std::optional<TokenLogprobs> logprobs;
-    if (UsesDeviceArgmax(seq->sampling)) {
+    if (UsesDeviceArgmax(*seq)) {
       tok = greedy_[row];
     } else {
       float* logits = logits_.data() + row * vocab;
@@ -388,6 +407,12 @@ int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
       ApplyLogitControls(logits, vocab, seq->sampling.controls,
                          all.subspan(0, seq->prompt_len),
                          all.subspan(seq->prompt_len));
+      if (seq->constraint != nullptr) {
+        if (absl::Status st = MaskDisallowed(seq, logits); !st.ok()) {
+          Finish(seq, FinishReason::kStop, st);
+          continue;
+        }
+      }
       tok = SampleToken(logits, vocab, seq->sampling, seq->rng, &scratch_);
       if (seq->sampling.logprobs >= 0) {
         logprobs =
@@ -396,11 +421,19 @@ int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
     }
     ++row;
     const auto& stops = seq->sampling.controls.stop_token_ids;
-    if ((!seq->ignore_eos && std::find(seq->eos_ids.begin(), seq->eos_ids.end(),
-                                       tok) != seq->eos_ids.end()) ||
+    // A constrained sequence ends where its grammar puts EOS, ignore_eos
+    // or not.
+    if (((!seq->ignore_eos || seq->constraint != nullptr) &&
+         IsEos(*seq, tok)) ||
         std::find(stops.begin(), stops.end(), tok) != stops.end()) {
       Finish(seq, FinishReason::kStop, absl::OkStatus());
       continue;
+    }
+    if (seq->constraint != nullptr) {
+      if (absl::Status st = seq->constraint->Accept(tok); !st.ok()) {
+        Finish(seq, FinishReason::kStop, st);
+        continue;
+      }
     }
     seq->tokens.push_back(tok);
     ++generated;
@@ -412,8 +445,11 @@ int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
       TakePromptLogprobs(seq, &ev);
       it->second(ev);
     }
-    if (seq->num_generated() >= seq->max_new_tokens ||
-        static_cast<int64_t>(seq->tokens.size()) >= seq->max_total_tokens) {
+    if (seq->constraint != nullptr && seq->constraint->Done()) {
+      Finish(seq, FinishReason::kStop, absl::OkStatus());
+    } else if (seq->num_generated() >= seq->max_new_tokens ||
+               static_cast<int64_t>(seq->tokens.size()) >=
+                   seq->max_total_tokens) {
       Finish(seq, FinishReason::kLength, absl::OkStatus());
     }
   }
@@ -478,6 +514,35 @@ void EngineCore::TakePromptLogprobs(Sequence* seq, GenerationEvent* ev) {
 void EngineCore::IndexPrefix(const Sequence& seq) {
   if (prefix_ == nullptr || seq.residency != nullptr) return;
   prefix_->Insert(seq.kv, seq.tokens, seq.num_cached);
+}
+
+absl::Status EngineCore::MaskDisallowed(Sequence* seq, float* logits) {
+  const int32_t vocab = config().vocab_size;
+  TokenConstraint& c = *seq->constraint;
+  if (int64_t{c.mask_words()} * 32 < vocab) {
+    return absl::InternalError(
+        "structured output mask is smaller than the "
+        "vocabulary");
+  }
+  mask_.assign(c.mask_words(), 0);
+  if (absl::Status st = c.FillMask(absl::MakeSpan(mask_)); !st.ok()) {
+    return st;
+  }
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  bool any = false;
+  for (int32_t w = 0; w * 32 < vocab; ++w) {
+    const uint32_t bits = mask_[w];
+    any = any || bits != 0;
+    if (bits == 0xFFFFFFFFu) continue;
+    const int32_t end = std::min(vocab, (w + 1) * 32);
+    for (int32_t t = w * 32; t < end; ++t) {
+      if ((bits >> (t - w * 32) & 1u) == 0) logits[t] = kNegInf;
+    }
+  }
+  if (!any) {
+    return absl::InternalError("structured output allows no next token");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace latentkv::worker

@@ -88,6 +88,9 @@ class EngineCore {
  private:
   EngineCore() = default;
   void Finish(Sequence* seq, FinishReason reason, absl::Status status);
+  // Sets the logits[vocab] of the tokens seq->constraint does not allow to
+  // -inf. An error when the constraint fails or allows no token.
+  absl::Status MaskDisallowed(Sequence* seq, float* logits);
   // Attaches a transferred KV (prefill worker or kvstore) to a sequence
   // being admitted; false when it falls back to a local prefill.
   bool ArriveTransferred(Sequence* seq);
@@ -131,6 +134,7 @@ class EngineCore {
   std::vector<float> logits_;
   std::vector<int32_t> greedy_;  // every sampled row's argmax
   std::vector<std::pair<float, int32_t>> scratch_;
+  std::vector<uint32_t> mask_;     // MaskDisallowed's bitmask
   std::vector<float> raw_logits_;  // a row kept from the logit controls
 };
 

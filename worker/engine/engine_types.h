@@ -85,6 +85,10 @@ struct GenerationRequest {
   // With sampling.logprobs >= 0: the first token's log-probabilities, as the
   // prefill worker computed them.
   std::optional<TokenLogprobs> import_first_logprobs;
+  // Structured output: the allowed tokens at each step (null: any). An
+  // imported first token must be one it allows. Shared so requests stay
+  // copyable; one sequence at a time may use it (it is stateful).
+  std::shared_ptr<TokenConstraint> constraint;
 };
 
 // What the engine reports about a request.

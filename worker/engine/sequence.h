@@ -12,6 +12,7 @@
 #include "worker/cache/kv_cache.h"
 #include "worker/cache/kv_snapshot.h"
 #include "worker/engine/sampler.h"
+#include "worker/engine/token_constraint.h"
 
 namespace latentkv::worker {
 
@@ -42,6 +43,9 @@ struct Sequence {
   std::shared_ptr<const KvSnapshot> import_kv;  // dropped once imported
   int32_t import_first_token = -1;
   std::optional<TokenLogprobs> import_first_logprobs;
+  // Structured output (null: none): masks each sampled row; fed every
+  // generated token; Done() finishes the sequence.
+  std::shared_ptr<TokenConstraint> constraint;
   // sampling.prompt_logprobs: those of prompt positions 1.. computed so far
   // (a preempted sequence recomputes without adding twice), and whether
   // they went out with an event.

@@ -32,6 +32,7 @@
 #include "model/weights.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/nccl_communicator.h"
+#include "worker/grammar/llguidance_compiler.h"
 #include "worker/metrics/worker_metrics.h"
 #include "worker/residency/flags.h"
 #include "worker/server/worker_service.h"
@@ -99,6 +100,16 @@ ABSL_FLAG(int, drain_seconds, 30,
 ABSL_FLAG(int, metrics_port, 0,
           "Port of the Prometheus /metrics endpoint on --host (0: off; rank "
           "0 only)");
+
+ABSL_FLAG(std::string, structured_output, "auto",
+          "Structured output (response_format, regex, grammar) with "
+          "llguidance: auto (on when llguidance and the model's tokenizer "
+          "load, else off with a warning), on (refuse to start without), "
+          "off");
+ABSL_FLAG(std::string, llguidance_dir, "",
+          "Directory holding libllguidance.so and liblatentkv_pystub.so "
+          "(default: $LATENTKV_LLGUIDANCE_DIR, <bin>/../lib/latentkv, the "
+          "build's)");
 
 namespace lk = latentkv;
 
@@ -325,6 +336,28 @@ int main(int argc, char** argv) {
     prefix_cache = std::make_unique<lk::worker::StorePrefixCache>(
         po, (*engine)->kv_shapes());
     so.prefix_cache = prefix_cache.get();
+  }
+  std::unique_ptr<lk::worker::LlguidanceCompiler> constraints;
+  if (const std::string mode = absl::GetFlag(FLAGS_structured_output);
+      mode != "off" && tp_rank == 0) {
+    if (mode != "auto" && mode != "on") {
+      std::fprintf(stderr, "--structured_output must be auto, on or off\n");
+      return 2;
+    }
+    auto c = lk::worker::LlguidanceCompiler::CreateForModel(
+        absl::GetFlag(FLAGS_model), shard->config,
+        absl::GetFlag(FLAGS_llguidance_dir));
+    if (c.ok()) {
+      constraints = std::move(*c);
+      so.constraints = constraints.get();
+    } else if (mode == "on") {
+      std::fprintf(stderr, "--structured_output=on: %s\n",
+                   c.status().ToString().c_str());
+      return 1;
+    } else {
+      std::fprintf(stderr, "structured output off: %s\n",
+                   c.status().ToString().c_str());
+    }
   }
   lk::worker::WorkerService service(engine->get(), so);
   grpc::EnableDefaultHealthCheckService(true);

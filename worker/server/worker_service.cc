@@ -82,6 +82,40 @@ GenerationRequest FromProto(
 
 }  // namespace
 
+absl::Status AttachConstraint(const pb::SamplingParams& sp,
+                              const ConstraintCompiler* compiler,
+                              GenerationRequest* g) {
+  if (!sp.has_structured_output()) return absl::OkStatus();
+  if (absl::Status v = ValidateStructuredOutput(sp); !v.ok()) return v;
+  const pb::StructuredOutput& so = sp.structured_output();
+  ConstraintSpec spec;
+  switch (so.kind_case()) {
+    case pb::StructuredOutput::kJsonSchema:
+      spec = {ConstraintKind::kJsonSchema, so.json_schema()};
+      break;
+    case pb::StructuredOutput::kJsonObject:
+      spec = {ConstraintKind::kJsonObject, ""};
+      break;
+    case pb::StructuredOutput::kRegex:
+      spec = {ConstraintKind::kRegex, so.regex()};
+      break;
+    case pb::StructuredOutput::kLark:
+      spec = {ConstraintKind::kLark, so.lark()};
+      break;
+    default:
+      return absl::InvalidArgumentError("structured_output has no kind set");
+  }
+  if (compiler == nullptr) {
+    return absl::FailedPreconditionError(
+        "structured output is not available on this server (llguidance is "
+        "not installed: tools/fetch_llguidance.sh)");
+  }
+  auto c = compiler->Compile(spec);
+  if (!c.ok()) return c.status();
+  g->constraint = std::move(*c);
+  return absl::OkStatus();
+}
+
 grpc::Status ToGrpcStatus(const absl::Status& s) {
   if (s.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()),
@@ -139,6 +173,11 @@ grpc::Status WorkerService::Prefill(
       req->prompt_token_ids(), req->sampling(), req->kv_cache_mode());
   g.max_new_tokens = 1;
   g.export_kv = true;
+  if (absl::Status c =
+          AttachConstraint(req->sampling(), options_.constraints, &g);
+      !c.ok()) {
+    return ToGrpcStatus(c);
+  }
   auto queue = std::make_shared<EventQueue>();
   const std::string id = g.id;
   absl::Status st = engine_->Submit(
@@ -256,6 +295,10 @@ grpc::Status WorkerService::Generate(
   if (sp.max_tokens() > (1u << 30)) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "max_tokens is too large");
+  }
+  if (absl::Status c = AttachConstraint(sp, options_.constraints, &g);
+      !c.ok()) {
+    return ToGrpcStatus(c);
   }
   // The shared store as a prefix cache, for full-cache requests.
   StorePrefixCache* pc = options_.prefix_cache;

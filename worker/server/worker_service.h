@@ -24,6 +24,7 @@
 #include "grpcpp/grpcpp.h"
 #include "latentkv/v1/worker.grpc.pb.h"
 #include "worker/engine/engine.h"
+#include "worker/engine/token_constraint.h"
 #include "worker/server/prefix_cache.h"
 
 namespace latentkv::worker {
@@ -40,7 +41,16 @@ struct WorkerServiceOptions {
   absl::Duration prefill_timeout = absl::Seconds(30);
   // The shared KV store as a prefix cache, or null (not owned).
   StorePrefixCache* prefix_cache = nullptr;
+  // Compiles requests' structured output (not owned); null: such requests
+  // fail with FAILED_PRECONDITION.
+  const ConstraintCompiler* constraints = nullptr;
 };
+
+// Sets g->constraint from sp.structured_output (nothing when unset):
+// FailedPrecondition without a compiler, else what Compile says.
+absl::Status AttachConstraint(const latentkv::v1::SamplingParams& sp,
+                              const ConstraintCompiler* compiler,
+                              GenerationRequest* g);
 
 class WorkerService final : public latentkv::v1::Worker::Service {
  public:
