@@ -10,8 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <random>
@@ -164,6 +166,10 @@ std::string RunCommand(const std::vector<std::string>& args, int* exit_code,
   }
   if (merge_stderr) cmd += "2>&1";
   FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) {  // e.g. E2BIG: an argument list over the limit
+    *exit_code = -1;
+    return "popen failed: " + std::string(std::strerror(errno));
+  }
   std::string out;
   char buf[4096];
   size_t n;
