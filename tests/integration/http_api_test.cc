@@ -165,10 +165,11 @@ TEST_F(HttpApiTest, ReportedSeedReplaysAndSamplingFieldsApply) {
   greedy["presence_penalty"] = 5;
   EXPECT_EQ(Curl(port(), "/v1/completions", greedy.dump()).status, 400);
   greedy.erase("presence_penalty");
-  greedy["guided_regex"] = "a+";
+  greedy["guided_decoding_backend"] = "xgrammar";
   r = Curl(port(), "/v1/completions", greedy.dump());
   EXPECT_EQ(r.status, 400);
-  EXPECT_EQ(json::parse(r.body)["error"]["param"], "guided_regex") << r.body;
+  EXPECT_EQ(json::parse(r.body)["error"]["param"], "guided_decoding_backend")
+      << r.body;
 }
 
 // The routes tools expect beside the OpenAI API: health, one model,

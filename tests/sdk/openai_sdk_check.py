@@ -4,14 +4,19 @@
 
 Every call a client of our OpenAI-compatible API makes first: models,
 completions and chat (streamed and not) with seeds, stops, penalties and
-log-probabilities, and the errors the SDK must not retry. Each check
+log-probabilities, structured output (the SDK's parse() with a pydantic
+model, json_object streamed, vLLM's guided_* extensions), and the errors
+the SDK must not retry. Each check
 asserts what the SDK parsed, so a shape it cannot read fails here. Exits 0
 when all pass; an assertion's traceback otherwise.
 """
+import json
 import math
+import re
 import sys
 
 import openai
+import pydantic
 
 base_url, model = sys.argv[1], sys.argv[2]
 client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0,
@@ -99,8 +104,56 @@ assert text == chat.choices[0].message.content, (text, chat)
 assert usage is not None and usage.completion_tokens == 8, usage
 assert entries == 8, entries
 
+# Structured output. The SDK's own parse(): a pydantic model becomes a
+# strict json_schema response_format, and the reply parses back into it.
+class Pet(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=8)
+    legs: int = pydantic.Field(ge=0, le=8)
+
+
+parse = getattr(client.chat.completions, "parse", None) or \
+    client.beta.chat.completions.parse
+parsed = parse(model=model, messages=msgs, max_tokens=300, temperature=0,
+               response_format=Pet)
+pet = parsed.choices[0].message.parsed
+assert isinstance(pet, Pet) and len(pet.name) <= 8 and 0 <= pet.legs <= 8, \
+    parsed
+# A json_schema response_format, streamed: the deltas join into JSON of
+# the schema (bounded, so it completes: finish_reason "stop").
+schema = {"type": "object", "additionalProperties": False,
+          "properties": {"mood": {"enum": ["happy", "sad"]},
+                         "age": {"type": "integer", "minimum": 1,
+                                 "maximum": 99}},
+          "required": ["mood", "age"]}
+text, finish = "", None
+for chunk in client.chat.completions.create(
+        model=model, messages=msgs, max_tokens=300, temperature=0.8, seed=1,
+        stream=True, response_format={"type": "json_schema", "json_schema": {
+            "name": "m", "strict": True, "schema": schema}}):
+    for c in chunk.choices:
+        text += c.delta.content or ""
+        finish = c.finish_reason or finish
+obj = json.loads(text)
+assert finish == "stop" and obj["mood"] in ("happy", "sad"), (finish, text)
+assert 1 <= obj["age"] <= 99 and list(obj) == ["mood", "age"], text
+# json_object: an object opens the reply (a tiny model may not close it
+# within max_tokens).
+j = client.chat.completions.create(model=model, messages=msgs, max_tokens=5,
+                                   temperature=0,
+                                   response_format={"type": "json_object"})
+assert j.choices[0].message.content.lstrip().startswith("{"), j
+# vLLM's extensions through extra_body.
+m = client.completions.create(model=model, prompt="Once upon a time",
+                              max_tokens=30, temperature=0,
+                              extra_body={"guided_regex": " [A-Z][a-z]{2,6}"})
+assert re.fullmatch(r" [A-Z][a-z]{2,6}", m.choices[0].text), m
+m = client.completions.create(
+    model=model, prompt="Once upon a time", max_tokens=30, temperature=0,
+    extra_body={"guided_choice": ["happy", "sad"]})
+assert m.choices[0].text in ("happy", "sad"), m
+
 # Errors the SDK must not retry: 400s that name the field.
-for bad in (dict(extra_body={"guided_json": {}}), dict(n=2),
+for bad in (dict(extra_body={"guided_decoding_backend": "x"}), dict(n=2),
             dict(top_logprobs=2)):
     try:
         client.chat.completions.create(model=model, messages=msgs,

@@ -332,8 +332,16 @@ void EngineCore::Step() {
       }
       chunks.push_back(ch);
     }
+    std::vector<Sequence*> constrained;
+    for (const auto& p : plan) {
+      if (p.sample && p.seq->constraint != nullptr) {
+        constrained.push_back(p.seq);
+      }
+    }
+    masks_.Start(std::move(constrained));
     absl::Status st =
         runner_->Forward(chunks, *cache_, *pools_, &logits_, &greedy_);
+    masks_.Wait();
     if (!st.ok()) {
       // Keep the code: a broken tensor-parallel group is UNAVAILABLE (the
       // coordinator retries elsewhere), anything else INTERNAL.
@@ -524,14 +532,17 @@ absl::Status EngineCore::MaskDisallowed(Sequence* seq, float* logits) {
         "structured output mask is smaller than the "
         "vocabulary");
   }
-  mask_.assign(c.mask_words(), 0);
-  if (absl::Status st = c.FillMask(absl::MakeSpan(mask_)); !st.ok()) {
-    return st;
+  if (!seq->mask_ready) {  // not prefetched (MaskPrefetch)
+    seq->mask.assign(c.mask_words(), 0);
+    seq->mask_status = c.FillMask(absl::MakeSpan(seq->mask));
   }
+  seq->mask_ready = false;
+  if (!seq->mask_status.ok()) return seq->mask_status;
+  const std::vector<uint32_t>& mask = seq->mask;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   bool any = false;
   for (int32_t w = 0; w * 32 < vocab; ++w) {
-    const uint32_t bits = mask_[w];
+    const uint32_t bits = mask[w];
     any = any || bits != 0;
     if (bits == 0xFFFFFFFFu) continue;
     const int32_t end = std::min(vocab, (w + 1) * 32);

@@ -27,6 +27,7 @@
 #include "worker/comm/communicator.h"
 #include "worker/engine/engine_types.h"
 #include "worker/engine/kv_arrival.h"
+#include "worker/engine/mask_prefetch.h"
 #include "worker/engine/model_runner.h"
 
 namespace latentkv::worker {
@@ -134,7 +135,7 @@ class EngineCore {
   std::vector<float> logits_;
   std::vector<int32_t> greedy_;  // every sampled row's argmax
   std::vector<std::pair<float, int32_t>> scratch_;
-  std::vector<uint32_t> mask_;     // MaskDisallowed's bitmask
+  MaskPrefetch masks_;  // constrained rows' masks, during the forward
   std::vector<float> raw_logits_;  // a row kept from the logit controls
 };
 

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "worker/cache/kv_cache.h"
 #include "worker/cache/kv_snapshot.h"
 #include "worker/engine/sampler.h"
@@ -46,6 +47,11 @@ struct Sequence {
   // Structured output (null: none): masks each sampled row; fed every
   // generated token; Done() finishes the sequence.
   std::shared_ptr<TokenConstraint> constraint;
+  // The constraint's mask for this step's sampled row, when MaskPrefetch
+  // filled it during the forward pass (mask_ready), and how that went.
+  std::vector<uint32_t> mask;
+  absl::Status mask_status;
+  bool mask_ready = false;
   // sampling.prompt_logprobs: those of prompt positions 1.. computed so far
   // (a preempted sequence recomputes without adding twice), and whether
   // they went out with an event.

@@ -173,7 +173,7 @@ TEST(ConstrainedEngineTest, JsonSchemaGreedy) {
   std::string text;
   for (int32_t t : seen.tokens) text += Bytes(t);
   EXPECT_EQ(seen.finish, FinishReason::kStop) << "[" << text << "]";
-  // Property order is the schema's, whitespace at most 16 per gap.
+  // Property order is the schema's, and it parses to the schema.
   const size_t name = text.find("\"name\"");
   const size_t age = text.find("\"age\"");
   ASSERT_NE(name, std::string::npos) << text;

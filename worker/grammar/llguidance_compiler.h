@@ -35,9 +35,10 @@ struct LlguidanceCompilerOptions {
   size_t max_spec_bytes = kMaxStructuredOutputBytes;
   // Whitespace JSON output may hold at each place JSON allows it (a regex;
   // llguidance's "x-guidance" whitespace_pattern, added to a schema that
-  // has no "x-guidance" of its own). Bounded so that a model cannot loop on
-  // blanks; room for pretty-printing a few levels deep. Empty: any amount.
-  std::string json_whitespace = "[ \\n\\r\\t]{0,16}";
+  // has no "x-guidance" of its own): at most one line break and 12 blanks,
+  // so that a model cannot loop on blanks, with room for pretty-printing
+  // three levels deep at 4-space indents. Empty: any amount.
+  std::string json_whitespace = "(?:\\r?\\n)?[ \\t]{0,12}";
   // llguidance's bound on lexer work per token mask (its "fuel"); 0 takes
   // the library's default (200,000, ~15 ms). A mask that runs out fails the
   // request.
