@@ -338,7 +338,7 @@ void EngineCore::Step() {
         constrained.push_back(p.seq);
       }
     }
-    masks_.Start(std::move(constrained));
+    if (PrefetchesMasks()) masks_.Start(std::move(constrained));
     absl::Status st =
         runner_->Forward(chunks, *cache_, *pools_, &logits_, &greedy_);
     masks_.Wait();
@@ -416,12 +416,15 @@ int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
                          all.subspan(0, seq->prompt_len),
                          all.subspan(seq->prompt_len));
       if (seq->constraint != nullptr) {
-        if (absl::Status st = MaskDisallowed(seq, logits); !st.ok()) {
-          Finish(seq, FinishReason::kStop, st);
+        absl::StatusOr<int32_t> t = SampleConstrained(seq, logits);
+        if (!t.ok()) {
+          Finish(seq, FinishReason::kStop, t.status());
           continue;
         }
+        tok = *t;
+      } else {
+        tok = SampleToken(logits, vocab, seq->sampling, seq->rng, &scratch_);
       }
-      tok = SampleToken(logits, vocab, seq->sampling, seq->rng, &scratch_);
       if (seq->sampling.logprobs >= 0) {
         logprobs =
             ComputeLogprobs(raw, vocab, tok, seq->sampling.logprobs, &scratch_);
@@ -522,6 +525,48 @@ void EngineCore::TakePromptLogprobs(Sequence* seq, GenerationEvent* ev) {
 void EngineCore::IndexPrefix(const Sequence& seq) {
   if (prefix_ == nullptr || seq.residency != nullptr) return;
   prefix_->Insert(seq.kv, seq.tokens, seq.num_cached);
+}
+
+bool EngineCore::PrefetchesMasks() const {
+  switch (options_.structured_output_masks) {
+    case EngineOptions::MaskMode::kPrefetch:
+      return true;
+    case EngineOptions::MaskMode::kLazy:
+      return false;
+    case EngineOptions::MaskMode::kAuto:
+      break;
+  }
+  return !backend_->host_addressable();
+}
+
+absl::StatusOr<int32_t> EngineCore::SampleConstrained(Sequence* seq,
+                                                      float* logits) {
+  const int32_t vocab = config().vocab_size;
+  const SamplingOptions& s = seq->sampling;
+  const bool untruncated =
+      s.top_k == 0 && s.top_p >= 1.0f && s.controls.min_p <= 0.0f;
+  // One value of the sequence's stream per sampled token, as for any row
+  // (a decode worker skips the prefill worker's draw), and the two tries
+  // below on streams seeded from it: both mask modes give the same tokens.
+  const uint64_t u = s.temperature > 0.0f ? seq->rng() : 0;
+  if (untruncated) {
+    // A draw the constraint allows is a draw from the masked distribution
+    // (rejection sampling; for greedy, the masked argmax).
+    SamplerRng first(u);
+    const int32_t tok = SampleToken(logits, vocab, s, first, &scratch_);
+    const bool allowed =
+        seq->mask_ready
+            ? seq->mask_status.ok() && tok / 32 < std::ssize(seq->mask) &&
+                  (seq->mask[tok / 32] >> (tok % 32) & 1u) != 0
+            : seq->constraint->Allows(tok);
+    if (allowed) {
+      seq->mask_ready = false;
+      return tok;
+    }
+  }
+  if (absl::Status st = MaskDisallowed(seq, logits); !st.ok()) return st;
+  SamplerRng second(u ^ 0x9E3779B97F4A7C15ull);
+  return SampleToken(logits, vocab, s, second, &scratch_);
 }
 
 absl::Status EngineCore::MaskDisallowed(Sequence* seq, float* logits) {

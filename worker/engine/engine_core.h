@@ -92,6 +92,11 @@ class EngineCore {
   // Sets the logits[vocab] of the tokens seq->constraint does not allow to
   // -inf. An error when the constraint fails or allows no token.
   absl::Status MaskDisallowed(Sequence* seq, float* logits);
+  // The next token of a constrained sequence from its row of logits (after
+  // the logit controls): EngineOptions::MaskMode's rules.
+  absl::StatusOr<int32_t> SampleConstrained(Sequence* seq, float* logits);
+  // Whether masks are computed during the forward pass (MaskMode).
+  bool PrefetchesMasks() const;
   // Attaches a transferred KV (prefill worker or kvstore) to a sequence
   // being admitted; false when it falls back to a local prefill.
   bool ArriveTransferred(Sequence* seq);

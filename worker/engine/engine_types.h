@@ -50,6 +50,16 @@ struct EngineOptions {
   // Bound on the prefix events kept for PrefixUpdates(); older ones are
   // dropped and a reader that missed them gets a snapshot instead.
   int32_t max_prefix_events = 4096;
+  // Structured output's masks (token_constraint.h). kPrefetch: every
+  // constrained row's mask is computed on a helper thread during the
+  // forward pass (mask_prefetch.h; free when the forward runs on a device).
+  // kLazy: the row is sampled first and the mask computed only when the
+  // constraint refuses the token (exact for greedy and for untruncated
+  // sampling; truncated sampling always masks first), so most steps cost one
+  // token check instead of a vocabulary walk: better when the forward keeps
+  // the CPU busy. kAuto: kPrefetch on a device backend, kLazy on the host.
+  enum class MaskMode { kAuto, kPrefetch, kLazy };
+  MaskMode structured_output_masks = MaskMode::kAuto;
   // Called on the engine thread after each step that ran a batch, with its
   // wall time (schedule, forward, sampling, events); must be cheap (e.g. a
   // histogram observation). Null (default): none.

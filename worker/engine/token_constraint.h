@@ -28,6 +28,11 @@ class TokenConstraint {
   // Fills the mask for the next token (end-of-sequence tokens are allowed
   // only where the grammar may end). Internal on a library failure.
   virtual absl::Status FillMask(absl::Span<uint32_t> words) = 0;
+  // Whether `token` may come next: an end-of-sequence token where the
+  // grammar may end, any other where it continues the grammar. Checks the
+  // one token (no walk over the vocabulary), so it is much cheaper than
+  // FillMask; false on a library failure.
+  virtual bool Allows(int32_t token) = 0;
   // Advances past `token` (not an end-of-sequence token).
   // InvalidArgument when the grammar does not allow it.
   virtual absl::Status Accept(int32_t token) = 0;

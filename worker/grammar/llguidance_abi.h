@@ -74,6 +74,8 @@ struct Api {
   size_t (*matcher_get_mask_byte_size)(const Matcher*);
   int32_t (*matcher_consume_token)(Matcher*, uint32_t token);
   bool (*matcher_is_accepting)(Matcher*);
+  int32_t (*matcher_validate_tokens)(Matcher*, const uint32_t* tokens,
+                                     size_t n_tokens);
   bool (*matcher_is_stopped)(const Matcher*);
   void (*free_matcher)(Matcher*);
 };

@@ -1,5 +1,6 @@
 #include "worker/grammar/llguidance_compiler.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -11,8 +12,8 @@ namespace {
 class LlguidanceConstraint final : public TokenConstraint {
  public:
   LlguidanceConstraint(std::shared_ptr<const LlguidanceLibrary> lib,
-                       llg::Matcher* m)
-      : lib_(std::move(lib)), m_(m) {}
+                       llg::Matcher* m, std::vector<int32_t> eos_ids)
+      : lib_(std::move(lib)), m_(m), eos_ids_(std::move(eos_ids)) {}
   ~LlguidanceConstraint() override { lib_->api().free_matcher(m_); }
 
   int32_t mask_words() const override {
@@ -25,6 +26,14 @@ class LlguidanceConstraint final : public TokenConstraint {
       return Error("computing the allowed tokens");
     }
     return absl::OkStatus();
+  }
+  bool Allows(int32_t token) override {
+    if (token < 0) return false;
+    if (std::find(eos_ids_.begin(), eos_ids_.end(), token) != eos_ids_.end()) {
+      return lib_->api().matcher_is_accepting(m_);
+    }
+    const uint32_t t = static_cast<uint32_t>(token);
+    return lib_->api().matcher_validate_tokens(m_, &t, 1) == 1;
   }
   absl::Status Accept(int32_t token) override {
     if (token < 0 || lib_->api().matcher_consume_token(
@@ -45,6 +54,7 @@ class LlguidanceConstraint final : public TokenConstraint {
 
   std::shared_ptr<const LlguidanceLibrary> lib_;
   llg::Matcher* m_;
+  std::vector<int32_t> eos_ids_;
 };
 
 // A JSON schema with llguidance's "x-guidance" whitespace setting added at
@@ -137,6 +147,7 @@ absl::StatusOr<std::unique_ptr<LlguidanceCompiler>> LlguidanceCompiler::Create(
   c->lib_ = std::move(library);
   c->options_ = options;
   c->tokenizer_ = tok;
+  c->eos_ids_ = eos_ids;
   return c;
 }
 
@@ -200,7 +211,7 @@ absl::StatusOr<std::unique_ptr<TokenConstraint>> LlguidanceCompiler::Compile(
     data = WithWhitespace(data, options_.json_whitespace);
   }
   llg::Matcher* m = api.new_matcher(&init, TypeName(kind), data.c_str());
-  auto constraint = std::make_unique<LlguidanceConstraint>(lib_, m);
+  auto constraint = std::make_unique<LlguidanceConstraint>(lib_, m, eos_ids_);
   if (api.matcher_is_error(m)) {
     const char* e = api.matcher_get_error(m);
     return absl::InvalidArgumentError(

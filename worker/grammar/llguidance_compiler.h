@@ -11,7 +11,8 @@
 // internally.
 //
 // Thread-safety: Compile may be called from many threads (llguidance's
-// tokenizer is shared read-only); each constraint is single-threaded.
+// tokenizer is shared read-only); each constraint is single-threaded and
+// may outlive the compiler.
 #ifndef LATENTKV_WORKER_GRAMMAR_LLGUIDANCE_COMPILER_H_
 #define LATENTKV_WORKER_GRAMMAR_LLGUIDANCE_COMPILER_H_
 
@@ -77,6 +78,7 @@ class LlguidanceCompiler final : public ConstraintCompiler {
   std::shared_ptr<const LlguidanceLibrary> lib_;
   LlguidanceCompilerOptions options_;
   llg::Tokenizer* tokenizer_ = nullptr;  // owned
+  std::vector<int32_t> eos_ids_;
 };
 
 }  // namespace latentkv::worker

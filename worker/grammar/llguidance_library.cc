@@ -76,6 +76,8 @@ LlguidanceLibrary::Load(const std::string& dir) {
                    &a.matcher_get_mask_byte_size),
            Resolve(h, "llg_matcher_consume_token", &a.matcher_consume_token),
            Resolve(h, "llg_matcher_is_accepting", &a.matcher_is_accepting),
+           Resolve(h, "llg_matcher_validate_tokens",
+                   &a.matcher_validate_tokens),
            Resolve(h, "llg_matcher_is_stopped", &a.matcher_is_stopped),
            Resolve(h, "llg_free_matcher", &a.free_matcher),
        }) {
