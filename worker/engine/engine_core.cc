@@ -554,11 +554,11 @@ absl::StatusOr<int32_t> EngineCore::SampleConstrained(Sequence* seq,
     // (rejection sampling; for greedy, the masked argmax).
     SamplerRng first(u);
     const int32_t tok = SampleToken(logits, vocab, s, first, &scratch_);
-    const bool allowed =
-        seq->mask_ready
-            ? seq->mask_status.ok() && tok / 32 < std::ssize(seq->mask) &&
-                  (seq->mask[tok / 32] >> (tok % 32) & 1u) != 0
-            : seq->constraint->Allows(tok);
+    const bool allowed = seq->mask_ready
+                             ? seq->mask_status.ok() &&
+                                   tok / 32 < std::ssize(seq->mask) &&
+                                   (seq->mask[tok / 32] >> (tok % 32) & 1u) != 0
+                             : seq->constraint->Allows(tok);
     if (allowed) {
       seq->mask_ready = false;
       return tok;
