@@ -178,30 +178,37 @@ std::optional<ApiError> ParseStructuredOutput(std::string_view text_body,
       }
     }
   }
+  // name (after the prefix), how its value is read, where it goes.
+  struct Field {
+    const char* name;
+    std::optional<ApiError> (*read)(const json&, const std::string&,
+                                    std::string*);
+    void (*set)(pb::StructuredOutput*, std::string);
+  };
+  static constexpr Field kFields[] = {
+      {"json", SchemaText,
+       [](pb::StructuredOutput* o, std::string t) {
+         o->set_json_schema(std::move(t));
+       }},
+      {"regex", String,
+       [](pb::StructuredOutput* o, std::string t) {
+         o->set_regex(std::move(t));
+       }},
+      {"choice", ChoiceRegex,
+       [](pb::StructuredOutput* o, std::string t) {
+         o->set_regex(std::move(t));
+       }},
+      {"grammar", String,
+       [](pb::StructuredOutput* o, std::string t) {
+         o->set_lark(std::move(t));
+       }},
+  };
   for (const Source& s : sources) {
-    const json& o = *s.obj;
-    const std::string json_key = s.prefix + "json";
-    const std::string regex_key = s.prefix + "regex";
-    const std::string choice_key = s.prefix + "choice";
-    const std::string grammar_key = s.prefix + "grammar";
-    if (Has(o, json_key.c_str())) {
-      if (auto e = SchemaText(o[json_key], json_key, &text)) return e;
-      so.set_json_schema(text);
-      one(true);
-    }
-    if (Has(o, regex_key.c_str())) {
-      if (auto e = String(o[regex_key], regex_key, &text)) return e;
-      so.set_regex(text);
-      one(true);
-    }
-    if (Has(o, choice_key.c_str())) {
-      if (auto e = ChoiceRegex(o[choice_key], choice_key, &text)) return e;
-      so.set_regex(text);
-      one(true);
-    }
-    if (Has(o, grammar_key.c_str())) {
-      if (auto e = String(o[grammar_key], grammar_key, &text)) return e;
-      so.set_lark(text);
+    for (const Field& f : kFields) {
+      const std::string key = s.prefix + f.name;
+      if (!Has(*s.obj, key.c_str())) continue;
+      if (auto e = f.read((*s.obj)[key], key, &text)) return e;
+      f.set(&so, std::move(text));
       one(true);
     }
   }
