@@ -119,10 +119,13 @@ absl::StatusOr<std::unique_ptr<LlguidanceCompiler>> LlguidanceCompiler::Create(
   std::vector<uint32_t> lens(vocab_size);
   std::string bytes;
   for (int32_t t = 0; t < vocab_size; ++t) {
-    std::string b =
+    // Tokens with no bytes (BOS, EOS, control tokens, padding rows) stay
+    // empty: llguidance never allows them, EOS aside (tok_eos, where the
+    // grammar may end). Named as special tokens (0xFF + name) instead, they
+    // entered the masks of some grammars while the parser refused them
+    // (AllowsAgreesWithTheMask).
+    const std::string b =
         t < tokenizer.vocab_size() ? tokenizer.TokenBytes(prev, t) : "";
-    // llguidance's special-token marker (0xFF) and name.
-    if (b.empty()) b = absl::StrCat("\xff<[", t, "]>");
     lens[t] = static_cast<uint32_t>(b.size());
     bytes += b;
   }

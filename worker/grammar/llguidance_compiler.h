@@ -4,8 +4,8 @@
 //
 // The vocabulary is given to llguidance as each token's bytes
 // (Tokenizer::TokenBytes after an ordinary token); tokens with no bytes
-// (BOS, EOS, control tokens, ids past the tokenizer's vocabulary) are special
-// tokens named "<[id]>" that a grammar never produces as text. latentkv
+// (BOS, EOS, control tokens, ids past the tokenizer's vocabulary) are never
+// allowed, except the EOS tokens where the grammar may end. latentkv
 // never asks llguidance to tokenize (no fast-forward tokens, no token
 // healing), so its approximate greedy tokenizer is used for what it builds
 // internally.

@@ -232,6 +232,39 @@ TEST(LlguidanceCompilerTest, LarkGrammar) {
       << text;
 }
 
+// The engine's lazy mode keeps a sampled token when Allows says so, and
+// masks only otherwise: Allows must agree with the mask on every token,
+// along a walk, for every kind of spec.
+TEST(LlguidanceCompilerTest, AllowsAgreesWithTheMask) {
+  SKIP_WITHOUT_LLGUIDANCE();
+  const Vocab& v = Smol();
+  for (const ConstraintSpec& spec : std::vector<ConstraintSpec>{
+           {ConstraintKind::kRegex, "[0-9]{1,3}(\\.[0-9]+)?"},
+           {ConstraintKind::kJsonObject, ""},
+           {ConstraintKind::kLark,
+            "start: ~\"(\" expr \")\"\nexpr: /[0-9]+/\n"},
+           {ConstraintKind::kJsonSchema,
+            R"({"type":"object","properties":{"a":{"type":"string"}}})"},
+       }) {
+    auto c = v.compiler->Compile(spec);
+    ASSERT_TRUE(c.ok()) << c.status();
+    for (int step = 0; step < 6 && !(*c)->Done(); ++step) {
+      std::vector<uint32_t> m = Mask(**c);
+      int disagree = 0, first = -1;
+      for (int32_t t = 0; t < v.tok->vocab_size(); ++t) {
+        const bool in = Allowed(m, t);
+        if (in && first < 0 && t != v.tok->eos_id()) first = t;
+        if (in != (*c)->Allows(t) && ++disagree <= 3) {
+          ADD_FAILURE() << spec.text << " step " << step << " token " << t
+                        << " '" << v.bytes[t] << "' mask " << in;
+        }
+      }
+      if (first < 0) break;
+      ASSERT_TRUE((*c)->Accept(first).ok()) << spec.text;
+    }
+  }
+}
+
 TEST(LlguidanceCompilerTest, BadSpecsAreInvalidArgument) {
   SKIP_WITHOUT_LLGUIDANCE();
   const Vocab& v = Smol();
