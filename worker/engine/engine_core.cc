@@ -79,6 +79,10 @@ absl::StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(
   e->from_prefill_ = MakePrefillArrival(e->cache_.get(), e->pools_.get());
   e->from_store_ = MakeKvStoreArrival(e->cache_.get(), e->pools_.get());
   e->from_prefix_ = MakeLocalPrefixArrival(e->cache_.get(), e->prefix_.get());
+  if (e->prefix_ != nullptr) {
+    e->sharing_ = std::make_unique<PromptSharing>(e->prefix_.get(),
+                                                  e->cache_->page_size());
+  }
   for (int32_t l = 0; l < e->cache_->num_layers(); ++l) {
     e->kv_pages_total_ += e->cache_->allocator(l).num_pages();
   }
@@ -178,12 +182,26 @@ void EngineCore::Admit(std::unique_ptr<Sequence> seq, EventSink sink) {
   }
   Sequence* raw = seq.get();
   const bool imported = raw->import_kv != nullptr && ArriveTransferred(raw);
+  const bool shares =
+      sharing_ != nullptr && !imported && from_prefix_->Applies(*raw);
+  const absl::Span<const int32_t> prompt(raw->tokens.data(), raw->prompt_len);
+  if (shares) {
+    if (std::optional<std::string> leader = sharing_->LeaderFor(prompt)) {
+      // Its prompt's blocks are being computed: wait, then share them.
+      sinks_[id] = std::move(sink);
+      sharing_->Park(std::move(seq), std::move(*leader));
+      return;
+    }
+  }
   absl::Status st = scheduler_->Enqueue(std::move(seq));
   if (!st.ok()) {
     GenerationEvent ev;
     ev.status = st;
     sink(ev);
     return;
+  }
+  if (shares) {
+    sharing_->AddLeader(id, std::vector<int32_t>(prompt.begin(), prompt.end()));
   }
   sinks_[id] = std::move(sink);
   if (imported && raw->import_first_token >= 0) {
@@ -216,8 +234,11 @@ void EngineCore::Cancel(const std::string& id) {
   if (it == sinks_.end()) return;
   EventSink sink = std::move(it->second);
   sinks_.erase(it);
-  scheduler_->Remove(id);  // running or waiting: pages are released
-  released_.push_back(id);
+  if (sharing_ == nullptr || sharing_->Unpark(id) == nullptr) {
+    scheduler_->Remove(id);  // running or waiting: pages are released
+    released_.push_back(id);
+    ReleaseFollowers(id);
+  }
   GenerationEvent ev;
   ev.finish = FinishReason::kCancelled;
   sink(ev);
@@ -249,6 +270,23 @@ void EngineCore::Finish(Sequence* seq, FinishReason reason,
   scheduler_->Remove(id);  // releases pages; seq is gone after this
   released_.push_back(id);
   if (sink) sink(ev);
+  ReleaseFollowers(id);
+}
+
+void EngineCore::ReleaseFollowers(const std::string& leader) {
+  if (sharing_ == nullptr) return;
+  for (std::unique_ptr<Sequence>& f : sharing_->Release(leader)) {
+    const std::string id = f->id;
+    absl::Status st = scheduler_->Enqueue(std::move(f));
+    if (st.ok()) continue;
+    auto it = sinks_.find(id);
+    if (it == sinks_.end()) continue;
+    EventSink sink = std::move(it->second);
+    sinks_.erase(it);
+    GenerationEvent ev;
+    ev.status = st;
+    sink(ev);
+  }
 }
 
 bool EngineCore::ArriveTransferred(Sequence* seq) {
@@ -269,6 +307,7 @@ void EngineCore::FailAll(const absl::Status& status) {
     ev.status = status;
     sink(ev);
   }
+  if (sharing_ != nullptr) sharing_->TakeAll();
   released_.clear();
 }
 
@@ -377,6 +416,7 @@ int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
     seq->num_cached += p.len;
     if (p.start < seq->prompt_len && seq->num_cached >= seq->prompt_len) {
       IndexPrefix(*seq);  // the prompt is in: share it from now on
+      ReleaseFollowers(seq->id);
     }
     if (seq->residency != nullptr) {
       evicted_total_ += seq->residency->evicted_slots() - seq->evicted_reported;
@@ -470,7 +510,8 @@ int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
 EngineStats EngineCore::Stats() const {
   EngineStats s;
   s.running = scheduler_->num_running();
-  s.waiting = scheduler_->num_waiting();
+  s.waiting = scheduler_->num_waiting() +
+              (sharing_ != nullptr ? sharing_->num_parked() : 0);
   s.kv_pages_in_use = cache_->pages_in_use();
   s.kv_pages_total = kv_pages_total_;
   s.kv_bytes_in_use = cache_->bytes_in_use();

@@ -29,6 +29,7 @@
 #include "worker/engine/kv_arrival.h"
 #include "worker/engine/mask_prefetch.h"
 #include "worker/engine/model_runner.h"
+#include "worker/engine/prompt_sharing.h"
 
 namespace latentkv::worker {
 
@@ -97,6 +98,8 @@ class EngineCore {
   absl::StatusOr<int32_t> SampleConstrained(Sequence* seq, float* logits);
   // Whether masks are computed during the forward pass (MaskMode).
   bool PrefetchesMasks() const;
+  // Admits the sequences waiting for `leader`'s prompt (prompt_sharing.h).
+  void ReleaseFollowers(const std::string& leader);
   // Attaches a transferred KV (prefill worker or kvstore) to a sequence
   // being admitted; false when it falls back to a local prefill.
   bool ArriveTransferred(Sequence* seq);
@@ -119,6 +122,8 @@ class EngineCore {
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<KvPools> pools_;       // the pools of cache_'s pages
   std::unique_ptr<PrefixIndex> prefix_;  // local prefix cache; null: off
+  // Requests waiting to share a prompt being computed; null with prefix_.
+  std::unique_ptr<PromptSharing> sharing_;
   // The ways a prompt's KV arrives (kv_arrival.h): from a prefill worker,
   // from the kvstore, from the local prefix cache.
   std::unique_ptr<KvArrival> from_prefill_, from_store_, from_prefix_;
