@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/metrics/listen_socket.h"
+#include "coordinator/http/http_call.h"
 #include "coordinator/http/openai_api.h"
 #include "coordinator/http/response_util.h"
 
@@ -79,39 +80,6 @@ std::string ErrorReason(const std::string& body) {
 
 // One generation in flight: its gRPC call, the hang-up watch on its HTTP
 // connection, and its registration with the server (for Stop).
-struct HttpServer::Call {
-  explicit Call(HttpServer* s) : server(s) {
-    ++server->active_;
-    std::lock_guard<std::mutex> lock(server->calls_mu_);
-    server->calls_.insert(&ctx);
-  }
-  ~Call() {
-    server->watcher_->Unwatch(watch);
-    if (reader != nullptr && !finished) {
-      ctx.TryCancel();
-      Finish();
-    }
-    {
-      std::lock_guard<std::mutex> lock(server->calls_mu_);
-      server->calls_.erase(&ctx);
-    }
-    --server->active_;
-  }
-  // Ends the call (draining what is left) and returns its status.
-  grpc::Status Finish() {
-    pb::GenerateResponse ignored;
-    while (reader->Read(&ignored)) {
-    }
-    finished = true;
-    return reader->Finish();
-  }
-
-  HttpServer* server;
-  grpc::ClientContext ctx;
-  std::unique_ptr<grpc::ClientReader<pb::GenerateResponse>> reader;
-  bool finished = false;
-  int64_t watch = -1;
-};
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const HttpServerOptions& options, std::shared_ptr<grpc::Channel> channel,
@@ -302,168 +270,6 @@ void HttpServer::HandleModels(const httplib::Request& req,
   grpc::Status st = ListModelsFor(req, &models);
   if (!st.ok()) return SetError(res, FromGrpcStatus(st));
   res.set_content(ModelsJson(models, absl::ToUnixSeconds(absl::Now())), kJson);
-}
-
-void HttpServer::HandleGenerate(const httplib::Request& req,
-                                httplib::Response& res, bool chat) {
-  ParsedRequest p;
-  if (auto e = ParseRequest(chat ? Endpoint::kChat : Endpoint::kCompletions,
-                            req.body, &p)) {
-    return SetError(res, *e);
-  }
-  if (!p.model.empty() && p.model != options_.model_id) {
-    ApiError e = Simple(404,
-                        absl::StrCat("The model '", p.model,
-                                     "' does not exist (this server serves '",
-                                     options_.model_id, "')"),
-                        "invalid_request_error", "model_not_found");
-    e.param = "model";
-    return SetError(res, e);
-  }
-  if (chat) {
-    auto prompt = chat_template_.Render(p.messages);
-    if (!prompt.ok()) {
-      ApiError e;
-      e.message = std::string(prompt.status().message());
-      e.param = "messages";
-      return SetError(res, e);
-    }
-    p.generate.set_prompt(*prompt);
-    if (!p.generate.sampling().has_max_tokens()) {
-      // OpenAI's chat default: whatever the context leaves, the context
-      // being what the workers' KV memory holds (ListModels), at most the
-      // model's.
-      grpc::ClientContext tctx;
-      ForwardAuthorization(req, &tctx);
-      pb::TokenizeRequest treq;
-      treq.set_text(*prompt);
-      treq.set_add_bos(true);
-      pb::TokenizeResponse tresp;
-      pb::ListModelsResponse models;
-      int64_t context = options_.max_context;
-      if (ListModelsFor(req, &models).ok() && models.models_size() > 0 &&
-          models.models(0).max_context() > 0) {
-        context = std::min<int64_t>(context, models.models(0).max_context());
-      }
-      if (stub_->Tokenize(&tctx, treq, &tresp).ok() &&
-          tresp.token_ids_size() < context) {
-        p.generate.mutable_sampling()->set_max_tokens(
-            static_cast<uint32_t>(context - tresp.token_ids_size()));
-      }
-    }
-  }
-  ResponseMeta meta;
-  meta.endpoint = chat ? Endpoint::kChat : Endpoint::kCompletions;
-  meta.id = NewId(chat);
-  meta.created = absl::ToUnixSeconds(absl::Now());
-  meta.model = options_.model_id;
-  meta.return_token_ids = p.return_token_ids;
-  meta.logprobs = p.logprobs;
-
-  auto call = std::make_shared<Call>(this);
-  call->watch = watcher_->Watch(req, [c = call.get()] { c->ctx.TryCancel(); });
-  ForwardAuthorization(req, &call->ctx);
-  call->reader = stub_->Generate(&call->ctx, p.generate);
-  pb::GenerateResponse first;
-  if (!call->reader->Read(&first)) {
-    return SetError(res, FromGrpcStatus(call->Finish()));
-  }
-  meta.seed = first.seed();
-  // echo: the prompt's text as sent, or its token ids detokenized.
-  std::string echo_text;
-  if (p.echo) {
-    echo_text = p.generate.prompt();
-    if (echo_text.empty() && p.generate.prompt_token_ids_size() > 0) {
-      grpc::ClientContext dctx;
-      ForwardAuthorization(req, &dctx);
-      pb::DetokenizeRequest dreq;
-      *dreq.mutable_token_ids() = p.generate.prompt_token_ids();
-      pb::DetokenizeResponse dresp;
-      if (stub_->Detokenize(&dctx, dreq, &dresp).ok()) {
-        echo_text = dresp.text();
-      }
-    }
-  }
-  if (!p.stream) {
-    ChoicePart part;
-    pb::FinishReason finish = pb::FINISH_REASON_UNSPECIFIED;
-    pb::Usage usage;
-    const auto prompt_lp = first.prompt_logprobs();
-    pb::GenerateResponse msg = std::move(first);
-    do {
-      part.text += msg.text();
-      part.token_ids.insert(part.token_ids.end(), msg.token_ids().begin(),
-                            msg.token_ids().end());
-      part.logprobs.insert(part.logprobs.end(), msg.logprobs().begin(),
-                           msg.logprobs().end());
-      if (msg.finish_reason() != pb::FINISH_REASON_UNSPECIFIED) {
-        finish = msg.finish_reason();
-      }
-      if (msg.has_usage()) usage = msg.usage();
-    } while (call->reader->Read(&msg));
-    grpc::Status st = call->Finish();
-    if (!st.ok()) return SetError(res, FromGrpcStatus(st));
-    if (p.echo) PrependEcho(echo_text, prompt_lp, &part);
-    res.set_content(ResponseJson(meta, part, finish, usage), kJson);
-    return;
-  }
-  res.set_header("Cache-Control", "no-cache");
-  res.set_header("X-Accel-Buffering", "no");
-  const bool include_usage = p.include_usage;
-  const bool echo = p.echo;
-  res.set_chunked_content_provider(
-      "text/event-stream", [call, meta, include_usage, first, echo, echo_text](
-                               size_t, httplib::DataSink& sink) {
-        auto write = [&](const std::string& event) {
-          if (sink.write(event.data(), event.size())) return true;
-          call->ctx.TryCancel();  // the client is gone
-          return false;
-        };
-        pb::GenerateResponse msg = first;
-        pb::Usage usage;
-        bool first_chunk = true;
-        size_t token_bytes = 0;  // completions' text_offset so far
-        do {
-          if (msg.has_usage()) usage = msg.usage();
-          const bool finished =
-              msg.finish_reason() != pb::FINISH_REASON_UNSPECIFIED;
-          const bool chat_start =
-              first_chunk && meta.endpoint == Endpoint::kChat;
-          // Tokens whose text is held back (part of a character or of a
-          // possible stop string) still send their ids and logprobs.
-          if (!msg.text().empty() || finished || chat_start ||
-              (echo && first_chunk) ||
-              ((meta.return_token_ids || meta.logprobs) &&
-               msg.token_ids_size() > 0)) {
-            ChoicePart part;
-            part.text = msg.text();
-            part.token_ids.assign(msg.token_ids().begin(),
-                                  msg.token_ids().end());
-            part.logprobs.assign(msg.logprobs().begin(), msg.logprobs().end());
-            if (echo && first_chunk) {
-              PrependEcho(echo_text, msg.prompt_logprobs(), &part);
-            }
-            part.text_offset = token_bytes;
-            for (const pb::TokenLogprobs& t : part.logprobs) {
-              token_bytes += t.token().size();
-            }
-            if (!write(SseEvent(
-                    ChunkJson(meta, part, msg.finish_reason(), first_chunk)))) {
-              return false;
-            }
-            first_chunk = false;
-          }
-        } while (call->reader->Read(&msg));
-        const grpc::Status st = call->Finish();
-        if (!st.ok()) {
-          if (!write(SseEvent(ErrorJson(FromGrpcStatus(st))))) return false;
-        } else if (include_usage) {
-          if (!write(SseEvent(UsageChunkJson(meta, usage)))) return false;
-        }
-        if (!write(SseEvent("[DONE]"))) return false;
-        sink.done();
-        return true;
-      });
 }
 
 }  // namespace latentkv::coordinator::http

@@ -85,37 +85,67 @@ std::optional<ApiError> GetBool(const json& body, const char* key, bool* out) {
   return std::nullopt;
 }
 
-std::optional<ApiError> ParsePrompt(const json& body, pb::GenerateRequest* g) {
-  if (!Present(body, "prompt")) return Bad("prompt", "'prompt' is required");
-  json p = body["prompt"];
-  // An array of one prompt is that prompt.
-  if (p.is_array() && p.size() == 1 && (p[0].is_string() || p[0].is_array())) {
-    p = json(p[0]);
-  }
+// One prompt: a non-empty string or non-empty token ids.
+std::optional<ApiError> ParseOnePrompt(const json& p, PromptInput* out) {
   if (p.is_string()) {
-    g->set_prompt(p.get<std::string>());
-    if (g->prompt().empty()) return Bad("prompt", "'prompt' is empty");
+    out->text = p.get<std::string>();
+    if (out->text.empty()) return Bad("prompt", "'prompt' is empty");
     return std::nullopt;
   }
   if (p.is_array() && !p.empty()) {
     for (const json& t : p) {
       if (!t.is_number_integer()) {
         return Bad("prompt",
-                   "'prompt' must be a string, an array of one string, or "
-                   "token ids (several prompts per request are not "
-                   "supported)");
+                   "'prompt' must be a string, token ids, or a list of "
+                   "either");
       }
       const int64_t id = t.get<int64_t>();
       if (id < 0 || id > std::numeric_limits<int32_t>::max()) {
         return Bad("prompt", absl::StrCat("token id ", id, " is invalid"));
       }
-      g->add_prompt_token_ids(static_cast<int32_t>(id));
+      out->token_ids.push_back(static_cast<int32_t>(id));
     }
     return std::nullopt;
   }
   return Bad("prompt",
-             "'prompt' must be a non-empty string, an array of one string, "
-             "or token ids");
+             "'prompt' must be a non-empty string, token ids, or a list of "
+             "either");
+}
+
+// "prompt": a string, token ids, or a list of strings / of token-id lists
+// (several prompts: the first into `g`, the rest into `more`).
+std::optional<ApiError> ParsePrompt(const json& body, pb::GenerateRequest* g,
+                                    std::vector<PromptInput>* more) {
+  if (!Present(body, "prompt")) return Bad("prompt", "'prompt' is required");
+  const json& p = body["prompt"];
+  std::vector<PromptInput> prompts;
+  if (p.is_array() && !p.empty() && (p[0].is_string() || p[0].is_array())) {
+    if (p.size() > static_cast<size_t>(kMaxChoices)) {
+      return Bad("prompt",
+                 absl::StrCat("at most ", kMaxChoices, " prompts per request"));
+    }
+    for (const json& one : p) {
+      if (!(one.is_string() || one.is_array())) {
+        return Bad("prompt",
+                   "a list of prompts must hold strings or token "
+                   "id lists");
+      }
+      prompts.emplace_back();
+      if (auto e = ParseOnePrompt(one, &prompts.back())) return e;
+    }
+  } else {
+    prompts.emplace_back();
+    if (auto e = ParseOnePrompt(p, &prompts.back())) return e;
+  }
+  if (prompts[0].token_ids.empty()) {
+    g->set_prompt(prompts[0].text);
+  } else {
+    *g->mutable_prompt_token_ids() = {prompts[0].token_ids.begin(),
+                                      prompts[0].token_ids.end()};
+  }
+  more->assign(std::make_move_iterator(prompts.begin() + 1),
+               std::make_move_iterator(prompts.end()));
+  return std::nullopt;
 }
 
 std::optional<ApiError> ParseMessages(const json& body,
@@ -411,8 +441,8 @@ std::optional<ApiError> ParseRequest(Endpoint endpoint, std::string_view body,
   if (auto e = RefuseUnknown(endpoint, j)) return e;
   if (auto e = RefuseUnsupported(endpoint, j)) return e;
   std::optional<int64_t> n;
-  if (auto e = GetInt(j, "n", 0, 1 << 20, &n)) return e;
-  if (n && *n != 1) return Bad("n", "only n = 1 is supported");
+  if (auto e = GetInt(j, "n", 1, kMaxChoices, &n)) return e;
+  out->n = static_cast<int>(n.value_or(1));
   if (auto e = GetBool(j, "stream", &out->stream)) return e;
   if (Present(j, "stream_options")) {
     const json& so = j["stream_options"];
@@ -428,8 +458,11 @@ std::optional<ApiError> ParseRequest(Endpoint endpoint, std::string_view body,
   pb::GenerateRequest& g = out->generate;
   if (endpoint == Endpoint::kChat) {
     if (auto e = ParseMessages(j, &out->messages)) return e;
-  } else if (auto e = ParsePrompt(j, &g)) {
+  } else if (auto e = ParsePrompt(j, &g, &out->more_prompts)) {
     return e;
+  }
+  if ((1 + out->more_prompts.size()) * out->n > kMaxChoices) {
+    return Bad("n", absl::StrCat("prompts times n is at most ", kMaxChoices));
   }
   pb::SamplingParams* sp = g.mutable_sampling();
   if (auto e = ParseStructuredOutput(body, j, sp)) return e;
@@ -515,7 +548,7 @@ std::string FinishReasonName(pb::FinishReason r) {
 static json ChoiceBase(const ResponseMeta& meta, const ChoicePart& part,
                        pb::FinishReason finish) {
   return json{
-      {"index", 0},
+      {"index", part.index},
       {"logprobs", meta.logprobs ? LogprobsJson(meta.endpoint, part.logprobs,
                                                 part.text_offset)
                                  : json()},
@@ -524,16 +557,28 @@ static json ChoiceBase(const ResponseMeta& meta, const ChoicePart& part,
 
 std::string ResponseJson(const ResponseMeta& meta, const ChoicePart& part,
                          pb::FinishReason finish, const pb::Usage& usage) {
+  return ResponseJson(meta, std::vector<ChoicePart>{part}, {finish}, usage);
+}
+
+std::string ResponseJson(const ResponseMeta& meta,
+                         const std::vector<ChoicePart>& parts,
+                         const std::vector<pb::FinishReason>& finishes,
+                         const pb::Usage& usage) {
   const bool chat = meta.endpoint == Endpoint::kChat;
-  json choice = ChoiceBase(meta, part, finish);
-  if (chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", part.text}};
-  } else {
-    choice["text"] = part.text;
+  json choices = json::array();
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const ChoicePart& part = parts[i];
+    json choice = ChoiceBase(meta, part, finishes[i]);
+    if (chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", part.text}};
+    } else {
+      choice["text"] = part.text;
+    }
+    if (meta.return_token_ids) choice["token_ids"] = part.token_ids;
+    choices.push_back(std::move(choice));
   }
-  if (meta.return_token_ids) choice["token_ids"] = part.token_ids;
   json j = Base(meta, chat ? "chat.completion" : "text_completion");
-  j["choices"] = json::array({choice});
+  j["choices"] = std::move(choices);
   j["usage"] = UsageJson(usage);
   return Dump(j);
 }

@@ -74,6 +74,15 @@ struct ChatMessage {
   std::string content;
 };
 
+// Most choices one request may ask for (prompts times n).
+inline constexpr int kMaxChoices = 128;
+
+// One prompt of a completions request: text, or token ids when non-empty.
+struct PromptInput {
+  std::string text;
+  std::vector<int32_t> token_ids;
+};
+
 struct ParsedRequest {
   Endpoint endpoint = Endpoint::kCompletions;
   std::string model;  // empty when absent
@@ -89,6 +98,10 @@ struct ParsedRequest {
   // request leaves it unset.
   latentkv::v1::GenerateRequest generate;
   std::vector<ChatMessage> messages;  // chat only
+  // Completions with a list of prompts: those after the first (which is in
+  // `generate`). Choices are numbered prompt * n + sample.
+  std::vector<PromptInput> more_prompts;
+  int n = 1;  // samples per prompt, 1..kMaxChoices
 };
 
 // Deepest nesting of arrays and objects a request body may have. OpenAI's
@@ -135,6 +148,7 @@ struct ChoicePart {
   std::vector<int32_t> token_ids;
   std::vector<latentkv::v1::TokenLogprobs> logprobs;
   size_t text_offset = 0;  // completions: bytes of the choice's text before
+  int index = 0;           // the choice's "index"
 };
 
 // Under echo: the prompt's text and (with logprobs) its tokens' entries
@@ -148,6 +162,11 @@ void PrependEcho(
 // A non-streamed response: one choice with the whole text, and usage.
 std::string ResponseJson(const ResponseMeta& meta, const ChoicePart& part,
                          latentkv::v1::FinishReason finish,
+                         const latentkv::v1::Usage& usage);
+// Several choices (parts[i] with finishes[i]), in order.
+std::string ResponseJson(const ResponseMeta& meta,
+                         const std::vector<ChoicePart>& parts,
+                         const std::vector<latentkv::v1::FinishReason>& finishes,
                          const latentkv::v1::Usage& usage);
 // One stream chunk: the text (and token ids) of one message; chat's first
 // chunk also carries the assistant role. finish UNSPECIFIED: null.

@@ -42,9 +42,23 @@ TEST(OpenAiApiTest, CompletionPromptForms) {
   p = MustParse(Endpoint::kCompletions, R"({"prompt":[[5, 6]]})");
   EXPECT_EQ(p.generate.prompt_token_ids_size(), 2);
 
-  for (const char* bad : {R"({"prompt":["a","b"]})", R"({"prompt":""})",
-                          R"({"prompt":[]})", R"({"prompt":[1.5]})",
-                          R"({"prompt":{"x":1}})", R"({"max_tokens":3})"}) {
+  // Several prompts: the first in `generate`, the rest beside it.
+  p = MustParse(Endpoint::kCompletions,
+                R"({"prompt":["one","two",[7,8]],"n":3})");
+  EXPECT_EQ(p.generate.prompt(), "one");
+  ASSERT_EQ(p.more_prompts.size(), 2u);
+  EXPECT_EQ(p.more_prompts[0].text, "two");
+  EXPECT_EQ(p.more_prompts[1].token_ids, (std::vector<int32_t>{7, 8}));
+  EXPECT_EQ(p.n, 3);
+  p = MustParse(Endpoint::kCompletions, R"({"prompt":[[5, 6], [9]]})");
+  EXPECT_EQ(p.generate.prompt_token_ids_size(), 2);
+  ASSERT_EQ(p.more_prompts.size(), 1u);
+  EXPECT_EQ(p.more_prompts[0].token_ids, (std::vector<int32_t>{9}));
+
+  for (const char* bad :
+       {R"({"prompt":["a",""]})", R"({"prompt":["a",3]})", R"({"prompt":""})",
+        R"({"prompt":[]})", R"({"prompt":[1.5]})", R"({"prompt":{"x":1}})",
+        R"({"max_tokens":3})"}) {
     ApiError e = MustFail(Endpoint::kCompletions, bad);
     EXPECT_EQ(e.http_status, 400) << bad;
     EXPECT_EQ(e.type, "invalid_request_error");
@@ -195,7 +209,9 @@ TEST(OpenAiApiTest, RefusesWhatItCannotServe) {
     const char* body;
     const char* param;
   } cases[] = {
-      {R"({"prompt":"x","n":2})", "n"},
+      {R"({"prompt":"x","n":129})", "n"},
+      {R"({"prompt":"x","n":0})", "n"},
+      {R"({"prompt":["a","b","c"],"n":50})", "n"},
       {R"({"prompt":"x","max_tokens":0})", "max_tokens"},
       {R"({"prompt":"x","max_tokens":2.5})", "max_tokens"},
       {R"({"prompt":"x","temperature":"hot"})", "temperature"},

@@ -339,7 +339,7 @@ TEST_F(HttpApiTest, ErrorsHaveOpenAiShapeAndStatus) {
   ExpectOpenAiError(r["body"], "invalid_request_error");
 
   r = Python("request", port(), "/v1/completions",
-             R"({"prompt":"Once","n":2})");
+             R"({"prompt":"Once","n":129})");
   EXPECT_EQ(r["status"], 400);
   ExpectOpenAiError(r["body"], "invalid_request_error", "n");
 

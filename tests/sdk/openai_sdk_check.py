@@ -104,6 +104,25 @@ assert text == chat.choices[0].message.content, (text, chat)
 assert usage is not None and usage.completion_tokens == 8, usage
 assert entries == 8, entries
 
+# Several samples and several prompts: choices numbered prompt * n +
+# sample; a seeded request's samples are reproducible.
+many = client.completions.create(model=model, prompt=["Once upon", "The dog"],
+                                 n=3, max_tokens=6, temperature=1.0, seed=9)
+assert [c.index for c in many.choices] == list(range(6)), many
+again = client.completions.create(model=model, prompt=["Once upon", "The dog"],
+                                  n=3, max_tokens=6, temperature=1.0, seed=9)
+assert [c.text for c in many.choices] == [c.text for c in again.choices]
+assert many.usage.completion_tokens == 36, many.usage
+chat_n = client.chat.completions.create(model=model, messages=msgs, n=2,
+                                        max_tokens=4, temperature=1.0)
+assert sorted(c.index for c in chat_n.choices) == [0, 1], chat_n
+seen = set()
+for chunk in client.chat.completions.create(model=model, messages=msgs, n=2,
+                                            max_tokens=4, stream=True):
+    for c in chunk.choices:
+        seen.add(c.index)
+assert seen == {0, 1}, seen
+
 # Structured output. The SDK's own parse(): a pydantic model becomes a
 # strict json_schema response_format, and the reply parses back into it.
 class Pet(pydantic.BaseModel):
@@ -153,7 +172,7 @@ m = client.completions.create(
 assert m.choices[0].text in ("happy", "sad"), m
 
 # Errors the SDK must not retry: 400s that name the field.
-for bad in (dict(extra_body={"guided_decoding_backend": "x"}), dict(n=2),
+for bad in (dict(extra_body={"guided_decoding_backend": "x"}), dict(n=200),
             dict(top_logprobs=2)):
     try:
         client.chat.completions.create(model=model, messages=msgs,
