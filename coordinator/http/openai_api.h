@@ -6,8 +6,8 @@
 //
 // Request fields (others are ignored):
 //   model            string; optional (absent: the served model)
-//   prompt           completions: a string, an array of one string, an array
-//                    of token ids, or an array of one such array
+//   prompt           completions: a string, an array of token ids, or a list
+//                    of either (several prompts)
 //   messages         chat: [{role, content}], content a string or an array
 //                    of {"type":"text","text":...} parts
 //   max_tokens       > 0; chat also max_completion_tokens (preferred)
@@ -15,7 +15,8 @@
 //   presence_penalty, frequency_penalty, logit_bias {"token id": bias}
 //   repetition_penalty, min_p, stop_token_ids   vLLM's extensions
 //   (their meaning and ranges: common/generation_rules.h LogitControls)
-//   n                only 1
+//   n                samples per prompt, 1..128 (prompts times n <= 128;
+//                    choices numbered prompt * n + sample)
 //   stream, stream_options.include_usage
 //   top_k            extension (0 or -1: no limit)
 //   kv_cache_mode    extension: "default" | "full" | "compressed"
@@ -164,10 +165,10 @@ std::string ResponseJson(const ResponseMeta& meta, const ChoicePart& part,
                          latentkv::v1::FinishReason finish,
                          const latentkv::v1::Usage& usage);
 // Several choices (parts[i] with finishes[i]), in order.
-std::string ResponseJson(const ResponseMeta& meta,
-                         const std::vector<ChoicePart>& parts,
-                         const std::vector<latentkv::v1::FinishReason>& finishes,
-                         const latentkv::v1::Usage& usage);
+std::string ResponseJson(
+    const ResponseMeta& meta, const std::vector<ChoicePart>& parts,
+    const std::vector<latentkv::v1::FinishReason>& finishes,
+    const latentkv::v1::Usage& usage);
 // One stream chunk: the text (and token ids) of one message; chat's first
 // chunk also carries the assistant role. finish UNSPECIFIED: null.
 std::string ChunkJson(const ResponseMeta& meta, const ChoicePart& part,
