@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/smollm2_bench_util.h"
 #include "benchmark/benchmark.h"
 #include "model/weights.h"
 #include "worker/engine/engine_core.h"
@@ -25,22 +26,10 @@ namespace lw = latentkv::worker;
 
 namespace {
 
-std::string g_shared = LATENTKV_SHARED_DIR;
 double g_unshared_s = 0;
 
 std::shared_ptr<const lk::model::ModelWeights> Weights() {
-  static std::shared_ptr<const lk::model::ModelWeights> w = [] {
-    auto m = lk::model::LoadModel(
-        g_shared +
-            "/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
-        {});
-    if (!m.ok()) {
-      std::fprintf(stderr, "%s\n", m.status().ToString().c_str());
-      std::abort();
-    }
-    return std::shared_ptr<const lk::model::ModelWeights>(std::move(*m));
-  }();
-  return w;
+  return lk::bench::SmolLm2Weights();
 }
 
 // Seconds until 8 requests of one 512-token prompt finish; prompt tokens
@@ -107,11 +96,5 @@ BENCHMARK(BM_EightSamples)
     ->Unit(benchmark::kMillisecond);
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--shared=", 9) == 0) g_shared = argv[i] + 9;
-  }
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return latentkv::bench::RunBenchmarks(argc, argv);
 }

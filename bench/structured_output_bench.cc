@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/smollm2_bench_util.h"
 #include "benchmark/benchmark.h"
 #include "model/tokenizer/tokenizer.h"
 #include "model/weights.h"
@@ -33,27 +34,14 @@ namespace lw = latentkv::worker;
 
 namespace {
 
-std::string g_shared = LATENTKV_SHARED_DIR;
-
 constexpr char kSchema[] =
     R"({"type":"array","items":{"type":"string","maxLength":12},)"
     R"("minItems":100})";
 
-std::string GgufPath() {
-  return g_shared +
-         "/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
-}
+std::string GgufPath() { return lk::bench::SmolLm2GgufPath(); }
 
 std::shared_ptr<const lk::model::ModelWeights> Weights() {
-  static std::shared_ptr<const lk::model::ModelWeights> w = [] {
-    auto m = lk::model::LoadModel(GgufPath(), {});
-    if (!m.ok()) {
-      std::fprintf(stderr, "%s\n", m.status().ToString().c_str());
-      std::abort();
-    }
-    return std::shared_ptr<const lk::model::ModelWeights>(std::move(*m));
-  }();
-  return w;
+  return lk::bench::SmolLm2Weights();
 }
 
 const lw::LlguidanceCompiler* Compiler() {
@@ -182,11 +170,5 @@ BENCHMARK(BM_Decode)
     ->Unit(benchmark::kMillisecond);
 
 int main(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], "--shared=", 9) == 0) g_shared = argv[i] + 9;
-  }
-  benchmark::Initialize(&argc, argv);
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return latentkv::bench::RunBenchmarks(argc, argv);
 }
