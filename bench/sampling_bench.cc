@@ -1,18 +1,19 @@
-// The cost of structured output per decode step: the engine (EngineCore,
+// What sampling features cost per decode step: the engine (EngineCore,
 // stepped on this thread) generating 64 tokens for 1 and 8 streams of the
-// real SmolLM2-135M-Instruct (Q4_1 GGUF, vocabulary 49,152) with and without
-// a JSON-schema constraint (llguidance), greedy and sampled. The schema (an
-// array of at least 100 short strings) cannot complete within 64 tokens, so
-// every case generates the same number of tokens.
+// real SmolLM2-135M-Instruct (Q4_1 GGUF, vocabulary 49,152), greedy and
+// sampled, with each feature against none:
+//   BM_Constrained  a JSON-schema constraint (llguidance); the schema (an
+//                   array of at least 100 short strings) cannot complete
+//                   within 64 tokens, so every case generates as many
+//   BM_Logprobs     logprobs with 5 alternatives per token
+// Counters: ms_per_token (with the feature) and ms_per_token_plain (wall
+// time per generated token per stream: one decode step), and vs_plain,
+// their ratio; medians of 5 runs each, the two kinds alternating (the
+// greedy baseline takes the backend's argmax; a constrained or logprobs
+// greedy row is chosen on the host). BM_Mask: llguidance's mask alone, per
+// token, along a walk through the same schema.
 //
-// Counters: ms_per_token (constrained) and ms_per_token_unconstrained (wall
-// time per generated token per stream: one decode step), and
-// vs_unconstrained, their ratio; medians of 5 runs each, the two kinds
-// alternating (the greedy baseline takes the backend's argmax; a
-// constrained greedy row is masked and chosen on the host). BM_Mask:
-// llguidance's mask alone, per token, along a walk through the same schema.
-//
-// Usage: structured_output_bench [--shared DIR] [benchmark flags]
+// Usage: sampling_bench [--shared=DIR] [benchmark flags]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -59,7 +60,9 @@ const lw::LlguidanceCompiler* Compiler() {
 
 // Seconds per generated token per stream for `streams` requests of 64
 // tokens, generated together.
-double Run(int streams, float temperature, bool constrained) {
+enum class Feature { kNone, kJsonSchema, kLogprobs };
+
+double Run(int streams, float temperature, Feature feature) {
   lw::EngineOptions o;
   o.prefix_caching = false;
   auto core =
@@ -76,7 +79,8 @@ double Run(int streams, float temperature, bool constrained) {
     r.ignore_eos = true;
     r.sampling.temperature = temperature;
     r.sampling.seed = 7 + s;
-    if (constrained) {
+    if (feature == Feature::kLogprobs) r.sampling.logprobs = 5;
+    if (feature == Feature::kJsonSchema) {
       auto c = Compiler()->Compile({lw::ConstraintKind::kJsonSchema, kSchema});
       if (!c.ok()) std::abort();
       r.constraint = std::move(*c);
@@ -100,30 +104,37 @@ double Run(int streams, float temperature, bool constrained) {
   return secs / 64;
 }
 
-// Unconstrained and constrained runs alternate (this machine's speed
-// drifts by tens of percent between runs: shared cores), and each side's
-// median counts.
-void BM_Decode(benchmark::State& state) {
+// Plain runs and runs with `feature` alternate (this machine's speed drifts
+// by tens of percent between runs: shared cores), and each side's median
+// counts.
+void Compare(benchmark::State& state, Feature feature, const char* name) {
   const int streams = static_cast<int>(state.range(0));
   const float temperature = state.range(1) == 0 ? 0.0f : 1.0f;
   constexpr int kPairs = 5;
-  std::vector<double> plain, constrained;
+  std::vector<double> plain, with;
   for (auto _ : state) {
     plain.clear();
-    constrained.clear();
+    with.clear();
     for (int i = 0; i < kPairs; ++i) {
-      plain.push_back(Run(streams, temperature, false));
-      constrained.push_back(Run(streams, temperature, true));
+      plain.push_back(Run(streams, temperature, Feature::kNone));
+      with.push_back(Run(streams, temperature, feature));
     }
     std::sort(plain.begin(), plain.end());
-    std::sort(constrained.begin(), constrained.end());
-    state.SetIterationTime(constrained[kPairs / 2] * 64);
+    std::sort(with.begin(), with.end());
+    state.SetIterationTime(with[kPairs / 2] * 64);
   }
-  state.counters["ms_per_token"] = constrained[kPairs / 2] * 1e3;
-  state.counters["ms_per_token_unconstrained"] = plain[kPairs / 2] * 1e3;
-  state.counters["vs_unconstrained"] =
-      constrained[kPairs / 2] / plain[kPairs / 2];
-  state.SetLabel(temperature > 0 ? "json_schema t=1" : "json_schema greedy");
+  state.counters["ms_per_token"] = with[kPairs / 2] * 1e3;
+  state.counters["ms_per_token_plain"] = plain[kPairs / 2] * 1e3;
+  state.counters["vs_plain"] = with[kPairs / 2] / plain[kPairs / 2];
+  state.SetLabel(std::string(name) + (temperature > 0 ? " t=1" : " greedy"));
+}
+
+void BM_Constrained(benchmark::State& state) {
+  Compare(state, Feature::kJsonSchema, "json_schema");
+}
+
+void BM_Logprobs(benchmark::State& state) {
+  Compare(state, Feature::kLogprobs, "logprobs=5");
 }
 
 // llguidance's mask alone, per token, along a walk through the schema that
@@ -157,13 +168,18 @@ void BM_Mask(benchmark::State& state) {
 
 // One unmeasured run first: page faults and caches warm for every case.
 void BM_Warmup(benchmark::State& state) {
-  for (auto _ : state) Run(1, 0.0f, false);
+  for (auto _ : state) Run(1, 0.0f, Feature::kNone);
 }
 
 BENCHMARK(BM_Warmup)->Iterations(1)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Mask)->Unit(benchmark::kMillisecond);
 // streams, temperature (0 greedy / 1)
-BENCHMARK(BM_Decode)
+BENCHMARK(BM_Constrained)
+    ->ArgsProduct({{1, 8}, {0, 1}})
+    ->UseManualTime()
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Logprobs)
     ->ArgsProduct({{1, 8}, {0, 1}})
     ->UseManualTime()
     ->Iterations(1)
