@@ -18,6 +18,13 @@ std::optional<std::string> PromptSharing::LeaderFor(
     int64_t common = 0;
     while (common < n && prompt[common] == l.prompt[common]) ++common;
     common -= common % block_;
+    // Waiting pays only when the shared part is most of both prompts: a
+    // short common header before long different tails would hold the
+    // follower for the leader's whole prefill to save a few blocks.
+    if (2 * common < usable ||
+        2 * common < static_cast<int64_t>(l.prompt.size()) - 1) {
+      continue;
+    }
     if (common > best_len) {
       best = &l;
       best_len = common;

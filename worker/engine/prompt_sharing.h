@@ -32,7 +32,9 @@ class PromptSharing {
 
   // The leader a prompt should wait for: the computing prompt sharing the
   // most whole blocks with it (the last prompt token excluded: it always
-  // runs), when that is at least one block more than the cache holds.
+  // runs), when that is at least one block more than the cache holds and
+  // at least half of each of the two prompts (a short common header before
+  // long different tails is computed by each, not waited for).
   std::optional<std::string> LeaderFor(absl::Span<const int32_t> prompt) const;
   // A full-cache prompt now being computed.
   void AddLeader(std::string id, std::vector<int32_t> prompt);

@@ -92,6 +92,22 @@ TEST(PromptSharingTest, ACommonPrefixIsShared) {
   Admit(*core, "b", b, &out);
   RunUntil(*core, out, 2);
   EXPECT_EQ(core->Stats().prefix_hit_tokens, 24);
+  // A short common header before long different tails: no waiting (each
+  // computes it rather than wait for the other's whole prompt).
+  {
+    std::vector<int32_t> x = Prompt(8), y = Prompt(8);
+    for (int i = 0; i < 40; ++i) {
+      x.push_back(300 + i);
+      y.push_back(100 + i);
+    }
+    auto core3 = Core();
+    Outcome out3;
+    Admit(*core3, "x", x, &out3);
+    Admit(*core3, "y", y, &out3);
+    core3->Step();
+    EXPECT_EQ(core3->Stats().running, 2);
+    RunUntil(*core3, out3, 2);
+  }
   // Unrelated prompts do not wait for each other.
   auto core2 = Core();
   Outcome out2;
