@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/generation_rules.h"
 #include "coordinator/http/logprobs_json.h"
+#include "coordinator/http/request_fields.h"
 #include "coordinator/http/structured_output_json.h"
 #include "nlohmann/json.hpp"
 
@@ -21,13 +22,6 @@ std::string Dump(const json& j) {
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-ApiError Bad(std::string param, std::string message) {
-  ApiError e;
-  e.message = std::move(message);
-  e.param = std::move(param);
-  return e;
-}
-
 ApiError Unsupported(const std::string& param) {
   return Bad(param, absl::StrCat("'", param, "' is not supported"));
 }
@@ -37,11 +31,6 @@ ApiError Unsupported(const std::string& param) {
 bool IsStringField(const json& j, const char* key, const char* want) {
   const auto it = j.find(key);
   return it != j.end() && it->is_string() && it->get<std::string>() == want;
-}
-
-bool Present(const json& body, const char* key) {
-  auto it = body.find(key);
-  return it != body.end() && !it->is_null();
 }
 
 // An integer field (JSON integers only; 3.0 is refused like OpenAI does).

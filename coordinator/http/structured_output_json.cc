@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "coordinator/http/request_fields.h"
 
 namespace latentkv::coordinator::http {
 namespace {
@@ -11,18 +12,6 @@ namespace {
 // Key order matters in schemas (see the header).
 using json = nlohmann::ordered_json;
 namespace pb = ::latentkv::v1;
-
-ApiError Bad(std::string param, std::string message) {
-  ApiError e;
-  e.message = std::move(message);
-  e.param = std::move(param);
-  return e;
-}
-
-bool Has(const json& j, const char* key) {
-  auto it = j.find(key);
-  return it != j.end() && !it->is_null();
-}
 
 // A schema given as an object or a boolean, or as its JSON text.
 std::optional<ApiError> SchemaText(const json& v, const std::string& param,
@@ -101,10 +90,10 @@ std::optional<ApiError> ResponseFormat(const json& rf, pb::StructuredOutput* so,
     if (it->contains("name") && !(*it)["name"].is_string()) {
       return Bad("response_format", "'json_schema.name' must be a string");
     }
-    if (Has(*it, "strict") && !(*it)["strict"].is_boolean()) {
+    if (Present(*it, "strict") && !(*it)["strict"].is_boolean()) {
       return Bad("response_format", "'json_schema.strict' must be a boolean");
     }
-    if (!Has(*it, "schema")) {
+    if (!Present(*it, "schema")) {
       return Bad("response_format", "'json_schema.schema' is required");
     }
     std::string text;
@@ -140,7 +129,7 @@ std::optional<ApiError> ParseStructuredOutput(std::string_view text_body,
   int count = 0;
   std::string text;
   auto one = [&](bool set) { count += set ? 1 : 0; };
-  if (Has(body, "response_format")) {
+  if (Present(body, "response_format")) {
     bool set = false;
     if (auto e = ResponseFormat(body["response_format"], &so, &set)) return e;
     one(set);
@@ -152,14 +141,14 @@ std::optional<ApiError> ParseStructuredOutput(std::string_view text_body,
     std::string prefix;
   };
   std::vector<Source> sources = {{&body, "guided_"}};
-  if (Has(body, "structured_outputs")) {
+  if (Present(body, "structured_outputs")) {
     if (!body["structured_outputs"].is_object()) {
       return Bad("structured_outputs",
                  "'structured_outputs' must be an object");
     }
     sources.push_back({&body["structured_outputs"], ""});
     const json& o = body["structured_outputs"];
-    if (Has(o, "json_object")) {
+    if (Present(o, "json_object")) {
       if (!o["json_object"].is_boolean()) {
         return Bad("structured_outputs", "'json_object' must be a boolean");
       }
@@ -206,7 +195,7 @@ std::optional<ApiError> ParseStructuredOutput(std::string_view text_body,
   for (const Source& s : sources) {
     for (const Field& f : kFields) {
       const std::string key = s.prefix + f.name;
-      if (!Has(*s.obj, key.c_str())) continue;
+      if (!Present(*s.obj, key.c_str())) continue;
       if (auto e = f.read((*s.obj)[key], key, &text)) return e;
       f.set(&so, std::move(text));
       one(true);

@@ -371,13 +371,15 @@ void EngineCore::Step() {
       }
       chunks.push_back(ch);
     }
-    std::vector<Sequence*> constrained;
-    for (const auto& p : plan) {
-      if (p.sample && p.seq->constraint != nullptr) {
-        constrained.push_back(p.seq);
+    if (PrefetchesMasks()) {
+      std::vector<Sequence*> constrained;
+      for (const auto& p : plan) {
+        if (p.sample && p.seq->constraint != nullptr) {
+          constrained.push_back(p.seq);
+        }
       }
+      masks_.Start(std::move(constrained));
     }
-    if (PrefetchesMasks()) masks_.Start(std::move(constrained));
     absl::Status st =
         runner_->Forward(chunks, *cache_, *pools_, &logits_, &greedy_);
     masks_.Wait();
@@ -618,10 +620,7 @@ absl::Status EngineCore::MaskDisallowed(Sequence* seq, float* logits) {
         "structured output mask is smaller than the "
         "vocabulary");
   }
-  if (!seq->mask_ready) {  // not prefetched (MaskPrefetch)
-    seq->mask.assign(c.mask_words(), 0);
-    seq->mask_status = c.FillMask(absl::MakeSpan(seq->mask));
-  }
+  if (!seq->mask_ready) FillSequenceMask(seq);  // not prefetched
   seq->mask_ready = false;
   if (!seq->mask_status.ok()) return seq->mask_status;
   const std::vector<uint32_t>& mask = seq->mask;

@@ -4,6 +4,12 @@
 
 namespace latentkv::worker {
 
+void FillSequenceMask(Sequence* seq) {
+  TokenConstraint& c = *seq->constraint;
+  seq->mask.assign(c.mask_words(), 0);
+  seq->mask_status = c.FillMask(absl::MakeSpan(seq->mask));
+}
+
 MaskPrefetch::~MaskPrefetch() {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -42,9 +48,7 @@ void MaskPrefetch::Loop() {
     jobs.swap(jobs_);
     lock.unlock();
     for (Sequence* s : jobs) {
-      TokenConstraint& c = *s->constraint;
-      s->mask.assign(c.mask_words(), 0);
-      s->mask_status = c.FillMask(absl::MakeSpan(s->mask));
+      FillSequenceMask(s);
       s->mask_ready = true;
     }
     lock.lock();

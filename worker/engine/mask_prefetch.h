@@ -23,6 +23,11 @@
 
 namespace latentkv::worker {
 
+// Fills seq->mask (and seq->mask_status) from seq->constraint for the
+// next token: what the helper thread does during the forward, and the
+// engine thread when nothing was prefetched.
+void FillSequenceMask(Sequence* seq);
+
 class MaskPrefetch {
  public:
   MaskPrefetch() = default;

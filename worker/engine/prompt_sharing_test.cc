@@ -79,43 +79,39 @@ TEST(PromptSharingTest, SamplesOfOnePromptComputeItOnce) {
   EXPECT_EQ(s.prefix_hits, 3);
 }
 
-TEST(PromptSharingTest, ACommonPrefixIsShared) {
-  // Two prompts with the same first 24 tokens, then different.
-  std::vector<int32_t> a = Prompt(24), b = Prompt(24);
-  for (int i = 0; i < 10; ++i) {
-    a.push_back(300 + i);
-    b.push_back(400 + i);
-  }
+// Prompt(head) followed by `tail` tokens counting up from `base`.
+std::vector<int32_t> HeadThenTail(int head, int tail, int32_t base) {
+  std::vector<int32_t> p = Prompt(head);
+  for (int i = 0; i < tail; ++i) p.push_back(base + i);
+  return p;
+}
+
+// Admitted together, `x` and `y` both run from the first step: neither
+// waits for the other.
+void ExpectNeitherWaits(const std::vector<int32_t>& x,
+                        const std::vector<int32_t>& y) {
   auto core = Core();
   Outcome out;
-  Admit(*core, "a", a, &out);
-  Admit(*core, "b", b, &out);
+  Admit(*core, "x", x, &out);
+  Admit(*core, "y", y, &out);
+  core->Step();
+  EXPECT_EQ(core->Stats().running, 2);
+  RunUntil(*core, out, 2);
+}
+
+TEST(PromptSharingTest, ACommonPrefixIsShared) {
+  // Two prompts with the same first 24 tokens, then different.
+  auto core = Core();
+  Outcome out;
+  Admit(*core, "a", HeadThenTail(24, 10, 300), &out);
+  Admit(*core, "b", HeadThenTail(24, 10, 400), &out);
   RunUntil(*core, out, 2);
   EXPECT_EQ(core->Stats().prefix_hit_tokens, 24);
-  // A short common header before long different tails: no waiting (each
-  // computes it rather than wait for the other's whole prompt).
-  {
-    std::vector<int32_t> x = Prompt(8), y = Prompt(8);
-    for (int i = 0; i < 40; ++i) {
-      x.push_back(300 + i);
-      y.push_back(100 + i);
-    }
-    auto core3 = Core();
-    Outcome out3;
-    Admit(*core3, "x", x, &out3);
-    Admit(*core3, "y", y, &out3);
-    core3->Step();
-    EXPECT_EQ(core3->Stats().running, 2);
-    RunUntil(*core3, out3, 2);
-  }
+  // A short common header before long different tails: each computes it
+  // rather than wait for the other's whole prompt.
+  ExpectNeitherWaits(HeadThenTail(8, 40, 300), HeadThenTail(8, 40, 100));
   // Unrelated prompts do not wait for each other.
-  auto core2 = Core();
-  Outcome out2;
-  Admit(*core2, "x", Prompt(30, 1), &out2);
-  Admit(*core2, "y", Prompt(30, 2), &out2);
-  core2->Step();
-  EXPECT_EQ(core2->Stats().running, 2);
-  RunUntil(*core2, out2, 2);
+  ExpectNeitherWaits(Prompt(30, 1), Prompt(30, 2));
 }
 
 TEST(PromptSharingTest, WaitingAndLeadingRequestsCanBeCancelled) {
