@@ -86,6 +86,10 @@ ABSL_FLAG(std::string, served_model_name, "",
           "Model id reported by ListModels and the OpenAI API (and accepted "
           "in requests' model field); default: the --model directory or "
           "file name without .gguf");
+ABSL_FLAG(std::string, tool_call_parser, "auto",
+          "How replies write tool calls (chat API tools): auto (Llama 3's "
+          "JSON when the chat template renders tools with <|python_tag|>, "
+          "else Hermes' <tool_call>), hermes or llama3_json");
 ABSL_FLAG(int, metrics_port, 0,
           "Port of the Prometheus /metrics endpoint on --host (0: off)");
 ABSL_FLAG(std::string, tls_cert, "",
@@ -234,6 +238,18 @@ int main(int argc, char** argv) {
       return 1;
     }
     chat_template = std::move(*t);
+    const std::string parser = absl::GetFlag(FLAGS_tool_call_parser);
+    if (parser == "hermes") {
+      chat_template->set_tool_format(
+          lk::coordinator::http::ToolCallFormat::kHermes);
+    } else if (parser == "llama3_json") {
+      chat_template->set_tool_format(
+          lk::coordinator::http::ToolCallFormat::kLlama3Json);
+    } else if (parser != "auto") {
+      std::fprintf(stderr,
+                   "--tool_call_parser must be auto, hermes or llama3_json\n");
+      return 1;
+    }
   }
   gguf.reset();
 

@@ -12,6 +12,18 @@
 //   "<role>: <content>\n" per message, then "assistant:"
 // e.g. [{system, "Be brief."}, {user, "Hi"}] -> "system: Be brief.\nuser:
 // Hi\nassistant:".
+//
+// Tools (tool_calls.h): a template that renders tools itself (its source
+// mentions `tools`, as Qwen 2.5's, Hermes' and Llama 3.1's do) gets them
+// as Hugging Face passes them: `tools`, a list of {"type": "function",
+// "function": {...}}, and messages with `tool_calls` ({id, type,
+// function: {name, arguments}}, arguments as a mapping when they are a JSON
+// object), `tool_call_id` and `name`. Any other template (and the default)
+// gets the messages rewritten by WithToolsInText: tools described in the
+// system message, calls and results written as text.
+// tool_format(): how replies write calls. Llama 3's (`<|python_tag|>` in a
+// template that renders tools), otherwise Hermes'; set_tool_format
+// overrides it (the coordinator's --tool_call_parser).
 // Thread-safety: Render is const and thread-safe.
 #ifndef LATENTKV_COORDINATOR_HTTP_CHAT_TEMPLATE_H_
 #define LATENTKV_COORDINATOR_HTTP_CHAT_TEMPLATE_H_
@@ -22,6 +34,7 @@
 
 #include "absl/status/statusor.h"
 #include "coordinator/http/openai_api.h"
+#include "coordinator/http/tool_types.h"
 
 namespace latentkv::coordinator::http {
 
@@ -51,7 +64,12 @@ class ChatTemplate {
   // The prompt for `messages`; INVALID_ARGUMENT when the template refuses
   // them (raise_exception) or fails.
   absl::StatusOr<std::string> Render(
-      const std::vector<ChatMessage>& messages) const;
+      const std::vector<ChatMessage>& messages,
+      const ToolRequest& tools = ToolRequest()) const;
+  ToolCallFormat tool_format() const { return tool_format_; }
+  void set_tool_format(ToolCallFormat f) { tool_format_ = f; }
+  // Whether the template renders `tools` itself.
+  bool renders_tools() const { return renders_tools_; }
   // "default", "tokenizer_config.json" or "gguf".
   const std::string& origin() const { return origin_; }
 
@@ -60,6 +78,8 @@ class ChatTemplate {
   std::string bos_token_, eos_token_;
   bool strip_bos_ = true;
   std::string origin_ = "default";
+  bool renders_tools_ = false;
+  ToolCallFormat tool_format_ = ToolCallFormat::kHermes;
 };
 
 }  // namespace latentkv::coordinator::http

@@ -14,6 +14,8 @@
 #include "coordinator/http/http_server.h"
 #include "coordinator/http/openai_api.h"
 #include "coordinator/http/response_util.h"
+#include "coordinator/http/tool_call_parser.h"
+#include "coordinator/http/tool_calls.h"
 
 namespace latentkv::coordinator::http {
 namespace {
@@ -52,6 +54,37 @@ class EventQueue {
   std::deque<Event> events_;
 };
 
+// A chunk's share of a streamed reply with tools: content deltas into
+// part->text, call deltas into part->tool_calls (OpenAI's delta.tool_calls:
+// a call's first entry carries its id, type and name; argument fragments
+// of one call in one chunk are joined).
+void ToolDeltasJson(const std::vector<ToolDelta>& deltas, ChoicePart* part) {
+  for (const ToolDelta& d : deltas) {
+    switch (d.kind) {
+      case ToolDelta::Kind::kContent:
+        part->text += d.text;
+        break;
+      case ToolDelta::Kind::kCallStart:
+        part->tool_calls.push_back(
+            {{"index", d.call},
+             {"id", d.id},
+             {"type", "function"},
+             {"function", {{"name", d.name}, {"arguments", ""}}}});
+        break;
+      case ToolDelta::Kind::kArguments: {
+        nlohmann::json& calls = part->tool_calls;
+        if (calls.empty() || calls.back()["index"] != d.call) {
+          calls.push_back(
+              {{"index", d.call}, {"function", {{"arguments", ""}}}});
+        }
+        auto& args = calls.back()["function"]["arguments"];
+        args = args.get<std::string>() + d.text;
+        break;
+      }
+    }
+  }
+}
+
 // Sums usage over choices: prompt tokens once per prompt (its first
 // sample's), completion tokens of every choice.
 void AddUsage(const pb::Usage& u, bool first_of_prompt, pb::Usage* total) {
@@ -81,7 +114,7 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
     return SetError(res, e);
   }
   if (chat) {
-    auto prompt = chat_template_.Render(p.messages);
+    auto prompt = chat_template_.Render(p.messages, p.tools);
     if (!prompt.ok()) {
       ApiError e;
       e.message = std::string(prompt.status().message());
@@ -89,6 +122,14 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
       return SetError(res, e);
     }
     p.generate.set_prompt(*prompt);
+    // tool_choice "required" or named: the calls' grammar constrains the
+    // reply (ParseRequest refused other structured output beside it).
+    const std::string grammar =
+        ToolCallGrammar(p.tools, chat_template_.tool_format());
+    if (!grammar.empty()) {
+      p.generate.mutable_sampling()->mutable_structured_output()->set_lark(
+          grammar);
+    }
     if (!p.generate.sampling().has_max_tokens()) {
       // OpenAI's chat default: whatever the context leaves, the context
       // being what the workers' KV memory holds (ListModels), at most the
@@ -183,6 +224,9 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
     }
   }
   const int n = p.n;
+  // Chat with tools: calls are parsed out of every choice's reply.
+  const bool tools = chat && p.tools.active();
+  const ToolCallFormat tool_format = chat_template_.tool_format();
   if (!p.stream) {
     std::vector<ChoicePart> parts(k);
     std::vector<pb::FinishReason> finish(k, pb::FINISH_REASON_UNSPECIFIED);
@@ -205,6 +249,12 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
       } while (calls[i]->reader->Read(&msg));
       status[i] = calls[i]->Finish();
       if (p.echo) PrependEcho(echo_text[i], firsts[i].prompt_logprobs(), &part);
+      if (tools) {
+        ToolOutput out = ParseToolOutput(tool_format, part.text);
+        part.text = std::move(out.content);
+        part.tool_calls = std::move(out.tool_calls);
+        part.called = !part.tool_calls.empty();
+      }
     };
     // Every choice is read at once (a stream left unread would hold its
     // coordinator thread).
@@ -225,8 +275,9 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
   const bool include_usage = p.include_usage;
   const bool echo = p.echo;
   res.set_chunked_content_provider(
-      "text/event-stream", [calls, meta, include_usage, firsts, echo, echo_text,
-                            n, k](size_t, httplib::DataSink& sink) {
+      "text/event-stream",
+      [calls, meta, include_usage, firsts, echo, echo_text, n, k, tools,
+       tool_format](size_t, httplib::DataSink& sink) {
         auto cancel_all = [&] {
           for (const auto& c : calls) c->ctx.TryCancel();
         };
@@ -249,6 +300,10 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
             queue->Push({i, {}, true, calls[i]->Finish()});
           });
         }
+        std::vector<std::unique_ptr<ToolCallParser>> parsers;
+        for (int i = 0; tools && i < k; ++i) {
+          parsers.push_back(std::make_unique<ToolCallParser>(tool_format));
+        }
         std::vector<bool> first_chunk(k, true);
         std::vector<size_t> token_bytes(k, 0);  // completions' text_offset
         std::vector<pb::Usage> usage(k);
@@ -260,15 +315,26 @@ void HttpServer::HandleGenerate(const httplib::Request& req,
               msg.finish_reason() != pb::FINISH_REASON_UNSPECIFIED;
           const bool chat_start =
               first_chunk[i] && meta.endpoint == Endpoint::kChat;
-          // Tokens whose text is held back (part of a character or of a
-          // possible stop string) still send their ids and logprobs.
-          if (!msg.text().empty() || finished || chat_start ||
-              (echo && first_chunk[i]) ||
+          ChoicePart part;
+          part.index = i;
+          part.text = msg.text();
+          if (tools) {
+            part.text.clear();
+            ToolCallParser& parser = *parsers[i];
+            std::vector<ToolDelta> deltas = parser.Feed(msg.text());
+            if (finished) {
+              for (ToolDelta& d : parser.Finish()) deltas.push_back(d);
+            }
+            ToolDeltasJson(deltas, &part);
+            part.called = finished && parser.calls() > 0;
+          }
+          // Tokens whose text is held back (part of a character, of a
+          // possible stop string or of a tool call) still send their ids
+          // and logprobs.
+          if (!part.text.empty() || !part.tool_calls.empty() || finished ||
+              chat_start || (echo && first_chunk[i]) ||
               ((meta.return_token_ids || meta.logprobs) &&
                msg.token_ids_size() > 0)) {
-            ChoicePart part;
-            part.index = i;
-            part.text = msg.text();
             part.token_ids.assign(msg.token_ids().begin(),
                                   msg.token_ids().end());
             part.logprobs.assign(msg.logprobs().begin(), msg.logprobs().end());

@@ -10,6 +10,7 @@
 #include "coordinator/http/logprobs_json.h"
 #include "coordinator/http/request_fields.h"
 #include "coordinator/http/structured_output_json.h"
+#include "coordinator/http/tool_calls.h"
 #include "nlohmann/json.hpp"
 
 namespace latentkv::coordinator::http {
@@ -137,6 +138,39 @@ std::optional<ApiError> ParsePrompt(const json& body, pb::GenerateRequest* g,
   return std::nullopt;
 }
 
+// An assistant message's "tool_calls": [{"id", "type": "function",
+// "function": {"name", "arguments"}}], kept in that shape.
+std::optional<ApiError> ParseMessageToolCalls(const json& calls,
+                                              nlohmann::ordered_json* out) {
+  const char* kShape =
+      "a message's 'tool_calls' must be [{\"id\", \"type\": \"function\", "
+      "\"function\": {\"name\", \"arguments\"}}]";
+  if (!calls.is_array()) return Bad("messages", kShape);
+  *out = nlohmann::ordered_json::array();
+  for (const json& c : calls) {
+    if (!c.is_object() || !c.contains("function") ||
+        !c["function"].is_object() || !c["function"].contains("name") ||
+        !c["function"]["name"].is_string() ||
+        (Present(c, "type") && !IsStringField(c, "type", "function")) ||
+        (Present(c, "id") && !c["id"].is_string())) {
+      return Bad("messages", kShape);
+    }
+    const json& f = c["function"];
+    std::string args = "{}";
+    if (Present(f, "arguments")) {
+      if (!f["arguments"].is_string()) return Bad("messages", kShape);
+      args = f["arguments"].get<std::string>();
+    }
+    nlohmann::ordered_json call;
+    call["id"] = Present(c, "id") ? c["id"].get<std::string>() : "";
+    call["type"] = "function";
+    call["function"] = {{"name", f["name"].get<std::string>()},
+                        {"arguments", std::move(args)}};
+    out->push_back(std::move(call));
+  }
+  return std::nullopt;
+}
+
 std::optional<ApiError> ParseMessages(const json& body,
                                       std::vector<ChatMessage>* out) {
   if (!Present(body, "messages") || !body["messages"].is_array() ||
@@ -164,6 +198,21 @@ std::optional<ApiError> ParseMessages(const json& body,
       }
     } else if (!content.is_null()) {
       return Bad("messages", "message 'content' must be a string or parts");
+    }
+    if (Present(m, "tool_calls")) {
+      if (auto e = ParseMessageToolCalls(m["tool_calls"], &cm.tool_calls)) {
+        return e;
+      }
+    }
+    for (const auto& [key, field] :
+         {std::pair{"tool_call_id", &cm.tool_call_id},
+          std::pair{"name", &cm.name}}) {
+      if (!Present(m, key)) continue;
+      if (!m[key].is_string()) {
+        return Bad("messages",
+                   absl::StrCat("a message's '", key, "' must be a string"));
+      }
+      *field = m[key].get<std::string>();
     }
     out->push_back(std::move(cm));
   }
@@ -232,13 +281,15 @@ std::optional<ApiError> RefuseUnknown(Endpoint ep, const json& body) {
           "response_format", "guided_json", "guided_regex", "guided_choice",
           "guided_grammar", "structured_outputs",
           // refused by RefuseUnsupported unless off
-          "best_of", "tools", "functions", "tool_choice", "function_call",
+          "best_of", "functions", "function_call",
           // no effect on the output: accepted, ignored
-          "user", "metadata", "store", "service_tier", "parallel_tool_calls"};
+          "user", "metadata", "store", "service_tier"};
   static const absl::flat_hash_set<std::string>* const kCompletions =
       new absl::flat_hash_set<std::string>{"prompt", "echo", "suffix"};
   static const absl::flat_hash_set<std::string>* const kChat =
-      new absl::flat_hash_set<std::string>{"messages", "max_completion_tokens"};
+      new absl::flat_hash_set<std::string>{"messages", "max_completion_tokens",
+                                           "tools", "tool_choice",
+                                           "parallel_tool_calls"};
   const auto& own = ep == Endpoint::kChat ? *kChat : *kCompletions;
   for (const auto& [key, value] : body.items()) {
     if (!kCommon->contains(key) && !own.contains(key)) {
@@ -282,8 +333,13 @@ std::optional<ApiError> RefuseUnsupported(Endpoint ep, const json& body) {
   std::optional<int64_t> best_of;
   if (auto e = GetInt(body, "best_of", 1, 1 << 20, &best_of)) return e;
   if (best_of && *best_of != 1) return Unsupported("best_of");
-  for (const char* k : {"tools", "functions", "tool_choice", "function_call"}) {
-    if (Present(body, k)) return Unsupported(k);
+  // The deprecated forms of tools and tool_choice.
+  for (const char* k : {"functions", "function_call"}) {
+    if (Present(body, k)) {
+      return Bad(k, absl::StrCat("'", k,
+                                 "' is not supported: use 'tools' and "
+                                 "'tool_choice'"));
+    }
   }
   return std::nullopt;
 }
@@ -301,7 +357,8 @@ json Base(const ResponseMeta& meta, const char* object) {
   return j;
 }
 
-json FinishJson(pb::FinishReason r) {
+json FinishJson(pb::FinishReason r, bool called) {
+  if (called && r == pb::FINISH_REASON_STOP) return "tool_calls";
   const std::string s = FinishReasonName(r);
   return s.empty() ? json() : json(s);
 }
@@ -455,6 +512,23 @@ std::optional<ApiError> ParseRequest(Endpoint endpoint, std::string_view body,
   }
   pb::SamplingParams* sp = g.mutable_sampling();
   if (auto e = ParseStructuredOutput(body, j, sp)) return e;
+  if (endpoint == Endpoint::kChat &&
+      (Present(j, "tools") || Present(j, "tool_choice") ||
+       Present(j, "parallel_tool_calls"))) {
+    // Key order matters for the parameters' schemas (as for
+    // response_format's).
+    const auto ordered = nlohmann::ordered_json::parse(
+        body, nullptr, /*allow_exceptions=*/false);
+    if (auto e = ParseTools(ordered, &out->tools)) return e;
+    if (sp->has_structured_output() &&
+        (out->tools.choice == ToolChoice::kRequired ||
+         out->tools.choice == ToolChoice::kNamed)) {
+      return Bad("tool_choice",
+                 "'tool_choice' \"required\" or a named function cannot be "
+                 "combined with structured output (response_format, "
+                 "guided_*)");
+    }
+  }
   const int64_t kMaxU32 = std::numeric_limits<uint32_t>::max();
   std::optional<int64_t> max_tokens;
   const char* max_key =
@@ -541,7 +615,7 @@ static json ChoiceBase(const ResponseMeta& meta, const ChoicePart& part,
       {"logprobs", meta.logprobs ? LogprobsJson(meta.endpoint, part.logprobs,
                                                 part.text_offset)
                                  : json()},
-      {"finish_reason", FinishJson(finish)}};
+      {"finish_reason", FinishJson(finish, part.called)}};
 }
 
 std::string ResponseJson(const ResponseMeta& meta, const ChoicePart& part,
@@ -559,7 +633,14 @@ std::string ResponseJson(const ResponseMeta& meta,
     const ChoicePart& part = parts[i];
     json choice = ChoiceBase(meta, part, finishes[i]);
     if (chat) {
-      choice["message"] = {{"role", "assistant"}, {"content", part.text}};
+      choice["message"] = {
+          {"role", "assistant"},
+          {"content", part.text.empty() && !part.tool_calls.empty()
+                          ? json()
+                          : json(part.text)}};
+      if (!part.tool_calls.empty()) {
+        choice["message"]["tool_calls"] = part.tool_calls;
+      }
     } else {
       choice["text"] = part.text;
     }
@@ -580,6 +661,7 @@ std::string ChunkJson(const ResponseMeta& meta, const ChoicePart& part,
     json delta = json::object();
     if (first) delta["role"] = "assistant";
     if (!part.text.empty() || first) delta["content"] = part.text;
+    if (!part.tool_calls.empty()) delta["tool_calls"] = part.tool_calls;
     choice["delta"] = delta;
   } else {
     choice["text"] = part.text;

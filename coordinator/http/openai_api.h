@@ -46,6 +46,7 @@
 #include <string_view>
 #include <vector>
 
+#include "coordinator/http/tool_types.h"
 #include "grpcpp/support/status.h"
 #include "latentkv/v1/generation.pb.h"
 #include "nlohmann/json.hpp"
@@ -70,9 +71,16 @@ std::string ErrorJson(const ApiError& e);
 // DEADLINE_EXCEEDED -> 504, CANCELLED -> 499, others -> 500.
 ApiError FromGrpcStatus(const grpc::Status& s);
 
+// One chat message. An assistant's earlier tool calls and a tool's result
+// (role "tool") keep OpenAI's fields.
 struct ChatMessage {
   std::string role;
-  std::string content;
+  std::string content;  // "" also when null or absent
+  // Assistant: [{"id", "type": "function", "function": {"name",
+  // "arguments" (JSON text)}}]; null when the message has none.
+  nlohmann::ordered_json tool_calls;
+  std::string tool_call_id;  // tool: the call this answers
+  std::string name;          // optional
 };
 
 // Most choices one request may ask for (prompts times n).
@@ -103,6 +111,8 @@ struct ParsedRequest {
   // `generate`). Choices are numbered prompt * n + sample.
   std::vector<PromptInput> more_prompts;
   int n = 1;  // samples per prompt, 1..kMaxChoices
+  // Chat: tools, tool_choice, parallel_tool_calls (tool_calls.h).
+  ToolRequest tools;
 };
 
 // Deepest nesting of arrays and objects a request body may have. OpenAI's
@@ -150,6 +160,12 @@ struct ChoicePart {
   std::vector<latentkv::v1::TokenLogprobs> logprobs;
   size_t text_offset = 0;  // completions: bytes of the choice's text before
   int index = 0;           // the choice's "index"
+  // Chat with tools: a whole reply's calls (message.tool_calls), or a
+  // chunk's delta.tool_calls entries. Empty: none. With calls, a reply
+  // whose text is empty has "content": null.
+  nlohmann::json tool_calls = nlohmann::json::array();
+  // The reply called tools: finish_reason "tool_calls" instead of "stop".
+  bool called = false;
 };
 
 // Under echo: the prompt's text and (with logprobs) its tokens' entries

@@ -297,11 +297,43 @@ TEST(OpenAiApiTest, ChatMessages) {
   EXPECT_EQ(
       MustFail(Endpoint::kChat, R"({"messages":[{"content":"x"}]})").param,
       "messages");
+  // Tools are chat's; the deprecated functions are refused.
+  EXPECT_EQ(
+      MustFail(Endpoint::kCompletions, R"({"prompt":"x","tools":[]})").param,
+      "tools");
   EXPECT_EQ(MustFail(Endpoint::kChat,
                      R"({"messages":[{"role":"user","content":"x"}],
-                         "tools":[]})")
+                         "functions":[]})")
                 .param,
-            "tools");
+            "functions");
+}
+
+TEST(OpenAiApiTest, ChatToolFields) {
+  ParsedRequest p = MustParse(Endpoint::kChat, R"({"messages":[
+      {"role":"user","content":"Weather?"},
+      {"role":"assistant","content":null,"tool_calls":[{"id":"call_1",
+       "type":"function","function":{"name":"w","arguments":"{}"}}]},
+      {"role":"tool","tool_call_id":"call_1","content":"sunny"}],
+      "tools":[{"type":"function","function":{"name":"w"}}],
+      "tool_choice":"required","parallel_tool_calls":false})");
+  ASSERT_EQ(p.messages.size(), 3u);
+  EXPECT_EQ(p.messages[1].content, "");
+  ASSERT_EQ(p.messages[1].tool_calls.size(), 1u);
+  EXPECT_EQ(p.messages[1].tool_calls[0]["function"]["name"], "w");
+  EXPECT_EQ(p.messages[2].tool_call_id, "call_1");
+  EXPECT_EQ(p.tools.choice, ToolChoice::kRequired);
+  EXPECT_FALSE(p.tools.parallel);
+  // Malformed calls in history, and enforced calls beside structured
+  // output, are refused.
+  EXPECT_EQ(MustFail(Endpoint::kChat, R"({"messages":[{"role":"assistant",
+      "tool_calls":[{"function":{"name":"w","arguments":{}}}]}]})")
+                .param,
+            "messages");
+  EXPECT_EQ(MustFail(Endpoint::kChat, R"({"messages":[{"role":"user",
+      "content":"x"}],"tools":[{"type":"function","function":{"name":"w"}}],
+      "tool_choice":"required","response_format":{"type":"json_object"}})")
+                .param,
+            "tool_choice");
 }
 
 TEST(OpenAiApiTest, ErrorShapeAndStatusMapping) {

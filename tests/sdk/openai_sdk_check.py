@@ -5,7 +5,8 @@
 Every call a client of our OpenAI-compatible API makes first: models,
 completions and chat (streamed and not) with seeds, stops, penalties and
 log-probabilities, structured output (the SDK's parse() with a pydantic
-model, json_object streamed, vLLM's guided_* extensions), and the errors
+model, json_object streamed, vLLM's guided_* extensions), tools (required,
+named and streamed, none, auto, results sent back), and the errors
 the SDK must not retry. Each check
 asserts what the SDK parsed, so a shape it cannot read fails here. Exits 0
 when all pass; an assertion's traceback otherwise.
@@ -171,9 +172,79 @@ m = client.completions.create(
     extra_body={"guided_choice": ["happy", "sad"]})
 assert m.choices[0].text in ("happy", "sad"), m
 
+# Tools. "required" and a named function are enforced by a grammar, so
+# even this small model's calls parse and follow the parameters' schema;
+# streamed calls arrive as deltas the SDK's users accumulate per index.
+tools = [{"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city",
+    "parameters": {"type": "object", "additionalProperties": False,
+                   "properties": {"city": {"type": "string", "maxLength": 20},
+                                  "unit": {"enum": ["celsius",
+                                                    "fahrenheit"]}},
+                   "required": ["city", "unit"]}}},
+    {"type": "function", "function": {"name": "get_time",
+                                      "parameters": {"type": "object"}}}]
+ask = [{"role": "user", "content": "What is the weather in Paris?"}]
+
+
+def check_weather_args(arguments):
+    args = json.loads(arguments)
+    assert set(args) == {"city", "unit"}, arguments
+    assert isinstance(args["city"], str) and len(args["city"]) <= 20
+    assert args["unit"] in ("celsius", "fahrenheit"), arguments
+
+
+r = client.chat.completions.create(model=model, messages=ask, tools=tools,
+                                   tool_choice="required",
+                                   parallel_tool_calls=False, max_tokens=60,
+                                   temperature=0)
+msg = r.choices[0].message
+assert r.choices[0].finish_reason == "tool_calls", r
+assert msg.content is None and len(msg.tool_calls) == 1, r
+call = msg.tool_calls[0]
+assert call.type == "function" and call.id.startswith("call_"), call
+assert call.function.name in ("get_weather", "get_time"), call
+if call.function.name == "get_weather":
+    check_weather_args(call.function.arguments)
+named = {"type": "function", "function": {"name": "get_weather"}}
+calls, finish = {}, None
+for chunk in client.chat.completions.create(
+        model=model, messages=ask, tools=tools, tool_choice=named,
+        max_tokens=60, temperature=0.7, seed=3, stream=True):
+    for c in chunk.choices:
+        finish = c.finish_reason or finish
+        for d in c.delta.tool_calls or []:
+            entry = calls.setdefault(d.index, {"id": None, "name": "",
+                                               "args": ""})
+            entry["id"] = d.id or entry["id"]
+            if d.function is not None:
+                entry["name"] += d.function.name or ""
+                entry["args"] += d.function.arguments or ""
+assert finish == "tool_calls" and list(calls) == [0], (finish, calls)
+assert calls[0]["name"] == "get_weather" and calls[0]["id"], calls
+check_weather_args(calls[0]["args"])
+# "none": no calls, plain content; "auto": whatever the model chooses,
+# in a shape the SDK reads.
+r = client.chat.completions.create(model=model, messages=ask, tools=tools,
+                                   tool_choice="none", max_tokens=8,
+                                   temperature=0)
+assert r.choices[0].message.content and not r.choices[0].message.tool_calls
+r = client.chat.completions.create(model=model, messages=ask, tools=tools,
+                                   max_tokens=8, temperature=0)
+assert r.choices[0].message.content or r.choices[0].message.tool_calls, r
+# The call and its result go back in the conversation.
+r = client.chat.completions.create(
+    model=model, tools=tools, max_tokens=8, temperature=0,
+    messages=ask + [msg.model_dump(exclude_none=True),
+                    {"role": "tool", "tool_call_id": call.id,
+                     "content": "22 degrees, sunny"}])
+assert r.choices[0].message.content or r.choices[0].message.tool_calls, r
+
 # Errors the SDK must not retry: 400s that name the field.
 for bad in (dict(extra_body={"guided_decoding_backend": "x"}), dict(n=200),
-            dict(top_logprobs=2)):
+            dict(top_logprobs=2),
+            dict(tools=tools, tool_choice={"type": "function",
+                                           "function": {"name": "nope"}})):
     try:
         client.chat.completions.create(model=model, messages=msgs,
                                        max_tokens=2, **bad)

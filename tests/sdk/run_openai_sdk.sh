@@ -1,6 +1,7 @@
 #!/bin/bash
 # Runs the official OpenAI Python SDK (tests/sdk/openai_sdk_check.py)
-# against a real `latentkv serve` on 127.0.0.1 with stories260K.
+# against a real `latentkv serve` on 127.0.0.1 with the SmolLM2 GGUF on
+# default flags (what a new user downloads and serves).
 #   tests/sdk/run_openai_sdk.sh BIN_DIR SHARED_DIR
 # The SDK and its dependencies come from PyPI, pinned by version and sha256
 # (tests/sdk/requirements.txt), downloaded once into
@@ -57,9 +58,7 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
-m=$shared/models/stories260K
-"$bin/latentkv" convert --from llama2c --checkpoint "$m/stories260K.bin" \
-  --tokenizer "$m/tok512.bin" --out "$dir/stories260K" > /dev/null
+gguf=$shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 # An HTTP port below the ephemeral range, free a moment ago.
 port=$("$py" -c 'import random, socket
 while True:
@@ -71,7 +70,7 @@ while True:
         pass
     finally:
         s.close()')
-"$bin/latentkv" serve --model "$dir/stories260K" --port 0 \
+"$bin/latentkv" serve --model "$gguf" --port 0 \
   --port-file "$dir/addr" --http-port "$port" > "$dir/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 1 600); do
@@ -83,4 +82,4 @@ done
 # -S: only the pinned packages (an older brotli in the interpreter's own
 # site-packages broke httpx2's decoder).
 PYTHONPATH=$cache/site "$py" -S "$src/tests/sdk/openai_sdk_check.py" \
-  "http://127.0.0.1:$port/v1" stories260K
+  "http://127.0.0.1:$port/v1" SmolLM2-135M-Instruct.Q4_1

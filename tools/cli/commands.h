@@ -63,6 +63,9 @@ struct ServeOptions {
   // The model id of ListModels and the OpenAI API ("": the model directory
   // or file name without .gguf).
   std::string served_model_name;
+  // How replies write tool calls: "auto" (from the chat template),
+  // "hermes" or "llama3_json" (coordinator/http/tool_types.h).
+  std::string tool_call_parser = "auto";
   // The workers' compute backend: "cpu", "cuda" or "cuda:N". With CUDA the
   // worker processes are spread over `gpus` GPUs (WorkerDevice).
   std::string device = "cpu";

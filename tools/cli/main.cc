@@ -70,6 +70,9 @@ ABSL_FLAG(double, kv_overlap_weight, 1.0,
 ABSL_FLAG(std::string, served_model_name, "",
           "serve: model id of ListModels and the OpenAI API (default: the "
           "--model directory or file name without .gguf)");
+ABSL_FLAG(std::string, tool_call_parser, "auto",
+          "serve: how replies write tool calls: auto (from the chat "
+          "template), hermes or llama3_json");
 ABSL_FLAG(std::string, bin_dir, "",
           "serve: directory of latentkv-coordinator/-worker (default: beside "
           "latentkv)");
@@ -324,6 +327,7 @@ int main(int argc, char** argv) {
     o.routing = absl::GetFlag(FLAGS_routing);
     o.kv_overlap_weight = absl::GetFlag(FLAGS_kv_overlap_weight);
     o.served_model_name = absl::GetFlag(FLAGS_served_model_name);
+    o.tool_call_parser = absl::GetFlag(FLAGS_tool_call_parser);
     if (o.routing != "kv" && o.routing != "load") {
       std::fprintf(stderr, "--routing must be kv or load, not %s\n",
                    o.routing.c_str());

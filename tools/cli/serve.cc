@@ -155,6 +155,7 @@ int Serve(const ServeOptions& o) {
                    "--routing=" + o.routing,
                    absl::StrCat("--kv_overlap_weight=", o.kv_overlap_weight),
                    "--served_model_name=" + o.served_model_name,
+                   "--tool_call_parser=" + o.tool_call_parser,
                    "--api_key_file=" + o.api_key_file,
                    "--tls_cert=" + o.tls_cert, "--tls_key=" + o.tls_key})};
       },

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "coordinator/http/tool_call_parser.h"
+#include "coordinator/http/tool_calls.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -261,6 +263,60 @@ TEST(LlguidanceCompilerTest, AllowsAgreesWithTheMask) {
       }
       if (first < 0) break;
       ASSERT_TRUE((*c)->Accept(first).ok()) << spec.text;
+    }
+  }
+}
+
+// The coordinator's tool-call grammars (tool_choice "required" and named,
+// coordinator/http/tool_calls.h) compile here, and every walk through them
+// is calls that the coordinator's parser reads back: known names,
+// arguments that follow the tool's schema, nothing else.
+TEST(LlguidanceCompilerTest, ToolCallGrammarsGiveOnlyValidCalls) {
+  SKIP_WITHOUT_LLGUIDANCE();
+  const Vocab& v = Smol();
+  namespace http = coordinator::http;
+  const auto body = nlohmann::ordered_json::parse(R"({"tools": [
+      {"type": "function", "function": {"name": "get_weather", "parameters":
+        {"type": "object", "properties": {"city": {"type": "string",
+         "maxLength": 6}, "unit": {"enum": ["C", "F"]}},
+         "required": ["city", "unit"], "additionalProperties": false}}},
+      {"type": "function", "function": {"name": "now", "parameters":
+        {"type": "object", "properties": {}, "additionalProperties": false}}}
+    ]})");
+  for (const auto format :
+       {http::ToolCallFormat::kHermes, http::ToolCallFormat::kLlama3Json}) {
+    for (const bool named : {false, true}) {
+      http::ToolRequest r;
+      ASSERT_FALSE(http::ParseTools(body, &r).has_value());
+      r.choice = named ? http::ToolChoice::kNamed : http::ToolChoice::kRequired;
+      r.named = "get_weather";
+      const std::string grammar = http::ToolCallGrammar(r, format);
+      for (uint64_t seed = 1; seed <= 4; ++seed) {
+        auto c = v.compiler->Compile({ConstraintKind::kLark, grammar});
+        ASSERT_TRUE(c.ok()) << c.status() << "\n" << grammar;
+        const std::string text = RandomWalk(v, **c, seed, 300);
+        ASSERT_TRUE((*c)->Done() || Allowed(Mask(**c), v.tok->eos_id()))
+            << text;
+        const http::ToolOutput out = http::ParseToolOutput(format, text);
+        EXPECT_EQ(out.content, "") << text;
+        ASSERT_GE(out.tool_calls.size(), 1u) << text;
+        if (named) EXPECT_EQ(out.tool_calls.size(), 1u) << text;
+        for (const auto& call : out.tool_calls) {
+          const std::string name = call["function"]["name"];
+          const auto args = nlohmann::json::parse(
+              call["function"]["arguments"].get<std::string>(), nullptr, false);
+          ASSERT_TRUE(args.is_object()) << text;
+          if (name == "now") {
+            EXPECT_FALSE(named) << text;
+            EXPECT_TRUE(args.empty()) << text;
+            continue;
+          }
+          ASSERT_EQ(name, "get_weather") << text;
+          ASSERT_TRUE(args["city"].is_string()) << text;
+          EXPECT_TRUE(args["unit"] == "C" || args["unit"] == "F") << text;
+          EXPECT_EQ(args.size(), 2u) << text;
+        }
+      }
     }
   }
 }
