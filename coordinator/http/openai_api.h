@@ -9,7 +9,8 @@
 //   prompt           completions: a string, an array of token ids, or a list
 //                    of either (several prompts)
 //   messages         chat: [{role, content}], content a string or an array
-//                    of {"type":"text","text":...} parts
+//                    of {"type":"text","text":...} parts (null beside
+//                    tool_calls)
 //   max_tokens       > 0; chat also max_completion_tokens (preferred)
 //   temperature, top_p, seed, stop (string or array of strings)
 //   presence_penalty, frequency_penalty, logit_bias {"token id": bias}
@@ -32,8 +33,11 @@
 //                    its tokens' too; the first token's null)
 //   response_format, guided_json/regex/choice/grammar, structured_outputs:
 //                    structured output (structured_output_json.h)
-// Refused with 400 (not supported): best_of > 1, suffix,
-// tools/functions, and any other field
+//   tools, tool_choice, parallel_tool_calls: chat's tools (tool_calls.h);
+//                    messages may carry an assistant's tool_calls and a
+//                    tool's tool_call_id
+// Refused with 400 (not supported): best_of > 1, suffix, the deprecated
+// functions/function_call, and any other field
 // (never silence: "unrecognized request argument").
 // Responses carry "seed": the sampling seed used (drawn at random when the
 // request has none).

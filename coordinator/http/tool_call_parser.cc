@@ -64,8 +64,10 @@ std::vector<ToolDelta> ToolCallParser::Finish() {
   Step(&out);
   switch (mode_) {
     case Mode::kContent:
-    case Mode::kLlamaStart:
       Content(pos_, text_.size(), &out);
+      break;
+    case Mode::kLlamaStart:  // undecided until the end: all content
+      Content(0, text_.size(), &out);
       break;
     case Mode::kObjectStart:
       Content(block_start_, text_.size(), &out);
@@ -169,7 +171,9 @@ void ToolCallParser::Step(std::vector<ToolDelta>* out) {
       }
       case Mode::kObject: {
         const bool ended = ScanObject();
-        if (!failed_) EmitCall(out);
+        // A call starts once its name is read, whatever follows (the
+        // stream cannot take back what it sent).
+        EmitCall(out);
         if (!ended) return;
         EndObject(out);
         continue;
@@ -260,7 +264,7 @@ bool ToolCallParser::ScanObject() {
                                         : Value::kPrimitive;
         depth_ = value_ == Value::kNested ? 1 : 0;
         in_string_ = escaped_ = false;
-        if (IsArgumentsKey(key_)) {
+        if (IsArgumentsKey(key_) && !args_started_) {  // the first only
           args_started_ = true;
           args_done_ = false;
           args_kind_ = value_;
@@ -319,7 +323,7 @@ bool ToolCallParser::ScanObject() {
 void ToolCallParser::ValueEnded(size_t end) {
   const std::string_view v =
       std::string_view(text_).substr(value_start_, end - value_start_);
-  if (key_ == "name" && value_ == Value::kString) {
+  if (key_ == "name" && value_ == Value::kString && !has_name_) {
     has_name_ = DecodeString(v, &name_) && !name_.empty();
   }
   if (IsArgumentsKey(key_) && args_started_ && args_start_ == value_start_) {

@@ -155,6 +155,24 @@ TEST(ToolCallParserTest, Llama3JsonContentReplies) {
                   "{\"x\": 1} and more", {}, {});
 }
 
+// Found by fuzz_tool_calls: what the stream sends must not depend on where
+// the pieces break. A call starts at its name even when its object then
+// turns out malformed; only the first "name" and "arguments" count; a reply
+// that is only <|python_tag|> is content.
+TEST(ToolCallParserTest, StreamAgreesWithTheWholeReply) {
+  ExpectAllSplits(ToolCallFormat::kHermes,
+                  "<tool_call>{\"name\": \"now\", ments\": {}}</tool_call>",
+                  "ments\": {}}</tool_call>", {"now"}, {json::object()});
+  ExpectAllSplits(ToolCallFormat::kHermes,
+                  "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": 1}, "
+                  "\"name\": \"g\", \"arguments\": {\"b\": 2}}</tool_call>",
+                  "", {"f"}, {json{{"a", 1}}});
+  ExpectAllSplits(ToolCallFormat::kLlama3Json, "<|python_tag|>",
+                  "<|python_tag|>", {}, {});
+  ExpectAllSplits(ToolCallFormat::kLlama3Json, " <|python_tag|> ",
+                  " <|python_tag|> ", {}, {});
+}
+
 TEST(ToolCallParserTest, ArgumentsStreamBeforeTheCallEnds) {
   ToolCallParser p(ToolCallFormat::kHermes);
   std::vector<ToolDelta> d =
