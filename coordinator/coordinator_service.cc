@@ -31,19 +31,6 @@ grpc::Status Invalid(const std::string& msg) {
   return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, msg);
 }
 
-// Counts a request in flight on a worker for as long as it lives.
-class InflightGuard {
- public:
-  InflightGuard(WorkerRegistry* r, std::string id, int64_t tokens)
-      : r_(r), id_(std::move(id)), tokens_(tokens) {}
-  ~InflightGuard() { r_->Release(id_, tokens_); }
-
- private:
-  WorkerRegistry* r_;
-  std::string id_;
-  int64_t tokens_;
-};
-
 // The bytes `token` stands for after `prev` ("" for an id outside the
 // vocabulary, which a misbehaving worker could send).
 std::string TokenBytesOf(const model::Tokenizer& tok, int32_t prev,

@@ -98,6 +98,10 @@ class Coordinator {
     grpc::Status ListModels(grpc::ServerContext* ctx,
                             const latentkv::v1::ListModelsRequest* req,
                             latentkv::v1::ListModelsResponse* resp) override;
+    // coordinator_embed.cc.
+    grpc::Status Embed(grpc::ServerContext* ctx,
+                       const latentkv::v1::EmbedRequest* req,
+                       latentkv::v1::EmbedResponse* resp) override;
 
    private:
     Coordinator* c_;

@@ -111,6 +111,22 @@ class WorkerRegistry {
   std::map<std::string, WorkerInfo> workers_;
 };
 
+// Counts a request in flight on a worker (Acquire's) for as long as it
+// lives: Releases it on destruction.
+class InflightGuard {
+ public:
+  InflightGuard(WorkerRegistry* r, std::string id, int64_t tokens)
+      : r_(r), id_(std::move(id)), tokens_(tokens) {}
+  ~InflightGuard() { r_->Release(id_, tokens_); }
+  InflightGuard(const InflightGuard&) = delete;
+  InflightGuard& operator=(const InflightGuard&) = delete;
+
+ private:
+  WorkerRegistry* r_;
+  std::string id_;
+  int64_t tokens_;
+};
+
 }  // namespace latentkv::coordinator
 
 #endif  // LATENTKV_COORDINATOR_WORKER_REGISTRY_H_

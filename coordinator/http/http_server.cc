@@ -53,9 +53,9 @@ bool ConfigureTlsContext(const auth::TlsPem& pem, SSL_CTX& ctx) {
 // The route label of `path`: one of ours, or "other" (arbitrary paths
 // must not grow the metrics' label sets).
 std::string RouteName(const std::string& path) {
-  for (const char* r :
-       {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health",
-        "/health/live", "/tokenize", "/detokenize", "/metrics"}) {
+  for (const char* r : {"/v1/completions", "/v1/chat/completions", "/v1/models",
+                        "/health", "/health/live", "/tokenize", "/detokenize",
+                        "/metrics", "/v1/embeddings"}) {
     if (path == r) return r;
   }
   if (path.rfind("/v1/models/", 0) == 0) return "/v1/models/{id}";

@@ -3,6 +3,7 @@
 //   GET  /v1/models, /v1/models/{id}
 //   GET  /health (ready: 200 or 503), /health/live, /metrics (optional)
 //   POST /tokenize, /detokenize (vLLM's shapes: utility_api.h)
+//   POST /v1/embeddings (embeddings_api.h)
 // Request and response formats are in openai_api.h; chat messages become a
 // prompt through chat_template.h.
 //
@@ -139,6 +140,9 @@ class HttpServer {
   void HandleModel(const httplib::Request& req, httplib::Response& res);
   void HandleTokenize(const httplib::Request& req, httplib::Response& res);
   void HandleDetokenize(const httplib::Request& req, httplib::Response& res);
+  // POST /v1/embeddings (embeddings_api.h): one Embed call per input, all
+  // in flight at once.
+  void HandleEmbeddings(const httplib::Request& req, httplib::Response& res);
   // The response id for a new request.
   std::string NewId(bool chat);
 

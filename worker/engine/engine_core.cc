@@ -134,8 +134,15 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
         "compressed KV cache requested but this server has no KV compression "
         "configured");
   }
+  if (req.embed && (req.constraint != nullptr || req.import_kv != nullptr ||
+                    req.export_kv || s.prompt_logprobs)) {
+    return absl::InvalidArgumentError(
+        "an embedding request takes no structured output, KV transfer or "
+        "prompt log-probabilities");
+  }
   auto seq = std::make_unique<Sequence>();
   seq->id = std::move(req.id);
+  seq->embed = req.embed;
   seq->tokens = std::move(req.prompt);
   seq->prompt_len = static_cast<int32_t>(seq->tokens.size());
   seq->max_new_tokens = req.max_new_tokens;
@@ -265,6 +272,13 @@ void EngineCore::Finish(Sequence* seq, FinishReason reason,
       status = snap.status();
     }
   }
+  if (seq->embed && status.ok() && reason == FinishReason::kStop &&
+      seq->embed_rows == seq->prompt_len) {
+    ev.embedding.reserve(seq->embed_sum.size());
+    for (const double v : seq->embed_sum) {
+      ev.embedding.push_back(static_cast<float>(v / seq->embed_rows));
+    }
+  }
   if (status.ok()) IndexPrefix(*seq);
   ev.status = std::move(status);
   scheduler_->Remove(id);  // releases pages; seq is gone after this
@@ -358,9 +372,11 @@ void EngineCore::Step() {
       ch.tokens = p.seq->tokens.data() + p.start;
       ch.len = p.len;
       ch.start = p.start;
-      ch.logits = WantsAllLogits(p) ? ForwardChunk::Logits::kAll
-                  : p.sample        ? ForwardChunk::Logits::kLast
-                                    : ForwardChunk::Logits::kNone;
+      ch.logits = p.seq->embed        ? ForwardChunk::Logits::kNone
+                  : WantsAllLogits(p) ? ForwardChunk::Logits::kAll
+                  : p.sample          ? ForwardChunk::Logits::kLast
+                                      : ForwardChunk::Logits::kNone;
+      ch.hidden = p.seq->embed;
       // Greedy rows need only their argmax (SampleToken's greedy rule).
       ch.greedy = UsesDeviceArgmax(*p.seq);
       if (p.seq->residency != nullptr) {
@@ -380,8 +396,8 @@ void EngineCore::Step() {
       }
       masks_.Start(std::move(constrained));
     }
-    absl::Status st =
-        runner_->Forward(chunks, *cache_, *pools_, &logits_, &greedy_);
+    absl::Status st = runner_->Forward(chunks, *cache_, *pools_, &logits_,
+                                       &greedy_, &hidden_);
     masks_.Wait();
     if (!st.ok()) {
       // Keep the code: a broken tensor-parallel group is UNAVAILABLE (the
@@ -413,12 +429,21 @@ void EngineCore::Step() {
 int64_t EngineCore::Emit(const std::vector<ScheduledChunk>& plan) {
   const int32_t vocab = config().vocab_size;
   int64_t row = 0, generated = 0;
+  int64_t hidden_row = 0;  // rows of hidden_ (embed chunks, in order)
   for (const auto& p : plan) {
     Sequence* seq = p.seq;
     seq->num_cached += p.len;
     if (p.start < seq->prompt_len && seq->num_cached >= seq->prompt_len) {
       IndexPrefix(*seq);  // the prompt is in: share it from now on
       ReleaseFollowers(seq->id);
+    }
+    if (seq->embed) {
+      AddEmbeddingRows(p, hidden_.data() + hidden_row * config().hidden_size);
+      hidden_row += p.len;
+      if (seq->num_cached >= seq->prompt_len) {
+        Finish(seq, FinishReason::kStop, absl::OkStatus());
+      }
+      continue;
     }
     if (seq->residency != nullptr) {
       evicted_total_ += seq->residency->evicted_slots() - seq->evicted_reported;
@@ -537,6 +562,22 @@ EngineStats EngineCore::Stats() const {
   s.prefix_hits = from_prefix_->attached();
   s.prefix_evicted_blocks = prefix_evicted_;
   return s;
+}
+
+void EngineCore::AddEmbeddingRows(const ScheduledChunk& p, const float* rows) {
+  Sequence* seq = p.seq;
+  const int64_t H = config().hidden_size;
+  if (p.start == 0) {  // (re)computed from the start: after a preemption too
+    seq->embed_sum.assign(H, 0.0);
+    seq->embed_rows = 0;
+  }
+  if (p.start != seq->embed_rows) return;  // not the next rows
+  const int64_t n = std::min<int64_t>(p.len, seq->prompt_len - p.start);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* r = rows + i * H;
+    for (int64_t j = 0; j < H; ++j) seq->embed_sum[j] += r[j];
+  }
+  seq->embed_rows += n;
 }
 
 void EngineCore::RecordPromptLogprobs(const ScheduledChunk& p,

@@ -114,6 +114,8 @@ class EngineCore {
   // chunk from its rows of logits [len, vocab], and moves them into the
   // first event once the whole prompt is computed.
   void RecordPromptLogprobs(const ScheduledChunk& p, const float* rows);
+  // An embed chunk's final hidden rows [p.len, hidden] into its sum.
+  void AddEmbeddingRows(const ScheduledChunk& p, const float* rows);
   void TakePromptLogprobs(Sequence* seq, GenerationEvent* ev);
 
   std::shared_ptr<const model::ModelWeights> weights_;
@@ -144,6 +146,7 @@ class EngineCore {
   // Step scratch.
   std::vector<float> logits_;
   std::vector<int32_t> greedy_;  // every sampled row's argmax
+  std::vector<float> hidden_;    // embed chunks' final hidden rows
   std::vector<std::pair<float, int32_t>> scratch_;
   MaskPrefetch masks_;  // constrained rows' masks, during the forward
   std::vector<float> raw_logits_;  // a row kept from the logit controls

@@ -99,6 +99,12 @@ struct GenerationRequest {
   // imported first token must be one it allows. Shared so requests stay
   // copyable; one sequence at a time may use it (it is stateful).
   std::shared_ptr<TokenConstraint> constraint;
+  // Embedding: the prompt runs through the model and nothing is generated;
+  // the final event (finish kStop) carries the mean, over the prompt's
+  // positions, of the final RMS-normed hidden state. The whole prompt is
+  // computed here (no cached prefix shared, no KV imported); sampling
+  // options, constraints and KV export do not apply.
+  bool embed = false;
 };
 
 // What the engine reports about a request.
@@ -112,6 +118,8 @@ struct GenerationEvent {
   FinishReason finish = FinishReason::kNone;  // set on the final event
   absl::Status status;                   // non-OK: the request failed (final)
   std::shared_ptr<const KvSnapshot> kv;  // final event of an export_kv request
+  // Final event of an embed request: [hidden_size].
+  std::vector<float> embedding;
 };
 using EventSink = std::function<void(const GenerationEvent&)>;
 

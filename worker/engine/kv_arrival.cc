@@ -93,7 +93,7 @@ class LocalPrefixArrival final : public KvArrival {
   bool Applies(const Sequence& seq) const override {
     return index_ != nullptr && seq.residency == nullptr &&
            seq.num_cached == 0 && seq.import_kv == nullptr &&
-           !seq.sampling.prompt_logprobs;
+           !seq.sampling.prompt_logprobs && !seq.embed;
   }
   bool Attach(Sequence* seq) override {
     const int64_t len = static_cast<int64_t>(seq->tokens.size());

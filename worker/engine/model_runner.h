@@ -90,10 +90,13 @@ class ModelRunner {
   // (left as they were: a device backend moves 4 bytes per greedy row
   // instead of the vocabulary's floats). The chunks' tokens must lie in
   // [0, vocab) (checked: InvalidArgument) and positions below the context.
-  // K/V go to `pools` (the pools of `cache`'s pages).
+  // K/V go to `pools` (the pools of `cache`'s pages). With `hidden`, it
+  // receives every row of the `hidden` chunks, in chunk order, after the
+  // final RMSNorm: [rows, hidden_size].
   absl::Status Forward(const std::vector<ForwardChunk>& chunks, KvCache& cache,
                        KvPools& pools, std::vector<float>* logits,
-                       std::vector<int32_t>* argmax = nullptr);
+                       std::vector<int32_t>* argmax = nullptr,
+                       std::vector<float>* hidden = nullptr);
 
  private:
   // Grows the workspace to `rows` batch rows; ResourceExhausted when the

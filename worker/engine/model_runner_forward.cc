@@ -138,7 +138,8 @@ absl::Status ModelRunner::RunResidency(const std::vector<ForwardChunk>& chunks,
 absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
                                   KvCache& cache, KvPools& pools,
                                   std::vector<float>* logits,
-                                  std::vector<int32_t>* argmax) {
+                                  std::vector<int32_t>* argmax,
+                                  std::vector<float>* hidden) {
   if (!init_status_.ok()) return init_status_;
   const auto& c = config();
   const int64_t H = c.hidden_size;
@@ -239,6 +240,26 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
       if (!st.ok()) return st;
     }
     be.AddInPlace(x, h, T * H);
+  }
+
+  // Embeddings: the hidden chunks' rows, final-normed, copied out (h is
+  // free until the logits below).
+  if (hidden != nullptr) {
+    // Sized once: the copies land there asynchronously (until Synchronize).
+    int64_t rows = 0;
+    for (const ForwardChunk& ch : chunks) rows += ch.hidden ? ch.len : 0;
+    hidden->resize(static_cast<size_t>(rows * H));
+    int64_t r = 0, at = 0;
+    for (const ForwardChunk& ch : chunks) {
+      if (ch.hidden) {
+        be.RmsNorm(x + r * H, final_norm_, ch.len, H, c.rms_norm_eps,
+                   h + r * H);
+        be.CopyOut(hidden->data() + at * H, h + r * H,
+                   static_cast<size_t>(ch.len) * H * sizeof(float));
+        at += ch.len;
+      }
+      r += ch.len;
+    }
   }
 
   // Only the rows that sample: gather, final norm, LM head, copy out.

@@ -13,24 +13,29 @@
 
 namespace latentkv::worker {
 
-// Float64 reference forward over a whole sequence; returns [n, vocab].
-inline std::vector<double> ReferenceLogits(const model::ModelWeights& m,
-                                           const std::vector<int32_t>& tokens) {
+// y = x t^T in double: x [rows_x, in], t [out, in] (f32) -> [rows_x, out].
+inline std::vector<double> ReferenceMatMul(const model::Tensor& t,
+                                           const std::vector<double>& x,
+                                           int rows_x) {
+  const int64_t out = t.shape[0], in = t.shape[1];
+  std::vector<double> y(rows_x * out);
+  for (int r = 0; r < rows_x; ++r)
+    for (int64_t o = 0; o < out; ++o) {
+      double s = 0;
+      for (int64_t i = 0; i < in; ++i)
+        s += x[r * in + i] * double(t.f32()[o * in + i]);
+      y[r * out + o] = s;
+    }
+  return y;
+}
+
+// Float64 reference forward over a whole sequence; returns the final
+// RMS-normed hidden states [n, hidden].
+inline std::vector<double> ReferenceFinalHidden(
+    const model::ModelWeights& m, const std::vector<int32_t>& tokens) {
   const model::ModelConfig& c = m.config;
   const int n = tokens.size(), H = c.hidden_size;
-  auto mat = [](const model::Tensor& t, const std::vector<double>& x,
-                int rows_x) {
-    const int64_t out = t.shape[0], in = t.shape[1];
-    std::vector<double> y(rows_x * out);
-    for (int r = 0; r < rows_x; ++r)
-      for (int64_t o = 0; o < out; ++o) {
-        double s = 0;
-        for (int64_t i = 0; i < in; ++i)
-          s += x[r * in + i] * double(t.f32()[o * in + i]);
-        y[r * out + o] = s;
-      }
-    return y;
-  };
+  const auto& mat = ReferenceMatMul;
   auto rms = [&](const std::vector<double>& x, const model::Tensor& w) {
     std::vector<double> y(x.size());
     for (int r = 0; r < n; ++r) {
@@ -97,7 +102,14 @@ inline std::vector<double> ReferenceLogits(const model::ModelWeights& m,
     auto d = mat(w.down_proj, gt, n);
     for (size_t i = 0; i < x.size(); ++i) x[i] += d[i];
   }
-  return mat(m.lm_head, rms(x, m.final_norm), n);
+  return rms(x, m.final_norm);
+}
+
+// Float64 reference forward over a whole sequence; returns [n, vocab].
+inline std::vector<double> ReferenceLogits(const model::ModelWeights& m,
+                                           const std::vector<int32_t>& tokens) {
+  return ReferenceMatMul(m.lm_head, ReferenceFinalHidden(m, tokens),
+                         static_cast<int>(tokens.size()));
 }
 
 }  // namespace latentkv::worker

@@ -57,6 +57,11 @@ struct Sequence {
   // they went out with an event.
   std::vector<TokenLogprobs> prompt_lp;
   bool prompt_lp_sent = false;
+  // GenerationRequest::embed: the sum of the prompt's final normed hidden
+  // states over the positions computed so far (float64), and how many.
+  bool embed = false;
+  std::vector<double> embed_sum;
+  int64_t embed_rows = 0;
   bool running = false;
   int32_t preemptions = 0;
 

@@ -38,6 +38,9 @@ struct ForwardChunk {
   // Its logit rows are wanted only as their greedy token (ModelRunner::
   // Forward's `argmax`): their logits are not copied off the backend.
   bool greedy = false;
+  // Its rows' final hidden states (after the final RMSNorm) are wanted:
+  // ModelRunner::Forward's `hidden` (embeddings).
+  bool hidden = false;
   // The sequence's residency policy state, or nullptr for a full cache. After
   // each layer's attention the runner hands it the chunk's queries, and it
   // may drop slots of that layer from `kv` (see residency_policy.h).

@@ -292,6 +292,7 @@ grpc::Status WorkerService::Generate(
                 req->prompt_token_ids(), req->sampling(), req->kv_cache_mode());
   const pb::SamplingParams& sp = req->sampling();
   g.max_new_tokens = static_cast<int32_t>(sp.max_tokens());
+  g.embed = req->embed();
   if (sp.max_tokens() > (1u << 30)) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "max_tokens is too large");
@@ -308,7 +309,8 @@ grpc::Status WorkerService::Generate(
   std::vector<int32_t> seen;  // prompt + generated, for publishing
   // Prompt log-probabilities need the whole prompt computed here: no store
   // prefix, no remote prefill.
-  const bool whole_prompt = sp.prompt_logprobs();
+  // (So do embeddings.)
+  const bool whole_prompt = sp.prompt_logprobs() || req->embed();
   if (pc != nullptr && full_cache && req->prefill_worker().empty() &&
       !whole_prompt) {
     // The local prefix cache first: when it already holds every block the
@@ -363,6 +365,7 @@ grpc::Status WorkerService::Generate(
       }
       if (e.token >= 0 && pc != nullptr) seen.push_back(e.token);
       if (e.kv != nullptr) final_kv = e.kv;
+      for (const float v : e.embedding) resp.add_embedding(v);
       if (e.finish != FinishReason::kNone) {
         resp.set_finish_reason(ToProto(e.finish));
         done = true;
