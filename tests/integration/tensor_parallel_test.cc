@@ -1,7 +1,8 @@
 // Tensor-parallel worker groups as real processes on loopback (Gloo TCP):
 // TP = 2 and TP = 4 stream exactly TP = 1's greedy tokens, concurrently and
-// with KV eviction on; a group whose follower is SIGKILLed leaves, and the
-// coordinator finishes its requests on another group with the right tokens.
+// with KV eviction on, and give TP = 1's embeddings; a group whose follower is
+// SIGKILLed leaves, and the coordinator finishes its requests on another group
+// with the right tokens.
 #include <signal.h>
 
 #include <string>
@@ -40,6 +41,26 @@ std::vector<std::vector<int32_t>> RunConcurrently(Cluster& c, int max_tokens) {
   return out;
 }
 
+// Each prompt's embedding (Generation.Embed).
+std::vector<std::vector<float>> Embeddings(Cluster& c) {
+  std::vector<std::vector<float>> out;
+  for (const std::string& p : kPrompts) {
+    grpc::ClientContext ctx;
+    latentkv::v1::EmbedRequest req;
+    req.set_input(p);
+    latentkv::v1::EmbedResponse resp;
+    const grpc::Status st = c.stub().Embed(&ctx, req, &resp);
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    out.emplace_back(resp.embedding().begin(), resp.embedding().end());
+  }
+  return out;
+}
+
+std::vector<std::vector<float>>& ReferenceEmbeddingsStore() {
+  static std::vector<std::vector<float>> v;
+  return v;
+}
+
 std::vector<std::vector<int32_t>> Reference() {
   static const std::vector<std::vector<int32_t>> ref = [] {
     ClusterOptions o;
@@ -52,9 +73,15 @@ std::vector<std::vector<int32_t>> Reference() {
       EXPECT_TRUE(s.status.ok());
       out.push_back(s.tokens);
     }
+    ReferenceEmbeddingsStore() = Embeddings(c);
     return out;
   }();
   return ref;
+}
+
+const std::vector<std::vector<float>>& ReferenceEmbeddings() {
+  Reference();
+  return ReferenceEmbeddingsStore();
 }
 
 class TensorParallelServingTest : public ::testing::TestWithParam<int> {};
@@ -70,6 +97,17 @@ TEST_P(TensorParallelServingTest, GroupStreamsTheSingleRankTokens) {
   for (size_t i = 0; i < want.size(); ++i) {
     ASSERT_FALSE(want[i].empty());
     EXPECT_EQ(got[i], want[i]) << kPrompts[i];
+  }
+  // Embeddings: the group's hidden states are TP = 1's (up to the order of
+  // the all-reduce's sums).
+  const auto emb = Embeddings(c);
+  const auto& emb_want = ReferenceEmbeddings();
+  for (size_t i = 0; i < emb_want.size(); ++i) {
+    ASSERT_EQ(emb[i].size(), emb_want[i].size()) << kPrompts[i];
+    ASSERT_FALSE(emb[i].empty());
+    for (size_t j = 0; j < emb[i].size(); ++j) {
+      EXPECT_NEAR(emb[i][j], emb_want[i][j], 1e-4) << kPrompts[i] << " " << j;
+    }
   }
   // Every follower rank answers Kubernetes-style health probes.
   for (int r = 1; r < o.tp; ++r) {

@@ -159,7 +159,8 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
   seq->import_first_logprobs = std::move(req.import_first_logprobs);
   seq->constraint = std::move(req.constraint);
   seq->kv.Init(*cache_);  // shapes only: the cache's immutable geometry
-  if (policy_ != nullptr && req.kv_mode != KvMode::kFull) {
+  // (Embeddings see the whole input: no residency policy.)
+  if (policy_ != nullptr && req.kv_mode != KvMode::kFull && !req.embed) {
     seq->kv.SetCapacity(policy_->capacities());
     seq->residency = policy_->NewSequence(seq->prompt_len);
   }

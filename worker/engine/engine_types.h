@@ -102,8 +102,9 @@ struct GenerationRequest {
   // Embedding: the prompt runs through the model and nothing is generated;
   // the final event (finish kStop) carries the mean, over the prompt's
   // positions, of the final RMS-normed hidden state. The whole prompt is
-  // computed here (no cached prefix shared, no KV imported); sampling
-  // options, constraints and KV export do not apply.
+  // computed here (no cached prefix shared, no KV imported) in a full cache
+  // (no residency policy: every position attends to every earlier one);
+  // sampling options, constraints and KV export do not apply.
   bool embed = false;
 };
 
