@@ -50,17 +50,9 @@ grpc::Status Coordinator::GenerationImpl::Embed(grpc::ServerContext* ctx,
                      served - 1,
                      " tokens the largest worker's KV memory holds"));
   }
-  if (c.inflight_.fetch_add(1) >= c.options_.max_inflight) {
-    c.inflight_.fetch_sub(1);
-    return grpc::Status(
-        grpc::StatusCode::RESOURCE_EXHAUSTED,
-        absl::StrCat("coordinator has ", c.options_.max_inflight,
-                     " requests in flight"));
-  }
-  struct Dec {
-    std::atomic<int32_t>* n;
-    ~Dec() { n->fetch_sub(1); }
-  } dec{&c.inflight_};
+  grpc::Status admitted;
+  const std::unique_ptr<InflightSlot> slot = c.TakeInflightSlot(&admitted);
+  if (slot == nullptr) return admitted;
   const std::string request_id =
       req->request_id().empty()
           ? absl::StrCat("emb-", c.next_request_.fetch_add(1))
@@ -120,15 +112,9 @@ grpc::Status Coordinator::GenerationImpl::Embed(grpc::ServerContext* ctx,
       return grpc::Status::OK;
     }
     if (st.error_code() != grpc::StatusCode::UNAVAILABLE) return st;
-    std::fprintf(stderr, "coordinator: worker %s failed (%s); retrying %s\n",
-                 w->id.c_str(), st.error_message().c_str(), request_id.c_str());
-    c.registry_.Remove(w->id);
-    c.kv_index_.Remove(w->id);
-    c.UpdateHealth();
+    c.DropFailedWorker(w->id, st, request_id);
   }
-  return grpc::Status(
-      grpc::StatusCode::UNAVAILABLE,
-      tried.empty() ? "no worker is available" : "every worker tried failed");
+  return NoWorkerStatus(tried);
 }
 
 }  // namespace latentkv::coordinator

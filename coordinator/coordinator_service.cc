@@ -352,17 +352,9 @@ grpc::Status Coordinator::GenerationImpl::Generate(
       !st.ok()) {
     return st;
   }
-  if (c.inflight_.fetch_add(1) >= c.options_.max_inflight) {
-    c.inflight_.fetch_sub(1);
-    return grpc::Status(
-        grpc::StatusCode::RESOURCE_EXHAUSTED,
-        absl::StrCat("coordinator has ", c.options_.max_inflight,
-                     " requests in flight"));
-  }
-  struct Dec {
-    std::atomic<int32_t>* n;
-    ~Dec() { n->fetch_sub(1); }
-  } dec{&c.inflight_};
+  grpc::Status admitted;
+  const std::unique_ptr<InflightSlot> slot = c.TakeInflightSlot(&admitted);
+  if (slot == nullptr) return admitted;
 
   // Longer than any worker's KV memory holds: it could never run (a 400,
   // not a 429 that clients would retry).
@@ -543,12 +535,35 @@ grpc::Status Coordinator::GenerationImpl::Generate(
     }
     if (st.error_code() != grpc::StatusCode::UNAVAILABLE) return st;
     // The worker is gone or shutting down: continue elsewhere.
-    std::fprintf(stderr, "coordinator: worker %s failed (%s); retrying %s\n",
-                 w->id.c_str(), st.error_message().c_str(), request_id.c_str());
-    c.registry_.Remove(w->id);
-    c.kv_index_.Remove(w->id);
-    c.UpdateHealth();
+    c.DropFailedWorker(w->id, st, request_id);
   }
+  return NoWorkerStatus(tried);
+}
+
+std::unique_ptr<Coordinator::InflightSlot> Coordinator::TakeInflightSlot(
+    grpc::Status* st) {
+  if (inflight_.fetch_add(1) >= options_.max_inflight) {
+    inflight_.fetch_sub(1);
+    *st = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                       absl::StrCat("coordinator has ", options_.max_inflight,
+                                    " requests in flight"));
+    return nullptr;
+  }
+  return std::make_unique<InflightSlot>(&inflight_);
+}
+
+void Coordinator::DropFailedWorker(const std::string& worker_id,
+                                   const grpc::Status& st,
+                                   const std::string& request_id) {
+  std::fprintf(stderr, "coordinator: worker %s failed (%s); retrying %s\n",
+               worker_id.c_str(), st.error_message().c_str(),
+               request_id.c_str());
+  registry_.Remove(worker_id);
+  kv_index_.Remove(worker_id);
+  UpdateHealth();
+}
+
+grpc::Status Coordinator::NoWorkerStatus(const std::set<std::string>& tried) {
   return grpc::Status(
       grpc::StatusCode::UNAVAILABLE,
       tried.empty() ? "no worker is available" : "every worker tried failed");

@@ -18,6 +18,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -138,6 +139,25 @@ class Coordinator {
                            uint32_t max_tokens, float temperature, float top_p,
                            std::vector<int32_t>* prompt) const;
   void UpdateHealth();
+  // --max_inflight: one slot, held until the guard goes; null (and
+  // RESOURCE_EXHAUSTED in *st) when none is left.
+  class InflightSlot {
+   public:
+    explicit InflightSlot(std::atomic<int32_t>* n) : n_(n) {}
+    ~InflightSlot() { n_->fetch_sub(1); }
+    InflightSlot(const InflightSlot&) = delete;
+    InflightSlot& operator=(const InflightSlot&) = delete;
+
+   private:
+    std::atomic<int32_t>* n_;
+  };
+  std::unique_ptr<InflightSlot> TakeInflightSlot(grpc::Status* st);
+  // A worker call failed UNAVAILABLE: the worker leaves the registry and
+  // the KV index (the request moves on to another).
+  void DropFailedWorker(const std::string& worker_id, const grpc::Status& st,
+                        const std::string& request_id);
+  // What a request gets when no worker (left) could take it.
+  static grpc::Status NoWorkerStatus(const std::set<std::string>& tried);
   void ExpiryLoop();
 
   CoordinatorOptions options_;

@@ -221,11 +221,14 @@ bool ToolCallParser::ScanObject() {
   while (scan_ < text_.size()) {
     const char c = text_[scan_];
     switch (top_) {
-      case Top::kKey:
-        if (c == '"') {
+      case Top::kKey:  // (a key, or the end of an empty object)
+      case Top::kAfterValue:
+        if (top_ == Top::kKey && c == '"') {
           key_start_ = scan_;
           escaped_ = false;
           top_ = Top::kInKey;
+        } else if (top_ == Top::kAfterValue && c == ',') {
+          top_ = Top::kKey;
         } else if (c == '}') {
           ++scan_;
           return true;
@@ -301,17 +304,6 @@ bool ToolCallParser::ScanObject() {
         } else if ((c == '}' || c == ']') && --depth_ == 0) {
           ValueEnded(scan_ + 1);
           top_ = Top::kAfterValue;
-        }
-        break;
-      case Top::kAfterValue:
-        if (c == ',') {
-          top_ = Top::kKey;
-        } else if (c == '}') {
-          ++scan_;
-          return true;
-        } else if (!IsWs(c)) {
-          failed_ = true;
-          return true;
         }
         break;
     }
