@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/dtype.h"
+#include "model/gguf/ggml_quants.h"
 
 namespace latentkv::model {
 namespace {
@@ -65,13 +66,28 @@ class Loader {
           absl::StrCat(f_.path(), ": ", name, ": expected dims ",
                        DimsString(want), ", got ", DimsString(t->dims)));
     }
-    const std::optional<DType> stored = GgmlToDType(t->type);
-    if (!stored) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(f_.path(), ": ", name, ": unsupported tensor type ",
-                       GgmlTypeName(t->type)));
-    }
+    std::optional<DType> stored = GgmlToDType(t->type);
     const int64_t r = rows == 0 ? 1 : rows;
+    // Q5_0/Q5_1 and the k-quants: dequantized to f32 here (exact), then
+    // held as any f32 tensor (--weights-dtype requantizes).
+    std::vector<uint8_t> dequantized;
+    if (!stored) {
+      const auto q = GgmlQuantLayoutOf(t->type);
+      if (!q) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(f_.path(), ": ", name, ": unsupported tensor type ",
+                         GgmlTypeName(t->type)));
+      }
+      if (cols % q->block_elems != 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            f_.path(), ": ", name, ": rows of ", cols, " are not whole ",
+            q->name, " blocks of ", q->block_elems));
+      }
+      dequantized.resize(static_cast<size_t>(r * cols) * sizeof(float));
+      DequantizeGgml(t->type, t->data, r * cols,
+                     reinterpret_cast<float*>(dequantized.data()));
+      stored = DType::kF32;
+    }
     DType target = *stored;
     if (norm) {
       target = DType::kF32;
@@ -83,7 +99,7 @@ class Loader {
     out->dtype = target;
     out->shape = rows == 0 ? std::vector<int64_t>{cols}
                            : std::vector<int64_t>{rows, cols};
-    const uint8_t* src = t->data;
+    const uint8_t* src = dequantized.empty() ? t->data : dequantized.data();
     std::vector<uint8_t> permuted;
     if (rope_heads > 0) {
       permuted = UnpermuteRows(src, rope_heads, rows / rope_heads,
@@ -91,12 +107,14 @@ class Loader {
       src = permuted.data();
     }
     if (target == *stored) {
-      if (permuted.empty() &&
-          reinterpret_cast<uintptr_t>(src) % 4 == 0) {  // a view
-        out->data = src;
-      } else if (!permuted.empty()) {
+      if (!permuted.empty()) {
         out->owned = std::move(permuted);
         out->data = out->owned.data();
+      } else if (!dequantized.empty()) {
+        out->owned = std::move(dequantized);
+        out->data = out->owned.data();
+      } else if (reinterpret_cast<uintptr_t>(src) % 4 == 0) {  // a view
+        out->data = src;
       } else {
         out->owned.assign(src, src + t->nbytes);
         out->data = out->owned.data();

@@ -5,11 +5,14 @@
 
 #include <cstring>
 #include <filesystem>
+#include <map>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "common/dtype.h"
 #include "model/convert.h"
+#include "model/gguf/ggml_quants.h"
 #include "model/gguf/gguf_writer.h"
 #include "model/shard.h"
 #include "model/weights.h"
@@ -239,6 +242,114 @@ TEST(GgufLoaderTest, ShardsQuantizedMatricesInWholeBlocks) {
   EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(bad.status().message().find("o_proj"), std::string::npos)
       << bad.status();
+}
+
+// A one-layer Llama GGUF of width 256 (k-quant super-blocks) whose matrices
+// are seeded random blocks of ggml type `type` (f16 scales kept finite and
+// small), norms f32 ones. Returns each matrix's stored bytes by name.
+std::map<std::string, std::vector<uint8_t>> WriteQuantGguf(
+    uint32_t type, const std::string& path) {
+  const auto layout = GgmlQuantLayoutOf(type);
+  EXPECT_TRUE(layout.has_value());
+  const int64_t h = 256, ffn = 512, vocab = 256, heads = 2, kv = 1;
+  GgufWriter g;
+  g.SetString("general.architecture", "llama");
+  g.SetUint32("llama.block_count", 1);
+  g.SetUint32("llama.context_length", 64);
+  g.SetUint32("llama.embedding_length", h);
+  g.SetUint32("llama.feed_forward_length", ffn);
+  g.SetUint32("llama.attention.head_count", heads);
+  g.SetUint32("llama.attention.head_count_kv", kv);
+  g.SetFloat32("llama.rope.freq_base", 10000.0f);
+  g.SetFloat32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  g.SetUint32("llama.rope.dimension_count", h / heads);
+  g.SetUint32("llama.vocab_size", vocab);
+  g.SetUint32("tokenizer.ggml.bos_token_id", 1);
+  g.SetUint32("tokenizer.ggml.eos_token_id", 2);
+  std::map<std::string, std::vector<uint8_t>> stored;
+  std::mt19937 rng(type);
+  auto matrix = [&](const std::string& name, int64_t rows, int64_t cols) {
+    const int64_t blocks = rows * cols / layout->block_elems;
+    std::vector<uint8_t> bytes(blocks * layout->block_bytes);
+    for (uint8_t& b : bytes) b = static_cast<uint8_t>(rng());
+    // Every 2-byte field that may be an f16 scale: exponent bits cleared
+    // above 0x3 (|x| < 2^-12 * 16): finite. The layouts put them at the
+    // block's start or end; clearing both ends covers each.
+    for (int64_t i = 0; i < blocks; ++i) {
+      uint8_t* blk = bytes.data() + i * layout->block_bytes;
+      for (uint8_t* p : {blk + 1, blk + 3, blk + layout->block_bytes - 1,
+                         blk + layout->block_bytes - 3}) {
+        *p &= 0x8F;
+      }
+    }
+    EXPECT_TRUE(g.AddTensor(name, {cols, rows}, static_cast<GgmlType>(type),
+                            bytes.data(), bytes.size())
+                    .ok());
+    stored[name] = bytes;
+  };
+  const std::vector<float> ones(h, 1.0f);
+  auto norm = [&](const std::string& name) {
+    EXPECT_TRUE(g.AddTensor(name, {h}, GgmlType::kF32, ones.data(),
+                            ones.size() * sizeof(float))
+                    .ok());
+  };
+  matrix("token_embd.weight", vocab, h);
+  norm("blk.0.attn_norm.weight");
+  matrix("blk.0.attn_q.weight", h, h);
+  matrix("blk.0.attn_k.weight", kv * h / heads, h);
+  matrix("blk.0.attn_v.weight", kv * h / heads, h);
+  matrix("blk.0.attn_output.weight", h, h);
+  norm("blk.0.ffn_norm.weight");
+  matrix("blk.0.ffn_gate.weight", ffn, h);
+  matrix("blk.0.ffn_up.weight", ffn, h);
+  matrix("blk.0.ffn_down.weight", h, ffn);
+  norm("output_norm.weight");
+  EXPECT_TRUE(g.Write(path).ok());
+  return stored;
+}
+
+std::vector<float> Dequantized(uint32_t type, const std::vector<uint8_t>& b,
+                               int64_t n) {
+  std::vector<float> out(n);
+  DequantizeGgml(type, b.data(), n, out.data());
+  return out;
+}
+
+// Q5_0/Q5_1 and k-quant tensors load dequantized (the values
+// ggml_quants_test checks against gguf-py), Q/K rows unpermuted like any
+// GGUF's; --weights-dtype requantizes them.
+TEST(GgufLoaderTest, KQuantTensorsLoadDequantized) {
+  for (GgmlQuant q :
+       {GgmlQuant::kQ5_0, GgmlQuant::kQ5_1, GgmlQuant::kQ2_K, GgmlQuant::kQ3_K,
+        GgmlQuant::kQ4_K, GgmlQuant::kQ5_K, GgmlQuant::kQ6_K}) {
+    const uint32_t type = static_cast<uint32_t>(q);
+    SCOPED_TRACE(GgmlTypeName(type));
+    const std::string path = TempDir() + "/k.gguf";
+    const auto stored = WriteQuantGguf(type, path);
+    auto w = LoadModel(path);
+    ASSERT_TRUE(w.ok()) << w.status();
+    const LayerWeights& l = (*w)->layers[0];
+    EXPECT_EQ(l.gate_proj.dtype, DType::kF32);
+    EXPECT_EQ(Values(l.gate_proj),
+              Dequantized(type, stored.at("blk.0.ffn_gate.weight"), 512 * 256));
+    EXPECT_EQ(Values((*w)->embed_tokens),
+              Dequantized(type, stored.at("token_embd.weight"), 256 * 256));
+    // GGUF row h*hd + 2i + half is HF row h*hd + half*hd/2 + i (hd 128).
+    const std::vector<float> gq =
+        Dequantized(type, stored.at("blk.0.attn_q.weight"), 256 * 256);
+    std::vector<float> want(gq.size());
+    for (int64_t r = 0; r < 256; ++r) {
+      const int64_t hh = r / 128, j = r % 128;
+      const int64_t hf = hh * 128 + (j % 2) * 64 + j / 2;
+      std::memcpy(&want[hf * 256], &gq[r * 256], 256 * sizeof(float));
+    }
+    EXPECT_EQ(Values(l.q_proj), want);
+    LoadOptions q8;
+    q8.matrix_dtype = DType::kQ8_0;
+    auto w8 = LoadModel(path, q8);
+    ASSERT_TRUE(w8.ok()) << w8.status();
+    EXPECT_EQ(w8->get()->layers[0].up_proj.dtype, DType::kQ8_0);
+  }
 }
 
 TEST(GgufLoaderTest, ErrorsNameWhatIsWrong) {

@@ -16,6 +16,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "model/gguf/ggml_quants.h"
 
 namespace latentkv::model {
 
@@ -180,6 +181,7 @@ std::string GgmlTypeName(uint32_t type) {
     case GgmlType::kBF16:
       return "bf16";
   }
+  if (const auto q = GgmlQuantLayoutOf(type)) return q->name;
   return absl::StrCat("ggml_type_", type);
 }
 
@@ -223,9 +225,19 @@ std::optional<DType> GgmlToDType(uint32_t type) {
 absl::StatusOr<uint64_t> GgufFile::TypeBytes(uint32_t type, int64_t n) {
   const std::optional<DType> d = GgmlToDType(type);
   if (!d) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unsupported tensor type ", GgmlTypeName(type),
-                     " (supported: f32, f16, bf16, q8_0, q4_0, q4_1)"));
+    // The formats read by dequantizing (ggml_quants.h).
+    if (const auto q = GgmlQuantLayoutOf(type)) {
+      if (n < 0 || n % q->block_elems != 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(n, " elements are not whole ", q->name, " blocks of ",
+                         q->block_elems));
+      }
+      return static_cast<uint64_t>(n / q->block_elems) * q->block_bytes;
+    }
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unsupported tensor type ", GgmlTypeName(type),
+        " (supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, "
+        "q3_K, q4_K, q5_K, q6_K)"));
   }
   const int block = DTypeBlockElems(*d);
   if (n < 0 || n % block != 0) {

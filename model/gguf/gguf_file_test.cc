@@ -175,15 +175,25 @@ TEST(GgufFileTest, RejectsCorruptFiles) {
     }
     ASSERT_GT(type_at, 0u);
     ASSERT_EQ(raw[type_at], 0);  // f32
-    raw[type_at] = 13;
-    const std::string path = WriteBytes("odd", raw);
+    raw[type_at] = 16;           // iq2_xxs: not read
+    std::string path = WriteBytes("odd", raw);
     auto f = GgufFile::Open(path);
     std::filesystem::remove(path);
     ASSERT_FALSE(f.ok());
-    EXPECT_NE(f.status().message().find("ggml_type_13"), std::string::npos)
+    EXPECT_NE(f.status().message().find("ggml_type_16"), std::string::npos)
+        << f.status();
+    // q5_K is read, but 64 elements are not a whole super-block.
+    raw[type_at] = 13;
+    path = WriteBytes("odd", raw);
+    f = GgufFile::Open(path);
+    std::filesystem::remove(path);
+    ASSERT_FALSE(f.ok());
+    EXPECT_NE(f.status().message().find("not whole q5_K blocks of 256"),
+              std::string::npos)
         << f.status();
   }
-  EXPECT_FALSE(GgufFile::TypeBytes(13, 256).ok());
+  EXPECT_FALSE(GgufFile::TypeBytes(16, 256).ok());
+  EXPECT_EQ(*GgufFile::TypeBytes(13, 512), 352u);  // two q5_K super-blocks
   EXPECT_FALSE(
       GgufFile::TypeBytes(static_cast<uint32_t>(GgmlType::kQ4_1), 33).ok());
   EXPECT_EQ(*GgufFile::TypeBytes(static_cast<uint32_t>(GgmlType::kQ4_1), 64),
