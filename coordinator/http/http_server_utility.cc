@@ -86,7 +86,7 @@ void HttpServer::HandleTokenize(const httplib::Request& req,
   if (body.prompt) {
     treq.set_text(*body.prompt);
   } else {
-    auto prompt = chat_template_.Render(body.messages);
+    auto prompt = chat_template_.Render(body.messages, body.tools);
     if (!prompt.ok()) {
       ApiError e;
       e.message = std::string(prompt.status().message());

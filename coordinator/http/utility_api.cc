@@ -5,19 +5,14 @@
 #include <initializer_list>
 #include <limits>
 
+#include "coordinator/http/request_fields.h"
+#include "coordinator/http/tool_calls.h"
 #include "nlohmann/json.hpp"
 
 namespace latentkv::coordinator::http {
 namespace {
 
 using json = nlohmann::json;
-
-ApiError Bad(std::string param, std::string message) {
-  ApiError e;
-  e.param = std::move(param);
-  e.message = std::move(message);
-  return e;
-}
 
 // The parsed object of `body`, or a 400.
 std::optional<ApiError> ParseObject(std::string_view body, json* out) {
@@ -62,7 +57,7 @@ std::optional<ApiError> ParseTokenizeBody(std::string_view body,
   *out = TokenizeBody();
   if (auto e = ModelField(j, &out->model)) return e;
   if (auto e =
-          RefuseOtherKeys(j, {"model", "prompt", "messages",
+          RefuseOtherKeys(j, {"model", "prompt", "messages", "tools",
                               "add_special_tokens", "add_generation_prompt"})) {
     return e;
   }
@@ -83,7 +78,16 @@ std::optional<ApiError> ParseTokenizeBody(std::string_view body,
       return Bad("prompt", "'prompt' must be a string");
     }
     out->prompt = j["prompt"].get<std::string>();
+    if (Present(j, "tools")) {
+      return Bad("tools", "'tools' goes with 'messages'");
+    }
     return std::nullopt;
+  }
+  if (Present(j, "tools")) {
+    // Key order kept, as for chat requests (tool_calls.h).
+    const auto ordered = nlohmann::ordered_json::parse(
+        body, nullptr, /*allow_exceptions=*/false);
+    if (auto e = ParseTools(ordered, &out->tools)) return e;
   }
   return ParseChatMessages(j, &out->messages);
 }

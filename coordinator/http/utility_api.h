@@ -1,6 +1,7 @@
 // The OpenAI API's neighbours that tools expect beside it (vLLM's shapes):
 //   POST /tokenize    {"model"?, "prompt": string} or {"model"?,
-//                     "messages": [...]} (rendered by the chat template),
+//                     "messages": [...], "tools"?} (rendered by the chat
+//                     template as a chat request with those tools is),
 //                     "add_special_tokens" (default true: BOS as the
 //                     tokenizer adds it) -> {"count", "max_model_len",
 //                     "tokens"}
@@ -25,6 +26,7 @@ struct TokenizeBody {
   std::string model;                  // empty when absent
   std::optional<std::string> prompt;  // or messages
   std::vector<ChatMessage> messages;
+  ToolRequest tools;  // with messages: the prompt a chat request would get
   bool add_special_tokens = true;
 };
 std::optional<ApiError> ParseTokenizeBody(std::string_view body,

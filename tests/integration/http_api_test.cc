@@ -207,7 +207,20 @@ TEST_F(HttpApiTest, HealthModelTokenizeDetokenizeMetrics) {
   r = Curl(port(), "/tokenize",
            R"({"messages":[{"role":"user","content":"Once upon a time"}]})");
   ASSERT_EQ(r.status, 200) << r.body;
-  EXPECT_GT(json::parse(r.body)["count"].get<int>(), want.token_ids_size());
+  const int chat_count = json::parse(r.body)["count"].get<int>();
+  EXPECT_GT(chat_count, want.token_ids_size());
+  // With tools, the prompt a chat request with them gets: this template
+  // renders none, so they are described in a system message first.
+  r = Curl(port(), "/tokenize",
+           R"({"messages":[{"role":"user","content":"Once upon a time"}],
+               "tools":[{"type":"function","function":{"name":"f"}}]})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_GT(json::parse(r.body)["count"].get<int>(), chat_count + 20);
+  EXPECT_EQ(Curl(port(), "/tokenize",
+                 R"({"prompt":"x","tools":[{"type":"function",
+                     "function":{"name":"f"}}]})")
+                .status,
+            400);
 
   json detok = {{"tokens", std::vector<int32_t>(want.token_ids().begin() + 1,
                                                 want.token_ids().end())}};
