@@ -173,59 +173,45 @@ void Q6_K(const uint8_t* b, float* y) {
   }
 }
 
+struct Format {
+  GgmlQuant type;
+  GgmlQuantLayout layout;
+  void (*block)(const uint8_t*, float*);  // one block into its elements
+};
+
+constexpr Format kFormats[] = {
+    {GgmlQuant::kQ5_0, {32, 22, "q5_0"}, Q5_0},
+    {GgmlQuant::kQ5_1, {32, 24, "q5_1"}, Q5_1},
+    {GgmlQuant::kQ2_K, {kQK, 84, "q2_K"}, Q2_K},
+    {GgmlQuant::kQ3_K, {kQK, 110, "q3_K"}, Q3_K},
+    {GgmlQuant::kQ4_K, {kQK, 144, "q4_K"}, Q4_K},
+    {GgmlQuant::kQ5_K, {kQK, 176, "q5_K"}, Q5_K},
+    {GgmlQuant::kQ6_K, {kQK, 210, "q6_K"}, Q6_K},
+};
+
+const Format* FormatOf(uint32_t type) {
+  for (const Format& f : kFormats) {
+    if (static_cast<uint32_t>(f.type) == type) return &f;
+  }
+  return nullptr;
+}
+
 }  // namespace
 
 std::optional<GgmlQuantLayout> GgmlQuantLayoutOf(uint32_t type) {
-  switch (static_cast<GgmlQuant>(type)) {
-    case GgmlQuant::kQ5_0:
-      return GgmlQuantLayout{32, 22, "q5_0"};
-    case GgmlQuant::kQ5_1:
-      return GgmlQuantLayout{32, 24, "q5_1"};
-    case GgmlQuant::kQ2_K:
-      return GgmlQuantLayout{kQK, 84, "q2_K"};
-    case GgmlQuant::kQ3_K:
-      return GgmlQuantLayout{kQK, 110, "q3_K"};
-    case GgmlQuant::kQ4_K:
-      return GgmlQuantLayout{kQK, 144, "q4_K"};
-    case GgmlQuant::kQ5_K:
-      return GgmlQuantLayout{kQK, 176, "q5_K"};
-    case GgmlQuant::kQ6_K:
-      return GgmlQuantLayout{kQK, 210, "q6_K"};
-  }
-  return std::nullopt;
+  const Format* f = FormatOf(type);
+  if (f == nullptr) return std::nullopt;
+  return f->layout;
 }
 
 void DequantizeGgml(uint32_t type, const uint8_t* src, int64_t n, float* dst) {
-  const std::optional<GgmlQuantLayout> layout = GgmlQuantLayoutOf(type);
-  LATENTKV_CHECK(layout.has_value(), "not a dequantizable ggml type ", type);
-  LATENTKV_CHECK(n % layout->block_elems == 0, n,
-                 " elements is not whole blocks of ", layout->name);
-  void (*block)(const uint8_t*, float*) = nullptr;
-  switch (static_cast<GgmlQuant>(type)) {
-    case GgmlQuant::kQ5_0:
-      block = Q5_0;
-      break;
-    case GgmlQuant::kQ5_1:
-      block = Q5_1;
-      break;
-    case GgmlQuant::kQ2_K:
-      block = Q2_K;
-      break;
-    case GgmlQuant::kQ3_K:
-      block = Q3_K;
-      break;
-    case GgmlQuant::kQ4_K:
-      block = Q4_K;
-      break;
-    case GgmlQuant::kQ5_K:
-      block = Q5_K;
-      break;
-    case GgmlQuant::kQ6_K:
-      block = Q6_K;
-      break;
-  }
-  for (int64_t i = 0; i < n / layout->block_elems; ++i) {
-    block(src + i * layout->block_bytes, dst + i * layout->block_elems);
+  const Format* f = FormatOf(type);
+  LATENTKV_CHECK(f != nullptr, "not a dequantizable ggml type ", type);
+  const GgmlQuantLayout& l = f->layout;
+  LATENTKV_CHECK(n % l.block_elems == 0, n, " elements is not whole blocks of ",
+                 l.name);
+  for (int64_t i = 0; i < n / l.block_elems; ++i) {
+    f->block(src + i * l.block_bytes, dst + i * l.block_elems);
   }
 }
 
