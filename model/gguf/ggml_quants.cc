@@ -18,17 +18,22 @@ float Half(const uint8_t* p) {
   return F16ToF32(h);
 }
 
-// Scale and min j (0..7) of a q4_K / q5_K super-block's 12 scale bytes:
+// Sub-block j's (0..7) scale and min of a q4_K / q5_K super-block, times
+// the super-block's d and dmin. The 12 scale bytes hold them in 6 bits:
 // j < 4 in the low 6 bits of bytes j and j + 4; j >= 4 in the nibbles of
 // byte j + 4 with their top 2 bits from bytes j - 4 and j.
-void ScaleMinK4(int j, const uint8_t* q, int* sc, int* mn) {
+void ScaleMinK4(int j, const uint8_t* q, float d, float dmin, float* dj,
+                float* mj) {
+  int sc, mn;
   if (j < 4) {
-    *sc = q[j] & 63;
-    *mn = q[j + 4] & 63;
+    sc = q[j] & 63;
+    mn = q[j + 4] & 63;
   } else {
-    *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-    *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+    mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
   }
+  *dj = d * static_cast<float>(sc);
+  *mj = dmin * static_cast<float>(mn);
 }
 
 void Q5_0(const uint8_t* b, float* y) {
@@ -114,13 +119,9 @@ void Q4_K(const uint8_t* b, float* y) {
   const uint8_t* scales = b + 4;
   const uint8_t* q = b + 16;
   for (int is = 0; is < 8; is += 2, q += 32) {
-    int sc, mn;
-    ScaleMinK4(is, scales, &sc, &mn);
-    const float d1 = d * static_cast<float>(sc);
-    const float m1 = dmin * static_cast<float>(mn);
-    ScaleMinK4(is + 1, scales, &sc, &mn);
-    const float d2 = d * static_cast<float>(sc);
-    const float m2 = dmin * static_cast<float>(mn);
+    float d1, m1, d2, m2;
+    ScaleMinK4(is, scales, d, dmin, &d1, &m1);
+    ScaleMinK4(is + 1, scales, d, dmin, &d2, &m2);
     for (int l = 0; l < 32; ++l)
       *y++ = d1 * static_cast<float>(q[l] & 0xF) - m1;
     for (int l = 0; l < 32; ++l) *y++ = d2 * static_cast<float>(q[l] >> 4) - m2;
@@ -133,13 +134,9 @@ void Q5_K(const uint8_t* b, float* y) {
   const uint8_t* qh = b + 16;
   const uint8_t* ql = b + 48;
   for (int is = 0; is < 8; is += 2, ql += 32) {
-    int sc, mn;
-    ScaleMinK4(is, scales, &sc, &mn);
-    const float d1 = d * static_cast<float>(sc);
-    const float m1 = dmin * static_cast<float>(mn);
-    ScaleMinK4(is + 1, scales, &sc, &mn);
-    const float d2 = d * static_cast<float>(sc);
-    const float m2 = dmin * static_cast<float>(mn);
+    float d1, m1, d2, m2;
+    ScaleMinK4(is, scales, d, dmin, &d1, &m1);
+    ScaleMinK4(is + 1, scales, d, dmin, &d2, &m2);
     const uint8_t u1 = static_cast<uint8_t>(1u << is);
     const uint8_t u2 = static_cast<uint8_t>(2u << is);
     for (int l = 0; l < 32; ++l) {
