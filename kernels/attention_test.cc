@@ -37,6 +37,7 @@ struct Case {
   // evicted per head), query rows, and whether rows are a prefill chunk.
   std::vector<int32_t> kv_len = {9, 1, 30};
   std::vector<int32_t> q_rows = {3, 1, 5};
+  int32_t window = 0;  // sliding window (0: full causal)
   uint32_t seed = 1;
 };
 
@@ -133,6 +134,7 @@ void RunCase(const Case& c, int* zero_rows_out = nullptr) {
   a.d_vo = c.d_vo;
   a.page_size = c.page_size;
   a.scale = 1.0f / std::sqrt(static_cast<float>(c.d_qk));
+  a.window = c.window;
   a.q_indptr = q_indptr.data();
   a.q = q.data();
   a.q_pos = q_pos.data();
@@ -157,6 +159,7 @@ void RunCase(const Case& c, int* zero_rows_out = nullptr) {
         std::vector<const Token*> vis;
         for (const Token& tok : toks) {
           if (tok.pos > q_pos[t]) continue;
+          if (c.window > 0 && q_pos[t] - tok.pos >= c.window) continue;
           double d = 0.0;
           for (int i = 0; i < c.d_qk; ++i) d += double{qh[i]} * tok.k[i];
           score.push_back(d / std::sqrt(static_cast<double>(c.d_qk)));
@@ -191,6 +194,19 @@ TEST(PagedAttentionTest, GqaRatios) {
     c.n_heads = heads;
     c.n_kv_heads = kv;
     c.seed = heads * 10 + kv;
+    RunCase(c);
+  }
+}
+
+// Sliding windows (Gemma's local layers): a query sees keys at positions
+// in (q_pos - window, q_pos]; rows whose window holds no cached key (gaps
+// from eviction) give zeros.
+TEST(PagedAttentionTest, SlidingWindows) {
+  for (int32_t w : {1, 2, 5, 16}) {
+    SCOPED_TRACE("window " + std::to_string(w));
+    Case c;
+    c.window = w;
+    c.seed = 100 + w;
     RunCase(c);
   }
 }

@@ -128,7 +128,10 @@ class Backend {
                          const int32_t* positions, const float* inv_freq) = 0;
   virtual void SwiGlu(const float* gate, const float* up, int64_t n,
                       float* out) = 0;
+  virtual void GeluTanhGlu(const float* gate, const float* up, int64_t n,
+                           float* out) = 0;
   virtual void AddInPlace(float* y, const float* x, int64_t n) = 0;
+  virtual void Scale(float* x, int64_t n, float s) = 0;
   virtual void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
                      float* out) = 0;
   virtual void GatherRows(const float* x, int64_t dim, const int32_t* rows,

@@ -155,6 +155,20 @@ TEST_P(BackendParityTest, ElementwiseOps) {
   }
   ExpectClose(Down<float>(ds, x.size()), want, 1e-5, "SwiGlu");
 
+  be_->GeluTanhGlu(dx.as<float>(), du.as<float>(), x.size(), ds.as<float>());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double g = x[i];
+    want[i] =
+        0.5 * g *
+        (1 + std::tanh(std::sqrt(2 / M_PI) * (g + 0.044715 * g * g * g))) *
+        u[i];
+  }
+  ExpectClose(Down<float>(ds, x.size()), want, 1e-5, "GeluTanhGlu");
+
+  be_->Scale(ds.as<float>(), x.size(), -2.5f);
+  for (size_t i = 0; i < x.size(); ++i) want[i] *= -2.5;
+  ExpectClose(Down<float>(ds, x.size()), want, 1e-5, "Scale");
+
   be_->AddInPlace(du.as<float>(), dx.as<float>(), x.size());
   for (size_t i = 0; i < x.size(); ++i) want[i] = double{u[i]} + x[i];
   ExpectClose(Down<float>(du, x.size()), want, 1e-6, "AddInPlace");
@@ -430,39 +444,57 @@ TEST_P(KvParityTest, WriteAttendMoveGatherScatter) {
   std::vector<float> out(total_q * nh * dvo);
   be.CopyOut(out.data(), dout.data(), out.size() * 4);
   ASSERT_TRUE(be.Synchronize().ok());
-  std::vector<double> want(out.size(), 0.0);
-  int64_t row = 0;
-  for (int32_t s = 0; s < seqs; ++s) {
-    for (int32_t r = 0; r < q_len[s]; ++r, ++row) {
-      for (int32_t h = 0; h < nh; ++h) {
-        const HeadCache& hc = cache[s][h / group];
-        const float kscale = ksc[h / group], vscale = vsc[h / group];
-        const float* qr = q.data() + (row * nh + h) * dqk;
-        std::vector<double> logit;
-        std::vector<int64_t> seen;
-        for (size_t i = 0; i < hc.pos.size(); ++i) {
-          if (hc.pos[i] > q_pos[row]) continue;
-          double dot = 0;
-          for (int32_t j = 0; j < dqk; ++j) {
-            dot += qr[j] * KvRound(hc.k[i * dqk + j], dt, kscale);
+  // The float64 softmax over what each row sees (window 0: every key at or
+  // before the row's position).
+  auto reference = [&](int32_t window) {
+    std::vector<double> want(out.size(), 0.0);
+    int64_t row = 0;
+    for (int32_t s = 0; s < seqs; ++s) {
+      for (int32_t r = 0; r < q_len[s]; ++r, ++row) {
+        for (int32_t h = 0; h < nh; ++h) {
+          const HeadCache& hc = cache[s][h / group];
+          const float kscale = ksc[h / group], vscale = vsc[h / group];
+          const float* qr = q.data() + (row * nh + h) * dqk;
+          std::vector<double> logit;
+          std::vector<int64_t> seen;
+          for (size_t i = 0; i < hc.pos.size(); ++i) {
+            if (hc.pos[i] > q_pos[row]) continue;
+            if (window > 0 && q_pos[row] - hc.pos[i] >= window) continue;
+            double dot = 0;
+            for (int32_t j = 0; j < dqk; ++j) {
+              dot += qr[j] * KvRound(hc.k[i * dqk + j], dt, kscale);
+            }
+            logit.push_back(dot / std::sqrt(double{dqk}));
+            seen.push_back(static_cast<int64_t>(i));
           }
-          logit.push_back(dot / std::sqrt(double{dqk}));
-          seen.push_back(static_cast<int64_t>(i));
-        }
-        if (seen.empty()) continue;
-        const double mx = *std::max_element(logit.begin(), logit.end());
-        double den = 0;
-        for (double& l : logit) den += (l = std::exp(l - mx));
-        for (size_t m = 0; m < seen.size(); ++m) {
-          for (int32_t j = 0; j < dvo; ++j) {
-            want[(row * nh + h) * dvo + j] +=
-                logit[m] / den * KvRound(hc.v[seen[m] * dvo + j], dt, vscale);
+          if (seen.empty()) continue;
+          const double mx = *std::max_element(logit.begin(), logit.end());
+          double den = 0;
+          for (double& l : logit) den += (l = std::exp(l - mx));
+          for (size_t m = 0; m < seen.size(); ++m) {
+            for (int32_t j = 0; j < dvo; ++j) {
+              want[(row * nh + h) * dvo + j] +=
+                  logit[m] / den * KvRound(hc.v[seen[m] * dvo + j], dt, vscale);
+            }
           }
         }
       }
     }
+    return want;
+  };
+  ExpectClose(out, reference(0), 2e-5,
+              "PagedAttention " + std::string(DTypeName(dt)));
+  // Sliding windows (Gemma's local layers), narrower than most contexts.
+  for (int32_t window : {1, 9}) {
+    a.window = window;
+    be.PagedAttention(a);
+    be.CopyOut(out.data(), dout.data(), out.size() * 4);
+    ASSERT_TRUE(be.Synchronize().ok());
+    ExpectClose(out, reference(window), 2e-5,
+                "PagedAttention window " + std::to_string(window) + " " +
+                    std::string(DTypeName(dt)));
   }
-  ExpectClose(out, want, 2e-5, "PagedAttention " + std::string(DTypeName(dt)));
+  a.window = 0;
 
   // SnapKV window scores of sequence 2 head 1's slots, read from the pool:
   // 5 window queries of the 2 query heads of that KV head, the first ones

@@ -91,9 +91,14 @@ class CpuBackend final : public Backend {
               float* out) override {
     kernels::SwiGlu(gate, up, n, out);
   }
+  void GeluTanhGlu(const float* gate, const float* up, int64_t n,
+                   float* out) override {
+    kernels::GeluTanhGlu(gate, up, n, out);
+  }
   void AddInPlace(float* y, const float* x, int64_t n) override {
     kernels::AddInPlace(y, x, n);
   }
+  void Scale(float* x, int64_t n, float s) override { kernels::Scale(x, n, s); }
   void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
              float* out) override {
     kernels::Embed(table, tokens, n, out);

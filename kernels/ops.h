@@ -94,8 +94,16 @@ void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,
 // out[i] = silu(gate[i]) * up[i] for i < n. out may alias gate.
 void SwiGlu(const float* gate, const float* up, int64_t n, float* out);
 
+// out[i] = gelu_tanh(gate[i]) * up[i] for i < n (GeGLU with PyTorch's tanh
+// approximation: gelu_tanh(g) = g/2 * (1 + tanh(sqrt(2/pi) * (g + 0.044715
+// g^3)))). out may alias gate.
+void GeluTanhGlu(const float* gate, const float* up, int64_t n, float* out);
+
 // y[i] += x[i] for i < n.
 void AddInPlace(float* y, const float* x, int64_t n);
+
+// x[i] *= s for i < n.
+void Scale(float* x, int64_t n, float s);
 
 // out[r] = the index of the largest value of row r of x [rows, cols]: the
 // lowest index on ties, NaN never chosen, 0 when no value exceeds -inf
@@ -154,7 +162,10 @@ struct PagedAttentionArgs {
   int32_t d_qk = 0;
   int32_t d_vo = 0;
   int32_t page_size = 0;
-  float scale = 1.0f;                   // usually 1/sqrt(d_qk)
+  float scale = 1.0f;  // usually 1/sqrt(d_qk)
+  // Sliding window: 0 for full causal attention; W > 0 hides keys at
+  // positions <= q_pos - W (a query sees (q_pos - W, q_pos]).
+  int32_t window = 0;
   const int32_t* q_indptr = nullptr;    // [num_seqs + 1] query rows per seq
   const float* q = nullptr;             // [total_q, n_heads, d_qk] (roped)
   const int32_t* q_pos = nullptr;       // [total_q] absolute query positions

@@ -393,6 +393,32 @@ TEST(SwiGluTest, MatchesReference) {
   }
 }
 
+// GeGLU against the float64 tanh-GELU formula, including saturated gates
+// (tanh(+-large) = +-1: gelu_tanh(g) -> g or 0), and with out aliasing gate.
+TEST(GeluTanhGluTest, MatchesReference) {
+  for (int64_t n : {1, 17, 10000}) {
+    std::vector<float> g = RandomVec(n, 18, -6.0f, 6.0f);
+    const float extremes[] = {-1e4f, -30.0f, -5.0f, 0.0f, 5.0f, 30.0f, 1e4f};
+    for (size_t i = 0; i < std::size(extremes) && i < g.size(); ++i) {
+      g[i * g.size() / std::size(extremes)] = extremes[i];
+    }
+    const std::vector<float> u = RandomVec(n, 19, -2.0f, 2.0f);
+    std::vector<float> out(n);
+    GeluTanhGlu(g.data(), u.data(), n, out.data());
+    std::vector<float> alias = g;
+    GeluTanhGlu(alias.data(), u.data(), n, alias.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const double x = g[i];
+      const double ref =
+          0.5 * x *
+          (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x))) *
+          u[i];
+      EXPECT_NEAR(out[i], ref, 1e-6 * (1.0 + std::abs(ref))) << "gate " << x;
+      EXPECT_EQ(alias[i], out[i]);
+    }
+  }
+}
+
 TEST(AddInPlaceTest, Adds) {
   std::vector<float> y = RandomVec(65, 1);
   const std::vector<float> x = RandomVec(65, 2);

@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "model/config_features.h"
 #include "nlohmann/json.hpp"
 
 namespace latentkv::model {
@@ -291,6 +292,7 @@ absl::StatusOr<ModelConfig> FromJsonUnnamed(const std::string& json_text) {
       }
       dk.out->assign(c.num_layers, base_head_dim / ratio);
     }
+    if (!(s = internal::ReadArchFeatures(j, &c)).ok()) return s;
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: ", e.what()));
   }
@@ -343,6 +345,7 @@ std::string ModelConfig::ToJson() const {
     for (int id : extra_eos_token_ids) ids.push_back(id);
     j["eos_token_id"] = ids;
   }
+  internal::WriteArchFeatures(*this, &j);
   return j.dump(2) + "\n";
 }
 
@@ -434,6 +437,7 @@ absl::Status ModelConfig::Validate() const {
           absl::StrCat("layer ", l, ": ", vo_head_dim[l], " must be positive"));
     }
   }
+  if (!(s = internal::ValidateArchFeatures(*this)).ok()) return s;
   if (bos_token_id < 0 || bos_token_id >= vocab_size) {
     return KeyError("bos_token_id",
                     absl::StrCat(bos_token_id, " is outside the vocabulary"));
@@ -480,6 +484,8 @@ int64_t ModelConfig::ParameterCount() const {
     total += (num_heads + num_kv_heads) * dqk * h;          // q, k
     total += num_kv_heads * dvo * h + h * num_heads * dvo;  // v, o
     total += 3 * h * intermediate_size;                     // mlp
+    if (qk_norm) total += 2 * dqk;
+    if (post_norms) total += 2 * h;
   }
   return total;
 }

@@ -16,6 +16,9 @@
 namespace latentkv::model {
 
 enum class RopeScheme { kStandard, kFrequencyAware };
+// The gated MLP's activation: SwiGLU (Llama) or GeGLU with the tanh GELU
+// approximation (Gemma's gelu_pytorch_tanh).
+enum class Activation { kSilu, kGeluTanh };
 
 struct ModelConfig {
   int hidden_size = 0;
@@ -43,6 +46,30 @@ struct ModelConfig {
   // <|eot_id|>, ...). Empty by default.
   std::vector<int> extra_eos_token_ids;
 
+  // Architecture features beyond Llama's; every default is Llama's. Gemma 3
+  // sets them all (model/gguf_loader.cc). config.json keys in quotes.
+  // "hidden_act": "silu" | "gelu_pytorch_tanh".
+  Activation hidden_act = Activation::kSilu;
+  // "qk_norm": an RMSNorm (weights [d_qk], eps rms_norm_eps) on every query
+  // and key head after the projection, before RoPE.
+  bool qk_norm = false;
+  // "post_norms": an RMSNorm on the attention output and on the MLP output
+  // before each residual add ("sandwich" norms).
+  bool post_norms = false;
+  // "embedding_scale": token embeddings are multiplied by this (Gemma:
+  // sqrt(hidden_size)). > 0.
+  float embedding_scale = 1.0f;
+  // "query_pre_attn_scalar": the attention scale is 1/sqrt(this); 0 means
+  // 1/sqrt(d_qk) of the layer. >= 0.
+  float query_pre_attn_scalar = 0.0f;
+  // "layer_sliding_window": per layer, 0 for global attention or a window
+  // W > 0: a query at position p sees keys at positions in (p - W, p]. Empty
+  // means all 0; else num_layers entries.
+  std::vector<int> sliding_window;
+  // "rope_local_base_freq": the RoPE base of sliding-window layers; 0 means
+  // rope_theta.
+  double rope_local_theta = 0.0;
+
   // A full-dimension Llama config: d_qk = d_vo = hidden / heads in every
   // layer, standard RoPE, eps 1e-5, untied, BOS 1 / EOS 2.
   static ModelConfig Llama(int hidden, int intermediate, int layers, int heads,
@@ -62,6 +89,15 @@ struct ModelConfig {
   absl::Status CheckBounds() const;
 
   int head_dim() const { return hidden_size / num_heads; }
+  // The sliding window of `layer` (0: global attention).
+  int window(int layer) const {
+    return sliding_window.empty() ? 0 : sliding_window[layer];
+  }
+  // The attention scale of `layer`: 1/sqrt(query_pre_attn_scalar) when set,
+  // else 1/sqrt(d_qk).
+  float attention_scale(int layer) const;
+  // True when any architecture feature beyond Llama's is on.
+  bool has_arch_features() const;
   // Values (K and V) cached per token in `layer`: n_kv*(d_qk+d_vo).
   int64_t KvValuesPerTokenLayer(int layer) const;
   // Sum over layers.

@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -205,6 +206,50 @@ TEST(ModelConfigTest, ToJsonRoundTrip) {
   ASSERT_TRUE(c.ok());
   EXPECT_THAT(c->ToJson(), HasSubstr("\"qk_head_dim\": 8"));
   EXPECT_THAT(c->ToJson(), HasSubstr("\"rms_norm_eps\": 1e-05"));
+}
+
+// Gemma 3's features: parsed from their keys, defaults are Llama's, written
+// back by ToJson (and only when set), and errors name the key.
+TEST(ModelConfigTest, ArchitectureFeatures) {
+  auto plain = ModelConfig::FromJson(Cfg(""));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->has_arch_features());
+  EXPECT_EQ(plain->ToJson().find("qk_norm"), std::string::npos);
+  EXPECT_FLOAT_EQ(plain->attention_scale(0), 1.0f / std::sqrt(8.0f));
+
+  auto c = ModelConfig::FromJson(
+      Cfg(R"(, "hidden_act": "gelu_pytorch_tanh", "qk_norm": true,
+              "post_norms": true, "embedding_scale": 8.0,
+              "query_pre_attn_scalar": 256, "rope_local_base_freq": 10000,
+              "layer_sliding_window": [512, 512, 0])"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->hidden_act, Activation::kGeluTanh);
+  EXPECT_TRUE(c->qk_norm);
+  EXPECT_TRUE(c->post_norms);
+  EXPECT_FLOAT_EQ(c->embedding_scale, 8.0f);
+  EXPECT_FLOAT_EQ(c->attention_scale(2), 1.0f / 16);
+  EXPECT_EQ(c->window(0), 512);
+  EXPECT_EQ(c->window(2), 0);
+  EXPECT_EQ(c->rope_local_theta, 10000.0);
+  auto back = ModelConfig::FromJson(c->ToJson());
+  ASSERT_TRUE(back.ok()) << back.status() << c->ToJson();
+  EXPECT_EQ(back->ToJson(), c->ToJson());
+  EXPECT_TRUE(back->qk_norm && back->post_norms);
+  EXPECT_THAT(back->sliding_window, ElementsAre(512, 512, 0));
+
+  for (const char* bad :
+       {R"(, "hidden_act": "relu")", R"(, "qk_norm": 1)",
+        R"(, "embedding_scale": 0)", R"(, "query_pre_attn_scalar": -1)",
+        R"(, "layer_sliding_window": [1, 2])",
+        R"(, "layer_sliding_window": [1, -2, 3])"}) {
+    auto r = ModelConfig::FromJson(Cfg(bad));
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr("config.json: key")) << bad;
+  }
+  // HF Gemma directories keep norm weights as w - 1: refused by name.
+  auto hf = ModelConfig::FromJson(Cfg(R"(, "model_type": "gemma3_text")"));
+  EXPECT_EQ(hf.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_THAT(hf.status().message(), HasSubstr("GGUF"));
 }
 
 TEST(ModelConfigTest, ParameterCount) {

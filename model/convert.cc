@@ -287,6 +287,14 @@ absl::Status WriteSyntheticModel(const ModelConfig& config,
     specs.push_back({pre + "mlp.gate_proj.weight", {inter, h}, false});
     specs.push_back({pre + "mlp.up_proj.weight", {inter, h}, false});
     specs.push_back({pre + "mlp.down_proj.weight", {h, inter}, false});
+    if (config.qk_norm) {
+      specs.push_back({pre + "self_attn.q_norm.weight", {dqk}, true});
+      specs.push_back({pre + "self_attn.k_norm.weight", {dqk}, true});
+    }
+    if (config.post_norms) {
+      specs.push_back({pre + "post_self_attn_layernorm.weight", {h}, true});
+      specs.push_back({pre + "post_feedforward_layernorm.weight", {h}, true});
+    }
   }
   specs.push_back({"model.norm.weight", {h}, true});
   if (!config.tie_word_embeddings) {

@@ -1,6 +1,7 @@
 #include "model/gguf_loader.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -138,12 +139,45 @@ class Loader {
 absl::StatusOr<std::string> ArchPrefix(const GgufFile& f) {
   auto arch = f.GetString("general.architecture");
   if (!arch.ok()) return arch.status();
-  if (*arch != "llama") {
-    return absl::UnimplementedError(absl::StrCat(
-        f.path(), ": architecture '", *arch,
-        "' is not supported (only 'llama': Llama, Mistral, SmolLM, ...)"));
+  if (*arch != "llama" && *arch != "gemma3") {
+    return absl::UnimplementedError(
+        absl::StrCat(f.path(), ": architecture '", *arch,
+                     "' is not supported (only 'llama': Llama, Mistral, "
+                     "SmolLM, ...; and 'gemma3')"));
   }
   return *arch + ".";
+}
+
+// Gemma 3 (llama.cpp's gemma3 architecture; HF modeling_gemma3.py): GeGLU
+// with the tanh GELU, q/k RMSNorm, norms after attention and the MLP,
+// embeddings times sqrt(hidden), the attention scale 1/sqrt(key_length)
+// (1/sqrt(hidden / heads) for the 62-layer 27B, as llama.cpp), and sliding
+// windows of attention.sliding_window on every layer but each sixth (HF's
+// sliding_window_pattern 6: layers 5, 11, 17, ... are global), the local
+// layers' RoPE base 10000 (HF's rope_local_base_freq; GGUF has no key).
+absl::Status SetGemma3Features(const GgufFile& f, ModelConfig* c) {
+  c->hidden_act = Activation::kGeluTanh;
+  c->qk_norm = true;
+  c->post_norms = true;
+  c->embedding_scale = std::sqrt(static_cast<float>(c->hidden_size));
+  c->query_pre_attn_scalar =
+      c->num_layers == 62
+          ? static_cast<float>(c->hidden_size / c->num_heads)
+          : static_cast<float>(c->qk_head_dim.empty() ? 0 : c->qk_head_dim[0]);
+  c->rope_local_theta = 10000.0;
+  const std::string key = "gemma3.attention.sliding_window";
+  if (!f.Has(key)) return absl::OkStatus();  // every layer global
+  auto w = f.GetInt(key);
+  if (!w.ok()) return w.status();
+  if (*w < 0 || *w > INT32_MAX) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(f.path(), ": ", key, " = ", *w));
+  }
+  c->sliding_window.assign(c->num_layers, 0);
+  for (int l = 0; l < c->num_layers; ++l) {
+    if (l % 6 != 5) c->sliding_window[l] = static_cast<int>(*w);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -242,24 +276,23 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
     if (!base.ok()) return base.status();
     c.rope_theta = *base;
   }
-  if (c.num_heads <= 0 || c.hidden_size % c.num_heads != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(f.path(), ": embedding_length ", c.hidden_size,
-                     " is not a multiple of head_count ", c.num_heads));
-  }
-  int head_dim = c.hidden_size / c.num_heads;
-  for (const char* key : {"attention.key_length", "attention.value_length"}) {
+  // Head widths: attention.key_length / value_length when present (Gemma:
+  // 256 with a hidden size of 640 and 4 heads), else hidden / heads.
+  int head_dim = 0, value_dim = 0;
+  for (auto [key, out] : {std::pair{"attention.key_length", &head_dim},
+                          std::pair{"attention.value_length", &value_dim}}) {
     if (!f.Has(a + key)) continue;
-    int v = 0;
-    s = get_int(a + key, &v);
+    s = get_int(a + key, out);
     if (!s.ok()) return s;
-    if (v != head_dim) {
-      return absl::UnimplementedError(
-          absl::StrCat(f.path(), ": ", a, key, " = ", v,
-                       " differs from embedding_length / "
-                       "head_count = ",
-                       head_dim));
+  }
+  if (head_dim == 0 || value_dim == 0) {
+    if (c.num_heads <= 0 || c.hidden_size % c.num_heads != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(f.path(), ": embedding_length ", c.hidden_size,
+                       " is not a multiple of head_count ", c.num_heads));
     }
+    if (head_dim == 0) head_dim = c.hidden_size / c.num_heads;
+    if (value_dim == 0) value_dim = c.hidden_size / c.num_heads;
   }
   if (f.Has(a + "rope.dimension_count")) {
     int rot = 0;
@@ -292,7 +325,11 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
         absl::StrCat(f.path(), ": ", b.message()));
   }
   c.qk_head_dim.assign(c.num_layers, head_dim);
-  c.vo_head_dim.assign(c.num_layers, head_dim);
+  c.vo_head_dim.assign(c.num_layers, value_dim);
+  if (a == "gemma3.") {
+    s = SetGemma3Features(f, &c);
+    if (!s.ok()) return s;
+  }
   c.rope_scheme = RopeScheme::kStandard;
   c.tie_word_embeddings = f.FindTensor("output.weight") == nullptr;
   for (auto [key, out] :
@@ -352,6 +389,9 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadGgufModel(
   w->gguf = file;
   const ModelConfig& c = w->config;
   Loader ld(*file, options);
+  // llama.cpp permutes Q/K rows for its interleaved RoPE on Llama only
+  // (Gemma's rotate-half "NEOX" rows are stored as HF has them).
+  const bool permuted = *file->GetString("general.architecture") == "llama";
   const int64_t h = c.hidden_size, inter = c.intermediate_size;
   absl::Status s =
       ld.Load("token_embd.weight", c.vocab_size, h, false, 0, &w->embed_tokens);
@@ -360,7 +400,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadGgufModel(
   for (int l = 0; l < c.num_layers; ++l) {
     LayerWeights& lw = w->layers[l];
     const std::string p = absl::StrCat("blk.", l, ".");
-    const int64_t hd = c.qk_head_dim[l];
+    const int64_t hd = c.qk_head_dim[l], vd = c.vo_head_dim[l];
     const int64_t nh = c.num_heads, nkv = c.num_kv_heads;
     struct Item {
       const char* suffix;
@@ -368,19 +408,29 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadGgufModel(
       bool norm;
       int64_t rope_heads;
       Tensor* out;
+      bool wanted;
     };
     const Item items[] = {
-        {"attn_norm.weight", 0, h, true, 0, &lw.attn_norm},
-        {"attn_q.weight", nh * hd, h, false, nh, &lw.q_proj},
-        {"attn_k.weight", nkv * hd, h, false, nkv, &lw.k_proj},
-        {"attn_v.weight", nkv * hd, h, false, 0, &lw.v_proj},
-        {"attn_output.weight", h, nh * hd, false, 0, &lw.o_proj},
-        {"ffn_norm.weight", 0, h, true, 0, &lw.ffn_norm},
-        {"ffn_gate.weight", inter, h, false, 0, &lw.gate_proj},
-        {"ffn_up.weight", inter, h, false, 0, &lw.up_proj},
-        {"ffn_down.weight", h, inter, false, 0, &lw.down_proj},
+        {"attn_norm.weight", 0, h, true, 0, &lw.attn_norm, true},
+        {"attn_q.weight", nh * hd, h, false, permuted ? nh : 0, &lw.q_proj,
+         true},
+        {"attn_k.weight", nkv * hd, h, false, permuted ? nkv : 0, &lw.k_proj,
+         true},
+        {"attn_v.weight", nkv * vd, h, false, 0, &lw.v_proj, true},
+        {"attn_output.weight", h, nh * vd, false, 0, &lw.o_proj, true},
+        {"ffn_norm.weight", 0, h, true, 0, &lw.ffn_norm, true},
+        {"ffn_gate.weight", inter, h, false, 0, &lw.gate_proj, true},
+        {"ffn_up.weight", inter, h, false, 0, &lw.up_proj, true},
+        {"ffn_down.weight", h, inter, false, 0, &lw.down_proj, true},
+        {"attn_q_norm.weight", 0, hd, true, 0, &lw.q_norm, c.qk_norm},
+        {"attn_k_norm.weight", 0, hd, true, 0, &lw.k_norm, c.qk_norm},
+        {"post_attention_norm.weight", 0, h, true, 0, &lw.post_attn_norm,
+         c.post_norms},
+        {"post_ffw_norm.weight", 0, h, true, 0, &lw.post_ffn_norm,
+         c.post_norms},
     };
     for (const Item& it : items) {
+      if (!it.wanted) continue;
       s = ld.Load(p + it.suffix, it.rows, it.cols, it.norm, it.rope_heads,
                   it.out);
       if (!s.ok()) return s;

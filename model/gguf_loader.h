@@ -2,14 +2,18 @@
 // metadata and the weights from the tensors, mapped to the HF Llama layout
 // the engine runs (model/weights.h).
 //
-// Supported: architecture "llama" (Llama 1-3, Mistral-style, SmolLM, ...;
-// MHA and GQA, tied or untied LM head) with tensors in f32, f16, bf16, q8_0,
-// q4_0 or q4_1. llama.cpp's converter permutes the rows of Q and K within
-// each head for interleaved RoPE pairs: GGUF row (h*hd + 2i + half) holds HF
-// row (h*hd + half*hd/2 + i); the loader undoes it (on the stored bytes, so
-// quantized rows stay quantized). Not supported (Unimplemented, named):
-// other architectures, partial rotary (rope.dimension_count != head_dim),
-// RoPE scaling (rope.scaling.type other than none, or a rope_freqs tensor).
+// Supported: architectures "llama" (Llama 1-3, Mistral-style, SmolLM, ...;
+// MHA and GQA, tied or untied LM head) and "gemma3" (Gemma 3 text models:
+// the config's architecture features, model/config.h), with tensors in f32,
+// f16, bf16, q8_0, q4_0, q4_1 (kept as stored) or q5_0, q5_1 and the
+// k-quants q2_K..q6_K (dequantized to f32 at load). llama.cpp's converter
+// permutes the rows of Llama's Q and K within each head for interleaved RoPE
+// pairs: GGUF row (h*hd + 2i + half) holds HF row (h*hd + half*hd/2 + i);
+// the loader undoes it (on the stored bytes, so quantized rows stay
+// quantized). Gemma's rows are stored unpermuted (rotate-half RoPE). Not
+// supported (Unimplemented, named): other architectures, partial rotary
+// (rope.dimension_count != key_length), RoPE scaling (rope.scaling.type
+// other than none, or a rope_freqs tensor).
 #ifndef LATENTKV_MODEL_GGUF_LOADER_H_
 #define LATENTKV_MODEL_GGUF_LOADER_H_
 

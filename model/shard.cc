@@ -125,6 +125,11 @@ absl::StatusOr<std::shared_ptr<const ModelWeights>> ShardForTensorParallel(
     w.up_proj = Rows(f.up_proj, rank * I, I);
     w.down_proj = Cols(f.down_proj, rank * I, I);
     w.rope_inv_freq = f.rope_inv_freq;
+    // Per-head and hidden-width norms: every rank uses them whole.
+    w.q_norm = View(f.q_norm);
+    w.k_norm = View(f.k_norm);
+    w.post_attn_norm = View(f.post_attn_norm);
+    w.post_ffn_norm = View(f.post_ffn_norm);
     out->layers.push_back(std::move(w));
   }
   return std::shared_ptr<const ModelWeights>(holder, out);

@@ -135,7 +135,9 @@ int64_t Tensor::numel() const {
 
 std::vector<float> DefaultRopeInvFreq(const ModelConfig& config, int layer) {
   const int d = config.qk_head_dim.at(layer);
-  const double base = config.rope_theta;
+  const double base = config.window(layer) > 0 && config.rope_local_theta > 0
+                          ? config.rope_local_theta
+                          : config.rope_theta;
   std::vector<float> inv(d / 2);
   if (config.rope_scheme == RopeScheme::kStandard) {
     for (int j = 0; j < d / 2; ++j) {
@@ -220,6 +222,23 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(
     for (const Item& it : items) {
       s = Load(f, p + it.suffix, it.shape, it.norm ? DType::kF32 : md,
                /*force_copy=*/it.norm, it.out);
+      if (!s.ok()) return with_path(s);
+    }
+    const Item extra[] = {
+        {"self_attn.q_norm.weight", {dqk}, c.qk_norm, &lw.q_norm},
+        {"self_attn.k_norm.weight", {dqk}, c.qk_norm, &lw.k_norm},
+        {"post_self_attn_layernorm.weight",
+         {h},
+         c.post_norms,
+         &lw.post_attn_norm},
+        {"post_feedforward_layernorm.weight",
+         {h},
+         c.post_norms,
+         &lw.post_ffn_norm},
+    };
+    for (const Item& it : extra) {
+      if (!it.norm) continue;  // the feature is off
+      s = Load(f, p + it.suffix, it.shape, DType::kF32, true, it.out);
       if (!s.ok()) return with_path(s);
     }
     // RoPE table: our calibrated tensor, else HF's legacy persisted buffer,

@@ -16,6 +16,12 @@
 //   model.norm.weight                             [hidden]
 //   lm_head.weight                                [vocab, hidden] (absent when
 //   tied)
+// With the config's architecture features (model/config.h):
+//   model.layers.N.self_attn.q_norm.weight         [d_qk(N)]  (qk_norm)
+//   model.layers.N.self_attn.k_norm.weight         [d_qk(N)]  (qk_norm)
+//   model.layers.N.post_self_attn_layernorm.weight [hidden]   (post_norms)
+//   model.layers.N.post_feedforward_layernorm.weight [hidden] (post_norms)
+// Norm weights multiply as they are (HF Gemma's 1 + w is folded in).
 // Q/K rows use HF's rotate-half RoPE layout. The optional rotary_inv_freq
 // tensor overrides the layer's table (used by calibrated KV-Latent
 // conversions); otherwise the table follows config.rope_scheme.
@@ -53,6 +59,10 @@ struct LayerWeights {
   Tensor q_proj, k_proj, v_proj, o_proj;
   Tensor ffn_norm;  // f32 [hidden]
   Tensor gate_proj, up_proj, down_proj;
+  // With config.qk_norm: f32 [d_qk] each; else empty.
+  Tensor q_norm, k_norm;
+  // With config.post_norms: f32 [hidden] each; else empty.
+  Tensor post_attn_norm, post_ffn_norm;
   std::vector<float> rope_inv_freq;  // [d_qk / 2]
 };
 
@@ -95,7 +105,8 @@ absl::Status ConvertMatrix(const void* src, DType from, int64_t rows,
                            int64_t cols, DType to, std::vector<uint8_t>* out);
 
 // The layer's RoPE inverse-frequency table implied by the config (standard or
-// frequency-aware) for head width d_qk.
+// frequency-aware) for head width d_qk; base rope_local_theta for a
+// sliding-window layer when set, else rope_theta.
 std::vector<float> DefaultRopeInvFreq(const ModelConfig& config, int layer);
 
 }  // namespace latentkv::model

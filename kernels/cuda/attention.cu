@@ -13,6 +13,7 @@ struct AttnParams {
   int32_t n_heads, n_kv_heads, d_qk, d_vo, page_size;
   int32_t group, rows_per_tile, lanes, q_tiles, chunk, splits;
   float scale;
+  int32_t window;  // 0: full causal; else keys at pos <= q_pos - window hidden
   const int32_t* q_indptr;
   const float* q;
   const int32_t* q_pos;
@@ -107,7 +108,9 @@ __global__ void PagedAttentionKernel(AttnParams p) {
       for (int32_t i = tid; i < active * cl; i += nt) {
         const int32_t lane = i / cl, s = i % cl;
         float v = kNegInf;
-        if (kpos_s[s] <= qpos_s[lane]) {
+        const int32_t qp = qpos_s[lane];
+        if (kpos_s[s] <= qp &&
+            (p.window <= 0 || int64_t{kpos_s[s]} > int64_t{qp} - p.window)) {
           const float* qr = q_s + lane * dqk;
           const float* kr = k_s + s * kst;
           float dot = 0.0f;
@@ -251,14 +254,31 @@ std::string AttentionRunner::Run(const PagedAttentionArgs& a,
   const AttentionPlan plan = PlanAttention(shape, limits);
   if (!plan.error.empty()) return "PagedAttention: " + plan.error;
   const AttentionLaunch& l = plan.launch;
-  AttnParams p{a.n_heads,       a.n_kv_heads, a.d_qk,
-               a.d_vo,          a.page_size,  l.group,
-               l.rows_per_tile, l.lanes,      l.q_tiles,
-               l.chunk,         l.splits,     a.scale,
-               a.q_indptr,      a.q,          a.q_pos,
-               a.kv_indptr,     a.kv_indices, a.kv_last_page_len,
-               a.k_pool,        a.v_pool,     a.pos_pool,
-               a.k_scale,       a.v_scale,    a.out,
+  AttnParams p{a.n_heads,
+               a.n_kv_heads,
+               a.d_qk,
+               a.d_vo,
+               a.page_size,
+               l.group,
+               l.rows_per_tile,
+               l.lanes,
+               l.q_tiles,
+               l.chunk,
+               l.splits,
+               a.scale,
+               a.window,
+               a.q_indptr,
+               a.q,
+               a.q_pos,
+               a.kv_indptr,
+               a.kv_indices,
+               a.kv_last_page_len,
+               a.k_pool,
+               a.v_pool,
+               a.pos_pool,
+               a.k_scale,
+               a.v_scale,
+               a.out,
                nullptr};
   if (l.splits > 1) {
     p.partials = static_cast<float*>(

@@ -188,9 +188,18 @@ class CudaBackend final : public Backend {
     Bind();
     Check(LaunchSwiGlu(gate, up, n, out, stream_), "SwiGlu");
   }
+  void GeluTanhGlu(const float* gate, const float* up, int64_t n,
+                   float* out) override {
+    Bind();
+    Check(LaunchGeluTanhGlu(gate, up, n, out, stream_), "GeluTanhGlu");
+  }
   void AddInPlace(float* y, const float* x, int64_t n) override {
     Bind();
     Check(LaunchAddInPlace(y, x, n, stream_), "AddInPlace");
+  }
+  void Scale(float* x, int64_t n, float s) override {
+    Bind();
+    Check(LaunchScale(x, n, s, stream_), "Scale");
   }
   void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
              float* out) override {

@@ -63,6 +63,24 @@ __global__ void SwiGluKernel(const float* gate, const float* up, int64_t n,
   }
 }
 
+__global__ void GeluTanhGluKernel(const float* gate, const float* up, int64_t n,
+                                  float* out) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const float g = gate[i];
+    const float t = tanhf(kSqrt2OverPi * (g + 0.044715f * g * g * g));
+    out[i] = 0.5f * g * (1.0f + t) * up[i];
+  }
+}
+
+__global__ void ScaleKernel(float* x, int64_t n, float s) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    x[i] *= s;
+  }
+}
+
 __global__ void AddKernel(float* y, const float* x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -167,6 +185,19 @@ cudaError_t LaunchSwiGlu(const float* gate, const float* up, int64_t n,
                          float* out, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   SwiGluKernel<<<GridFor(n), kThreads, 0, stream>>>(gate, up, n, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchGeluTanhGlu(const float* gate, const float* up, int64_t n,
+                              float* out, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  GeluTanhGluKernel<<<GridFor(n), kThreads, 0, stream>>>(gate, up, n, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchScale(float* x, int64_t n, float s, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  ScaleKernel<<<GridFor(n), kThreads, 0, stream>>>(x, n, s);
   return cudaGetLastError();
 }
 

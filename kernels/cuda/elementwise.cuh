@@ -1,8 +1,9 @@
 // Elementwise and row ops on the device: RMSNorm, RoPE (any per-layer
-// inverse-frequency table), SwiGLU, residual add, embedding lookup (every
-// weight dtype) and row gather. Semantics and shapes: kernels/ops.h, whose
-// CPU functions are the references (kernels/backend_parity_test.cc).
-// Each launcher queues one kernel on `stream` and returns the launch error.
+// inverse-frequency table), SwiGLU, GeGLU (tanh), residual add, scaling,
+// embedding lookup (every weight dtype) and row gather. Semantics and shapes:
+// kernels/ops.h, whose CPU functions are the references
+// (kernels/backend_parity_test.cc). Each launcher queues one kernel on `stream`
+// and returns the launch error.
 #ifndef LATENTKV_KERNELS_CUDA_ELEMENTWISE_CUH_
 #define LATENTKV_KERNELS_CUDA_ELEMENTWISE_CUH_
 
@@ -22,8 +23,11 @@ cudaError_t LaunchRope(float* x, int64_t n, int64_t heads, int64_t d,
                        cudaStream_t stream);
 cudaError_t LaunchSwiGlu(const float* gate, const float* up, int64_t n,
                          float* out, cudaStream_t stream);
+cudaError_t LaunchGeluTanhGlu(const float* gate, const float* up, int64_t n,
+                              float* out, cudaStream_t stream);
 cudaError_t LaunchAddInPlace(float* y, const float* x, int64_t n,
                              cudaStream_t stream);
+cudaError_t LaunchScale(float* x, int64_t n, float s, cudaStream_t stream);
 // Row-major tables only (the CUDA backend never packs panels).
 cudaError_t LaunchEmbed(const WeightView& table, const int32_t* tokens,
                         int64_t n, float* out, cudaStream_t stream);

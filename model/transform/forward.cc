@@ -65,6 +65,13 @@ void Rope(Vec* x, int64_t n, int heads, int d, const std::vector<float>& inv) {
 }
 
 absl::Status CheckModel(const ModelWeights& w) {
+  if (w.config.has_arch_features()) {
+    // This forward (calibration, transforms' perplexity) is Llama's only.
+    return absl::UnimplementedError(
+        "calibration and the KV-Latent / GQA transforms support "
+        "Llama-architecture models only (this model has q/k norms, post "
+        "norms, GeGLU, sliding windows or scaled embeddings: Gemma 3)");
+  }
   absl::Status s = CheckF32(w.embed_tokens, "embed_tokens");
   if (s.ok()) s = CheckF32(w.lm_head, "lm_head");
   for (const LayerWeights& l : w.layers) {

@@ -132,6 +132,22 @@ absl::Status WriteConvertedModel(const ModelWeights& src,
         {p + "mlp.up_proj.weight", {inter, h}, lw.up_proj.f32(), dtype});
     items.push_back(
         {p + "mlp.down_proj.weight", {h, inter}, lw.down_proj.f32(), dtype});
+    if (config.qk_norm) {
+      items.push_back(
+          {p + "self_attn.q_norm.weight", {dqk}, lw.q_norm.f32(), dtype});
+      items.push_back(
+          {p + "self_attn.k_norm.weight", {dqk}, lw.k_norm.f32(), dtype});
+    }
+    if (config.post_norms) {
+      items.push_back({p + "post_self_attn_layernorm.weight",
+                       {h},
+                       lw.post_attn_norm.f32(),
+                       dtype});
+      items.push_back({p + "post_feedforward_layernorm.weight",
+                       {h},
+                       lw.post_ffn_norm.f32(),
+                       dtype});
+    }
   }
   SafetensorsStreamWriter w;
   w.SetMetadata("format", "pt");

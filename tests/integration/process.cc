@@ -13,11 +13,14 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <random>
 #include <thread>
+#include <vector>
 
 extern char** environ;
 
@@ -71,9 +74,34 @@ int PickFreePort() {
   std::abort();
 }
 
+namespace {
+
+// Temporary directories made by this process, removed when it exits (unless
+// LATENTKV_KEEP_TEST_DIRS is set, to read the logs of a failed run).
+std::mutex temp_dirs_mu;
+std::vector<std::string>* temp_dirs = nullptr;
+
+void RemoveTempDirs() {
+  std::lock_guard<std::mutex> lock(temp_dirs_mu);
+  if (temp_dirs == nullptr || std::getenv("LATENTKV_KEEP_TEST_DIRS") != nullptr)
+    return;
+  for (const std::string& dir : *temp_dirs) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+}
+
+}  // namespace
+
 std::string MakeTempDir() {
   std::string tmpl = "/tmp/latentkv-test-XXXXXX";
   if (mkdtemp(tmpl.data()) == nullptr) std::abort();
+  std::lock_guard<std::mutex> lock(temp_dirs_mu);
+  if (temp_dirs == nullptr) {
+    temp_dirs = new std::vector<std::string>();
+    std::atexit(RemoveTempDirs);
+  }
+  temp_dirs->push_back(tmpl);
   return tmpl;
 }
 

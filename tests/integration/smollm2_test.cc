@@ -139,9 +139,7 @@ TEST(SmolLm2Test, TensorParallelQuantizedShardsGiveTheSameAnswer) {
 }
 
 TEST(SmolLm2Test, ConvertedDirectoryGivesTheSameAnswer) {
-  char tmpl[] = "/tmp/latentkv-smollm2-XXXXXX";
-  ASSERT_NE(mkdtemp(tmpl), nullptr);
-  const std::string dir = std::string(tmpl) + "/m";
+  const std::string dir = MakeTempDir() + "/m";
   int code = -1;
   std::string out =
       RunCommand({BinDir() + "/latentkv", "convert", "--from=gguf",

@@ -32,9 +32,18 @@ ModelRunner::ModelRunner(std::shared_ptr<const model::ModelWeights> weights,
     matrices_.push_back({matrix(w.q_proj), matrix(w.k_proj), matrix(w.v_proj),
                          matrix(w.o_proj), matrix(w.gate_proj),
                          matrix(w.up_proj), matrix(w.down_proj)});
-    vectors_.push_back({vec(w.attn_norm.data, c.hidden_size),
-                        vec(w.ffn_norm.data, c.hidden_size),
-                        vec(w.rope_inv_freq.data(), w.rope_inv_freq.size())});
+    LayerVectors v{vec(w.attn_norm.data, c.hidden_size),
+                   vec(w.ffn_norm.data, c.hidden_size),
+                   vec(w.rope_inv_freq.data(), w.rope_inv_freq.size())};
+    if (c.qk_norm) {
+      v.q_norm = vec(w.q_norm.data, c.qk_head_dim[l]);
+      v.k_norm = vec(w.k_norm.data, c.qk_head_dim[l]);
+    }
+    if (c.post_norms) {
+      v.post_attn_norm = vec(w.post_attn_norm.data, c.hidden_size);
+      v.post_ffn_norm = vec(w.post_ffn_norm.data, c.hidden_size);
+    }
+    vectors_.push_back(v);
   }
   lm_head_ = matrix(weights_->lm_head);
   embed_ = View(weights_->embed_tokens);  // a table: never packed
@@ -135,6 +144,16 @@ KvScales ModelRunner::Fp8KvScales() const {
     for (int32_t h = 0; h < c.num_kv_heads; ++h) {
       double kmax = 0, vmax = 0;
       for (int32_t j = 0; j < dqk / 2; ++j) {
+        if (c.qk_norm) {
+          // A normed head has sum of squares <= d_qk before its weights, so
+          // a rotated pair's norm is at most sqrt(d_qk) * its larger weight.
+          const float* kn = w.k_norm.f32();
+          kmax =
+              std::max(kmax, std::sqrt(static_cast<double>(dqk)) *
+                                 std::max(std::fabs(double{kn[j]}),
+                                          std::fabs(double{kn[j + dqk / 2]})));
+          continue;
+        }
         const double a = kb[h * dqk + j], b = kb[h * dqk + j + dqk / 2];
         kmax = std::max(kmax, std::sqrt(a * a + b * b));
       }

@@ -137,6 +137,11 @@ class ModelRunner {
     const float* attn_norm = nullptr;
     const float* ffn_norm = nullptr;
     const float* inv_freq = nullptr;
+    // Null when the config's feature is off (model/config.h).
+    const float* q_norm = nullptr;
+    const float* k_norm = nullptr;
+    const float* post_attn_norm = nullptr;
+    const float* post_ffn_norm = nullptr;
   };
   std::vector<LayerVectors> vectors_;
   const float* final_norm_ = nullptr;

@@ -176,6 +176,7 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
   float* gate = gate_.as<float>();
   float* up = up_.as<float>();
   be.Embed(embed_, ints + plan_.tokens, T, x);
+  if (c.embedding_scale != 1.0f) be.Scale(x, T * H, c.embedding_scale);
 
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerMatrices& m = matrices_[l];
@@ -190,6 +191,10 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
       float* const ys[3] = {q, k, v};
       be.MatMulGroup(h, T, ws, ys, 3);
     }
+    if (lv.q_norm != nullptr) {
+      be.RmsNorm(q, lv.q_norm, T * nh, dqk, c.rms_norm_eps, q);
+      be.RmsNorm(k, lv.k_norm, T * nkv, dqk, c.rms_norm_eps, k);
+    }
     be.ApplyRope(q, T, nh, dqk, positions, lv.inv_freq);
     be.ApplyRope(k, T, nkv, dqk, positions, lv.inv_freq);
     const kernels::KvPoolView& pool = pools.view(l);
@@ -199,7 +204,8 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
     a.SetPool(pool);
     a.num_seqs = plan_.num_seqs;
     a.n_heads = nh;
-    a.scale = 1.0f / std::sqrt(static_cast<float>(dqk));
+    a.scale = c.attention_scale(l);
+    a.window = c.window(l);
     a.q_indptr = ints + plan_.q_indptr;
     a.q = q;
     a.q_pos = positions;
@@ -225,6 +231,9 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
       st = comm_->AllReduceSum(h, static_cast<size_t>(T * H));
       if (!st.ok()) return st;
     }
+    if (lv.post_attn_norm != nullptr) {
+      be.RmsNorm(h, lv.post_attn_norm, T, H, c.rms_norm_eps, h);
+    }
     be.AddInPlace(x, h, T * H);
 
     be.RmsNorm(x, lv.ffn_norm, T, H, c.rms_norm_eps, h);
@@ -233,11 +242,18 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
       float* const ys[2] = {gate, up};
       be.MatMulGroup(h, T, ws, ys, 2);
     }
-    be.SwiGlu(gate, up, T * c.intermediate_size, gate);
+    if (c.hidden_act == model::Activation::kGeluTanh) {
+      be.GeluTanhGlu(gate, up, T * c.intermediate_size, gate);
+    } else {
+      be.SwiGlu(gate, up, T * c.intermediate_size, gate);
+    }
     be.MatMul(gate, T, m.down, h);
     if (comm_ != nullptr) {
       st = comm_->AllReduceSum(h, static_cast<size_t>(T * H));
       if (!st.ok()) return st;
+    }
+    if (lv.post_ffn_norm != nullptr) {
+      be.RmsNorm(h, lv.post_ffn_norm, T, H, c.rms_norm_eps, h);
     }
     be.AddInPlace(x, h, T * H);
   }

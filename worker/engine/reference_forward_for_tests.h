@@ -1,6 +1,9 @@
 // Test support: an independent float64 forward pass of a ModelWeights over
 // a whole sequence (no KV cache, no kernels: plain loops in double), the
-// reference the engine's logits are checked against.
+// reference the engine's logits are checked against. Covers the config's
+// architecture features (Gemma 3: q/k norms, post norms, GeGLU, scaled
+// embeddings, sliding windows, the attention scalar), written from HF's
+// modeling_gemma3.py description.
 #ifndef LATENTKV_WORKER_ENGINE_REFERENCE_FORWARD_FOR_TESTS_H_
 #define LATENTKV_WORKER_ENGINE_REFERENCE_FORWARD_FOR_TESTS_H_
 
@@ -36,21 +39,27 @@ inline std::vector<double> ReferenceFinalHidden(
   const model::ModelConfig& c = m.config;
   const int n = tokens.size(), H = c.hidden_size;
   const auto& mat = ReferenceMatMul;
-  auto rms = [&](const std::vector<double>& x, const model::Tensor& w) {
+  // RMSNorm of every `dim`-wide row of x (Gemma's q/k norms: per head).
+  auto rms_rows = [&](const std::vector<double>& x, const model::Tensor& w,
+                      int dim) {
     std::vector<double> y(x.size());
-    for (int r = 0; r < n; ++r) {
+    for (size_t r = 0; r < x.size() / dim; ++r) {
       double ss = 0;
-      for (int i = 0; i < H; ++i) ss += x[r * H + i] * x[r * H + i];
-      const double inv = 1.0 / std::sqrt(ss / H + c.rms_norm_eps);
-      for (int i = 0; i < H; ++i)
-        y[r * H + i] = x[r * H + i] * inv * w.f32()[i];
+      for (int i = 0; i < dim; ++i) ss += x[r * dim + i] * x[r * dim + i];
+      const double inv = 1.0 / std::sqrt(ss / dim + c.rms_norm_eps);
+      for (int i = 0; i < dim; ++i)
+        y[r * dim + i] = x[r * dim + i] * inv * w.f32()[i];
     }
     return y;
+  };
+  auto rms = [&](const std::vector<double>& x, const model::Tensor& w) {
+    return rms_rows(x, w, H);
   };
   std::vector<double> x(n * H);
   for (int r = 0; r < n; ++r)
     for (int i = 0; i < H; ++i)
-      x[r * H + i] = m.embed_tokens.f32()[tokens[r] * H + i];
+      x[r * H + i] =
+          m.embed_tokens.f32()[tokens[r] * H + i] * double{c.embedding_scale};
   for (int l = 0; l < c.num_layers; ++l) {
     const auto& w = m.layers[l];
     const int dq = c.qk_head_dim[l], dv = c.vo_head_dim[l];
@@ -58,6 +67,14 @@ inline std::vector<double> ReferenceFinalHidden(
     auto h = rms(x, w.attn_norm);
     auto q = mat(w.q_proj, h, n), k = mat(w.k_proj, h, n),
          v = mat(w.v_proj, h, n);
+    if (c.qk_norm) {
+      q = rms_rows(q, w.q_norm, dq);
+      k = rms_rows(k, w.k_norm, dq);
+    }
+    const double scale = c.query_pre_attn_scalar > 0
+                             ? 1 / std::sqrt(double{c.query_pre_attn_scalar})
+                             : 1 / std::sqrt(double(dq));
+    const int window = c.sliding_window.empty() ? 0 : c.sliding_window[l];
     auto rope = [&](std::vector<double>& t, int heads) {
       for (int r = 0; r < n; ++r)
         for (int hh = 0; hh < heads; ++hh)
@@ -77,29 +94,40 @@ inline std::vector<double> ReferenceFinalHidden(
     for (int r = 0; r < n; ++r)
       for (int hh = 0; hh < nh; ++hh) {
         const int kh = hh / g;
-        std::vector<double> s(r + 1);
+        // Keys t in [first, r]: all before r, or the window's.
+        const int first = window > 0 ? std::max(0, r - window + 1) : 0;
+        std::vector<double> s(r + 1, 0.0);
         double mx = -1e300;
-        for (int t = 0; t <= r; ++t) {
+        for (int t = first; t <= r; ++t) {
           double d = 0;
           for (int i = 0; i < dq; ++i)
             d += q[(r * nh + hh) * dq + i] * k[(t * nkv + kh) * dq + i];
-          s[t] = d / std::sqrt(double(dq));
+          s[t] = d * scale;
           mx = std::max(mx, s[t]);
         }
         double z = 0;
-        for (double& e : s) z += (e = std::exp(e - mx));
-        for (int t = 0; t <= r; ++t)
+        for (int t = first; t <= r; ++t) z += (s[t] = std::exp(s[t] - mx));
+        for (int t = first; t <= r; ++t)
           for (int i = 0; i < dv; ++i)
             att[(r * nh + hh) * dv + i] +=
                 s[t] / z * v[(t * nkv + kh) * dv + i];
       }
     auto o = mat(w.o_proj, att, n);
+    if (c.post_norms) o = rms(o, w.post_attn_norm);
     for (size_t i = 0; i < x.size(); ++i) x[i] += o[i];
     h = rms(x, w.ffn_norm);
     auto gt = mat(w.gate_proj, h, n), up = mat(w.up_proj, h, n);
-    for (size_t i = 0; i < gt.size(); ++i)
-      gt[i] = gt[i] / (1 + std::exp(-gt[i])) * up[i];
+    for (size_t i = 0; i < gt.size(); ++i) {
+      const double g = gt[i];
+      gt[i] = c.hidden_act == model::Activation::kGeluTanh
+                  ? 0.5 * g *
+                        (1 + std::tanh(std::sqrt(2 / M_PI) *
+                                       (g + 0.044715 * g * g * g))) *
+                        up[i]
+                  : g / (1 + std::exp(-g)) * up[i];
+    }
     auto d = mat(w.down_proj, gt, n);
+    if (c.post_norms) d = rms(d, w.post_ffn_norm);
     for (size_t i = 0; i < x.size(); ++i) x[i] += d[i];
   }
   return rms(x, m.final_norm);

@@ -1,0 +1,172 @@
+#include "model/config_features.h"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace latentkv::model::internal {
+namespace {
+
+using json = nlohmann::json;
+
+absl::Status KeyError(const std::string& key, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat("key \"", key, "\": ", what));
+}
+
+const json* Find(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+absl::Status ReadBool(const json& j, const char* key, bool* out) {
+  const json* v = Find(j, key);
+  if (v == nullptr) return absl::OkStatus();
+  if (!v->is_boolean()) {
+    return KeyError(key, absl::StrCat("expected a boolean, got ", v->dump()));
+  }
+  *out = v->get<bool>();
+  return absl::OkStatus();
+}
+
+// A finite number >= 0 (> 0 when `positive`).
+absl::Status ReadNumber(const json& j, const char* key, bool positive,
+                        double* out) {
+  const json* v = Find(j, key);
+  if (v == nullptr) return absl::OkStatus();
+  if (!v->is_number()) {
+    return KeyError(key, absl::StrCat("expected a number, got ", v->dump()));
+  }
+  const double x = v->get<double>();
+  if (!std::isfinite(x) || x < 0 || (positive && x == 0) || x > 1e30) {
+    return KeyError(key, absl::StrCat(positive ? "must be positive"
+                                               : "must be "
+                                                 ">= 0",
+                                      " and finite, got ", v->dump()));
+  }
+  *out = x;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ReadArchFeatures(const json& j, ModelConfig* c) {
+  if (const json* t = Find(j, "model_type");
+      t != nullptr && t->is_string() &&
+      absl::StartsWith(t->get<std::string>(), "gemma")) {
+    return absl::UnimplementedError(absl::StrCat(
+        "key \"model_type\": HF ", t->get<std::string>(),
+        " checkpoints are not supported (their norm weights are stored as "
+        "w - 1); load the model's GGUF file"));
+  }
+  for (const char* key : {"hidden_act", "hidden_activation"}) {
+    const json* v = Find(j, key);
+    if (v == nullptr) continue;
+    const std::string name = v->is_string() ? v->get<std::string>() : "";
+    if (name == "silu") {
+      c->hidden_act = Activation::kSilu;
+    } else if (name == "gelu_pytorch_tanh") {
+      c->hidden_act = Activation::kGeluTanh;
+    } else {
+      return KeyError(key, absl::StrCat("unsupported activation ", v->dump(),
+                                        " (silu or gelu_pytorch_tanh)"));
+    }
+    break;
+  }
+  absl::Status s;
+  if (!(s = ReadBool(j, "qk_norm", &c->qk_norm)).ok()) return s;
+  if (!(s = ReadBool(j, "post_norms", &c->post_norms)).ok()) return s;
+  double scale = c->embedding_scale;
+  if (!(s = ReadNumber(j, "embedding_scale", true, &scale)).ok()) return s;
+  c->embedding_scale = static_cast<float>(scale);
+  double qpas = c->query_pre_attn_scalar;
+  if (!(s = ReadNumber(j, "query_pre_attn_scalar", false, &qpas)).ok()) {
+    return s;
+  }
+  c->query_pre_attn_scalar = static_cast<float>(qpas);
+  if (!(s = ReadNumber(j, "rope_local_base_freq", false, &c->rope_local_theta))
+           .ok()) {
+    return s;
+  }
+  if (const json* w = Find(j, "layer_sliding_window"); w != nullptr) {
+    if (!w->is_array() || static_cast<int>(w->size()) != c->num_layers) {
+      return KeyError("layer_sliding_window",
+                      absl::StrCat("expected a list of ", c->num_layers,
+                                   " integers, got ", w->dump().substr(0, 80)));
+    }
+    c->sliding_window.clear();
+    for (const json& v : *w) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 ||
+          v.get<int64_t>() > INT32_MAX) {
+        return KeyError(
+            "layer_sliding_window",
+            absl::StrCat("entries must be integers >= 0, got ", v.dump()));
+      }
+      c->sliding_window.push_back(static_cast<int>(v.get<int64_t>()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void WriteArchFeatures(const ModelConfig& c, json* j) {
+  if (!c.has_arch_features()) return;
+  (*j)["model_type"] = "latentkv";  // not HF Llama: the keys below matter
+  (*j)["hidden_act"] =
+      c.hidden_act == Activation::kGeluTanh ? "gelu_pytorch_tanh" : "silu";
+  (*j)["qk_norm"] = c.qk_norm;
+  (*j)["post_norms"] = c.post_norms;
+  (*j)["embedding_scale"] = c.embedding_scale;
+  (*j)["query_pre_attn_scalar"] = c.query_pre_attn_scalar;
+  (*j)["rope_local_base_freq"] = c.rope_local_theta;
+  if (!c.sliding_window.empty())
+    (*j)["layer_sliding_window"] = c.sliding_window;
+}
+
+absl::Status ValidateArchFeatures(const ModelConfig& c) {
+  if (!(c.embedding_scale > 0) || !std::isfinite(c.embedding_scale)) {
+    return KeyError("embedding_scale", "must be positive and finite");
+  }
+  if (!(c.query_pre_attn_scalar >= 0) ||
+      !std::isfinite(c.query_pre_attn_scalar)) {
+    return KeyError("query_pre_attn_scalar", "must be >= 0 and finite");
+  }
+  if (!(c.rope_local_theta >= 0) || !std::isfinite(c.rope_local_theta)) {
+    return KeyError("rope_local_base_freq", "must be >= 0 and finite");
+  }
+  if (!c.sliding_window.empty()) {
+    if (static_cast<int>(c.sliding_window.size()) != c.num_layers) {
+      return KeyError(
+          "layer_sliding_window",
+          absl::StrCat("has ", c.sliding_window.size(),
+                       " entries, num_hidden_layers is ", c.num_layers));
+    }
+    for (int w : c.sliding_window) {
+      if (w < 0) return KeyError("layer_sliding_window", "must be >= 0");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace latentkv::model::internal
+
+namespace latentkv::model {
+
+float ModelConfig::attention_scale(int layer) const {
+  const double d =
+      query_pre_attn_scalar > 0 ? query_pre_attn_scalar : qk_head_dim.at(layer);
+  return static_cast<float>(1.0 / std::sqrt(d));
+}
+
+bool ModelConfig::has_arch_features() const {
+  bool windows = false;
+  for (int w : sliding_window) windows = windows || w > 0;
+  return hidden_act != Activation::kSilu || qk_norm || post_norms ||
+         embedding_scale != 1.0f || query_pre_attn_scalar != 0.0f || windows ||
+         rope_local_theta != 0.0;
+}
+
+}  // namespace latentkv::model

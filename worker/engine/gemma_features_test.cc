@@ -1,0 +1,201 @@
+// Gemma 3's architecture features in the engine against the independent
+// float64 reference (reference_forward_for_tests.h) on synthetic weights:
+// q/k RMSNorm per head, norms after attention and the MLP, GeGLU with the
+// tanh GELU, embeddings scaled by sqrt(hidden), a single KV head wider than
+// hidden / heads, the attention scale from query_pre_attn_scalar, and
+// sliding-window layers (with their own RoPE base) beside a global one.
+// Prefill whole, prefill in chunks that cross the windows, and decode step
+// by step, on every registered backend (cuda instances carry the gpu label).
+#include <stdlib.h>
+
+#include <cmath>
+#include <filesystem>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "model/convert.h"
+#include "model/safetensors.h"
+#include "worker/engine/model_runner.h"
+#include "worker/engine/reference_forward_for_tests.h"
+
+namespace latentkv::worker {
+namespace {
+
+using model::ModelConfig;
+
+constexpr int kVocab = 89;
+
+ModelConfig GemmaLikeConfig() {
+  ModelConfig c;
+  c.hidden_size = 40;
+  c.intermediate_size = 72;
+  c.num_layers = 3;
+  c.num_heads = 4;
+  c.num_kv_heads = 1;
+  c.vocab_size = kVocab;
+  c.max_position_embeddings = 128;
+  c.rms_norm_eps = 1e-6f;
+  c.rope_theta = 10000.0;
+  c.rope_local_theta = 37.0;
+  c.qk_head_dim = {16, 16, 16};  // wider than hidden / heads = 10
+  c.vo_head_dim = {16, 16, 16};
+  c.tie_word_embeddings = true;
+  c.hidden_act = model::Activation::kGeluTanh;
+  c.qk_norm = true;
+  c.post_norms = true;
+  c.embedding_scale = std::sqrt(40.0f);
+  c.query_pre_attn_scalar = 9.0f;
+  c.sliding_window = {3, 5, 0};  // two local layers, then a global one
+  return c;
+}
+
+// Random weights with spread norms (so every norm's weights matter).
+std::shared_ptr<const model::ModelWeights> GemmaLikeModel() {
+  std::string root = "/tmp/latentkv-gemma-XXXXXX";
+  EXPECT_NE(mkdtemp(root.data()), nullptr);
+  const std::string dir = root + "/gemma_like";
+  EXPECT_TRUE(
+      model::WriteSyntheticModel(GemmaLikeConfig(), dir, DType::kF32, 11).ok());
+  auto file = model::SafetensorsFile::Open(dir + "/model.safetensors");
+  EXPECT_TRUE(file.ok());
+  model::SafetensorsWriter w;
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> spread(0.3f, 2.0f);
+  for (const auto& [name, t] : (*file)->tensors()) {
+    std::vector<float> v(t.numel());
+    ConvertToF32(t.data, t.dtype, t.numel(), v.data());
+    const bool norm = name.find("norm") != std::string::npos;
+    for (float& x : v) x = norm ? spread(rng) : 12 * x;
+    w.AddF32(name, DType::kF32, t.shape, v.data());
+  }
+  file->reset();
+  EXPECT_TRUE(w.Write(dir + "/model.safetensors").ok());
+  auto m = model::LoadModel(dir);
+  EXPECT_TRUE(m.ok()) << m.status();
+  std::filesystem::remove_all(root);  // the mapping stays valid
+  return std::shared_ptr<const model::ModelWeights>(std::move(*m));
+}
+
+struct Harness {
+  std::unique_ptr<kernels::Backend> backend;
+  std::unique_ptr<ModelRunner> runner;
+  std::unique_ptr<KvCache> cache;
+  std::unique_ptr<KvPools> pools;
+  Harness(std::shared_ptr<const model::ModelWeights> w,
+          const std::string& backend_name)
+      : backend(std::move(*kernels::CreateBackend(backend_name))) {
+    runner = std::make_unique<ModelRunner>(std::move(w), backend.get());
+    KvCacheOptions o;
+    o.page_size = 4;
+    o.max_bytes = 8 << 20;
+    KvStorage kv = std::move(*CreateKvStorage(*runner, backend.get(), o));
+    cache = std::move(kv.cache);
+    pools = std::move(kv.pools);
+  }
+};
+
+// Largest |got - want| over a row, relative to the row's largest |want|.
+double RelativeError(const float* got, const double* want) {
+  double err = 0, scale = 0;
+  for (int v = 0; v < kVocab; ++v) {
+    err = std::max(err, std::abs(got[v] - want[v]));
+    scale = std::max(scale, std::abs(want[v]));
+  }
+  return err / scale;
+}
+
+class GemmaFeatures : public ::testing::TestWithParam<std::string> {};
+
+// Chunk plans over 19 tokens: whole, chunks of 4 (each crossing a window
+// edge), and a 7-token prefill then one token a step.
+TEST_P(GemmaFeatures, ForwardMatchesTheFloat64Reference) {
+  const auto weights = GemmaLikeModel();
+  std::mt19937 rng(3);
+  std::vector<int32_t> tokens(19);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng() % kVocab);
+  const std::vector<double> ref = ReferenceLogits(*weights, tokens);
+  double max_ref = 0;
+  for (double x : ref) max_ref = std::max(max_ref, std::abs(x));
+  EXPECT_GT(max_ref, 1.0);  // far from a trivial model
+  for (const std::vector<int>& plan :
+       {std::vector<int>{19}, std::vector<int>{4, 4, 4, 4, 3},
+        std::vector<int>{7, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}}) {
+    SCOPED_TRACE(::testing::PrintToString(plan));
+    Harness h(weights, GetParam());
+    SequenceKv kv;
+    kv.Init(*h.cache);
+    int at = 0;
+    for (int len : plan) {
+      ASSERT_TRUE(kv.Reserve(*h.cache, len).ok());
+      ForwardChunk ch{&kv, &tokens[at], len, at, ForwardChunk::Logits::kAll};
+      std::vector<float> logits;
+      ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, *h.pools, &logits).ok());
+      for (int r = 0; r < len; ++r) {
+        EXPECT_LT(RelativeError(logits.data() + r * kVocab,
+                                ref.data() + (at + r) * kVocab),
+                  1e-4)
+            << "position " << at + r;
+      }
+      at += len;
+    }
+    kv.Release(*h.cache);
+  }
+}
+
+// Each feature changes the logits (so the reference check above sees all of
+// them): turning one off moves the reference by far more than the tolerance.
+TEST(GemmaFeaturesReference, EveryFeatureMatters) {
+  const auto weights = GemmaLikeModel();
+  std::vector<int32_t> tokens(12);
+  for (int i = 0; i < 12; ++i) tokens[i] = (i * 7 + 3) % kVocab;
+  const std::vector<double> base = ReferenceLogits(*weights, tokens);
+  auto differs = [&](auto mutate) {
+    auto m = std::make_shared<model::ModelWeights>();
+    m->config = weights->config;
+    m->embed_tokens = weights->embed_tokens;
+    m->layers = weights->layers;
+    m->final_norm = weights->final_norm;
+    m->lm_head = weights->lm_head;
+    mutate(&m->config);
+    const std::vector<double> got = ReferenceLogits(*m, tokens);
+    double diff = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      diff = std::max(diff, std::abs(got[i] - base[i]));
+    }
+    return diff;
+  };
+  EXPECT_GT(differs([](ModelConfig* c) { c->qk_norm = false; }), 1e-2);
+  EXPECT_GT(differs([](ModelConfig* c) { c->post_norms = false; }), 1e-2);
+  EXPECT_GT(
+      differs([](ModelConfig* c) { c->hidden_act = model::Activation::kSilu; }),
+      1e-2);
+  EXPECT_GT(differs([](ModelConfig* c) { c->embedding_scale = 1; }), 1e-2);
+  EXPECT_GT(differs([](ModelConfig* c) { c->query_pre_attn_scalar = 0; }),
+            1e-2);
+  EXPECT_GT(differs([](ModelConfig* c) { c->sliding_window.clear(); }), 1e-2);
+}
+
+// The local layers' RoPE tables use rope_local_base_freq; the global
+// layer's rope_theta (inv_freq[j] = base^(-2j/d)).
+TEST(GemmaFeaturesReference, LocalLayersUseTheirOwnRopeBase) {
+  const auto weights = GemmaLikeModel();
+  for (int l = 0; l < 3; ++l) {
+    const double base = l < 2 ? 37.0 : 10000.0;
+    const auto& inv = weights->layers[l].rope_inv_freq;
+    ASSERT_EQ(inv.size(), 8u);
+    for (int j = 0; j < 8; ++j) {
+      EXPECT_NEAR(inv[j], std::pow(base, -2.0 * j / 16), 1e-7)
+          << "layer " << l << " pair " << j;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllBackends, GemmaFeatures,
+                         ::testing::ValuesIn(kernels::RegisteredBackends()),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace latentkv::worker
