@@ -166,8 +166,8 @@ int Inspect(const std::string& dir, const std::string& weights_dtype,
       c.tie_word_embeddings ? 1 : 0);
   // With --kv_* flags: the residency plan each layer would run.
   std::shared_ptr<const worker::ResidencyPlan> plan;
-  auto p = worker::ResidencyPlan::CreateIfEnabled(residency, c.num_layers,
-                                                  c.num_heads, c.num_kv_heads);
+  auto p = worker::ResidencyPlan::CreateIfEnabled(
+      residency, c.num_layers, c.num_heads, c.num_kv_heads, c.sliding_window);
   if (!p.ok()) {
     std::fprintf(stderr, "%s\n", p.status().ToString().c_str());
     return 2;
@@ -211,6 +211,23 @@ int Inspect(const std::string& dir, const std::string& weights_dtype,
   std::printf("kv_cache_dtype=%s\n", std::string(DTypeName(*kv)).c_str());
   std::printf("kv_bytes_per_token=%lld\n",
               static_cast<long long>(c.KvValuesPerToken() * kv_elem));
+  if (plan != nullptr) {
+    // Once every bounded layer is full, a further token costs only the
+    // unbounded layers' bytes.
+    int64_t unbounded = 0, bounded_bytes = 0;
+    for (int l = 0; l < c.num_layers; ++l) {
+      const int64_t cap = plan->capacities()[l];
+      if (cap > 0) {
+        bounded_bytes += cap * c.KvValuesPerTokenLayer(l) * kv_elem;
+      } else {
+        unbounded += c.KvValuesPerTokenLayer(l) * kv_elem;
+      }
+    }
+    std::printf(
+        "kv_bytes_per_token_past_capacity=%lld kv_bytes_bounded_layers=%lld\n",
+        static_cast<long long>(unbounded),
+        static_cast<long long>(bounded_bytes));
+  }
   return 0;
 }
 

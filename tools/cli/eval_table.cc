@@ -157,8 +157,8 @@ int EvalTable(const EvalOptions& o) {
     }
     const model::ModelConfig& c = m->weights->config;
     auto p = worker::CreateResidencyPolicy(
-        tc.residency,
-        {c.num_layers, c.num_heads, c.num_kv_heads, c.qk_head_dim});
+        tc.residency, {c.num_layers, c.num_heads, c.num_kv_heads, c.qk_head_dim,
+                       c.sliding_window});
     if (!p.ok()) {
       std::fprintf(stderr, "%s: %s\n", tc.label.c_str(),
                    p.status().ToString().c_str());

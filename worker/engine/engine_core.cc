@@ -54,8 +54,8 @@ absl::StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(
       std::make_unique<Scheduler>(options.scheduler, e->cache_.get());
   const model::ModelConfig& c = e->runner_->config();
   auto policy = CreateResidencyPolicy(
-      options.residency,
-      {c.num_layers, c.num_heads, c.num_kv_heads, c.qk_head_dim});
+      options.residency, {c.num_layers, c.num_heads, c.num_kv_heads,
+                          c.qk_head_dim, c.sliding_window});
   if (!policy.ok()) return policy.status();
   e->policy_ = std::move(*policy);
   if (e->policy_ != nullptr) {

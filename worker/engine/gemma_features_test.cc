@@ -20,6 +20,7 @@
 #include "model/safetensors.h"
 #include "worker/engine/model_runner.h"
 #include "worker/engine/reference_forward_for_tests.h"
+#include "worker/residency/residency_policy.h"
 
 namespace latentkv::worker {
 namespace {
@@ -143,6 +144,53 @@ TEST_P(GemmaFeatures, ForwardMatchesTheFloat64Reference) {
     }
     kv.Release(*h.cache);
   }
+}
+
+// Sliding-window layers run through the capacity mechanism (residency
+// "none" with bound windows): each local layer holds at most 2W tokens per
+// KV head, dropping only tokens its window has passed, so 60 decode steps
+// still equal the float64 reference exactly while the cache stays bounded
+// (and the global layer keeps everything).
+TEST_P(GemmaFeatures, BoundedWindowsKeepTheLogitsAndBoundTheCache) {
+  const auto weights = GemmaLikeModel();
+  const model::ModelConfig& c = weights->config;
+  std::mt19937 rng(4);
+  std::vector<int32_t> tokens(60);
+  for (auto& t : tokens) t = static_cast<int32_t>(rng() % kVocab);
+  const std::vector<double> ref = ReferenceLogits(*weights, tokens);
+  auto policy = CreateResidencyPolicy(
+      ResidencyOptions{}, {c.num_layers, c.num_heads, c.num_kv_heads,
+                           c.qk_head_dim, c.sliding_window});
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  ASSERT_NE(*policy, nullptr);  // windows alone make a plan
+  EXPECT_EQ((*policy)->capacities(), (std::vector<int64_t>{6, 10, 0}));
+  Harness h(weights, GetParam());
+  SequenceKv kv;
+  kv.Init(*h.cache);
+  kv.SetCapacity((*policy)->capacities());
+  std::unique_ptr<SequencePolicy> seq = (*policy)->NewSequence(4);
+  int at = 0;
+  while (at < 60) {
+    const int len = at == 0 ? 4 : 1;
+    ASSERT_LE(len, kv.Room());
+    ASSERT_TRUE(kv.Reserve(*h.cache, len).ok());
+    ForwardChunk ch{&kv, &tokens[at], len, at, ForwardChunk::Logits::kAll};
+    ch.residency = seq.get();
+    std::vector<float> logits;
+    ASSERT_TRUE(h.runner->Forward({ch}, *h.cache, *h.pools, &logits).ok());
+    for (int r = 0; r < len; ++r) {
+      ASSERT_LT(RelativeError(logits.data() + r * kVocab,
+                              ref.data() + (at + r) * kVocab),
+                1e-4)
+          << "position " << at + r;
+    }
+    at += len;
+    EXPECT_LT(kv.held_tokens(0, 0), 6) << "after position " << at;
+    EXPECT_LT(kv.held_tokens(1, 0), 10) << "after position " << at;
+    EXPECT_EQ(kv.held_tokens(2, 0), at);
+  }
+  EXPECT_GT(seq->evicted_slots(), 60);  // both local layers dropped tokens
+  kv.Release(*h.cache);
 }
 
 // Each feature changes the logits (so the reference check above sees all of

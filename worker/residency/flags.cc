@@ -22,6 +22,10 @@ ABSL_FLAG(double, kv_theta_v, 0.95, "spindle: codebook cosine threshold, V");
 ABSL_FLAG(std::string, kv_capacity, "",
           "Predefined KV capacity in tokens per KV head: one value or one per "
           "layer, comma-separated (empty/0: unbounded)");
+ABSL_FLAG(bool, kv_bound_windows, true,
+          "Bound sliding-window layers (Gemma 3's local layers) to 2x their "
+          "window in KV tokens; false keeps them whole, and keeps prefix "
+          "caching for those models");
 ABSL_FLAG(int, kv_capacity_slack, 0,
           "Tokens evicted below the capacity when a layer is full (0: "
           "capacity/8)");
@@ -42,6 +46,7 @@ absl::StatusOr<ResidencyOptions> ResidencyOptionsFromFlags() {
   if (!cap.ok()) return cap.status();
   o.capacity = *cap;
   o.capacity_slack = absl::GetFlag(FLAGS_kv_capacity_slack);
+  o.bound_windows = absl::GetFlag(FLAGS_kv_bound_windows);
   return o;
 }
 
@@ -59,6 +64,8 @@ std::vector<std::string> ResidencyFlagArgs() {
       absl::StrCat("--kv_capacity=", absl::GetFlag(FLAGS_kv_capacity)),
       absl::StrCat("--kv_capacity_slack=",
                    absl::GetFlag(FLAGS_kv_capacity_slack)),
+      absl::StrCat("--kv_bound_windows=",
+                   absl::GetFlag(FLAGS_kv_bound_windows) ? "true" : "false"),
   };
 }
 

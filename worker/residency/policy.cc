@@ -24,6 +24,16 @@ absl::StatusOr<std::vector<int64_t>> ParseCapacityList(const std::string& s) {
   return out;
 }
 
+bool ResidencyPlan::Needed(const ResidencyOptions& options,
+                           const std::vector<int32_t>& windows) {
+  if (options.enabled()) return true;
+  if (!options.bound_windows) return false;
+  for (int32_t w : windows) {
+    if (w > 0) return true;
+  }
+  return false;
+}
+
 bool ResidencyOptions::enabled() const {
   if (policy != "none") return true;
   for (int64_t cap : capacity) {
@@ -35,14 +45,17 @@ bool ResidencyOptions::enabled() const {
 absl::StatusOr<std::shared_ptr<const ResidencyPlan>>
 ResidencyPlan::CreateIfEnabled(const ResidencyOptions& options,
                                int32_t num_layers, int32_t n_heads,
-                               int32_t n_kv_heads) {
-  if (!options.enabled()) return std::shared_ptr<const ResidencyPlan>();
-  return Create(options, num_layers, n_heads, n_kv_heads);
+                               int32_t n_kv_heads,
+                               const std::vector<int32_t>& windows) {
+  if (!Needed(options, windows)) {
+    return std::shared_ptr<const ResidencyPlan>();
+  }
+  return Create(options, num_layers, n_heads, n_kv_heads, windows);
 }
 
 absl::StatusOr<std::shared_ptr<const ResidencyPlan>> ResidencyPlan::Create(
     const ResidencyOptions& o, int32_t num_layers, int32_t n_heads,
-    int32_t n_kv_heads) {
+    int32_t n_kv_heads, const std::vector<int32_t>& windows) {
   auto bad = [](auto&&... parts) {
     return absl::InvalidArgumentError(absl::StrCat("residency: ", parts...));
   };
@@ -86,6 +99,11 @@ absl::StatusOr<std::shared_ptr<const ResidencyPlan>> ResidencyPlan::Create(
   plan->group_ = n_heads / n_kv_heads;
   plan->layers_.assign(num_layers, LayerPolicy::kFull);
   plan->capacity_.assign(num_layers, 0);
+  plan->windows_.assign(num_layers, 0);
+  if (!windows.empty() && static_cast<int32_t>(windows.size()) != num_layers) {
+    return bad("windows needs one value per layer (", num_layers, "), got ",
+               windows.size());
+  }
   for (int32_t l = 0; l < num_layers; ++l) {
     if (!o.capacity.empty()) {
       plan->capacity_[l] =
@@ -95,6 +113,14 @@ absl::StatusOr<std::shared_ptr<const ResidencyPlan>> ResidencyPlan::Create(
     if (cap > 0 && plan->CapacityTarget(l) < 1) {
       return bad("capacity ", cap, " of layer ", l,
                  " must exceed capacity_slack (", o.capacity_slack, ")");
+    }
+    // A sliding-window layer: at most 2W tokens (a smaller capacity given
+    // by the options stays, and evicts by score below the window).
+    const int32_t w = windows.empty() ? 0 : windows[l];
+    if (w > 0 && o.bound_windows) {
+      plan->windows_[l] = w;
+      const int64_t bound = 2 * int64_t{w};
+      if (cap <= 0 || cap > bound) plan->capacity_[l] = bound;
     }
   }
   if (o.policy == "spindle") {
@@ -164,6 +190,7 @@ std::string ResidencyPlan::Describe() const {
                     : layers_[l] == LayerPolicy::kCodebook ? "C"
                                                            : "F");
     if (capacity_[l] > 0) absl::StrAppend(&out, "/cap", capacity_[l]);
+    if (windows_[l] > 0) absl::StrAppend(&out, "/win", windows_[l]);
   }
   if (num_evict_ > 0) {
     absl::StrAppend(

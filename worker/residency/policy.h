@@ -63,9 +63,17 @@ struct ResidencyOptions {
   // When a layer reaches its capacity it evicts down to capacity - slack
   // (amortises the compaction); 0 picks max(1, capacity / 8).
   int64_t capacity_slack = 0;
+  // Sliding-window layers (the model's attention windows W, Gemma 3's local
+  // layers) get a capacity of 2W tokens per KV head: when a head reaches it,
+  // the tokens no later query can see (positions <= last + 1 - W) are
+  // dropped, so those layers hold at most 2W tokens whatever the length.
+  // Sequences with a residency plan do not share cached prefixes, so false
+  // keeps those layers whole (and prefix caching) at the cost of memory.
+  bool bound_windows = true;
 
   // True when these options change anything: a policy other than "none",
-  // or a positive capacity on some layer. False means a full cache.
+  // or a positive capacity on some layer. False means a full cache (but see
+  // ResidencyPlan::CreateIfEnabled: windows enable a plan too).
   bool enabled() const;
 };
 
@@ -76,14 +84,18 @@ class ResidencyPlan {
  public:
   // Validates `options` for a model with `num_layers` layers, `n_heads`
   // query heads and `n_kv_heads` KV heads: InvalidArgument naming the field.
+  // `windows`: empty, or per layer the model's attention window (0: global).
   static absl::StatusOr<std::shared_ptr<const ResidencyPlan>> Create(
       const ResidencyOptions& options, int32_t num_layers, int32_t n_heads,
-      int32_t n_kv_heads);
-  // Create() when options.enabled(), else null (a full cache; nothing to
-  // validate).
+      int32_t n_kv_heads, const std::vector<int32_t>& windows = {});
+  // Create() when options.enabled() or a window is bounded, else null (a
+  // full cache; nothing to validate).
   static absl::StatusOr<std::shared_ptr<const ResidencyPlan>> CreateIfEnabled(
       const ResidencyOptions& options, int32_t num_layers, int32_t n_heads,
-      int32_t n_kv_heads);
+      int32_t n_kv_heads, const std::vector<int32_t>& windows = {});
+  // True when `options` with the model's `windows` need a plan.
+  static bool Needed(const ResidencyOptions& options,
+                     const std::vector<int32_t>& windows);
 
   const ResidencyOptions& options() const { return options_; }
   int32_t num_layers() const { return static_cast<int32_t>(layers_.size()); }
@@ -93,6 +105,8 @@ class ResidencyPlan {
   const std::vector<int64_t>& capacities() const { return capacity_; }
   // Tokens a layer evicts down to when it reaches its capacity.
   int64_t CapacityTarget(int32_t layer) const;
+  // The attention window a layer's capacity drops tokens behind (0: none).
+  int32_t window(int32_t layer) const { return windows_[layer]; }
   // Tokens an eviction layer keeps once a prompt of `prompt_len` tokens is
   // in (PyramidKV linear schedule over the eviction layers, at least the
   // window, at most the prompt); prompt_len for other layers.
@@ -109,6 +123,7 @@ class ResidencyPlan {
   int32_t group_ = 1;
   std::vector<LayerPolicy> layers_;
   std::vector<int64_t> capacity_;
+  std::vector<int32_t> windows_;     // bounded attention windows (0: none)
   std::vector<int32_t> evict_rank_;  // rank among eviction layers, or -1
   int32_t num_evict_ = 0;
 };

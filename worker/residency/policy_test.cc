@@ -21,6 +21,41 @@ ResidencyOptions Spindle(double budget) {
   return o;
 }
 
+// Sliding-window layers get a capacity of 2W (a smaller given capacity
+// stays); without windows, or with bound_windows off, policy "none" plans
+// nothing.
+TEST(ResidencyPlanTest, SlidingWindowsBecomeCapacities) {
+  ResidencyOptions none;
+  const std::vector<int32_t> windows = {512, 512, 0, 4};
+  EXPECT_TRUE(ResidencyPlan::Needed(none, windows));
+  EXPECT_FALSE(ResidencyPlan::Needed(none, {}));
+  EXPECT_FALSE(ResidencyPlan::Needed(none, {0, 0, 0, 0}));
+  auto plan = ResidencyPlan::CreateIfEnabled(none, 4, 4, 1, windows);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_NE(*plan, nullptr);
+  EXPECT_THAT((*plan)->capacities(), ElementsAre(1024, 1024, 0, 8));
+  EXPECT_EQ((*plan)->window(0), 512);
+  EXPECT_EQ((*plan)->window(2), 0);
+  EXPECT_FALSE((*plan)->keeps_everything());
+  EXPECT_THAT((*plan)->Describe(), HasSubstr("F/cap1024/win512"));
+
+  ResidencyOptions capped;
+  capped.capacity = {600};
+  plan = ResidencyPlan::Create(capped, 4, 4, 1, windows);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT((*plan)->capacities(), ElementsAre(600, 600, 600, 8));
+
+  ResidencyOptions off;
+  off.bound_windows = false;
+  EXPECT_FALSE(ResidencyPlan::Needed(off, windows));
+  plan = ResidencyPlan::CreateIfEnabled(off, 4, 4, 1, windows);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_EQ(*plan, nullptr);
+
+  EXPECT_EQ(ResidencyPlan::Create(none, 4, 4, 1, {512}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ResidencyPlanTest, PyramidBudgetsDecreaseLinearlyWithMeanOnTarget) {
   ResidencyOptions o = Spindle(0.4);
   o.pyramid_beta = 4.0;

@@ -67,7 +67,7 @@ class SpindlePolicy final : public ResidencyPolicy {
 absl::StatusOr<std::shared_ptr<const ResidencyPolicy>> MakeSpindle(
     const ResidencyOptions& options, const ResidencyModel& model) {
   auto plan = ResidencyPlan::Create(options, model.num_layers, model.n_heads,
-                                    model.n_kv_heads);
+                                    model.n_kv_heads, model.window);
   if (!plan.ok()) return plan.status();
   return std::make_shared<const SpindlePolicy>(options.policy, std::move(*plan),
                                                model);
@@ -95,7 +95,7 @@ std::vector<std::string> RegisteredResidencyPolicies() {
 
 absl::StatusOr<std::shared_ptr<const ResidencyPolicy>> CreateResidencyPolicy(
     const ResidencyOptions& options, const ResidencyModel& model) {
-  if (!options.enabled()) return nullptr;
+  if (!ResidencyPlan::Needed(options, model.window)) return nullptr;
   if (static_cast<int32_t>(model.d_qk.size()) != model.num_layers) {
     return absl::InvalidArgumentError(
         absl::StrCat("residency model: ", model.d_qk.size(),

@@ -87,6 +87,8 @@ struct ResidencyModel {
   int32_t n_heads = 0;
   int32_t n_kv_heads = 0;
   std::vector<int32_t> d_qk;  // [num_layers]
+  // Empty, or [num_layers] attention windows (0: global; config.window()).
+  std::vector<int32_t> window;
 };
 
 class ResidencyPolicy {
@@ -117,9 +119,10 @@ void RegisterResidencyPolicy(const std::string& name,
 // The registered names, sorted.
 std::vector<std::string> RegisteredResidencyPolicies();
 // The policy options.policy names, or null when the options change nothing
-// (policy "none" without a capacity: a full cache). Policy "none" with a
-// capacity runs the capacity through "spindle". InvalidArgument for an
-// unknown name (listing the registered ones) or options the policy refuses.
+// (policy "none" without a capacity or bounded windows: a full cache).
+// Policy "none" with a capacity or windows runs them through "spindle".
+// InvalidArgument for an unknown name (listing the registered ones) or options
+// the policy refuses.
 absl::StatusOr<std::shared_ptr<const ResidencyPolicy>> CreateResidencyPolicy(
     const ResidencyOptions& options, const ResidencyModel& model);
 

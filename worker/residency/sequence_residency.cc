@@ -71,12 +71,51 @@ absl::Status SequenceResidency::AfterLayer(KvCache& cache, KvPools& pools,
   }
   if (cap > 0) {
     const int32_t n_kv = cache.shape(layer).n_kv_heads;
-    for (int32_t h = 0; h < n_kv; ++h) {
-      if (kv.held_tokens(layer, h) >= cap) {
-        return EvictLayer(cache, pools, kv, layer, plan.CapacityTarget(layer),
-                          inv_freq);
+    auto full = [&] {
+      for (int32_t h = 0; h < n_kv; ++h) {
+        if (kv.held_tokens(layer, h) >= cap) return true;
       }
+      return false;
+    };
+    if (full() && plan.window(layer) > 0) {
+      // The next query (at pos[len - 1] + 1) sees positions above
+      // pos[len - 1] + 1 - W: everything before that is gone for good.
+      absl::Status st = DropBefore(cache, pools, kv, layer,
+                                   pos[len - 1] + 2 - plan.window(layer));
+      if (!st.ok()) return st;
     }
+    if (full()) {
+      return EvictLayer(cache, pools, kv, layer, plan.CapacityTarget(layer),
+                        inv_freq);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SequenceResidency::DropBefore(KvCache& cache, KvPools& pools,
+                                           SequenceKv& kv, int32_t layer,
+                                           int32_t min_pos) {
+  const LayerKvShape& shape = cache.shape(layer);
+  for (int32_t h = 0; h < shape.n_kv_heads; ++h) {
+    const int64_t n = kv.num_tokens(layer, h);
+    if (n == 0) continue;
+    slots_.resize(n);
+    for (int64_t i = 0; i < n; ++i) slots_[i] = kv.SlotOf(cache, layer, h, i);
+    keys_.resize(n * shape.d_qk);
+    kpos_.resize(n);
+    absl::Status st = pools.ReadF32(layer, h, slots_, keys_.data(),
+                                    /*v=*/nullptr, kpos_.data());
+    if (!st.ok()) return st;
+    std::vector<int64_t> keep;
+    for (int64_t i = 0; i < n; ++i) {
+      if (kpos_[i] >= min_pos) keep.push_back(i);
+    }
+    if (static_cast<int64_t>(keep.size()) == n) continue;
+    evicted_ += n - static_cast<int64_t>(keep.size());
+    moves_.clear();
+    st = kv.Retain(cache, layer, h, keep, &moves_);
+    if (st.ok()) st = pools.Apply(layer, moves_);
+    if (!st.ok()) return st;
   }
   return absl::OkStatus();
 }

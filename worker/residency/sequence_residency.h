@@ -14,7 +14,8 @@
 //     reconstructed, re-roped copy (AppendCodebookView) plus the page list;
 //  3. whenever a KV head of a capacity-bound layer holds `capacity` tokens
 //     (page list + codebook records), evicts that layer's heads down to the
-//     capacity target.
+//     capacity target; in a sliding-window layer first by position (the
+//     tokens the window has passed), then by score only if still full.
 // Between steps every head therefore holds fewer tokens than its capacity,
 // and the scheduler caps each chunk by SequenceKv::Room(), so a head never
 // holds more than `capacity` tokens.
@@ -100,6 +101,10 @@ class SequenceResidency final : public SequencePolicy {
   };
   // Evicts every KV head of `layer` holding more than `target` slots down to
   // `target`, scoring with the layer's window.
+  // Drops `layer`'s page-list tokens at positions < min_pos in every KV
+  // head (a sliding window's tokens no later query sees).
+  absl::Status DropBefore(KvCache& cache, KvPools& pools, SequenceKv& kv,
+                          int32_t layer, int32_t min_pos);
   absl::Status EvictLayer(KvCache& cache, KvPools& pools, SequenceKv& kv,
                           int32_t layer, int64_t target, const float* inv_freq);
   // Moves the page list's tokens of every KV head of a codebook layer into

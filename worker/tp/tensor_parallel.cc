@@ -64,8 +64,9 @@ absl::StatusOr<std::unique_ptr<TpFollower>> TpFollower::Create(
   f->pools_ = std::move(kv->pools);
   const model::ModelConfig& c = f->weights_->config;
   const ResidencyOptions& ro = options.residency;
-  auto policy = CreateResidencyPolicy(
-      ro, {c.num_layers, c.num_heads, c.num_kv_heads, c.qk_head_dim});
+  auto policy =
+      CreateResidencyPolicy(ro, {c.num_layers, c.num_heads, c.num_kv_heads,
+                                 c.qk_head_dim, c.sliding_window});
   if (!policy.ok()) return policy.status();
   f->policy_ = std::move(*policy);
   return f;
