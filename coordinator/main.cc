@@ -30,6 +30,7 @@
 #include "common/reflection/reflection_v1.h"
 #include "common/signals.h"
 #include "coordinator/coordinator_service.h"
+#include "coordinator/http/builtin_templates.h"
 #include "coordinator/http/http_server.h"
 #include "coordinator/metrics/coordinator_metrics.h"
 #include "coordinator/parse_error_interceptor.h"
@@ -113,11 +114,19 @@ namespace {
 // token texts); the default template when the file has none.
 absl::StatusOr<lk::coordinator::http::ChatTemplate> GgufChatTemplate(
     const lk::model::GgufFile& f, bool adds_bos) {
-  if (!f.Has("tokenizer.chat_template")) {
-    return lk::coordinator::http::ChatTemplate();
+  std::string origin = "gguf";
+  absl::StatusOr<std::string> source = absl::NotFoundError("no template");
+  if (f.Has("tokenizer.chat_template")) {
+    source = f.GetString("tokenizer.chat_template");
+    if (!source.ok()) return source.status();
+  } else if (auto arch = f.GetString("general.architecture"); arch.ok()) {
+    // A file without one: the family's built-in template, if any.
+    if (auto builtin = lk::coordinator::http::BuiltinChatTemplate(*arch)) {
+      source = *std::move(builtin);
+      origin = "builtin:" + *arch;
+    }
   }
-  auto source = f.GetString("tokenizer.chat_template");
-  if (!source.ok()) return source.status();
+  if (!source.ok()) return lk::coordinator::http::ChatTemplate();
   auto tokens = f.GetStringArray("tokenizer.ggml.tokens");
   if (!tokens.ok()) return tokens.status();
   auto text = [&](const char* key) -> std::string {
@@ -129,7 +138,7 @@ absl::StatusOr<lk::coordinator::http::ChatTemplate> GgufChatTemplate(
   };
   return lk::coordinator::http::ChatTemplate::FromJinja(
       *source, text("tokenizer.ggml.bos_token_id"),
-      text("tokenizer.ggml.eos_token_id"), adds_bos, "gguf");
+      text("tokenizer.ggml.eos_token_id"), adds_bos, origin);
 }
 
 }  // namespace

@@ -70,7 +70,7 @@ class ChatTemplate {
   void set_tool_format(ToolCallFormat f) { tool_format_ = f; }
   // Whether the template renders `tools` itself.
   bool renders_tools() const { return renders_tools_; }
-  // "default", "tokenizer_config.json" or "gguf".
+  // "default", "tokenizer_config.json", "gguf" or "builtin:<architecture>".
   const std::string& origin() const { return origin_; }
 
  private:

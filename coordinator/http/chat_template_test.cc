@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "coordinator/http/builtin_templates.h"
 #include "coordinator/http/mini_jinja.h"
 #include "gtest/gtest.h"
 
@@ -29,6 +30,32 @@ TEST(ChatTemplateTest, DefaultTemplate) {
   EXPECT_EQ(t.origin(), "default");
   EXPECT_EQ(*t.Render({{"system", "Be brief."}, {"user", "Hi"}}),
             "system: Be brief.\nuser: Hi\nassistant:");
+}
+
+// Gemma 3's built-in template (GGUF files without one): the system message
+// joins the first user turn, "assistant" becomes "model", content is
+// trimmed, and the tokenizer's own BOS is not doubled. Expected text written
+// from Google's template by hand.
+TEST(ChatTemplateTest, BuiltinGemma3) {
+  ASSERT_FALSE(BuiltinChatTemplate("llama").has_value());
+  const std::optional<std::string> src = BuiltinChatTemplate("gemma3");
+  ASSERT_TRUE(src.has_value());
+  auto t = ChatTemplate::FromJinja(*src, "<bos>", "<eos>",
+                                   /*tokenizer_adds_bos=*/true, "builtin");
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(*t->Render({{"system", "Be brief."},
+                        {"user", " Hi "},
+                        {"assistant", "Hello."},
+                        {"user", "Capital of France?"}}),
+            "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n"
+            "<start_of_turn>model\nHello.<end_of_turn>\n"
+            "<start_of_turn>user\nCapital of France?<end_of_turn>\n"
+            "<start_of_turn>model\n");
+  EXPECT_EQ(*t->Render({{"user", "Hi"}}),
+            "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n");
+  // Roles must alternate.
+  EXPECT_EQ(t->Render({{"user", "a"}, {"user", "b"}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(ChatTemplateTest, ChatMl) {

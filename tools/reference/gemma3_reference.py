@@ -12,8 +12,8 @@ fallback, no dummy prefix, whitespace escaped, identity normalizer: how
 Gemma's tokenizer.model is set up).
 
 Writes OUT.json with, for a few chat prompts: the prompt's text, its token
-ids, and the greedy continuation (16 tokens, stopping early at
-<end_of_turn>/<eos>); and for the first 256 tokens of TEXT_FILE (after BOS):
+ids, the greedy continuation (16 tokens, stopping early at
+<end_of_turn>/<eos>) and its text as SentencePiece decodes it; and for the first 256 tokens of TEXT_FILE (after BOS):
 the ids and the per-token negative log-likelihoods, with their mean and the
 perplexity. The C++ test tests/integration/gemma3_test.cc holds latentkv to
 these (tokens equal, perplexity within 0.1%).
@@ -193,7 +193,8 @@ def main():
             out.setdefault("margins", []).append(float(lg[top[0]] - lg[top[1]]))
             if gen[-1] in stop:
                 break
-        out["greedy"].append({"prompt": text, "ids": ids, "continuation": gen})
+        out["greedy"].append({"prompt": text, "ids": ids, "continuation": gen,
+                              "text": sp.DecodeIds(gen)})
         print(text.replace("\n", "\\n"), "->", gen, repr(sp.DecodeIds(gen)),
               flush=True)
     with open(text_path, encoding="utf-8") as f:
