@@ -83,10 +83,11 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> MakeBpeTokenizer(BpeVocab vocab);
 // tokenizer.h for what is read).
 absl::StatusOr<BpeVocab> ReadHfTokenizerJson(const std::string& path);
 
-// The vocabulary in GGUF metadata (tokenizer.ggml.model must be "gpt2"; see
-// LoadGgufTokenizer). pre defaults to "default" when tokenizer.ggml.pre is
-// absent (llama.cpp's default), add_bos to false; ignore_merges is set for
-// llama-bpe. Errors as LoadGgufTokenizer.
+// The vocabulary in GGUF metadata (tokenizer.ggml.model must be "gpt2":
+// Unimplemented for "llama", a SentencePiece vocabulary that
+// LoadGgufTokenizer reads; see LoadGgufTokenizer). pre defaults to "default"
+// when tokenizer.ggml.pre is absent (llama.cpp's default), add_bos to false;
+// ignore_merges is set for llama-bpe. Errors as LoadGgufTokenizer.
 absl::StatusOr<BpeVocab> ReadGgufBpeVocab(const GgufFile& gguf);
 
 // Writes `dir`/tokenizer.json (model BPE with vocab and merges, the

@@ -1,5 +1,6 @@
-// LoadGgufTokenizer: the byte-level BPE vocabulary in GGUF metadata
-// (llama.cpp's tokenizer.ggml.* keys).
+// LoadGgufTokenizer: the tokenizer in GGUF metadata (llama.cpp's
+// tokenizer.ggml.* keys): byte-level BPE ("gpt2", here) or SentencePiece
+// ("llama", gguf_sentencepiece.cc).
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "model/gguf/gguf_file.h"
 #include "model/tokenizer/bpe_tokenizer.h"
+#include "model/tokenizer/gguf_sentencepiece.h"
 #include "model/tokenizer/tokenizer.h"
 
 namespace latentkv::model {
@@ -40,13 +42,15 @@ absl::StatusOr<BpeVocab> ReadGgufBpeVocab(const GgufFile& gguf) {
   if (*model == "llama") {
     return absl::UnimplementedError(absl::StrCat(
         gguf.path(),
-        ": tokenizer.ggml.model 'llama' (SentencePiece in GGUF) is not "
-        "supported; only 'gpt2' (byte-level BPE)"));
+        ": tokenizer.ggml.model 'llama' is a SentencePiece vocabulary, not "
+        "byte-level BPE: LoadGgufTokenizer reads it; writing it as a HF "
+        "tokenizer.json is not supported"));
   }
   if (*model != "gpt2") {
     return absl::UnimplementedError(
         absl::StrCat(gguf.path(), ": tokenizer.ggml.model '", *model,
-                     "' is not supported; only 'gpt2' (byte-level BPE)"));
+                     "' is not supported; only 'gpt2' (byte-level BPE) "
+                     "and 'llama' (SentencePiece)"));
   }
   BpeVocab vocab;
   auto tokens = gguf.GetStringArray("tokenizer.ggml.tokens");
@@ -93,6 +97,10 @@ absl::StatusOr<BpeVocab> ReadGgufBpeVocab(const GgufFile& gguf) {
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(
     const GgufFile& gguf) {
+  auto model = gguf.GetString("tokenizer.ggml.model");
+  if (model.ok() && *model == "llama") {
+    return LoadGgufSentencePieceTokenizer(gguf);
+  }
   auto vocab = ReadGgufBpeVocab(gguf);
   if (!vocab.ok()) return vocab.status();
   auto tokenizer = MakeBpeTokenizer(*std::move(vocab));

@@ -3,251 +3,194 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdint>
-#include <cstring>
-#include <fstream>
 #include <limits>
+#include <memory>
 #include <queue>
-#include <sstream>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
 
 namespace latentkv::model::internal {
 namespace {
 
-// A cursor over protobuf wire-format bytes.
-class Wire {
- public:
-  explicit Wire(std::string_view data) : data_(data) {}
-  bool done() const { return pos_ >= data_.size(); }
-  bool Varint(uint64_t* v) {
-    *v = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (pos_ >= data_.size()) return false;
-      const uint8_t b = static_cast<uint8_t>(data_[pos_++]);
-      *v |= uint64_t{b & 0x7fu} << shift;
-      if ((b & 0x80) == 0) return true;
-    }
-    return false;
-  }
-  bool Fixed32(uint32_t* v) {
-    if (data_.size() - pos_ < 4) return false;
-    std::memcpy(v, data_.data() + pos_, 4);
-    pos_ += 4;
-    return true;
-  }
-  bool Bytes(std::string_view* v) {
-    uint64_t n;
-    if (!Varint(&n) || n > data_.size() - pos_) return false;
-    *v = data_.substr(pos_, n);
-    pos_ += n;
-    return true;
-  }
-  // Skips a field of `wire_type`.
-  bool Skip(int wire_type) {
-    uint64_t v;
-    uint32_t f;
-    std::string_view s;
-    switch (wire_type) {
-      case 0:
-        return Varint(&v);
-      case 1:
-        if (data_.size() - pos_ < 8) return false;
-        pos_ += 8;
-        return true;
-      case 2:
-        return Bytes(&s);
-      case 5:
-        return Fixed32(&f);
-      default:
-        return false;
-    }
-  }
+constexpr std::string_view kSpace = "\xE2\x96\x81";        // U+2581
+constexpr std::string_view kReplacement = "\xEF\xBF\xBD";  // U+FFFD
 
- private:
-  std::string_view data_;
-  size_t pos_ = 0;
-};
-
-// Calls on_field(field, wire_type, wire) for each field of a message;
-// on_field consumes the value and returns false on malformed input.
-template <typename F>
-bool ForEachField(std::string_view msg, F on_field) {
-  Wire w(msg);
-  while (!w.done()) {
-    uint64_t tag;
-    if (!w.Varint(&tag)) return false;
-    if (!on_field(static_cast<int>(tag >> 3), static_cast<int>(tag & 7), w)) {
-      return false;
-    }
-  }
-  return true;
+// SentencePiece's OneCharLen: the length a lead byte announces.
+size_t OneCharLen(char c) {
+  return "\1\1\1\1\1\1\1\1\1\1\1\1\2\2\3\4"[static_cast<uint8_t>(c) >> 4];
 }
 
-size_t Utf8Len(char c) {
-  const auto b = static_cast<uint8_t>(c);
-  if (b < 0x80) return 1;
-  if ((b >> 5) == 6) return 2;
-  if ((b >> 4) == 14) return 3;
-  if ((b >> 3) == 30) return 4;
-  return 1;  // invalid byte: a character of its own
+// The length of the valid UTF-8 character at s[0] (s non-empty), or 0 when
+// s[0] does not start one (SentencePiece's DecodeUTF8: over-long forms,
+// surrogates, code points above U+10FFFF and truncated sequences are
+// invalid).
+size_t ValidUtf8Len(std::string_view s) {
+  const uint8_t b0 = static_cast<uint8_t>(s[0]);
+  if (b0 < 0x80) return 1;
+  auto trail = [&](size_t i) {
+    return (static_cast<uint8_t>(s[i]) & 0xC0) == 0x80;
+  };
+  auto bits = [&](size_t i) {
+    return static_cast<uint32_t>(static_cast<uint8_t>(s[i]) & 0x3F);
+  };
+  if (s.size() >= 2 && (b0 & 0xE0) == 0xC0) {
+    const uint32_t cp = ((b0 & 0x1Fu) << 6) | bits(1);
+    return trail(1) && cp >= 0x80 ? 2 : 0;
+  }
+  if (s.size() >= 3 && (b0 & 0xF0) == 0xE0) {
+    const uint32_t cp = ((b0 & 0x0Fu) << 12) | (bits(1) << 6) | bits(2);
+    const bool surrogate = cp >= 0xD800 && cp < 0xE000;
+    return trail(1) && trail(2) && cp >= 0x800 && !surrogate ? 3 : 0;
+  }
+  if (s.size() >= 4 && (b0 & 0xF8) == 0xF0) {
+    const uint32_t cp =
+        ((b0 & 0x07u) << 18) | (bits(1) << 12) | (bits(2) << 6) | bits(3);
+    return trail(1) && trail(2) && trail(3) && cp >= 0x10000 && cp <= 0x10FFFF
+               ? 4
+               : 0;
+  }
+  return 0;
 }
-
-constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581
 
 }  // namespace
 
-std::unique_ptr<SentencePieceModel> SentencePieceModel::Load(
-    const std::string& path, std::string* error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    *error = "No such file or cannot be opened: " + path;
-    return nullptr;
-  }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return Parse(ss.str(), error);
-}
-
-std::unique_ptr<SentencePieceModel> SentencePieceModel::Parse(
-    std::string_view bytes, std::string* error) {
-  std::unique_ptr<SentencePieceModel> m(new SentencePieceModel());
-  auto varint_field = [](Wire& w, int wt, uint64_t* v) {
-    return wt == 0 && w.Varint(v);
-  };
-  const bool ok = ForEachField(bytes, [&](int field, int wt, Wire& w) {
-    std::string_view sub;
-    if (field == 1 && wt == 2) {  // SentencePiece pieces
-      if (!w.Bytes(&sub)) return false;
-      Piece p;
-      return ForEachField(sub,
-                          [&](int f, int t, Wire& pw) {
-                            uint64_t v;
-                            uint32_t u;
-                            std::string_view s;
-                            if (f == 1 && t == 2) {
-                              if (!pw.Bytes(&s)) return false;
-                              p.piece = std::string(s);
-                            } else if (f == 2 && t == 5) {
-                              if (!pw.Fixed32(&u)) return false;
-                              std::memcpy(&p.score, &u, 4);
-                            } else if (f == 3) {
-                              if (!varint_field(pw, t, &v) || v < 1 || v > 6)
-                                return false;
-                              p.type = static_cast<PieceType>(v);
-                            } else {
-                              return pw.Skip(t);
-                            }
-                            return true;
-                          }) &&
-             (m->pieces_.push_back(std::move(p)), true);
-    }
-    if (field == 2 && wt == 2) {  // TrainerSpec
-      if (!w.Bytes(&sub)) return false;
-      return ForEachField(sub, [&](int f, int t, Wire& tw) {
-        uint64_t v;
-        if (f == 3 || f == 35 || (f >= 40 && f <= 42)) {
-          if (!varint_field(tw, t, &v)) return false;
-          const int i = static_cast<int>(static_cast<int64_t>(v));
-          if (f == 3) m->model_type_ = static_cast<ModelType>(i);
-          if (f == 35) m->byte_fallback_ = v != 0;
-          if (f == 40) m->unk_id_ = i;
-          if (f == 41) m->bos_id_ = i;
-          if (f == 42) m->eos_id_ = i;
-          return true;
-        }
-        return tw.Skip(t);
-      });
-    }
-    if (field == 3 && wt == 2) {  // NormalizerSpec
-      if (!w.Bytes(&sub)) return false;
-      return ForEachField(sub, [&](int f, int t, Wire& nw) {
-        uint64_t v;
-        if (f >= 3 && f <= 5) {
-          if (!varint_field(nw, t, &v)) return false;
-          if (f == 3) m->add_dummy_prefix_ = v != 0;
-          if (f == 4) m->remove_extra_whitespaces_ = v != 0;
-          if (f == 5) m->escape_whitespaces_ = v != 0;
-          return true;
-        }
-        return nw.Skip(t);
-      });
-    }
-    return w.Skip(wt);
-  });
-  if (!ok) {
-    *error = "malformed SentencePiece model (protobuf wire format)";
-    return nullptr;
-  }
-  if (m->pieces_.empty()) {
+std::unique_ptr<SentencePieceModel> SentencePieceModel::FromSpec(
+    Spec spec, std::string* error) {
+  const size_t n = spec.pieces.size();
+  if (n == 0) {
     *error = "SentencePiece model has no pieces";
     return nullptr;
   }
-  const int n = m->piece_size();
-  if (m->model_type_ != ModelType::kBpe &&
-      m->model_type_ != ModelType::kUnigram) {
+  if (spec.scores.size() != n || spec.types.size() != n) {
+    *error = "SentencePiece model: scores or types not one per piece";
+    return nullptr;
+  }
+  if (n > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    *error = "SentencePiece model: too many pieces";
+    return nullptr;
+  }
+  if (spec.model_type != ModelType::kBpe &&
+      spec.model_type != ModelType::kUnigram) {
     *error = "only BPE and UNIGRAM SentencePiece models are supported";
     return nullptr;
   }
-  auto check = [&](int id) { return id < n; };
-  if (!check(m->unk_id_) || !check(m->bos_id_) || !check(m->eos_id_)) {
+  const int size = static_cast<int>(n);
+  if (spec.unk_id >= size || spec.bos_id >= size || spec.eos_id >= size) {
     *error = "special token id beyond the vocabulary";
     return nullptr;
   }
+  std::unique_ptr<SentencePieceModel> m(new SentencePieceModel());
+  m->model_type_ = spec.model_type;
+  m->byte_fallback_ = spec.byte_fallback;
+  m->add_dummy_prefix_ = spec.add_dummy_prefix;
+  m->remove_extra_whitespaces_ = spec.remove_extra_whitespaces;
+  m->escape_whitespaces_ = spec.escape_whitespaces;
+  m->unk_id_ = spec.unk_id;
+  m->bos_id_ = spec.bos_id;
+  m->eos_id_ = spec.eos_id;
   std::fill(std::begin(m->byte_ids_), std::end(m->byte_ids_), -1);
   m->min_score_ = std::numeric_limits<float>::max();
-  for (int id = 0; id < n; ++id) {
-    const Piece& p = m->pieces_[id];
-    if (p.type == PieceType::kByte && p.piece.size() == 6) {
+  m->pieces_.resize(n);
+  m->index_.reserve(n);
+  bool any_scored = false;
+  for (int id = 0; id < size; ++id) {
+    Piece& p = m->pieces_[id];
+    p.piece = std::move(spec.pieces[id]);
+    p.score = spec.scores[id];
+    p.type = spec.types[id];
+    const int type = static_cast<int>(p.type);
+    if (type < 1 || type > 6) {
+      *error = "SentencePiece piece type not in 1..6";
+      return nullptr;
+    }
+    if (p.type == PieceType::kByte) {
       // "<0xHH>"; anything else is refused (std::stoi threw on it).
       unsigned b = 0;
       const char* hex = p.piece.data() + 3;
-      const auto [end, ec] = std::from_chars(hex, hex + 2, b, 16);
-      if (p.piece.compare(0, 3, "<0x") != 0 || p.piece[5] != '>' ||
-          ec != std::errc() || end != hex + 2) {
+      const bool ok = p.piece.size() == 6 &&
+                      p.piece.compare(0, 3, "<0x") == 0 && p.piece[5] == '>' &&
+                      std::from_chars(hex, hex + 2, b, 16).ptr == hex + 2;
+      if (!ok) {
         *error = "malformed byte piece " + p.piece;
         return nullptr;
       }
       m->byte_ids_[b] = id;
     }
-    if (p.type == PieceType::kNormal || p.type == PieceType::kUserDefined) {
-      m->index_.emplace(p.piece, id);
+    if (p.piece.empty()) continue;  // never matched
+    const bool usable =
+        p.type == PieceType::kNormal || p.type == PieceType::kUserDefined;
+    if (usable || p.type == PieceType::kUnused) {
+      m->index_.emplace(absl::string_view(p.piece.data(), p.piece.size()), id);
+    }
+    if (p.type == PieceType::kUserDefined) m->user_defined_.Add(p.piece, id);
+    if (usable) {
       m->max_piece_bytes_ = std::max(m->max_piece_bytes_, p.piece.size());
       m->min_score_ = std::min(m->min_score_, p.score);
+      any_scored = true;
     }
   }
-  if (m->index_.empty()) m->min_score_ = 0;
+  if (!any_scored) m->min_score_ = 0;
   return m;
 }
 
 int SentencePieceModel::Find(std::string_view piece) const {
-  auto it = index_.find(std::string(piece));
+  // Abseil's string_view is its own type here (Debian's build).
+  auto it = index_.find(absl::string_view(piece.data(), piece.size()));
   return it == index_.end() ? -1 : it->second;
 }
 
 std::string SentencePieceModel::Normalize(std::string_view text) const {
-  std::string s;
-  if (remove_extra_whitespaces_) {
-    bool space = true;  // drops leading spaces
-    for (char c : text) {
-      if (c == ' ') {
-        if (!space) s += ' ';
-        space = true;
-      } else {
-        s += c;
-        space = false;
-      }
+  // One normalization unit at the front of `in`: a user-defined piece
+  // (copied as it is), a valid character, or U+FFFD for one invalid byte.
+  auto unit = [this](std::string_view in) {
+    const PrefixMatcher::Result ud = user_defined_.Match(in);
+    if (ud.length > 0) {
+      return std::make_pair(in.substr(0, ud.length), ud.length);
     }
-    if (!s.empty() && s.back() == ' ') s.pop_back();
-  } else {
-    s = std::string(text);
+    const size_t n = ValidUtf8Len(in);
+    if (n == 0) return std::make_pair(kReplacement, size_t{1});
+    return std::make_pair(in.substr(0, n), n);
+  };
+  if (remove_extra_whitespaces_) {
+    while (!text.empty()) {
+      const auto [piece, consumed] = unit(text);
+      if (piece != " ") break;
+      text.remove_prefix(consumed);
+    }
   }
-  if (s.empty()) return s;
-  if (add_dummy_prefix_) s.insert(s.begin(), ' ');
-  if (!escape_whitespaces_) return s;
   std::string out;
-  for (char c : s) {
-    if (c == ' ') {
-      out += kSpace;
-    } else {
-      out += c;
+  if (text.empty()) return out;
+  out.reserve(text.size() + text.size() / 2 + 4);
+  const std::string_view space = escape_whitespaces_ ? kSpace : " ";
+  if (add_dummy_prefix_) out += space;
+  bool is_prev_space = remove_extra_whitespaces_;
+  while (!text.empty()) {
+    auto [piece, consumed] = unit(text);
+    while (is_prev_space && !piece.empty() && piece[0] == ' ') {
+      piece.remove_prefix(1);
+    }
+    if (!piece.empty()) {
+      for (char c : piece) {
+        if (c == ' ') {
+          out += space;
+        } else {
+          out += c;
+        }
+      }
+      is_prev_space = piece.back() == ' ';
+    }
+    text.remove_prefix(consumed);
+    if (!remove_extra_whitespaces_) is_prev_space = false;
+  }
+  if (remove_extra_whitespaces_) {
+    while (out.size() >= space.size() &&
+           std::string_view(out).substr(out.size() - space.size()) == space) {
+      out.resize(out.size() - space.size());
     }
   }
   return out;
@@ -263,6 +206,7 @@ void SentencePieceModel::AppendUnknown(std::string_view ch,
       return;
     }
   }
+  if (unk_id_ < 0) return;  // no unknown piece: dropped
   // Runs of unknown characters become one unknown token, as SentencePiece.
   if (!ids->empty() && ids->back() == unk_id_ && !byte_fallback_) return;
   ids->push_back(unk_id_);
@@ -285,12 +229,15 @@ void SentencePieceModel::EncodeBpe(std::string_view s,
   struct Sym {
     size_t begin, len;
     int prev, next;
+    bool frozen;  // a user-defined piece: never merged
   };
   std::vector<Sym> syms;
+  syms.reserve(s.size());
   for (size_t i = 0; i < s.size();) {
-    const size_t n = std::min(Utf8Len(s[i]), s.size() - i);
+    const size_t ud = user_defined_.Match(s.substr(i)).length;
+    const size_t n = ud > 0 ? ud : std::min(OneCharLen(s[i]), s.size() - i);
     const int k = static_cast<int>(syms.size());
-    syms.push_back({i, n, k - 1, -1});
+    syms.push_back({i, n, k - 1, -1, ud > 0});
     if (k > 0) syms[k - 1].next = k;
     i += n;
   }
@@ -303,14 +250,26 @@ void SentencePieceModel::EncodeBpe(std::string_view s,
     return a.score != b.score ? a.score < b.score : a.left > b.left;
   };
   std::priority_queue<Cand, std::vector<Cand>, decltype(worse)> agenda(worse);
+  // Unused piece -> the two symbols it was merged from (the latest pair
+  // proposed, as SentencePiece's rev_merge).
+  absl::flat_hash_map<std::string_view,
+                      std::pair<std::string_view, std::string_view>>
+      rev_merge;
   auto consider = [&](int l, int r) {
-    if (l < 0 || r < 0) return;
+    if (l < 0 || r < 0 || syms[l].frozen || syms[r].frozen) return;
     const size_t len = syms[l].len + syms[r].len;
-    const int id = Find(s.substr(syms[l].begin, len));
-    if (id >= 0) agenda.push({pieces_[id].score, l, r, len});
+    const std::string_view piece = s.substr(syms[l].begin, len);
+    const int id = Find(piece);
+    if (id < 0) return;
+    agenda.push({pieces_[id].score, l, r, len});
+    if (pieces_[id].type == PieceType::kUnused) {
+      rev_merge[piece] = {s.substr(syms[l].begin, syms[l].len),
+                          s.substr(syms[r].begin, syms[r].len)};
+    }
   };
-  for (int i = 0; i + 1 < static_cast<int>(syms.size()); ++i)
+  for (int i = 0; i + 1 < static_cast<int>(syms.size()); ++i) {
     consider(i, i + 1);
+  }
   while (!agenda.empty()) {
     const Cand c = agenda.top();
     agenda.pop();
@@ -327,15 +286,30 @@ void SentencePieceModel::EncodeBpe(std::string_view s,
     consider(l.prev, c.left);
     consider(c.left, l.next);
   }
+  // Emits the symbols, splitting unused pieces back (an explicit stack: a
+  // hostile vocabulary may chain many unused merges).
+  std::vector<std::string_view> stack;
   for (int i = 0; i >= 0 && i < static_cast<int>(syms.size());
        i = syms[i].next) {
-    const std::string_view piece = s.substr(syms[i].begin, syms[i].len);
-    const int id = Find(piece);
-    if (id >= 0) {
-      ids->push_back(id);
-    } else {
+    stack.push_back(s.substr(syms[i].begin, syms[i].len));
+    while (!stack.empty()) {
+      const std::string_view piece = stack.back();
+      stack.pop_back();
+      const int id = Find(piece);
+      if (id >= 0 && pieces_[id].type == PieceType::kUnused) {
+        auto it = rev_merge.find(piece);
+        if (it != rev_merge.end()) {
+          stack.push_back(it->second.second);
+          stack.push_back(it->second.first);
+          continue;
+        }
+      }
+      if (id >= 0) {
+        ids->push_back(id);
+        continue;
+      }
       for (size_t j = 0; j < piece.size();) {
-        const size_t n = std::min(Utf8Len(piece[j]), piece.size() - j);
+        const size_t n = std::min(OneCharLen(piece[j]), piece.size() - j);
         AppendUnknown(piece.substr(j, n), ids);
         j += n;
       }
@@ -354,12 +328,12 @@ void SentencePieceModel::EncodeUnigram(std::string_view s,
   std::vector<int> via(n + 1, -1);
   best[0] = 0;
   for (size_t i = 0; i < n;) {
-    const size_t ch = std::min(Utf8Len(s[i]), n - i);
+    const size_t ch = std::min(OneCharLen(s[i]), n - i);
     if (best[i] != kNone) {
       bool single_covered = false;
       for (size_t end = i + ch; end <= n && end - i <= max_piece_bytes_;) {
         const int id = Find(s.substr(i, end - i));
-        if (id >= 0) {
+        if (id >= 0 && pieces_[id].type != PieceType::kUnused) {
           if (end == i + ch) single_covered = true;
           const double sc = best[i] + pieces_[id].score;
           if (sc > best[end]) {
@@ -369,7 +343,7 @@ void SentencePieceModel::EncodeUnigram(std::string_view s,
           }
         }
         if (end == n) break;
-        end += std::min(Utf8Len(s[end]), n - end);
+        end += std::min(OneCharLen(s[end]), n - end);
       }
       if (!single_covered) {
         const double sc = best[i] + min_score_ - 10.0;

@@ -1,6 +1,7 @@
-// SentencePiece tokenizer (tokenizer.model) over our own model reader;
-// TokenBytes comes from a per-id table built at load time so that streaming
-// detokenization agrees with SentencePiece's DecodeIds for normal text.
+// SentencePiece tokenizer over our own model reader (sentencepiece_model.h);
+// see sentencepiece_tokenizer.h.
+#include "model/tokenizer/sentencepiece_tokenizer.h"
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/string_view.h"
+#include "model/tokenizer/prefix_matcher.h"
 #include "model/tokenizer/sentencepiece_model.h"
 #include "model/tokenizer/tokenizer.h"
 
@@ -32,17 +34,19 @@ int HexDigit(char c) {
 
 class SentencePieceTokenizer final : public Tokenizer {
  public:
-  explicit SentencePieceTokenizer(
-      std::unique_ptr<internal::SentencePieceModel> backend)
+  SentencePieceTokenizer(std::unique_ptr<internal::SentencePieceModel> backend,
+                         const SentencePieceTokenizerOptions& options)
       : backend_(std::move(backend)),
         bos_id_(backend_->bos_id()),
-        eos_id_(backend_->eos_id()) {
+        eos_id_(backend_->eos_id()),
+        add_bos_(options.add_bos) {
     const int n = backend_->piece_size();
     bytes_.resize(n);
     for (int id = 0; id < n; ++id) {
       const std::string& piece = backend_->IdToPiece(id);
-      if (backend_->IsControl(id)) continue;  // BOS, EOS, PAD: nothing
-      if (backend_->IsUnknown(id)) {
+      if (backend_->IsControl(id)) {
+        // BOS, EOS, PAD: nothing.
+      } else if (backend_->IsUnknown(id)) {
         bytes_[id] = std::string(kUnknownSurface);
       } else if (backend_->IsByte(id) && piece.size() == 6 &&
                  HexDigit(piece[3]) >= 0 && HexDigit(piece[4]) >= 0) {
@@ -52,6 +56,10 @@ class SentencePieceTokenizer final : public Tokenizer {
       } else {
         bytes_[id] = absl::StrReplaceAll(piece, {{kWordBoundary, " "}});
       }
+      if (options.split_special_pieces &&
+          (backend_->IsControl(id) || backend_->IsUnknown(id))) {
+        specials_.Add(piece, id);
+      }
     }
     // SentencePiece drops the space it put in front of the text.
     strip_first_space_ = backend_->strips_leading_space();
@@ -59,11 +67,22 @@ class SentencePieceTokenizer final : public Tokenizer {
 
   std::vector<int32_t> Encode(std::string_view text,
                               bool add_bos) const override {
-    const std::vector<int> ids = backend_->Encode(text);
     std::vector<int32_t> tokens;
-    tokens.reserve(ids.size() + 1);
     if (add_bos && bos_id_ >= 0) tokens.push_back(bos_id_);
-    tokens.insert(tokens.end(), ids.begin(), ids.end());
+    size_t start = 0;  // of the pending stretch of ordinary text
+    for (size_t pos = 0; !specials_.empty() && pos < text.size();) {
+      const internal::PrefixMatcher::Result m =
+          specials_.Match(text.substr(pos));
+      if (m.length == 0) {
+        ++pos;
+        continue;
+      }
+      EncodeStretch(text.substr(start, pos - start), &tokens);
+      tokens.push_back(m.value);
+      pos += m.length;
+      start = pos;
+    }
+    EncodeStretch(text.substr(start), &tokens);
     return tokens;
   }
 
@@ -83,16 +102,33 @@ class SentencePieceTokenizer final : public Tokenizer {
   }
   int32_t bos_id() const override { return bos_id_; }
   int32_t eos_id() const override { return eos_id_; }
+  bool add_bos() const override { return add_bos_; }
 
  private:
+  void EncodeStretch(std::string_view text,
+                     std::vector<int32_t>* tokens) const {
+    if (text.empty()) return;
+    const std::vector<int> ids = backend_->Encode(text);
+    tokens->insert(tokens->end(), ids.begin(), ids.end());
+  }
+
   std::unique_ptr<internal::SentencePieceModel> backend_;
   int32_t bos_id_;
   int32_t eos_id_;
+  bool add_bos_;
   std::vector<std::string> bytes_;  // [vocab_size] what each token decodes to
   bool strip_first_space_ = true;
+  // Control and unknown pieces cut out of raw text (split_special_pieces).
+  internal::PrefixMatcher specials_;
 };
 
 }  // namespace
+
+std::unique_ptr<Tokenizer> MakeSentencePieceTokenizer(
+    std::unique_ptr<internal::SentencePieceModel> model,
+    const SentencePieceTokenizerOptions& options) {
+  return std::make_unique<SentencePieceTokenizer>(std::move(model), options);
+}
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(
     const std::string& path) {
@@ -108,7 +144,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(
     return absl::InvalidArgumentError(
         absl::StrCat("cannot load SentencePiece model ", path, ": ", error));
   }
-  return std::make_unique<SentencePieceTokenizer>(std::move(backend));
+  return MakeSentencePieceTokenizer(std::move(backend),
+                                    SentencePieceTokenizerOptions());
 }
 
 }  // namespace latentkv::model

@@ -1,7 +1,7 @@
 // Tokenizers behind one interface: the llama2.c tokenizer (tokenizer.bin),
-// SentencePiece (tokenizer.model) and byte-level BPE (GPT-2 family, from a
-// HF tokenizer.json or GGUF metadata; bpe_tokenizer.h), plus streaming
-// detokenization.
+// SentencePiece (tokenizer.model or GGUF metadata; sentencepiece_model.h)
+// and byte-level BPE (GPT-2 family, from a HF tokenizer.json or GGUF
+// metadata; bpe_tokenizer.h), plus streaming detokenization.
 //
 // Thread-safety: a loaded Tokenizer is immutable; Encode/Decode may be called
 // from many threads at once. StreamingDetokenizer is per stream.
@@ -83,10 +83,13 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadHfTokenizerJson(
     const std::string& path);
 
-// The byte-level BPE tokenizer of a GGUF file's metadata
-// (tokenizer.ggml.model "gpt2": tokens, token_type, merges, pre, bos/eos/
-// unknown_token_id, add_bos_token). Unimplemented for model "llama"
-// (SentencePiece in GGUF) and other models; InvalidArgument for missing or
+// The tokenizer of a GGUF file's metadata: tokenizer.ggml.model "gpt2" is
+// byte-level BPE (tokens, token_type, merges, pre, bos/eos/
+// unknown_token_id, add_bos_token); "llama" is SentencePiece (tokens,
+// scores, token_type, bos/eos/unknown_token_id, add_space_prefix,
+// add_bos_token; gguf_sentencepiece.h: encodes as libsentencepiece over the
+// model the vocabulary came from, control tokens in the text becoming their
+// ids). Unimplemented for other models; InvalidArgument for missing or
 // malformed keys.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufTokenizer(
     const GgufFile& gguf);

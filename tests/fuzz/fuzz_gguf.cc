@@ -1,7 +1,8 @@
 // GGUF files (model/gguf): the container (header, every metadata value
 // through each typed getter, the tensor directory), then what the loaders
-// read from it: the model config, the byte-level BPE tokenizer (encode and
-// decode a sample) and, for small files, the weights.
+// read from it: the model config, the tokenizer (byte-level BPE or, for
+// tokenizer.ggml.model "llama", SentencePiece: encode and decode a sample)
+// and, for small files, the weights.
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -35,8 +36,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto tokenizer = lm::LoadGgufTokenizer(*gguf);
   if (tokenizer.ok()) {
     const auto ids = (*tokenizer)
-                         ->Encode("Once upon a time, 42 <|im_end|>",
-                                  (*tokenizer)->add_bos());
+                         ->Encode(
+                             "Once upon a time, 42 <|im_end|>\n\n  "
+                             "</div><start_of_turn>\xF0\x9F\x99\x82\xFF",
+                             (*tokenizer)->add_bos());
     (void)(*tokenizer)->Decode(ids);
   }
   auto config = lm::ConfigFromGguf(*gguf);
