@@ -132,6 +132,8 @@ class Backend {
                            float* out) = 0;
   virtual void AddInPlace(float* y, const float* x, int64_t n) = 0;
   virtual void Scale(float* x, int64_t n, float s) = 0;
+  virtual void AddRowBias(float* y, const float* bias, int64_t n,
+                          int64_t dim) = 0;
   virtual void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
                      float* out) = 0;
   virtual void GatherRows(const float* x, int64_t dim, const int32_t* rows,

@@ -169,6 +169,11 @@ TEST_P(BackendParityTest, ElementwiseOps) {
   for (size_t i = 0; i < x.size(); ++i) want[i] *= -2.5;
   ExpectClose(Down<float>(ds, x.size()), want, 1e-5, "Scale");
 
+  // Rows of `dim` plus the bias vector g.
+  be_->AddRowBias(ds.as<float>(), dg.as<float>(), n, dim);
+  for (size_t i = 0; i < x.size(); ++i) want[i] += g[i % dim];
+  ExpectClose(Down<float>(ds, x.size()), want, 1e-5, "AddRowBias");
+
   be_->AddInPlace(du.as<float>(), dx.as<float>(), x.size());
   for (size_t i = 0; i < x.size(); ++i) want[i] = double{u[i]} + x[i];
   ExpectClose(Down<float>(du, x.size()), want, 1e-6, "AddInPlace");

@@ -99,6 +99,10 @@ class CpuBackend final : public Backend {
     kernels::AddInPlace(y, x, n);
   }
   void Scale(float* x, int64_t n, float s) override { kernels::Scale(x, n, s); }
+  void AddRowBias(float* y, const float* bias, int64_t n,
+                  int64_t dim) override {
+    kernels::AddRowBias(y, bias, n, dim);
+  }
   void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
              float* out) override {
     kernels::Embed(table, tokens, n, out);

@@ -102,6 +102,9 @@ void GeluTanhGlu(const float* gate, const float* up, int64_t n, float* out);
 // y[i] += x[i] for i < n.
 void AddInPlace(float* y, const float* x, int64_t n);
 
+// y[t, i] += bias[i] for t < n, i < dim (projection biases).
+void AddRowBias(float* y, const float* bias, int64_t n, int64_t dim);
+
 // x[i] *= s for i < n.
 void Scale(float* x, int64_t n, float s);
 

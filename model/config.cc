@@ -485,6 +485,8 @@ int64_t ModelConfig::ParameterCount() const {
     total += num_kv_heads * dvo * h + h * num_heads * dvo;  // v, o
     total += 3 * h * intermediate_size;                     // mlp
     if (qk_norm) total += 2 * dqk;
+    if (qkv_bias)
+      total += (num_heads + num_kv_heads) * dqk + num_kv_heads * dvo;
     if (post_norms) total += 2 * h;
   }
   return total;

@@ -69,6 +69,31 @@ struct ModelConfig {
   // "rope_local_base_freq": the RoPE base of sliding-window layers; 0 means
   // rope_theta.
   double rope_local_theta = 0.0;
+  // "attention_bias": bias vectors on the q, k and v projections (Qwen2).
+  bool qkv_bias = false;
+  // RoPE scaling (HF "rope_scaling"; GGUF rope.scaling.* and rope_freqs),
+  // applied to every layer but sliding-window layers with their own base
+  // (Gemma 3 scales its global layers only). Tables: model/weights.h
+  // DefaultRopeInvFreq.
+  struct RopeScaling {
+    // kLinear: inv_freq / factor. kLlama3: Llama 3.1's smooth per-frequency
+    // factors (low/high_freq_factor, original_max_position). kYarn: YaRN's
+    // ramp between interpolation and extrapolation (beta_fast, beta_slow,
+    // original_max_position) and attention logits times mscale^2, mscale =
+    // attention_factor (0: 0.1 ln(factor) + 1).
+    enum class Type { kNone, kLinear, kLlama3, kYarn } type = Type::kNone;
+    double factor = 1.0;
+    double low_freq_factor = 1.0;
+    double high_freq_factor = 4.0;
+    int original_max_position = 0;  // 0: max_position_embeddings
+    double beta_fast = 32.0;
+    double beta_slow = 1.0;
+    double attention_factor = 0.0;
+  } rope_scaling;
+  // "rope_freq_factors": per rotary pair, inv_freq is divided by these
+  // (llama.cpp's rope_freqs tensor: Llama 3.1 scaling as stored in GGUF).
+  // Empty, or d_qk / 2 entries (every layer's d_qk equal).
+  std::vector<float> rope_freq_factors;
 
   // A full-dimension Llama config: d_qk = d_vo = hidden / heads in every
   // layer, standard RoPE, eps 1e-5, untied, BOS 1 / EOS 2.
@@ -94,8 +119,12 @@ struct ModelConfig {
     return sliding_window.empty() ? 0 : sliding_window[layer];
   }
   // The attention scale of `layer`: 1/sqrt(query_pre_attn_scalar) when set,
-  // else 1/sqrt(d_qk).
+  // else 1/sqrt(d_qk); times YaRN's mscale^2 on scaled layers.
   float attention_scale(int layer) const;
+  // Whether rope_scaling / rope_freq_factors apply to `layer`.
+  bool rope_scaled(int layer) const {
+    return !(window(layer) > 0 && rope_local_theta > 0);
+  }
   // True when any architecture feature beyond Llama's is on.
   bool has_arch_features() const;
   // Values (K and V) cached per token in `layer`: n_kv*(d_qk+d_vo).

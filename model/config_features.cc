@@ -1,7 +1,9 @@
 #include "model/config_features.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -52,6 +54,70 @@ absl::Status ReadNumber(const json& j, const char* key, bool positive,
   return absl::OkStatus();
 }
 
+// HF "rope_scaling" ({"rope_type" or "type": linear | llama3 | yarn, ...})
+// and our "rope_freq_factors".
+absl::Status ReadRopeScaling(const json& j, ModelConfig* c) {
+  if (const json* f = Find(j, "rope_freq_factors"); f != nullptr) {
+    if (!f->is_array() || f->empty() || f->size() > 4096) {
+      return KeyError("rope_freq_factors", "expected a list of numbers");
+    }
+    for (const json& v : *f) {
+      if (!v.is_number() || !(v.get<double>() > 0) ||
+          !std::isfinite(v.get<double>())) {
+        return KeyError(
+            "rope_freq_factors",
+            absl::StrCat("entries must be positive, got ", v.dump()));
+      }
+      c->rope_freq_factors.push_back(v.get<float>());
+    }
+  }
+  const json* r = Find(j, "rope_scaling");
+  if (r == nullptr) return absl::OkStatus();
+  if (!r->is_object()) {
+    return KeyError("rope_scaling", absl::StrCat("expected an object, got ",
+                                                 r->dump().substr(0, 80)));
+  }
+  const json* t = Find(*r, "rope_type");
+  if (t == nullptr) t = Find(*r, "type");
+  const std::string type =
+      t != nullptr && t->is_string() ? t->get<std::string>() : "";
+  using Type = ModelConfig::RopeScaling::Type;
+  ModelConfig::RopeScaling& rs = c->rope_scaling;
+  if (type == "default") return absl::OkStatus();
+  if (type == "linear") {
+    rs.type = Type::kLinear;
+  } else if (type == "llama3") {
+    rs.type = Type::kLlama3;
+  } else if (type == "yarn") {
+    rs.type = Type::kYarn;
+  } else {
+    return KeyError("rope_scaling",
+                    absl::StrCat("unsupported rope_type \"", type,
+                                 "\" (linear, llama3 or yarn)"));
+  }
+  absl::Status s;
+  for (auto [key, out, positive] :
+       {std::tuple{"factor", &rs.factor, true},
+        std::tuple{"low_freq_factor", &rs.low_freq_factor, true},
+        std::tuple{"high_freq_factor", &rs.high_freq_factor, true},
+        std::tuple{"beta_fast", &rs.beta_fast, true},
+        std::tuple{"beta_slow", &rs.beta_slow, true},
+        std::tuple{"attention_factor", &rs.attention_factor, false}}) {
+    if (!(s = ReadNumber(*r, key, positive, out)).ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("key \"rope_scaling\": ", s.message()));
+    }
+  }
+  double orig = 0;
+  if (!(s = ReadNumber(*r, "original_max_position_embeddings", false, &orig))
+           .ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("key \"rope_scaling\": ", s.message()));
+  }
+  rs.original_max_position = static_cast<int>(std::min(orig, 1e9));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status ReadArchFeatures(const json& j, ModelConfig* c) {
@@ -62,6 +128,17 @@ absl::Status ReadArchFeatures(const json& j, ModelConfig* c) {
         "key \"model_type\": HF ", t->get<std::string>(),
         " checkpoints are not supported (their norm weights are stored as "
         "w - 1); load the model's GGUF file"));
+  }
+  // HF model types whose architecture implies a feature without a key.
+  if (const json* t = Find(j, "model_type"); t != nullptr && t->is_string()) {
+    const std::string type = t->get<std::string>();
+    if (type == "qwen2") c->qkv_bias = true;
+    if (type == "qwen3") c->qk_norm = true;
+  }
+  if (const json* u = Find(j, "use_sliding_window");
+      u != nullptr && u->is_boolean() && u->get<bool>()) {
+    return absl::UnimplementedError(
+        "key \"use_sliding_window\": Qwen2's sliding window is not supported");
   }
   for (const char* key : {"hidden_act", "hidden_activation"}) {
     const json* v = Find(j, key);
@@ -79,6 +156,8 @@ absl::Status ReadArchFeatures(const json& j, ModelConfig* c) {
   }
   absl::Status s;
   if (!(s = ReadBool(j, "qk_norm", &c->qk_norm)).ok()) return s;
+  if (!(s = ReadBool(j, "attention_bias", &c->qkv_bias)).ok()) return s;
+  if (!(s = ReadRopeScaling(j, c)).ok()) return s;
   if (!(s = ReadBool(j, "post_norms", &c->post_norms)).ok()) return s;
   double scale = c->embedding_scale;
   if (!(s = ReadNumber(j, "embedding_scale", true, &scale)).ok()) return s;
@@ -122,8 +201,28 @@ void WriteArchFeatures(const ModelConfig& c, json* j) {
   (*j)["embedding_scale"] = c.embedding_scale;
   (*j)["query_pre_attn_scalar"] = c.query_pre_attn_scalar;
   (*j)["rope_local_base_freq"] = c.rope_local_theta;
-  if (!c.sliding_window.empty())
+  if (!c.sliding_window.empty()) {
     (*j)["layer_sliding_window"] = c.sliding_window;
+  }
+  (*j)["attention_bias"] = c.qkv_bias;
+  if (!c.rope_freq_factors.empty()) {
+    (*j)["rope_freq_factors"] = c.rope_freq_factors;
+  }
+  using Type = ModelConfig::RopeScaling::Type;
+  const ModelConfig::RopeScaling& rs = c.rope_scaling;
+  if (rs.type != Type::kNone) {
+    (*j)["rope_scaling"] = {
+        {"rope_type", rs.type == Type::kLinear   ? "linear"
+                      : rs.type == Type::kLlama3 ? "llama3"
+                                                 : "yarn"},
+        {"factor", rs.factor},
+        {"low_freq_factor", rs.low_freq_factor},
+        {"high_freq_factor", rs.high_freq_factor},
+        {"original_max_position_embeddings", rs.original_max_position},
+        {"beta_fast", rs.beta_fast},
+        {"beta_slow", rs.beta_slow},
+        {"attention_factor", rs.attention_factor}};
+  }
 }
 
 absl::Status ValidateArchFeatures(const ModelConfig& c) {
@@ -136,6 +235,31 @@ absl::Status ValidateArchFeatures(const ModelConfig& c) {
   }
   if (!(c.rope_local_theta >= 0) || !std::isfinite(c.rope_local_theta)) {
     return KeyError("rope_local_base_freq", "must be >= 0 and finite");
+  }
+  if (!c.rope_freq_factors.empty()) {
+    for (int l = 0; l < c.num_layers; ++l) {
+      if (static_cast<size_t>(c.qk_head_dim[l]) !=
+          2 * c.rope_freq_factors.size()) {
+        return KeyError(
+            "rope_freq_factors",
+            absl::StrCat("has ", c.rope_freq_factors.size(), " entries; layer ",
+                         l, " has ", c.qk_head_dim[l] / 2, " rotary pairs"));
+      }
+    }
+  }
+  if ((c.rope_scaling.type != ModelConfig::RopeScaling::Type::kNone ||
+       !c.rope_freq_factors.empty()) &&
+      c.rope_scheme != RopeScheme::kStandard) {
+    return KeyError("rope_scaling", "applies to the standard RoPE scheme only");
+  }
+  if (c.rope_scaling.type != ModelConfig::RopeScaling::Type::kNone &&
+      !(c.rope_scaling.factor >= 1.0 && std::isfinite(c.rope_scaling.factor))) {
+    return KeyError("rope_scaling", "factor must be >= 1");
+  }
+  if (c.rope_scaling.type == ModelConfig::RopeScaling::Type::kLlama3 &&
+      !(c.rope_scaling.high_freq_factor > c.rope_scaling.low_freq_factor)) {
+    return KeyError("rope_scaling",
+                    "high_freq_factor must exceed low_freq_factor");
   }
   if (!c.sliding_window.empty()) {
     if (static_cast<int>(c.sliding_window.size()) != c.num_layers) {
@@ -158,7 +282,15 @@ namespace latentkv::model {
 float ModelConfig::attention_scale(int layer) const {
   const double d =
       query_pre_attn_scalar > 0 ? query_pre_attn_scalar : qk_head_dim.at(layer);
-  return static_cast<float>(1.0 / std::sqrt(d));
+  double mscale = 1.0;
+  if (rope_scaling.type == RopeScaling::Type::kYarn && rope_scaled(layer)) {
+    mscale = rope_scaling.attention_factor > 0
+                 ? rope_scaling.attention_factor
+                 : (rope_scaling.factor > 1
+                        ? 0.1 * std::log(rope_scaling.factor) + 1.0
+                        : 1.0);
+  }
+  return static_cast<float>(mscale * mscale / std::sqrt(d));
 }
 
 bool ModelConfig::has_arch_features() const {
@@ -166,7 +298,9 @@ bool ModelConfig::has_arch_features() const {
   for (int w : sliding_window) windows = windows || w > 0;
   return hidden_act != Activation::kSilu || qk_norm || post_norms ||
          embedding_scale != 1.0f || query_pre_attn_scalar != 0.0f || windows ||
-         rope_local_theta != 0.0;
+         rope_local_theta != 0.0 || qkv_bias ||
+         rope_scaling.type != RopeScaling::Type::kNone ||
+         !rope_freq_factors.empty();
 }
 
 }  // namespace latentkv::model

@@ -252,6 +252,35 @@ TEST(ModelConfigTest, ArchitectureFeatures) {
   EXPECT_THAT(hf.status().message(), HasSubstr("GGUF"));
 }
 
+// HF Qwen and RoPE-scaling keys: model_type qwen2 implies q/k/v biases,
+// qwen3 q/k norms; rope_scaling round-trips through ToJson; unknown scaling
+// types and bad factors are refused by name.
+TEST(ModelConfigTest, QwenAndRopeScalingKeys) {
+  auto q2 = ModelConfig::FromJson(Cfg(R"(, "model_type": "qwen2")"));
+  ASSERT_TRUE(q2.ok()) << q2.status();
+  EXPECT_TRUE(q2->qkv_bias);
+  auto q3 = ModelConfig::FromJson(Cfg(R"(, "model_type": "qwen3")"));
+  ASSERT_TRUE(q3.ok()) << q3.status();
+  EXPECT_TRUE(q3->qk_norm);
+  auto y = ModelConfig::FromJson(
+      Cfg(R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+              "original_max_position_embeddings": 128})"));
+  ASSERT_TRUE(y.ok()) << y.status();
+  EXPECT_EQ(y->rope_scaling.type, ModelConfig::RopeScaling::Type::kYarn);
+  EXPECT_EQ(y->rope_scaling.original_max_position, 128);
+  auto back = ModelConfig::FromJson(y->ToJson());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->ToJson(), y->ToJson());
+  EXPECT_FLOAT_EQ(back->attention_scale(0), y->attention_scale(0));
+  for (const char* bad :
+       {R"(, "rope_scaling": {"rope_type": "longrope", "factor": 4})",
+        R"(, "rope_scaling": {"rope_type": "linear", "factor": 0.5})",
+        R"(, "rope_scaling": [1])", R"(, "rope_freq_factors": [1, 2])"}) {
+    auto r = ModelConfig::FromJson(Cfg(bad));
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 TEST(ModelConfigTest, ParameterCount) {
   auto c = ModelConfig::FromJson(Cfg(""));
   ASSERT_TRUE(c.ok());

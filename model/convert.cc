@@ -291,6 +291,15 @@ absl::Status WriteSyntheticModel(const ModelConfig& config,
       specs.push_back({pre + "self_attn.q_norm.weight", {dqk}, true});
       specs.push_back({pre + "self_attn.k_norm.weight", {dqk}, true});
     }
+    if (config.qkv_bias) {
+      // Biases are random like the matrices (norm = false).
+      specs.push_back(
+          {pre + "self_attn.q_proj.bias", {config.num_heads * dqk}, false});
+      specs.push_back(
+          {pre + "self_attn.k_proj.bias", {config.num_kv_heads * dqk}, false});
+      specs.push_back(
+          {pre + "self_attn.v_proj.bias", {config.num_kv_heads * dvo}, false});
+    }
     if (config.post_norms) {
       specs.push_back({pre + "post_self_attn_layernorm.weight", {h}, true});
       specs.push_back({pre + "post_feedforward_layernorm.weight", {h}, true});

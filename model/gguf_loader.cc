@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "common/dtype.h"
 #include "model/gguf/ggml_quants.h"
+#include "model/gguf_arch.h"
 
 namespace latentkv::model {
 namespace {
@@ -139,45 +140,13 @@ class Loader {
 absl::StatusOr<std::string> ArchPrefix(const GgufFile& f) {
   auto arch = f.GetString("general.architecture");
   if (!arch.ok()) return arch.status();
-  if (*arch != "llama" && *arch != "gemma3") {
-    return absl::UnimplementedError(
-        absl::StrCat(f.path(), ": architecture '", *arch,
-                     "' is not supported (only 'llama': Llama, Mistral, "
-                     "SmolLM, ...; and 'gemma3')"));
+  if (!internal::SupportedGgufArchitecture(*arch)) {
+    return absl::UnimplementedError(absl::StrCat(
+        f.path(), ": architecture '", *arch,
+        "' is not supported (llama: Llama, Mistral, SmolLM, ...; gemma3; "
+        "qwen2; qwen3)"));
   }
   return *arch + ".";
-}
-
-// Gemma 3 (llama.cpp's gemma3 architecture; HF modeling_gemma3.py): GeGLU
-// with the tanh GELU, q/k RMSNorm, norms after attention and the MLP,
-// embeddings times sqrt(hidden), the attention scale 1/sqrt(key_length)
-// (1/sqrt(hidden / heads) for the 62-layer 27B, as llama.cpp), and sliding
-// windows of attention.sliding_window on every layer but each sixth (HF's
-// sliding_window_pattern 6: layers 5, 11, 17, ... are global), the local
-// layers' RoPE base 10000 (HF's rope_local_base_freq; GGUF has no key).
-absl::Status SetGemma3Features(const GgufFile& f, ModelConfig* c) {
-  c->hidden_act = Activation::kGeluTanh;
-  c->qk_norm = true;
-  c->post_norms = true;
-  c->embedding_scale = std::sqrt(static_cast<float>(c->hidden_size));
-  c->query_pre_attn_scalar =
-      c->num_layers == 62
-          ? static_cast<float>(c->hidden_size / c->num_heads)
-          : static_cast<float>(c->qk_head_dim.empty() ? 0 : c->qk_head_dim[0]);
-  c->rope_local_theta = 10000.0;
-  const std::string key = "gemma3.attention.sliding_window";
-  if (!f.Has(key)) return absl::OkStatus();  // every layer global
-  auto w = f.GetInt(key);
-  if (!w.ok()) return w.status();
-  if (*w < 0 || *w > INT32_MAX) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(f.path(), ": ", key, " = ", *w));
-  }
-  c->sliding_window.assign(c->num_layers, 0);
-  for (int l = 0; l < c->num_layers; ++l) {
-    if (l % 6 != 5) c->sliding_window[l] = static_cast<int>(*w);
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -304,20 +273,8 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
           " of head dim ", head_dim, ") are not supported"));
     }
   }
-  if (f.Has(a + "rope.scaling.type")) {
-    auto type = f.GetString(a + "rope.scaling.type");
-    if (!type.ok()) return type.status();
-    if (*type != "none") {
-      return absl::UnimplementedError(absl::StrCat(
-          f.path(), ": RoPE scaling '", *type, "' is not supported"));
-    }
-  }
-  if (f.FindTensor("rope_freqs.weight") != nullptr) {
-    return absl::UnimplementedError(
-        absl::StrCat(f.path(),
-                     ": per-frequency RoPE factors (rope_freqs.weight, Llama "
-                     "3.1 scaling) are not supported"));
-  }
+  s = internal::ReadRopeScaling(f, a, head_dim, &c);
+  if (!s.ok()) return s;
   // Absurd counts from a hostile header are refused before the per-layer
   // lists are built.
   if (absl::Status b = c.CheckBounds(); !b.ok()) {
@@ -326,10 +283,8 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
   }
   c.qk_head_dim.assign(c.num_layers, head_dim);
   c.vo_head_dim.assign(c.num_layers, value_dim);
-  if (a == "gemma3.") {
-    s = SetGemma3Features(f, &c);
-    if (!s.ok()) return s;
-  }
+  s = internal::SetArchFeatures(f, a.substr(0, a.size() - 1), &c);
+  if (!s.ok()) return s;
   c.rope_scheme = RopeScheme::kStandard;
   c.tie_word_embeddings = f.FindTensor("output.weight") == nullptr;
   for (auto [key, out] :
@@ -428,6 +383,9 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadGgufModel(
          c.post_norms},
         {"post_ffw_norm.weight", 0, h, true, 0, &lw.post_ffn_norm,
          c.post_norms},
+        {"attn_q.bias", 0, nh * hd, true, 0, &lw.q_bias, c.qkv_bias},
+        {"attn_k.bias", 0, nkv * hd, true, 0, &lw.k_bias, c.qkv_bias},
+        {"attn_v.bias", 0, nkv * vd, true, 0, &lw.v_bias, c.qkv_bias},
     };
     for (const Item& it : items) {
       if (!it.wanted) continue;

@@ -3,17 +3,18 @@
 // the engine runs (model/weights.h).
 //
 // Supported: architectures "llama" (Llama 1-3, Mistral-style, SmolLM, ...;
-// MHA and GQA, tied or untied LM head) and "gemma3" (Gemma 3 text models:
-// the config's architecture features, model/config.h), with tensors in f32,
-// f16, bf16, q8_0, q4_0, q4_1 (kept as stored) or q5_0, q5_1 and the
-// k-quants q2_K..q6_K (dequantized to f32 at load). llama.cpp's converter
-// permutes the rows of Llama's Q and K within each head for interleaved RoPE
-// pairs: GGUF row (h*hd + 2i + half) holds HF row (h*hd + half*hd/2 + i);
-// the loader undoes it (on the stored bytes, so quantized rows stay
-// quantized). Gemma's rows are stored unpermuted (rotate-half RoPE). Not
+// MHA and GQA, tied or untied LM head), "gemma3" (Gemma 3 text models),
+// "qwen2" (Qwen2 / Qwen2.5: q/k/v biases) and "qwen3" (q/k norms), with the
+// config's architecture features (model/config.h; model/gguf_arch.h), RoPE
+// scaling none / linear / yarn and llama.cpp's rope_freqs factors (Llama
+// 3.1), and tensors in f32, f16, bf16, q8_0, q4_0, q4_1 (kept as stored) or
+// q5_0, q5_1 and the k-quants q2_K..q6_K. llama.cpp's converter permutes the
+// rows of Llama's Q and K within each head for interleaved RoPE pairs: GGUF
+// row (h*hd + 2i + half) holds HF row (h*hd + half*hd/2 + i); the loader
+// undoes it (on the stored bytes, so quantized rows stay quantized). The
+// other architectures' rows are stored unpermuted (rotate-half RoPE). Not
 // supported (Unimplemented, named): other architectures, partial rotary
-// (rope.dimension_count != key_length), RoPE scaling (rope.scaling.type
-// other than none, or a rope_freqs tensor).
+// (rope.dimension_count != key_length), other RoPE scaling types.
 #ifndef LATENTKV_MODEL_GGUF_LOADER_H_
 #define LATENTKV_MODEL_GGUF_LOADER_H_
 

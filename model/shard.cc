@@ -43,6 +43,15 @@ Tensor Cols(const Tensor& t, int64_t c0, int64_t nc) {
   return out;
 }
 
+// Elements [i0, i0 + n) of an f32 vector, as a non-owning view.
+Tensor Slice(const Tensor& t, int64_t i0, int64_t n) {
+  Tensor v;
+  v.dtype = t.dtype;
+  v.shape = {n};
+  v.data = t.f32() + i0;
+  return v;
+}
+
 // A non-owning view of `t` (valid while the full model lives).
 Tensor View(const Tensor& t) {
   Tensor v;
@@ -130,6 +139,14 @@ absl::StatusOr<std::shared_ptr<const ModelWeights>> ShardForTensorParallel(
     w.k_norm = View(f.k_norm);
     w.post_attn_norm = View(f.post_attn_norm);
     w.post_ffn_norm = View(f.post_ffn_norm);
+    // Biases follow their projections' rows.
+    if (c.qkv_bias) {
+      w.q_bias = Slice(f.q_bias, rank * s.num_heads * dqk, s.num_heads * dqk);
+      w.k_bias =
+          Slice(f.k_bias, rank * s.num_kv_heads * dqk, s.num_kv_heads * dqk);
+      w.v_bias =
+          Slice(f.v_bias, rank * s.num_kv_heads * dvo, s.num_kv_heads * dvo);
+    }
     out->layers.push_back(std::move(w));
   }
   return std::shared_ptr<const ModelWeights>(holder, out);

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "model/gguf_loader.h"
+#include "model/rope_scaling.h"
 
 namespace latentkv::model {
 namespace {
@@ -144,6 +145,7 @@ std::vector<float> DefaultRopeInvFreq(const ModelConfig& config, int layer) {
       inv[j] = static_cast<float>(
           std::pow(base, -static_cast<double>(2 * j) / static_cast<double>(d)));
     }
+    ApplyRopeScaling(config, layer, d, &inv);
     return inv;
   }
   // Frequency-aware: e = concat(arange(d/4, 3d/4, 2), arange(3d/4, d, 1)) / d.
@@ -235,6 +237,15 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(
          {h},
          c.post_norms,
          &lw.post_ffn_norm},
+        {"self_attn.q_proj.bias", {c.num_heads * dqk}, c.qkv_bias, &lw.q_bias},
+        {"self_attn.k_proj.bias",
+         {c.num_kv_heads * dqk},
+         c.qkv_bias,
+         &lw.k_bias},
+        {"self_attn.v_proj.bias",
+         {c.num_kv_heads * dvo},
+         c.qkv_bias,
+         &lw.v_bias},
     };
     for (const Item& it : extra) {
       if (!it.norm) continue;  // the feature is off

@@ -17,6 +17,7 @@
 //   lm_head.weight                                [vocab, hidden] (absent when
 //   tied)
 // With the config's architecture features (model/config.h):
+//   model.layers.N.self_attn.{q,k,v}_proj.bias     [rows]     (qkv_bias)
 //   model.layers.N.self_attn.q_norm.weight         [d_qk(N)]  (qk_norm)
 //   model.layers.N.self_attn.k_norm.weight         [d_qk(N)]  (qk_norm)
 //   model.layers.N.post_self_attn_layernorm.weight [hidden]   (post_norms)
@@ -63,6 +64,8 @@ struct LayerWeights {
   Tensor q_norm, k_norm;
   // With config.post_norms: f32 [hidden] each; else empty.
   Tensor post_attn_norm, post_ffn_norm;
+  // With config.qkv_bias: f32 [q_proj rows], [k_proj rows], [v_proj rows].
+  Tensor q_bias, k_bias, v_bias;
   std::vector<float> rope_inv_freq;  // [d_qk / 2]
 };
 

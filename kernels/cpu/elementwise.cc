@@ -103,6 +103,14 @@ void AddInPlace(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+void AddRowBias(float* y, const float* bias, int64_t n, int64_t dim) {
+  for (int64_t t = 0; t < n; ++t) {
+    float* row = y + t * dim;
+#pragma omp simd
+    for (int64_t i = 0; i < dim; ++i) row[i] += bias[i];
+  }
+}
+
 void Scale(float* x, int64_t n, float s) {
 #pragma omp simd
   for (int64_t i = 0; i < n; ++i) x[i] *= s;

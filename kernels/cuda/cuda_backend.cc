@@ -201,6 +201,11 @@ class CudaBackend final : public Backend {
     Bind();
     Check(LaunchScale(x, n, s, stream_), "Scale");
   }
+  void AddRowBias(float* y, const float* bias, int64_t n,
+                  int64_t dim) override {
+    Bind();
+    Check(LaunchAddRowBias(y, bias, n, dim, stream_), "AddRowBias");
+  }
   void Embed(const WeightView& table, const int32_t* tokens, int64_t n,
              float* out) override {
     Bind();

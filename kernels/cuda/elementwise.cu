@@ -81,6 +81,14 @@ __global__ void ScaleKernel(float* x, int64_t n, float s) {
   }
 }
 
+__global__ void AddRowBiasKernel(float* y, const float* bias, int64_t n,
+                                 int64_t dim) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n * dim;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    y[i] += bias[i % dim];
+  }
+}
+
 __global__ void AddKernel(float* y, const float* x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
@@ -192,6 +200,13 @@ cudaError_t LaunchGeluTanhGlu(const float* gate, const float* up, int64_t n,
                               float* out, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   GeluTanhGluKernel<<<GridFor(n), kThreads, 0, stream>>>(gate, up, n, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchAddRowBias(float* y, const float* bias, int64_t n,
+                             int64_t dim, cudaStream_t stream) {
+  if (n <= 0 || dim <= 0) return cudaSuccess;
+  AddRowBiasKernel<<<GridFor(n * dim), kThreads, 0, stream>>>(y, bias, n, dim);
   return cudaGetLastError();
 }
 

@@ -28,6 +28,8 @@ cudaError_t LaunchGeluTanhGlu(const float* gate, const float* up, int64_t n,
 cudaError_t LaunchAddInPlace(float* y, const float* x, int64_t n,
                              cudaStream_t stream);
 cudaError_t LaunchScale(float* x, int64_t n, float s, cudaStream_t stream);
+cudaError_t LaunchAddRowBias(float* y, const float* bias, int64_t n,
+                             int64_t dim, cudaStream_t stream);
 // Row-major tables only (the CUDA backend never packs panels).
 cudaError_t LaunchEmbed(const WeightView& table, const int32_t* tokens,
                         int64_t n, float* out, cudaStream_t stream);

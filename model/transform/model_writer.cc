@@ -138,6 +138,14 @@ absl::Status WriteConvertedModel(const ModelWeights& src,
       items.push_back(
           {p + "self_attn.k_norm.weight", {dqk}, lw.k_norm.f32(), dtype});
     }
+    if (config.qkv_bias) {
+      items.push_back(
+          {p + "self_attn.q_proj.bias", {nh * dqk}, lw.q_bias.f32(), dtype});
+      items.push_back(
+          {p + "self_attn.k_proj.bias", {nkv * dqk}, lw.k_bias.f32(), dtype});
+      items.push_back(
+          {p + "self_attn.v_proj.bias", {nkv * dvo}, lw.v_bias.f32(), dtype});
+    }
     if (config.post_norms) {
       items.push_back({p + "post_self_attn_layernorm.weight",
                        {h},

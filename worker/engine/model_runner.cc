@@ -43,6 +43,11 @@ ModelRunner::ModelRunner(std::shared_ptr<const model::ModelWeights> weights,
       v.post_attn_norm = vec(w.post_attn_norm.data, c.hidden_size);
       v.post_ffn_norm = vec(w.post_ffn_norm.data, c.hidden_size);
     }
+    if (c.qkv_bias) {
+      v.q_bias = vec(w.q_bias.data, w.q_bias.numel());
+      v.k_bias = vec(w.k_bias.data, w.k_bias.numel());
+      v.v_bias = vec(w.v_bias.data, w.v_bias.numel());
+    }
     vectors_.push_back(v);
   }
   lm_head_ = matrix(weights_->lm_head);

@@ -142,6 +142,9 @@ class ModelRunner {
     const float* k_norm = nullptr;
     const float* post_attn_norm = nullptr;
     const float* post_ffn_norm = nullptr;
+    const float* q_bias = nullptr;
+    const float* k_bias = nullptr;
+    const float* v_bias = nullptr;
   };
   std::vector<LayerVectors> vectors_;
   const float* final_norm_ = nullptr;

@@ -191,6 +191,11 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
       float* const ys[3] = {q, k, v};
       be.MatMulGroup(h, T, ws, ys, 3);
     }
+    if (lv.q_bias != nullptr) {
+      be.AddRowBias(q, lv.q_bias, T, m.q.rows);
+      be.AddRowBias(k, lv.k_bias, T, m.k.rows);
+      be.AddRowBias(v, lv.v_bias, T, m.v.rows);
+    }
     if (lv.q_norm != nullptr) {
       be.RmsNorm(q, lv.q_norm, T * nh, dqk, c.rms_norm_eps, q);
       be.RmsNorm(k, lv.k_norm, T * nkv, dqk, c.rms_norm_eps, k);

@@ -67,13 +67,27 @@ inline std::vector<double> ReferenceFinalHidden(
     auto h = rms(x, w.attn_norm);
     auto q = mat(w.q_proj, h, n), k = mat(w.k_proj, h, n),
          v = mat(w.v_proj, h, n);
+    if (c.qkv_bias) {
+      for (auto [t, b] : {std::pair{&q, &w.q_bias}, std::pair{&k, &w.k_bias},
+                          std::pair{&v, &w.v_bias}}) {
+        const size_t rows = b->numel();
+        for (size_t i = 0; i < t->size(); ++i) (*t)[i] += b->f32()[i % rows];
+      }
+    }
     if (c.qk_norm) {
       q = rms_rows(q, w.q_norm, dq);
       k = rms_rows(k, w.k_norm, dq);
     }
-    const double scale = c.query_pre_attn_scalar > 0
-                             ? 1 / std::sqrt(double{c.query_pre_attn_scalar})
-                             : 1 / std::sqrt(double(dq));
+    double scale = c.query_pre_attn_scalar > 0
+                       ? 1 / std::sqrt(double{c.query_pre_attn_scalar})
+                       : 1 / std::sqrt(double(dq));
+    // YaRN scales cos and sin by mscale: q.k by mscale^2.
+    if (c.rope_scaling.type == model::ModelConfig::RopeScaling::Type::kYarn) {
+      const double ms = c.rope_scaling.attention_factor > 0
+                            ? c.rope_scaling.attention_factor
+                            : 0.1 * std::log(c.rope_scaling.factor) + 1;
+      scale *= ms * ms;
+    }
     const int window = c.sliding_window.empty() ? 0 : c.sliding_window[l];
     auto rope = [&](std::vector<double>& t, int heads) {
       for (int r = 0; r < n; ++r)
