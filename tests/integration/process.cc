@@ -4,8 +4,8 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -129,15 +129,21 @@ Process::Process(std::vector<std::string> args, const std::string& log) {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  if (posix_spawn(&pid_, argv[0], &fa, nullptr, argv.data(), environ) != 0) {
-    pid_ = -1;
+  const pid_t parent = getpid();
+  // fork + exec rather than posix_spawn: the child asks to be SIGKILLed when
+  // the test process dies (PR_SET_PDEATHSIG), so a crashed or killed test
+  // binary leaves no cluster processes behind. Only async-signal-safe calls
+  // between fork and exec.
+  pid_ = fork();
+  if (pid_ == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);  // the parent died before prctl
+    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd < 0 || dup2(fd, 1) < 0 || dup2(1, 2) < 0) _exit(127);
+    if (fd > 2) close(fd);
+    execve(argv[0], argv.data(), environ);
+    _exit(127);
   }
-  posix_spawn_file_actions_destroy(&fa);
 }
 
 Process::~Process() {

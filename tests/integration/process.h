@@ -16,7 +16,9 @@ std::string MakeTempDir();
 // The stories260K model converted once per test binary into a temp dir.
 std::string Stories260kDir();
 
-// A running child process; the destructor kills it (SIGKILL) if still alive.
+// A running child process; the destructor kills it (SIGKILL) if still alive,
+// and so does the kernel when the test process dies first (a crash, a
+// timeout's SIGKILL): PR_SET_PDEATHSIG, so no cluster outlives its test.
 class Process {
  public:
   // Starts `args` (args[0] is the program path); stdout/stderr go to `log`.
