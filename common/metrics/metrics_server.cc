@@ -1,9 +1,13 @@
 #include "common/metrics/metrics_server.h"
 
+#include <sys/socket.h>
+
 #include <chrono>
 #include <exception>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "common/http/bounded_task_queue.h"
 #include "common/metrics/listen_socket.h"
 #include "httplib.h"
 #include "prometheus/text_serializer.h"
@@ -22,7 +26,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::StartIfEnabled(
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
     const MetricsServerOptions& options) {
   if (options.port <= 0 || options.port > 65535 || options.threads < 1 ||
-      options.read_timeout_s < 1) {
+      options.read_timeout_s < 1 || options.max_queued < 0 ||
+      options.listen_backlog < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("metrics server: port ", options.port, " (1..65535), ",
                      options.threads, " threads (>= 1) and a read timeout of ",
@@ -33,19 +38,38 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(
   s->http_ = std::make_unique<httplib::Server>();
   httplib::Server& http = *s->http_;
   const size_t threads = static_cast<size_t>(options.threads);
-  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // Bounded: a flood of connections cannot queue without end; beyond
+  // max_queued they get a 503 at once.
+  const int max_queued = options.max_queued;
+  http.new_task_queue = [threads, max_queued] {
+    return new http::BoundedTaskQueue(static_cast<int>(threads), max_queued);
+  };
   http.set_read_timeout(options.read_timeout_s, 0);
   http.set_keep_alive_timeout(options.read_timeout_s);
   http.set_payload_max_length(4096);  // a scrape carries no body
-  http.set_socket_options(ExclusiveListenOptions);
+  // The listening socket, captured to deepen its accept queue below.
+  auto listen_fd = std::make_shared<int>(-1);
+  http.set_socket_options([listen_fd](int fd) {
+    ExclusiveListenOptions(fd);
+    *listen_fd = fd;
+  });
   MetricsServer* self = s.get();
   http.Get("/metrics", [self](const httplib::Request&, httplib::Response& res) {
+    if (http::BoundedTaskQueue::Overloaded()) {
+      res.status = 503;
+      res.set_header("Retry-After", "1");
+      res.set_content("metrics endpoint overloaded\n", "text/plain");
+      return;
+    }
     res.set_content(self->ScrapeText(), "text/plain; version=0.0.4");
   });
   if (!http.bind_to_port(options.host, options.port)) {
     return absl::UnavailableError(absl::StrCat(
         "metrics server cannot listen on ", options.host, ":", options.port));
   }
+  // httplib 0.11 listens with a backlog of 5: bursts of scrapers (or a
+  // flood) would see dropped SYNs and second-long retries.
+  if (*listen_fd >= 0) listen(*listen_fd, options.listen_backlog);
   s->port_ = options.port;
   s->listener_ = std::thread([self] { self->http_->listen_after_bind(); });
   // stop() before the listener runs would not stop it: wait for it.

@@ -47,6 +47,12 @@ struct MetricsServerOptions {
   // Seconds a connection may take to send its request, and to stay idle
   // between requests; bounds what a slow or idle client holds.
   int read_timeout_s = 5;
+  // Connections waiting for a thread at most; more get a 503 at once (the
+  // connection queue is bounded: common/http/bounded_task_queue.h). >= 0.
+  int max_queued = 8;
+  // Accept queue of the listening socket (connections the kernel completes
+  // before the server accepts them). >= 1.
+  int listen_backlog = 128;
 };
 
 class MetricsServer {

@@ -1,12 +1,5 @@
-// Two pieces under the OpenAI HTTP server (http_server.h):
-//
-// BoundedTaskQueue: cpp-httplib's connection executor with a bound. Each
-// accepted connection is a task; `threads` threads serve them (a streamed
-// response holds its thread to the end) and at most `max_queued` wait. A
-// connection beyond that is served by one extra overflow thread on which
-// Overloaded() is true, so the handlers answer 429 at once and close (if
-// even the overflow thread is `max_queued` behind, the accepting thread
-// answers it itself).
+// Pieces under the OpenAI HTTP server (http_server.h); the bounded
+// connection executor is common/http/bounded_task_queue.h.
 //
 // HangupWatcher: notices clients that close their connection while their
 // request is still generating (cpp-httplib 0.11 gives handlers no socket and
@@ -28,9 +21,12 @@
 #include <thread>
 #include <vector>
 
+#include "common/http/bounded_task_queue.h"
 #include "httplib.h"
 
 namespace latentkv::coordinator::http {
+
+using ::latentkv::http::BoundedTaskQueue;
 
 // Whether a browser page from `origin` (the Origin header) may call the
 // API: it is in `allowed` (exact "scheme://host[:port]" entries, or "*").
@@ -57,34 +53,6 @@ std::vector<Connection> ConnectionsOnPort(int local_port);
 // among /proc/self/fd and listens again, which Linux allows to change the
 // backlog. False when no such socket is found.
 bool RaiseListenBacklog(int port, int backlog);
-
-class BoundedTaskQueue final : public httplib::TaskQueue {
- public:
-  // threads >= 1, max_queued >= 0.
-  BoundedTaskQueue(int threads, int max_queued);
-  ~BoundedTaskQueue() override;
-
-  void enqueue(std::function<void()> fn) override;
-  // Runs what is queued, then joins every thread.
-  void shutdown() override;
-
-  // True on a thread serving a connection that found no room.
-  static bool Overloaded();
-  // Connections that found no room, since start.
-  int64_t rejected() const;
-
- private:
-  void Work(bool overflow);
-
-  const int max_queued_;
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> jobs_, overflow_;  // guarded by mu_
-  int idle_ = 0;                                       // guarded by mu_
-  int64_t rejected_ = 0;                               // guarded by mu_
-  bool stop_ = false;                                  // guarded by mu_
-  std::vector<std::thread> threads_;
-};
 
 class HangupWatcher {
  public:
