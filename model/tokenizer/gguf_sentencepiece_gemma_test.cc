@@ -30,6 +30,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/fetched_models.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/gguf/gguf_file.h"
@@ -44,15 +45,7 @@ using ::testing::ElementsAre;
 
 constexpr char kGemmaFile[] = "gemma-3-270m-q4_k_m.gguf";
 
-std::string GemmaPath() {
-  const char* cache = std::getenv("LATENTKV_MODEL_CACHE");
-  const char* home = std::getenv("HOME");
-  std::string dir =
-      cache != nullptr && *cache != '\0'
-          ? cache
-          : absl::StrCat(home ? home : "", "/.cache/latentkv/models");
-  return dir + "/" + kGemmaFile;
-}
+std::string GemmaPath() { return FetchedModelPath(kGemmaFile); }
 
 double MsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double, std::milli>(

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/fetched_models.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/integration/cluster.h"
@@ -22,15 +23,7 @@ namespace {
 namespace pb = ::latentkv::v1;
 using json = nlohmann::json;
 
-std::string ModelPath() {
-  const char* cache = std::getenv("LATENTKV_MODEL_CACHE");
-  const char* home = std::getenv("HOME");
-  const std::string dir = cache != nullptr
-                              ? cache
-                              : std::string(home != nullptr ? home : "/root") +
-                                    "/.cache/latentkv/models";
-  return dir + "/gemma-3-270m-q4_k_m.gguf";
-}
+std::string ModelPath() { return FetchedModelPath(kGemma3_270mFile); }
 
 json Reference() {
   std::ifstream in(std::string(LATENTKV_SOURCE_DIR) +

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "common/fetched_models.h"
 #include "gtest/gtest.h"
 #include "model/weights.h"
 #include "nlohmann/json.hpp"
@@ -26,15 +27,7 @@ namespace {
 
 using json = nlohmann::json;
 
-std::string ModelPath() {
-  const char* cache = std::getenv("LATENTKV_MODEL_CACHE");
-  const char* home = std::getenv("HOME");
-  const std::string dir = cache != nullptr
-                              ? cache
-                              : std::string(home != nullptr ? home : "/root") +
-                                    "/.cache/latentkv/models";
-  return dir + "/gemma-3-270m-q4_k_m.gguf";
-}
+std::string ModelPath() { return FetchedModelPath(kGemma3_270mFile); }
 
 json Reference() {
   std::ifstream in(std::string(LATENTKV_SOURCE_DIR) +
