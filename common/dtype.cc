@@ -8,14 +8,39 @@
 #include <string>
 
 #include "common/check.h"
+#include "common/quant_blocks.h"
 
 namespace latentkv {
 
 bool IsBlockQuantized(DType t) {
-  return t == DType::kQ8_0 || t == DType::kQ4_0 || t == DType::kQ4_1;
+  switch (t) {
+    case DType::kF32:
+    case DType::kBF16:
+    case DType::kF16:
+    case DType::kF8E4M3:
+      return false;
+    case DType::kQ8_0:
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ5_0:
+    case DType::kQ5_1:
+    case DType::kQ2_K:
+    case DType::kQ3_K:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
+      return true;
+  }
+  return false;
+}
+
+bool IsKQuant(DType t) {
+  return t == DType::kQ2_K || t == DType::kQ3_K || t == DType::kQ4_K ||
+         t == DType::kQ5_K || t == DType::kQ6_K;
 }
 
 int DTypeBlockElems(DType t) {
+  if (IsKQuant(t)) return kKQuantBlockElems;
   return IsBlockQuantized(t) ? kQuantBlockElems : 1;
 }
 
@@ -34,6 +59,20 @@ int DTypeBlockBytes(DType t) {
       return 18;
     case DType::kQ4_1:
       return 20;
+    case DType::kQ5_0:
+      return 22;
+    case DType::kQ5_1:
+      return 24;
+    case DType::kQ2_K:
+      return 84;
+    case DType::kQ3_K:
+      return 110;
+    case DType::kQ4_K:
+      return 144;
+    case DType::kQ5_K:
+      return 176;
+    case DType::kQ6_K:
+      return 210;
   }
   LATENTKV_CHECK(false, "unknown dtype ", static_cast<int>(t));
 }
@@ -77,6 +116,20 @@ std::string_view DTypeName(DType t) {
       return "q4_1";
     case DType::kF8E4M3:
       return "fp8_e4m3";
+    case DType::kQ5_0:
+      return "q5_0";
+    case DType::kQ5_1:
+      return "q5_1";
+    case DType::kQ2_K:
+      return "q2_K";
+    case DType::kQ3_K:
+      return "q3_K";
+    case DType::kQ4_K:
+      return "q4_K";
+    case DType::kQ5_K:
+      return "q5_K";
+    case DType::kQ6_K:
+      return "q6_K";
   }
   return "?";
 }
@@ -89,6 +142,13 @@ std::optional<DType> ParseDType(std::string_view name) {
   if (name == "q4_0") return DType::kQ4_0;
   if (name == "q4_1") return DType::kQ4_1;
   if (name == "fp8_e4m3" || name == "fp8") return DType::kF8E4M3;
+  if (name == "q5_0") return DType::kQ5_0;
+  if (name == "q5_1") return DType::kQ5_1;
+  if (name == "q2_K" || name == "q2_k") return DType::kQ2_K;
+  if (name == "q3_K" || name == "q3_k") return DType::kQ3_K;
+  if (name == "q4_K" || name == "q4_k") return DType::kQ4_K;
+  if (name == "q5_K" || name == "q5_k") return DType::kQ5_K;
+  if (name == "q6_K" || name == "q6_k") return DType::kQ6_K;
   return std::nullopt;
 }
 
@@ -195,126 +255,13 @@ float F8E4M3ToF32(uint8_t x) {
   return f;
 }
 
-namespace {
-
-// Block layouts (common/dtype.h); the f16 fields are read and written with
-// memcpy because blocks are packed without alignment.
-constexpr int kHalf = kQuantBlockElems / 2;
-
-uint16_t LoadU16(const uint8_t* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-void StoreU16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
-
-void DequantizeBlocks(const uint8_t* s, DType from, int64_t blocks,
-                      float* dst) {
-  const int bytes = DTypeBlockBytes(from);
-  for (int64_t b = 0; b < blocks; ++b, dst += kQuantBlockElems) {
-    const uint8_t* p = s + b * bytes;
-    switch (from) {
-      case DType::kQ8_0: {
-        const float d = F16ToF32(LoadU16(p));
-        for (int j = 0; j < kQuantBlockElems; ++j) {
-          dst[j] = static_cast<float>(static_cast<int8_t>(p[2 + j])) * d;
-        }
-        break;
-      }
-      case DType::kQ4_0: {
-        const float d = F16ToF32(LoadU16(p));
-        for (int j = 0; j < kHalf; ++j) {
-          dst[j] = static_cast<float>((p[2 + j] & 15) - 8) * d;
-          dst[j + kHalf] = static_cast<float>((p[2 + j] >> 4) - 8) * d;
-        }
-        break;
-      }
-      case DType::kQ4_1: {
-        const float d = F16ToF32(LoadU16(p));
-        const float m = F16ToF32(LoadU16(p + 2));
-        for (int j = 0; j < kHalf; ++j) {
-          dst[j] = static_cast<float>(p[4 + j] & 15) * d + m;
-          dst[j + kHalf] = static_cast<float>(p[4 + j] >> 4) * d + m;
-        }
-        break;
-      }
-      default:
-        LATENTKV_CHECK(false, "not a quantized dtype");
-    }
-  }
-}
-
-void QuantizeBlocks(const float* src, int64_t blocks, DType to, uint8_t* d8) {
-  const int bytes = DTypeBlockBytes(to);
-  for (int64_t b = 0; b < blocks; ++b, src += kQuantBlockElems) {
-    const float* x = src;
-    uint8_t* p = d8 + b * bytes;
-    switch (to) {
-      case DType::kQ8_0: {
-        float amax = 0.0f;
-        for (int j = 0; j < kQuantBlockElems; ++j) {
-          amax = std::max(amax, std::fabs(x[j]));
-        }
-        const float d = amax / 127.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        StoreU16(p, F32ToF16(d));
-        for (int j = 0; j < kQuantBlockElems; ++j) {
-          p[2 + j] =
-              static_cast<uint8_t>(static_cast<int8_t>(std::lround(x[j] * id)));
-        }
-        break;
-      }
-      case DType::kQ4_0: {
-        float amax = 0.0f, vmax = 0.0f;
-        for (int j = 0; j < kQuantBlockElems; ++j) {
-          if (std::fabs(x[j]) > amax) {
-            amax = std::fabs(x[j]);
-            vmax = x[j];
-          }
-        }
-        const float d = vmax / -8.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        StoreU16(p, F32ToF16(d));
-        auto q = [&](float v) {
-          return std::min(15, static_cast<int>(v * id + 8.5f));
-        };
-        for (int j = 0; j < kHalf; ++j) {
-          p[2 + j] = static_cast<uint8_t>(q(x[j]) | (q(x[j + kHalf]) << 4));
-        }
-        break;
-      }
-      case DType::kQ4_1: {
-        float lo = x[0], hi = x[0];
-        for (int j = 1; j < kQuantBlockElems; ++j) {
-          lo = std::min(lo, x[j]);
-          hi = std::max(hi, x[j]);
-        }
-        const float d = (hi - lo) / 15.0f;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
-        StoreU16(p, F32ToF16(d));
-        StoreU16(p + 2, F32ToF16(lo));
-        auto q = [&](float v) {
-          return std::min(15, static_cast<int>((v - lo) * id + 0.5f));
-        };
-        for (int j = 0; j < kHalf; ++j) {
-          p[4 + j] = static_cast<uint8_t>(q(x[j]) | (q(x[j + kHalf]) << 4));
-        }
-        break;
-      }
-      default:
-        LATENTKV_CHECK(false, "not a quantized dtype");
-    }
-  }
-}
-
-}  // namespace
-
 void ConvertToF32(const void* src, DType from, int64_t n, float* dst) {
   if (IsBlockQuantized(from)) {
-    LATENTKV_CHECK(n % kQuantBlockElems == 0, "dequantizing ", n, " ",
+    const int block = DTypeBlockElems(from);
+    LATENTKV_CHECK(n % block == 0, "dequantizing ", n, " ",
                    std::string(DTypeName(from)), " elements: not whole blocks");
-    DequantizeBlocks(static_cast<const uint8_t*>(src), from,
-                     n / kQuantBlockElems, dst);
+    quant::DequantizeBlocks(from, static_cast<const uint8_t*>(src), n / block,
+                            dst);
     return;
   }
   switch (from) {
@@ -336,18 +283,17 @@ void ConvertToF32(const void* src, DType from, int64_t n, float* dst) {
       for (int64_t i = 0; i < n; ++i) dst[i] = F8E4M3ToF32(s[i]);
       return;
     }
-    case DType::kQ8_0:
-    case DType::kQ4_0:
-    case DType::kQ4_1:
+    default:
       return;  // dequantized above
   }
 }
 
 void ConvertFromF32(const float* src, int64_t n, DType to, void* dst) {
   if (IsBlockQuantized(to)) {
-    LATENTKV_CHECK(n % kQuantBlockElems == 0, "quantizing ", n, " elements to ",
+    const int block = DTypeBlockElems(to);
+    LATENTKV_CHECK(n % block == 0, "quantizing ", n, " elements to ",
                    std::string(DTypeName(to)), ": not whole blocks");
-    QuantizeBlocks(src, n / kQuantBlockElems, to, static_cast<uint8_t*>(dst));
+    quant::QuantizeBlocks(to, src, n / block, static_cast<uint8_t*>(dst));
     return;
   }
   switch (to) {
@@ -369,9 +315,7 @@ void ConvertFromF32(const float* src, int64_t n, DType to, void* dst) {
       for (int64_t i = 0; i < n; ++i) d[i] = F32ToF8E4M3(src[i]);
       return;
     }
-    case DType::kQ8_0:
-    case DType::kQ4_0:
-    case DType::kQ4_1:
+    default:
       return;  // quantized above
   }
 }

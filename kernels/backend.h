@@ -109,6 +109,13 @@ class Backend {
   // An event after the work queued so far.
   virtual std::unique_ptr<Event> RecordEvent() = 0;
 
+  // True when MatMul / MatMulGroup / Embed on this backend read `dtype`
+  // weights (kernels/ops.h shapes and layouts). Callers convert matrices of
+  // other dtypes before handing them over (the model runner converts them to
+  // f32 at load). CPU: every float and block-quantized weight dtype; CUDA:
+  // f32, bf16, f16, q8_0, q4_0, q4_1.
+  virtual bool SupportsWeights(DType dtype) const = 0;
+
   // True when MatMul on this backend is faster with `dtype` weights packed
   // into panels (ops.h, PackPanels) than row-major; the engine then packs its
   // matrices once at load into host memory from Allocate. Default: false.

@@ -65,11 +65,19 @@ void ExpectClose(const std::vector<float>& got, const std::vector<double>& want,
   }
 }
 
+// Every weight dtype the backend says it multiplies (SupportsWeights; the
+// CPU: all of them, the k-quants on 512 columns, two super-blocks).
 TEST_P(BackendParityTest, MatMulEveryWeightDtype) {
-  const int64_t rows = 33, cols = 96;
-  const std::vector<float> w = RandomVec(rows * cols, 1);
-  for (DType dt : {DType::kF32, DType::kBF16, DType::kF16, DType::kQ8_0,
-                   DType::kQ4_0, DType::kQ4_1}) {
+  const int64_t rows = 33;
+  EXPECT_TRUE(be_->SupportsWeights(DType::kQ8_0));
+  if (GetParam() == "cpu") EXPECT_TRUE(be_->SupportsWeights(DType::kQ4_K));
+  for (DType dt :
+       {DType::kF32, DType::kBF16, DType::kF16, DType::kQ8_0, DType::kQ4_0,
+        DType::kQ4_1, DType::kQ5_0, DType::kQ5_1, DType::kQ2_K, DType::kQ3_K,
+        DType::kQ4_K, DType::kQ5_K, DType::kQ6_K}) {
+    if (!be_->SupportsWeights(dt)) continue;
+    const int64_t cols = IsKQuant(dt) ? 512 : 96;
+    const std::vector<float> w = RandomVec(rows * cols, 1);
     const StoredWeights s = Store(w, dt);
     DeviceBuffer dw = Up(s.bytes);
     for (int64_t n : {1, 3, 8, 9, 17, 64, 130}) {
@@ -266,7 +274,9 @@ TEST_P(BackendParityTest, EmbedEveryTableDtype) {
   for (int64_t t = 0; t < n; ++t)
     tok[t] = static_cast<int32_t>((t * 13) % vocab);
   DeviceBuffer dt = Up(tok);
-  for (DType dtype : {DType::kF32, DType::kBF16, DType::kQ8_0, DType::kQ4_1}) {
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kQ8_0, DType::kQ4_1,
+                      DType::kQ5_0, DType::kQ5_1}) {
+    if (!be_->SupportsWeights(dtype)) continue;
     const StoredWeights s = Store(table, dtype);
     DeviceBuffer dw = Up(s.bytes), dy = Zeros(n * dim * 4);
     be_->Embed(WeightView{dw.data(), dtype, vocab, dim}, dt.as<int32_t>(), n,

@@ -67,6 +67,9 @@ class CpuBackend final : public Backend {
   std::unique_ptr<Event> RecordEvent() override {
     return std::make_unique<DoneEvent>();
   }
+  bool SupportsWeights(DType dtype) const override {
+    return dtype != DType::kF8E4M3;  // a KV dtype only
+  }
   bool PrefersPanels(DType dtype) const override {
     return kernels::PrefersPanels(dtype);
   }

@@ -30,8 +30,9 @@ enum class WeightLayout : uint8_t {
 
 // A weight matrix W [rows, cols] (rows = output features, cols = input
 // features) in `dtype` and `layout`. Not owning. Block-quantized dtypes (q8_0,
-// q4_0, q4_1; common/dtype.h) are row-major only, cols a multiple of 32, row
-// r at byte r * DTypeRowBytes(dtype, cols).
+// q4_0, q4_1, q5_0, q5_1, q2_K .. q6_K; common/dtype.h) are row-major only,
+// cols a multiple of DTypeBlockElems (32; 256 for the k-quants), row r at
+// byte r * DTypeRowBytes(dtype, cols).
 struct WeightView {
   const void* data = nullptr;
   DType dtype = DType::kF32;
@@ -60,12 +61,13 @@ WeightView PackPanels(const WeightView& w, void* dst);
 // FMA: n <= 16), OpenBLAS sgemm otherwise. bf16 weights: the AVX-512 BF16
 // kernels, else the AVX2 kernels (n <= 64; conversion + sgemm beyond), else a
 // portable loop. f16 weights: conversion + sgemm. Quantized weights (q8_0,
-// q4_0, q4_1; x stays f32, the result is the f32 product with the exact
-// dequantized weights) on AVX2 + FMA + F16C CPUs: n = 1 a fused
-// dequantize-and-dot kernel reading each row once, several row streams per
-// thread; 2 <= n < 48 tiles of rows dequantized into L2 and multiplied by the
-// f32 rows kernel; larger n the tiles dequantized into panels for the panel
-// micro-kernel; other CPUs a portable loop (kernels/cpu/quant.h).
+// q4_0, q4_1, q5_0, q5_1 and the k-quants q2_K .. q6_K; x stays f32, the
+// result is the f32 product with the exact dequantized weights) on AVX2 +
+// FMA + F16C CPUs: n = 1 a fused dequantize-and-dot kernel reading each row
+// once, several row streams per thread; 2 <= n < 48 tiles of rows
+// dequantized into L2 and multiplied by the f32 rows kernel; larger n the
+// tiles dequantized into panels for the panel micro-kernel; other CPUs a
+// portable loop (kernels/cpu/quant.h, quant_k.h).
 // (kernels/cpu/internal.h has the measured reasons.) Threads: OpenMP over
 // output rows once n * rows * cols
 // >= 2^18 (smaller products stay on the calling thread). On first use OpenBLAS

@@ -54,7 +54,7 @@ TEST(QuantDTypeTest, SizesAndNames) {
     EXPECT_FALSE(PrefersPanels(dt));
   }
   EXPECT_EQ(DTypeName(DType::kQ4_1), "q4_1");
-  EXPECT_EQ(ParseDType("q5_0"), std::nullopt);
+  EXPECT_EQ(ParseDType("q3_0"), std::nullopt);
 }
 
 TEST(QuantDTypeDeathTest, NoElementSizeOrPartialBlocks) {

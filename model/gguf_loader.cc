@@ -68,27 +68,20 @@ class Loader {
           absl::StrCat(f_.path(), ": ", name, ": expected dims ",
                        DimsString(want), ", got ", DimsString(t->dims)));
     }
-    std::optional<DType> stored = GgmlToDType(t->type);
-    const int64_t r = rows == 0 ? 1 : rows;
-    // Q5_0/Q5_1 and the k-quants: dequantized to f32 here (exact), then
-    // held as any f32 tensor (--weights-dtype requantizes).
-    std::vector<uint8_t> dequantized;
+    const std::optional<DType> stored = GgmlToDType(t->type);
     if (!stored) {
-      const auto q = GgmlQuantLayoutOf(t->type);
-      if (!q) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(f_.path(), ": ", name, ": unsupported tensor type ",
-                         GgmlTypeName(t->type)));
-      }
-      if (cols % q->block_elems != 0) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            f_.path(), ": ", name, ": rows of ", cols, " are not whole ",
-            q->name, " blocks of ", q->block_elems));
-      }
-      dequantized.resize(static_cast<size_t>(r * cols) * sizeof(float));
-      DequantizeGgml(t->type, t->data, r * cols,
-                     reinterpret_cast<float*>(dequantized.data()));
-      stored = DType::kF32;
+      return absl::InvalidArgumentError(
+          absl::StrCat(f_.path(), ": ", name, ": unsupported tensor type ",
+                       GgmlTypeName(t->type)));
+    }
+    const int64_t r = rows == 0 ? 1 : rows;
+    // Every stored type is a dtype the kernels read (the k-quants and
+    // Q5_0/Q5_1 too): rows must be whole blocks (k-quants: super-blocks of
+    // 256 elements).
+    if (cols % DTypeBlockElems(*stored) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          f_.path(), ": ", name, ": rows of ", cols, " are not whole ",
+          GgmlTypeName(t->type), " blocks of ", DTypeBlockElems(*stored)));
     }
     DType target = *stored;
     if (norm) {
@@ -101,7 +94,7 @@ class Loader {
     out->dtype = target;
     out->shape = rows == 0 ? std::vector<int64_t>{cols}
                            : std::vector<int64_t>{rows, cols};
-    const uint8_t* src = dequantized.empty() ? t->data : dequantized.data();
+    const uint8_t* src = t->data;
     std::vector<uint8_t> permuted;
     if (rope_heads > 0) {
       permuted = UnpermuteRows(src, rope_heads, rows / rope_heads,
@@ -111,9 +104,6 @@ class Loader {
     if (target == *stored) {
       if (!permuted.empty()) {
         out->owned = std::move(permuted);
-        out->data = out->owned.data();
-      } else if (!dequantized.empty()) {
-        out->owned = std::move(dequantized);
         out->data = out->owned.data();
       } else if (reinterpret_cast<uintptr_t>(src) % 4 == 0) {  // a view
         out->data = src;

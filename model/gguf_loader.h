@@ -7,8 +7,9 @@
 // "qwen2" (Qwen2 / Qwen2.5: q/k/v biases) and "qwen3" (q/k norms), with the
 // config's architecture features (model/config.h; model/gguf_arch.h), RoPE
 // scaling none / linear / yarn and llama.cpp's rope_freqs factors (Llama
-// 3.1), and tensors in f32, f16, bf16, q8_0, q4_0, q4_1 (kept as stored) or
-// q5_0, q5_1 and the k-quants q2_K..q6_K. llama.cpp's converter permutes the
+// 3.1), and tensors in f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 and the
+// k-quants q2_K..q6_K (kept as stored, f16 as f32; k-quant rows must be whole
+// 256-element super-blocks). llama.cpp's converter permutes the
 // rows of Llama's Q and K within each head for interleaved RoPE pairs: GGUF
 // row (h*hd + 2i + half) holds HF row (h*hd + half*hd/2 + i); the loader
 // undoes it (on the stored bytes, so quantized rows stay quantized). The

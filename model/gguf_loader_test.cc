@@ -244,14 +244,15 @@ TEST(GgufLoaderTest, ShardsQuantizedMatricesInWholeBlocks) {
       << bad.status();
 }
 
-// A one-layer Llama GGUF of width 256 (k-quant super-blocks) whose matrices
-// are seeded random blocks of ggml type `type` (f16 scales kept finite and
-// small), norms f32 ones. Returns each matrix's stored bytes by name.
+// A one-layer Llama GGUF of width h (256: k-quant super-blocks) whose
+// matrices are seeded random blocks of ggml type `type` (f16 scales kept
+// finite and small), norms f32 ones. Returns each matrix's stored bytes by
+// name.
 std::map<std::string, std::vector<uint8_t>> WriteQuantGguf(
-    uint32_t type, const std::string& path) {
+    uint32_t type, const std::string& path, int64_t h = 256) {
   const auto layout = GgmlQuantLayoutOf(type);
   EXPECT_TRUE(layout.has_value());
-  const int64_t h = 256, ffn = 512, vocab = 256, heads = 2, kv = 1;
+  const int64_t ffn = 2 * h, vocab = 256, heads = 2, kv = 1;
   GgufWriter g;
   g.SetString("general.architecture", "llama");
   g.SetUint32("llama.block_count", 1);
@@ -315,10 +316,11 @@ std::vector<float> Dequantized(uint32_t type, const std::vector<uint8_t>& b,
   return out;
 }
 
-// Q5_0/Q5_1 and k-quant tensors load dequantized (the values
-// ggml_quants_test checks against gguf-py), Q/K rows unpermuted like any
-// GGUF's; --weights-dtype requantizes them.
-TEST(GgufLoaderTest, KQuantTensorsLoadDequantized) {
+// Q5_0/Q5_1 and k-quant tensors load as stored (views of the file's
+// blocks, which decode to the values ggml_quants_test checks against
+// gguf-py), Q/K rows unpermuted like any GGUF's; --weights-dtype requantizes
+// them.
+TEST(GgufLoaderTest, KQuantTensorsLoadAsStored) {
   for (GgmlQuant q :
        {GgmlQuant::kQ5_0, GgmlQuant::kQ5_1, GgmlQuant::kQ2_K, GgmlQuant::kQ3_K,
         GgmlQuant::kQ4_K, GgmlQuant::kQ5_K, GgmlQuant::kQ6_K}) {
@@ -329,7 +331,13 @@ TEST(GgufLoaderTest, KQuantTensorsLoadDequantized) {
     auto w = LoadModel(path);
     ASSERT_TRUE(w.ok()) << w.status();
     const LayerWeights& l = (*w)->layers[0];
-    EXPECT_EQ(l.gate_proj.dtype, DType::kF32);
+    const DType dtype = GgmlQuantLayoutOf(type)->dtype;
+    EXPECT_EQ(l.gate_proj.dtype, dtype);
+    EXPECT_EQ((*w)->embed_tokens.dtype, dtype);
+    EXPECT_EQ(l.q_proj.dtype, dtype);
+    EXPECT_EQ(l.attn_norm.dtype, DType::kF32);
+    const std::vector<uint8_t>& gate = stored.at("blk.0.ffn_gate.weight");
+    EXPECT_EQ(std::memcmp(l.gate_proj.data, gate.data(), gate.size()), 0);
     EXPECT_EQ(Values(l.gate_proj),
               Dequantized(type, stored.at("blk.0.ffn_gate.weight"), 512 * 256));
     EXPECT_EQ(Values((*w)->embed_tokens),
@@ -350,6 +358,20 @@ TEST(GgufLoaderTest, KQuantTensorsLoadDequantized) {
     ASSERT_TRUE(w8.ok()) << w8.status();
     EXPECT_EQ(w8->get()->layers[0].up_proj.dtype, DType::kQ8_0);
   }
+}
+
+// k-quant rows must be whole 256-element super-blocks: a width of 128 (the
+// tensor itself whole blocks) is refused, naming the tensor.
+TEST(GgufLoaderTest, KQuantRowsMustBeWholeSuperBlocks) {
+  const std::string path = TempDir() + "/narrow.gguf";
+  WriteQuantGguf(static_cast<uint32_t>(GgmlQuant::kQ4_K), path, 128);
+  auto w = LoadModel(path);
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(w.status().message().find(
+                "token_embd.weight: rows of 128 are not whole q4_K blocks of "
+                "256"),
+            std::string::npos)
+      << w.status();
 }
 
 TEST(GgufLoaderTest, ErrorsNameWhatIsWrong) {

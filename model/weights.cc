@@ -122,7 +122,8 @@ absl::StatusOr<std::optional<DType>> ParseWeightsDType(std::string_view name) {
   std::optional<DType> d = ParseDType(name);
   if (!d || *d == DType::kF16 || *d == DType::kF8E4M3) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "weights dtype must be auto, f32, bf16, q8_0, q4_0 or q4_1, got '",
+        "weights dtype must be auto, f32, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, "
+        "q2_K, q3_K, q4_K, q5_K or q6_K, got '",
         std::string(name), "'"));
   }
   return d;

@@ -72,14 +72,18 @@ struct LayerWeights {
 struct LoadOptions {
   // dtype of the matrices (projections, embeddings, lm head) in memory; norms
   // are always f32. Unset (the default): f32 for safetensors models, the
-  // stored dtype for GGUF models (f16 becomes f32). A block-quantized dtype
-  // (q8_0, q4_0, q4_1) quantizes at load and needs every matrix width to be a
-  // multiple of 32.
+  // stored dtype for GGUF models (f16 becomes f32; q5_0, q5_1 and the
+  // k-quants stay as stored too). A block-quantized dtype quantizes at load
+  // (common/dtype.h, ConvertFromF32) and needs every matrix width to be a
+  // multiple of its block: 32 for q8_0, q4_0, q4_1, q5_0, q5_1; 256 for the
+  // k-quants q2_K .. q6_K.
   std::optional<DType> matrix_dtype;
 };
 
 // Parses a --weights_dtype value: "auto" (unset), f32, bf16, q8_0, q4_0,
-// q4_1. InvalidArgument otherwise (f16 too: there are no fast f16 kernels).
+// q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K (k-quants also in lower
+// case). InvalidArgument otherwise (f16 too: there are no fast f16 kernels;
+// fp8_e4m3 is a KV dtype).
 absl::StatusOr<std::optional<DType>> ParseWeightsDType(std::string_view name);
 
 struct ModelWeights {

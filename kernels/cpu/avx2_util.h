@@ -1,4 +1,5 @@
-// Inline AVX2 helpers of the AVX2 row-major kernels (gemv_avx2.cc).
+// Inline AVX2 helpers of the AVX2 kernels (gemv_avx2.cc, quant_avx2.cc,
+// quant_k_avx2.cc, quant_k_dequant_avx2.cc).
 // Include only from files built with -mavx2 -mfma: it
 // defines inline functions with AVX2 code, which must not be instantiated in
 // files that run on CPUs without AVX2.
@@ -24,6 +25,25 @@ inline float Sum8(__m256 v) {
       _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
+}
+
+// In-register transpose: v[i] lane c becomes v[c] lane i.
+inline void Transpose8(__m256 v[8]) {
+  __m256 t[8], s[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+  }
+  for (int i = 0; i < 8; i += 4) {
+    s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+    s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+    s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+    s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+    v[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+  }
 }
 
 inline float ToF32(uint16_t b) {

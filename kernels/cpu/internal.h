@@ -68,8 +68,8 @@ void MatMulF32Small(const float* x, int64_t n, const float* w, int64_t rows,
 // f32 weights, one thread, plain loops (the fallback of MatMulF32Small).
 void MatMulF32Portable(const float* x, int64_t n, const float* w, int64_t rows,
                        int64_t cols, float* y);
-// Block-quantized weights (q8_0, q4_0, q4_1): kernels/cpu/quant.h
-// (MatMulQuant, MatMulQuantPortable, MatMulQuantGroup).
+// Block-quantized weights (q8_0, q4_0, q4_1, q5_0, q5_1, q2_K .. q6_K):
+// kernels/cpu/quant.h (MatMulQuant, MatMulQuantPortable, MatMulQuantGroup).
 // f16 weights: converts tiles of rows to f32 and multiplies with OpenBLAS.
 // Portable; accuracy first.
 void MatMulF16(const float* x, int64_t n, const uint16_t* w, int64_t rows,

@@ -292,6 +292,13 @@ void MatMul(const float* x, int64_t n, const WeightView& w, float* y) {
     case DType::kQ8_0:
     case DType::kQ4_0:
     case DType::kQ4_1:
+    case DType::kQ5_0:
+    case DType::kQ5_1:
+    case DType::kQ2_K:
+    case DType::kQ3_K:
+    case DType::kQ4_K:
+    case DType::kQ5_K:
+    case DType::kQ6_K:
       internal::MatMulQuant(x, n, static_cast<const uint8_t*>(w.data), w.dtype,
                             rows, cols, y);
       return;

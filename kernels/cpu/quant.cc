@@ -13,6 +13,7 @@
 #include "kernels/cpu/gemv_avx2.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/quant_k.h"
 
 namespace latentkv::kernels::internal {
 namespace {
@@ -62,8 +63,9 @@ const float* PackedInputs(const float* x, int64_t n, int64_t cols) {
 void CheckShape(DType dtype, int64_t cols) {
   LATENTKV_CHECK(IsBlockQuantized(dtype),
                  "not a quantized dtype: ", std::string(DTypeName(dtype)));
-  LATENTKV_CHECK(cols % kQuantBlockElems == 0, std::string(DTypeName(dtype)),
-                 " matrix of ", cols, " columns: not whole blocks");
+  LATENTKV_CHECK(cols % DTypeBlockElems(dtype) == 0,
+                 std::string(DTypeName(dtype)), " matrix of ", cols,
+                 " columns: not whole blocks of ", DTypeBlockElems(dtype));
 }
 
 // The n = 1 kernel's prepared input (QuantGemvPrepareAvx2).
@@ -128,6 +130,10 @@ void RowsPortable(const float* x, int64_t n, const uint8_t* w, DType dtype,
 }
 
 }  // namespace
+
+bool IsQuantK(DType dtype) {
+  return dtype == DType::kQ5_0 || dtype == DType::kQ5_1 || IsKQuant(dtype);
+}
 
 bool CpuHasAvx2FmaF16c() {
   static const bool has = [] {

@@ -1,12 +1,14 @@
-// Kernels for block-quantized row-major weights (q8_0, q4_0, q4_1: the block
-// formats of common/dtype.h) with f32 activations. Internal to the CPU
-// kernels; MatMul / MatMulGroup (kernels/ops.h) dispatch here.
+// Kernels for block-quantized row-major weights (every block format of
+// common/dtype.h: q8_0, q4_0, q4_1 here, q5_0, q5_1 and the k-quants in
+// quant_k.h, which the *Avx2 functions below forward to) with f32
+// activations. Internal to the CPU kernels; MatMul / MatMulGroup
+// (kernels/ops.h) dispatch here.
 //
-// A weight matrix W [rows, cols] has cols % 32 == 0 and row r at byte
-// r * DTypeRowBytes(dtype, cols). Activations are never quantized: every
-// path computes sum_c x[c] * W[r, c] in f32 over the exact dequantized
-// weights (common/dtype.h), so results match a float64 reference over
-// ConvertToF32(W) to f32 rounding.
+// A weight matrix W [rows, cols] has cols % DTypeBlockElems(dtype) == 0 and
+// row r at byte r * DTypeRowBytes(dtype, cols). Activations are never
+// quantized: every path computes sum_c x[c] * W[r, c] in f32 over the exact
+// dequantized weights (common/dtype.h), so results match a float64 reference
+// over ConvertToF32(W) to f32 rounding.
 //
 // The *Avx2 functions are defined in quant_avx2.cc, the only file of these
 // built with -mavx2 -mfma -mf16c; call them only when CpuHasAvx2FmaF16c().

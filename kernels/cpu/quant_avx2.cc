@@ -8,11 +8,13 @@
 #include "kernels/cpu/avx2_util.h"
 #include "kernels/cpu/gemv_avx2.h"
 #include "kernels/cpu/quant.h"
+#include "kernels/cpu/quant_k.h"
 
 namespace latentkv::kernels::internal {
 namespace {
 
 using avx2::Sum8;
+using avx2::Transpose8;
 
 inline float LoadF16(const uint8_t* p) {
   uint16_t v;
@@ -261,25 +263,6 @@ void Dequant(const uint8_t* w, int64_t cols, int64_t r0, int64_t r1,
   }
 }
 
-// In-register transpose: v[i] lane c becomes v[c] lane i.
-inline void Transpose8(__m256 v[8]) {
-  __m256 t[8], s[8];
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-    s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-    s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  for (int i = 0; i < 4; ++i) {
-    v[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
-    v[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
-  }
-}
-
 // Rows [r0, r1) into 16-row panels: per half panel (8 rows) and block, each
 // 8-column slice of the 8 rows dequantized (q * d + m, as Dequant) and
 // transposed so each column's 8 values are stored together.
@@ -347,11 +330,16 @@ void WithQuantType(DType dtype, F&& f) {
 
 void DequantPanelsAvx2(const uint8_t* w, DType dtype, int64_t cols, int64_t r0,
                        int64_t r1, float* dst) {
+  if (IsQuantK(dtype)) {
+    QuantKDequantPanelsAvx2(w, dtype, cols, r0, r1, dst);
+    return;
+  }
   WithQuantType(dtype,
                 [&]<DType D>() { DequantPanels<D>(w, cols, r0, r1, dst); });
 }
 
 int64_t QuantGemvPrepFloats(DType dtype, int64_t cols) {
+  if (IsQuantK(dtype)) return QuantKGemvPrepFloats(dtype, cols);
   switch (dtype) {
     case DType::kQ4_0:
       return cols / 32 * kPrepBlockFloats;
@@ -364,6 +352,10 @@ int64_t QuantGemvPrepFloats(DType dtype, int64_t cols) {
 
 void QuantGemvPrepareAvx2(const float* x, DType dtype, int64_t cols,
                           float* prep) {
+  if (IsQuantK(dtype)) {
+    QuantKGemvPrepare(x, dtype, cols, prep);
+    return;
+  }
   const int64_t blocks = cols / 32;
   if (dtype == DType::kQ4_1) {  // sum(x) per block for m
     for (int64_t b = 0; b < blocks; ++b) {
@@ -391,6 +383,10 @@ void QuantGemvPrepareAvx2(const float* x, DType dtype, int64_t cols,
 void QuantGemvAvx2(const float* x, const float* prep, const uint8_t* w,
                    DType dtype, int64_t cols, int64_t r0, int64_t r1,
                    float* y) {
+  if (IsQuantK(dtype)) {
+    QuantKGemvAvx2(prep, w, dtype, cols, r0, r1, y);
+    return;
+  }
   WithQuantType(dtype, [&]<DType D>() {
     if constexpr (D == DType::kQ4_0) {
       StreamsQ4_0<kGemvStreams>(prep, w, cols, r0, r1, y);
@@ -402,6 +398,10 @@ void QuantGemvAvx2(const float* x, const float* prep, const uint8_t* w,
 
 void DequantRowsAvx2(const uint8_t* w, DType dtype, int64_t cols, int64_t r0,
                      int64_t r1, float* dst) {
+  if (IsQuantK(dtype)) {
+    QuantKDequantRowsAvx2(w, dtype, cols, r0, r1, dst);
+    return;
+  }
   WithQuantType(dtype, [&]<DType D>() { Dequant<D>(w, cols, r0, r1, dst); });
 }
 

@@ -162,6 +162,22 @@ class CudaBackend final : public Backend {
     return std::make_unique<CudaEvent>(ev, std::move(st));
   }
 
+  // The dtypes matmul.cu and elementwise.cu's embedding kernels decode; the
+  // q5 and k-quant formats have no CUDA kernels yet.
+  bool SupportsWeights(DType dtype) const override {
+    switch (dtype) {
+      case DType::kF32:
+      case DType::kBF16:
+      case DType::kF16:
+      case DType::kQ8_0:
+      case DType::kQ4_0:
+      case DType::kQ4_1:
+        return true;
+      default:
+        return false;
+    }
+  }
+
   void MatMul(const float* x, int64_t n, const WeightView& w,
               float* y) override {
     Bind();

@@ -180,8 +180,15 @@ std::string GgmlTypeName(uint32_t type) {
       return "q8_0";
     case GgmlType::kBF16:
       return "bf16";
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ5_1:
+    case GgmlType::kQ2_K:
+    case GgmlType::kQ3_K:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K:
+      return GgmlQuantLayoutOf(type)->name;
   }
-  if (const auto q = GgmlQuantLayoutOf(type)) return q->name;
   return absl::StrCat("ggml_type_", type);
 }
 
@@ -218,6 +225,14 @@ std::optional<DType> GgmlToDType(uint32_t type) {
       return DType::kQ4_0;
     case GgmlType::kQ4_1:
       return DType::kQ4_1;
+    case GgmlType::kQ5_0:
+    case GgmlType::kQ5_1:
+    case GgmlType::kQ2_K:
+    case GgmlType::kQ3_K:
+    case GgmlType::kQ4_K:
+    case GgmlType::kQ5_K:
+    case GgmlType::kQ6_K:
+      return GgmlQuantLayoutOf(type)->dtype;
   }
   return std::nullopt;
 }
@@ -225,15 +240,6 @@ std::optional<DType> GgmlToDType(uint32_t type) {
 absl::StatusOr<uint64_t> GgufFile::TypeBytes(uint32_t type, int64_t n) {
   const std::optional<DType> d = GgmlToDType(type);
   if (!d) {
-    // The formats read by dequantizing (ggml_quants.h).
-    if (const auto q = GgmlQuantLayoutOf(type)) {
-      if (n < 0 || n % q->block_elems != 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(n, " elements are not whole ", q->name, " blocks of ",
-                         q->block_elems));
-      }
-      return static_cast<uint64_t>(n / q->block_elems) * q->block_bytes;
-    }
     return absl::InvalidArgumentError(absl::StrCat(
         "unsupported tensor type ", GgmlTypeName(type),
         " (supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, "

@@ -50,13 +50,21 @@ enum class GgmlType : uint32_t {
   kF16 = 1,
   kQ4_0 = 2,
   kQ4_1 = 3,
+  kQ5_0 = 6,
+  kQ5_1 = 7,
   kQ8_0 = 8,
+  kQ2_K = 10,
+  kQ3_K = 11,
+  kQ4_K = 12,
+  kQ5_K = 13,
+  kQ6_K = 14,
   kBF16 = 30,
 };
 
-// "f32", "q4_0", ...; "ggml_type_<id>" for an id we do not read.
+// "f32", "q4_0", "q4_K", ...; "ggml_type_<id>" for an id we do not read.
 std::string GgmlTypeName(uint32_t type);
-// The DType of a ggml type id we read (GgmlType); nullopt otherwise.
+// The DType of a ggml type id we read (GgmlType: each is a latentkv dtype of
+// the same layout); nullopt otherwise.
 std::optional<DType> GgmlToDType(uint32_t type);
 
 // The *.gguf files directly inside `dir`, sorted by name (none when `dir` is

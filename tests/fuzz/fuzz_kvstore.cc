@@ -61,7 +61,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // A worker of the fuzz shapes reads what it got when the layout is its.
   const std::vector<latentkv::worker::LayerKvShape> shapes = lf::KvShapes();
   const auto dtype = latentkv::ParseDType(layout.dtype);
-  if (!dtype.has_value() || layout.num_layers != shapes.size() ||
+  if (!dtype.has_value() || !latentkv::IsKvDType(*dtype) ||
+      layout.num_layers != shapes.size() ||
       layout.num_kv_heads != static_cast<uint32_t>(lf::kKvHeads)) {
     return 0;
   }

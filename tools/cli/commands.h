@@ -19,7 +19,8 @@ namespace latentkv::cli {
 struct LocalEngineOptions {
   std::string model_dir;
   std::string device = "cpu";
-  std::string weights_dtype = "auto";  // auto | f32 | bf16 | q8_0 | q4_0 | q4_1
+  // auto | f32 | bf16 | q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | q2_K .. q6_K
+  std::string weights_dtype = "auto";
   int64_t kv_memory_mb = 256;
   int32_t page_size = 16;
   std::string kv_dtype = "f32";        // f32 | bf16 | f16 | fp8_e4m3

@@ -67,8 +67,13 @@ absl::Status ConvertModelDir(const ConvertOptions& o, DType dtype) {
 
 int Convert(const ConvertOptions& o) {
   auto dtype = ParseDType(o.dtype);
-  if (!dtype) {
-    std::fprintf(stderr, "--dtype must be f32, bf16 or f16\n");
+  // safetensors output: float dtypes only.
+  if (!dtype || !(*dtype == DType::kF32 || *dtype == DType::kBF16 ||
+                  *dtype == DType::kF16)) {
+    std::fprintf(stderr,
+                 "--dtype must be f32, bf16 or f16 (the safetensors output; "
+                 "quantize at load with --weights-dtype, or serve a .gguf as "
+                 "stored)\n");
     return 2;
   }
   if (o.out.empty()) {

@@ -105,7 +105,9 @@ ABSL_FLAG(int, gpus, 1,
           "tensor-parallel group needs --tp <= --gpus)");
 ABSL_FLAG(std::string, weights_dtype, "auto",
           "Weight matrices in memory: auto (f32 for safetensors models, as "
-          "stored for GGUF) | f32 | bf16 | q8_0 | q4_0 | q4_1");
+          "stored for GGUF) | f32 | bf16 | q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | "
+          "q2_K | q3_K | q4_K | q5_K | q6_K (the k-quants need widths that "
+          "are multiples of 256)");
 ABSL_FLAG(int, kv_memory_mb, 256, "KV cache memory bound per worker, MiB");
 ABSL_FLAG(int, page_size, 16, "Token slots per KV page");
 ABSL_FLAG(std::string, kv_dtype, "f32",

@@ -2,8 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 
 namespace latentkv::worker {
 
@@ -51,11 +55,23 @@ ModelRunner::ModelRunner(std::shared_ptr<const model::ModelWeights> weights,
     vectors_.push_back(v);
   }
   lm_head_ = matrix(weights_->lm_head);
-  embed_ = View(weights_->embed_tokens);  // a table: never packed
+  // A table: never packed; f32 where the backend has no kernel for its dtype.
+  std::vector<float> embed_f32;
+  embed_ = Readable(weights_->embed_tokens, &embed_f32);
   embed_.data = Upload(
       embed_.data, static_cast<size_t>(
                        DTypeRowBytes(embed_.dtype, embed_.cols) * embed_.rows));
+  KeepOrRelease(std::move(embed_f32));
   final_norm_ = vec(weights_->final_norm.data, c.hidden_size);
+  if (converted_matrices_ > 0) {
+    std::fprintf(stderr,
+                 "latentkv: the %s backend has no kernels for %s weights: %d "
+                 "matrices converted to f32 at load (%.1f MiB)\n",
+                 std::string(backend_->name()).c_str(),
+                 absl::StrJoin(converted_dtypes_, ", ").c_str(),
+                 converted_matrices_,
+                 static_cast<double>(converted_bytes_) / (1 << 20));
+  }
 }
 
 ModelRunner::~ModelRunner() = default;
@@ -74,21 +90,53 @@ const void* ModelRunner::Upload(const void* data, size_t bytes) {
   return uploads_.back().data();
 }
 
-kernels::WeightView ModelRunner::Matrix(const model::Tensor& t, bool pack) {
+kernels::WeightView ModelRunner::Readable(const model::Tensor& t,
+                                          std::vector<float>* f32) {
   kernels::WeightView w = View(t);
+  if (w.rows <= 0 || w.cols <= 0 || backend_->SupportsWeights(w.dtype)) {
+    return w;
+  }
+  f32->resize(static_cast<size_t>(w.rows * w.cols));
+  ConvertToF32(w.data, w.dtype, w.rows * w.cols, f32->data());
+  converted_dtypes_.insert(std::string(DTypeName(w.dtype)));
+  ++converted_matrices_;
+  converted_bytes_ += static_cast<int64_t>(f32->size() * sizeof(float));
+  w.data = f32->data();
+  w.dtype = DType::kF32;
+  return w;
+}
+
+void ModelRunner::KeepOrRelease(std::vector<float> f32) {
+  if (f32.empty()) return;
+  if (backend_->host_addressable()) {
+    converted_.push_back(std::move(f32));  // the backend reads it in place
+    return;
+  }
+  // Uploaded from it: wait for the copy before the buffer goes.
+  absl::Status s = backend_->Synchronize();
+  if (!s.ok() && init_status_.ok()) init_status_ = s;
+}
+
+kernels::WeightView ModelRunner::Matrix(const model::Tensor& t, bool pack) {
+  std::vector<float> f32;
+  kernels::WeightView w = Readable(t, &f32);
   if (w.rows <= 0 || w.cols <= 0) return w;
   if (pack && backend_->PrefersPanels(w.dtype) &&
       backend_->host_addressable()) {
     auto dst = backend_->Alloc(static_cast<size_t>(kernels::PanelBytes(w)),
                                "packed weights");
-    if (!dst.ok()) return w;  // no memory for a copy: multiply in place
-    uploads_.push_back(std::move(*dst));
-    return kernels::PackPanels(w, uploads_.back().data());
+    if (dst.ok()) {
+      uploads_.push_back(std::move(*dst));
+      return kernels::PackPanels(w, uploads_.back().data());
+    }
+    // No memory for a copy: multiply in place.
+  } else {
+    // Stored as loaded (quantized blocks stay blocks): rows of
+    // DTypeRowBytes(dtype, cols) bytes.
+    w.data = Upload(
+        w.data, static_cast<size_t>(DTypeRowBytes(w.dtype, w.cols) * w.rows));
   }
-  // Stored as loaded (quantized blocks stay blocks): rows of
-  // DTypeRowBytes(dtype, cols) bytes.
-  w.data = Upload(w.data,
-                  static_cast<size_t>(DTypeRowBytes(w.dtype, w.cols) * w.rows));
+  KeepOrRelease(std::move(f32));
   return w;
 }
 

@@ -14,7 +14,10 @@
 // every op then runs on the backend against it. Weights live in backend
 // memory (the loaded tensors when the backend is host-addressable, else a
 // copy uploaded once here; quantized blocks as stored, packed panels where
-// the backend prefers them); activations live in a backend workspace grown
+// the backend prefers them, f32 conversions of the matrices whose dtype the
+// backend has no kernels for (Backend::SupportsWeights: the CUDA backend and
+// the q5 / k-quant dtypes), noted once on stderr); activations live in a
+// backend workspace grown
 // to the largest batch; only the logit rows come back to the host. Host
 // work between layers is limited to residency policies (their window
 // queries are copied out on a device backend) and codebook layers (host
@@ -25,6 +28,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -117,6 +122,14 @@ class ModelRunner {
   // (or of its uploaded copy), or, with `pack`, a packed copy (see the
   // constructor).
   kernels::WeightView Matrix(const model::Tensor& t, bool pack);
+  // A view of `t` in a dtype the backend multiplies: `t` itself, or, when
+  // Backend::SupportsWeights refuses its dtype, an f32 conversion held in
+  // *f32 (counted for the one-line note the constructor prints).
+  kernels::WeightView Readable(const model::Tensor& t, std::vector<float>* f32);
+  // After a Readable conversion was uploaded or packed: keeps `f32` when the
+  // backend reads host memory in place (converted_), else waits for the
+  // upload and frees it.
+  void KeepOrRelease(std::vector<float> f32);
   // `bytes` at `data` in backend memory: `data` itself on a host-addressable
   // backend, else a copy uploaded once (owned by uploads_).
   const void* Upload(const void* data, size_t bytes);
@@ -149,6 +162,12 @@ class ModelRunner {
   std::vector<LayerVectors> vectors_;
   const float* final_norm_ = nullptr;
   std::vector<kernels::DeviceBuffer> uploads_;  // weights copies, panels
+  // f32 conversions of matrices the backend has no kernels for, when it
+  // reads them in place; what was converted (Readable).
+  std::vector<std::vector<float>> converted_;
+  std::set<std::string> converted_dtypes_;
+  int converted_matrices_ = 0;
+  int64_t converted_bytes_ = 0;
   // The step's plan (host) and its uploaded copy.
   StepPlan plan_;
   kernels::DeviceBuffer plan_ints_, plan_slots_;

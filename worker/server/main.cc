@@ -53,7 +53,9 @@ ABSL_FLAG(std::string, device, "cpu",
           "Compute backend: cpu | cuda | cuda:<ordinal> (cuda = cuda:0)");
 ABSL_FLAG(std::string, weights_dtype, "auto",
           "dtype of weight matrices in memory: auto (f32 for safetensors "
-          "models, as stored for GGUF) | f32 | bf16 | q8_0 | q4_0 | q4_1");
+          "models, as stored for GGUF) | f32 | bf16 | q8_0 | q4_0 | q4_1 | "
+          "q5_0 | q5_1 | q2_K | q3_K | q4_K | q5_K | q6_K (the k-quants need "
+          "widths that are multiples of 256)");
 ABSL_FLAG(int, kv_memory_mb, 256, "Bound on KV cache memory, MiB");
 ABSL_FLAG(int, page_size, 16, "Token slots per KV page");
 ABSL_FLAG(std::string, kv_dtype, "f32",
