@@ -138,6 +138,72 @@ void GemvArgs(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_Gemv)->Apply(GemvArgs)->UseRealTime();
 
+// Prefill / batch products (x [n, K] W^T, W [N, K] = 1536 x 768, cache
+// resident: compute-bound) with f32 and with int8 activations
+// (ActivationQuant::kQ8), against f32 panels and the f32 FMA peak of the
+// same threads. Counters: gflops, frac_f32_peak, vs_f32_act (the same
+// weights with f32 activations, this run).
+std::map<std::string, double>& GemmSeconds() {
+  static auto* r = new std::map<std::string, double>();
+  return *r;
+}
+
+void BM_Gemm(benchmark::State& state) {
+  const int64_t path = state.range(0), q8 = state.range(1), n = state.range(2);
+  constexpr int64_t rows = 1536, cols = 768;
+  const bool panels = path == kF32Panels;
+  const DType dtype = panels ? DType::kF32 : static_cast<DType>(path);
+  std::mt19937 rng(9);
+  std::normal_distribution<float> dist(0.0f, 0.05f);
+  std::vector<float> f(rows * cols), x(n * cols), y(n * rows);
+  for (float& v : f) v = dist(rng);
+  for (float& v : x) v = dist(rng);
+  std::vector<float> packed(
+      PanelBytes({f.data(), DType::kF32, rows, cols}) / 4 + 8);
+  std::vector<uint8_t> q(rows * DTypeRowBytes(dtype, cols));
+  WeightView w{q.data(), dtype, rows, cols};
+  if (panels) {
+    const auto a = reinterpret_cast<uintptr_t>(packed.data());
+    w = PackPanels({f.data(), DType::kF32, rows, cols},
+                   reinterpret_cast<void*>((a + 31) / 32 * 32));
+  } else {
+    ConvertFromF32(f.data(), rows * cols, dtype, q.data());
+  }
+  MatMulOptions o;
+  if (q8 != 0) o.activations = ActivationQuant::kQ8;
+  static const double peak = MeasureComputePeak(2);
+  const auto start = std::chrono::steady_clock::now();
+  for (auto _ : state) {
+    MatMul(x.data(), n, w, y.data(), o);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double secs =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+          .count() /
+      state.iterations();
+  const double flops = 2.0 * n * rows * cols;
+  state.counters["gflops"] = flops / secs / 1e9;
+  state.counters["frac_f32_peak"] = flops / secs / peak;
+  const std::string name = PathName(path) + (q8 != 0 ? " q8" : "");
+  state.SetLabel(name);
+  const std::string key = PathName(path) + "/" + std::to_string(n);
+  if (q8 == 0) {
+    GemmSeconds()[key] = secs;
+  } else if (GemmSeconds().count(key)) {
+    state.counters["vs_f32_act"] = GemmSeconds()[key] / secs;
+  }
+}
+BENCHMARK(BM_Gemm)
+    ->ArgNames({"path", "q8", "n"})
+    ->ArgsProduct({{kF32Panels, static_cast<int64_t>(DType::kQ8_0),
+                    static_cast<int64_t>(DType::kQ4_0),
+                    static_cast<int64_t>(DType::kQ4_1),
+                    static_cast<int64_t>(DType::kQ4_K),
+                    static_cast<int64_t>(DType::kQ6_K)},
+                   {0, 1},
+                   {8, 64, 512}})
+    ->UseRealTime();
+
 void PrintTable() {
   std::printf(
       "\nGEMV n = 1, weights streamed from DRAM: products/s, and the ratio "

@@ -39,6 +39,10 @@ struct Case {
   std::vector<int32_t> q_rows = {3, 1, 5};
   int32_t window = 0;  // sliding window (0: full causal)
   uint32_t seed = 1;
+  // Also attend each query row alone (a batch of one decode-like row) and
+  // require the batched outputs bit for bit: results must not depend on how
+  // prefill is chunked or batched.
+  bool check_rows_alone = false;
 };
 
 // One cached token of one (sequence, kv head).
@@ -184,6 +188,26 @@ void RunCase(const Case& c, int* zero_rows_out = nullptr) {
     }
   }
   if (zero_rows_out != nullptr) *zero_rows_out = zero_rows;
+  if (!c.check_rows_alone) return;
+  for (int32_t s = 0; s < num_seqs; ++s) {
+    for (int32_t t = q_indptr[s]; t < q_indptr[s + 1]; ++t) {
+      const int32_t one[2] = {0, 1};
+      std::vector<float> row(int64_t{c.n_heads} * c.d_vo, 555.0f);
+      PagedAttentionArgs r = a;
+      r.num_seqs = 1;
+      r.q_indptr = one;
+      r.q = q.data() + int64_t{t} * c.n_heads * c.d_qk;
+      r.q_pos = q_pos.data() + t;
+      r.kv_indptr = kv_indptr.data() + s * c.n_kv_heads;
+      r.kv_last_page_len = last_len.data() + s * c.n_kv_heads;
+      r.out = row.data();
+      PagedAttention(r);
+      for (int64_t i = 0; i < int64_t{c.n_heads} * c.d_vo; ++i) {
+        ASSERT_EQ(row[i], out[int64_t{t} * c.n_heads * c.d_vo + i])
+            << "seq " << s << " row " << t << " element " << i;
+      }
+    }
+  }
 }
 
 TEST(PagedAttentionTest, GqaRatios) {
@@ -250,6 +274,40 @@ TEST(PagedAttentionTest, LargePrefillUsesThreads) {
   c.kv_len = {300, 123};
   c.q_rows = {64, 1};
   RunCase(c);
+}
+
+// Head dims that are multiples of 8 take the tiled AVX2 kernel
+// (kernels/cpu/attention_tiled.h) on CPUs that have it: every GQA ratio,
+// page size (including ones that are not multiples of 8), window and row
+// mix against the float64 reference, and each row alone equal to the batch.
+TEST(PagedAttentionTest, TiledShapes) {
+  uint32_t seed = 500;
+  for (auto [dq, dv] : {std::pair{16, 24}, {64, 32}, {8, 8}}) {
+    for (auto [heads, kv] : {std::pair{4, 4}, {6, 2}, {8, 1}}) {
+      for (int32_t ps : {1, 4, 12, 16}) {
+        for (int32_t w : {0, 5}) {
+          SCOPED_TRACE("d " + std::to_string(dq) + "/" + std::to_string(dv) +
+                       " heads " + std::to_string(heads) + "/" +
+                       std::to_string(kv) + " page " + std::to_string(ps) +
+                       " window " + std::to_string(w));
+          Case c;
+          c.d_qk = dq;
+          c.d_vo = dv;
+          c.n_heads = heads;
+          c.n_kv_heads = kv;
+          c.page_size = ps;
+          c.window = w;
+          c.kv_len = {40, 3, 17, 1};
+          c.q_rows = {29, 2, 1, 1};
+          c.seed = ++seed;
+          c.check_rows_alone = true;
+          int zero_rows = 0;
+          RunCase(c, &zero_rows);
+          if (::testing::Test::HasFatalFailure()) return;
+        }
+      }
+    }
+  }
 }
 
 TEST(PagedAttentionTest, EarlyPrefillRowsSeeNothing) {

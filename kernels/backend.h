@@ -170,8 +170,18 @@ class Backend {
                             float scale, float* scores, int32_t* k_pos) = 0;
 };
 
+// "f32" | "q8" (flag values) -> ActivationQuant; InvalidArgument otherwise.
+absl::StatusOr<ActivationQuant> ParseActivationQuant(std::string_view name);
+
+// What a backend is made with. Defaults: exact f32 activations.
+struct BackendOptions {
+  // The CPU backend's products with block-quantized weights (ops.h
+  // ActivationQuant). kQ8 on any other backend is InvalidArgument.
+  ActivationQuant cpu_activations = ActivationQuant::kF32;
+};
+
 // The CPU backend (always available).
-std::unique_ptr<Backend> MakeCpuBackend();
+std::unique_ptr<Backend> MakeCpuBackend(const BackendOptions& options = {});
 
 // The backend registry. "cpu" is always registered; a CUDA build registers
 // "cuda" (kernels/cuda/). Registering a name twice replaces the factory.
@@ -184,8 +194,9 @@ std::vector<std::string> RegisteredBackends();
 // Creates the backend called `name`. InvalidArgument for an unknown name;
 // Unavailable for "cuda" in a build without CUDA, or whatever the factory
 // answers (e.g. no device present). "cuda:N" is CUDA device N of those
-// visible ("cuda" is "cuda:0").
-absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name);
+// visible ("cuda" is "cuda:0"). `options` as BackendOptions says.
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(
+    std::string_view name, const BackendOptions& options = {});
 
 // A device name split into its backend and ordinal: "cpu" -> {"cpu", 0},
 // "cuda" -> {"cuda", 0}, "cuda:3" -> {"cuda", 3}. InvalidArgument for a

@@ -35,6 +35,9 @@ class DoneEvent final : public Event {
 
 class CpuBackend final : public Backend {
  public:
+  explicit CpuBackend(const BackendOptions& options) {
+    matmul_.activations = options.cpu_activations;
+  }
   std::string_view name() const override { return "cpu"; }
 
   void* Allocate(size_t bytes) override {
@@ -76,11 +79,11 @@ class CpuBackend final : public Backend {
 
   void MatMul(const float* x, int64_t n, const WeightView& w,
               float* y) override {
-    kernels::MatMul(x, n, w, y);
+    kernels::MatMul(x, n, w, y, matmul_);
   }
   void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
                    float* const* ys, int count) override {
-    kernels::MatMulGroup(x, n, ws, ys, count);
+    kernels::MatMulGroup(x, n, ws, ys, count, matmul_);
   }
   void RmsNorm(const float* x, const float* weight, int64_t n, int64_t dim,
                float eps, float* y) override {
@@ -145,6 +148,9 @@ class CpuBackend final : public Backend {
     kernels::WindowScoresFromPool(pool, head, slots, n, q, q_pos, n_w, group,
                                   scale, scores, k_pos);
   }
+
+ private:
+  MatMulOptions matmul_;
 };
 
 }  // namespace
@@ -167,8 +173,15 @@ absl::StatusOr<DeviceBuffer> Backend::Alloc(size_t bytes,
   return DeviceBuffer(this, p, bytes);
 }
 
-std::unique_ptr<Backend> MakeCpuBackend() {
-  return std::make_unique<CpuBackend>();
+absl::StatusOr<ActivationQuant> ParseActivationQuant(std::string_view name) {
+  if (name == "f32") return ActivationQuant::kF32;
+  if (name == "q8") return ActivationQuant::kQ8;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "activations must be f32 or q8, got \"", std::string(name), "\""));
+}
+
+std::unique_ptr<Backend> MakeCpuBackend(const BackendOptions& options) {
+  return std::make_unique<CpuBackend>(options);
 }
 
 namespace {
@@ -222,7 +235,14 @@ absl::StatusOr<DeviceName> ParseDeviceName(std::string_view name) {
   return d;
 }
 
-absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name) {
+absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(
+    std::string_view name, const BackendOptions& options) {
+  if (name == "cpu") return MakeCpuBackend(options);
+  if (options.cpu_activations != ActivationQuant::kF32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("int8 activations (q8) are a cpu backend option, not \"",
+                     std::string(name), "\"'s"));
+  }
   if (BackendFactory factory = Backends().Find(name)) return factory();
   if (name.substr(0, 5) == "cuda:") {
     absl::StatusOr<DeviceName> d = ParseDeviceName(name);

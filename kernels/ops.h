@@ -73,14 +73,33 @@ WeightView PackPanels(const WeightView& w, void* dst);
 // >= 2^18 (smaller products stay on the calling thread). On first use OpenBLAS
 // is set to one thread (process-wide) so its pool does not fight the OpenMP
 // team.
-void MatMul(const float* x, int64_t n, const WeightView& w, float* y);
+// How MatMul multiplies f32 activations with block-quantized weights.
+enum class ActivationQuant {
+  // Exact: f32 activations against the dequantized weights (the result is
+  // the f32 product with ConvertToF32(W)).
+  kF32,
+  // Each input row quantized per block of 32 to int8 with an f32 scale
+  // (round to nearest, scale = max|x| / 127), integer dot products with
+  // the weights' integer values, f32 block scales: faster prefill and
+  // batches, with the error bound of kernels/cpu/quant_q8.h. Only where
+  // the AVX2 int8 kernels apply (inputs >= kQ8MinInputs, AVX2 CPUs); other
+  // products stay exact.
+  kQ8,
+};
+struct MatMulOptions {
+  ActivationQuant activations = ActivationQuant::kF32;
+};
+
+void MatMul(const float* x, int64_t n, const WeightView& w, float* y,
+            const MatMulOptions& options = {});
 
 // ys[i][n, ws[i].rows] = x[n, cols] * ws[i]^T for i < count: several
 // products of the same input (Q/K/V, gate/up) in one parallel region, which
 // saves the threads' sleep/wake between them (f32, bf16 and quantized
 // groups of one dtype and cols). Same results as MatMul.
 void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
-                 float* const* ys, int count);
+                 float* const* ys, int count,
+                 const MatMulOptions& options = {});
 
 // y[n, dim] = x[n, dim] / sqrt(mean(x^2) + eps) * weight[dim]. y may alias x.
 void RmsNorm(const float* x, const float* weight, int64_t n, int64_t dim,
@@ -260,6 +279,11 @@ void WindowScoresFromPool(const KvPoolView& pool, int32_t head,
 // Measures streaming read bandwidth (bytes/s) of this machine with `threads`
 // threads over a buffer of `bytes`; used by benchmarks for the roofline.
 double MeasureReadBandwidth(int64_t bytes, int threads);
+
+// Measures this machine's f32 multiply-add peak (FLOP/s, one FMA = 2) with
+// `threads` threads on the widest vectors the CPU kernels use (AVX2 FMA; 0
+// on CPUs without it): the compute roofline of the benchmarks.
+double MeasureComputePeak(int threads);
 
 }  // namespace latentkv::kernels
 

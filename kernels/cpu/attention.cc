@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/attention_tiled.h"
 #include "kernels/cpu/fast_exp.h"
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/parallel.h"
@@ -156,7 +157,59 @@ AttendOne(const PagedAttentionArgs& a, int32_t kv_head, const float* q,
   }
 }
 
+// PagedAttention by tiles (attention_tiled.h): one task per (sequence, KV
+// head, block of query rows), the costliest (last rows, most pages) first.
+void PagedAttentionTiled(const PagedAttentionArgs& a, int32_t group,
+                         int64_t work) {
+  struct Task {
+    int32_t seq, kvh;
+    int64_t t0, t1;
+  };
+  const int64_t block = internal::TiledAttentionRows(group);
+  std::vector<Task> tasks;
+  for (int32_t s = 0; s < a.num_seqs; ++s) {
+    for (int64_t t0 = a.q_indptr[s]; t0 < a.q_indptr[s + 1]; t0 += block) {
+      const int64_t t1 = std::min<int64_t>(t0 + block, a.q_indptr[s + 1]);
+      for (int32_t h = 0; h < a.n_kv_heads; ++h)
+        tasks.push_back({s, h, t0, t1});
+    }
+  }
+  const int64_t n = static_cast<int64_t>(tasks.size());
+  auto run = [&](int64_t i, internal::TiledAttentionScratch* scratch) {
+    const Task& t = tasks[n - 1 - i];
+    const int64_t idx = static_cast<int64_t>(t.seq) * a.n_kv_heads + t.kvh;
+    internal::AttendTileAvx2(a, t.kvh, t.t0, t.t1, a.kv_indptr[idx],
+                             a.kv_indptr[idx + 1], a.kv_last_page_len[idx],
+                             scratch);
+  };
+  if (work < internal::kParallelMinWork || n < 2 || omp_in_parallel() ||
+      omp_get_max_threads() < 2) {
+    thread_local internal::TiledAttentionScratch scratch;
+    for (int64_t i = 0; i < n; ++i) run(i, &scratch);
+    return;
+  }
+#pragma omp parallel
+  {
+    thread_local internal::TiledAttentionScratch scratch;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) run(i, &scratch);
+  }
+}
+
 }  // namespace
+
+namespace internal {
+
+bool TiledAttentionApplies(const PagedAttentionArgs& a) {
+  return a.d_qk % 8 == 0 && a.d_vo % 8 == 0 && a.page_size > 0 &&
+         CpuHasAvx2Fma();
+}
+
+int64_t TiledAttentionRows(int32_t group) {
+  return std::clamp<int64_t>((24 + group - 1) / std::max(group, 1), 1, 16);
+}
+
+}  // namespace internal
 
 void PagedAttention(const PagedAttentionArgs& a) {
   if (a.num_seqs <= 0 || a.n_heads <= 0 || a.n_kv_heads <= 0) return;
@@ -173,6 +226,10 @@ void PagedAttention(const PagedAttentionArgs& a) {
     work += rows * pages * group * a.page_size * (a.d_qk + a.d_vo);
   }
 
+  if (internal::TiledAttentionApplies(a)) {
+    PagedAttentionTiled(a, group, work);
+    return;
+  }
   const int64_t tasks = total_q * a.n_heads;
   auto run = [&](int64_t task, AttendScratch* scratch) {
     const int64_t t = task / a.n_heads;

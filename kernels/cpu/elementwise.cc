@@ -1,6 +1,7 @@
 // Element-wise ops, embeddings, RoPE tables and the bandwidth probe.
 #include <omp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -184,6 +185,27 @@ void RopeInvFreqFrequencyAware(int64_t d, double base, float* inv_freq) {
     inv_freq[j++] = static_cast<float>(
         std::pow(base, -static_cast<double>(k) / static_cast<double>(d)));
   }
+}
+
+double MeasureComputePeak(int threads) {
+  if (threads < 1) threads = 1;
+  if (!internal::CpuHasAvx2Fma()) return 0.0;
+  constexpr int64_t kIterations = 4 << 20;  // ~0.1 s per run here
+  double best = 0.0;
+  double sink = 0.0;
+  for (int run = 0; run < 3; ++run) {
+    double total = 0.0;
+    const auto start = std::chrono::steady_clock::now();
+#pragma omp parallel num_threads(threads) reduction(+ : total)
+    total += internal::F32FmaLoopAvx2(kIterations);
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    sink += total;
+    if (secs > 0) best = std::max(best, threads * kIterations * 192.0 / secs);
+  }
+  if (sink == 42.0) best += 1e-300;  // keeps the loops' results observable
+  return best;
 }
 
 double MeasureReadBandwidth(int64_t bytes, int threads) {

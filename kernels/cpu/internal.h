@@ -17,6 +17,11 @@ bool CpuHasAvx512Bf16();
 bool CpuHasAvx2Fma();
 // True when the CPU supports AVX and F16C (cpu/kv_avx2.cc).
 bool CpuHasF16c();
+
+// `iterations` rounds of 12 independent 8-lane FMAs (96 FMAs, 192 flops per
+// round) on this thread; returns a value derived from them so the loop is
+// kept. peak_avx2.cc; only when CpuHasAvx2Fma().
+double F32FmaLoopAvx2(int64_t iterations);
 // dst[i] = f16 src[i] as f32 for i < n, 8 at a time (needs CpuHasF16c()).
 void F16ToF32F16c(const uint16_t* src, int64_t n, float* dst);
 // dst[i] = fp8 e4m3 src[i] * scale for i < n, 8 at a time (needs

@@ -254,7 +254,8 @@ void MatMulF32Blas(const float* x, int64_t n, const float* w, int64_t rows,
 
 }  // namespace internal
 
-void MatMul(const float* x, int64_t n, const WeightView& w, float* y) {
+void MatMul(const float* x, int64_t n, const WeightView& w, float* y,
+            const MatMulOptions& options) {
   const int64_t rows = w.rows;
   const int64_t cols = w.cols;
   if (n <= 0 || rows <= 0) return;
@@ -300,7 +301,8 @@ void MatMul(const float* x, int64_t n, const WeightView& w, float* y) {
     case DType::kQ5_K:
     case DType::kQ6_K:
       internal::MatMulQuant(x, n, static_cast<const uint8_t*>(w.data), w.dtype,
-                            rows, cols, y);
+                            rows, cols, y,
+                            options.activations == ActivationQuant::kQ8);
       return;
     case DType::kF8E4M3:  // a KV dtype only (ParseWeightsDType refuses it)
       break;
@@ -399,7 +401,7 @@ void MatMulGroupAvx2(const float* x, int64_t n, const WeightView* ws,
 }  // namespace
 
 void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
-                 float* const* ys, int count) {
+                 float* const* ys, int count, const MatMulOptions& options) {
   if (n > 0 && count > 0 && ws[0].layout == WeightLayout::kPanels16 &&
       ws[0].cols > 0 && FusableGroup(ws, count, [](DType) { return true; })) {
     std::vector<internal::PanelProduct> ps(count);
@@ -413,7 +415,8 @@ void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
     for (int i = 0; i < count; ++i) {
       ps[i] = {static_cast<const uint8_t*>(ws[i].data), ws[i].rows, ys[i]};
     }
-    internal::MatMulQuantGroup(x, n, ws[0].dtype, ws[0].cols, ps.data(), count);
+    internal::MatMulQuantGroup(x, n, ws[0].dtype, ws[0].cols, ps.data(), count,
+                               options.activations == ActivationQuant::kQ8);
     return;
   }
   // Decode-sized products the streaming kernels handle: bf16 at any n the
@@ -437,7 +440,7 @@ void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
     }
     return;
   }
-  for (int i = 0; i < count; ++i) MatMul(x, n, ws[i], ys[i]);
+  for (int i = 0; i < count; ++i) MatMul(x, n, ws[i], ys[i], options);
 }
 
 }  // namespace latentkv::kernels

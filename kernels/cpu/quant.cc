@@ -5,6 +5,7 @@
 #include <cpuid.h>
 
 #include <algorithm>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "kernels/cpu/internal.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/quant_k.h"
+#include "kernels/cpu/quant_q8.h"
 
 namespace latentkv::kernels::internal {
 namespace {
@@ -129,6 +131,21 @@ void RowsPortable(const float* x, int64_t n, const uint8_t* w, DType dtype,
   }
 }
 
+// x quantized for the int8 path (quant_q8.h) when `q8` asks for it and it
+// applies here (AVX2 CPU checked by the caller, n >= kQ8MinInputs); else
+// nullopt. The arrays are this thread's.
+std::optional<Q8Activations> Q8Inputs(bool q8, const float* x, int64_t n,
+                                      int64_t cols) {
+  if (!q8 || n < kQ8MinInputs) return std::nullopt;
+  thread_local std::vector<int8_t> q;
+  thread_local std::vector<float> d, qsum;
+  q.resize(n * cols);
+  d.resize(n * cols / 32);
+  qsum.resize(n * cols / 16);
+  QuantizeQ8Avx2(x, cols, 0, n, q.data(), d.data(), qsum.data());
+  return Q8Activations{q.data(), d.data(), qsum.data(), n, cols};
+}
+
 }  // namespace
 
 bool IsQuantK(DType dtype) {
@@ -145,15 +162,22 @@ bool CpuHasAvx2FmaF16c() {
 }
 
 void MatMulQuant(const float* x, int64_t n, const uint8_t* w, DType dtype,
-                 int64_t rows, int64_t cols, float* y) {
+                 int64_t rows, int64_t cols, float* y, bool q8) {
   CheckShape(dtype, cols);
   if (!CpuHasAvx2FmaF16c()) {
     MatMulQuantPortable(x, n, w, dtype, rows, cols, y);
     return;
   }
+  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  if (const auto a = Q8Inputs(q8, x, n, cols)) {
+    ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
+      Q8RowsAvx2(*a, w, dtype, b0 * kRowsPerBlock,
+                 std::min(rows, b1 * kRowsPerBlock), y, rows);
+    });
+    return;
+  }
   const float* prep = n == 1 ? GemvPrep(x, dtype, cols) : nullptr;
   const float* xp = PackedInputs(x, n, cols);
-  const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
   ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
     RowsAvx2(x, n, prep, xp, w, dtype, cols, b0 * kRowsPerBlock,
              std::min(rows, b1 * kRowsPerBlock), y, rows);
@@ -171,11 +195,12 @@ void MatMulQuantPortable(const float* x, int64_t n, const uint8_t* w,
 }
 
 void MatMulQuantGroup(const float* x, int64_t n, DType dtype, int64_t cols,
-                      const QuantProduct* ps, int count) {
+                      const QuantProduct* ps, int count, bool q8) {
   CheckShape(dtype, cols);
   const bool avx2 = CpuHasAvx2FmaF16c();
-  const float* prep = avx2 && n == 1 ? GemvPrep(x, dtype, cols) : nullptr;
-  const float* xp = avx2 ? PackedInputs(x, n, cols) : nullptr;
+  const auto a = avx2 ? Q8Inputs(q8, x, n, cols) : std::nullopt;
+  const float* prep = avx2 && !a && n == 1 ? GemvPrep(x, dtype, cols) : nullptr;
+  const float* xp = avx2 && !a ? PackedInputs(x, n, cols) : nullptr;
   constexpr int64_t kShares = 64;
   int64_t work = 0;
   for (int i = 0; i < count; ++i) work += n * ps[i].rows * cols;
@@ -188,7 +213,9 @@ void MatMulQuantGroup(const float* x, int64_t n, DType dtype, int64_t cols,
       const int64_t r0 = bound(ps[i].rows, s0);
       const int64_t r1 = bound(ps[i].rows, s1);
       if (r0 >= r1) continue;
-      if (avx2) {
+      if (a) {
+        Q8RowsAvx2(*a, ps[i].w, dtype, r0, r1, ps[i].y, ps[i].rows);
+      } else if (avx2) {
         RowsAvx2(x, n, prep, xp, ps[i].w, dtype, cols, r0, r1, ps[i].y,
                  ps[i].rows);
       } else {

@@ -65,8 +65,10 @@ inline constexpr int64_t kQuantPanelsMinN = 48;
 // y[n, rows] = x[n, cols] * W^T for a quantized `dtype`: the AVX2 kernels
 // when the CPU has them (n = 1 fused, otherwise dequantized tiles), else
 // MatMulQuantPortable's loop; OpenMP over rows as the other MatMuls.
+// q8: int8 activations (quant_q8.h) where they apply (AVX2, n >=
+// kQ8MinInputs).
 void MatMulQuant(const float* x, int64_t n, const uint8_t* w, DType dtype,
-                 int64_t rows, int64_t cols, float* y);
+                 int64_t rows, int64_t cols, float* y, bool q8 = false);
 
 // The portable path (any CPU): rows dequantized with ConvertToF32 into a
 // tile, then plain dot-product loops. Threads as MatMulQuant.
@@ -82,7 +84,7 @@ struct QuantProduct {
   float* y = nullptr;
 };
 void MatMulQuantGroup(const float* x, int64_t n, DType dtype, int64_t cols,
-                      const QuantProduct* ps, int count);
+                      const QuantProduct* ps, int count, bool q8 = false);
 
 }  // namespace latentkv::kernels::internal
 

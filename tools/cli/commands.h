@@ -21,6 +21,9 @@ struct LocalEngineOptions {
   std::string device = "cpu";
   // auto | f32 | bf16 | q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | q2_K .. q6_K
   std::string weights_dtype = "auto";
+  // f32 | q8: the CPU's activations against quantized weights
+  // (kernels::ActivationQuant).
+  std::string cpu_activations = "f32";
   int64_t kv_memory_mb = 256;
   int32_t page_size = 16;
   std::string kv_dtype = "f32";        // f32 | bf16 | f16 | fp8_e4m3

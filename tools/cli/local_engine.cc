@@ -14,7 +14,11 @@ absl::StatusOr<LocalModel> LoadLocalModel(const LocalEngineOptions& options) {
   auto tokenizer =
       model::LoadTokenizer(options.model_dir, (*weights)->config.vocab_size);
   if (!tokenizer.ok()) return tokenizer.status();
-  auto backend = kernels::CreateBackend(options.device);
+  auto activations = kernels::ParseActivationQuant(options.cpu_activations);
+  if (!activations.ok()) return activations.status();
+  kernels::BackendOptions bo;
+  bo.cpu_activations = *activations;
+  auto backend = kernels::CreateBackend(options.device, bo);
   if (!backend.ok()) return backend.status();
   LocalModel m;
   m.weights = std::move(*weights);

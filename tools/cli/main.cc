@@ -108,6 +108,11 @@ ABSL_FLAG(std::string, weights_dtype, "auto",
           "stored for GGUF) | f32 | bf16 | q8_0 | q4_0 | q4_1 | q5_0 | q5_1 | "
           "q2_K | q3_K | q4_K | q5_K | q6_K (the k-quants need widths that "
           "are multiples of 256)");
+ABSL_FLAG(std::string, cpu_activations, "f32",
+          "CPU products with quantized weights: f32 (exact: f32 activations "
+          "against the dequantized weights) | q8 (activations quantized to "
+          "int8 per block of 32, integer dot products; error bound in "
+          "kernels/cpu/quant_q8.h, perplexity cost in docs/QUALITY.md)");
 ABSL_FLAG(int, kv_memory_mb, 256, "KV cache memory bound per worker, MiB");
 ABSL_FLAG(int, page_size, 16, "Token slots per KV page");
 ABSL_FLAG(std::string, kv_dtype, "f32",
@@ -273,6 +278,7 @@ lk::cli::LocalEngineOptions Local() {
   o.model_dir = absl::GetFlag(FLAGS_model);
   o.device = absl::GetFlag(FLAGS_device);
   o.weights_dtype = absl::GetFlag(FLAGS_weights_dtype);
+  o.cpu_activations = absl::GetFlag(FLAGS_cpu_activations);
   o.kv_memory_mb = absl::GetFlag(FLAGS_kv_memory_mb);
   o.page_size = absl::GetFlag(FLAGS_page_size);
   o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
@@ -375,6 +381,7 @@ int main(int argc, char** argv) {
     o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
     o.worker_args = {
         "--weights_dtype=" + absl::GetFlag(FLAGS_weights_dtype),
+        "--cpu_activations=" + absl::GetFlag(FLAGS_cpu_activations),
         "--kv_memory_mb=" + std::to_string(absl::GetFlag(FLAGS_kv_memory_mb)),
         "--page_size=" + std::to_string(absl::GetFlag(FLAGS_page_size)),
         "--kv_dtype=" + absl::GetFlag(FLAGS_kv_dtype),

@@ -56,6 +56,9 @@ ABSL_FLAG(std::string, weights_dtype, "auto",
           "models, as stored for GGUF) | f32 | bf16 | q8_0 | q4_0 | q4_1 | "
           "q5_0 | q5_1 | q2_K | q3_K | q4_K | q5_K | q6_K (the k-quants need "
           "widths that are multiples of 256)");
+ABSL_FLAG(std::string, cpu_activations, "f32",
+          "CPU products with quantized weights: f32 (exact) | q8 (int8 "
+          "activations per block of 32; kernels/cpu/quant_q8.h)");
 ABSL_FLAG(int, kv_memory_mb, 256, "Bound on KV cache memory, MiB");
 ABSL_FLAG(int, page_size, 16, "Token slots per KV page");
 ABSL_FLAG(std::string, kv_dtype, "f32",
@@ -189,7 +192,17 @@ int main(int argc, char** argv) {
     }
     shard = *s;
   }
-  auto backend = lk::kernels::CreateBackend(absl::GetFlag(FLAGS_device));
+  auto activations =
+      lk::kernels::ParseActivationQuant(absl::GetFlag(FLAGS_cpu_activations));
+  if (!activations.ok()) {
+    std::fprintf(stderr, "--cpu_activations: %s\n",
+                 activations.status().ToString().c_str());
+    return 2;
+  }
+  lk::kernels::BackendOptions backend_options;
+  backend_options.cpu_activations = *activations;
+  auto backend =
+      lk::kernels::CreateBackend(absl::GetFlag(FLAGS_device), backend_options);
   if (!backend.ok()) {
     std::fprintf(stderr, "%s\n", backend.status().ToString().c_str());
     return 1;
