@@ -178,6 +178,8 @@ struct BackendOptions {
   // The CPU backend's products with block-quantized weights (ops.h
   // ActivationQuant). kQ8 on any other backend is InvalidArgument.
   ActivationQuant cpu_activations = ActivationQuant::kF32;
+  // With kQ8: MatMulOptions::q8_min_inputs (>= 1).
+  int64_t cpu_q8_min_inputs = 2;
 };
 
 // The CPU backend (always available).

@@ -37,6 +37,7 @@ class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const BackendOptions& options) {
     matmul_.activations = options.cpu_activations;
+    matmul_.q8_min_inputs = options.cpu_q8_min_inputs;
   }
   std::string_view name() const override { return "cpu"; }
 

@@ -82,12 +82,16 @@ enum class ActivationQuant {
   // (round to nearest, scale = max|x| / 127), integer dot products with
   // the weights' integer values, f32 block scales: faster prefill and
   // batches, with the error bound of kernels/cpu/quant_q8.h. Only where
-  // the AVX2 int8 kernels apply (inputs >= kQ8MinInputs, AVX2 CPUs); other
-  // products stay exact.
+  // the AVX2 int8 kernels apply (inputs >= MatMulOptions::q8_min_inputs,
+  // AVX2 CPUs); other products stay exact.
   kQ8,
 };
 struct MatMulOptions {
   ActivationQuant activations = ActivationQuant::kF32;
+  // kQ8: products with fewer inputs keep the exact path (one-input decode
+  // is faster in the fused f32 kernels). 1 quantizes every product, as
+  // llama.cpp does (how docs/QUALITY.md measures the perplexity cost).
+  int64_t q8_min_inputs = 2;
 };
 
 void MatMul(const float* x, int64_t n, const WeightView& w, float* y,

@@ -171,6 +171,20 @@ TEST(QuantQ8Test, ExactWhereTheInt8PathDoesNotApply) {
   MatMul(x.data(), 1, WeightView{q.bytes.data(), DType::kQ4_0, rows, cols},
          got.data(), Q8());
   EXPECT_EQ(got, exact);
+  // q8_min_inputs = 1 quantizes the one input too (within the bound).
+  MatMulOptions all = Q8();
+  all.q8_min_inputs = 1;
+  MatMul(x.data(), 1, WeightView{q.bytes.data(), DType::kQ4_0, rows, cols},
+         got.data(), all);
+  if (internal::CpuHasAvx2FmaF16c()) {
+    const std::vector<double> xh =
+        QuantizedActivations(std::vector<float>(x.begin(), x.begin() + cols));
+    for (int64_t r = 0; r < rows; ++r) {
+      const Expectation e = Expect(x, xh, 0, q.values, r, cols);
+      EXPECT_NEAR(got[r], e.quantized, 4e-6 * e.scale + 1e-6) << r;
+    }
+    EXPECT_NE(got, exact);
+  }
   const std::vector<float> wf = RandomVec(rows * cols, 10);
   std::vector<float> f_exact(3 * rows), f_got(3 * rows);
   MatMul(x.data(), 3, WeightView{wf.data(), DType::kF32, rows, cols},

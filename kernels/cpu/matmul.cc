@@ -254,6 +254,13 @@ void MatMulF32Blas(const float* x, int64_t n, const float* w, int64_t rows,
 
 }  // namespace internal
 
+// MatMulOptions as quant.h's q8_min_inputs (0: exact f32 activations).
+static int64_t Q8MinInputs(const MatMulOptions& o) {
+  return o.activations == ActivationQuant::kQ8
+             ? std::max<int64_t>(o.q8_min_inputs, 1)
+             : 0;
+}
+
 void MatMul(const float* x, int64_t n, const WeightView& w, float* y,
             const MatMulOptions& options) {
   const int64_t rows = w.rows;
@@ -301,8 +308,7 @@ void MatMul(const float* x, int64_t n, const WeightView& w, float* y,
     case DType::kQ5_K:
     case DType::kQ6_K:
       internal::MatMulQuant(x, n, static_cast<const uint8_t*>(w.data), w.dtype,
-                            rows, cols, y,
-                            options.activations == ActivationQuant::kQ8);
+                            rows, cols, y, Q8MinInputs(options));
       return;
     case DType::kF8E4M3:  // a KV dtype only (ParseWeightsDType refuses it)
       break;
@@ -416,7 +422,7 @@ void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
       ps[i] = {static_cast<const uint8_t*>(ws[i].data), ws[i].rows, ys[i]};
     }
     internal::MatMulQuantGroup(x, n, ws[0].dtype, ws[0].cols, ps.data(), count,
-                               options.activations == ActivationQuant::kQ8);
+                               Q8MinInputs(options));
     return;
   }
   // Decode-sized products the streaming kernels handle: bf16 at any n the

@@ -131,12 +131,12 @@ void RowsPortable(const float* x, int64_t n, const uint8_t* w, DType dtype,
   }
 }
 
-// x quantized for the int8 path (quant_q8.h) when `q8` asks for it and it
-// applies here (AVX2 CPU checked by the caller, n >= kQ8MinInputs); else
+// x quantized for the int8 path (quant_q8.h) when it is on (q8_min_inputs
+// > 0) and n >= q8_min_inputs (AVX2 CPU checked by the caller); else
 // nullopt. The arrays are this thread's.
-std::optional<Q8Activations> Q8Inputs(bool q8, const float* x, int64_t n,
-                                      int64_t cols) {
-  if (!q8 || n < kQ8MinInputs) return std::nullopt;
+std::optional<Q8Activations> Q8Inputs(int64_t q8_min_inputs, const float* x,
+                                      int64_t n, int64_t cols) {
+  if (q8_min_inputs <= 0 || n < q8_min_inputs) return std::nullopt;
   thread_local std::vector<int8_t> q;
   thread_local std::vector<float> d, qsum;
   q.resize(n * cols);
@@ -162,14 +162,14 @@ bool CpuHasAvx2FmaF16c() {
 }
 
 void MatMulQuant(const float* x, int64_t n, const uint8_t* w, DType dtype,
-                 int64_t rows, int64_t cols, float* y, bool q8) {
+                 int64_t rows, int64_t cols, float* y, int64_t q8_min_inputs) {
   CheckShape(dtype, cols);
   if (!CpuHasAvx2FmaF16c()) {
     MatMulQuantPortable(x, n, w, dtype, rows, cols, y);
     return;
   }
   const int64_t blocks = (rows + kRowsPerBlock - 1) / kRowsPerBlock;
-  if (const auto a = Q8Inputs(q8, x, n, cols)) {
+  if (const auto a = Q8Inputs(q8_min_inputs, x, n, cols)) {
     ParallelForBlocks(blocks, n * rows * cols, [&](int64_t b0, int64_t b1) {
       Q8RowsAvx2(*a, w, dtype, b0 * kRowsPerBlock,
                  std::min(rows, b1 * kRowsPerBlock), y, rows);
@@ -195,10 +195,11 @@ void MatMulQuantPortable(const float* x, int64_t n, const uint8_t* w,
 }
 
 void MatMulQuantGroup(const float* x, int64_t n, DType dtype, int64_t cols,
-                      const QuantProduct* ps, int count, bool q8) {
+                      const QuantProduct* ps, int count,
+                      int64_t q8_min_inputs) {
   CheckShape(dtype, cols);
   const bool avx2 = CpuHasAvx2FmaF16c();
-  const auto a = avx2 ? Q8Inputs(q8, x, n, cols) : std::nullopt;
+  const auto a = avx2 ? Q8Inputs(q8_min_inputs, x, n, cols) : std::nullopt;
   const float* prep = avx2 && !a && n == 1 ? GemvPrep(x, dtype, cols) : nullptr;
   const float* xp = avx2 && !a ? PackedInputs(x, n, cols) : nullptr;
   constexpr int64_t kShares = 64;

@@ -65,10 +65,11 @@ inline constexpr int64_t kQuantPanelsMinN = 48;
 // y[n, rows] = x[n, cols] * W^T for a quantized `dtype`: the AVX2 kernels
 // when the CPU has them (n = 1 fused, otherwise dequantized tiles), else
 // MatMulQuantPortable's loop; OpenMP over rows as the other MatMuls.
-// q8: int8 activations (quant_q8.h) where they apply (AVX2, n >=
-// kQ8MinInputs).
+// q8_min_inputs > 0: int8 activations (quant_q8.h) for products of at
+// least that many inputs on AVX2 CPUs (ops.h MatMulOptions); 0: exact.
 void MatMulQuant(const float* x, int64_t n, const uint8_t* w, DType dtype,
-                 int64_t rows, int64_t cols, float* y, bool q8 = false);
+                 int64_t rows, int64_t cols, float* y,
+                 int64_t q8_min_inputs = 0);
 
 // The portable path (any CPU): rows dequantized with ConvertToF32 into a
 // tile, then plain dot-product loops. Threads as MatMulQuant.
@@ -84,7 +85,8 @@ struct QuantProduct {
   float* y = nullptr;
 };
 void MatMulQuantGroup(const float* x, int64_t n, DType dtype, int64_t cols,
-                      const QuantProduct* ps, int count, bool q8 = false);
+                      const QuantProduct* ps, int count,
+                      int64_t q8_min_inputs = 0);
 
 }  // namespace latentkv::kernels::internal
 

@@ -2,7 +2,7 @@
 // the inputs quantized per block of 32 to int8, products with the weights'
 // integer levels by AVX2 integer dot products (vpmaddubsw / vpmaddwd).
 // Internal to the CPU kernels; MatMulQuant / MatMulQuantGroup (quant.h)
-// call it for n >= kQ8MinInputs when asked.
+// call it when MatMulOptions asks for int8 activations.
 //
 // Activations: each input row x [cols] in blocks of 32 elements,
 //   amax = max |x_c| over the block, d = amax / 127,
@@ -38,10 +38,6 @@
 #include "common/dtype.h"
 
 namespace latentkv::kernels::internal {
-
-// Inputs from which MatMulQuant takes the int8 path when asked (below it
-// the fused n = 1 kernels read each weight byte once and are faster).
-inline constexpr int64_t kQ8MinInputs = 2;
 
 // n input rows quantized (cols a multiple of 32): q [n, cols], d [n,
 // cols / 32] (the blocks' scales), qsum [n, cols / 16] (d * sum of q over

@@ -24,6 +24,8 @@ struct LocalEngineOptions {
   // f32 | q8: the CPU's activations against quantized weights
   // (kernels::ActivationQuant).
   std::string cpu_activations = "f32";
+  int64_t cpu_q8_min_inputs = 2;  // with q8: BackendOptions'
+
   int64_t kv_memory_mb = 256;
   int32_t page_size = 16;
   std::string kv_dtype = "f32";        // f32 | bf16 | f16 | fp8_e4m3

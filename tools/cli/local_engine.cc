@@ -1,5 +1,7 @@
 #include "tools/cli/local_engine.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace latentkv::cli {
@@ -18,6 +20,7 @@ absl::StatusOr<LocalModel> LoadLocalModel(const LocalEngineOptions& options) {
   if (!activations.ok()) return activations.status();
   kernels::BackendOptions bo;
   bo.cpu_activations = *activations;
+  bo.cpu_q8_min_inputs = std::max<int64_t>(options.cpu_q8_min_inputs, 1);
   auto backend = kernels::CreateBackend(options.device, bo);
   if (!backend.ok()) return backend.status();
   LocalModel m;

@@ -113,6 +113,9 @@ ABSL_FLAG(std::string, cpu_activations, "f32",
           "against the dequantized weights) | q8 (activations quantized to "
           "int8 per block of 32, integer dot products; error bound in "
           "kernels/cpu/quant_q8.h, perplexity cost in docs/QUALITY.md)");
+ABSL_FLAG(int, cpu_q8_min_inputs, 2,
+          "--cpu_activations=q8: products with fewer inputs (tokens in the "
+          "step) stay exact; 1 quantizes every product, decode included");
 ABSL_FLAG(int, kv_memory_mb, 256, "KV cache memory bound per worker, MiB");
 ABSL_FLAG(int, page_size, 16, "Token slots per KV page");
 ABSL_FLAG(std::string, kv_dtype, "f32",
@@ -279,6 +282,7 @@ lk::cli::LocalEngineOptions Local() {
   o.device = absl::GetFlag(FLAGS_device);
   o.weights_dtype = absl::GetFlag(FLAGS_weights_dtype);
   o.cpu_activations = absl::GetFlag(FLAGS_cpu_activations);
+  o.cpu_q8_min_inputs = absl::GetFlag(FLAGS_cpu_q8_min_inputs);
   o.kv_memory_mb = absl::GetFlag(FLAGS_kv_memory_mb);
   o.page_size = absl::GetFlag(FLAGS_page_size);
   o.kv_dtype = absl::GetFlag(FLAGS_kv_dtype);
@@ -382,6 +386,8 @@ int main(int argc, char** argv) {
     o.worker_args = {
         "--weights_dtype=" + absl::GetFlag(FLAGS_weights_dtype),
         "--cpu_activations=" + absl::GetFlag(FLAGS_cpu_activations),
+        "--cpu_q8_min_inputs=" +
+            std::to_string(absl::GetFlag(FLAGS_cpu_q8_min_inputs)),
         "--kv_memory_mb=" + std::to_string(absl::GetFlag(FLAGS_kv_memory_mb)),
         "--page_size=" + std::to_string(absl::GetFlag(FLAGS_page_size)),
         "--kv_dtype=" + absl::GetFlag(FLAGS_kv_dtype),

@@ -4,6 +4,7 @@
 // registered; standalone: once serving) and, with --metrics_port, Prometheus
 // metrics (worker/metrics/worker_metrics.h); follower ranks serve only
 // grpc.health.v1 on --port (no metrics).
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -59,6 +60,9 @@ ABSL_FLAG(std::string, weights_dtype, "auto",
 ABSL_FLAG(std::string, cpu_activations, "f32",
           "CPU products with quantized weights: f32 (exact) | q8 (int8 "
           "activations per block of 32; kernels/cpu/quant_q8.h)");
+ABSL_FLAG(int, cpu_q8_min_inputs, 2,
+          "--cpu_activations=q8: products with fewer inputs stay exact (>= "
+          "1)");
 ABSL_FLAG(int, kv_memory_mb, 256, "Bound on KV cache memory, MiB");
 ABSL_FLAG(int, page_size, 16, "Token slots per KV page");
 ABSL_FLAG(std::string, kv_dtype, "f32",
@@ -201,6 +205,8 @@ int main(int argc, char** argv) {
   }
   lk::kernels::BackendOptions backend_options;
   backend_options.cpu_activations = *activations;
+  backend_options.cpu_q8_min_inputs =
+      std::max(absl::GetFlag(FLAGS_cpu_q8_min_inputs), 1);
   auto backend =
       lk::kernels::CreateBackend(absl::GetFlag(FLAGS_device), backend_options);
   if (!backend.ok()) {
