@@ -7,9 +7,9 @@
 // (rows t0..t1 of one sequence) and under GQA (group query heads per KV
 // head) those rows and heads share the same pages: a tile takes
 // rows x group query vectors (M of them) of one KV head, and per page
-//   - transposes the page's K (d_qk x slots) once, so the scores of 4
-//     queries x 16 slots are 8 broadcast-FMA accumulators (as the GEMM
-//     panels, gemm_avx2.h);
+//   - scores blocks of up to 4 queries x 2 slots (2 x 4, 1 x 8 for
+//     fewer rows) as 8 vector accumulators over d_qk, each K row loaded
+//     once per block, then reduced 8 at a time by one hadd tree;
 //   - masks (causal, sliding window, past the page's length), updates each
 //     row's online softmax (running max, sum) and weights;
 //   - adds weights x V into the rows' outputs, 3 rows x 32 dims at a time;
@@ -17,7 +17,8 @@
 // out of their windows) are skipped without a product.
 //
 // Each (row, head)'s arithmetic is the same whatever tile holds it: its
-// scores sum over d_qk in order, its outputs over slots in order, and a page
+// scores sum 8 lanes over d_qk in order and then the lanes by one fixed
+// tree, its outputs sum over slots in order, and a page
 // it cannot see changes nothing. So results do not depend on how prefill is
 // chunked or how many sequences share a step (the engine's tests rely on
 // that), though they differ from AttendOne's by f32 rounding.
@@ -44,7 +45,7 @@ int64_t TiledAttentionRows(int32_t group);
 
 // Per-thread buffers of the tiled kernel (sized on use).
 struct TiledAttentionScratch {
-  std::vector<float> kt, k, v, scores, out, max, sum;
+  std::vector<float> k, v, scores, out, max, sum;
   std::vector<const float*> q;
   std::vector<int32_t> pos;
   std::vector<int64_t> live;

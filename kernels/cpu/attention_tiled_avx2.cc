@@ -44,52 +44,68 @@ inline float Max8(__m256 v) {
   return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
 }
 
-// scores[m][8 sv0 ..] for MB queries from m0 and SV slot vectors from sv0:
-// sum over i < d of q[m][i] * kt[i][slot], in order of i.
-template <int MB, int SV>
-inline void ScoreBlock(const float* const* q, const float* kt, int64_t l8,
-                       int32_t d, int64_t m0, int64_t sv0, float* scores) {
-  __m256 acc[MB][SV];
-#pragma GCC unroll 4
-  for (int m = 0; m < MB; ++m) {
-#pragma GCC unroll 4
-    for (int s = 0; s < SV; ++s) acc[m][s] = _mm256_setzero_ps();
+// Lane k of the result: the sum of a[k]'s 8 lanes, always as
+// ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), whatever k.
+inline __m256 Reduce8(const __m256 a[8]) {
+  const __m256 h0 = _mm256_hadd_ps(a[0], a[1]);
+  const __m256 h1 = _mm256_hadd_ps(a[2], a[3]);
+  const __m256 h2 = _mm256_hadd_ps(a[4], a[5]);
+  const __m256 h3 = _mm256_hadd_ps(a[6], a[7]);
+  const __m256 g0 = _mm256_hadd_ps(h0, h1);  // a0..a3: lanes 0-3 / 4-7 halves
+  const __m256 g1 = _mm256_hadd_ps(h2, h3);
+  return _mm256_add_ps(_mm256_permute2f128_ps(g0, g1, 0x20),
+                       _mm256_permute2f128_ps(g0, g1, 0x31));
+}
+
+// scores[m][s] = q[m] . k[s] for MB queries from m0 and SB slots from s0
+// (MB * SB <= 8; slots past len are computed on a repeated row and not
+// stored). Each pair's dot is the same arithmetic whatever MB and SB: 8
+// lanes accumulated over d in order, then Reduce8's tree.
+template <int MB, int SB>
+inline void ScoreBlock(const float* const* q, const float* k, int32_t d,
+                       int32_t len, int64_t l8, int64_t m0, int32_t s0,
+                       float* scores) {
+  static_assert(MB * SB <= 8);
+  __m256 acc[8];
+#pragma GCC unroll 8
+  for (int a = 0; a < 8; ++a) acc[a] = _mm256_setzero_ps();
+  const float* ks[SB];
+#pragma GCC unroll 8
+  for (int j = 0; j < SB; ++j) {
+    ks[j] = k + int64_t{s0 + j < len ? s0 + j : len - 1} * d;
   }
   const float* qm[MB];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
   for (int m = 0; m < MB; ++m) qm[m] = q[m0 + m];
-  for (int32_t i = 0; i < d; ++i) {
-    __m256 k[SV];
-#pragma GCC unroll 4
-    for (int s = 0; s < SV; ++s) {
-      k[s] = _mm256_loadu_ps(kt + i * l8 + 8 * (sv0 + s));
-    }
-#pragma GCC unroll 4
+  for (int32_t i = 0; i < d; i += 8) {
+    __m256 kv[SB];
+#pragma GCC unroll 8
+    for (int j = 0; j < SB; ++j) kv[j] = _mm256_loadu_ps(ks[j] + i);
+#pragma GCC unroll 8
     for (int m = 0; m < MB; ++m) {
-      const __m256 b = _mm256_broadcast_ss(qm[m] + i);
-#pragma GCC unroll 4
-      for (int s = 0; s < SV; ++s)
-        acc[m][s] = _mm256_fmadd_ps(b, k[s], acc[m][s]);
+      const __m256 qv = _mm256_loadu_ps(qm[m] + i);
+#pragma GCC unroll 8
+      for (int j = 0; j < SB; ++j) {
+        acc[m * SB + j] = _mm256_fmadd_ps(qv, kv[j], acc[m * SB + j]);
+      }
     }
   }
-#pragma GCC unroll 4
+  float t[8];
+  _mm256_storeu_ps(t, Reduce8(acc));
   for (int m = 0; m < MB; ++m) {
-#pragma GCC unroll 4
-    for (int s = 0; s < SV; ++s) {
-      _mm256_storeu_ps(scores + (m0 + m) * l8 + 8 * (sv0 + s), acc[m][s]);
+    for (int j = 0; j < SB && s0 + j < len; ++j) {
+      scores[(m0 + m) * l8 + s0 + j] = t[m * SB + j];
     }
   }
 }
 
-template <int MB>
-inline void ScoreRows(const float* const* q, const float* kt, int64_t l8,
-                      int32_t d, int64_t m0, float* scores) {
-  const int64_t svs = l8 / 8;
-  int64_t sv = 0;
-  for (; sv + 2 <= svs; sv += 2) {
-    ScoreBlock<MB, 2>(q, kt, l8, d, m0, sv, scores);
+// Every row's scores over the page's len slots.
+template <int MB, int SB>
+inline void ScoreRows(const float* const* q, const float* k, int32_t d,
+                      int32_t len, int64_t l8, int64_t m0, float* scores) {
+  for (int32_t s0 = 0; s0 < len; s0 += SB) {
+    ScoreBlock<MB, SB>(q, k, d, len, l8, m0, s0, scores);
   }
-  if (sv < svs) ScoreBlock<MB, 1>(q, kt, l8, d, m0, sv, scores);
 }
 
 // out[m][dv0 ..] += sum over slots s < len of w[m][s] * v[s][..], for MB
@@ -158,23 +174,6 @@ inline void WeightedRows(const float* w, int64_t l8, const float* v,
   }
 }
 
-// kt[i * l8 + s] = k[s * d + i] for s < len, 0 for len <= s < l8 (d a
-// multiple of 8): 8 x 8 blocks transposed in registers.
-void TransposeK(const float* k, int32_t len, int32_t d, int64_t l8, float* kt) {
-  for (int64_t s0 = 0; s0 < l8; s0 += 8) {
-    for (int32_t i0 = 0; i0 < d; i0 += 8) {
-      __m256 r[8];
-      for (int j = 0; j < 8; ++j) {
-        r[j] = s0 + j < len ? _mm256_loadu_ps(k + (s0 + j) * d + i0)
-                            : _mm256_setzero_ps();
-      }
-      avx2::Transpose8(r);
-      for (int j = 0; j < 8; ++j)
-        _mm256_storeu_ps(kt + (i0 + j) * l8 + s0, r[j]);
-    }
-  }
-}
-
 }  // namespace
 
 void AttendTileAvx2(const PagedAttentionArgs& a, int32_t kvh, int64_t t0,
@@ -188,7 +187,6 @@ void AttendTileAvx2(const PagedAttentionArgs& a, int32_t kvh, int64_t t0,
   const int32_t d_qk = a.d_qk, d_vo = a.d_vo, ps = a.page_size;
   const int64_t l8 = (ps + 7) / 8 * 8;
   TiledAttentionScratch& sc = *scratch;
-  sc.kt.resize(d_qk * l8);
   sc.scores.resize(rows * l8);
   sc.out.assign(rows * d_vo, 0.0f);
   sc.max.assign(rows, kNegInf);
@@ -247,22 +245,20 @@ void AttendTileAvx2(const PagedAttentionArgs& a, int32_t kvh, int64_t t0,
       k = static_cast<const float*>(a.k_pool) + page * ps * d_qk;
       v = static_cast<const float*>(a.v_pool) + page * ps * d_vo;
     }
-    // K transposed: kt[i][s], zeros past len.
-    float* kt = sc.kt.data();
-    TransposeK(k, len, d_qk, l8, kt);
     float* scores = sc.scores.data();
+    const float* const* qs = sc.q.data();
     int64_t m = 0;
     for (; m + 4 <= rows; m += 4)
-      ScoreRows<4>(sc.q.data(), kt, l8, d_qk, m, scores);
+      ScoreRows<4, 2>(qs, k, d_qk, len, l8, m, scores);
     switch (rows - m) {
       case 3:
-        ScoreRows<3>(sc.q.data(), kt, l8, d_qk, m, scores);
+        ScoreRows<3, 2>(qs, k, d_qk, len, l8, m, scores);
         break;
       case 2:
-        ScoreRows<2>(sc.q.data(), kt, l8, d_qk, m, scores);
+        ScoreRows<2, 4>(qs, k, d_qk, len, l8, m, scores);
         break;
       case 1:
-        ScoreRows<1>(sc.q.data(), kt, l8, d_qk, m, scores);
+        ScoreRows<1, 8>(qs, k, d_qk, len, l8, m, scores);
         break;
       default:
         break;
