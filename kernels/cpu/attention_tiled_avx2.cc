@@ -8,6 +8,7 @@
 
 #include "kernels/cpu/attention_tiled.h"
 #include "kernels/cpu/avx2_util.h"
+#include "kernels/cpu/fast_exp.h"
 
 namespace latentkv::kernels::internal {
 namespace {
@@ -16,19 +17,16 @@ constexpr float kNegInf = -__builtin_inff();
 
 // e^x for x <= 0: fast_exp.h's ExpNonPositive (same constants), 8 lanes.
 inline __m256 Exp8(__m256 x) {
-  const __m256 round = _mm256_set1_ps(12582912.0f);
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
-  const __m256 t =
-      _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), round);
+  using namespace exp_poly;
+  const __m256 round = _mm256_set1_ps(kRound);
+  x = _mm256_max_ps(x, _mm256_set1_ps(kMin));
+  const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(kLog2e), round);
   const __m256 n = _mm256_sub_ps(t, round);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
+  __m256 p = _mm256_set1_ps(kP[0]);
+#pragma GCC unroll 5
+  for (int i = 1; i < 6; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kP[i]));
   const __m256 e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r),
                                  _mm256_set1_ps(1.0f));
   const __m256i bits =
@@ -36,12 +34,6 @@ inline __m256 Exp8(__m256 x) {
                                          _mm256_set1_epi32(-0x4B400000 + 127)),
                         23);
   return _mm256_mul_ps(e, _mm256_castsi256_ps(bits));
-}
-
-inline float Max8(__m256 v) {
-  __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-  return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
 }
 
 // Lane k of the result: the sum of a[k]'s 8 lanes, always as
@@ -289,7 +281,7 @@ void AttendTileAvx2(const PagedAttentionArgs& a, int32_t kvh, int64_t t0,
         _mm256_storeu_ps(row + s, x);
         mx = _mm256_max_ps(mx, x);
       }
-      const float page_max = Max8(mx);
+      const float page_max = avx2::Max8(mx);
       if (page_max == kNegInf) continue;
       float& run_max = sc.max[r];
       float* o = sc.out.data() + r * d_vo;

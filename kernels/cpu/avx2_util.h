@@ -27,6 +27,13 @@ inline float Sum8(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
 }
 
+// Largest of 8 lanes (NaN lanes as _mm_max_ps orders them).
+inline float Max8(__m256 v) {
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+}
+
 // In-register transpose: v[i] lane c becomes v[c] lane i.
 inline void Transpose8(__m256 v[8]) {
   __m256 t[8], s[8];

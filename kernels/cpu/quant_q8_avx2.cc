@@ -258,11 +258,7 @@ void QuantizeQ8Avx2(const float* x, int64_t cols, int64_t j0, int64_t j1,
         // Infinite or NaN (unordered or not below inf).
         bad |= _mm256_movemask_ps(_mm256_cmp_ps(av, inf, _CMP_NLT_UQ));
       }
-      __m128 h = _mm_max_ps(_mm256_castps256_ps128(amax),
-                            _mm256_extractf128_ps(amax, 1));
-      h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-      h = _mm_max_ss(h, _mm_movehdup_ps(h));
-      const float am = _mm_cvtss_f32(h);
+      const float am = avx2::Max8(amax);
       const float id = bad != 0 || am == 0.0f ? 0.0f : 127.0f / am;
       d[b] = bad != 0 ? __builtin_nanf("") : am / 127.0f;
       __m256i iv[4];
