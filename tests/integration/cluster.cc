@@ -14,7 +14,7 @@ namespace latentkv::testing {
 
 namespace pb = ::latentkv::v1;
 
-Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()), tp_(o.tp) {
+Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()) {
   std::vector<std::string> cargs = {
       BinDir() + "/latentkv-coordinator",
       "--model=" + o.model_dir,
@@ -65,9 +65,12 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()), tp_(o.tp) {
                    o.per_worker_args[i].end());
     }
     const std::string rdv = dir_ + "/tp" + std::to_string(i);
+    const int tp = i < static_cast<int>(o.per_worker_tp.size())
+                       ? o.per_worker_tp[i]
+                       : o.tp;
     auto rank_args = [&](int r) {
       std::vector<std::string> a = wargs;
-      a.push_back("--tp_size=" + std::to_string(o.tp));
+      a.push_back("--tp_size=" + std::to_string(tp));
       a.push_back("--tp_rank=" + std::to_string(r));
       a.push_back("--tp_rendezvous=" + rdv);
       a.push_back("--tp_group=g" + std::to_string(i));
@@ -75,9 +78,10 @@ Cluster::Cluster(const ClusterOptions& o) : dir_(MakeTempDir()), tp_(o.tp) {
       return a;
     };
     workers_.push_back(std::make_unique<Process>(
-        o.tp > 1 ? rank_args(0) : wargs,
+        tp > 1 ? rank_args(0) : wargs,
         dir_ + "/worker" + std::to_string(i) + ".log"));
-    for (int r = 1; r < o.tp; ++r) {
+    follower_first_.push_back(static_cast<int>(followers_.size()));
+    for (int r = 1; r < tp; ++r) {
       std::vector<std::string> a = rank_args(r);
       // Followers serve grpc.health.v1 only.
       a[3] = "--port_file=" + dir_ + "/worker" + std::to_string(i) + "-rank" +

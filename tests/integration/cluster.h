@@ -22,6 +22,8 @@ struct ClusterOptions {
   int workers = 1;
   int tp =
       1;  // tensor-parallel ranks per worker (followers are extra processes)
+  // Ranks of worker i's group when given (else tp).
+  std::vector<int> per_worker_tp;
   std::vector<std::string> coordinator_args;
   std::vector<std::string> worker_args;
   // Extra flags of worker i (after worker_args; a repeated flag wins).
@@ -53,7 +55,9 @@ class Cluster {
   latentkv::v1::WorkerStats WorkerStats(int i) const;
   Process& worker(int i) { return *workers_[i]; }
   // Rank r (>= 1) of worker i's tensor-parallel group.
-  Process& follower(int i, int r) { return *followers_[i * (tp_ - 1) + r - 1]; }
+  Process& follower(int i, int r) {
+    return *followers_[follower_first_[i] + r - 1];
+  }
   // host:port of that rank's grpc.health.v1 server ("" if it never bound).
   std::string follower_address(int i, int r) const;
   Process& coordinator() { return *coordinator_; }
@@ -70,7 +74,7 @@ class Cluster {
   std::unique_ptr<Process> coordinator_;
   std::vector<std::unique_ptr<Process>> workers_;
   std::vector<std::unique_ptr<Process>> followers_;
-  int tp_ = 1;
+  std::vector<int> follower_first_;  // worker i's first in followers_
   std::vector<std::string> worker_addrs_;
   int http_port_ = 0;
   int coordinator_metrics_port_ = 0;

@@ -52,8 +52,13 @@ struct ServeOptions {
   // groups in addition to `workers` mixed ones (workers may then be 0).
   int32_t prefill_workers = 0;
   int32_t decode_workers = 0;
+  // Tensor-parallel ranks of each prefill / decode group (0: tp). Groups of
+  // different sizes exchange KV as the group's whole (re-sharded by KV-head
+  // range on arrival).
+  int32_t prefill_tp = 0;
+  int32_t decode_tp = 0;
   // Start latentkv-kvstore and let every worker use it as a shared prefix
-  // cache (needs tp == 1); its capacity in MiB.
+  // cache (any TP sizes); its capacity in MiB.
   bool kvstore = false;
   int32_t kvstore_mb = 1024;
   // The coordinator's OpenAI-compatible HTTP API port (0: off).
@@ -91,11 +96,21 @@ struct ServeOptions {
   std::vector<std::string> worker_args;  // extra flags for each worker
 };
 
+// Worker groups in order: `workers` mixed, then `prefill_workers` prefill,
+// then `decode_workers` decode ones.
+int32_t NumGroups(const ServeOptions& o);
+// Ranks of group `group` (prefill_tp / decode_tp for those roles when set,
+// else tp), and the index of its rank 0 among all worker processes
+// (group-major).
+int32_t GroupTp(const ServeOptions& o, int32_t group);
+int32_t GroupFirstProcess(const ServeOptions& o, int32_t group);
+
 // The --device of worker process `index` (group-major: group g's rank r is
-// g * tp + r): "cpu" as given; "cuda"/"cuda:N" becomes cuda:(N + index) %
-// gpus, so a tensor-parallel group's ranks sit on distinct GPUs when
-// tp <= gpus. InvalidArgument for a malformed device, gpus < 1, or a CUDA
-// group with tp > gpus (NCCL needs one GPU per rank).
+// GroupFirstProcess(g) + r): "cpu" as given; "cuda"/"cuda:N" becomes
+// cuda:(N + index) % gpus, so a tensor-parallel group's ranks sit on
+// distinct GPUs when its size <= gpus. InvalidArgument for a malformed
+// device, gpus < 1, or a CUDA group larger than gpus (NCCL needs one GPU per
+// rank).
 absl::StatusOr<std::string> WorkerDevice(const ServeOptions& o, int index);
 
 struct GenerateOptions {

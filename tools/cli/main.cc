@@ -52,9 +52,13 @@ ABSL_FLAG(int, prefill_workers, 0,
           "serve: prefill-role worker groups (prompts' KV is computed there "
           "and streamed to decode workers)");
 ABSL_FLAG(int, decode_workers, 0, "serve: decode-role worker groups");
+ABSL_FLAG(int, prefill_tp, 0,
+          "serve: tensor-parallel ranks per prefill group (0: --tp)");
+ABSL_FLAG(int, decode_tp, 0,
+          "serve: tensor-parallel ranks per decode group (0: --tp)");
 ABSL_FLAG(bool, kvstore, false,
           "serve: start latentkv-kvstore as the workers' shared prefix cache "
-          "(needs --tp=1)");
+          "(groups of any TP size share it)");
 ABSL_FLAG(int, kvstore_mb, 1024, "serve: latentkv-kvstore capacity, MiB");
 ABSL_FLAG(int, http_port, 0,
           "serve: OpenAI-compatible HTTP API port of the coordinator (0: off)");
@@ -330,6 +334,8 @@ int main(int argc, char** argv) {
     o.port_file = absl::GetFlag(FLAGS_port_file);
     o.workers = absl::GetFlag(FLAGS_workers);
     o.tp = absl::GetFlag(FLAGS_tp);
+    o.prefill_tp = absl::GetFlag(FLAGS_prefill_tp);
+    o.decode_tp = absl::GetFlag(FLAGS_decode_tp);
     o.prefill_workers = absl::GetFlag(FLAGS_prefill_workers);
     o.decode_workers = absl::GetFlag(FLAGS_decode_workers);
     o.kvstore = absl::GetFlag(FLAGS_kvstore);
@@ -349,17 +355,6 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "--kv-overlap-weight must be a finite >= 0\n");
       return 2;
     }
-    if ((o.prefill_workers > 0 || o.decode_workers > 0) && o.tp > 1) {
-      std::fprintf(stderr,
-                   "--prefill-workers/--decode-workers need --tp=1 (KV "
-                   "transfer between tensor-parallel groups is not "
-                   "supported)\n");
-      return 2;
-    }
-    if (o.kvstore && o.tp > 1) {
-      std::fprintf(stderr, "--kvstore needs --tp=1\n");
-      return 2;
-    }
     if (o.workers < 0) {
       o.workers = o.prefill_workers + o.decode_workers > 0 ? 0 : 1;
     }
@@ -371,8 +366,9 @@ int main(int argc, char** argv) {
                    "decode workers together\n");
       return 2;
     }
-    if (o.tp < 1) {
-      std::fprintf(stderr, "--tp must be >= 1\n");
+    if (o.tp < 1 || o.prefill_tp < 0 || o.decode_tp < 0) {
+      std::fprintf(stderr,
+                   "--tp must be >= 1, --prefill_tp and --decode_tp >= 0\n");
       return 2;
     }
     o.bin_dir = absl::GetFlag(FLAGS_bin_dir);

@@ -84,9 +84,9 @@ int Serve(const ServeOptions& o) {
     std::fprintf(stderr, "--model DIR is required\n");
     return 2;
   }
-  const int groups = o.workers + o.prefill_workers + o.decode_workers;
+  const int groups = NumGroups(o);
   std::vector<std::string> devices;  // per worker process, group-major
-  for (int k = 0; k < groups * o.tp; ++k) {
+  for (int k = 0; k < GroupFirstProcess(o, groups); ++k) {
     absl::StatusOr<std::string> d = WorkerDevice(o, k);
     if (!d.ok()) {
       std::fprintf(stderr, "latentkv serve: %s\n",
@@ -200,8 +200,8 @@ int Serve(const ServeOptions& o) {
     store_address = WaitForFile(store_file, alive(store), 60);
     if (store_address.empty()) return fail("the kvstore did not start");
   }
-  // Each worker group is a tensor-parallel group of o.tp processes: rank 0
-  // serves and registers; the others follow it (Gloo or NCCL rendezvous in
+  // Each worker group is a tensor-parallel group of GroupTp processes: rank
+  // 0 serves and registers; the others follow it (Gloo or NCCL rendezvous in
   // run_dir, a fresh one per incarnation). The group restarts as a whole.
   std::vector<int> worker_units;
   for (int i = 0; i < groups; ++i) {
@@ -213,9 +213,10 @@ int Serve(const ServeOptions& o) {
         [&, i, role](int incarnation) {
           const fs::path rendezvous =
               run_dir / absl::StrCat("tp-", i, "-", incarnation);
-          if (o.tp > 1) fs::create_directories(rendezvous);
+          const int tp = GroupTp(o, i);
+          if (tp > 1) fs::create_directories(rendezvous);
           std::vector<std::vector<std::string>> ranks;
-          for (int r = 0; r < o.tp; ++r) {
+          for (int r = 0; r < tp; ++r) {
             std::vector<std::string> args = {
                 (bin / "latentkv-worker").string(),
                 "--model=" + o.model_dir,
@@ -223,14 +224,14 @@ int Serve(const ServeOptions& o) {
                 "--port=0",
                 absl::StrCat("--worker_id=", role, "-", i),
                 "--role=" + role,
-                "--device=" + devices[i * o.tp + r]};
+                "--device=" + devices[GroupFirstProcess(o, i) + r]};
             args = child(std::move(args));
             if (r == 0) {
               args.push_back("--coordinator=" + internal_address);
               args.push_back(metrics_port(1 + i));
             }
-            if (o.tp > 1) {
-              args.push_back(absl::StrCat("--tp_size=", o.tp));
+            if (tp > 1) {
+              args.push_back(absl::StrCat("--tp_size=", tp));
               args.push_back(absl::StrCat("--tp_rank=", r));
               args.push_back("--tp_rendezvous=" + rendezvous.string());
               args.push_back(

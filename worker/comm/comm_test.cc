@@ -195,6 +195,75 @@ TEST_P(GroupTest, BroadcastStringOfEveryLength) {
   });
 }
 
+// Forwards everything but GatherStrings/ScatterStrings, so the base class's
+// broadcast-based versions run (what NCCL groups use).
+class DefaultStrings final : public Communicator {
+ public:
+  explicit DefaultStrings(Communicator& c) : c_(c) {}
+  int rank() const override { return c_.rank(); }
+  int size() const override { return c_.size(); }
+  absl::Status AllReduceSum(float* data, size_t n) override {
+    return c_.AllReduceSum(data, n);
+  }
+  absl::Status AllGather(const float* in, size_t n, float* out) override {
+    return c_.AllGather(in, n, out);
+  }
+  absl::Status Broadcast(void* data, size_t bytes, int root) override {
+    return c_.Broadcast(data, bytes, root);
+  }
+  absl::Status Barrier() override { return c_.Barrier(); }
+
+ private:
+  Communicator& c_;
+};
+
+// Rank r's string of round k: r * k bytes (rank 0: empty) of a pattern.
+std::string RankString(int r, int k) {
+  std::string s(static_cast<size_t>(r) * k * 1009, '\0');
+  for (size_t i = 0; i < s.size(); ++i) s[i] = static_cast<char>(i * 13 + r);
+  return s;
+}
+
+void GatherAndScatter(Communicator& comm) {
+  const int size = comm.size();
+  for (int k = 0; k < 3; ++k) {
+    for (int root = 0; root < size; ++root) {
+      std::vector<std::string> all = {"stale"};
+      ASSERT_TRUE(
+          comm.GatherStrings(RankString(comm.rank(), k), root, &all).ok());
+      if (comm.rank() == root) {
+        ASSERT_EQ(all.size(), static_cast<size_t>(size));
+        for (int r = 0; r < size; ++r) EXPECT_EQ(all[r], RankString(r, k));
+      } else {
+        EXPECT_TRUE(all.empty());
+      }
+      std::vector<std::string> parts;
+      if (comm.rank() == root) {
+        for (int r = 0; r < size; ++r) parts.push_back(RankString(r + 1, k));
+      }
+      std::string mine = "stale";
+      ASSERT_TRUE(comm.ScatterStrings(parts, root, &mine).ok());
+      EXPECT_EQ(mine, RankString(comm.rank() + 1, k));
+    }
+  }
+  // Collectives still line up afterwards.
+  std::string s = comm.rank() == 0 ? "after" : "";
+  ASSERT_TRUE(comm.BroadcastString(&s, 0).ok());
+  EXPECT_EQ(s, "after");
+}
+
+TEST_P(GroupTest, GatherAndScatterStrings) {
+  RunGroup(dir_.path(), GetParam(),
+           [&](Communicator& comm) { GatherAndScatter(comm); });
+}
+
+TEST_P(GroupTest, GatherAndScatterStringsByBroadcast) {
+  RunGroup(dir_.path(), GetParam(), [&](Communicator& comm) {
+    DefaultStrings d(comm);
+    GatherAndScatter(d);
+  });
+}
+
 TEST_P(GroupTest, BarrierWaitsForEveryRank) {
   const int size = GetParam();
   std::atomic<int> arrived{0};
@@ -293,6 +362,35 @@ TEST(GlooCommunicatorTest, DeadPeerIsAnErrorNotAHang) {
   for (auto& t : threads) t.join();
 }
 
+TEST(GlooCommunicatorTest, GatherFromADeadPeerIsAnErrorNotAHang) {
+  TempDir dir;
+  std::vector<std::thread> threads;
+  std::atomic<bool> gone{false};
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      auto comm =
+          CreateGlooCommunicator(Options(dir.path(), r, 2, absl::Seconds(2)));
+      ASSERT_TRUE(comm.ok()) << comm.status();
+      if (r == 1) {
+        comm->reset();
+        gone.store(true);
+        return;
+      }
+      while (!gone.load())
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      const auto t0 = Clock::now();
+      std::vector<std::string> all;
+      absl::Status s = (*comm)->GatherStrings("mine", 0, &all);
+      EXPECT_TRUE(absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) << s;
+      EXPECT_LT(SecondsSince(t0), 3.0);
+      std::string mine;
+      s = (*comm)->ScatterStrings({"a", "b"}, 0, &mine);
+      EXPECT_TRUE(absl::IsUnavailable(s)) << s;  // broken from now on
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
 TEST(GlooCommunicatorTest, GroupsSharingADirectoryAreIsolatedByPrefix) {
   TempDir dir;
   std::thread a([&] {
@@ -382,6 +480,13 @@ TEST(SingleRankCommunicatorTest, EveryCollectiveIsTheIdentity) {
   EXPECT_EQ(s, "payload");
   EXPECT_TRUE(absl::IsInvalidArgument(comm->BroadcastString(&s, 1)));
   EXPECT_TRUE(comm->Barrier().ok());
+  std::vector<std::string> all;
+  ASSERT_TRUE(comm->GatherStrings("mine", 0, &all).ok());
+  EXPECT_EQ(all, std::vector<std::string>{"mine"});
+  std::string mine;
+  ASSERT_TRUE(comm->ScatterStrings({"part"}, 0, &mine).ok());
+  EXPECT_EQ(mine, "part");
+  EXPECT_TRUE(absl::IsInvalidArgument(comm->ScatterStrings({}, 0, &mine)));
 }
 
 }  // namespace

@@ -21,6 +21,46 @@ absl::Status Communicator::BroadcastString(std::string* bytes, int root) {
   return Broadcast(bytes->data(), length, root);
 }
 
+absl::Status Communicator::GatherStrings(const std::string& mine, int root,
+                                         std::vector<std::string>* all) {
+  if (root < 0 || root >= size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GatherStrings: root ", root, " outside [0, ", size(), ")"));
+  }
+  all->clear();
+  if (rank() == root) all->resize(size());
+  std::string buffer;
+  for (int r = 0; r < size(); ++r) {
+    if (r == rank()) buffer = mine;
+    if (absl::Status s = BroadcastString(&buffer, r); !s.ok()) return s;
+    if (rank() == root) (*all)[r] = std::move(buffer);
+    buffer.clear();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Communicator::ScatterStrings(const std::vector<std::string>& parts,
+                                          int root, std::string* mine) {
+  if (root < 0 || root >= size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ScatterStrings: root ", root, " outside [0, ", size(), ")"));
+  }
+  if (rank() == root && parts.size() != static_cast<size_t>(size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ScatterStrings: ", parts.size(), " parts for ", size(), " ranks"));
+  }
+  std::string buffer;
+  for (int r = 0; r < size(); ++r) {
+    if (r == root) continue;
+    if (rank() == root) buffer = parts[r];
+    if (absl::Status s = BroadcastString(&buffer, root); !s.ok()) return s;
+    if (rank() == r) *mine = std::move(buffer);
+    buffer.clear();
+  }
+  if (rank() == root) *mine = parts[root];
+  return absl::OkStatus();
+}
+
 namespace {
 
 // Group of one: every collective is the identity.

@@ -33,6 +33,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -74,6 +75,22 @@ class Communicator {
   // two collectives (one when the string is empty).
   // The default implementation uses Broadcast().
   virtual absl::Status BroadcastString(std::string* bytes, int root);
+
+  // Variable-length gather of host strings to `root`: on return, on root,
+  // all->size() == size() and (*all)[r] is rank r's `mine`; `all` is
+  // cleared on the other ranks. The default implementation is size()
+  // BroadcastString calls (every rank receives every string); Gloo
+  // overrides it with point-to-point sends to root.
+  virtual absl::Status GatherStrings(const std::string& mine, int root,
+                                     std::vector<std::string>* all);
+
+  // Variable-length scatter of host strings from `root`: on return *mine on
+  // rank r is root's parts[r] (root's `parts` holds size() strings; other
+  // ranks' `parts` is ignored). INVALID_ARGUMENT on root when parts has the
+  // wrong size (before any communication: the other ranks then wait until
+  // the timeout). Default: size() - 1 BroadcastString calls; Gloo: sends.
+  virtual absl::Status ScatterStrings(const std::vector<std::string>& parts,
+                                      int root, std::string* mine);
 
   // Returns once every rank has entered Barrier().
   virtual absl::Status Barrier() = 0;

@@ -192,6 +192,52 @@ class GlooCommunicator final : public Communicator {
     });
   }
 
+  // Point-to-point: each rank sends root its length, then its bytes.
+  absl::Status GatherStrings(const std::string& mine, int root,
+                             std::vector<std::string>* all) override {
+    if (root < 0 || root >= size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "GatherStrings: root ", root, " outside [0, ", size(), ")"));
+    }
+    all->clear();
+    if (rank() == root) all->resize(size());
+    return Run("GatherStrings", [&](uint32_t tag) {
+      if (rank() != root) {
+        Send(mine, root, tag);
+        return;
+      }
+      for (int r = 0; r < size(); ++r) {
+        if (r == root) {
+          (*all)[r] = mine;
+        } else {
+          Receive(r, tag, &(*all)[r]);
+        }
+      }
+    });
+  }
+
+  absl::Status ScatterStrings(const std::vector<std::string>& parts, int root,
+                              std::string* mine) override {
+    if (root < 0 || root >= size()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ScatterStrings: root ", root, " outside [0, ", size(), ")"));
+    }
+    if (rank() == root && parts.size() != static_cast<size_t>(size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ScatterStrings: ", parts.size(), " parts for ", size(), " ranks"));
+    }
+    return Run("ScatterStrings", [&](uint32_t tag) {
+      if (rank() != root) {
+        Receive(root, tag, mine);
+        return;
+      }
+      for (int r = 0; r < size(); ++r) {
+        if (r != root) Send(parts[r], r, tag);
+      }
+      *mine = parts[root];
+    });
+  }
+
   absl::Status Barrier() override {
     return Run("Barrier", [&](uint32_t tag) {
       gloo::BarrierOptions opts(context_);
@@ -222,6 +268,50 @@ class GlooCommunicator final : public Communicator {
     if (!s.ok()) broken_ = s;
     return s;
   }
+
+  // Slot prefixes of the point-to-point transfers (Gloo's own collectives
+  // use 0x01..0x07): a string's length, then its bytes.
+  static constexpr uint8_t kLengthSlot = 0x40;
+  static constexpr uint8_t kBytesSlot = 0x41;
+
+  // Sends `bytes` to rank `to`; throws (Guard) on a broken pair or timeout.
+  void Send(const std::string& bytes, int to, uint32_t tag) {
+    uint64_t length = bytes.size();
+    auto len = context_->createUnboundBuffer(&length, sizeof(length));
+    len->send(to, gloo::Slot::build(kLengthSlot, tag));
+    Wait(len->waitSend(timeout_));
+    if (length == 0) return;
+    auto data = context_->createUnboundBuffer(const_cast<char*>(bytes.data()),
+                                              bytes.size());
+    data->send(to, gloo::Slot::build(kBytesSlot, tag));
+    Wait(data->waitSend(timeout_));
+  }
+
+  // Receives what rank `from` sends with `tag` into *bytes.
+  void Receive(int from, uint32_t tag, std::string* bytes) {
+    uint64_t length = 0;
+    auto len = context_->createUnboundBuffer(&length, sizeof(length));
+    len->recv(from, gloo::Slot::build(kLengthSlot, tag));
+    Wait(len->waitRecv(timeout_));
+    if (length > kMaxStringBytes) {
+      throw gloo::IoException(absl::StrCat("rank ", from, " sends ", length,
+                                           " bytes, more than the bound"));
+    }
+    bytes->assign(length, '\0');
+    if (length == 0) return;
+    auto data = context_->createUnboundBuffer(bytes->data(), length);
+    data->recv(from, gloo::Slot::build(kBytesSlot, tag));
+    Wait(data->waitRecv(timeout_));
+  }
+
+  // waitSend/waitRecv return false when aborted.
+  static void Wait(bool completed) {
+    if (!completed) throw gloo::IoException("transfer aborted");
+  }
+
+  // A peer's length beyond this is corrupt (4 GiB: no step message or KV
+  // part comes near it).
+  static constexpr uint64_t kMaxStringBytes = uint64_t{1} << 32;
 
   std::shared_ptr<gloo::rendezvous::Context> context_;
   const Millis timeout_;

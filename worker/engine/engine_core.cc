@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/generation_rules.h"
+#include "worker/cache/kv_snapshot_heads.h"
 #include "worker/kv/kv_io.h"
 
 namespace latentkv::worker {
@@ -203,6 +204,8 @@ void EngineCore::Admit(std::unique_ptr<Sequence> seq, EventSink sink) {
   }
   absl::Status st = scheduler_->Enqueue(std::move(seq));
   if (!st.ok()) {
+    // The group's other ranks imported their parts: they free them too.
+    if (imported) released_.push_back(id);
     GenerationEvent ev;
     ev.status = st;
     sink(ev);
@@ -268,7 +271,12 @@ void EngineCore::Finish(Sequence* seq, FinishReason reason,
       if (seq->residency != nullptr) {
         seq->residency->ExportState(*cache_, *pools_, seq->kv, &*snap);
       }
-      ev.kv = std::make_shared<const KvSnapshot>(std::move(*snap));
+      absl::StatusOr<KvSnapshot> group = GroupExport(*seq, std::move(*snap));
+      if (group.ok()) {
+        ev.kv = std::make_shared<const KvSnapshot>(std::move(*group));
+      } else {
+        status = group.status();
+      }
     } else {
       status = snap.status();
     }
@@ -304,9 +312,54 @@ void EngineCore::ReleaseFollowers(const std::string& leader) {
   }
 }
 
+absl::StatusOr<KvSnapshot> EngineCore::GroupExport(const Sequence& seq,
+                                                   KvSnapshot mine) {
+  StepListener* listener = options_.step_listener;
+  if (listener == nullptr || listener->ranks() <= 1) return mine;
+  std::vector<KvSnapshot> others;
+  absl::Status st =
+      listener->OnExport(seq.id, seq.residency != nullptr, mine, &others);
+  if (absl::IsUnavailable(st) || absl::IsDeadlineExceeded(st)) fatal_ = st;
+  if (!st.ok()) return st;
+  std::vector<KvSnapshot> parts;
+  parts.reserve(others.size() + 1);
+  parts.push_back(std::move(mine));
+  for (KvSnapshot& o : others) parts.push_back(std::move(o));
+  return JoinHeads(parts, QueriesPerKvHead());
+}
+
+int32_t EngineCore::QueriesPerKvHead() const {
+  const model::ModelConfig& c = config();
+  return c.num_kv_heads > 0 ? c.num_heads / c.num_kv_heads : 1;
+}
+
 bool EngineCore::ArriveTransferred(Sequence* seq) {
+  StepListener* listener = options_.step_listener;
+  const int ranks = listener == nullptr ? 1 : listener->ranks();
+  std::vector<KvSnapshot> parts;
+  if (ranks > 1) {
+    // This rank imports its KV heads; the others get theirs in OnImport.
+    auto split = SplitHeads(*seq->import_kv, ranks, QueriesPerKvHead());
+    if (!split.ok()) {
+      seq->import_kv = nullptr;  // prefilled here
+      return false;
+    }
+    parts = std::move(*split);
+    seq->import_kv = std::make_shared<const KvSnapshot>(std::move(parts[0]));
+  }
   for (KvArrival* a : {from_prefill_.get(), from_store_.get()}) {
-    if (a->Applies(*seq)) return a->Attach(seq);
+    if (!a->Applies(*seq)) continue;
+    const bool prompt_in = a == from_prefill_.get();
+    if (!a->Attach(seq)) return false;
+    if (ranks > 1) {
+      const StepImportInfo info{&seq->id, seq->prompt_len,
+                                seq->residency != nullptr, prompt_in};
+      absl::Status st = listener->OnImport(released_, info, parts);
+      released_.clear();
+      // The group broke: the next step fails every request.
+      if (!st.ok()) fatal_ = st;
+    }
+    return true;
   }
   return false;
 }

@@ -103,6 +103,11 @@ class EngineCore {
   // Attaches a transferred KV (prefill worker or kvstore) to a sequence
   // being admitted; false when it falls back to a local prefill.
   bool ArriveTransferred(Sequence* seq);
+  // A finishing sequence's exported KV (`mine`: this rank's heads) with the
+  // other ranks' heads joined in (tensor parallelism), or `mine` alone.
+  absl::StatusOr<KvSnapshot> GroupExport(const Sequence& seq, KvSnapshot mine);
+  // Query heads per KV head (GQA group size).
+  int32_t QueriesPerKvHead() const;
   // Tells the step listener (tensor parallelism) what this step runs; false
   // (the group failed, requests failed) when it could not.
   bool Announce(const std::vector<ScheduledChunk>& plan);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "worker/cache/kv_snapshot.h"
 
 namespace latentkv::worker {
 
@@ -24,6 +25,15 @@ struct StepChunkInfo {
   bool all_logits = false;  // every row's logits (prompt logprobs)
 };
 
+// A sequence whose KV arrived from outside the group (views valid during
+// OnImport only).
+struct StepImportInfo {
+  const std::string* id = nullptr;
+  int32_t prompt_len = 0;
+  bool compressed = false;  // runs the server's residency plan
+  bool prompt_in = false;   // the whole prompt arrived (a prefill transfer)
+};
+
 // Called on the engine thread. Thread-safety: one caller.
 class StepListener {
  public:
@@ -37,6 +47,30 @@ class StepListener {
                               const std::vector<StepChunkInfo>& chunks) = 0;
   // The engine is stopping (after its last step).
   virtual void OnStop() = 0;
+
+  // Ranks of the group, this one (rank 0) included. With more than one,
+  // the engine's KV holds only rank 0's KV heads, and KV that leaves or
+  // enters the engine goes through OnExport and OnImport.
+  virtual int ranks() const { return 1; }
+  // Sequence `id` (still holding its pages) exports its KV: on return
+  // (*others)[r - 1] holds rank r's KV heads, each shaped as `mine` (rank
+  // 0's part), with residency state when `with_state`. UNAVAILABLE or
+  // DEADLINE_EXCEEDED: the group broke; other errors: a rank could not
+  // export (the request fails, the group goes on).
+  virtual absl::Status OnExport(const std::string& id, bool with_state,
+                                const KvSnapshot& mine,
+                                std::vector<KvSnapshot>* others) {
+    return absl::UnimplementedError("KV export needs a tensor-parallel group");
+  }
+  // Rank 0 has imported parts[0] of a sequence's transferred KV; every rank
+  // r imports parts[r]. `released` (freed since the last OnStep) are freed
+  // first, so every rank imports into the same free pages. Any error means
+  // the group broke.
+  virtual absl::Status OnImport(const std::vector<std::string>& released,
+                                const StepImportInfo& info,
+                                const std::vector<KvSnapshot>& parts) {
+    return absl::UnimplementedError("KV import needs a tensor-parallel group");
+  }
 };
 
 }  // namespace latentkv::worker

@@ -12,6 +12,12 @@ namespace latentkv::worker {
 
 namespace pb = ::latentkv::v1;
 
+std::vector<LayerKvShape> GroupKvShapes(std::vector<LayerKvShape> rank_shapes,
+                                        int tp_size) {
+  for (LayerKvShape& s : rank_shapes) s.n_kv_heads *= tp_size;
+  return rank_shapes;
+}
+
 pb::KvLayout TransferLayout(const std::vector<LayerKvShape>& shapes,
                             DType dtype, int tp_size) {
   pb::KvLayout l;

@@ -24,8 +24,15 @@ namespace latentkv::worker {
 // The codec name of row transfers.
 inline constexpr char kRowsCodec[] = "rows";
 
-// This worker's layout: its cache shapes, the KV dtype of its rows, its TP
-// size.
+// The KV shapes of a tensor-parallel group of `tp_size` ranks whose each
+// rank's cache has `rank_shapes` (KV heads split evenly, model/shard.h):
+// what a transfer or a kvstore block holds, whatever the group's size.
+std::vector<LayerKvShape> GroupKvShapes(std::vector<LayerKvShape> rank_shapes,
+                                        int tp_size);
+
+// This worker's layout: its group's KV shapes (GroupKvShapes), the KV dtype
+// of its rows, its TP size (informational: rows travel as the group's
+// whole, so groups of any sizes exchange them).
 latentkv::v1::KvLayout TransferLayout(const std::vector<LayerKvShape>& shapes,
                                       DType dtype, int tp_size);
 struct RemotePrefill {

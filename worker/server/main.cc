@@ -36,6 +36,7 @@
 #include "worker/grammar/llguidance_compiler.h"
 #include "worker/metrics/worker_metrics.h"
 #include "worker/residency/flags.h"
+#include "worker/server/kv_transfer.h"
 #include "worker/server/worker_service.h"
 #include "worker/tp/tensor_parallel.h"
 
@@ -328,25 +329,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--role must be mixed, prefill or decode\n");
     return 2;
   }
-  if (role != "mixed" && tp_size > 1) {
-    // A transfer carries rank 0's KV heads only; the follower ranks would
-    // decode without theirs. Refused until transfers are per rank.
-    std::fprintf(stderr,
-                 "--role=%s needs --tp_size=1 (KV transfer between "
-                 "tensor-parallel groups is not supported)\n",
-                 role.c_str());
-    return 2;
-  }
   lk::worker::WorkerServiceOptions so;
   so.tp_size = tp_size;
   so.prefill_timeout =
       absl::Milliseconds(absl::GetFlag(FLAGS_prefill_timeout_ms));
   std::unique_ptr<lk::worker::StorePrefixCache> prefix_cache;
   if (!absl::GetFlag(FLAGS_kvstore).empty()) {
-    if (tp_size > 1 || absl::GetFlag(FLAGS_kvstore_block_tokens) <= 0) {
-      std::fprintf(stderr,
-                   "--kvstore needs --tp_size=1 and --kvstore_block_tokens > "
-                   "0\n");
+    if (absl::GetFlag(FLAGS_kvstore_block_tokens) <= 0) {
+      std::fprintf(stderr, "--kvstore needs --kvstore_block_tokens > 0\n");
       return 2;
     }
     lk::worker::PrefixCacheOptions po;
@@ -354,8 +344,10 @@ int main(int argc, char** argv) {
     po.address = absl::GetFlag(FLAGS_kvstore);
     po.block_tokens = absl::GetFlag(FLAGS_kvstore_block_tokens);
     po.model_id = lk::worker::StoreModelId(absl::GetFlag(FLAGS_model));
+    // Blocks hold the group's every KV head: groups of any TP size share
+    // them.
     prefix_cache = std::make_unique<lk::worker::StorePrefixCache>(
-        po, (*engine)->kv_shapes());
+        po, lk::worker::GroupKvShapes((*engine)->kv_shapes(), tp_size));
     so.prefix_cache = prefix_cache.get();
   }
   std::unique_ptr<lk::worker::LlguidanceCompiler> constraints;

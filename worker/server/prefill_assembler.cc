@@ -41,10 +41,6 @@ absl::Status CheckLayout(const pb::KvLayout& theirs, const pb::KvLayout& ours) {
   if (theirs.codec() != ours.codec()) {
     return differ("codec", theirs.codec(), ours.codec());
   }
-  if (theirs.tp_size() != ours.tp_size()) {
-    return differ("tp_size (re-sharding is not supported)", theirs.tp_size(),
-                  ours.tp_size());
-  }
   return absl::OkStatus();
 }
 

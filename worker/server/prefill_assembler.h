@@ -22,8 +22,9 @@
 namespace latentkv::worker {
 
 // OK when `theirs` can be imported here; FailedPrecondition naming the first
-// field that differs (layers, KV heads, d_qk/d_vo of a layer, dtype, codec,
-// TP size: re-sharding across TP sizes is not supported).
+// field that differs (layers, KV heads, d_qk/d_vo of a layer, dtype,
+// codec). TP sizes may differ: a stream holds the sending group's every KV
+// head, which the receiving group re-shards (kv_snapshot_heads.h).
 absl::Status CheckLayout(const latentkv::v1::KvLayout& theirs,
                          const latentkv::v1::KvLayout& ours);
 

@@ -212,8 +212,9 @@ grpc::Status WorkerService::Prefill(
                         "caller does not accept");
   }
   pb::PrefillResponse head;
-  *head.mutable_layout() = TransferLayout(
-      engine_->kv_shapes(), engine_->kv_dtype(), options_.tp_size);
+  *head.mutable_layout() =
+      TransferLayout(GroupKvShapes(engine_->kv_shapes(), options_.tp_size),
+                     engine_->kv_dtype(), options_.tp_size);
   head.set_first_token(first);
   if (first_logprobs) {
     LogprobsToProto(*first_logprobs, head.mutable_first_logprobs());
@@ -248,8 +249,9 @@ bool WorkerService::TakeRemotePrefill(const pb::WorkerGenerateRequest& req,
   *p.mutable_sampling() = req.sampling();
   p.set_kv_cache_mode(req.kv_cache_mode());
   p.set_accepts_codebooks(true);  // Engine::Import loads them
-  const pb::KvLayout ours = TransferLayout(
-      engine_->kv_shapes(), engine_->kv_dtype(), options_.tp_size);
+  const pb::KvLayout ours =
+      TransferLayout(GroupKvShapes(engine_->kv_shapes(), options_.tp_size),
+                     engine_->kv_dtype(), options_.tp_size);
   absl::StatusOr<RemotePrefill> r =
       CallPrefill(req.prefill_worker(), p, ours, options_.prefill_timeout);
   if (!r.ok()) {

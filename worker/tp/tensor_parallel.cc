@@ -4,6 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "latentkv/v1/worker.pb.h"
+#include "worker/kv/kv_io.h"
+#include "worker/tp/tp_kv.h"
 
 namespace latentkv::worker {
 
@@ -34,9 +36,57 @@ absl::Status TpLeader::OnStep(const std::vector<std::string>& released,
     out->set_logits(c.logits);
     out->set_all_logits(c.all_logits);
   }
+  return Send(step);
+}
+
+absl::Status TpLeader::Send(const pb::TpStep& step) {
   buffer_.clear();
   step.SerializeToString(&buffer_);
   return comm_->BroadcastString(&buffer_, 0);
+}
+
+absl::Status TpLeader::OnExport(const std::string& id, bool with_state,
+                                const KvSnapshot& mine,
+                                std::vector<KvSnapshot>* others) {
+  pb::TpStep step;
+  step.set_export_id(id);
+  step.set_export_codebooks(with_state);
+  if (absl::Status st = Send(step); !st.ok()) return st;
+  std::vector<std::string> all;
+  if (absl::Status st = comm_->GatherStrings("", 0, &all); !st.ok()) {
+    return st;
+  }
+  others->clear();
+  for (int r = 1; r < comm_->size(); ++r) {
+    auto part = ParseTpKv(all[r], mine.shapes, mine.dtype);
+    if (!part.ok()) {
+      return absl::InternalError(absl::StrCat("tensor-parallel rank ", r,
+                                              " could not export ", id, ": ",
+                                              part.status().message()));
+    }
+    others->push_back(std::move(*part));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status TpLeader::OnImport(const std::vector<std::string>& released,
+                                const StepImportInfo& info,
+                                const std::vector<KvSnapshot>& parts) {
+  if (parts.size() != static_cast<size_t>(comm_->size())) {
+    return absl::InternalError("KV import parts do not match the group");
+  }
+  pb::TpStep step;
+  for (const std::string& id : released) step.add_released(id);
+  pb::TpImport* im = step.add_imports();
+  im->set_id(*info.id);
+  im->set_prompt_len(info.prompt_len);
+  im->set_compressed(info.compressed);
+  im->set_prompt_in(info.prompt_in);
+  if (absl::Status st = Send(step); !st.ok()) return st;
+  std::vector<std::string> wire(parts.size());
+  for (size_t r = 1; r < parts.size(); ++r) wire[r] = SerializeTpKv(parts[r]);
+  std::string mine;
+  return comm_->ScatterStrings(wire, 0, &mine);
 }
 
 void TpLeader::OnStop() {
@@ -83,6 +133,63 @@ void TpFollower::Release(const std::string& id) {
   seqs_.erase(it);
 }
 
+TpFollower::Seq& TpFollower::Start(const std::string& id, bool compressed,
+                                   int32_t prompt_len) {
+  Release(id);
+  Seq& s = seqs_[id];
+  s.kv.Init(*cache_);
+  if (policy_ != nullptr && compressed) {
+    s.kv.SetCapacity(policy_->capacities());
+    s.residency = policy_->NewSequence(prompt_len);
+  }
+  return s;
+}
+
+absl::Status TpFollower::Import(const pb::TpImport& im,
+                                const std::string& part) {
+  std::vector<LayerKvShape> shapes;
+  for (int32_t l = 0; l < cache_->num_layers(); ++l) {
+    shapes.push_back(cache_->shape(l));
+  }
+  absl::StatusOr<KvSnapshot> snap = ParseTpKv(part, shapes, pools_->dtype());
+  absl::Status st = snap.status();
+  Seq& s = Start(im.id(), im.compressed(), im.prompt_len());
+  if (st.ok()) st = ImportKv(*cache_, *pools_, s.kv, *snap);
+  if (st.ok() && snap->has_residency_state()) {
+    st = s.residency == nullptr
+             ? absl::InvalidArgumentError(
+                   "residency state for a sequence "
+                   "without a residency plan")
+             : s.residency->ImportState(*cache_, *pools_, s.kv, *snap);
+  }
+  if (!st.ok()) {
+    Release(im.id());
+    return absl::InternalError(
+        absl::StrCat("tensor-parallel rank ", comm_->rank(),
+                     " diverged from the leader importing KV for ", im.id(),
+                     ": ", st.message()));
+  }
+  if (im.prompt_in() && s.residency != nullptr) s.residency->MarkPromptIn();
+  return absl::OkStatus();
+}
+
+std::string TpFollower::Export(const std::string& id, bool with_state) {
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) {
+    return SerializeTpKvError(
+        absl::StrCat("rank ", comm_->rank(), " holds no KV for ", id));
+  }
+  Seq& s = it->second;
+  absl::StatusOr<KvSnapshot> snap =
+      ExportKv(*cache_, *pools_, s.kv, with_state);
+  if (!snap.ok())
+    return SerializeTpKvError(std::string(snap.status().message()));
+  if (with_state && s.residency != nullptr) {
+    s.residency->ExportState(*cache_, *pools_, s.kv, &*snap);
+  }
+  return SerializeTpKv(*snap);
+}
+
 absl::Status TpFollower::Run() {
   std::string buffer;
   std::vector<float> logits;
@@ -95,20 +202,28 @@ absl::Status TpFollower::Run() {
     }
     if (step.shutdown()) return absl::OkStatus();
     for (const std::string& id : step.released()) Release(id);
+    for (const pb::TpImport& im : step.imports()) {
+      std::string part;
+      st = comm_->ScatterStrings({}, 0, &part);
+      if (!st.ok()) return st;
+      st = Import(im, part);
+      if (!st.ok()) return st;
+    }
+    if (!step.export_id().empty()) {
+      std::vector<std::string> unused;
+      st = comm_->GatherStrings(
+          Export(step.export_id(), step.export_codebooks()), 0, &unused);
+      if (!st.ok()) return st;
+    }
     if (step.chunks().empty()) continue;  // keep-alive
     std::vector<ForwardChunk> chunks;
     chunks.reserve(step.chunks_size());
     for (const pb::TpChunk& ch : step.chunks()) {
-      if (ch.start() == 0) Release(ch.id());  // new, or recomputed
-      auto [it, fresh] = seqs_.try_emplace(ch.id());
-      Seq& s = it->second;
-      if (fresh) {
-        s.kv.Init(*cache_);
-        if (policy_ != nullptr && ch.compressed()) {
-          s.kv.SetCapacity(policy_->capacities());
-          s.residency = policy_->NewSequence(ch.prompt_len());
-        }
-      }
+      // New, or recomputed from the start: its KV starts over.
+      auto it = seqs_.find(ch.id());
+      Seq& s = ch.start() == 0 || it == seqs_.end()
+                   ? Start(ch.id(), ch.compressed(), ch.prompt_len())
+                   : it->second;
       st = s.kv.Reserve(*cache_, ch.tokens_size());
       if (!st.ok()) {
         return absl::InternalError(

@@ -7,6 +7,13 @@
 // the same ModelRunner::Forward, whose o_proj and down_proj partial sums are
 // all-reduced over the group's Communicator. Only the leader samples.
 //
+// KV that leaves or enters the group (prefill/decode transfer, the kvstore)
+// is the group's whole: the leader gathers every rank's KV heads of an
+// exported sequence (TpStep.export_id, then Communicator::GatherStrings),
+// and scatters an imported sequence's heads to their ranks (TpStep.imports,
+// then ScatterStrings), so another group of any size sees the same bytes
+// (worker/cache/kv_snapshot_heads.h re-shards by KV-head range).
+//
 // Invariants: every rank sees the same steps in the same order, and each
 // rank's KV cache holds the same token counts per (layer, local head), so
 // page reservations that succeed on the leader succeed everywhere. This
@@ -28,6 +35,11 @@
 #include "worker/engine/model_runner.h"
 #include "worker/engine/step_listener.h"
 
+namespace latentkv::v1 {
+class TpStep;
+class TpImport;
+}  // namespace latentkv::v1
+
 namespace latentkv::worker {
 
 // InvalidArgument when `options` cannot run on `tp_size` ranks (codebook
@@ -42,8 +54,19 @@ class TpLeader : public StepListener {
   absl::Status OnStep(const std::vector<std::string>& released,
                       const std::vector<StepChunkInfo>& chunks) override;
   void OnStop() override;
+  int ranks() const override { return comm_->size(); }
+  // A TpStep with export_id, then a gather of every rank's TpKv.
+  absl::Status OnExport(const std::string& id, bool with_state,
+                        const KvSnapshot& mine,
+                        std::vector<KvSnapshot>* others) override;
+  // A TpStep with one import, then a scatter of the ranks' TpKv parts.
+  absl::Status OnImport(const std::vector<std::string>& released,
+                        const StepImportInfo& info,
+                        const std::vector<KvSnapshot>& parts) override;
 
  private:
+  absl::Status Send(const latentkv::v1::TpStep& step);
+
   Communicator* comm_;
   std::string buffer_;
 };
@@ -71,6 +94,15 @@ class TpFollower {
   };
   TpFollower() = default;
   void Release(const std::string& id);
+  // Starts sequence `id` over (holding nothing) with the residency plan
+  // when `compressed`.
+  Seq& Start(const std::string& id, bool compressed, int32_t prompt_len);
+  // Imports this rank's part (a TpKv) of a transferred sequence.
+  absl::Status Import(const latentkv::v1::TpImport& im,
+                      const std::string& part);
+  // This rank's KV heads of sequence `id` as a TpKv (an error part when
+  // they cannot be exported).
+  std::string Export(const std::string& id, bool with_state);
 
   std::shared_ptr<const model::ModelWeights> weights_;
   std::unique_ptr<kernels::Backend> backend_;

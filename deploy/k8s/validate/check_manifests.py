@@ -698,11 +698,6 @@ class Checker:
 
     def check_worker(self, o, where, flags):
         tp = int(flags.get("tp_size") or 1)
-        role = flags.get("role") or "mixed"
-        if tp > 1 and role != "mixed":
-            self.err(o, "%s: --role=%s needs --tp_size=1" % (where, role))
-        if tp > 1 and flags.get("kvstore"):
-            self.err(o, "%s: --kvstore needs --tp_size=1" % where)
         if o.get("kind") == "LeaderWorkerSet":
             size = ((o.get("spec") or {}).get("leaderWorkerTemplate")
                     or {}).get("size", 1)

@@ -1,0 +1,200 @@
+#include "worker/cache/kv_snapshot_heads.h"
+
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace latentkv::worker {
+namespace {
+
+// A layer's query window: int32 count, int32 next, f32 q [count, n_heads, d],
+// int32 positions [count].
+struct Window {
+  int32_t count = 0, next = 0;
+  const char* q = nullptr;    // [count, n_heads, d] f32
+  const char* pos = nullptr;  // [count] int32
+};
+
+absl::StatusOr<Window> ParseWindow(const std::string& b, int64_t n_heads,
+                                   int32_t d, int32_t layer) {
+  Window w;
+  if (b.size() >= 8) {
+    std::memcpy(&w.count, b.data(), 4);
+    std::memcpy(&w.next, b.data() + 4, 4);
+  }
+  const int64_t row = 4 * n_heads * d;
+  if (b.size() < 8 || w.count < 0 ||
+      static_cast<int64_t>(b.size()) != 8 + (row + 4) * w.count) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("query window of layer ", layer, " (", b.size(),
+                     " bytes) does not fit ", n_heads, " heads of ", d));
+  }
+  w.q = b.data() + 8;
+  w.pos = w.q + row * w.count;
+  return w;
+}
+
+absl::Status CheckHeads(const KvSnapshot& s, int32_t l) {
+  const size_t n = static_cast<size_t>(s.shapes[l].n_kv_heads);
+  const bool cb = s.codebooks.empty() || s.codebooks[l].size() == n;
+  if (s.rows[l].size() != n || !cb) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "KV snapshot layer ", l, " does not hold its ", n, " KV heads"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckLayers(const KvSnapshot& s) {
+  const size_t layers = s.shapes.size();
+  if (s.rows.size() != layers ||
+      (!s.codebooks.empty() && s.codebooks.size() != layers) ||
+      (!s.windows.empty() && s.windows.size() != layers)) {
+    return absl::InvalidArgumentError(
+        "KV snapshot parts do not cover its layers");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<KvSnapshot>> SplitHeads(const KvSnapshot& full,
+                                                   int32_t parts,
+                                                   int32_t q_per_kv) {
+  if (parts < 1 || q_per_kv < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot split KV heads ", parts, " ways with ", q_per_kv,
+        " query heads each"));
+  }
+  if (absl::Status s = CheckLayers(full); !s.ok()) return s;
+  const int32_t layers = static_cast<int32_t>(full.shapes.size());
+  std::vector<KvSnapshot> out(parts);
+  for (KvSnapshot& p : out) {
+    p.dtype = full.dtype;
+    p.shapes = full.shapes;
+    p.rows.resize(layers);
+    if (!full.codebooks.empty()) p.codebooks.resize(layers);
+    if (!full.windows.empty()) p.windows.resize(layers);
+  }
+  for (int32_t l = 0; l < layers; ++l) {
+    if (absl::Status s = CheckHeads(full, l); !s.ok()) return s;
+    const LayerKvShape& shape = full.shapes[l];
+    if (shape.n_kv_heads % parts != 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", l, "'s ", shape.n_kv_heads,
+                       " KV heads do not split into ", parts, " ranks"));
+    }
+    const int32_t per = shape.n_kv_heads / parts;
+    Window w;
+    const bool windowed = !full.windows.empty() && !full.windows[l].empty();
+    if (windowed) {
+      auto parsed = ParseWindow(full.windows[l],
+                                int64_t{shape.n_kv_heads} * q_per_kv,
+                                shape.d_qk, l);
+      if (!parsed.ok()) return parsed.status();
+      w = *parsed;
+    }
+    // Bytes of one part's query heads of one window entry, and of all heads.
+    const int64_t part_q = 4 * int64_t{per} * q_per_kv * shape.d_qk;
+    const int64_t all_q = part_q * parts;
+    for (int32_t r = 0; r < parts; ++r) {
+      KvSnapshot& p = out[r];
+      p.shapes[l].n_kv_heads = per;
+      p.rows[l].assign(full.rows[l].begin() + r * per,
+                       full.rows[l].begin() + (r + 1) * per);
+      if (!full.codebooks.empty()) {
+        p.codebooks[l].assign(full.codebooks[l].begin() + r * per,
+                              full.codebooks[l].begin() + (r + 1) * per);
+      }
+      if (!windowed) continue;
+      std::string& b = p.windows[l];
+      b.reserve(8 + (part_q + 4) * w.count);
+      b.append(full.windows[l].data(), 8);
+      for (int32_t i = 0; i < w.count; ++i) {
+        b.append(w.q + i * all_q + r * part_q, part_q);
+      }
+      b.append(w.pos, 4 * static_cast<size_t>(w.count));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<KvSnapshot> JoinHeads(const std::vector<KvSnapshot>& parts,
+                                     int32_t q_per_kv) {
+  if (parts.empty() || q_per_kv < 1) {
+    return absl::InvalidArgumentError("nothing to join");
+  }
+  const KvSnapshot& first = parts[0];
+  const int32_t layers = static_cast<int32_t>(first.shapes.size());
+  bool codebooks = false;
+  for (const KvSnapshot& p : parts) {
+    if (absl::Status s = CheckLayers(p); !s.ok()) return s;
+    if (p.shapes.size() != first.shapes.size() || p.dtype != first.dtype ||
+        p.windows.empty() != first.windows.empty()) {
+      return absl::InvalidArgumentError(
+          "KV snapshot parts differ in layers, dtype or residency state");
+    }
+    codebooks = codebooks || !p.codebooks.empty();
+  }
+  const int32_t n = static_cast<int32_t>(parts.size());
+  KvSnapshot out;
+  out.dtype = first.dtype;
+  out.shapes = first.shapes;
+  out.rows.resize(layers);
+  if (codebooks) out.codebooks.resize(layers);
+  if (!first.windows.empty()) out.windows.resize(layers);
+  for (int32_t l = 0; l < layers; ++l) {
+    const LayerKvShape& shape = first.shapes[l];
+    out.shapes[l].n_kv_heads = shape.n_kv_heads * n;
+    std::vector<Window> wins(n);
+    for (int32_t r = 0; r < n; ++r) {
+      const KvSnapshot& p = parts[r];
+      const LayerKvShape& s = p.shapes[l];
+      if (s.n_kv_heads != shape.n_kv_heads || s.d_qk != shape.d_qk ||
+          s.d_vo != shape.d_vo) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "KV snapshot parts differ in the shape of layer ", l));
+      }
+      if (absl::Status st = CheckHeads(p, l); !st.ok()) return st;
+      out.rows[l].insert(out.rows[l].end(), p.rows[l].begin(),
+                         p.rows[l].end());
+      if (codebooks) {
+        if (p.codebooks.empty()) {
+          out.codebooks[l].resize(out.codebooks[l].size() + s.n_kv_heads);
+        } else {
+          out.codebooks[l].insert(out.codebooks[l].end(),
+                                  p.codebooks[l].begin(),
+                                  p.codebooks[l].end());
+        }
+      }
+      if (p.windows.empty() || p.windows[l].empty()) continue;
+      auto w = ParseWindow(p.windows[l], int64_t{s.n_kv_heads} * q_per_kv,
+                           s.d_qk, l);
+      if (!w.ok()) return w.status();
+      wins[r] = *w;
+    }
+    if (first.windows.empty()) continue;
+    const Window& w0 = wins[0];
+    for (int32_t r = 0; r < n; ++r) {
+      const Window& w = wins[r];
+      if (w.count != w0.count || w.next != w0.next ||
+          (w.count > 0 && std::memcmp(w.pos, w0.pos, 4 * w.count) != 0)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "the ranks' query windows of layer ", l, " disagree"));
+      }
+    }
+    if (w0.count == 0) continue;
+    const int64_t part_q = 4 * int64_t{shape.n_kv_heads} * q_per_kv * shape.d_qk;
+    std::string& b = out.windows[l];
+    b.reserve(8 + (part_q * n + 4) * w0.count);
+    b.append(parts[0].windows[l].data(), 8);
+    for (int32_t i = 0; i < w0.count; ++i) {
+      for (int32_t r = 0; r < n; ++r) b.append(wins[r].q + i * part_q, part_q);
+    }
+    b.append(w0.pos, 4 * static_cast<size_t>(w0.count));
+  }
+  return out;
+}
+
+}  // namespace latentkv::worker

@@ -1,0 +1,60 @@
+// TpKv: a rank's KV part survives the wire (rows, codebook blobs, windows,
+// and their absence); an error part, garbage and a part of the wrong shape
+// are refused with the codes ParseTpKv documents.
+#include "worker/tp/tp_kv.h"
+
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace latentkv::worker {
+namespace {
+
+std::vector<LayerKvShape> Shapes() { return {{2, 4, 3}, {2, 5, 3}}; }
+
+KvSnapshot Part(bool state) {
+  KvSnapshot s;
+  s.shapes = Shapes();
+  s.dtype = DType::kBF16;
+  s.rows = {{"row a", ""}, {"row c", "row d"}};
+  if (state) {
+    s.codebooks = {{"", "cb"}, {"", ""}};
+    s.windows = {"window 0", ""};
+  }
+  return s;
+}
+
+TEST(TpKvTest, RoundTrip) {
+  for (bool state : {false, true}) {
+    const KvSnapshot in = Part(state);
+    auto out = ParseTpKv(SerializeTpKv(in), Shapes(), DType::kBF16);
+    ASSERT_TRUE(out.ok()) << out.status();
+    EXPECT_EQ(out->dtype, DType::kBF16);
+    EXPECT_EQ(out->rows, in.rows);
+    EXPECT_EQ(out->codebooks, in.codebooks);
+    EXPECT_EQ(out->windows, in.windows);
+    EXPECT_EQ(out->has_residency_state(), state);
+  }
+}
+
+TEST(TpKvTest, RefusesErrorsGarbageAndWrongShapes) {
+  auto err = ParseTpKv(SerializeTpKvError("rank 1 holds no KV for x"),
+                       Shapes(), DType::kF32);
+  EXPECT_TRUE(absl::IsInternal(err.status())) << err.status();
+  EXPECT_NE(err.status().message().find("holds no KV"), std::string::npos);
+  EXPECT_TRUE(absl::IsDataLoss(
+      ParseTpKv(std::string("\xff\xff\xff", 3), Shapes(), DType::kF32)
+          .status()));
+  const std::string wire = SerializeTpKv(Part(true));
+  std::vector<LayerKvShape> one_layer = {Shapes()[0]};
+  EXPECT_TRUE(
+      absl::IsDataLoss(ParseTpKv(wire, one_layer, DType::kF32).status()));
+  std::vector<LayerKvShape> three_heads = Shapes();
+  three_heads[1].n_kv_heads = 3;
+  EXPECT_TRUE(
+      absl::IsDataLoss(ParseTpKv(wire, three_heads, DType::kF32).status()));
+}
+
+}  // namespace
+}  // namespace latentkv::worker

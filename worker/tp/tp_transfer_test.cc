@@ -1,0 +1,282 @@
+// KV transfer between tensor-parallel groups of different sizes, in one
+// process (ranks as threads, real Gloo on loopback, the real stories260K
+// checkpoint): a prefill group of P ranks exports each prompt's KV as the
+// group's whole (every KV head, gathered from its ranks), a decode group of
+// D ranks imports it (each rank its KV-head range) and decodes. For every
+// (P, D) the greedy tokens equal one TP=1 engine's, with a full cache, with
+// SnapKV eviction (query windows move with the rows), and for a stored
+// prefix (kvstore-style import, the rest prefilled); the exported bytes are
+// the same whatever P; a snapshot that does not split falls back to a local
+// prefill.
+#include <future>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "model/shard.h"
+#include "worker/comm/gloo_communicator.h"
+#include "worker/engine/stories260k_for_tests.h"
+#include "worker/tp/tensor_parallel.h"
+
+namespace latentkv::worker {
+namespace {
+
+constexpr int kRequests = 8;
+constexpr int kNewTokens = 40;
+
+// An engine over a group of `size` ranks (size 1: a plain engine).
+class Group {
+ public:
+  Group(int size, const EngineOptions& o) : size_(size) {
+    if (size == 1) {
+      auto e = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), o);
+      EXPECT_TRUE(e.ok()) << e.status();
+      engine_ = std::move(*e);
+      return;
+    }
+    std::string dir = "/tmp/latentkv-tpx-XXXXXX";
+    EXPECT_NE(mkdtemp(dir.data()), nullptr);
+    comms_.resize(size);
+    std::vector<std::thread> joining;
+    for (int r = 0; r < size; ++r) {
+      joining.emplace_back([&, r] {
+        comm::GlooOptions g;
+        g.rank = r;
+        g.size = size;
+        g.rendezvous_dir = dir;
+        g.prefix = "t";
+        g.timeout = absl::Seconds(30);
+        auto c = comm::CreateGlooCommunicator(g);
+        EXPECT_TRUE(c.ok()) << c.status();
+        if (c.ok()) comms_[r] = std::move(*c);
+      });
+    }
+    for (auto& t : joining) t.join();
+    followers_.resize(size);
+    status_.resize(size);
+    for (int r = 1; r < size; ++r) {
+      auto shard = model::ShardForTensorParallel(Stories260k(), r, size);
+      EXPECT_TRUE(shard.ok());
+      auto f = TpFollower::Create(*shard, kernels::MakeCpuBackend(), o,
+                                  comms_[r].get());
+      EXPECT_TRUE(f.ok()) << f.status();
+      followers_[r] = std::move(*f);
+      threads_.emplace_back([this, r] { status_[r] = followers_[r]->Run(); });
+    }
+    leader_ = std::make_unique<TpLeader>(comms_[0].get());
+    EngineOptions lo = o;
+    lo.step_listener = leader_.get();
+    auto shard0 = model::ShardForTensorParallel(Stories260k(), 0, size);
+    EXPECT_TRUE(shard0.ok());
+    auto e = Engine::Create(*shard0, kernels::MakeCpuBackend(), lo,
+                            comms_[0].get());
+    EXPECT_TRUE(e.ok()) << e.status();
+    engine_ = std::move(*e);
+  }
+  ~Group() {
+    engine_->Stop();  // broadcasts shutdown
+    for (auto& t : threads_) t.join();
+    for (int r = 1; r < size_; ++r) EXPECT_TRUE(status_[r].ok()) << status_[r];
+  }
+  Engine& engine() { return *engine_; }
+
+ private:
+  int size_;
+  std::vector<std::unique_ptr<comm::Communicator>> comms_;
+  std::vector<std::unique_ptr<TpFollower>> followers_;
+  std::vector<absl::Status> status_;
+  std::vector<std::thread> threads_;
+  std::unique_ptr<TpLeader> leader_;
+  std::unique_ptr<Engine> engine_;
+};
+
+struct Outcome {
+  std::vector<int32_t> tokens;
+  std::shared_ptr<const KvSnapshot> kv;
+  absl::Status status;
+};
+
+std::vector<int32_t> Prompt(int i) {
+  std::vector<int32_t> p = {1};
+  for (int j = 0; j < 20 + 7 * i; ++j) p.push_back(259 + (i * 31 + j * 7) % 250);
+  return p;
+}
+
+// Runs `requests` concurrently; outcomes in order.
+std::vector<Outcome> RunAll(Engine& e, std::vector<GenerationRequest> requests) {
+  std::vector<Outcome> out(requests.size());
+  std::vector<std::promise<void>> done(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    requests[i].id = "r" + std::to_string(i);
+    requests[i].ignore_eos = true;
+    Outcome* o = &out[i];
+    std::promise<void>* d = &done[i];
+    absl::Status st =
+        e.Submit(std::move(requests[i]), [o, d](const GenerationEvent& ev) {
+          if (ev.token >= 0) o->tokens.push_back(ev.token);
+          if (ev.kv != nullptr) o->kv = ev.kv;
+          if (ev.finish != FinishReason::kNone || !ev.status.ok()) {
+            o->status = ev.status;
+            d->set_value();
+          }
+        });
+    EXPECT_TRUE(st.ok()) << st;
+  }
+  for (auto& d : done) d.get_future().wait();
+  return out;
+}
+
+std::vector<GenerationRequest> Plain(int n, int max_new) {
+  std::vector<GenerationRequest> r(n);
+  for (int i = 0; i < n; ++i) {
+    r[i].prompt = Prompt(i);
+    r[i].max_new_tokens = max_new;
+  }
+  return r;
+}
+
+EngineOptions Options(bool evict) {
+  EngineOptions o;
+  o.kv.page_size = 4;
+  o.kv.max_bytes = 4 << 20;
+  o.scheduler.max_step_tokens = 48;
+  if (evict) {
+    o.residency.policy = "spindle";
+    o.residency.codebook_layers = 0;
+    o.residency.budget = 0.5;
+    o.residency.window = 8;
+    o.residency.capacity = {48};
+  }
+  return o;
+}
+
+struct Sizes {
+  int prefill, decode;
+  bool evict;
+};
+
+class GroupTransferTest : public ::testing::TestWithParam<Sizes> {};
+
+TEST_P(GroupTransferTest, DecodeGroupGivesOneRanksTokens) {
+  const Sizes s = GetParam();
+  const EngineOptions o = Options(s.evict);
+  std::vector<Outcome> want, prefilled;
+  {
+    Group one(1, o);
+    want = RunAll(one.engine(), Plain(kRequests, kNewTokens));
+    std::vector<GenerationRequest> ex = Plain(kRequests, 1);
+    for (auto& r : ex) r.export_kv = true;
+    prefilled = RunAll(one.engine(), std::move(ex));  // TP=1 bytes, for sizes
+  }
+  std::vector<Outcome> exported;
+  {
+    Group prefill(s.prefill, o);
+    std::vector<GenerationRequest> ex = Plain(kRequests, 1);
+    for (auto& r : ex) r.export_kv = true;
+    exported = RunAll(prefill.engine(), std::move(ex));
+  }
+  std::vector<GenerationRequest> im = Plain(kRequests, kNewTokens);
+  for (int i = 0; i < kRequests; ++i) {
+    const Outcome& x = exported[i];
+    ASSERT_TRUE(x.status.ok()) << x.status;
+    ASSERT_NE(x.kv, nullptr);
+    ASSERT_EQ(x.tokens.size(), 1u);
+    EXPECT_EQ(x.tokens[0], want[i].tokens[0]);
+    // The group's whole: every KV head, as many bytes as one rank's export.
+    EXPECT_EQ(x.kv->shapes[0].n_kv_heads, 4);
+    EXPECT_EQ(x.kv->bytes(), prefilled[i].kv->bytes()) << "request " << i;
+    EXPECT_EQ(x.kv->windows.empty(), !s.evict);
+    im[i].import_kv = x.kv;
+    im[i].import_first_token = x.tokens[0];
+  }
+  Group decode(s.decode, o);
+  const std::vector<Outcome> got = RunAll(decode.engine(), std::move(im));
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status;
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+  }
+  const EngineStats st = decode.engine().Stats();
+  EXPECT_EQ(st.kv_imports, kRequests);
+  EXPECT_EQ(st.kv_import_failures, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Sizes, GroupTransferTest,
+    ::testing::Values(Sizes{2, 1, false}, Sizes{1, 2, false},
+                      Sizes{2, 4, false}, Sizes{2, 2, true},
+                      Sizes{4, 2, true}, Sizes{1, 4, true}),
+    [](const auto& info) {
+      return "P" + std::to_string(info.param.prefill) + "D" +
+             std::to_string(info.param.decode) +
+             (info.param.evict ? "Evict" : "Full");
+    });
+
+// A stored prefix (import_first_token = -1): the prompt's first 16 tokens
+// from a TP=2 group's export, the rest prefilled by a TP=4 group.
+TEST(GroupTransferTest, StoredPrefixImportsIntoAnotherGroupSize) {
+  const EngineOptions o = Options(false);
+  std::vector<Outcome> want;
+  {
+    Group one(1, o);
+    want = RunAll(one.engine(), Plain(kRequests, kNewTokens));
+  }
+  std::vector<GenerationRequest> ex = Plain(kRequests, 1);
+  for (auto& r : ex) {
+    r.prompt.resize(16);
+    r.export_kv = true;
+  }
+  std::vector<Outcome> exported;
+  {
+    Group two(2, o);
+    exported = RunAll(two.engine(), std::move(ex));
+  }
+  std::vector<GenerationRequest> im = Plain(kRequests, kNewTokens);
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_NE(exported[i].kv, nullptr) << exported[i].status;
+    EXPECT_EQ(exported[i].kv->tokens(0, 3), 16);
+    im[i].import_kv = exported[i].kv;
+  }
+  Group four(4, o);
+  const std::vector<Outcome> got = RunAll(four.engine(), std::move(im));
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status;
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+  }
+  EXPECT_EQ(four.engine().Stats().kv_imports, kRequests);
+}
+
+// KV whose heads do not split over the group (3 of 4 heads): prefilled on
+// the group instead, same tokens.
+TEST(GroupTransferTest, UnsplittableKvFallsBackToLocalPrefill) {
+  const EngineOptions o = Options(false);
+  std::vector<Outcome> want, exported;
+  {
+    Group one(1, o);
+    want = RunAll(one.engine(), Plain(2, kNewTokens));
+    std::vector<GenerationRequest> ex = Plain(2, 1);
+    for (auto& r : ex) r.export_kv = true;
+    exported = RunAll(one.engine(), std::move(ex));
+  }
+  std::vector<GenerationRequest> im = Plain(2, kNewTokens);
+  for (int i = 0; i < 2; ++i) {
+    auto bad = std::make_shared<KvSnapshot>(*exported[i].kv);
+    for (size_t l = 0; l < bad->shapes.size(); ++l) {
+      bad->shapes[l].n_kv_heads = 3;
+      bad->rows[l].pop_back();
+    }
+    im[i].import_kv = bad;
+    im[i].import_first_token = exported[i].tokens[0];
+  }
+  Group two(2, o);
+  const std::vector<Outcome> got = RunAll(two.engine(), std::move(im));
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status;
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+  }
+  EXPECT_EQ(two.engine().Stats().kv_imports, 0);
+}
+
+}  // namespace
+}  // namespace latentkv::worker
