@@ -9,6 +9,7 @@
 #include <cmath>
 #include <regex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -115,7 +116,8 @@ TEST(CliTest, CorruptModelIsRejectedWithTheTensorNamed) {
 
 // serve on one machine, in each topology: one worker; a tensor-parallel
 // group of 2 processes; a prefill worker and a decode worker; two workers
-// sharing a latentkv-kvstore.
+// sharing a latentkv-kvstore; a prefill group of 2 ranks and a decode group
+// of 1 sharing a kvstore.
 class ServeTopologyTest
     : public ::testing::TestWithParam<std::vector<std::string>> {};
 
@@ -147,7 +149,12 @@ INSTANTIATE_TEST_SUITE_P(
                       std::vector<std::string>{"--tp=2"},
                       std::vector<std::string>{"--prefill-workers=1",
                                                "--decode-workers=1"},
-                      std::vector<std::string>{"--workers=2", "--kvstore"}));
+                      std::vector<std::string>{"--workers=2", "--kvstore"},
+                      // Tensor-parallel groups of mixed sizes, prefill and
+                      // decode, sharing a kvstore.
+                      std::vector<std::string>{
+                          "--prefill-workers=1", "--decode-workers=1",
+                          "--prefill-tp=2", "--decode-tp=1", "--kvstore"}));
 
 }  // namespace
 }  // namespace latentkv::testing
@@ -155,22 +162,30 @@ INSTANTIATE_TEST_SUITE_P(
 namespace latentkv::testing {
 namespace {
 
-// KV transfer carries one rank's heads: roles with tensor parallelism are
-// refused up front rather than decoding with missing KV.
-TEST(CliTest, DisaggregationWithTensorParallelismIsRefused) {
-  int code = 0;
-  const std::string out = RunCommand(
-      {BinDir() + "/latentkv", "serve", "--model=" + Stories260kDir(),
-       "--port=0", "--tp=2", "--prefill-workers=1", "--decode-workers=1"},
-      &code, /*merge_stderr=*/true);
-  EXPECT_EQ(code, 2) << out;
-  EXPECT_NE(out.find("need --tp=1"), std::string::npos) << out;
-  const std::string w =
-      RunCommand({BinDir() + "/latentkv-worker", "--model=" + Stories260kDir(),
-                  "--role=decode", "--tp_size=2", "--tp_rank=0",
-                  "--tp_rendezvous=" + MakeTempDir(), "--tp_timeout_s=1"},
-                 &code, /*merge_stderr=*/true);
-  EXPECT_NE(code, 0) << w;
+// Ranks of one group configured differently (here the KV dtype) refuse to
+// serve, every rank saying which differs.
+TEST(CliTest, GroupWhoseRanksDisagreeRefusesToStart) {
+  const std::string rdv = MakeTempDir();
+  std::string outs[2];
+  int codes[2] = {0, 0};
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      outs[r] = RunCommand(
+          {BinDir() + "/latentkv-worker", "--model=" + Stories260kDir(),
+           "--port=0", "--tp_size=2", "--tp_rank=" + std::to_string(r),
+           "--tp_rendezvous=" + rdv, "--tp_timeout_s=20",
+           r == 0 ? "--kv_dtype=f32" : "--kv_dtype=bf16"},
+          &codes[r], /*merge_stderr=*/true);
+    });
+  }
+  for (auto& t : ranks) t.join();
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(codes[r], 2) << outs[r];
+    EXPECT_NE(outs[r].find("rank 1 is configured differently"),
+              std::string::npos)
+        << outs[r];
+  }
 }
 
 // --help lists the flags (with defaults) of every binary; Abseil's default

@@ -5,9 +5,12 @@
 // taken (no fallback) and the bytes moved the latent minimum (each KV head's
 // rows once) whatever the sizes; the kvstore shared by a TP = 2 and a TP = 1
 // group gives prefix hits across sizes; a prefill group whose follower rank
-// died leaves the decode group to prefill locally, with the same tokens.
+// died leaves the decode group to prefill locally, with the same tokens; a
+// decode group whose rank dies mid-stream hands its streams to another
+// decode group without losing a token.
 #include <signal.h>
 
+#include <chrono>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -26,10 +29,10 @@ constexpr int kStreams = 24;
 constexpr int kTokens = 24;
 
 const std::vector<std::string> kStarts = {
-    "Once upon a time",      "The little dog",   "Tom and Lily went",
-    "One day, a bird",       "The sun was",      "There was a big tree",
-    "Lucy found a shiny",    "The cat and the",  "A boy named Max",
-    "In the garden there",   "Mom said to Ben",  "The old man had a"};
+    "Once upon a time",    "The little dog",  "Tom and Lily went",
+    "One day, a bird",     "The sun was",     "There was a big tree",
+    "Lucy found a shiny",  "The cat and the", "A boy named Max",
+    "In the garden there", "Mom said to Ben", "The old man had a"};
 
 std::string PromptOf(int i) {
   return kStarts[i % kStarts.size()] + (i < 12 ? "" : " and then");
@@ -124,6 +127,62 @@ TEST(TpDisaggregationFailureTest, DeadPrefillRankMeansLocalPrefill) {
   EXPECT_EQ(d.kv_transfers() + d.kv_transfer_fallbacks(),
             static_cast<uint64_t>(kStreams));
   EXPECT_GT(d.kv_transfer_fallbacks(), 0u);
+}
+
+// Long greedy streams that ignore EOS, all at once; with `kill_rank`, rank
+// 1 of decode group 1 is SIGKILLed once that group is streaming.
+std::vector<StreamResult> LongStreams(Cluster& c, bool kill_rank) {
+  const std::vector<std::string> prompts = {
+      "Once upon a time", "The little dog", "Tom and Lily went",
+      "One day, a bird",  "The sun was",    "There was a big tree"};
+  std::vector<StreamResult> r(prompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    threads.emplace_back([&, i] {
+      pb::GenerateRequest req = Greedy(prompts[i], 300);
+      req.mutable_sampling()->set_ignore_eos(true);
+      r[i] = Generate(c.stub(), req);
+    });
+  }
+  if (kill_rank) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const pb::WorkerStats s = c.WorkerStats(1);
+      if (s.running() > 0 && s.tokens_generated() >= 20) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    EXPECT_GT(c.WorkerStats(1).running(), 0u) << "group 1 was not streaming";
+    EXPECT_EQ(kill(c.follower(1, 1).pid(), SIGKILL), 0);
+  }
+  for (auto& t : threads) t.join();
+  return r;
+}
+
+// A decode group whose rank dies mid-stream breaks (its leader leaves); the
+// coordinator finishes its streams on the other decode group, which takes
+// the prompts' KV from the prefill group again: no token lost or repeated.
+TEST(TpDisaggregationFailureTest, DeadDecodeRankMidStreamLosesNoTokens) {
+  std::vector<StreamResult> want;
+  {
+    ClusterOptions o;
+    o.model_dir = Stories260kDir();
+    Cluster c(o);
+    want = LongStreams(c, false);
+  }
+  ClusterOptions o;
+  o.model_dir = Stories260kDir();
+  o.workers = 3;
+  o.per_worker_tp = {2, 2, 2};
+  o.per_worker_args = {
+      {"--role=prefill"}, {"--role=decode"}, {"--role=decode"}};
+  Cluster c(o);
+  const std::vector<StreamResult> got = LongStreams(c, true);
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status.error_message();
+    ASSERT_EQ(want[i].tokens.size(), 300u);
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "stream " << i;
+  }
 }
 
 std::string LongPrompt() {

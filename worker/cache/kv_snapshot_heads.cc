@@ -63,9 +63,9 @@ absl::StatusOr<std::vector<KvSnapshot>> SplitHeads(const KvSnapshot& full,
                                                    int32_t parts,
                                                    int32_t q_per_kv) {
   if (parts < 1 || q_per_kv < 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot split KV heads ", parts, " ways with ", q_per_kv,
-        " query heads each"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot split KV heads ", parts, " ways with ", q_per_kv,
+                     " query heads each"));
   }
   if (absl::Status s = CheckLayers(full); !s.ok()) return s;
   const int32_t layers = static_cast<int32_t>(full.shapes.size());
@@ -89,9 +89,8 @@ absl::StatusOr<std::vector<KvSnapshot>> SplitHeads(const KvSnapshot& full,
     Window w;
     const bool windowed = !full.windows.empty() && !full.windows[l].empty();
     if (windowed) {
-      auto parsed = ParseWindow(full.windows[l],
-                                int64_t{shape.n_kv_heads} * q_per_kv,
-                                shape.d_qk, l);
+      auto parsed = ParseWindow(
+          full.windows[l], int64_t{shape.n_kv_heads} * q_per_kv, shape.d_qk, l);
       if (!parsed.ok()) return parsed.status();
       w = *parsed;
     }
@@ -153,19 +152,17 @@ absl::StatusOr<KvSnapshot> JoinHeads(const std::vector<KvSnapshot>& parts,
       const LayerKvShape& s = p.shapes[l];
       if (s.n_kv_heads != shape.n_kv_heads || s.d_qk != shape.d_qk ||
           s.d_vo != shape.d_vo) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "KV snapshot parts differ in the shape of layer ", l));
+        return absl::InvalidArgumentError(
+            absl::StrCat("KV snapshot parts differ in the shape of layer ", l));
       }
       if (absl::Status st = CheckHeads(p, l); !st.ok()) return st;
-      out.rows[l].insert(out.rows[l].end(), p.rows[l].begin(),
-                         p.rows[l].end());
+      out.rows[l].insert(out.rows[l].end(), p.rows[l].begin(), p.rows[l].end());
       if (codebooks) {
         if (p.codebooks.empty()) {
           out.codebooks[l].resize(out.codebooks[l].size() + s.n_kv_heads);
         } else {
           out.codebooks[l].insert(out.codebooks[l].end(),
-                                  p.codebooks[l].begin(),
-                                  p.codebooks[l].end());
+                                  p.codebooks[l].begin(), p.codebooks[l].end());
         }
       }
       if (p.windows.empty() || p.windows[l].empty()) continue;
@@ -180,12 +177,13 @@ absl::StatusOr<KvSnapshot> JoinHeads(const std::vector<KvSnapshot>& parts,
       const Window& w = wins[r];
       if (w.count != w0.count || w.next != w0.next ||
           (w.count > 0 && std::memcmp(w.pos, w0.pos, 4 * w.count) != 0)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "the ranks' query windows of layer ", l, " disagree"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("the ranks' query windows of layer ", l, " disagree"));
       }
     }
     if (w0.count == 0) continue;
-    const int64_t part_q = 4 * int64_t{shape.n_kv_heads} * q_per_kv * shape.d_qk;
+    const int64_t part_q =
+        4 * int64_t{shape.n_kv_heads} * q_per_kv * shape.d_qk;
     std::string& b = out.windows[l];
     b.reserve(8 + (part_q * n + 4) * w0.count);
     b.append(parts[0].windows[l].data(), 8);

@@ -33,8 +33,8 @@ KvSnapshot Make(int layers, int count) {
     s.rows.emplace_back();
     s.codebooks.emplace_back();
     for (int h = 0; h < 4; ++h) {
-      s.rows[l].push_back(std::string((1 + h) * s.row_bytes(l),
-                                      static_cast<char>(16 * l + h)));
+      s.rows[l].push_back(
+          std::string((1 + h) * s.row_bytes(l), static_cast<char>(16 * l + h)));
       s.codebooks[l].push_back("cb " + std::to_string(l) + " " +
                                std::to_string(h));
     }
@@ -77,8 +77,8 @@ TEST_P(SplitHeadsTest, PartsHoldTheirHeadRangesAndJoinBack) {
         const int h = r * per + j;
         EXPECT_EQ(p.rows[l][j], std::string((1 + h) * full.row_bytes(l),
                                             static_cast<char>(16 * l + h)));
-        EXPECT_EQ(p.codebooks[l][j], "cb " + std::to_string(l) + " " +
-                                         std::to_string(h));
+        EXPECT_EQ(p.codebooks[l][j],
+                  "cb " + std::to_string(l) + " " + std::to_string(h));
       }
       const std::string& w = p.windows[l];
       const int d_qk = 2 + l, heads = per * kQPerKv;

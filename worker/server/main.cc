@@ -258,6 +258,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", st.ToString().c_str());
     return 2;
   }
+  if (tp_size > 1) {
+    // Ranks configured differently would diverge or move KV they cannot
+    // read: the whole group refuses to start.
+    if (absl::Status st = lk::worker::AgreeOnGroupLayout(
+            comm.get(), lk::worker::GroupKvLayout(eo, shard->config));
+        !st.ok()) {
+      std::fprintf(stderr, "%s\n", st.ToString().c_str());
+      return 2;
+    }
+  }
   if (tp_rank > 0) {
     // A follower: repeat the leader's steps until it shuts the group down.
     auto follower = lk::worker::TpFollower::Create(shard, std::move(*backend),

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "latentkv/v1/worker.pb.h"
 #include "worker/kv/kv_io.h"
 #include "worker/tp/tp_kv.h"
@@ -20,6 +21,45 @@ absl::Status CheckTensorParallelResidency(const ResidencyOptions& options,
       "codebook layers (--kv_codebook_layers=", shallow, " of ", num_layers,
       ") are not supported with tensor parallelism: their page use depends "
       "on each rank's data; use --kv_codebook_layers=0 with --tp > 1"));
+}
+
+std::string GroupKvLayout(const EngineOptions& options,
+                          const model::ModelConfig& c) {
+  const ResidencyOptions& r = options.residency;
+  std::string out = absl::StrCat(
+      "page_size=", options.kv.page_size, " kv_bytes=", options.kv.max_bytes,
+      " kv_dtype=", std::string(DTypeName(options.kv.dtype)),
+      " policy=", r.policy, " budget=", r.budget, " window=", r.window,
+      " codebook_layers=", r.codebook_layers,
+      " capacity=", absl::StrJoin(r.capacity, ","), " heads=", c.num_heads, "/",
+      c.num_kv_heads, " layers=");
+  for (int32_t l = 0; l < c.num_layers; ++l) {
+    const size_t i = static_cast<size_t>(l);
+    absl::StrAppend(&out, l ? "," : "",
+                    i < c.qk_head_dim.size() ? c.qk_head_dim[i] : 0, "x",
+                    i < c.vo_head_dim.size() ? c.vo_head_dim[i] : 0);
+  }
+  return out;
+}
+
+absl::Status AgreeOnGroupLayout(Communicator* comm, const std::string& layout) {
+  std::vector<std::string> all;
+  if (absl::Status st = comm->GatherStrings(layout, 0, &all); !st.ok()) {
+    return st;
+  }
+  std::string verdict;
+  for (size_t r = 1; r < all.size(); ++r) {
+    if (all[r] == all[0]) continue;
+    verdict = absl::StrCat("tensor-parallel rank ", r,
+                           " is configured differently from rank 0: [", all[r],
+                           "] vs [", all[0], "]");
+    break;
+  }
+  if (absl::Status st = comm->BroadcastString(&verdict, 0); !st.ok()) {
+    return st;
+  }
+  if (verdict.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(verdict);
 }
 
 absl::Status TpLeader::OnStep(const std::vector<std::string>& released,

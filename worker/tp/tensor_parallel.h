@@ -47,6 +47,19 @@ namespace latentkv::worker {
 absl::Status CheckTensorParallelResidency(const ResidencyOptions& options,
                                           int num_layers, int tp_size);
 
+// What the ranks of a group must agree on for their KV caches to stay in
+// step (page size, KV dtype, memory bound, residency plan) and for KV to
+// move between them (every layer's KV heads and dims), as text.
+std::string GroupKvLayout(const EngineOptions& options,
+                          const model::ModelConfig& shard_config);
+
+// Every rank calls this once after the group forms: rank 0 gathers the
+// ranks' `layout` strings and broadcasts the verdict. FailedPrecondition on
+// every rank naming the first rank that differs from rank 0 (a group whose
+// ranks are configured differently must not serve); the communicator's
+// error when the group breaks.
+absl::Status AgreeOnGroupLayout(Communicator* comm, const std::string& layout);
+
 // The leader's StepListener: broadcasts each step from rank 0.
 class TpLeader : public StepListener {
  public:

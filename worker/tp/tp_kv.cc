@@ -9,6 +9,12 @@ namespace pb = ::latentkv::v1;
 
 std::string SerializeTpKv(const KvSnapshot& part) {
   pb::TpKv msg;
+  msg.set_dtype(std::string(DTypeName(part.dtype)));
+  for (const LayerKvShape& s : part.shapes) {
+    msg.add_n_kv_heads(s.n_kv_heads);
+    msg.add_d_qk(s.d_qk);
+    msg.add_d_vo(s.d_vo);
+  }
   for (size_t l = 0; l < part.rows.size(); ++l) {
     pb::TpKvLayer* layer = msg.add_layers();
     for (const std::string& r : part.rows[l]) layer->add_head_rows(r);
@@ -36,6 +42,23 @@ absl::StatusOr<KvSnapshot> ParseTpKv(const std::string& bytes,
     return absl::DataLossError("a rank's KV part does not parse");
   }
   if (!msg.error().empty()) return absl::InternalError(msg.error());
+  bool same = msg.dtype() == DTypeName(dtype) &&
+              msg.n_kv_heads_size() == static_cast<int>(shapes.size()) &&
+              msg.d_qk_size() == msg.n_kv_heads_size() &&
+              msg.d_vo_size() == msg.n_kv_heads_size();
+  for (size_t l = 0; same && l < shapes.size(); ++l) {
+    const int i = static_cast<int>(l);
+    same = msg.n_kv_heads(i) == static_cast<uint32_t>(shapes[l].n_kv_heads) &&
+           msg.d_qk(i) == static_cast<uint32_t>(shapes[l].d_qk) &&
+           msg.d_vo(i) == static_cast<uint32_t>(shapes[l].d_vo);
+  }
+  if (!same) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "KV layout disagreement between the ranks of a group: a part in ",
+        msg.dtype(), " over ", msg.n_kv_heads_size(), " layers, expected ",
+        std::string(DTypeName(dtype)), " over ", shapes.size(),
+        " layers of the same heads and dims"));
+  }
   if (msg.layers_size() != static_cast<int>(shapes.size())) {
     return absl::DataLossError(absl::StrCat("a rank's KV part has ",
                                             msg.layers_size(), " layers, not ",

@@ -1,7 +1,8 @@
 // One rank's KV heads of one sequence as a TpKv message
 // (proto/latentkv/v1/worker.proto), the payload of the group-internal
 // gather (export) and scatter (import) of worker/tp/tensor_parallel.h.
-// Shapes and dtype do not travel: every rank of a group has the same.
+// The sender's shapes and dtype travel with it: the ranks of a group must
+// agree on them (a misconfigured rank is refused, not imported).
 #ifndef LATENTKV_WORKER_TP_TP_KV_H_
 #define LATENTKV_WORKER_TP_TP_KV_H_
 
@@ -20,8 +21,9 @@ std::string SerializeTpKvError(const std::string& error);
 
 // A serialized TpKv as a snapshot of layers `shapes` in `dtype`. DataLoss
 // for bytes that do not parse or do not have one entry per layer and KV
-// head; Internal with the rank's message for an error part. Row and blob
-// sizes are left to ImportKv / ParseCodebook.
+// head; FailedPrecondition when the sender's layout differs from `shapes`
+// and `dtype`; Internal with the rank's message for an error part. Row and
+// blob sizes are left to ImportKv / ParseCodebook.
 absl::StatusOr<KvSnapshot> ParseTpKv(const std::string& bytes,
                                      const std::vector<LayerKvShape>& shapes,
                                      DType dtype);

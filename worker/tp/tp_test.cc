@@ -208,6 +208,38 @@ TEST_P(TensorParallelTest, LeaderAndFollowersGiveSingleRankTokens) {
 
 INSTANTIATE_TEST_SUITE_P(Sizes, TensorParallelTest, ::testing::Values(2, 4));
 
+TEST(TensorParallelCheckTest, RanksConfiguredDifferentlyRefuseToServe) {
+  EngineOptions a;
+  EngineOptions b = a;
+  b.kv.dtype = DType::kBF16;
+  const model::ModelConfig& c = Stories260k()->config;
+  EXPECT_NE(GroupKvLayout(a, c), GroupKvLayout(b, c));
+  EngineOptions d = a;
+  d.residency.window = 9;
+  EXPECT_NE(GroupKvLayout(a, c), GroupKvLayout(d, c));
+  for (const EngineOptions* other : {&a, &b}) {
+    auto group = Group(3);
+    std::vector<absl::Status> st(3);
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 3; ++r) {
+      threads.emplace_back([&, r] {
+        st[r] = AgreeOnGroupLayout(group[r].get(),
+                                   GroupKvLayout(r == 2 ? *other : a, c));
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (int r = 0; r < 3; ++r) {
+      if (other == &a) {
+        EXPECT_TRUE(st[r].ok()) << st[r];
+      } else {
+        // Every rank learns it, naming the rank that differs.
+        EXPECT_TRUE(absl::IsFailedPrecondition(st[r])) << st[r];
+        EXPECT_NE(st[r].message().find("rank 2"), std::string::npos);
+      }
+    }
+  }
+}
+
 TEST(TensorParallelCheckTest, CodebookLayersRefusedWithMoreThanOneRank) {
   ResidencyOptions o;
   o.policy = "spindle";

@@ -11,14 +11,11 @@
 #include <future>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
-#include "model/shard.h"
-#include "worker/comm/gloo_communicator.h"
 #include "worker/engine/stories260k_for_tests.h"
-#include "worker/tp/tensor_parallel.h"
+#include "worker/tp/in_process_group.h"
 
 namespace latentkv::worker {
 namespace {
@@ -26,70 +23,14 @@ namespace {
 constexpr int kRequests = 8;
 constexpr int kNewTokens = 40;
 
-// An engine over a group of `size` ranks (size 1: a plain engine).
-class Group {
+// A group of `size` ranks over stories260K (size 1: a plain engine).
+class Group : public InProcessGroup {
  public:
-  Group(int size, const EngineOptions& o) : size_(size) {
-    if (size == 1) {
-      auto e = Engine::Create(Stories260k(), kernels::MakeCpuBackend(), o);
-      EXPECT_TRUE(e.ok()) << e.status();
-      engine_ = std::move(*e);
-      return;
-    }
-    std::string dir = "/tmp/latentkv-tpx-XXXXXX";
-    EXPECT_NE(mkdtemp(dir.data()), nullptr);
-    comms_.resize(size);
-    std::vector<std::thread> joining;
-    for (int r = 0; r < size; ++r) {
-      joining.emplace_back([&, r] {
-        comm::GlooOptions g;
-        g.rank = r;
-        g.size = size;
-        g.rendezvous_dir = dir;
-        g.prefix = "t";
-        g.timeout = absl::Seconds(30);
-        auto c = comm::CreateGlooCommunicator(g);
-        EXPECT_TRUE(c.ok()) << c.status();
-        if (c.ok()) comms_[r] = std::move(*c);
-      });
-    }
-    for (auto& t : joining) t.join();
-    followers_.resize(size);
-    status_.resize(size);
-    for (int r = 1; r < size; ++r) {
-      auto shard = model::ShardForTensorParallel(Stories260k(), r, size);
-      EXPECT_TRUE(shard.ok());
-      auto f = TpFollower::Create(*shard, kernels::MakeCpuBackend(), o,
-                                  comms_[r].get());
-      EXPECT_TRUE(f.ok()) << f.status();
-      followers_[r] = std::move(*f);
-      threads_.emplace_back([this, r] { status_[r] = followers_[r]->Run(); });
-    }
-    leader_ = std::make_unique<TpLeader>(comms_[0].get());
-    EngineOptions lo = o;
-    lo.step_listener = leader_.get();
-    auto shard0 = model::ShardForTensorParallel(Stories260k(), 0, size);
-    EXPECT_TRUE(shard0.ok());
-    auto e = Engine::Create(*shard0, kernels::MakeCpuBackend(), lo,
-                            comms_[0].get());
-    EXPECT_TRUE(e.ok()) << e.status();
-    engine_ = std::move(*e);
-  }
+  Group(int size, const EngineOptions& o)
+      : InProcessGroup(Stories260k(), size, o) {}
   ~Group() {
-    engine_->Stop();  // broadcasts shutdown
-    for (auto& t : threads_) t.join();
-    for (int r = 1; r < size_; ++r) EXPECT_TRUE(status_[r].ok()) << status_[r];
+    for (const absl::Status& st : Stop()) EXPECT_TRUE(st.ok()) << st;
   }
-  Engine& engine() { return *engine_; }
-
- private:
-  int size_;
-  std::vector<std::unique_ptr<comm::Communicator>> comms_;
-  std::vector<std::unique_ptr<TpFollower>> followers_;
-  std::vector<absl::Status> status_;
-  std::vector<std::thread> threads_;
-  std::unique_ptr<TpLeader> leader_;
-  std::unique_ptr<Engine> engine_;
 };
 
 struct Outcome {
@@ -100,12 +41,14 @@ struct Outcome {
 
 std::vector<int32_t> Prompt(int i) {
   std::vector<int32_t> p = {1};
-  for (int j = 0; j < 20 + 7 * i; ++j) p.push_back(259 + (i * 31 + j * 7) % 250);
+  for (int j = 0; j < 20 + 7 * i; ++j)
+    p.push_back(259 + (i * 31 + j * 7) % 250);
   return p;
 }
 
 // Runs `requests` concurrently; outcomes in order.
-std::vector<Outcome> RunAll(Engine& e, std::vector<GenerationRequest> requests) {
+std::vector<Outcome> RunAll(Engine& e,
+                            std::vector<GenerationRequest> requests) {
   std::vector<Outcome> out(requests.size());
   std::vector<std::promise<void>> done(requests.size());
   for (size_t i = 0; i < requests.size(); ++i) {
@@ -202,16 +145,17 @@ TEST_P(GroupTransferTest, DecodeGroupGivesOneRanksTokens) {
   EXPECT_EQ(st.kv_import_failures, 0);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Sizes, GroupTransferTest,
-    ::testing::Values(Sizes{2, 1, false}, Sizes{1, 2, false},
-                      Sizes{2, 4, false}, Sizes{2, 2, true},
-                      Sizes{4, 2, true}, Sizes{1, 4, true}),
-    [](const auto& info) {
-      return "P" + std::to_string(info.param.prefill) + "D" +
-             std::to_string(info.param.decode) +
-             (info.param.evict ? "Evict" : "Full");
-    });
+INSTANTIATE_TEST_SUITE_P(Sizes, GroupTransferTest,
+                         ::testing::Values(Sizes{2, 1, false},
+                                           Sizes{1, 2, false},
+                                           Sizes{2, 4, false},
+                                           Sizes{2, 2, true}, Sizes{4, 2, true},
+                                           Sizes{1, 4, true}),
+                         [](const auto& info) {
+                           return "P" + std::to_string(info.param.prefill) +
+                                  "D" + std::to_string(info.param.decode) +
+                                  (info.param.evict ? "Evict" : "Full");
+                         });
 
 // A stored prefix (import_first_token = -1): the prompt's first 16 tokens
 // from a TP=2 group's export, the rest prefilled by a TP=4 group.
