@@ -2,9 +2,9 @@
 // vs mixed sizes: a prefill group of P ranks serves Worker.Prefill over
 // loopback gRPC (in-process server), a decode group of D ranks imports the
 // KV; ranks are threads with real Gloo communicators. Each iteration also
-// runs a local prefill of the same prompt on the decode group (the baseline
-// measured alongside): overhead = remote (prefill + gather + stream + split
-// + scatter + import) - local prefill.
+// runs a plain prefill of the same prompt on the prefill group (the
+// baseline measured alongside, the same compute): overhead = remote
+// (prefill + gather + stream + split + scatter + import) - plain prefill.
 //
 // Counters per prompt token: kv_bytes (what crosses between the groups: every
 // KV head's latent rows once, the same for every P and D), group_bytes (what
@@ -79,8 +79,8 @@ Setup& Get(int p, int d) {
       std::make_unique<lk::worker::InProcessGroup>(Weights(), d, Options());
   lk::worker::WorkerServiceOptions so;
   so.tp_size = p;
-  s->service = std::make_unique<lk::worker::WorkerService>(
-      &s->prefill->engine(), so);
+  s->service =
+      std::make_unique<lk::worker::WorkerService>(&s->prefill->engine(), so);
   grpc::ServerBuilder b;
   int port = 0;
   b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -133,7 +133,7 @@ void BM_GroupTransfer(benchmark::State& state) {
     local.id = "local";
     local.prompt = prompt;
     local.max_new_tokens = 1;
-    local_s += RunToEnd(decode, std::move(local));
+    local_s += RunToEnd(s.prefill->engine(), std::move(local));
     const auto t0 = std::chrono::steady_clock::now();
     auto r = lk::worker::CallPrefill(s.address, req, ours, absl::Seconds(60));
     if (!r.ok() || r->kv == nullptr) {

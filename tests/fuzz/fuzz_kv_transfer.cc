@@ -4,19 +4,24 @@
 // worker's KV dtype) are assembled and checked as CallPrefill does, then a
 // snapshot that passes is imported as the engine imports it: ImportKv into
 // the pools and SequenceResidency::ImportState (codebook entries of the
-// codebook layer, query windows).
+// codebook layer, query windows). A snapshot that passes is also split over
+// a group's 2 ranks, sent over the group wire and joined back (same bytes).
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "kernels/backend.h"
 #include "tests/fuzz/frames.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/fuzz/kv_shapes.h"
+#include "worker/cache/kv_snapshot_heads.h"
 #include "worker/kv/kv_io.h"
 #include "worker/residency/sequence_residency.h"
 #include "worker/server/prefill_assembler.h"
+#include "worker/tp/tp_kv.h"
 
 namespace lw = latentkv::worker;
 namespace lf = latentkv::fuzz;
@@ -46,6 +51,36 @@ struct Worker {
   }
 };
 
+// Tensor-parallel groups re-shard what arrives by KV-head range: a snapshot
+// that splits over the 2 ranks of a group survives the group wire (TpKv)
+// and joins back into the same rows, codebook blobs and windows.
+void CheckResharding(const lw::KvSnapshot& s) {
+  constexpr int32_t kQPerKv = lf::kHeads / lf::kKvHeads;
+  auto parts = lw::SplitHeads(s, 2, kQPerKv);
+  if (!parts.ok()) return;  // e.g. a window sized for other heads
+  std::vector<lw::KvSnapshot> back;
+  for (const lw::KvSnapshot& p : *parts) {
+    auto q = lw::ParseTpKv(lw::SerializeTpKv(p), p.shapes, p.dtype);
+    if (!q.ok()) __builtin_trap();
+    back.push_back(std::move(*q));
+  }
+  auto joined = lw::JoinHeads(back, kQPerKv);
+  if (!joined.ok() || joined->rows != s.rows) __builtin_trap();
+  // Absent and empty entries are the same state.
+  auto at = [](const std::vector<std::string>& v, size_t i) {
+    return i < v.size() ? v[i] : std::string();
+  };
+  for (size_t l = 0; l < s.rows.size(); ++l) {
+    if (at(joined->windows, l) != at(s.windows, l)) __builtin_trap();
+    for (size_t h = 0; h < s.rows[l].size(); ++h) {
+      const std::string a =
+          l < joined->codebooks.size() ? at(joined->codebooks[l], h) : "";
+      const std::string b = l < s.codebooks.size() ? at(s.codebooks[l], h) : "";
+      if (a != b) __builtin_trap();
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -64,6 +99,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   auto snap = assembler.Finish();
   if (!snap.ok() || *snap == nullptr) return 0;
+  CheckResharding(**snap);
   lw::SequenceKv kv;
   kv.Init(*w.cache);
   if (lw::ImportKv(*w.cache, *w.pools, kv, **snap).ok()) {

@@ -1,5 +1,6 @@
 // KV-aware routing with real processes on loopback: a coordinator and two
-// workers with local prefix caches. Two different long prompts run at once
+// workers (single ranks, or tensor-parallel groups of 2) with local prefix
+// caches. Two different long prompts run at once
 // (load spreads them over both workers); then a follow-up of each, sharing
 // its long prefix, must go to the worker that holds that prefix (the
 // coordinator learns it from the workers' prefix events) and reuse the
@@ -34,7 +35,11 @@ pb::GenerateRequest Ids(const std::vector<int32_t>& ids, int max_tokens) {
   return r;
 }
 
-TEST(KvRoutingTest, FollowUpsGoWhereTheirPrefixIsCached) {
+// Workers of one rank, and tensor-parallel groups of 2 (the leader's prefix
+// index decides and reports events; the follower repeats its changes).
+class KvRoutingTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(KvRoutingTest, FollowUpsGoWhereTheirPrefixIsCached) {
   constexpr int kPage = 16;
   // Two 161- and 177-token conversations (distinct lengths tell the workers
   // apart by the prompt tokens they looked up) and their follow-ups.
@@ -62,6 +67,7 @@ TEST(KvRoutingTest, FollowUpsGoWhereTheirPrefixIsCached) {
   ClusterOptions o;
   o.model_dir = Stories260kDir();
   o.workers = 2;
+  o.tp = GetParam();
   o.coordinator_args = {"--heartbeat_ms=100", "--routing=kv"};
   o.worker_args = {"--page_size=" + std::to_string(kPage)};
   o.metrics = true;
@@ -127,6 +133,11 @@ TEST(KvRoutingTest, FollowUpsGoWhereTheirPrefixIsCached) {
   }
   EXPECT_EQ(blocks, 2);
 }
+
+INSTANTIATE_TEST_SUITE_P(Tp, KvRoutingTest, ::testing::Values(1, 2),
+                         [](const auto& info) {
+                           return "Tp" + std::to_string(info.param);
+                         });
 
 }  // namespace
 }  // namespace latentkv::testing

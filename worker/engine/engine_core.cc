@@ -63,18 +63,24 @@ absl::StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(
     absl::Status st = e->policy_->CheckPools(*e->pools_);
     if (!st.ok()) return st;
   }
-  if (options.prefix_caching && options.step_listener == nullptr) {
+  if (options.prefix_caching) {
     e->prefix_ = std::make_unique<PrefixIndex>(e->cache_.get(),
                                                options.max_prefix_events);
     e->scheduler_->set_reclaimer([p = e.get()] {
+      p->RecordPreempted();  // their pages went first
       if (p->prefix_->Evict(1) == 0) return false;
       ++p->prefix_evicted_;
+      p->Record({GroupKvOp::Kind::kEvict, "", {}, 1});
       return true;
     });
     // A sequence admitted with nothing cached shares the longest cached
     // prefix.
     e->scheduler_->set_admit_hook([p = e.get()](Sequence* s) {
-      if (p->from_prefix_->Applies(*s)) p->from_prefix_->Attach(s);
+      p->RecordPreempted();
+      if (!p->from_prefix_->Applies(*s) || !p->from_prefix_->Attach(s)) {
+        return;
+      }
+      p->RecordTokens(GroupKvOp::Kind::kAttach, *s, s->num_cached);
     });
   }
   e->from_prefill_ = MakePrefillArrival(e->cache_.get(), e->pools_.get());
@@ -205,7 +211,7 @@ void EngineCore::Admit(std::unique_ptr<Sequence> seq, EventSink sink) {
   absl::Status st = scheduler_->Enqueue(std::move(seq));
   if (!st.ok()) {
     // The group's other ranks imported their parts: they free them too.
-    if (imported) released_.push_back(id);
+    if (imported) Record({GroupKvOp::Kind::kRelease, id, {}, 0});
     GenerationEvent ev;
     ev.status = st;
     sink(ev);
@@ -247,7 +253,7 @@ void EngineCore::Cancel(const std::string& id) {
   sinks_.erase(it);
   if (sharing_ == nullptr || sharing_->Unpark(id) == nullptr) {
     scheduler_->Remove(id);  // running or waiting: pages are released
-    released_.push_back(id);
+    Record({GroupKvOp::Kind::kRelease, id, {}, 0});
     ReleaseFollowers(id);
   }
   GenerationEvent ev;
@@ -291,7 +297,7 @@ void EngineCore::Finish(Sequence* seq, FinishReason reason,
   if (status.ok()) IndexPrefix(*seq);
   ev.status = std::move(status);
   scheduler_->Remove(id);  // releases pages; seq is gone after this
-  released_.push_back(id);
+  Record({GroupKvOp::Kind::kRelease, id, {}, 0});
   if (sink) sink(ev);
   ReleaseFollowers(id);
 }
@@ -354,8 +360,8 @@ bool EngineCore::ArriveTransferred(Sequence* seq) {
     if (ranks > 1) {
       const StepImportInfo info{&seq->id, seq->prompt_len,
                                 seq->residency != nullptr, prompt_in};
-      absl::Status st = listener->OnImport(released_, info, parts);
-      released_.clear();
+      absl::Status st = listener->OnImport(group_ops_, info, parts);
+      group_ops_.clear();
       // The group broke: the next step fails every request.
       if (!st.ok()) fatal_ = st;
     }
@@ -376,17 +382,14 @@ void EngineCore::FailAll(const absl::Status& status) {
     sink(ev);
   }
   if (sharing_ != nullptr) sharing_->TakeAll();
-  released_.clear();
+  group_ops_.clear();
 }
 
 bool EngineCore::Announce(const std::vector<ScheduledChunk>& plan) {
   StepListener* listener = options_.step_listener;
-  if (listener == nullptr) {
-    released_.clear();
-    return true;
-  }
+  if (listener == nullptr) return true;
   const auto now = std::chrono::steady_clock::now();
-  if (plan.empty() && released_.empty() &&
+  if (plan.empty() && group_ops_.empty() &&
       now - last_listened_ < std::chrono::milliseconds(options_.keepalive_ms)) {
     return true;
   }
@@ -396,8 +399,8 @@ bool EngineCore::Announce(const std::vector<ScheduledChunk>& plan) {
                      p.seq->prompt_len, p.seq->residency != nullptr, p.sample,
                      WantsAllLogits(p)});
   }
-  absl::Status st = listener->OnStep(released_, infos);
-  released_.clear();
+  absl::Status st = listener->OnStep(group_ops_, infos);
+  group_ops_.clear();
   last_listened_ = now;
   if (st.ok()) return true;
   fatal_ = st;
@@ -413,9 +416,7 @@ void EngineCore::Step() {
     return;
   }
   std::vector<ScheduledChunk> plan = scheduler_->Schedule();
-  for (std::string& id : scheduler_->TakePreempted()) {
-    released_.push_back(std::move(id));
-  }
+  RecordPreempted();
   if (!Announce(plan)) return;
   if (!plan.empty()) {
     std::vector<ForwardChunk> chunks;
@@ -663,6 +664,25 @@ void EngineCore::TakePromptLogprobs(Sequence* seq, GenerationEvent* ev) {
 void EngineCore::IndexPrefix(const Sequence& seq) {
   if (prefix_ == nullptr || seq.residency != nullptr) return;
   prefix_->Insert(seq.kv, seq.tokens, seq.num_cached);
+  RecordTokens(GroupKvOp::Kind::kIndex, seq, seq.num_cached);
+}
+
+void EngineCore::Record(GroupKvOp op) {
+  if (options_.step_listener != nullptr) group_ops_.push_back(std::move(op));
+}
+
+void EngineCore::RecordTokens(GroupKvOp::Kind kind, const Sequence& seq,
+                              int64_t n) {
+  if (options_.step_listener == nullptr) return;
+  GroupKvOp op{kind, seq.id, {}, n};
+  op.tokens.assign(seq.tokens.begin(), seq.tokens.begin() + n);
+  group_ops_.push_back(std::move(op));
+}
+
+void EngineCore::RecordPreempted() {
+  for (std::string& id : scheduler_->TakePreempted()) {
+    Record({GroupKvOp::Kind::kRelease, std::move(id), {}, 0});
+  }
 }
 
 bool EngineCore::PrefetchesMasks() const {

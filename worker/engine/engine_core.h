@@ -108,6 +108,13 @@ class EngineCore {
   absl::StatusOr<KvSnapshot> GroupExport(const Sequence& seq, KvSnapshot mine);
   // Query heads per KV head (GQA group size).
   int32_t QueriesPerKvHead() const;
+  // Appends to group_ops_ (with a step listener only): `op`; an op carrying
+  // seq's tokens [0, n); a release of each sequence the scheduler preempted
+  // since the last call (called before any later page change, so the
+  // followers free them in the same order).
+  void Record(GroupKvOp op);
+  void RecordTokens(GroupKvOp::Kind kind, const Sequence& seq, int64_t n);
+  void RecordPreempted();
   // Tells the step listener (tensor parallelism) what this step runs; false
   // (the group failed, requests failed) when it could not.
   bool Announce(const std::vector<ScheduledChunk>& plan);
@@ -142,7 +149,9 @@ class EngineCore {
 
   std::unordered_map<std::string, EventSink> sinks_;
   uint64_t next_arrival_ = 0;
-  std::vector<std::string> released_;  // for the step listener
+  // Page changes since the last step, for the step listener (tensor
+  // parallelism; not kept without one).
+  std::vector<GroupKvOp> group_ops_;
   std::chrono::steady_clock::time_point last_listened_;
   absl::Status fatal_;  // set when the tensor-parallel group broke
   // Counters.

@@ -37,9 +37,10 @@ struct EngineOptions {
   // Local prefix caching: full-cache sequences leave their whole pages
   // indexed (worker/cache/prefix_index.h) and later prompts with the same
   // leading tokens share them instead of recomputing them; cached pages are
-  // evicted (LRU) before any running sequence is preempted. Off with a
-  // step_listener (tensor parallelism: the followers could not mirror the
-  // shared pages). Compressed requests neither use nor fill it.
+  // evicted (LRU) before any running sequence is preempted. With a
+  // step_listener (tensor parallelism) every index, attach and evict goes to
+  // the followers as a GroupKvOp, in order, and their own PrefixIndex makes
+  // the same change. Compressed requests neither use nor fill it.
   bool prefix_caching = true;
   // Multiply a copy of the weight matrices packed into the backend's
   // preferred layout (Backend::PrefersPanels; on AVX2 CPUs without AVX-512:

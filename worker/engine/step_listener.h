@@ -25,6 +25,19 @@ struct StepChunkInfo {
   bool all_logits = false;  // every row's logits (prompt logprobs)
 };
 
+// A change to the KV pages outside a step's chunks, which every rank of a
+// group makes in the same order as the leader made it: freeing a
+// sequence's pages, and the local prefix cache's page sharing (indexing a
+// sequence's blocks, attaching a new sequence to cached blocks, evicting
+// cached blocks), so every rank's cache holds the same pages.
+struct GroupKvOp {
+  enum class Kind { kRelease, kIndex, kAttach, kEvict };
+  Kind kind = Kind::kRelease;
+  std::string id;               // kRelease, kIndex, kAttach: the sequence
+  std::vector<int32_t> tokens;  // kIndex, kAttach: its tokens [0, n)
+  int64_t n = 0;                // kIndex, kAttach: tokens; kEvict: blocks
+};
+
 // A sequence whose KV arrived from outside the group (views valid during
 // OnImport only).
 struct StepImportInfo {
@@ -38,12 +51,13 @@ struct StepImportInfo {
 class StepListener {
  public:
   virtual ~StepListener() = default;
-  // Before the forward pass over `chunks`: the sequences in `released` were
-  // finished, cancelled or preempted since the last call and their KV must be
-  // freed first. Empty `chunks` and `released`: a keep-alive while idle (at
-  // least every EngineOptions::keepalive_ms). A non-OK status fails every
-  // request with UNAVAILABLE and the engine refuses new ones.
-  virtual absl::Status OnStep(const std::vector<std::string>& released,
+  // Before the forward pass over `chunks`: `ops` happened since the last
+  // call (sequences finished, cancelled or preempted, prefix-cache sharing)
+  // and must be applied first, in order. Empty `chunks` and `ops`: a
+  // keep-alive while idle (at least every EngineOptions::keepalive_ms). A
+  // non-OK status fails every request with UNAVAILABLE and the engine
+  // refuses new ones.
+  virtual absl::Status OnStep(const std::vector<GroupKvOp>& ops,
                               const std::vector<StepChunkInfo>& chunks) = 0;
   // The engine is stopping (after its last step).
   virtual void OnStop() = 0;
@@ -63,10 +77,10 @@ class StepListener {
     return absl::UnimplementedError("KV export needs a tensor-parallel group");
   }
   // Rank 0 has imported parts[0] of a sequence's transferred KV; every rank
-  // r imports parts[r]. `released` (freed since the last OnStep) are freed
-  // first, so every rank imports into the same free pages. Any error means
-  // the group broke.
-  virtual absl::Status OnImport(const std::vector<std::string>& released,
+  // r imports parts[r]. `ops` (since the last OnStep) are applied first, so
+  // every rank imports into the same free pages. Any error means the group
+  // broke.
+  virtual absl::Status OnImport(const std::vector<GroupKvOp>& ops,
                                 const StepImportInfo& info,
                                 const std::vector<KvSnapshot>& parts) {
     return absl::UnimplementedError("KV import needs a tensor-parallel group");

@@ -87,7 +87,8 @@ ABSL_FLAG(int, kvstore_block_tokens, 16, "Tokens per KV-store block");
 ABSL_FLAG(bool, prefix_caching, true,
           "Keep whole KV pages of finished prompts for reuse by later prompts "
           "with the same leading tokens (local prefix cache; reported to the "
-          "coordinator for KV-aware routing). Off with --tp_size > 1");
+          "coordinator for KV-aware routing); in a tensor-parallel group "
+          "every rank repeats rank 0's index changes");
 ABSL_FLAG(bool, pack_weights, true,
           "Multiply a copy of the weight matrices packed once at start into "
           "the backend's preferred layout (AVX2 CPUs: 16-row panels): faster "

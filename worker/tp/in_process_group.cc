@@ -29,8 +29,8 @@ InProcessGroup::InProcessGroup(
     const EngineOptions& options)
     : size_(size) {
   if (size == 1) {
-    engine_ = OrDie(
-        Engine::Create(weights, kernels::MakeCpuBackend(), options), "engine");
+    engine_ = OrDie(Engine::Create(weights, kernels::MakeCpuBackend(), options),
+                    "engine");
     return;
   }
   std::string dir = "/tmp/latentkv-group-XXXXXX";
@@ -52,7 +52,8 @@ InProcessGroup::InProcessGroup(
   followers_.resize(size);
   status_.resize(size);
   for (int r = 1; r < size; ++r) {
-    auto shard = OrDie(model::ShardForTensorParallel(weights, r, size), "shard");
+    auto shard =
+        OrDie(model::ShardForTensorParallel(weights, r, size), "shard");
     followers_[r] = OrDie(TpFollower::Create(shard, kernels::MakeCpuBackend(),
                                              options, comms_[r].get()),
                           "follower");
@@ -62,9 +63,9 @@ InProcessGroup::InProcessGroup(
   EngineOptions lo = options;
   lo.step_listener = leader_.get();
   auto shard0 = OrDie(model::ShardForTensorParallel(weights, 0, size), "shard");
-  engine_ = OrDie(Engine::Create(shard0, kernels::MakeCpuBackend(), lo,
-                                 comms_[0].get()),
-                  "leader engine");
+  engine_ = OrDie(
+      Engine::Create(shard0, kernels::MakeCpuBackend(), lo, comms_[0].get()),
+      "leader engine");
 }
 
 std::vector<absl::Status> InProcessGroup::Stop() {

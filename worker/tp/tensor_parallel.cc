@@ -31,6 +31,7 @@ std::string GroupKvLayout(const EngineOptions& options,
       " kv_dtype=", std::string(DTypeName(options.kv.dtype)),
       " policy=", r.policy, " budget=", r.budget, " window=", r.window,
       " codebook_layers=", r.codebook_layers,
+      " prefix_caching=", options.prefix_caching ? 1 : 0,
       " capacity=", absl::StrJoin(r.capacity, ","), " heads=", c.num_heads, "/",
       c.num_kv_heads, " layers=");
   for (int32_t l = 0; l < c.num_layers; ++l) {
@@ -62,10 +63,37 @@ absl::Status AgreeOnGroupLayout(Communicator* comm, const std::string& layout) {
   return absl::FailedPreconditionError(verdict);
 }
 
-absl::Status TpLeader::OnStep(const std::vector<std::string>& released,
+namespace {
+
+void AddOps(const std::vector<GroupKvOp>& ops, pb::TpStep* step) {
+  for (const GroupKvOp& op : ops) {
+    pb::TpKvOp* out = step->add_ops();
+    switch (op.kind) {
+      case GroupKvOp::Kind::kRelease:
+        out->set_kind(pb::TpKvOp::RELEASE);
+        break;
+      case GroupKvOp::Kind::kIndex:
+        out->set_kind(pb::TpKvOp::INDEX);
+        break;
+      case GroupKvOp::Kind::kAttach:
+        out->set_kind(pb::TpKvOp::ATTACH);
+        break;
+      case GroupKvOp::Kind::kEvict:
+        out->set_kind(pb::TpKvOp::EVICT);
+        break;
+    }
+    out->set_id(op.id);
+    out->mutable_tokens()->Add(op.tokens.begin(), op.tokens.end());
+    out->set_n(op.n);
+  }
+}
+
+}  // namespace
+
+absl::Status TpLeader::OnStep(const std::vector<GroupKvOp>& ops,
                               const std::vector<StepChunkInfo>& chunks) {
   pb::TpStep step;
-  for (const std::string& id : released) step.add_released(id);
+  AddOps(ops, &step);
   for (const StepChunkInfo& c : chunks) {
     pb::TpChunk* out = step.add_chunks();
     out->set_id(*c.id);
@@ -109,14 +137,14 @@ absl::Status TpLeader::OnExport(const std::string& id, bool with_state,
   return absl::OkStatus();
 }
 
-absl::Status TpLeader::OnImport(const std::vector<std::string>& released,
+absl::Status TpLeader::OnImport(const std::vector<GroupKvOp>& ops,
                                 const StepImportInfo& info,
                                 const std::vector<KvSnapshot>& parts) {
   if (parts.size() != static_cast<size_t>(comm_->size())) {
     return absl::InternalError("KV import parts do not match the group");
   }
   pb::TpStep step;
-  for (const std::string& id : released) step.add_released(id);
+  AddOps(ops, &step);
   pb::TpImport* im = step.add_imports();
   im->set_id(*info.id);
   im->set_prompt_len(info.prompt_len);
@@ -152,6 +180,10 @@ absl::StatusOr<std::unique_ptr<TpFollower>> TpFollower::Create(
   if (!kv.ok()) return kv.status();
   f->cache_ = std::move(kv->cache);
   f->pools_ = std::move(kv->pools);
+  if (options.prefix_caching) {
+    // The leader's index decides; this one repeats its changes (Apply).
+    f->prefix_ = std::make_unique<PrefixIndex>(f->cache_.get());
+  }
   const model::ModelConfig& c = f->weights_->config;
   const ResidencyOptions& ro = options.residency;
   auto policy =
@@ -164,6 +196,7 @@ absl::StatusOr<std::unique_ptr<TpFollower>> TpFollower::Create(
 
 TpFollower::~TpFollower() {
   for (auto& [id, s] : seqs_) s.kv.Release(*cache_);
+  prefix_.reset();  // its page references go before the cache
 }
 
 void TpFollower::Release(const std::string& id) {
@@ -213,6 +246,41 @@ absl::Status TpFollower::Import(const pb::TpImport& im,
   return absl::OkStatus();
 }
 
+absl::Status TpFollower::Apply(const pb::TpKvOp& op) {
+  if (op.kind() == pb::TpKvOp::RELEASE) {
+    Release(op.id());
+    return absl::OkStatus();
+  }
+  auto diverged = [&](absl::string_view what) {
+    return absl::InternalError(absl::StrCat(
+        "tensor-parallel rank ", comm_->rank(),
+        " diverged from the leader's prefix cache (", what, " ", op.id(), ")"));
+  };
+  if (prefix_ == nullptr) return diverged("no prefix cache here for");
+  const absl::Span<const int32_t> tokens(op.tokens().data(), op.tokens_size());
+  switch (op.kind()) {
+    case pb::TpKvOp::INDEX: {
+      auto it = seqs_.find(op.id());
+      if (it == seqs_.end()) return diverged("indexing unknown");
+      prefix_->Insert(it->second.kv, tokens, op.n());
+      return absl::OkStatus();
+    }
+    case pb::TpKvOp::ATTACH: {
+      Seq& s = Start(op.id(), /*compressed=*/false, 0);
+      if (!prefix_->Attach(s.kv, tokens, op.n()).ok()) {
+        Release(op.id());
+        return diverged("attaching");
+      }
+      return absl::OkStatus();
+    }
+    case pb::TpKvOp::EVICT:
+      if (prefix_->Evict(op.n()) != op.n()) return diverged("evicting for");
+      return absl::OkStatus();
+    default:
+      return diverged("unknown op for");
+  }
+}
+
 std::string TpFollower::Export(const std::string& id, bool with_state) {
   auto it = seqs_.find(id);
   if (it == seqs_.end()) {
@@ -241,7 +309,10 @@ absl::Status TpFollower::Run() {
       return absl::DataLossError("tensor-parallel step message is corrupt");
     }
     if (step.shutdown()) return absl::OkStatus();
-    for (const std::string& id : step.released()) Release(id);
+    for (const pb::TpKvOp& op : step.ops()) {
+      st = Apply(op);
+      if (!st.ok()) return st;
+    }
     for (const pb::TpImport& im : step.imports()) {
       std::string part;
       st = comm_->ScatterStrings({}, 0, &part);

@@ -1,8 +1,9 @@
 // Tensor-parallel worker groups: rank 0 (the leader) runs the Engine and the
 // gRPC service; every other rank runs a TpFollower that repeats the leader's
 // steps on its shard of the model (model/shard.h). Before each step the
-// leader broadcasts a TpStep (proto/latentkv/v1/worker.proto): the sequences
-// to release, then each chunk's id, start, tokens and residency settings.
+// leader broadcasts a TpStep (proto/latentkv/v1/worker.proto): the
+// changes to the KV pages (releases, prefix-cache sharing), then each
+// chunk's id, start, tokens and residency settings.
 // Every rank then reserves the same KV pages for its own KV heads and runs
 // the same ModelRunner::Forward, whose o_proj and down_proj partial sums are
 // all-reduced over the group's Communicator. Only the leader samples.
@@ -13,6 +14,12 @@
 // and scatters an imported sequence's heads to their ranks (TpStep.imports,
 // then ScatterStrings), so another group of any size sees the same bytes
 // (worker/cache/kv_snapshot_heads.h re-shards by KV-head range).
+//
+// The local prefix cache works the same way: the leader's index decides
+// (matching, indexing, attaching, evicting), and each change reaches the
+// followers as a TpKvOp in the order it happened, with the sequences'
+// releases, so every rank's pages stay shared alike. The leader's index
+// events feed KV-aware routing.
 //
 // Invariants: every rank sees the same steps in the same order, and each
 // rank's KV cache holds the same token counts per (layer, local head), so
@@ -30,6 +37,7 @@
 
 #include "absl/status/status.h"
 #include "kernels/backend.h"
+#include "worker/cache/prefix_index.h"
 #include "worker/comm/communicator.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/model_runner.h"
@@ -38,6 +46,7 @@
 namespace latentkv::v1 {
 class TpStep;
 class TpImport;
+class TpKvOp;
 }  // namespace latentkv::v1
 
 namespace latentkv::worker {
@@ -64,7 +73,7 @@ absl::Status AgreeOnGroupLayout(Communicator* comm, const std::string& layout);
 class TpLeader : public StepListener {
  public:
   explicit TpLeader(Communicator* comm) : comm_(comm) {}
-  absl::Status OnStep(const std::vector<std::string>& released,
+  absl::Status OnStep(const std::vector<GroupKvOp>& ops,
                       const std::vector<StepChunkInfo>& chunks) override;
   void OnStop() override;
   int ranks() const override { return comm_->size(); }
@@ -73,7 +82,7 @@ class TpLeader : public StepListener {
                         const KvSnapshot& mine,
                         std::vector<KvSnapshot>* others) override;
   // A TpStep with one import, then a scatter of the ranks' TpKv parts.
-  absl::Status OnImport(const std::vector<std::string>& released,
+  absl::Status OnImport(const std::vector<GroupKvOp>& ops,
                         const StepImportInfo& info,
                         const std::vector<KvSnapshot>& parts) override;
 
@@ -113,6 +122,9 @@ class TpFollower {
   // Imports this rank's part (a TpKv) of a transferred sequence.
   absl::Status Import(const latentkv::v1::TpImport& im,
                       const std::string& part);
+  // One of the leader's page changes (GroupKvOp); Internal when this rank
+  // cannot make it the same way (diverged).
+  absl::Status Apply(const latentkv::v1::TpKvOp& op);
   // This rank's KV heads of sequence `id` as a TpKv (an error part when
   // they cannot be exported).
   std::string Export(const std::string& id, bool with_state);
@@ -123,6 +135,8 @@ class TpFollower {
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<KvPools> pools_;  // the pools of cache_'s pages
+  // The local prefix cache, repeating the leader's (null when off).
+  std::unique_ptr<PrefixIndex> prefix_;
   std::shared_ptr<const ResidencyPolicy> policy_;  // null: full cache
   std::unordered_map<std::string, Seq> seqs_;
   int64_t steps_ = 0;
