@@ -237,6 +237,33 @@ TEST(NcclCommunicatorTest, BroadcastStringOfHostStrings) {
   });
 }
 
+// The group-internal KV gather/scatter of tensor-parallel groups (the
+// base class's broadcast-based versions, over NCCL's staged strings).
+TEST(NcclCommunicatorTest, GatherAndScatterHostStrings) {
+  SKIP_UNLESS_DEVICES(2);
+  TempDir dir;
+  RunGroup(dir.path(), [](Communicator& comm) {
+    auto part = [](int r, int k) {
+      return std::string(static_cast<size_t>(r) * k * 997, 'a' + r + k);
+    };
+    for (int k = 0; k < 3; ++k) {
+      for (int root = 0; root < 2; ++root) {
+        std::vector<std::string> all;
+        ASSERT_TRUE(comm.GatherStrings(part(comm.rank(), k), root, &all).ok());
+        if (comm.rank() == root) {
+          ASSERT_EQ(all.size(), 2u);
+          EXPECT_TRUE(all[0] == part(0, k) && all[1] == part(1, k));
+        }
+        std::vector<std::string> parts;
+        if (comm.rank() == root) parts = {part(1, k), part(2, k)};
+        std::string mine;
+        ASSERT_TRUE(comm.ScatterStrings(parts, root, &mine).ok());
+        EXPECT_TRUE(mine == part(comm.rank() + 1, k));
+      }
+    }
+  });
+}
+
 TEST(NcclCommunicatorTest, BarrierWaitsForEveryRank) {
   SKIP_UNLESS_DEVICES(2);
   TempDir dir;
