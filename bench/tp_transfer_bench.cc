@@ -18,12 +18,12 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <future>
 #include <map>
 #include <memory>
 #include <string>
 #include <utility>
 
+#include "bench/transfer_bench_util.h"
 #include "grpcpp/grpcpp.h"
 #include "model/convert.h"
 #include "worker/server/kv_transfer.h"
@@ -91,34 +91,12 @@ Setup& Get(int p, int d) {
   return *s;
 }
 
-std::vector<int32_t> Prompt(int n) {
-  std::vector<int32_t> p = {1};
-  for (int i = 1; i < n; ++i) p.push_back(3 + (i * 131) % 4000);
-  return p;
-}
-
-// Submits `r` and waits for its end; seconds.
-double RunToEnd(lk::worker::Engine& e, lk::worker::GenerationRequest r) {
-  std::promise<void> done;
-  const auto t0 = std::chrono::steady_clock::now();
-  if (!e.Submit(std::move(r), [&](const lk::worker::GenerationEvent& ev) {
-          if (ev.finish != lk::worker::FinishReason::kNone || !ev.status.ok()) {
-            done.set_value();
-          }
-        }).ok()) {
-    std::abort();
-  }
-  done.get_future().wait();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-      .count();
-}
-
 void BM_GroupTransfer(benchmark::State& state) {
   const int p = static_cast<int>(state.range(0));
   const int d = static_cast<int>(state.range(1));
   const int n = static_cast<int>(state.range(2));
   Setup& s = Get(p, d);
-  const std::vector<int32_t> prompt = Prompt(n);
+  const std::vector<int32_t> prompt = lk::bench::SyntheticPrompt(n);
   pb::PrefillRequest req;
   req.set_request_id("bench");
   for (int32_t t : prompt) req.add_prompt_token_ids(t);
@@ -133,7 +111,7 @@ void BM_GroupTransfer(benchmark::State& state) {
     local.id = "local";
     local.prompt = prompt;
     local.max_new_tokens = 1;
-    local_s += RunToEnd(s.prefill->engine(), std::move(local));
+    local_s += lk::bench::RunToEnd(s.prefill->engine(), std::move(local));
     const auto t0 = std::chrono::steady_clock::now();
     auto r = lk::worker::CallPrefill(s.address, req, ours, absl::Seconds(60));
     if (!r.ok() || r->kv == nullptr) {
@@ -146,7 +124,7 @@ void BM_GroupTransfer(benchmark::State& state) {
     im.max_new_tokens = 1;
     im.import_kv = r->kv;
     im.import_first_token = r->first_token;
-    RunToEnd(decode, std::move(im));
+    lk::bench::RunToEnd(decode, std::move(im));
     const double t =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
             .count();

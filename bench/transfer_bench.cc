@@ -19,6 +19,7 @@
 #include <string>
 #include <utility>
 
+#include "bench/transfer_bench_util.h"
 #include "grpcpp/grpcpp.h"
 #include "kernels/backend.h"
 #include "model/convert.h"
@@ -80,12 +81,6 @@ Setup& Get(int dim, bool spindle) {
   return *s;
 }
 
-std::vector<int32_t> Prompt(int n) {
-  std::vector<int32_t> p = {1};
-  for (int i = 1; i < n; ++i) p.push_back(3 + (i * 131) % 4000);
-  return p;
-}
-
 // One local prefill (first token); seconds.
 double LocalPrefill(lk::worker::Engine& e, const std::vector<int32_t>& prompt) {
   lk::worker::GenerationRequest r;
@@ -93,18 +88,7 @@ double LocalPrefill(lk::worker::Engine& e, const std::vector<int32_t>& prompt) {
   r.prompt = prompt;
   r.max_new_tokens = 1;
   r.ignore_eos = true;
-  std::promise<void> done;
-  const auto t0 = std::chrono::steady_clock::now();
-  if (!e.Submit(std::move(r), [&](const lk::worker::GenerationEvent& ev) {
-          if (ev.finish != lk::worker::FinishReason::kNone || !ev.status.ok()) {
-            done.set_value();
-          }
-        }).ok()) {
-    std::abort();
-  }
-  done.get_future().wait();
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-      .count();
+  return lk::bench::RunToEnd(e, std::move(r));
 }
 
 void BM_PrefillTransfer(benchmark::State& state) {
@@ -112,7 +96,7 @@ void BM_PrefillTransfer(benchmark::State& state) {
   const int n = static_cast<int>(state.range(1));
   const bool spindle = state.range(2) != 0;
   Setup& s = Get(dim, spindle);
-  const std::vector<int32_t> prompt = Prompt(n);
+  const std::vector<int32_t> prompt = lk::bench::SyntheticPrompt(n);
   pb::PrefillRequest req;
   req.set_request_id("bench");
   for (int32_t t : prompt) req.add_prompt_token_ids(t);
@@ -137,19 +121,7 @@ void BM_PrefillTransfer(benchmark::State& state) {
     d.max_new_tokens = 1;
     d.import_kv = r->kv;
     d.import_first_token = r->first_token;
-    std::promise<void> done;
-    if (!s.decode
-             ->Submit(std::move(d),
-                      [&](const lk::worker::GenerationEvent& ev) {
-                        if (ev.finish != lk::worker::FinishReason::kNone ||
-                            !ev.status.ok()) {
-                          done.set_value();
-                        }
-                      })
-             .ok()) {
-      std::abort();
-    }
-    done.get_future().wait();
+    lk::bench::RunToEnd(*s.decode, std::move(d));
     const double t =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
             .count();

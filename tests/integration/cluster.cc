@@ -195,4 +195,44 @@ pb::GenerateRequest Greedy(const std::string& prompt, int max_tokens) {
   return req;
 }
 
+std::vector<StreamResult> LongStreams(Cluster& c, int tokens, Process* victim,
+                                      int streaming) {
+  const std::vector<std::string> prompts = {
+      "Once upon a time", "The little dog", "Tom and Lily went",
+      "One day, a bird",  "The sun was",    "There was a big tree"};
+  std::vector<StreamResult> r(prompts.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    threads.emplace_back([&, i] {
+      pb::GenerateRequest req = Greedy(prompts[i], tokens);
+      req.mutable_sampling()->set_ignore_eos(true);
+      r[i] = Generate(c.stub(), req);
+    });
+  }
+  if (victim != nullptr) {
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      const pb::WorkerStats s = c.WorkerStats(streaming);
+      if (s.running() > 0 && s.tokens_generated() >= 20) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    EXPECT_GT(c.WorkerStats(streaming).running(), 0u)
+        << "worker " << streaming << " was not streaming";
+    EXPECT_EQ(kill(victim->pid(), SIGKILL), 0);
+  }
+  for (auto& t : threads) t.join();
+  return r;
+}
+
+std::string LongStoryLine() {
+  std::ifstream in(std::string(LATENTKV_SHARED_DIR) +
+                   "/text/tinystories_train_excerpt.txt");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.size() > 400) return line.substr(0, 400);
+  }
+  return "";
+}
+
 }  // namespace latentkv::testing

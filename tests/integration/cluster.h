@@ -110,6 +110,18 @@ StreamResult Generate(latentkv::v1::Generation::Stub& stub,
 // A request with greedy sampling.
 latentkv::v1::GenerateRequest Greedy(const std::string& prompt, int max_tokens);
 
+// Six greedy streams of `tokens` tokens that ignore EOS, all at once. With
+// `victim` (a process of `c`), it is SIGKILLed mid-stream: once worker
+// `streaming` is running streams that have tokens (a test failure if that
+// does not happen within 10 s).
+std::vector<StreamResult> LongStreams(Cluster& c, int tokens,
+                                      Process* victim = nullptr,
+                                      int streaming = 1);
+
+// The first line of ../shared/text/tinystories_train_excerpt.txt longer than
+// 400 characters, cut to 400 ("" if none).
+std::string LongStoryLine();
+
 }  // namespace latentkv::testing
 
 #endif  // LATENTKV_TESTS_INTEGRATION_CLUSTER_H_

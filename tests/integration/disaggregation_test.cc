@@ -5,9 +5,7 @@
 // a dead prefill worker falls back to prefilling on the decode worker.
 #include <signal.h>
 
-#include <chrono>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -143,44 +141,13 @@ TEST(DisaggregationTest, DeadPrefillWorkerFallsBackToLocalPrefill) {
   EXPECT_EQ(Generations(c), want);
 }
 
-// Long greedy streams that ignore EOS, all at once.
-std::vector<StreamResult> LongStreams(Cluster& c, bool kill_decoder) {
-  const std::vector<std::string> prompts = {
-      "Once upon a time", "The little dog", "Tom and Lily went",
-      "One day, a bird",  "The sun was",    "There was a big tree"};
-  std::vector<StreamResult> r(prompts.size());
-  std::vector<std::thread> threads;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    threads.emplace_back([&, i] {
-      pb::GenerateRequest req = Greedy(prompts[i], 400);
-      req.mutable_sampling()->set_ignore_eos(true);
-      r[i] = Generate(c.stub(), req);
-    });
-  }
-  if (kill_decoder) {
-    // Mid-stream: once decode worker 1 is running streams that have tokens.
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < deadline) {
-      const pb::WorkerStats s = c.WorkerStats(1);
-      if (s.running() > 0 && s.tokens_generated() >= 20) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    const pb::WorkerStats s = c.WorkerStats(1);
-    EXPECT_GT(s.running(), 0u) << "worker 1 was not streaming";
-    EXPECT_EQ(kill(c.worker(1).pid(), SIGKILL), 0);
-  }
-  for (auto& t : threads) t.join();
-  return r;
-}
-
 TEST(DisaggregationTest, KilledDecodeWorkerMidStreamLosesNoTokens) {
   std::vector<StreamResult> want;
   {
     ClusterOptions o;
     o.model_dir = Stories260kDir();
     Cluster c(o);
-    want = LongStreams(c, false);
+    want = LongStreams(c, 400);
   }
   ClusterOptions o;
   o.model_dir = Stories260kDir();
@@ -188,7 +155,8 @@ TEST(DisaggregationTest, KilledDecodeWorkerMidStreamLosesNoTokens) {
   o.per_worker_args = {
       {"--role=prefill"}, {"--role=decode"}, {"--role=decode"}};
   Cluster c(o);
-  const std::vector<StreamResult> got = LongStreams(c, true);
+  // Mid-stream: once decode worker 1 is running streams that have tokens.
+  const std::vector<StreamResult> got = LongStreams(c, 400, &c.worker(1));
   for (size_t i = 0; i < want.size(); ++i) {
     ASSERT_TRUE(got[i].status.ok()) << got[i].status.error_message();
     ASSERT_EQ(want[i].tokens.size(), 400u);

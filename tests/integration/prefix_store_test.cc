@@ -4,7 +4,6 @@
 // them instead of recomputing them (hit tokens counted) and streams the
 // same tokens as a worker without the store.
 #include <chrono>
-#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,16 +16,6 @@ namespace {
 
 namespace pb = ::latentkv::v1;
 
-std::string LongPrompt() {
-  std::ifstream in(std::string(LATENTKV_SHARED_DIR) +
-                   "/text/tinystories_train_excerpt.txt");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.size() > 400) return line.substr(0, 400);
-  }
-  return "";
-}
-
 // A latentkv-kvstore process with 64 MiB; address empty if it did not start.
 struct Store {
   std::string dir = MakeTempDir();
@@ -37,7 +26,7 @@ struct Store {
 };
 
 TEST(PrefixStoreTest, SharedPrefixIsFetchedNotRecomputed) {
-  const std::string base = LongPrompt();
+  const std::string base = LongStoryLine();
   ASSERT_FALSE(base.empty());
   const std::vector<std::string> prompts = {
       base + " The end.", base + " Then they went home", base + " She smiled"};
@@ -78,7 +67,7 @@ TEST(PrefixStoreTest, SharedPrefixIsFetchedNotRecomputed) {
 }
 
 TEST(PrefixStoreTest, LocalPrefixCacheIsPreferredToTheStore) {
-  const std::string base = LongPrompt();
+  const std::string base = LongStoryLine();
   ASSERT_FALSE(base.empty());
   Store store;
   const std::string& addr = store.address;

@@ -10,8 +10,6 @@
 // decode group without losing a token.
 #include <signal.h>
 
-#include <chrono>
-#include <fstream>
 #include <string>
 #include <thread>
 #include <utility>
@@ -129,36 +127,6 @@ TEST(TpDisaggregationFailureTest, DeadPrefillRankMeansLocalPrefill) {
   EXPECT_GT(d.kv_transfer_fallbacks(), 0u);
 }
 
-// Long greedy streams that ignore EOS, all at once; with `kill_rank`, rank
-// 1 of decode group 1 is SIGKILLed once that group is streaming.
-std::vector<StreamResult> LongStreams(Cluster& c, bool kill_rank) {
-  const std::vector<std::string> prompts = {
-      "Once upon a time", "The little dog", "Tom and Lily went",
-      "One day, a bird",  "The sun was",    "There was a big tree"};
-  std::vector<StreamResult> r(prompts.size());
-  std::vector<std::thread> threads;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    threads.emplace_back([&, i] {
-      pb::GenerateRequest req = Greedy(prompts[i], 300);
-      req.mutable_sampling()->set_ignore_eos(true);
-      r[i] = Generate(c.stub(), req);
-    });
-  }
-  if (kill_rank) {
-    const auto deadline =
-        std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < deadline) {
-      const pb::WorkerStats s = c.WorkerStats(1);
-      if (s.running() > 0 && s.tokens_generated() >= 20) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    EXPECT_GT(c.WorkerStats(1).running(), 0u) << "group 1 was not streaming";
-    EXPECT_EQ(kill(c.follower(1, 1).pid(), SIGKILL), 0);
-  }
-  for (auto& t : threads) t.join();
-  return r;
-}
-
 // A decode group whose rank dies mid-stream breaks (its leader leaves); the
 // coordinator finishes its streams on the other decode group, which takes
 // the prompts' KV from the prefill group again: no token lost or repeated.
@@ -168,7 +136,7 @@ TEST(TpDisaggregationFailureTest, DeadDecodeRankMidStreamLosesNoTokens) {
     ClusterOptions o;
     o.model_dir = Stories260kDir();
     Cluster c(o);
-    want = LongStreams(c, false);
+    want = LongStreams(c, 300);
   }
   ClusterOptions o;
   o.model_dir = Stories260kDir();
@@ -177,22 +145,13 @@ TEST(TpDisaggregationFailureTest, DeadDecodeRankMidStreamLosesNoTokens) {
   o.per_worker_args = {
       {"--role=prefill"}, {"--role=decode"}, {"--role=decode"}};
   Cluster c(o);
-  const std::vector<StreamResult> got = LongStreams(c, true);
+  // Rank 1 of decode group 1 dies once that group is streaming.
+  const std::vector<StreamResult> got = LongStreams(c, 300, &c.follower(1, 1));
   for (size_t i = 0; i < want.size(); ++i) {
     ASSERT_TRUE(got[i].status.ok()) << got[i].status.error_message();
     ASSERT_EQ(want[i].tokens.size(), 300u);
     EXPECT_EQ(got[i].tokens, want[i].tokens) << "stream " << i;
   }
-}
-
-std::string LongPrompt() {
-  std::ifstream in(std::string(LATENTKV_SHARED_DIR) +
-                   "/text/tinystories_train_excerpt.txt");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.size() > 400) return line.substr(0, 400);
-  }
-  return "";
 }
 
 std::vector<int32_t> Tokenize(Cluster& c, const std::string& text) {
@@ -227,7 +186,7 @@ std::vector<int32_t> OnWorker(Cluster& c, int i, const std::string& prompt) {
 // Blocks written by a TP = 2 group are hits for a TP = 1 group and the
 // other way round: a store block holds every KV head, whatever wrote it.
 TEST(TpKvStoreTest, GroupsOfDifferentSizesShareStoredPrefixes) {
-  const std::string base = LongPrompt();
+  const std::string base = LongStoryLine();
   ASSERT_FALSE(base.empty());
   const std::string other = "Tom and Lily " + base.substr(100);
   // {prompt, worker}: worker 0 is the TP = 2 group, worker 1 TP = 1.

@@ -24,6 +24,27 @@ T OrDie(absl::StatusOr<T> v, const char* what) {
 
 }  // namespace
 
+std::vector<std::unique_ptr<comm::Communicator>> JoinGlooGroup(
+    int size, absl::Duration timeout) {
+  std::string dir = "/tmp/latentkv-group-XXXXXX";
+  if (mkdtemp(dir.data()) == nullptr) std::abort();
+  std::vector<std::unique_ptr<comm::Communicator>> comms(size);
+  std::vector<std::thread> joining;
+  for (int r = 0; r < size; ++r) {
+    joining.emplace_back([&, r] {
+      comm::GlooOptions g;
+      g.rank = r;
+      g.size = size;
+      g.rendezvous_dir = dir;
+      g.prefix = "g";
+      g.timeout = timeout;
+      comms[r] = OrDie(comm::CreateGlooCommunicator(g), "rendezvous");
+    });
+  }
+  for (auto& t : joining) t.join();
+  return comms;
+}
+
 InProcessGroup::InProcessGroup(
     std::shared_ptr<const model::ModelWeights> weights, int size,
     const EngineOptions& options)
@@ -33,22 +54,7 @@ InProcessGroup::InProcessGroup(
                     "engine");
     return;
   }
-  std::string dir = "/tmp/latentkv-group-XXXXXX";
-  if (mkdtemp(dir.data()) == nullptr) std::abort();
-  comms_.resize(size);
-  std::vector<std::thread> joining;
-  for (int r = 0; r < size; ++r) {
-    joining.emplace_back([&, r] {
-      comm::GlooOptions g;
-      g.rank = r;
-      g.size = size;
-      g.rendezvous_dir = dir;
-      g.prefix = "g";
-      g.timeout = absl::Seconds(60);
-      comms_[r] = OrDie(comm::CreateGlooCommunicator(g), "rendezvous");
-    });
-  }
-  for (auto& t : joining) t.join();
+  comms_ = JoinGlooGroup(size);
   followers_.resize(size);
   status_.resize(size);
   for (int r = 1; r < size; ++r) {

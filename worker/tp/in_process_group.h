@@ -11,11 +11,18 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "worker/comm/communicator.h"
 #include "worker/engine/engine.h"
 #include "worker/tp/tensor_parallel.h"
 
 namespace latentkv::worker {
+
+// `size` Gloo communicators of one group, rank r at index r, joined from
+// threads through a fresh rendezvous directory. Aborts (with the status on
+// stderr) when the group cannot form.
+std::vector<std::unique_ptr<comm::Communicator>> JoinGlooGroup(
+    int size, absl::Duration timeout = absl::Seconds(60));
 
 class InProcessGroup {
  public:

@@ -11,38 +11,15 @@
 #include "gtest/gtest.h"
 #include "model/convert.h"
 #include "model/shard.h"
-#include "worker/comm/gloo_communicator.h"
 #include "worker/engine/stories260k_for_tests.h"
+#include "worker/tp/in_process_group.h"
 #include "worker/tp/tensor_parallel.h"
 
 namespace latentkv::worker {
 namespace {
 
-std::string TempDir() {
-  std::string dir = "/tmp/latentkv-tp-rdv-XXXXXX";
-  EXPECT_NE(mkdtemp(dir.data()), nullptr);
-  return dir;
-}
-
 std::vector<std::unique_ptr<comm::Communicator>> Group(int size) {
-  const std::string dir = TempDir();
-  std::vector<std::unique_ptr<comm::Communicator>> out(size);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < size; ++r) {
-    threads.emplace_back([&, r] {
-      comm::GlooOptions o;
-      o.rank = r;
-      o.size = size;
-      o.rendezvous_dir = dir;
-      o.prefix = "t";
-      o.timeout = absl::Seconds(20);
-      auto c = comm::CreateGlooCommunicator(o);
-      EXPECT_TRUE(c.ok()) << c.status();
-      if (c.ok()) out[r] = std::move(*c);
-    });
-  }
-  for (auto& t : threads) t.join();
-  return out;
+  return JoinGlooGroup(size, absl::Seconds(20));
 }
 
 // Prompt of 37 tokens, then 12 single-token steps; logits of every step.
