@@ -4,12 +4,14 @@
 // worker's greedy tokens for 24 concurrent streams, with every transfer
 // taken (no fallback) and the bytes moved the latent minimum (each KV head's
 // rows once) whatever the sizes; the kvstore shared by a TP = 2 and a TP = 1
-// group gives prefix hits across sizes; a prefill group whose follower rank
-// died leaves the decode group to prefill locally, with the same tokens; a
-// decode group whose rank dies mid-stream hands its streams to another
-// decode group without losing a token.
+// group gives prefix hits across sizes, one request at a time and with 24
+// concurrent streams; a prefill group whose follower rank died leaves the
+// decode group to prefill locally, with the same tokens; a decode group
+// whose rank dies mid-stream hands its streams to another decode group
+// without losing a token.
 #include <signal.h>
 
+#include <functional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -36,13 +38,14 @@ std::string PromptOf(int i) {
   return kStarts[i % kStarts.size()] + (i < 12 ? "" : " and then");
 }
 
-// Every stream at once; the tokens of each.
-std::vector<std::vector<int32_t>> Streams(Cluster& c) {
+// Every stream at once (stream i's prompt: prompt(i)); the tokens of each.
+std::vector<std::vector<int32_t>> Streams(
+    Cluster& c, const std::function<std::string(int)>& prompt = PromptOf) {
   std::vector<StreamResult> r(kStreams);
   std::vector<std::thread> threads;
   for (int i = 0; i < kStreams; ++i) {
     threads.emplace_back(
-        [&, i] { r[i] = Generate(c.stub(), Greedy(PromptOf(i), kTokens)); });
+        [&, i] { r[i] = Generate(c.stub(), Greedy(prompt(i), kTokens)); });
   }
   for (auto& t : threads) t.join();
   std::vector<std::vector<int32_t>> out;
@@ -195,12 +198,18 @@ TEST(TpKvStoreTest, GroupsOfDifferentSizesShareStoredPrefixes) {
       {base + " Then they went home", 1},
       {other + " She smiled", 1},
       {other + " They laughed", 0}};
-  std::vector<std::vector<int32_t>> want;
+  // Then 24 concurrent streams over both groups, each sharing one of the
+  // two stored prefixes.
+  auto shared = [&](int i) {
+    return (i % 2 ? other : base) + " " + PromptOf(i);
+  };
+  std::vector<std::vector<int32_t>> want, want_streams;
   {
     ClusterOptions o;
     o.model_dir = Stories260kDir();
     Cluster plain(o);
     for (const auto& [p, w] : runs) want.push_back(OnWorker(plain, 0, p));
+    want_streams = Streams(plain, shared);
   }
   const std::string dir = MakeTempDir();
   Process store({BinDir() + "/latentkv-kvstore", "--port=0",
@@ -227,6 +236,16 @@ TEST(TpKvStoreTest, GroupsOfDifferentSizesShareStoredPrefixes) {
     EXPECT_EQ(s.kv_imports(), 1u) << "worker " << w;
     EXPECT_EQ(s.kv_store_errors(), 0u) << "worker " << w;
   }
+  EXPECT_EQ(Streams(c, shared), want_streams);
+  uint64_t hits = 0;
+  for (int w : {0, 1}) {
+    const pb::WorkerStats s = c.WorkerStats(w);
+    hits += s.kv_prefix_hit_tokens();
+    EXPECT_EQ(s.kv_store_errors(), 0u) << "worker " << w;
+  }
+  // Each of the 24 found at least 6 stored blocks of its 400-character
+  // prefix (plus the 2 x 64 tokens above).
+  EXPECT_GE(hits, 2u * 64u + 24u * 96u);
 }
 
 }  // namespace
