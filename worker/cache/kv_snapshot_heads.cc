@@ -119,6 +119,17 @@ absl::StatusOr<std::vector<KvSnapshot>> SplitHeads(const KvSnapshot& full,
   return out;
 }
 
+bool HeadsHoldEqualTokens(const KvSnapshot& s) {
+  if (CheckLayers(s).ok() == false) return false;
+  for (int32_t l = 0; l < static_cast<int32_t>(s.rows.size()); ++l) {
+    if (!CheckHeads(s, l).ok()) return false;
+    for (int32_t h = 1; h < s.shapes[l].n_kv_heads; ++h) {
+      if (s.tokens(l, h) != s.tokens(l, 0)) return false;
+    }
+  }
+  return true;
+}
+
 absl::StatusOr<KvSnapshot> JoinHeads(const std::vector<KvSnapshot>& parts,
                                      int32_t q_per_kv) {
   if (parts.empty() || q_per_kv < 1) {

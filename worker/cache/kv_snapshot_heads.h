@@ -29,6 +29,12 @@ absl::StatusOr<std::vector<KvSnapshot>> SplitHeads(const KvSnapshot& full,
                                                    int32_t parts,
                                                    int32_t q_per_kv);
 
+// True when, in every layer, every KV head holds as many tokens (rows plus
+// codebook records) as the others: what a group's ranks must import for
+// their caches to stay in step (full caches and SnapKV eviction export
+// that; a peer's ragged or partial KV does not).
+bool HeadsHoldEqualTokens(const KvSnapshot& s);
+
 // The inverse: `parts` in rank order, each with the same layers, dims and
 // dtype and the same head count per layer; residency state (codebooks,
 // windows) present in all parts or none. InvalidArgument otherwise.

@@ -135,6 +135,22 @@ TEST(SplitHeadsTest, RefusesWhatDoesNotSplit) {
   EXPECT_FALSE(SplitHeads(missing_head, 2, kQPerKv).ok());
 }
 
+TEST(HeadsHoldEqualTokensTest, RaggedHeadsAreTold) {
+  KvSnapshot even = Make(2, 3);
+  for (auto& layer : even.rows) {
+    for (auto& r : layer) r = layer[0];  // every head as head 0
+  }
+  even.codebooks.clear();
+  EXPECT_TRUE(HeadsHoldEqualTokens(even));
+  KvSnapshot ragged = even;
+  ragged.rows[1][2].resize(ragged.rows[1][2].size() - ragged.row_bytes(1));
+  EXPECT_FALSE(HeadsHoldEqualTokens(ragged));
+  EXPECT_FALSE(HeadsHoldEqualTokens(Make(2, 3)));  // 1 + h rows per head
+  KvSnapshot missing = even;
+  missing.rows[0].pop_back();
+  EXPECT_FALSE(HeadsHoldEqualTokens(missing));
+}
+
 TEST(JoinHeadsTest, RefusesPartsThatDisagree) {
   auto split = SplitHeads(Make(2, 3), 2, kQPerKv);
   ASSERT_TRUE(split.ok());

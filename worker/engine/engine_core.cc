@@ -345,9 +345,14 @@ bool EngineCore::ArriveTransferred(Sequence* seq) {
   std::vector<KvSnapshot> parts;
   if (ranks > 1) {
     // This rank imports its KV heads; the others get theirs in OnImport.
-    auto split = SplitHeads(*seq->import_kv, ranks, QueriesPerKvHead());
+    // Ragged heads (a partial or hostile peer's KV) would leave the ranks'
+    // caches out of step: refused before any rank imports.
+    auto split = HeadsHoldEqualTokens(*seq->import_kv)
+                     ? SplitHeads(*seq->import_kv, ranks, QueriesPerKvHead())
+                     : absl::InvalidArgumentError("ragged KV heads");
     if (!split.ok()) {
       seq->import_kv = nullptr;  // prefilled here
+      ++import_refused_;
       return false;
     }
     parts = std::move(*split);
@@ -603,7 +608,8 @@ EngineStats EngineCore::Stats() const {
   s.preemptions = scheduler_->preemptions();
   s.kv_evicted_slots = evicted_total_;
   s.kv_imports = from_prefill_->attached() + from_store_->attached();
-  s.kv_import_failures = from_prefill_->failed() + from_store_->failed();
+  s.kv_import_failures =
+      from_prefill_->failed() + from_store_->failed() + import_refused_;
   s.kv_layer_bytes_in_use.resize(cache_->num_layers());
   for (int32_t l = 0; l < cache_->num_layers(); ++l) {
     s.kv_layer_bytes_in_use[l] = cache_->layer_bytes_in_use(l);

@@ -152,6 +152,8 @@ class EngineCore {
   // Page changes since the last step, for the step listener (tensor
   // parallelism; not kept without one).
   std::vector<GroupKvOp> group_ops_;
+  // Transferred KVs a group refused before splitting (kv_import_failures).
+  int64_t import_refused_ = 0;
   std::chrono::steady_clock::time_point last_listened_;
   absl::Status fatal_;  // set when the tensor-parallel group broke
   // Counters.

@@ -7,7 +7,7 @@
 // SnapKV eviction (query windows move with the rows), and for a stored
 // prefix (kvstore-style import, the rest prefilled); the exported bytes are
 // the same whatever P; a snapshot that does not split falls back to a local
-// prefill.
+// prefill, and so does a partial stored prefix.
 #include <future>
 #include <memory>
 #include <string>
@@ -189,6 +189,41 @@ TEST(GroupTransferTest, StoredPrefixImportsIntoAnotherGroupSize) {
     EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
   }
   EXPECT_EQ(four.engine().Stats().kv_imports, kRequests);
+}
+
+// A partial stored prefix (one layer's rows of one KV head cut short, as a
+// store block missing part of a head range would give): the group's leader
+// refuses it before any rank imports, and the group prefills the prompt.
+TEST(GroupTransferTest, PartialStoredPrefixIsPrefilledByTheGroup) {
+  const EngineOptions o = Options(false);
+  std::vector<Outcome> want, exported;
+  {
+    Group one(1, o);
+    want = RunAll(one.engine(), Plain(2, kNewTokens));
+    std::vector<GenerationRequest> ex = Plain(2, 1);
+    for (auto& r : ex) {
+      r.prompt.resize(16);
+      r.export_kv = true;
+    }
+    exported = RunAll(one.engine(), std::move(ex));
+  }
+  std::vector<GenerationRequest> im = Plain(2, kNewTokens);
+  for (int i = 0; i < 2; ++i) {
+    auto partial = std::make_shared<KvSnapshot>(*exported[i].kv);
+    // Request 0: a head of rank 0's range; request 1: of rank 1's.
+    std::string& rows = partial->rows[2][i == 0 ? 1 : 3];
+    rows.resize(rows.size() - 4 * partial->row_bytes(2));
+    im[i].import_kv = partial;
+  }
+  Group two(2, o);
+  const std::vector<Outcome> got = RunAll(two.engine(), std::move(im));
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status;
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+  }
+  const EngineStats st = two.engine().Stats();
+  EXPECT_EQ(st.kv_imports, 0);
+  EXPECT_EQ(st.kv_import_failures, 2);
 }
 
 // KV whose heads do not split over the group (3 of 4 heads): prefilled on
