@@ -26,8 +26,16 @@ TEST_F(ServingTest, GreedyReproducesPublishedContinuation) {
   ASSERT_TRUE(r.status.ok()) << r.status.error_message();
   const std::string full = "Once upon a time" + r.text;
   EXPECT_EQ(full.substr(0, sizeof(kPublished) - 1), kPublished) << full;
-  EXPECT_GT(r.messages, 1) << "tokens should stream, not arrive at once";
   EXPECT_NE(r.finish, pb::FINISH_REASON_UNSPECIFIED);
+  // Tokens stream as they come, not all at once. (120 tokens of this tiny
+  // model take ~8 ms, which a busy CI machine can spend without scheduling
+  // the worker's RPC thread at all; 400 take long enough to tell.)
+  pb::GenerateRequest long_req = Greedy("Once upon a time", 400);
+  long_req.mutable_sampling()->set_ignore_eos(true);
+  StreamResult l = Generate(cluster_->stub(), long_req);
+  ASSERT_TRUE(l.status.ok()) << l.status.error_message();
+  EXPECT_EQ(l.tokens.size(), 400u);
+  EXPECT_GT(l.messages, 1) << "tokens should stream, not arrive at once";
 }
 
 TEST_F(ServingTest, ConcurrentStreamsMatchTheirSoloRuns) {
@@ -102,9 +110,11 @@ TEST_F(ServingTest, CancellationFreesKvPages) {
 }
 
 TEST_F(ServingTest, DeadlinePropagatesToTheWorker) {
+  // 500 tokens of this tiny model take ~35 ms on an idle 2-vCPU machine:
+  // the deadline is well inside that.
   pb::GenerateRequest req = Greedy("Once upon a time", 500);
   req.mutable_sampling()->set_ignore_eos(true);
-  StreamResult r = Generate(cluster_->stub(), req, /*timeout_s=*/0.05);
+  StreamResult r = Generate(cluster_->stub(), req, /*timeout_s=*/0.01);
   EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   auto worker = cluster_->WorkerStub(0);
   pb::WorkerStats s;
