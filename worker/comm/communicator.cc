@@ -7,11 +7,24 @@
 
 namespace latentkv::comm {
 
-absl::Status Communicator::BroadcastString(std::string* bytes, int root) {
-  if (root < 0 || root >= size()) {
+absl::Status Communicator::CheckRoot(absl::string_view op, int root) const {
+  if (root >= 0 && root < size()) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(op, ": root ", root, " outside [0, ", size(), ")"));
+}
+
+absl::Status Communicator::CheckScatterParts(
+    const std::vector<std::string>& parts, int root) const {
+  if (absl::Status s = CheckRoot("ScatterStrings", root); !s.ok()) return s;
+  if (rank() == root && parts.size() != static_cast<size_t>(size())) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "BroadcastString: root ", root, " outside [0, ", size(), ")"));
+        "ScatterStrings: ", parts.size(), " parts for ", size(), " ranks"));
   }
+  return absl::OkStatus();
+}
+
+absl::Status Communicator::BroadcastString(std::string* bytes, int root) {
+  if (absl::Status s = CheckRoot("BroadcastString", root); !s.ok()) return s;
   uint64_t length = rank() == root ? bytes->size() : 0;
   if (absl::Status s = Broadcast(&length, sizeof(length), root); !s.ok()) {
     return s;
@@ -23,10 +36,7 @@ absl::Status Communicator::BroadcastString(std::string* bytes, int root) {
 
 absl::Status Communicator::GatherStrings(const std::string& mine, int root,
                                          std::vector<std::string>* all) {
-  if (root < 0 || root >= size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "GatherStrings: root ", root, " outside [0, ", size(), ")"));
-  }
+  if (absl::Status s = CheckRoot("GatherStrings", root); !s.ok()) return s;
   all->clear();
   if (rank() == root) all->resize(size());
   std::string buffer;
@@ -41,14 +51,7 @@ absl::Status Communicator::GatherStrings(const std::string& mine, int root,
 
 absl::Status Communicator::ScatterStrings(const std::vector<std::string>& parts,
                                           int root, std::string* mine) {
-  if (root < 0 || root >= size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ScatterStrings: root ", root, " outside [0, ", size(), ")"));
-  }
-  if (rank() == root && parts.size() != static_cast<size_t>(size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "ScatterStrings: ", parts.size(), " parts for ", size(), " ranks"));
-  }
+  if (absl::Status s = CheckScatterParts(parts, root); !s.ok()) return s;
   std::string buffer;
   for (int r = 0; r < size(); ++r) {
     if (r == root) continue;
@@ -76,11 +79,7 @@ class SingleRankCommunicator final : public Communicator {
     return absl::OkStatus();
   }
   absl::Status Broadcast(void* data, size_t bytes, int root) override {
-    if (root != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Broadcast: root ", root, " outside [0, 1)"));
-    }
-    return absl::OkStatus();
+    return CheckRoot("Broadcast", root);
   }
   absl::Status Barrier() override { return absl::OkStatus(); }
 };

@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace latentkv::comm {
 
@@ -94,6 +95,16 @@ class Communicator {
 
   // Returns once every rank has entered Barrier().
   virtual absl::Status Barrier() = 0;
+
+ protected:
+  // INVALID_ARGUMENT "<op>: root R outside [0, size)" unless root is a rank:
+  // the argument check of every rooted collective, here and in the
+  // implementations.
+  absl::Status CheckRoot(absl::string_view op, int root) const;
+  // CheckRoot, then on root: INVALID_ARGUMENT unless `parts` holds one
+  // string per rank (ScatterStrings' arguments).
+  absl::Status CheckScatterParts(const std::vector<std::string>& parts,
+                                 int root) const;
 };
 
 // The communicator of a group of one: rank 0, size 1. AllReduceSum, Barrier

@@ -177,10 +177,7 @@ class GlooCommunicator final : public Communicator {
   }
 
   absl::Status Broadcast(void* data, size_t bytes, int root) override {
-    if (root < 0 || root >= size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("Broadcast: root ", root, " outside [0, ", size(), ")"));
-    }
+    if (absl::Status s = CheckRoot("Broadcast", root); !s.ok()) return s;
     if (bytes == 0) return Check("Broadcast");
     return Run("Broadcast", [&](uint32_t tag) {
       gloo::BroadcastOptions opts(context_);
@@ -195,10 +192,7 @@ class GlooCommunicator final : public Communicator {
   // Point-to-point: each rank sends root its length, then its bytes.
   absl::Status GatherStrings(const std::string& mine, int root,
                              std::vector<std::string>* all) override {
-    if (root < 0 || root >= size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "GatherStrings: root ", root, " outside [0, ", size(), ")"));
-    }
+    if (absl::Status s = CheckRoot("GatherStrings", root); !s.ok()) return s;
     all->clear();
     if (rank() == root) all->resize(size());
     return Run("GatherStrings", [&](uint32_t tag) {
@@ -218,14 +212,7 @@ class GlooCommunicator final : public Communicator {
 
   absl::Status ScatterStrings(const std::vector<std::string>& parts, int root,
                               std::string* mine) override {
-    if (root < 0 || root >= size()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "ScatterStrings: root ", root, " outside [0, ", size(), ")"));
-    }
-    if (rank() == root && parts.size() != static_cast<size_t>(size())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "ScatterStrings: ", parts.size(), " parts for ", size(), " ranks"));
-    }
+    if (absl::Status s = CheckScatterParts(parts, root); !s.ok()) return s;
     return Run("ScatterStrings", [&](uint32_t tag) {
       if (rank() != root) {
         Receive(root, tag, mine);

@@ -224,12 +224,6 @@ class NcclCommunicator final : public Communicator {
         ": communicator broken by an earlier error: ", broken_.message()));
   }
 
-  absl::Status CheckRoot(absl::string_view op, int root) const {
-    if (root >= 0 && root < size_) return absl::OkStatus();
-    return absl::InvalidArgumentError(
-        absl::StrCat(op, ": root ", root, " outside [0, ", size_, ")"));
-  }
-
   // INVALID_ARGUMENT unless `p` is device (or managed) memory of device_:
   // NCCL would fault on anything else, corrupting the CUDA context.
   absl::Status CheckDevicePointer(const void* p, absl::string_view op,
