@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "common/generation_rules.h"
 #include "worker/cache/kv_snapshot_heads.h"
-#include "worker/kv/kv_io.h"
 
 namespace latentkv::worker {
 namespace {
@@ -271,12 +270,10 @@ void EngineCore::Finish(Sequence* seq, FinishReason reason,
   ev.finish = reason;
   TakePromptLogprobs(seq, &ev);
   if (seq->export_kv && status.ok() && reason != FinishReason::kCancelled) {
-    // Before the pages go; codebook layers move their entries as they are.
-    auto snap = ExportKv(*cache_, *pools_, seq->kv, seq->residency != nullptr);
+    // Before the pages go.
+    auto snap =
+        ExportSequenceKv(*cache_, *pools_, seq->kv, seq->residency.get());
     if (snap.ok()) {
-      if (seq->residency != nullptr) {
-        seq->residency->ExportState(*cache_, *pools_, seq->kv, &*snap);
-      }
       absl::StatusOr<KvSnapshot> group = GroupExport(*seq, std::move(*snap));
       if (group.ok()) {
         ev.kv = std::make_shared<const KvSnapshot>(std::move(*group));

@@ -13,14 +13,10 @@ namespace {
 bool ImportRows(KvCache& cache, KvPools& pools, Sequence* seq,
                 const KvSnapshot& snap) {
   seq->kv.Init(cache);
-  absl::Status st = ImportKv(cache, pools, seq->kv, snap);
-  if (st.ok() && snap.has_residency_state()) {
-    st = seq->residency == nullptr
-             ? absl::InvalidArgumentError(
-                   "residency state for a request without a residency policy")
-             : seq->residency->ImportState(cache, pools, seq->kv, snap);
+  if (ImportSequenceKv(cache, pools, seq->kv, seq->residency.get(), snap)
+          .ok()) {
+    return true;
   }
-  if (st.ok()) return true;
   seq->kv.Release(cache);
   if (seq->residency != nullptr) seq->residency->Reset();
   return false;
@@ -115,6 +111,31 @@ class LocalPrefixArrival final : public KvArrival {
 };
 
 }  // namespace
+
+absl::StatusOr<KvSnapshot> ExportSequenceKv(const KvCache& cache,
+                                            KvPools& pools,
+                                            const SequenceKv& kv,
+                                            const SequencePolicy* residency) {
+  // Codebook layers move their entries as they are.
+  absl::StatusOr<KvSnapshot> snap =
+      ExportKv(cache, pools, kv, residency != nullptr);
+  if (snap.ok() && residency != nullptr) {
+    residency->ExportState(cache, pools, kv, &*snap);
+  }
+  return snap;
+}
+
+absl::Status ImportSequenceKv(KvCache& cache, KvPools& pools, SequenceKv& kv,
+                              SequencePolicy* residency,
+                              const KvSnapshot& snap) {
+  absl::Status st = ImportKv(cache, pools, kv, snap);
+  if (!st.ok() || !snap.has_residency_state()) return st;
+  if (residency == nullptr) {
+    return absl::InvalidArgumentError(
+        "residency state for a request without a residency policy");
+  }
+  return residency->ImportState(cache, pools, kv, snap);
+}
 
 std::unique_ptr<KvArrival> MakePrefillArrival(KvCache* cache, KvPools* pools) {
   return std::make_unique<PrefillArrival>(cache, pools);

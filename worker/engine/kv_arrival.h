@@ -27,6 +27,21 @@
 
 namespace latentkv::worker {
 
+// A sequence's KV with its residency state (codebook entries, query windows)
+// out of and into the pools: what the engine and each tensor-parallel rank
+// export and import. `residency` null: a full cache (rows only).
+// Export: ExportKv, then the policy's state. Import: `kv` (Init'ed, holding
+// nothing) gets the rows, then the policy its state; InvalidArgument for
+// residency state without a policy, else what ImportKv / ImportState say.
+// On an import error `kv` may hold pages: the caller releases them.
+absl::StatusOr<KvSnapshot> ExportSequenceKv(const KvCache& cache,
+                                            KvPools& pools,
+                                            const SequenceKv& kv,
+                                            const SequencePolicy* residency);
+absl::Status ImportSequenceKv(KvCache& cache, KvPools& pools, SequenceKv& kv,
+                              SequencePolicy* residency,
+                              const KvSnapshot& snap);
+
 class KvArrival {
  public:
   virtual ~KvArrival() = default;

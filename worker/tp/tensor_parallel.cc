@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "latentkv/v1/worker.pb.h"
-#include "worker/kv/kv_io.h"
+#include "worker/engine/kv_arrival.h"
 #include "worker/tp/tp_kv.h"
 
 namespace latentkv::worker {
@@ -227,13 +227,8 @@ absl::Status TpFollower::Import(const pb::TpImport& im,
   absl::StatusOr<KvSnapshot> snap = ParseTpKv(part, shapes, pools_->dtype());
   absl::Status st = snap.status();
   Seq& s = Start(im.id(), im.compressed(), im.prompt_len());
-  if (st.ok()) st = ImportKv(*cache_, *pools_, s.kv, *snap);
-  if (st.ok() && snap->has_residency_state()) {
-    st = s.residency == nullptr
-             ? absl::InvalidArgumentError(
-                   "residency state for a sequence "
-                   "without a residency plan")
-             : s.residency->ImportState(*cache_, *pools_, s.kv, *snap);
+  if (st.ok()) {
+    st = ImportSequenceKv(*cache_, *pools_, s.kv, s.residency.get(), *snap);
   }
   if (!st.ok()) {
     Release(im.id());
@@ -288,12 +283,12 @@ std::string TpFollower::Export(const std::string& id, bool with_state) {
         absl::StrCat("rank ", comm_->rank(), " holds no KV for ", id));
   }
   Seq& s = it->second;
-  absl::StatusOr<KvSnapshot> snap =
-      ExportKv(*cache_, *pools_, s.kv, with_state);
-  if (!snap.ok())
+  // `with_state` is the leader's residency flag; ours follows the same
+  // chunk flags, so it is s.residency != nullptr.
+  absl::StatusOr<KvSnapshot> snap = ExportSequenceKv(
+      *cache_, *pools_, s.kv, with_state ? s.residency.get() : nullptr);
+  if (!snap.ok()) {
     return SerializeTpKvError(std::string(snap.status().message()));
-  if (with_state && s.residency != nullptr) {
-    s.residency->ExportState(*cache_, *pools_, s.kv, &*snap);
   }
   return SerializeTpKv(*snap);
 }
