@@ -131,8 +131,11 @@ class Backend {
                            float* const* ys, int count) = 0;
   virtual void RmsNorm(const float* x, const float* weight, int64_t n,
                        int64_t dim, float eps, float* y) = 0;
+  // Partial rotary as kernels::ApplyRope (ops.h): the first rope_dims
+  // channels of each head of width d.
   virtual void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,
-                         const int32_t* positions, const float* inv_freq) = 0;
+                         int64_t rope_dims, const int32_t* positions,
+                         const float* inv_freq) = 0;
   virtual void SwiGlu(const float* gate, const float* up, int64_t n,
                       float* out) = 0;
   virtual void GeluTanhGlu(const float* gate, const float* up, int64_t n,

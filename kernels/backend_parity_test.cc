@@ -246,7 +246,8 @@ TEST_P(BackendParityTest, RopeWithFrequencyAwareTable) {
   for (int64_t t = 0; t < n; ++t) pos[t] = static_cast<int32_t>(t * t * 7 % 97);
   const std::vector<float> x = RandomVec(n * heads * d, 7);
   DeviceBuffer dx = Up(x), dp = Up(pos), df = Up(inv);
-  be_->ApplyRope(dx.as<float>(), n, heads, d, dp.as<int32_t>(), df.as<float>());
+  be_->ApplyRope(dx.as<float>(), n, heads, d, d, dp.as<int32_t>(),
+                 df.as<float>());
   std::vector<double> want(x.size());
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t h = 0; h < heads; ++h) {
@@ -265,6 +266,33 @@ TEST_P(BackendParityTest, RopeWithFrequencyAwareTable) {
     }
   }
   ExpectClose(Down<float>(dx, x.size()), want, 2e-5, "ApplyRope");
+}
+
+// Partial rotary: 6 of 16 channels rotate; the other 10 (position-free, as
+// in a KV-Latent NoPE head) must come back unchanged on every backend.
+TEST_P(BackendParityTest, PartialRopeLeavesPositionFreeChannels) {
+  const int64_t n = 9, heads = 2, d = 16, r = 6;
+  std::vector<float> inv(r / 2);
+  RopeInvFreqStandard(r, 500.0, inv.data());
+  std::vector<int32_t> pos(n);
+  for (int64_t t = 0; t < n; ++t) pos[t] = static_cast<int32_t>(t * 37 % 211);
+  const std::vector<float> x = RandomVec(n * heads * d, 19);
+  DeviceBuffer dx = Up(x), dp = Up(pos), df = Up(inv);
+  be_->ApplyRope(dx.as<float>(), n, heads, d, r, dp.as<int32_t>(),
+                 df.as<float>());
+  std::vector<double> want(x.begin(), x.end());
+  for (int64_t t = 0; t < n; ++t) {
+    for (int64_t h = 0; h < heads; ++h) {
+      const size_t o = (t * heads + h) * d;
+      for (int64_t j = 0; j < r / 2; ++j) {
+        const double a = static_cast<double>(pos[t]) * inv[j];
+        want[o + j] = x[o + j] * std::cos(a) - x[o + j + r / 2] * std::sin(a);
+        want[o + j + r / 2] =
+            x[o + j] * std::sin(a) + x[o + j + r / 2] * std::cos(a);
+      }
+    }
+  }
+  ExpectClose(Down<float>(dx, x.size()), want, 2e-5, "ApplyRope partial");
 }
 
 TEST_P(BackendParityTest, EmbedEveryTableDtype) {

@@ -91,8 +91,9 @@ class CpuBackend final : public Backend {
     kernels::RmsNorm(x, weight, n, dim, eps, y);
   }
   void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,
-                 const int32_t* positions, const float* inv_freq) override {
-    kernels::ApplyRope(x, n, heads, d, positions, inv_freq);
+                 int64_t rope_dims, const int32_t* positions,
+                 const float* inv_freq) override {
+    kernels::ApplyRope(x, n, heads, d, rope_dims, positions, inv_freq);
   }
   void SwiGlu(const float* gate, const float* up, int64_t n,
               float* out) override {

@@ -109,12 +109,23 @@ void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
 void RmsNorm(const float* x, const float* weight, int64_t n, int64_t dim,
              float eps, float* y);
 
-// Rotary embedding, HF rotate-half pairing: within each head of width d,
-// channel j (j < d/2) pairs with channel j + d/2 and is rotated by angle
-// positions[t] * inv_freq[j].
-// x: [n, heads, d] in place; positions: [n]; inv_freq: [d/2]. d must be even.
-void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,
+// Rotary embedding on the first `rope_dims` channels of each head (partial
+// RoPE, HF's partial_rotary_factor layout), rotate-half pairing within them:
+// channel j (j < rope_dims/2) pairs with channel j + rope_dims/2 and is
+// rotated by angle positions[t] * inv_freq[j]; channels [rope_dims, d) are
+// position-free and left unchanged.
+// x: [n, heads, d] in place; positions: [n]; inv_freq: [rope_dims/2].
+// 0 <= rope_dims <= d, rope_dims even.
+void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d, int64_t rope_dims,
                const int32_t* positions, const float* inv_freq);
+
+// A layer's rotary table as the engine's callers pass it around: the rotated
+// channel count and its inverse frequencies [dims / 2] (host or device memory,
+// as the caller's backend needs).
+struct RopeTable {
+  const float* inv_freq = nullptr;
+  int64_t dims = 0;
+};
 
 // out[i] = silu(gate[i]) * up[i] for i < n. out may alias gate.
 void SwiGlu(const float* gate, const float* up, int64_t n, float* out);

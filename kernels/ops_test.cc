@@ -318,29 +318,33 @@ TEST(RopeTest, InvFreqFrequencyAwareGeneral) {
   }
 }
 
-void CheckRope(int64_t d, bool frequency_aware) {
-  const int64_t n = 5, heads = 3;
-  std::vector<float> inv(d / 2);
+// `r` rotated channels of heads of width d (r = d: full RoPE); the rest must
+// come back bit-identical.
+void CheckRope(int64_t d, bool frequency_aware, int64_t r = -1) {
+  if (r < 0) r = d;
+  const int64_t n = 5, heads = 3, half = r / 2;
+  std::vector<float> inv(half);
   if (frequency_aware) {
-    RopeInvFreqFrequencyAware(d, 10000.0, inv.data());
-  } else {
-    RopeInvFreqStandard(d, 10000.0, inv.data());
+    RopeInvFreqFrequencyAware(r, 10000.0, inv.data());
+  } else if (r > 0) {
+    RopeInvFreqStandard(r, 10000.0, inv.data());
   }
   const std::vector<int32_t> pos = {0, 1, 7, 1000, 32767};
   const std::vector<float> x0 = RandomVec(n * heads * d, 11);
   std::vector<float> x = x0;
-  ApplyRope(x.data(), n, heads, d, pos.data(), inv.data());
+  ApplyRope(x.data(), n, heads, d, r, pos.data(), inv.data());
   for (int64_t t = 0; t < n; ++t) {
     for (int64_t h = 0; h < heads; ++h) {
       const float* a = &x0[(t * heads + h) * d];
       const float* b = &x[(t * heads + h) * d];
-      for (int64_t j = 0; j < d / 2; ++j) {
+      for (int64_t j = 0; j < half; ++j) {
         const double ang = static_cast<double>(pos[t]) * inv[j];
-        const double lo = a[j] * std::cos(ang) - a[j + d / 2] * std::sin(ang);
-        const double hi = a[j + d / 2] * std::cos(ang) + a[j] * std::sin(ang);
+        const double lo = a[j] * std::cos(ang) - a[j + half] * std::sin(ang);
+        const double hi = a[j + half] * std::cos(ang) + a[j] * std::sin(ang);
         EXPECT_NEAR(b[j], lo, 2e-6);
-        EXPECT_NEAR(b[j + d / 2], hi, 2e-6);
+        EXPECT_NEAR(b[j + half], hi, 2e-6);
       }
+      for (int64_t j = r; j < d; ++j) EXPECT_EQ(b[j], a[j]) << j;
     }
   }
 }
@@ -349,6 +353,13 @@ TEST(RopeTest, StandardMatchesRotation) {
   CheckRope(8, false);
   CheckRope(64, false);
   CheckRope(2, false);
+}
+
+TEST(RopeTest, PartialRotatesOnlyTheFirstChannels) {
+  CheckRope(64, false, 16);
+  CheckRope(8, false, 2);
+  CheckRope(10, false, 4);
+  CheckRope(8, false, 0);  // a position-free layer: nothing moves
 }
 
 TEST(RopeTest, FrequencyAwareMatchesRotation) {
@@ -364,9 +375,9 @@ TEST(RopeTest, LargeBatchUsesThreadsAndMatchesSerial) {
   for (int64_t t = 0; t < n; ++t) pos[t] = static_cast<int32_t>(3 * t);
   std::vector<float> x = RandomVec(n * heads * d, 5);
   std::vector<float> one = x;
-  ApplyRope(x.data(), n, heads, d, pos.data(), inv.data());
+  ApplyRope(x.data(), n, heads, d, d, pos.data(), inv.data());
   for (int64_t t = 0; t < n; ++t) {
-    ApplyRope(one.data() + t * heads * d, 1, heads, d, &pos[t], inv.data());
+    ApplyRope(one.data() + t * heads * d, 1, heads, d, d, &pos[t], inv.data());
   }
   EXPECT_EQ(x, one);
 }

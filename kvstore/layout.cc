@@ -30,6 +30,12 @@ absl::Status CheckDims(absl::string_view name, const std::vector<uint32_t>& got,
   return absl::OkStatus();
 }
 
+// `dims` with the empty list spelled out as num_layers zeros.
+std::vector<uint32_t> PerLayer(const std::vector<uint32_t>& dims,
+                               uint32_t num_layers) {
+  return dims.empty() ? std::vector<uint32_t>(num_layers, 0) : dims;
+}
+
 }  // namespace
 
 absl::Status ValidateLayout(const KvLayout& l) {
@@ -46,6 +52,18 @@ absl::Status ValidateLayout(const KvLayout& l) {
   for (uint32_t i = 0; i < l.num_layers; ++i) {
     if (l.d_qk[i] == 0) return Invalid(absl::StrCat("d_qk[", i, "] is 0"));
     if (l.d_vo[i] == 0) return Invalid(absl::StrCat("d_vo[", i, "] is 0"));
+  }
+  if (!l.nope_dims.empty()) {
+    if (l.nope_dims.size() != l.num_layers) {
+      return Invalid(absl::StrCat("nope_dims has ", l.nope_dims.size(),
+                                  " entries, ", l.num_layers, " layers"));
+    }
+    for (uint32_t i = 0; i < l.num_layers; ++i) {
+      if (l.nope_dims[i] > l.d_qk[i]) {
+        return Invalid(absl::StrCat("nope_dims[", i, "] ", l.nope_dims[i],
+                                    " > d_qk ", l.d_qk[i]));
+      }
+    }
   }
   if (l.dtype.empty()) return Invalid("dtype is empty");
   if (l.block_tokens == 0) return Invalid("block_tokens must be >= 1");
@@ -71,6 +89,11 @@ absl::Status CheckSameLayout(const KvLayout& want, const KvLayout& got) {
   }
   if (auto s = CheckDims("d_qk", got.d_qk, want.d_qk); !s.ok()) return s;
   if (auto s = CheckDims("d_vo", got.d_vo, want.d_vo); !s.ok()) return s;
+  if (auto s = CheckDims("nope_dims", PerLayer(got.nope_dims, got.num_layers),
+                         PerLayer(want.nope_dims, want.num_layers));
+      !s.ok()) {
+    return s;
+  }
   if (got.dtype != want.dtype) {
     return Mismatch("dtype", absl::StrCat("\"", got.dtype, "\""),
                     absl::StrCat("\"", want.dtype, "\""));
@@ -92,12 +115,15 @@ absl::Status CheckSameLayout(const KvLayout& want, const KvLayout& got) {
 }
 
 std::string LayoutDebugString(const KvLayout& l) {
-  return absl::StrCat("model_id=", l.model_id, " layers=", l.num_layers,
-                      " kv_heads=", l.num_kv_heads, " d_qk=[",
-                      absl::StrJoin(l.d_qk, ","), "] d_vo=[",
-                      absl::StrJoin(l.d_vo, ","), "] dtype=", l.dtype,
-                      " block_tokens=", l.block_tokens, " codec=", l.codec,
-                      " tp=", l.tp_rank, "/", l.tp_size);
+  return absl::StrCat(
+      "model_id=", l.model_id, " layers=", l.num_layers,
+      " kv_heads=", l.num_kv_heads, " d_qk=[", absl::StrJoin(l.d_qk, ","),
+      "] d_vo=[", absl::StrJoin(l.d_vo, ","), "]",
+      l.nope_dims.empty()
+          ? ""
+          : absl::StrCat(" nope_dims=[", absl::StrJoin(l.nope_dims, ","), "]"),
+      " dtype=", l.dtype, " block_tokens=", l.block_tokens, " codec=", l.codec,
+      " tp=", l.tp_rank, "/", l.tp_size);
 }
 
 }  // namespace latentkv::kvstore

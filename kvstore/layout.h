@@ -27,6 +27,10 @@ struct KvLayout {
   std::string codec;           // payload encoding ("raw", "spindle", ...)
   uint32_t tp_size = 1;        // >= 1
   uint32_t tp_rank = 0;        // < tp_size
+  // [num_layers] position-free key channels per layer (the last nope_dims
+  // of d_qk; partial rotary), each <= d_qk; empty (canonical when all are
+  // 0): every key channel is rotary.
+  std::vector<uint32_t> nope_dims;
 
   bool operator==(const KvLayout&) const = default;
 };

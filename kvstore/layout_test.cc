@@ -49,6 +49,11 @@ TEST(LayoutTest, InvalidLayoutsNameTheField) {
       {[](KvLayout& l) { l.dtype = ""; }, "dtype"},
       {[](KvLayout& l) { l.block_tokens = 0; }, "block_tokens"},
       {[](KvLayout& l) { l.codec = ""; }, "codec"},
+      {[](KvLayout& l) { l.nope_dims = {0}; }, "nope_dims has 1 entries"},
+      {[](KvLayout& l) {
+         l.nope_dims = {0, 17};
+       },
+       "nope_dims[1] 17 > d_qk 16"},
       {[](KvLayout& l) { l.tp_size = 0; }, "tp_size"},
       {[](KvLayout& l) { l.tp_rank = 2; }, "tp_rank"},
   };
@@ -79,6 +84,11 @@ TEST(LayoutTest, MismatchNamesEachField) {
       {[](KvLayout& l) { l.codec = "spindle"; }, "codec is \"spindle\""},
       {[](KvLayout& l) { l.tp_size = 4; }, "tp_size is 4"},
       {[](KvLayout& l) { l.tp_rank = 0; }, "tp_rank is 0, store holds 1"},
+      // Keys rotated under another partial-rotary split.
+      {[](KvLayout& l) {
+         l.nope_dims = {0, 8};
+       },
+       "nope_dims[1] is 8, store holds 0"},
   };
   for (const Case& c : cases) {
     KvLayout l = TwoLayers();
@@ -87,6 +97,21 @@ TEST(LayoutTest, MismatchNamesEachField) {
     EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << c.expect;
     EXPECT_THAT(s.message(), HasSubstr(c.expect));
   }
+}
+
+// An all-zero nope_dims list means what the empty one does (every key
+// channel rotary), whichever side spells it.
+TEST(LayoutTest, AllZeroNopeDimsEqualsEmpty) {
+  KvLayout zeros = TwoLayers();
+  zeros.nope_dims = {0, 0};
+  EXPECT_TRUE(ValidateLayout(zeros).ok());
+  EXPECT_TRUE(CheckSameLayout(TwoLayers(), zeros).ok());
+  EXPECT_TRUE(CheckSameLayout(zeros, TwoLayers()).ok());
+  KvLayout partial = TwoLayers();
+  partial.nope_dims = {16, 0};
+  EXPECT_TRUE(ValidateLayout(partial).ok());
+  EXPECT_FALSE(CheckSameLayout(partial, TwoLayers()).ok());
+  EXPECT_THAT(LayoutDebugString(partial), HasSubstr("nope_dims=[16,0]"));
 }
 
 TEST(LayoutTest, DebugStringMentionsDims) {

@@ -15,6 +15,7 @@ void ToProto(const KvLayout& in, pb::KvLayout* out) {
   out->set_codec(in.codec);
   out->set_tp_size(in.tp_size);
   out->set_tp_rank(in.tp_rank);
+  out->mutable_nope_dims()->Assign(in.nope_dims.begin(), in.nope_dims.end());
 }
 
 KvLayout FromProto(const pb::KvLayout& in) {
@@ -29,6 +30,13 @@ KvLayout FromProto(const pb::KvLayout& in) {
   l.codec = in.codec();
   l.tp_size = in.tp_size();
   l.tp_rank = in.tp_rank();
+  // Canonical form: all-zero (every key channel rotary) is the empty list.
+  for (uint32_t d : in.nope_dims()) {
+    if (d != 0) {
+      l.nope_dims.assign(in.nope_dims().begin(), in.nope_dims().end());
+      break;
+    }
+  }
   return l;
 }
 

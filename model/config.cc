@@ -83,7 +83,7 @@ absl::Status ReadTokenId(const json& j, const std::string& key, int* out) {
 // A head dim key: a number (all layers) or a list of num_layers numbers.
 // Returns an empty vector when absent.
 absl::StatusOr<std::vector<int>> ReadDims(const json& j, const std::string& key,
-                                          int num_layers) {
+                                          int num_layers, int min_value = 1) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return std::vector<int>();
   std::vector<int> dims;
@@ -92,8 +92,10 @@ absl::StatusOr<std::vector<int>> ReadDims(const json& j, const std::string& key,
       return KeyError(key, absl::StrCat("expected an integer, got ", v.dump()));
     }
     int64_t x = v.get<int64_t>();
-    if (x <= 0 || x > INT32_MAX) {
-      return KeyError(key, absl::StrCat("must be positive, got ", x));
+    if (x < min_value || x > INT32_MAX) {
+      return KeyError(key, absl::StrCat(min_value > 0 ? "must be positive"
+                                                      : "must not be negative",
+                                        ", got ", x));
     }
     dims.push_back(static_cast<int>(x));
     return absl::OkStatus();
@@ -114,6 +116,34 @@ absl::StatusOr<std::vector<int>> ReadDims(const json& j, const std::string& key,
     dims.assign(num_layers, dims[0]);
   }
   return dims;
+}
+
+// Partial rotary: our "rope_dims" (a number or a per-layer list), else HF's
+// "partial_rotary_factor" (rotary dims = int(d_qk * factor), rounded down to
+// even as HF's rotate-half needs). Absent, or every layer fully rotary:
+// c->rope_dims stays empty. Needs c->qk_head_dim.
+absl::Status ReadRopeDims(const json& j, ModelConfig* c) {
+  auto dims = ReadDims(j, "rope_dims", c->num_layers, /*min_value=*/0);
+  if (!dims.ok()) return dims.status();
+  if (dims->empty()) {
+    auto it = j.find("partial_rotary_factor");
+    if (it != j.end() && !it->is_null()) {
+      if (!it->is_number()) {
+        return KeyError("partial_rotary_factor",
+                        absl::StrCat("expected a number, got ", it->dump()));
+      }
+      const double f = it->get<double>();
+      if (!(f >= 0.0 && f <= 1.0)) {
+        return KeyError("partial_rotary_factor",
+                        absl::StrCat("must be in [0, 1], got ", f));
+      }
+      for (int d : c->qk_head_dim) {
+        dims->push_back(static_cast<int>(d * f) / 2 * 2);
+      }
+    }
+  }
+  if (*dims != c->qk_head_dim) c->rope_dims = *std::move(dims);
+  return absl::OkStatus();
 }
 
 // The shortest decimal that reads back as the same float.
@@ -292,6 +322,7 @@ absl::StatusOr<ModelConfig> FromJsonUnnamed(const std::string& json_text) {
       }
       dk.out->assign(c.num_layers, base_head_dim / ratio);
     }
+    if (!(s = ReadRopeDims(j, &c)).ok()) return s;
     if (!(s = internal::ReadArchFeatures(j, &c)).ok()) return s;
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat("config.json: ", e.what()));
@@ -334,6 +365,7 @@ std::string ModelConfig::ToJson() const {
   j["tie_word_embeddings"] = tie_word_embeddings;
   j["qk_head_dim"] = DimsToJson(qk_head_dim);
   j["vo_head_dim"] = DimsToJson(vo_head_dim);
+  if (!rope_dims.empty()) j["rope_dims"] = DimsToJson(rope_dims);
   j["rope_scheme"] = rope_scheme == RopeScheme::kFrequencyAware
                          ? "frequency_aware"
                          : "standard";
@@ -435,6 +467,28 @@ absl::Status ModelConfig::Validate() const {
       return KeyError(
           "vo_head_dim",
           absl::StrCat("layer ", l, ": ", vo_head_dim[l], " must be positive"));
+    }
+  }
+  if (!rope_dims.empty()) {
+    if (static_cast<int>(rope_dims.size()) != num_layers) {
+      return KeyError(
+          "rope_dims",
+          absl::StrCat("has ", rope_dims.size(),
+                       " entries, num_hidden_layers is ", num_layers));
+    }
+    if (rope_scheme == RopeScheme::kFrequencyAware) {
+      return KeyError("rope_dims",
+                      "partial rotary needs the standard rope_scheme");
+    }
+    for (int l = 0; l < num_layers; ++l) {
+      if (rope_dims[l] < 0 || rope_dims[l] > qk_head_dim[l] ||
+          rope_dims[l] % 2 != 0) {
+        return KeyError(
+            "rope_dims",
+            absl::StrCat("layer ", l, ": ", rope_dims[l],
+                         " must be even and within [0, qk_head_dim ",
+                         qk_head_dim[l], "]"));
+      }
     }
   }
   if (!(s = internal::ValidateArchFeatures(*this)).ok()) return s;

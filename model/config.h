@@ -35,6 +35,13 @@ struct ModelConfig {
   // number (all layers) or a list; absent means hidden_size / num_heads.
   std::vector<int> qk_head_dim;
   std::vector<int> vo_head_dim;
+  // Partial rotary ("rope_dims", number or list; or HF's
+  // "partial_rotary_factor"): layer l rotates channels [0, rope_dims[l]) of
+  // every q/k head (rotate-half within them) and leaves [rope_dims[l],
+  // d_qk) position-free (NoPE, as KV-Latent's compressed key dims). Empty
+  // (the default): every layer rotates all d_qk channels. Each entry even,
+  // 0 <= entry <= qk_head_dim[l]; standard rope_scheme only.
+  std::vector<int> rope_dims;
   RopeScheme rope_scheme =
       RopeScheme::kStandard;  // "standard"|"frequency_aware"
   int bos_token_id = 1;
@@ -114,6 +121,10 @@ struct ModelConfig {
   absl::Status CheckBounds() const;
 
   int head_dim() const { return hidden_size / num_heads; }
+  // The rotated channel count of `layer`'s q/k heads (see rope_dims).
+  int rope_dim(int layer) const {
+    return rope_dims.empty() ? qk_head_dim[layer] : rope_dims[layer];
+  }
   // The sliding window of `layer` (0: global attention).
   int window(int layer) const {
     return sliding_window.empty() ? 0 : sliding_window[layer];

@@ -238,12 +238,12 @@ absl::Status ValidateArchFeatures(const ModelConfig& c) {
   }
   if (!c.rope_freq_factors.empty()) {
     for (int l = 0; l < c.num_layers; ++l) {
-      if (static_cast<size_t>(c.qk_head_dim[l]) !=
+      if (static_cast<size_t>(c.rope_dim(l)) !=
           2 * c.rope_freq_factors.size()) {
         return KeyError(
             "rope_freq_factors",
             absl::StrCat("has ", c.rope_freq_factors.size(), " entries; layer ",
-                         l, " has ", c.qk_head_dim[l] / 2, " rotary pairs"));
+                         l, " has ", c.rope_dim(l) / 2, " rotary pairs"));
       }
     }
   }

@@ -82,6 +82,46 @@ TEST(ModelConfigTest, KvLatentReduceRatios) {
   EXPECT_THAT(c->vo_head_dim, ElementsAre(2, 2, 2));
 }
 
+// Partial rotary: our per-layer rope_dims, HF's partial_rotary_factor, the
+// canonical empty list when every layer is fully rotary, and the limits.
+TEST(ModelConfigTest, PartialRotary) {
+  auto c = ModelConfig::FromJson(Cfg(R"(, "rope_dims": [2, 0, 8])"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT(c->rope_dims, ElementsAre(2, 0, 8));
+  EXPECT_EQ(c->rope_dim(0), 2);
+  EXPECT_EQ(c->rope_dim(1), 0);
+  auto back = ModelConfig::FromJson(c->ToJson());
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->rope_dims, c->rope_dims);
+
+  // HF: rotary dims = int(head_dim * factor), even.
+  auto hf = ModelConfig::FromJson(Cfg(R"(, "partial_rotary_factor": 0.4)"));
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  EXPECT_THAT(hf->rope_dims, ElementsAre(2, 2, 2));  // int(8 * 0.4) = 3 -> 2
+  // Fully rotary, however spelled: empty.
+  for (const char* full :
+       {R"(, "rope_dims": 8)", R"(, "partial_rotary_factor": 1.0)", ""}) {
+    auto f = ModelConfig::FromJson(Cfg(full));
+    ASSERT_TRUE(f.ok()) << f.status();
+    EXPECT_TRUE(f->rope_dims.empty()) << full;
+    EXPECT_EQ(f->rope_dim(2), 8);
+    EXPECT_EQ(f->ToJson().find("rope_dims"), std::string::npos);
+  }
+  for (const auto& [extra, want] :
+       std::vector<std::pair<std::string, std::string>>{
+           {R"(, "rope_dims": [2, 3, 4])", "layer 1: 3 must be even"},
+           {R"(, "rope_dims": 10)", "within [0, qk_head_dim 8]"},
+           {R"(, "rope_dims": -2)", "must not be negative"},
+           {R"(, "rope_dims": [2, 2])", "list has 2 entries"},
+           {R"(, "partial_rotary_factor": 1.5)", "must be in [0, 1]"},
+           {R"(, "rope_dims": 4, "rope_scheme": "frequency_aware")",
+            "standard rope_scheme"}}) {
+    auto bad = ModelConfig::FromJson(Cfg(extra));
+    EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << extra;
+    EXPECT_THAT(bad.status().message(), HasSubstr(want)) << extra;
+  }
+}
+
 TEST(ModelConfigTest, TokenIdLists) {
   auto c = ModelConfig::FromJson(
       Cfg(R"(, "bos_token_id": 5, "eos_token_id": [7, 9])"));

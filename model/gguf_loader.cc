@@ -253,17 +253,23 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
     if (head_dim == 0) head_dim = c.hidden_size / c.num_heads;
     if (value_dim == 0) value_dim = c.hidden_size / c.num_heads;
   }
+  int rot = head_dim;
   if (f.Has(a + "rope.dimension_count")) {
-    int rot = 0;
     s = get_int(a + "rope.dimension_count", &rot);
     if (!s.ok()) return s;
-    if (rot != head_dim) {
+    if (rot != head_dim &&
+        (a == "llama." || rot < 0 || rot > head_dim || rot % 2 != 0)) {
+      // llama.cpp stores Llama's Q/K rows permuted over the whole head for
+      // its interleaved RoPE, which has no partial-rotary equivalent in the
+      // rotate-half layout; other architectures keep HF's rows.
       return absl::UnimplementedError(absl::StrCat(
           f.path(), ": partial rotary embeddings (rope.dimension_count ", rot,
-          " of head dim ", head_dim, ") are not supported"));
+          " of head dim ", head_dim,
+          ") are supported for even counts on "
+          "rotate-half architectures only"));
     }
   }
-  s = internal::ReadRopeScaling(f, a, head_dim, &c);
+  s = internal::ReadRopeScaling(f, a, rot, &c);
   if (!s.ok()) return s;
   // Absurd counts from a hostile header are refused before the per-layer
   // lists are built.
@@ -273,6 +279,7 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& f) {
   }
   c.qk_head_dim.assign(c.num_layers, head_dim);
   c.vo_head_dim.assign(c.num_layers, value_dim);
+  if (rot != head_dim) c.rope_dims.assign(c.num_layers, rot);
   s = internal::SetArchFeatures(f, a.substr(0, a.size() - 1), &c);
   if (!s.ok()) return s;
   c.rope_scheme = RopeScheme::kStandard;

@@ -429,6 +429,43 @@ TEST(GgufLoaderTest, ErrorsNameWhatIsWrong) {
       << w.status();
 }
 
+// rope.dimension_count below the head dim: partial rotary on rotate-half
+// architectures (Qwen's rows are stored as HF has them); refused on Llama,
+// whose rows llama.cpp permutes over the whole head for interleaved RoPE.
+TEST(GgufLoaderTest, PartialRotaryOnRotateHalfArchitecturesOnly) {
+  const std::string dir = TempDir();
+  auto config_of = [&](const std::string& arch, uint32_t rot) {
+    GgufWriter g;
+    const std::string a = arch + ".";
+    g.SetString("general.architecture", arch);
+    g.SetUint32(a + "block_count", 2);
+    g.SetUint32(a + "context_length", 64);
+    g.SetUint32(a + "embedding_length", 32);
+    g.SetUint32(a + "feed_forward_length", 48);
+    g.SetUint32(a + "attention.head_count", 4);
+    g.SetUint32(a + "attention.head_count_kv", 2);
+    g.SetFloat32(a + "attention.layer_norm_rms_epsilon", 1e-6f);
+    g.SetUint32(a + "rope.dimension_count", rot);
+    g.SetUint32(a + "vocab_size", 40);
+    const std::string path = dir + "/" + arch + std::to_string(rot) + ".gguf";
+    EXPECT_TRUE(g.Write(path).ok());
+    return LoadModelConfig(path);
+  };
+  auto qwen = config_of("qwen2", 4);
+  ASSERT_TRUE(qwen.ok()) << qwen.status();
+  EXPECT_EQ(qwen->rope_dims, (std::vector<int>{4, 4}));
+  auto full = config_of("qwen2", 8);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_TRUE(full->rope_dims.empty());
+  auto llama = config_of("llama", 4);
+  EXPECT_EQ(llama.status().code(), absl::StatusCode::kUnimplemented);
+  EXPECT_NE(llama.status().message().find("rope.dimension_count 4"),
+            std::string::npos)
+      << llama.status();
+  auto odd = config_of("qwen2", 3);
+  EXPECT_EQ(odd.status().code(), absl::StatusCode::kUnimplemented);
+}
+
 // The shared SmolLM2 GGUF: the config its README states, quantized matrices
 // kept as stored.
 TEST(GgufLoaderTest, LoadsSmolLm2AsStored) {

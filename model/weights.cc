@@ -136,7 +136,7 @@ int64_t Tensor::numel() const {
 }
 
 std::vector<float> DefaultRopeInvFreq(const ModelConfig& config, int layer) {
-  const int d = config.qk_head_dim.at(layer);
+  const int d = config.rope_dim(layer);
   const double base = config.window(layer) > 0 && config.rope_local_theta > 0
                           ? config.rope_local_theta
                           : config.rope_theta;
@@ -253,24 +253,25 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(
       s = Load(f, p + it.suffix, it.shape, DType::kF32, true, it.out);
       if (!s.ok()) return with_path(s);
     }
-    // RoPE table: our calibrated tensor, else HF's legacy persisted buffer,
-    // else the config's scheme.
+    // RoPE table ([rope_dims / 2]): our calibrated tensor, else HF's legacy
+    // persisted buffer, else the config's scheme.
+    const int64_t rope = c.rope_dim(l);
     const TensorEntry* inv = nullptr;
     for (const char* suffix :
          {"self_attn.rotary_inv_freq", "self_attn.rotary_emb.inv_freq"}) {
       inv = f.Find(p + suffix);
       if (inv != nullptr) {
-        if (inv->shape != std::vector<int64_t>{dqk / 2}) {
+        if (inv->shape != std::vector<int64_t>{rope / 2}) {
           return with_path(absl::InvalidArgumentError(
-              absl::StrCat(p, suffix, ": expected shape [", dqk / 2, "], got ",
+              absl::StrCat(p, suffix, ": expected shape [", rope / 2, "], got ",
                            ShapeString(inv->shape))));
         }
         break;
       }
     }
     if (inv != nullptr) {
-      lw.rope_inv_freq.resize(dqk / 2);
-      ConvertToF32(inv->data, inv->dtype, dqk / 2, lw.rope_inv_freq.data());
+      lw.rope_inv_freq.resize(rope / 2);
+      ConvertToF32(inv->data, inv->dtype, rope / 2, lw.rope_inv_freq.data());
       for (float x : lw.rope_inv_freq) {
         if (!std::isfinite(x)) {
           return with_path(absl::InvalidArgumentError(

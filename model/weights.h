@@ -8,8 +8,9 @@
 //   model.layers.N.self_attn.k_proj.weight        [num_kv_heads * d_qk(N),
 //   hidden] model.layers.N.self_attn.v_proj.weight        [num_kv_heads *
 //   d_vo(N), hidden] model.layers.N.self_attn.o_proj.weight        [hidden,
-//   num_heads * d_vo(N)] model.layers.N.self_attn.rotary_inv_freq      [d_qk(N)
-//   / 2]   (optional) model.layers.N.post_attention_layernorm.weight [hidden]
+//   num_heads * d_vo(N)] model.layers.N.self_attn.rotary_inv_freq
+//   [rope_dims(N) / 2] (optional)
+//   model.layers.N.post_attention_layernorm.weight [hidden]
 //   model.layers.N.mlp.gate_proj.weight           [intermediate, hidden]
 //   model.layers.N.mlp.up_proj.weight             [intermediate, hidden]
 //   model.layers.N.mlp.down_proj.weight           [hidden, intermediate]
@@ -66,7 +67,7 @@ struct LayerWeights {
   Tensor post_attn_norm, post_ffn_norm;
   // With config.qkv_bias: f32 [q_proj rows], [k_proj rows], [v_proj rows].
   Tensor q_bias, k_bias, v_bias;
-  std::vector<float> rope_inv_freq;  // [d_qk / 2]
+  std::vector<float> rope_inv_freq;  // [config.rope_dim(layer) / 2]
 };
 
 struct LoadOptions {

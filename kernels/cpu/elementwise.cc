@@ -35,9 +35,9 @@ void RmsNorm(const float* x, const float* weight, int64_t n, int64_t dim,
   internal::ParallelForBlocks(n, n * dim, rows);
 }
 
-void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,
+void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d, int64_t rope_dims,
                const int32_t* positions, const float* inv_freq) {
-  const int64_t half = d / 2;
+  const int64_t half = rope_dims / 2;
   if (half == 0) return;
   auto tokens = [&](int64_t t0, int64_t t1) {
     // cos/sin of each pair's angle, shared by all heads of a token.
@@ -65,7 +65,7 @@ void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,
       }
     }
   };
-  internal::ParallelForBlocks(n, n * heads * d * 4, tokens);
+  internal::ParallelForBlocks(n, n * heads * rope_dims * 4, tokens);
 }
 
 void SwiGlu(const float* gate, const float* up, int64_t n, float* out) {

@@ -191,13 +191,14 @@ class CudaBackend final : public Backend {
   void RmsNorm(const float* x, const float* weight, int64_t n, int64_t dim,
                float eps, float* y) override {
     Bind();
-    Bind();
     Check(LaunchRmsNorm(x, weight, n, dim, eps, y, stream_), "RmsNorm");
   }
   void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,
-                 const int32_t* positions, const float* inv_freq) override {
+                 int64_t rope_dims, const int32_t* positions,
+                 const float* inv_freq) override {
     Bind();
-    Check(LaunchRope(x, n, heads, d, positions, inv_freq, stream_), "Rope");
+    Check(LaunchRope(x, n, heads, d, rope_dims, positions, inv_freq, stream_),
+          "Rope");
   }
   void SwiGlu(const float* gate, const float* up, int64_t n,
               float* out) override {

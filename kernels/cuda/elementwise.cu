@@ -35,8 +35,9 @@ __global__ void RmsNormKernel(const float* x, const float* weight, int64_t dim,
 // One thread per (token, pair): the angle in double as on the CPU, then
 // every head of the token.
 __global__ void RopeKernel(float* x, int64_t n, int64_t heads, int64_t d,
-                           const int32_t* positions, const float* inv_freq) {
-  const int64_t half = d / 2;
+                           int64_t rope_dims, const int32_t* positions,
+                           const float* inv_freq) {
+  const int64_t half = rope_dims / 2;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n * half;
        i += int64_t{gridDim.x} * blockDim.x) {
     const int64_t t = i / half, j = i % half;
@@ -181,11 +182,11 @@ cudaError_t LaunchRmsNorm(const float* x, const float* weight, int64_t n,
 }
 
 cudaError_t LaunchRope(float* x, int64_t n, int64_t heads, int64_t d,
-                       const int32_t* positions, const float* inv_freq,
-                       cudaStream_t stream) {
-  if (n <= 0 || d < 2 || heads <= 0) return cudaSuccess;
-  RopeKernel<<<GridFor(n * (d / 2)), kThreads, 0, stream>>>(
-      x, n, heads, d, positions, inv_freq);
+                       int64_t rope_dims, const int32_t* positions,
+                       const float* inv_freq, cudaStream_t stream) {
+  if (n <= 0 || rope_dims < 2 || heads <= 0) return cudaSuccess;
+  RopeKernel<<<GridFor(n * (rope_dims / 2)), kThreads, 0, stream>>>(
+      x, n, heads, d, rope_dims, positions, inv_freq);
   return cudaGetLastError();
 }
 

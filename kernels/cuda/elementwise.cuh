@@ -19,8 +19,8 @@ cudaError_t LaunchRmsNorm(const float* x, const float* weight, int64_t n,
                           int64_t dim, float eps, float* y,
                           cudaStream_t stream);
 cudaError_t LaunchRope(float* x, int64_t n, int64_t heads, int64_t d,
-                       const int32_t* positions, const float* inv_freq,
-                       cudaStream_t stream);
+                       int64_t rope_dims, const int32_t* positions,
+                       const float* inv_freq, cudaStream_t stream);
 cudaError_t LaunchSwiGlu(const float* gate, const float* up, int64_t n,
                          float* out, cudaStream_t stream);
 cudaError_t LaunchGeluTanhGlu(const float* gate, const float* up, int64_t n,

@@ -47,8 +47,10 @@ void RmsNorm(const Vec& x, int64_t n, int64_t dim, const float* w, double eps,
 }
 
 // Rotate-half RoPE in place on x [n, heads, d].
-void Rope(Vec* x, int64_t n, int heads, int d, const std::vector<float>& inv) {
-  const int half = d / 2;
+// Rotates channels [0, rope) of each head of width d (partial rotary).
+void Rope(Vec* x, int64_t n, int heads, int d, int rope,
+          const std::vector<float>& inv) {
+  const int half = rope / 2;
   for (int64_t t = 0; t < n; ++t) {
     for (int j = 0; j < half; ++j) {
       // Angles from f32 inverse frequencies, as the engine holds them.
@@ -122,8 +124,8 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
     Project(xb, n, lw.v_proj, &v);
     qr = q;
     kr = k;
-    Rope(&qr, n, nh, dqk, lw.rope_inv_freq);
-    Rope(&kr, n, nkv, dqk, lw.rope_inv_freq);
+    Rope(&qr, n, nh, dqk, c.rope_dim(l), lw.rope_inv_freq);
+    Rope(&kr, n, nkv, dqk, c.rope_dim(l), lw.rope_inv_freq);
     const bool want_probs =
         options.observer != nullptr && options.observer->WantsProbs();
     if (want_probs) probs.assign(static_cast<size_t>(nh * n * n), 0.0);

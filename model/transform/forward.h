@@ -3,8 +3,9 @@
 //
 // It follows the engine's semantics exactly: per layer RMSNorm, Q/K/V
 // projections into the layer's d_qk / d_vo, RoPE in HF rotate-half layout
-// (channel j pairs with j + d_qk/2, angle position * rope_inv_freq[j]) with
-// the layer's own table, causal softmax attention with scale 1/sqrt(d_qk),
+// on the layer's first rope_dims channels (channel j pairs with j +
+// rope_dims/2, angle position * rope_inv_freq[j]; the rest position-free)
+// with the layer's own table, causal softmax attention with scale 1/sqrt(d_qk),
 // GQA (query head h reads KV head h / (n_heads / n_kv_heads)), output
 // projection, SwiGLU MLP, final RMSNorm, LM head. Positions are 0..T-1.
 //

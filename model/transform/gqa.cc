@@ -18,6 +18,12 @@ absl::Status CheckHeads(const ModelConfig& c, int n) {
         "--kv-heads ", n, " must be a positive divisor of the model's ",
         c.num_kv_heads, " KV heads"));
   }
+  if (!c.rope_dims.empty()) {
+    // The merge treats every key channel as part of a rotary pair.
+    return absl::UnimplementedError(
+        "--kv-heads: models with partial rotary (rope_dims) are not "
+        "supported");
+  }
   return absl::OkStatus();
 }
 

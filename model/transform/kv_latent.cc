@@ -33,6 +33,12 @@ absl::Status CheckDims(const ModelConfig& c, int d_qk, int d_vo) {
         "d_vo positive; got d_qk=",
         d_qk, " d_vo=", d_vo));
   }
+  if (!c.rope_dims.empty()) {
+    // The inits below read every key channel as part of a rotary pair.
+    return absl::UnimplementedError(
+        "kv-latent: the source model already has partial rotary (rope_dims); "
+        "convert the original model instead");
+  }
   for (int l = 0; l < c.num_layers; ++l) {
     if (d_qk > c.qk_head_dim[l] || d_vo > c.vo_head_dim[l]) {
       return absl::InvalidArgumentError(absl::StrCat(

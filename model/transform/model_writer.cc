@@ -57,7 +57,8 @@ absl::Status WriteConvertedModel(const ModelWeights& src,
     if (s.ok()) s = CheckSize(a.v, config.num_kv_heads * dvo * h, pre + "v");
     if (s.ok()) s = CheckSize(a.o, config.num_heads * dvo * h, pre + "o");
     if (s.ok() && !a.rope_inv_freq.empty()) {
-      s = CheckSize(a.rope_inv_freq, dqk / 2, pre + "rotary_inv_freq");
+      s = CheckSize(a.rope_inv_freq, config.rope_dim(l) / 2,
+                    pre + "rotary_inv_freq");
     }
   }
   if (!s.ok()) return s;

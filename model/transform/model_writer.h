@@ -20,7 +20,8 @@ struct AttentionTensors {
   std::vector<float> k;  // [K * d_qk, hidden]
   std::vector<float> v;  // [K * d_vo, hidden]
   std::vector<float> o;  // [hidden, H * d_vo]
-  // [d_qk / 2], written as model.layers.N.self_attn.rotary_inv_freq; empty:
+  // [rope_dims / 2] (config.rope_dim(N)), written as
+  // model.layers.N.self_attn.rotary_inv_freq; empty:
   // none (the loader uses the config's RoPE scheme).
   std::vector<float> rope_inv_freq;
 };

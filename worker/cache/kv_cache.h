@@ -52,6 +52,10 @@ struct LayerKvShape {
   int32_t n_kv_heads = 0;
   int32_t d_qk = 0;
   int32_t d_vo = 0;
+  // Position-free key channels (partial rotary: the last nope_dims of each
+  // key head carry no RoPE); 0 <= nope_dims <= d_qk. Changes no byte count;
+  // carried so that layouts refuse KV rotated under another split.
+  int32_t nope_dims = 0;
 };
 
 struct KvCacheOptions {

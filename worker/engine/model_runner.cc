@@ -155,7 +155,8 @@ absl::StatusOr<KvStorage> CreateKvStorage(const ModelRunner& runner,
 std::vector<LayerKvShape> KvShapesOf(const model::ModelConfig& c) {
   std::vector<LayerKvShape> shapes;
   for (int l = 0; l < c.num_layers; ++l) {
-    shapes.push_back({c.num_kv_heads, c.qk_head_dim[l], c.vo_head_dim[l]});
+    shapes.push_back({c.num_kv_heads, c.qk_head_dim[l], c.vo_head_dim[l],
+                      c.qk_head_dim[l] - c.rope_dim(l)});
   }
   return shapes;
 }

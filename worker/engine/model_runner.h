@@ -114,6 +114,11 @@ class ModelRunner {
                                  const KvCache& cache, KvPools& pools,
                                  int32_t layer,
                                  const kernels::PagedAttentionArgs& main);
+  // `layer`'s RoPE table in host memory (what residency policies read).
+  kernels::RopeTable HostRope(int32_t layer) const {
+    return {weights_->layers[layer].rope_inv_freq.data(),
+            config().rope_dim(layer)};
+  }
   // Hands each chunk with a residency policy its queries of `layer`.
   absl::Status RunResidency(const std::vector<ForwardChunk>& chunks,
                             KvCache& cache, KvPools& pools, int32_t layer);

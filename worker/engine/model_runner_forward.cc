@@ -51,7 +51,7 @@ absl::Status ModelRunner::CodebookAttention(
     const std::vector<ForwardChunk>& chunks, const KvCache& cache,
     KvPools& pools, int32_t layer, const kernels::PagedAttentionArgs& main) {
   const int32_t nh = main.n_heads, dqk = main.d_qk, dvo = main.d_vo;
-  const float* inv_freq = weights_->layers[layer].rope_inv_freq.data();
+  const kernels::RopeTable rope = HostRope(layer);
   // Host-addressable (checked at engine start): device pointers are host's.
   const float* q = q_.as<float>();
   const int32_t* pos = plan_.at(plan_.positions);
@@ -71,7 +71,7 @@ absl::Status ModelRunner::CodebookAttention(
       cb_pos_.insert(cb_pos_.end(), pos + r, pos + r + ch.len);
       cb_q_indptr_.push_back(cb_q_indptr_.back() + ch.len);
       absl::Status st = ch.residency->AppendCodebookView(
-          cache, pools, *ch.kv, layer, inv_freq, &scratch_, &cb_kv_indptr_,
+          cache, pools, *ch.kv, layer, rope, &scratch_, &cb_kv_indptr_,
           &cb_kv_indices_, &cb_kv_last_);
       if (!st.ok()) return st;
       rows.emplace_back(r, ch.len);
@@ -112,7 +112,7 @@ absl::Status ModelRunner::RunResidency(const std::vector<ForwardChunk>& chunks,
                                        int32_t layer) {
   const auto& c = config();
   const int64_t row = int64_t{c.num_heads} * c.qk_head_dim[layer];
-  const float* inv_freq = weights_->layers[layer].rope_inv_freq.data();
+  const kernels::RopeTable rope = HostRope(layer);
   const int32_t* pos = plan_.at(plan_.positions);
   int64_t r = 0;
   for (const auto& ch : chunks) {
@@ -127,7 +127,7 @@ absl::Status ModelRunner::RunResidency(const std::vector<ForwardChunk>& chunks,
         q = host_q_.data();
       }
       absl::Status st = ch.residency->AfterLayer(cache, pools, *ch.kv, layer, q,
-                                                 pos + r, ch.len, inv_freq);
+                                                 pos + r, ch.len, rope);
       if (!st.ok()) return st;
     }
     r += ch.len;
@@ -200,8 +200,9 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
       be.RmsNorm(q, lv.q_norm, T * nh, dqk, c.rms_norm_eps, q);
       be.RmsNorm(k, lv.k_norm, T * nkv, dqk, c.rms_norm_eps, k);
     }
-    be.ApplyRope(q, T, nh, dqk, positions, lv.inv_freq);
-    be.ApplyRope(k, T, nkv, dqk, positions, lv.inv_freq);
+    const int32_t rope = c.rope_dim(l);
+    be.ApplyRope(q, T, nh, dqk, rope, positions, lv.inv_freq);
+    be.ApplyRope(k, T, nkv, dqk, rope, positions, lv.inv_freq);
     const kernels::KvPoolView& pool = pools.view(l);
     be.WriteKv(k, v, positions, T, slots + pl.slots, pool);
 

@@ -59,9 +59,9 @@ class NoKQuantBackend final : public kernels::Backend {
                float eps, float* y) override {
     cpu_->RmsNorm(x, w, n, dim, eps, y);
   }
-  void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,
+  void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d, int64_t r,
                  const int32_t* pos, const float* inv) override {
-    cpu_->ApplyRope(x, n, heads, d, pos, inv);
+    cpu_->ApplyRope(x, n, heads, d, r, pos, inv);
   }
   void SwiGlu(const float* g, const float* u, int64_t n, float* o) override {
     cpu_->SwiGlu(g, u, n, o);

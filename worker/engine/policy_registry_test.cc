@@ -28,7 +28,7 @@ class WindowSequence final : public SequencePolicy {
   }
   absl::Status AfterLayer(KvCache& cache, KvPools& pools, SequenceKv& kv,
                           int32_t layer, const float*, const int32_t*, int32_t,
-                          const float*) override {
+                          kernels::RopeTable) override {
     for (int32_t h = 0; h < cache.shape(layer).n_kv_heads; ++h) {
       const int64_t n = kv.num_tokens(layer, h);
       if (n <= keep_) continue;
@@ -46,8 +46,9 @@ class WindowSequence final : public SequencePolicy {
     return false;
   }
   absl::Status AppendCodebookView(const KvCache&, KvPools&, const SequenceKv&,
-                                  int32_t, const float*, AttentionScratch*,
-                                  std::vector<int32_t>*, std::vector<int32_t>*,
+                                  int32_t, kernels::RopeTable,
+                                  AttentionScratch*, std::vector<int32_t>*,
+                                  std::vector<int32_t>*,
                                   std::vector<int32_t>*) const override {
     return absl::UnimplementedError("no codebooks");
   }

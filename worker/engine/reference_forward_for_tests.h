@@ -89,13 +89,15 @@ inline std::vector<double> ReferenceFinalHidden(
       scale *= ms * ms;
     }
     const int window = c.sliding_window.empty() ? 0 : c.sliding_window[l];
+    // Partial rotary: channels [0, rd) rotate (rotate-half within them).
+    const int rd = c.rope_dim(l);
     auto rope = [&](std::vector<double>& t, int heads) {
       for (int r = 0; r < n; ++r)
         for (int hh = 0; hh < heads; ++hh)
-          for (int j = 0; j < dq / 2; ++j) {
+          for (int j = 0; j < rd / 2; ++j) {
             const double a = r * double(w.rope_inv_freq[j]);
             double& x0 = t[(r * heads + hh) * dq + j];
-            double& x1 = t[(r * heads + hh) * dq + j + dq / 2];
+            double& x1 = t[(r * heads + hh) * dq + j + rd / 2];
             const double y0 = x0 * std::cos(a) - x1 * std::sin(a);
             const double y1 = x1 * std::cos(a) + x0 * std::sin(a);
             x0 = y0;

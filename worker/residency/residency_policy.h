@@ -22,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/ops.h"
 #include "worker/cache/kv_cache.h"
 #include "worker/cache/kv_snapshot.h"
 #include "worker/kv/kv_pools.h"
@@ -58,12 +59,13 @@ class SequencePolicy {
   virtual absl::Status ImportState(KvCache& cache, KvPools& pools,
                                    SequenceKv& kv, const KvSnapshot& snap) = 0;
   // After layer `layer`'s attention of a chunk: q [len, n_heads, d_qk] its
-  // roped queries at positions pos [len]; inv_freq [d_qk / 2] the layer's
-  // RoPE table. May drop or re-encode that layer's slots (only that layer).
+  // roped queries at positions pos [len]; rope the layer's RoPE table (host
+  // memory; partial rotary: kernels/ops.h). May drop or re-encode that
+  // layer's slots (only that layer).
   virtual absl::Status AfterLayer(KvCache& cache, KvPools& pools,
                                   SequenceKv& kv, int32_t layer, const float* q,
                                   const int32_t* pos, int32_t len,
-                                  const float* inv_freq) = 0;
+                                  kernels::RopeTable rope) = 0;
   // True when attention in `layer` must read AppendCodebookView instead of
   // the page list alone (tokens held in another form).
   virtual bool ReadsCodebook(const SequenceKv& kv, int32_t layer) const = 0;
@@ -71,7 +73,7 @@ class SequencePolicy {
   // ragged description (one entry per KV head).
   virtual absl::Status AppendCodebookView(
       const KvCache& cache, KvPools& pools, const SequenceKv& kv, int32_t layer,
-      const float* inv_freq, AttentionScratch* scratch,
+      kernels::RopeTable rope, AttentionScratch* scratch,
       std::vector<int32_t>* indptr, std::vector<int32_t>* indices,
       std::vector<int32_t>* last_page_len) const = 0;
   // Bytes of K/V data this sequence holds in `layer`.

@@ -35,7 +35,8 @@ void SequenceResidency::Reset() {
 absl::Status SequenceResidency::AfterLayer(KvCache& cache, KvPools& pools,
                                            SequenceKv& kv, int32_t layer,
                                            const float* q, const int32_t* pos,
-                                           int32_t len, const float* inv_freq) {
+                                           int32_t len,
+                                           kernels::RopeTable rope) {
   if (len <= 0) return absl::OkStatus();
   const ResidencyPlan& plan = *plan_;
   const LayerPolicy policy = plan.policy(layer);
@@ -63,9 +64,9 @@ absl::Status SequenceResidency::AfterLayer(KvCache& cache, KvPools& pools,
     absl::Status st;
     if (evicts && first) {
       st = EvictLayer(cache, pools, kv, layer,
-                      plan.PromptBudget(layer, prompt_len_), inv_freq);
+                      plan.PromptBudget(layer, prompt_len_), rope);
     } else if (codebook) {
-      st = EncodeLayer(cache, pools, kv, layer, first, inv_freq);
+      st = EncodeLayer(cache, pools, kv, layer, first, rope);
     }
     if (!st.ok()) return st;
   }
@@ -86,7 +87,7 @@ absl::Status SequenceResidency::AfterLayer(KvCache& cache, KvPools& pools,
     }
     if (full()) {
       return EvictLayer(cache, pools, kv, layer, plan.CapacityTarget(layer),
-                        inv_freq);
+                        rope);
     }
   }
   return absl::OkStatus();
@@ -122,7 +123,8 @@ absl::Status SequenceResidency::DropBefore(KvCache& cache, KvPools& pools,
 
 absl::Status SequenceResidency::EncodeLayer(KvCache& cache, KvPools& pools,
                                             SequenceKv& kv, int32_t layer,
-                                            bool first, const float* inv_freq) {
+                                            bool first,
+                                            kernels::RopeTable rope) {
   const LayerKvShape& s = cache.shape(layer);
   std::vector<CodebookStore>& stores = stores_[layer];
   if (stores.empty()) stores.resize(s.n_kv_heads);
@@ -144,7 +146,8 @@ absl::Status SequenceResidency::EncodeLayer(KvCache& cache, KvPools& pools,
     if (!read.ok()) return read;
     for (int64_t i = 0; i < n; ++i) neg[i] = -kpos_[i];
     // Undo RoPE: codebooks cluster keys before rotation.
-    kernels::ApplyRope(keys_.data(), n, 1, s.d_qk, neg.data(), inv_freq);
+    kernels::ApplyRope(keys_.data(), n, 1, s.d_qk, rope.dims, neg.data(),
+                       rope.inv_freq);
     absl::Status st = stores[h].Add(cache, *hp, kv.aux(layer, h), layer,
                                     keys_.data(), vals_.data(), kpos_.data(), n,
                                     o.theta_k, o.theta_v, first);
@@ -259,7 +262,7 @@ bool SequenceResidency::ReadsCodebook(const SequenceKv& kv,
 
 absl::Status SequenceResidency::AppendCodebookView(
     const KvCache& cache, KvPools& pools, const SequenceKv& kv, int32_t layer,
-    const float* inv_freq, AttentionScratch* scratch,
+    kernels::RopeTable rope, AttentionScratch* scratch,
     std::vector<int32_t>* indptr, std::vector<int32_t>* indices,
     std::vector<int32_t>* last_page_len) const {
   const LayerKvShape& s = cache.shape(layer);
@@ -277,7 +280,8 @@ absl::Status SequenceResidency::AppendCodebookView(
     if (n_rec > 0) {
       stores_[layer][h].Reconstruct(cache, *hp, kv.aux(layer, h), layer,
                                     k.data(), v.data(), p.data());
-      kernels::ApplyRope(k.data(), n_rec, 1, s.d_qk, p.data(), inv_freq);
+      kernels::ApplyRope(k.data(), n_rec, 1, s.d_qk, rope.dims, p.data(),
+                         rope.inv_freq);
     }
     slots.resize(n_list);
     for (int64_t i = 0; i < n_list; ++i) {
@@ -322,7 +326,7 @@ int64_t SequenceResidency::LayerDataBytes(const KvCache& cache,
 absl::Status SequenceResidency::EvictLayer(KvCache& cache, KvPools& pools,
                                            SequenceKv& kv, int32_t layer,
                                            int64_t target,
-                                           const float* inv_freq) {
+                                           kernels::RopeTable rope) {
   const Window& win = windows_[layer];
   const int32_t d = d_qk_[layer];
   const LayerKvShape& shape = cache.shape(layer);
@@ -365,7 +369,8 @@ absl::Status SequenceResidency::EvictLayer(KvCache& cache, KvPools& pools,
       vals_.resize(n * shape.d_vo);
       stores_[layer][h].Reconstruct(cache, *hp, kv.aux(layer, h), layer,
                                     keys_.data(), vals_.data(), kpos_.data());
-      kernels::ApplyRope(keys_.data(), n, 1, d, kpos_.data(), inv_freq);
+      kernels::ApplyRope(keys_.data(), n, 1, d, rope.dims, kpos_.data(),
+                         rope.inv_freq);
       scores_.resize(group * n);
       kernels::WindowAttentionScores(wq_.data(), wpos_.data(), n_w, group,
                                      keys_.data(), kpos_.data(), n, d, scale,

@@ -71,7 +71,7 @@ class SequenceResidency final : public SequencePolicy {
   // [d_qk / 2] the layer's RoPE table.
   absl::Status AfterLayer(KvCache& cache, KvPools& pools, SequenceKv& kv,
                           int32_t layer, const float* q, const int32_t* pos,
-                          int32_t len, const float* inv_freq) override;
+                          int32_t len, kernels::RopeTable rope) override;
   // True when some of this layer's tokens live in codebooks, so attention
   // must read AppendCodebookView instead of the page list alone.
   bool ReadsCodebook(const SequenceKv& kv, int32_t layer) const override;
@@ -81,7 +81,7 @@ class SequenceResidency final : public SequencePolicy {
   // SequenceKv::Describe, page ids into `scratch`).
   absl::Status AppendCodebookView(
       const KvCache& cache, KvPools& pools, const SequenceKv& kv, int32_t layer,
-      const float* inv_freq, AttentionScratch* scratch,
+      kernels::RopeTable rope, AttentionScratch* scratch,
       std::vector<int32_t>* indptr, std::vector<int32_t>* indices,
       std::vector<int32_t>* last_page_len) const override;
   // Bytes of K/V data this sequence holds in `layer` (the page list's
@@ -106,11 +106,12 @@ class SequenceResidency final : public SequencePolicy {
   absl::Status DropBefore(KvCache& cache, KvPools& pools, SequenceKv& kv,
                           int32_t layer, int32_t min_pos);
   absl::Status EvictLayer(KvCache& cache, KvPools& pools, SequenceKv& kv,
-                          int32_t layer, int64_t target, const float* inv_freq);
+                          int32_t layer, int64_t target,
+                          kernels::RopeTable rope);
   // Moves the page list's tokens of every KV head of a codebook layer into
   // its store (left in place when pages run short; retried next time).
   absl::Status EncodeLayer(KvCache& cache, KvPools& pools, SequenceKv& kv,
-                           int32_t layer, bool first, const float* inv_freq);
+                           int32_t layer, bool first, kernels::RopeTable rope);
 
   std::shared_ptr<const ResidencyPlan> plan_;
   std::vector<int32_t> d_qk_;

@@ -59,7 +59,7 @@ struct Fixture {
       std::vector<float> q(len * kHeads * kD);
       for (float& x : q) x = 1.0f + 0.1f * nd(rng);
       st = r.AfterLayer(*cache, *pools, kv, l, q.data(), pos.data(), len,
-                        kInvFreq);
+                        kernels::RopeTable{kInvFreq, kD});
       if (!st.ok()) return st;
     }
     return absl::OkStatus();

@@ -23,9 +23,14 @@ pb::KvLayout TransferLayout(const std::vector<LayerKvShape>& shapes,
   pb::KvLayout l;
   l.set_num_layers(static_cast<uint32_t>(shapes.size()));
   l.set_num_kv_heads(shapes.empty() ? 0 : shapes[0].n_kv_heads);
+  bool partial = false;
   for (const LayerKvShape& s : shapes) {
     l.add_d_qk(s.d_qk);
     l.add_d_vo(s.d_vo);
+    partial = partial || s.nope_dims != 0;
+  }
+  if (partial) {
+    for (const LayerKvShape& s : shapes) l.add_nope_dims(s.nope_dims);
   }
   l.set_dtype(std::string(DTypeName(dtype)));
   l.set_codec(kRowsCodec);

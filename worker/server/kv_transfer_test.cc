@@ -20,15 +20,17 @@ namespace pb = ::latentkv::v1;
 
 const std::vector<LayerKvShape> kShapes = {{2, 4, 3}, {2, 4, 3}};
 
-// Streams the layout, then for each layer two heads of `rows` rows whose
-// values are 0.5, except value `poison_at` of layer 1 head 0 row 0.
+// Streams the layout of `shapes` (kShapes' byte sizes), then for each layer
+// two heads of `rows` rows whose values are 0.5, except value `poison_at` of
+// layer 1 head 0 row 0.
 class FakePrefill final : public pb::Worker::Service {
  public:
-  explicit FakePrefill(float poison) : poison_(poison) {}
+  FakePrefill(float poison, std::vector<LayerKvShape> shapes)
+      : poison_(poison), shapes_(std::move(shapes)) {}
   grpc::Status Prefill(grpc::ServerContext*, const pb::PrefillRequest*,
                        grpc::ServerWriter<pb::PrefillResponse>* w) override {
     pb::PrefillResponse first;
-    *first.mutable_layout() = TransferLayout(kShapes, DType::kF32, 1);
+    *first.mutable_layout() = TransferLayout(shapes_, DType::kF32, 1);
     first.set_first_token(7);
     w->Write(first);
     for (uint32_t l = 0; l < kShapes.size(); ++l) {
@@ -53,10 +55,13 @@ class FakePrefill final : public pb::Worker::Service {
 
  private:
   float poison_;
+  std::vector<LayerKvShape> shapes_;
 };
 
-absl::StatusOr<RemotePrefill> CallFake(float poison) {
-  FakePrefill service(poison);
+absl::StatusOr<RemotePrefill> CallFake(
+    float poison, const std::vector<LayerKvShape>& theirs = kShapes,
+    const std::vector<LayerKvShape>& ours = kShapes) {
+  FakePrefill service(poison, theirs);
   grpc::ServerBuilder b;
   int port = 0;
   b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
@@ -64,9 +69,8 @@ absl::StatusOr<RemotePrefill> CallFake(float poison) {
   std::unique_ptr<grpc::Server> server = b.BuildAndStart();
   pb::PrefillRequest req;
   req.add_prompt_token_ids(1);
-  auto r =
-      CallPrefill("127.0.0.1:" + std::to_string(port), req,
-                  TransferLayout(kShapes, DType::kF32, 1), absl::Seconds(10));
+  auto r = CallPrefill("127.0.0.1:" + std::to_string(port), req,
+                       TransferLayout(ours, DType::kF32, 1), absl::Seconds(10));
   server->Shutdown();
   return r;
 }
@@ -80,6 +84,26 @@ TEST(KvTransferTest, WellFormedRowsArriveAsSent) {
   float v;
   std::memcpy(&v, r->kv->rows[1][0].data() + 4 + 5 * 4, 4);
   EXPECT_EQ(v, 0.5f);
+}
+
+// Partial rotary: keys whose last nope_dims channels carry no RoPE. Equal
+// splits transfer (and the snapshot keeps the split); a peer whose keys were
+// rotated under another split is refused before any row is read.
+TEST(KvTransferTest, PositionFreeKeyDimsMustAgree) {
+  const std::vector<LayerKvShape> partial = {{2, 4, 3, 0}, {2, 4, 3, 2}};
+  auto same = CallFake(0.5f, partial, partial);
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->kv->shapes[1].nope_dims, 2);
+  EXPECT_EQ(same->kv->shapes[0].nope_dims, 0);
+  for (const auto& [theirs, ours] :
+       {std::pair{kShapes, partial}, std::pair{partial, kShapes}}) {
+    auto r = CallFake(0.5f, theirs, ours);
+    ASSERT_FALSE(r.ok());
+    EXPECT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
+    EXPECT_NE(r.status().message().find("nope_dims) of layer 1"),
+              std::string::npos)
+        << r.status();
+  }
 }
 
 TEST(KvTransferTest, NonFiniteRowsFromAPeerAreDataLoss) {

@@ -35,6 +35,16 @@ absl::Status CheckLayout(const pb::KvLayout& theirs, const pb::KvLayout& ours) {
                     ours.d_vo(l));
     }
   }
+  // Partial rotary: an absent list means every key channel is rotary.
+  for (int l = 0; l < ours.d_qk_size(); ++l) {
+    const uint32_t a = l < theirs.nope_dims_size() ? theirs.nope_dims(l) : 0;
+    const uint32_t b = l < ours.nope_dims_size() ? ours.nope_dims(l) : 0;
+    if (a != b) {
+      return differ(
+          absl::StrCat("position-free key dims (nope_dims) of layer ", l), a,
+          b);
+    }
+  }
   if (theirs.dtype() != ours.dtype()) {
     return differ("dtype", theirs.dtype(), ours.dtype());
   }
@@ -55,9 +65,12 @@ absl::Status PrefillAssembler::Add(pb::PrefillResponse& msg) {
   first_logprobs_ = msg.first_logprobs();
   snap_->dtype = ParseDType(ours_.dtype()).value_or(DType::kF32);
   for (int l = 0; l < ours_.d_qk_size(); ++l) {
-    snap_->shapes.push_back({static_cast<int32_t>(ours_.num_kv_heads()),
-                             static_cast<int32_t>(ours_.d_qk(l)),
-                             static_cast<int32_t>(ours_.d_vo(l))});
+    snap_->shapes.push_back(
+        {static_cast<int32_t>(ours_.num_kv_heads()),
+         static_cast<int32_t>(ours_.d_qk(l)),
+         static_cast<int32_t>(ours_.d_vo(l)),
+         static_cast<int32_t>(l < ours_.nope_dims_size() ? ours_.nope_dims(l)
+                                                         : 0)});
   }
   snap_->rows.resize(snap_->shapes.size());
   return absl::OkStatus();

@@ -14,9 +14,15 @@ kvstore::KvLayout StoreLayout(const PrefixCacheOptions& options,
   layout.model_id = options.model_id;
   layout.num_layers = static_cast<uint32_t>(shapes.size());
   layout.num_kv_heads = shapes.empty() ? 0 : shapes[0].n_kv_heads;
+  bool partial = false;
   for (const LayerKvShape& s : shapes) {
     layout.d_qk.push_back(s.d_qk);
     layout.d_vo.push_back(s.d_vo);
+    partial = partial || s.nope_dims != 0;
+  }
+  if (partial) {
+    for (const LayerKvShape& s : shapes)
+      layout.nope_dims.push_back(s.nope_dims);
   }
   layout.dtype = std::string(DTypeName(options.dtype));
   layout.block_tokens = options.block_tokens;

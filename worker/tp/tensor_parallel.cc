@@ -39,6 +39,7 @@ std::string GroupKvLayout(const EngineOptions& options,
     absl::StrAppend(&out, l ? "," : "",
                     i < c.qk_head_dim.size() ? c.qk_head_dim[i] : 0, "x",
                     i < c.vo_head_dim.size() ? c.vo_head_dim[i] : 0);
+    if (i < c.rope_dims.size()) absl::StrAppend(&out, "r", c.rope_dims[i]);
   }
   return out;
 }
