@@ -17,6 +17,15 @@
 namespace latentkv::model::transform {
 namespace {
 
+// Upper triangle of m [d, d] += x x^T.
+void AddOuter(const double* x, int d, std::vector<double>* m) {
+  for (int r = 0; r < d; ++r) {
+    double* row = m->data() + static_cast<size_t>(r) * d;
+    const double xr = x[r];
+    for (int c = r; c < d; ++c) row[c] += xr * x[c];
+  }
+}
+
 // Accumulates sums into LayerStats; Finish() turns them into means.
 class StatsObserver : public LayerObserver {
  public:
@@ -36,6 +45,9 @@ class StatsObserver : public LayerObserver {
       s.v_moment.assign(groups, std::vector<double>(gv * gv, 0.0));
       s.k_pair_moment.assign(groups,
                              std::vector<std::complex<double>>(half * g2));
+      const size_t dd = static_cast<size_t>(s.d_qk) * s.d_qk;
+      s.k_moment.assign(c.num_kv_heads, std::vector<double>(dd, 0.0));
+      s.q_moment.assign(c.num_kv_heads, std::vector<double>(dd, 0.0));
       s.q_pair_abs.assign(c.num_heads * half, 0.0);
       s.k_pair_abs.assign(c.num_kv_heads * half, 0.0);
       s.pair_attn_mag.assign(c.num_heads * half, 0.0);
@@ -72,6 +84,12 @@ class StatsObserver : public LayerObserver {
             for (int c = 0; c < g; ++c) km[r * g + c] += z[r] * std::conj(z[c]);
           }
         }
+      }
+      for (int h = 0; h < nkv; ++h) {
+        AddOuter(a.k + (t * nkv + h) * d, d, &s.k_moment[h]);
+      }
+      for (int h = 0; h < nh; ++h) {
+        AddOuter(a.q + (t * nh + h) * d, d, &s.q_moment[h / group]);
       }
       for (int h = 0; h < nh; ++h) {
         const double* qh = a.q + (t * nh + h) * d;
@@ -136,6 +154,17 @@ class StatsObserver : public LayerObserver {
       }
       for (auto& m : s.k_pair_moment) {
         for (auto& x : m) x *= inv;
+      }
+      for (auto* ms : {&s.k_moment, &s.q_moment}) {
+        for (std::vector<double>& m : *ms) {
+          const int dim = s.d_qk;
+          for (int r = 0; r < dim; ++r) {
+            for (int c = r; c < dim; ++c) {
+              m[r * dim + c] *= inv;
+              m[c * dim + r] = m[r * dim + c];
+            }
+          }
+        }
       }
       for (auto* v : {&s.q_pair_abs, &s.k_pair_abs, &s.pair_attn_mag,
                       &s.pair_logit_var}) {

@@ -57,6 +57,11 @@ struct LayerStats {
   // [K/G][d/2][G, G]: E[z z^H] with z_i the pre-RoPE complex pair j of the
   // group's KV head i (Hermitian, positive semi-definite).
   std::vector<std::vector<std::complex<double>>> k_pair_moment;
+  // [K][d, d]: E[k k^T] of each KV head (pre-RoPE), and the sum over the
+  // query heads reading it of E[q q^T] (pre-RoPE): the whitening of the
+  // position-free key compression (latent_keys.h).
+  std::vector<std::vector<double>> k_moment;
+  std::vector<std::vector<double>> q_moment;
   std::vector<double> q_pair_abs;  // [H, d/2]: E|q pair j| (pre-RoPE)
   std::vector<double> k_pair_abs;  // [K, d/2]: E|k pair j| (pre-RoPE)
   // [H, d/2]: E_t[sum_s p(t,s) |q_t pair j| |k_s pair j|] with p the head's

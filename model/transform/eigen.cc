@@ -1,5 +1,7 @@
 #include "model/transform/eigen.h"
 
+#include <algorithm>
+#include <cmath>
 #include <complex>
 #include <cstddef>
 #include <vector>
@@ -13,6 +15,9 @@ extern "C" {
 void dsyev_(const char* jobz, const char* uplo, const int* n, double* a,
             const int* lda, double* w, double* work, const int* lwork,
             int* info, size_t jobz_len, size_t uplo_len);
+void dposv_(const char* uplo, const int* n, const int* nrhs, double* a,
+            const int* lda, double* b, const int* ldb, int* info,
+            size_t uplo_len);
 void zheev_(const char* jobz, const char* uplo, const int* n,
             std::complex<double>* a, const int* lda, double* w,
             std::complex<double>* work, const int* lwork, double* rwork,
@@ -104,6 +109,63 @@ absl::StatusOr<HermitianEigen> TopEigenHermitian(
     for (int r = 0; r < n; ++r) {
       out.vectors[static_cast<size_t>(r) * k + c] =
           m[r + static_cast<size_t>(src) * n];
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<SymmetricRoots> SymmetricSquareRoots(
+    const std::vector<double>& a, int n, double floor_rel) {
+  auto e = TopEigenSymmetric(a, n, n);
+  if (!e.ok()) return e.status();
+  const double floor = std::max(e->values[0], 1e-300) * floor_rel;
+  SymmetricRoots out;
+  out.sqrt.assign(a.size(), 0.0);
+  out.inv_sqrt.assign(a.size(), 0.0);
+  for (int c = 0; c < n; ++c) {
+    const double lam = std::max(e->values[c], floor);
+    const double s = std::sqrt(lam), is = 1.0 / std::sqrt(lam);
+    for (int i = 0; i < n; ++i) {
+      const double vi = e->vectors[static_cast<size_t>(i) * n + c];
+      for (int j = 0; j < n; ++j) {
+        const double uu = vi * e->vectors[static_cast<size_t>(j) * n + c];
+        out.sqrt[static_cast<size_t>(i) * n + j] += uu * s;
+        out.inv_sqrt[static_cast<size_t>(i) * n + j] += uu * is;
+      }
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<double>> SolveSymmetricPositive(
+    const std::vector<double>& a, int n, const std::vector<double>& b,
+    int nrhs) {
+  if (n <= 0 || nrhs <= 0 ||
+      a.size() != static_cast<size_t>(n) * static_cast<size_t>(n) ||
+      b.size() != static_cast<size_t>(n) * static_cast<size_t>(nrhs)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("solve: need a [n, n] and b [n, nrhs]; got ", a.size(),
+                     " and ", b.size(), " values, n=", n, ", nrhs=", nrhs));
+  }
+  // Symmetric a: row-major == column-major. b to column-major [n, nrhs].
+  std::vector<double> m(a);
+  std::vector<double> x(b.size());
+  for (int r = 0; r < n; ++r) {
+    for (int c = 0; c < nrhs; ++c) {
+      x[r + static_cast<size_t>(c) * n] = b[static_cast<size_t>(r) * nrhs + c];
+    }
+  }
+  int info = 0;
+  dposv_("U", &n, &nrhs, m.data(), &n, x.data(), &n, &info, 1);
+  if (info != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "solve: matrix is not positive definite (dposv info=", info, ")"));
+  }
+  std::vector<double> out(b.size());
+  for (int r = 0; r < n; ++r) {
+    for (int c = 0; c < nrhs; ++c) {
+      out[static_cast<size_t>(r) * nrhs + c] =
+          x[r + static_cast<size_t>(c) * n];
     }
   }
   return out;

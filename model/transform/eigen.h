@@ -35,6 +35,24 @@ absl::StatusOr<SymmetricEigen> TopEigenSymmetric(const std::vector<double>& a,
 absl::StatusOr<HermitianEigen> TopEigenHermitian(
     const std::vector<std::complex<double>>& a, int n, int k);
 
+// S^(1/2) and S^(-1/2) of a symmetric positive semi-definite [n, n] `a`
+// (row-major), with eigenvalues floored at `floor_rel` times the largest
+// (so a singular S gets a bounded inverse). Same errors as above.
+struct SymmetricRoots {
+  std::vector<double> sqrt;      // [n, n]
+  std::vector<double> inv_sqrt;  // [n, n]
+};
+absl::StatusOr<SymmetricRoots> SymmetricSquareRoots(
+    const std::vector<double>& a, int n, double floor_rel = 1e-12);
+
+// Solves a x = b for x with `a` [n, n] symmetric positive definite
+// (row-major) and b [n, nrhs] row-major (Cholesky, LAPACK dposv); returns x
+// [n, nrhs]. Errors: InvalidArgument for bad sizes, FailedPrecondition when
+// `a` is not positive definite.
+absl::StatusOr<std::vector<double>> SolveSymmetricPositive(
+    const std::vector<double>& a, int n, const std::vector<double>& b,
+    int nrhs);
+
 }  // namespace latentkv::model::transform
 
 #endif  // LATENTKV_MODEL_TRANSFORM_EIGEN_H_

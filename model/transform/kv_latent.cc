@@ -13,6 +13,8 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "model/transform/eigen.h"
+#include "model/transform/latent_maps.h"
+#include "model/transform/refit.h"
 
 namespace latentkv::model::transform {
 namespace {
@@ -130,6 +132,19 @@ absl::Status ValueMaps(const std::vector<double>& moment, const float* o,
 
 }  // namespace
 
+absl::StatusOr<PairCriterion> ParsePairCriterion(absl::string_view text) {
+  if (text == "auto") return PairCriterion::kAuto;
+  if (text == "rotation") return PairCriterion::kRotation;
+  if (text == "search") return PairCriterion::kOutputSearch;
+  if (text == "logit-variance") return PairCriterion::kLogitVariance;
+  if (text == "attention") return PairCriterion::kAttentionMagnitude;
+  if (text == "magnitude") return PairCriterion::kMagnitude;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--pairs must be auto, rotation, search, logit-variance, attention or "
+      "magnitude; got '",
+      text, "'"));
+}
+
 absl::StatusOr<KvLatentInit> ParseKvLatentInit(absl::string_view text) {
   if (text == "strided") return KvLatentInit::kStrided;
   if (text == "calibrated") return KvLatentInit::kCalibrated;
@@ -147,13 +162,15 @@ absl::Status ParseKvLatentDims(absl::string_view text,
       return absl::InvalidArgumentError(absl::StrCat(
           "--kv-latent wants d_qk=A,d_vo=B; cannot parse '", part, "'"));
     }
-    if (kv[0] == "d_qk") {
+    if (kv[0] == "rope") {
+      options->rope_dims = value;
+    } else if (kv[0] == "d_qk") {
       d_qk = value;
     } else if (kv[0] == "d_vo") {
       d_vo = value;
     } else {
       return absl::InvalidArgumentError(absl::StrCat(
-          "--kv-latent: unknown key '", kv[0], "' (want d_qk, d_vo)"));
+          "--kv-latent: unknown key '", kv[0], "' (want d_qk, d_vo, rope)"));
     }
   }
   if (d_qk < 0 || d_vo < 0) {
@@ -241,7 +258,9 @@ std::vector<int> SelectRotaryPairs(const LayerStats& s, int d_qk,
           score[j] += s.pair_attn_mag[i];
           break;
         case PairCriterion::kMagnitude:
-        case PairCriterion::kOutputSearch:  // not a per-pair score
+        case PairCriterion::kOutputSearch:  // not per-pair scores
+        case PairCriterion::kRotation:
+        case PairCriterion::kAuto:
           score[j] += s.q_pair_abs[i] * s.k_pair_abs[(h / group) * half + j];
           break;
       }
@@ -256,93 +275,78 @@ std::vector<int> SelectRotaryPairs(const LayerStats& s, int d_qk,
   return order;
 }
 
-absl::StatusOr<std::vector<AttentionTensors>> CalibratedAttention(
+absl::StatusOr<std::vector<LatentLayerMaps>> CalibratedMaps(
     const ModelWeights& w, const std::vector<LayerStats>& stats,
-    const std::vector<std::vector<int>>& kept_all, int d_vo, ValueBasis basis) {
+    const std::vector<std::vector<int>>& kept_all, int d_qk, int d_vo,
+    ValueBasis basis) {
   const ModelConfig& c = w.config;
   if (static_cast<int>(stats.size()) != c.num_layers ||
       static_cast<int>(kept_all.size()) != c.num_layers) {
     return absl::InvalidArgumentError(
         "calibrated: one LayerStats and one kept-pair list per layer");
   }
-  const int d_qk = 2 * static_cast<int>(kept_all[0].size());
   absl::Status s = CheckDims(c, d_qk, d_vo);
   if (!s.ok()) return s;
   const int64_t h = c.hidden_size;
   const int nh = c.num_heads, nkv = c.num_kv_heads, group = nh / nkv;
-  std::vector<AttentionTensors> out(c.num_layers);
+  std::vector<LatentLayerMaps> out(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerStats& st = stats[l];
     const std::vector<int>& kept = kept_all[l];
     const int hq = c.qk_head_dim[l], hv = c.vo_head_dim[l];
-    const int half = d_qk / 2, old_half = hq / 2;
     if (st.group_size != 1 || st.d_qk != hq || st.d_vo != hv ||
         static_cast<int>(st.v_moment.size()) != nkv) {
       return absl::InvalidArgumentError(absl::StrCat(
           "calibrated: layer ", l, " statistics do not match the model"));
     }
-    if (static_cast<int>(kept.size()) != half ||
+    if (2 * static_cast<int>(kept.size()) > d_qk ||
         !std::is_sorted(kept.begin(), kept.end()) ||
         std::adjacent_find(kept.begin(), kept.end()) != kept.end() ||
-        kept.front() < 0 || kept.back() >= old_half) {
+        (!kept.empty() && (kept.front() < 0 || kept.back() >= hq / 2))) {
       return absl::InvalidArgumentError(
-          absl::StrCat("calibrated: layer ", l, " needs ", half,
-                       " distinct ascending kept pairs below ", old_half));
+          absl::StrCat("calibrated: layer ", l, " needs at most ", d_qk / 2,
+                       " distinct ascending kept pairs below ", hq / 2));
     }
-    const LayerWeights& lw = w.layers[l];
-    AttentionTensors& a = out[l];
-    // Q/K: kept rotary pairs, shared by all heads of the layer.
-    const float qscale = static_cast<float>(
-        std::sqrt(static_cast<double>(d_qk) / static_cast<double>(hq)));
-    a.q.resize(static_cast<size_t>(nh) * d_qk * h);
-    a.k.resize(static_cast<size_t>(nkv) * d_qk * h);
-    a.rope_inv_freq.resize(half);
-    for (int i = 0; i < half; ++i) {
-      a.rope_inv_freq[i] = lw.rope_inv_freq[kept[i]];
-      for (int side = 0; side < 2; ++side) {
-        const int from = kept[i] + side * old_half, to = i + side * half;
-        for (int head = 0; head < nh; ++head) {
-          CopyRow(lw.q_proj.f32(), int64_t{head} * hq + from, h, qscale, &a.q,
-                  int64_t{head} * d_qk + to);
-        }
-        for (int head = 0; head < nkv; ++head) {
-          CopyRow(lw.k_proj.f32(), int64_t{head} * hq + from, h, 1.0f, &a.k,
-                  int64_t{head} * d_qk + to);
-        }
-      }
-    }
+    LatentLayerMaps& m = out[l];
+    s = BuildKeyMaps(w, l, st, kept, d_qk, &m);
+    if (!s.ok()) return s;
     // V/O: per KV head W_v' = A W_v(head), W_o'[:, h] = W_o[:, h] B.
-    a.v.assign(static_cast<size_t>(nkv) * d_vo * h, 0.0f);
-    a.o.assign(static_cast<size_t>(nh) * d_vo * h, 0.0f);
-    const float* v = lw.v_proj.f32();
-    const float* o = lw.o_proj.f32();
-    const int64_t old_cols = int64_t{nh} * hv, new_cols = int64_t{nh} * d_vo;
+    m.d_vo = d_vo;
+    m.v.resize(nkv);
+    m.o.resize(nh);
     for (int kvh = 0; kvh < nkv; ++kvh) {
       std::vector<double> am, bm;
-      s = ValueMaps(st.v_moment[kvh], o, old_cols, h, kvh * group, group, hv,
-                    d_vo, basis, &am, &bm);
+      s = ValueMaps(st.v_moment[kvh], w.layers[l].o_proj.f32(),
+                    int64_t{nh} * hv, h, kvh * group, group, hv, d_vo, basis,
+                    &am, &bm);
       if (!s.ok()) return s;
-      for (int cidx = 0; cidx < d_vo; ++cidx) {
-        for (int64_t col = 0; col < h; ++col) {
-          double acc = 0.0;
-          for (int i = 0; i < hv; ++i) {
-            acc += am[cidx * hv + i] * v[(int64_t{kvh} * hv + i) * h + col];
-          }
-          a.v[(int64_t{kvh} * d_vo + cidx) * h + col] = static_cast<float>(acc);
-        }
-      }
+      m.v[kvh] = std::move(am);
       for (int head = kvh * group; head < (kvh + 1) * group; ++head) {
-        for (int64_t r = 0; r < h; ++r) {
-          for (int cidx = 0; cidx < d_vo; ++cidx) {
-            double acc = 0.0;
-            for (int i = 0; i < hv; ++i) {
-              acc += o[r * old_cols + head * hv + i] * bm[i * d_vo + cidx];
-            }
-            a.o[r * new_cols + head * d_vo + cidx] = static_cast<float>(acc);
-          }
-        }
+        m.o[head] = bm;
       }
     }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<AttentionTensors>> CalibratedAttention(
+    const ModelWeights& w, const std::vector<LayerStats>& stats,
+    const std::vector<std::vector<int>>& kept_all, int d_vo, ValueBasis basis) {
+  if (kept_all.empty()) {
+    return absl::InvalidArgumentError("calibrated: no layers");
+  }
+  const int d_qk = 2 * static_cast<int>(kept_all[0].size());
+  for (const std::vector<int>& kept : kept_all) {
+    if (2 * static_cast<int>(kept.size()) != d_qk) {
+      return absl::InvalidArgumentError(
+          "calibrated: every layer keeps the same number of pairs");
+    }
+  }
+  auto maps = CalibratedMaps(w, stats, kept_all, d_qk, d_vo, basis);
+  if (!maps.ok()) return maps.status();
+  std::vector<AttentionTensors> out;
+  for (int l = 0; l < w.config.num_layers; ++l) {
+    out.push_back(ApplyLayerMaps(w, l, (*maps)[l]));
   }
   return out;
 }
@@ -370,26 +374,55 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     }
     auto docs = LoadCalibrationDocs(model_dir, src, options.calibration);
     if (!docs.ok()) return docs.status();
-    const PairCriterion crit = options.pair_criterion;
+    const int rope = options.rope_dims < 0 ? options.d_qk : options.rope_dims;
+    if (rope % 2 != 0 || rope > options.d_qk) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("kv-latent: rope=", rope,
+                       " must be even and at most d_qk=", options.d_qk));
+    }
+    PairCriterion crit = options.pair_criterion;
+    if (crit == PairCriterion::kAuto) {
+      crit = rope < options.d_qk ? PairCriterion::kRotation
+                                 : PairCriterion::kOutputSearch;
+    }
     CalibrationOptions co;
     co.attention_scores = crit == PairCriterion::kLogitVariance ||
                           crit == PairCriterion::kAttentionMagnitude;
     auto stats = Calibrate(**w, *docs, co);
     if (!stats.ok()) return stats.status();
     std::vector<std::vector<int>> kept;
-    if (crit == PairCriterion::kOutputSearch) {
-      auto found = SearchRotaryPairs(**w, *docs, options.d_qk, options.search);
+    if (crit == PairCriterion::kOutputSearch && rope > 0) {
+      auto found = SearchRotaryPairs(**w, *docs, rope, options.search);
       if (!found.ok()) return found.status();
       kept = std::move(*found);
     } else {
-      for (const LayerStats& st : *stats) {
-        kept.push_back(SelectRotaryPairs(st, options.d_qk, crit));
+      for (int l = 0; l < src.num_layers; ++l) {
+        kept.push_back(
+            crit == PairCriterion::kRotation
+                ? TopPairs(RotationPairScores((*stats)[l],
+                                              (*w)->layers[l].rope_inv_freq,
+                                              options.rotation_distance),
+                           rope / 2)
+                : SelectRotaryPairs((*stats)[l], rope, crit));
       }
     }
-    attn = CalibratedAttention(**w, *stats, kept, options.d_vo,
+    auto maps = CalibratedMaps(**w, *stats, kept, options.d_qk, options.d_vo,
                                options.value_basis);
+    if (!maps.ok()) return maps.status();
+    std::vector<AttentionTensors> tensors;
+    for (int l = 0; l < src.num_layers; ++l) {
+      tensors.push_back(ApplyLayerMaps(**w, l, (*maps)[l]));
+    }
+    if (options.refit_output) {
+      RefitOptions ro;
+      ro.ridge = options.refit_ridge;
+      s = RefitOutputProjections(**w, *docs, *maps, &tensors, ro);
+      if (!s.ok()) return s;
+    }
+    attn = std::move(tensors);
     // Every layer carries its own rotary_inv_freq tensor.
     config.rope_scheme = RopeScheme::kStandard;
+    if (rope < options.d_qk) config.rope_dims.assign(src.num_layers, rope);
     tag = "latentkv kv-latent calibrated";
   }
   if (!attn.ok()) return attn.status();

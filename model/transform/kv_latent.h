@@ -43,6 +43,7 @@
 #include "absl/strings/string_view.h"
 #include "common/dtype.h"
 #include "model/transform/calibration.h"
+#include "model/transform/latent_maps.h"
 #include "model/transform/model_writer.h"
 #include "model/transform/pair_search.h"
 #include "model/weights.h"
@@ -53,6 +54,12 @@ enum class KvLatentInit { kStrided, kCalibrated };
 
 // How a layer's kept rotary pairs are chosen.
 enum class PairCriterion {
+  // kRotation when the converted keys are partially rotary (rope < d_qk),
+  // else kOutputSearch.
+  kAuto,
+  // The rotation-aware score (latent_maps.h RotationPairScores): the pairs
+  // whose RoPE matters most over the context keep it.
+  kRotation,
   // Search over kept sets for the least attention-output error
   // (pair_search.h). Best on stories260K by far: held-out ppl 32.7 at
   // d_qk = 4, d_vo = 8, vs 59-89 for the per-pair scores below.
@@ -70,7 +77,18 @@ struct KvLatentOptions {
   int d_qk = 0;  // new query/key head dim (every layer); even, <= source
   int d_vo = 0;  // new value/output head dim (every layer); <= source
   KvLatentInit init = KvLatentInit::kCalibrated;  // default: calibrated
-  PairCriterion pair_criterion = PairCriterion::kOutputSearch;
+  // Rotary dims of every converted layer (even, <= d_qk); the other d_qk -
+  // rope dims are position-free, compressed from the channels that lose
+  // RoPE (latent_maps.h). -1: d_qk (every kept channel rotary: the
+  // pair-dropping init).
+  int rope_dims = -1;
+  PairCriterion pair_criterion = PairCriterion::kAuto;
+  // kRotation's distance scale (tokens). Default 512.
+  int rotation_distance = 512;
+  // Refit W_o by ridge least squares on the calibration activations
+  // (refit.h). Default on.
+  bool refit_output = true;
+  double refit_ridge = 1e-3;
   PairSearchOptions search;  // for kOutputSearch
   ValueBasis value_basis = ValueBasis::kOutputWeighted;
   // Calibration text (calibrated init only; path required there). Defaults:
@@ -79,9 +97,13 @@ struct KvLatentOptions {
   DType dtype = DType::kF32;  // stored dtype of the output matrices
 };
 
+// "auto" | "rotation" | "search" | "logit-variance" | "attention" |
+// "magnitude".
+absl::StatusOr<PairCriterion> ParsePairCriterion(absl::string_view text);
 // "strided" | "calibrated".
 absl::StatusOr<KvLatentInit> ParseKvLatentInit(absl::string_view text);
-// Parses "d_qk=A,d_vo=B" into options->d_qk / d_vo (both keys required).
+// Parses "d_qk=A,d_vo=B[,rope=R]" into options->d_qk / d_vo (both required)
+// and options->rope_dims.
 absl::Status ParseKvLatentDims(absl::string_view text,
                                KvLatentOptions* options);
 
@@ -98,6 +120,14 @@ std::vector<int> SelectRotaryPairs(const LayerStats& stats, int d_qk,
 // The calibrated attention tensors of every layer: `kept[l]` the layer's
 // kept pairs (ascending; all layers the same count d_qk/2), `stats` from
 // Calibrate with kv_group_size 1. Errors: InvalidArgument (dims, stats).
+// The calibrated maps of every layer (latent_maps.h): `kept[l]` the layer's
+// rotary pairs (ascending, at most d_qk/2), the other d_qk - 2|kept| dims
+// position-free; V/O by `basis`. `stats` from Calibrate (kv_group_size 1).
+absl::StatusOr<std::vector<LatentLayerMaps>> CalibratedMaps(
+    const ModelWeights& weights, const std::vector<LayerStats>& stats,
+    const std::vector<std::vector<int>>& kept, int d_qk, int d_vo,
+    ValueBasis basis);
+
 absl::StatusOr<std::vector<AttentionTensors>> CalibratedAttention(
     const ModelWeights& weights, const std::vector<LayerStats>& stats,
     const std::vector<std::vector<int>>& kept, int d_vo, ValueBasis basis);

@@ -123,7 +123,7 @@ absl::Status WriteConvertedModel(const ModelWeights& src,
         {p + "self_attn.o_proj.weight", {h, nh * dvo}, a.o.data(), dtype});
     if (!a.rope_inv_freq.empty()) {
       items.push_back({p + "self_attn.rotary_inv_freq",
-                       {dqk / 2},
+                       {static_cast<int64_t>(a.rope_inv_freq.size())},
                        a.rope_inv_freq.data(),
                        DType::kF32});
     }

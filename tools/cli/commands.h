@@ -148,6 +148,8 @@ struct ConvertOptions {
   std::string model_dir;
   std::string kv_latent;            // "d_qk=A,d_vo=B": KV-Latent
   std::string init = "calibrated";  // KV-Latent init: strided | calibrated
+  bool refit = true;                // KV-Latent calibrated: refit W_o
+  std::string pairs = "auto";       // KV-Latent calibrated: pair criterion
   int32_t kv_heads = 0;             // > 0: MHA->GQA to this many KV heads
   std::string calib_text;           // calibration text (calibrated, GQA)
   int32_t calib_lines = 200;        // its first non-empty lines (0: all)

@@ -58,6 +58,10 @@ absl::Status ConvertModelDir(const ConvertOptions& o, DType dtype) {
   auto init = tr::ParseKvLatentInit(o.init);
   if (!init.ok()) return init.status();
   k.init = *init;
+  k.refit_output = o.refit;
+  auto pairs = tr::ParsePairCriterion(o.pairs);
+  if (!pairs.ok()) return pairs.status();
+  k.pair_criterion = *pairs;
   k.calibration = calib;
   k.dtype = dtype;
   return tr::ConvertKvLatent(o.model_dir, o.out, k);

@@ -9,6 +9,8 @@
 //   --out DIR latentkv convert  --synthetic SHAPE --out DIR [--dtype bf16]
 //   latentkv convert  --model DIR --out DIR --kv-latent d_qk=A,d_vo=B
 //                     [--init strided|calibrated] [--calib-text FILE]
+//                     (d_qk=A,d_vo=B,rope=R: partial rotary) [--refit=false]
+//                     [--pairs auto|rotation|search|...]
 //   latentkv convert  --model DIR --out DIR --kv-heads N --calib-text FILE
 //   latentkv inspect  DIR
 //   latentkv cluster-credentials --out DIR [--days N]
@@ -174,6 +176,13 @@ ABSL_FLAG(std::string, kv_latent, "",
           "convert --model DIR: KV-Latent head dims, d_qk=A,d_vo=B");
 ABSL_FLAG(std::string, init, "calibrated",
           "convert --kv-latent: strided (the paper's init) | calibrated");
+ABSL_FLAG(bool, refit, true,
+          "convert --kv-latent calibrated: refit W_o by least squares on the "
+          "calibration activations (false: the analytic absorption only)");
+ABSL_FLAG(std::string, pairs, "auto",
+          "convert --kv-latent calibrated: how rotary pairs are kept: auto "
+          "(rotation with rope < d_qk, else search) | rotation | search | "
+          "logit-variance | attention | magnitude");
 ABSL_FLAG(std::string, calib_text, "",
           "convert --model DIR: calibration text, one document per line");
 ABSL_FLAG(int, calib_lines, 200,
@@ -463,6 +472,8 @@ int main(int argc, char** argv) {
     o.model_dir = absl::GetFlag(FLAGS_model);
     o.kv_latent = absl::GetFlag(FLAGS_kv_latent);
     o.init = absl::GetFlag(FLAGS_init);
+    o.refit = absl::GetFlag(FLAGS_refit);
+    o.pairs = absl::GetFlag(FLAGS_pairs);
     o.calib_text = absl::GetFlag(FLAGS_calib_text);
     o.calib_lines = absl::GetFlag(FLAGS_calib_lines);
     o.kv_heads = absl::GetFlag(FLAGS_kv_heads);

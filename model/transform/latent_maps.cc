@@ -1,0 +1,217 @@
+#include "model/transform/latent_maps.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "model/transform/eigen.h"
+
+namespace latentkv::model::transform {
+namespace {
+
+// Rows of `maps` [heads][rows, hs] applied to each head's rows of `src`
+// [heads * hs, cols] -> [heads * rows, cols].
+std::vector<float> MapRows(const float* src, int64_t cols, int hs,
+                           const std::vector<std::vector<double>>& maps,
+                           int rows) {
+  std::vector<float> out(maps.size() * rows * cols);
+  std::vector<double> acc(cols);
+  for (size_t h = 0; h < maps.size(); ++h) {
+    for (int i = 0; i < rows; ++i) {
+      std::fill(acc.begin(), acc.end(), 0.0);
+      for (int j = 0; j < hs; ++j) {
+        const double m = maps[h][static_cast<size_t>(i) * hs + j];
+        if (m == 0.0) continue;
+        const float* row = src + (static_cast<int64_t>(h) * hs + j) * cols;
+        for (int64_t c = 0; c < cols; ++c) acc[c] += m * row[c];
+      }
+      float* dst = out.data() + (h * rows + i) * cols;
+      for (int64_t c = 0; c < cols; ++c) dst[c] = static_cast<float>(acc[c]);
+    }
+  }
+  return out;
+}
+
+// The [m, m] submatrix of `full` [d, d] on channels `idx`.
+std::vector<double> Sub(const std::vector<double>& full, int d,
+                        const std::vector<int>& idx) {
+  const size_t m = idx.size();
+  std::vector<double> out(m * m);
+  for (size_t r = 0; r < m; ++r) {
+    for (size_t c = 0; c < m; ++c) {
+      out[r * m + c] = full[static_cast<size_t>(idx[r]) * d + idx[c]];
+    }
+  }
+  return out;
+}
+
+// c = a b for row-major a [n, k], b [k, m].
+std::vector<double> Mul(const std::vector<double>& a,
+                        const std::vector<double>& b, int n, int k, int m) {
+  std::vector<double> c(static_cast<size_t>(n) * m, 0.0);
+  for (int i = 0; i < n; ++i) {
+    for (int e = 0; e < k; ++e) {
+      const double x = a[static_cast<size_t>(i) * k + e];
+      for (int j = 0; j < m; ++j) {
+        c[static_cast<size_t>(i) * m + j] +=
+            x * b[static_cast<size_t>(e) * m + j];
+      }
+    }
+  }
+  return c;
+}
+
+}  // namespace
+
+std::vector<double> RotationPairScores(const LayerStats& s,
+                                       const std::vector<float>& inv_freq,
+                                       int max_distance) {
+  const int half = s.d_qk / 2, group = s.num_heads / s.num_kv_heads;
+  const int dmax = std::max(1, max_distance);
+  std::vector<double> score(half, 0.0);
+  for (int j = 0; j < half; ++j) {
+    double rot = 0.0;
+    for (int d = 1; d <= dmax; ++d) {
+      const double x = std::sin(0.5 * static_cast<double>(inv_freq[j]) * d);
+      rot += x * x;
+    }
+    rot /= dmax;
+    for (int h = 0; h < s.num_heads; ++h) {
+      score[j] += s.q_pair_abs[h * half + j] *
+                  s.k_pair_abs[(h / group) * half + j] * rot;
+    }
+  }
+  return score;
+}
+
+std::vector<int> TopPairs(const std::vector<double>& scores, int count) {
+  std::vector<int> order(scores.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return scores[a] > scores[b]; });
+  order.resize(std::clamp<size_t>(count, 0, order.size()));
+  std::sort(order.begin(), order.end());
+  return order;
+}
+
+absl::Status BuildKeyMaps(const ModelWeights& w, int layer, const LayerStats& s,
+                          const std::vector<int>& kept, int d_qk,
+                          LatentLayerMaps* maps) {
+  const ModelConfig& c = w.config;
+  const int hs = c.qk_head_dim[layer], half = hs / 2;
+  const int r = static_cast<int>(kept.size()), rope = 2 * r, n = d_qk - rope;
+  std::vector<bool> is_kept(half, false);
+  for (int j : kept) {
+    if (j < 0 || j >= half || is_kept[j]) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", layer, ": bad kept rotary pair ", j));
+    }
+    is_kept[j] = true;
+  }
+  std::vector<int> free;  // P: channels that lose RoPE
+  for (int j = 0; j < half; ++j) {
+    if (!is_kept[j]) {
+      free.push_back(j);
+      free.push_back(j + half);
+    }
+  }
+  std::sort(free.begin(), free.end());
+  const int m = static_cast<int>(free.size());
+  if (n < 0 || n > m || d_qk <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", layer, ": d_qk ", d_qk, " with ", rope,
+                     " rotary dims leaves ", n, " position-free dims; at most ",
+                     m, " source channels are position-free"));
+  }
+  if (n > 0 && (s.k_moment.size() != static_cast<size_t>(c.num_kv_heads) ||
+                s.q_moment.size() != static_cast<size_t>(c.num_kv_heads))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layer ", layer, ": key/query moments missing"));
+  }
+  const double scale = std::sqrt(static_cast<double>(d_qk) / hs);
+  const int group = c.num_heads / c.num_kv_heads;
+  maps->d_qk = d_qk;
+  maps->rope_dims = rope;
+  maps->inv_freq.resize(r);
+  for (int i = 0; i < r; ++i) {
+    maps->inv_freq[i] = w.layers[layer].rope_inv_freq[kept[i]];
+  }
+  const size_t size = static_cast<size_t>(d_qk) * hs;
+  maps->k.assign(c.num_kv_heads, std::vector<double>(size, 0.0));
+  maps->q.assign(c.num_heads, std::vector<double>(size, 0.0));
+  for (int g = 0; g < c.num_kv_heads; ++g) {
+    std::vector<double> a, b;  // [n, m]
+    if (n > 0) {
+      const std::vector<double> ck = Sub(s.k_moment[g], hs, free);
+      const std::vector<double> cq = Sub(s.q_moment[g], hs, free);
+      auto roots = SymmetricSquareRoots(ck, m, 1e-10);
+      if (!roots.ok()) return roots.status();
+      const std::vector<double> mm =
+          Mul(Mul(roots->sqrt, cq, m, m, m), roots->sqrt, m, m, m);
+      auto e = TopEigenSymmetric(mm, m, n);
+      if (!e.ok()) return e.status();
+      std::vector<double> vt(static_cast<size_t>(n) * m);  // V_n^T
+      for (int i = 0; i < n; ++i) {
+        for (int j = 0; j < m; ++j) {
+          vt[static_cast<size_t>(i) * m + j] =
+              e->vectors[static_cast<size_t>(j) * n + i];
+        }
+      }
+      a = Mul(vt, roots->inv_sqrt, n, m, m);
+      b = Mul(vt, roots->sqrt, n, m, m);
+    }
+    auto fill = [&](std::vector<double>& map, const std::vector<double>& nope,
+                    double f) {
+      for (int i = 0; i < r; ++i) {
+        map[static_cast<size_t>(i) * hs + kept[i]] = f;
+        map[static_cast<size_t>(i + r) * hs + kept[i] + half] = f;
+      }
+      for (int i = 0; i < n; ++i) {
+        for (int j = 0; j < m; ++j) {
+          map[static_cast<size_t>(rope + i) * hs + free[j]] =
+              f * nope[static_cast<size_t>(i) * m + j];
+        }
+      }
+    };
+    fill(maps->k[g], a, 1.0);
+    for (int h = g * group; h < (g + 1) * group; ++h)
+      fill(maps->q[h], b, scale);
+  }
+  return absl::OkStatus();
+}
+
+AttentionTensors ApplyLayerMaps(const ModelWeights& w, int layer,
+                                const LatentLayerMaps& maps) {
+  const ModelConfig& c = w.config;
+  const LayerWeights& lw = w.layers[layer];
+  const int64_t h = c.hidden_size;
+  const int hq = c.qk_head_dim[layer], hv = c.vo_head_dim[layer];
+  AttentionTensors a;
+  a.q = MapRows(lw.q_proj.f32(), h, hq, maps.q, maps.d_qk);
+  a.k = MapRows(lw.k_proj.f32(), h, hq, maps.k, maps.d_qk);
+  a.v = MapRows(lw.v_proj.f32(), h, hv, maps.v, maps.d_vo);
+  const float* o = lw.o_proj.f32();
+  const int nh = c.num_heads, dvo = maps.d_vo;
+  const int64_t old_cols = int64_t{nh} * hv, new_cols = int64_t{nh} * dvo;
+  a.o.assign(static_cast<size_t>(h * new_cols), 0.0f);
+  for (int64_t row = 0; row < h; ++row) {
+    for (int head = 0; head < nh; ++head) {
+      const float* src = o + row * old_cols + int64_t{head} * hv;
+      const std::vector<double>& om = maps.o[head];
+      for (int cidx = 0; cidx < dvo; ++cidx) {
+        double acc = 0.0;
+        for (int i = 0; i < hv; ++i) {
+          acc += src[i] * om[static_cast<size_t>(i) * dvo + cidx];
+        }
+        a.o[row * new_cols + int64_t{head} * dvo + cidx] =
+            static_cast<float>(acc);
+      }
+    }
+  }
+  a.rope_inv_freq = maps.inv_freq;
+  return a;
+}
+
+}  // namespace latentkv::model::transform

@@ -1,0 +1,216 @@
+#include "model/transform/refit.h"
+
+#include <cblas.h>
+
+#include <cmath>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "model/transform/eigen.h"
+#include "model/transform/forward.h"
+
+namespace latentkv::model::transform {
+namespace {
+
+// x [T, heads, d]: rotate channels [0, rope) with `inv` at positions 0..T-1.
+void Rope(std::vector<double>* x, int64_t n, int heads, int d, int rope,
+          const std::vector<float>& inv) {
+  const int half = rope / 2;
+  for (int64_t t = 0; t < n; ++t) {
+    for (int j = 0; j < half; ++j) {
+      const double a = static_cast<double>(t) * static_cast<double>(inv[j]);
+      const double c = std::cos(a), s = std::sin(a);
+      for (int h = 0; h < heads; ++h) {
+        double* p = &(*x)[(t * heads + h) * d];
+        const double x0 = p[j], x1 = p[j + half];
+        p[j] = x0 * c - x1 * s;
+        p[j + half] = x0 * s + x1 * c;
+      }
+    }
+  }
+}
+
+// out [T, heads, rows] = per head maps[h] [rows, hs] x in [T, heads, hs]
+// (head h reads in-head h * in_heads / heads).
+std::vector<double> MapHeads(const double* in, int64_t n, int in_heads, int hs,
+                             const std::vector<std::vector<double>>& maps,
+                             int rows) {
+  const int heads = static_cast<int>(maps.size());
+  std::vector<double> out(static_cast<size_t>(n) * heads * rows, 0.0);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int h = 0; h < heads; ++h) {
+      const double* x = in + (t * in_heads + h * in_heads / heads) * hs;
+      double* y = &out[(t * heads + h) * rows];
+      for (int i = 0; i < rows; ++i) {
+        const double* m = &maps[h][static_cast<size_t>(i) * hs];
+        double acc = 0.0;
+        for (int j = 0; j < hs; ++j) acc += m[j] * x[j];
+        y[i] = acc;
+      }
+    }
+  }
+  return out;
+}
+
+class RefitObserver : public LayerObserver {
+ public:
+  RefitObserver(const ModelWeights& w, const std::vector<LatentLayerMaps>& maps)
+      : w_(w), maps_(maps), layers_(maps.size()) {
+    const ModelConfig& c = w.config;
+    for (size_t l = 0; l < maps.size(); ++l) {
+      Layer& ly = layers_[l];
+      ly.dim = c.num_heads * maps[l].d_vo;
+      ly.g.assign(static_cast<size_t>(ly.dim) * ly.dim, 0.0);
+      ly.r.assign(static_cast<size_t>(c.hidden_size) * ly.dim, 0.0);
+      const Tensor& o = w.layers[l].o_proj;
+      ly.wo.assign(o.f32(), o.f32() + o.numel());
+    }
+  }
+
+  bool WantsProbs() const override { return true; }
+
+  void Observe(const LayerActivations& a) override {
+    const ModelConfig& c = w_.config;
+    const LatentLayerMaps& m = maps_[a.layer];
+    Layer& ly = layers_[a.layer];
+    const int64_t n = a.tokens;
+    const int nh = c.num_heads, nkv = c.num_kv_heads, group = nh / nkv;
+    const int hq = c.qk_head_dim[a.layer], hv = c.vo_head_dim[a.layer];
+    const int d = m.d_qk, dvo = m.d_vo;
+    const int64_t hidden = c.hidden_size, src_dim = int64_t{nh} * hv;
+    // The source attention output z [T, H * hv] and its projection y.
+    std::vector<double> z(static_cast<size_t>(n * src_dim), 0.0);
+    for (int h = 0; h < nh; ++h) {
+      for (int64_t t = 0; t < n; ++t) {
+        const double* p = a.probs + (h * n + t) * n;
+        double* zt = &z[t * src_dim + h * hv];
+        for (int64_t s = 0; s <= t; ++s) {
+          const double* vs = a.v + (s * nkv + h / group) * hv;
+          for (int i = 0; i < hv; ++i) zt[i] += p[s] * vs[i];
+        }
+      }
+    }
+    std::vector<double> y(static_cast<size_t>(n * hidden));
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
+                static_cast<int>(hidden), static_cast<int>(src_dim), 1.0,
+                z.data(), static_cast<int>(src_dim), ly.wo.data(),
+                static_cast<int>(src_dim), 0.0, y.data(),
+                static_cast<int>(hidden));
+    // The converted layer's z' [T, H * d_vo].
+    std::vector<double> q = MapHeads(a.q, n, nh, hq, m.q, d);
+    std::vector<double> k = MapHeads(a.k, n, nkv, hq, m.k, d);
+    const std::vector<double> v = MapHeads(a.v, n, nkv, hv, m.v, dvo);
+    Rope(&q, n, nh, d, m.rope_dims, m.inv_freq);
+    Rope(&k, n, nkv, d, m.rope_dims, m.inv_freq);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    const int dim = ly.dim;
+    std::vector<double> zp(static_cast<size_t>(n) * dim, 0.0), p(n);
+    for (int h = 0; h < nh; ++h) {
+      const int g = h / group;
+      for (int64_t t = 0; t < n; ++t) {
+        const double* qt = &q[(t * nh + h) * d];
+        double mx = -INFINITY;
+        for (int64_t s = 0; s <= t; ++s) {
+          const double* ks = &k[(s * nkv + g) * d];
+          double dot = 0.0;
+          for (int i = 0; i < d; ++i) dot += qt[i] * ks[i];
+          p[s] = dot * scale;
+          mx = std::max(mx, p[s]);
+        }
+        double sum = 0.0;
+        for (int64_t s = 0; s <= t; ++s) sum += (p[s] = std::exp(p[s] - mx));
+        double* zt = &zp[t * dim + h * dvo];
+        for (int64_t s = 0; s <= t; ++s) {
+          const double* vs = &v[(s * nkv + g) * dvo];
+          const double ps = p[s] / sum;
+          for (int i = 0; i < dvo; ++i) zt[i] += ps * vs[i];
+        }
+      }
+    }
+    // G += z'^T z', R += y^T z'.
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dim, dim,
+                static_cast<int>(n), 1.0, zp.data(), dim, zp.data(), dim, 1.0,
+                ly.g.data(), dim);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans,
+                static_cast<int>(hidden), dim, static_cast<int>(n), 1.0,
+                y.data(), static_cast<int>(hidden), zp.data(), dim, 1.0,
+                ly.r.data(), dim);
+  }
+
+  // Solves layer l's ridge problem into (*tensors)[l].o.
+  absl::Status Solve(int l, double ridge, AttentionTensors* a) const {
+    const Layer& ly = layers_[l];
+    const int dim = ly.dim;
+    const int64_t hidden = w_.config.hidden_size;
+    if (a->o.size() != static_cast<size_t>(hidden * dim)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("refit: layer ", l, " output projection has ",
+                       a->o.size(), " values, expected ", hidden * dim));
+    }
+    double trace = 0.0;
+    for (int i = 0; i < dim; ++i)
+      trace += ly.g[static_cast<size_t>(i) * dim + i];
+    const double lambda = std::max(ridge * trace / dim, 1e-12);
+    std::vector<double> lhs = ly.g;
+    for (int i = 0; i < dim; ++i)
+      lhs[static_cast<size_t>(i) * dim + i] += lambda;
+    // (G + lambda I) X = (R + lambda W0)^T, X = W'^T [dim, hidden].
+    std::vector<double> rhs(static_cast<size_t>(dim) * hidden);
+    for (int64_t r = 0; r < hidden; ++r) {
+      for (int c = 0; c < dim; ++c) {
+        rhs[static_cast<size_t>(c) * hidden + r] =
+            ly.r[r * dim + c] + lambda * a->o[r * dim + c];
+      }
+    }
+    auto x = SolveSymmetricPositive(lhs, dim, rhs, static_cast<int>(hidden));
+    if (!x.ok()) return x.status();
+    for (int64_t r = 0; r < hidden; ++r) {
+      for (int c = 0; c < dim; ++c) {
+        a->o[r * dim + c] =
+            static_cast<float>((*x)[static_cast<size_t>(c) * hidden + r]);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Layer {
+    int dim = 0;             // H * d_vo
+    std::vector<double> g;   // [dim, dim]
+    std::vector<double> r;   // [hidden, dim]
+    std::vector<double> wo;  // source W_o [hidden, H * hv]
+  };
+  const ModelWeights& w_;
+  const std::vector<LatentLayerMaps>& maps_;
+  std::vector<Layer> layers_;
+};
+
+}  // namespace
+
+absl::Status RefitOutputProjections(
+    const ModelWeights& w, const std::vector<std::vector<int32_t>>& docs,
+    const std::vector<LatentLayerMaps>& maps,
+    std::vector<AttentionTensors>* tensors, const RefitOptions& options) {
+  const int layers = w.config.num_layers;
+  if (static_cast<int>(maps.size()) != layers ||
+      static_cast<int>(tensors->size()) != layers || !(options.ridge > 0)) {
+    return absl::InvalidArgumentError(
+        "refit: one map and one tensor set per layer, ridge > 0");
+  }
+  if (docs.empty()) return absl::InvalidArgumentError("refit: no documents");
+  RefitObserver observer(w, maps);
+  ForwardOptions fo;
+  fo.logits = false;
+  fo.observer = &observer;
+  for (const std::vector<int32_t>& doc : docs) {
+    auto r = Forward(w, doc, fo);
+    if (!r.ok()) return r.status();
+  }
+  for (int l = 0; l < layers; ++l) {
+    absl::Status s = observer.Solve(l, options.ridge, &(*tensors)[l]);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace latentkv::model::transform
