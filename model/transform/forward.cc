@@ -157,6 +157,7 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
         }
       }
     }
+    Project(att, n, lw.o_proj, &out);
     if (options.observer != nullptr) {
       LayerActivations a;
       a.layer = l;
@@ -167,9 +168,10 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
       a.q_rope = qr.data();
       a.k_rope = kr.data();
       a.probs = want_probs ? probs.data() : nullptr;
+      a.input = xb.data();
+      a.output = out.data();
       options.observer->Observe(a);
     }
-    Project(att, n, lw.o_proj, &out);
     for (size_t i = 0; i < x.size(); ++i) x[i] += out[i];
     RmsNorm(x, n, dim, lw.ffn_norm.f32(), eps, &xb);
     Project(xb, n, lw.gate_proj, &gate);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <numeric>
 #include <string>
 #include <vector>
@@ -418,6 +419,26 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
       ro.ridge = options.refit_ridge;
       s = RefitOutputProjections(**w, *docs, *maps, &tensors, ro);
       if (!s.ok()) return s;
+    }
+    if (DistillEnabled(options.distill)) {
+      CalibrationTextOptions dt = options.distill_text;
+      if (dt.path.empty()) dt.path = options.calibration.path;
+      auto train = LoadCalibrationDocs(model_dir, src, dt);
+      if (!train.ok()) return train.status();
+      auto report =
+          DistillLayers(**w, *train, *maps, &tensors, options.distill);
+      if (!report.ok()) return report.status();
+      double before = 0, after = 0;
+      for (size_t l = 0; l < report->loss_before.size(); ++l) {
+        before += report->loss_before[l];
+        after += report->loss_after[l];
+      }
+      const double layers = static_cast<double>(report->loss_before.size());
+      std::fprintf(stderr,
+                   "distill: %lld training tokens, %.0f s; mean relative "
+                   "error per layer %.4f -> %.4f\n",
+                   static_cast<long long>(report->train_tokens),
+                   report->seconds, before / layers, after / layers);
     }
     attn = std::move(tensors);
     // Every layer carries its own rotary_inv_freq tensor.

@@ -43,6 +43,7 @@
 #include "absl/strings/string_view.h"
 #include "common/dtype.h"
 #include "model/transform/calibration.h"
+#include "model/transform/distill.h"
 #include "model/transform/latent_maps.h"
 #include "model/transform/model_writer.h"
 #include "model/transform/pair_search.h"
@@ -89,6 +90,11 @@ struct KvLatentOptions {
   // (refit.h). Default on.
   bool refit_output = true;
   double refit_ridge = 1e-3;
+  // Local distillation after the init (distill.h); off unless a budget is
+  // set. Its text: distill_text.path, else the calibration file, whose
+  // first distill_text.max_lines non-empty lines are read (default 1000).
+  DistillOptions distill;
+  CalibrationTextOptions distill_text = {"", 1000, 0};
   PairSearchOptions search;  // for kOutputSearch
   ValueBasis value_basis = ValueBasis::kOutputWeighted;
   // Calibration text (calibrated init only; path required there). Defaults:

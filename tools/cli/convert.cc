@@ -62,6 +62,10 @@ absl::Status ConvertModelDir(const ConvertOptions& o, DType dtype) {
   auto pairs = tr::ParsePairCriterion(o.pairs);
   if (!pairs.ok()) return pairs.status();
   k.pair_criterion = *pairs;
+  k.distill.tokens = o.distill_tokens;
+  k.distill.minutes = o.distill_minutes;
+  k.distill.lr = o.distill_lr;
+  k.distill_text.max_lines = o.distill_lines;
   k.calibration = calib;
   k.dtype = dtype;
   return tr::ConvertKvLatent(o.model_dir, o.out, k);

@@ -11,6 +11,7 @@
 //                     [--init strided|calibrated] [--calib-text FILE]
 //                     (d_qk=A,d_vo=B,rope=R: partial rotary) [--refit=false]
 //                     [--pairs auto|rotation|search|...]
+//                     [--distill-tokens N | --distill-minutes M]
 //   latentkv convert  --model DIR --out DIR --kv-heads N --calib-text FILE
 //   latentkv inspect  DIR
 //   latentkv cluster-credentials --out DIR [--days N]
@@ -183,6 +184,17 @@ ABSL_FLAG(std::string, pairs, "auto",
           "convert --kv-latent calibrated: how rotary pairs are kept: auto "
           "(rotation with rope < d_qk, else search) | rotation | search | "
           "logit-variance | attention | magnitude");
+ABSL_FLAG(int64_t, distill_tokens, 0,
+          "convert --kv-latent calibrated: local distillation, training "
+          "tokens per layer (0: off unless --distill-minutes)");
+ABSL_FLAG(double, distill_minutes, 0,
+          "convert --kv-latent calibrated: local distillation, wall minutes "
+          "for all layers (0: off unless --distill-tokens)");
+ABSL_FLAG(int, distill_lines, 1000,
+          "convert --kv-latent: distillation text, the calibration file's "
+          "first non-empty lines");
+ABSL_FLAG(double, distill_lr, 2e-4,
+          "convert --kv-latent: distillation's peak Adam learning rate");
 ABSL_FLAG(std::string, calib_text, "",
           "convert --model DIR: calibration text, one document per line");
 ABSL_FLAG(int, calib_lines, 200,
@@ -474,6 +486,10 @@ int main(int argc, char** argv) {
     o.init = absl::GetFlag(FLAGS_init);
     o.refit = absl::GetFlag(FLAGS_refit);
     o.pairs = absl::GetFlag(FLAGS_pairs);
+    o.distill_tokens = absl::GetFlag(FLAGS_distill_tokens);
+    o.distill_minutes = absl::GetFlag(FLAGS_distill_minutes);
+    o.distill_lines = absl::GetFlag(FLAGS_distill_lines);
+    o.distill_lr = absl::GetFlag(FLAGS_distill_lr);
     o.calib_text = absl::GetFlag(FLAGS_calib_text);
     o.calib_lines = absl::GetFlag(FLAGS_calib_lines);
     o.kv_heads = absl::GetFlag(FLAGS_kv_heads);

@@ -1,0 +1,66 @@
+// Local distillation of converted attention layers (KV-Latent's Stage I,
+// arXiv 2507.11273, whose code was never published): per layer, only the
+// converted layer's four projections train, so that its attention output
+// matches the source layer's given the SOURCE model's hidden states; layers
+// are independent (no error carried from one to the next).
+//
+// Data: the training documents are concatenated in order into sequences of
+// up to seq_len tokens and run once through the source model (forward.h);
+// each layer's normed input x and attention output y are kept in f32
+// (tokens * hidden * 2 * 4 bytes per layer). Training: per layer, Adam on
+// one sequence per step, loss |out - y|^2 / |y|^2 over the sequence, the
+// learning rate decaying along a cosine to 10% over the layer's budget;
+// gradients analytic (distill_layer.h, checked against finite differences
+// in the tests).
+//
+// Budget: `tokens` per layer, or `minutes` of wall time for all layers
+// (split evenly), whichever is set (both: the first reached). A progress
+// bar with the time left goes to stderr.
+#ifndef LATENTKV_MODEL_TRANSFORM_DISTILL_H_
+#define LATENTKV_MODEL_TRANSFORM_DISTILL_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/transform/latent_maps.h"
+#include "model/transform/model_writer.h"
+#include "model/weights.h"
+
+namespace latentkv::model::transform {
+
+struct DistillOptions {
+  int64_t tokens = 0;    // training tokens per layer; 0: no token bound
+  double minutes = 0;    // wall-time bound for all layers; 0: none
+  int seq_len = 256;     // training sequence length (<= the model's context)
+  double lr = 2e-4;      // Adam's peak learning rate
+  bool progress = true;  // progress bar on stderr
+  uint64_t seed = 1;     // sequence order
+};
+
+struct DistillReport {
+  // Per layer, relative error sum |out - y|^2 / sum |y|^2 over the training
+  // sequences, before and after.
+  std::vector<double> loss_before, loss_after;
+  int64_t train_tokens = 0;    // tokens in the training sequences
+  std::vector<int64_t> steps;  // per layer
+  double seconds = 0;          // wall time, capture included
+};
+
+// True when `o` asks for any training.
+inline bool DistillEnabled(const DistillOptions& o) {
+  return o.tokens > 0 || o.minutes > 0;
+}
+
+// Trains (*tensors)[l] (from ApplyLayerMaps / the refit; shapes and RoPE
+// from maps[l]) on `docs` through the source model `src` (f32, Llama
+// architecture). Errors: InvalidArgument (no budget, no documents, sizes),
+// those of Forward.
+absl::StatusOr<DistillReport> DistillLayers(
+    const ModelWeights& src, const std::vector<std::vector<int32_t>>& docs,
+    const std::vector<LatentLayerMaps>& maps,
+    std::vector<AttentionTensors>* tensors, const DistillOptions& options);
+
+}  // namespace latentkv::model::transform
+
+#endif  // LATENTKV_MODEL_TRANSFORM_DISTILL_H_
