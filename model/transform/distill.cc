@@ -154,7 +154,10 @@ absl::StatusOr<DistillReport> DistillLayers(
     int64_t seen = 0, step = 0;
     double last_print = -1.0, recent = before;
     for (;;) {
-      const double tfrac = layer_s > 0 ? Seconds(layer_start) / layer_s : 0.0;
+      // A spent wall budget leaves the remaining layers as they are.
+      const double tfrac =
+          budget_s > 0 ? (layer_s > 0 ? Seconds(layer_start) / layer_s : 1.0)
+                       : 0.0;
       const double kfrac =
           o.tokens > 0 ? static_cast<double>(seen) / o.tokens : 0.0;
       const double frac = std::max(tfrac, kfrac);

@@ -5,6 +5,7 @@
 // held-out perplexity of the converted model.
 #include "model/transform/distill.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -13,9 +14,11 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "model/transform/calibration.h"
 #include "model/transform/distill_layer.h"
 #include "model/transform/forward.h"
 #include "model/transform/kv_latent.h"
+#include "model/transform/latent_maps.h"
 #include "model/transform/test_util.h"
 #include "model/weights.h"
 
@@ -137,6 +140,43 @@ TEST(DistillTest, ShortDistillationLowersErrorAndHeldOutPerplexity) {
       "training-free %.3f, distilled (6000 tokens/layer) %.3f\n",
       base->perplexity, pa->perplexity, pb->perplexity);
   EXPECT_LT(pb->perplexity, pa->perplexity);
+}
+
+// A wall budget ends the run even when it is spent before the last layers
+// (they keep their init), and never makes a layer worse on its training set.
+TEST(DistillTest, WallBudgetEndsAndNeverHurts) {
+  auto src = LoadModel(Stories260kDir());
+  ASSERT_TRUE(src.ok());
+  KvLatentOptions o;
+  o.d_qk = 6;
+  o.d_vo = 4;
+  o.rope_dims = 2;
+  o.calibration.path = TextPath();
+  o.calibration.max_lines = 50;
+  CalibrationTextOptions t = o.calibration;
+  t.max_lines = 100;
+  auto docs = LoadCalibrationDocs(Stories260kDir(), (*src)->config, t);
+  ASSERT_TRUE(docs.ok());
+  auto stats = Calibrate(**src, *docs);
+  ASSERT_TRUE(stats.ok());
+  std::vector<std::vector<int>> kept(5, std::vector<int>{0});
+  auto maps =
+      CalibratedMaps(**src, *stats, kept, 6, 4, ValueBasis::kOutputWeighted);
+  ASSERT_TRUE(maps.ok()) << maps.status();
+  std::vector<AttentionTensors> tensors;
+  for (int l = 0; l < 5; ++l)
+    tensors.push_back(ApplyLayerMaps(**src, l, (*maps)[l]));
+  DistillOptions d;
+  d.minutes = 0.02;  // 1.2 s, capture included
+  d.progress = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = DistillLayers(**src, *docs, *maps, &tensors, d);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+                .count(),
+            30.0);
+  ASSERT_EQ(r->loss_after.size(), 5u);
+  for (int l = 0; l < 5; ++l) EXPECT_LE(r->loss_after[l], r->loss_before[l]);
 }
 
 TEST(DistillTest, RefusesWithoutABudget) {
