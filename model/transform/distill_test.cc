@@ -26,8 +26,9 @@ namespace latentkv::model::transform {
 namespace {
 
 using testing::NewDir;
+using testing::PartialLatentOptions;
 using testing::Stories260kDir;
-using testing::TextPath;
+using testing::Stories260kDocs;
 
 // hidden 6, 4 query heads on 2 KV heads, d_qk 6 of which 4 rotary, d_vo 3.
 constexpr float kInv[2] = {0.9f, 0.07f};
@@ -109,12 +110,7 @@ TEST(DistillLayerTest, FloatPathAgreesWithDouble) {
 TEST(DistillTest, ShortDistillationLowersErrorAndHeldOutPerplexity) {
   auto src = LoadModel(Stories260kDir());
   ASSERT_TRUE(src.ok());
-  KvLatentOptions o;
-  o.d_qk = 6;
-  o.d_vo = 4;
-  o.rope_dims = 2;
-  o.calibration.path = TextPath();
-  o.calibration.max_lines = 100;
+  KvLatentOptions o = PartialLatentOptions(100);
   const std::string plain = NewDir("kvl_distill_plain");
   ASSERT_TRUE(ConvertKvLatent(Stories260kDir(), plain, o).ok());
   o.distill.tokens = 6000;
@@ -122,18 +118,13 @@ TEST(DistillTest, ShortDistillationLowersErrorAndHeldOutPerplexity) {
   o.distill_text.max_lines = 300;
   const std::string trained = NewDir("kvl_distill_trained");
   ASSERT_TRUE(ConvertKvLatent(Stories260kDir(), trained, o).ok());
-  CalibrationTextOptions t;
-  t.path = TextPath();
-  t.skip_lines = 1000;
-  t.max_lines = 40;
-  auto held_out = LoadCalibrationDocs(Stories260kDir(), (*src)->config, t);
-  ASSERT_TRUE(held_out.ok());
-  auto base = Perplexity(**src, *held_out);
+  const auto held_out = Stories260kDocs(1000, 40);
+  auto base = Perplexity(**src, held_out);
   auto a = LoadModel(plain);
   auto b = LoadModel(trained);
   ASSERT_TRUE(base.ok() && a.ok() && b.ok());
-  auto pa = Perplexity(**a, *held_out);
-  auto pb = Perplexity(**b, *held_out);
+  auto pa = Perplexity(**a, held_out);
+  auto pb = Perplexity(**b, held_out);
   ASSERT_TRUE(pa.ok() && pb.ok());
   std::printf(
       "held-out ppl: original %.3f; d_qk 6 (rope 2) d_vo 4: "
@@ -147,17 +138,8 @@ TEST(DistillTest, ShortDistillationLowersErrorAndHeldOutPerplexity) {
 TEST(DistillTest, WallBudgetEndsAndNeverHurts) {
   auto src = LoadModel(Stories260kDir());
   ASSERT_TRUE(src.ok());
-  KvLatentOptions o;
-  o.d_qk = 6;
-  o.d_vo = 4;
-  o.rope_dims = 2;
-  o.calibration.path = TextPath();
-  o.calibration.max_lines = 50;
-  CalibrationTextOptions t = o.calibration;
-  t.max_lines = 100;
-  auto docs = LoadCalibrationDocs(Stories260kDir(), (*src)->config, t);
-  ASSERT_TRUE(docs.ok());
-  auto stats = Calibrate(**src, *docs);
+  const auto docs = Stories260kDocs(0, 100);
+  auto stats = Calibrate(**src, docs);
   ASSERT_TRUE(stats.ok());
   std::vector<std::vector<int>> kept(5, std::vector<int>{0});
   auto maps =
@@ -170,7 +152,7 @@ TEST(DistillTest, WallBudgetEndsAndNeverHurts) {
   d.minutes = 0.02;  // 1.2 s, capture included
   d.progress = false;
   const auto t0 = std::chrono::steady_clock::now();
-  auto r = DistillLayers(**src, *docs, *maps, &tensors, d);
+  auto r = DistillLayers(**src, docs, *maps, &tensors, d);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
                 .count(),

@@ -46,10 +46,10 @@ void RmsNorm(const Vec& x, int64_t n, int64_t dim, const float* w, double eps,
   }
 }
 
-// Rotate-half RoPE in place on x [n, heads, d].
-// Rotates channels [0, rope) of each head of width d (partial rotary).
-void Rope(Vec* x, int64_t n, int heads, int d, int rope,
-          const std::vector<float>& inv) {
+}  // namespace
+
+void ReferenceRope(std::vector<double>* x, int64_t n, int heads, int d,
+                   int rope, const float* inv) {
   const int half = rope / 2;
   for (int64_t t = 0; t < n; ++t) {
     for (int j = 0; j < half; ++j) {
@@ -65,6 +65,39 @@ void Rope(Vec* x, int64_t n, int heads, int d, int rope,
     }
   }
 }
+
+void ReferenceCausalAttention(const double* q, const double* k, const double* v,
+                              int64_t n, int heads, int kv_heads, int d, int dv,
+                              double scale, double* out, double* probs) {
+  const int group = heads / kv_heads;
+  std::vector<double> p(static_cast<size_t>(n));
+  for (int h = 0; h < heads; ++h) {
+    const int kvh = h / group;
+    for (int64_t t = 0; t < n; ++t) {
+      const double* qv = &q[(t * heads + h) * d];
+      double mx = -INFINITY;
+      for (int64_t s = 0; s <= t; ++s) {
+        const double* kv = &k[(s * kv_heads + kvh) * d];
+        double dot = 0.0;
+        for (int i = 0; i < d; ++i) dot += qv[i] * kv[i];
+        p[s] = dot * scale;
+        mx = std::max(mx, p[s]);
+      }
+      double z = 0.0;
+      for (int64_t s = 0; s <= t; ++s) z += (p[s] = std::exp(p[s] - mx));
+      double* o = &out[(t * heads + h) * dv];
+      std::fill(o, o + dv, 0.0);
+      for (int64_t s = 0; s <= t; ++s) {
+        p[s] /= z;
+        const double* vv = &v[(s * kv_heads + kvh) * dv];
+        for (int i = 0; i < dv; ++i) o[i] += p[s] * vv[i];
+        if (probs != nullptr) probs[(h * n + t) * n + s] = p[s];
+      }
+    }
+  }
+}
+
+namespace {
 
 absl::Status CheckModel(const ModelWeights& w) {
   if (w.config.has_arch_features()) {
@@ -124,39 +157,15 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
     Project(xb, n, lw.v_proj, &v);
     qr = q;
     kr = k;
-    Rope(&qr, n, nh, dqk, c.rope_dim(l), lw.rope_inv_freq);
-    Rope(&kr, n, nkv, dqk, c.rope_dim(l), lw.rope_inv_freq);
+    ReferenceRope(&qr, n, nh, dqk, c.rope_dim(l), lw.rope_inv_freq.data());
+    ReferenceRope(&kr, n, nkv, dqk, c.rope_dim(l), lw.rope_inv_freq.data());
     const bool want_probs =
         options.observer != nullptr && options.observer->WantsProbs();
     if (want_probs) probs.assign(static_cast<size_t>(nh * n * n), 0.0);
     att.assign(static_cast<size_t>(n * nh * dvo), 0.0);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(dqk));
-    Vec p(static_cast<size_t>(n));
-    for (int h = 0; h < nh; ++h) {
-      const int kvh = h / group;
-      for (int64_t t = 0; t < n; ++t) {
-        const double* qv = &qr[(t * nh + h) * dqk];
-        double mx = -INFINITY;
-        for (int64_t sidx = 0; sidx <= t; ++sidx) {
-          const double* kv = &kr[(sidx * nkv + kvh) * dqk];
-          double dot = 0.0;
-          for (int i = 0; i < dqk; ++i) dot += qv[i] * kv[i];
-          p[sidx] = dot * scale;
-          mx = std::max(mx, p[sidx]);
-        }
-        double z = 0.0;
-        for (int64_t sidx = 0; sidx <= t; ++sidx) {
-          z += (p[sidx] = std::exp(p[sidx] - mx));
-        }
-        double* o = &att[(t * nh + h) * dvo];
-        for (int64_t sidx = 0; sidx <= t; ++sidx) {
-          p[sidx] /= z;
-          const double* vv = &v[(sidx * nkv + kvh) * dvo];
-          for (int i = 0; i < dvo; ++i) o[i] += p[sidx] * vv[i];
-          if (want_probs) probs[(h * n + t) * n + sidx] = p[sidx];
-        }
-      }
-    }
+    ReferenceCausalAttention(qr.data(), kr.data(), v.data(), n, nh, nkv, dqk,
+                             dvo, 1.0 / std::sqrt(static_cast<double>(dqk)),
+                             att.data(), want_probs ? probs.data() : nullptr);
     Project(att, n, lw.o_proj, &out);
     if (options.observer != nullptr) {
       LayerActivations a;

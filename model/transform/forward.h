@@ -64,6 +64,21 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& weights,
                                             const std::vector<int32_t>& tokens,
                                             const ForwardOptions& options = {});
 
+// RoPE on the first `rope` channels of each head of x [n, heads, d] at
+// positions 0..n-1 (rotate-half within them; angles in double from the f32
+// table inv [rope / 2]), in place.
+void ReferenceRope(std::vector<double>* x, int64_t n, int heads, int d,
+                   int rope, const float* inv);
+
+// Causal softmax attention over roped q [n, heads, d] and k [n, kv_heads, d],
+// values v [n, kv_heads, dv] (query head h reads KV head h / (heads /
+// kv_heads)), logits times `scale`: out [n, heads, dv] (overwritten); probs
+// [heads, n, n] gets each query's distribution (s <= t entries) when not
+// null.
+void ReferenceCausalAttention(const double* q, const double* k, const double* v,
+                              int64_t n, int heads, int kv_heads, int d, int dv,
+                              double scale, double* out, double* probs);
+
 // Perplexity of `docs` (each token sequence predicts its own next tokens:
 // positions 1..T-1 from 0..T-2): exp(total NLL / predicted tokens). Documents
 // shorter than 2 tokens are skipped; InvalidArgument if none predict anything.

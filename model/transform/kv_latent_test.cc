@@ -30,11 +30,7 @@ using testing::SampleSequences;
 using testing::Stories260kDir;
 using testing::TextPath;
 
-std::unique_ptr<ModelWeights> Load(const std::string& dir) {
-  auto w = LoadModel(dir);
-  EXPECT_TRUE(w.ok()) << w.status();
-  return w.ok() ? std::move(*w) : nullptr;
-}
+constexpr auto Load = testing::LoadOrNull;
 
 KvLatentOptions Options(int d_qk, int d_vo, KvLatentInit init,
                         int calib_lines = 200) {

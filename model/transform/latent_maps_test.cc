@@ -28,30 +28,15 @@ namespace latentkv::model::transform {
 namespace {
 
 using testing::NewDir;
+using testing::PartialLatentOptions;
 using testing::Stories260kDir;
-using testing::TextPath;
-
-std::unique_ptr<ModelWeights> Load(const std::string& dir) {
-  auto w = LoadModel(dir);
-  EXPECT_TRUE(w.ok()) << w.status();
-  return w.ok() ? std::move(*w) : nullptr;
-}
-
-std::vector<std::vector<int32_t>> Docs(const ModelConfig& c, int skip,
-                                       int lines) {
-  CalibrationTextOptions t;
-  t.path = TextPath();
-  t.skip_lines = skip;
-  t.max_lines = lines;
-  auto docs = LoadCalibrationDocs(Stories260kDir(), c, t);
-  EXPECT_TRUE(docs.ok()) << docs.status();
-  return docs.ok() ? *docs : std::vector<std::vector<int32_t>>();
-}
+using testing::Stories260kDocs;
+constexpr auto Load = testing::LoadOrNull;
 
 std::vector<LayerStats> Stats(const ModelWeights& w) {
   CalibrationOptions co;
   co.attention_scores = false;
-  auto s = Calibrate(w, Docs(w.config, 0, 60), co);
+  auto s = Calibrate(w, Stories260kDocs(0, 60), co);
   EXPECT_TRUE(s.ok()) << s.status();
   return s.ok() ? *s : std::vector<LayerStats>();
 }
@@ -111,7 +96,7 @@ TEST(LatentMapsTest, WhitenedTruncationBeatsKeyPcaOnHeldOutLogits) {
   ForwardOptions fo;
   fo.logits = false;
   fo.observer = &cap;
-  for (const auto& doc : Docs(w->config, 1000, 20)) {
+  for (const auto& doc : Stories260kDocs(1000, 20)) {
     ASSERT_TRUE(Forward(*w, doc, fo).ok());
   }
   const std::vector<int> free = {1, 2, 3, 5, 6, 7};
@@ -223,12 +208,7 @@ TEST(LatentMapsTest, RotationScoreRanksANonRotatingPairLast) {
 TEST(LatentMapsTest, PartialRotaryConversionLoadsAndTheRefitHelps) {
   auto src = Load(Stories260kDir());
   ASSERT_TRUE(src);
-  KvLatentOptions o;
-  o.d_qk = 6;
-  o.d_vo = 4;
-  o.rope_dims = 2;
-  o.calibration.path = TextPath();
-  o.calibration.max_lines = 200;
+  KvLatentOptions o = PartialLatentOptions(200);
   const std::string refit = NewDir("kvl_partial_refit");
   ASSERT_TRUE(ConvertKvLatent(Stories260kDir(), refit, o).ok());
   o.refit_output = false;
@@ -243,7 +223,7 @@ TEST(LatentMapsTest, PartialRotaryConversionLoadsAndTheRefitHelps) {
     ASSERT_EQ(a->layers[l].rope_inv_freq.size(), 1u);
     EXPECT_EQ(a->layers[l].rope_inv_freq, b->layers[l].rope_inv_freq);
   }
-  const auto held_out = Docs(src->config, 1000, 40);
+  const auto held_out = Stories260kDocs(1000, 40);
   auto base = Perplexity(*src, held_out);
   auto ra = Perplexity(*a, held_out);
   auto rb = Perplexity(*b, held_out);

@@ -12,24 +12,6 @@
 namespace latentkv::model::transform {
 namespace {
 
-// x [T, heads, d]: rotate channels [0, rope) with `inv` at positions 0..T-1.
-void Rope(std::vector<double>* x, int64_t n, int heads, int d, int rope,
-          const std::vector<float>& inv) {
-  const int half = rope / 2;
-  for (int64_t t = 0; t < n; ++t) {
-    for (int j = 0; j < half; ++j) {
-      const double a = static_cast<double>(t) * static_cast<double>(inv[j]);
-      const double c = std::cos(a), s = std::sin(a);
-      for (int h = 0; h < heads; ++h) {
-        double* p = &(*x)[(t * heads + h) * d];
-        const double x0 = p[j], x1 = p[j + half];
-        p[j] = x0 * c - x1 * s;
-        p[j + half] = x0 * s + x1 * c;
-      }
-    }
-  }
-}
-
 // out [T, heads, rows] = per head maps[h] [rows, hs] x in [T, heads, hs]
 // (head h reads in-head h * in_heads / heads).
 std::vector<double> MapHeads(const double* in, int64_t n, int in_heads, int hs,
@@ -62,79 +44,38 @@ class RefitObserver : public LayerObserver {
       ly.dim = c.num_heads * maps[l].d_vo;
       ly.g.assign(static_cast<size_t>(ly.dim) * ly.dim, 0.0);
       ly.r.assign(static_cast<size_t>(c.hidden_size) * ly.dim, 0.0);
-      const Tensor& o = w.layers[l].o_proj;
-      ly.wo.assign(o.f32(), o.f32() + o.numel());
     }
   }
-
-  bool WantsProbs() const override { return true; }
 
   void Observe(const LayerActivations& a) override {
     const ModelConfig& c = w_.config;
     const LatentLayerMaps& m = maps_[a.layer];
     Layer& ly = layers_[a.layer];
     const int64_t n = a.tokens;
-    const int nh = c.num_heads, nkv = c.num_kv_heads, group = nh / nkv;
+    const int nh = c.num_heads, nkv = c.num_kv_heads;
     const int hq = c.qk_head_dim[a.layer], hv = c.vo_head_dim[a.layer];
     const int d = m.d_qk, dvo = m.d_vo;
-    const int64_t hidden = c.hidden_size, src_dim = int64_t{nh} * hv;
-    // The source attention output z [T, H * hv] and its projection y.
-    std::vector<double> z(static_cast<size_t>(n * src_dim), 0.0);
-    for (int h = 0; h < nh; ++h) {
-      for (int64_t t = 0; t < n; ++t) {
-        const double* p = a.probs + (h * n + t) * n;
-        double* zt = &z[t * src_dim + h * hv];
-        for (int64_t s = 0; s <= t; ++s) {
-          const double* vs = a.v + (s * nkv + h / group) * hv;
-          for (int i = 0; i < hv; ++i) zt[i] += p[s] * vs[i];
-        }
-      }
-    }
-    std::vector<double> y(static_cast<size_t>(n * hidden));
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
-                static_cast<int>(hidden), static_cast<int>(src_dim), 1.0,
-                z.data(), static_cast<int>(src_dim), ly.wo.data(),
-                static_cast<int>(src_dim), 0.0, y.data(),
-                static_cast<int>(hidden));
+    const int64_t hidden = c.hidden_size;
+    const double* y = a.output;  // the source layer's W_o z [T, hidden]
     // The converted layer's z' [T, H * d_vo].
     std::vector<double> q = MapHeads(a.q, n, nh, hq, m.q, d);
     std::vector<double> k = MapHeads(a.k, n, nkv, hq, m.k, d);
     const std::vector<double> v = MapHeads(a.v, n, nkv, hv, m.v, dvo);
-    Rope(&q, n, nh, d, m.rope_dims, m.inv_freq);
-    Rope(&k, n, nkv, d, m.rope_dims, m.inv_freq);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    ReferenceRope(&q, n, nh, d, m.rope_dims, m.inv_freq.data());
+    ReferenceRope(&k, n, nkv, d, m.rope_dims, m.inv_freq.data());
     const int dim = ly.dim;
-    std::vector<double> zp(static_cast<size_t>(n) * dim, 0.0), p(n);
-    for (int h = 0; h < nh; ++h) {
-      const int g = h / group;
-      for (int64_t t = 0; t < n; ++t) {
-        const double* qt = &q[(t * nh + h) * d];
-        double mx = -INFINITY;
-        for (int64_t s = 0; s <= t; ++s) {
-          const double* ks = &k[(s * nkv + g) * d];
-          double dot = 0.0;
-          for (int i = 0; i < d; ++i) dot += qt[i] * ks[i];
-          p[s] = dot * scale;
-          mx = std::max(mx, p[s]);
-        }
-        double sum = 0.0;
-        for (int64_t s = 0; s <= t; ++s) sum += (p[s] = std::exp(p[s] - mx));
-        double* zt = &zp[t * dim + h * dvo];
-        for (int64_t s = 0; s <= t; ++s) {
-          const double* vs = &v[(s * nkv + g) * dvo];
-          const double ps = p[s] / sum;
-          for (int i = 0; i < dvo; ++i) zt[i] += ps * vs[i];
-        }
-      }
-    }
+    std::vector<double> zp(static_cast<size_t>(n) * dim);
+    ReferenceCausalAttention(q.data(), k.data(), v.data(), n, nh, nkv, d, dvo,
+                             1.0 / std::sqrt(static_cast<double>(d)), zp.data(),
+                             nullptr);
     // G += z'^T z', R += y^T z'.
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dim, dim,
                 static_cast<int>(n), 1.0, zp.data(), dim, zp.data(), dim, 1.0,
                 ly.g.data(), dim);
     cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans,
-                static_cast<int>(hidden), dim, static_cast<int>(n), 1.0,
-                y.data(), static_cast<int>(hidden), zp.data(), dim, 1.0,
-                ly.r.data(), dim);
+                static_cast<int>(hidden), dim, static_cast<int>(n), 1.0, y,
+                static_cast<int>(hidden), zp.data(), dim, 1.0, ly.r.data(),
+                dim);
   }
 
   // Solves layer l's ridge problem into (*tensors)[l].o.
@@ -175,10 +116,9 @@ class RefitObserver : public LayerObserver {
 
  private:
   struct Layer {
-    int dim = 0;             // H * d_vo
-    std::vector<double> g;   // [dim, dim]
-    std::vector<double> r;   // [hidden, dim]
-    std::vector<double> wo;  // source W_o [hidden, H * hv]
+    int dim = 0;            // H * d_vo
+    std::vector<double> g;  // [dim, dim]
+    std::vector<double> r;  // [hidden, dim]
   };
   const ModelWeights& w_;
   const std::vector<LatentLayerMaps>& maps_;

@@ -11,8 +11,39 @@
 
 #include "gtest/gtest.h"
 #include "model/convert.h"
+#include "model/gguf_loader.h"
+#include "model/transform/calibration.h"
 
 namespace latentkv::model::transform::testing {
+
+std::unique_ptr<ModelWeights> LoadOrNull(const std::string& dir) {
+  auto w = LoadModel(dir);
+  EXPECT_TRUE(w.ok()) << w.status();
+  return w.ok() ? std::move(*w) : nullptr;
+}
+
+std::vector<std::vector<int32_t>> Stories260kDocs(int skip, int lines) {
+  auto c = LoadModelConfig(Stories260kDir());
+  EXPECT_TRUE(c.ok()) << c.status();
+  if (!c.ok()) return {};
+  CalibrationTextOptions t;
+  t.path = TextPath();
+  t.skip_lines = skip;
+  t.max_lines = lines;
+  auto docs = LoadCalibrationDocs(Stories260kDir(), *c, t);
+  EXPECT_TRUE(docs.ok()) << docs.status();
+  return docs.ok() ? *docs : std::vector<std::vector<int32_t>>();
+}
+
+KvLatentOptions PartialLatentOptions(int calib_lines) {
+  KvLatentOptions o;
+  o.d_qk = 6;
+  o.d_vo = 4;
+  o.rope_dims = 2;
+  o.calibration.path = TextPath();
+  o.calibration.max_lines = calib_lines;
+  return o;
+}
 
 std::string TextPath() {
   return std::string(LATENTKV_SHARED_DIR) +

@@ -4,8 +4,12 @@
 #define LATENTKV_MODEL_TRANSFORM_TEST_UTIL_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "model/transform/kv_latent.h"
+#include "model/weights.h"
 
 namespace latentkv::model::transform::testing {
 
@@ -21,6 +25,18 @@ const std::string& Stories260kDir();
 
 // A few token sequences (ids < 512, BOS first) for logit comparisons.
 std::vector<std::vector<int32_t>> SampleSequences();
+
+// The model at `dir` loaded as f32, or null after a test failure.
+std::unique_ptr<ModelWeights> LoadOrNull(const std::string& dir);
+
+// `lines` non-empty lines of TextPath() after the first `skip`, encoded
+// for stories260K (empty after a test failure).
+std::vector<std::vector<int32_t>> Stories260kDocs(int skip, int lines);
+
+// KV-Latent options for stories260K with partial rotary keys: d_qk 6 (rope
+// 2, 4 position-free dims), d_vo 4, calibrated on the first `calib_lines`
+// lines.
+KvLatentOptions PartialLatentOptions(int calib_lines);
 
 // max |a - b| / max |b| over the vectors (same size required).
 double MaxRelativeError(const std::vector<double>& a,
