@@ -375,7 +375,8 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     }
     auto docs = LoadCalibrationDocs(model_dir, src, options.calibration);
     if (!docs.ok()) return docs.status();
-    const int rope = options.rope_dims < 0 ? options.d_qk : options.rope_dims;
+    const int rope = options.rope_dims < 0 ? DefaultRopeDims(options.d_qk)
+                                           : options.rope_dims;
     if (rope % 2 != 0 || rope > options.d_qk) {
       return absl::InvalidArgumentError(
           absl::StrCat("kv-latent: rope=", rope,

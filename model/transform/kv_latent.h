@@ -80,8 +80,8 @@ struct KvLatentOptions {
   KvLatentInit init = KvLatentInit::kCalibrated;  // default: calibrated
   // Rotary dims of every converted layer (even, <= d_qk); the other d_qk -
   // rope dims are position-free, compressed from the channels that lose
-  // RoPE (latent_maps.h). -1: d_qk (every kept channel rotary: the
-  // pair-dropping init).
+  // RoPE (latent_maps.h). rope_dims = d_qk: the pair-keeping init (no
+  // position-free dims). -1 (default): DefaultRopeDims(d_qk).
   int rope_dims = -1;
   PairCriterion pair_criterion = PairCriterion::kAuto;
   // kRotation's distance scale (tokens). Default 512.
@@ -102,6 +102,10 @@ struct KvLatentOptions {
   CalibrationTextOptions calibration;
   DType dtype = DType::kF32;  // stored dtype of the output matrices
 };
+
+// 3/4 of d_qk rounded down to even: the best split measured on SmolLM2 at
+// half the bytes (docs/QUALITY.md, "KV-Latent on SmolLM2").
+inline int DefaultRopeDims(int d_qk) { return 3 * d_qk / 4 / 2 * 2; }
 
 // "auto" | "rotation" | "search" | "logit-variance" | "attention" |
 // "magnitude".

@@ -60,6 +60,7 @@ TEST(KvLatentTest, CalibratedAtFullDimsKeepsLogits) {
   for (ValueBasis basis : {ValueBasis::kOutputWeighted, ValueBasis::kPca}) {
     const std::string out = NewDir("kvl_full");
     KvLatentOptions o = Options(8, 8, KvLatentInit::kCalibrated, 30);
+    o.rope_dims = 8;  // every pair rotary: the conversion is the identity
     o.value_basis = basis;
     ASSERT_TRUE(ConvertKvLatent(Stories260kDir(), out, o).ok());
     auto dst = Load(out);
@@ -127,9 +128,9 @@ TEST(KvLatentTest, StridedKeepsEveryRthRowAndColumn) {
 
 TEST(KvLatentTest, CalibratedKeepsSelectedPairsWithTheirFrequencies) {
   const std::string out = NewDir("kvl_cal_struct");
-  ASSERT_TRUE(ConvertKvLatent(Stories260kDir(), out,
-                              Options(4, 4, KvLatentInit::kCalibrated, 30))
-                  .ok());
+  KvLatentOptions o = Options(4, 4, KvLatentInit::kCalibrated, 30);
+  o.rope_dims = 4;  // the pair-keeping init: no position-free dims
+  ASSERT_TRUE(ConvertKvLatent(Stories260kDir(), out, o).ok());
   auto src = Load(Stories260kDir());
   auto dst = Load(out);
   ASSERT_TRUE(src && dst);
@@ -189,8 +190,8 @@ TEST(KvLatentTest, CalibratedBeatsStridedInPerplexity) {
   const double cal_ppl = ppl(cal);
   std::printf(
       "held-out ppl (40 lines after line 1000): original %.3f\n"
-      "  d_qk=d_vo=4 strided %.3f, calibrated (pair search, output-weighted "
-      "V) %.3f\n",
+      "  d_qk=d_vo=4 strided %.3f, calibrated default (rope 2 + 2 "
+      "position-free dims, output-weighted V, W_o refit) %.3f\n",
       base, strided_ppl, cal_ppl);
   EXPECT_LT(cal_ppl, strided_ppl);
   EXPECT_GT(cal_ppl, base * 0.999);  // lossy: not better than the original
