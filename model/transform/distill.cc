@@ -117,11 +117,25 @@ absl::StatusOr<DistillReport> DistillLayers(
   if (seqs.back().size() < 2) seqs.pop_back();
   if (seqs.empty()) return absl::InvalidArgumentError("distill: no tokens");
   const int64_t hidden = c.hidden_size;
+  DistillReport report;
+  const int64_t per_token = 8 * hidden * layers;  // x and y in f32
+  const size_t fit = static_cast<size_t>(
+      std::max<int64_t>(1, o.max_capture_bytes / (per_token * seq_len)));
+  if (seqs.size() > fit) {
+    report.skipped_sequences = static_cast<int64_t>(seqs.size() - fit);
+    seqs.resize(fit);
+    if (o.progress) {
+      std::fprintf(stderr,
+                   "distill: %lld sequences left out (captured activations "
+                   "bounded to %lld MiB)\n",
+                   static_cast<long long>(report.skipped_sequences),
+                   static_cast<long long>(o.max_capture_bytes >> 20));
+    }
+  }
   Capture cap(layers, hidden);
   ForwardOptions fo;
   fo.logits = false;
   fo.observer = &cap;
-  DistillReport report;
   for (const std::vector<int32_t>& s : seqs) {
     auto r = Forward(src, s, fo);
     if (!r.ok()) return r.status();

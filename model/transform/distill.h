@@ -36,15 +36,19 @@ struct DistillOptions {
   double lr = 2e-4;      // Adam's peak learning rate
   bool progress = true;  // progress bar on stderr
   uint64_t seed = 1;     // sequence order
+  // Bound on the captured activations (8 bytes per token, hidden unit and
+  // layer): sequences beyond it are left out (said on stderr). 8 GiB.
+  int64_t max_capture_bytes = int64_t{8} << 30;
 };
 
 struct DistillReport {
   // Per layer, relative error sum |out - y|^2 / sum |y|^2 over the training
   // sequences, before and after.
   std::vector<double> loss_before, loss_after;
-  int64_t train_tokens = 0;    // tokens in the training sequences
-  std::vector<int64_t> steps;  // per layer
-  double seconds = 0;          // wall time, capture included
+  int64_t train_tokens = 0;       // tokens in the training sequences
+  int64_t skipped_sequences = 0;  // left out by max_capture_bytes
+  std::vector<int64_t> steps;     // per layer
+  double seconds = 0;             // wall time, capture included
 };
 
 // True when `o` asks for any training.

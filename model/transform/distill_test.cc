@@ -133,7 +133,8 @@ TEST(DistillTest, ShortDistillationLowersErrorAndHeldOutPerplexity) {
   EXPECT_LT(pb->perplexity, pa->perplexity);
 }
 
-// A wall budget ends the run even when it is spent before the last layers
+// A wall budget ends the run even when it is spent before the last layers,
+// the capture bound leaves sequences out,
 // (they keep their init), and never makes a layer worse on its training set.
 TEST(DistillTest, WallBudgetEndsAndNeverHurts) {
   auto src = LoadModel(Stories260kDir());
@@ -151,6 +152,7 @@ TEST(DistillTest, WallBudgetEndsAndNeverHurts) {
   DistillOptions d;
   d.minutes = 0.02;  // 1.2 s, capture included
   d.progress = false;
+  d.max_capture_bytes = 1 << 20;  // one 256-token sequence of stories260K
   const auto t0 = std::chrono::steady_clock::now();
   auto r = DistillLayers(**src, docs, *maps, &tensors, d);
   ASSERT_TRUE(r.ok()) << r.status();
@@ -158,6 +160,8 @@ TEST(DistillTest, WallBudgetEndsAndNeverHurts) {
                 .count(),
             30.0);
   ASSERT_EQ(r->loss_after.size(), 5u);
+  EXPECT_GT(r->skipped_sequences, 0);
+  EXPECT_LE(r->train_tokens, 256);
   for (int l = 0; l < 5; ++l) EXPECT_LE(r->loss_after[l], r->loss_before[l]);
 }
 
