@@ -133,9 +133,9 @@ TEST(DistillTest, ShortDistillationLowersErrorAndHeldOutPerplexity) {
   EXPECT_LT(pb->perplexity, pa->perplexity);
 }
 
-// A wall budget ends the run even when it is spent before the last layers,
-// the capture bound leaves sequences out,
-// (they keep their init), and never makes a layer worse on its training set.
+// A wall budget ends the run even when it is spent before the last layers
+// (they keep their init), the capture bound leaves sequences out, and
+// training never makes a layer worse on its training set.
 TEST(DistillTest, WallBudgetEndsAndNeverHurts) {
   auto src = LoadModel(Stories260kDir());
   ASSERT_TRUE(src.ok());
