@@ -59,7 +59,7 @@ struct LayerStats {
   std::vector<std::vector<std::complex<double>>> k_pair_moment;
   // [K][d, d]: E[k k^T] of each KV head (pre-RoPE), and the sum over the
   // query heads reading it of E[q q^T] (pre-RoPE): the whitening of the
-  // position-free key compression (latent_keys.h).
+  // position-free key compression (latent_maps.h).
   std::vector<std::vector<double>> k_moment;
   std::vector<std::vector<double>> q_moment;
   std::vector<double> q_pair_abs;  // [H, d/2]: E|q pair j| (pre-RoPE)

@@ -164,6 +164,10 @@ absl::Status ParseKvLatentDims(absl::string_view text,
           "--kv-latent wants d_qk=A,d_vo=B; cannot parse '", part, "'"));
     }
     if (kv[0] == "rope") {
+      if (value < 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--kv-latent: rope must be >= 0, got ", value));
+      }
       options->rope_dims = value;
     } else if (kv[0] == "d_qk") {
       d_qk = value;
@@ -362,6 +366,11 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
   ModelConfig config = LatentConfig(src, options.d_qk, options.d_vo);
   std::string tag;
   if (options.init == KvLatentInit::kStrided) {
+    if (options.rope_dims >= 0 || DistillEnabled(options.distill)) {
+      return absl::InvalidArgumentError(
+          "kv-latent: --init strided keeps the paper's init: no rope=, no "
+          "distillation (use --init calibrated)");
+    }
     attn = StridedAttention(**w, options.d_qk, options.d_vo);
     config.rope_scheme = RopeScheme::kFrequencyAware;
     tag = "latentkv kv-latent strided";
@@ -444,7 +453,13 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     attn = std::move(tensors);
     // Every layer carries its own rotary_inv_freq tensor.
     config.rope_scheme = RopeScheme::kStandard;
-    if (rope < options.d_qk) config.rope_dims.assign(src.num_layers, rope);
+    // The split each layer's maps were built with.
+    for (int l = 0; l < src.num_layers; ++l) {
+      if ((*maps)[l].rope_dims != options.d_qk) {
+        config.rope_dims.resize(src.num_layers, options.d_qk);
+        config.rope_dims[l] = (*maps)[l].rope_dims;
+      }
+    }
     tag = "latentkv kv-latent calibrated";
   }
   if (!attn.ok()) return attn.status();

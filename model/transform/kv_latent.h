@@ -127,9 +127,6 @@ absl::StatusOr<std::vector<AttentionTensors>> StridedAttention(
 std::vector<int> SelectRotaryPairs(const LayerStats& stats, int d_qk,
                                    PairCriterion criterion);
 
-// The calibrated attention tensors of every layer: `kept[l]` the layer's
-// kept pairs (ascending; all layers the same count d_qk/2), `stats` from
-// Calibrate with kv_group_size 1. Errors: InvalidArgument (dims, stats).
 // The calibrated maps of every layer (latent_maps.h): `kept[l]` the layer's
 // rotary pairs (ascending, at most d_qk/2), the other d_qk - 2|kept| dims
 // position-free; V/O by `basis`. `stats` from Calibrate (kv_group_size 1).
@@ -138,6 +135,10 @@ absl::StatusOr<std::vector<LatentLayerMaps>> CalibratedMaps(
     const std::vector<std::vector<int>>& kept, int d_qk, int d_vo,
     ValueBasis basis);
 
+// The calibrated attention tensors of every layer with every kept channel
+// rotary (the pair-keeping init): `kept[l]` the layer's kept pairs
+// (ascending; all layers the same count d_qk/2), `stats` from Calibrate with
+// kv_group_size 1. Errors: InvalidArgument (dims, stats).
 absl::StatusOr<std::vector<AttentionTensors>> CalibratedAttention(
     const ModelWeights& weights, const std::vector<LayerStats>& stats,
     const std::vector<std::vector<int>>& kept, int d_vo, ValueBasis basis);

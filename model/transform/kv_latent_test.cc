@@ -293,6 +293,18 @@ TEST(KvLatentTest, BadInputsAreRejectedWithReasons) {
   s = ConvertKvLatent(m, m, Options(4, 4, KvLatentInit::kStrided));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("source model directory"));
+  // The strided init has no split and no distillation.
+  KvLatentOptions strided_rope = Options(4, 4, KvLatentInit::kStrided);
+  strided_rope.rope_dims = 2;
+  s = err(strided_rope);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), HasSubstr("--init strided"));
+  // More rotary dims than d_qk, or an odd count.
+  KvLatentOptions bad_rope = Options(4, 4, KvLatentInit::kCalibrated);
+  bad_rope.rope_dims = 6;
+  EXPECT_EQ(err(bad_rope).code(), absl::StatusCode::kInvalidArgument);
+  bad_rope.rope_dims = 3;
+  EXPECT_EQ(err(bad_rope).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(KvLatentTest, ParsesFlags) {
@@ -305,6 +317,17 @@ TEST(KvLatentTest, ParsesFlags) {
   EXPECT_EQ(ParseKvLatentDims("d_qk=4,d_x=2", &o).code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ParseKvLatentDims("d_qk=a,d_vo=2", &o).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(o.rope_dims, -1);  // the default split
+  ASSERT_TRUE(ParseKvLatentDims("d_qk=32,d_vo=32,rope=24", &o).ok());
+  EXPECT_EQ(o.rope_dims, 24);
+  EXPECT_EQ(ParseKvLatentDims("d_qk=4,d_vo=4,rope=-2", &o).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DefaultRopeDims(32), 24);
+  EXPECT_EQ(DefaultRopeDims(4), 2);
+  EXPECT_EQ(*ParsePairCriterion("rotation"), PairCriterion::kRotation);
+  EXPECT_EQ(*ParsePairCriterion("search"), PairCriterion::kOutputSearch);
+  EXPECT_EQ(ParsePairCriterion("best").status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(*ParseKvLatentInit("strided"), KvLatentInit::kStrided);
   EXPECT_EQ(*ParseKvLatentInit("calibrated"), KvLatentInit::kCalibrated);

@@ -28,6 +28,8 @@
 
 namespace latentkv::model::transform {
 
+// Memory: per layer (H*d_vo)^2 + hidden*H*d_vo doubles, all layers at once
+// (SmolLM2 at d_vo 32: 40 MB; a 7B-class model at d_vo 64: ~3 GiB).
 struct RefitOptions {
   double ridge = 1e-3;  // relative ridge weight (see above); > 0
 };

@@ -193,23 +193,28 @@ KvScales ModelRunner::Fp8KvScales() const {
     };
     const std::vector<double> kb = bounds(w.k_proj), vb = bounds(w.v_proj);
     const int32_t dqk = c.qk_head_dim[l], dvo = c.vo_head_dim[l];
+    const int32_t half = c.rope_dim(l) / 2;  // rotary pairs (j, j + half)
     scales.k.emplace_back();
     scales.v.emplace_back();
     for (int32_t h = 0; h < c.num_kv_heads; ++h) {
       double kmax = 0, vmax = 0;
-      for (int32_t j = 0; j < dqk / 2; ++j) {
-        if (c.qk_norm) {
-          // A normed head has sum of squares <= d_qk before its weights, so
-          // a rotated pair's norm is at most sqrt(d_qk) * its larger weight.
-          const float* kn = w.k_norm.f32();
-          kmax =
-              std::max(kmax, std::sqrt(static_cast<double>(dqk)) *
-                                 std::max(std::fabs(double{kn[j]}),
-                                          std::fabs(double{kn[j + dqk / 2]})));
-          continue;
+      if (c.qk_norm) {
+        // A normed head has sum of squares <= d_qk before its weights, so a
+        // channel, and a rotated pair's norm, is at most sqrt(d_qk) times
+        // the largest weight involved.
+        const float* kn = w.k_norm.f32();
+        for (int32_t j = 0; j < dqk; ++j) {
+          kmax = std::max(kmax, std::sqrt(static_cast<double>(dqk)) *
+                                    std::fabs(double{kn[j]}));
         }
-        const double a = kb[h * dqk + j], b = kb[h * dqk + j + dqk / 2];
-        kmax = std::max(kmax, std::sqrt(a * a + b * b));
+      } else {
+        // A rotated pair mixes its two channels; position-free channels
+        // (partial rotary: j >= 2 * half) stay as they are.
+        const double* kh = &kb[h * dqk];
+        for (int32_t j = 0; j < half; ++j) {
+          kmax = std::max(kmax, std::hypot(kh[j], kh[j + half]));
+        }
+        for (int32_t j = 2 * half; j < dqk; ++j) kmax = std::max(kmax, kh[j]);
       }
       for (int32_t j = 0; j < dvo; ++j) vmax = std::max(vmax, vb[h * dvo + j]);
       // A zero bound (an all-zero head) still needs a positive scale.

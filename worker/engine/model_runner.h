@@ -149,7 +149,7 @@ class ModelRunner {
   };
   std::vector<LayerMatrices> matrices_;
   kernels::WeightView lm_head_, embed_;
-  // Per layer: norm weights [hidden] and the RoPE table [d_qk / 2], in
+  // Per layer: norm weights [hidden] and the RoPE table [rope_dims / 2], in
   // backend memory.
   struct LayerVectors {
     const float* attn_norm = nullptr;

@@ -255,6 +255,46 @@ TEST_P(PartialRope, CodebookResidencyReRopesWithThePartialTable) {
   EXPECT_LT(RelativeError(got, ref), 1e-4);
 }
 
+// The fp8 key scale bounds each rotated PAIR of the partial split: with
+// layer 0's key head 0 made of two equal rows, channels 0 and 2 (a pair
+// when 4 of 8 channels rotate, two different pairs when all 8 do), the
+// partial model's bound is sqrt(2) times the fully rotary one's.
+TEST(PartialRopeFp8, KeyScalesFollowThePartialPairs) {
+  const std::string root = TempRoot();
+  PartialModel(root + "/partial");
+  auto file = model::SafetensorsFile::Open(root + "/partial/model.safetensors");
+  ASSERT_TRUE(file.ok());
+  model::SafetensorsWriter w;
+  for (const auto& [name, t] : (*file)->tensors()) {
+    std::vector<float> v(t.numel());
+    ConvertToF32(t.data, t.dtype, t.numel(), v.data());
+    if (name == "model.layers.0.self_attn.k_proj.weight") {
+      const int64_t cols = t.shape[1];
+      std::vector<float> u(v.begin(), v.begin() + cols);
+      std::fill(v.begin(), v.end(), 0.0f);
+      std::copy(u.begin(), u.end(), v.begin());             // row 0
+      std::copy(u.begin(), u.end(), v.begin() + 2 * cols);  // row 2
+    }
+    w.AddF32(name, DType::kF32, t.shape, v.data());
+  }
+  file->reset();
+  for (const char* sub : {"/p", "/f"}) {
+    ModelConfig c = PartialConfig();
+    if (std::string(sub) == "/f") c.rope_dims.clear();
+    std::filesystem::create_directories(root + sub);
+    std::ofstream(root + sub + "/config.json") << c.ToJson();
+    ASSERT_TRUE(w.Write(root + sub + "/model.safetensors").ok());
+  }
+  auto backend = std::move(*kernels::CreateBackend("cpu"));
+  const KvScales p =
+      ModelRunner(Load(root + "/p"), backend.get()).Fp8KvScales();
+  const KvScales f =
+      ModelRunner(Load(root + "/f"), backend.get()).Fp8KvScales();
+  EXPECT_NEAR(p.k[0][0] / f.k[0][0], std::sqrt(2.0), 1e-5);
+  EXPECT_EQ(p.v[0][0], f.v[0][0]);
+  std::filesystem::remove_all(root);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllBackends, PartialRope,
                          ::testing::ValuesIn(kernels::RegisteredBackends()),
                          [](const auto& info) { return info.param; });

@@ -67,8 +67,8 @@ class SequenceResidency final : public SequencePolicy {
   absl::Status ImportState(KvCache& cache, KvPools& pools, SequenceKv& kv,
                            const KvSnapshot& snap) override;
   // q: [len, n_heads, d_qk(layer)] the chunk's roped queries at positions
-  // pos [len] (ascending, the chunk's tokens already in `kv`); inv_freq:
-  // [d_qk / 2] the layer's RoPE table.
+  // pos [len] (ascending, the chunk's tokens already in `kv`); rope: the
+  // layer's RoPE table (rope.dims rotated channels, [rope.dims / 2]).
   absl::Status AfterLayer(KvCache& cache, KvPools& pools, SequenceKv& kv,
                           int32_t layer, const float* q, const int32_t* pos,
                           int32_t len, kernels::RopeTable rope) override;
