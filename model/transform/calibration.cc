@@ -234,13 +234,8 @@ absl::StatusOr<std::vector<LayerStats>> Calibrate(
     return absl::InvalidArgumentError("calibration: no documents");
   }
   StatsObserver observer(c, options);
-  ForwardOptions fo;
-  fo.logits = false;
-  fo.observer = &observer;
-  for (const std::vector<int32_t>& doc : docs) {
-    auto r = Forward(weights, doc, fo);
-    if (!r.ok()) return r.status();
-  }
+  absl::Status s = ObserveLayers(weights, docs, &observer);
+  if (!s.ok()) return s;
   return observer.Finish();
 }
 

@@ -133,12 +133,9 @@ absl::StatusOr<DistillReport> DistillLayers(
     }
   }
   Capture cap(layers, hidden);
-  ForwardOptions fo;
-  fo.logits = false;
-  fo.observer = &cap;
+  absl::Status seen = ObserveLayers(src, seqs, &cap);
+  if (!seen.ok()) return seen;
   for (const std::vector<int32_t>& s : seqs) {
-    auto r = Forward(src, s, fo);
-    if (!r.ok()) return r.status();
     report.train_tokens += static_cast<int64_t>(s.size());
   }
   std::mt19937_64 rng(o.seed);

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "model/transform/forward.h"
+
 namespace latentkv::model::transform {
 namespace {
 
@@ -21,27 +23,6 @@ void Gemm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a,
               beta, c, ldc);
 }
 
-// Rotates channels [0, rope) of every head of x [n, heads, d] by sign *
-// t * inv[j] (sign -1: the inverse rotation, i.e. the transpose, which is
-// what a gradient passes back through).
-template <typename T>
-void Rotate(std::vector<T>* x, int64_t n, int heads, int d, int rope,
-            const float* inv, double sign) {
-  const int half = rope / 2;
-  for (int64_t t = 0; t < n; ++t) {
-    for (int j = 0; j < half; ++j) {
-      const double a = sign * static_cast<double>(t) * inv[j];
-      const T c = static_cast<T>(std::cos(a)), s = static_cast<T>(std::sin(a));
-      for (int h = 0; h < heads; ++h) {
-        T* p = x->data() + (t * heads + h) * d;
-        const T x0 = p[j], x1 = p[j + half];
-        p[j] = x0 * c - x1 * s;
-        p[j + half] = x0 * s + x1 * c;
-      }
-    }
-  }
-}
-
 template <typename T>
 double Run(const DistillShape& s, const LayerParams<T>& p, const T* x,
            const T* y, int64_t n64, LayerParams<T>* grad) {
@@ -53,8 +34,8 @@ double Run(const DistillShape& s, const LayerParams<T>& p, const T* x,
   Gemm(false, true, n, qd, D, T(1), x, D, p.q.data(), D, T(0), q.data(), qd);
   Gemm(false, true, n, kd, D, T(1), x, D, p.k.data(), D, T(0), k.data(), kd);
   Gemm(false, true, n, vd, D, T(1), x, D, p.v.data(), D, T(0), v.data(), vd);
-  Rotate(&q, n, H, d, s.rope_dims, s.inv_freq, 1.0);
-  Rotate(&k, n, K, d, s.rope_dims, s.inv_freq, 1.0);
+  ReferenceRope(&q, n, H, d, s.rope_dims, s.inv_freq);
+  ReferenceRope(&k, n, K, d, s.rope_dims, s.inv_freq);
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
   // probs [H, n, n] (lower triangle), z [n, H * dv].
   std::vector<T> probs(static_cast<size_t>(H) * n * n, T(0));
@@ -131,8 +112,8 @@ double Run(const DistillShape& s, const LayerParams<T>& p, const T* x,
       }
     }
   }
-  Rotate(&dq, n, H, d, s.rope_dims, s.inv_freq, -1.0);
-  Rotate(&dk, n, K, d, s.rope_dims, s.inv_freq, -1.0);
+  ReferenceRope(&dq, n, H, d, s.rope_dims, s.inv_freq, -1.0);
+  ReferenceRope(&dk, n, K, d, s.rope_dims, s.inv_freq, -1.0);
   Gemm(true, false, qd, D, n, T(1), dq.data(), qd, x, D, T(1), grad->q.data(),
        D);
   Gemm(true, false, kd, D, n, T(1), dk.data(), kd, x, D, T(1), grad->k.data(),

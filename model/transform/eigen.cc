@@ -124,17 +124,33 @@ absl::StatusOr<SymmetricRoots> SymmetricSquareRoots(
   out.inv_sqrt.assign(a.size(), 0.0);
   for (int c = 0; c < n; ++c) {
     const double lam = std::max(e->values[c], floor);
-    const double s = std::sqrt(lam), is = 1.0 / std::sqrt(lam);
+    const double s = std::sqrt(lam);
     for (int i = 0; i < n; ++i) {
       const double vi = e->vectors[static_cast<size_t>(i) * n + c];
       for (int j = 0; j < n; ++j) {
         const double uu = vi * e->vectors[static_cast<size_t>(j) * n + c];
         out.sqrt[static_cast<size_t>(i) * n + j] += uu * s;
-        out.inv_sqrt[static_cast<size_t>(i) * n + j] += uu * is;
+        out.inv_sqrt[static_cast<size_t>(i) * n + j] += uu / s;
       }
     }
   }
   return out;
+}
+
+std::vector<double> DenseProduct(const std::vector<double>& a,
+                                 const std::vector<double>& b, int n, int k,
+                                 int m) {
+  std::vector<double> c(static_cast<size_t>(n) * m, 0.0);
+  for (int i = 0; i < n; ++i) {
+    for (int e = 0; e < k; ++e) {
+      const double x = a[static_cast<size_t>(i) * k + e];
+      for (int j = 0; j < m; ++j) {
+        c[static_cast<size_t>(i) * m + j] +=
+            x * b[static_cast<size_t>(e) * m + j];
+      }
+    }
+  }
+  return c;
 }
 
 absl::StatusOr<std::vector<double>> SolveSymmetricPositive(

@@ -45,6 +45,12 @@ struct SymmetricRoots {
 absl::StatusOr<SymmetricRoots> SymmetricSquareRoots(
     const std::vector<double>& a, int n, double floor_rel = 1e-12);
 
+// c = a b for row-major a [n, k] and b [k, m] (each entry summed over k in
+// ascending order).
+std::vector<double> DenseProduct(const std::vector<double>& a,
+                                 const std::vector<double>& b, int n, int k,
+                                 int m);
+
 // Solves a x = b for x with `a` [n, n] symmetric positive definite
 // (row-major) and b [n, nrhs] row-major (Cholesky, LAPACK dposv); returns x
 // [n, nrhs]. Errors: InvalidArgument for bad sizes, FailedPrecondition when

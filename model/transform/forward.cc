@@ -48,22 +48,42 @@ void RmsNorm(const Vec& x, int64_t n, int64_t dim, const float* w, double eps,
 
 }  // namespace
 
-void ReferenceRope(std::vector<double>* x, int64_t n, int heads, int d,
-                   int rope, const float* inv) {
+template <typename T>
+void ReferenceRope(std::vector<T>* x, int64_t n, int heads, int d, int rope,
+                   const float* inv, double sign) {
   const int half = rope / 2;
   for (int64_t t = 0; t < n; ++t) {
     for (int j = 0; j < half; ++j) {
       // Angles from f32 inverse frequencies, as the engine holds them.
-      const double a = static_cast<double>(t) * static_cast<double>(inv[j]);
-      const double c = std::cos(a), s = std::sin(a);
+      const double a =
+          sign * static_cast<double>(t) * static_cast<double>(inv[j]);
+      const T c = static_cast<T>(std::cos(a)), s = static_cast<T>(std::sin(a));
       for (int h = 0; h < heads; ++h) {
-        double* p = &(*x)[(t * heads + h) * d];
-        const double x0 = p[j], x1 = p[j + half];
+        T* p = &(*x)[(t * heads + h) * d];
+        const T x0 = p[j], x1 = p[j + half];
         p[j] = x0 * c - x1 * s;
         p[j + half] = x0 * s + x1 * c;
       }
     }
   }
+}
+
+template void ReferenceRope<double>(std::vector<double>*, int64_t, int, int,
+                                    int, const float*, double);
+template void ReferenceRope<float>(std::vector<float>*, int64_t, int, int, int,
+                                   const float*, double);
+
+absl::Status ObserveLayers(const ModelWeights& weights,
+                           absl::Span<const std::vector<int32_t>> docs,
+                           LayerObserver* observer) {
+  ForwardOptions fo;
+  fo.logits = false;
+  fo.observer = observer;
+  for (const std::vector<int32_t>& doc : docs) {
+    auto r = Forward(weights, doc, fo);
+    if (!r.ok()) return r.status();
+  }
+  return absl::OkStatus();
 }
 
 void ReferenceCausalAttention(const double* q, const double* k, const double* v,

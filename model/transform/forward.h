@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "model/weights.h"
 
 namespace latentkv::model::transform {
@@ -65,10 +66,19 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& weights,
                                             const ForwardOptions& options = {});
 
 // RoPE on the first `rope` channels of each head of x [n, heads, d] at
-// positions 0..n-1 (rotate-half within them; angles in double from the f32
-// table inv [rope / 2]), in place.
-void ReferenceRope(std::vector<double>* x, int64_t n, int heads, int d,
-                   int rope, const float* inv);
+// positions 0..n-1 (rotate-half within them; angles sign * t * inv[j] in
+// double from the f32 table inv [rope / 2]), in place. sign -1 is the
+// inverse rotation (its transpose: what a gradient passes back through).
+// T is double (the reference) or float (distillation).
+template <typename T>
+void ReferenceRope(std::vector<T>* x, int64_t n, int heads, int d, int rope,
+                   const float* inv, double sign = 1.0);
+
+// Runs each document through `weights` for `observer` alone (no logits).
+// Errors: those of Forward.
+absl::Status ObserveLayers(const ModelWeights& weights,
+                           absl::Span<const std::vector<int32_t>> docs,
+                           LayerObserver* observer);
 
 // Causal softmax attention over roped q [n, heads, d] and k [n, kv_heads, d],
 // values v [n, kv_heads, dv] (query head h reads KV head h / (heads /

@@ -89,34 +89,13 @@ absl::Status ValueMaps(const std::vector<double>& moment, const float* o,
       }
     }
   }
-  auto se = TopEigenSymmetric(sm, hv, hv);
-  if (!se.ok()) return se.status();
-  const double floor = std::max(se->values[0], 1e-300) * 1e-12;
-  std::vector<double> sh(sm.size(), 0.0), sih(sm.size(), 0.0);
-  for (int c = 0; c < hv; ++c) {
-    const double lam = std::max(se->values[c], floor);
-    for (int i = 0; i < hv; ++i) {
-      for (int e = 0; e < hv; ++e) {
-        const double uu = se->vectors[i * hv + c] * se->vectors[e * hv + c];
-        sh[i * hv + e] += uu * std::sqrt(lam);
-        sih[i * hv + e] += uu / std::sqrt(lam);
-      }
-    }
-  }
+  auto roots = SymmetricSquareRoots(sm, hv);
+  if (!roots.ok()) return roots.status();
+  const std::vector<double>& sh = roots->sqrt;
+  const std::vector<double>& sih = roots->inv_sqrt;
   // M = S^1/2 C S^1/2; its top eigenvectors V [hv, d_vo].
-  std::vector<double> tmp(sm.size(), 0.0), m(sm.size(), 0.0);
-  for (int i = 0; i < hv; ++i) {
-    for (int e = 0; e < hv; ++e) {
-      for (int k = 0; k < hv; ++k)
-        tmp[i * hv + e] += sh[i * hv + k] * moment[k * hv + e];
-    }
-  }
-  for (int i = 0; i < hv; ++i) {
-    for (int e = 0; e < hv; ++e) {
-      for (int k = 0; k < hv; ++k)
-        m[i * hv + e] += tmp[i * hv + k] * sh[k * hv + e];
-    }
-  }
+  const std::vector<double> m =
+      DenseProduct(DenseProduct(sh, moment, hv, hv, hv), sh, hv, hv, hv);
   auto me = TopEigenSymmetric(m, hv, d_vo);
   if (!me.ok()) return me.status();
   for (int c = 0; c < d_vo; ++c) {
@@ -304,16 +283,8 @@ absl::StatusOr<std::vector<LatentLayerMaps>> CalibratedMaps(
       return absl::InvalidArgumentError(absl::StrCat(
           "calibrated: layer ", l, " statistics do not match the model"));
     }
-    if (2 * static_cast<int>(kept.size()) > d_qk ||
-        !std::is_sorted(kept.begin(), kept.end()) ||
-        std::adjacent_find(kept.begin(), kept.end()) != kept.end() ||
-        (!kept.empty() && (kept.front() < 0 || kept.back() >= hq / 2))) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("calibrated: layer ", l, " needs at most ", d_qk / 2,
-                       " distinct ascending kept pairs below ", hq / 2));
-    }
     LatentLayerMaps& m = out[l];
-    s = BuildKeyMaps(w, l, st, kept, d_qk, &m);
+    s = BuildKeyMaps(w, l, st, kept, d_qk, &m);  // checks `kept`
     if (!s.ok()) return s;
     // V/O: per KV head W_v' = A W_v(head), W_o'[:, h] = W_o[:, h] B.
     m.d_vo = d_vo;

@@ -47,22 +47,6 @@ std::vector<double> Sub(const std::vector<double>& full, int d,
   return out;
 }
 
-// c = a b for row-major a [n, k], b [k, m].
-std::vector<double> Mul(const std::vector<double>& a,
-                        const std::vector<double>& b, int n, int k, int m) {
-  std::vector<double> c(static_cast<size_t>(n) * m, 0.0);
-  for (int i = 0; i < n; ++i) {
-    for (int e = 0; e < k; ++e) {
-      const double x = a[static_cast<size_t>(i) * k + e];
-      for (int j = 0; j < m; ++j) {
-        c[static_cast<size_t>(i) * m + j] +=
-            x * b[static_cast<size_t>(e) * m + j];
-      }
-    }
-  }
-  return c;
-}
-
 }  // namespace
 
 std::vector<double> RotationPairScores(const LayerStats& s,
@@ -103,10 +87,14 @@ absl::Status BuildKeyMaps(const ModelWeights& w, int layer, const LayerStats& s,
   const int hs = c.qk_head_dim[layer], half = hs / 2;
   const int r = static_cast<int>(kept.size()), rope = 2 * r, n = d_qk - rope;
   std::vector<bool> is_kept(half, false);
-  for (int j : kept) {
-    if (j < 0 || j >= half || is_kept[j]) {
+  for (size_t i = 0; i < kept.size(); ++i) {
+    const int j = kept[i];
+    if (j < 0 || j >= half || (i > 0 && j <= kept[i - 1])) {
       return absl::InvalidArgumentError(
-          absl::StrCat("layer ", layer, ": bad kept rotary pair ", j));
+          absl::StrCat("layer ", layer,
+                       ": kept rotary pairs must be distinct, ascending "
+                       "and below ",
+                       half, "; got ", j, " at ", i));
     }
     is_kept[j] = true;
   }
@@ -148,8 +136,8 @@ absl::Status BuildKeyMaps(const ModelWeights& w, int layer, const LayerStats& s,
       const std::vector<double> cq = Sub(s.q_moment[g], hs, free);
       auto roots = SymmetricSquareRoots(ck, m, 1e-10);
       if (!roots.ok()) return roots.status();
-      const std::vector<double> mm =
-          Mul(Mul(roots->sqrt, cq, m, m, m), roots->sqrt, m, m, m);
+      const std::vector<double> mm = DenseProduct(
+          DenseProduct(roots->sqrt, cq, m, m, m), roots->sqrt, m, m, m);
       auto e = TopEigenSymmetric(mm, m, n);
       if (!e.ok()) return e.status();
       std::vector<double> vt(static_cast<size_t>(n) * m);  // V_n^T
@@ -159,8 +147,8 @@ absl::Status BuildKeyMaps(const ModelWeights& w, int layer, const LayerStats& s,
               e->vectors[static_cast<size_t>(j) * n + i];
         }
       }
-      a = Mul(vt, roots->inv_sqrt, n, m, m);
-      b = Mul(vt, roots->sqrt, n, m, m);
+      a = DenseProduct(vt, roots->inv_sqrt, n, m, m);
+      b = DenseProduct(vt, roots->sqrt, n, m, m);
     }
     auto fill = [&](std::vector<double>& map, const std::vector<double>& nope,
                     double f) {

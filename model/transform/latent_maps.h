@@ -63,7 +63,9 @@ std::vector<int> TopPairs(const std::vector<double>& scores, int count);
 // rotary pairs `kept` (ascending source pair indices; rope_dims =
 // 2 * kept.size()), and d_qk - rope_dims position-free dims from the other
 // channels (whitened SVD above; needs s.k_moment / s.q_moment). Errors:
-// InvalidArgument (dims), those of the eigendecompositions.
+// InvalidArgument (pairs not distinct, ascending and below hs/2; more
+// rotary dims than d_qk; more position-free dims than free channels),
+// those of the eigendecompositions.
 absl::Status BuildKeyMaps(const ModelWeights& w, int layer, const LayerStats& s,
                           const std::vector<int>& kept, int d_qk,
                           LatentLayerMaps* maps);

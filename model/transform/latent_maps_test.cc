@@ -93,12 +93,7 @@ TEST(LatentMapsTest, WhitenedTruncationBeatsKeyPcaOnHeldOutLogits) {
   LatentLayerMaps m;
   ASSERT_TRUE(BuildKeyMaps(*w, layer, stats[layer], {0}, 2 + n, &m).ok());
   Capture cap(layer);
-  ForwardOptions fo;
-  fo.logits = false;
-  fo.observer = &cap;
-  for (const auto& doc : Stories260kDocs(1000, 20)) {
-    ASSERT_TRUE(Forward(*w, doc, fo).ok());
-  }
+  ASSERT_TRUE(ObserveLayers(*w, Stories260kDocs(1000, 20), &cap).ok());
   const std::vector<int> free = {1, 2, 3, 5, 6, 7};
   // Plain PCA: top-n eigenvectors of the KV head's E[k_P k_P^T], same map
   // for q and k.

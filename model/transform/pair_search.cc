@@ -126,14 +126,10 @@ absl::StatusOr<std::vector<std::vector<int>>> SearchRotaryPairs(
   }
   Store store(c.num_layers);
   store.set_config(&c);
-  ForwardOptions fo;
-  fo.logits = false;
-  fo.observer = &store;
   const size_t n_docs = std::min<size_t>(docs.size(), options.max_docs);
-  for (size_t i = 0; i < n_docs; ++i) {
-    auto r = Forward(w, docs[i], fo);
-    if (!r.ok()) return r.status();
-  }
+  absl::Status seen =
+      ObserveLayers(w, absl::MakeConstSpan(docs.data(), n_docs), &store);
+  if (!seen.ok()) return seen;
   std::vector<std::vector<int>> kept_all(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = w.layers[l];

@@ -139,13 +139,8 @@ absl::Status RefitOutputProjections(
   }
   if (docs.empty()) return absl::InvalidArgumentError("refit: no documents");
   RefitObserver observer(w, maps);
-  ForwardOptions fo;
-  fo.logits = false;
-  fo.observer = &observer;
-  for (const std::vector<int32_t>& doc : docs) {
-    auto r = Forward(w, doc, fo);
-    if (!r.ok()) return r.status();
-  }
+  absl::Status seen = ObserveLayers(w, docs, &observer);
+  if (!seen.ok()) return seen;
   for (int l = 0; l < layers; ++l) {
     absl::Status s = observer.Solve(l, options.ridge, &(*tensors)[l]);
     if (!s.ok()) return s;

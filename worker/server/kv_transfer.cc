@@ -6,7 +6,9 @@
 #include "common/auth/cluster_secret.h"
 #include "common/auth/cluster_tls.h"
 #include "grpcpp/grpcpp.h"
+#include "kvstore/proto_convert.h"
 #include "latentkv/v1/worker.grpc.pb.h"
+#include "worker/server/prefix_cache.h"
 
 namespace latentkv::worker {
 
@@ -21,17 +23,7 @@ std::vector<LayerKvShape> GroupKvShapes(std::vector<LayerKvShape> rank_shapes,
 pb::KvLayout TransferLayout(const std::vector<LayerKvShape>& shapes,
                             DType dtype, int tp_size) {
   pb::KvLayout l;
-  l.set_num_layers(static_cast<uint32_t>(shapes.size()));
-  l.set_num_kv_heads(shapes.empty() ? 0 : shapes[0].n_kv_heads);
-  bool partial = false;
-  for (const LayerKvShape& s : shapes) {
-    l.add_d_qk(s.d_qk);
-    l.add_d_vo(s.d_vo);
-    partial = partial || s.nope_dims != 0;
-  }
-  if (partial) {
-    for (const LayerKvShape& s : shapes) l.add_nope_dims(s.nope_dims);
-  }
+  kvstore::ToProto(ShapesLayout(shapes), &l);
   l.set_dtype(std::string(DTypeName(dtype)));
   l.set_codec(kRowsCodec);
   l.set_tp_size(tp_size);

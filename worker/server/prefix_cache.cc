@@ -8,10 +8,8 @@
 
 namespace latentkv::worker {
 
-kvstore::KvLayout StoreLayout(const PrefixCacheOptions& options,
-                              const std::vector<LayerKvShape>& shapes) {
+kvstore::KvLayout ShapesLayout(const std::vector<LayerKvShape>& shapes) {
   kvstore::KvLayout layout;
-  layout.model_id = options.model_id;
   layout.num_layers = static_cast<uint32_t>(shapes.size());
   layout.num_kv_heads = shapes.empty() ? 0 : shapes[0].n_kv_heads;
   bool partial = false;
@@ -24,6 +22,13 @@ kvstore::KvLayout StoreLayout(const PrefixCacheOptions& options,
     for (const LayerKvShape& s : shapes)
       layout.nope_dims.push_back(s.nope_dims);
   }
+  return layout;
+}
+
+kvstore::KvLayout StoreLayout(const PrefixCacheOptions& options,
+                              const std::vector<LayerKvShape>& shapes) {
+  kvstore::KvLayout layout = ShapesLayout(shapes);
+  layout.model_id = options.model_id;
   layout.dtype = std::string(DTypeName(options.dtype));
   layout.block_tokens = options.block_tokens;
   layout.codec = "rows";

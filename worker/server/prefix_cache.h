@@ -31,6 +31,12 @@ struct PrefixCacheOptions {
   DType dtype = DType::kF32;  // KV dtype of the rows (the engine's)
 };
 
+// The shape fields of the layout of a cache over `shapes`: layers, KV heads,
+// per-layer d_qk / d_vo and nope_dims (empty when every layer is fully
+// rotary, the canonical form); the other fields at their defaults.
+// StoreLayout and TransferLayout (kv_transfer.h) fill in the rest.
+kvstore::KvLayout ShapesLayout(const std::vector<LayerKvShape>& shapes);
+
 // The store layout of a cache with `options` over layers of `shapes` (codec
 // "rows", tensor-parallel size 1): what the worker sends with every call
 // and what `latentkv serve` fixes the store to at start (--layout).
