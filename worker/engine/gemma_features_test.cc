@@ -18,6 +18,7 @@
 #include "gtest/gtest.h"
 #include "model/convert.h"
 #include "model/safetensors.h"
+#include "worker/engine/edited_tensors_for_tests.h"
 #include "worker/engine/model_runner.h"
 #include "worker/engine/reference_forward_for_tests.h"
 #include "worker/residency/residency_policy.h"
@@ -60,20 +61,19 @@ std::shared_ptr<const model::ModelWeights> GemmaLikeModel() {
   const std::string dir = root + "/gemma_like";
   EXPECT_TRUE(
       model::WriteSyntheticModel(GemmaLikeConfig(), dir, DType::kF32, 11).ok());
-  auto file = model::SafetensorsFile::Open(dir + "/model.safetensors");
-  EXPECT_TRUE(file.ok());
-  model::SafetensorsWriter w;
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> spread(0.3f, 2.0f);
-  for (const auto& [name, t] : (*file)->tensors()) {
-    std::vector<float> v(t.numel());
-    ConvertToF32(t.data, t.dtype, t.numel(), v.data());
-    const bool norm = name.find("norm") != std::string::npos;
-    for (float& x : v) x = norm ? spread(rng) : 12 * x;
-    w.AddF32(name, DType::kF32, t.shape, v.data());
-  }
-  file->reset();
-  EXPECT_TRUE(w.Write(dir + "/model.safetensors").ok());
+  const std::string st = dir + "/model.safetensors";
+  EXPECT_TRUE(EditedTensors(st,
+                            [&](const std::string& name, const auto&,
+                                std::vector<float>* v) {
+                              const bool norm =
+                                  name.find("norm") != std::string::npos;
+                              for (float& x : *v)
+                                x = norm ? spread(rng) : 12 * x;
+                            })
+                  .Write(st)
+                  .ok());
   auto m = model::LoadModel(dir);
   EXPECT_TRUE(m.ok()) << m.status();
   std::filesystem::remove_all(root);  // the mapping stays valid

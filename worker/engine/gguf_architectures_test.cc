@@ -19,6 +19,7 @@
 #include "model/convert.h"
 #include "model/gguf/gguf_writer.h"
 #include "model/safetensors.h"
+#include "worker/engine/edited_tensors_for_tests.h"
 #include "worker/engine/model_runner.h"
 #include "worker/engine/reference_forward_for_tests.h"
 
@@ -74,21 +75,19 @@ std::vector<Case> Cases() {
 std::shared_ptr<const ModelWeights> ModelA(const ModelConfig& c,
                                            const std::string& dir) {
   EXPECT_TRUE(model::WriteSyntheticModel(c, dir, DType::kF32, 9).ok());
-  auto file = model::SafetensorsFile::Open(dir + "/model.safetensors");
-  EXPECT_TRUE(file.ok());
-  model::SafetensorsWriter w;
   std::mt19937 rng(2);
   std::uniform_real_distribution<float> spread(0.5f, 1.5f);
-  for (const auto& [name, t] : (*file)->tensors()) {
-    std::vector<float> v(t.numel());
-    ConvertToF32(t.data, t.dtype, t.numel(), v.data());
-    const bool norm = name.find("norm") != std::string::npos;
-    const bool bias = name.find("bias") != std::string::npos;
-    for (float& x : v) x = norm ? spread(rng) : (bias ? 50 : 15) * x;
-    w.AddF32(name, DType::kF32, t.shape, v.data());
-  }
-  file->reset();
-  EXPECT_TRUE(w.Write(dir + "/model.safetensors").ok());
+  const std::string st = dir + "/model.safetensors";
+  EXPECT_TRUE(
+      EditedTensors(
+          st,
+          [&](const std::string& name, const auto&, std::vector<float>* v) {
+            const bool norm = name.find("norm") != std::string::npos;
+            const bool bias = name.find("bias") != std::string::npos;
+            for (float& x : *v) x = norm ? spread(rng) : (bias ? 50 : 15) * x;
+          })
+          .Write(st)
+          .ok());
   auto m = model::LoadModel(dir);
   EXPECT_TRUE(m.ok()) << m.status();
   return std::shared_ptr<const ModelWeights>(std::move(*m));

@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "model/convert.h"
 #include "model/safetensors.h"
+#include "worker/engine/edited_tensors_for_tests.h"
 #include "worker/engine/reference_forward_for_tests.h"
 #include "worker/engine/stories260k_for_tests.h"
 
@@ -45,18 +46,17 @@ std::shared_ptr<const model::ModelWeights> AwkwardModel(bool frequency_aware) {
   const std::string dir = TempDir("awkward");
   EXPECT_TRUE(model::WriteSyntheticModel(c, dir, DType::kF32, 7).ok());
   // Rescale the matrices (std 0.02 -> 0.3) so logits and attention vary.
-  auto file = model::SafetensorsFile::Open(dir + "/model.safetensors");
-  EXPECT_TRUE(file.ok());
-  model::SafetensorsWriter w;
-  for (const auto& [name, t] : (*file)->tensors()) {
-    std::vector<float> v(t.numel());
-    ConvertToF32(t.data, t.dtype, t.numel(), v.data());
-    const bool norm = name.find("norm") != std::string::npos;
-    for (float& x : v) x = norm ? 1.0f + 5 * x : 15 * x;
-    w.AddF32(name, DType::kF32, t.shape, v.data());
-  }
-  file->reset();
-  EXPECT_TRUE(w.Write(dir + "/model.safetensors").ok());
+  const std::string st = dir + "/model.safetensors";
+  EXPECT_TRUE(EditedTensors(st,
+                            [](const std::string& name, const auto&,
+                               std::vector<float>* v) {
+                              const bool norm =
+                                  name.find("norm") != std::string::npos;
+                              for (float& x : *v)
+                                x = norm ? 1.0f + 5 * x : 15 * x;
+                            })
+                  .Write(st)
+                  .ok());
   auto m = model::LoadModel(dir);
   EXPECT_TRUE(m.ok()) << m.status();
   return std::shared_ptr<const model::ModelWeights>(std::move(*m));

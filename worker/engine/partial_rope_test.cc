@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "model/convert.h"
 #include "model/safetensors.h"
+#include "worker/engine/edited_tensors_for_tests.h"
 #include "worker/engine/model_runner.h"
 #include "worker/engine/reference_forward_for_tests.h"
 #include "worker/residency/residency_policy.h"
@@ -61,19 +62,16 @@ std::shared_ptr<const model::ModelWeights> PartialModel(
     const std::string& dir) {
   EXPECT_TRUE(
       model::WriteSyntheticModel(PartialConfig(), dir, DType::kF32, 7).ok());
-  auto file = model::SafetensorsFile::Open(dir + "/model.safetensors");
-  EXPECT_TRUE(file.ok());
-  model::SafetensorsWriter w;
-  for (const auto& [name, t] : (*file)->tensors()) {
-    std::vector<float> v(t.numel());
-    ConvertToF32(t.data, t.dtype, t.numel(), v.data());
-    if (name.find("norm") == std::string::npos) {
-      for (float& x : v) x *= 10;
-    }
-    w.AddF32(name, DType::kF32, t.shape, v.data());
-  }
-  file->reset();
-  EXPECT_TRUE(w.Write(dir + "/model.safetensors").ok());
+  const std::string st = dir + "/model.safetensors";
+  EXPECT_TRUE(EditedTensors(st,
+                            [](const std::string& name, const auto&,
+                               std::vector<float>* v) {
+                              if (name.find("norm") != std::string::npos)
+                                return;
+                              for (float& x : *v) x *= 10;
+                            })
+                  .Write(st)
+                  .ok());
   return Load(dir);
 }
 
@@ -87,42 +85,40 @@ std::shared_ptr<const model::ModelWeights> FullyRotaryTwin(
   c.rope_dims.clear();
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/config.json") << c.ToJson();
-  auto file = model::SafetensorsFile::Open(pdir + "/model.safetensors");
-  EXPECT_TRUE(file.ok());
-  model::SafetensorsWriter w;
   const int half = kHeadDim / 2;
   std::vector<std::vector<float>> inv(c.num_layers);
-  for (const auto& [name, t] : (*file)->tensors()) {
-    std::vector<float> v(t.numel());
-    ConvertToF32(t.data, t.dtype, t.numel(), v.data());
-    const bool qk = name.find("q_proj") != std::string::npos ||
-                    name.find("k_proj") != std::string::npos;
-    if (qk) {
-      const int l = std::stoi(name.substr(name.find("layers.") + 7));
-      const int r = p.config.rope_dim(l);
-      std::vector<int> src(kHeadDim);
-      for (int j = 0; j < half; ++j) {
-        if (j < r / 2) {
-          src[j] = j;
-          src[j + half] = j + r / 2;
-        } else {
-          src[j] = r + 2 * (j - r / 2);
-          src[j + half] = r + 2 * (j - r / 2) + 1;
+  model::SafetensorsWriter w = EditedTensors(
+      pdir + "/model.safetensors",
+      [&](const std::string& name, const std::vector<int64_t>& shape,
+          std::vector<float>* v) {
+        const bool qk = name.find("q_proj") != std::string::npos ||
+                        name.find("k_proj") != std::string::npos;
+        if (qk) {
+          const int l = std::stoi(name.substr(name.find("layers.") + 7));
+          const int r = p.config.rope_dim(l);
+          std::vector<int> src(kHeadDim);
+          for (int j = 0; j < half; ++j) {
+            if (j < r / 2) {
+              src[j] = j;
+              src[j + half] = j + r / 2;
+            } else {
+              src[j] = r + 2 * (j - r / 2);
+              src[j + half] = r + 2 * (j - r / 2) + 1;
+            }
+          }
+          const int64_t cols = shape[1];
+          std::vector<float> out(v->size());
+          for (int64_t row = 0; row < shape[0]; ++row) {
+            const int64_t head = row / kHeadDim, f = row % kHeadDim;
+            std::copy_n(&(*v)[(head * kHeadDim + src[f]) * cols], cols,
+                        &out[row * cols]);
+          }
+          *v = std::move(out);
+          inv[l].assign(half, 0.0f);
+          for (int j = 0; j < r / 2; ++j)
+            inv[l][j] = p.layers[l].rope_inv_freq[j];
         }
-      }
-      const int64_t cols = t.shape[1];
-      std::vector<float> out(v.size());
-      for (int64_t row = 0; row < t.shape[0]; ++row) {
-        const int64_t head = row / kHeadDim, f = row % kHeadDim;
-        std::copy_n(&v[(head * kHeadDim + src[f]) * cols], cols,
-                    &out[row * cols]);
-      }
-      v = std::move(out);
-      inv[l].assign(half, 0.0f);
-      for (int j = 0; j < r / 2; ++j) inv[l][j] = p.layers[l].rope_inv_freq[j];
-    }
-    w.AddF32(name, DType::kF32, t.shape, v.data());
-  }
+      });
   for (int l = 0; l < c.num_layers; ++l) {
     w.AddF32("model.layers." + std::to_string(l) + ".self_attn.rotary_inv_freq",
              DType::kF32, {half}, inv[l].data());
@@ -262,22 +258,17 @@ TEST_P(PartialRope, CodebookResidencyReRopesWithThePartialTable) {
 TEST(PartialRopeFp8, KeyScalesFollowThePartialPairs) {
   const std::string root = TempRoot();
   PartialModel(root + "/partial");
-  auto file = model::SafetensorsFile::Open(root + "/partial/model.safetensors");
-  ASSERT_TRUE(file.ok());
-  model::SafetensorsWriter w;
-  for (const auto& [name, t] : (*file)->tensors()) {
-    std::vector<float> v(t.numel());
-    ConvertToF32(t.data, t.dtype, t.numel(), v.data());
-    if (name == "model.layers.0.self_attn.k_proj.weight") {
-      const int64_t cols = t.shape[1];
-      std::vector<float> u(v.begin(), v.begin() + cols);
-      std::fill(v.begin(), v.end(), 0.0f);
-      std::copy(u.begin(), u.end(), v.begin());             // row 0
-      std::copy(u.begin(), u.end(), v.begin() + 2 * cols);  // row 2
-    }
-    w.AddF32(name, DType::kF32, t.shape, v.data());
-  }
-  file->reset();
+  const model::SafetensorsWriter w = EditedTensors(
+      root + "/partial/model.safetensors",
+      [](const std::string& name, const std::vector<int64_t>& shape,
+         std::vector<float>* v) {
+        if (name != "model.layers.0.self_attn.k_proj.weight") return;
+        const int64_t cols = shape[1];
+        std::vector<float> u(v->begin(), v->begin() + cols);
+        std::fill(v->begin(), v->end(), 0.0f);
+        std::copy(u.begin(), u.end(), v->begin());             // row 0
+        std::copy(u.begin(), u.end(), v->begin() + 2 * cols);  // row 2
+      });
   for (const char* sub : {"/p", "/f"}) {
     ModelConfig c = PartialConfig();
     if (std::string(sub) == "/f") c.rope_dims.clear();
