@@ -197,6 +197,7 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
       a.q_rope = qr.data();
       a.k_rope = kr.data();
       a.probs = want_probs ? probs.data() : nullptr;
+      a.residual = x.data();
       a.input = xb.data();
       a.output = out.data();
       options.observer->Observe(a);

@@ -38,8 +38,9 @@ struct LayerActivations {
   // [n_heads, T, T]: probs[h, t, s] = attention of query t on key s (0 for
   // s > t). Null unless the observer asked for it.
   const double* probs = nullptr;
-  const double* input = nullptr;   // [T, hidden]: the normed attention input
-  const double* output = nullptr;  // [T, hidden]: W_o z, before the residual
+  const double* residual = nullptr;  // [T, hidden]: the stream entering it
+  const double* input = nullptr;     // [T, hidden]: the normed attention input
+  const double* output = nullptr;    // [T, hidden]: W_o z, before the residual
 };
 
 class LayerObserver {

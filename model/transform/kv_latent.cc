@@ -29,27 +29,37 @@ void CopyRow(const float* src, int64_t from, int64_t cols, float scale,
   }
 }
 
-absl::Status CheckDims(const ModelConfig& c, int d_qk, int d_vo) {
+absl::Status CheckLayerDims(const ModelConfig& c, int l, int d_qk, int d_vo) {
   if (d_qk <= 0 || d_vo <= 0 || d_qk % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "kv-latent: d_qk must be a positive even number (rotary pairs) and "
         "d_vo positive; got d_qk=",
-        d_qk, " d_vo=", d_vo));
+        d_qk, " d_vo=", d_vo, " (layer ", l, ")"));
   }
+  if (d_qk > c.qk_head_dim[l] || d_vo > c.vo_head_dim[l]) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kv-latent: layer ", l, " has d_qk=", c.qk_head_dim[l], " d_vo=",
+        c.vo_head_dim[l], "; cannot grow to d_qk=", d_qk, " d_vo=", d_vo));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckSource(const ModelConfig& c) {
   if (!c.rope_dims.empty()) {
     // The inits below read every key channel as part of a rotary pair.
     return absl::UnimplementedError(
         "kv-latent: the source model already has partial rotary (rope_dims); "
         "convert the original model instead");
   }
-  for (int l = 0; l < c.num_layers; ++l) {
-    if (d_qk > c.qk_head_dim[l] || d_vo > c.vo_head_dim[l]) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "kv-latent: layer ", l, " has d_qk=", c.qk_head_dim[l], " d_vo=",
-          c.vo_head_dim[l], "; cannot grow to d_qk=", d_qk, " d_vo=", d_vo));
-    }
-  }
   return absl::OkStatus();
+}
+
+absl::Status CheckDims(const ModelConfig& c, int d_qk, int d_vo) {
+  absl::Status s = CheckSource(c);
+  for (int l = 0; s.ok() && l < c.num_layers; ++l) {
+    s = CheckLayerDims(c, l, d_qk, d_vo);
+  }
+  return s;
 }
 
 ModelConfig LatentConfig(const ModelConfig& src, int d_qk, int d_vo) {
@@ -108,6 +118,36 @@ absl::Status ValueMaps(const std::vector<double>& moment, const float* o,
     }
   }
   return absl::OkStatus();
+}
+
+// Per-layer dims by rank allocation (rank_allocation.h) under the KV budget
+// of the uniform d_qk / d_vo, every layer keeping `kept` as rotary pairs.
+absl::StatusOr<std::vector<LayerRanks>> AllocatedDims(
+    const ModelWeights& w, const std::vector<std::vector<int32_t>>& docs,
+    const std::vector<LayerStats>& stats,
+    const std::vector<std::vector<int>>& kept, int rope,
+    const KvLatentOptions& options) {
+  const ModelConfig& c = w.config;
+  std::vector<LayerRanks> full;
+  for (int l = 0; l < c.num_layers; ++l) {
+    full.push_back({c.qk_head_dim[l], c.vo_head_dim[l]});
+  }
+  auto full_maps = CalibratedMaps(w, stats, kept, full, options.value_basis);
+  if (!full_maps.ok()) return full_maps.status();
+  auto curves =
+      MeasureErrorCurves(w, docs, *full_maps, options.allocation_tokens);
+  if (!curves.ok()) return curves.status();
+  const int64_t budget =
+      int64_t{c.num_layers} * (options.d_qk - rope + options.d_vo);
+  auto ranks = AllocateRanks(*curves, budget, options.allocation_weight);
+  if (!ranks.ok()) return ranks.status();
+  std::string line;
+  for (const LayerRanks& r : *ranks) {
+    absl::StrAppend(&line, line.empty() ? "" : " ", r.d_qk, "/", r.d_vo);
+  }
+  std::fprintf(stderr, "rank allocation (d_qk/d_vo per layer): %s\n",
+               line.c_str());
+  return ranks;
 }
 
 }  // namespace
@@ -261,15 +301,17 @@ std::vector<int> SelectRotaryPairs(const LayerStats& s, int d_qk,
 
 absl::StatusOr<std::vector<LatentLayerMaps>> CalibratedMaps(
     const ModelWeights& w, const std::vector<LayerStats>& stats,
-    const std::vector<std::vector<int>>& kept_all, int d_qk, int d_vo,
-    ValueBasis basis) {
+    const std::vector<std::vector<int>>& kept_all,
+    const std::vector<LayerRanks>& dims, ValueBasis basis) {
   const ModelConfig& c = w.config;
   if (static_cast<int>(stats.size()) != c.num_layers ||
-      static_cast<int>(kept_all.size()) != c.num_layers) {
+      static_cast<int>(kept_all.size()) != c.num_layers ||
+      static_cast<int>(dims.size()) != c.num_layers) {
     return absl::InvalidArgumentError(
-        "calibrated: one LayerStats and one kept-pair list per layer");
+        "calibrated: one LayerStats, one kept-pair list and one dims per "
+        "layer");
   }
-  absl::Status s = CheckDims(c, d_qk, d_vo);
+  absl::Status s = CheckSource(c);
   if (!s.ok()) return s;
   const int64_t h = c.hidden_size;
   const int nh = c.num_heads, nkv = c.num_kv_heads, group = nh / nkv;
@@ -278,6 +320,9 @@ absl::StatusOr<std::vector<LatentLayerMaps>> CalibratedMaps(
     const LayerStats& st = stats[l];
     const std::vector<int>& kept = kept_all[l];
     const int hq = c.qk_head_dim[l], hv = c.vo_head_dim[l];
+    const int d_qk = dims[l].d_qk, d_vo = dims[l].d_vo;
+    s = CheckLayerDims(c, l, d_qk, d_vo);
+    if (!s.ok()) return s;
     if (st.group_size != 1 || st.d_qk != hq || st.d_vo != hv ||
         static_cast<int>(st.v_moment.size()) != nkv) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -303,6 +348,18 @@ absl::StatusOr<std::vector<LatentLayerMaps>> CalibratedMaps(
     }
   }
   return out;
+}
+
+absl::StatusOr<std::vector<LatentLayerMaps>> CalibratedMaps(
+    const ModelWeights& w, const std::vector<LayerStats>& stats,
+    const std::vector<std::vector<int>>& kept_all, int d_qk, int d_vo,
+    ValueBasis basis) {
+  absl::Status s = CheckDims(w.config, d_qk, d_vo);
+  if (!s.ok()) return s;
+  return CalibratedMaps(
+      w, stats, kept_all,
+      std::vector<LayerRanks>(w.config.num_layers, LayerRanks{d_qk, d_vo}),
+      basis);
 }
 
 absl::StatusOr<std::vector<AttentionTensors>> CalibratedAttention(
@@ -388,8 +445,14 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
                 : SelectRotaryPairs((*stats)[l], rope, crit));
       }
     }
-    auto maps = CalibratedMaps(**w, *stats, kept, options.d_qk, options.d_vo,
-                               options.value_basis);
+    std::vector<LayerRanks> dims(src.num_layers,
+                                 LayerRanks{options.d_qk, options.d_vo});
+    if (options.allocate_ranks) {
+      auto found = AllocatedDims(**w, *docs, *stats, kept, rope, options);
+      if (!found.ok()) return found.status();
+      dims = std::move(*found);
+    }
+    auto maps = CalibratedMaps(**w, *stats, kept, dims, options.value_basis);
     if (!maps.ok()) return maps.status();
     std::vector<AttentionTensors> tensors;
     for (int l = 0; l < src.num_layers; ++l) {
@@ -424,13 +487,16 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     attn = std::move(tensors);
     // Every layer carries its own rotary_inv_freq tensor.
     config.rope_scheme = RopeScheme::kStandard;
-    // The split each layer's maps were built with.
+    // The dims and split each layer's maps were built with.
+    std::vector<int> rope_dims;
+    bool partial = false;
     for (int l = 0; l < src.num_layers; ++l) {
-      if ((*maps)[l].rope_dims != options.d_qk) {
-        config.rope_dims.resize(src.num_layers, options.d_qk);
-        config.rope_dims[l] = (*maps)[l].rope_dims;
-      }
+      config.qk_head_dim[l] = (*maps)[l].d_qk;
+      config.vo_head_dim[l] = (*maps)[l].d_vo;
+      rope_dims.push_back((*maps)[l].rope_dims);
+      partial = partial || rope_dims[l] != (*maps)[l].d_qk;
     }
+    if (partial) config.rope_dims = std::move(rope_dims);
     tag = "latentkv kv-latent calibrated";
   }
   if (!attn.ok()) return attn.status();

@@ -70,6 +70,14 @@ absl::Status BuildKeyMaps(const ModelWeights& w, int layer, const LayerStats& s,
                           const std::vector<int>& kept, int d_qk,
                           LatentLayerMaps* maps);
 
+// Applies per-head maps to activations: out [T, heads, rows] = maps[h]
+// [rows, hs] times in [T, in_heads, hs] (head h reads in-head h * in_heads /
+// heads; heads = maps.size()). Maps may have more than `rows` rows: the
+// first `rows` are used.
+std::vector<double> MapHeads(const double* in, int64_t n, int in_heads, int hs,
+                             const std::vector<std::vector<double>>& maps,
+                             int rows);
+
 // The layer's new attention tensors from its maps.
 AttentionTensors ApplyLayerMaps(const ModelWeights& w, int layer,
                                 const LatentLayerMaps& maps);

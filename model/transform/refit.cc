@@ -12,28 +12,6 @@
 namespace latentkv::model::transform {
 namespace {
 
-// out [T, heads, rows] = per head maps[h] [rows, hs] x in [T, heads, hs]
-// (head h reads in-head h * in_heads / heads).
-std::vector<double> MapHeads(const double* in, int64_t n, int in_heads, int hs,
-                             const std::vector<std::vector<double>>& maps,
-                             int rows) {
-  const int heads = static_cast<int>(maps.size());
-  std::vector<double> out(static_cast<size_t>(n) * heads * rows, 0.0);
-  for (int64_t t = 0; t < n; ++t) {
-    for (int h = 0; h < heads; ++h) {
-      const double* x = in + (t * in_heads + h * in_heads / heads) * hs;
-      double* y = &out[(t * heads + h) * rows];
-      for (int i = 0; i < rows; ++i) {
-        const double* m = &maps[h][static_cast<size_t>(i) * hs];
-        double acc = 0.0;
-        for (int j = 0; j < hs; ++j) acc += m[j] * x[j];
-        y[i] = acc;
-      }
-    }
-  }
-  return out;
-}
-
 class RefitObserver : public LayerObserver {
  public:
   RefitObserver(const ModelWeights& w, const std::vector<LatentLayerMaps>& maps)

@@ -150,13 +150,15 @@ struct ConvertOptions {
   std::string init = "calibrated";  // KV-Latent init: strided | calibrated
   bool refit = true;                // KV-Latent calibrated: refit W_o
   std::string pairs = "auto";       // KV-Latent calibrated: pair criterion
-  int64_t distill_tokens = 0;       // KV-Latent: distillation tokens/layer
-  double distill_minutes = 0;       // KV-Latent: distillation wall minutes
-  int32_t distill_lines = 1000;     // KV-Latent: distillation text lines
-  double distill_lr = 2e-4;         // KV-Latent: distillation Adam peak lr
-  int32_t kv_heads = 0;             // > 0: MHA->GQA to this many KV heads
-  std::string calib_text;           // calibration text (calibrated, GQA)
-  int32_t calib_lines = 200;        // its first non-empty lines (0: all)
+  // KV-Latent calibrated: per-layer rank allocation weight, or "off".
+  std::string allocate = "relative";
+  int64_t distill_tokens = 0;    // KV-Latent: distillation tokens/layer
+  double distill_minutes = 0;    // KV-Latent: distillation wall minutes
+  int32_t distill_lines = 1000;  // KV-Latent: distillation text lines
+  double distill_lr = 2e-4;      // KV-Latent: distillation Adam peak lr
+  int32_t kv_heads = 0;          // > 0: MHA->GQA to this many KV heads
+  std::string calib_text;        // calibration text (calibrated, GQA)
+  int32_t calib_lines = 200;     // its first non-empty lines (0: all)
 };
 
 // `latentkv bench serve`: the load generator (tools/bench/serve_bench.h).

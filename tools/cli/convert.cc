@@ -62,6 +62,12 @@ absl::Status ConvertModelDir(const ConvertOptions& o, DType dtype) {
   auto pairs = tr::ParsePairCriterion(o.pairs);
   if (!pairs.ok()) return pairs.status();
   k.pair_criterion = *pairs;
+  k.allocate_ranks = o.allocate != "off";
+  if (k.allocate_ranks) {
+    auto weight = tr::ParseAllocationWeight(o.allocate);
+    if (!weight.ok()) return weight.status();
+    k.allocation_weight = *weight;
+  }
   k.distill.tokens = o.distill_tokens;
   k.distill.minutes = o.distill_minutes;
   k.distill.lr = o.distill_lr;

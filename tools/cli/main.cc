@@ -11,6 +11,7 @@
 //                     [--init strided|calibrated] [--calib-text FILE]
 //                     (d_qk=A,d_vo=B,rope=R: partial rotary) [--refit=false]
 //                     [--pairs auto|rotation|search|...]
+//                     [--allocate off|residual|relative|absolute]
 //                     [--distill-tokens N | --distill-minutes M]
 //   latentkv convert  --model DIR --out DIR --kv-heads N --calib-text FILE
 //   latentkv inspect  DIR
@@ -184,6 +185,11 @@ ABSL_FLAG(std::string, pairs, "auto",
           "convert --kv-latent calibrated: how rotary pairs are kept: auto "
           "(rotation with rope < d_qk, else search) | rotation | search | "
           "logit-variance | attention | magnitude");
+ABSL_FLAG(std::string, allocate, "relative",
+          "convert --kv-latent calibrated: per-layer rank allocation under the "
+          "same KV bytes, weighting each layer's calibrated error by the "
+          "residual stream (residual), its own output (relative) or not "
+          "(absolute); off: every layer d_qk/d_vo. Default relative");
 ABSL_FLAG(int64_t, distill_tokens, 0,
           "convert --kv-latent calibrated: local distillation, training "
           "tokens per layer (0: off unless --distill-minutes)");
@@ -486,6 +492,7 @@ int main(int argc, char** argv) {
     o.init = absl::GetFlag(FLAGS_init);
     o.refit = absl::GetFlag(FLAGS_refit);
     o.pairs = absl::GetFlag(FLAGS_pairs);
+    o.allocate = absl::GetFlag(FLAGS_allocate);
     o.distill_tokens = absl::GetFlag(FLAGS_distill_tokens);
     o.distill_minutes = absl::GetFlag(FLAGS_distill_minutes);
     o.distill_lines = absl::GetFlag(FLAGS_distill_lines);

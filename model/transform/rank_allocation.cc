@@ -1,0 +1,305 @@
+#include "model/transform/rank_allocation.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "model/transform/forward.h"
+
+namespace latentkv::model::transform {
+namespace {
+
+using Vec = std::vector<double>;
+
+double SquaredDistance(const Vec& a, const double* b) {
+  double s = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = a[i] - b[i];
+    s += d * d;
+  }
+  return s;
+}
+
+// c [m, n] (leading dim ldc) = alpha a [m, k] b^T [k, n] + beta c.
+void GemmNt(int m, int n, int k, const double* a, int lda, const double* b,
+            int ldb, double beta, double* c, int ldc) {
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.0, a, lda, b,
+              ldb, beta, c, ldc);
+}
+
+// c [m, n] = a [m, k] b [k, n] (leading dims given).
+void GemmNn(int m, int n, int k, const double* a, int lda, const double* b,
+            int ldb, double* c, int ldc) {
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0, a, lda,
+              b, ldb, 0.0, c, ldc);
+}
+
+// Causal softmax of logits [t, t] (rows s <= t) into probs [t, t] (zeros
+// above the diagonal).
+void CausalSoftmax(const Vec& logits, int64_t n, Vec* probs) {
+  probs->assign(static_cast<size_t>(n * n), 0.0);
+  for (int64_t t = 0; t < n; ++t) {
+    const double* l = &logits[t * n];
+    double mx = -std::numeric_limits<double>::infinity();
+    for (int64_t s = 0; s <= t; ++s) mx = std::max(mx, l[s]);
+    double sum = 0.0;
+    double* p = &(*probs)[t * n];
+    for (int64_t s = 0; s <= t; ++s) sum += (p[s] = std::exp(l[s] - mx));
+    for (int64_t s = 0; s <= t; ++s) p[s] /= sum;
+  }
+}
+
+class CurveObserver : public LayerObserver {
+ public:
+  CurveObserver(const ModelWeights& w, const std::vector<LatentLayerMaps>& full,
+                std::vector<LayerErrorCurves>* curves)
+      : w_(w), full_(full), curves_(curves) {}
+
+  void Observe(const LayerActivations& a) override {
+    const ModelConfig& c = w_.config;
+    const int l = a.layer;
+    const LatentLayerMaps& m = full_[l];
+    LayerErrorCurves& cv = (*curves_)[l];
+    const int64_t n = a.tokens, hidden = c.hidden_size;
+    const int nh = c.num_heads, nkv = c.num_kv_heads, group = nh / nkv;
+    const int hs = c.qk_head_dim[l], hv = c.vo_head_dim[l];
+    const int rope = m.rope_dims, wide = nh * hv;
+    cv.tokens += n;
+    for (int64_t i = 0; i < n * hidden; ++i) {
+      cv.residual_energy += a.residual[i] * a.residual[i];
+      cv.output_energy += a.output[i] * a.output[i];
+    }
+    Vec q = MapHeads(a.q, n, nh, hs, m.q, hs);
+    Vec k = MapHeads(a.k, n, nkv, hs, m.k, hs);
+    const Vec u = MapHeads(a.v, n, nkv, hv, m.v, hv);  // whitened values
+    ReferenceRope(&q, n, nh, hs, rope, m.inv_freq.data());
+    ReferenceRope(&k, n, nkv, hs, rope, m.inv_freq.data());
+    const Tensor& o = w_.layers[l].o_proj;
+    const Vec wo(o.f32(), o.f32() + hidden * wide);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
+    const int ni = static_cast<int>(n);
+    // logits[h] [T, T]: rotary channels, then two position-free ones per
+    // step (the maps' rows are in rank order).
+    std::vector<Vec> logits(nh, Vec(static_cast<size_t>(n * n), 0.0));
+    auto add_channels = [&](int from, int to) {
+      for (int h = 0; h < nh; ++h) {
+        const int g = h / group;
+        for (int64_t t = 0; t < n; ++t) {
+          const double* qt = &q[(t * nh + h) * hs];
+          for (int64_t s = 0; s <= t; ++s) {
+            const double* ks = &k[(s * nkv + g) * hs];
+            double acc = 0.0;
+            for (int ch = from; ch < to; ++ch) acc += qt[ch] * ks[ch];
+            logits[h][t * n + s] += scale * acc;
+          }
+        }
+      }
+    };
+    add_channels(0, rope);
+    Vec z(static_cast<size_t>(n * wide)), out(static_cast<size_t>(n * hidden));
+    Vec ubar(static_cast<size_t>(n * wide)), probs;
+    const int steps = (hs - rope) / 2;
+    for (int i = 0; i <= steps; ++i) {
+      if (i > 0) add_channels(rope + 2 * i - 2, rope + 2 * i);
+      for (int h = 0; h < nh; ++h) {
+        const int g = h / group;
+        CausalSoftmax(logits[h], n, &probs);
+        GemmNn(ni, hv, ni, probs.data(), ni, a.v + g * hv, nkv * hv, &z[h * hv],
+               wide);
+      }
+      GemmNt(ni, static_cast<int>(hidden), wide, z.data(), wide, wo.data(),
+             wide, 0.0, out.data(), static_cast<int>(hidden));
+      cv.key[i] += SquaredDistance(out, a.output);
+    }
+    // Values under the source layer's own attention (exact keys: every
+    // pair rotary).
+    Vec source(static_cast<size_t>(n * n));
+    for (int h = 0; h < nh; ++h) {
+      const int g = h / group;
+      for (int64_t t = 0; t < n; ++t) {
+        const double* qt = a.q_rope + (t * nh + h) * hs;
+        for (int64_t s = 0; s <= t; ++s) {
+          const double* ks = a.k_rope + (s * nkv + g) * hs;
+          double acc = 0.0;
+          for (int ch = 0; ch < hs; ++ch) acc += qt[ch] * ks[ch];
+          source[t * n + s] = scale * acc;
+        }
+      }
+      CausalSoftmax(source, n, &probs);
+      GemmNn(ni, hv, ni, probs.data(), ni, &u[g * hv], nkv * hv, &ubar[h * hv],
+             wide);
+    }
+    // Values: component c of every head at once. WoB[:, h hv + c] = W_o,h
+    // times the c-th column of the head's read-back map; both it and ubar
+    // reordered component-major (column c * H + h).
+    Vec wob(static_cast<size_t>(hidden * wide), 0.0);
+    for (int64_t r = 0; r < hidden; ++r) {
+      for (int h = 0; h < nh; ++h) {
+        const double* src = &wo[r * wide + h * hv];
+        for (int cc = 0; cc < hv; ++cc) {
+          double acc = 0.0;
+          for (int e = 0; e < hv; ++e) {
+            acc += src[e] * m.o[h][static_cast<size_t>(e) * hv + cc];
+          }
+          wob[r * wide + cc * nh + h] = acc;
+        }
+      }
+    }
+    Vec ub(ubar.size());
+    for (int64_t t = 0; t < n; ++t) {
+      for (int h = 0; h < nh; ++h) {
+        for (int cc = 0; cc < hv; ++cc) {
+          ub[t * wide + cc * nh + h] = ubar[t * wide + h * hv + cc];
+        }
+      }
+    }
+    std::fill(out.begin(), out.end(), 0.0);
+    cv.value[0] += SquaredDistance(out, a.output);
+    for (int cc = 0; cc < hv; ++cc) {
+      GemmNt(ni, static_cast<int>(hidden), nh, &ub[cc * nh], wide,
+             &wob[cc * nh], wide, 1.0, out.data(), static_cast<int>(hidden));
+      cv.value[cc + 1] += SquaredDistance(out, a.output);
+    }
+  }
+
+ private:
+  const ModelWeights& w_;
+  const std::vector<LatentLayerMaps>& full_;
+  std::vector<LayerErrorCurves>* curves_;
+};
+
+}  // namespace
+
+absl::StatusOr<AllocationWeight> ParseAllocationWeight(absl::string_view text) {
+  if (text == "residual") return AllocationWeight::kResidual;
+  if (text == "relative") return AllocationWeight::kRelative;
+  if (text == "absolute") return AllocationWeight::kAbsolute;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "allocation weight must be residual, relative or absolute; got '", text,
+      "'"));
+}
+
+absl::StatusOr<std::vector<LayerErrorCurves>> MeasureErrorCurves(
+    const ModelWeights& w, absl::Span<const std::vector<int32_t>> docs,
+    const std::vector<LatentLayerMaps>& full, int64_t max_tokens) {
+  const ModelConfig& c = w.config;
+  if (static_cast<int>(full.size()) != c.num_layers) {
+    return absl::InvalidArgumentError("error curves: one map set per layer");
+  }
+  std::vector<LayerErrorCurves> curves(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LatentLayerMaps& m = full[l];
+    const int hs = c.qk_head_dim[l], hv = c.vo_head_dim[l];
+    if (m.d_qk != hs || m.d_vo != hv || m.rope_dims > hs ||
+        m.rope_dims % 2 != 0 ||
+        m.q.size() != static_cast<size_t>(c.num_heads) ||
+        m.o.size() != static_cast<size_t>(c.num_heads) ||
+        m.k.size() != static_cast<size_t>(c.num_kv_heads) ||
+        m.v.size() != static_cast<size_t>(c.num_kv_heads)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "error curves: layer ", l, " maps are not full rank (d_qk ", m.d_qk,
+          "/", hs, ", d_vo ", m.d_vo, "/", hv, ")"));
+    }
+    curves[l].rope_dims = m.rope_dims;
+    curves[l].key.assign((hs - m.rope_dims) / 2 + 1, 0.0);
+    curves[l].value.assign(hv + 1, 0.0);
+  }
+  size_t used = 0;
+  int64_t tokens = 0;
+  while (used < docs.size() && (used == 0 || tokens < max_tokens)) {
+    tokens += static_cast<int64_t>(docs[used].size());
+    ++used;
+  }
+  if (used == 0)
+    return absl::InvalidArgumentError("error curves: no documents");
+  CurveObserver observer(w, full, &curves);
+  absl::Status s = ObserveLayers(w, docs.subspan(0, used), &observer);
+  if (!s.ok()) return s;
+  return curves;
+}
+
+absl::StatusOr<std::vector<LayerRanks>> AllocateRanks(
+    const std::vector<LayerErrorCurves>& curves, int64_t budget_dims,
+    AllocationWeight weight) {
+  const int layers = static_cast<int>(curves.size());
+  if (layers == 0 || budget_dims < 0 || budget_dims % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rank allocation: need layers and an even budget, got ", budget_dims));
+  }
+  const int64_t units = budget_dims / 2;
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  // best[l][u]: the least weighted error of layer l with u units (n + v =
+  // 2u), and its key units.
+  std::vector<Vec> best(layers);
+  std::vector<std::vector<int>> key_units(layers);
+  for (int l = 0; l < layers; ++l) {
+    const LayerErrorCurves& cv = curves[l];
+    const int kmax = static_cast<int>(cv.key.size()) - 1;
+    const int vmax = (static_cast<int>(cv.value.size()) - 1) / 2;
+    if (kmax < 0 || vmax < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("rank allocation: layer ", l, " has empty curves"));
+    }
+    double wl = 1.0;
+    if (weight == AllocationWeight::kResidual) wl = cv.residual_energy;
+    if (weight == AllocationWeight::kRelative) wl = cv.output_energy;
+    wl =
+        wl > 0 ? (weight == AllocationWeight::kAbsolute ? 1.0 : 1.0 / wl) : 1.0;
+    best[l].assign(kmax + vmax + 1, kInf);
+    key_units[l].assign(kmax + vmax + 1, -1);
+    for (int ki = cv.rope_dims > 0 ? 0 : 1; ki <= kmax; ++ki) {
+      for (int vi = 1; vi <= vmax; ++vi) {
+        const double e = wl * (cv.key[ki] + cv.value[2 * vi]);
+        if (e < best[l][ki + vi]) {
+          best[l][ki + vi] = e;
+          key_units[l][ki + vi] = ki;
+        }
+      }
+    }
+  }
+  // total[l][b]: the least sum over layers 0..l with b units in all.
+  std::vector<Vec> total(layers, Vec(units + 1, kInf));
+  std::vector<std::vector<int>> take(layers, std::vector<int>(units + 1, -1));
+  for (int l = 0; l < layers; ++l) {
+    for (int64_t b = 0; b <= units; ++b) {
+      for (int u = 0; u < static_cast<int>(best[l].size()) && u <= b; ++u) {
+        if (best[l][u] == kInf) continue;
+        const double prev =
+            l == 0 ? (b == u ? 0.0 : kInf) : total[l - 1][b - u];
+        if (prev == kInf) continue;
+        if (prev + best[l][u] < total[l][b]) {
+          total[l][b] = prev + best[l][u];
+          take[l][b] = u;
+        }
+      }
+    }
+  }
+  int64_t b = -1;
+  for (int64_t i = 0; i <= units; ++i) {
+    if (total[layers - 1][i] < kInf &&
+        (b < 0 || total[layers - 1][i] < total[layers - 1][b])) {
+      b = i;
+    }
+  }
+  if (b < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rank allocation: a budget of ", budget_dims,
+        " dims is below the minimum (2 value dims per layer, and 2 key dims "
+        "where a layer has no rotary ones)"));
+  }
+  std::vector<LayerRanks> ranks(layers);
+  for (int l = layers - 1; l >= 0; --l) {
+    const int u = take[l][b];
+    const int ki = key_units[l][u];
+    ranks[l].d_qk = curves[l].rope_dims + 2 * ki;
+    ranks[l].d_vo = 2 * (u - ki);
+    b -= u;
+  }
+  return ranks;
+}
+
+}  // namespace latentkv::model::transform
