@@ -4,14 +4,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <numeric>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "model/transform/eigen.h"
 #include "model/transform/latent_maps.h"
@@ -121,90 +118,56 @@ absl::Status ValueMaps(const std::vector<double>& moment, const float* o,
 }
 
 // Per-layer dims by rank allocation (rank_allocation.h) under the KV budget
-// of the uniform d_qk / d_vo, every layer keeping `kept` as rotary pairs.
+// of the uniform d_qk / d_vo: `kept[c][l]` the rotary pairs of layer l under
+// candidate c. Each result's `candidate` says whose pairs the layer keeps.
 absl::StatusOr<std::vector<LayerRanks>> AllocatedDims(
     const ModelWeights& w, const std::vector<std::vector<int32_t>>& docs,
     const std::vector<LayerStats>& stats,
-    const std::vector<std::vector<int>>& kept, int rope,
+    const std::vector<std::vector<std::vector<int>>>& kept,
     const KvLatentOptions& options) {
   const ModelConfig& c = w.config;
   std::vector<LayerRanks> full;
   for (int l = 0; l < c.num_layers; ++l) {
     full.push_back({c.qk_head_dim[l], c.vo_head_dim[l]});
   }
-  auto full_maps = CalibratedMaps(w, stats, kept, full, options.value_basis);
-  if (!full_maps.ok()) return full_maps.status();
+  std::vector<std::vector<LatentLayerMaps>> candidates;
+  for (const std::vector<std::vector<int>>& pairs : kept) {
+    auto maps = CalibratedMaps(w, stats, pairs, full, options.value_basis);
+    if (!maps.ok()) return maps.status();
+    candidates.push_back(std::move(*maps));
+  }
   auto curves =
-      MeasureErrorCurves(w, docs, *full_maps, options.allocation_tokens);
+      MeasureErrorCurves(w, docs, candidates, options.allocation_tokens);
   if (!curves.ok()) return curves.status();
-  const int64_t budget =
-      int64_t{c.num_layers} * (options.d_qk - rope + options.d_vo);
+  const int64_t budget = int64_t{c.num_layers} * (options.d_qk + options.d_vo);
   auto ranks = AllocateRanks(*curves, budget, options.allocation_weight);
   if (!ranks.ok()) return ranks.status();
   std::string line;
   for (const LayerRanks& r : *ranks) {
-    absl::StrAppend(&line, line.empty() ? "" : " ", r.d_qk, "/", r.d_vo);
+    absl::StrAppend(&line, line.empty() ? "" : " ", r.d_qk, "/", r.d_vo, "(",
+                    2 * kept[r.candidate][0].size(), ")");
   }
-  std::fprintf(stderr, "rank allocation (d_qk/d_vo per layer): %s\n",
+  std::fprintf(stderr,
+               "rank allocation (d_qk/d_vo(rotary dims) per layer): %s\n",
                line.c_str());
   return ranks;
 }
 
+// The rotary-dims candidates of an allocation: d_qk/2, the default 3/4 and
+// d_qk (each even, at most every layer's source width; distinct).
+std::vector<int> RopeCandidates(const ModelConfig& c, int d_qk) {
+  int most = d_qk;
+  for (int l = 0; l < c.num_layers; ++l)
+    most = std::min(most, c.qk_head_dim[l]);
+  std::vector<int> out;
+  for (int r : {d_qk / 4 * 2, DefaultRopeDims(d_qk), d_qk}) {
+    r = std::min(r, most) / 2 * 2;
+    if (std::find(out.begin(), out.end(), r) == out.end()) out.push_back(r);
+  }
+  return out;
+}
+
 }  // namespace
-
-absl::StatusOr<PairCriterion> ParsePairCriterion(absl::string_view text) {
-  if (text == "auto") return PairCriterion::kAuto;
-  if (text == "rotation") return PairCriterion::kRotation;
-  if (text == "search") return PairCriterion::kOutputSearch;
-  if (text == "logit-variance") return PairCriterion::kLogitVariance;
-  if (text == "attention") return PairCriterion::kAttentionMagnitude;
-  if (text == "magnitude") return PairCriterion::kMagnitude;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "--pairs must be auto, rotation, search, logit-variance, attention or "
-      "magnitude; got '",
-      text, "'"));
-}
-
-absl::StatusOr<KvLatentInit> ParseKvLatentInit(absl::string_view text) {
-  if (text == "strided") return KvLatentInit::kStrided;
-  if (text == "calibrated") return KvLatentInit::kCalibrated;
-  return absl::InvalidArgumentError(
-      absl::StrCat("--init must be strided or calibrated, got '", text, "'"));
-}
-
-absl::Status ParseKvLatentDims(absl::string_view text,
-                               KvLatentOptions* options) {
-  int d_qk = -1, d_vo = -1;
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    std::vector<absl::string_view> kv = absl::StrSplit(part, '=');
-    int value = 0;
-    if (kv.size() != 2 || !absl::SimpleAtoi(kv[1], &value)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--kv-latent wants d_qk=A,d_vo=B; cannot parse '", part, "'"));
-    }
-    if (kv[0] == "rope") {
-      if (value < 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--kv-latent: rope must be >= 0, got ", value));
-      }
-      options->rope_dims = value;
-    } else if (kv[0] == "d_qk") {
-      d_qk = value;
-    } else if (kv[0] == "d_vo") {
-      d_vo = value;
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--kv-latent: unknown key '", kv[0], "' (want d_qk, d_vo, rope)"));
-    }
-  }
-  if (d_qk < 0 || d_vo < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--kv-latent needs both d_qk and d_vo, got '", text, "'"));
-  }
-  options->d_qk = d_qk;
-  options->d_vo = d_vo;
-  return absl::OkStatus();
-}
 
 absl::StatusOr<std::vector<AttentionTensors>> StridedAttention(
     const ModelWeights& w, int d_qk, int d_vo) {
@@ -265,38 +228,6 @@ absl::StatusOr<std::vector<AttentionTensors>> StridedAttention(
     }
   }
   return out;
-}
-
-std::vector<int> SelectRotaryPairs(const LayerStats& s, int d_qk,
-                                   PairCriterion criterion) {
-  const int half = s.d_qk / 2, group = s.num_heads / s.num_kv_heads;
-  std::vector<double> score(half, 0.0);
-  for (int h = 0; h < s.num_heads; ++h) {
-    for (int j = 0; j < half; ++j) {
-      const int i = h * half + j;
-      switch (criterion) {
-        case PairCriterion::kLogitVariance:
-          score[j] += s.pair_logit_var[i];
-          break;
-        case PairCriterion::kAttentionMagnitude:
-          score[j] += s.pair_attn_mag[i];
-          break;
-        case PairCriterion::kMagnitude:
-        case PairCriterion::kOutputSearch:  // not per-pair scores
-        case PairCriterion::kRotation:
-        case PairCriterion::kAuto:
-          score[j] += s.q_pair_abs[i] * s.k_pair_abs[(h / group) * half + j];
-          break;
-      }
-    }
-  }
-  std::vector<int> order(half);
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return score[a] > score[b]; });
-  order.resize(d_qk / 2);
-  std::sort(order.begin(), order.end());
-  return order;
 }
 
 absl::StatusOr<std::vector<LatentLayerMaps>> CalibratedMaps(
@@ -419,38 +350,53 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
           absl::StrCat("kv-latent: rope=", rope,
                        " must be even and at most d_qk=", options.d_qk));
     }
+    // Allocation without rope= tries several splits, keeping pairs by the
+    // rotation score in each (auto).
+    const std::vector<int> ropes =
+        options.allocate_ranks && options.rope_dims < 0
+            ? RopeCandidates(src, options.d_qk)
+            : std::vector<int>{rope};
     PairCriterion crit = options.pair_criterion;
     if (crit == PairCriterion::kAuto) {
-      crit = rope < options.d_qk ? PairCriterion::kRotation
-                                 : PairCriterion::kOutputSearch;
+      crit = rope < options.d_qk || ropes.size() > 1
+                 ? PairCriterion::kRotation
+                 : PairCriterion::kOutputSearch;
     }
     CalibrationOptions co;
     co.attention_scores = crit == PairCriterion::kLogitVariance ||
                           crit == PairCriterion::kAttentionMagnitude;
     auto stats = Calibrate(**w, *docs, co);
     if (!stats.ok()) return stats.status();
-    std::vector<std::vector<int>> kept;
-    if (crit == PairCriterion::kOutputSearch && rope > 0) {
-      auto found = SearchRotaryPairs(**w, *docs, rope, options.search);
-      if (!found.ok()) return found.status();
-      kept = std::move(*found);
-    } else {
-      for (int l = 0; l < src.num_layers; ++l) {
-        kept.push_back(
-            crit == PairCriterion::kRotation
-                ? TopPairs(RotationPairScores((*stats)[l],
-                                              (*w)->layers[l].rope_inv_freq,
-                                              options.rotation_distance),
-                           rope / 2)
-                : SelectRotaryPairs((*stats)[l], rope, crit));
+    std::vector<std::vector<std::vector<int>>> kept_by_rope;
+    for (int r : ropes) {
+      std::vector<std::vector<int>> kept;
+      if (crit == PairCriterion::kOutputSearch && r > 0) {
+        auto found = SearchRotaryPairs(**w, *docs, r, options.search);
+        if (!found.ok()) return found.status();
+        kept = std::move(*found);
+      } else {
+        for (int l = 0; l < src.num_layers; ++l) {
+          kept.push_back(
+              crit == PairCriterion::kRotation
+                  ? TopPairs(RotationPairScores((*stats)[l],
+                                                (*w)->layers[l].rope_inv_freq,
+                                                options.rotation_distance),
+                             r / 2)
+                  : SelectRotaryPairs((*stats)[l], r, crit));
+        }
       }
+      kept_by_rope.push_back(std::move(kept));
     }
+    std::vector<std::vector<int>> kept = kept_by_rope[0];
     std::vector<LayerRanks> dims(src.num_layers,
                                  LayerRanks{options.d_qk, options.d_vo});
     if (options.allocate_ranks) {
-      auto found = AllocatedDims(**w, *docs, *stats, kept, rope, options);
+      auto found = AllocatedDims(**w, *docs, *stats, kept_by_rope, options);
       if (!found.ok()) return found.status();
       dims = std::move(*found);
+      for (int l = 0; l < src.num_layers; ++l) {
+        kept[l] = kept_by_rope[dims[l].candidate][l];
+      }
     }
     auto maps = CalibratedMaps(**w, *stats, kept, dims, options.value_basis);
     if (!maps.ok()) return maps.status();

@@ -91,13 +91,16 @@ struct KvLatentOptions {
   // (refit.h). Default on.
   bool refit_output = true;
   double refit_ridge = 1e-3;
-  // Per-layer ranks (rank_allocation.h): d_qk and d_vo become the uniform
-  // budget's per-layer shares of the same total KV bytes, every layer
-  // keeping `rope_dims` rotary dims; the split minimises the calibrated
-  // error curves weighted by `allocation_weight`, measured on the first
-  // `allocation_tokens` calibration tokens. Default on, kRelative: on
-  // SmolLM2 at half the bytes ppl 21.76 vs 22.67 uniform (kResidual 50.0,
-  // kAbsolute 32.5; docs/QUALITY.md). Costs ~4 min of SmolLM2's conversion.
+  // Per-layer ranks (rank_allocation.h): d_qk and d_vo become per-layer
+  // shares of the uniform budget's total KV bytes (sum of d_qk + d_vo), the
+  // split minimising the calibrated error curves weighted by
+  // `allocation_weight`, measured on the first `allocation_tokens`
+  // calibration tokens. Every layer keeps `rope_dims` rotary dims when it
+  // is set; else each layer also picks its rotary dims among d_qk/2, the
+  // default 3/4 and d_qk (RopeCandidates), pairs by the rotation score. Default
+  // on, kRelative: on SmolLM2 at half the bytes ppl 21.76 vs 22.67 uniform
+  // (kResidual 50.0, kAbsolute 32.5; docs/QUALITY.md). Costs ~4 min of
+  // SmolLM2's conversion.
   bool allocate_ranks = true;
   AllocationWeight allocation_weight = AllocationWeight::kRelative;
   int64_t allocation_tokens = 8192;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -55,66 +56,70 @@ void CausalSoftmax(const Vec& logits, int64_t n, Vec* probs) {
 
 class CurveObserver : public LayerObserver {
  public:
-  CurveObserver(const ModelWeights& w, const std::vector<LatentLayerMaps>& full,
+  CurveObserver(const ModelWeights& w,
+                const std::vector<std::vector<LatentLayerMaps>>& candidates,
                 std::vector<LayerErrorCurves>* curves)
-      : w_(w), full_(full), curves_(curves) {}
+      : w_(w), candidates_(candidates), curves_(curves) {}
 
   void Observe(const LayerActivations& a) override {
     const ModelConfig& c = w_.config;
     const int l = a.layer;
-    const LatentLayerMaps& m = full_[l];
     LayerErrorCurves& cv = (*curves_)[l];
     const int64_t n = a.tokens, hidden = c.hidden_size;
     const int nh = c.num_heads, nkv = c.num_kv_heads, group = nh / nkv;
-    const int hs = c.qk_head_dim[l], hv = c.vo_head_dim[l];
-    const int rope = m.rope_dims, wide = nh * hv;
+    const int hs = c.qk_head_dim[l], hv = c.vo_head_dim[l], wide = nh * hv;
     cv.tokens += n;
     for (int64_t i = 0; i < n * hidden; ++i) {
       cv.residual_energy += a.residual[i] * a.residual[i];
       cv.output_energy += a.output[i] * a.output[i];
     }
-    Vec q = MapHeads(a.q, n, nh, hs, m.q, hs);
-    Vec k = MapHeads(a.k, n, nkv, hs, m.k, hs);
-    const Vec u = MapHeads(a.v, n, nkv, hv, m.v, hv);  // whitened values
-    ReferenceRope(&q, n, nh, hs, rope, m.inv_freq.data());
-    ReferenceRope(&k, n, nkv, hs, rope, m.inv_freq.data());
     const Tensor& o = w_.layers[l].o_proj;
     const Vec wo(o.f32(), o.f32() + hidden * wide);
     const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
     const int ni = static_cast<int>(n);
-    // logits[h] [T, T]: rotary channels, then two position-free ones per
-    // step (the maps' rows are in rank order).
-    std::vector<Vec> logits(nh, Vec(static_cast<size_t>(n * n), 0.0));
-    auto add_channels = [&](int from, int to) {
-      for (int h = 0; h < nh; ++h) {
-        const int g = h / group;
-        for (int64_t t = 0; t < n; ++t) {
-          const double* qt = &q[(t * nh + h) * hs];
-          for (int64_t s = 0; s <= t; ++s) {
-            const double* ks = &k[(s * nkv + g) * hs];
-            double acc = 0.0;
-            for (int ch = from; ch < to; ++ch) acc += qt[ch] * ks[ch];
-            logits[h][t * n + s] += scale * acc;
+    Vec z(static_cast<size_t>(n * wide)), out(static_cast<size_t>(n * hidden));
+    Vec probs;
+    for (size_t cand = 0; cand < candidates_.size(); ++cand) {
+      const LatentLayerMaps& m = candidates_[cand][l];
+      const int rope = m.rope_dims;
+      Vec q = MapHeads(a.q, n, nh, hs, m.q, hs);
+      Vec k = MapHeads(a.k, n, nkv, hs, m.k, hs);
+      ReferenceRope(&q, n, nh, hs, rope, m.inv_freq.data());
+      ReferenceRope(&k, n, nkv, hs, rope, m.inv_freq.data());
+      // logits[h] [T, T]: rotary channels, then two position-free ones per
+      // step (the maps' rows are in rank order).
+      std::vector<Vec> logits(nh, Vec(static_cast<size_t>(n * n), 0.0));
+      auto add_channels = [&](int from, int to) {
+        for (int h = 0; h < nh; ++h) {
+          const int g = h / group;
+          for (int64_t t = 0; t < n; ++t) {
+            const double* qt = &q[(t * nh + h) * hs];
+            for (int64_t s = 0; s <= t; ++s) {
+              const double* ks = &k[(s * nkv + g) * hs];
+              double acc = 0.0;
+              for (int ch = from; ch < to; ++ch) acc += qt[ch] * ks[ch];
+              logits[h][t * n + s] += scale * acc;
+            }
           }
         }
+      };
+      add_channels(0, rope);
+      const int steps = (hs - rope) / 2;
+      for (int i = 0; i <= steps; ++i) {
+        if (i > 0) add_channels(rope + 2 * i - 2, rope + 2 * i);
+        for (int h = 0; h < nh; ++h) {
+          CausalSoftmax(logits[h], n, &probs);
+          GemmNn(ni, hv, ni, probs.data(), ni, a.v + (h / group) * hv, nkv * hv,
+                 &z[h * hv], wide);
+        }
+        GemmNt(ni, static_cast<int>(hidden), wide, z.data(), wide, wo.data(),
+               wide, 0.0, out.data(), static_cast<int>(hidden));
+        cv.key[cand][i] += SquaredDistance(out, a.output);
       }
-    };
-    add_channels(0, rope);
-    Vec z(static_cast<size_t>(n * wide)), out(static_cast<size_t>(n * hidden));
-    Vec ubar(static_cast<size_t>(n * wide)), probs;
-    const int steps = (hs - rope) / 2;
-    for (int i = 0; i <= steps; ++i) {
-      if (i > 0) add_channels(rope + 2 * i - 2, rope + 2 * i);
-      for (int h = 0; h < nh; ++h) {
-        const int g = h / group;
-        CausalSoftmax(logits[h], n, &probs);
-        GemmNn(ni, hv, ni, probs.data(), ni, a.v + g * hv, nkv * hv, &z[h * hv],
-               wide);
-      }
-      GemmNt(ni, static_cast<int>(hidden), wide, z.data(), wide, wo.data(),
-             wide, 0.0, out.data(), static_cast<int>(hidden));
-      cv.key[i] += SquaredDistance(out, a.output);
     }
+    const LatentLayerMaps& m = candidates_[0][l];
+    const Vec u = MapHeads(a.v, n, nkv, hv, m.v, hv);  // whitened values
+    Vec ubar(static_cast<size_t>(n * wide));
     // Values under the source layer's own attention (exact keys: every
     // pair rotary).
     Vec source(static_cast<size_t>(n * n));
@@ -168,7 +173,7 @@ class CurveObserver : public LayerObserver {
 
  private:
   const ModelWeights& w_;
-  const std::vector<LatentLayerMaps>& full_;
+  const std::vector<std::vector<LatentLayerMaps>>& candidates_;
   std::vector<LayerErrorCurves>* curves_;
 };
 
@@ -185,28 +190,34 @@ absl::StatusOr<AllocationWeight> ParseAllocationWeight(absl::string_view text) {
 
 absl::StatusOr<std::vector<LayerErrorCurves>> MeasureErrorCurves(
     const ModelWeights& w, absl::Span<const std::vector<int32_t>> docs,
-    const std::vector<LatentLayerMaps>& full, int64_t max_tokens) {
+    const std::vector<std::vector<LatentLayerMaps>>& candidates,
+    int64_t max_tokens) {
   const ModelConfig& c = w.config;
-  if (static_cast<int>(full.size()) != c.num_layers) {
-    return absl::InvalidArgumentError("error curves: one map set per layer");
+  if (candidates.empty()) {
+    return absl::InvalidArgumentError("error curves: no candidate maps");
   }
   std::vector<LayerErrorCurves> curves(c.num_layers);
-  for (int l = 0; l < c.num_layers; ++l) {
-    const LatentLayerMaps& m = full[l];
-    const int hs = c.qk_head_dim[l], hv = c.vo_head_dim[l];
-    if (m.d_qk != hs || m.d_vo != hv || m.rope_dims > hs ||
-        m.rope_dims % 2 != 0 ||
-        m.q.size() != static_cast<size_t>(c.num_heads) ||
-        m.o.size() != static_cast<size_t>(c.num_heads) ||
-        m.k.size() != static_cast<size_t>(c.num_kv_heads) ||
-        m.v.size() != static_cast<size_t>(c.num_kv_heads)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "error curves: layer ", l, " maps are not full rank (d_qk ", m.d_qk,
-          "/", hs, ", d_vo ", m.d_vo, "/", hv, ")"));
+  for (const std::vector<LatentLayerMaps>& full : candidates) {
+    if (static_cast<int>(full.size()) != c.num_layers) {
+      return absl::InvalidArgumentError("error curves: one map set per layer");
     }
-    curves[l].rope_dims = m.rope_dims;
-    curves[l].key.assign((hs - m.rope_dims) / 2 + 1, 0.0);
-    curves[l].value.assign(hv + 1, 0.0);
+    for (int l = 0; l < c.num_layers; ++l) {
+      const LatentLayerMaps& m = full[l];
+      const int hs = c.qk_head_dim[l], hv = c.vo_head_dim[l];
+      if (m.d_qk != hs || m.d_vo != hv || m.rope_dims > hs ||
+          m.rope_dims % 2 != 0 ||
+          m.q.size() != static_cast<size_t>(c.num_heads) ||
+          m.o.size() != static_cast<size_t>(c.num_heads) ||
+          m.k.size() != static_cast<size_t>(c.num_kv_heads) ||
+          m.v.size() != static_cast<size_t>(c.num_kv_heads)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "error curves: layer ", l, " maps are not full rank (d_qk ", m.d_qk,
+            "/", hs, ", d_vo ", m.d_vo, "/", hv, ")"));
+      }
+      curves[l].rope_dims.push_back(m.rope_dims);
+      curves[l].key.emplace_back((hs - m.rope_dims) / 2 + 1, 0.0);
+      curves[l].value.assign(hv + 1, 0.0);
+    }
   }
   size_t used = 0;
   int64_t tokens = 0;
@@ -216,7 +227,7 @@ absl::StatusOr<std::vector<LayerErrorCurves>> MeasureErrorCurves(
   }
   if (used == 0)
     return absl::InvalidArgumentError("error curves: no documents");
-  CurveObserver observer(w, full, &curves);
+  CurveObserver observer(w, candidates, &curves);
   absl::Status s = ObserveLayers(w, docs.subspan(0, used), &observer);
   if (!s.ok()) return s;
   return curves;
@@ -232,15 +243,14 @@ absl::StatusOr<std::vector<LayerRanks>> AllocateRanks(
   }
   const int64_t units = budget_dims / 2;
   constexpr double kInf = std::numeric_limits<double>::infinity();
-  // best[l][u]: the least weighted error of layer l with u units (n + v =
-  // 2u), and its key units.
+  // best[l][u]: the least weighted error of layer l with u units (d_qk +
+  // d_vo = 2u), and its candidate and key units.
   std::vector<Vec> best(layers);
-  std::vector<std::vector<int>> key_units(layers);
+  std::vector<std::vector<std::pair<int, int>>> choice(layers);
   for (int l = 0; l < layers; ++l) {
     const LayerErrorCurves& cv = curves[l];
-    const int kmax = static_cast<int>(cv.key.size()) - 1;
     const int vmax = (static_cast<int>(cv.value.size()) - 1) / 2;
-    if (kmax < 0 || vmax < 1) {
+    if (cv.key.empty() || cv.key.size() != cv.rope_dims.size() || vmax < 1) {
       return absl::InvalidArgumentError(
           absl::StrCat("rank allocation: layer ", l, " has empty curves"));
     }
@@ -249,14 +259,22 @@ absl::StatusOr<std::vector<LayerRanks>> AllocateRanks(
     if (weight == AllocationWeight::kRelative) wl = cv.output_energy;
     wl =
         wl > 0 ? (weight == AllocationWeight::kAbsolute ? 1.0 : 1.0 / wl) : 1.0;
-    best[l].assign(kmax + vmax + 1, kInf);
-    key_units[l].assign(kmax + vmax + 1, -1);
-    for (int ki = cv.rope_dims > 0 ? 0 : 1; ki <= kmax; ++ki) {
-      for (int vi = 1; vi <= vmax; ++vi) {
-        const double e = wl * (cv.key[ki] + cv.value[2 * vi]);
-        if (e < best[l][ki + vi]) {
-          best[l][ki + vi] = e;
-          key_units[l][ki + vi] = ki;
+    for (size_t cand = 0; cand < cv.key.size(); ++cand) {
+      const int rope = cv.rope_dims[cand];
+      const std::vector<double>& key = cv.key[cand];
+      const int kmax = static_cast<int>(key.size()) - 1;
+      for (int ki = rope > 0 ? 0 : 1; ki <= kmax; ++ki) {
+        for (int vi = 1; vi <= vmax; ++vi) {
+          const size_t u = static_cast<size_t>(rope / 2 + ki + vi);
+          if (u >= best[l].size()) {
+            best[l].resize(u + 1, kInf);
+            choice[l].resize(u + 1, {-1, -1});
+          }
+          const double e = wl * (key[ki] + cv.value[2 * vi]);
+          if (e < best[l][u]) {
+            best[l][u] = e;
+            choice[l][u] = {static_cast<int>(cand), ki};
+          }
         }
       }
     }
@@ -288,15 +306,17 @@ absl::StatusOr<std::vector<LayerRanks>> AllocateRanks(
   if (b < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
         "rank allocation: a budget of ", budget_dims,
-        " dims is below the minimum (2 value dims per layer, and 2 key dims "
-        "where a layer has no rotary ones)"));
+        " dims is below the minimum (2 value dims and at least 2 key dims per "
+        "layer)"));
   }
   std::vector<LayerRanks> ranks(layers);
   for (int l = layers - 1; l >= 0; --l) {
     const int u = take[l][b];
-    const int ki = key_units[l][u];
-    ranks[l].d_qk = curves[l].rope_dims + 2 * ki;
-    ranks[l].d_vo = 2 * (u - ki);
+    const auto [cand, ki] = choice[l][u];
+    const int rope = curves[l].rope_dims[cand];
+    ranks[l].candidate = cand;
+    ranks[l].d_qk = rope + 2 * ki;
+    ranks[l].d_vo = 2 * u - ranks[l].d_qk;
     b -= u;
   }
   return ranks;

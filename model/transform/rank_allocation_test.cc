@@ -49,11 +49,16 @@ double BruteForce(const std::vector<LayerErrorCurves>& curves, int64_t budget,
       return;
     }
     const LayerErrorCurves& c = curves[l];
-    for (size_t ki = c.rope_dims > 0 ? 0 : 1; ki < c.key.size(); ++ki) {
-      for (size_t v = 2; v < c.value.size(); v += 2) {
-        const int64_t used = 2 * static_cast<int64_t>(ki) + v;
-        if (used > left) continue;
-        go(l + 1, left - used, sum + Weight(c, w) * (c.key[ki] + c.value[v]));
+    for (size_t cand = 0; cand < c.key.size(); ++cand) {
+      const int rope = c.rope_dims[cand];
+      for (size_t ki = 0; ki < c.key[cand].size(); ++ki) {
+        const int64_t d_qk = rope + 2 * static_cast<int64_t>(ki);
+        if (d_qk < 2) continue;
+        for (size_t v = 2; v < c.value.size(); v += 2) {
+          if (d_qk + static_cast<int64_t>(v) > left) continue;
+          go(l + 1, left - d_qk - v,
+             sum + Weight(c, w) * (c.key[cand][ki] + c.value[v]));
+        }
       }
     }
   };
@@ -66,8 +71,10 @@ double Objective(const std::vector<LayerErrorCurves>& curves,
   double sum = 0.0;
   for (size_t l = 0; l < curves.size(); ++l) {
     const LayerErrorCurves& c = curves[l];
-    sum += Weight(c, w) *
-           (c.key[(ranks[l].d_qk - c.rope_dims) / 2] + c.value[ranks[l].d_vo]);
+    const int cand = ranks[l].candidate;
+    sum +=
+        Weight(c, w) * (c.key[cand][(ranks[l].d_qk - c.rope_dims[cand]) / 2] +
+                        c.value[ranks[l].d_vo]);
   }
   return sum;
 }
@@ -75,14 +82,21 @@ double Objective(const std::vector<LayerErrorCurves>& curves,
 TEST(RankAllocationTest, DynamicProgrammeMatchesExhaustiveSearch) {
   std::mt19937 rng(7);
   std::uniform_real_distribution<double> u(0.0, 1.0);
-  // Layer shapes (rotary dims, head dims): one without rotary dims.
-  const int rope[3] = {2, 0, 4}, hs[3] = {8, 6, 8}, hv[3] = {6, 8, 4};
+  // Layer shapes: head dims, and rotary-dims candidates (one layer has a
+  // candidate without rotary dims, one a single candidate).
+  const int hs[3] = {8, 6, 8}, hv[3] = {6, 8, 4};
+  const std::vector<int> ropes[3] = {{2, 4}, {0, 2, 6}, {4}};
   for (int trial = 0; trial < 4; ++trial) {
     std::vector<LayerErrorCurves> curves(3);
     for (int l = 0; l < 3; ++l) {
       LayerErrorCurves& c = curves[l];
-      c.rope_dims = rope[l];
-      for (int i = 0; i <= (hs[l] - rope[l]) / 2; ++i) c.key.push_back(u(rng));
+      c.rope_dims = ropes[l];
+      for (int rope : ropes[l]) {
+        c.key.emplace_back();
+        for (int i = 0; i <= (hs[l] - rope) / 2; ++i) {
+          c.key.back().push_back(u(rng));
+        }
+      }
       for (int i = 0; i <= hv[l]; ++i) c.value.push_back(u(rng));
       c.residual_energy = 0.5 + u(rng);
       c.output_energy = 0.5 + u(rng);
@@ -90,14 +104,16 @@ TEST(RankAllocationTest, DynamicProgrammeMatchesExhaustiveSearch) {
     for (AllocationWeight w :
          {AllocationWeight::kResidual, AllocationWeight::kRelative,
           AllocationWeight::kAbsolute}) {
-      for (int64_t budget = 8; budget <= 34; budget += 2) {
+      for (int64_t budget = 14; budget <= 42; budget += 2) {
         auto ranks = AllocateRanks(curves, budget, w);
-        ASSERT_TRUE(ranks.ok()) << ranks.status();
+        ASSERT_TRUE(ranks.ok()) << ranks.status() << " budget " << budget;
         int64_t used = 0;
         for (int l = 0; l < 3; ++l) {
           const LayerRanks& r = (*ranks)[l];
-          used += r.d_qk - rope[l] + r.d_vo;
-          EXPECT_GE(r.d_qk, std::max(2, rope[l]));
+          ASSERT_GE(r.candidate, 0);
+          ASSERT_LT(r.candidate, static_cast<int>(ropes[l].size()));
+          used += r.d_qk + r.d_vo;
+          EXPECT_GE(r.d_qk, std::max(2, ropes[l][r.candidate]));
           EXPECT_LE(r.d_qk, hs[l]);
           EXPECT_EQ(r.d_qk % 2, 0);
           EXPECT_GE(r.d_vo, 2);
@@ -117,19 +133,19 @@ TEST(RankAllocationTest, WeightsMoveDimsAndBadBudgetsAreRefused) {
   // Two layers with the same curves; the first adds its error to a stream
   // 100x weaker, so the residual weight gives it the dims.
   LayerErrorCurves c;
-  c.rope_dims = 2;
-  c.key = {4, 2, 1, 0};
+  c.rope_dims = {2};
+  c.key = {{4, 2, 1, 0}};
   c.value = {9, 8, 6, 5, 4, 3, 2, 1, 0};
   std::vector<LayerErrorCurves> curves = {c, c};
   curves[0].residual_energy = 1;
   curves[1].residual_energy = 100;
   curves[0].output_energy = curves[1].output_energy = 1;
-  auto ranks = AllocateRanks(curves, 12, AllocationWeight::kResidual);
+  auto ranks = AllocateRanks(curves, 16, AllocationWeight::kResidual);
   ASSERT_TRUE(ranks.ok()) << ranks.status();
-  EXPECT_EQ((*ranks)[0].d_qk - 2 + (*ranks)[0].d_vo, 10);
-  EXPECT_EQ((*ranks)[1].d_qk - 2 + (*ranks)[1].d_vo, 2);
-  EXPECT_FALSE(AllocateRanks(curves, 11, AllocationWeight::kResidual).ok());
-  auto low = AllocateRanks(curves, 2, AllocationWeight::kResidual);
+  EXPECT_EQ((*ranks)[0].d_qk + (*ranks)[0].d_vo, 12);
+  EXPECT_EQ((*ranks)[1].d_qk + (*ranks)[1].d_vo, 4);
+  EXPECT_FALSE(AllocateRanks(curves, 15, AllocationWeight::kResidual).ok());
+  auto low = AllocateRanks(curves, 6, AllocationWeight::kResidual);
   EXPECT_EQ(low.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(low.status().message().find("below the minimum"),
             std::string::npos);
@@ -175,12 +191,13 @@ TEST(RankAllocationTest, CurvesEqualTheConvertedLayersOutputError) {
   ASSERT_TRUE(full.ok()) << full.status();
   const std::vector<std::vector<int32_t>> doc = Stories260kDocs(300, 1);
   ASSERT_EQ(doc.size(), 1u);
-  auto curves = MeasureErrorCurves(*w, doc, *full, 1);
+  auto curves = MeasureErrorCurves(*w, doc, {*full}, 1);
   ASSERT_TRUE(curves.ok()) << curves.status();
   ASSERT_EQ(curves->size(), 5u);
   for (int l : {0, 3}) {
     const LayerErrorCurves& c = (*curves)[l];
-    ASSERT_EQ(c.key.size(), 4u);
+    ASSERT_EQ(c.key.size(), 1u);
+    ASSERT_EQ(c.key[0].size(), 4u);
     ASSERT_EQ(c.value.size(), 9u);
     EXPECT_EQ(c.tokens, static_cast<int64_t>(doc[0].size()));
     const double scale = c.output_energy;
@@ -189,7 +206,7 @@ TEST(RankAllocationTest, CurvesEqualTheConvertedLayersOutputError) {
     // Full-rank values are exact; full-rank keys still lose RoPE on 6 of
     // the 8 channels (checked against the converted layer below).
     EXPECT_LT(c.value.back(), 1e-12 * scale);
-    EXPECT_GT(c.key.back(), 1e-6 * scale);
+    EXPECT_GT(c.key[0].back(), 1e-6 * scale);
     Capture cap(l);
     ASSERT_TRUE(ObserveLayers(*w, doc, &cap).ok());
     // Each point against the converted layer at that rank.
@@ -214,7 +231,7 @@ TEST(RankAllocationTest, CurvesEqualTheConvertedLayersOutputError) {
       EXPECT_NEAR(curve, loss, 1e-5 * scale)
           << "layer " << l << " d_qk " << d_qk << " d_vo " << d_vo;
     };
-    for (int i = 0; i < 4; ++i) check(2 + 2 * i, 8, c.key[i]);
+    for (int i = 0; i < 4; ++i) check(2 + 2 * i, 8, c.key[0][i]);
     for (int v : {1, 3, 6, 7}) check(8, v, c.value[v]);
     check(8, 8, 0.0);
   }
@@ -240,6 +257,24 @@ TEST(RankAllocationTest, AllocatedConversionLoadsWithPerLayerDims) {
   auto ppl = Perplexity(*w, Stories260kDocs(400, 20));
   ASSERT_TRUE(ppl.ok()) << ppl.status();
   EXPECT_TRUE(std::isfinite(ppl->perplexity));
+  // Without rope=, each layer's split is chosen among d_qk/2 rounded down
+  // to even (2), 3/4 (4) and all (6) rotary dims, within d_qk + d_vo.
+  o.rope_dims = -1;
+  const std::string free_split = NewDir("allocated_split");
+  ASSERT_TRUE(ConvertKvLatent(Stories260kDir(), free_split, o).ok());
+  auto s = Load(free_split);
+  ASSERT_TRUE(s);
+  int64_t total = 0;
+  for (int l = 0; l < s->config.num_layers; ++l) {
+    const int rope = s->config.rope_dim(l);
+    EXPECT_TRUE(rope == 2 || rope == 4 || rope == 6) << rope;
+    EXPECT_EQ(s->layers[l].rope_inv_freq.size(), static_cast<size_t>(rope / 2));
+    total += s->config.qk_head_dim[l] + s->config.vo_head_dim[l];
+  }
+  EXPECT_LE(total, 5 * 10);
+  auto split_ppl = Perplexity(*s, Stories260kDocs(400, 20));
+  ASSERT_TRUE(split_ppl.ok()) << split_ppl.status();
+  EXPECT_TRUE(std::isfinite(split_ppl->perplexity));
 }
 
 }  // namespace
