@@ -1,0 +1,251 @@
+#include "model/transform/latent_sharing.h"
+
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "model/transform/eigen.h"
+#include "model/transform/forward.h"
+
+namespace latentkv::model::transform {
+namespace {
+
+using Vec = std::vector<double>;
+
+// E[f f^T] per layer, f = [k of every KV head; v of every KV head]
+// (pre-RoPE), summed (divided by `tokens` later).
+class JointMoments : public LayerObserver {
+ public:
+  explicit JointMoments(const ModelConfig& c) : c_(c), sums_(c.num_layers) {}
+
+  void Observe(const LayerActivations& a) override {
+    const int l = a.layer, nkv = c_.num_kv_heads;
+    const int kd = nkv * c_.qk_head_dim[l], vd = nkv * c_.vo_head_dim[l];
+    const int dim = kd + vd;
+    Vec x(static_cast<size_t>(a.tokens) * dim);
+    for (int64_t t = 0; t < a.tokens; ++t) {
+      std::copy(a.k + t * kd, a.k + (t + 1) * kd, &x[t * dim]);
+      std::copy(a.v + t * vd, a.v + (t + 1) * vd, &x[t * dim + kd]);
+    }
+    Vec& s = sums_[l];
+    s.resize(static_cast<size_t>(dim) * dim, 0.0);
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dim, dim,
+                static_cast<int>(a.tokens), 1.0, x.data(), dim, x.data(), dim,
+                1.0, s.data(), dim);
+    if (l == 0) tokens_ += a.tokens;
+  }
+
+  const Vec& sum(int l) const { return sums_[l]; }
+  int64_t tokens() const { return tokens_; }
+
+ private:
+  const ModelConfig& c_;
+  std::vector<Vec> sums_;
+  int64_t tokens_ = 0;
+};
+
+// The [rows, cols] submatrix of `a` [*, n] on index lists.
+Vec Sub(const Vec& a, int n, const std::vector<int>& rows,
+        const std::vector<int>& cols) {
+  Vec out(rows.size() * cols.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    for (size_t j = 0; j < cols.size(); ++j) {
+      out[i * cols.size() + j] = a[static_cast<size_t>(rows[i]) * n + cols[j]];
+    }
+  }
+  return out;
+}
+
+// Places `b` [m, m] at (at, at) of `a` [n, n].
+void PutBlock(const Vec& b, int m, int at, int n, Vec* a) {
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < m; ++j) {
+      (*a)[static_cast<size_t>(at + i) * n + at + j] = b[i * m + j];
+    }
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<double>> WeightedSpectrum(
+    const std::vector<double>& r, const std::vector<double>& c, int n) {
+  const Vec m = DenseProduct(DenseProduct(r, c, n, n, n), r, n, n, n);
+  auto e = TopEigenSymmetric(m, n, n);
+  if (!e.ok()) return e.status();
+  for (double& v : e->values) v = std::max(v, 0.0);
+  return e->values;
+}
+
+// tail[i] = sum of values[i..]: the residual of keeping i components.
+std::vector<double> Tails(const std::vector<double>& values) {
+  Vec tail(values.size() + 1, 0.0);
+  for (int i = static_cast<int>(values.size()) - 1; i >= 0; --i) {
+    tail[i] = tail[i + 1] + values[i];
+  }
+  return tail;
+}
+
+namespace {
+
+double At(const Vec& tail, int i) {
+  return i >= static_cast<int>(tail.size()) ? 0.0 : tail[std::max(i, 0)];
+}
+
+// min over r_k + r_v = d of alpha * key[r_k] + value[r_v].
+double BestSplit(const Vec& key, const Vec& value, double alpha, int d) {
+  double best = std::numeric_limits<double>::infinity();
+  for (int rk = 0; rk <= d; ++rk) {
+    best = std::min(best, alpha * At(key, rk) + At(value, d - rk));
+  }
+  return best;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<SharingLayerResult>> StudyLatentSharing(
+    const ModelWeights& w, absl::Span<const std::vector<int32_t>> docs,
+    const std::vector<LayerStats>& stats,
+    const std::vector<std::vector<int>>& kept, const SharingOptions& options) {
+  const ModelConfig& c = w.config;
+  const int nkv = c.num_kv_heads, nh = c.num_heads, group = nh / nkv;
+  if (static_cast<int>(stats.size()) != c.num_layers ||
+      static_cast<int>(kept.size()) != c.num_layers || docs.empty()) {
+    return absl::InvalidArgumentError(
+        "sharing study: one LayerStats and one kept-pair list per layer, and "
+        "documents");
+  }
+  JointMoments moments(c);
+  absl::Status s = ObserveLayers(w, docs, &moments);
+  if (!s.ok()) return s;
+  const double inv_tokens = 1.0 / static_cast<double>(moments.tokens());
+  std::vector<SharingLayerResult> out;
+  for (int l = 0; l < c.num_layers; ++l) {
+    const int hs = c.qk_head_dim[l], hv = c.vo_head_dim[l], half = hs / 2;
+    const int rope = 2 * static_cast<int>(kept[l].size());
+    const int per_head = options.d_qk - rope + options.d_vo;
+    if (options.d_qk > hs || options.d_vo > hv || rope > options.d_qk ||
+        per_head < 0 || stats[l].q_moment.size() != static_cast<size_t>(nkv)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sharing study: layer ", l, " dims or statistics"));
+    }
+    std::vector<int> free;  // P: the channels of a head that lose RoPE
+    for (int j = 0; j < half; ++j) {
+      if (!std::binary_search(kept[l].begin(), kept[l].end(), j)) {
+        free.push_back(j);
+        free.push_back(j + half);
+      }
+    }
+    std::sort(free.begin(), free.end());
+    const int m = static_cast<int>(free.size());
+    const int dim = nkv * (hs + hv), km = nkv * m, vm = nkv * hv;
+    Vec f = moments.sum(l);
+    for (double& x : f) x *= inv_tokens;
+    // Index lists into f: every head's P channels, every head's values.
+    std::vector<int> kidx, vidx;
+    for (int g = 0; g < nkv; ++g) {
+      for (int p : free) kidx.push_back(g * hs + p);
+    }
+    for (int i = 0; i < vm; ++i) vidx.push_back(nkv * hs + i);
+    std::vector<int> sel = kidx;
+    sel.insert(sel.end(), vidx.begin(), vidx.end());
+    // Weights: Cq_g^1/2 (keys) and S_g^1/2 (values), per head and joint.
+    Vec wk(static_cast<size_t>(km) * km, 0.0),
+        wv(static_cast<size_t>(vm) * vm, 0.0);
+    std::vector<Vec> key_tails, value_tails;
+    double tr_k = 0, tr_v = 0;
+    const float* o = w.layers[l].o_proj.f32();
+    const int64_t cols = int64_t{nh} * hv;
+    for (int g = 0; g < nkv; ++g) {
+      const Vec cq = Sub(stats[l].q_moment[g], hs, free, free);
+      Vec sg(static_cast<size_t>(hv) * hv, 0.0);
+      for (int h = g * group; h < (g + 1) * group; ++h) {
+        for (int64_t r = 0; r < c.hidden_size; ++r) {
+          const float* row = o + r * cols + int64_t{h} * hv;
+          for (int i = 0; i < hv; ++i) {
+            for (int e = 0; e < hv; ++e) sg[i * hv + e] += row[i] * row[e];
+          }
+        }
+      }
+      auto rq = SymmetricSquareRoots(cq, m);
+      auto rs = SymmetricSquareRoots(sg, hv);
+      if (!rq.ok()) return rq.status();
+      if (!rs.ok()) return rs.status();
+      PutBlock(rq->sqrt, m, g * m, km, &wk);
+      PutBlock(rs->sqrt, hv, g * hv, vm, &wv);
+      std::vector<int> kg(kidx.begin() + g * m, kidx.begin() + (g + 1) * m);
+      std::vector<int> vg(vidx.begin() + g * hv, vidx.begin() + (g + 1) * hv);
+      auto ek = WeightedSpectrum(rq->sqrt, Sub(f, dim, kg, kg), m);
+      auto ev = WeightedSpectrum(rs->sqrt, Sub(f, dim, vg, vg), hv);
+      if (!ek.ok()) return ek.status();
+      if (!ev.ok()) return ev.status();
+      key_tails.push_back(Tails(*ek));
+      value_tails.push_back(Tails(*ev));
+      tr_k += key_tails.back()[0];
+      tr_v += value_tails.back()[0];
+    }
+    auto jk = WeightedSpectrum(wk, Sub(f, dim, kidx, kidx), km);
+    auto jv = WeightedSpectrum(wv, Sub(f, dim, vidx, vidx), vm);
+    if (!jk.ok()) return jk.status();
+    if (!jv.ok()) return jv.status();
+    const Vec joint_k = Tails(*jk), joint_v = Tails(*jv);
+    const Vec fsel = Sub(f, dim, sel, sel);
+    const double alpha0 = tr_k > 0 ? tr_v / tr_k : 1.0;
+    const int budget = nkv * per_head;
+    for (double scale : options.alpha_scales) {
+      const double alpha = alpha0 * scale;
+      Vec ws(static_cast<size_t>(km + vm) * (km + vm), 0.0);
+      Vec wka = wk;
+      for (double& x : wka) x *= std::sqrt(alpha);
+      PutBlock(wka, km, 0, km + vm, &ws);
+      PutBlock(wv, vm, km, km + vm, &ws);
+      auto sh = WeightedSpectrum(ws, fsel, km + vm);
+      if (!sh.ok()) return sh.status();
+      const Vec shared = Tails(*sh);
+      // Per head: the same split (n key, u - n value dims) in every head.
+      auto per_head_at = [&](int u) {
+        double best = std::numeric_limits<double>::infinity();
+        for (int n = 0; n <= u; ++n) {
+          double r = 0;
+          for (int g = 0; g < nkv; ++g) {
+            r += alpha * At(key_tails[g], n) + At(value_tails[g], u - n);
+          }
+          best = std::min(best, r);
+        }
+        return best;
+      };
+      SharingLayerResult res;
+      res.layer = l;
+      res.alpha = alpha;
+      res.budget_dims = budget;
+      res.rotary_dims = nkv * rope;
+      res.total = alpha * tr_k + tr_v;
+      res.per_head.residual = per_head_at(per_head);
+      res.per_head.dims_to_match = budget;
+      res.joint.residual = BestSplit(joint_k, joint_v, alpha, budget);
+      res.shared.residual = At(shared, budget);
+      const double target = res.per_head.residual * (1 + 1e-12) + 1e-300;
+      res.joint.dims_to_match = budget;
+      res.shared.dims_to_match = budget;
+      for (int d = 0; d <= budget; ++d) {
+        if (BestSplit(joint_k, joint_v, alpha, d) <= target) {
+          res.joint.dims_to_match = d;
+          break;
+        }
+      }
+      for (int d = 0; d <= budget; ++d) {
+        if (At(shared, d) <= target) {
+          res.shared.dims_to_match = d;
+          break;
+        }
+      }
+      out.push_back(res);
+    }
+  }
+  return out;
+}
+
+}  // namespace latentkv::model::transform
