@@ -145,7 +145,7 @@ absl::StatusOr<DistillReport> DistillLayers(
     AttentionTensors& a = (*tensors)[l];
     const DistillShape shape{static_cast<int>(hidden),
                              c.num_heads,
-                             c.num_kv_heads,
+                             static_cast<int>(m.k.size()),
                              m.d_qk,
                              m.d_vo,
                              m.rope_dims,

@@ -153,6 +153,25 @@ absl::StatusOr<std::vector<LayerRanks>> AllocatedDims(
   return ranks;
 }
 
+// The cross-head maps of every layer (joint_latent.h) at the bytes of
+// per-head d_qk / d_vo.
+absl::StatusOr<std::vector<LatentLayerMaps>> JointMaps(
+    const ModelWeights& w, const std::vector<std::vector<int32_t>>& docs,
+    const std::vector<LayerStats>& stats,
+    const std::vector<std::vector<int>>& kept, int d_qk, int d_vo) {
+  auto moments = JointKvMoments(w, docs);
+  if (!moments.ok()) return moments.status();
+  const int nkv = w.config.num_kv_heads;
+  std::vector<LatentLayerMaps> out;
+  for (int l = 0; l < w.config.num_layers; ++l) {
+    auto m = BuildJointLayerMaps(w, l, stats[l], (*moments)[l], kept[l],
+                                 nkv * d_qk, nkv * d_vo);
+    if (!m.ok()) return m.status();
+    out.push_back(std::move(*m));
+  }
+  return out;
+}
+
 // The rotary-dims candidates of an allocation: d_qk/2, the default 3/4 and
 // d_qk (each even, at most every layer's source width; distinct).
 std::vector<int> RopeCandidates(const ModelConfig& c, int d_qk) {
@@ -352,10 +371,10 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     }
     // Allocation without rope= tries several splits, keeping pairs by the
     // rotation score in each (auto).
-    const std::vector<int> ropes =
-        options.allocate_ranks && options.rope_dims < 0
-            ? RopeCandidates(src, options.d_qk)
-            : std::vector<int>{rope};
+    const bool allocate = options.allocate_ranks && !options.joint_heads;
+    const std::vector<int> ropes = allocate && options.rope_dims < 0
+                                       ? RopeCandidates(src, options.d_qk)
+                                       : std::vector<int>{rope};
     PairCriterion crit = options.pair_criterion;
     if (crit == PairCriterion::kAuto) {
       crit = rope < options.d_qk || ropes.size() > 1
@@ -390,7 +409,7 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     std::vector<std::vector<int>> kept = kept_by_rope[0];
     std::vector<LayerRanks> dims(src.num_layers,
                                  LayerRanks{options.d_qk, options.d_vo});
-    if (options.allocate_ranks) {
+    if (allocate) {
       auto found = AllocatedDims(**w, *docs, *stats, kept_by_rope, options);
       if (!found.ok()) return found.status();
       dims = std::move(*found);
@@ -398,8 +417,12 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
         kept[l] = kept_by_rope[dims[l].candidate][l];
       }
     }
-    auto maps = CalibratedMaps(**w, *stats, kept, dims, options.value_basis);
+    auto maps =
+        options.joint_heads
+            ? JointMaps(**w, *docs, *stats, kept, options.d_qk, options.d_vo)
+            : CalibratedMaps(**w, *stats, kept, dims, options.value_basis);
     if (!maps.ok()) return maps.status();
+    if (options.joint_heads) config.num_kv_heads = 1;
     std::vector<AttentionTensors> tensors;
     for (int l = 0; l < src.num_layers; ++l) {
       tensors.push_back(ApplyLayerMaps(**w, l, (*maps)[l]));

@@ -44,6 +44,7 @@
 #include "common/dtype.h"
 #include "model/transform/calibration.h"
 #include "model/transform/distill.h"
+#include "model/transform/joint_latent.h"
 #include "model/transform/latent_maps.h"
 #include "model/transform/model_writer.h"
 #include "model/transform/pair_search.h"
@@ -102,6 +103,11 @@ struct KvLatentOptions {
   // (kResidual 50.0, kAbsolute 32.5; docs/QUALITY.md). Costs ~4 min of
   // SmolLM2's conversion.
   bool allocate_ranks = true;
+  // Cross-head latents (joint_latent.h): every layer's K and V become one
+  // latent KV head of K * d_qk / K * d_vo dims (K the source's KV heads;
+  // the same bytes), the converted model has num_kv_heads = 1. Rank
+  // allocation does not apply (allocate_ranks is ignored). Default off.
+  bool joint_heads = false;
   AllocationWeight allocation_weight = AllocationWeight::kRelative;
   int64_t allocation_tokens = 8192;
   // Local distillation after the init (distill.h); off unless a budget is

@@ -197,9 +197,11 @@ AttentionTensors ApplyLayerMaps(const ModelWeights& w, int layer,
   const int64_t h = c.hidden_size;
   const int hq = c.qk_head_dim[layer], hv = c.vo_head_dim[layer];
   AttentionTensors a;
+  // A new KV head may read several source heads (joint_latent.h).
+  const int kv_span = c.num_kv_heads / static_cast<int>(maps.k.size());
   a.q = MapRows(lw.q_proj.f32(), h, hq, maps.q, maps.d_qk);
-  a.k = MapRows(lw.k_proj.f32(), h, hq, maps.k, maps.d_qk);
-  a.v = MapRows(lw.v_proj.f32(), h, hv, maps.v, maps.d_vo);
+  a.k = MapRows(lw.k_proj.f32(), h, hq * kv_span, maps.k, maps.d_qk);
+  a.v = MapRows(lw.v_proj.f32(), h, hv * kv_span, maps.v, maps.d_vo);
   const float* o = lw.o_proj.f32();
   const int nh = c.num_heads, dvo = maps.d_vo;
   const int64_t old_cols = int64_t{nh} * hv, new_cols = int64_t{nh} * dvo;

@@ -41,9 +41,12 @@ struct LatentLayerMaps {
   int d_qk = 0, d_vo = 0, rope_dims = 0;  // rope_dims <= d_qk, even
   std::vector<float> inv_freq;            // [rope_dims / 2]
   std::vector<std::vector<double>> q;     // per query head [d_qk, hs_qk]
-  std::vector<std::vector<double>> k;     // per KV head [d_qk, hs_qk]
-  std::vector<std::vector<double>> v;     // per KV head [d_vo, hs_vo]
-  std::vector<std::vector<double>> o;     // per query head [hs_vo, d_vo]
+  // Per new KV head [d_qk, span * hs_qk] / [d_vo, span * hs_vo], span =
+  // source KV heads / new KV heads (1, or all of them: joint_latent.h),
+  // reading `span` consecutive source heads concatenated.
+  std::vector<std::vector<double>> k;
+  std::vector<std::vector<double>> v;
+  std::vector<std::vector<double>> o;  // per query head [hs_vo, d_vo]
 };
 
 // Per rotary pair j of the source layer (pre-RoPE statistics `s`, the

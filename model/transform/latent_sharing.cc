@@ -1,7 +1,5 @@
 #include "model/transform/latent_sharing.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -9,44 +7,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "model/transform/eigen.h"
-#include "model/transform/forward.h"
+#include "model/transform/joint_latent.h"
 
 namespace latentkv::model::transform {
 namespace {
 
 using Vec = std::vector<double>;
-
-// E[f f^T] per layer, f = [k of every KV head; v of every KV head]
-// (pre-RoPE), summed (divided by `tokens` later).
-class JointMoments : public LayerObserver {
- public:
-  explicit JointMoments(const ModelConfig& c) : c_(c), sums_(c.num_layers) {}
-
-  void Observe(const LayerActivations& a) override {
-    const int l = a.layer, nkv = c_.num_kv_heads;
-    const int kd = nkv * c_.qk_head_dim[l], vd = nkv * c_.vo_head_dim[l];
-    const int dim = kd + vd;
-    Vec x(static_cast<size_t>(a.tokens) * dim);
-    for (int64_t t = 0; t < a.tokens; ++t) {
-      std::copy(a.k + t * kd, a.k + (t + 1) * kd, &x[t * dim]);
-      std::copy(a.v + t * vd, a.v + (t + 1) * vd, &x[t * dim + kd]);
-    }
-    Vec& s = sums_[l];
-    s.resize(static_cast<size_t>(dim) * dim, 0.0);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dim, dim,
-                static_cast<int>(a.tokens), 1.0, x.data(), dim, x.data(), dim,
-                1.0, s.data(), dim);
-    if (l == 0) tokens_ += a.tokens;
-  }
-
-  const Vec& sum(int l) const { return sums_[l]; }
-  int64_t tokens() const { return tokens_; }
-
- private:
-  const ModelConfig& c_;
-  std::vector<Vec> sums_;
-  int64_t tokens_ = 0;
-};
 
 // The [rows, cols] submatrix of `a` [*, n] on index lists.
 Vec Sub(const Vec& a, int n, const std::vector<int>& rows,
@@ -118,10 +84,8 @@ absl::StatusOr<std::vector<SharingLayerResult>> StudyLatentSharing(
         "sharing study: one LayerStats and one kept-pair list per layer, and "
         "documents");
   }
-  JointMoments moments(c);
-  absl::Status s = ObserveLayers(w, docs, &moments);
-  if (!s.ok()) return s;
-  const double inv_tokens = 1.0 / static_cast<double>(moments.tokens());
+  auto moments = JointKvMoments(w, docs);
+  if (!moments.ok()) return moments.status();
   std::vector<SharingLayerResult> out;
   for (int l = 0; l < c.num_layers; ++l) {
     const int hs = c.qk_head_dim[l], hv = c.vo_head_dim[l], half = hs / 2;
@@ -142,8 +106,7 @@ absl::StatusOr<std::vector<SharingLayerResult>> StudyLatentSharing(
     std::sort(free.begin(), free.end());
     const int m = static_cast<int>(free.size());
     const int dim = nkv * (hs + hv), km = nkv * m, vm = nkv * hv;
-    Vec f = moments.sum(l);
-    for (double& x : f) x *= inv_tokens;
+    const Vec& f = (*moments)[l];
     // Index lists into f: every head's P channels, every head's values.
     std::vector<int> kidx, vidx;
     for (int g = 0; g < nkv; ++g) {

@@ -37,13 +37,16 @@ class RefitObserver : public LayerObserver {
     const double* y = a.output;  // the source layer's W_o z [T, hidden]
     // The converted layer's z' [T, H * d_vo].
     std::vector<double> q = MapHeads(a.q, n, nh, hq, m.q, d);
-    std::vector<double> k = MapHeads(a.k, n, nkv, hq, m.k, d);
-    const std::vector<double> v = MapHeads(a.v, n, nkv, hv, m.v, dvo);
+    // New KV heads (fewer than the source's when joint_latent.h's maps read
+    // several source heads each).
+    const int kh = static_cast<int>(m.k.size()), span = nkv / kh;
+    std::vector<double> k = MapHeads(a.k, n, kh, hq * span, m.k, d);
+    const std::vector<double> v = MapHeads(a.v, n, kh, hv * span, m.v, dvo);
     ReferenceRope(&q, n, nh, d, m.rope_dims, m.inv_freq.data());
-    ReferenceRope(&k, n, nkv, d, m.rope_dims, m.inv_freq.data());
+    ReferenceRope(&k, n, kh, d, m.rope_dims, m.inv_freq.data());
     const int dim = ly.dim;
     std::vector<double> zp(static_cast<size_t>(n) * dim);
-    ReferenceCausalAttention(q.data(), k.data(), v.data(), n, nh, nkv, d, dvo,
+    ReferenceCausalAttention(q.data(), k.data(), v.data(), n, nh, kh, d, dvo,
                              1.0 / std::sqrt(static_cast<double>(d)), zp.data(),
                              nullptr);
     // G += z'^T z', R += y^T z'.

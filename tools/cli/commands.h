@@ -152,6 +152,7 @@ struct ConvertOptions {
   std::string pairs = "auto";       // KV-Latent calibrated: pair criterion
   // KV-Latent calibrated: per-layer rank allocation weight, or "off".
   std::string allocate = "relative";
+  bool joint_heads = false;      // KV-Latent calibrated: one cross-head latent
   int64_t distill_tokens = 0;    // KV-Latent: distillation tokens/layer
   double distill_minutes = 0;    // KV-Latent: distillation wall minutes
   int32_t distill_lines = 1000;  // KV-Latent: distillation text lines

@@ -63,6 +63,7 @@ absl::Status ConvertModelDir(const ConvertOptions& o, DType dtype) {
   if (!pairs.ok()) return pairs.status();
   k.pair_criterion = *pairs;
   k.allocate_ranks = o.allocate != "off";
+  k.joint_heads = o.joint_heads;
   if (k.allocate_ranks) {
     auto weight = tr::ParseAllocationWeight(o.allocate);
     if (!weight.ok()) return weight.status();

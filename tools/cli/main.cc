@@ -12,6 +12,7 @@
 //                     (d_qk=A,d_vo=B,rope=R: partial rotary) [--refit=false]
 //                     [--pairs auto|rotation|search|...]
 //                     [--allocate off|residual|relative|absolute]
+//                     [--joint_heads]
 //                     [--distill-tokens N | --distill-minutes M]
 //   latentkv convert  --model DIR --out DIR --kv-heads N --calib-text FILE
 //   latentkv inspect  DIR
@@ -190,6 +191,9 @@ ABSL_FLAG(std::string, allocate, "relative",
           "same KV bytes, weighting each layer's calibrated error by the "
           "residual stream (residual), its own output (relative) or not "
           "(absolute); off: every layer d_qk/d_vo. Default relative");
+ABSL_FLAG(bool, joint_heads, false,
+          "convert --kv-latent calibrated: one latent KV head per layer "
+          "across the source's KV heads (the same bytes; num_kv_heads 1)");
 ABSL_FLAG(int64_t, distill_tokens, 0,
           "convert --kv-latent calibrated: local distillation, training "
           "tokens per layer (0: off unless --distill-minutes)");
@@ -493,6 +497,7 @@ int main(int argc, char** argv) {
     o.refit = absl::GetFlag(FLAGS_refit);
     o.pairs = absl::GetFlag(FLAGS_pairs);
     o.allocate = absl::GetFlag(FLAGS_allocate);
+    o.joint_heads = absl::GetFlag(FLAGS_joint_heads);
     o.distill_tokens = absl::GetFlag(FLAGS_distill_tokens);
     o.distill_minutes = absl::GetFlag(FLAGS_distill_minutes);
     o.distill_lines = absl::GetFlag(FLAGS_distill_lines);

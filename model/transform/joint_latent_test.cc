@@ -1,0 +1,153 @@
+// Cross-head KV-Latent on the real stories260K model (4 KV heads of 8 dims,
+// 2 query heads each):
+// - with every pair rotary and every value dim kept, the one latent KV head
+//   reproduces the source layer's attention output (rotary layout, value
+//   maps and W_o absorption checked by the distillation's independent
+//   forward);
+// - at full position-free rank the key maps keep each query head's logit
+//   share on its own KV head's channels and nothing of the others';
+// - a converted model loads with one KV head and, at the same bytes, has
+//   lower held-out perplexity than the per-head conversion.
+#include "model/transform/joint_latent.h"
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "model/transform/calibration.h"
+#include "model/transform/distill_layer.h"
+#include "model/transform/forward.h"
+#include "model/transform/kv_latent.h"
+#include "model/transform/test_util.h"
+
+namespace latentkv::model::transform {
+namespace {
+
+using testing::NewDir;
+using testing::PartialLatentOptions;
+using testing::Stories260kDir;
+using testing::Stories260kDocs;
+constexpr auto Load = testing::LoadOrNull;
+
+class Capture : public LayerObserver {
+ public:
+  explicit Capture(int layer) : layer_(layer) {}
+  void Observe(const LayerActivations& a) override {
+    if (a.layer != layer_) return;
+    x.assign(a.input, a.input + a.tokens * 64);
+    y.assign(a.output, a.output + a.tokens * 64);
+    tokens = a.tokens;
+  }
+  int layer_;
+  int64_t tokens = 0;
+  std::vector<double> x, y;
+};
+
+struct Fixture {
+  std::unique_ptr<ModelWeights> w;
+  std::vector<LayerStats> stats;
+  std::vector<std::vector<double>> moments;
+};
+
+Fixture Make() {
+  Fixture f;
+  f.w = Load(Stories260kDir());
+  if (!f.w) return f;
+  const auto docs = Stories260kDocs(0, 40);
+  CalibrationOptions co;
+  co.attention_scores = false;
+  auto stats = Calibrate(*f.w, docs, co);
+  auto moments = JointKvMoments(*f.w, docs);
+  EXPECT_TRUE(stats.ok() && moments.ok());
+  if (stats.ok()) f.stats = *stats;
+  if (moments.ok()) f.moments = *moments;
+  return f;
+}
+
+TEST(JointLatentTest, AllPairsAndAllValuesReproduceTheLayer) {
+  Fixture f = Make();
+  ASSERT_TRUE(f.w && f.stats.size() == 5 && f.moments.size() == 5);
+  const auto doc = Stories260kDocs(500, 1);
+  for (int l : {0, 4}) {
+    // 4 heads x 4 pairs rotary (32 dims), no position-free dims; 32 values.
+    auto m = BuildJointLayerMaps(*f.w, l, f.stats[l], f.moments[l],
+                                 {0, 1, 2, 3}, 32, 32);
+    ASSERT_TRUE(m.ok()) << m.status();
+    ASSERT_EQ(m->k.size(), 1u);
+    ASSERT_EQ(m->inv_freq.size(), 16u);
+    EXPECT_EQ(m->inv_freq[5], f.w->layers[l].rope_inv_freq[1]);  // head 1
+    const AttentionTensors t = ApplyLayerMaps(*f.w, l, *m);
+    Capture cap(l);
+    ASSERT_TRUE(ObserveLayers(*f.w, doc, &cap).ok());
+    const DistillShape shape{64, 8, 1, 32, 32, 32, t.rope_inv_freq.data()};
+    auto d = [](const std::vector<float>& v) {
+      return std::vector<double>(v.begin(), v.end());
+    };
+    const LayerParams<double> p{d(t.q), d(t.k), d(t.v), d(t.o)};
+    double energy = 0;
+    for (double v : cap.y) energy += v * v;
+    const double loss =
+        LayerLoss(shape, p, cap.x.data(), cap.y.data(), cap.tokens);
+    EXPECT_LT(loss, 1e-9 * energy) << "layer " << l;
+  }
+}
+
+TEST(JointLatentTest, FullRankKeysKeepEachHeadsOwnLogitShare) {
+  Fixture f = Make();
+  ASSERT_TRUE(f.w && f.stats.size() == 5 && f.moments.size() == 5);
+  // Pair 1 rotary in every head (8 dims), the other 6 channels of each of the
+  // 4 heads position-free at full rank (24 dims).
+  auto m = BuildJointLayerMaps(*f.w, 2, f.stats[2], f.moments[2], {1}, 32, 8);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const std::vector<int> free = {0, 2, 3, 4, 6, 7};
+  const double scale = std::sqrt(32.0 / 8.0);
+  for (int h = 0; h < 8; ++h) {
+    for (int a : free) {
+      for (int g = 0; g < 4; ++g) {
+        for (int b : free) {
+          double form = 0;  // sum over position-free rows of q[i][a] k[i][g,b]
+          for (int i = 8; i < 32; ++i) {
+            form += m->q[h][i * 8 + a] * m->k[0][i * 32 + g * 8 + b];
+          }
+          const double want = (g == h / 2 && a == b) ? scale : 0.0;
+          EXPECT_NEAR(form, want, 1e-6)
+              << "head " << h << " [" << a << "; " << g << "," << b << "]";
+        }
+      }
+    }
+  }
+  EXPECT_FALSE(
+      BuildJointLayerMaps(*f.w, 2, f.stats[2], f.moments[2], {1}, 34, 8).ok());
+  EXPECT_FALSE(
+      BuildJointLayerMaps(*f.w, 2, f.stats[2], f.moments[2], {1}, 16, 33).ok());
+}
+
+TEST(JointLatentTest, OneLatentHeadBeatsPerHeadLatentsAtTheSameBytes) {
+  KvLatentOptions o = PartialLatentOptions(200);  // d_qk 6 (rope 2), d_vo 4
+  const std::string per_head = NewDir("per_head"), joint = NewDir("joint");
+  ASSERT_TRUE(ConvertKvLatent(Stories260kDir(), per_head, o).ok());
+  o.joint_heads = true;
+  const absl::Status s = ConvertKvLatent(Stories260kDir(), joint, o);
+  ASSERT_TRUE(s.ok()) << s;
+  auto a = Load(per_head);
+  auto b = Load(joint);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(b->config.num_kv_heads, 1);
+  for (int l = 0; l < 5; ++l) {
+    EXPECT_EQ(b->config.qk_head_dim[l], 24);
+    EXPECT_EQ(b->config.vo_head_dim[l], 16);
+    EXPECT_EQ(b->config.rope_dim(l), 8);
+  }
+  EXPECT_EQ(a->config.KvValuesPerToken(), b->config.KvValuesPerToken());
+  const auto held_out = Stories260kDocs(1000, 40);
+  auto pa = Perplexity(*a, held_out);
+  auto pb = Perplexity(*b, held_out);
+  ASSERT_TRUE(pa.ok() && pb.ok());
+  std::printf("held-out ppl: per head %.3f, one latent head %.3f\n",
+              pa->perplexity, pb->perplexity);
+  EXPECT_LT(pb->perplexity, pa->perplexity);
+}
+
+}  // namespace
+}  // namespace latentkv::model::transform
