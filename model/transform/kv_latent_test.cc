@@ -38,7 +38,8 @@ KvLatentOptions Options(int d_qk, int d_vo, KvLatentInit init,
   o.d_qk = d_qk;
   o.d_vo = d_vo;
   o.init = init;
-  o.allocate_ranks = false;  // the uniform methods under test
+  o.allocate_ranks = false;  // the uniform per-head methods under test
+  o.joint_heads = false;
   o.calibration.path = TextPath();
   o.calibration.max_lines = calib_lines;
   return o;

@@ -41,6 +41,7 @@ KvLatentOptions PartialLatentOptions(int calib_lines) {
   o.d_vo = 4;
   o.rope_dims = 2;
   o.allocate_ranks = false;  // uniform dims (rank_allocation_test turns it on)
+  o.joint_heads = false;     // per-head latents (joint_latent_test: on)
   o.calibration.path = TextPath();
   o.calibration.max_lines = calib_lines;
   return o;

@@ -34,7 +34,8 @@ std::unique_ptr<ModelWeights> LoadOrNull(const std::string& dir);
 std::vector<std::vector<int32_t>> Stories260kDocs(int skip, int lines);
 
 // KV-Latent options for stories260K with partial rotary keys: d_qk 6 (rope
-// 2, 4 position-free dims), d_vo 4 in every layer (no rank allocation),
+// 2, 4 position-free dims), d_vo 4 in every layer and KV head (no rank
+// allocation, no cross-head latent),
 // calibrated on the first `calib_lines` lines.
 KvLatentOptions PartialLatentOptions(int calib_lines);
 

@@ -27,6 +27,7 @@ std::string KvLatentDir() {
     RunCommand(
         {BinDir() + "/latentkv", "convert", "--model=" + Stories260kDir(),
          "--out=" + out, "--kv-latent=d_qk=4,d_vo=4", "--init=calibrated",
+         "--joint_heads=false",  // per-head latents: 4 KV heads below
          "--calib-text=" + std::string(LATENTKV_SHARED_DIR) +
              "/text/tinystories_train_excerpt.txt",
          "--calib-lines=50"},

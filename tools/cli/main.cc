@@ -12,7 +12,7 @@
 //                     (d_qk=A,d_vo=B,rope=R: partial rotary) [--refit=false]
 //                     [--pairs auto|rotation|search|...]
 //                     [--allocate off|residual|relative|absolute]
-//                     [--joint_heads]
+//                     [--joint_heads=false]
 //                     [--distill-tokens N | --distill-minutes M]
 //   latentkv convert  --model DIR --out DIR --kv-heads N --calib-text FILE
 //   latentkv inspect  DIR
@@ -191,9 +191,10 @@ ABSL_FLAG(std::string, allocate, "relative",
           "same KV bytes, weighting each layer's calibrated error by the "
           "residual stream (residual), its own output (relative) or not "
           "(absolute); off: every layer d_qk/d_vo. Default relative");
-ABSL_FLAG(bool, joint_heads, false,
+ABSL_FLAG(bool, joint_heads, true,
           "convert --kv-latent calibrated: one latent KV head per layer "
-          "across the source's KV heads (the same bytes; num_kv_heads 1)");
+          "across the source's KV heads (the same bytes; num_kv_heads 1, so "
+          "no tensor parallelism: --joint_heads=false for per-head latents)");
 ABSL_FLAG(int64_t, distill_tokens, 0,
           "convert --kv-latent calibrated: local distillation, training "
           "tokens per layer (0: off unless --distill-minutes)");
