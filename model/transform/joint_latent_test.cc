@@ -30,20 +30,6 @@ using testing::Stories260kDir;
 using testing::Stories260kDocs;
 constexpr auto Load = testing::LoadOrNull;
 
-class Capture : public LayerObserver {
- public:
-  explicit Capture(int layer) : layer_(layer) {}
-  void Observe(const LayerActivations& a) override {
-    if (a.layer != layer_) return;
-    x.assign(a.input, a.input + a.tokens * 64);
-    y.assign(a.output, a.output + a.tokens * 64);
-    tokens = a.tokens;
-  }
-  int layer_;
-  int64_t tokens = 0;
-  std::vector<double> x, y;
-};
-
 struct Fixture {
   std::unique_ptr<ModelWeights> w;
   std::vector<LayerStats> stats;
@@ -78,7 +64,7 @@ TEST(JointLatentTest, AllPairsAndAllValuesReproduceTheLayer) {
     ASSERT_EQ(m->inv_freq.size(), 16u);
     EXPECT_EQ(m->inv_freq[5], f.w->layers[l].rope_inv_freq[1]);  // head 1
     const AttentionTensors t = ApplyLayerMaps(*f.w, l, *m);
-    Capture cap(l);
+    testing::LayerCapture cap(l);
     ASSERT_TRUE(ObserveLayers(*f.w, doc, &cap).ok());
     const DistillShape shape{64, 8, 1, 32, 32, 32, t.rope_inv_freq.data()};
     auto d = [](const std::vector<float>& v) {
@@ -88,7 +74,7 @@ TEST(JointLatentTest, AllPairsAndAllValuesReproduceTheLayer) {
     double energy = 0;
     for (double v : cap.y) energy += v * v;
     const double loss =
-        LayerLoss(shape, p, cap.x.data(), cap.y.data(), cap.tokens);
+        LayerLoss(shape, p, cap.x.data(), cap.y.data(), cap.last_tokens);
     EXPECT_LT(loss, 1e-9 * energy) << "layer " << l;
   }
 }

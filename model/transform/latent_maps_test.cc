@@ -69,22 +69,6 @@ TEST(LatentMapsTest, FullRankMapsKeepEveryLogitShare) {
   }
 }
 
-// Held-out pre-RoPE q/k of one layer, to measure the position-free logit
-// share's error under a rank-n map pair.
-class Capture : public LayerObserver {
- public:
-  explicit Capture(int layer) : layer_(layer) {}
-  void Observe(const LayerActivations& a) override {
-    if (a.layer != layer_) return;
-    q.insert(q.end(), a.q, a.q + a.tokens * 8 * 8);
-    k.insert(k.end(), a.k, a.k + a.tokens * 4 * 8);
-    tokens += a.tokens;
-  }
-  int layer_;
-  int64_t tokens = 0;
-  std::vector<double> q, k;
-};
-
 TEST(LatentMapsTest, WhitenedTruncationBeatsKeyPcaOnHeldOutLogits) {
   auto w = Load(Stories260kDir());
   ASSERT_TRUE(w);
@@ -92,7 +76,7 @@ TEST(LatentMapsTest, WhitenedTruncationBeatsKeyPcaOnHeldOutLogits) {
   const int layer = 2, n = 2;  // 6 free channels compressed to 2
   LatentLayerMaps m;
   ASSERT_TRUE(BuildKeyMaps(*w, layer, stats[layer], {0}, 2 + n, &m).ok());
-  Capture cap(layer);
+  testing::LayerCapture cap(layer);
   ASSERT_TRUE(ObserveLayers(*w, Stories260kDocs(1000, 20), &cap).ok());
   const std::vector<int> free = {1, 2, 3, 5, 6, 7};
   // Plain PCA: top-n eigenvectors of the KV head's E[k_P k_P^T], same map

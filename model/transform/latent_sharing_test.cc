@@ -23,20 +23,6 @@ using testing::Stories260kDir;
 using testing::Stories260kDocs;
 constexpr auto Load = testing::LoadOrNull;
 
-class QkCapture : public LayerObserver {
- public:
-  explicit QkCapture(int layer) : layer_(layer) {}
-  void Observe(const LayerActivations& a) override {
-    if (a.layer != layer_) return;
-    q.insert(q.end(), a.q, a.q + a.tokens * 8 * 8);
-    k.insert(k.end(), a.k, a.k + a.tokens * 4 * 8);
-    tokens += a.tokens;
-  }
-  int layer_;
-  int64_t tokens = 0;
-  std::vector<double> q, k;
-};
-
 TEST(LatentSharingTest, KeySpectrumTailIsTheWhitenedMapsLogitError) {
   auto w = Load(Stories260kDir());
   ASSERT_TRUE(w);
@@ -46,7 +32,7 @@ TEST(LatentSharingTest, KeySpectrumTailIsTheWhitenedMapsLogitError) {
   auto stats = Calibrate(*w, docs, co);
   ASSERT_TRUE(stats.ok()) << stats.status();
   const int l = 2, g = 1;
-  QkCapture cap(l);
+  testing::LayerCapture cap(l);
   ASSERT_TRUE(ObserveLayers(*w, docs, &cap).ok());
   // Pair 1 keeps RoPE: channels 1 and 5; the other 6 are position-free.
   const std::vector<int> free = {0, 2, 3, 4, 6, 7};

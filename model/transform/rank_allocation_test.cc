@@ -159,22 +159,6 @@ TEST(RankAllocationTest, ParsesWeights) {
             absl::StatusCode::kInvalidArgument);
 }
 
-// The normed input and the attention output of one layer.
-class Capture : public LayerObserver {
- public:
-  explicit Capture(int layer) : layer_(layer) {}
-  void Observe(const LayerActivations& a) override {
-    if (a.layer != layer_) return;
-    const int64_t size = a.tokens * 64;
-    x.assign(a.input, a.input + size);
-    y.assign(a.output, a.output + size);
-    tokens = a.tokens;
-  }
-  int layer_;
-  int64_t tokens = 0;
-  std::vector<double> x, y;
-};
-
 TEST(RankAllocationTest, CurvesEqualTheConvertedLayersOutputError) {
   auto w = Load(Stories260kDir());
   ASSERT_TRUE(w);
@@ -207,7 +191,7 @@ TEST(RankAllocationTest, CurvesEqualTheConvertedLayersOutputError) {
     // the 8 channels (checked against the converted layer below).
     EXPECT_LT(c.value.back(), 1e-12 * scale);
     EXPECT_GT(c.key[0].back(), 1e-6 * scale);
-    Capture cap(l);
+    testing::LayerCapture cap(l);
     ASSERT_TRUE(ObserveLayers(*w, doc, &cap).ok());
     // Each point against the converted layer at that rank.
     // (Value points with every pair rotary: the curve's exact keys.)
@@ -227,7 +211,7 @@ TEST(RankAllocationTest, CurvesEqualTheConvertedLayersOutputError) {
       };
       const LayerParams<double> p{d(t.q), d(t.k), d(t.v), d(t.o)};
       const double loss =
-          LayerLoss(shape, p, cap.x.data(), cap.y.data(), cap.tokens);
+          LayerLoss(shape, p, cap.x.data(), cap.y.data(), cap.last_tokens);
       EXPECT_NEAR(curve, loss, 1e-5 * scale)
           << "layer " << l << " d_qk " << d_qk << " d_vo " << d_vo;
     };

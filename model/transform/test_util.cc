@@ -47,6 +47,16 @@ KvLatentOptions PartialLatentOptions(int calib_lines) {
   return o;
 }
 
+void LayerCapture::Observe(const LayerActivations& a) {
+  if (a.layer != layer_) return;
+  q.insert(q.end(), a.q, a.q + a.tokens * 8 * 8);
+  k.insert(k.end(), a.k, a.k + a.tokens * 4 * 8);
+  tokens += a.tokens;
+  x.assign(a.input, a.input + a.tokens * 64);
+  y.assign(a.output, a.output + a.tokens * 64);
+  last_tokens = a.tokens;
+}
+
 std::string TextPath() {
   return std::string(LATENTKV_SHARED_DIR) +
          "/text/tinystories_train_excerpt.txt";

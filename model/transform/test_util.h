@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "model/transform/forward.h"
 #include "model/transform/kv_latent.h"
 #include "model/weights.h"
 
@@ -38,6 +39,21 @@ std::vector<std::vector<int32_t>> Stories260kDocs(int skip, int lines);
 // allocation, no cross-head latent),
 // calibrated on the first `calib_lines` lines.
 KvLatentOptions PartialLatentOptions(int calib_lines);
+
+// One layer's activations, at stories260K's shapes (hidden 64, 8 query
+// heads and 4 KV heads of 8 dims): pre-RoPE q [T, 8, 8] and k [T, 4, 8]
+// appended over every document observed; the normed input x and the
+// attention output y [T, 64] of the last document (its `last_tokens`).
+class LayerCapture : public LayerObserver {
+ public:
+  explicit LayerCapture(int layer) : layer_(layer) {}
+  void Observe(const LayerActivations& a) override;
+  int64_t tokens = 0, last_tokens = 0;
+  std::vector<double> q, k, x, y;
+
+ private:
+  int layer_;
+};
 
 // max |a - b| / max |b| over the vectors (same size required).
 double MaxRelativeError(const std::vector<double>& a,
