@@ -34,11 +34,7 @@ using testing::Stories260kDocs;
 constexpr auto Load = testing::LoadOrNull;
 
 std::vector<LayerStats> Stats(const ModelWeights& w) {
-  CalibrationOptions co;
-  co.attention_scores = false;
-  auto s = Calibrate(w, Stories260kDocs(0, 60), co);
-  EXPECT_TRUE(s.ok()) << s.status();
-  return s.ok() ? *s : std::vector<LayerStats>();
+  return testing::MomentsOrEmpty(w, Stories260kDocs(0, 60));
 }
 
 TEST(LatentMapsTest, FullRankMapsKeepEveryLogitShare) {

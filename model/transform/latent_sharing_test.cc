@@ -27,10 +27,8 @@ TEST(LatentSharingTest, KeySpectrumTailIsTheWhitenedMapsLogitError) {
   auto w = Load(Stories260kDir());
   ASSERT_TRUE(w);
   const auto docs = Stories260kDocs(0, 12);
-  CalibrationOptions co;
-  co.attention_scores = false;
-  auto stats = Calibrate(*w, docs, co);
-  ASSERT_TRUE(stats.ok()) << stats.status();
+  const std::vector<LayerStats> stats = testing::MomentsOrEmpty(*w, docs);
+  ASSERT_EQ(stats.size(), 5u);
   const int l = 2, g = 1;
   testing::LayerCapture cap(l);
   ASSERT_TRUE(ObserveLayers(*w, docs, &cap).ok());
@@ -39,8 +37,8 @@ TEST(LatentSharingTest, KeySpectrumTailIsTheWhitenedMapsLogitError) {
   std::vector<double> cq(36), ck(36);
   for (int i = 0; i < 6; ++i) {
     for (int j = 0; j < 6; ++j) {
-      cq[i * 6 + j] = (*stats)[l].q_moment[g][free[i] * 8 + free[j]];
-      ck[i * 6 + j] = (*stats)[l].k_moment[g][free[i] * 8 + free[j]];
+      cq[i * 6 + j] = stats[l].q_moment[g][free[i] * 8 + free[j]];
+      ck[i * 6 + j] = stats[l].k_moment[g][free[i] * 8 + free[j]];
     }
   }
   auto roots = SymmetricSquareRoots(cq, 6);
@@ -50,7 +48,7 @@ TEST(LatentSharingTest, KeySpectrumTailIsTheWhitenedMapsLogitError) {
   const std::vector<double> tail = Tails(*spectrum);
   for (int n : {1, 2, 4}) {
     LatentLayerMaps m;
-    ASSERT_TRUE(BuildKeyMaps(*w, l, (*stats)[l], {1}, 2 + n, &m).ok());
+    ASSERT_TRUE(BuildKeyMaps(*w, l, stats[l], {1}, 2 + n, &m).ok());
     const double fold = std::sqrt((2.0 + n) / 8.0);  // folded into Q
     // Mean over every (query token, key token) pair, summed over the two
     // query heads of KV head g, of the position-free logit share's error.
@@ -85,15 +83,13 @@ TEST(LatentSharingTest, SharingNeverLosesAndFullRankLosesNothing) {
   auto w = Load(Stories260kDir());
   ASSERT_TRUE(w);
   const auto docs = Stories260kDocs(0, 40);
-  CalibrationOptions co;
-  co.attention_scores = false;
-  auto stats = Calibrate(*w, docs, co);
-  ASSERT_TRUE(stats.ok()) << stats.status();
+  const std::vector<LayerStats> stats = testing::MomentsOrEmpty(*w, docs);
+  ASSERT_EQ(stats.size(), 5u);
   const std::vector<std::vector<int>> kept(5, std::vector<int>{1});
   SharingOptions o;
   o.d_qk = 4;
   o.d_vo = 4;
-  auto r = StudyLatentSharing(*w, docs, *stats, kept, o);
+  auto r = StudyLatentSharing(*w, docs, stats, kept, o);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->size(), 5 * o.alpha_scales.size());
   for (const SharingLayerResult& x : *r) {
@@ -109,7 +105,7 @@ TEST(LatentSharingTest, SharingNeverLosesAndFullRankLosesNothing) {
   }
   o.d_qk = 8;
   o.d_vo = 8;
-  auto full = StudyLatentSharing(*w, docs, *stats, kept, o);
+  auto full = StudyLatentSharing(*w, docs, stats, kept, o);
   ASSERT_TRUE(full.ok()) << full.status();
   for (const SharingLayerResult& x : *full) {
     EXPECT_LT(x.per_head.residual, 1e-9 * x.total);

@@ -162,14 +162,13 @@ TEST(RankAllocationTest, ParsesWeights) {
 TEST(RankAllocationTest, CurvesEqualTheConvertedLayersOutputError) {
   auto w = Load(Stories260kDir());
   ASSERT_TRUE(w);
-  CalibrationOptions co;
-  co.attention_scores = false;
-  auto stats = Calibrate(*w, Stories260kDocs(0, 60), co);
-  ASSERT_TRUE(stats.ok()) << stats.status();
+  const std::vector<LayerStats> stats =
+      testing::MomentsOrEmpty(*w, Stories260kDocs(0, 60));
+  ASSERT_EQ(stats.size(), 5u);
   // One rotary pair per layer (pair 1), head size 8: 6 position-free
   // channels, 8 value dims.
   const std::vector<std::vector<int>> kept(5, std::vector<int>{1});
-  auto full = CalibratedMaps(*w, *stats, kept,
+  auto full = CalibratedMaps(*w, stats, kept,
                              std::vector<LayerRanks>(5, LayerRanks{8, 8}),
                              ValueBasis::kOutputWeighted);
   ASSERT_TRUE(full.ok()) << full.status();
@@ -200,7 +199,7 @@ TEST(RankAllocationTest, CurvesEqualTheConvertedLayersOutputError) {
           5, d_vo == 8 && curve > 0 ? std::vector<int>{1}
                                     : std::vector<int>{0, 1, 2, 3});
       auto maps = CalibratedMaps(
-          *w, *stats, pairs, std::vector<LayerRanks>(5, LayerRanks{d_qk, d_vo}),
+          *w, stats, pairs, std::vector<LayerRanks>(5, LayerRanks{d_qk, d_vo}),
           ValueBasis::kOutputWeighted);
       ASSERT_TRUE(maps.ok()) << maps.status();
       const AttentionTensors t = ApplyLayerMaps(*w, l, (*maps)[l]);

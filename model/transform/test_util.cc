@@ -47,6 +47,15 @@ KvLatentOptions PartialLatentOptions(int calib_lines) {
   return o;
 }
 
+std::vector<LayerStats> MomentsOrEmpty(
+    const ModelWeights& w, const std::vector<std::vector<int32_t>>& docs) {
+  CalibrationOptions co;
+  co.attention_scores = false;
+  auto s = Calibrate(w, docs, co);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return s.ok() ? *s : std::vector<LayerStats>();
+}
+
 void LayerCapture::Observe(const LayerActivations& a) {
   if (a.layer != layer_) return;
   q.insert(q.end(), a.q, a.q + a.tokens * 8 * 8);

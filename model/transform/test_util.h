@@ -40,6 +40,11 @@ std::vector<std::vector<int32_t>> Stories260kDocs(int skip, int lines);
 // calibrated on the first `calib_lines` lines.
 KvLatentOptions PartialLatentOptions(int calib_lines);
 
+// Calibrate(w, docs) without the attention scores (the moments only);
+// empty after a test failure.
+std::vector<LayerStats> MomentsOrEmpty(
+    const ModelWeights& w, const std::vector<std::vector<int32_t>>& docs);
+
 // One layer's activations, at stories260K's shapes (hidden 64, 8 query
 // heads and 4 KV heads of 8 dims): pre-RoPE q [T, 8, 8] and k [T, 4, 8]
 // appended over every document observed; the normed input x and the
