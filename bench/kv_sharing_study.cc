@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   }
   tr::CalibrationOptions co;
   co.attention_scores = false;
+  co.kv_joint_moment = true;
   auto stats = tr::Calibrate(**w, *docs, co);
   if (!stats.ok()) {
     std::fprintf(stderr, "%s\n", stats.status().ToString().c_str());
@@ -62,7 +63,7 @@ int main(int argc, char** argv) {
         tr::RotationPairScores((*stats)[l], (*w)->layers[l].rope_inv_freq, 512),
         rope / 2));
   }
-  auto r = tr::StudyLatentSharing(**w, *docs, *stats, kept, o);
+  auto r = tr::StudyLatentSharing(**w, *stats, kept, o);
   if (!r.ok()) {
     std::fprintf(stderr, "%s\n", r.status().ToString().c_str());
     return 1;

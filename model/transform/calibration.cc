@@ -1,5 +1,7 @@
 #include "model/transform/calibration.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <cmath>
 #include <complex>
@@ -52,6 +54,11 @@ class StatsObserver : public LayerObserver {
       s.k_pair_abs.assign(c.num_kv_heads * half, 0.0);
       s.pair_attn_mag.assign(c.num_heads * half, 0.0);
       s.pair_logit_var.assign(c.num_heads * half, 0.0);
+      if (o.kv_joint_moment) {
+        const size_t dim =
+            static_cast<size_t>(c.num_kv_heads) * (s.d_qk + s.d_vo);
+        s.kv_moment.assign(dim * dim, 0.0);
+      }
     }
   }
 
@@ -106,6 +113,7 @@ class StatsObserver : public LayerObserver {
         }
       }
     }
+    if (!s.kv_moment.empty()) AddJointMoment(a, nkv * d, nkv * dvo, &s);
     if (a.probs == nullptr) return;
     const double scale = 1.0 / std::sqrt(static_cast<double>(d));
     std::vector<double> mean(half), m2(half), kmag(half);
@@ -139,6 +147,20 @@ class StatsObserver : public LayerObserver {
     }
   }
 
+  // kv_moment += f f^T summed over the tokens, f = [k (kd); v (vd)].
+  static void AddJointMoment(const LayerActivations& a, int kd, int vd,
+                             LayerStats* s) {
+    const int dim = kd + vd;
+    std::vector<double> x(static_cast<size_t>(a.tokens) * dim);
+    for (int64_t t = 0; t < a.tokens; ++t) {
+      std::copy(a.k + t * kd, a.k + (t + 1) * kd, &x[t * dim]);
+      std::copy(a.v + t * vd, a.v + (t + 1) * vd, &x[t * dim + kd]);
+    }
+    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dim, dim,
+                static_cast<int>(a.tokens), 1.0, x.data(), dim, x.data(), dim,
+                1.0, s->kv_moment.data(), dim);
+  }
+
   std::vector<LayerStats> Finish() {
     for (LayerStats& s : stats_) {
       if (s.tokens == 0) continue;
@@ -152,6 +174,7 @@ class StatsObserver : public LayerObserver {
           }
         }
       }
+      for (double& x : s.kv_moment) x *= inv;
       for (auto& m : s.k_pair_moment) {
         for (auto& x : m) x *= inv;
       }

@@ -44,6 +44,9 @@ struct CalibrationOptions {
   // Accumulate the attention-weighted pair scores (pair_logit_var,
   // pair_attn_mag); costs H * T^2 * d/2 per layer. Default on.
   bool attention_scores = true;
+  // Accumulate LayerStats::kv_moment (the joint key/value moment of all KV
+  // heads, for cross-head latents). Default off.
+  bool kv_joint_moment = false;
 };
 
 // Means over the calibration tokens of one layer. Shapes use the notation
@@ -62,6 +65,9 @@ struct LayerStats {
   // position-free key compression (latent_maps.h).
   std::vector<std::vector<double>> k_moment;
   std::vector<std::vector<double>> q_moment;
+  // [K*(d + d_vo)]^2: E[f f^T], f = [k of every KV head; v of every KV
+  // head] (pre-RoPE), when CalibrationOptions::kv_joint_moment; else empty.
+  std::vector<double> kv_moment;
   std::vector<double> q_pair_abs;  // [H, d/2]: E|q pair j| (pre-RoPE)
   std::vector<double> k_pair_abs;  // [K, d/2]: E|k pair j| (pre-RoPE)
   // [H, d/2]: E_t[sum_s p(t,s) |q_t pair j| |k_s pair j|] with p the head's

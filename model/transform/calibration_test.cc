@@ -116,6 +116,25 @@ TEST(CalibrationTest, GroupMomentsContainPerHeadMoments) {
   for (double x : a.pair_logit_var) EXPECT_GE(x, 0.0);
   for (double x : a.pair_attn_mag) EXPECT_GT(x, 0.0);
   for (double x : b.pair_logit_var) EXPECT_EQ(x, 0.0);  // not requested
+  EXPECT_TRUE(a.kv_moment.empty());                     // not requested
+  // The joint key/value moment [4*(8+8)]^2 holds every per-head moment on
+  // its diagonal blocks: keys at 8g, values at 32 + 8g.
+  co.kv_group_size = 1;
+  co.kv_joint_moment = true;
+  auto joint = Calibrate(**w, *docs, co);
+  ASSERT_TRUE(joint.ok());
+  const LayerStats& j2 = (*joint)[2];
+  ASSERT_EQ(j2.kv_moment.size(), 64u * 64u);
+  for (int g = 0; g < 4; ++g) {
+    for (int r = 0; r < 8; ++r) {
+      for (int c = 0; c < 8; ++c) {
+        EXPECT_NEAR(j2.kv_moment[(8 * g + r) * 64 + 8 * g + c],
+                    a.k_moment[g][r * 8 + c], 1e-12);
+        EXPECT_NEAR(j2.kv_moment[(32 + 8 * g + r) * 64 + 32 + 8 * g + c],
+                    a.v_moment[g][r * 8 + c], 1e-12);
+      }
+    }
+  }
   co.kv_group_size = 3;
   EXPECT_EQ(Calibrate(**w, *docs, co).status().code(),
             absl::StatusCode::kInvalidArgument);

@@ -187,4 +187,40 @@ absl::StatusOr<std::vector<double>> SolveSymmetricPositive(
   return out;
 }
 
+std::vector<double> SquareSubmatrix(const std::vector<double>& a, int n,
+                                    const std::vector<int>& idx) {
+  const size_t m = idx.size();
+  std::vector<double> out(m * m);
+  for (size_t r = 0; r < m; ++r) {
+    for (size_t c = 0; c < m; ++c) {
+      out[r * m + c] = a[static_cast<size_t>(idx[r]) * n + idx[c]];
+    }
+  }
+  return out;
+}
+
+void PutDiagonalBlock(const std::vector<double>& b, int m, int at, int n,
+                      std::vector<double>* a) {
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < m; ++j) {
+      (*a)[static_cast<size_t>(at + i) * n + at + j] =
+          b[static_cast<size_t>(i) * m + j];
+    }
+  }
+}
+
+absl::StatusOr<std::vector<double>> TopEigenRows(const std::vector<double>& a,
+                                                 int n, int k) {
+  auto e = TopEigenSymmetric(a, n, k);
+  if (!e.ok()) return e.status();
+  std::vector<double> rows(static_cast<size_t>(k) * n);
+  for (int i = 0; i < k; ++i) {
+    for (int j = 0; j < n; ++j) {
+      rows[static_cast<size_t>(i) * n + j] =
+          e->vectors[static_cast<size_t>(j) * k + i];
+    }
+  }
+  return rows;
+}
+
 }  // namespace latentkv::model::transform

@@ -51,6 +51,22 @@ std::vector<double> DenseProduct(const std::vector<double>& a,
                                  const std::vector<double>& b, int n, int k,
                                  int m);
 
+// The [idx.size()]^2 submatrix of `a` [n, n] (row-major) on rows and
+// columns `idx`.
+std::vector<double> SquareSubmatrix(const std::vector<double>& a, int n,
+                                    const std::vector<int>& idx);
+
+// Writes `b` [m, m] into `a` [n, n] (row-major) at rows and columns
+// at .. at + m - 1 (a block of a block-diagonal matrix).
+void PutDiagonalBlock(const std::vector<double>& b, int m, int at, int n,
+                      std::vector<double>* a);
+
+// The top `k` eigenvectors of symmetric `a` [n, n] as rows: [k, n]
+// row-major (row i is eigenvector i, largest eigenvalue first). Errors:
+// those of TopEigenSymmetric.
+absl::StatusOr<std::vector<double>> TopEigenRows(const std::vector<double>& a,
+                                                 int n, int k);
+
 // Solves a x = b for x with `a` [n, n] symmetric positive definite
 // (row-major) and b [n, nrhs] row-major (Cholesky, LAPACK dposv); returns x
 // [n, nrhs]. Errors: InvalidArgument for bad sizes, FailedPrecondition when

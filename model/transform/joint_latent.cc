@@ -1,115 +1,37 @@
 #include "model/transform/joint_latent.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "model/transform/eigen.h"
-#include "model/transform/forward.h"
 
 namespace latentkv::model::transform {
-namespace {
 
 using Vec = std::vector<double>;
 
-class JointMoments : public LayerObserver {
- public:
-  explicit JointMoments(const ModelConfig& c) : c_(c), sums_(c.num_layers) {}
-
-  void Observe(const LayerActivations& a) override {
-    const int l = a.layer, nkv = c_.num_kv_heads;
-    const int kd = nkv * c_.qk_head_dim[l], vd = nkv * c_.vo_head_dim[l];
-    const int dim = kd + vd;
-    Vec x(static_cast<size_t>(a.tokens) * dim);
-    for (int64_t t = 0; t < a.tokens; ++t) {
-      std::copy(a.k + t * kd, a.k + (t + 1) * kd, &x[t * dim]);
-      std::copy(a.v + t * vd, a.v + (t + 1) * vd, &x[t * dim + kd]);
-    }
-    Vec& s = sums_[l];
-    s.resize(static_cast<size_t>(dim) * dim, 0.0);
-    cblas_dgemm(CblasRowMajor, CblasTrans, CblasNoTrans, dim, dim,
-                static_cast<int>(a.tokens), 1.0, x.data(), dim, x.data(), dim,
-                1.0, s.data(), dim);
-    if (l == 0) tokens_ += a.tokens;
-  }
-
-  std::vector<Vec> Means() && {
-    for (Vec& s : sums_) {
-      for (double& x : s) x /= static_cast<double>(tokens_);
-    }
-    return std::move(sums_);
-  }
-
- private:
-  const ModelConfig& c_;
-  std::vector<Vec> sums_;
-  int64_t tokens_ = 0;
-};
-
-Vec Sub(const Vec& a, int n, const std::vector<int>& idx) {
-  Vec out(idx.size() * idx.size());
-  for (size_t i = 0; i < idx.size(); ++i) {
-    for (size_t j = 0; j < idx.size(); ++j) {
-      out[i * idx.size() + j] = a[static_cast<size_t>(idx[i]) * n + idx[j]];
-    }
-  }
-  return out;
-}
-
-// Columns of the top-k eigenvectors of `m` [n, n] as rows: [k, n].
-absl::StatusOr<Vec> TopRows(const Vec& m, int n, int k) {
-  auto e = TopEigenSymmetric(m, n, k);
-  if (!e.ok()) return e.status();
-  Vec vt(static_cast<size_t>(k) * n);
-  for (int i = 0; i < k; ++i) {
-    for (int j = 0; j < n; ++j) {
-      vt[static_cast<size_t>(i) * n + j] =
-          e->vectors[static_cast<size_t>(j) * k + i];
-    }
-  }
-  return vt;
-}
-
-}  // namespace
-
-absl::StatusOr<std::vector<std::vector<double>>> JointKvMoments(
-    const ModelWeights& w, absl::Span<const std::vector<int32_t>> docs) {
-  JointMoments moments(w.config);
-  absl::Status s = ObserveLayers(w, docs, &moments);
-  if (!s.ok()) return s;
-  return std::move(moments).Means();
-}
-
 absl::StatusOr<LatentLayerMaps> BuildJointLayerMaps(
     const ModelWeights& w, int layer, const LayerStats& stats,
-    const std::vector<double>& moment, const std::vector<int>& kept, int d_qk,
-    int d_vo) {
+    const std::vector<int>& kept, int d_qk, int d_vo) {
   const ModelConfig& c = w.config;
   const int nkv = c.num_kv_heads, nh = c.num_heads, group = nh / nkv;
   const int hs = c.qk_head_dim[layer], hv = c.vo_head_dim[layer];
   const int half = hs / 2, r = static_cast<int>(kept.size());
   const int rope = nkv * 2 * r, n = d_qk - rope;
-  std::vector<int> free;
-  for (int j = 0; j < half; ++j) {
-    if (!std::binary_search(kept.begin(), kept.end(), j)) {
-      free.push_back(j);
-      free.push_back(j + half);
-    }
-  }
-  std::sort(free.begin(), free.end());
+  const std::vector<int> free = PositionFreeChannels(kept, hs);
   const int m = static_cast<int>(free.size()), km = nkv * m, vm = nkv * hv;
   const int dim = nkv * (hs + hv);
   if (n < 0 || n > km || n % 2 != 0 || d_vo < 1 || d_vo > vm ||
-      moment.size() != static_cast<size_t>(dim) * dim ||
+      stats.kv_moment.size() != static_cast<size_t>(dim) * dim ||
       stats.q_moment.size() != static_cast<size_t>(nkv)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "cross-head kv-latent: layer ", layer, ": d_qk ", d_qk, " with ", rope,
         " rotary dims leaves ", n, " position-free dims (at most ", km,
-        ", even), d_vo ", d_vo, " (at most ", vm, ")"));
+        ", even), d_vo ", d_vo, " (at most ", vm, "), joint moment of ", dim,
+        " dims"));
   }
+  const Vec& moment = stats.kv_moment;
   LatentLayerMaps maps;
   maps.d_qk = d_qk;
   maps.d_vo = d_vo;
@@ -128,22 +50,18 @@ absl::StatusOr<LatentLayerMaps> BuildJointLayerMaps(
     for (int g = 0; g < nkv; ++g) {
       for (int p : free) kidx.push_back(g * hs + p);
     }
-    const Vec ck = Sub(moment, dim, kidx);
+    const Vec ck = SquareSubmatrix(moment, dim, kidx);
     Vec cq(static_cast<size_t>(km) * km, 0.0);
     for (int g = 0; g < nkv; ++g) {
-      const Vec block = Sub(stats.q_moment[g], hs, free);
-      for (int i = 0; i < m; ++i) {
-        for (int j = 0; j < m; ++j) {
-          cq[static_cast<size_t>(g * m + i) * km + g * m + j] =
-              block[i * m + j];
-        }
-      }
+      PutDiagonalBlock(SquareSubmatrix(stats.q_moment[g], hs, free), m, g * m,
+                       km, &cq);
     }
     auto roots = SymmetricSquareRoots(ck, km, 1e-10);
     if (!roots.ok()) return roots.status();
-    auto vt = TopRows(DenseProduct(DenseProduct(roots->sqrt, cq, km, km, km),
-                                   roots->sqrt, km, km, km),
-                      km, n);
+    auto vt =
+        TopEigenRows(DenseProduct(DenseProduct(roots->sqrt, cq, km, km, km),
+                                  roots->sqrt, km, km, km),
+                     km, n);
     if (!vt.ok()) return vt.status();
     a = DenseProduct(*vt, roots->inv_sqrt, n, km, km);
     b = DenseProduct(*vt, roots->sqrt, n, km, km);
@@ -176,28 +94,19 @@ absl::StatusOr<LatentLayerMaps> BuildJointLayerMaps(
   }
   // Joint values in the block-diagonal output metric S.
   Vec sm(static_cast<size_t>(vm) * vm, 0.0);
-  const float* o = w.layers[layer].o_proj.f32();
-  const int64_t cols = int64_t{nh} * hv;
-  for (int h = 0; h < nh; ++h) {
-    const int at = (h / group) * hv;
-    for (int64_t row = 0; row < c.hidden_size; ++row) {
-      const float* x = o + row * cols + int64_t{h} * hv;
-      for (int i = 0; i < hv; ++i) {
-        for (int e = 0; e < hv; ++e) {
-          sm[static_cast<size_t>(at + i) * vm + at + e] += x[i] * x[e];
-        }
-      }
-    }
+  for (int g = 0; g < nkv; ++g) {
+    PutDiagonalBlock(OutputMetric(w, layer, g * group, group), hv, g * hv, vm,
+                     &sm);
   }
   std::vector<int> vidx(vm);
   for (int i = 0; i < vm; ++i) vidx[i] = nkv * hs + i;
   auto roots = SymmetricSquareRoots(sm, vm);
   if (!roots.ok()) return roots.status();
-  auto vt =
-      TopRows(DenseProduct(
-                  DenseProduct(roots->sqrt, Sub(moment, dim, vidx), vm, vm, vm),
-                  roots->sqrt, vm, vm, vm),
-              vm, d_vo);
+  auto vt = TopEigenRows(
+      DenseProduct(DenseProduct(roots->sqrt, SquareSubmatrix(moment, dim, vidx),
+                                vm, vm, vm),
+                   roots->sqrt, vm, vm, vm),
+      vm, d_vo);
   if (!vt.ok()) return vt.status();
   maps.v.assign(1, DenseProduct(*vt, roots->sqrt, d_vo, vm, vm));  // V^T S^½
   // B = S^-1/2 V [vm, d_vo]; query head h reads its KV head's rows.

@@ -30,27 +30,20 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/types/span.h"
 #include "model/transform/calibration.h"
 #include "model/transform/latent_maps.h"
 #include "model/weights.h"
 
 namespace latentkv::model::transform {
 
-// Per layer, E[f f^T] with f = [k of every KV head; v of every KV head]
-// (pre-RoPE, [K*(hs + hv)]^2 row-major), a mean over the documents' tokens.
-// Errors: those of the forward.
-absl::StatusOr<std::vector<std::vector<double>>> JointKvMoments(
-    const ModelWeights& w, absl::Span<const std::vector<int32_t>> docs);
-
 // Layer `layer`'s cross-head maps: `kept` its rotary pairs (ascending, R/2),
-// `stats` its LayerStats (q_moment), `moment` its JointKvMoments entry;
+// `stats` its LayerStats (q_moment, and kv_moment: Calibrate with
+// kv_joint_moment);
 // d_qk = K*R + position-free dims (even), d_vo value dims. Errors:
 // InvalidArgument (dims beyond what the source holds), the eigensolver's.
 absl::StatusOr<LatentLayerMaps> BuildJointLayerMaps(
     const ModelWeights& w, int layer, const LayerStats& stats,
-    const std::vector<double>& moment, const std::vector<int>& kept, int d_qk,
-    int d_vo);
+    const std::vector<int>& kept, int d_qk, int d_vo);
 
 }  // namespace latentkv::model::transform
 

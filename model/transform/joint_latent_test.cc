@@ -32,30 +32,23 @@ constexpr auto Load = testing::LoadOrNull;
 
 struct Fixture {
   std::unique_ptr<ModelWeights> w;
-  std::vector<LayerStats> stats;
-  std::vector<std::vector<double>> moments;
+  std::vector<LayerStats> stats;  // with the joint moments
 };
 
 Fixture Make() {
   Fixture f;
   f.w = Load(Stories260kDir());
-  if (!f.w) return f;
-  const auto docs = Stories260kDocs(0, 40);
-  f.stats = testing::MomentsOrEmpty(*f.w, docs);
-  auto moments = JointKvMoments(*f.w, docs);
-  EXPECT_TRUE(moments.ok()) << moments.status();
-  if (moments.ok()) f.moments = *moments;
+  if (f.w) f.stats = testing::MomentsOrEmpty(*f.w, Stories260kDocs(0, 40));
   return f;
 }
 
 TEST(JointLatentTest, AllPairsAndAllValuesReproduceTheLayer) {
   Fixture f = Make();
-  ASSERT_TRUE(f.w && f.stats.size() == 5 && f.moments.size() == 5);
+  ASSERT_TRUE(f.w && f.stats.size() == 5);
   const auto doc = Stories260kDocs(500, 1);
   for (int l : {0, 4}) {
     // 4 heads x 4 pairs rotary (32 dims), no position-free dims; 32 values.
-    auto m = BuildJointLayerMaps(*f.w, l, f.stats[l], f.moments[l],
-                                 {0, 1, 2, 3}, 32, 32);
+    auto m = BuildJointLayerMaps(*f.w, l, f.stats[l], {0, 1, 2, 3}, 32, 32);
     ASSERT_TRUE(m.ok()) << m.status();
     ASSERT_EQ(m->k.size(), 1u);
     ASSERT_EQ(m->inv_freq.size(), 16u);
@@ -78,10 +71,10 @@ TEST(JointLatentTest, AllPairsAndAllValuesReproduceTheLayer) {
 
 TEST(JointLatentTest, FullRankKeysKeepEachHeadsOwnLogitShare) {
   Fixture f = Make();
-  ASSERT_TRUE(f.w && f.stats.size() == 5 && f.moments.size() == 5);
+  ASSERT_TRUE(f.w && f.stats.size() == 5);
   // Pair 1 rotary in every head (8 dims), the other 6 channels of each of the
   // 4 heads position-free at full rank (24 dims).
-  auto m = BuildJointLayerMaps(*f.w, 2, f.stats[2], f.moments[2], {1}, 32, 8);
+  auto m = BuildJointLayerMaps(*f.w, 2, f.stats[2], {1}, 32, 8);
   ASSERT_TRUE(m.ok()) << m.status();
   const std::vector<int> free = {0, 2, 3, 4, 6, 7};
   const double scale = std::sqrt(32.0 / 8.0);
@@ -100,10 +93,8 @@ TEST(JointLatentTest, FullRankKeysKeepEachHeadsOwnLogitShare) {
       }
     }
   }
-  EXPECT_FALSE(
-      BuildJointLayerMaps(*f.w, 2, f.stats[2], f.moments[2], {1}, 34, 8).ok());
-  EXPECT_FALSE(
-      BuildJointLayerMaps(*f.w, 2, f.stats[2], f.moments[2], {1}, 16, 33).ok());
+  EXPECT_FALSE(BuildJointLayerMaps(*f.w, 2, f.stats[2], {1}, 34, 8).ok());
+  EXPECT_FALSE(BuildJointLayerMaps(*f.w, 2, f.stats[2], {1}, 16, 33).ok());
 }
 
 TEST(JointLatentTest, OneLatentHeadBeatsPerHeadLatentsAtTheSameBytes) {

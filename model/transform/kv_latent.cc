@@ -68,12 +68,12 @@ ModelConfig LatentConfig(const ModelConfig& src, int d_qk, int d_vo) {
 
 // The value maps of one KV head: A [d_vo, hv] and B [hv, d_vo] with
 // W_v' = A W_v(head) and W_o'[:, h] = W_o[:, h] B for its query heads
-// first_head .. first_head + heads - 1. `moment` is E[v v^T] [hv, hv]; `o` is
-// W_o [hidden, cols].
-absl::Status ValueMaps(const std::vector<double>& moment, const float* o,
-                       int64_t cols, int64_t hidden, int first_head, int heads,
-                       int hv, int d_vo, ValueBasis basis,
-                       std::vector<double>* a, std::vector<double>* b) {
+// first_head .. first_head + heads - 1 of `layer`. `moment` is E[v v^T]
+// [hv, hv].
+absl::Status ValueMaps(const std::vector<double>& moment, const ModelWeights& w,
+                       int layer, int first_head, int heads, int hv, int d_vo,
+                       ValueBasis basis, std::vector<double>* a,
+                       std::vector<double>* b) {
   a->assign(static_cast<size_t>(d_vo) * hv, 0.0);
   b->assign(static_cast<size_t>(hv) * d_vo, 0.0);
   if (basis == ValueBasis::kPca) {
@@ -87,15 +87,7 @@ absl::Status ValueMaps(const std::vector<double>& moment, const float* o,
     return absl::OkStatus();
   }
   // S = sum_h W_o,h^T W_o,h, and S^(1/2), S^(-1/2) from its eigenpairs.
-  std::vector<double> sm(static_cast<size_t>(hv) * hv, 0.0);
-  for (int head = first_head; head < first_head + heads; ++head) {
-    for (int64_t r = 0; r < hidden; ++r) {
-      const float* row = o + r * cols + int64_t{head} * hv;
-      for (int i = 0; i < hv; ++i) {
-        for (int e = 0; e < hv; ++e) sm[i * hv + e] += row[i] * row[e];
-      }
-    }
-  }
+  const std::vector<double> sm = OutputMetric(w, layer, first_head, heads);
   auto roots = SymmetricSquareRoots(sm, hv);
   if (!roots.ok()) return roots.status();
   const std::vector<double>& sh = roots->sqrt;
@@ -154,18 +146,15 @@ absl::StatusOr<std::vector<LayerRanks>> AllocatedDims(
 }
 
 // The cross-head maps of every layer (joint_latent.h) at the bytes of
-// per-head d_qk / d_vo.
+// per-head d_qk / d_vo; `stats` with the joint moments.
 absl::StatusOr<std::vector<LatentLayerMaps>> JointMaps(
-    const ModelWeights& w, const std::vector<std::vector<int32_t>>& docs,
-    const std::vector<LayerStats>& stats,
+    const ModelWeights& w, const std::vector<LayerStats>& stats,
     const std::vector<std::vector<int>>& kept, int d_qk, int d_vo) {
-  auto moments = JointKvMoments(w, docs);
-  if (!moments.ok()) return moments.status();
   const int nkv = w.config.num_kv_heads;
   std::vector<LatentLayerMaps> out;
   for (int l = 0; l < w.config.num_layers; ++l) {
-    auto m = BuildJointLayerMaps(w, l, stats[l], (*moments)[l], kept[l],
-                                 nkv * d_qk, nkv * d_vo);
+    auto m =
+        BuildJointLayerMaps(w, l, stats[l], kept[l], nkv * d_qk, nkv * d_vo);
     if (!m.ok()) return m.status();
     out.push_back(std::move(*m));
   }
@@ -263,7 +252,6 @@ absl::StatusOr<std::vector<LatentLayerMaps>> CalibratedMaps(
   }
   absl::Status s = CheckSource(c);
   if (!s.ok()) return s;
-  const int64_t h = c.hidden_size;
   const int nh = c.num_heads, nkv = c.num_kv_heads, group = nh / nkv;
   std::vector<LatentLayerMaps> out(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
@@ -287,8 +275,7 @@ absl::StatusOr<std::vector<LatentLayerMaps>> CalibratedMaps(
     m.o.resize(nh);
     for (int kvh = 0; kvh < nkv; ++kvh) {
       std::vector<double> am, bm;
-      s = ValueMaps(st.v_moment[kvh], w.layers[l].o_proj.f32(),
-                    int64_t{nh} * hv, h, kvh * group, group, hv, d_vo, basis,
+      s = ValueMaps(st.v_moment[kvh], w, l, kvh * group, group, hv, d_vo, basis,
                     &am, &bm);
       if (!s.ok()) return s;
       m.v[kvh] = std::move(am);
@@ -384,6 +371,7 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     CalibrationOptions co;
     co.attention_scores = crit == PairCriterion::kLogitVariance ||
                           crit == PairCriterion::kAttentionMagnitude;
+    co.kv_joint_moment = options.joint_heads;
     auto stats = Calibrate(**w, *docs, co);
     if (!stats.ok()) return stats.status();
     std::vector<std::vector<std::vector<int>>> kept_by_rope;
@@ -419,7 +407,7 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     }
     auto maps =
         options.joint_heads
-            ? JointMaps(**w, *docs, *stats, kept, options.d_qk, options.d_vo)
+            ? JointMaps(**w, *stats, kept, options.d_qk, options.d_vo)
             : CalibratedMaps(**w, *stats, kept, dims, options.value_basis);
     if (!maps.ok()) return maps.status();
     if (options.joint_heads) config.num_kv_heads = 1;

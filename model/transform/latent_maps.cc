@@ -34,19 +34,6 @@ std::vector<float> MapRows(const float* src, int64_t cols, int hs,
   return out;
 }
 
-// The [m, m] submatrix of `full` [d, d] on channels `idx`.
-std::vector<double> Sub(const std::vector<double>& full, int d,
-                        const std::vector<int>& idx) {
-  const size_t m = idx.size();
-  std::vector<double> out(m * m);
-  for (size_t r = 0; r < m; ++r) {
-    for (size_t c = 0; c < m; ++c) {
-      out[r * m + c] = full[static_cast<size_t>(idx[r]) * d + idx[c]];
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 std::vector<double> RotationPairScores(const LayerStats& s,
@@ -86,7 +73,6 @@ absl::Status BuildKeyMaps(const ModelWeights& w, int layer, const LayerStats& s,
   const ModelConfig& c = w.config;
   const int hs = c.qk_head_dim[layer], half = hs / 2;
   const int r = static_cast<int>(kept.size()), rope = 2 * r, n = d_qk - rope;
-  std::vector<bool> is_kept(half, false);
   for (size_t i = 0; i < kept.size(); ++i) {
     const int j = kept[i];
     if (j < 0 || j >= half || (i > 0 && j <= kept[i - 1])) {
@@ -96,16 +82,8 @@ absl::Status BuildKeyMaps(const ModelWeights& w, int layer, const LayerStats& s,
                        "and below ",
                        half, "; got ", j, " at ", i));
     }
-    is_kept[j] = true;
   }
-  std::vector<int> free;  // P: channels that lose RoPE
-  for (int j = 0; j < half; ++j) {
-    if (!is_kept[j]) {
-      free.push_back(j);
-      free.push_back(j + half);
-    }
-  }
-  std::sort(free.begin(), free.end());
+  const std::vector<int> free = PositionFreeChannels(kept, hs);  // P
   const int m = static_cast<int>(free.size());
   if (n < 0 || n > m || d_qk <= 0) {
     return absl::InvalidArgumentError(
@@ -132,21 +110,15 @@ absl::Status BuildKeyMaps(const ModelWeights& w, int layer, const LayerStats& s,
   for (int g = 0; g < c.num_kv_heads; ++g) {
     std::vector<double> a, b;  // [n, m]
     if (n > 0) {
-      const std::vector<double> ck = Sub(s.k_moment[g], hs, free);
-      const std::vector<double> cq = Sub(s.q_moment[g], hs, free);
+      const std::vector<double> ck = SquareSubmatrix(s.k_moment[g], hs, free);
+      const std::vector<double> cq = SquareSubmatrix(s.q_moment[g], hs, free);
       auto roots = SymmetricSquareRoots(ck, m, 1e-10);
       if (!roots.ok()) return roots.status();
       const std::vector<double> mm = DenseProduct(
           DenseProduct(roots->sqrt, cq, m, m, m), roots->sqrt, m, m, m);
-      auto e = TopEigenSymmetric(mm, m, n);
-      if (!e.ok()) return e.status();
-      std::vector<double> vt(static_cast<size_t>(n) * m);  // V_n^T
-      for (int i = 0; i < n; ++i) {
-        for (int j = 0; j < m; ++j) {
-          vt[static_cast<size_t>(i) * m + j] =
-              e->vectors[static_cast<size_t>(j) * n + i];
-        }
-      }
+      auto rows = TopEigenRows(mm, m, n);  // V_n^T
+      if (!rows.ok()) return rows.status();
+      const std::vector<double>& vt = *rows;
       a = DenseProduct(vt, roots->inv_sqrt, n, m, m);
       b = DenseProduct(vt, roots->sqrt, n, m, m);
     }
@@ -168,6 +140,35 @@ absl::Status BuildKeyMaps(const ModelWeights& w, int layer, const LayerStats& s,
       fill(maps->q[h], b, scale);
   }
   return absl::OkStatus();
+}
+
+std::vector<int> PositionFreeChannels(const std::vector<int>& kept, int hs) {
+  const int half = hs / 2;
+  std::vector<int> free;
+  for (int j = 0; j < half; ++j) {
+    if (!std::binary_search(kept.begin(), kept.end(), j)) free.push_back(j);
+  }
+  const size_t pairs = free.size();
+  for (size_t i = 0; i < pairs; ++i) free.push_back(free[i] + half);
+  return free;
+}
+
+std::vector<double> OutputMetric(const ModelWeights& w, int layer,
+                                 int first_head, int heads) {
+  const ModelConfig& c = w.config;
+  const int hv = c.vo_head_dim[layer];
+  const int64_t cols = int64_t{c.num_heads} * hv;
+  const float* o = w.layers[layer].o_proj.f32();
+  std::vector<double> s(static_cast<size_t>(hv) * hv, 0.0);
+  for (int h = first_head; h < first_head + heads; ++h) {
+    for (int64_t r = 0; r < c.hidden_size; ++r) {
+      const float* row = o + r * cols + int64_t{h} * hv;
+      for (int i = 0; i < hv; ++i) {
+        for (int e = 0; e < hv; ++e) s[i * hv + e] += row[i] * row[e];
+      }
+    }
+  }
+  return s;
 }
 
 std::vector<double> MapHeads(const double* in, int64_t n, int in_heads, int hs,

@@ -62,6 +62,18 @@ std::vector<double> RotationPairScores(const LayerStats& s,
 // The `count` highest-scoring pair indices, ascending.
 std::vector<int> TopPairs(const std::vector<double>& scores, int count);
 
+// The channels of a source q/k head of width hs that lose RoPE when
+// `kept` (ascending pair indices below hs/2) keep it: both channels of every
+// other pair, ascending.
+std::vector<int> PositionFreeChannels(const std::vector<int>& kept, int hs);
+
+// The output metric of query heads first_head .. first_head + heads - 1 of
+// `layer`: sum over them of W_o,h^T W_o,h [hs_vo, hs_vo] (W_o,h the head's
+// columns of o_proj, f32): the squared output error of a value error e is
+// e^T S e.
+std::vector<double> OutputMetric(const ModelWeights& w, int layer,
+                                 int first_head, int heads);
+
 // Fills maps->q, ->k, ->inv_freq, ->d_qk, ->rope_dims of layer `layer`:
 // rotary pairs `kept` (ascending source pair indices; rope_dims =
 // 2 * kept.size()), and d_qk - rope_dims position-free dims from the other

@@ -7,33 +7,12 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "model/transform/eigen.h"
-#include "model/transform/joint_latent.h"
+#include "model/transform/latent_maps.h"
 
 namespace latentkv::model::transform {
 namespace {
 
 using Vec = std::vector<double>;
-
-// The [rows, cols] submatrix of `a` [*, n] on index lists.
-Vec Sub(const Vec& a, int n, const std::vector<int>& rows,
-        const std::vector<int>& cols) {
-  Vec out(rows.size() * cols.size());
-  for (size_t i = 0; i < rows.size(); ++i) {
-    for (size_t j = 0; j < cols.size(); ++j) {
-      out[i * cols.size() + j] = a[static_cast<size_t>(rows[i]) * n + cols[j]];
-    }
-  }
-  return out;
-}
-
-// Places `b` [m, m] at (at, at) of `a` [n, n].
-void PutBlock(const Vec& b, int m, int at, int n, Vec* a) {
-  for (int i = 0; i < m; ++i) {
-    for (int j = 0; j < m; ++j) {
-      (*a)[static_cast<size_t>(at + i) * n + at + j] = b[i * m + j];
-    }
-  }
-}
 
 }  // namespace
 
@@ -73,40 +52,33 @@ double BestSplit(const Vec& key, const Vec& value, double alpha, int d) {
 }  // namespace
 
 absl::StatusOr<std::vector<SharingLayerResult>> StudyLatentSharing(
-    const ModelWeights& w, absl::Span<const std::vector<int32_t>> docs,
-    const std::vector<LayerStats>& stats,
+    const ModelWeights& w, const std::vector<LayerStats>& stats,
     const std::vector<std::vector<int>>& kept, const SharingOptions& options) {
   const ModelConfig& c = w.config;
   const int nkv = c.num_kv_heads, nh = c.num_heads, group = nh / nkv;
   if (static_cast<int>(stats.size()) != c.num_layers ||
-      static_cast<int>(kept.size()) != c.num_layers || docs.empty()) {
+      static_cast<int>(kept.size()) != c.num_layers) {
     return absl::InvalidArgumentError(
-        "sharing study: one LayerStats and one kept-pair list per layer, and "
-        "documents");
+        "sharing study: one LayerStats and one kept-pair list per layer");
   }
-  auto moments = JointKvMoments(w, docs);
-  if (!moments.ok()) return moments.status();
   std::vector<SharingLayerResult> out;
   for (int l = 0; l < c.num_layers; ++l) {
-    const int hs = c.qk_head_dim[l], hv = c.vo_head_dim[l], half = hs / 2;
+    const int hs = c.qk_head_dim[l], hv = c.vo_head_dim[l];
     const int rope = 2 * static_cast<int>(kept[l].size());
     const int per_head = options.d_qk - rope + options.d_vo;
+    const int dim = nkv * (hs + hv);
     if (options.d_qk > hs || options.d_vo > hv || rope > options.d_qk ||
-        per_head < 0 || stats[l].q_moment.size() != static_cast<size_t>(nkv)) {
+        per_head < 0 || stats[l].q_moment.size() != static_cast<size_t>(nkv) ||
+        stats[l].kv_moment.size() != static_cast<size_t>(dim) * dim) {
       return absl::InvalidArgumentError(
-          absl::StrCat("sharing study: layer ", l, " dims or statistics"));
+          absl::StrCat("sharing study: layer ", l,
+                       " dims or statistics (Calibrate with kv_joint_moment)"));
     }
-    std::vector<int> free;  // P: the channels of a head that lose RoPE
-    for (int j = 0; j < half; ++j) {
-      if (!std::binary_search(kept[l].begin(), kept[l].end(), j)) {
-        free.push_back(j);
-        free.push_back(j + half);
-      }
-    }
-    std::sort(free.begin(), free.end());
+    // P: the channels of a head that lose RoPE.
+    const std::vector<int> free = PositionFreeChannels(kept[l], hs);
     const int m = static_cast<int>(free.size());
-    const int dim = nkv * (hs + hv), km = nkv * m, vm = nkv * hv;
-    const Vec& f = (*moments)[l];
+    const int km = nkv * m, vm = nkv * hv;
+    const Vec& f = stats[l].kv_moment;
     // Index lists into f: every head's P channels, every head's values.
     std::vector<int> kidx, vidx;
     for (int g = 0; g < nkv; ++g) {
@@ -120,29 +92,19 @@ absl::StatusOr<std::vector<SharingLayerResult>> StudyLatentSharing(
         wv(static_cast<size_t>(vm) * vm, 0.0);
     std::vector<Vec> key_tails, value_tails;
     double tr_k = 0, tr_v = 0;
-    const float* o = w.layers[l].o_proj.f32();
-    const int64_t cols = int64_t{nh} * hv;
     for (int g = 0; g < nkv; ++g) {
-      const Vec cq = Sub(stats[l].q_moment[g], hs, free, free);
-      Vec sg(static_cast<size_t>(hv) * hv, 0.0);
-      for (int h = g * group; h < (g + 1) * group; ++h) {
-        for (int64_t r = 0; r < c.hidden_size; ++r) {
-          const float* row = o + r * cols + int64_t{h} * hv;
-          for (int i = 0; i < hv; ++i) {
-            for (int e = 0; e < hv; ++e) sg[i * hv + e] += row[i] * row[e];
-          }
-        }
-      }
+      const Vec cq = SquareSubmatrix(stats[l].q_moment[g], hs, free);
+      const Vec sg = OutputMetric(w, l, g * group, group);
       auto rq = SymmetricSquareRoots(cq, m);
       auto rs = SymmetricSquareRoots(sg, hv);
       if (!rq.ok()) return rq.status();
       if (!rs.ok()) return rs.status();
-      PutBlock(rq->sqrt, m, g * m, km, &wk);
-      PutBlock(rs->sqrt, hv, g * hv, vm, &wv);
+      PutDiagonalBlock(rq->sqrt, m, g * m, km, &wk);
+      PutDiagonalBlock(rs->sqrt, hv, g * hv, vm, &wv);
       std::vector<int> kg(kidx.begin() + g * m, kidx.begin() + (g + 1) * m);
       std::vector<int> vg(vidx.begin() + g * hv, vidx.begin() + (g + 1) * hv);
-      auto ek = WeightedSpectrum(rq->sqrt, Sub(f, dim, kg, kg), m);
-      auto ev = WeightedSpectrum(rs->sqrt, Sub(f, dim, vg, vg), hv);
+      auto ek = WeightedSpectrum(rq->sqrt, SquareSubmatrix(f, dim, kg), m);
+      auto ev = WeightedSpectrum(rs->sqrt, SquareSubmatrix(f, dim, vg), hv);
       if (!ek.ok()) return ek.status();
       if (!ev.ok()) return ev.status();
       key_tails.push_back(Tails(*ek));
@@ -150,12 +112,12 @@ absl::StatusOr<std::vector<SharingLayerResult>> StudyLatentSharing(
       tr_k += key_tails.back()[0];
       tr_v += value_tails.back()[0];
     }
-    auto jk = WeightedSpectrum(wk, Sub(f, dim, kidx, kidx), km);
-    auto jv = WeightedSpectrum(wv, Sub(f, dim, vidx, vidx), vm);
+    auto jk = WeightedSpectrum(wk, SquareSubmatrix(f, dim, kidx), km);
+    auto jv = WeightedSpectrum(wv, SquareSubmatrix(f, dim, vidx), vm);
     if (!jk.ok()) return jk.status();
     if (!jv.ok()) return jv.status();
     const Vec joint_k = Tails(*jk), joint_v = Tails(*jv);
-    const Vec fsel = Sub(f, dim, sel, sel);
+    const Vec fsel = SquareSubmatrix(f, dim, sel);
     const double alpha0 = tr_k > 0 ? tr_v / tr_k : 1.0;
     const int budget = nkv * per_head;
     for (double scale : options.alpha_scales) {
@@ -163,8 +125,8 @@ absl::StatusOr<std::vector<SharingLayerResult>> StudyLatentSharing(
       Vec ws(static_cast<size_t>(km + vm) * (km + vm), 0.0);
       Vec wka = wk;
       for (double& x : wka) x *= std::sqrt(alpha);
-      PutBlock(wka, km, 0, km + vm, &ws);
-      PutBlock(wv, vm, km, km + vm, &ws);
+      PutDiagonalBlock(wka, km, 0, km + vm, &ws);
+      PutDiagonalBlock(wv, vm, km, km + vm, &ws);
       auto sh = WeightedSpectrum(ws, fsel, km + vm);
       if (!sh.ok()) return sh.status();
       const Vec shared = Tails(*sh);

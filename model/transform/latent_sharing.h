@@ -39,7 +39,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "absl/types/span.h"
 #include "model/transform/calibration.h"
 #include "model/weights.h"
 
@@ -66,13 +65,11 @@ struct SharingOptions {
 };
 
 // `kept[l]` the layer's rotary pairs (ascending, R / 2 of them), `stats`
-// from Calibrate (q_moment needed), `docs` the calibration documents (the
-// joint key/value moments are measured on them). One result per layer and
-// alpha scale, layer-major. Errors: InvalidArgument (dims, sizes), those of
-// the forward and the eigensolver.
+// from Calibrate with kv_joint_moment (q_moment and kv_moment used). One
+// result per layer and alpha scale, layer-major. Errors: InvalidArgument
+// (dims, sizes, no joint moment), those of the eigensolver.
 absl::StatusOr<std::vector<SharingLayerResult>> StudyLatentSharing(
-    const ModelWeights& w, absl::Span<const std::vector<int32_t>> docs,
-    const std::vector<LayerStats>& stats,
+    const ModelWeights& w, const std::vector<LayerStats>& stats,
     const std::vector<std::vector<int>>& kept, const SharingOptions& options);
 
 // The eigenvalues (descending, negatives clamped to 0) of r c r for

@@ -89,7 +89,7 @@ TEST(LatentSharingTest, SharingNeverLosesAndFullRankLosesNothing) {
   SharingOptions o;
   o.d_qk = 4;
   o.d_vo = 4;
-  auto r = StudyLatentSharing(*w, docs, stats, kept, o);
+  auto r = StudyLatentSharing(*w, stats, kept, o);
   ASSERT_TRUE(r.ok()) << r.status();
   ASSERT_EQ(r->size(), 5 * o.alpha_scales.size());
   for (const SharingLayerResult& x : *r) {
@@ -105,7 +105,7 @@ TEST(LatentSharingTest, SharingNeverLosesAndFullRankLosesNothing) {
   }
   o.d_qk = 8;
   o.d_vo = 8;
-  auto full = StudyLatentSharing(*w, docs, stats, kept, o);
+  auto full = StudyLatentSharing(*w, stats, kept, o);
   ASSERT_TRUE(full.ok()) << full.status();
   for (const SharingLayerResult& x : *full) {
     EXPECT_LT(x.per_head.residual, 1e-9 * x.total);

@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "model/transform/forward.h"
+#include "model/transform/latent_maps.h"
 
 namespace latentkv::model::transform {
 namespace {
@@ -132,19 +133,10 @@ absl::StatusOr<std::vector<std::vector<int>>> SearchRotaryPairs(
   if (!seen.ok()) return seen;
   std::vector<std::vector<int>> kept_all(c.num_layers);
   for (int l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& lw = w.layers[l];
     const int half = c.qk_head_dim[l] / 2, keep = d_qk / 2;
-    const int dv = c.vo_head_dim[l];
-    const int64_t h = c.hidden_size, cols = int64_t{c.num_heads} * dv;
-    std::vector<std::vector<double>> s_h(c.num_heads,
-                                         std::vector<double>(dv * dv, 0.0));
+    std::vector<std::vector<double>> s_h;  // per query head's output metric
     for (int head = 0; head < c.num_heads; ++head) {
-      for (int64_t r = 0; r < h; ++r) {
-        const float* row = lw.o_proj.f32() + r * cols + head * dv;
-        for (int i = 0; i < dv; ++i) {
-          for (int e = 0; e < dv; ++e) s_h[head][i * dv + e] += row[i] * row[e];
-        }
-      }
+      s_h.push_back(OutputMetric(w, l, head, 1));
     }
     auto error = [&](const std::vector<char>& mask) {
       return Error(c, l, store.layer(l), mask, s_h);

@@ -51,6 +51,7 @@ std::vector<LayerStats> MomentsOrEmpty(
     const ModelWeights& w, const std::vector<std::vector<int32_t>>& docs) {
   CalibrationOptions co;
   co.attention_scores = false;
+  co.kv_joint_moment = true;
   auto s = Calibrate(w, docs, co);
   EXPECT_TRUE(s.ok()) << s.status();
   return s.ok() ? *s : std::vector<LayerStats>();

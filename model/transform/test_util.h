@@ -40,8 +40,8 @@ std::vector<std::vector<int32_t>> Stories260kDocs(int skip, int lines);
 // calibrated on the first `calib_lines` lines.
 KvLatentOptions PartialLatentOptions(int calib_lines);
 
-// Calibrate(w, docs) without the attention scores (the moments only);
-// empty after a test failure.
+// Calibrate(w, docs) without the attention scores: the moments, the joint
+// key/value moment included; empty after a test failure.
 std::vector<LayerStats> MomentsOrEmpty(
     const ModelWeights& w, const std::vector<std::vector<int32_t>>& docs);
 
