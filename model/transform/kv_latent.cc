@@ -135,9 +135,10 @@ absl::StatusOr<std::vector<LayerRanks>> AllocatedDims(
   auto ranks = AllocateRanks(*curves, budget, options.allocation_weight);
   if (!ranks.ok()) return ranks.status();
   std::string line;
-  for (const LayerRanks& r : *ranks) {
-    absl::StrAppend(&line, line.empty() ? "" : " ", r.d_qk, "/", r.d_vo, "(",
-                    2 * kept[r.candidate][0].size(), ")");
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerRanks& r = (*ranks)[l];
+    absl::StrAppend(&line, l == 0 ? "" : " ", r.d_qk, "/", r.d_vo, "(",
+                    2 * kept[r.candidate][l].size(), ")");
   }
   std::fprintf(stderr,
                "rank allocation (d_qk/d_vo(rotary dims) per layer): %s\n",

@@ -61,6 +61,8 @@ class CurveObserver : public LayerObserver {
                 std::vector<LayerErrorCurves>* curves)
       : w_(w), candidates_(candidates), curves_(curves) {}
 
+  bool WantsProbs() const override { return true; }
+
   void Observe(const LayerActivations& a) override {
     const ModelConfig& c = w_.config;
     const int l = a.layer;
@@ -121,22 +123,10 @@ class CurveObserver : public LayerObserver {
     const Vec u = MapHeads(a.v, n, nkv, hv, m.v, hv);  // whitened values
     Vec ubar(static_cast<size_t>(n * wide));
     // Values under the source layer's own attention (exact keys: every
-    // pair rotary).
-    Vec source(static_cast<size_t>(n * n));
+    // pair rotary), as the forward computed it.
     for (int h = 0; h < nh; ++h) {
-      const int g = h / group;
-      for (int64_t t = 0; t < n; ++t) {
-        const double* qt = a.q_rope + (t * nh + h) * hs;
-        for (int64_t s = 0; s <= t; ++s) {
-          const double* ks = a.k_rope + (s * nkv + g) * hs;
-          double acc = 0.0;
-          for (int ch = 0; ch < hs; ++ch) acc += qt[ch] * ks[ch];
-          source[t * n + s] = scale * acc;
-        }
-      }
-      CausalSoftmax(source, n, &probs);
-      GemmNn(ni, hv, ni, probs.data(), ni, &u[g * hv], nkv * hv, &ubar[h * hv],
-             wide);
+      GemmNn(ni, hv, ni, a.probs + h * n * n, ni, &u[(h / group) * hv],
+             nkv * hv, &ubar[h * hv], wide);
     }
     // Values: component c of every head at once. WoB[:, h hv + c] = W_o,h
     // times the c-th column of the head's read-back map; both it and ubar
