@@ -59,19 +59,6 @@ struct Adam {
   }
 };
 
-// Relative loss of `p` over all sequences of one layer.
-double SetLoss(const DistillShape& s, const LayerParams<float>& p,
-               const std::vector<std::vector<float>>& xs,
-               const std::vector<std::vector<float>>& ys, int64_t hidden) {
-  double err = 0.0, norm = 0.0;
-  for (size_t i = 0; i < xs.size(); ++i) {
-    const int64_t n = static_cast<int64_t>(xs[i].size()) / hidden;
-    err += LayerLoss(s, p, xs[i].data(), ys[i].data(), n);
-    for (float v : ys[i]) norm += static_cast<double>(v) * v;
-  }
-  return norm > 0 ? err / norm : 0.0;
-}
-
 void Progress(int layer, int layers, double frac, double before, double now,
               double eta) {
   const int width = 24;
@@ -87,6 +74,117 @@ void Progress(int layer, int layers, double frac, double before, double now,
 }
 
 }  // namespace
+
+double RelativeLoss(const DistillShape& s, const LayerParams<float>& p,
+                    const std::vector<std::vector<float>>& xs,
+                    const std::vector<std::vector<float>>& ys, int64_t hidden) {
+  double err = 0.0, norm = 0.0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const int64_t n = static_cast<int64_t>(xs[i].size()) / hidden;
+    err += LayerLoss(s, p, xs[i].data(), ys[i].data(), n);
+    for (float v : ys[i]) norm += static_cast<double>(v) * v;
+  }
+  return norm > 0 ? err / norm : 0.0;
+}
+
+std::vector<std::vector<int32_t>> PackSequences(
+    const std::vector<std::vector<int32_t>>& docs, int seq_len) {
+  std::vector<std::vector<int32_t>> seqs(1);
+  for (const std::vector<int32_t>& d : docs) {
+    for (int32_t t : d) {
+      if (static_cast<int>(seqs.back().size()) == seq_len) seqs.emplace_back();
+      seqs.back().push_back(t);
+    }
+  }
+  if (seqs.back().size() < 2) seqs.pop_back();
+  return seqs;
+}
+
+DistillShape ShapeOf(const ModelConfig& c, const LatentLayerMaps& m) {
+  return DistillShape{static_cast<int>(c.hidden_size),
+                      c.num_heads,
+                      static_cast<int>(m.k.size()),
+                      m.d_qk,
+                      m.d_vo,
+                      m.rope_dims,
+                      m.inv_freq.data()};
+}
+
+LayerTrainResult TrainLayer(const DistillShape& shape,
+                            const std::vector<std::vector<float>>& xs,
+                            const std::vector<std::vector<float>>& ys,
+                            const DistillOptions& o, double layer_s, int layer,
+                            int layers, std::mt19937_64* rng,
+                            AttentionTensors* a) {
+  const int64_t hidden = shape.hidden;
+  LayerParams<float> p{a->q, a->k, a->v, a->o};
+  LayerTrainResult result;
+  const double before = RelativeLoss(shape, p, xs, ys, hidden);
+  const Clock::time_point layer_start = Clock::now();
+  LayerParams<float> g;
+  Adam aq, ak, av, ao;
+  std::vector<size_t> order(xs.size());
+  std::iota(order.begin(), order.end(), 0);
+  int64_t seen = 0, step = 0;
+  double last_print = -1.0, recent = before;
+  for (;;) {
+    // A spent wall budget leaves the layer as it is.
+    const double tfrac =
+        o.minutes > 0 ? (layer_s > 0 ? Seconds(layer_start) / layer_s : 1.0)
+                      : 0.0;
+    const double kfrac =
+        o.tokens > 0 ? static_cast<double>(seen) / o.tokens : 0.0;
+    const double frac = std::max(tfrac, kfrac);
+    if (frac >= 1.0 || order.empty()) break;
+    if (step % static_cast<int64_t>(order.size()) == 0) {
+      std::shuffle(order.begin(), order.end(), *rng);
+    }
+    const size_t i = order[step % order.size()];
+    const int64_t n = static_cast<int64_t>(xs[i].size()) / hidden;
+    g.q.assign(p.q.size(), 0.0f);
+    g.k.assign(p.k.size(), 0.0f);
+    g.v.assign(p.v.size(), 0.0f);
+    g.o.assign(p.o.size(), 0.0f);
+    const double loss =
+        LayerLossAndGrad(shape, p, xs[i].data(), ys[i].data(), n, &g);
+    double norm = 0.0;
+    for (float v : ys[i]) norm += static_cast<double>(v) * v;
+    if (norm > 0) {
+      const float inv = static_cast<float>(1.0 / norm);
+      for (auto* gv : {&g.q, &g.k, &g.v, &g.o}) {
+        for (float& x : *gv) x *= inv;
+      }
+      recent = 0.9 * recent + 0.1 * loss / norm;
+    }
+    const double lr = o.lr * (0.1 + 0.9 * 0.5 * (1.0 + std::cos(M_PI * frac)));
+    ++step;
+    aq.Step(&p.q, g.q, lr, step);
+    ak.Step(&p.k, g.k, lr, step);
+    av.Step(&p.v, g.v, lr, step);
+    ao.Step(&p.o, g.o, lr, step);
+    seen += n;
+    if (o.progress && Seconds(layer_start) - last_print > 0.25) {
+      last_print = Seconds(layer_start);
+      const double per_layer = Seconds(layer_start) / std::max(frac, 1e-3);
+      const double eta =
+          per_layer * (1.0 - frac) + per_layer * (layers - layer - 1);
+      Progress(layer, layers, frac, before, recent, eta);
+    }
+  }
+  const double after =
+      step > 0 ? RelativeLoss(shape, p, xs, ys, hidden) : before;
+  // Keep the trained weights only when they help on the training set.
+  if (after < before) {
+    a->q = std::move(p.q);
+    a->k = std::move(p.k);
+    a->v = std::move(p.v);
+    a->o = std::move(p.o);
+  }
+  result.before = before;
+  result.after = std::min(after, before);
+  result.steps = step;
+  return result;
+}
 
 absl::StatusOr<DistillReport> DistillLayers(
     const ModelWeights& src, const std::vector<std::vector<int32_t>>& docs,
@@ -107,14 +205,7 @@ absl::StatusOr<DistillReport> DistillLayers(
   const Clock::time_point start = Clock::now();
   // Sequences: documents concatenated in order, cut at seq_len.
   const int seq_len = std::min(o.seq_len, c.max_position_embeddings);
-  std::vector<std::vector<int32_t>> seqs(1);
-  for (const std::vector<int32_t>& d : docs) {
-    for (int32_t t : d) {
-      if (static_cast<int>(seqs.back().size()) == seq_len) seqs.emplace_back();
-      seqs.back().push_back(t);
-    }
-  }
-  if (seqs.back().size() < 2) seqs.pop_back();
+  std::vector<std::vector<int32_t>> seqs = PackSequences(docs, seq_len);
   if (seqs.empty()) return absl::InvalidArgumentError("distill: no tokens");
   const int64_t hidden = c.hidden_size;
   DistillReport report;
@@ -143,83 +234,15 @@ absl::StatusOr<DistillReport> DistillLayers(
   for (int l = 0; l < layers; ++l) {
     const LatentLayerMaps& m = maps[l];
     AttentionTensors& a = (*tensors)[l];
-    const DistillShape shape{static_cast<int>(hidden),
-                             c.num_heads,
-                             static_cast<int>(m.k.size()),
-                             m.d_qk,
-                             m.d_vo,
-                             m.rope_dims,
-                             m.inv_freq.data()};
-    LayerParams<float> p{a.q, a.k, a.v, a.o};
-    const auto& xs = cap.x()[l];
-    const auto& ys = cap.y()[l];
-    const double before = SetLoss(shape, p, xs, ys, hidden);
-    const Clock::time_point layer_start = Clock::now();
+    const DistillShape shape = ShapeOf(c, m);
     const double layer_s =
         budget_s > 0 ? std::max(0.0, budget_s - Seconds(start)) / (layers - l)
                      : 0.0;
-    LayerParams<float> g;
-    Adam aq, ak, av, ao;
-    std::vector<size_t> order(xs.size());
-    std::iota(order.begin(), order.end(), 0);
-    int64_t seen = 0, step = 0;
-    double last_print = -1.0, recent = before;
-    for (;;) {
-      // A spent wall budget leaves the remaining layers as they are.
-      const double tfrac =
-          budget_s > 0 ? (layer_s > 0 ? Seconds(layer_start) / layer_s : 1.0)
-                       : 0.0;
-      const double kfrac =
-          o.tokens > 0 ? static_cast<double>(seen) / o.tokens : 0.0;
-      const double frac = std::max(tfrac, kfrac);
-      if (frac >= 1.0) break;
-      if (step % static_cast<int64_t>(order.size()) == 0) {
-        std::shuffle(order.begin(), order.end(), rng);
-      }
-      const size_t i = order[step % order.size()];
-      const int64_t n = static_cast<int64_t>(xs[i].size()) / hidden;
-      g.q.assign(p.q.size(), 0.0f);
-      g.k.assign(p.k.size(), 0.0f);
-      g.v.assign(p.v.size(), 0.0f);
-      g.o.assign(p.o.size(), 0.0f);
-      const double loss =
-          LayerLossAndGrad(shape, p, xs[i].data(), ys[i].data(), n, &g);
-      double norm = 0.0;
-      for (float v : ys[i]) norm += static_cast<double>(v) * v;
-      if (norm > 0) {
-        const float inv = static_cast<float>(1.0 / norm);
-        for (auto* gv : {&g.q, &g.k, &g.v, &g.o}) {
-          for (float& x : *gv) x *= inv;
-        }
-        recent = 0.9 * recent + 0.1 * loss / norm;
-      }
-      const double lr =
-          o.lr * (0.1 + 0.9 * 0.5 * (1.0 + std::cos(M_PI * frac)));
-      ++step;
-      aq.Step(&p.q, g.q, lr, step);
-      ak.Step(&p.k, g.k, lr, step);
-      av.Step(&p.v, g.v, lr, step);
-      ao.Step(&p.o, g.o, lr, step);
-      seen += n;
-      if (o.progress && Seconds(start) - last_print > 0.25) {
-        last_print = Seconds(start);
-        const double per_layer = Seconds(layer_start) / std::max(frac, 1e-3);
-        const double eta =
-            per_layer * (1.0 - frac) + per_layer * (layers - l - 1);
-        Progress(l, layers, frac, before, recent, eta);
-      }
-    }
-    const double after = SetLoss(shape, p, xs, ys, hidden);
-    // Keep the trained weights only when they help on the training set.
-    if (after < before) {
-      a.q = std::move(p.q);
-      a.k = std::move(p.k);
-      a.v = std::move(p.v);
-      a.o = std::move(p.o);
-    }
-    report.loss_before.push_back(before);
-    report.loss_after.push_back(std::min(after, before));
-    report.steps.push_back(step);
+    const LayerTrainResult r = TrainLayer(shape, cap.x()[l], cap.y()[l], o,
+                                          layer_s, l, layers, &rng, &a);
+    report.loss_before.push_back(r.before);
+    report.loss_after.push_back(r.after);
+    report.steps.push_back(r.steps);
   }
   if (o.progress) std::fprintf(stderr, "\n");
   report.seconds = Seconds(start);

@@ -20,9 +20,11 @@
 #define LATENTKV_MODEL_TRANSFORM_DISTILL_H_
 
 #include <cstdint>
+#include <random>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "model/transform/distill_layer.h"
 #include "model/transform/latent_maps.h"
 #include "model/transform/model_writer.h"
 #include "model/weights.h"
@@ -55,6 +57,37 @@ struct DistillReport {
 inline bool DistillEnabled(const DistillOptions& o) {
   return o.tokens > 0 || o.minutes > 0;
 }
+
+// One layer's training (the loop above) on inputs xs and targets ys (per
+// sequence [n, hidden] f32), for at most `layer_seconds` (with
+// options.minutes) and options.tokens tokens; `layer` / `layers` label the
+// progress bar. a's projections are replaced only when the training-set loss
+// drops. Shared with sequential.h.
+struct LayerTrainResult {
+  double before = 0, after = 0;  // relative training-set loss
+  int64_t steps = 0;
+};
+LayerTrainResult TrainLayer(const DistillShape& shape,
+                            const std::vector<std::vector<float>>& xs,
+                            const std::vector<std::vector<float>>& ys,
+                            const DistillOptions& options, double layer_seconds,
+                            int layer, int layers, std::mt19937_64* rng,
+                            AttentionTensors* a);
+
+// Relative loss sum |out - y|^2 / sum |y|^2 of `p` over sequences xs / ys
+// ([n, hidden] each).
+double RelativeLoss(const DistillShape& s, const LayerParams<float>& p,
+                    const std::vector<std::vector<float>>& xs,
+                    const std::vector<std::vector<float>>& ys, int64_t hidden);
+
+// Documents concatenated in order and cut into sequences of seq_len tokens
+// (the last one shorter; one of under 2 tokens dropped): the training
+// sequences.
+std::vector<std::vector<int32_t>> PackSequences(
+    const std::vector<std::vector<int32_t>>& docs, int seq_len);
+
+// The converted layer's shape from its maps (pointing into m.inv_freq).
+DistillShape ShapeOf(const ModelConfig& c, const LatentLayerMaps& m);
 
 // Trains (*tensors)[l] (from ApplyLayerMaps / the refit; shapes and RoPE
 // from maps[l]) on `docs` through the source model `src` (f32, Llama

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "model/transform/forward.h"
 
@@ -23,23 +24,37 @@ void Gemm(bool ta, bool tb, int m, int n, int k, double alpha, const double* a,
               beta, c, ldc);
 }
 
+// What the forward keeps for the backward.
 template <typename T>
-double Run(const DistillShape& s, const LayerParams<T>& p, const T* x,
-           const T* y, int64_t n64, LayerParams<T>* grad) {
-  const int n = static_cast<int>(n64), D = s.hidden, H = s.heads,
-            K = s.kv_heads, d = s.d_qk, dv = s.d_vo, group = H / K;
+struct Activations {
+  std::vector<T> q, k, v;  // roped q [n, H*d], k [n, K*d]; v [n, K*dv]
+  std::vector<T> probs;    // [H, n, n] (lower triangle)
+  std::vector<T> z;        // [n, H*dv]
+  std::vector<T> out;      // [n, D]
+};
+
+template <typename T>
+void Forward(const DistillShape& s, const LayerParams<T>& p, const T* x, int n,
+             Activations<T>* a) {
+  const int D = s.hidden, H = s.heads, K = s.kv_heads, d = s.d_qk, dv = s.d_vo,
+            group = H / K;
   const int qd = H * d, kd = K * d, vd = K * dv, zd = H * dv;
-  std::vector<T> q(static_cast<size_t>(n) * qd), k(static_cast<size_t>(n) * kd),
-      v(static_cast<size_t>(n) * vd);
+  std::vector<T>& q = a->q;
+  std::vector<T>& k = a->k;
+  std::vector<T>& v = a->v;
+  q.resize(static_cast<size_t>(n) * qd);
+  k.resize(static_cast<size_t>(n) * kd);
+  v.resize(static_cast<size_t>(n) * vd);
   Gemm(false, true, n, qd, D, T(1), x, D, p.q.data(), D, T(0), q.data(), qd);
   Gemm(false, true, n, kd, D, T(1), x, D, p.k.data(), D, T(0), k.data(), kd);
   Gemm(false, true, n, vd, D, T(1), x, D, p.v.data(), D, T(0), v.data(), vd);
   ReferenceRope(&q, n, H, d, s.rope_dims, s.inv_freq);
   ReferenceRope(&k, n, K, d, s.rope_dims, s.inv_freq);
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
-  // probs [H, n, n] (lower triangle), z [n, H * dv].
-  std::vector<T> probs(static_cast<size_t>(H) * n * n, T(0));
-  std::vector<T> z(static_cast<size_t>(n) * zd, T(0));
+  std::vector<T>& probs = a->probs;
+  std::vector<T>& z = a->z;
+  probs.assign(static_cast<size_t>(H) * n * n, T(0));
+  z.assign(static_cast<size_t>(n) * zd, T(0));
   for (int h = 0; h < H; ++h) {
     const int g = h / group;
     for (int t = 0; t < n; ++t) {
@@ -63,9 +78,22 @@ double Run(const DistillShape& s, const LayerParams<T>& p, const T* x,
       }
     }
   }
-  std::vector<T> out(static_cast<size_t>(n) * D);
+  a->out.resize(static_cast<size_t>(n) * D);
   Gemm(false, true, n, D, zd, T(1), z.data(), zd, p.o.data(), zd, T(0),
-       out.data(), D);
+       a->out.data(), D);
+}
+
+template <typename T>
+double Run(const DistillShape& s, const LayerParams<T>& p, const T* x,
+           const T* y, int64_t n64, LayerParams<T>* grad) {
+  const int n = static_cast<int>(n64), D = s.hidden, H = s.heads,
+            K = s.kv_heads, d = s.d_qk, dv = s.d_vo, group = H / K;
+  const int qd = H * d, kd = K * d, vd = K * dv, zd = H * dv;
+  Activations<T> a;
+  Forward(s, p, x, n, &a);
+  const std::vector<T>&q = a.q, &k = a.k, &v = a.v, &probs = a.probs, &z = a.z;
+  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
+  std::vector<T>& out = a.out;
   double loss = 0.0;
   for (size_t i = 0; i < out.size(); ++i) {
     const T r = out[i] - y[i];
@@ -138,6 +166,23 @@ double LayerLoss(const DistillShape& s, const LayerParams<T>& p, const T* x,
   return Run<T>(s, p, x, y, n, nullptr);
 }
 
+template <typename T>
+void LayerForward(const DistillShape& s, const LayerParams<T>& p, const T* x,
+                  int64_t n, std::vector<T>* out, std::vector<T>* z) {
+  Activations<T> a;
+  Forward(s, p, x, static_cast<int>(n), &a);
+  *out = std::move(a.out);
+  if (z != nullptr) *z = std::move(a.z);
+}
+
+template void LayerForward<float>(const DistillShape&,
+                                  const LayerParams<float>&, const float*,
+                                  int64_t, std::vector<float>*,
+                                  std::vector<float>*);
+template void LayerForward<double>(const DistillShape&,
+                                   const LayerParams<double>&, const double*,
+                                   int64_t, std::vector<double>*,
+                                   std::vector<double>*);
 template double LayerLossAndGrad<float>(const DistillShape&,
                                         const LayerParams<float>&, const float*,
                                         const float*, int64_t,

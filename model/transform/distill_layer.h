@@ -40,6 +40,12 @@ double LayerLossAndGrad(const DistillShape& s, const LayerParams<T>& p,
                         const T* x, const T* y, int64_t n,
                         LayerParams<T>* grad);
 
+// The layer's output out [n, D] (resized) for input x; its attention
+// output before W_o, z [n, H * d_vo], too when z is not null.
+template <typename T>
+void LayerForward(const DistillShape& s, const LayerParams<T>& p, const T* x,
+                  int64_t n, std::vector<T>* out, std::vector<T>* z);
+
 // The loss alone (no gradient).
 template <typename T>
 double LayerLoss(const DistillShape& s, const LayerParams<T>& p, const T* x,

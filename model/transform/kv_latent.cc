@@ -322,6 +322,87 @@ absl::StatusOr<std::vector<AttentionTensors>> CalibratedAttention(
   return out;
 }
 
+namespace {
+
+// The local refit and distillation (refit.h, distill.h): every layer on
+// the source model's hidden states.
+absl::Status FitLocally(const ModelWeights& w, const std::string& model_dir,
+                        const std::vector<std::vector<int32_t>>& docs,
+                        const std::vector<LatentLayerMaps>& maps,
+                        const KvLatentOptions& options,
+                        std::vector<AttentionTensors>* tensors) {
+  const ModelConfig& src = w.config;
+  if (options.refit_output) {
+    RefitOptions ro;
+    ro.ridge = options.refit_ridge;
+    absl::Status s = RefitOutputProjections(w, docs, maps, tensors, ro);
+    if (!s.ok()) return s;
+  }
+  if (DistillEnabled(options.distill)) {
+    CalibrationTextOptions dt = options.distill_text;
+    if (dt.path.empty()) dt.path = options.calibration.path;
+    auto train = LoadCalibrationDocs(model_dir, src, dt);
+    if (!train.ok()) return train.status();
+    auto report = DistillLayers(w, *train, maps, tensors, options.distill);
+    if (!report.ok()) return report.status();
+    double before = 0, after = 0;
+    for (size_t l = 0; l < report->loss_before.size(); ++l) {
+      before += report->loss_before[l];
+      after += report->loss_after[l];
+    }
+    const double layers = static_cast<double>(report->loss_before.size());
+    std::fprintf(stderr,
+                 "distill: %lld training tokens, %.0f s; mean relative "
+                 "error per layer %.4f -> %.4f\n",
+                 static_cast<long long>(report->train_tokens), report->seconds,
+                 before / layers, after / layers);
+  }
+  return absl::OkStatus();
+}
+
+// sequential.h's fit: on the distillation's sequences when it trains, else
+// on the calibration documents.
+absl::Status FitSequentially(const ModelWeights& w,
+                             const std::string& model_dir,
+                             const std::vector<std::vector<int32_t>>& docs,
+                             const std::vector<LatentLayerMaps>& maps,
+                             const KvLatentOptions& options,
+                             std::vector<AttentionTensors>* tensors) {
+  const ModelConfig& src = w.config;
+  SequentialOptions so;
+  so.refit = options.refit_output;
+  so.ridge = options.refit_ridge;
+  so.drift = options.drift;
+  so.target = options.sequential_target;
+  so.distill = options.distill;
+  std::vector<std::vector<int32_t>> seqs = docs;
+  if (DistillEnabled(options.distill)) {
+    CalibrationTextOptions dt = options.distill_text;
+    if (dt.path.empty()) dt.path = options.calibration.path;
+    auto train = LoadCalibrationDocs(model_dir, src, dt);
+    if (!train.ok()) return train.status();
+    seqs = PackSequences(
+        *train, std::min(options.distill.seq_len, src.max_position_embeddings));
+  }
+  auto report = SequentialFit(w, seqs, maps, tensors, so);
+  if (!report.ok()) return report.status();
+  const double layers = static_cast<double>(report->loss_init.size());
+  double init = 0, refit = 0, after = 0;
+  for (size_t l = 0; l < report->loss_init.size(); ++l) {
+    init += report->loss_init[l] / layers;
+    refit += report->loss_refit[l] / layers;
+    after += report->loss_after[l] / layers;
+  }
+  std::fprintf(stderr,
+               "sequential fit: %lld tokens, %.0f s; mean relative error per "
+               "layer %.4f (maps) -> %.4f (refit) -> %.4f (trained)\n",
+               static_cast<long long>(report->tokens), report->seconds, init,
+               refit, after);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ConvertKvLatent(const std::string& model_dir,
                              const std::string& out_dir,
                              const KvLatentOptions& options) {
@@ -416,31 +497,12 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     for (int l = 0; l < src.num_layers; ++l) {
       tensors.push_back(ApplyLayerMaps(**w, l, (*maps)[l]));
     }
-    if (options.refit_output) {
-      RefitOptions ro;
-      ro.ridge = options.refit_ridge;
-      s = RefitOutputProjections(**w, *docs, *maps, &tensors, ro);
+    if (options.sequential) {
+      s = FitSequentially(**w, model_dir, *docs, *maps, options, &tensors);
       if (!s.ok()) return s;
-    }
-    if (DistillEnabled(options.distill)) {
-      CalibrationTextOptions dt = options.distill_text;
-      if (dt.path.empty()) dt.path = options.calibration.path;
-      auto train = LoadCalibrationDocs(model_dir, src, dt);
-      if (!train.ok()) return train.status();
-      auto report =
-          DistillLayers(**w, *train, *maps, &tensors, options.distill);
-      if (!report.ok()) return report.status();
-      double before = 0, after = 0;
-      for (size_t l = 0; l < report->loss_before.size(); ++l) {
-        before += report->loss_before[l];
-        after += report->loss_after[l];
-      }
-      const double layers = static_cast<double>(report->loss_before.size());
-      std::fprintf(stderr,
-                   "distill: %lld training tokens, %.0f s; mean relative "
-                   "error per layer %.4f -> %.4f\n",
-                   static_cast<long long>(report->train_tokens),
-                   report->seconds, before / layers, after / layers);
+    } else {
+      s = FitLocally(**w, model_dir, *docs, *maps, options, &tensors);
+      if (!s.ok()) return s;
     }
     attn = std::move(tensors);
     // Every layer carries its own rotary_inv_freq tensor.

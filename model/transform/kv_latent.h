@@ -49,6 +49,7 @@
 #include "model/transform/model_writer.h"
 #include "model/transform/pair_search.h"
 #include "model/transform/rank_allocation.h"
+#include "model/transform/sequential.h"
 #include "model/weights.h"
 
 namespace latentkv::model::transform {
@@ -119,6 +120,14 @@ struct KvLatentOptions {
   // first distill_text.max_lines non-empty lines are read (default 1000).
   DistillOptions distill;
   CalibrationTextOptions distill_text = {"", 1000, 0};
+  // Refit and distil in layer order on the converted model's own hidden
+  // states (sequential.h) instead of each layer on the source's (refit.h,
+  // distill.h); its sequences: the distillation's when a budget is set,
+  // else the calibration documents. `drift`: sequential.h's weight of the
+  // stream's difference in the targets.
+  bool sequential = false;
+  SequentialTarget sequential_target = SequentialTarget::kSource;
+  double drift = 0.0;
   PairSearchOptions search;  // for kOutputSearch
   ValueBasis value_basis = ValueBasis::kOutputWeighted;
   // Calibration text (calibrated init only; path required there). Defaults:

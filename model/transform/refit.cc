@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -59,40 +60,11 @@ class RefitObserver : public LayerObserver {
                 dim);
   }
 
-  // Solves layer l's ridge problem into (*tensors)[l].o.
+  // Solves layer l's ridge problem into a->o.
   absl::Status Solve(int l, double ridge, AttentionTensors* a) const {
     const Layer& ly = layers_[l];
-    const int dim = ly.dim;
-    const int64_t hidden = w_.config.hidden_size;
-    if (a->o.size() != static_cast<size_t>(hidden * dim)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("refit: layer ", l, " output projection has ",
-                       a->o.size(), " values, expected ", hidden * dim));
-    }
-    double trace = 0.0;
-    for (int i = 0; i < dim; ++i)
-      trace += ly.g[static_cast<size_t>(i) * dim + i];
-    const double lambda = std::max(ridge * trace / dim, 1e-12);
-    std::vector<double> lhs = ly.g;
-    for (int i = 0; i < dim; ++i)
-      lhs[static_cast<size_t>(i) * dim + i] += lambda;
-    // (G + lambda I) X = (R + lambda W0)^T, X = W'^T [dim, hidden].
-    std::vector<double> rhs(static_cast<size_t>(dim) * hidden);
-    for (int64_t r = 0; r < hidden; ++r) {
-      for (int c = 0; c < dim; ++c) {
-        rhs[static_cast<size_t>(c) * hidden + r] =
-            ly.r[r * dim + c] + lambda * a->o[r * dim + c];
-      }
-    }
-    auto x = SolveSymmetricPositive(lhs, dim, rhs, static_cast<int>(hidden));
-    if (!x.ok()) return x.status();
-    for (int64_t r = 0; r < hidden; ++r) {
-      for (int c = 0; c < dim; ++c) {
-        a->o[r * dim + c] =
-            static_cast<float>((*x)[static_cast<size_t>(c) * hidden + r]);
-      }
-    }
-    return absl::OkStatus();
+    return SolveOutputRidge(ly.g, ly.r, ly.dim, w_.config.hidden_size, ridge,
+                            &a->o);
   }
 
  private:
@@ -107,6 +79,41 @@ class RefitObserver : public LayerObserver {
 };
 
 }  // namespace
+
+absl::Status SolveOutputRidge(const std::vector<double>& g,
+                              const std::vector<double>& r, int dim,
+                              int64_t hidden, double ridge,
+                              std::vector<float>* o) {
+  if (o->size() != static_cast<size_t>(hidden * dim) ||
+      g.size() != static_cast<size_t>(dim) * dim ||
+      r.size() != static_cast<size_t>(hidden * dim)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("refit: output projection has ", o->size(),
+                     " values, expected ", hidden * dim));
+  }
+  double trace = 0.0;
+  for (int i = 0; i < dim; ++i) trace += g[static_cast<size_t>(i) * dim + i];
+  const double lambda = std::max(ridge * trace / dim, 1e-12);
+  std::vector<double> lhs = g;
+  for (int i = 0; i < dim; ++i) lhs[static_cast<size_t>(i) * dim + i] += lambda;
+  // (G + lambda I) X = (R + lambda W0)^T, X = W'^T [dim, hidden].
+  std::vector<double> rhs(static_cast<size_t>(dim) * hidden);
+  for (int64_t row = 0; row < hidden; ++row) {
+    for (int c = 0; c < dim; ++c) {
+      rhs[static_cast<size_t>(c) * hidden + row] =
+          r[row * dim + c] + lambda * (*o)[row * dim + c];
+    }
+  }
+  auto x = SolveSymmetricPositive(lhs, dim, rhs, static_cast<int>(hidden));
+  if (!x.ok()) return x.status();
+  for (int64_t row = 0; row < hidden; ++row) {
+    for (int c = 0; c < dim; ++c) {
+      (*o)[row * dim + c] =
+          static_cast<float>((*x)[static_cast<size_t>(c) * hidden + row]);
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::Status RefitOutputProjections(
     const ModelWeights& w, const std::vector<std::vector<int32_t>>& docs,

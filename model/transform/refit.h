@@ -43,6 +43,15 @@ absl::Status RefitOutputProjections(
     const std::vector<LatentLayerMaps>& maps,
     std::vector<AttentionTensors>* tensors, const RefitOptions& options = {});
 
+// The ridge solve above for one layer from its accumulated moments: g =
+// sum z' z'^T [dim, dim], r = sum y z'^T [hidden, dim] (row-major), dim = H
+// * d_vo; *o [hidden, dim] holds W_o,init on entry and W_o' on return.
+// Errors: InvalidArgument (sizes), those of the solve.
+absl::Status SolveOutputRidge(const std::vector<double>& g,
+                              const std::vector<double>& r, int dim,
+                              int64_t hidden, double ridge,
+                              std::vector<float>* o);
+
 }  // namespace latentkv::model::transform
 
 #endif  // LATENTKV_MODEL_TRANSFORM_REFIT_H_

@@ -157,9 +157,12 @@ struct ConvertOptions {
   double distill_minutes = 0;    // KV-Latent: distillation wall minutes
   int32_t distill_lines = 1000;  // KV-Latent: distillation text lines
   double distill_lr = 2e-4;      // KV-Latent: distillation Adam peak lr
-  int32_t kv_heads = 0;          // > 0: MHA->GQA to this many KV heads
-  std::string calib_text;        // calibration text (calibrated, GQA)
-  int32_t calib_lines = 200;     // its first non-empty lines (0: all)
+  bool sequential = false;       // KV-Latent: error-carrying refit/distill
+  double drift = 0.0;            // KV-Latent sequential: drift weight
+  std::string sequential_target = "source";  // KV-Latent sequential target
+  int32_t kv_heads = 0;       // > 0: MHA->GQA to this many KV heads
+  std::string calib_text;     // calibration text (calibrated, GQA)
+  int32_t calib_lines = 200;  // its first non-empty lines (0: all)
 };
 
 // `latentkv bench serve`: the load generator (tools/bench/serve_bench.h).

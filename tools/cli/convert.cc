@@ -73,6 +73,13 @@ absl::Status ConvertModelDir(const ConvertOptions& o, DType dtype) {
   k.distill.minutes = o.distill_minutes;
   k.distill.lr = o.distill_lr;
   k.distill_text.max_lines = o.distill_lines;
+  k.sequential = o.sequential;
+  k.drift = o.drift;
+  if (o.sequential_target == "stream") {
+    k.sequential_target = tr::SequentialTarget::kSourceOnStream;
+  } else if (o.sequential_target != "source") {
+    return absl::InvalidArgumentError("--sequential_target: source | stream");
+  }
   k.calibration = calib;
   k.dtype = dtype;
   return tr::ConvertKvLatent(o.model_dir, o.out, k);

@@ -14,6 +14,7 @@
 //                     [--allocate off|residual|relative|absolute]
 //                     [--joint_heads=false]
 //                     [--distill-tokens N | --distill-minutes M]
+//                     [--sequential [--drift W]]
 //   latentkv convert  --model DIR --out DIR --kv-heads N --calib-text FILE
 //   latentkv inspect  DIR
 //   latentkv cluster-credentials --out DIR [--days N]
@@ -206,6 +207,18 @@ ABSL_FLAG(int, distill_lines, 1000,
           "first non-empty lines");
 ABSL_FLAG(double, distill_lr, 2e-4,
           "convert --kv-latent: distillation's peak Adam learning rate");
+ABSL_FLAG(bool, sequential, false,
+          "convert --kv-latent calibrated: refit (and distil) the layers in "
+          "order on the converted model's own hidden states, so each corrects "
+          "what the layers before it changed");
+ABSL_FLAG(double, drift, 0.0,
+          "convert --kv-latent --sequential: weight of the converted stream's "
+          "difference from the source's in each layer's target (0: the source "
+          "layer's output; 1: cancel the whole difference)");
+ABSL_FLAG(std::string, sequential_target, "source",
+          "convert --kv-latent --sequential: each layer's target, the source "
+          "layer on the source's hidden states (source) or on the converted "
+          "model's own (stream)");
 ABSL_FLAG(std::string, calib_text, "",
           "convert --model DIR: calibration text, one document per line");
 ABSL_FLAG(int, calib_lines, 200,
@@ -503,6 +516,9 @@ int main(int argc, char** argv) {
     o.distill_minutes = absl::GetFlag(FLAGS_distill_minutes);
     o.distill_lines = absl::GetFlag(FLAGS_distill_lines);
     o.distill_lr = absl::GetFlag(FLAGS_distill_lr);
+    o.sequential = absl::GetFlag(FLAGS_sequential);
+    o.drift = absl::GetFlag(FLAGS_drift);
+    o.sequential_target = absl::GetFlag(FLAGS_sequential_target);
     o.calib_text = absl::GetFlag(FLAGS_calib_text);
     o.calib_lines = absl::GetFlag(FLAGS_calib_lines);
     o.kv_heads = absl::GetFlag(FLAGS_kv_heads);
