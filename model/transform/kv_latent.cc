@@ -109,6 +109,23 @@ absl::Status ValueMaps(const std::vector<double>& moment, const ModelWeights& w,
   return absl::OkStatus();
 }
 
+// The cross-head maps of every layer (joint_latent.h), `dims` each layer's
+// joint d_qk / d_vo (K times the per-head bytes); `stats` with the joint
+// moments.
+absl::StatusOr<std::vector<LatentLayerMaps>> JointMaps(
+    const ModelWeights& w, const std::vector<LayerStats>& stats,
+    const std::vector<std::vector<int>>& kept,
+    const std::vector<LayerRanks>& dims) {
+  std::vector<LatentLayerMaps> out;
+  for (int l = 0; l < w.config.num_layers; ++l) {
+    auto m = BuildJointLayerMaps(w, l, stats[l], kept[l], dims[l].d_qk,
+                                 dims[l].d_vo);
+    if (!m.ok()) return m.status();
+    out.push_back(std::move(*m));
+  }
+  return out;
+}
+
 // Per-layer dims by rank allocation (rank_allocation.h) under the KV budget
 // of the uniform d_qk / d_vo: `kept[c][l]` the rotary pairs of layer l under
 // candidate c. Each result's `candidate` says whose pairs the layer keeps.
@@ -118,48 +135,37 @@ absl::StatusOr<std::vector<LayerRanks>> AllocatedDims(
     const std::vector<std::vector<std::vector<int>>>& kept,
     const KvLatentOptions& options) {
   const ModelConfig& c = w.config;
+  // Cross-head dims span every source KV head.
+  const int heads = options.joint_heads ? c.num_kv_heads : 1;
   std::vector<LayerRanks> full;
   for (int l = 0; l < c.num_layers; ++l) {
-    full.push_back({c.qk_head_dim[l], c.vo_head_dim[l]});
+    full.push_back({heads * c.qk_head_dim[l], heads * c.vo_head_dim[l]});
   }
   std::vector<std::vector<LatentLayerMaps>> candidates;
   for (const std::vector<std::vector<int>>& pairs : kept) {
-    auto maps = CalibratedMaps(w, stats, pairs, full, options.value_basis);
+    auto maps = options.joint_heads ? JointMaps(w, stats, pairs, full)
+                                    : CalibratedMaps(w, stats, pairs, full,
+                                                     options.value_basis);
     if (!maps.ok()) return maps.status();
     candidates.push_back(std::move(*maps));
   }
   auto curves =
       MeasureErrorCurves(w, docs, candidates, options.allocation_tokens);
   if (!curves.ok()) return curves.status();
-  const int64_t budget = int64_t{c.num_layers} * (options.d_qk + options.d_vo);
+  const int64_t budget =
+      int64_t{c.num_layers} * heads * (options.d_qk + options.d_vo);
   auto ranks = AllocateRanks(*curves, budget, options.allocation_weight);
   if (!ranks.ok()) return ranks.status();
   std::string line;
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerRanks& r = (*ranks)[l];
     absl::StrAppend(&line, l == 0 ? "" : " ", r.d_qk, "/", r.d_vo, "(",
-                    2 * kept[r.candidate][l].size(), ")");
+                    heads * 2 * kept[r.candidate][l].size(), ")");
   }
   std::fprintf(stderr,
                "rank allocation (d_qk/d_vo(rotary dims) per layer): %s\n",
                line.c_str());
   return ranks;
-}
-
-// The cross-head maps of every layer (joint_latent.h) at the bytes of
-// per-head d_qk / d_vo; `stats` with the joint moments.
-absl::StatusOr<std::vector<LatentLayerMaps>> JointMaps(
-    const ModelWeights& w, const std::vector<LayerStats>& stats,
-    const std::vector<std::vector<int>>& kept, int d_qk, int d_vo) {
-  const int nkv = w.config.num_kv_heads;
-  std::vector<LatentLayerMaps> out;
-  for (int l = 0; l < w.config.num_layers; ++l) {
-    auto m =
-        BuildJointLayerMaps(w, l, stats[l], kept[l], nkv * d_qk, nkv * d_vo);
-    if (!m.ok()) return m.status();
-    out.push_back(std::move(*m));
-  }
-  return out;
 }
 
 // The rotary-dims candidates of an allocation: d_qk/2, the default 3/4 and
@@ -438,12 +444,13 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
           absl::StrCat("kv-latent: rope=", rope,
                        " must be even and at most d_qk=", options.d_qk));
     }
-    // Allocation without rope= tries several splits, keeping pairs by the
-    // rotation score in each (auto).
-    const bool allocate = options.allocate_ranks && !options.joint_heads;
-    const std::vector<int> ropes = allocate && options.rope_dims < 0
-                                       ? RopeCandidates(src, options.d_qk)
-                                       : std::vector<int>{rope};
+    // Allocation without rope= tries several splits (per-head latents),
+    // keeping pairs by the rotation score in each (auto).
+    const bool allocate = options.allocate_ranks;
+    const std::vector<int> ropes =
+        allocate && options.rope_dims < 0 && !options.joint_heads
+            ? RopeCandidates(src, options.d_qk)
+            : std::vector<int>{rope};
     PairCriterion crit = options.pair_criterion;
     if (crit == PairCriterion::kAuto) {
       crit = rope < options.d_qk || ropes.size() > 1
@@ -477,8 +484,9 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
       kept_by_rope.push_back(std::move(kept));
     }
     std::vector<std::vector<int>> kept = kept_by_rope[0];
-    std::vector<LayerRanks> dims(src.num_layers,
-                                 LayerRanks{options.d_qk, options.d_vo});
+    const int heads = options.joint_heads ? src.num_kv_heads : 1;
+    std::vector<LayerRanks> dims(
+        src.num_layers, LayerRanks{heads * options.d_qk, heads * options.d_vo});
     if (allocate) {
       auto found = AllocatedDims(**w, *docs, *stats, kept_by_rope, options);
       if (!found.ok()) return found.status();
@@ -487,10 +495,9 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
         kept[l] = kept_by_rope[dims[l].candidate][l];
       }
     }
-    auto maps =
-        options.joint_heads
-            ? JointMaps(**w, *stats, kept, options.d_qk, options.d_vo)
-            : CalibratedMaps(**w, *stats, kept, dims, options.value_basis);
+    auto maps = options.joint_heads ? JointMaps(**w, *stats, kept, dims)
+                                    : CalibratedMaps(**w, *stats, kept, dims,
+                                                     options.value_basis);
     if (!maps.ok()) return maps.status();
     if (options.joint_heads) config.num_kv_heads = 1;
     std::vector<AttentionTensors> tensors;

@@ -77,27 +77,31 @@ class CurveObserver : public LayerObserver {
     }
     const Tensor& o = w_.layers[l].o_proj;
     const Vec wo(o.f32(), o.f32() + hidden * wide);
-    const double scale = 1.0 / std::sqrt(static_cast<double>(hs));
     const int ni = static_cast<int>(n);
     Vec z(static_cast<size_t>(n * wide)), out(static_cast<size_t>(n * hidden));
     Vec probs;
     for (size_t cand = 0; cand < candidates_.size(); ++cand) {
       const LatentLayerMaps& m = candidates_[cand][l];
-      const int rope = m.rope_dims;
-      Vec q = MapHeads(a.q, n, nh, hs, m.q, hs);
-      Vec k = MapHeads(a.k, n, nkv, hs, m.k, hs);
-      ReferenceRope(&q, n, nh, hs, rope, m.inv_freq.data());
-      ReferenceRope(&k, n, nkv, hs, rope, m.inv_freq.data());
+      // New KV heads kh, each reading `span` source heads (joint_latent.h),
+      // of dq = span * hs dims at full rank.
+      const int rope = m.rope_dims, dq = m.d_qk;
+      const int kh = static_cast<int>(m.k.size()), span = nkv / kh;
+      const int new_group = nh / kh;
+      const double scale = 1.0 / std::sqrt(static_cast<double>(dq));
+      Vec q = MapHeads(a.q, n, nh, hs, m.q, dq);
+      Vec k = MapHeads(a.k, n, kh, span * hs, m.k, dq);
+      ReferenceRope(&q, n, nh, dq, rope, m.inv_freq.data());
+      ReferenceRope(&k, n, kh, dq, rope, m.inv_freq.data());
       // logits[h] [T, T]: rotary channels, then two position-free ones per
       // step (the maps' rows are in rank order).
       std::vector<Vec> logits(nh, Vec(static_cast<size_t>(n * n), 0.0));
       auto add_channels = [&](int from, int to) {
         for (int h = 0; h < nh; ++h) {
-          const int g = h / group;
+          const int g = h / new_group;
           for (int64_t t = 0; t < n; ++t) {
-            const double* qt = &q[(t * nh + h) * hs];
+            const double* qt = &q[(t * nh + h) * dq];
             for (int64_t s = 0; s <= t; ++s) {
-              const double* ks = &k[(s * nkv + g) * hs];
+              const double* ks = &k[(s * kh + g) * dq];
               double acc = 0.0;
               for (int ch = from; ch < to; ++ch) acc += qt[ch] * ks[ch];
               logits[h][t * n + s] += scale * acc;
@@ -106,7 +110,7 @@ class CurveObserver : public LayerObserver {
         }
       };
       add_channels(0, rope);
-      const int steps = (hs - rope) / 2;
+      const int steps = (dq - rope) / 2;
       for (int i = 0; i <= steps; ++i) {
         if (i > 0) add_channels(rope + 2 * i - 2, rope + 2 * i);
         for (int h = 0; h < nh; ++h) {
@@ -120,43 +124,46 @@ class CurveObserver : public LayerObserver {
       }
     }
     const LatentLayerMaps& m = candidates_[0][l];
-    const Vec u = MapHeads(a.v, n, nkv, hv, m.v, hv);  // whitened values
-    Vec ubar(static_cast<size_t>(n * wide));
+    const int kh = static_cast<int>(m.v.size()), span = nkv / kh;
+    const int new_group = nh / kh, dv = m.d_vo, vwide = nh * dv;
+    // Whitened values [T, kh, dv].
+    const Vec u = MapHeads(a.v, n, kh, span * hv, m.v, dv);
+    Vec ubar(static_cast<size_t>(n * vwide));
     // Values under the source layer's own attention (exact keys: every
     // pair rotary), as the forward computed it.
     for (int h = 0; h < nh; ++h) {
-      GemmNn(ni, hv, ni, a.probs + h * n * n, ni, &u[(h / group) * hv],
-             nkv * hv, &ubar[h * hv], wide);
+      GemmNn(ni, dv, ni, a.probs + h * n * n, ni, &u[(h / new_group) * dv],
+             kh * dv, &ubar[h * dv], vwide);
     }
-    // Values: component c of every head at once. WoB[:, h hv + c] = W_o,h
-    // times the c-th column of the head's read-back map; both it and ubar
-    // reordered component-major (column c * H + h).
-    Vec wob(static_cast<size_t>(hidden * wide), 0.0);
+    // Values: component c of every head at once. WoB[:, h dv + c] = W_o,h
+    // times the c-th column of the head's read-back map [hv, dv]; both it
+    // and ubar reordered component-major (column c * H + h).
+    Vec wob(static_cast<size_t>(hidden * vwide), 0.0);
     for (int64_t r = 0; r < hidden; ++r) {
       for (int h = 0; h < nh; ++h) {
         const double* src = &wo[r * wide + h * hv];
-        for (int cc = 0; cc < hv; ++cc) {
+        for (int cc = 0; cc < dv; ++cc) {
           double acc = 0.0;
           for (int e = 0; e < hv; ++e) {
-            acc += src[e] * m.o[h][static_cast<size_t>(e) * hv + cc];
+            acc += src[e] * m.o[h][static_cast<size_t>(e) * dv + cc];
           }
-          wob[r * wide + cc * nh + h] = acc;
+          wob[r * vwide + cc * nh + h] = acc;
         }
       }
     }
     Vec ub(ubar.size());
     for (int64_t t = 0; t < n; ++t) {
       for (int h = 0; h < nh; ++h) {
-        for (int cc = 0; cc < hv; ++cc) {
-          ub[t * wide + cc * nh + h] = ubar[t * wide + h * hv + cc];
+        for (int cc = 0; cc < dv; ++cc) {
+          ub[t * vwide + cc * nh + h] = ubar[t * vwide + h * dv + cc];
         }
       }
     }
     std::fill(out.begin(), out.end(), 0.0);
     cv.value[0] += SquaredDistance(out, a.output);
-    for (int cc = 0; cc < hv; ++cc) {
-      GemmNt(ni, static_cast<int>(hidden), nh, &ub[cc * nh], wide,
-             &wob[cc * nh], wide, 1.0, out.data(), static_cast<int>(hidden));
+    for (int cc = 0; cc < dv; ++cc) {
+      GemmNt(ni, static_cast<int>(hidden), nh, &ub[cc * nh], vwide,
+             &wob[cc * nh], vwide, 1.0, out.data(), static_cast<int>(hidden));
       cv.value[cc + 1] += SquaredDistance(out, a.output);
     }
   }
@@ -194,19 +201,23 @@ absl::StatusOr<std::vector<LayerErrorCurves>> MeasureErrorCurves(
     for (int l = 0; l < c.num_layers; ++l) {
       const LatentLayerMaps& m = full[l];
       const int hs = c.qk_head_dim[l], hv = c.vo_head_dim[l];
-      if (m.d_qk != hs || m.d_vo != hv || m.rope_dims > hs ||
-          m.rope_dims % 2 != 0 ||
+      const int kh = static_cast<int>(m.k.size());
+      const int span =
+          kh > 0 && c.num_kv_heads % kh == 0 ? c.num_kv_heads / kh : 0;
+      if (span == 0 || m.d_qk != span * hs || m.d_vo != span * hv ||
+          m.rope_dims > m.d_qk || m.rope_dims % 2 != 0 ||
           m.q.size() != static_cast<size_t>(c.num_heads) ||
           m.o.size() != static_cast<size_t>(c.num_heads) ||
-          m.k.size() != static_cast<size_t>(c.num_kv_heads) ||
-          m.v.size() != static_cast<size_t>(c.num_kv_heads)) {
+          m.v.size() != static_cast<size_t>(kh) ||
+          (!curves[l].key.empty() &&
+           static_cast<int>(curves[l].value.size()) != m.d_vo + 1)) {
         return absl::InvalidArgumentError(absl::StrCat(
             "error curves: layer ", l, " maps are not full rank (d_qk ", m.d_qk,
-            "/", hs, ", d_vo ", m.d_vo, "/", hv, ")"));
+            "/", span * hs, ", d_vo ", m.d_vo, "/", span * hv, ")"));
       }
       curves[l].rope_dims.push_back(m.rope_dims);
-      curves[l].key.emplace_back((hs - m.rope_dims) / 2 + 1, 0.0);
-      curves[l].value.assign(hv + 1, 0.0);
+      curves[l].key.emplace_back((m.d_qk - m.rope_dims) / 2 + 1, 0.0);
+      curves[l].value.assign(m.d_vo + 1, 0.0);
     }
   }
   size_t used = 0;

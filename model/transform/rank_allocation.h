@@ -71,8 +71,10 @@ struct LayerRanks {
 };
 
 // The curves of every layer: candidates[c][l] is layer l's full-rank maps
-// (CalibratedMaps at d_qk = hs, d_vo = hv) with candidate c's rotary pairs
-// (the value maps of candidate 0 are used), over the leading documents of
+// (CalibratedMaps at d_qk = hs, d_vo = hv; or cross-head, BuildJointLayerMaps
+// at K * hs, K * hv: the curves then run over the joint dims) with candidate
+// c's rotary pairs (the value maps of candidate 0 are used; every candidate
+// of a layer has the same KV heads), over the leading documents of
 // `docs` up to `max_tokens` tokens (at least one document). Errors:
 // InvalidArgument (no candidates, maps not full rank, no documents), those
 // of the forward.

@@ -4,7 +4,8 @@
 // - the error curves of the real stories260K model equal, point by point,
 //   the squared output error of the converted layer built at that rank and
 //   run by the distillation's independent forward (LayerLoss), vanish at
-//   full rank and start from the output's energy;
+//   full rank and start from the output's energy; the same for cross-head
+//   maps;
 // - a converted model with allocated ranks loads with its per-layer dims.
 #include "model/transform/rank_allocation.h"
 
@@ -19,6 +20,7 @@
 #include "model/transform/calibration.h"
 #include "model/transform/distill_layer.h"
 #include "model/transform/forward.h"
+#include "model/transform/joint_latent.h"
 #include "model/transform/kv_latent.h"
 #include "model/transform/test_util.h"
 #include "model/weights.h"
@@ -159,6 +161,22 @@ TEST(RankAllocationTest, ParsesWeights) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// The squared output error of layer l converted by `m`, run by the
+// distillation's forward on the captured source input.
+double ConvertedLayerLoss(const ModelWeights& w, int l,
+                          const LatentLayerMaps& m,
+                          const testing::LayerCapture& cap) {
+  const AttentionTensors t = ApplyLayerMaps(w, l, m);
+  const DistillShape shape{
+      64,     8,           static_cast<int>(m.k.size()), m.d_qk,
+      m.d_vo, m.rope_dims, t.rope_inv_freq.data()};
+  auto d = [](const std::vector<float>& f) {
+    return std::vector<double>(f.begin(), f.end());
+  };
+  const LayerParams<double> p{d(t.q), d(t.k), d(t.v), d(t.o)};
+  return LayerLoss(shape, p, cap.x.data(), cap.y.data(), cap.last_tokens);
+}
+
 TEST(RankAllocationTest, CurvesEqualTheConvertedLayersOutputError) {
   auto w = Load(Stories260kDir());
   ASSERT_TRUE(w);
@@ -202,22 +220,68 @@ TEST(RankAllocationTest, CurvesEqualTheConvertedLayersOutputError) {
           *w, stats, pairs, std::vector<LayerRanks>(5, LayerRanks{d_qk, d_vo}),
           ValueBasis::kOutputWeighted);
       ASSERT_TRUE(maps.ok()) << maps.status();
-      const AttentionTensors t = ApplyLayerMaps(*w, l, (*maps)[l]);
-      const DistillShape shape{
-          64, 8, 4, d_qk, d_vo, (*maps)[l].rope_dims, t.rope_inv_freq.data()};
-      auto d = [](const std::vector<float>& f) {
-        return std::vector<double>(f.begin(), f.end());
-      };
-      const LayerParams<double> p{d(t.q), d(t.k), d(t.v), d(t.o)};
-      const double loss =
-          LayerLoss(shape, p, cap.x.data(), cap.y.data(), cap.last_tokens);
-      EXPECT_NEAR(curve, loss, 1e-5 * scale)
+      EXPECT_NEAR(curve, ConvertedLayerLoss(*w, l, (*maps)[l], cap),
+                  1e-5 * scale)
           << "layer " << l << " d_qk " << d_qk << " d_vo " << d_vo;
     };
     for (int i = 0; i < 4; ++i) check(2 + 2 * i, 8, c.key[0][i]);
     for (int v : {1, 3, 6, 7}) check(8, v, c.value[v]);
     check(8, 8, 0.0);
   }
+}
+
+// The same for cross-head maps (joint_latent.h): one latent KV head over
+// the 4 source heads, 2 rotary dims kept per head (8 in all), up to 24
+// position-free key dims and 32 value dims.
+TEST(RankAllocationTest, CrossHeadCurvesEqualTheConvertedLayersOutputError) {
+  auto w = Load(Stories260kDir());
+  ASSERT_TRUE(w);
+  const std::vector<LayerStats> stats =
+      testing::MomentsOrEmpty(*w, Stories260kDocs(0, 60));
+  ASSERT_EQ(stats.size(), 5u);
+  const std::vector<int> one{1}, all{0, 1, 2, 3};
+  const int l = 2;
+  std::vector<LatentLayerMaps> layers;
+  for (int i = 0; i < 5; ++i) {
+    auto m = BuildJointLayerMaps(*w, i, stats[i], one, 32, 32);
+    ASSERT_TRUE(m.ok()) << m.status();
+    layers.push_back(std::move(*m));
+  }
+  const std::vector<std::vector<int32_t>> doc = Stories260kDocs(300, 1);
+  ASSERT_EQ(doc.size(), 1u);
+  auto curves = MeasureErrorCurves(*w, doc, {layers}, 1);
+  ASSERT_TRUE(curves.ok()) << curves.status();
+  const LayerErrorCurves& c = (*curves)[l];
+  ASSERT_EQ(c.key.size(), 1u);
+  ASSERT_EQ(c.key[0].size(), 13u);
+  ASSERT_EQ(c.value.size(), 33u);
+  const double scale = c.output_energy;
+  ASSERT_GT(scale, 0);
+  EXPECT_NEAR(c.value[0], scale, 1e-9 * scale);
+  EXPECT_LT(c.value.back(), 1e-12 * scale);
+  testing::LayerCapture cap(l);
+  ASSERT_TRUE(ObserveLayers(*w, doc, &cap).ok());
+  for (int i : {0, 1, 5, 12}) {
+    auto m = BuildJointLayerMaps(*w, l, stats[l], one, 8 + 2 * i, 32);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_NEAR(c.key[0][i], ConvertedLayerLoss(*w, l, *m, cap), 1e-5 * scale)
+        << "position-free key dims " << 2 * i;
+  }
+  // Value points with every pair rotary (exact keys).
+  for (int v : {1, 7, 20, 31}) {
+    auto m = BuildJointLayerMaps(*w, l, stats[l], all, 32, v);
+    ASSERT_TRUE(m.ok()) << m.status();
+    EXPECT_NEAR(c.value[v], ConvertedLayerLoss(*w, l, *m, cap), 1e-5 * scale)
+        << "value dims " << v;
+  }
+  // Mixed per-head and cross-head candidates are refused.
+  auto per_head =
+      CalibratedMaps(*w, stats, std::vector<std::vector<int>>(5, one),
+                     std::vector<LayerRanks>(5, LayerRanks{8, 8}),
+                     ValueBasis::kOutputWeighted);
+  ASSERT_TRUE(per_head.ok());
+  EXPECT_EQ(MeasureErrorCurves(*w, doc, {layers, *per_head}, 1).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(RankAllocationTest, AllocatedConversionLoadsWithPerLayerDims) {
@@ -258,6 +322,29 @@ TEST(RankAllocationTest, AllocatedConversionLoadsWithPerLayerDims) {
   auto split_ppl = Perplexity(*s, Stories260kDocs(400, 20));
   ASSERT_TRUE(split_ppl.ok()) << split_ppl.status();
   EXPECT_TRUE(std::isfinite(split_ppl->perplexity));
+  // Cross-head latents: one KV head, 4 x 2 rotary dims in every layer, the
+  // 4 heads' bytes (4 x (6 + 4) dims per layer) shared out over the layers.
+  o.rope_dims = 2;
+  o.joint_heads = true;
+  const std::string joint = NewDir("allocated_joint");
+  ASSERT_TRUE(ConvertKvLatent(Stories260kDir(), joint, o).ok());
+  auto j = Load(joint);
+  ASSERT_TRUE(j);
+  EXPECT_EQ(j->config.num_kv_heads, 1);
+  int64_t joint_total = 0;
+  bool varied = false;
+  for (int l = 0; l < j->config.num_layers; ++l) {
+    EXPECT_EQ(j->config.rope_dim(l), 8) << l;
+    joint_total += j->config.qk_head_dim[l] + j->config.vo_head_dim[l];
+    varied = varied || j->config.vo_head_dim[l] != j->config.vo_head_dim[0] ||
+             j->config.qk_head_dim[l] != j->config.qk_head_dim[0];
+  }
+  EXPECT_LE(joint_total, 5 * 4 * 10);
+  EXPECT_GT(joint_total, 5 * 4 * 10 - 10);
+  EXPECT_TRUE(varied);
+  auto joint_ppl = Perplexity(*j, Stories260kDocs(400, 20));
+  ASSERT_TRUE(joint_ppl.ok()) << joint_ppl.status();
+  EXPECT_TRUE(std::isfinite(joint_ppl->perplexity));
 }
 
 }  // namespace
