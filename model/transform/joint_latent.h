@@ -38,12 +38,16 @@ namespace latentkv::model::transform {
 
 // Layer `layer`'s cross-head maps: `kept` its rotary pairs (ascending, R/2),
 // `stats` its LayerStats (q_moment, and kv_moment: Calibrate with
-// kv_joint_moment);
-// d_qk = K*R + position-free dims (even), d_vo value dims. Errors:
-// InvalidArgument (dims beyond what the source holds), the eigensolver's.
+// kv_joint_moment). `heads_per_latent` G (0: all K): the layer gets K / G
+// latent KV heads, latent j over source KV heads [j G, (j + 1) G), each
+// built as above over its G heads (so a model with K / G KV heads splits
+// over tensor-parallel ranks that divide K / G); d_qk = G*R +
+// position-free dims (even), d_vo value dims, per latent head. Errors:
+// InvalidArgument (G not dividing K, dims beyond what the source holds),
+// the eigensolver's.
 absl::StatusOr<LatentLayerMaps> BuildJointLayerMaps(
     const ModelWeights& w, int layer, const LayerStats& stats,
-    const std::vector<int>& kept, int d_qk, int d_vo);
+    const std::vector<int>& kept, int d_qk, int d_vo, int heads_per_latent = 0);
 
 }  // namespace latentkv::model::transform
 

@@ -6,8 +6,10 @@
 //   forward);
 // - at full position-free rank the key maps keep each query head's logit
 //   share on its own KV head's channels and nothing of the others';
-// - a converted model loads with one KV head and, at the same bytes, has
-//   lower held-out perplexity than the per-head conversion.
+// - latents over groups of 2 source heads are exact at full rank too;
+// - a converted model loads with one KV head (or K / G with groups) and, at
+//   the same bytes, has lower held-out perplexity than the per-head
+//   conversion.
 #include "model/transform/joint_latent.h"
 
 #include <cmath>
@@ -69,6 +71,40 @@ TEST(JointLatentTest, AllPairsAndAllValuesReproduceTheLayer) {
   }
 }
 
+// Two latent heads, each over 2 source KV heads: exact with every pair and
+// value kept; a group size not dividing the KV heads is refused.
+TEST(JointLatentTest, GroupedLatentsReproduceTheLayer) {
+  Fixture f = Make();
+  ASSERT_TRUE(f.w && f.stats.size() == 5);
+  const auto doc = Stories260kDocs(500, 1);
+  const int l = 3;
+  auto m = BuildJointLayerMaps(*f.w, l, f.stats[l], {0, 1, 2, 3}, 16, 16, 2);
+  ASSERT_TRUE(m.ok()) << m.status();
+  ASSERT_EQ(m->k.size(), 2u);
+  ASSERT_EQ(m->v.size(), 2u);
+  ASSERT_EQ(m->k[1].size(), 16u * 16u);  // [d_qk, 2 source heads x 8]
+  const AttentionTensors t = ApplyLayerMaps(*f.w, l, *m);
+  testing::LayerCapture cap(l);
+  ASSERT_TRUE(ObserveLayers(*f.w, doc, &cap).ok());
+  const DistillShape shape{64, 8, 2, 16, 16, 16, t.rope_inv_freq.data()};
+  auto d = [](const std::vector<float>& v) {
+    return std::vector<double>(v.begin(), v.end());
+  };
+  const LayerParams<double> p{d(t.q), d(t.k), d(t.v), d(t.o)};
+  double energy = 0;
+  for (double v : cap.y) energy += v * v;
+  EXPECT_LT(LayerLoss(shape, p, cap.x.data(), cap.y.data(), cap.last_tokens),
+            1e-9 * energy);
+  // Every query head gets its read-back map from its own group.
+  for (int h = 0; h < 8; ++h) {
+    double o_norm = 0;
+    for (double x : m->o[h]) o_norm += x * x;
+    EXPECT_GT(o_norm, 0) << h;
+  }
+  EXPECT_FALSE(
+      BuildJointLayerMaps(*f.w, l, f.stats[l], {0, 1, 2, 3}, 16, 16, 3).ok());
+}
+
 TEST(JointLatentTest, FullRankKeysKeepEachHeadsOwnLogitShare) {
   Fixture f = Make();
   ASSERT_TRUE(f.w && f.stats.size() == 5);
@@ -121,6 +157,25 @@ TEST(JointLatentTest, OneLatentHeadBeatsPerHeadLatentsAtTheSameBytes) {
   std::printf("held-out ppl: per head %.3f, one latent head %.3f\n",
               pa->perplexity, pb->perplexity);
   EXPECT_LT(pb->perplexity, pa->perplexity);
+  // Two latent heads over 2 source heads each: a model tensor parallelism
+  // can split in two, at the same bytes.
+  o.joint_group = 2;
+  const std::string grouped = NewDir("joint_grouped");
+  ASSERT_TRUE(ConvertKvLatent(Stories260kDir(), grouped, o).ok());
+  auto g = Load(grouped);
+  ASSERT_TRUE(g);
+  EXPECT_EQ(g->config.num_kv_heads, 2);
+  EXPECT_EQ(g->config.qk_head_dim[0], 12);
+  EXPECT_EQ(g->config.rope_dim(0), 4);
+  EXPECT_EQ(g->config.KvValuesPerToken(), a->config.KvValuesPerToken());
+  auto pg = Perplexity(*g, held_out);
+  ASSERT_TRUE(pg.ok());
+  std::printf("held-out ppl: two latent heads of two source heads %.3f\n",
+              pg->perplexity);
+  EXPECT_LT(pg->perplexity, pa->perplexity);
+  o.joint_group = 3;
+  EXPECT_EQ(ConvertKvLatent(Stories260kDir(), NewDir("joint_bad"), o).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

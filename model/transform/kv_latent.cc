@@ -109,17 +109,23 @@ absl::Status ValueMaps(const std::vector<double>& moment, const ModelWeights& w,
   return absl::OkStatus();
 }
 
+// Source KV heads per cross-head latent (options.joint_group, 0: all).
+int JointSpan(const ModelConfig& c, const KvLatentOptions& options) {
+  return options.joint_group > 0 ? options.joint_group : c.num_kv_heads;
+}
+
 // The cross-head maps of every layer (joint_latent.h), `dims` each layer's
-// joint d_qk / d_vo (K times the per-head bytes); `stats` with the joint
+// joint d_qk / d_vo per latent head (G times the per-head bytes,
+// G = `group` source heads per latent, 0: all); `stats` with the joint
 // moments.
 absl::StatusOr<std::vector<LatentLayerMaps>> JointMaps(
     const ModelWeights& w, const std::vector<LayerStats>& stats,
     const std::vector<std::vector<int>>& kept,
-    const std::vector<LayerRanks>& dims) {
+    const std::vector<LayerRanks>& dims, int group) {
   std::vector<LatentLayerMaps> out;
   for (int l = 0; l < w.config.num_layers; ++l) {
     auto m = BuildJointLayerMaps(w, l, stats[l], kept[l], dims[l].d_qk,
-                                 dims[l].d_vo);
+                                 dims[l].d_vo, group);
     if (!m.ok()) return m.status();
     out.push_back(std::move(*m));
   }
@@ -136,16 +142,17 @@ absl::StatusOr<std::vector<LayerRanks>> AllocatedDims(
     const KvLatentOptions& options) {
   const ModelConfig& c = w.config;
   // Cross-head dims span every source KV head.
-  const int heads = options.joint_heads ? c.num_kv_heads : 1;
+  const int heads = options.joint_heads ? JointSpan(c, options) : 1;
   std::vector<LayerRanks> full;
   for (int l = 0; l < c.num_layers; ++l) {
     full.push_back({heads * c.qk_head_dim[l], heads * c.vo_head_dim[l]});
   }
   std::vector<std::vector<LatentLayerMaps>> candidates;
   for (const std::vector<std::vector<int>>& pairs : kept) {
-    auto maps = options.joint_heads ? JointMaps(w, stats, pairs, full)
-                                    : CalibratedMaps(w, stats, pairs, full,
-                                                     options.value_basis);
+    auto maps =
+        options.joint_heads
+            ? JointMaps(w, stats, pairs, full, options.joint_group)
+            : CalibratedMaps(w, stats, pairs, full, options.value_basis);
     if (!maps.ok()) return maps.status();
     candidates.push_back(std::move(*maps));
   }
@@ -435,6 +442,14 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
           "kv-latent calibrated init needs calibration text (--calib-text "
           "FILE)");
     }
+    if (options.joint_heads &&
+        (options.joint_group < 0 ||
+         (options.joint_group > 0 &&
+          src.num_kv_heads % options.joint_group != 0))) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "kv-latent: --joint_group ", options.joint_group,
+          " must divide the model's ", src.num_kv_heads, " KV heads (0: all)"));
+    }
     auto docs = LoadCalibrationDocs(model_dir, src, options.calibration);
     if (!docs.ok()) return docs.status();
     const int rope = options.rope_dims < 0 ? DefaultRopeDims(options.d_qk)
@@ -484,7 +499,7 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
       kept_by_rope.push_back(std::move(kept));
     }
     std::vector<std::vector<int>> kept = kept_by_rope[0];
-    const int heads = options.joint_heads ? src.num_kv_heads : 1;
+    const int heads = options.joint_heads ? JointSpan(src, options) : 1;
     std::vector<LayerRanks> dims(
         src.num_layers, LayerRanks{heads * options.d_qk, heads * options.d_vo});
     if (allocate) {
@@ -495,11 +510,12 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
         kept[l] = kept_by_rope[dims[l].candidate][l];
       }
     }
-    auto maps = options.joint_heads ? JointMaps(**w, *stats, kept, dims)
-                                    : CalibratedMaps(**w, *stats, kept, dims,
-                                                     options.value_basis);
+    auto maps =
+        options.joint_heads
+            ? JointMaps(**w, *stats, kept, dims, options.joint_group)
+            : CalibratedMaps(**w, *stats, kept, dims, options.value_basis);
     if (!maps.ok()) return maps.status();
-    if (options.joint_heads) config.num_kv_heads = 1;
+    if (options.joint_heads) config.num_kv_heads = src.num_kv_heads / heads;
     std::vector<AttentionTensors> tensors;
     for (int l = 0; l < src.num_layers; ++l) {
       tensors.push_back(ApplyLayerMaps(**w, l, (*maps)[l]));

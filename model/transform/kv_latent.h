@@ -115,6 +115,11 @@ struct KvLatentOptions {
   // (docs/QUALITY.md). A model with one KV head cannot be split by tensor
   // parallelism (KV heads are sharded): off for TP > 1.
   bool joint_heads = true;
+  // Source KV heads per cross-head latent (joint_heads only): 0 (default)
+  // all, one latent KV head per layer; G dividing K: K / G latent heads of
+  // G * d_qk / G * d_vo dims, which tensor parallelism can split when the
+  // TP size divides K / G.
+  int joint_group = 0;
   AllocationWeight allocation_weight = AllocationWeight::kRelative;
   int64_t allocation_tokens = 8192;
   // Local distillation after the init (distill.h); off unless a budget is

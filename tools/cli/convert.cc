@@ -64,6 +64,7 @@ absl::Status ConvertModelDir(const ConvertOptions& o, DType dtype) {
   k.pair_criterion = *pairs;
   k.allocate_ranks = o.allocate != "off";
   k.joint_heads = o.joint_heads;
+  k.joint_group = o.joint_group;
   if (k.allocate_ranks) {
     auto weight = tr::ParseAllocationWeight(o.allocate);
     if (!weight.ok()) return weight.status();

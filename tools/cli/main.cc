@@ -12,7 +12,7 @@
 //                     (d_qk=A,d_vo=B,rope=R: partial rotary) [--refit=false]
 //                     [--pairs auto|rotation|search|...]
 //                     [--allocate off|residual|relative|absolute]
-//                     [--joint_heads=false]
+//                     [--joint_heads=false | --joint_group G]
 //                     [--distill-tokens N | --distill-minutes M]
 //                     [--sequential [--drift W]]
 //   latentkv convert  --model DIR --out DIR --kv-heads N --calib-text FILE
@@ -196,6 +196,11 @@ ABSL_FLAG(bool, joint_heads, true,
           "convert --kv-latent calibrated: one latent KV head per layer "
           "across the source's KV heads (the same bytes; num_kv_heads 1, so "
           "no tensor parallelism: --joint_heads=false for per-head latents)");
+ABSL_FLAG(int, joint_group, 0,
+          "convert --kv-latent with --joint_heads: source KV heads per "
+          "cross-head latent (0: all, one latent KV head per layer; G: K/G "
+          "latent heads, which tensor parallelism splits when --tp divides "
+          "K/G)");
 ABSL_FLAG(int64_t, distill_tokens, 0,
           "convert --kv-latent calibrated: local distillation, training "
           "tokens per layer (0: off unless --distill-minutes)");
@@ -512,6 +517,7 @@ int main(int argc, char** argv) {
     o.pairs = absl::GetFlag(FLAGS_pairs);
     o.allocate = absl::GetFlag(FLAGS_allocate);
     o.joint_heads = absl::GetFlag(FLAGS_joint_heads);
+    o.joint_group = absl::GetFlag(FLAGS_joint_group);
     o.distill_tokens = absl::GetFlag(FLAGS_distill_tokens);
     o.distill_minutes = absl::GetFlag(FLAGS_distill_minutes);
     o.distill_lines = absl::GetFlag(FLAGS_distill_lines);
