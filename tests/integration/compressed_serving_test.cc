@@ -1,7 +1,9 @@
 // KV compression served end to end: a real cluster (coordinator + worker
 // processes on loopback) configured with SpindleKV + a predefined capacity
 // streams exactly the tokens the engine alone produces with the same
-// configuration; requests can still ask for the full cache.
+// configuration; requests can still ask for the full cache; a grouped
+// cross-head KV-Latent model served by a tensor-parallel group of 2 streams
+// the engine's tokens.
 #include <fstream>
 #include <future>
 #include <string>
@@ -9,6 +11,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "model/gguf_loader.h"
 #include "model/tokenizer/tokenizer.h"
 #include "model/weights.h"
 #include "tests/integration/cluster.h"
@@ -143,6 +146,38 @@ TEST(CompressedServingTest, KvLatentWithSpindleServedEqualsEngineAlone) {
              &code);
   ASSERT_EQ(code, 0);
   ExpectServedEqualsAlone(out, /*codebook_layers=*/2);
+}
+
+// Cross-head KV-Latent over groups of 2 source KV heads (--joint_group=2):
+// 2 latent KV heads, so a tensor-parallel group of 2 splits them; it
+// streams the engine's own greedy tokens.
+TEST(CompressedServingTest, GroupedKvLatentSplitsOverTwoRanks) {
+  const std::string out = MakeTempDir() + "/kvl50_grouped";
+  int code = -1;
+  RunCommand({BinDir() + "/latentkv", "convert", "--model=" + Stories260kDir(),
+              "--out=" + out, "--kv-latent=d_qk=4,d_vo=4", "--joint_group=2",
+              "--calib-text=" + std::string(LATENTKV_SHARED_DIR) +
+                  "/text/tinystories_train_excerpt.txt",
+              "--calib-lines=50"},
+             &code);
+  ASSERT_EQ(code, 0);
+  auto w = model::LoadModelConfig(out);
+  ASSERT_TRUE(w.ok()) << w.status();
+  EXPECT_EQ(w->num_kv_heads, 2);
+  ClusterOptions co;
+  co.model_dir = out;
+  co.tp = 2;
+  co.worker_args = {"--page_size=4", "--max_step_tokens=64"};
+  Cluster cluster(co);
+  worker::EngineOptions plain;
+  plain.kv.page_size = 4;
+  plain.scheduler.max_step_tokens = 64;
+  for (const std::string& p : StoryPrompts()) {
+    StreamResult served = Generate(cluster.stub(), Greedy(p, 60));
+    ASSERT_TRUE(served.status.ok()) << served.status.error_message();
+    EXPECT_EQ(served.tokens, EngineAlone(out, p, 60, plain)) << p;
+    EXPECT_GT(served.tokens.size(), 10u);
+  }
 }
 
 TEST(CompressedServingTest, CompressedModeOnAPlainServerIsInvalid) {
