@@ -2,7 +2,8 @@
 // arXiv 2507.11273, whose code was never published): per layer, only the
 // converted layer's four projections train, so that its attention output
 // matches the source layer's given the SOURCE model's hidden states; layers
-// are independent (no error carried from one to the next).
+// are independent (no error carried from one to the next; sequential.h is
+// the form that carries it, sharing TrainLayer).
 //
 // Data: the training documents are concatenated in order into sequences of
 // up to seq_len tokens and run once through the source model (forward.h);

@@ -117,9 +117,7 @@ void ReferenceCausalAttention(const double* q, const double* k, const double* v,
   }
 }
 
-namespace {
-
-absl::Status CheckModel(const ModelWeights& w) {
+absl::Status CheckReferenceModel(const ModelWeights& w) {
   if (w.config.has_arch_features()) {
     // This forward (calibration, transforms' perplexity) is Llama's only.
     return absl::UnimplementedError(
@@ -138,8 +136,6 @@ absl::Status CheckModel(const ModelWeights& w) {
   return s;
 }
 
-}  // namespace
-
 absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
                                             const std::vector<int32_t>& tokens,
                                             const ForwardOptions& options) {
@@ -155,7 +151,7 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
           absl::StrCat("forward: token ", tok, " outside the vocabulary"));
     }
   }
-  absl::Status s = CheckModel(w);
+  absl::Status s = CheckReferenceModel(w);
   if (!s.ok()) return s;
   const int64_t dim = c.hidden_size;
   const int nh = c.num_heads, nkv = c.num_kv_heads, group = nh / nkv;

@@ -58,6 +58,11 @@ struct ForwardOptions {
   LayerObserver* observer = nullptr;
 };
 
+// OK when `weights` can run here: a Llama-architecture model with f32
+// matrices in memory; else Unimplemented (Gemma 3 features) or
+// InvalidArgument (other dtypes).
+absl::Status CheckReferenceModel(const ModelWeights& weights);
+
 // Runs `tokens` (ids < vocab, 1 <= T <= max_position_embeddings) through the
 // model. Returns logits [T, vocab] row-major (empty when options.logits is
 // false). Errors: InvalidArgument for bad tokens / lengths or non-f32

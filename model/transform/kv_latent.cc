@@ -337,6 +337,16 @@ absl::StatusOr<std::vector<AttentionTensors>> CalibratedAttention(
 
 namespace {
 
+// The distillation's documents: distill_text, read from the calibration
+// file unless it names its own.
+absl::StatusOr<std::vector<std::vector<int32_t>>> DistillDocs(
+    const std::string& model_dir, const ModelConfig& src,
+    const KvLatentOptions& options) {
+  CalibrationTextOptions dt = options.distill_text;
+  if (dt.path.empty()) dt.path = options.calibration.path;
+  return LoadCalibrationDocs(model_dir, src, dt);
+}
+
 // The local refit and distillation (refit.h, distill.h): every layer on
 // the source model's hidden states.
 absl::Status FitLocally(const ModelWeights& w, const std::string& model_dir,
@@ -352,9 +362,7 @@ absl::Status FitLocally(const ModelWeights& w, const std::string& model_dir,
     if (!s.ok()) return s;
   }
   if (DistillEnabled(options.distill)) {
-    CalibrationTextOptions dt = options.distill_text;
-    if (dt.path.empty()) dt.path = options.calibration.path;
-    auto train = LoadCalibrationDocs(model_dir, src, dt);
+    auto train = DistillDocs(model_dir, src, options);
     if (!train.ok()) return train.status();
     auto report = DistillLayers(w, *train, maps, tensors, options.distill);
     if (!report.ok()) return report.status();
@@ -390,9 +398,7 @@ absl::Status FitSequentially(const ModelWeights& w,
   so.distill = options.distill;
   std::vector<std::vector<int32_t>> seqs = docs;
   if (DistillEnabled(options.distill)) {
-    CalibrationTextOptions dt = options.distill_text;
-    if (dt.path.empty()) dt.path = options.calibration.path;
-    auto train = LoadCalibrationDocs(model_dir, src, dt);
+    auto train = DistillDocs(model_dir, src, options);
     if (!train.ok()) return train.status();
     seqs = PackSequences(
         *train, std::min(options.distill.seq_len, src.max_position_embeddings));

@@ -127,6 +127,22 @@ absl::StatusOr<SequentialReport> SequentialFit(
         "sequential fit: one map and tensor set per layer, sequences, ridge > "
         "0 and drift >= 0");
   }
+  absl::Status usable = CheckReferenceModel(src);
+  if (!usable.ok()) return usable;
+  for (const std::vector<int32_t>& seq : given) {
+    if (seq.empty() ||
+        static_cast<int64_t>(seq.size()) > c.max_position_embeddings) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequential fit: sequences need 1..",
+                       c.max_position_embeddings, " tokens"));
+    }
+    for (int32_t t : seq) {
+      if (t < 0 || t >= c.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "sequential fit: token ", t, " outside the vocabulary"));
+      }
+    }
+  }
   const Clock::time_point start = Clock::now();
   const int64_t hidden = c.hidden_size;
   SequentialReport report;
@@ -178,8 +194,10 @@ absl::StatusOr<SequentialReport> SequentialFit(
     AttentionTensors& a = (*tensors)[l];
     const DistillShape shape = ShapeOf(c, maps[l]);
     Seqs& ys = cap.targets()[l];
-    const LayerParams<float> source{Copy(lw.q_proj), Copy(lw.k_proj),
-                                    Copy(lw.v_proj), Copy(lw.o_proj)};
+    const LayerParams<float> source =
+        on_stream ? LayerParams<float>{Copy(lw.q_proj), Copy(lw.k_proj),
+                                       Copy(lw.v_proj), Copy(lw.o_proj)}
+                  : LayerParams<float>{};
     const DistillShape source_shape{static_cast<int>(hidden), c.num_heads,
                                     c.num_kv_heads,           c.qk_head_dim[l],
                                     c.vo_head_dim[l],         c.rope_dim(l),

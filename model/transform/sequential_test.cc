@@ -196,6 +196,19 @@ TEST(SequentialTest, RefusesBadOptions) {
   EXPECT_EQ(
       SequentialFit(**src, {}, maps, &t, SequentialOptions{}).status().code(),
       absl::StatusCode::kInvalidArgument);
+  // Tokens outside the vocabulary (512) and empty sequences, whatever the
+  // target.
+  for (SequentialTarget target :
+       {SequentialTarget::kSource, SequentialTarget::kSourceOnStream}) {
+    SequentialOptions bad;
+    bad.target = target;
+    EXPECT_EQ(SequentialFit(**src, {{1, 512}}, maps, &t, bad).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(SequentialFit(**src, {{1, -3}}, maps, &t, bad).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(SequentialFit(**src, {{}}, maps, &t, bad).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
   std::vector<LatentLayerMaps> short_maps(4);
   EXPECT_EQ(
       SequentialFit(**src, {{1, 2, 3}}, short_maps, &t, SequentialOptions{})
