@@ -467,7 +467,8 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     }
     // Allocation without rope= tries several splits (per-head latents),
     // keeping pairs by the rotation score in each (auto).
-    const bool allocate = options.allocate_ranks;
+    const bool allocate =
+        options.joint_heads ? options.allocate_joint : options.allocate_ranks;
     const std::vector<int> ropes =
         allocate && options.rope_dims < 0 && !options.joint_heads
             ? RopeCandidates(src, options.d_qk)

@@ -100,16 +100,20 @@ struct KvLatentOptions {
   // calibration tokens. Every layer keeps `rope_dims` rotary dims when it
   // is set (cross-head latents: always, K * rope_dims); else each per-head
   // layer also picks its rotary dims among d_qk/2, the default 3/4 and d_qk
-  // (RopeCandidates), pairs by the rotation score. Cross-head latents share
-  // out K times the per-head dims (joint_latent.h's ranks). Default
-  // on, kRelative: on SmolLM2 at half the bytes ppl 21.76 vs 22.67 uniform
-  // (kResidual 50.0, kAbsolute 32.5; docs/QUALITY.md). Costs ~4 min of
-  // SmolLM2's conversion.
+  // (RopeCandidates), pairs by the rotation score. Per-head latents only
+  // (allocate_joint for cross-head ones). Default on, kRelative: on SmolLM2
+  // at half the bytes ppl 21.76 vs 22.67 uniform (kResidual 50.0,
+  // kAbsolute 32.5; docs/QUALITY.md). Costs ~4 min of SmolLM2's conversion.
   bool allocate_ranks = true;
+  // The same for cross-head latents: the layers share out G times the
+  // per-head dims (joint_latent.h's ranks), weighted by allocation_weight.
+  // Default off: at half the bytes it helps stories260K (6.70x -> 6.43x)
+  // but not SmolLM2 (1.374x -> 1.407x; docs/QUALITY.md).
+  bool allocate_joint = false;
   // Cross-head latents (joint_latent.h): every layer's K and V become one
   // latent KV head of K * d_qk / K * d_vo dims (K the source's KV heads;
   // the same bytes), the converted model has num_kv_heads = 1; with
-  // allocate_ranks the layers' joint dims are allocated. Default on: on
+  // allocate_joint the layers' joint dims are allocated. Default on: on
   // SmolLM2 at half the bytes, training-free ppl 15.58 (1.37x the full
   // model's) against 21.76 with per-head latents and rank allocation
   // (docs/QUALITY.md). A model with one KV head cannot be split by tensor

@@ -326,6 +326,7 @@ TEST(RankAllocationTest, AllocatedConversionLoadsWithPerLayerDims) {
   // 4 heads' bytes (4 x (6 + 4) dims per layer) shared out over the layers.
   o.rope_dims = 2;
   o.joint_heads = true;
+  o.allocate_joint = true;
   const std::string joint = NewDir("allocated_joint");
   ASSERT_TRUE(ConvertKvLatent(Stories260kDir(), joint, o).ok());
   auto j = Load(joint);

@@ -153,6 +153,7 @@ struct ConvertOptions {
   // KV-Latent calibrated: per-layer rank allocation weight, or "off".
   std::string allocate = "relative";
   bool joint_heads = false;      // KV-Latent calibrated: one cross-head latent
+  bool allocate_joint = false;   // KV-Latent: rank allocation, cross-head
   int32_t joint_group = 0;       // KV-Latent: source KV heads per latent
   int64_t distill_tokens = 0;    // KV-Latent: distillation tokens/layer
   double distill_minutes = 0;    // KV-Latent: distillation wall minutes

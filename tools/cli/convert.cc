@@ -65,6 +65,7 @@ absl::Status ConvertModelDir(const ConvertOptions& o, DType dtype) {
   k.allocate_ranks = o.allocate != "off";
   k.joint_heads = o.joint_heads;
   k.joint_group = o.joint_group;
+  k.allocate_joint = o.allocate_joint;
   if (k.allocate_ranks) {
     auto weight = tr::ParseAllocationWeight(o.allocate);
     if (!weight.ok()) return weight.status();

@@ -196,6 +196,10 @@ ABSL_FLAG(bool, joint_heads, true,
           "convert --kv-latent calibrated: one latent KV head per layer "
           "across the source's KV heads (the same bytes; num_kv_heads 1, so "
           "no tensor parallelism: --joint_heads=false for per-head latents)");
+ABSL_FLAG(bool, allocate_joint, false,
+          "convert --kv-latent with --joint_heads: per-layer rank allocation "
+          "of the cross-head latents too, weighted as --allocate says (off by "
+          "default: it helps stories260K, not SmolLM2)");
 ABSL_FLAG(int, joint_group, 0,
           "convert --kv-latent with --joint_heads: source KV heads per "
           "cross-head latent (0: all, one latent KV head per layer; G: K/G "
@@ -518,6 +522,7 @@ int main(int argc, char** argv) {
     o.allocate = absl::GetFlag(FLAGS_allocate);
     o.joint_heads = absl::GetFlag(FLAGS_joint_heads);
     o.joint_group = absl::GetFlag(FLAGS_joint_group);
+    o.allocate_joint = absl::GetFlag(FLAGS_allocate_joint);
     o.distill_tokens = absl::GetFlag(FLAGS_distill_tokens);
     o.distill_minutes = absl::GetFlag(FLAGS_distill_minutes);
     o.distill_lines = absl::GetFlag(FLAGS_distill_lines);
