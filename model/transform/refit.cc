@@ -63,8 +63,10 @@ class RefitObserver : public LayerObserver {
   // Solves layer l's ridge problem into a->o.
   absl::Status Solve(int l, double ridge, AttentionTensors* a) const {
     const Layer& ly = layers_[l];
-    return SolveOutputRidge(ly.g, ly.r, ly.dim, w_.config.hidden_size, ridge,
-                            &a->o);
+    absl::Status s = SolveOutputRidge(ly.g, ly.r, ly.dim, w_.config.hidden_size,
+                                      ridge, &a->o);
+    if (s.ok()) return s;
+    return absl::Status(s.code(), absl::StrCat("layer ", l, ": ", s.message()));
   }
 
  private:
