@@ -27,6 +27,12 @@ absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Create(
   if (options.max_layer_bytes <= 0) {
     return absl::InvalidArgumentError("max_layer_bytes must be > 0");
   }
+  if (options.max_pending_bytes <= 0) {
+    return absl::InvalidArgumentError("max_pending_bytes must be > 0");
+  }
+  if (options.pending_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("pending_timeout must be > 0");
+  }
   if (options.layout) {
     if (auto s = ValidateLayout(*options.layout); !s.ok()) return s;
   }
@@ -86,6 +92,9 @@ absl::Status BlockStore::ValidateBlock(const KvLayout& layout, const Block& b,
           " bytes exceeds max_layer_bytes ", options_.max_layer_bytes));
     }
   }
+  if (auto s = ValidateHeadRange(b, layout.num_kv_heads, where()); !s.ok()) {
+    return s;
+  }
   if (b.PayloadBytes() > options_.capacity_bytes) {
     return absl::ResourceExhaustedError(
         absl::StrCat(where(), ": ", b.PayloadBytes(),
@@ -109,7 +118,16 @@ absl::StatusOr<PutResult> BlockStore::Put(const KvLayout& layout,
   // Hashing and shape checks outside the lock.
   for (size_t i = 0; i < blocks.size(); ++i) {
     if (auto s = ValidateBlock(layout, blocks[i], i); !s.ok()) return s;
+    if (blocks[i].head_begin != blocks[0].head_begin ||
+        blocks[i].head_end != blocks[0].head_end) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("block ", i,
+                       " holds other KV heads than block 0: "
+                       "one request puts one head range"));
+    }
   }
+  const bool parts =
+      !blocks.empty() && !HoldsAllHeads(blocks[0], layout.num_kv_heads);
   absl::flat_hash_set<BlockKey> pinned;  // parents named by the request
   for (const Block& b : blocks) {
     if (b.parent != 0) pinned.insert(b.parent);
@@ -122,7 +140,8 @@ absl::StatusOr<PutResult> BlockStore::Put(const KvLayout& layout,
     for (size_t i = 0; i < blocks.size(); ++i) {
       const Block& b = blocks[i];
       if (b.parent != 0 && !entries_.contains(b.parent) &&
-          !earlier.contains(b.parent)) {
+          !earlier.contains(b.parent) &&
+          !(parts && pending_.contains(b.parent))) {
         return absl::FailedPreconditionError(
             absl::StrCat("block ", i, " (key ", b.key, "): parent ", b.parent,
                          " is not resident; put the chain from its first "
@@ -134,29 +153,44 @@ absl::StatusOr<PutResult> BlockStore::Put(const KvLayout& layout,
   if (!layout_) layout_ = layout;
 
   PutResult result;
-  for (size_t i = 0; i < blocks.size(); ++i) {
+  absl::Status status;
+  for (size_t i = 0; i < blocks.size() && status.ok(); ++i) {
     auto it = entries_.find(blocks[i].key);
     if (it != entries_.end()) {
       TouchLocked(it->first, it->second);
       ++result.duplicates;
       continue;
     }
+    if (parts) {
+      status = PutPartLocked(layout, blocks[i], pinned, &result);
+      continue;
+    }
     const int64_t bytes = blocks[i].PayloadBytes();
-    if (!MakeRoomLocked(bytes, pinned)) {
-      events_cv_.SignalAll();
-      return absl::ResourceExhaustedError(absl::StrCat(
+    if (!StoreLocked(std::move(blocks[i]), pinned)) {
+      status = absl::ResourceExhaustedError(absl::StrCat(
           "no room for block ", i, " (", bytes, " bytes; ", bytes_used_, " of ",
           options_.capacity_bytes, " bytes used, ", entries_.size(),
           " blocks) without evicting the request's own chains; ", result.stored,
           " blocks stored"));
+      break;
     }
-    InsertLocked(std::make_shared<const Block>(std::move(blocks[i])), bytes);
     ++result.stored;
   }
   events_cv_.SignalAll();
   stored_ += result.stored;
   duplicates_ += result.duplicates;
+  if (!status.ok()) return status;
   return result;
+}
+
+bool BlockStore::StoreLocked(Block b,
+                             const absl::flat_hash_set<BlockKey>& pinned) {
+  if (pending_.contains(b.key)) DropPendingLocked(b.key);
+  b.head_begin = b.head_end = 0;
+  const int64_t bytes = b.PayloadBytes();
+  if (!MakeRoomLocked(bytes, pinned)) return false;
+  InsertLocked(std::make_shared<const Block>(std::move(b)), bytes);
+  return true;
 }
 
 void BlockStore::TouchLocked(BlockKey key, Entry& e) {
@@ -252,21 +286,40 @@ absl::StatusOr<LookupResult> BlockStore::Lookup(
 }
 
 absl::StatusOr<std::vector<std::shared_ptr<const Block>>> BlockStore::Get(
-    const KvLayout& layout, absl::Span<const BlockKey> keys) {
-  absl::MutexLock lock(&mu_);
+    const KvLayout& layout, absl::Span<const BlockKey> keys,
+    uint32_t head_begin, uint32_t head_end) {
   std::vector<std::shared_ptr<const Block>> out;
-  if (layout_) {
-    if (auto s = CheckSameLayout(*layout_, layout); !s.ok()) return s;
+  {
+    absl::MutexLock lock(&mu_);
+    if (layout_) {
+      if (auto s = CheckSameLayout(*layout_, layout); !s.ok()) return s;
+    }
+    if ((head_begin != 0 || head_end != 0) &&
+        (head_begin >= head_end || head_end > layout.num_kv_heads)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "KV heads [", head_begin, ", ", head_end,
+          ") are not a range of the layout's ", layout.num_kv_heads));
+    }
+    for (BlockKey k : keys) {
+      if (!layout_) break;
+      auto it = entries_.find(k);
+      if (it == entries_.end()) break;
+      TouchLocked(k, it->second);
+      out.push_back(it->second.block);
+    }
+    get_hits_ += static_cast<int64_t>(out.size());
+    get_misses_ += static_cast<int64_t>(keys.size() - out.size());
   }
-  for (BlockKey k : keys) {
-    if (!layout_) break;
-    auto it = entries_.find(k);
-    if (it == entries_.end()) break;
-    TouchLocked(k, it->second);
-    out.push_back(it->second.block);
+  // Slicing copies: outside the lock (resident blocks are immutable).
+  Block range;
+  range.head_begin = head_begin;
+  range.head_end = head_end;
+  if (!HoldsAllHeads(range, layout.num_kv_heads)) {
+    for (auto& b : out) {
+      b = std::make_shared<const Block>(
+          SliceHeads(*b, layout.num_kv_heads, head_begin, head_end));
+    }
   }
-  get_hits_ += static_cast<int64_t>(out.size());
-  get_misses_ += static_cast<int64_t>(keys.size() - out.size());
   return out;
 }
 
@@ -349,6 +402,8 @@ BlockStoreStats BlockStore::stats() const {
     absl::ReaderMutexLock lock(&mu_);
     st.blocks = static_cast<int64_t>(entries_.size());
     st.bytes_used = bytes_used_;
+    st.pending_blocks = static_cast<int64_t>(pending_.size());
+    st.pending_bytes = pending_bytes_;
   }
   st.capacity_bytes = options_.capacity_bytes;
   st.stored_blocks = stored_.load();
@@ -359,6 +414,7 @@ BlockStoreStats BlockStore::stats() const {
   st.get_miss_blocks = get_misses_.load();
   st.evicted_blocks = evicted_blocks_.load();
   st.evicted_bytes = evicted_bytes_.load();
+  st.dropped_pending_blocks = dropped_pending_.load();
   return st;
 }
 

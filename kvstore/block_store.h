@@ -10,7 +10,10 @@
 //  - only leaves (blocks without resident children) are evicted, least
 //    recently used first, so a block never leaves before its descendants;
 //  - events carry seq 1, 2, 3, ... without gaps; the newest max_events are
-//    kept in a ring.
+//    kept in a ring;
+//  - blocks written in KV-head parts are held apart until whole (pending,
+//    at most max_pending_bytes): Lookup, Get, Snapshot and events see only
+//    whole resident blocks, never a block with heads missing.
 // "Use" means stored or returned by Get (refreshed parents first, so a chain's
 // deeper blocks are newer); Lookup is a probe and does not count as use.
 //
@@ -36,34 +39,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "kvstore/block.h"
 #include "kvstore/chain_key.h"
+#include "kvstore/head_parts.h"
 #include "kvstore/layout.h"
 
 namespace latentkv::kvstore {
-
-// One layer's pages of one block, in the layout's codec (opaque bytes here).
-struct LayerPayload {
-  uint32_t layer = 0;    // < num_layers, unique within a block
-  bool present = false;  // false: dropped by a residency policy; data empty
-  std::string data;
-  uint64_t checksum = 0;  // PayloadChecksum(data) (chain_key.h); checked
-                          // by Put and by readers
-  // Sets checksum from data.
-  void Seal() { checksum = PayloadChecksum(data.data(), data.size()); }
-  bool Intact() const {
-    return checksum == PayloadChecksum(data.data(), data.size());
-  }
-};
-
-struct Block {
-  BlockKey key = 0;                  // == ChainKey(parent, tokens)
-  BlockKey parent = 0;               // 0 for a prompt's first block
-  std::vector<int32_t> tokens;       // [block_tokens]
-  std::vector<LayerPayload> layers;  // any order; unlisted layers are absent
-
-  // Sum of the layers' data sizes: what the capacity counts.
-  int64_t PayloadBytes() const;
-};
 
 enum class EventKind { kStored = 1, kRemoved = 2 };
 
@@ -76,8 +57,9 @@ struct Event {
 };
 
 struct PutResult {
-  int stored = 0;      // newly stored
+  int stored = 0;      // newly stored (blocks a head part completed too)
   int duplicates = 0;  // already resident (refreshed)
+  int pending = 0;     // head parts held until their block's other heads come
 };
 
 struct LookupResult {
@@ -105,6 +87,10 @@ struct BlockStoreStats {
   int64_t get_hit_blocks = 0, get_miss_blocks = 0;
   int64_t evicted_blocks = 0;  // removed for room (leaf LRU)
   int64_t evicted_bytes = 0;
+  // Blocks written in head parts that are not whole yet (not resident).
+  int64_t pending_blocks = 0;          // now
+  int64_t pending_bytes = 0;           // now
+  int64_t dropped_pending_blocks = 0;  // timed out, pushed out or refused
 };
 
 struct StoreSnapshot {
@@ -128,6 +114,13 @@ class BlockStore {
     size_t max_blocks = size_t{1} << 20;
     // Bound on one layer payload of one block; > 0. Default 64 MiB.
     int64_t max_layer_bytes = int64_t{64} << 20;
+    // Bound on the payload bytes of blocks whose head parts have not all
+    // arrived (kvstore/head_parts.h), apart from capacity_bytes; > 0.
+    // Default 256 MiB. Beyond it the oldest incomplete blocks are dropped.
+    int64_t max_pending_bytes = int64_t{256} << 20;
+    // An incomplete block older than this is dropped (its writers died or
+    // gave up); > 0. Default 30 s.
+    absl::Duration pending_timeout = absl::Seconds(30);
     // The store's layout; unset (default): the first successful Put fixes it.
     std::optional<KvLayout> layout;
     // Incarnation id reported by Snapshot and checked by event readers;
@@ -140,13 +133,24 @@ class BlockStore {
       const Options& options);
 
   // Validates, then stores `blocks` in order. A block's parent must be
-  // resident or come earlier in `blocks`; while the request runs, the
-  // parents it names are never evicted. Errors (nothing stored unless said):
+  // resident or come earlier in `blocks` (for head parts: or be held
+  // incomplete); while the request runs, the parents it names are never
+  // evicted. Blocks of one request hold the same KV-head range. A head part
+  // (Block::head_begin/head_end) is held apart, bounded by
+  // max_pending_bytes and pending_timeout, until its block's every head has
+  // arrived and its parent is resident: then the block is stored whole (a
+  // STORED event) and so are its held children. Errors (nothing stored
+  // unless said):
   //  - FAILED_PRECONDITION: layout differs from the store's (names the
   //    field), or a parent is not resident;
   //  - INVALID_ARGUMENT: invalid layout, token count != block_tokens, key !=
   //    ChainKey(parent, tokens), layer index >= num_layers or repeated, an
-  //    absent layer with data, a layer payload over max_layer_bytes;
+  //    absent layer with data, a layer payload over max_layer_bytes, a head
+  //    range outside num_kv_heads, payloads that do not split into its
+  //    heads, or blocks of one request with different head ranges;
+  //  - FAILED_PRECONDITION also: a head part that disagrees with the heads
+  //    already held (layers present, bytes per head): the blocks before it
+  //    stay stored or held;
   //  - RESOURCE_EXHAUSTED: a block larger than capacity_bytes; or no room
   //    for block i without evicting the request's own chains (blocks before
   //    i stay stored).
@@ -160,9 +164,13 @@ class BlockStore {
 
   // The blocks of the longest resident prefix of `keys`, in order, marked
   // used. Blocks are immutable and shared: the caller may read them after
-  // they are evicted. Layout rules as Lookup.
+  // they are evicted. Layout rules as Lookup. With a head range [head_begin,
+  // head_end) other than 0..0 (every head), each block holds those KV heads
+  // only (head_parts.h SliceHeads); INVALID_ARGUMENT for a range outside
+  // num_kv_heads.
   absl::StatusOr<std::vector<std::shared_ptr<const Block>>> Get(
-      const KvLayout& layout, absl::Span<const BlockKey> keys);
+      const KvLayout& layout, absl::Span<const BlockKey> keys,
+      uint32_t head_begin = 0, uint32_t head_end = 0);
 
   // Up to max_events events with seq > after_seq (none when the store has
   // nothing newer). OUT_OF_RANGE when some of them have left the ring, when
@@ -227,6 +235,23 @@ class BlockStore {
   void TouchLocked(BlockKey key, Entry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void EmitLocked(EventKind kind, BlockKey key, BlockKey parent, int64_t bytes)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores whole block `b` (its parent resident or 0) once room is made
+  // (false: no room without evicting `pinned`); drops a held part of it.
+  bool StoreLocked(Block b, const absl::flat_hash_set<BlockKey>& pinned)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes head part `b` (its block not resident) into pending_; stores
+  // what it completes. Adds to *result.
+  absl::Status PutPartLocked(const KvLayout& layout, const Block& b,
+                             const absl::flat_hash_set<BlockKey>& pinned,
+                             PutResult* result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops held blocks older than pending_timeout.
+  void ExpirePendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the oldest held blocks but `keep` until `bytes` more fit under
+  // max_pending_bytes; false when they cannot.
+  bool MakePendingRoomLocked(int64_t bytes, BlockKey keep)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropPendingLocked(BlockKey key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
   const uint64_t epoch_;
@@ -238,6 +263,9 @@ class BlockStore {
   // (last_use, key) of every resident block without resident children.
   std::set<std::pair<uint64_t, BlockKey>> leaves_ ABSL_GUARDED_BY(mu_);
   int64_t bytes_used_ ABSL_GUARDED_BY(mu_) = 0;
+  // Blocks written in head parts, not whole yet; apart from entries_.
+  absl::flat_hash_map<BlockKey, PartialBlock> pending_ ABSL_GUARDED_BY(mu_);
+  int64_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t tick_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t seq_ ABSL_GUARDED_BY(mu_) = 0;          // newest event's seq
   std::deque<Event> events_ ABSL_GUARDED_BY(mu_);  // seq_-size+1 .. seq_
@@ -245,7 +273,7 @@ class BlockStore {
   // Counters (Lookup runs under a shared lock, hence atomics).
   mutable std::atomic<int64_t> lookup_hits_{0}, lookup_misses_{0};
   std::atomic<int64_t> get_hits_{0}, get_misses_{0}, stored_{0}, duplicates_{0},
-      evicted_blocks_{0}, evicted_bytes_{0};
+      evicted_blocks_{0}, evicted_bytes_{0}, dropped_pending_{0};
 };
 
 }  // namespace latentkv::kvstore

@@ -71,6 +71,7 @@ absl::StatusOr<PutResult> KvStoreClient::Put(const KvLayout& layout,
   PutResult r;
   r.stored = static_cast<int>(resp.stored());
   r.duplicates = static_cast<int>(resp.duplicates());
+  r.pending = static_cast<int>(resp.pending());
   return r;
 }
 
@@ -92,10 +93,13 @@ absl::StatusOr<LookupResult> KvStoreClient::Lookup(
 }
 
 absl::StatusOr<std::vector<Block>> KvStoreClient::Get(
-    const KvLayout& layout, absl::Span<const BlockKey> keys) {
+    const KvLayout& layout, absl::Span<const BlockKey> keys,
+    uint32_t head_begin, uint32_t head_end) {
   pb::GetRequest req;
   ToProto(layout, req.mutable_layout());
   req.mutable_keys()->Assign(keys.begin(), keys.end());
+  req.set_head_begin(head_begin);
+  req.set_head_end(head_end);
   grpc::ClientContext ctx;
   SetDeadline(&ctx);
   auto reader = stub_->Get(&ctx, req);

@@ -80,9 +80,12 @@ class KvStoreClient {
   absl::StatusOr<LookupResult> Lookup(const KvLayout& layout,
                                       absl::Span<const BlockKey> keys);
   // The blocks of the longest resident prefix of `keys`, in order (possibly
-  // fewer than Lookup said: blocks may be evicted in between).
+  // fewer than Lookup said: blocks may be evicted in between); with a head
+  // range other than 0..0, only those KV heads' payloads.
   absl::StatusOr<std::vector<Block>> Get(const KvLayout& layout,
-                                         absl::Span<const BlockKey> keys);
+                                         absl::Span<const BlockKey> keys,
+                                         uint32_t head_begin = 0,
+                                         uint32_t head_end = 0);
   // Every resident block, the seq it reflects and the store's epoch.
   absl::StatusOr<StoreSnapshot> Snapshot();
   // Events with seq > from_seq; epoch 0 accepts any incarnation.

@@ -22,6 +22,7 @@ grpc::Status KvStoreService::Put(grpc::ServerContext* ctx,
   if (!r.ok()) return ToGrpcStatus(r.status());
   resp->set_stored(r->stored);
   resp->set_duplicates(r->duplicates);
+  resp->set_pending(r->pending);
   return grpc::Status::OK;
 }
 
@@ -44,9 +45,10 @@ grpc::Status KvStoreService::Get(grpc::ServerContext* ctx,
                                  grpc::ServerWriter<pb::GetResponse>* writer) {
   if (grpc::Status st = auth::CheckClusterSecret(*ctx); !st.ok()) return st;
   InFlight in_flight(in_flight_);
-  auto blocks = store_->Get(
-      FromProto(req->layout()),
-      {req->keys().data(), static_cast<size_t>(req->keys().size())});
+  auto blocks =
+      store_->Get(FromProto(req->layout()),
+                  {req->keys().data(), static_cast<size_t>(req->keys().size())},
+                  req->head_begin(), req->head_end());
   if (!blocks.ok()) return ToGrpcStatus(blocks.status());
   for (const auto& b : *blocks) {
     pb::GetResponse msg;

@@ -41,6 +41,11 @@ ABSL_FLAG(int64_t, max_events, 65536,
 ABSL_FLAG(int64_t, max_blocks, int64_t{1} << 20, "Bound on resident blocks");
 ABSL_FLAG(int64_t, max_layer_mb, 64,
           "Bound on one layer payload of one block, MiB");
+ABSL_FLAG(int64_t, max_pending_mb, 256,
+          "Bound on payload bytes of blocks whose KV-head parts (tensor-"
+          "parallel ranks' writes) have not all arrived, MiB");
+ABSL_FLAG(int64_t, pending_timeout_ms, 30000,
+          "An incomplete block older than this is dropped, ms");
 ABSL_FLAG(int, max_request_mb, 256,
           "Largest request message accepted, MiB (larger: RESOURCE_EXHAUSTED)");
 ABSL_FLAG(std::string, layout, "",
@@ -95,6 +100,16 @@ std::vector<prometheus::MetricFamily> StoreFamilies(
   add(CounterFamily("latentkv_kvstore_evicted_bytes_total",
                     "Payload bytes evicted for room"),
       st.evicted_bytes);
+  add(GaugeFamily("latentkv_kvstore_pending_blocks",
+                  "Blocks written in KV-head parts, not whole yet"),
+      st.pending_blocks);
+  add(GaugeFamily("latentkv_kvstore_pending_bytes",
+                  "Payload bytes of blocks not whole yet"),
+      st.pending_bytes);
+  add(CounterFamily("latentkv_kvstore_dropped_pending_blocks_total",
+                    "Incomplete blocks dropped (timed out, pushed out or "
+                    "refused)"),
+      st.dropped_pending_blocks);
   return out;
 }
 
@@ -113,6 +128,9 @@ int main(int argc, char** argv) {
   so.max_events = static_cast<size_t>(absl::GetFlag(FLAGS_max_events));
   so.max_blocks = static_cast<size_t>(absl::GetFlag(FLAGS_max_blocks));
   so.max_layer_bytes = absl::GetFlag(FLAGS_max_layer_mb) << 20;
+  so.max_pending_bytes = absl::GetFlag(FLAGS_max_pending_mb) << 20;
+  so.pending_timeout =
+      absl::Milliseconds(absl::GetFlag(FLAGS_pending_timeout_ms));
   if (absl::GetFlag(FLAGS_max_events) < 1 ||
       absl::GetFlag(FLAGS_max_blocks) < 1) {
     std::fprintf(stderr, "--max_events and --max_blocks must be >= 1\n");

@@ -52,6 +52,8 @@ void ToProto(const Block& in, pb::KvBlock* out) {
     p->set_data(l.data);
     p->set_checksum(l.checksum);
   }
+  out->set_head_begin(in.head_begin);
+  out->set_head_end(in.head_end);
 }
 
 Block FromProto(const pb::KvBlock& in) {
@@ -64,6 +66,8 @@ Block FromProto(const pb::KvBlock& in) {
     b.layers.push_back(
         LayerPayload{p.layer(), p.present(), p.data(), p.checksum()});
   }
+  b.head_begin = in.head_begin();
+  b.head_end = in.head_end();
   return b;
 }
 
