@@ -105,7 +105,9 @@ void Engine::Loop() {
     queued_ = stats_.waiting;
     fatal_ = core_->fatal();
   }
-  // Stopping: fail whatever is left.
+  // Stopping: tell the group what it has not heard yet, then fail whatever
+  // is left.
+  core_->FlushGroupOps();
   std::vector<Incoming> inbox;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -135,13 +135,18 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
       (req.import_first_token < -1 || req.import_first_token >= c.vocab_size)) {
     return absl::InvalidArgumentError("imported KV needs a valid first token");
   }
+  if (!req.import_store_keys.empty() &&
+      (req.import_kv == nullptr || req.import_first_token != -1)) {
+    return absl::InvalidArgumentError(
+        "stored block keys come with this rank's KV of a stored prefix");
+  }
   if (req.kv_mode == KvMode::kCompressed && policy_ == nullptr) {
     return absl::InvalidArgumentError(
         "compressed KV cache requested but this server has no KV compression "
         "configured");
   }
   if (req.embed && (req.constraint != nullptr || req.import_kv != nullptr ||
-                    req.export_kv || s.prompt_logprobs)) {
+                    req.export_kv || req.publish_kv || s.prompt_logprobs)) {
     return absl::InvalidArgumentError(
         "an embedding request takes no structured output, KV transfer or "
         "prompt log-probabilities");
@@ -160,7 +165,9 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
   seq->sampling = s;
   seq->rng.seed(s.seed);
   seq->export_kv = req.export_kv;
+  seq->publish_kv = req.publish_kv && options_.kv_store != nullptr;
   seq->import_kv = std::move(req.import_kv);
+  seq->import_store_keys = std::move(req.import_store_keys);
   seq->import_first_token = req.import_first_token;
   seq->import_first_logprobs = std::move(req.import_first_logprobs);
   seq->constraint = std::move(req.constraint);
@@ -292,11 +299,24 @@ void EngineCore::Finish(Sequence* seq, FinishReason reason,
     }
   }
   if (status.ok()) IndexPrefix(*seq);
+  if (status.ok() && reason != FinishReason::kCancelled) Publish(*seq);
   ev.status = std::move(status);
   scheduler_->Remove(id);  // releases pages; seq is gone after this
   Record({GroupKvOp::Kind::kRelease, id, {}, 0});
   if (sink) sink(ev);
   ReleaseFollowers(id);
+}
+
+void EngineCore::Publish(const Sequence& seq) {
+  // A compressed cache (residency policy) is not a reusable prefix.
+  if (!seq.publish_kv || seq.residency != nullptr) return;
+  auto snap = ExportSequenceKv(*cache_, *pools_, seq.kv, nullptr);
+  if (!snap.ok()) return;  // nothing to share; the request is unaffected
+  options_.kv_store->PublishAsync(seq.tokens, std::move(*snap));
+  // The group's other ranks publish their KV heads before they free them.
+  GroupKvOp op{GroupKvOp::Kind::kPublish, seq.id, seq.tokens,
+               static_cast<int64_t>(seq.tokens.size())};
+  Record(std::move(op));
 }
 
 void EngineCore::ReleaseFollowers(const std::string& leader) {
@@ -339,6 +359,9 @@ int32_t EngineCore::QueriesPerKvHead() const {
 bool EngineCore::ArriveTransferred(Sequence* seq) {
   StepListener* listener = options_.step_listener;
   const int ranks = listener == nullptr ? 1 : listener->ranks();
+  if (ranks > 1 && !seq->import_store_keys.empty()) {
+    return ArriveFromStore(seq);
+  }
   std::vector<KvSnapshot> parts;
   if (ranks > 1) {
     // This rank imports its KV heads; the others get theirs in OnImport.
@@ -369,6 +392,28 @@ bool EngineCore::ArriveTransferred(Sequence* seq) {
     }
     return true;
   }
+  return false;
+}
+
+bool EngineCore::ArriveFromStore(Sequence* seq) {
+  // This rank's heads of the stored blocks arrived with the request.
+  if (!from_store_->Applies(*seq) || !from_store_->Attach(seq)) return false;
+  StepListener* listener = options_.step_listener;
+  const StepImportInfo info{&seq->id, seq->prompt_len, false, false};
+  absl::StatusOr<bool> all =
+      listener->OnStoreImport(group_ops_, info, seq->import_store_keys);
+  group_ops_.clear();
+  if (!all.ok()) {
+    fatal_ = all.status();  // the group broke: the next step fails all
+    return true;
+  }
+  if (*all) return true;
+  // Some rank could not fetch its heads (evicted in between, a store
+  // error): no rank keeps any, and the group prefills the prompt.
+  from_store_->Retract(seq->num_cached);
+  seq->kv.Release(*cache_);
+  seq->num_cached = 0;
+  Record({GroupKvOp::Kind::kRelease, seq->id, {}, 0});
   return false;
 }
 

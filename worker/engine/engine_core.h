@@ -63,7 +63,14 @@ class EngineCore {
   void FailAll(const absl::Status& status);
 
   // Nothing running or waiting.
-  bool idle() const { return scheduler_->idle(); }
+  // Nothing to run, and no page change or publication the group's other
+  // ranks have not heard of yet (those go out with the next step at once).
+  bool idle() const { return scheduler_->idle() && group_ops_.empty(); }
+  // Sends what the group has not heard of yet (the engine is stopping:
+  // e.g. the last finished sequences' publications).
+  void FlushGroupOps() {
+    if (fatal_.ok() && !group_ops_.empty()) Announce({});
+  }
   int32_t num_waiting() const { return scheduler_->num_waiting(); }
   // Counters and occupancy now.
   EngineStats Stats() const;
@@ -103,6 +110,13 @@ class EngineCore {
   // Attaches a transferred KV (prefill worker or kvstore) to a sequence
   // being admitted; false when it falls back to a local prefill.
   bool ArriveTransferred(Sequence* seq);
+  // ArriveTransferred for this rank's heads of stored blocks in a group:
+  // imports them, then the other ranks fetch theirs (OnStoreImport); all
+  // or none keep them.
+  bool ArriveFromStore(Sequence* seq);
+  // Publishes a finished publish_kv sequence's blocks through kv_store (a
+  // kPublish op has the other ranks publish theirs).
+  void Publish(const Sequence& seq);
   // A finishing sequence's exported KV (`mine`: this rank's heads) with the
   // other ranks' heads joined in (tensor parallelism), or `mine` alone.
   absl::StatusOr<KvSnapshot> GroupExport(const Sequence& seq, KvSnapshot mine);

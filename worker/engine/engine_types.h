@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "worker/cache/kv_cache.h"
 #include "worker/cache/kv_snapshot.h"
+#include "worker/engine/rank_kv_store.h"
 #include "worker/engine/scheduler.h"
 #include "worker/engine/sequence.h"
 #include "worker/engine/step_listener.h"
@@ -31,6 +32,12 @@ struct EngineOptions {
   // Tensor parallelism (leader side): sees every step before it runs; not
   // owned, must outlive the engine. Null for a single-rank worker.
   StepListener* step_listener = nullptr;
+  // The shared kvstore as this rank sees it (its KV heads): sequences with
+  // GenerationRequest::publish_kv publish their blocks through it when they
+  // finish, and a group follower fetches its heads of a stored prefix the
+  // leader imports (GenerationRequest::import_store_keys). Not owned; null
+  // (default): no store.
+  RankKvStore* kv_store = nullptr;
   // With a listener: the longest idle gap between OnStep calls (keep-alives
   // let the other ranks tell a quiet leader from a dead one). > 0.
   int32_t keepalive_ms = 1000;
@@ -84,6 +91,11 @@ struct GenerationRequest {
   // Prefill role: the final event carries the sequence's KV (the prompt's
   // rows, after the residency policy) for transfer to a decode worker.
   bool export_kv = false;
+  // The shared kvstore's prefix cache: when the request finishes (not
+  // cancelled or failed), the whole blocks of its tokens' KV are published
+  // through EngineOptions::kv_store, each rank of a group its own KV heads.
+  // Full-cache requests only (a compressed cache is not a reusable prefix).
+  bool publish_kv = false;
   // Decode role: the prompt's KV computed elsewhere and the first token
   // sampled there. The engine imports the rows (shapes must match; on any
   // failure it prefills locally instead), emits import_first_token as the
@@ -93,6 +105,12 @@ struct GenerationRequest {
   // n < prompt length, e.g. from the KV store); the engine prefills the rest.
   std::shared_ptr<const KvSnapshot> import_kv;
   int32_t import_first_token = -1;
+  // Prefix mode in a tensor-parallel group: import_kv holds only this
+  // rank's KV heads of the stored blocks `import_store_keys`; every other
+  // rank fetches its heads of the same blocks from its kv_store, and when
+  // any rank cannot, no rank imports (the group prefills the prompt).
+  // Empty: import_kv holds every KV head (split over the group here).
+  std::vector<uint64_t> import_store_keys;
   // With sampling.logprobs >= 0: the first token's log-probabilities, as the
   // prefill worker computed them.
   std::optional<TokenLogprobs> import_first_logprobs;

@@ -58,6 +58,13 @@ class KvArrival {
   int64_t failed() const { return failed_; }
   int64_t tokens() const { return tokens_; }
   int64_t looked_up() const { return looked_up_; }
+  // An attach of `tokens` that was undone after all (another rank of the
+  // group could not take its part): counted as a fallback instead.
+  void Retract(int64_t tokens) {
+    --attached_;
+    ++failed_;
+    tokens_ -= tokens;
+  }
 
  protected:
   bool Count(bool ok, int64_t tokens) {

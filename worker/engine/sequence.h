@@ -41,8 +41,10 @@ struct Sequence {
   std::shared_ptr<SequencePolicy> residency;
   int64_t evicted_reported = 0;
   bool export_kv = false;
+  bool publish_kv = false;                      // GenerationRequest::publish_kv
   std::shared_ptr<const KvSnapshot> import_kv;  // dropped once imported
   int32_t import_first_token = -1;
+  std::vector<uint64_t> import_store_keys;  // see GenerationRequest
   std::optional<TokenLogprobs> import_first_logprobs;
   // Structured output (null: none): masks each sampled row; fed every
   // generated token; Done() finishes the sequence.

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "worker/cache/kv_snapshot.h"
 
 namespace latentkv::worker {
@@ -29,13 +30,15 @@ struct StepChunkInfo {
 // group makes in the same order as the leader made it: freeing a
 // sequence's pages, and the local prefix cache's page sharing (indexing a
 // sequence's blocks, attaching a new sequence to cached blocks, evicting
-// cached blocks), so every rank's cache holds the same pages.
+// cached blocks), so every rank's cache holds the same pages; and
+// publishing a finished sequence's KV heads to the shared kvstore (each
+// rank its own, before the release that follows).
 struct GroupKvOp {
-  enum class Kind { kRelease, kIndex, kAttach, kEvict };
+  enum class Kind { kRelease, kIndex, kAttach, kEvict, kPublish };
   Kind kind = Kind::kRelease;
-  std::string id;               // kRelease, kIndex, kAttach: the sequence
-  std::vector<int32_t> tokens;  // kIndex, kAttach: its tokens [0, n)
-  int64_t n = 0;                // kIndex, kAttach: tokens; kEvict: blocks
+  std::string id;  // kRelease, kIndex, kAttach, kPublish: the sequence
+  std::vector<int32_t> tokens;  // kIndex, kAttach, kPublish: tokens [0, n)
+  int64_t n = 0;  // kIndex, kAttach, kPublish: tokens; kEvict: blocks
 };
 
 // A sequence whose KV arrived from outside the group (views valid during
@@ -83,6 +86,16 @@ class StepListener {
   virtual absl::Status OnImport(const std::vector<GroupKvOp>& ops,
                                 const StepImportInfo& info,
                                 const std::vector<KvSnapshot>& parts) {
+    return absl::UnimplementedError("KV import needs a tensor-parallel group");
+  }
+  // Rank 0 has imported its KV heads of the stored blocks `keys` for a
+  // sequence; every other rank fetches its heads of them from its own
+  // kvstore link and imports them (after `ops`). True when every rank did;
+  // false when some could not (each rank then holds none of it); an error
+  // means the group broke.
+  virtual absl::StatusOr<bool> OnStoreImport(
+      const std::vector<GroupKvOp>& ops, const StepImportInfo& info,
+      const std::vector<uint64_t>& keys) {
     return absl::UnimplementedError("KV import needs a tensor-parallel group");
   }
 };

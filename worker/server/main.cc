@@ -33,10 +33,12 @@
 #include "model/weights.h"
 #include "worker/comm/gloo_communicator.h"
 #include "worker/comm/nccl_communicator.h"
+#include "worker/engine/model_runner.h"
 #include "worker/grammar/llguidance_compiler.h"
 #include "worker/metrics/worker_metrics.h"
 #include "worker/residency/flags.h"
 #include "worker/server/kv_transfer.h"
+#include "worker/server/prefix_cache.h"
 #include "worker/server/worker_service.h"
 #include "worker/tp/tensor_parallel.h"
 
@@ -269,6 +271,29 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  // The shared store, each rank for its own KV heads (the store completes
+  // a block once every head has arrived; any TP size reads it).
+  std::unique_ptr<lk::worker::StorePrefixCache> prefix_cache;
+  if (!absl::GetFlag(FLAGS_kvstore).empty()) {
+    if (absl::GetFlag(FLAGS_kvstore_block_tokens) <= 0) {
+      std::fprintf(stderr, "--kvstore needs --kvstore_block_tokens > 0\n");
+      return 2;
+    }
+    lk::worker::PrefixCacheOptions po;
+    po.dtype = eo.kv.dtype;
+    po.address = absl::GetFlag(FLAGS_kvstore);
+    po.block_tokens = absl::GetFlag(FLAGS_kvstore_block_tokens);
+    po.model_id = lk::worker::StoreModelId(absl::GetFlag(FLAGS_model));
+    const std::vector<lk::worker::LayerKvShape> local =
+        lk::worker::KvShapesOf(shard->config);
+    if (tp_size > 1 && !local.empty()) {
+      po.head_begin = tp_rank * local[0].n_kv_heads;
+      po.head_end = po.head_begin + local[0].n_kv_heads;
+    }
+    prefix_cache = std::make_unique<lk::worker::StorePrefixCache>(
+        po, lk::worker::GroupKvShapes(local, tp_size));
+    eo.kv_store = prefix_cache.get();
+  }
   if (tp_rank > 0) {
     // A follower: repeat the leader's steps until it shuts the group down.
     auto follower = lk::worker::TpFollower::Create(shard, std::move(*backend),
@@ -344,23 +369,7 @@ int main(int argc, char** argv) {
   so.tp_size = tp_size;
   so.prefill_timeout =
       absl::Milliseconds(absl::GetFlag(FLAGS_prefill_timeout_ms));
-  std::unique_ptr<lk::worker::StorePrefixCache> prefix_cache;
-  if (!absl::GetFlag(FLAGS_kvstore).empty()) {
-    if (absl::GetFlag(FLAGS_kvstore_block_tokens) <= 0) {
-      std::fprintf(stderr, "--kvstore needs --kvstore_block_tokens > 0\n");
-      return 2;
-    }
-    lk::worker::PrefixCacheOptions po;
-    po.dtype = eo.kv.dtype;
-    po.address = absl::GetFlag(FLAGS_kvstore);
-    po.block_tokens = absl::GetFlag(FLAGS_kvstore_block_tokens);
-    po.model_id = lk::worker::StoreModelId(absl::GetFlag(FLAGS_model));
-    // Blocks hold the group's every KV head: groups of any TP size share
-    // them.
-    prefix_cache = std::make_unique<lk::worker::StorePrefixCache>(
-        po, lk::worker::GroupKvShapes((*engine)->kv_shapes(), tp_size));
-    so.prefix_cache = prefix_cache.get();
-  }
+  so.prefix_cache = prefix_cache.get();
   std::unique_ptr<lk::worker::LlguidanceCompiler> constraints;
   if (const std::string mode = absl::GetFlag(FLAGS_structured_output);
       mode != "off" && tp_rank == 0) {

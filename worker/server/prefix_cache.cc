@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "absl/strings/str_cat.h"
 #include "kvstore/chain_key.h"
 #include "worker/server/store_rows.h"
 
@@ -39,16 +40,39 @@ std::string StoreModelId(const std::string& model_path) {
   return std::filesystem::path(model_path).filename().string();
 }
 
-StorePrefixCache::StorePrefixCache(const PrefixCacheOptions& options,
-                                   std::vector<LayerKvShape> shapes)
+namespace {
+
+// `group` with each layer's KV heads cut to [begin, end) (0, 0: all).
+std::vector<LayerKvShape> RankShapes(std::vector<LayerKvShape> group,
+                                     int32_t begin, int32_t end) {
+  if (begin == 0 && end == 0) return group;
+  for (LayerKvShape& s : group) s.n_kv_heads = end - begin;
+  return group;
+}
+
+}  // namespace
+
+StorePrefixCache::StorePrefixCache(
+    const PrefixCacheOptions& options,
+    const std::vector<LayerKvShape>& group_shapes)
     : options_(options),
-      shapes_(std::move(shapes)),
-      layout_(StoreLayout(options, shapes_)) {
+      shapes_(RankShapes(group_shapes, options.head_begin, options.head_end)),
+      layout_(StoreLayout(options, group_shapes)) {
   client_ = kvstore::KvStoreClient::Connect(options.address);
+  thread_ = std::thread([this] { PublishLoop(); });
+}
+
+StorePrefixCache::~StorePrefixCache() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  thread_.join();
 }
 
 std::shared_ptr<const KvSnapshot> StorePrefixCache::Fetch(
-    const std::vector<int32_t>& prompt, int64_t* tokens) {
+    const std::vector<int32_t>& prompt, int64_t* tokens,
+    std::vector<uint64_t>* keys_out) {
   *tokens = 0;
   const int64_t B = options_.block_tokens;
   const int64_t usable = (static_cast<int64_t>(prompt.size()) - 1) / B;
@@ -63,7 +87,8 @@ std::shared_ptr<const KvSnapshot> StorePrefixCache::Fetch(
   }
   if (hits->num_hits == 0) return nullptr;
   keys.resize(hits->num_hits);
-  auto blocks = client_->Get(layout_, keys);
+  auto blocks =
+      client_->Get(layout_, keys, options_.head_begin, options_.head_end);
   if (!blocks.ok() || blocks->empty()) {
     ++errors_;
     return nullptr;
@@ -76,9 +101,83 @@ std::shared_ptr<const KvSnapshot> StorePrefixCache::Fetch(
   }
   *tokens = static_cast<int64_t>(blocks->size()) * B;
   hit_tokens_ += *tokens;
+  if (keys_out != nullptr) {
+    keys_out->assign(keys.begin(), keys.begin() + blocks->size());
+  }
   return *std::move(snap);
 }
 
+absl::StatusOr<KvSnapshot> StorePrefixCache::FetchBlocks(
+    absl::Span<const uint64_t> keys) {
+  auto blocks =
+      client_->Get(layout_, keys, options_.head_begin, options_.head_end);
+  if (!blocks.ok()) {
+    ++errors_;
+    return blocks.status();
+  }
+  if (blocks->size() != keys.size()) {
+    return absl::NotFoundError(
+        absl::StrCat(keys.size() - blocks->size(), " of ", keys.size(),
+                     " stored blocks are no longer resident"));
+  }
+  auto snap = SnapshotFromBlocks(shapes_, options_.dtype, options_.block_tokens,
+                                 *blocks);
+  if (!snap.ok()) {
+    ++errors_;
+    return snap.status();
+  }
+  hit_tokens_ += static_cast<int64_t>(keys.size()) * options_.block_tokens;
+  return KvSnapshot(**snap);
+}
+
+void StorePrefixCache::PublishAsync(std::vector<int32_t> tokens,
+                                    KvSnapshot kv) {
+  Job job;
+  for (const auto& layer : kv.rows) {
+    for (const std::string& r : layer)
+      job.bytes += static_cast<int64_t>(r.size());
+  }
+  job.tokens = std::move(tokens);
+  job.kv = std::move(kv);
+  absl::MutexLock lock(&mu_);
+  if (queued_bytes_ + job.bytes > options_.max_queued_bytes) {
+    ++dropped_;  // the store is slower than the engine: skip this one
+    return;
+  }
+  queued_bytes_ += job.bytes;
+  queue_.push_back(std::move(job));
+}
+
+void StorePrefixCache::PublishLoop() {
+  while (true) {
+    Job job;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(
+          +[](StorePrefixCache* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
+            return c->stop_ || !c->queue_.empty();
+          },
+          this));
+      if (stop_) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    Publish(job.tokens, job.kv);
+    absl::MutexLock lock(&mu_);
+    queued_bytes_ -= job.bytes;
+    busy_ = false;
+  }
+}
+
+void StorePrefixCache::Flush() {
+  absl::MutexLock lock(&mu_);
+  mu_.Await(absl::Condition(
+      +[](StorePrefixCache* c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
+        return c->stop_ || (c->queue_.empty() && !c->busy_);
+      },
+      this));
+}
 void StorePrefixCache::Publish(const std::vector<int32_t>& tokens,
                                const KvSnapshot& kv) {
   const int64_t B = options_.block_tokens;
@@ -93,6 +192,8 @@ void StorePrefixCache::Publish(const std::vector<int32_t>& tokens,
   std::vector<kvstore::Block> blocks(n_blocks);
   for (int64_t j = 0; j < n_blocks; ++j) {
     kvstore::Block& b = blocks[j];
+    b.head_begin = static_cast<uint32_t>(options_.head_begin);
+    b.head_end = static_cast<uint32_t>(options_.head_end);
     b.key = keys[j];
     b.parent = j == 0 ? 0 : keys[j - 1];
     b.tokens.assign(tokens.begin() + j * B, tokens.begin() + (j + 1) * B);
@@ -117,6 +218,16 @@ void StorePrefixCache::Publish(const std::vector<int32_t>& tokens,
     return;
   }
   published_ += put->stored;
+}
+
+void UseStorePrefix(StorePrefixCache& cache, int tp_size,
+                    GenerationRequest* g) {
+  int64_t hit = 0;
+  std::vector<uint64_t> keys;
+  g->import_kv = cache.Fetch(g->prompt, &hit, tp_size > 1 ? &keys : nullptr);
+  if (g->import_kv != nullptr) g->import_store_keys = std::move(keys);
+  g->import_first_token = -1;
+  g->publish_kv = true;
 }
 
 }  // namespace latentkv::worker

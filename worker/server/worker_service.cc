@@ -308,7 +308,6 @@ grpc::Status WorkerService::Generate(
   const bool full_cache =
       g.kv_mode == KvMode::kFull || (g.kv_mode == KvMode::kServerDefault &&
                                      engine_->residency_policy() == nullptr);
-  std::vector<int32_t> seen;  // prompt + generated, for publishing
   // Prompt log-probabilities need the whole prompt computed here: no store
   // prefix, no remote prefill.
   // (So do embeddings.)
@@ -316,18 +315,15 @@ grpc::Status WorkerService::Generate(
   if (pc != nullptr && full_cache && req->prefill_worker().empty() &&
       !whole_prompt) {
     // The local prefix cache first: when it already holds every block the
-    // store could give (the last prompt token always runs), skip the fetch.
+    // store could give (the last prompt token always runs), skip the fetch
+    // (the request still publishes its blocks).
     const int64_t most = static_cast<int64_t>(g.prompt.size()) - 1;
     const int64_t store_most = most / pc->block_tokens() * pc->block_tokens();
-    int64_t hit = 0;
     if (engine_->LocalPrefixTokens(g.prompt) < store_most) {
-      g.import_kv = pc->Fetch(g.prompt, &hit);
+      UseStorePrefix(*pc, options_.tp_size, &g);
+    } else {
+      g.publish_kv = true;
     }
-    g.import_first_token = -1;
-    g.export_kv = true;
-    seen = g.prompt;
-  } else {
-    pc = nullptr;
   }
   if (!req->prefill_worker().empty() && !whole_prompt) {
     bool stop = false;
@@ -355,7 +351,6 @@ grpc::Status WorkerService::Generate(
     }
     pb::WorkerGenerateResponse resp;
     bool done = false;
-    std::shared_ptr<const KvSnapshot> final_kv;
     for (const GenerationEvent& e : events) {
       if (!e.status.ok()) return ToGrpcStatus(e.status);
       for (const TokenLogprobs& t : e.prompt_logprobs) {
@@ -365,8 +360,6 @@ grpc::Status WorkerService::Generate(
         resp.add_token_ids(e.token);
         if (e.logprobs) LogprobsToProto(*e.logprobs, resp.add_logprobs());
       }
-      if (e.token >= 0 && pc != nullptr) seen.push_back(e.token);
-      if (e.kv != nullptr) final_kv = e.kv;
       for (const float v : e.embedding) resp.add_embedding(v);
       if (e.finish != FinishReason::kNone) {
         resp.set_finish_reason(ToProto(e.finish));
@@ -385,10 +378,7 @@ grpc::Status WorkerService::Generate(
         continue;
       }
     }
-    if (done) {
-      if (final_kv != nullptr) pc->Publish(seen, *final_kv);
-      return grpc::Status::OK;
-    }
+    if (done) return grpc::Status::OK;
   }
 }
 

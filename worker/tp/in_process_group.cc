@@ -47,11 +47,17 @@ std::vector<std::unique_ptr<comm::Communicator>> JoinGlooGroup(
 
 InProcessGroup::InProcessGroup(
     std::shared_ptr<const model::ModelWeights> weights, int size,
-    const EngineOptions& options)
+    const EngineOptions& options, const std::vector<RankKvStore*>& stores)
     : size_(size) {
+  auto rank_options = [&](int r) {
+    EngineOptions o = options;
+    if (!stores.empty()) o.kv_store = stores[r];
+    return o;
+  };
   if (size == 1) {
-    engine_ = OrDie(Engine::Create(weights, kernels::MakeCpuBackend(), options),
-                    "engine");
+    engine_ = OrDie(
+        Engine::Create(weights, kernels::MakeCpuBackend(), rank_options(0)),
+        "engine");
     return;
   }
   comms_ = JoinGlooGroup(size);
@@ -61,12 +67,12 @@ InProcessGroup::InProcessGroup(
     auto shard =
         OrDie(model::ShardForTensorParallel(weights, r, size), "shard");
     followers_[r] = OrDie(TpFollower::Create(shard, kernels::MakeCpuBackend(),
-                                             options, comms_[r].get()),
+                                             rank_options(r), comms_[r].get()),
                           "follower");
     threads_.emplace_back([this, r] { status_[r] = followers_[r]->Run(); });
   }
   leader_ = std::make_unique<TpLeader>(comms_[0].get());
-  EngineOptions lo = options;
+  EngineOptions lo = rank_options(0);
   lo.step_listener = leader_.get();
   auto shard0 = OrDie(model::ShardForTensorParallel(weights, 0, size), "shard");
   engine_ = OrDie(

@@ -27,8 +27,11 @@ std::vector<std::unique_ptr<comm::Communicator>> JoinGlooGroup(
 class InProcessGroup {
  public:
   // Aborts (with the status on stderr) when the group cannot form.
+  // `stores`: empty, or rank r's kvstore link at index r (EngineOptions::
+  // kv_store of that rank; entries may be null).
   InProcessGroup(std::shared_ptr<const model::ModelWeights> weights, int size,
-                 const EngineOptions& options);
+                 const EngineOptions& options,
+                 const std::vector<RankKvStore*>& stores = {});
   // Stops the engine (broadcasting shutdown) and joins the followers.
   ~InProcessGroup();
   Engine& engine() { return *engine_; }

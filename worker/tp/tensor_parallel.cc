@@ -1,10 +1,12 @@
 #include "worker/tp/tensor_parallel.h"
 
+#include <cstdio>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "latentkv/v1/worker.pb.h"
+#include "worker/cache/kv_snapshot_heads.h"
 #include "worker/engine/kv_arrival.h"
 #include "worker/tp/tp_kv.h"
 
@@ -82,6 +84,9 @@ void AddOps(const std::vector<GroupKvOp>& ops, pb::TpStep* step) {
       case GroupKvOp::Kind::kEvict:
         out->set_kind(pb::TpKvOp::EVICT);
         break;
+      case GroupKvOp::Kind::kPublish:
+        out->set_kind(pb::TpKvOp::PUBLISH);
+        break;
     }
     out->set_id(op.id);
     out->mutable_tokens()->Add(op.tokens.begin(), op.tokens.end());
@@ -158,6 +163,32 @@ absl::Status TpLeader::OnImport(const std::vector<GroupKvOp>& ops,
   return comm_->ScatterStrings(wire, 0, &mine);
 }
 
+absl::StatusOr<bool> TpLeader::OnStoreImport(
+    const std::vector<GroupKvOp>& ops, const StepImportInfo& info,
+    const std::vector<uint64_t>& keys) {
+  pb::TpStep step;
+  AddOps(ops, &step);
+  pb::TpImport* im = step.add_imports();
+  im->set_id(*info.id);
+  im->set_prompt_len(info.prompt_len);
+  im->mutable_store_keys()->Add(keys.begin(), keys.end());
+  if (absl::Status st = Send(step); !st.ok()) return st;
+  std::vector<std::string> verdicts;
+  if (absl::Status st = comm_->GatherStrings("", 0, &verdicts); !st.ok()) {
+    return st;
+  }
+  bool all = true;
+  for (size_t r = 1; r < verdicts.size(); ++r) {
+    if (verdicts[r].empty()) continue;
+    all = false;
+    std::fprintf(stderr,
+                 "latentkv-worker: rank %zu could not fetch its KV heads of "
+                 "%zu stored blocks for %s (the group prefills it): %s\n",
+                 r, keys.size(), info.id->c_str(), verdicts[r].c_str());
+  }
+  return all;
+}
+
 void TpLeader::OnStop() {
   pb::TpStep step;
   step.set_shutdown(true);
@@ -175,6 +206,7 @@ absl::StatusOr<std::unique_ptr<TpFollower>> TpFollower::Create(
   f->weights_ = std::move(shard);
   f->backend_ = std::move(backend);
   f->comm_ = comm;
+  f->kv_store_ = options.kv_store;
   f->runner_ =
       std::make_unique<ModelRunner>(f->weights_, f->backend_.get(), comm);
   auto kv = CreateKvStorage(*f->runner_, f->backend_.get(), options.kv);
@@ -252,6 +284,11 @@ absl::Status TpFollower::Apply(const pb::TpKvOp& op) {
         "tensor-parallel rank ", comm_->rank(),
         " diverged from the leader's prefix cache (", what, " ", op.id(), ")"));
   };
+  if (op.kind() == pb::TpKvOp::PUBLISH) {
+    Publish(op.id(),
+            {op.tokens().data(), static_cast<size_t>(op.tokens_size())});
+    return absl::OkStatus();
+  }
   if (prefix_ == nullptr) return diverged("no prefix cache here for");
   const absl::Span<const int32_t> tokens(op.tokens().data(), op.tokens_size());
   switch (op.kind()) {
@@ -272,9 +309,46 @@ absl::Status TpFollower::Apply(const pb::TpKvOp& op) {
     case pb::TpKvOp::EVICT:
       if (prefix_->Evict(op.n()) != op.n()) return diverged("evicting for");
       return absl::OkStatus();
+
     default:
       return diverged("unknown op for");
   }
+}
+
+void TpFollower::Publish(const std::string& id,
+                         absl::Span<const int32_t> tokens) {
+  auto it = seqs_.find(id);
+  // Without a store link (or the sequence) there is nothing to publish: the
+  // store never completes those blocks, and nothing else changes.
+  if (kv_store_ == nullptr || it == seqs_.end() ||
+      it->second.residency != nullptr) {
+    return;
+  }
+  auto snap = ExportSequenceKv(*cache_, *pools_, it->second.kv, nullptr);
+  if (!snap.ok()) return;
+  kv_store_->PublishAsync(std::vector<int32_t>(tokens.begin(), tokens.end()),
+                          std::move(*snap));
+}
+
+std::string TpFollower::ImportFromStore(const pb::TpImport& im) {
+  if (kv_store_ == nullptr) {
+    return absl::StrCat("rank ", comm_->rank(), " has no kvstore");
+  }
+  absl::StatusOr<KvSnapshot> snap = kv_store_->FetchBlocks(
+      {im.store_keys().data(), static_cast<size_t>(im.store_keys_size())});
+  absl::Status st = snap.status();
+  if (st.ok() && !HeadsHoldEqualTokens(*snap)) {
+    st = absl::DataLossError("stored KV heads hold unequal token counts");
+  }
+  Seq& s = Start(im.id(), /*compressed=*/false, im.prompt_len());
+  if (st.ok()) {
+    st = ImportSequenceKv(*cache_, *pools_, s.kv, nullptr, *snap);
+  }
+  if (!st.ok()) {
+    Release(im.id());
+    return std::string(st.message());
+  }
+  return "";
 }
 
 std::string TpFollower::Export(const std::string& id, bool with_state) {
@@ -310,6 +384,12 @@ absl::Status TpFollower::Run() {
       if (!st.ok()) return st;
     }
     for (const pb::TpImport& im : step.imports()) {
+      if (im.store_keys_size() > 0) {
+        std::vector<std::string> unused;
+        st = comm_->GatherStrings(ImportFromStore(im), 0, &unused);
+        if (!st.ok()) return st;
+        continue;
+      }
       std::string part;
       st = comm_->ScatterStrings({}, 0, &part);
       if (!st.ok()) return st;

@@ -85,6 +85,10 @@ class TpLeader : public StepListener {
   absl::Status OnImport(const std::vector<GroupKvOp>& ops,
                         const StepImportInfo& info,
                         const std::vector<KvSnapshot>& parts) override;
+  // A TpStep with one store import, then a gather of the ranks' verdicts.
+  absl::StatusOr<bool> OnStoreImport(
+      const std::vector<GroupKvOp>& ops, const StepImportInfo& info,
+      const std::vector<uint64_t>& keys) override;
 
  private:
   absl::Status Send(const latentkv::v1::TpStep& step);
@@ -97,7 +101,8 @@ class TpLeader : public StepListener {
 class TpFollower {
  public:
   // `shard`: this rank's weights; `options`: the leader's KV and residency
-  // options (the KV memory bound is per rank).
+  // options (the KV memory bound is per rank), and this rank's own
+  // kv_store link (its KV heads; null: none).
   static absl::StatusOr<std::unique_ptr<TpFollower>> Create(
       std::shared_ptr<const model::ModelWeights> shard,
       std::unique_ptr<kernels::Backend> backend, const EngineOptions& options,
@@ -128,10 +133,16 @@ class TpFollower {
   // This rank's KV heads of sequence `id` as a TpKv (an error part when
   // they cannot be exported).
   std::string Export(const std::string& id, bool with_state);
+  // A PUBLISH op: sequence `id`'s KV heads go to kv_store_ (if any).
+  void Publish(const std::string& id, absl::Span<const int32_t> tokens);
+  // This rank's heads of a store import (im.store_keys), fetched and
+  // imported: "" when done, else why not (holding nothing of it).
+  std::string ImportFromStore(const latentkv::v1::TpImport& im);
 
   std::shared_ptr<const model::ModelWeights> weights_;
   std::unique_ptr<kernels::Backend> backend_;
   Communicator* comm_ = nullptr;
+  RankKvStore* kv_store_ = nullptr;  // not owned; null: no store
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<KvPools> pools_;  // the pools of cache_'s pages
