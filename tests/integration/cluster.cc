@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "latentkv/v1/kvstore.grpc.pb.h"
 
 namespace latentkv::testing {
 
@@ -233,6 +234,27 @@ std::string LongStoryLine() {
     if (line.size() > 400) return line.substr(0, 400);
   }
   return "";
+}
+
+bool WaitForStoreToSettle(const std::string& address, int64_t min_blocks) {
+  auto stub = latentkv::v1::KvStore::NewStub(
+      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  int64_t last = -1;
+  int stable = 0;
+  for (int i = 0; i < 200; ++i) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::seconds(5));
+    latentkv::v1::SnapshotResponse snap;
+    if (stub->Snapshot(&ctx, {}, &snap).ok()) {
+      const int64_t n = snap.blocks_size();
+      stable = n == last ? stable + 1 : 0;
+      last = n;
+      if (n >= min_blocks && stable >= 6) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
 }
 
 }  // namespace latentkv::testing

@@ -122,6 +122,12 @@ std::vector<StreamResult> LongStreams(Cluster& c, int tokens,
 // 400 characters, cut to 400 ("" if none).
 std::string LongStoryLine();
 
+// Waits (up to 10 s) until the kvstore at `address` holds at least
+// `min_blocks` blocks and its count has not changed for 300 ms: every
+// rank's publication (asynchronous, after a request ends) has landed.
+// False on timeout.
+bool WaitForStoreToSettle(const std::string& address, int64_t min_blocks = 1);
+
 }  // namespace latentkv::testing
 
 #endif  // LATENTKV_TESTS_INTEGRATION_CLUSTER_H_

@@ -56,6 +56,8 @@ TEST(PrefixStoreTest, SharedPrefixIsFetchedNotRecomputed) {
     StreamResult r = Generate(c.stub(), Greedy(prompts[i], 40));
     ASSERT_TRUE(r.status.ok()) << r.status.error_message();
     EXPECT_EQ(r.tokens, want[i]) << prompts[i];
+    // Publication is asynchronous: let it land before the next request.
+    EXPECT_TRUE(WaitForStoreToSettle(addr));
   }
   const pb::WorkerStats a = c.WorkerStats(0), b = c.WorkerStats(1);
   // The first request published its blocks; the later two found the shared

@@ -186,8 +186,10 @@ std::vector<int32_t> OnWorker(Cluster& c, int i, const std::string& prompt) {
   return out;
 }
 
-// Blocks written by a TP = 2 group are hits for a TP = 1 group and the
-// other way round: a store block holds every KV head, whatever wrote it.
+// Blocks written by a TP = 2 group (each rank its own KV heads) are hits
+// for a TP = 1 group and the other way round (each rank of the TP = 2
+// group fetching its own heads): the store keeps a block back until every
+// head has arrived and slices it for any reader.
 TEST(TpKvStoreTest, GroupsOfDifferentSizesShareStoredPrefixes) {
   const std::string base = LongStoryLine();
   ASSERT_FALSE(base.empty());
@@ -227,6 +229,9 @@ TEST(TpKvStoreTest, GroupsOfDifferentSizesShareStoredPrefixes) {
   for (size_t i = 0; i < runs.size(); ++i) {
     EXPECT_EQ(OnWorker(c, runs[i].second, runs[i].first), want[i])
         << runs[i].first;
+    // Every rank publishes its heads asynchronously: let the blocks land
+    // (whole: the store holds back a block until both ranks' heads came).
+    EXPECT_TRUE(WaitForStoreToSettle(addr));
   }
   for (int w : {0, 1}) {
     const pb::WorkerStats s = c.WorkerStats(w);

@@ -217,7 +217,7 @@ void StorePrefixCache::Publish(const std::vector<int32_t>& tokens,
                  put.status().ToString().c_str());
     return;
   }
-  published_ += put->stored;
+  published_ += put->stored + put->pending;  // whole blocks or head parts
 }
 
 void UseStorePrefix(StorePrefixCache& cache, int tp_size,
