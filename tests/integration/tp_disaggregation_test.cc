@@ -93,7 +93,11 @@ TEST_P(TpDisaggregationTest, GroupsOfAnySizesGiveOneWorkersTokens) {
   EXPECT_EQ(Streams(c), want);
   const pb::WorkerStats d = c.WorkerStats(1);
   EXPECT_EQ(d.kv_transfers(), static_cast<uint64_t>(kStreams));
-  EXPECT_EQ(d.kv_transfer_fallbacks(), 0u);
+  EXPECT_EQ(d.kv_transfer_fallbacks(), 0u) << c.Logs();
+  // A prefill group of several ranks parks its KV and every decode rank
+  // pulls its heads from the prefill ranks; one prefill rank streams them.
+  EXPECT_EQ(d.kv_transfers_pulled(),
+            GetParam().prefill > 1 ? static_cast<uint64_t>(kStreams) : 0u);
   EXPECT_EQ(d.kv_imports(), static_cast<uint64_t>(kStreams));
   // Each prompt token's rows once: 5 layers x 4 KV heads x (position + 8 K
   // + 8 V) x 4 bytes, whatever the groups' sizes.

@@ -119,6 +119,48 @@ absl::StatusOr<std::vector<KvSnapshot>> SplitHeads(const KvSnapshot& full,
   return out;
 }
 
+absl::StatusOr<KvSnapshot> SliceHeads(const KvSnapshot& s, int32_t begin,
+                                      int32_t end, int32_t q_per_kv) {
+  if (q_per_kv < 1) return absl::InvalidArgumentError("q_per_kv must be >= 1");
+  if (absl::Status st = CheckLayers(s); !st.ok()) return st;
+  const int32_t layers = static_cast<int32_t>(s.shapes.size());
+  KvSnapshot out;
+  out.dtype = s.dtype;
+  out.shapes = s.shapes;
+  out.rows.resize(layers);
+  if (!s.codebooks.empty()) out.codebooks.resize(layers);
+  if (!s.windows.empty()) out.windows.resize(layers);
+  for (int32_t l = 0; l < layers; ++l) {
+    if (absl::Status st = CheckHeads(s, l); !st.ok()) return st;
+    const LayerKvShape& shape = s.shapes[l];
+    if (begin < 0 || begin >= end || end > shape.n_kv_heads) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("KV heads [", begin, ", ", end, ") are not within ",
+                       "layer ", l, "'s ", shape.n_kv_heads));
+    }
+    out.shapes[l].n_kv_heads = end - begin;
+    out.rows[l].assign(s.rows[l].begin() + begin, s.rows[l].begin() + end);
+    if (!s.codebooks.empty()) {
+      out.codebooks[l].assign(s.codebooks[l].begin() + begin,
+                              s.codebooks[l].begin() + end);
+    }
+    if (s.windows.empty() || s.windows[l].empty()) continue;
+    auto w = ParseWindow(s.windows[l], int64_t{shape.n_kv_heads} * q_per_kv,
+                         shape.d_qk, l);
+    if (!w.ok()) return w.status();
+    const int64_t head_q = 4 * int64_t{q_per_kv} * shape.d_qk;
+    const int64_t all_q = head_q * shape.n_kv_heads;
+    std::string& b = out.windows[l];
+    b.reserve(8 + (head_q * (end - begin) + 4) * w->count);
+    b.append(s.windows[l].data(), 8);
+    for (int32_t i = 0; i < w->count; ++i) {
+      b.append(w->q + i * all_q + begin * head_q, head_q * (end - begin));
+    }
+    b.append(w->pos, 4 * static_cast<size_t>(w->count));
+  }
+  return out;
+}
+
 bool HeadsHoldEqualTokens(const KvSnapshot& s) {
   if (CheckLayers(s).ok() == false) return false;
   for (int32_t l = 0; l < static_cast<int32_t>(s.rows.size()); ++l) {
@@ -156,13 +198,14 @@ absl::StatusOr<KvSnapshot> JoinHeads(const std::vector<KvSnapshot>& parts,
   if (!first.windows.empty()) out.windows.resize(layers);
   for (int32_t l = 0; l < layers; ++l) {
     const LayerKvShape& shape = first.shapes[l];
-    out.shapes[l].n_kv_heads = shape.n_kv_heads * n;
+    out.shapes[l].n_kv_heads = 0;
     std::vector<Window> wins(n);
     for (int32_t r = 0; r < n; ++r) {
       const KvSnapshot& p = parts[r];
       const LayerKvShape& s = p.shapes[l];
-      if (s.n_kv_heads != shape.n_kv_heads || s.d_qk != shape.d_qk ||
-          s.d_vo != shape.d_vo) {
+      out.shapes[l].n_kv_heads += s.n_kv_heads;
+      if (s.d_qk != shape.d_qk || s.d_vo != shape.d_vo ||
+          s.nope_dims != shape.nope_dims) {
         return absl::InvalidArgumentError(
             absl::StrCat("KV snapshot parts differ in the shape of layer ", l));
       }
@@ -193,13 +236,15 @@ absl::StatusOr<KvSnapshot> JoinHeads(const std::vector<KvSnapshot>& parts,
       }
     }
     if (w0.count == 0) continue;
-    const int64_t part_q =
-        4 * int64_t{shape.n_kv_heads} * q_per_kv * shape.d_qk;
+    const int64_t head_q = 4 * int64_t{q_per_kv} * shape.d_qk;
     std::string& b = out.windows[l];
-    b.reserve(8 + (part_q * n + 4) * w0.count);
+    b.reserve(8 + (head_q * out.shapes[l].n_kv_heads + 4) * w0.count);
     b.append(parts[0].windows[l].data(), 8);
     for (int32_t i = 0; i < w0.count; ++i) {
-      for (int32_t r = 0; r < n; ++r) b.append(wins[r].q + i * part_q, part_q);
+      for (int32_t r = 0; r < n; ++r) {
+        const int64_t part_q = head_q * parts[r].shapes[l].n_kv_heads;
+        b.append(wins[r].q + i * part_q, part_q);
+      }
     }
     b.append(w0.pos, 4 * static_cast<size_t>(w0.count));
   }

@@ -29,15 +29,22 @@ absl::StatusOr<std::vector<KvSnapshot>> SplitHeads(const KvSnapshot& full,
                                                    int32_t parts,
                                                    int32_t q_per_kv);
 
+// KV heads [begin, end) of `s` (indices into its heads, in every layer),
+// with their codebook entries and query-window heads. InvalidArgument when
+// the range is not within every layer's heads or `s` is malformed.
+absl::StatusOr<KvSnapshot> SliceHeads(const KvSnapshot& s, int32_t begin,
+                                      int32_t end, int32_t q_per_kv);
+
 // True when, in every layer, every KV head holds as many tokens (rows plus
 // codebook records) as the others: what a group's ranks must import for
 // their caches to stay in step (full caches and SnapKV eviction export
 // that; a peer's ragged or partial KV does not).
 bool HeadsHoldEqualTokens(const KvSnapshot& s);
 
-// The inverse: `parts` in rank order, each with the same layers, dims and
-// dtype and the same head count per layer; residency state (codebooks,
-// windows) present in all parts or none. InvalidArgument otherwise.
+// The inverse: `parts` in head order, each with the same layers, dims and
+// dtype (head counts may differ); residency state (windows) present in all
+// parts or none, and the parts' windows agreeing on their positions.
+// InvalidArgument otherwise.
 absl::StatusOr<KvSnapshot> JoinHeads(const std::vector<KvSnapshot>& parts,
                                      int32_t q_per_kv);
 

@@ -174,5 +174,34 @@ TEST(JoinHeadsTest, RefusesPartsThatDisagree) {
   EXPECT_EQ(joined->codebooks[0][1], "cb 0 1");
 }
 
+// Unequal ranges (a decode rank pulling 3 heads from one prefill rank and
+// 1 from another): each slice holds exactly its heads' rows, codebooks and
+// query heads, and the slices join back to the original bytes.
+TEST(SliceHeadsTest, UnequalRangesSliceAndJoinBack) {
+  const KvSnapshot full = Make(3, 4);
+  auto a = SliceHeads(full, 0, 3, kQPerKv);
+  auto b = SliceHeads(full, 3, 4, kQPerKv);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(a->shapes[2].n_kv_heads, 3);
+  EXPECT_EQ(b->rows[1][0],
+            std::string(4 * full.row_bytes(1), static_cast<char>(16 * 1 + 3)));
+  EXPECT_EQ(b->codebooks[2][0], "cb 2 3");
+  // Slice b's window holds query heads 9..11 of each entry.
+  const std::string& w = b->windows[1];
+  const int d_qk = 3;
+  ASSERT_EQ(w.size(), 8u + 4 * (4u * kQPerKv * d_qk + 4));
+  float v;
+  std::memcpy(&v, w.data() + 8 + 4 * ((2 * kQPerKv + 1) * d_qk + 2), 4);
+  EXPECT_EQ(v, QValue(1, 2, 3 * kQPerKv + 1, 2));
+  auto joined = JoinHeads({*a, *b}, kQPerKv);
+  ASSERT_TRUE(joined.ok()) << joined.status();
+  EXPECT_EQ(joined->rows, full.rows);
+  EXPECT_EQ(joined->codebooks, full.codebooks);
+  EXPECT_EQ(joined->windows, full.windows);
+  EXPECT_FALSE(SliceHeads(full, 2, 2, kQPerKv).ok());
+  EXPECT_FALSE(SliceHeads(full, 3, 5, kQPerKv).ok());
+}
+
 }  // namespace
 }  // namespace latentkv::worker

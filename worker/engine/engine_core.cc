@@ -140,13 +140,19 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
     return absl::InvalidArgumentError(
         "stored block keys come with this rank's KV of a stored prefix");
   }
+  if (!req.import_pull.transfer_id.empty() &&
+      (req.import_kv == nullptr || req.import_first_token < 0)) {
+    return absl::InvalidArgumentError(
+        "a rank-to-rank pull comes with this rank's KV of a prefilled prompt");
+  }
   if (req.kv_mode == KvMode::kCompressed && policy_ == nullptr) {
     return absl::InvalidArgumentError(
         "compressed KV cache requested but this server has no KV compression "
         "configured");
   }
-  if (req.embed && (req.constraint != nullptr || req.import_kv != nullptr ||
-                    req.export_kv || req.publish_kv || s.prompt_logprobs)) {
+  if (req.embed &&
+      (req.constraint != nullptr || req.import_kv != nullptr || req.export_kv ||
+       req.publish_kv || req.park_kv || s.prompt_logprobs)) {
     return absl::InvalidArgumentError(
         "an embedding request takes no structured output, KV transfer or "
         "prompt log-probabilities");
@@ -168,6 +174,8 @@ absl::StatusOr<std::unique_ptr<Sequence>> EngineCore::Prepare(
   seq->publish_kv = req.publish_kv && options_.kv_store != nullptr;
   seq->import_kv = std::move(req.import_kv);
   seq->import_store_keys = std::move(req.import_store_keys);
+  seq->park_kv = req.park_kv && options_.kv_parking != nullptr;
+  seq->import_pull = std::move(req.import_pull);
   seq->import_first_token = req.import_first_token;
   seq->import_first_logprobs = std::move(req.import_first_logprobs);
   seq->constraint = std::move(req.constraint);
@@ -291,6 +299,17 @@ void EngineCore::Finish(Sequence* seq, FinishReason reason,
       status = snap.status();
     }
   }
+  if (seq->park_kv && status.ok() && reason != FinishReason::kCancelled) {
+    // Before the pages go: this rank's heads, then the others' (kPark).
+    auto snap =
+        ExportSequenceKv(*cache_, *pools_, seq->kv, seq->residency.get());
+    if (snap.ok()) {
+      options_.kv_parking->Park(seq->id, std::move(*snap));
+      Record({GroupKvOp::Kind::kPark, seq->id, {}, 0});
+    } else {
+      status = snap.status();
+    }
+  }
   if (seq->embed && status.ok() && reason == FinishReason::kStop &&
       seq->embed_rows == seq->prompt_len) {
     ev.embedding.reserve(seq->embed_sum.size());
@@ -359,8 +378,9 @@ int32_t EngineCore::QueriesPerKvHead() const {
 bool EngineCore::ArriveTransferred(Sequence* seq) {
   StepListener* listener = options_.step_listener;
   const int ranks = listener == nullptr ? 1 : listener->ranks();
-  if (ranks > 1 && !seq->import_store_keys.empty()) {
-    return ArriveFromStore(seq);
+  if (ranks > 1 && (!seq->import_store_keys.empty() ||
+                    !seq->import_pull.transfer_id.empty())) {
+    return ArriveFetchedByRanks(seq);
   }
   std::vector<KvSnapshot> parts;
   if (ranks > 1) {
@@ -395,24 +415,40 @@ bool EngineCore::ArriveTransferred(Sequence* seq) {
   return false;
 }
 
-bool EngineCore::ArriveFromStore(Sequence* seq) {
-  // This rank's heads of the stored blocks arrived with the request.
-  if (!from_store_->Applies(*seq) || !from_store_->Attach(seq)) return false;
+bool EngineCore::ArriveFetchedByRanks(Sequence* seq) {
+  // This rank's heads arrived with the request (from the store, or pulled
+  // from the prefill ranks); the other ranks fetch theirs now.
+  const bool pulled = !seq->import_pull.transfer_id.empty();
+  KvArrival* arrival = pulled ? from_prefill_.get() : from_store_.get();
+  if (!arrival->Applies(*seq) || !arrival->Attach(seq)) return false;
   StepListener* listener = options_.step_listener;
-  const StepImportInfo info{&seq->id, seq->prompt_len, false, false};
-  absl::StatusOr<bool> all =
-      listener->OnStoreImport(group_ops_, info, seq->import_store_keys);
+  const StepImportInfo info{&seq->id, seq->prompt_len,
+                            seq->residency != nullptr, pulled};
+  StepListener::RankFetch fetch;
+  fetch.store_keys = seq->import_store_keys;
+  if (pulled) fetch.pull = &seq->import_pull;
+  auto got = listener->OnRankFetch(group_ops_, info, fetch);
   group_ops_.clear();
-  if (!all.ok()) {
-    fatal_ = all.status();  // the group broke: the next step fails all
+  if (!got.ok()) {
+    fatal_ = got.status();  // the group broke: the next step fails all
     return true;
   }
-  if (*all) return true;
-  // Some rank could not fetch its heads (evicted in between, a store
-  // error): no rank keeps any, and the group prefills the prompt.
-  from_store_->Retract(seq->num_cached);
+  if (pulled) peer_pull_bytes_ += got->bytes;
+  if (got->all) return true;
+  // Some rank could not fetch its heads (evicted in between, a dead source,
+  // a store error): no rank keeps any, and the group computes the prompt.
+  arrival->Retract(pulled ? seq->prompt_len : seq->num_cached);
   seq->kv.Release(*cache_);
   seq->num_cached = 0;
+  if (pulled) {
+    // Undo the transferred first token: the group samples it itself, from
+    // the request's seeded stream as if nothing had arrived.
+    seq->tokens.resize(seq->prompt_len);
+    seq->rng.seed(seq->sampling.seed);
+    if (seq->residency != nullptr) {
+      seq->residency = policy_->NewSequence(seq->prompt_len);
+    }
+  }
   Record({GroupKvOp::Kind::kRelease, seq->id, {}, 0});
   return false;
 }
@@ -652,6 +688,7 @@ EngineStats EngineCore::Stats() const {
   s.kv_imports = from_prefill_->attached() + from_store_->attached();
   s.kv_import_failures =
       from_prefill_->failed() + from_store_->failed() + import_refused_;
+  s.kv_peer_pull_bytes = peer_pull_bytes_;
   s.kv_layer_bytes_in_use.resize(cache_->num_layers());
   for (int32_t l = 0; l < cache_->num_layers(); ++l) {
     s.kv_layer_bytes_in_use[l] = cache_->layer_bytes_in_use(l);

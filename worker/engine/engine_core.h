@@ -110,10 +110,10 @@ class EngineCore {
   // Attaches a transferred KV (prefill worker or kvstore) to a sequence
   // being admitted; false when it falls back to a local prefill.
   bool ArriveTransferred(Sequence* seq);
-  // ArriveTransferred for this rank's heads of stored blocks in a group:
-  // imports them, then the other ranks fetch theirs (OnStoreImport); all
-  // or none keep them.
-  bool ArriveFromStore(Sequence* seq);
+  // ArriveTransferred for this rank's heads of stored blocks or of a
+  // rank-to-rank pull, in a group: imports them, then the other ranks fetch
+  // theirs (OnRankFetch); all or none keep them.
+  bool ArriveFetchedByRanks(Sequence* seq);
   // Publishes a finished publish_kv sequence's blocks through kv_store (a
   // kPublish op has the other ranks publish theirs).
   void Publish(const Sequence& seq);
@@ -168,6 +168,7 @@ class EngineCore {
   std::vector<GroupKvOp> group_ops_;
   // Transferred KVs a group refused before splitting (kv_import_failures).
   int64_t import_refused_ = 0;
+  int64_t peer_pull_bytes_ = 0;  // KV bytes the other ranks pulled
   std::chrono::steady_clock::time_point last_listened_;
   absl::Status fatal_;  // set when the tensor-parallel group broke
   // Counters.

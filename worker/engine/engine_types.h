@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "worker/cache/kv_cache.h"
 #include "worker/cache/kv_snapshot.h"
+#include "worker/engine/kv_parking.h"
 #include "worker/engine/rank_kv_store.h"
 #include "worker/engine/scheduler.h"
 #include "worker/engine/sequence.h"
@@ -38,6 +39,12 @@ struct EngineOptions {
   // leader imports (GenerationRequest::import_store_keys). Not owned; null
   // (default): no store.
   RankKvStore* kv_store = nullptr;
+  // Rank-to-rank prefill -> decode transfers: where this rank parks its KV
+  // heads of GenerationRequest::park_kv sequences (prefill side), and how a
+  // group follower pulls its heads of a GenerationRequest::import_pull
+  // (decode side). Not owned; null (default): none.
+  KvParking* kv_parking = nullptr;
+  RankKvPuller* kv_puller = nullptr;
   // With a listener: the longest idle gap between OnStep calls (keep-alives
   // let the other ranks tell a quiet leader from a dead one). > 0.
   int32_t keepalive_ms = 1000;
@@ -96,6 +103,11 @@ struct GenerationRequest {
   // through EngineOptions::kv_store, each rank of a group its own KV heads.
   // Full-cache requests only (a compressed cache is not a reusable prefix).
   bool publish_kv = false;
+  // Prefill role, rank-to-rank: instead of export_kv, each rank of the group
+  // parks its own KV heads (rows and residency state) under the request id
+  // in EngineOptions::kv_parking when it finishes, for the decode group's
+  // ranks to pull.
+  bool park_kv = false;
   // Decode role: the prompt's KV computed elsewhere and the first token
   // sampled there. The engine imports the rows (shapes must match; on any
   // failure it prefills locally instead), emits import_first_token as the
@@ -111,6 +123,11 @@ struct GenerationRequest {
   // any rank cannot, no rank imports (the group prefills the prompt).
   // Empty: import_kv holds every KV head (split over the group here).
   std::vector<uint64_t> import_store_keys;
+  // A whole-prompt import (import_first_token >= 0) in a tensor-parallel
+  // group, rank-to-rank: import_kv holds only this rank's KV heads, pulled
+  // from the prefill ranks `import_pull` names; every other rank pulls its
+  // own (EngineOptions::kv_puller), and when any cannot, no rank imports.
+  KvPull import_pull;
   // With sampling.logprobs >= 0: the first token's log-probabilities, as the
   // prefill worker computed them.
   std::optional<TokenLogprobs> import_first_logprobs;
@@ -156,6 +173,9 @@ struct EngineStats {
   int64_t kv_evicted_slots = 0;    // slots dropped by residency policies
   int64_t kv_imports = 0;          // requests started from a transferred KV
   int64_t kv_import_failures = 0;  // transferred KVs that did not fit/match
+  // KV bytes the group's other ranks pulled for themselves in rank-to-rank
+  // transfers (this rank's own are counted by its caller).
+  int64_t kv_peer_pull_bytes = 0;
   std::vector<int64_t> kv_layer_bytes_in_use;  // [num_layers] page bytes
   // Local prefix cache.
   int64_t prefix_cached_blocks = 0;   // blocks held by the index now

@@ -9,6 +9,7 @@
 #define LATENTKV_WORKER_ENGINE_RANK_KV_STORE_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -31,6 +32,32 @@ class RankKvStore {
   // returns without waiting on the network; failures are counted, never
   // reported to a request.
   virtual void PublishAsync(std::vector<int32_t> tokens, KvSnapshot kv) = 0;
+};
+
+// Where a rank-to-rank prefill -> decode transfer's KV is: parked by the
+// prefill group's ranks (kv_parking.h) under `transfer_id`, rank i holding
+// the group's global KV heads [head_begin, head_end) behind `address`.
+struct KvPullSource {
+  std::string address;  // host:port of that rank's KvSource service
+  int32_t head_begin = 0;
+  int32_t head_end = 0;
+};
+struct KvPull {
+  std::string transfer_id;  // empty: no pull
+  std::vector<KvPullSource> sources;
+};
+
+// A rank's side of a rank-to-rank transfer: pulls the KV heads it holds
+// from the prefill ranks that parked them. Implemented by
+// worker/server/kv_source.h over gRPC. Thread-safety: thread-safe.
+class RankKvPuller {
+ public:
+  virtual ~RankKvPuller() = default;
+  // This rank's KV heads of `pull` (rows and residency state, as parked),
+  // with the bytes moved in *bytes. An error (a source dead or slow, a
+  // malformed or mismatched part) means the caller falls back.
+  virtual absl::StatusOr<KvSnapshot> Pull(const KvPull& pull,
+                                          int64_t* bytes) = 0;
 };
 
 }  // namespace latentkv::worker

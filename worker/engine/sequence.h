@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "worker/cache/kv_cache.h"
 #include "worker/cache/kv_snapshot.h"
+#include "worker/engine/rank_kv_store.h"
 #include "worker/engine/sampler.h"
 #include "worker/engine/token_constraint.h"
 
@@ -45,6 +46,8 @@ struct Sequence {
   std::shared_ptr<const KvSnapshot> import_kv;  // dropped once imported
   int32_t import_first_token = -1;
   std::vector<uint64_t> import_store_keys;  // see GenerationRequest
+  bool park_kv = false;                     // see GenerationRequest
+  KvPull import_pull;                       // see GenerationRequest
   std::optional<TokenLogprobs> import_first_logprobs;
   // Structured output (null: none): masks each sampled row; fed every
   // generated token; Done() finishes the sequence.

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "worker/cache/kv_snapshot.h"
+#include "worker/engine/rank_kv_store.h"
 
 namespace latentkv::worker {
 
@@ -34,9 +35,9 @@ struct StepChunkInfo {
 // publishing a finished sequence's KV heads to the shared kvstore (each
 // rank its own, before the release that follows).
 struct GroupKvOp {
-  enum class Kind { kRelease, kIndex, kAttach, kEvict, kPublish };
+  enum class Kind { kRelease, kIndex, kAttach, kEvict, kPublish, kPark };
   Kind kind = Kind::kRelease;
-  std::string id;  // kRelease, kIndex, kAttach, kPublish: the sequence
+  std::string id;               // every kind but kEvict: the sequence
   std::vector<int32_t> tokens;  // kIndex, kAttach, kPublish: tokens [0, n)
   int64_t n = 0;  // kIndex, kAttach, kPublish: tokens; kEvict: blocks
 };
@@ -88,14 +89,23 @@ class StepListener {
                                 const std::vector<KvSnapshot>& parts) {
     return absl::UnimplementedError("KV import needs a tensor-parallel group");
   }
-  // Rank 0 has imported its KV heads of the stored blocks `keys` for a
-  // sequence; every other rank fetches its heads of them from its own
-  // kvstore link and imports them (after `ops`). True when every rank did;
-  // false when some could not (each rank then holds none of it); an error
-  // means the group broke.
-  virtual absl::StatusOr<bool> OnStoreImport(
+  // Rank 0 has imported its KV heads of a sequence's KV that every rank
+  // fetches for itself: its heads of the stored blocks `fetch.store_keys`
+  // (its kvstore link), or of the prefill ranks' parked KV `fetch.pull`
+  // (its puller). Every other rank fetches and imports its heads (after
+  // `ops`). `all`: every rank did; otherwise each rank holds none of it. An
+  // error means the group broke.
+  struct RankFetch {
+    std::vector<uint64_t> store_keys;
+    const KvPull* pull = nullptr;
+  };
+  struct RankFetchResult {
+    bool all = false;
+    int64_t bytes = 0;  // what the other ranks fetched
+  };
+  virtual absl::StatusOr<RankFetchResult> OnRankFetch(
       const std::vector<GroupKvOp>& ops, const StepImportInfo& info,
-      const std::vector<uint64_t>& keys) {
+      const RankFetch& fetch) {
     return absl::UnimplementedError("KV import needs a tensor-parallel group");
   }
 };

@@ -86,6 +86,9 @@ std::vector<prometheus::MetricFamily> WorkerFamilies(
   counter("latentkv_worker_kv_transfer_full_dim_bytes_total",
           "Bytes the same transfers would move with full head dimensions",
           s.kv_transfer_full_bytes());
+  counter("latentkv_worker_kv_transfers_pulled_total",
+          "Transfers pulled rank to rank from the prefill ranks",
+          s.kv_transfers_pulled());
   counter("latentkv_worker_kv_transfer_fallbacks_total",
           "Transfers that failed (prompt prefilled locally)",
           s.kv_transfer_fallbacks());

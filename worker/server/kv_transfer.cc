@@ -9,6 +9,7 @@
 #include "kvstore/proto_convert.h"
 #include "latentkv/v1/worker.grpc.pb.h"
 #include "worker/server/prefix_cache.h"
+#include "worker/tp/tp_kv.h"
 
 namespace latentkv::worker {
 
@@ -45,7 +46,14 @@ absl::StatusOr<RemotePrefill> CallPrefill(const std::string& address,
   pb::PrefillResponse msg;
   PrefillAssembler assembler(ours);
   absl::Status bad;
+  KvPull pull;
   while (reader->Read(&msg)) {
+    if (msg.has_pull() && pull.transfer_id.empty()) {
+      pull = PullFromProto(msg.pull());
+      for (KvPullSource& src : pull.sources) {
+        if (src.address.empty()) src.address = address;
+      }
+    }
     bad = assembler.Add(msg);
     if (!bad.ok()) {
       ctx.TryCancel();
@@ -59,13 +67,18 @@ absl::StatusOr<RemotePrefill> CallPrefill(const std::string& address,
         static_cast<absl::StatusCode>(st.error_code()),
         absl::StrCat("prefill worker ", address, ": ", st.error_message()));
   }
-  auto kv = assembler.Finish();
-  if (!kv.ok()) {
-    return absl::Status(
-        kv.status().code(),
-        absl::StrCat("prefill worker ", address, ": ", kv.status().message()));
-  }
   RemotePrefill out;
+  if (!pull.transfer_id.empty()) {
+    out.pull = std::move(pull);
+  } else {
+    auto kv = assembler.Finish();
+    if (!kv.ok()) {
+      return absl::Status(kv.status().code(),
+                          absl::StrCat("prefill worker ", address, ": ",
+                                       kv.status().message()));
+    }
+    out.kv = *std::move(kv);
+  }
   out.first_token = assembler.first_token();
   if (request.sampling().has_logprobs() && out.first_token >= 0) {
     out.first_logprobs = LogprobsFromProto(assembler.first_logprobs());
@@ -75,7 +88,6 @@ absl::StatusOr<RemotePrefill> CallPrefill(const std::string& address,
   } else if (assembler.finish_reason() == pb::FINISH_REASON_LENGTH) {
     out.finish = FinishReason::kLength;
   }
-  out.kv = *std::move(kv);
   return out;
 }
 

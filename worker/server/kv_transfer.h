@@ -16,6 +16,7 @@
 #include "absl/time/time.h"
 #include "latentkv/v1/worker.pb.h"
 #include "worker/cache/kv_snapshot.h"
+#include "worker/engine/rank_kv_store.h"
 #include "worker/engine/sequence.h"
 #include "worker/server/prefill_assembler.h"  // CheckLayout
 
@@ -41,6 +42,9 @@ struct RemotePrefill {
   FinishReason finish = FinishReason::kNone;
   // The first token's log-probabilities, when the request asked for them.
   std::optional<TokenLogprobs> first_logprobs;
+  // A rank-pull answer: kv is null and the prefill group's ranks parked the
+  // KV where `pull` says (sources with an empty address: `address` called).
+  KvPull pull;
 };
 
 // TokenLogprobs to and from the wire. From the wire, at most
@@ -50,7 +54,9 @@ TokenLogprobs LogprobsFromProto(const latentkv::v1::TokenLogprobs& in);
 
 // Calls Worker.Prefill on `address` and assembles the snapshot (rows, and
 // codebook entries when `request` accepts them), checking the layout against
-// `ours` and every layer's rows and codebook blobs. Errors: the RPC's status
+// `ours` and every layer's rows and codebook blobs; or, when the prefill
+// group answers a rank_pull request with where it parked the KV, returns
+// that (RemotePrefill::pull). Errors: the RPC's status
 // (UNAVAILABLE, DEADLINE_EXCEEDED after `timeout`, ...), FailedPrecondition
 // for a layout mismatch, DataLoss for malformed rows or codebook blobs.
 absl::StatusOr<RemotePrefill> CallPrefill(

@@ -271,6 +271,10 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  const std::vector<lk::worker::LayerKvShape> local_shapes =
+      lk::worker::KvShapesOf(shard->config);
+  const int32_t local_heads =
+      local_shapes.empty() ? 0 : local_shapes[0].n_kv_heads;
   // The shared store, each rank for its own KV heads (the store completes
   // a block once every head has arrived; any TP size reads it).
   std::unique_ptr<lk::worker::StorePrefixCache> prefix_cache;
@@ -284,15 +288,47 @@ int main(int argc, char** argv) {
     po.address = absl::GetFlag(FLAGS_kvstore);
     po.block_tokens = absl::GetFlag(FLAGS_kvstore_block_tokens);
     po.model_id = lk::worker::StoreModelId(absl::GetFlag(FLAGS_model));
-    const std::vector<lk::worker::LayerKvShape> local =
-        lk::worker::KvShapesOf(shard->config);
-    if (tp_size > 1 && !local.empty()) {
-      po.head_begin = tp_rank * local[0].n_kv_heads;
-      po.head_end = po.head_begin + local[0].n_kv_heads;
+    if (tp_size > 1) {
+      po.head_begin = tp_rank * local_heads;
+      po.head_end = po.head_begin + local_heads;
     }
     prefix_cache = std::make_unique<lk::worker::StorePrefixCache>(
-        po, lk::worker::GroupKvShapes(local, tp_size));
+        po, lk::worker::GroupKvShapes(local_shapes, tp_size));
     eo.kv_store = prefix_cache.get();
+  }
+  // Rank-to-rank prefill -> decode transfers: a prefill group's ranks park
+  // their KV heads for the decode ranks to pull (KvSource on every rank);
+  // every worker pulls its own heads of a transfer.
+  const int32_t q_per_kv =
+      shard->config.num_kv_heads > 0
+          ? shard->config.num_heads / shard->config.num_kv_heads
+          : 1;
+  std::unique_ptr<lk::worker::KvParking> kv_parking;
+  if (tp_size > 1) {
+    lk::worker::KvParkingOptions ko;
+    ko.head_offset = tp_rank * local_heads;
+    ko.q_per_kv = q_per_kv;
+    ko.ttl = absl::Milliseconds(2 * absl::GetFlag(FLAGS_prefill_timeout_ms));
+    ko.max_bytes = eo.kv.max_bytes;
+    kv_parking = std::make_unique<lk::worker::KvParking>(ko);
+    eo.kv_parking = kv_parking.get();
+  }
+  lk::worker::KvPullerOptions pull_options;
+  pull_options.head_begin = tp_rank * local_heads;
+  pull_options.head_end = pull_options.head_begin + local_heads;
+  pull_options.group_shapes = lk::worker::GroupKvShapes(local_shapes, tp_size);
+  pull_options.dtype = eo.kv.dtype;
+  pull_options.q_per_kv = q_per_kv;
+  pull_options.timeout =
+      absl::Milliseconds(absl::GetFlag(FLAGS_prefill_timeout_ms));
+  lk::worker::GrpcKvPuller kv_puller(pull_options);
+  eo.kv_puller = &kv_puller;
+  lk::worker::KvSourceOptions source_options;
+  source_options.tp_size = tp_size;
+  std::unique_ptr<lk::worker::KvSourceService> kv_source;
+  if (kv_parking != nullptr) {
+    kv_source = std::make_unique<lk::worker::KvSourceService>(kv_parking.get(),
+                                                              source_options);
   }
   if (tp_rank > 0) {
     // A follower: repeat the leader's steps until it shuts the group down.
@@ -307,6 +343,7 @@ int main(int argc, char** argv) {
     // breaks), which is what Kubernetes probes of every rank's pod need.
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder hb;
+    hb.RegisterService(kv_source.get());  // the KV heads this rank parks
     const std::string fhost = absl::GetFlag(FLAGS_host);
     auto listening = lk::ListenAndStart(hb, fhost, absl::GetFlag(FLAGS_port),
                                         lk::auth::InternalServerCredentials());
@@ -318,8 +355,18 @@ int main(int argc, char** argv) {
     const int health_port = listening->port;
     lk::HealthReporter follower_health(health_server->GetHealthCheckService(),
                                        /*ready=*/true);
-    lk::WriteAddressFile(absl::GetFlag(FLAGS_port_file),
-                         absl::StrCat(fhost, ":", health_port));
+    const std::string advertised = absl::GetFlag(FLAGS_advertise).empty()
+                                       ? absl::StrCat(fhost, ":", health_port)
+                                       : absl::GetFlag(FLAGS_advertise);
+    // The leader tells decode groups where this rank's parked KV is.
+    std::vector<std::string> unused;
+    if (absl::Status st = comm->GatherStrings(advertised, 0, &unused);
+        !st.ok()) {
+      std::fprintf(stderr, "tensor-parallel address exchange: %s\n",
+                   st.ToString().c_str());
+      return 1;
+    }
+    lk::WriteAddressFile(absl::GetFlag(FLAGS_port_file), advertised);
     std::fprintf(stderr,
                  "latentkv-worker: tensor-parallel rank %d of %d (health on "
                  "%s:%d)\n",
@@ -335,6 +382,16 @@ int main(int argc, char** argv) {
     }).detach();
     lk::WaitForTerminationSignal();
     std::_Exit(0);  // the follower thread may sit in a collective
+  }
+  std::vector<std::string> rank_addresses;
+  if (tp_size > 1) {
+    // Where the other ranks serve their parked KV (KvSource).
+    if (absl::Status st = comm->GatherStrings("", 0, &rank_addresses);
+        !st.ok()) {
+      std::fprintf(stderr, "tensor-parallel address exchange: %s\n",
+                   st.ToString().c_str());
+      return 1;
+    }
   }
   lk::worker::TpLeader leader(comm.get());
   if (tp_size > 1) eo.step_listener = &leader;
@@ -370,6 +427,9 @@ int main(int argc, char** argv) {
   so.prefill_timeout =
       absl::Milliseconds(absl::GetFlag(FLAGS_prefill_timeout_ms));
   so.prefix_cache = prefix_cache.get();
+  so.kv_parking = kv_parking.get();
+  so.kv_puller = &kv_puller;
+  so.rank_addresses = rank_addresses;
   std::unique_ptr<lk::worker::LlguidanceCompiler> constraints;
   if (const std::string mode = absl::GetFlag(FLAGS_structured_output);
       mode != "off" && tp_rank == 0) {
@@ -398,6 +458,7 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   const std::string host = absl::GetFlag(FLAGS_host);
   builder.RegisterService(&service);
+  if (kv_source != nullptr) builder.RegisterService(kv_source.get());
   auto listening = lk::ListenAndStart(builder, host, absl::GetFlag(FLAGS_port),
                                       lk::auth::InternalServerCredentials());
   if (!listening.ok()) {

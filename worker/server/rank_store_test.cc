@@ -90,11 +90,15 @@ std::vector<std::unique_ptr<StorePrefixCache>> RankCaches(
   return out;
 }
 
-std::vector<RankKvStore*> Links(
+InProcessGroup::PerRank Links(std::vector<RankKvStore*> links) {
+  return [links](int r, EngineOptions* o) { o->kv_store = links[r]; };
+}
+
+InProcessGroup::PerRank Links(
     const std::vector<std::unique_ptr<StorePrefixCache>>& caches) {
   std::vector<RankKvStore*> out;
   for (const auto& c : caches) out.push_back(c.get());
-  return out;
+  return Links(out);
 }
 
 // Runs the kRequests prompts concurrently on `e`; with `leader_cache`, each
@@ -204,9 +208,9 @@ INSTANTIATE_TEST_SUITE_P(Sizes, RankStoreTest,
 TEST(RankStoreFailureTest, MissingHeadRangeLeavesNothingUsable) {
   Store store;
   auto caches = RankCaches(store.address(), 2);
-  std::vector<RankKvStore*> links = {caches[0].get(), nullptr};
   {
-    InProcessGroup writer(Stories260k(), 2, Options(), links);
+    InProcessGroup writer(Stories260k(), 2, Options(),
+                          Links({caches[0].get(), nullptr}));
     EXPECT_EQ(RunAll(writer.engine(), caches[0].get(), 2), Want());
   }
   caches[0]->Flush();
@@ -236,7 +240,7 @@ TEST(RankStoreFailureTest, ARankThatCannotFetchMakesTheGroupPrefill) {
   auto caches = RankCaches(store.address(), 2);
   FailingFetch failing;
   InProcessGroup reader(Stories260k(), 2, Options(),
-                        {caches[0].get(), &failing});
+                        Links({caches[0].get(), &failing}));
   EXPECT_EQ(RunAll(reader.engine(), caches[0].get(), 2), Want());
   const EngineStats es = reader.engine().Stats();
   EXPECT_EQ(es.kv_imports, 0);

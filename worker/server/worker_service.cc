@@ -8,6 +8,7 @@
 #include "common/auth/cluster_tls.h"
 #include "common/logit_controls_proto.h"
 #include "worker/server/kv_transfer.h"
+#include "worker/tp/tp_kv.h"
 
 namespace latentkv::worker {
 namespace {
@@ -150,9 +151,13 @@ grpc::Status WorkerService::GetStats(grpc::ServerContext* ctx,
   if (ctx != nullptr) {
     if (grpc::Status st = auth::CheckClusterSecret(*ctx); !st.ok()) return st;
   }
-  FillStats(engine_->Stats(), resp);
+  const EngineStats es = engine_->Stats();
+  FillStats(es, resp);
   resp->set_kv_transfers(transfers_.load());
-  resp->set_kv_transfer_bytes(transfer_bytes_.load());
+  resp->set_kv_transfers_pulled(transfers_pulled_.load());
+  // This rank's transfer bytes and the other ranks' rank-to-rank pulls.
+  resp->set_kv_transfer_bytes(transfer_bytes_.load() +
+                              static_cast<uint64_t>(es.kv_peer_pull_bytes));
   resp->set_kv_transfer_full_bytes(transfer_full_bytes_.load());
   resp->set_kv_transfer_fallbacks(transfer_fallbacks_.load());
   if (StorePrefixCache* pc = options_.prefix_cache; pc != nullptr) {
@@ -172,7 +177,14 @@ grpc::Status WorkerService::Prefill(
       absl::StrCat(req->request_id(), "#prefill", next_id_.fetch_add(1)),
       req->prompt_token_ids(), req->sampling(), req->kv_cache_mode());
   g.max_new_tokens = 1;
-  g.export_kv = true;
+  // Several ranks here, and the caller pulls from ranks: each rank parks its
+  // own heads; otherwise the leader gathers them and streams them.
+  const bool park =
+      req->rank_pull() && options_.tp_size > 1 &&
+      options_.kv_parking != nullptr &&
+      static_cast<int>(options_.rank_addresses.size()) == options_.tp_size;
+  g.park_kv = park;
+  g.export_kv = !park;
   if (absl::Status c =
           AttachConstraint(req->sampling(), options_.constraints, &g);
       !c.ok()) {
@@ -206,7 +218,7 @@ grpc::Status WorkerService::Prefill(
     return grpc::Status(grpc::StatusCode::CANCELLED, "prefill cancelled");
   }
   if (last.kv != nullptr && last.kv->has_codebooks() &&
-      !req->accepts_codebooks()) {
+      !req->accepts_codebooks()) {  // (parked KV: KvSource.Pull checks)
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                         "the prefilled KV holds codebook entries, which the "
                         "caller does not accept");
@@ -220,23 +232,23 @@ grpc::Status WorkerService::Prefill(
     LogprobsToProto(*first_logprobs, head.mutable_first_logprobs());
   }
   if (first < 0) head.set_finish_reason(ToProto(last.finish));
+  if (park && first >= 0) {
+    // Where each rank parked its KV heads (this rank: the caller's address).
+    KvPull pull;
+    pull.transfer_id = id;
+    const int32_t per_rank = engine_->kv_shapes()[0].n_kv_heads;
+    for (int r = 0; r < options_.tp_size; ++r) {
+      pull.sources.push_back({r == 0 ? "" : options_.rank_addresses[r],
+                              r * per_rank, (r + 1) * per_rank});
+    }
+    PullToProto(pull, head.mutable_pull());
+  }
   if (!writer->Write(head)) {
     return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
   }
-  if (first < 0 || last.kv == nullptr) return grpc::Status::OK;
-  for (size_t l = 0; l < last.kv->rows.size(); ++l) {
-    pb::PrefillResponse m;
-    m.set_layer(static_cast<uint32_t>(l));
-    for (const std::string& r : last.kv->rows[l]) m.add_head_rows(r);
-    if (!last.kv->codebooks.empty()) {
-      for (const std::string& b : last.kv->codebooks[l]) {
-        m.add_head_codebooks(b);
-      }
-    }
-    if (!last.kv->windows.empty()) m.set_window(last.kv->windows[l]);
-    if (!writer->Write(m)) {
-      return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
-    }
+  if (first < 0 || park || last.kv == nullptr) return grpc::Status::OK;
+  if (!WriteKvLayers(*last.kv, writer)) {
+    return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
   }
   return grpc::Status::OK;
 }
@@ -249,6 +261,7 @@ bool WorkerService::TakeRemotePrefill(const pb::WorkerGenerateRequest& req,
   *p.mutable_sampling() = req.sampling();
   p.set_kv_cache_mode(req.kv_cache_mode());
   p.set_accepts_codebooks(true);  // Engine::Import loads them
+  p.set_rank_pull(options_.kv_puller != nullptr);
   const pb::KvLayout ours =
       TransferLayout(GroupKvShapes(engine_->kv_shapes(), options_.tp_size),
                      engine_->kv_dtype(), options_.tp_size);
@@ -262,26 +275,55 @@ bool WorkerService::TakeRemotePrefill(const pb::WorkerGenerateRequest& req,
     ++transfer_fallbacks_;
     return false;
   }
-  ++transfers_;
   if (r->first_token < 0) {
+    ++transfers_;
     *stop = true;
     return true;
   }
-  const model::ModelConfig& c = engine_->config();
-  const int64_t head_dim = c.hidden_size / (c.num_heads * options_.tp_size);
-  uint64_t full = 0;
-  for (size_t l = 0; l < r->kv->rows.size(); ++l) {
-    for (size_t h = 0; h < r->kv->rows[l].size(); ++h) {
-      full += r->kv->tokens(static_cast<int32_t>(l), static_cast<int32_t>(h)) *
-              4 * (1 + 2 * head_dim);
+  int64_t pulled = 0;
+  if (!r->pull.transfer_id.empty()) {
+    // This rank's heads straight from the prefill ranks that hold them; the
+    // group's other ranks pull theirs when the engine admits it.
+    absl::StatusOr<KvSnapshot> mine =
+        options_.kv_puller->Pull(r->pull, &pulled);
+    if (!mine.ok()) {
+      std::fprintf(stderr,
+                   "latentkv-worker: pulling KV of a remote prefill from %s "
+                   "failed (%s); prefilling here\n",
+                   req.prefill_worker().c_str(),
+                   mine.status().ToString().c_str());
+      ++transfer_fallbacks_;
+      return false;
     }
+    r->kv = std::make_shared<const KvSnapshot>(*std::move(mine));
+    if (options_.tp_size > 1) g->import_pull = std::move(r->pull);
+    ++transfers_pulled_;
+  } else {
+    pulled = r->kv->bytes();
   }
-  transfer_bytes_ += r->kv->bytes();
-  transfer_full_bytes_ += full;
+  ++transfers_;
+  CountTransfer(*r->kv, pulled);
   g->import_kv = r->kv;
   g->import_first_token = r->first_token;
   g->import_first_logprobs = r->first_logprobs;
   return true;
+}
+
+void WorkerService::CountTransfer(const KvSnapshot& kv, int64_t bytes) {
+  // What full head dims would have moved for the group's every KV head
+  // (kv holds this rank's share; every head holds as many tokens).
+  const model::ModelConfig& c = engine_->config();
+  const int64_t head_dim = c.hidden_size / (c.num_heads * options_.tp_size);
+  const int64_t group_heads =
+      int64_t{engine_->kv_shapes()[0].n_kv_heads} * options_.tp_size;
+  uint64_t full = 0;
+  for (size_t l = 0; l < kv.rows.size(); ++l) {
+    if (kv.rows[l].empty()) continue;
+    full += kv.tokens(static_cast<int32_t>(l), 0) * group_heads * 4 *
+            (1 + 2 * head_dim);
+  }
+  transfer_bytes_ += static_cast<uint64_t>(bytes);
+  transfer_full_bytes_ += full;
 }
 
 grpc::Status WorkerService::Generate(
@@ -379,102 +421,6 @@ grpc::Status WorkerService::Generate(
       }
     }
     if (done) return grpc::Status::OK;
-  }
-}
-
-Registrar::Registrar(const RegistrarOptions& options, Engine* engine)
-    : options_(options), engine_(engine) {
-  thread_ = std::thread([this] { Loop(); });
-}
-
-Registrar::~Registrar() { Stop(); }
-
-void Registrar::Stop() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-    cv_.notify_all();
-  }
-  if (thread_.joinable()) thread_.join();
-}
-
-void Registrar::Loop() {
-  auto channel = auth::NewInternalChannel(options_.coordinator);
-  auto stub = pb::Control::NewStub(channel);
-  bool registered = false;
-  auto period = options_.heartbeat;
-  // Local prefix cache events: the newest the coordinator acknowledged, and
-  // whether it needs the whole key set (new registration, or it missed some).
-  uint64_t prefix_acked = 0;
-  bool prefix_snapshot = true;
-  const model::ModelConfig& c = engine_->config();
-  while (true) {
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      if (registered) cv_.wait_for(lock, period, [&] { return stop_; });
-      if (stop_) return;
-    }
-    grpc::ClientContext ctx;
-    auth::AttachClusterSecret(&ctx);
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::seconds(2));
-    if (!registered) {
-      pb::RegisterRequest req;
-      req.set_worker_id(options_.worker_id);
-      req.set_address(options_.address);
-      req.set_model_id(options_.model_id);
-      // The context this worker can serve: a sequence longer than its KV
-      // memory holds could never run here.
-      req.set_max_context(static_cast<uint32_t>(std::min<int64_t>(
-          c.max_position_embeddings, engine_->max_sequence_tokens())));
-      req.set_vocab_size(c.vocab_size);
-      req.set_kv_bytes_per_token(c.KvValuesPerToken() * sizeof(float));
-      req.set_role(options_.role);
-      WorkerService::FillStats(engine_->Stats(), req.mutable_stats());
-      pb::RegisterResponse resp;
-      grpc::Status s = stub->Register(&ctx, req, &resp);
-      if (s.ok()) {
-        registered = true;
-        if (options_.on_registration) options_.on_registration(true);
-        prefix_snapshot = true;
-        if (resp.heartbeat_interval_ms() > 0) {
-          period = std::chrono::milliseconds(resp.heartbeat_interval_ms());
-        }
-      } else {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait_for(lock, std::chrono::milliseconds(200),
-                     [&] { return stop_; });
-      }
-      continue;
-    }
-    pb::HeartbeatRequest req;
-    req.set_worker_id(options_.worker_id);
-    WorkerService::FillStats(engine_->Stats(), req.mutable_stats());
-    if (engine_->prefix_caching()) {
-      const PrefixCacheUpdate u =
-          engine_->PrefixUpdates(prefix_acked, prefix_snapshot);
-      pb::PrefixCacheUpdate* pu = req.mutable_prefix_cache();
-      pu->set_block_tokens(u.block_tokens);
-      pu->set_snapshot(u.snapshot);
-      pu->set_first_seq(u.first_seq);
-      pu->set_last_seq(u.last_seq);
-      for (const PrefixEvent& ev : u.events) {
-        pb::PrefixCacheEvent* pe = pu->add_events();
-        pe->set_stored(ev.stored);
-        pe->mutable_keys()->Add(ev.keys.begin(), ev.keys.end());
-      }
-    }
-    pb::HeartbeatResponse resp;
-    grpc::Status s = stub->Heartbeat(&ctx, req, &resp);
-    if (!s.ok() || !resp.known()) {
-      registered = false;
-      if (options_.on_registration) options_.on_registration(false);
-    } else if (resp.prefix_cache_resync()) {
-      prefix_snapshot = true;
-    } else if (req.has_prefix_cache()) {
-      prefix_acked = resp.prefix_cache_ack();
-      prefix_snapshot = false;
-    }
   }
 }
 

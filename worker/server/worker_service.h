@@ -25,6 +25,7 @@
 #include "latentkv/v1/worker.grpc.pb.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/token_constraint.h"
+#include "worker/server/kv_source.h"
 #include "worker/server/prefix_cache.h"
 
 namespace latentkv::worker {
@@ -44,6 +45,15 @@ struct WorkerServiceOptions {
   // Compiles requests' structured output (not owned); null: such requests
   // fail with FAILED_PRECONDITION.
   const ConstraintCompiler* constraints = nullptr;
+  // Rank-to-rank transfers (kv_source.h; not owned). A prefill group of
+  // several ranks with parking answers a Prefill that allows it with where
+  // its ranks parked the KV: rank r at rank_addresses[r] (rank 0: "", the
+  // address the caller used) holding its KV-head range. A decode worker
+  // pulls its heads (the leader's) with kv_puller. Null / empty: rows
+  // stream through the prefill leader.
+  KvParking* kv_parking = nullptr;
+  RankKvPuller* kv_puller = nullptr;
+  std::vector<std::string> rank_addresses;
 };
 
 // Sets g->constraint from sp.structured_output (nothing when unset):
@@ -77,11 +87,14 @@ class WorkerService final : public latentkv::v1::Worker::Service {
   // Sets *stop when the first token already ended the request.
   bool TakeRemotePrefill(const latentkv::v1::WorkerGenerateRequest& req,
                          GenerationRequest* g, bool* stop);
+  // Counts an arrived transfer: `kv` is this rank's KV heads of it (a
+  // share of the group's) and `bytes` what this rank moved.
+  void CountTransfer(const KvSnapshot& kv, int64_t bytes);
 
   Engine* engine_;
   WorkerServiceOptions options_;
   std::atomic<uint64_t> next_id_{0};
-  std::atomic<uint64_t> transfers_{0}, transfer_bytes_{0},
+  std::atomic<uint64_t> transfers_{0}, transfers_pulled_{0}, transfer_bytes_{0},
       transfer_full_bytes_{0}, transfer_fallbacks_{0};
 };
 

@@ -47,11 +47,11 @@ std::vector<std::unique_ptr<comm::Communicator>> JoinGlooGroup(
 
 InProcessGroup::InProcessGroup(
     std::shared_ptr<const model::ModelWeights> weights, int size,
-    const EngineOptions& options, const std::vector<RankKvStore*>& stores)
+    const EngineOptions& options, const PerRank& per_rank)
     : size_(size) {
   auto rank_options = [&](int r) {
     EngineOptions o = options;
-    if (!stores.empty()) o.kv_store = stores[r];
+    if (per_rank) per_rank(r, &o);
     return o;
   };
   if (size == 1) {

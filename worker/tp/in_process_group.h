@@ -6,6 +6,7 @@
 #ifndef LATENTKV_WORKER_TP_IN_PROCESS_GROUP_H_
 #define LATENTKV_WORKER_TP_IN_PROCESS_GROUP_H_
 
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -27,11 +28,11 @@ std::vector<std::unique_ptr<comm::Communicator>> JoinGlooGroup(
 class InProcessGroup {
  public:
   // Aborts (with the status on stderr) when the group cannot form.
-  // `stores`: empty, or rank r's kvstore link at index r (EngineOptions::
-  // kv_store of that rank; entries may be null).
+  // `per_rank` (optional) adjusts rank r's copy of `options` (e.g. its own
+  // kv_store or kv_puller).
+  using PerRank = std::function<void(int rank, EngineOptions* options)>;
   InProcessGroup(std::shared_ptr<const model::ModelWeights> weights, int size,
-                 const EngineOptions& options,
-                 const std::vector<RankKvStore*>& stores = {});
+                 const EngineOptions& options, const PerRank& per_rank = {});
   // Stops the engine (broadcasting shutdown) and joins the followers.
   ~InProcessGroup();
   Engine& engine() { return *engine_; }

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "latentkv/v1/worker.pb.h"
@@ -87,6 +88,9 @@ void AddOps(const std::vector<GroupKvOp>& ops, pb::TpStep* step) {
       case GroupKvOp::Kind::kPublish:
         out->set_kind(pb::TpKvOp::PUBLISH);
         break;
+      case GroupKvOp::Kind::kPark:
+        out->set_kind(pb::TpKvOp::PARK);
+        break;
     }
     out->set_id(op.id);
     out->mutable_tokens()->Add(op.tokens.begin(), op.tokens.end());
@@ -163,30 +167,40 @@ absl::Status TpLeader::OnImport(const std::vector<GroupKvOp>& ops,
   return comm_->ScatterStrings(wire, 0, &mine);
 }
 
-absl::StatusOr<bool> TpLeader::OnStoreImport(
+absl::StatusOr<StepListener::RankFetchResult> TpLeader::OnRankFetch(
     const std::vector<GroupKvOp>& ops, const StepImportInfo& info,
-    const std::vector<uint64_t>& keys) {
+    const RankFetch& fetch) {
   pb::TpStep step;
   AddOps(ops, &step);
   pb::TpImport* im = step.add_imports();
   im->set_id(*info.id);
   im->set_prompt_len(info.prompt_len);
-  im->mutable_store_keys()->Add(keys.begin(), keys.end());
+  im->set_compressed(info.compressed);
+  im->set_prompt_in(info.prompt_in);
+  im->mutable_store_keys()->Add(fetch.store_keys.begin(),
+                                fetch.store_keys.end());
+  if (fetch.pull != nullptr) PullToProto(*fetch.pull, im->mutable_pull());
   if (absl::Status st = Send(step); !st.ok()) return st;
   std::vector<std::string> verdicts;
   if (absl::Status st = comm_->GatherStrings("", 0, &verdicts); !st.ok()) {
     return st;
   }
-  bool all = true;
+  RankFetchResult result;
+  result.all = true;
   for (size_t r = 1; r < verdicts.size(); ++r) {
-    if (verdicts[r].empty()) continue;
-    all = false;
+    int64_t bytes = 0;
+    if (!verdicts[r].empty() && verdicts[r][0] == '=' &&
+        absl::SimpleAtoi(verdicts[r].substr(1), &bytes)) {
+      result.bytes += bytes;
+      continue;
+    }
+    result.all = false;
     std::fprintf(stderr,
                  "latentkv-worker: rank %zu could not fetch its KV heads of "
-                 "%zu stored blocks for %s (the group prefills it): %s\n",
-                 r, keys.size(), info.id->c_str(), verdicts[r].c_str());
+                 "%s (the group computes it): %s\n",
+                 r, info.id->c_str(), verdicts[r].c_str());
   }
-  return all;
+  return result;
 }
 
 void TpLeader::OnStop() {
@@ -207,6 +221,8 @@ absl::StatusOr<std::unique_ptr<TpFollower>> TpFollower::Create(
   f->backend_ = std::move(backend);
   f->comm_ = comm;
   f->kv_store_ = options.kv_store;
+  f->kv_parking_ = options.kv_parking;
+  f->kv_puller_ = options.kv_puller;
   f->runner_ =
       std::make_unique<ModelRunner>(f->weights_, f->backend_.get(), comm);
   auto kv = CreateKvStorage(*f->runner_, f->backend_.get(), options.kv);
@@ -289,6 +305,10 @@ absl::Status TpFollower::Apply(const pb::TpKvOp& op) {
             {op.tokens().data(), static_cast<size_t>(op.tokens_size())});
     return absl::OkStatus();
   }
+  if (op.kind() == pb::TpKvOp::PARK) {
+    Park(op.id());
+    return absl::OkStatus();
+  }
   if (prefix_ == nullptr) return diverged("no prefix cache here for");
   const absl::Span<const int32_t> tokens(op.tokens().data(), op.tokens_size());
   switch (op.kind()) {
@@ -330,25 +350,45 @@ void TpFollower::Publish(const std::string& id,
                           std::move(*snap));
 }
 
-std::string TpFollower::ImportFromStore(const pb::TpImport& im) {
-  if (kv_store_ == nullptr) {
-    return absl::StrCat("rank ", comm_->rank(), " has no kvstore");
+void TpFollower::Park(const std::string& id) {
+  auto it = seqs_.find(id);
+  // Without parking (or the sequence) the decode side's pull of these heads
+  // fails and it computes the prompt itself; nothing else changes.
+  if (kv_parking_ == nullptr || it == seqs_.end()) return;
+  auto snap = ExportSequenceKv(*cache_, *pools_, it->second.kv,
+                               it->second.residency.get());
+  if (snap.ok()) kv_parking_->Park(id, std::move(*snap));
+}
+
+std::string TpFollower::ImportFetched(const pb::TpImport& im) {
+  absl::StatusOr<KvSnapshot> snap;
+  int64_t bytes = 0;
+  if (im.has_pull()) {
+    snap = kv_puller_ == nullptr
+               ? absl::FailedPreconditionError("no rank-to-rank puller")
+               : kv_puller_->Pull(PullFromProto(im.pull()), &bytes);
+  } else {
+    snap = kv_store_ == nullptr
+               ? absl::FailedPreconditionError("no kvstore")
+               : kv_store_->FetchBlocks(
+                     {im.store_keys().data(),
+                      static_cast<size_t>(im.store_keys_size())});
+    if (snap.ok()) bytes = snap->bytes();
   }
-  absl::StatusOr<KvSnapshot> snap = kv_store_->FetchBlocks(
-      {im.store_keys().data(), static_cast<size_t>(im.store_keys_size())});
   absl::Status st = snap.status();
   if (st.ok() && !HeadsHoldEqualTokens(*snap)) {
-    st = absl::DataLossError("stored KV heads hold unequal token counts");
+    st = absl::DataLossError("fetched KV heads hold unequal token counts");
   }
-  Seq& s = Start(im.id(), /*compressed=*/false, im.prompt_len());
+  Seq& s = Start(im.id(), im.compressed(), im.prompt_len());
   if (st.ok()) {
-    st = ImportSequenceKv(*cache_, *pools_, s.kv, nullptr, *snap);
+    st = ImportSequenceKv(*cache_, *pools_, s.kv, s.residency.get(), *snap);
   }
   if (!st.ok()) {
     Release(im.id());
-    return std::string(st.message());
+    return absl::StrCat("rank ", comm_->rank(), ": ", st.message());
   }
-  return "";
+  if (im.prompt_in() && s.residency != nullptr) s.residency->MarkPromptIn();
+  return absl::StrCat("=", bytes);
 }
 
 std::string TpFollower::Export(const std::string& id, bool with_state) {
@@ -384,9 +424,9 @@ absl::Status TpFollower::Run() {
       if (!st.ok()) return st;
     }
     for (const pb::TpImport& im : step.imports()) {
-      if (im.store_keys_size() > 0) {
+      if (im.store_keys_size() > 0 || im.has_pull()) {
         std::vector<std::string> unused;
-        st = comm_->GatherStrings(ImportFromStore(im), 0, &unused);
+        st = comm_->GatherStrings(ImportFetched(im), 0, &unused);
         if (!st.ok()) return st;
         continue;
       }

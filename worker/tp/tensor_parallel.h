@@ -85,10 +85,11 @@ class TpLeader : public StepListener {
   absl::Status OnImport(const std::vector<GroupKvOp>& ops,
                         const StepImportInfo& info,
                         const std::vector<KvSnapshot>& parts) override;
-  // A TpStep with one store import, then a gather of the ranks' verdicts.
-  absl::StatusOr<bool> OnStoreImport(
-      const std::vector<GroupKvOp>& ops, const StepImportInfo& info,
-      const std::vector<uint64_t>& keys) override;
+  // A TpStep with one import each rank fetches itself (store keys or a
+  // pull), then a gather of the ranks' verdicts.
+  absl::StatusOr<RankFetchResult> OnRankFetch(const std::vector<GroupKvOp>& ops,
+                                              const StepImportInfo& info,
+                                              const RankFetch& fetch) override;
 
  private:
   absl::Status Send(const latentkv::v1::TpStep& step);
@@ -135,14 +136,19 @@ class TpFollower {
   std::string Export(const std::string& id, bool with_state);
   // A PUBLISH op: sequence `id`'s KV heads go to kv_store_ (if any).
   void Publish(const std::string& id, absl::Span<const int32_t> tokens);
-  // This rank's heads of a store import (im.store_keys), fetched and
-  // imported: "" when done, else why not (holding nothing of it).
-  std::string ImportFromStore(const latentkv::v1::TpImport& im);
+  // A PARK op: sequence `id`'s KV heads go to kv_parking_ (if any).
+  void Park(const std::string& id);
+  // This rank's heads of an import it fetches itself (im.store_keys from
+  // its kvstore link, im.pull from the prefill ranks), imported: "=" and
+  // the bytes fetched when done, else why not (holding nothing of it).
+  std::string ImportFetched(const latentkv::v1::TpImport& im);
 
   std::shared_ptr<const model::ModelWeights> weights_;
   std::unique_ptr<kernels::Backend> backend_;
   Communicator* comm_ = nullptr;
-  RankKvStore* kv_store_ = nullptr;  // not owned; null: no store
+  RankKvStore* kv_store_ = nullptr;    // not owned; null: no store
+  KvParking* kv_parking_ = nullptr;    // not owned; null: no parking
+  RankKvPuller* kv_puller_ = nullptr;  // not owned; null: no puller
   std::unique_ptr<ModelRunner> runner_;
   std::unique_ptr<KvCache> cache_;
   std::unique_ptr<KvPools> pools_;  // the pools of cache_'s pages

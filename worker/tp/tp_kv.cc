@@ -98,4 +98,25 @@ absl::StatusOr<KvSnapshot> ParseTpKv(const std::string& bytes,
   return s;
 }
 
+void PullToProto(const KvPull& in, pb::KvPullSpec* out) {
+  out->set_transfer_id(in.transfer_id);
+  for (const KvPullSource& src : in.sources) {
+    pb::KvSourceRank* r = out->add_sources();
+    r->set_address(src.address);
+    r->set_head_begin(static_cast<uint32_t>(src.head_begin));
+    r->set_head_end(static_cast<uint32_t>(src.head_end));
+  }
+}
+
+KvPull PullFromProto(const pb::KvPullSpec& in) {
+  KvPull out;
+  out.transfer_id = in.transfer_id();
+  for (const pb::KvSourceRank& r : in.sources()) {
+    // Bounded by the caller's checks of the ranges (kv_source.h).
+    out.sources.push_back({r.address(), static_cast<int32_t>(r.head_begin()),
+                           static_cast<int32_t>(r.head_end())});
+  }
+  return out;
+}
+
 }  // namespace latentkv::worker

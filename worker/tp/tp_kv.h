@@ -11,6 +11,11 @@
 
 #include "absl/status/statusor.h"
 #include "worker/cache/kv_snapshot.h"
+#include "worker/engine/rank_kv_store.h"
+
+namespace latentkv::v1 {
+class KvPullSpec;
+}  // namespace latentkv::v1
 
 namespace latentkv::worker {
 
@@ -27,6 +32,10 @@ std::string SerializeTpKvError(const std::string& error);
 absl::StatusOr<KvSnapshot> ParseTpKv(const std::string& bytes,
                                      const std::vector<LayerKvShape>& shapes,
                                      DType dtype);
+
+// A rank-to-rank transfer's sources on the wire and back.
+void PullToProto(const KvPull& in, latentkv::v1::KvPullSpec* out);
+KvPull PullFromProto(const latentkv::v1::KvPullSpec& in);
 
 }  // namespace latentkv::worker
 

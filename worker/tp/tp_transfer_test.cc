@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "worker/cache/kv_snapshot_heads.h"
 #include "worker/engine/stories260k_for_tests.h"
 #include "worker/tp/in_process_group.h"
 
@@ -26,8 +27,9 @@ constexpr int kNewTokens = 40;
 // A group of `size` ranks over stories260K (size 1: a plain engine).
 class Group : public InProcessGroup {
  public:
-  Group(int size, const EngineOptions& o)
-      : InProcessGroup(Stories260k(), size, o) {}
+  Group(int size, const EngineOptions& o,
+        const InProcessGroup::PerRank& per_rank = {})
+      : InProcessGroup(Stories260k(), size, o, per_rank) {}
   ~Group() {
     for (const absl::Status& st : Stop()) EXPECT_TRUE(st.ok()) << st;
   }
@@ -256,6 +258,90 @@ TEST(GroupTransferTest, UnsplittableKvFallsBackToLocalPrefill) {
   }
   EXPECT_EQ(two.engine().Stats().kv_imports, 0);
 }
+
+// Rank-to-rank pulls (the transport is kv_source.h's gRPC; here a fake
+// source hands each rank the slice of a TP=1 export it asks for): a decode
+// group of 2 whose ranks each take only their own KV heads gives one
+// engine's tokens, with a full cache and with SnapKV eviction (query
+// windows sliced with the heads); when a rank cannot pull, no rank keeps
+// the KV, the transferred first token is taken back and the group computes
+// the prompt (same tokens, the failure counted).
+class SlicingPuller : public RankKvPuller {
+ public:
+  SlicingPuller(const std::vector<Outcome>* exported, int32_t begin,
+                int32_t end, bool fail)
+      : exported_(exported), begin_(begin), end_(end), fail_(fail) {}
+  absl::StatusOr<KvSnapshot> Pull(const KvPull& pull, int64_t* bytes) override {
+    if (fail_) return absl::UnavailableError("source gone");
+    const KvSnapshot& full = *(*exported_)[std::stoi(pull.transfer_id)].kv;
+    auto part = SliceHeads(full, begin_, end_, 2);
+    if (part.ok()) *bytes = part->bytes();
+    return part;
+  }
+
+ private:
+  const std::vector<Outcome>* exported_;
+  int32_t begin_, end_;
+  bool fail_;
+};
+
+void PullInto(bool evict, bool follower_fails) {
+  const EngineOptions o = Options(evict);
+  std::vector<Outcome> want, exported;
+  {
+    Group one(1, o);
+    want = RunAll(one.engine(), Plain(kRequests, kNewTokens));
+    std::vector<GenerationRequest> ex = Plain(kRequests, 1);
+    for (auto& r : ex) r.export_kv = true;
+    exported = RunAll(one.engine(), std::move(ex));
+  }
+  const int32_t heads = Stories260k()->config.num_kv_heads;
+  const int32_t q_per_kv = Stories260k()->config.num_heads / heads;
+  ASSERT_EQ(q_per_kv, 2);  // SlicingPuller's query heads per KV head
+  std::vector<std::unique_ptr<SlicingPuller>> pullers;
+  for (int r = 0; r < 2; ++r) {
+    pullers.push_back(std::make_unique<SlicingPuller>(
+        &exported, r * heads / 2, (r + 1) * heads / 2,
+        follower_fails && r == 1));
+  }
+  std::vector<GenerationRequest> im = Plain(kRequests, kNewTokens);
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_NE(exported[i].kv, nullptr);
+    KvPull pull;
+    pull.transfer_id = std::to_string(i);
+    int64_t bytes = 0;
+    auto mine = pullers[0]->Pull(pull, &bytes);
+    ASSERT_TRUE(mine.ok()) << mine.status();
+    im[i].import_kv = std::make_shared<const KvSnapshot>(*std::move(mine));
+    im[i].import_first_token = exported[i].tokens[0];
+    im[i].import_pull = pull;
+  }
+  Group two(2, o, [&](int r, EngineOptions* ro) {
+    ro->kv_puller = pullers[r].get();
+  });
+  const std::vector<Outcome> got = RunAll(two.engine(), std::move(im));
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(got[i].status.ok()) << got[i].status;
+    EXPECT_EQ(got[i].tokens, want[i].tokens) << "request " << i;
+  }
+  const EngineStats st = two.engine().Stats();
+  EXPECT_EQ(st.kv_imports, follower_fails ? 0 : kRequests);
+  EXPECT_EQ(st.kv_import_failures, follower_fails ? kRequests : 0);
+  int64_t half = 0;
+  for (const Outcome& e : exported) {
+    half += SliceHeads(*e.kv, heads / 2, heads, 2)->bytes();
+  }
+  EXPECT_EQ(st.kv_peer_pull_bytes, follower_fails ? 0 : half);
+}
+
+TEST(GroupPullTest, EachRankPullsItsOwnHeads) { PullInto(false, false); }
+TEST(GroupPullTest, EachRankPullsItsOwnHeadsWithEviction) {
+  PullInto(true, false);
+}
+TEST(GroupPullTest, ARankThatCannotPullMakesTheGroupComputeThePrompt) {
+  PullInto(false, true);
+}
+TEST(GroupPullTest, ARankThatCannotPullWithEviction) { PullInto(true, true); }
 
 }  // namespace
 }  // namespace latentkv::worker
