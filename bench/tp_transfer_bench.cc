@@ -1,16 +1,20 @@
 // Prefill -> decode KV transfer between tensor-parallel groups on CPU, same
 // vs mixed sizes: a prefill group of P ranks serves Worker.Prefill over
-// loopback gRPC (in-process server), a decode group of D ranks imports the
-// KV; ranks are threads with real Gloo communicators. Each iteration also
-// runs a plain prefill of the same prompt on the prefill group (the
-// baseline measured alongside, the same compute): overhead = remote
-// (prefill + gather + stream + split + scatter + import) - plain prefill.
+// loopback gRPC (in-process servers), a decode group of D ranks imports the
+// KV; ranks are threads with real Gloo communicators. Each iteration runs,
+// on the same prompt: a plain prefill on the prefill group (the baseline:
+// the same compute); the leader relay (prefill + gather to the prefill
+// leader + stream + split + scatter from the decode leader + import); and
+// the rank-to-rank pull (prefill + each prefill rank parks its heads + each
+// decode rank pulls its own heads from the prefill ranks' KvSource servers
+// + import). With P = 1 both paths stream inline (nothing to pull from).
 //
 // Counters per prompt token: kv_bytes (what crosses between the groups: every
-// KV head's latent rows once, the same for every P and D), group_bytes (what
-// the leaders relay inside their groups: the other ranks' heads, (P-1)/P of
-// the rows on the prefill side plus (D-1)/D on the decode side) and
-// overhead_us; overhead_vs_local is the ratio to the local prefill.
+// KV head's latent rows once, the same for every P and D, either path),
+// relay_group_bytes (what the leaders relay inside their groups: (P-1)/P of
+// the rows on the prefill side plus (D-1)/D on the decode side; the pull
+// moves none), relay_/pull_overhead_us (over the local prefill) and
+// pull_vs_relay (pull time / relay time).
 //
 // Model: a synthetic 4-layer Llama, hidden 512, 8 heads = 8 KV heads of 64,
 // KV-Latent d_qk = d_vo = 32 (random weights).
@@ -26,6 +30,8 @@
 #include "bench/transfer_bench_util.h"
 #include "grpcpp/grpcpp.h"
 #include "model/convert.h"
+#include "worker/engine/model_runner.h"
+#include "worker/server/kv_source.h"
 #include "worker/server/kv_transfer.h"
 #include "worker/server/worker_service.h"
 #include "worker/tp/in_process_group.h"
@@ -61,11 +67,29 @@ lk::worker::EngineOptions Options() {
 }
 
 struct Setup {
+  std::vector<std::unique_ptr<lk::worker::KvParking>> parking;  // [P]
+  std::vector<std::unique_ptr<lk::worker::KvSourceService>> sources;
+  std::vector<std::unique_ptr<grpc::Server>> source_servers;  // ranks 1..
+  std::vector<std::unique_ptr<lk::worker::GrpcKvPuller>> pullers;  // [D]
   std::unique_ptr<lk::worker::InProcessGroup> prefill, decode;
   std::unique_ptr<lk::worker::WorkerService> service;
   std::unique_ptr<grpc::Server> server;
   std::string address;
 };
+
+std::unique_ptr<grpc::Server> Serve(grpc::Service* a, grpc::Service* b,
+                                    std::string* address) {
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(),
+                           &port);
+  builder.SetMaxSendMessageSize(256 << 20);
+  builder.RegisterService(a);
+  if (b != nullptr) builder.RegisterService(b);
+  auto server = builder.BuildAndStart();
+  *address = "127.0.0.1:" + std::to_string(port);
+  return server;
+}
 
 Setup& Get(int p, int d) {
   static std::map<std::pair<int, int>, std::unique_ptr<Setup>> setups;
@@ -73,21 +97,43 @@ Setup& Get(int p, int d) {
   setups.clear();  // one pair of groups alive at a time
   auto& s = setups[{p, d}];
   s = std::make_unique<Setup>();
-  s->prefill =
-      std::make_unique<lk::worker::InProcessGroup>(Weights(), p, Options());
-  s->decode =
-      std::make_unique<lk::worker::InProcessGroup>(Weights(), d, Options());
+  const int heads = Weights()->config.num_kv_heads;
+  for (int r = 0; r < p; ++r) {
+    lk::worker::KvParkingOptions ko;
+    ko.head_offset = r * heads / p;
+    s->parking.push_back(std::make_unique<lk::worker::KvParking>(ko));
+    lk::worker::KvSourceOptions kso;
+    kso.tp_size = p;
+    s->sources.push_back(std::make_unique<lk::worker::KvSourceService>(
+        s->parking.back().get(), kso));
+  }
+  std::vector<std::string> rank_addresses(p);
+  for (int r = 1; r < p; ++r) {
+    s->source_servers.push_back(
+        Serve(s->sources[r].get(), nullptr, &rank_addresses[r]));
+  }
+  for (int r = 0; r < d; ++r) {
+    lk::worker::KvPullerOptions po;
+    po.head_begin = r * heads / d;
+    po.head_end = (r + 1) * heads / d;
+    po.group_shapes = lk::worker::KvShapesOf(Weights()->config);
+    s->pullers.push_back(std::make_unique<lk::worker::GrpcKvPuller>(po));
+  }
+  s->prefill = std::make_unique<lk::worker::InProcessGroup>(
+      Weights(), p, Options(), [&](int r, lk::worker::EngineOptions* o) {
+        o->kv_parking = s->parking[r].get();
+      });
+  s->decode = std::make_unique<lk::worker::InProcessGroup>(
+      Weights(), d, Options(), [&](int r, lk::worker::EngineOptions* o) {
+        o->kv_puller = s->pullers[r].get();
+      });
   lk::worker::WorkerServiceOptions so;
   so.tp_size = p;
+  so.kv_parking = s->parking[0].get();
+  so.rank_addresses = rank_addresses;
   s->service =
       std::make_unique<lk::worker::WorkerService>(&s->prefill->engine(), so);
-  grpc::ServerBuilder b;
-  int port = 0;
-  b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  b.SetMaxSendMessageSize(256 << 20);
-  b.RegisterService(s->service.get());
-  s->server = b.BuildAndStart();
-  s->address = "127.0.0.1:" + std::to_string(port);
+  s->server = Serve(s->service.get(), s->sources[0].get(), &s->address);
   return *s;
 }
 
@@ -105,32 +151,54 @@ void BM_GroupTransfer(benchmark::State& state) {
   lk::worker::Engine& decode = s.decode->engine();
   const pb::KvLayout ours = lk::worker::TransferLayout(
       lk::worker::GroupKvShapes(decode.kv_shapes(), d), decode.kv_dtype(), d);
-  double local_s = 0, remote_s = 0, bytes = 0;
+  double local_s = 0, relay_s = 0, pull_s = 0, bytes = 0;
+  int64_t serial = 0;
   for (auto _ : state) {
     lk::worker::GenerationRequest local;
     local.id = "local";
     local.prompt = prompt;
     local.max_new_tokens = 1;
     local_s += lk::bench::RunToEnd(s.prefill->engine(), std::move(local));
-    const auto t0 = std::chrono::steady_clock::now();
-    auto r = lk::worker::CallPrefill(s.address, req, ours, absl::Seconds(60));
-    if (!r.ok() || r->kv == nullptr) {
-      state.SkipWithError(r.status().ToString().c_str());
-      return;
+    double t_all = 0;
+    for (const bool pull : {false, true}) {
+      const auto t0 = std::chrono::steady_clock::now();
+      req.set_rank_pull(pull);
+      auto r = lk::worker::CallPrefill(s.address, req, ours, absl::Seconds(60));
+      if (!r.ok()) {
+        state.SkipWithError(r.status().ToString().c_str());
+        return;
+      }
+      lk::worker::GenerationRequest im;
+      im.id = "decode" + std::to_string(serial++);
+      im.prompt = prompt;
+      im.max_new_tokens = 1;
+      if (!r->pull.transfer_id.empty()) {
+        // The decode leader's heads, then the other ranks' (engine).
+        int64_t moved = 0;
+        auto mine = s.pullers[0]->Pull(r->pull, &moved);
+        if (!mine.ok()) {
+          state.SkipWithError(mine.status().ToString().c_str());
+          return;
+        }
+        r->kv = std::make_shared<const lk::worker::KvSnapshot>(
+            *std::move(mine));
+        if (d > 1) im.import_pull = r->pull;
+      }
+      if (r->kv == nullptr) {
+        state.SkipWithError("the first token ended the prompt");
+        return;
+      }
+      im.import_kv = r->kv;
+      im.import_first_token = r->first_token;
+      lk::bench::RunToEnd(decode, std::move(im));
+      const double t =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+              .count();
+      (pull ? pull_s : relay_s) += t;
+      t_all += t;
+      if (!pull) bytes = static_cast<double>(r->kv->bytes());
     }
-    lk::worker::GenerationRequest im;
-    im.id = "decode";
-    im.prompt = prompt;
-    im.max_new_tokens = 1;
-    im.import_kv = r->kv;
-    im.import_first_token = r->first_token;
-    lk::bench::RunToEnd(decode, std::move(im));
-    const double t =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-            .count();
-    remote_s += t;
-    state.SetIterationTime(t);
-    bytes = static_cast<double>(r->kv->bytes());
+    state.SetIterationTime(t_all);
   }
   if (decode.Stats().kv_import_failures > 0) {
     state.SkipWithError("an import failed (prefilled locally)");
@@ -140,11 +208,15 @@ void BM_GroupTransfer(benchmark::State& state) {
   const double relayed =
       bytes * (static_cast<double>(p - 1) / p + static_cast<double>(d - 1) / d);
   state.counters["kv_bytes_per_token"] = bytes / n;
-  state.counters["group_bytes_per_token"] = relayed / n;
+  state.counters["relay_group_bytes_per_token"] = relayed / n;
   state.counters["local_prefill_ms"] = 1e3 * local_s / it;
-  state.counters["remote_ms"] = 1e3 * remote_s / it;
-  state.counters["overhead_us_per_token"] = 1e6 * (remote_s - local_s) / it / n;
-  state.counters["overhead_vs_local"] = (remote_s - local_s) / local_s;
+  state.counters["relay_ms"] = 1e3 * relay_s / it;
+  state.counters["pull_ms"] = 1e3 * pull_s / it;
+  state.counters["relay_overhead_us_per_token"] =
+      1e6 * (relay_s - local_s) / it / n;
+  state.counters["pull_overhead_us_per_token"] =
+      1e6 * (pull_s - local_s) / it / n;
+  state.counters["pull_vs_relay"] = pull_s / relay_s;
 }
 
 BENCHMARK(BM_GroupTransfer)
