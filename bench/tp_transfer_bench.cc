@@ -69,7 +69,7 @@ lk::worker::EngineOptions Options() {
 struct Setup {
   std::vector<std::unique_ptr<lk::worker::KvParking>> parking;  // [P]
   std::vector<std::unique_ptr<lk::worker::KvSourceService>> sources;
-  std::vector<std::unique_ptr<grpc::Server>> source_servers;  // ranks 1..
+  std::vector<std::unique_ptr<grpc::Server>> source_servers;       // ranks 1..
   std::vector<std::unique_ptr<lk::worker::GrpcKvPuller>> pullers;  // [D]
   std::unique_ptr<lk::worker::InProcessGroup> prefill, decode;
   std::unique_ptr<lk::worker::WorkerService> service;
@@ -180,8 +180,8 @@ void BM_GroupTransfer(benchmark::State& state) {
           state.SkipWithError(mine.status().ToString().c_str());
           return;
         }
-        r->kv = std::make_shared<const lk::worker::KvSnapshot>(
-            *std::move(mine));
+        r->kv =
+            std::make_shared<const lk::worker::KvSnapshot>(*std::move(mine));
         if (d > 1) im.import_pull = r->pull;
       }
       if (r->kv == nullptr) {

@@ -83,22 +83,9 @@ absl::StatusOr<KvSnapshot> PullPart(const std::string& address,
   auto reader = stub->Pull(&ctx, req);
   // (CheckLayout ignores TP sizes: the sender's is its own business.)
   PrefillAssembler assembler(TransferLayout(shapes, dtype, 1));
-  absl::Status bad;
-  pb::PrefillResponse msg;
-  while (reader->Read(&msg)) {
-    bad = assembler.Add(msg);
-    if (!bad.ok()) {
-      ctx.TryCancel();
-      break;
-    }
-  }
-  const grpc::Status st = reader->Finish();
-  if (!bad.ok()) return bad;
-  if (!st.ok()) {
-    return absl::Status(
-        static_cast<absl::StatusCode>(st.error_code()),
-        absl::StrCat("KV source ", address, ": ", st.error_message()));
-  }
+  absl::Status drained = DrainPrefillStream(ctx, *reader, assembler,
+                                            "KV source " + address, nullptr);
+  if (!drained.ok()) return drained;
   auto kv = assembler.Finish();
   if (!kv.ok()) return kv.status();
   if (*kv == nullptr) {

@@ -31,6 +31,29 @@ pb::KvLayout TransferLayout(const std::vector<LayerKvShape>& shapes,
   return l;
 }
 
+absl::Status DrainPrefillStream(
+    grpc::ClientContext& ctx, grpc::ClientReader<pb::PrefillResponse>& reader,
+    PrefillAssembler& assembler, const std::string& who,
+    const std::function<void(const pb::PrefillResponse&)>& peek) {
+  pb::PrefillResponse msg;
+  absl::Status bad;
+  while (reader.Read(&msg)) {
+    if (peek) peek(msg);
+    bad = assembler.Add(msg);
+    if (!bad.ok()) {
+      ctx.TryCancel();
+      break;
+    }
+  }
+  const grpc::Status st = reader.Finish();
+  if (!bad.ok()) return bad;
+  if (!st.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(st.error_code()),
+                        absl::StrCat(who, ": ", st.error_message()));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<RemotePrefill> CallPrefill(const std::string& address,
                                           const pb::PrefillRequest& request,
                                           const pb::KvLayout& ours,
@@ -43,30 +66,19 @@ absl::StatusOr<RemotePrefill> CallPrefill(const std::string& address,
   ctx.set_deadline(std::chrono::system_clock::now() +
                    absl::ToChronoMilliseconds(timeout));
   auto reader = stub->Prefill(&ctx, request);
-  pb::PrefillResponse msg;
   PrefillAssembler assembler(ours);
-  absl::Status bad;
   KvPull pull;
-  while (reader->Read(&msg)) {
-    if (msg.has_pull() && pull.transfer_id.empty()) {
-      pull = PullFromProto(msg.pull());
-      for (KvPullSource& src : pull.sources) {
-        if (src.address.empty()) src.address = address;
-      }
-    }
-    bad = assembler.Add(msg);
-    if (!bad.ok()) {
-      ctx.TryCancel();
-      break;
-    }
-  }
-  const grpc::Status st = reader->Finish();
-  if (!bad.ok()) return bad;
-  if (!st.ok()) {
-    return absl::Status(
-        static_cast<absl::StatusCode>(st.error_code()),
-        absl::StrCat("prefill worker ", address, ": ", st.error_message()));
-  }
+  absl::Status drained =
+      DrainPrefillStream(ctx, *reader, assembler, "prefill worker " + address,
+                         [&](const pb::PrefillResponse& msg) {
+                           if (msg.has_pull() && pull.transfer_id.empty()) {
+                             pull = PullFromProto(msg.pull());
+                             for (KvPullSource& src : pull.sources) {
+                               if (src.address.empty()) src.address = address;
+                             }
+                           }
+                         });
+  if (!drained.ok()) return drained;
   RemotePrefill out;
   if (!pull.transfer_id.empty()) {
     out.pull = std::move(pull);

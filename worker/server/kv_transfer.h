@@ -7,6 +7,7 @@
 #define LATENTKV_WORKER_SERVER_KV_TRANSFER_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
 #include "latentkv/v1/worker.pb.h"
 #include "worker/cache/kv_snapshot.h"
 #include "worker/engine/rank_kv_store.h"
@@ -51,6 +53,15 @@ struct RemotePrefill {
 // kMaxTopLogprobs alternatives are kept (a peer's longer list is cut).
 void LogprobsToProto(const TokenLogprobs& in, latentkv::v1::TokenLogprobs* out);
 TokenLogprobs LogprobsFromProto(const latentkv::v1::TokenLogprobs& in);
+
+// Reads a Worker.Prefill-shaped stream into `assembler` (`peek` sees each
+// message first; may be null), cancelling at the first bad message.
+// Errors: the assembler's, or the stream's status naming `who`.
+absl::Status DrainPrefillStream(
+    grpc::ClientContext& ctx,
+    grpc::ClientReader<latentkv::v1::PrefillResponse>& reader,
+    PrefillAssembler& assembler, const std::string& who,
+    const std::function<void(const latentkv::v1::PrefillResponse&)>& peek);
 
 // Calls Worker.Prefill on `address` and assembles the snapshot (rows, and
 // codebook entries when `request` accepts them), checking the layout against

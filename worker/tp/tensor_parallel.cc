@@ -98,6 +98,19 @@ void AddOps(const std::vector<GroupKvOp>& ops, pb::TpStep* step) {
   }
 }
 
+// A step of `ops` and one import of `info`'s sequence.
+pb::TpStep ImportStep(const std::vector<GroupKvOp>& ops,
+                      const StepImportInfo& info) {
+  pb::TpStep step;
+  AddOps(ops, &step);
+  pb::TpImport* im = step.add_imports();
+  im->set_id(*info.id);
+  im->set_prompt_len(info.prompt_len);
+  im->set_compressed(info.compressed);
+  im->set_prompt_in(info.prompt_in);
+  return step;
+}
+
 }  // namespace
 
 absl::Status TpLeader::OnStep(const std::vector<GroupKvOp>& ops,
@@ -153,13 +166,7 @@ absl::Status TpLeader::OnImport(const std::vector<GroupKvOp>& ops,
   if (parts.size() != static_cast<size_t>(comm_->size())) {
     return absl::InternalError("KV import parts do not match the group");
   }
-  pb::TpStep step;
-  AddOps(ops, &step);
-  pb::TpImport* im = step.add_imports();
-  im->set_id(*info.id);
-  im->set_prompt_len(info.prompt_len);
-  im->set_compressed(info.compressed);
-  im->set_prompt_in(info.prompt_in);
+  pb::TpStep step = ImportStep(ops, info);
   if (absl::Status st = Send(step); !st.ok()) return st;
   std::vector<std::string> wire(parts.size());
   for (size_t r = 1; r < parts.size(); ++r) wire[r] = SerializeTpKv(parts[r]);
@@ -170,13 +177,8 @@ absl::Status TpLeader::OnImport(const std::vector<GroupKvOp>& ops,
 absl::StatusOr<StepListener::RankFetchResult> TpLeader::OnRankFetch(
     const std::vector<GroupKvOp>& ops, const StepImportInfo& info,
     const RankFetch& fetch) {
-  pb::TpStep step;
-  AddOps(ops, &step);
-  pb::TpImport* im = step.add_imports();
-  im->set_id(*info.id);
-  im->set_prompt_len(info.prompt_len);
-  im->set_compressed(info.compressed);
-  im->set_prompt_in(info.prompt_in);
+  pb::TpStep step = ImportStep(ops, info);
+  pb::TpImport* im = step.mutable_imports(0);
   im->mutable_store_keys()->Add(fetch.store_keys.begin(),
                                 fetch.store_keys.end());
   if (fetch.pull != nullptr) PullToProto(*fetch.pull, im->mutable_pull());
