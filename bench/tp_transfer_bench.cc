@@ -7,7 +7,7 @@
 // leader + stream + split + scatter from the decode leader + import); and
 // the rank-to-rank pull (prefill + each prefill rank parks its heads + each
 // decode rank pulls its own heads from the prefill ranks' KvSource servers
-// + import). With P = 1 both paths stream inline (nothing to pull from).
+// + import). With P = D = 1 both paths stream inline.
 //
 // Counters per prompt token: kv_bytes (what crosses between the groups: every
 // KV head's latent rows once, the same for every P and D, either path),
@@ -148,6 +148,7 @@ void BM_GroupTransfer(benchmark::State& state) {
   for (int32_t t : prompt) req.add_prompt_token_ids(t);
   req.mutable_sampling()->set_max_tokens(1);
   req.mutable_sampling()->set_ignore_eos(true);
+  req.set_puller_tp_size(static_cast<uint32_t>(d));
   lk::worker::Engine& decode = s.decode->engine();
   const pb::KvLayout ours = lk::worker::TransferLayout(
       lk::worker::GroupKvShapes(decode.kv_shapes(), d), decode.kv_dtype(), d);

@@ -82,6 +82,10 @@ ABSL_FLAG(std::string, role, "mixed",
 ABSL_FLAG(int, prefill_timeout_ms, 30000,
           "Bound on taking a prompt's KV from a prefill worker before "
           "prefilling here");
+ABSL_FLAG(int, kv_pull_timeout_ms, 10000,
+          "Bound on a rank pulling its KV heads of a transfer from the "
+          "prefill ranks (rank-to-rank); a group follower's pull holds the "
+          "group's next step that long at most, then the group prefills");
 ABSL_FLAG(std::string, kvstore, "",
           "host:port of latentkv-kvstore, used as a shared prefix cache for "
           "full-cache requests (empty: none)");
@@ -304,7 +308,7 @@ int main(int argc, char** argv) {
           ? shard->config.num_heads / shard->config.num_kv_heads
           : 1;
   std::unique_ptr<lk::worker::KvParking> kv_parking;
-  if (tp_size > 1) {
+  {
     lk::worker::KvParkingOptions ko;
     ko.head_offset = tp_rank * local_heads;
     ko.q_per_kv = q_per_kv;
@@ -320,7 +324,7 @@ int main(int argc, char** argv) {
   pull_options.dtype = eo.kv.dtype;
   pull_options.q_per_kv = q_per_kv;
   pull_options.timeout =
-      absl::Milliseconds(absl::GetFlag(FLAGS_prefill_timeout_ms));
+      absl::Milliseconds(absl::GetFlag(FLAGS_kv_pull_timeout_ms));
   lk::worker::GrpcKvPuller kv_puller(pull_options);
   eo.kv_puller = &kv_puller;
   lk::worker::KvSourceOptions source_options;
@@ -383,7 +387,7 @@ int main(int argc, char** argv) {
     lk::WaitForTerminationSignal();
     std::_Exit(0);  // the follower thread may sit in a collective
   }
-  std::vector<std::string> rank_addresses;
+  std::vector<std::string> rank_addresses(1);  // this rank: ""
   if (tp_size > 1) {
     // Where the other ranks serve their parked KV (KvSource).
     if (absl::Status st = comm->GatherStrings("", 0, &rank_addresses);

@@ -177,10 +177,10 @@ grpc::Status WorkerService::Prefill(
       absl::StrCat(req->request_id(), "#prefill", next_id_.fetch_add(1)),
       req->prompt_token_ids(), req->sampling(), req->kv_cache_mode());
   g.max_new_tokens = 1;
-  // Several ranks here, and the caller pulls from ranks: each rank parks its
-  // own heads; otherwise the leader gathers them and streams them.
+  // Several ranks on either side, and the caller pulls from ranks: each
+  // rank parks its own heads; otherwise the leader gathers and streams them.
   const bool park =
-      req->rank_pull() && options_.tp_size > 1 &&
+      req->rank_pull() && (options_.tp_size > 1 || req->puller_tp_size() > 1) &&
       options_.kv_parking != nullptr &&
       static_cast<int>(options_.rank_addresses.size()) == options_.tp_size;
   g.park_kv = park;
@@ -262,6 +262,7 @@ bool WorkerService::TakeRemotePrefill(const pb::WorkerGenerateRequest& req,
   p.set_kv_cache_mode(req.kv_cache_mode());
   p.set_accepts_codebooks(true);  // Engine::Import loads them
   p.set_rank_pull(options_.kv_puller != nullptr);
+  p.set_puller_tp_size(static_cast<uint32_t>(options_.tp_size));
   const pb::KvLayout ours =
       TransferLayout(GroupKvShapes(engine_->kv_shapes(), options_.tp_size),
                      engine_->kv_dtype(), options_.tp_size);
