@@ -16,10 +16,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double Seconds(Clock::time_point since) {
-  return std::chrono::duration<double>(Clock::now() - since).count();
-}
-
 // Every layer's input and output for each training sequence, in f32.
 class Capture : public LayerObserver {
  public:
@@ -130,8 +126,9 @@ LayerTrainResult TrainLayer(const DistillShape& shape,
   for (;;) {
     // A spent wall budget leaves the layer as it is.
     const double tfrac =
-        o.minutes > 0 ? (layer_s > 0 ? Seconds(layer_start) / layer_s : 1.0)
-                      : 0.0;
+        o.minutes > 0
+            ? (layer_s > 0 ? SecondsSince(layer_start) / layer_s : 1.0)
+            : 0.0;
     const double kfrac =
         o.tokens > 0 ? static_cast<double>(seen) / o.tokens : 0.0;
     const double frac = std::max(tfrac, kfrac);
@@ -163,9 +160,9 @@ LayerTrainResult TrainLayer(const DistillShape& shape,
     av.Step(&p.v, g.v, lr, step);
     ao.Step(&p.o, g.o, lr, step);
     seen += n;
-    if (o.progress && Seconds(layer_start) - last_print > 0.25) {
-      last_print = Seconds(layer_start);
-      const double per_layer = Seconds(layer_start) / std::max(frac, 1e-3);
+    if (o.progress && SecondsSince(layer_start) - last_print > 0.25) {
+      last_print = SecondsSince(layer_start);
+      const double per_layer = SecondsSince(layer_start) / std::max(frac, 1e-3);
       const double eta =
           per_layer * (1.0 - frac) + per_layer * (layers - layer - 1);
       Progress(layer, layers, frac, before, recent, eta);
@@ -236,8 +233,9 @@ absl::StatusOr<DistillReport> DistillLayers(
     AttentionTensors& a = (*tensors)[l];
     const DistillShape shape = ShapeOf(c, m);
     const double layer_s =
-        budget_s > 0 ? std::max(0.0, budget_s - Seconds(start)) / (layers - l)
-                     : 0.0;
+        budget_s > 0
+            ? std::max(0.0, budget_s - SecondsSince(start)) / (layers - l)
+            : 0.0;
     const LayerTrainResult r = TrainLayer(shape, cap.x()[l], cap.y()[l], o,
                                           layer_s, l, layers, &rng, &a);
     report.loss_before.push_back(r.before);
@@ -245,7 +243,7 @@ absl::StatusOr<DistillReport> DistillLayers(
     report.steps.push_back(r.steps);
   }
   if (o.progress) std::fprintf(stderr, "\n");
-  report.seconds = Seconds(start);
+  report.seconds = SecondsSince(start);
   return report;
 }
 

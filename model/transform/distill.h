@@ -20,6 +20,7 @@
 #ifndef LATENTKV_MODEL_TRANSFORM_DISTILL_H_
 #define LATENTKV_MODEL_TRANSFORM_DISTILL_H_
 
+#include <chrono>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -31,6 +32,13 @@
 #include "model/weights.h"
 
 namespace latentkv::model::transform {
+
+// Wall seconds since `start` (the time budgets of distillation and
+// sequential fitting).
+inline double SecondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+      .count();
+}
 
 struct DistillOptions {
   int64_t tokens = 0;    // training tokens per layer; 0: no token bound

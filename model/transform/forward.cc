@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -21,29 +22,6 @@ absl::Status CheckF32(const Tensor& t, const char* what) {
         "reference forward needs f32 weights in memory (", what, ")"));
   }
   return absl::OkStatus();
-}
-
-// y[n, rows] = x[n, cols] * W^T with W f32 [rows, cols], in double.
-void Project(const Vec& x, int64_t n, const Tensor& w, Vec* y) {
-  const int64_t rows = w.shape[0], cols = w.shape[1];
-  Vec wd(w.f32(), w.f32() + rows * cols);
-  y->assign(static_cast<size_t>(n * rows), 0.0);
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
-              static_cast<int>(rows), static_cast<int>(cols), 1.0, x.data(),
-              static_cast<int>(cols), wd.data(), static_cast<int>(cols), 0.0,
-              y->data(), static_cast<int>(rows));
-}
-
-void RmsNorm(const Vec& x, int64_t n, int64_t dim, const float* w, double eps,
-             Vec* y) {
-  y->resize(x.size());
-  for (int64_t t = 0; t < n; ++t) {
-    const double* r = &x[t * dim];
-    double ss = 0.0;
-    for (int64_t i = 0; i < dim; ++i) ss += r[i] * r[i];
-    const double scale = 1.0 / std::sqrt(ss / static_cast<double>(dim) + eps);
-    for (int64_t i = 0; i < dim; ++i) (*y)[t * dim + i] = w[i] * (r[i] * scale);
-  }
 }
 
 }  // namespace
@@ -72,6 +50,72 @@ template void ReferenceRope<double>(std::vector<double>*, int64_t, int, int,
                                     int, const float*, double);
 template void ReferenceRope<float>(std::vector<float>*, int64_t, int, int, int,
                                    const float*, double);
+
+template <typename T>
+void ReferenceProject(const std::vector<T>& x, int64_t n, const Tensor& w,
+                      std::vector<T>* y) {
+  const int rows = static_cast<int>(w.shape[0]);
+  const int cols = static_cast<int>(w.shape[1]);
+  y->assign(static_cast<size_t>(n) * rows, T{0});
+  if constexpr (std::is_same_v<T, float>) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
+                rows, cols, 1.0f, x.data(), cols, w.f32(), cols, 0.0f,
+                y->data(), rows);
+  } else {
+    const std::vector<double> wd(w.f32(),
+                                 w.f32() + static_cast<int64_t>(rows) * cols);
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
+                rows, cols, 1.0, x.data(), cols, wd.data(), cols, 0.0,
+                y->data(), rows);
+  }
+}
+
+template <typename T>
+void ReferenceRmsNorm(const std::vector<T>& x, int64_t dim, const float* w,
+                      double eps, std::vector<T>* y) {
+  y->resize(x.size());
+  const int64_t n = static_cast<int64_t>(x.size()) / dim;
+  for (int64_t t = 0; t < n; ++t) {
+    const T* r = &x[t * dim];
+    double ss = 0.0;
+    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(r[i]) * r[i];
+    const double scale = 1.0 / std::sqrt(ss / static_cast<double>(dim) + eps);
+    for (int64_t i = 0; i < dim; ++i) {
+      (*y)[t * dim + i] = static_cast<T>(w[i] * (r[i] * scale));
+    }
+  }
+}
+
+template <typename T>
+void ReferenceAddMlp(const LayerWeights& lw, int64_t dim, double eps,
+                     std::vector<T>* h) {
+  const int64_t n = static_cast<int64_t>(h->size()) / dim;
+  std::vector<T> xb, gate, up, down;
+  ReferenceRmsNorm(*h, dim, lw.ffn_norm.f32(), eps, &xb);
+  ReferenceProject(xb, n, lw.gate_proj, &gate);
+  ReferenceProject(xb, n, lw.up_proj, &up);
+  for (size_t i = 0; i < gate.size(); ++i) {
+    const double g = gate[i];
+    gate[i] = static_cast<T>(g / (1.0 + std::exp(-g)) * up[i]);
+  }
+  ReferenceProject(gate, n, lw.down_proj, &down);
+  for (size_t i = 0; i < h->size(); ++i) (*h)[i] += down[i];
+}
+
+template void ReferenceProject<double>(const std::vector<double>&, int64_t,
+                                       const Tensor&, std::vector<double>*);
+template void ReferenceProject<float>(const std::vector<float>&, int64_t,
+                                      const Tensor&, std::vector<float>*);
+template void ReferenceRmsNorm<double>(const std::vector<double>&, int64_t,
+                                       const float*, double,
+                                       std::vector<double>*);
+template void ReferenceRmsNorm<float>(const std::vector<float>&, int64_t,
+                                      const float*, double,
+                                      std::vector<float>*);
+template void ReferenceAddMlp<double>(const LayerWeights&, int64_t, double,
+                                      std::vector<double>*);
+template void ReferenceAddMlp<float>(const LayerWeights&, int64_t, double,
+                                     std::vector<float>*);
 
 absl::Status ObserveLayers(const ModelWeights& weights,
                            absl::Span<const std::vector<int32_t>> docs,
@@ -167,10 +211,10 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
   for (int l = 0; l < c.num_layers; ++l) {
     const LayerWeights& lw = w.layers[l];
     const int dqk = c.qk_head_dim[l], dvo = c.vo_head_dim[l];
-    RmsNorm(x, n, dim, lw.attn_norm.f32(), eps, &xb);
-    Project(xb, n, lw.q_proj, &q);
-    Project(xb, n, lw.k_proj, &k);
-    Project(xb, n, lw.v_proj, &v);
+    ReferenceRmsNorm(x, dim, lw.attn_norm.f32(), eps, &xb);
+    ReferenceProject(xb, n, lw.q_proj, &q);
+    ReferenceProject(xb, n, lw.k_proj, &k);
+    ReferenceProject(xb, n, lw.v_proj, &v);
     qr = q;
     kr = k;
     ReferenceRope(&qr, n, nh, dqk, c.rope_dim(l), lw.rope_inv_freq.data());
@@ -182,7 +226,7 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
     ReferenceCausalAttention(qr.data(), kr.data(), v.data(), n, nh, nkv, dqk,
                              dvo, 1.0 / std::sqrt(static_cast<double>(dqk)),
                              att.data(), want_probs ? probs.data() : nullptr);
-    Project(att, n, lw.o_proj, &out);
+    ReferenceProject(att, n, lw.o_proj, &out);
     if (options.observer != nullptr) {
       LayerActivations a;
       a.layer = l;
@@ -199,19 +243,12 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
       options.observer->Observe(a);
     }
     for (size_t i = 0; i < x.size(); ++i) x[i] += out[i];
-    RmsNorm(x, n, dim, lw.ffn_norm.f32(), eps, &xb);
-    Project(xb, n, lw.gate_proj, &gate);
-    Project(xb, n, lw.up_proj, &up);
-    for (size_t i = 0; i < gate.size(); ++i) {
-      gate[i] = gate[i] / (1.0 + std::exp(-gate[i])) * up[i];
-    }
-    Project(gate, n, lw.down_proj, &out);
-    for (size_t i = 0; i < x.size(); ++i) x[i] += out[i];
+    ReferenceAddMlp(lw, dim, eps, &x);
   }
   if (!options.logits) return std::vector<double>();
-  RmsNorm(x, n, dim, w.final_norm.f32(), eps, &xb);
+  ReferenceRmsNorm(x, dim, w.final_norm.f32(), eps, &xb);
   Vec logits;
-  Project(xb, n, w.lm_head, &logits);
+  ReferenceProject(xb, n, w.lm_head, &logits);
   return logits;
 }
 

@@ -80,6 +80,22 @@ template <typename T>
 void ReferenceRope(std::vector<T>* x, int64_t n, int heads, int d, int rope,
                    const float* inv, double sign = 1.0);
 
+// The reference's pieces, T double (the reference) or float (distillation
+// and sequential fitting, which run the converted model in f32):
+// y [n, rows] = x [n, cols] * W^T for an f32 tensor W [rows, cols] (dgemm on
+// a double copy of W, or sgemm);
+template <typename T>
+void ReferenceProject(const std::vector<T>& x, int64_t n, const Tensor& w,
+                      std::vector<T>* y);
+// y [n, dim] = RMSNorm(x) * w, the sum of squares in double;
+template <typename T>
+void ReferenceRmsNorm(const std::vector<T>& x, int64_t dim, const float* w,
+                      double eps, std::vector<T>* y);
+// h [n, dim] += SwiGLU MLP of layer `lw` on RMSNorm(h) (the gate in double).
+template <typename T>
+void ReferenceAddMlp(const LayerWeights& lw, int64_t dim, double eps,
+                     std::vector<T>* h);
+
 // Runs each document through `weights` for `observer` alone (no logits).
 // Errors: those of Forward.
 absl::Status ObserveLayers(const ModelWeights& weights,

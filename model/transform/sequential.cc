@@ -9,6 +9,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "model/transform/distill.h"
 #include "model/transform/distill_layer.h"
 #include "model/transform/forward.h"
 #include "model/transform/refit.h"
@@ -18,10 +19,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using Seqs = std::vector<std::vector<float>>;
-
-double Seconds(Clock::time_point since) {
-  return std::chrono::duration<double>(Clock::now() - since).count();
-}
 
 // Per layer and sequence, y_l + drift * h_l in f32.
 class TargetCapture : public LayerObserver {
@@ -43,49 +40,6 @@ class TargetCapture : public LayerObserver {
   double drift_;
   std::vector<Seqs> t_;  // [layer][sequence][tokens * hidden]
 };
-
-// y [n, dim] = RMSNorm(x) * w, accumulated in double.
-void RmsNormF(const std::vector<float>& x, int64_t dim, const float* w,
-              double eps, std::vector<float>* y) {
-  y->resize(x.size());
-  const int64_t n = static_cast<int64_t>(x.size()) / dim;
-  for (int64_t t = 0; t < n; ++t) {
-    const float* r = &x[t * dim];
-    double ss = 0.0;
-    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(r[i]) * r[i];
-    const double scale = 1.0 / std::sqrt(ss / static_cast<double>(dim) + eps);
-    for (int64_t i = 0; i < dim; ++i) {
-      (*y)[t * dim + i] = static_cast<float>(w[i] * (r[i] * scale));
-    }
-  }
-}
-
-// y [n, rows] = x [n, cols] * W^T, W an f32 tensor [rows, cols].
-void ProjectF(const std::vector<float>& x, int64_t n, const Tensor& w,
-              std::vector<float>* y) {
-  const int rows = static_cast<int>(w.shape[0]);
-  const int cols = static_cast<int>(w.shape[1]);
-  y->resize(static_cast<size_t>(n) * rows);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
-              rows, cols, 1.0f, x.data(), cols, w.f32(), cols, 0.0f, y->data(),
-              rows);
-}
-
-// h += SwiGLU MLP of layer `lw` on RMSNorm(h).
-void AddMlp(const LayerWeights& lw, int64_t dim, double eps,
-            std::vector<float>* h) {
-  const int64_t n = static_cast<int64_t>(h->size()) / dim;
-  std::vector<float> xb, gate, up, down;
-  RmsNormF(*h, dim, lw.ffn_norm.f32(), eps, &xb);
-  ProjectF(xb, n, lw.gate_proj, &gate);
-  ProjectF(xb, n, lw.up_proj, &up);
-  for (size_t i = 0; i < gate.size(); ++i) {
-    const double g = gate[i];
-    gate[i] = static_cast<float>(g / (1.0 + std::exp(-g)) * up[i]);
-  }
-  ProjectF(gate, n, lw.down_proj, &down);
-  for (size_t i = 0; i < h->size(); ++i) (*h)[i] += down[i];
-}
 
 std::vector<float> Copy(const Tensor& t) {
   return std::vector<float>(t.f32(), t.f32() + t.shape[0] * t.shape[1]);
@@ -203,7 +157,8 @@ absl::StatusOr<SequentialReport> SequentialFit(
                                     c.vo_head_dim[l],         c.rope_dim(l),
                                     lw.rope_inv_freq.data()};
     for (size_t i = 0; i < seqs.size(); ++i) {
-      RmsNormF(h[i], hidden, lw.attn_norm.f32(), c.rms_norm_eps, &xs[i]);
+      ReferenceRmsNorm(h[i], hidden, lw.attn_norm.f32(), c.rms_norm_eps,
+                       &xs[i]);
       if (on_stream) {
         LayerForward<float>(source_shape, source, xs[i].data(),
                             static_cast<int64_t>(seqs[i].size()), &ys[i],
@@ -228,16 +183,16 @@ absl::StatusOr<SequentialReport> SequentialFit(
       // What is left of the budget, less the stream's expected cost for the
       // remaining layers, split evenly over them.
       const double per_layer_overhead =
-          (overhead_s + Seconds(layer_start)) / (l + 1);
+          (overhead_s + SecondsSince(layer_start)) / (l + 1);
       const double layer_s =
-          budget_s > 0 ? std::max(0.0, budget_s - Seconds(start) -
+          budget_s > 0 ? std::max(0.0, budget_s - SecondsSince(start) -
                                            per_layer_overhead * (layers - l)) /
                              (layers - l)
                        : 0.0;
       const Clock::time_point train_start = Clock::now();
       const LayerTrainResult r =
           TrainLayer(shape, xs, ys, o.distill, layer_s, l, layers, &rng, &a);
-      train_s = Seconds(train_start);
+      train_s = SecondsSince(train_start);
       report.loss_after.push_back(r.after);
     } else {
       report.loss_after.push_back(report.loss_refit.back());
@@ -249,13 +204,13 @@ absl::StatusOr<SequentialReport> SequentialFit(
       LayerForward<float>(shape, p, xs[i].data(),
                           static_cast<int64_t>(seqs[i].size()), &out, nullptr);
       for (size_t j = 0; j < out.size(); ++j) h[i][j] += out[j];
-      AddMlp(lw, hidden, c.rms_norm_eps, &h[i]);
+      ReferenceAddMlp(lw, hidden, c.rms_norm_eps, &h[i]);
     }
     Seqs().swap(ys);  // this layer's targets are done
-    overhead_s += Seconds(layer_start) - train_s;
+    overhead_s += SecondsSince(layer_start) - train_s;
   }
   if (train && o.distill.progress) std::fprintf(stderr, "\n");
-  report.seconds = Seconds(start);
+  report.seconds = SecondsSince(start);
   return report;
 }
 
