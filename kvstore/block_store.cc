@@ -294,11 +294,10 @@ absl::StatusOr<std::vector<std::shared_ptr<const Block>>> BlockStore::Get(
     if (layout_) {
       if (auto s = CheckSameLayout(*layout_, layout); !s.ok()) return s;
     }
-    if ((head_begin != 0 || head_end != 0) &&
-        (head_begin >= head_end || head_end > layout.num_kv_heads)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "KV heads [", head_begin, ", ", head_end,
-          ") are not a range of the layout's ", layout.num_kv_heads));
+    if (absl::Status s =
+            CheckHeadRange(head_begin, head_end, layout.num_kv_heads, "Get");
+        !s.ok()) {
+      return s;
     }
     for (BlockKey k : keys) {
       if (!layout_) break;
@@ -311,10 +310,7 @@ absl::StatusOr<std::vector<std::shared_ptr<const Block>>> BlockStore::Get(
     get_misses_ += static_cast<int64_t>(keys.size() - out.size());
   }
   // Slicing copies: outside the lock (resident blocks are immutable).
-  Block range;
-  range.head_begin = head_begin;
-  range.head_end = head_end;
-  if (!HoldsAllHeads(range, layout.num_kv_heads)) {
+  if (!IsEveryHead(head_begin, head_end, layout.num_kv_heads)) {
     for (auto& b : out) {
       b = std::make_shared<const Block>(
           SliceHeads(*b, layout.num_kv_heads, head_begin, head_end));

@@ -7,25 +7,39 @@
 namespace latentkv::kvstore {
 namespace {
 
-uint32_t RangeBegin(const Block& b) { return b.head_begin; }
+// The end of `b`'s range, 0..0 spelled out.
 uint32_t RangeEnd(const Block& b, uint32_t num_kv_heads) {
   return b.head_begin == 0 && b.head_end == 0 ? num_kv_heads : b.head_end;
 }
 
 }  // namespace
 
+bool IsEveryHead(uint32_t begin, uint32_t end, uint32_t num_kv_heads) {
+  return begin == 0 && (end == 0 || end == num_kv_heads);
+}
+
+absl::Status CheckHeadRange(uint32_t begin, uint32_t end, uint32_t num_kv_heads,
+                            const std::string& where) {
+  if ((begin == 0 && end == 0) || (begin < end && end <= num_kv_heads)) {
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, ": KV heads [", begin, ", ", end,
+                   ") are not a range of the layout's ", num_kv_heads));
+}
+
 bool HoldsAllHeads(const Block& b, uint32_t num_kv_heads) {
-  return b.head_begin == 0 && (b.head_end == 0 || b.head_end == num_kv_heads);
+  return IsEveryHead(b.head_begin, b.head_end, num_kv_heads);
 }
 
 absl::Status ValidateHeadRange(const Block& b, uint32_t num_kv_heads,
                                const std::string& where) {
-  if (b.head_begin == 0 && b.head_end == 0) return absl::OkStatus();
-  if (b.head_begin >= b.head_end || b.head_end > num_kv_heads) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(where, ": KV heads [", b.head_begin, ", ", b.head_end,
-                     ") are not a range of the layout's ", num_kv_heads));
+  if (absl::Status s =
+          CheckHeadRange(b.head_begin, b.head_end, num_kv_heads, where);
+      !s.ok()) {
+    return s;
   }
+  if (b.head_begin == 0 && b.head_end == 0) return absl::OkStatus();
   const uint32_t n = b.head_end - b.head_begin;
   for (const LayerPayload& l : b.layers) {
     if (l.present && l.data.size() % n != 0) {
@@ -74,7 +88,7 @@ PartialBlock::PartialBlock(const Block& first, uint32_t num_layers,
 absl::Status PartialBlock::Add(const Block& part, int64_t* added) {
   *added = 0;
   const uint32_t num_kv_heads = static_cast<uint32_t>(have_.size());
-  const uint32_t begin = RangeBegin(part);
+  const uint32_t begin = part.head_begin;
   const uint32_t end = RangeEnd(part, num_kv_heads);
   const uint32_t n = end - begin;
   // What this part says of each layer: absent (unlisted or not present) or
@@ -125,7 +139,7 @@ absl::Status PartialBlock::Add(const Block& part, int64_t* added) {
 
 bool PartialBlock::CompletedBy(const Block& part) const {
   const uint32_t num_kv_heads = static_cast<uint32_t>(have_.size());
-  const uint32_t begin = RangeBegin(part);
+  const uint32_t begin = part.head_begin;
   const uint32_t end = RangeEnd(part, num_kv_heads);
   for (uint32_t h = 0; h < num_kv_heads; ++h) {
     if (!have_[h] && (h < begin || h >= end)) return false;

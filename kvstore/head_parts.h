@@ -23,13 +23,20 @@
 
 namespace latentkv::kvstore {
 
-// True when `b` holds every one of `num_kv_heads` heads (its range is the
-// default 0..0 or [0, num_kv_heads)).
+// A KV-head range [begin, end) of a layout's num_kv_heads, as blocks and
+// Get requests name it: 0..0 means every head.
+// True when the range is every head (0..0 or [0, num_kv_heads)).
+bool IsEveryHead(uint32_t begin, uint32_t end, uint32_t num_kv_heads);
+// INVALID_ARGUMENT (naming `where`) unless the range is 0..0 or satisfies
+// begin < end <= num_kv_heads.
+absl::Status CheckHeadRange(uint32_t begin, uint32_t end, uint32_t num_kv_heads,
+                            const std::string& where);
+
+// True when `b` holds every one of `num_kv_heads` heads.
 bool HoldsAllHeads(const Block& b, uint32_t num_kv_heads);
 
-// INVALID_ARGUMENT (naming `where`) unless `b`'s head range is the default
-// or satisfies begin < end <= num_kv_heads, and every present layer
-// payload splits into end - begin equal segments.
+// CheckHeadRange of `b`'s range, and every present layer payload splits
+// into end - begin equal segments (INVALID_ARGUMENT naming `where`).
 absl::Status ValidateHeadRange(const Block& b, uint32_t num_kv_heads,
                                const std::string& where);
 

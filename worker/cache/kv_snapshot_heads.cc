@@ -57,6 +57,52 @@ absl::Status CheckLayers(const KvSnapshot& s) {
   return absl::OkStatus();
 }
 
+// A snapshot of `s`'s dtype, shapes and kinds of state, holding nothing.
+KvSnapshot EmptyLike(const KvSnapshot& s) {
+  KvSnapshot out;
+  out.dtype = s.dtype;
+  out.shapes = s.shapes;
+  out.rows.resize(s.shapes.size());
+  if (!s.codebooks.empty()) out.codebooks.resize(s.shapes.size());
+  if (!s.windows.empty()) out.windows.resize(s.shapes.size());
+  return out;
+}
+
+// Layer l's KV heads [begin, end) of `s` (checked: CheckHeads, and the
+// range within the layer's heads) into `out` (EmptyLike(s)): rows, codebook
+// entries, and of each window entry the query heads of those KV heads.
+absl::Status SliceLayer(const KvSnapshot& s, int32_t l, int32_t begin,
+                        int32_t end, int32_t q_per_kv, KvSnapshot* out) {
+  if (absl::Status st = CheckHeads(s, l); !st.ok()) return st;
+  const LayerKvShape& shape = s.shapes[l];
+  if (begin < 0 || begin >= end || end > shape.n_kv_heads) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("KV heads [", begin, ", ", end, ") are not within ",
+                     "layer ", l, "'s ", shape.n_kv_heads));
+  }
+  out->shapes[l].n_kv_heads = end - begin;
+  out->rows[l].assign(s.rows[l].begin() + begin, s.rows[l].begin() + end);
+  if (!s.codebooks.empty()) {
+    out->codebooks[l].assign(s.codebooks[l].begin() + begin,
+                             s.codebooks[l].begin() + end);
+  }
+  if (s.windows.empty() || s.windows[l].empty()) return absl::OkStatus();
+  auto w = ParseWindow(s.windows[l], int64_t{shape.n_kv_heads} * q_per_kv,
+                       shape.d_qk, l);
+  if (!w.ok()) return w.status();
+  // Bytes of one KV head's query heads of one window entry, and of all.
+  const int64_t head_q = 4 * int64_t{q_per_kv} * shape.d_qk;
+  const int64_t all_q = head_q * shape.n_kv_heads;
+  std::string& b = out->windows[l];
+  b.reserve(8 + (head_q * (end - begin) + 4) * w->count);
+  b.append(s.windows[l].data(), 8);
+  for (int32_t i = 0; i < w->count; ++i) {
+    b.append(w->q + i * all_q + begin * head_q, head_q * (end - begin));
+  }
+  b.append(w->pos, 4 * static_cast<size_t>(w->count));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<KvSnapshot>> SplitHeads(const KvSnapshot& full,
@@ -68,52 +114,21 @@ absl::StatusOr<std::vector<KvSnapshot>> SplitHeads(const KvSnapshot& full,
                      " query heads each"));
   }
   if (absl::Status s = CheckLayers(full); !s.ok()) return s;
-  const int32_t layers = static_cast<int32_t>(full.shapes.size());
-  std::vector<KvSnapshot> out(parts);
-  for (KvSnapshot& p : out) {
-    p.dtype = full.dtype;
-    p.shapes = full.shapes;
-    p.rows.resize(layers);
-    if (!full.codebooks.empty()) p.codebooks.resize(layers);
-    if (!full.windows.empty()) p.windows.resize(layers);
-  }
-  for (int32_t l = 0; l < layers; ++l) {
-    if (absl::Status s = CheckHeads(full, l); !s.ok()) return s;
-    const LayerKvShape& shape = full.shapes[l];
-    if (shape.n_kv_heads % parts != 0) {
+  std::vector<KvSnapshot> out(parts, EmptyLike(full));
+  for (int32_t l = 0; l < static_cast<int32_t>(full.shapes.size()); ++l) {
+    const int32_t n = full.shapes[l].n_kv_heads;
+    if (n % parts != 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("layer ", l, "'s ", shape.n_kv_heads,
-                       " KV heads do not split into ", parts, " ranks"));
+          absl::StrCat("layer ", l, "'s ", n, " KV heads do not split into ",
+                       parts, " ranks"));
     }
-    const int32_t per = shape.n_kv_heads / parts;
-    Window w;
-    const bool windowed = !full.windows.empty() && !full.windows[l].empty();
-    if (windowed) {
-      auto parsed = ParseWindow(
-          full.windows[l], int64_t{shape.n_kv_heads} * q_per_kv, shape.d_qk, l);
-      if (!parsed.ok()) return parsed.status();
-      w = *parsed;
-    }
-    // Bytes of one part's query heads of one window entry, and of all heads.
-    const int64_t part_q = 4 * int64_t{per} * q_per_kv * shape.d_qk;
-    const int64_t all_q = part_q * parts;
+    const int32_t per = n / parts;
     for (int32_t r = 0; r < parts; ++r) {
-      KvSnapshot& p = out[r];
-      p.shapes[l].n_kv_heads = per;
-      p.rows[l].assign(full.rows[l].begin() + r * per,
-                       full.rows[l].begin() + (r + 1) * per);
-      if (!full.codebooks.empty()) {
-        p.codebooks[l].assign(full.codebooks[l].begin() + r * per,
-                              full.codebooks[l].begin() + (r + 1) * per);
+      if (absl::Status s =
+              SliceLayer(full, l, r * per, (r + 1) * per, q_per_kv, &out[r]);
+          !s.ok()) {
+        return s;
       }
-      if (!windowed) continue;
-      std::string& b = p.windows[l];
-      b.reserve(8 + (part_q + 4) * w.count);
-      b.append(full.windows[l].data(), 8);
-      for (int32_t i = 0; i < w.count; ++i) {
-        b.append(w.q + i * all_q + r * part_q, part_q);
-      }
-      b.append(w.pos, 4 * static_cast<size_t>(w.count));
     }
   }
   return out;
@@ -123,40 +138,12 @@ absl::StatusOr<KvSnapshot> SliceHeads(const KvSnapshot& s, int32_t begin,
                                       int32_t end, int32_t q_per_kv) {
   if (q_per_kv < 1) return absl::InvalidArgumentError("q_per_kv must be >= 1");
   if (absl::Status st = CheckLayers(s); !st.ok()) return st;
-  const int32_t layers = static_cast<int32_t>(s.shapes.size());
-  KvSnapshot out;
-  out.dtype = s.dtype;
-  out.shapes = s.shapes;
-  out.rows.resize(layers);
-  if (!s.codebooks.empty()) out.codebooks.resize(layers);
-  if (!s.windows.empty()) out.windows.resize(layers);
-  for (int32_t l = 0; l < layers; ++l) {
-    if (absl::Status st = CheckHeads(s, l); !st.ok()) return st;
-    const LayerKvShape& shape = s.shapes[l];
-    if (begin < 0 || begin >= end || end > shape.n_kv_heads) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("KV heads [", begin, ", ", end, ") are not within ",
-                       "layer ", l, "'s ", shape.n_kv_heads));
+  KvSnapshot out = EmptyLike(s);
+  for (int32_t l = 0; l < static_cast<int32_t>(s.shapes.size()); ++l) {
+    if (absl::Status st = SliceLayer(s, l, begin, end, q_per_kv, &out);
+        !st.ok()) {
+      return st;
     }
-    out.shapes[l].n_kv_heads = end - begin;
-    out.rows[l].assign(s.rows[l].begin() + begin, s.rows[l].begin() + end);
-    if (!s.codebooks.empty()) {
-      out.codebooks[l].assign(s.codebooks[l].begin() + begin,
-                              s.codebooks[l].begin() + end);
-    }
-    if (s.windows.empty() || s.windows[l].empty()) continue;
-    auto w = ParseWindow(s.windows[l], int64_t{shape.n_kv_heads} * q_per_kv,
-                         shape.d_qk, l);
-    if (!w.ok()) return w.status();
-    const int64_t head_q = 4 * int64_t{q_per_kv} * shape.d_qk;
-    const int64_t all_q = head_q * shape.n_kv_heads;
-    std::string& b = out.windows[l];
-    b.reserve(8 + (head_q * (end - begin) + 4) * w->count);
-    b.append(s.windows[l].data(), 8);
-    for (int32_t i = 0; i < w->count; ++i) {
-      b.append(w->q + i * all_q + begin * head_q, head_q * (end - begin));
-    }
-    b.append(w->pos, 4 * static_cast<size_t>(w->count));
   }
   return out;
 }

@@ -284,30 +284,23 @@ void EngineCore::Finish(Sequence* seq, FinishReason reason,
   GenerationEvent ev;
   ev.finish = reason;
   TakePromptLogprobs(seq, &ev);
-  if (seq->export_kv && status.ok() && reason != FinishReason::kCancelled) {
-    // Before the pages go.
+  if ((seq->export_kv || seq->park_kv) && status.ok() &&
+      reason != FinishReason::kCancelled) {
+    // Before the pages go. Parked: this rank's heads here, the other ranks'
+    // in their own parking (kPark); exported: every rank's heads joined.
     auto snap =
         ExportSequenceKv(*cache_, *pools_, seq->kv, seq->residency.get());
-    if (snap.ok()) {
-      absl::StatusOr<KvSnapshot> group = GroupExport(*seq, std::move(*snap));
-      if (group.ok()) {
-        ev.kv = std::make_shared<const KvSnapshot>(std::move(*group));
-      } else {
-        status = group.status();
-      }
-    } else {
+    if (!snap.ok()) {
       status = snap.status();
-    }
-  }
-  if (seq->park_kv && status.ok() && reason != FinishReason::kCancelled) {
-    // Before the pages go: this rank's heads, then the others' (kPark).
-    auto snap =
-        ExportSequenceKv(*cache_, *pools_, seq->kv, seq->residency.get());
-    if (snap.ok()) {
+    } else if (seq->park_kv) {
       options_.kv_parking->Park(seq->id, std::move(*snap));
       Record({GroupKvOp::Kind::kPark, seq->id, {}, 0});
+    } else if (absl::StatusOr<KvSnapshot> group =
+                   GroupExport(*seq, std::move(*snap));
+               group.ok()) {
+      ev.kv = std::make_shared<const KvSnapshot>(std::move(*group));
     } else {
-      status = snap.status();
+      status = group.status();
     }
   }
   if (seq->embed && status.ok() && reason == FinishReason::kStop &&
@@ -327,11 +320,11 @@ void EngineCore::Finish(Sequence* seq, FinishReason reason,
 }
 
 void EngineCore::Publish(const Sequence& seq) {
-  // A compressed cache (residency policy) is not a reusable prefix.
-  if (!seq.publish_kv || seq.residency != nullptr) return;
-  auto snap = ExportSequenceKv(*cache_, *pools_, seq.kv, nullptr);
-  if (!snap.ok()) return;  // nothing to share; the request is unaffected
-  options_.kv_store->PublishAsync(seq.tokens, std::move(*snap));
+  if (!seq.publish_kv ||
+      !PublishSequenceKv(*cache_, *pools_, seq.kv, seq.residency.get(),
+                         seq.tokens, options_.kv_store)) {
+    return;
+  }
   // The group's other ranks publish their KV heads before they free them.
   GroupKvOp op{GroupKvOp::Kind::kPublish, seq.id, seq.tokens,
                static_cast<int64_t>(seq.tokens.size())};

@@ -62,7 +62,6 @@ class EngineCore {
   // Fails every live request with `status`, releasing its pages.
   void FailAll(const absl::Status& status);
 
-  // Nothing running or waiting.
   // Nothing to run, and no page change or publication the group's other
   // ranks have not heard of yet (those go out with the next step at once).
   bool idle() const { return scheduler_->idle() && group_ops_.empty(); }

@@ -150,4 +150,14 @@ std::unique_ptr<KvArrival> MakeLocalPrefixArrival(KvCache* cache,
   return std::make_unique<LocalPrefixArrival>(cache, index);
 }
 
+bool PublishSequenceKv(const KvCache& cache, KvPools& pools,
+                       const SequenceKv& kv, const SequencePolicy* residency,
+                       std::vector<int32_t> tokens, RankKvStore* store) {
+  if (residency != nullptr) return false;
+  auto snap = ExportSequenceKv(cache, pools, kv, nullptr);
+  if (!snap.ok()) return false;
+  store->PublishAsync(std::move(tokens), std::move(*snap));
+  return true;
+}
+
 }  // namespace latentkv::worker

@@ -19,9 +19,11 @@
 #include <cstdint>
 #include <memory>
 #include <string_view>
+#include <vector>
 
 #include "worker/cache/kv_cache.h"
 #include "worker/cache/prefix_index.h"
+#include "worker/engine/rank_kv_store.h"
 #include "worker/engine/sequence.h"
 #include "worker/kv/kv_pools.h"
 
@@ -41,6 +43,14 @@ absl::StatusOr<KvSnapshot> ExportSequenceKv(const KvCache& cache,
 absl::Status ImportSequenceKv(KvCache& cache, KvPools& pools, SequenceKv& kv,
                               SequencePolicy* residency,
                               const KvSnapshot& snap);
+
+// Publishes through `store` the whole blocks of `tokens` that `kv` (this
+// rank's KV heads, a full cache) holds, without waiting on the network.
+// False, publishing nothing, for a compressed cache (`residency` set: not a
+// reusable prefix) or when the export fails (the request is unaffected).
+bool PublishSequenceKv(const KvCache& cache, KvPools& pools,
+                       const SequenceKv& kv, const SequencePolicy* residency,
+                       std::vector<int32_t> tokens, RankKvStore* store);
 
 class KvArrival {
  public:

@@ -279,6 +279,10 @@ int main(int argc, char** argv) {
       lk::worker::KvShapesOf(shard->config);
   const int32_t local_heads =
       local_shapes.empty() ? 0 : local_shapes[0].n_kv_heads;
+  // This rank's KV heads of the group's: [head_begin, + local_heads).
+  const int32_t head_begin = tp_rank * local_heads;
+  const std::vector<lk::worker::LayerKvShape> group_shapes =
+      lk::worker::GroupKvShapes(local_shapes, tp_size);
   // The shared store, each rank for its own KV heads (the store completes
   // a block once every head has arrived; any TP size reads it).
   std::unique_ptr<lk::worker::StorePrefixCache> prefix_cache;
@@ -292,12 +296,12 @@ int main(int argc, char** argv) {
     po.address = absl::GetFlag(FLAGS_kvstore);
     po.block_tokens = absl::GetFlag(FLAGS_kvstore_block_tokens);
     po.model_id = lk::worker::StoreModelId(absl::GetFlag(FLAGS_model));
-    if (tp_size > 1) {
-      po.head_begin = tp_rank * local_heads;
-      po.head_end = po.head_begin + local_heads;
+    if (tp_size > 1) {  // (a group of one writes whole blocks)
+      po.head_begin = head_begin;
+      po.head_end = head_begin + local_heads;
     }
-    prefix_cache = std::make_unique<lk::worker::StorePrefixCache>(
-        po, lk::worker::GroupKvShapes(local_shapes, tp_size));
+    prefix_cache =
+        std::make_unique<lk::worker::StorePrefixCache>(po, group_shapes);
     eo.kv_store = prefix_cache.get();
   }
   // Rank-to-rank prefill -> decode transfers: a prefill group's ranks park
@@ -307,20 +311,18 @@ int main(int argc, char** argv) {
       shard->config.num_kv_heads > 0
           ? shard->config.num_heads / shard->config.num_kv_heads
           : 1;
-  std::unique_ptr<lk::worker::KvParking> kv_parking;
-  {
-    lk::worker::KvParkingOptions ko;
-    ko.head_offset = tp_rank * local_heads;
-    ko.q_per_kv = q_per_kv;
-    ko.ttl = absl::Milliseconds(2 * absl::GetFlag(FLAGS_prefill_timeout_ms));
-    ko.max_bytes = eo.kv.max_bytes;
-    kv_parking = std::make_unique<lk::worker::KvParking>(ko);
-    eo.kv_parking = kv_parking.get();
-  }
+  lk::worker::KvParkingOptions parking_options;
+  parking_options.head_offset = head_begin;
+  parking_options.q_per_kv = q_per_kv;
+  parking_options.ttl =
+      absl::Milliseconds(2 * absl::GetFlag(FLAGS_prefill_timeout_ms));
+  parking_options.max_bytes = eo.kv.max_bytes;
+  lk::worker::KvParking kv_parking(parking_options);
+  eo.kv_parking = &kv_parking;
   lk::worker::KvPullerOptions pull_options;
-  pull_options.head_begin = tp_rank * local_heads;
-  pull_options.head_end = pull_options.head_begin + local_heads;
-  pull_options.group_shapes = lk::worker::GroupKvShapes(local_shapes, tp_size);
+  pull_options.head_begin = head_begin;
+  pull_options.head_end = head_begin + local_heads;
+  pull_options.group_shapes = group_shapes;
   pull_options.dtype = eo.kv.dtype;
   pull_options.q_per_kv = q_per_kv;
   pull_options.timeout =
@@ -329,11 +331,7 @@ int main(int argc, char** argv) {
   eo.kv_puller = &kv_puller;
   lk::worker::KvSourceOptions source_options;
   source_options.tp_size = tp_size;
-  std::unique_ptr<lk::worker::KvSourceService> kv_source;
-  if (kv_parking != nullptr) {
-    kv_source = std::make_unique<lk::worker::KvSourceService>(kv_parking.get(),
-                                                              source_options);
-  }
+  lk::worker::KvSourceService kv_source(&kv_parking, source_options);
   if (tp_rank > 0) {
     // A follower: repeat the leader's steps until it shuts the group down.
     auto follower = lk::worker::TpFollower::Create(shard, std::move(*backend),
@@ -347,7 +345,7 @@ int main(int argc, char** argv) {
     // breaks), which is what Kubernetes probes of every rank's pod need.
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder hb;
-    hb.RegisterService(kv_source.get());  // the KV heads this rank parks
+    hb.RegisterService(&kv_source);  // the KV heads this rank parks
     const std::string fhost = absl::GetFlag(FLAGS_host);
     auto listening = lk::ListenAndStart(hb, fhost, absl::GetFlag(FLAGS_port),
                                         lk::auth::InternalServerCredentials());
@@ -431,7 +429,7 @@ int main(int argc, char** argv) {
   so.prefill_timeout =
       absl::Milliseconds(absl::GetFlag(FLAGS_prefill_timeout_ms));
   so.prefix_cache = prefix_cache.get();
-  so.kv_parking = kv_parking.get();
+  so.kv_parking = &kv_parking;
   so.kv_puller = &kv_puller;
   so.rank_addresses = rank_addresses;
   std::unique_ptr<lk::worker::LlguidanceCompiler> constraints;
@@ -462,7 +460,7 @@ int main(int argc, char** argv) {
   grpc::ServerBuilder builder;
   const std::string host = absl::GetFlag(FLAGS_host);
   builder.RegisterService(&service);
-  if (kv_source != nullptr) builder.RegisterService(kv_source.get());
+  builder.RegisterService(&kv_source);
   auto listening = lk::ListenAndStart(builder, host, absl::GetFlag(FLAGS_port),
                                       lk::auth::InternalServerCredentials());
   if (!listening.ok()) {

@@ -87,45 +87,44 @@ std::shared_ptr<const KvSnapshot> StorePrefixCache::Fetch(
   }
   if (hits->num_hits == 0) return nullptr;
   keys.resize(hits->num_hits);
-  auto blocks =
-      client_->Get(layout_, keys, options_.head_begin, options_.head_end);
-  if (!blocks.ok() || blocks->empty()) {
-    ++errors_;
-    return nullptr;
-  }
-  auto snap = SnapshotFromBlocks(shapes_, options_.dtype, options_.block_tokens,
-                                 *blocks);
+  auto snap = GetRows(keys, 1);
   if (!snap.ok()) {
-    ++errors_;  // not full-cache blocks of this layout, corrupt or forged
+    // (Evicted since the lookup counts too: GetRows counted the others.)
+    if (absl::IsNotFound(snap.status())) ++errors_;
     return nullptr;
   }
-  *tokens = static_cast<int64_t>(blocks->size()) * B;
+  *tokens = (*snap)->tokens(0, 0);
   hit_tokens_ += *tokens;
   if (keys_out != nullptr) {
-    keys_out->assign(keys.begin(), keys.begin() + blocks->size());
+    keys_out->assign(keys.begin(), keys.begin() + *tokens / B);
   }
   return *std::move(snap);
 }
 
-absl::StatusOr<KvSnapshot> StorePrefixCache::FetchBlocks(
-    absl::Span<const uint64_t> keys) {
+absl::StatusOr<std::shared_ptr<const KvSnapshot>> StorePrefixCache::GetRows(
+    absl::Span<const uint64_t> keys, size_t want) {
   auto blocks =
       client_->Get(layout_, keys, options_.head_begin, options_.head_end);
   if (!blocks.ok()) {
     ++errors_;
     return blocks.status();
   }
-  if (blocks->size() != keys.size()) {
+  if (blocks->size() < want) {
     return absl::NotFoundError(
         absl::StrCat(keys.size() - blocks->size(), " of ", keys.size(),
                      " stored blocks are no longer resident"));
   }
   auto snap = SnapshotFromBlocks(shapes_, options_.dtype, options_.block_tokens,
                                  *blocks);
-  if (!snap.ok()) {
-    ++errors_;
-    return snap.status();
-  }
+  // Not full-cache blocks of this layout, corrupt or forged.
+  if (!snap.ok()) ++errors_;
+  return snap;
+}
+
+absl::StatusOr<KvSnapshot> StorePrefixCache::FetchBlocks(
+    absl::Span<const uint64_t> keys) {
+  auto snap = GetRows(keys, keys.size());
+  if (!snap.ok()) return snap.status();
   hit_tokens_ += static_cast<int64_t>(keys.size()) * options_.block_tokens;
   return KvSnapshot(**snap);
 }
@@ -133,10 +132,7 @@ absl::StatusOr<KvSnapshot> StorePrefixCache::FetchBlocks(
 void StorePrefixCache::PublishAsync(std::vector<int32_t> tokens,
                                     KvSnapshot kv) {
   Job job;
-  for (const auto& layer : kv.rows) {
-    for (const std::string& r : layer)
-      job.bytes += static_cast<int64_t>(r.size());
-  }
+  job.bytes = kv.bytes();
   job.tokens = std::move(tokens);
   job.kv = std::move(kv);
   absl::MutexLock lock(&mu_);
@@ -178,6 +174,7 @@ void StorePrefixCache::Flush() {
       },
       this));
 }
+
 void StorePrefixCache::Publish(const std::vector<int32_t>& tokens,
                                const KvSnapshot& kv) {
   const int64_t B = options_.block_tokens;

@@ -109,6 +109,11 @@ class StorePrefixCache final : public RankKvStore {
     int64_t bytes = 0;
   };
   void PublishLoop();
+  // This rank's heads of the leading resident blocks of `keys` as rows
+  // (block_tokens per block); NotFound when fewer than `want` are resident.
+  // Store errors and unreadable blocks are counted in errors().
+  absl::StatusOr<std::shared_ptr<const KvSnapshot>> GetRows(
+      absl::Span<const uint64_t> keys, size_t want);
 
   PrefixCacheOptions options_;
   std::vector<LayerKvShape> shapes_;  // this rank's heads

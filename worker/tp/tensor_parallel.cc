@@ -269,13 +269,8 @@ TpFollower::Seq& TpFollower::Start(const std::string& id, bool compressed,
   return s;
 }
 
-absl::Status TpFollower::Import(const pb::TpImport& im,
-                                const std::string& part) {
-  std::vector<LayerKvShape> shapes;
-  for (int32_t l = 0; l < cache_->num_layers(); ++l) {
-    shapes.push_back(cache_->shape(l));
-  }
-  absl::StatusOr<KvSnapshot> snap = ParseTpKv(part, shapes, pools_->dtype());
+absl::Status TpFollower::ImportInto(const pb::TpImport& im,
+                                    const absl::StatusOr<KvSnapshot>& snap) {
   absl::Status st = snap.status();
   Seq& s = Start(im.id(), im.compressed(), im.prompt_len());
   if (st.ok()) {
@@ -283,12 +278,25 @@ absl::Status TpFollower::Import(const pb::TpImport& im,
   }
   if (!st.ok()) {
     Release(im.id());
+    return st;
+  }
+  if (im.prompt_in() && s.residency != nullptr) s.residency->MarkPromptIn();
+  return absl::OkStatus();
+}
+
+absl::Status TpFollower::Import(const pb::TpImport& im,
+                                const std::string& part) {
+  std::vector<LayerKvShape> shapes;
+  for (int32_t l = 0; l < cache_->num_layers(); ++l) {
+    shapes.push_back(cache_->shape(l));
+  }
+  absl::Status st = ImportInto(im, ParseTpKv(part, shapes, pools_->dtype()));
+  if (!st.ok()) {
     return absl::InternalError(
         absl::StrCat("tensor-parallel rank ", comm_->rank(),
                      " diverged from the leader importing KV for ", im.id(),
                      ": ", st.message()));
   }
-  if (im.prompt_in() && s.residency != nullptr) s.residency->MarkPromptIn();
   return absl::OkStatus();
 }
 
@@ -331,7 +339,6 @@ absl::Status TpFollower::Apply(const pb::TpKvOp& op) {
     case pb::TpKvOp::EVICT:
       if (prefix_->Evict(op.n()) != op.n()) return diverged("evicting for");
       return absl::OkStatus();
-
     default:
       return diverged("unknown op for");
   }
@@ -342,14 +349,10 @@ void TpFollower::Publish(const std::string& id,
   auto it = seqs_.find(id);
   // Without a store link (or the sequence) there is nothing to publish: the
   // store never completes those blocks, and nothing else changes.
-  if (kv_store_ == nullptr || it == seqs_.end() ||
-      it->second.residency != nullptr) {
-    return;
-  }
-  auto snap = ExportSequenceKv(*cache_, *pools_, it->second.kv, nullptr);
-  if (!snap.ok()) return;
-  kv_store_->PublishAsync(std::vector<int32_t>(tokens.begin(), tokens.end()),
-                          std::move(*snap));
+  if (kv_store_ == nullptr || it == seqs_.end()) return;
+  PublishSequenceKv(*cache_, *pools_, it->second.kv, it->second.residency.get(),
+                    std::vector<int32_t>(tokens.begin(), tokens.end()),
+                    kv_store_);
 }
 
 void TpFollower::Park(const std::string& id) {
@@ -377,19 +380,12 @@ std::string TpFollower::ImportFetched(const pb::TpImport& im) {
                       static_cast<size_t>(im.store_keys_size())});
     if (snap.ok()) bytes = snap->bytes();
   }
-  absl::Status st = snap.status();
-  if (st.ok() && !HeadsHoldEqualTokens(*snap)) {
-    st = absl::DataLossError("fetched KV heads hold unequal token counts");
+  if (snap.ok() && !HeadsHoldEqualTokens(*snap)) {
+    snap = absl::DataLossError("fetched KV heads hold unequal token counts");
   }
-  Seq& s = Start(im.id(), im.compressed(), im.prompt_len());
-  if (st.ok()) {
-    st = ImportSequenceKv(*cache_, *pools_, s.kv, s.residency.get(), *snap);
-  }
-  if (!st.ok()) {
-    Release(im.id());
+  if (absl::Status st = ImportInto(im, snap); !st.ok()) {
     return absl::StrCat("rank ", comm_->rank(), ": ", st.message());
   }
-  if (im.prompt_in() && s.residency != nullptr) s.residency->MarkPromptIn();
   return absl::StrCat("=", bytes);
 }
 

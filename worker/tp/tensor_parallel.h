@@ -125,6 +125,11 @@ class TpFollower {
   // Starts sequence `id` over (holding nothing) with the residency plan
   // when `compressed`.
   Seq& Start(const std::string& id, bool compressed, int32_t prompt_len);
+  // Starts im's sequence over and imports `snap` (this rank's KV heads)
+  // into it, with the residency plan when compressed; on any error (snap's
+  // own included) the sequence holds nothing and the error is returned.
+  absl::Status ImportInto(const latentkv::v1::TpImport& im,
+                          const absl::StatusOr<KvSnapshot>& snap);
   // Imports this rank's part (a TpKv) of a transferred sequence.
   absl::Status Import(const latentkv::v1::TpImport& im,
                       const std::string& part);
