@@ -30,7 +30,6 @@
 #include "common/reflection/reflection_v1.h"
 #include "common/signals.h"
 #include "coordinator/coordinator_service.h"
-#include "coordinator/http/builtin_templates.h"
 #include "coordinator/http/http_server.h"
 #include "coordinator/metrics/coordinator_metrics.h"
 #include "coordinator/parse_error_interceptor.h"
@@ -39,6 +38,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "model/gguf_loader.h"
+#include "model/tokenizer/builtin_chat_templates.h"
 #include "model/tokenizer/tokenizer.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory (config.json + tokenizer)");
@@ -121,7 +121,7 @@ absl::StatusOr<lk::coordinator::http::ChatTemplate> GgufChatTemplate(
     if (!source.ok()) return source.status();
   } else if (auto arch = f.GetString("general.architecture"); arch.ok()) {
     // A file without one: the family's built-in template, if any.
-    if (auto builtin = lk::coordinator::http::BuiltinChatTemplate(*arch)) {
+    if (auto builtin = lk::model::BuiltinChatTemplate(*arch)) {
       source = *std::move(builtin);
       origin = "builtin:" + *arch;
     }

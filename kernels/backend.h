@@ -131,6 +131,8 @@ class Backend {
                            float* const* ys, int count) = 0;
   virtual void RmsNorm(const float* x, const float* weight, int64_t n,
                        int64_t dim, float eps, float* y) = 0;
+  virtual void MapHeads(const float* x, int64_t n, int64_t heads, int64_t din,
+                        const float* maps, int64_t dout, float* y) = 0;
   // Partial rotary as kernels::ApplyRope (ops.h): the first rope_dims
   // channels of each head of width d.
   virtual void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,

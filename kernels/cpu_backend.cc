@@ -90,6 +90,10 @@ class CpuBackend final : public Backend {
                float eps, float* y) override {
     kernels::RmsNorm(x, weight, n, dim, eps, y);
   }
+  void MapHeads(const float* x, int64_t n, int64_t heads, int64_t din,
+                const float* maps, int64_t dout, float* y) override {
+    kernels::MapHeads(x, n, heads, din, maps, dout, y);
+  }
   void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,
                  int64_t rope_dims, const int32_t* positions,
                  const float* inv_freq) override {

@@ -105,6 +105,15 @@ void MatMulGroup(const float* x, int64_t n, const WeightView* ws,
                  float* const* ys, int count,
                  const MatMulOptions& options = {});
 
+// Per-head linear maps: y[t, h, :] = maps[h] x[t, h, :] for t < n, h <
+// heads, with x [n, heads, din], maps [heads, dout, din] (row-major, head h's
+// [dout, din] matrix at h * dout * din) and y [n, heads, dout]. Used after
+// the q/k norms of a KV-Latent model whose norms act on the source head
+// (ModelConfig::qk_norm_dim). Each output is the f32 product MatMul gives
+// (the heads go through MatMul one at a time). y must not overlap x.
+void MapHeads(const float* x, int64_t n, int64_t heads, int64_t din,
+              const float* maps, int64_t dout, float* y);
+
 // y[n, dim] = x[n, dim] / sqrt(mean(x^2) + eps) * weight[dim]. y may alias x.
 void RmsNorm(const float* x, const float* weight, int64_t n, int64_t dim,
              float eps, float* y);

@@ -401,6 +401,10 @@ absl::Status ModelConfig::CheckBounds() const {
                       absl::StrCat(b.value, " is above the supported ", b.max));
     }
   }
+  if (qk_norm_dim > 4096) {
+    return KeyError("qk_norm_dim",
+                    absl::StrCat(qk_norm_dim, " is above the supported 4096"));
+  }
   for (const auto* dims : {&qk_head_dim, &vo_head_dim}) {
     for (const int d : *dims) {
       if (d > 4096) {
@@ -534,13 +538,15 @@ int64_t ModelConfig::ParameterCount() const {
         l < static_cast<int>(qk_head_dim.size()) ? qk_head_dim[l] : head_dim();
     const int64_t dvo =
         l < static_cast<int>(vo_head_dim.size()) ? vo_head_dim[l] : head_dim();
+    // q/k heads as projected (qk_norm_dim when mapped after their norm).
+    const int64_t dp = qk_norm_dim > 0 ? qk_norm_dim : dqk;
     total += 2 * h;                                         // norms
-    total += (num_heads + num_kv_heads) * dqk * h;          // q, k
+    total += (num_heads + num_kv_heads) * dp * h;           // q, k
     total += num_kv_heads * dvo * h + h * num_heads * dvo;  // v, o
     total += 3 * h * intermediate_size;                     // mlp
-    if (qk_norm) total += 2 * dqk;
-    if (qkv_bias)
-      total += (num_heads + num_kv_heads) * dqk + num_kv_heads * dvo;
+    if (qk_norm) total += 2 * dp;
+    if (qk_norm_dim > 0) total += (num_heads + num_kv_heads) * dqk * dp;
+    if (qkv_bias) total += (num_heads + num_kv_heads) * dp + num_kv_heads * dvo;
     if (post_norms) total += 2 * h;
   }
   return total;

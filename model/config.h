@@ -60,6 +60,14 @@ struct ModelConfig {
   // "qk_norm": an RMSNorm (weights [d_qk], eps rms_norm_eps) on every query
   // and key head after the projection, before RoPE.
   bool qk_norm = false;
+  // "qk_norm_dim": with qk_norm, the width of every q/k head as projected and
+  // normed (q_proj rows num_heads * qk_norm_dim, norm weights of this size);
+  // each normed head is then mapped to the layer's d_qk by its own matrix
+  // before RoPE (self_attn.q_latent / k_latent, model/weights.h): the
+  // KV-Latent form of a model whose q/k norms act on the whole source head
+  // (Gemma 3), where the cache holds only the d_qk-wide latent keys. 0 (the
+  // default): heads are projected at d_qk and normed there. <= 4096.
+  int qk_norm_dim = 0;
   // "post_norms": an RMSNorm on the attention output and on the MLP output
   // before each residual add ("sandwich" norms).
   bool post_norms = false;
@@ -121,6 +129,13 @@ struct ModelConfig {
   absl::Status CheckBounds() const;
 
   int head_dim() const { return hidden_size / num_heads; }
+  // Whether q/k heads are mapped after their norm (qk_norm_dim > 0).
+  bool qk_latent_maps() const { return qk_norm_dim > 0; }
+  // The width of `layer`'s q/k heads as projected (and normed): qk_norm_dim
+  // when set, else d_qk.
+  int qk_proj_dim(int layer) const {
+    return qk_norm_dim > 0 ? qk_norm_dim : qk_head_dim[layer];
+  }
   // The rotated channel count of `layer`'s q/k heads (see rope_dims).
   int rope_dim(int layer) const {
     return rope_dims.empty() ? qk_head_dim[layer] : rope_dims[layer];

@@ -156,6 +156,15 @@ absl::Status ReadArchFeatures(const json& j, ModelConfig* c) {
   }
   absl::Status s;
   if (!(s = ReadBool(j, "qk_norm", &c->qk_norm)).ok()) return s;
+  if (const json* d = Find(j, "qk_norm_dim"); d != nullptr) {
+    if (!d->is_number_integer() || d->get<int64_t>() < 0 ||
+        d->get<int64_t>() > 4096) {
+      return KeyError("qk_norm_dim", absl::StrCat("must be an integer in [0, "
+                                                  "4096], got ",
+                                                  d->dump().substr(0, 40)));
+    }
+    c->qk_norm_dim = static_cast<int>(d->get<int64_t>());
+  }
   if (!(s = ReadBool(j, "attention_bias", &c->qkv_bias)).ok()) return s;
   if (!(s = ReadRopeScaling(j, c)).ok()) return s;
   if (!(s = ReadBool(j, "post_norms", &c->post_norms)).ok()) return s;
@@ -197,6 +206,7 @@ void WriteArchFeatures(const ModelConfig& c, json* j) {
   (*j)["hidden_act"] =
       c.hidden_act == Activation::kGeluTanh ? "gelu_pytorch_tanh" : "silu";
   (*j)["qk_norm"] = c.qk_norm;
+  if (c.qk_norm_dim > 0) (*j)["qk_norm_dim"] = c.qk_norm_dim;
   (*j)["post_norms"] = c.post_norms;
   (*j)["embedding_scale"] = c.embedding_scale;
   (*j)["query_pre_attn_scalar"] = c.query_pre_attn_scalar;
@@ -226,6 +236,9 @@ void WriteArchFeatures(const ModelConfig& c, json* j) {
 }
 
 absl::Status ValidateArchFeatures(const ModelConfig& c) {
+  if (c.qk_norm_dim < 0 || (c.qk_norm_dim > 0 && !c.qk_norm)) {
+    return KeyError("qk_norm_dim", "must be >= 0, and set only with qk_norm");
+  }
   if (!(c.embedding_scale > 0) || !std::isfinite(c.embedding_scale)) {
     return KeyError("embedding_scale", "must be positive and finite");
   }

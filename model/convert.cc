@@ -272,12 +272,21 @@ absl::Status WriteSyntheticModel(const ModelConfig& config,
   for (int l = 0; l < config.num_layers; ++l) {
     const std::string pre = absl::StrCat("model.layers.", l, ".");
     const int64_t dqk = config.qk_head_dim[l], dvo = config.vo_head_dim[l];
+    const int64_t dp = config.qk_proj_dim(l);  // q/k heads as projected
     specs.push_back({pre + "input_layernorm.weight", {h}, true});
     specs.push_back(
-        {pre + "self_attn.q_proj.weight", {config.num_heads * dqk, h}, false});
+        {pre + "self_attn.q_proj.weight", {config.num_heads * dp, h}, false});
     specs.push_back({pre + "self_attn.k_proj.weight",
-                     {config.num_kv_heads * dqk, h},
+                     {config.num_kv_heads * dp, h},
                      false});
+    if (config.qk_latent_maps()) {
+      specs.push_back({pre + "self_attn.q_latent.weight",
+                       {config.num_heads * dqk, dp},
+                       false});
+      specs.push_back({pre + "self_attn.k_latent.weight",
+                       {config.num_kv_heads * dqk, dp},
+                       false});
+    }
     specs.push_back({pre + "self_attn.v_proj.weight",
                      {config.num_kv_heads * dvo, h},
                      false});
@@ -288,15 +297,15 @@ absl::Status WriteSyntheticModel(const ModelConfig& config,
     specs.push_back({pre + "mlp.up_proj.weight", {inter, h}, false});
     specs.push_back({pre + "mlp.down_proj.weight", {h, inter}, false});
     if (config.qk_norm) {
-      specs.push_back({pre + "self_attn.q_norm.weight", {dqk}, true});
-      specs.push_back({pre + "self_attn.k_norm.weight", {dqk}, true});
+      specs.push_back({pre + "self_attn.q_norm.weight", {dp}, true});
+      specs.push_back({pre + "self_attn.k_norm.weight", {dp}, true});
     }
     if (config.qkv_bias) {
       // Biases are random like the matrices (norm = false).
       specs.push_back(
-          {pre + "self_attn.q_proj.bias", {config.num_heads * dqk}, false});
+          {pre + "self_attn.q_proj.bias", {config.num_heads * dp}, false});
       specs.push_back(
-          {pre + "self_attn.k_proj.bias", {config.num_kv_heads * dqk}, false});
+          {pre + "self_attn.k_proj.bias", {config.num_kv_heads * dp}, false});
       specs.push_back(
           {pre + "self_attn.v_proj.bias", {config.num_kv_heads * dvo}, false});
     }

@@ -122,11 +122,11 @@ absl::StatusOr<std::shared_ptr<const ModelWeights>> ShardForTensorParallel(
     const LayerWeights& f = full->layers[l];
     LayerWeights w;
     const int64_t dqk = c.qk_head_dim[l], dvo = c.vo_head_dim[l];
+    const int64_t dp = c.qk_proj_dim(l);  // q/k heads as projected
     w.attn_norm = View(f.attn_norm);
     w.ffn_norm = View(f.ffn_norm);
-    w.q_proj = Rows(f.q_proj, rank * s.num_heads * dqk, s.num_heads * dqk);
-    w.k_proj =
-        Rows(f.k_proj, rank * s.num_kv_heads * dqk, s.num_kv_heads * dqk);
+    w.q_proj = Rows(f.q_proj, rank * s.num_heads * dp, s.num_heads * dp);
+    w.k_proj = Rows(f.k_proj, rank * s.num_kv_heads * dp, s.num_kv_heads * dp);
     w.v_proj =
         Rows(f.v_proj, rank * s.num_kv_heads * dvo, s.num_kv_heads * dvo);
     w.o_proj = Cols(f.o_proj, rank * s.num_heads * dvo, s.num_heads * dvo);
@@ -139,11 +139,18 @@ absl::StatusOr<std::shared_ptr<const ModelWeights>> ShardForTensorParallel(
     w.k_norm = View(f.k_norm);
     w.post_attn_norm = View(f.post_attn_norm);
     w.post_ffn_norm = View(f.post_ffn_norm);
+    // Per-head maps after the norms follow their heads.
+    if (c.qk_latent_maps()) {
+      w.q_latent =
+          Rows(f.q_latent, rank * s.num_heads * dqk, s.num_heads * dqk);
+      w.k_latent =
+          Rows(f.k_latent, rank * s.num_kv_heads * dqk, s.num_kv_heads * dqk);
+    }
     // Biases follow their projections' rows.
     if (c.qkv_bias) {
-      w.q_bias = Slice(f.q_bias, rank * s.num_heads * dqk, s.num_heads * dqk);
+      w.q_bias = Slice(f.q_bias, rank * s.num_heads * dp, s.num_heads * dp);
       w.k_bias =
-          Slice(f.k_bias, rank * s.num_kv_heads * dqk, s.num_kv_heads * dqk);
+          Slice(f.k_bias, rank * s.num_kv_heads * dp, s.num_kv_heads * dp);
       w.v_bias =
           Slice(f.v_bias, rank * s.num_kv_heads * dvo, s.num_kv_heads * dvo);
     }

@@ -199,6 +199,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(
     const std::string p = absl::StrCat("model.layers.", l, ".");
     const int64_t dqk = c.qk_head_dim[l];
     const int64_t dvo = c.vo_head_dim[l];
+    const int64_t dp = c.qk_proj_dim(l);  // q/k heads as projected
     struct Item {
       const char* suffix;
       std::vector<int64_t> shape;
@@ -207,9 +208,9 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(
     };
     const Item items[] = {
         {"input_layernorm.weight", {h}, true, &lw.attn_norm},
-        {"self_attn.q_proj.weight", {c.num_heads * dqk, h}, false, &lw.q_proj},
+        {"self_attn.q_proj.weight", {c.num_heads * dp, h}, false, &lw.q_proj},
         {"self_attn.k_proj.weight",
-         {c.num_kv_heads * dqk, h},
+         {c.num_kv_heads * dp, h},
          false,
          &lw.k_proj},
         {"self_attn.v_proj.weight",
@@ -228,8 +229,16 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(
       if (!s.ok()) return with_path(s);
     }
     const Item extra[] = {
-        {"self_attn.q_norm.weight", {dqk}, c.qk_norm, &lw.q_norm},
-        {"self_attn.k_norm.weight", {dqk}, c.qk_norm, &lw.k_norm},
+        {"self_attn.q_norm.weight", {dp}, c.qk_norm, &lw.q_norm},
+        {"self_attn.k_norm.weight", {dp}, c.qk_norm, &lw.k_norm},
+        {"self_attn.q_latent.weight",
+         {c.num_heads * dqk, dp},
+         c.qk_latent_maps(),
+         &lw.q_latent},
+        {"self_attn.k_latent.weight",
+         {c.num_kv_heads * dqk, dp},
+         c.qk_latent_maps(),
+         &lw.k_latent},
         {"post_self_attn_layernorm.weight",
          {h},
          c.post_norms,
@@ -238,9 +247,9 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(
          {h},
          c.post_norms,
          &lw.post_ffn_norm},
-        {"self_attn.q_proj.bias", {c.num_heads * dqk}, c.qkv_bias, &lw.q_bias},
+        {"self_attn.q_proj.bias", {c.num_heads * dp}, c.qkv_bias, &lw.q_bias},
         {"self_attn.k_proj.bias",
-         {c.num_kv_heads * dqk},
+         {c.num_kv_heads * dp},
          c.qkv_bias,
          &lw.k_bias},
         {"self_attn.v_proj.bias",

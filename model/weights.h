@@ -21,6 +21,12 @@
 //   model.layers.N.self_attn.{q,k,v}_proj.bias     [rows]     (qkv_bias)
 //   model.layers.N.self_attn.q_norm.weight         [d_qk(N)]  (qk_norm)
 //   model.layers.N.self_attn.k_norm.weight         [d_qk(N)]  (qk_norm)
+//   With qk_norm_dim P > 0, q/k heads are projected and normed at width P:
+//   q_proj [num_heads * P, hidden], k_proj [num_kv_heads * P, hidden], the
+//   q/k norms and biases [P per head], plus the per-head maps to d_qk
+//   (row block h is head h's [d_qk(N), P] matrix), always f32:
+//   model.layers.N.self_attn.q_latent.weight       [num_heads * d_qk(N), P]
+//   model.layers.N.self_attn.k_latent.weight       [num_kv_heads * d_qk(N), P]
 //   model.layers.N.post_self_attn_layernorm.weight [hidden]   (post_norms)
 //   model.layers.N.post_feedforward_layernorm.weight [hidden] (post_norms)
 // Norm weights multiply as they are (HF Gemma's 1 + w is folded in).
@@ -61,8 +67,11 @@ struct LayerWeights {
   Tensor q_proj, k_proj, v_proj, o_proj;
   Tensor ffn_norm;  // f32 [hidden]
   Tensor gate_proj, up_proj, down_proj;
-  // With config.qk_norm: f32 [d_qk] each; else empty.
+  // With config.qk_norm: f32 [qk_proj_dim] each; else empty.
   Tensor q_norm, k_norm;
+  // With config.qk_norm_dim > 0: f32 [heads * d_qk, qk_norm_dim] each (the
+  // per-head maps applied after the norms); else empty.
+  Tensor q_latent, k_latent;
   // With config.post_norms: f32 [hidden] each; else empty.
   Tensor post_attn_norm, post_ffn_norm;
   // With config.qkv_bias: f32 [q_proj rows], [k_proj rows], [v_proj rows].

@@ -5,12 +5,14 @@
 #include <filesystem>
 #include <fstream>
 
-#include "coordinator/http/builtin_templates.h"
 #include "coordinator/http/mini_jinja.h"
 #include "gtest/gtest.h"
+#include "model/tokenizer/builtin_chat_templates.h"
 
 namespace latentkv::coordinator::http {
 namespace {
+
+using ::latentkv::model::BuiltinChatTemplate;
 
 const std::vector<ChatMessage> kChat = {
     {"system", "S"}, {"user", "Hi"}, {"assistant", "Yo"}, {"user", "Again"}};

@@ -193,6 +193,11 @@ class CudaBackend final : public Backend {
     Bind();
     Check(LaunchRmsNorm(x, weight, n, dim, eps, y, stream_), "RmsNorm");
   }
+  void MapHeads(const float* x, int64_t n, int64_t heads, int64_t din,
+                const float* maps, int64_t dout, float* y) override {
+    Bind();
+    Check(LaunchMapHeads(x, n, heads, din, maps, dout, y, stream_), "MapHeads");
+  }
   void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d,
                  int64_t rope_dims, const int32_t* positions,
                  const float* inv_freq) override {

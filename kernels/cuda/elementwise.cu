@@ -1,4 +1,6 @@
 // Elementwise kernels (elementwise.cuh).
+#include <algorithm>
+
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/elementwise.cuh"
 
@@ -79,6 +81,26 @@ __global__ void ScaleKernel(float* x, int64_t n, float s) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     x[i] *= s;
+  }
+}
+
+// Rows r = t * heads + h, grid-strided: y[r, :] = maps[h] x[r, :].
+__global__ void MapHeadsKernel(const float* x, int64_t rows, int64_t heads,
+                               int64_t din, const float* maps, int64_t dout,
+                               float* y) {
+  extern __shared__ float xs[];
+  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
+    const float* xr = x + r * din;
+    for (int64_t i = threadIdx.x; i < din; i += blockDim.x) xs[i] = xr[i];
+    __syncthreads();
+    const float* m = maps + (r % heads) * dout * din;
+    for (int64_t o = threadIdx.x; o < dout; o += blockDim.x) {
+      const float* mo = m + o * din;
+      float s = 0.0f;
+      for (int64_t i = 0; i < din; ++i) s = fmaf(mo[i], xs[i], s);
+      y[r * dout + o] = s;
+    }
+    __syncthreads();  // xs is rewritten for the next row
   }
 }
 
@@ -201,6 +223,19 @@ cudaError_t LaunchGeluTanhGlu(const float* gate, const float* up, int64_t n,
                               float* out, cudaStream_t stream) {
   if (n <= 0) return cudaSuccess;
   GeluTanhGluKernel<<<GridFor(n), kThreads, 0, stream>>>(gate, up, n, out);
+  return cudaGetLastError();
+}
+
+cudaError_t LaunchMapHeads(const float* x, int64_t n, int64_t heads,
+                           int64_t din, const float* maps, int64_t dout,
+                           float* y, cudaStream_t stream) {
+  if (n <= 0 || heads <= 0 || din <= 0 || dout <= 0) return cudaSuccess;
+  if (din > 8192) return cudaErrorInvalidValue;
+  const int64_t rows = n * heads;
+  const unsigned blocks =
+      static_cast<unsigned>(std::min<int64_t>(rows, int64_t{1} << 16));
+  MapHeadsKernel<<<blocks, 128, din * sizeof(float), stream>>>(
+      x, rows, heads, din, maps, dout, y);
   return cudaGetLastError();
 }
 

@@ -18,6 +18,12 @@ namespace latentkv::kernels::cuda {
 cudaError_t LaunchRmsNorm(const float* x, const float* weight, int64_t n,
                           int64_t dim, float eps, float* y,
                           cudaStream_t stream);
+// One block per (row, head), the head's input staged in shared memory (din
+// <= 8192 floats: InvalidValue above), each thread a strided set of outputs
+// (an FMA chain over din in order).
+cudaError_t LaunchMapHeads(const float* x, int64_t n, int64_t heads,
+                           int64_t din, const float* maps, int64_t dout,
+                           float* y, cudaStream_t stream);
 cudaError_t LaunchRope(float* x, int64_t n, int64_t heads, int64_t d,
                        int64_t rope_dims, const int32_t* positions,
                        const float* inv_freq, cudaStream_t stream);

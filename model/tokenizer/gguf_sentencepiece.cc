@@ -30,6 +30,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <utility>
@@ -42,6 +44,7 @@
 #include "model/gguf/gguf_file.h"
 #include "model/tokenizer/sentencepiece_model.h"
 #include "model/tokenizer/sentencepiece_tokenizer.h"
+#include "nlohmann/json.hpp"
 
 namespace latentkv::model {
 namespace {
@@ -196,6 +199,55 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufSentencePieceTokenizer(
     return KeyError(gguf, "tokenizer.ggml.tokens", error);
   }
   return MakeSentencePieceTokenizer(std::move(model), vocab->options);
+}
+
+absl::Status WriteSentencePieceTokenizerDir(const GgufSentencePieceVocab& vocab,
+                                            const std::string& dir,
+                                            const std::string& chat_template) {
+  const internal::SentencePieceModel::Spec& spec = vocab.spec;
+  {
+    std::string error;  // validates the vocabulary
+    if (internal::SentencePieceModel::FromSpec(spec, &error) == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("SentencePiece vocabulary: ", error));
+    }
+  }
+  using OrderedJson = nlohmann::ordered_json;
+  auto piece_or_null = [&](int id) -> OrderedJson {
+    if (id < 0) return nullptr;
+    return spec.pieces[id];
+  };
+  OrderedJson config;
+  config["add_bos_token"] = vocab.options.add_bos;
+  config["add_eos_token"] = false;
+  config["bos_token"] = piece_or_null(spec.bos_id);
+  config["eos_token"] = piece_or_null(spec.eos_id);
+  config["unk_token"] = piece_or_null(spec.unk_id);
+  config["split_special_tokens"] = !vocab.options.split_special_pieces;
+  config["clean_up_tokenization_spaces"] = false;
+  if (!chat_template.empty()) config["chat_template"] = chat_template;
+  std::string config_text;
+  try {
+    config_text =
+        config.dump(2, ' ', false, OrderedJson::error_handler_t::strict) + "\n";
+  } catch (const OrderedJson::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "special tokens or chat template not valid UTF-8: ", e.what()));
+  }
+  const std::filesystem::path d(dir);
+  for (const auto& [name, bytes] :
+       {std::pair<const char*, std::string>{
+            "tokenizer.model", internal::SentencePieceModel::Serialize(spec)},
+        {"tokenizer_config.json", config_text}}) {
+    const std::filesystem::path path = d / name;
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    out.close();
+    if (!out) {
+      return absl::InternalError(absl::StrCat("cannot write ", path.string()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace latentkv::model

@@ -38,6 +38,7 @@
 #define LATENTKV_MODEL_TOKENIZER_GGUF_SENTENCEPIECE_H_
 
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "model/tokenizer/sentencepiece_model.h"
@@ -61,6 +62,21 @@ absl::StatusOr<GgufSentencePieceVocab> ReadGgufSentencePieceVocab(
 // ReadGgufSentencePieceVocab, then the tokenizer over it.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadGgufSentencePieceTokenizer(
     const GgufFile& gguf);
+
+// Writes `vocab` into the existing directory `dir` as HF's slow-tokenizer
+// layout, which LoadTokenizer(dir) reads back to the same tokenizer:
+//   tokenizer.model        the SentencePiece model (SentencePieceModel::
+//                          Serialize; libsentencepiece loads it too);
+//   tokenizer_config.json  add_bos_token, add_eos_token false, bos_token /
+//                          eos_token / unk_token (the pieces, or null),
+//                          split_special_tokens (false when control pieces
+//                          in the text are cut out as their ids, HF's
+//                          default), and chat_template when not empty.
+// Errors: InvalidArgument for a vocabulary FromSpec refuses or special
+// pieces / a template that are not valid UTF-8; Internal (I/O).
+absl::Status WriteSentencePieceTokenizerDir(const GgufSentencePieceVocab& vocab,
+                                            const std::string& dir,
+                                            const std::string& chat_template);
 
 }  // namespace latentkv::model
 

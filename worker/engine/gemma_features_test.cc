@@ -54,13 +54,25 @@ ModelConfig GemmaLikeConfig() {
   return c;
 }
 
+// The KV-Latent form of it: q/k heads projected and normed at 16 wide, then
+// mapped per head to latent widths 8 / 12 / 16 with partial rotary (the cache
+// holds only the latent keys).
+ModelConfig MappedGemmaLikeConfig() {
+  ModelConfig c = GemmaLikeConfig();
+  c.qk_norm_dim = 16;
+  c.qk_head_dim = {8, 12, 16};
+  c.vo_head_dim = {8, 16, 12};
+  c.rope_dims = {4, 6, 16};
+  return c;
+}
+
 // Random weights with spread norms (so every norm's weights matter).
-std::shared_ptr<const model::ModelWeights> GemmaLikeModel() {
+std::shared_ptr<const model::ModelWeights> GemmaLikeModel(
+    const ModelConfig& config = GemmaLikeConfig()) {
   std::string root = "/tmp/latentkv-gemma-XXXXXX";
   EXPECT_NE(mkdtemp(root.data()), nullptr);
   const std::string dir = root + "/gemma_like";
-  EXPECT_TRUE(
-      model::WriteSyntheticModel(GemmaLikeConfig(), dir, DType::kF32, 11).ok());
+  EXPECT_TRUE(model::WriteSyntheticModel(config, dir, DType::kF32, 11).ok());
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> spread(0.3f, 2.0f);
   const std::string st = dir + "/model.safetensors";
@@ -112,8 +124,9 @@ class GemmaFeatures : public ::testing::TestWithParam<std::string> {};
 
 // Chunk plans over 19 tokens: whole, chunks of 4 (each crossing a window
 // edge), and a 7-token prefill then one token a step.
-TEST_P(GemmaFeatures, ForwardMatchesTheFloat64Reference) {
-  const auto weights = GemmaLikeModel();
+void ExpectForwardMatchesTheReference(
+    std::shared_ptr<const model::ModelWeights> weights,
+    const std::string& backend) {
   std::mt19937 rng(3);
   std::vector<int32_t> tokens(19);
   for (auto& t : tokens) t = static_cast<int32_t>(rng() % kVocab);
@@ -125,7 +138,7 @@ TEST_P(GemmaFeatures, ForwardMatchesTheFloat64Reference) {
        {std::vector<int>{19}, std::vector<int>{4, 4, 4, 4, 3},
         std::vector<int>{7, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}}) {
     SCOPED_TRACE(::testing::PrintToString(plan));
-    Harness h(weights, GetParam());
+    Harness h(weights, backend);
     SequenceKv kv;
     kv.Init(*h.cache);
     int at = 0;
@@ -144,6 +157,23 @@ TEST_P(GemmaFeatures, ForwardMatchesTheFloat64Reference) {
     }
     kv.Release(*h.cache);
   }
+}
+
+TEST_P(GemmaFeatures, ForwardMatchesTheFloat64Reference) {
+  ExpectForwardMatchesTheReference(GemmaLikeModel(), GetParam());
+}
+
+// KV-Latent maps after the q/k norms (qk_norm_dim): the cache holds the
+// latent widths only.
+TEST_P(GemmaFeatures, LatentMapsAfterTheNormsMatchTheFloat64Reference) {
+  const auto weights = GemmaLikeModel(MappedGemmaLikeConfig());
+  EXPECT_EQ(weights->layers[1].q_latent.shape,
+            (std::vector<int64_t>{4 * 12, 16}));
+  EXPECT_EQ(weights->layers[1].q_proj.shape,
+            (std::vector<int64_t>{4 * 16, 40}));
+  EXPECT_EQ(weights->config.KvValuesPerToken(),
+            (8 + 8) + (12 + 16) + (16 + 12));
+  ExpectForwardMatchesTheReference(weights, GetParam());
 }
 
 // Sliding-window layers run through the capacity mechanism (residency
@@ -224,6 +254,32 @@ TEST(GemmaFeaturesReference, EveryFeatureMatters) {
   EXPECT_GT(differs([](ModelConfig* c) { c->query_pre_attn_scalar = 0; }),
             1e-2);
   EXPECT_GT(differs([](ModelConfig* c) { c->sliding_window.clear(); }), 1e-2);
+}
+
+// The maps matter in the reference: the mapped model's logits move when one
+// head's map is scaled.
+TEST(GemmaFeaturesReference, LatentMapsMatter) {
+  const auto weights = GemmaLikeModel(MappedGemmaLikeConfig());
+  std::vector<int32_t> tokens(12);
+  for (int i = 0; i < 12; ++i) tokens[i] = (i * 5 + 1) % kVocab;
+  const std::vector<double> base = ReferenceLogits(*weights, tokens);
+  auto m = std::make_shared<model::ModelWeights>(model::ModelWeights{
+      weights->config, weights->embed_tokens, weights->layers,
+      weights->final_norm, weights->lm_head, nullptr, nullptr});
+  for (auto* map : {&m->layers[0].k_latent, &m->layers[2].q_latent}) {
+    std::vector<float> scaled(map->f32(), map->f32() + map->numel());
+    for (float& x : scaled) x *= 1.5f;
+    map->owned.assign(reinterpret_cast<const uint8_t*>(scaled.data()),
+                      reinterpret_cast<const uint8_t*>(scaled.data()) +
+                          scaled.size() * sizeof(float));
+    map->data = map->owned.data();
+  }
+  const std::vector<double> got = ReferenceLogits(*m, tokens);
+  double diff = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    diff = std::max(diff, std::abs(got[i] - base[i]));
+  }
+  EXPECT_GT(diff, 1e-2);
 }
 
 // The local layers' RoPE tables use rope_local_base_freq; the global

@@ -40,8 +40,12 @@ ModelRunner::ModelRunner(std::shared_ptr<const model::ModelWeights> weights,
                    vec(w.ffn_norm.data, c.hidden_size),
                    vec(w.rope_inv_freq.data(), w.rope_inv_freq.size())};
     if (c.qk_norm) {
-      v.q_norm = vec(w.q_norm.data, c.qk_head_dim[l]);
-      v.k_norm = vec(w.k_norm.data, c.qk_head_dim[l]);
+      v.q_norm = vec(w.q_norm.data, c.qk_proj_dim(l));
+      v.k_norm = vec(w.k_norm.data, c.qk_proj_dim(l));
+    }
+    if (c.qk_latent_maps()) {
+      v.q_latent = vec(w.q_latent.data, w.q_latent.numel());
+      v.k_latent = vec(w.k_latent.data, w.k_latent.numel());
     }
     if (c.post_norms) {
       v.post_attn_norm = vec(w.post_attn_norm.data, c.hidden_size);
@@ -198,7 +202,27 @@ KvScales ModelRunner::Fp8KvScales() const {
     scales.v.emplace_back();
     for (int32_t h = 0; h < c.num_kv_heads; ++h) {
       double kmax = 0, vmax = 0;
-      if (c.qk_norm) {
+      if (c.qk_latent_maps()) {
+        // The normed head u * g has ||u||_2 <= sqrt(P) (P = qk_norm_dim), so
+        // latent channel j = M_j . (g * u) is at most sqrt(P) ||M_j * g||_2
+        // (Cauchy-Schwarz); a rotated pair at most the hypot of its two.
+        const int32_t P = c.qk_norm_dim;
+        const float* kn = w.k_norm.f32();
+        std::vector<double> b(dqk);
+        for (int32_t j = 0; j < dqk; ++j) {
+          const float* mj = w.k_latent.f32() + (int64_t{h} * dqk + j) * P;
+          double ss = 0;
+          for (int32_t i = 0; i < P; ++i) {
+            const double x = double{mj[i]} * kn[i];
+            ss += x * x;
+          }
+          b[j] = std::sqrt(static_cast<double>(P) * ss);
+        }
+        for (int32_t j = 0; j < half; ++j) {
+          kmax = std::max(kmax, std::hypot(b[j], b[j + half]));
+        }
+        for (int32_t j = 2 * half; j < dqk; ++j) kmax = std::max(kmax, b[j]);
+      } else if (c.qk_norm) {
         // A normed head has sum of squares <= d_qk before its weights, so a
         // channel, and a rotated pair's norm, is at most sqrt(d_qk) times
         // the largest weight involved.

@@ -158,6 +158,9 @@ class ModelRunner {
     // Null when the config's feature is off (model/config.h).
     const float* q_norm = nullptr;
     const float* k_norm = nullptr;
+    // [heads * d_qk, qk_norm_dim]: the maps after the q/k norms.
+    const float* q_latent = nullptr;
+    const float* k_latent = nullptr;
     const float* post_attn_norm = nullptr;
     const float* post_ffn_norm = nullptr;
     const float* q_bias = nullptr;
@@ -179,6 +182,9 @@ class ModelRunner {
   // Activation workspace, grown to the largest batch seen.
   int64_t capacity_rows_ = 0;
   kernels::DeviceBuffer x_, h_, q_, k_, v_, attn_, gate_, up_, logits_, argmax_;
+  // The q/k heads as projected and normed before their maps
+  // (ModelConfig::qk_norm_dim); empty without maps.
+  kernels::DeviceBuffer q_src_, k_src_;
   // Host copies of one chunk's queries for residency on a device backend.
   std::vector<float> host_q_;
   // Codebook attention scratch (host memory; see CodebookAttention).

@@ -39,7 +39,10 @@ absl::Status ModelRunner::EnsureCapacity(int64_t rows) {
         std::pair{&v_, n * c.num_kv_heads * max_v},
         std::pair{&attn_, n * c.num_heads * max_v},
         std::pair{&gate_, n * c.intermediate_size},
-        std::pair{&up_, n * c.intermediate_size}}) {
+        std::pair{&up_, n * c.intermediate_size},
+        std::pair{&q_src_, n * c.num_heads * c.qk_norm_dim},
+        std::pair{&k_src_, n * c.num_kv_heads * c.qk_norm_dim}}) {
+    if (elems == 0) continue;
     absl::Status st = Grow(be, *buf, elems * f, "activations");
     if (!st.ok()) return st;
   }
@@ -186,19 +189,29 @@ absl::Status ModelRunner::Forward(const std::vector<ForwardChunk>& chunks,
     const int32_t nh = c.num_heads, nkv = c.num_kv_heads;
 
     be.RmsNorm(x, lv.attn_norm, T, H, c.rms_norm_eps, h);
+    // q/k as projected: into q/k, or, with maps after the norms, into their
+    // wider source buffers first.
+    const bool mapped = lv.q_latent != nullptr;
+    float* qp = mapped ? q_src_.as<float>() : q;
+    float* kp = mapped ? k_src_.as<float>() : k;
+    const int32_t dp = c.qk_proj_dim(l);
     {
       const kernels::WeightView ws[3] = {m.q, m.k, m.v};
-      float* const ys[3] = {q, k, v};
+      float* const ys[3] = {qp, kp, v};
       be.MatMulGroup(h, T, ws, ys, 3);
     }
     if (lv.q_bias != nullptr) {
-      be.AddRowBias(q, lv.q_bias, T, m.q.rows);
-      be.AddRowBias(k, lv.k_bias, T, m.k.rows);
+      be.AddRowBias(qp, lv.q_bias, T, m.q.rows);
+      be.AddRowBias(kp, lv.k_bias, T, m.k.rows);
       be.AddRowBias(v, lv.v_bias, T, m.v.rows);
     }
     if (lv.q_norm != nullptr) {
-      be.RmsNorm(q, lv.q_norm, T * nh, dqk, c.rms_norm_eps, q);
-      be.RmsNorm(k, lv.k_norm, T * nkv, dqk, c.rms_norm_eps, k);
+      be.RmsNorm(qp, lv.q_norm, T * nh, dp, c.rms_norm_eps, qp);
+      be.RmsNorm(kp, lv.k_norm, T * nkv, dp, c.rms_norm_eps, kp);
+    }
+    if (mapped) {
+      be.MapHeads(qp, T, nh, dp, lv.q_latent, dqk, q);
+      be.MapHeads(kp, T, nkv, dp, lv.k_latent, dqk, k);
     }
     const int32_t rope = c.rope_dim(l);
     be.ApplyRope(q, T, nh, dqk, rope, positions, lv.inv_freq);

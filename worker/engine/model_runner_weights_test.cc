@@ -59,6 +59,10 @@ class NoKQuantBackend final : public kernels::Backend {
                float eps, float* y) override {
     cpu_->RmsNorm(x, w, n, dim, eps, y);
   }
+  void MapHeads(const float* x, int64_t n, int64_t heads, int64_t din,
+                const float* maps, int64_t dout, float* y) override {
+    cpu_->MapHeads(x, n, heads, din, maps, dout, y);
+  }
   void ApplyRope(float* x, int64_t n, int64_t heads, int64_t d, int64_t r,
                  const int32_t* pos, const float* inv) override {
     cpu_->ApplyRope(x, n, heads, d, r, pos, inv);

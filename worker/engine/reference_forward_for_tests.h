@@ -3,7 +3,9 @@
 // reference the engine's logits are checked against. Covers the config's
 // architecture features (Gemma 3: q/k norms, post norms, GeGLU, scaled
 // embeddings, sliding windows, the attention scalar), written from HF's
-// modeling_gemma3.py description.
+// modeling_gemma3.py description, and KV-Latent maps after the q/k norms
+// (ModelConfig::qk_norm_dim: each normed head times its own [d_qk, P]
+// matrix).
 #ifndef LATENTKV_WORKER_ENGINE_REFERENCE_FORWARD_FOR_TESTS_H_
 #define LATENTKV_WORKER_ENGINE_REFERENCE_FORWARD_FOR_TESTS_H_
 
@@ -75,8 +77,28 @@ inline std::vector<double> ReferenceFinalHidden(
       }
     }
     if (c.qk_norm) {
-      q = rms_rows(q, w.q_norm, dq);
-      k = rms_rows(k, w.k_norm, dq);
+      const int dp = c.qk_proj_dim(l);
+      q = rms_rows(q, w.q_norm, dp);
+      k = rms_rows(k, w.k_norm, dp);
+      if (c.qk_norm_dim > 0) {
+        // Head hh of row r: out[i] = sum_j map[hh * dq + i, j] * in[j].
+        auto map_heads = [&](const std::vector<double>& in,
+                             const model::Tensor& map, int heads) {
+          std::vector<double> out(n * heads * dq, 0.0);
+          for (int r = 0; r < n; ++r)
+            for (int hh = 0; hh < heads; ++hh)
+              for (int i = 0; i < dq; ++i) {
+                double s = 0;
+                for (int j = 0; j < dp; ++j)
+                  s += double(map.f32()[(hh * dq + i) * dp + j]) *
+                       in[(r * heads + hh) * dp + j];
+                out[(r * heads + hh) * dq + i] = s;
+              }
+          return out;
+        };
+        q = map_heads(q, w.q_latent, nh);
+        k = map_heads(k, w.k_latent, nkv);
+      }
     }
     double scale = c.query_pre_attn_scalar > 0
                        ? 1 / std::sqrt(double{c.query_pre_attn_scalar})

@@ -1,6 +1,6 @@
-#include "coordinator/http/builtin_templates.h"
+#include "model/tokenizer/builtin_chat_templates.h"
 
-namespace latentkv::coordinator::http {
+namespace latentkv::model {
 namespace {
 
 // Gemma 3's chat template (HF google/gemma-3-*-it tokenizer_config.json), for
@@ -38,4 +38,4 @@ std::optional<std::string> BuiltinChatTemplate(std::string_view architecture) {
   return std::nullopt;
 }
 
-}  // namespace latentkv::coordinator::http
+}  // namespace latentkv::model

