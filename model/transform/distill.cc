@@ -192,6 +192,9 @@ absl::StatusOr<DistillReport> DistillLayers(
   if (!DistillEnabled(o)) {
     return absl::InvalidArgumentError("distill: give tokens or minutes");
   }
+  // The layer forward it trains (distill_layer.h) is Llama's.
+  absl::Status usable = CheckLlamaModel(src);
+  if (!usable.ok()) return usable;
   if (static_cast<int>(maps.size()) != layers ||
       static_cast<int>(tensors->size()) != layers || docs.empty() ||
       o.seq_len < 2 || !(o.lr > 0)) {

@@ -24,6 +24,25 @@ absl::Status CheckF32(const Tensor& t, const char* what) {
   return absl::OkStatus();
 }
 
+// y [n, heads, dout] = per head h, the f32 map rows [h * dout, +dout) of
+// `map` [heads * dout, din] times x [n, heads, din].
+Vec MapHeadsF32(const Vec& x, int64_t n, int heads, int din, const Tensor& map,
+                int dout) {
+  Vec y(static_cast<size_t>(n * heads * dout), 0.0);
+  for (int64_t t = 0; t < n; ++t) {
+    for (int h = 0; h < heads; ++h) {
+      const double* in = &x[(t * heads + h) * din];
+      for (int o = 0; o < dout; ++o) {
+        const float* m = map.f32() + (static_cast<int64_t>(h) * dout + o) * din;
+        double s = 0.0;
+        for (int i = 0; i < din; ++i) s += static_cast<double>(m[i]) * in[i];
+        y[(t * heads + h) * dout + o] = s;
+      }
+    }
+  }
+  return y;
+}
+
 }  // namespace
 
 template <typename T>
@@ -62,8 +81,10 @@ void ReferenceProject(const std::vector<T>& x, int64_t n, const Tensor& w,
                 rows, cols, 1.0f, x.data(), cols, w.f32(), cols, 0.0f,
                 y->data(), rows);
   } else {
-    const std::vector<double> wd(w.f32(),
-                                 w.f32() + static_cast<int64_t>(rows) * cols);
+    // One buffer per thread, grown once: a fresh vector per call made every
+    // projection page-fault its copy in (most of a calibration pass's time).
+    thread_local std::vector<double> wd;
+    wd.assign(w.f32(), w.f32() + static_cast<int64_t>(rows) * cols);
     cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(n),
                 rows, cols, 1.0, x.data(), cols, wd.data(), cols, 0.0,
                 y->data(), rows);
@@ -88,7 +109,7 @@ void ReferenceRmsNorm(const std::vector<T>& x, int64_t dim, const float* w,
 
 template <typename T>
 void ReferenceAddMlp(const LayerWeights& lw, int64_t dim, double eps,
-                     std::vector<T>* h) {
+                     std::vector<T>* h, Activation act) {
   const int64_t n = static_cast<int64_t>(h->size()) / dim;
   std::vector<T> xb, gate, up, down;
   ReferenceRmsNorm(*h, dim, lw.ffn_norm.f32(), eps, &xb);
@@ -96,9 +117,17 @@ void ReferenceAddMlp(const LayerWeights& lw, int64_t dim, double eps,
   ReferenceProject(xb, n, lw.up_proj, &up);
   for (size_t i = 0; i < gate.size(); ++i) {
     const double g = gate[i];
-    gate[i] = static_cast<T>(g / (1.0 + std::exp(-g)) * up[i]);
+    const double a = act == Activation::kGeluTanh
+                         ? 0.5 * g *
+                               (1.0 + std::tanh(std::sqrt(2.0 / M_PI) *
+                                                (g + 0.044715 * g * g * g)))
+                         : g / (1.0 + std::exp(-g));
+    gate[i] = static_cast<T>(a * up[i]);
   }
   ReferenceProject(gate, n, lw.down_proj, &down);
+  if (lw.post_ffn_norm.data != nullptr) {
+    ReferenceRmsNorm(down, dim, lw.post_ffn_norm.f32(), eps, &down);
+  }
   for (size_t i = 0; i < h->size(); ++i) (*h)[i] += down[i];
 }
 
@@ -113,9 +142,9 @@ template void ReferenceRmsNorm<float>(const std::vector<float>&, int64_t,
                                       const float*, double,
                                       std::vector<float>*);
 template void ReferenceAddMlp<double>(const LayerWeights&, int64_t, double,
-                                      std::vector<double>*);
+                                      std::vector<double>*, Activation);
 template void ReferenceAddMlp<float>(const LayerWeights&, int64_t, double,
-                                     std::vector<float>*);
+                                     std::vector<float>*, Activation);
 
 absl::Status ObserveLayers(const ModelWeights& weights,
                            absl::Span<const std::vector<int32_t>> docs,
@@ -132,15 +161,19 @@ absl::Status ObserveLayers(const ModelWeights& weights,
 
 void ReferenceCausalAttention(const double* q, const double* k, const double* v,
                               int64_t n, int heads, int kv_heads, int d, int dv,
-                              double scale, double* out, double* probs) {
+                              double scale, double* out, double* probs,
+                              int window) {
   const int group = heads / kv_heads;
   std::vector<double> p(static_cast<size_t>(n));
   for (int h = 0; h < heads; ++h) {
     const int kvh = h / group;
     for (int64_t t = 0; t < n; ++t) {
       const double* qv = &q[(t * heads + h) * d];
+      // Keys in [first, t]: all before t, or the sliding window's.
+      const int64_t first =
+          window > 0 ? std::max<int64_t>(0, t - window + 1) : 0;
       double mx = -INFINITY;
-      for (int64_t s = 0; s <= t; ++s) {
+      for (int64_t s = first; s <= t; ++s) {
         const double* kv = &k[(s * kv_heads + kvh) * d];
         double dot = 0.0;
         for (int i = 0; i < d; ++i) dot += qv[i] * kv[i];
@@ -148,10 +181,10 @@ void ReferenceCausalAttention(const double* q, const double* k, const double* v,
         mx = std::max(mx, p[s]);
       }
       double z = 0.0;
-      for (int64_t s = 0; s <= t; ++s) z += (p[s] = std::exp(p[s] - mx));
+      for (int64_t s = first; s <= t; ++s) z += (p[s] = std::exp(p[s] - mx));
       double* o = &out[(t * heads + h) * dv];
       std::fill(o, o + dv, 0.0);
-      for (int64_t s = 0; s <= t; ++s) {
+      for (int64_t s = first; s <= t; ++s) {
         p[s] /= z;
         const double* vv = &v[(s * kv_heads + kvh) * dv];
         for (int i = 0; i < dv; ++i) o[i] += p[s] * vv[i];
@@ -161,13 +194,24 @@ void ReferenceCausalAttention(const double* q, const double* k, const double* v,
   }
 }
 
-absl::Status CheckReferenceModel(const ModelWeights& w) {
+absl::Status CheckLlamaModel(const ModelWeights& w) {
   if (w.config.has_arch_features()) {
-    // This forward (calibration, transforms' perplexity) is Llama's only.
     return absl::UnimplementedError(
-        "calibration and the KV-Latent / GQA transforms support "
-        "Llama-architecture models only (this model has q/k norms, post "
-        "norms, GeGLU, sliding windows or scaled embeddings: Gemma 3)");
+        "this transform supports Llama-architecture models only (this model "
+        "has q/k norms, post norms, GeGLU, sliding windows or scaled "
+        "embeddings: Gemma 3; biases or RoPE scaling: Qwen, Llama 3.1)");
+  }
+  return CheckReferenceModel(w);
+}
+
+absl::Status CheckReferenceModel(const ModelWeights& w) {
+  const ModelConfig& c = w.config;
+  if (c.qkv_bias ||
+      c.rope_scaling.type != ModelConfig::RopeScaling::Type::kNone ||
+      !c.rope_freq_factors.empty()) {
+    return absl::UnimplementedError(
+        "calibration and the KV transforms do not support q/k/v biases "
+        "(Qwen2) or RoPE scaling (Llama 3.1, YaRN)");
   }
   absl::Status s = CheckF32(w.embed_tokens, "embed_tokens");
   if (s.ok()) s = CheckF32(w.lm_head, "lm_head");
@@ -204,7 +248,9 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
   Vec x(static_cast<size_t>(n * dim));
   for (int64_t t = 0; t < n; ++t) {
     const float* e = w.embed_tokens.f32() + tokens[t] * dim;
-    std::copy(e, e + dim, x.begin() + t * dim);
+    for (int64_t i = 0; i < dim; ++i) {
+      x[t * dim + i] = static_cast<double>(e[i]) * c.embedding_scale;
+    }
   }
   Vec xb, q, k, v, qr, kr, att, out, gate, up;
   Vec probs;
@@ -215,6 +261,17 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
     ReferenceProject(xb, n, lw.q_proj, &q);
     ReferenceProject(xb, n, lw.k_proj, &k);
     ReferenceProject(xb, n, lw.v_proj, &v);
+    if (c.qk_norm) {
+      // Per head, at the width the heads were projected at; then, with
+      // KV-Latent maps after the norms, each head to d_qk.
+      const int dp = c.qk_proj_dim(l);
+      ReferenceRmsNorm(q, dp, lw.q_norm.f32(), eps, &q);
+      ReferenceRmsNorm(k, dp, lw.k_norm.f32(), eps, &k);
+      if (c.qk_latent_maps()) {
+        q = MapHeadsF32(q, n, nh, dp, lw.q_latent, dqk);
+        k = MapHeadsF32(k, n, nkv, dp, lw.k_latent, dqk);
+      }
+    }
     qr = q;
     kr = k;
     ReferenceRope(&qr, n, nh, dqk, c.rope_dim(l), lw.rope_inv_freq.data());
@@ -223,9 +280,13 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
         options.observer != nullptr && options.observer->WantsProbs();
     if (want_probs) probs.assign(static_cast<size_t>(nh * n * n), 0.0);
     att.assign(static_cast<size_t>(n * nh * dvo), 0.0);
+    const double scale =
+        1.0 / std::sqrt(c.query_pre_attn_scalar > 0
+                            ? static_cast<double>(c.query_pre_attn_scalar)
+                            : static_cast<double>(dqk));
     ReferenceCausalAttention(qr.data(), kr.data(), v.data(), n, nh, nkv, dqk,
-                             dvo, 1.0 / std::sqrt(static_cast<double>(dqk)),
-                             att.data(), want_probs ? probs.data() : nullptr);
+                             dvo, scale, att.data(),
+                             want_probs ? probs.data() : nullptr, c.window(l));
     ReferenceProject(att, n, lw.o_proj, &out);
     if (options.observer != nullptr) {
       LayerActivations a;
@@ -242,8 +303,11 @@ absl::StatusOr<std::vector<double>> Forward(const ModelWeights& w,
       a.output = out.data();
       options.observer->Observe(a);
     }
+    if (c.post_norms) {
+      ReferenceRmsNorm(out, dim, lw.post_attn_norm.f32(), eps, &out);
+    }
     for (size_t i = 0; i < x.size(); ++i) x[i] += out[i];
-    ReferenceAddMlp(lw, dim, eps, &x);
+    ReferenceAddMlp(lw, dim, eps, &x, c.hidden_act);
   }
   if (!options.logits) return std::vector<double>();
   ReferenceRmsNorm(x, dim, w.final_norm.f32(), eps, &xb);

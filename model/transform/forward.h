@@ -2,12 +2,18 @@
 // model (the conversions' calibration pass and the tests' oracle).
 //
 // It follows the engine's semantics exactly: per layer RMSNorm, Q/K/V
-// projections into the layer's d_qk / d_vo, RoPE in HF rotate-half layout
+// projections into the layer's d_qk / d_vo (with Gemma 3's q/k norms, the
+// heads are normed first, at qk_proj_dim, then mapped to d_qk by the
+// layer's q_latent / k_latent maps when the model has them), RoPE in HF
+// rotate-half layout
 // on the layer's first rope_dims channels (channel j pairs with j +
 // rope_dims/2, angle position * rope_inv_freq[j]; the rest position-free)
-// with the layer's own table, causal softmax attention with scale 1/sqrt(d_qk),
-// GQA (query head h reads KV head h / (n_heads / n_kv_heads)), output
-// projection, SwiGLU MLP, final RMSNorm, LM head. Positions are 0..T-1.
+// with the layer's own table, causal softmax attention with scale 1/sqrt(d_qk)
+// (1/sqrt(query_pre_attn_scalar) when set; the layer's sliding window when it
+// has one), GQA (query head h reads KV head h / (n_heads / n_kv_heads)),
+// output projection, SwiGLU (or GeGLU) MLP, final RMSNorm, LM head; Gemma 3's
+// embedding scale and post-attention / post-MLP norms where the config has
+// them. Positions are 0..T-1.
 //
 // Weights must be f32 in memory (LoadModel's default). Arithmetic is double
 // (OpenBLAS dgemm for the projections); each call converts one layer's
@@ -58,10 +64,15 @@ struct ForwardOptions {
   LayerObserver* observer = nullptr;
 };
 
-// OK when `weights` can run here: a Llama-architecture model with f32
-// matrices in memory; else Unimplemented (Gemma 3 features) or
-// InvalidArgument (other dtypes).
+// OK when `weights` can run here: f32 matrices in memory, Llama's
+// architecture or Gemma 3's features; else Unimplemented (q/k/v biases, RoPE
+// scaling) or InvalidArgument (other dtypes).
 absl::Status CheckReferenceModel(const ModelWeights& weights);
+// As CheckReferenceModel, and Unimplemented for any architecture feature
+// (config.has_arch_features()): the transforms that assume Llama's layer
+// (GQA merging, distillation, sequential fitting, rank allocation,
+// cross-head latents).
+absl::Status CheckLlamaModel(const ModelWeights& weights);
 
 // Runs `tokens` (ids < vocab, 1 <= T <= max_position_embeddings) through the
 // model. Returns logits [T, vocab] row-major (empty when options.logits is
@@ -91,10 +102,11 @@ void ReferenceProject(const std::vector<T>& x, int64_t n, const Tensor& w,
 template <typename T>
 void ReferenceRmsNorm(const std::vector<T>& x, int64_t dim, const float* w,
                       double eps, std::vector<T>* y);
-// h [n, dim] += SwiGLU MLP of layer `lw` on RMSNorm(h) (the gate in double).
+// h [n, dim] += SwiGLU (or GeGLU: `act`) MLP of layer `lw` on RMSNorm(h)
+// (the gate in double), RMS-normed by lw.post_ffn_norm when it has one.
 template <typename T>
 void ReferenceAddMlp(const LayerWeights& lw, int64_t dim, double eps,
-                     std::vector<T>* h);
+                     std::vector<T>* h, Activation act = Activation::kSilu);
 
 // Runs each document through `weights` for `observer` alone (no logits).
 // Errors: those of Forward.
@@ -106,10 +118,11 @@ absl::Status ObserveLayers(const ModelWeights& weights,
 // values v [n, kv_heads, dv] (query head h reads KV head h / (heads /
 // kv_heads)), logits times `scale`: out [n, heads, dv] (overwritten); probs
 // [heads, n, n] gets each query's distribution (s <= t entries) when not
-// null.
+// null. `window` > 0: query t sees keys (t - window, t] only.
 void ReferenceCausalAttention(const double* q, const double* k, const double* v,
                               int64_t n, int heads, int kv_heads, int d, int dv,
-                              double scale, double* out, double* probs);
+                              double scale, double* out, double* probs,
+                              int window = 0);
 
 // Perplexity of `docs` (each token sequence predicts its own next tokens:
 // positions 1..T-1 from 0..T-2): exp(total NLL / predicted tokens). Documents

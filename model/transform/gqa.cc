@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "model/transform/eigen.h"
+#include "model/transform/forward.h"
 
 namespace latentkv::model::transform {
 namespace {
@@ -45,6 +46,7 @@ absl::StatusOr<std::vector<AttentionTensors>> GqaAttention(
     const ModelWeights& w, const std::vector<LayerStats>& stats, int n_new) {
   const ModelConfig& c = w.config;
   absl::Status s = CheckHeads(c, n_new);
+  if (s.ok()) s = CheckLlamaModel(w);  // merges keys before any norm
   if (!s.ok()) return s;
   if (static_cast<int>(stats.size()) != c.num_layers) {
     return absl::InvalidArgumentError("gqa: one LayerStats per layer");
@@ -141,6 +143,7 @@ absl::Status ConvertGqa(const std::string& model_dir,
   if (!w.ok()) return w.status();
   const ModelConfig& src = (*w)->config;
   absl::Status s = CheckHeads(src, options.num_kv_heads);
+  if (s.ok()) s = CheckLlamaModel(**w);
   if (!s.ok()) return s;
   if (options.calibration.path.empty()) {
     return absl::InvalidArgumentError(

@@ -59,6 +59,55 @@ absl::Status CheckDims(const ModelConfig& c, int d_qk, int d_vo) {
   return s;
 }
 
+// Models whose q/k norms act on the whole source head (Gemma 3): the latent
+// key/query maps go after the norms (ModelConfig::qk_norm_dim); what needs
+// Llama's layer (distillation, sequential fitting, rank allocation,
+// cross-head latents over several KV heads, the strided init) is refused.
+absl::Status CheckNormedSource(const ModelConfig& c,
+                               const KvLatentOptions& options) {
+  if (options.init == KvLatentInit::kStrided || options.sequential ||
+      DistillEnabled(options.distill)) {
+    return absl::UnimplementedError(
+        "kv-latent: this model normalizes its q/k heads (Gemma 3): only the "
+        "calibrated init with the output refit is supported (no --init "
+        "strided, --sequential or distillation)");
+  }
+  if (options.joint_heads && c.num_kv_heads > 1) {
+    return absl::UnimplementedError(
+        "kv-latent: cross-head latents of a model with q/k norms: give "
+        "--joint_heads=false (per-head maps after the norms)");
+  }
+  for (int l = 1; l < c.num_layers; ++l) {
+    if (c.qk_head_dim[l] != c.qk_head_dim[0]) {
+      return absl::UnimplementedError(
+          "kv-latent: q/k norms over heads of different widths per layer");
+    }
+  }
+  // The maps keep q.k / sqrt(source head) and the new config scales by
+  // 1/sqrt(d_qk): the source must scale by 1/sqrt(its head width).
+  if (c.query_pre_attn_scalar != 0.0f &&
+      c.query_pre_attn_scalar != static_cast<float>(c.qk_head_dim[0])) {
+    return absl::UnimplementedError(absl::StrCat(
+        "kv-latent: query_pre_attn_scalar ", c.query_pre_attn_scalar,
+        " differs from the head width ", c.qk_head_dim[0]));
+  }
+  return absl::OkStatus();
+}
+
+// The f32 copy of a tensor (the source's q/k projections, kept as they are
+// in front of the norms).
+std::vector<float> F32Copy(const Tensor& t) {
+  return std::vector<float>(t.f32(), t.f32() + t.numel());
+}
+
+// Per-head maps [heads][rows * cols] (double) stacked as one f32 tensor.
+std::vector<float> StackMaps(const std::vector<std::vector<double>>& maps) {
+  std::vector<float> out;
+  for (const std::vector<double>& m : maps)
+    out.insert(out.end(), m.begin(), m.end());
+  return out;
+}
+
 ModelConfig LatentConfig(const ModelConfig& src, int d_qk, int d_vo) {
   ModelConfig c = src;
   c.qk_head_dim.assign(src.num_layers, d_qk);
@@ -431,6 +480,11 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
   absl::StatusOr<std::vector<AttentionTensors>> attn;
   ModelConfig config = LatentConfig(src, options.d_qk, options.d_vo);
   std::string tag;
+  const bool after_norms = src.qk_norm;
+  if (after_norms) {
+    absl::Status s = CheckNormedSource(src, options);
+    if (!s.ok()) return s;
+  }
   if (options.init == KvLatentInit::kStrided) {
     if (options.rope_dims >= 0 || DistillEnabled(options.distill)) {
       return absl::InvalidArgumentError(
@@ -458,6 +512,17 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     }
     auto docs = LoadCalibrationDocs(model_dir, src, options.calibration);
     if (!docs.ok()) return docs.status();
+    // The fits' own attention (refit, statistics) sees no sliding window:
+    // documents no longer than the shortest window keep them exact.
+    int window = 0;
+    for (int l = 0; l < src.num_layers; ++l) {
+      const int wl = src.window(l);
+      if (wl > 0) window = window == 0 ? wl : std::min(window, wl);
+    }
+    for (std::vector<int32_t>& doc : *docs) {
+      if (window > 0 && static_cast<int>(doc.size()) > window)
+        doc.resize(window);
+    }
     const int rope = options.rope_dims < 0 ? DefaultRopeDims(options.d_qk)
                                            : options.rope_dims;
     if (rope % 2 != 0 || rope > options.d_qk) {
@@ -468,21 +533,24 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     // Allocation without rope= tries several splits (per-head latents),
     // keeping pairs by the rotation score in each (auto).
     const bool allocate =
-        options.joint_heads ? options.allocate_joint : options.allocate_ranks;
-    const std::vector<int> ropes =
-        allocate && options.rope_dims < 0 && !options.joint_heads
-            ? RopeCandidates(src, options.d_qk)
-            : std::vector<int>{rope};
+        !after_norms &&
+        (options.joint_heads ? options.allocate_joint : options.allocate_ranks);
+    // After the norms the maps are per KV head (one KV head: the same).
+    const bool joint = options.joint_heads && !after_norms;
+    const std::vector<int> ropes = allocate && options.rope_dims < 0 && !joint
+                                       ? RopeCandidates(src, options.d_qk)
+                                       : std::vector<int>{rope};
     PairCriterion crit = options.pair_criterion;
     if (crit == PairCriterion::kAuto) {
-      crit = rope < options.d_qk || ropes.size() > 1
+      // The output search runs Llama's layer: normed sources use the score.
+      crit = rope < options.d_qk || ropes.size() > 1 || after_norms
                  ? PairCriterion::kRotation
                  : PairCriterion::kOutputSearch;
     }
     CalibrationOptions co;
     co.attention_scores = crit == PairCriterion::kLogitVariance ||
                           crit == PairCriterion::kAttentionMagnitude;
-    co.kv_joint_moment = options.joint_heads;
+    co.kv_joint_moment = joint;
     auto stats = Calibrate(**w, *docs, co);
     if (!stats.ok()) return stats.status();
     std::vector<std::vector<std::vector<int>>> kept_by_rope;
@@ -506,7 +574,7 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
       kept_by_rope.push_back(std::move(kept));
     }
     std::vector<std::vector<int>> kept = kept_by_rope[0];
-    const int heads = options.joint_heads ? JointSpan(src, options) : 1;
+    const int heads = joint ? JointSpan(src, options) : 1;
     std::vector<LayerRanks> dims(
         src.num_layers, LayerRanks{heads * options.d_qk, heads * options.d_vo});
     if (allocate) {
@@ -518,11 +586,10 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
       }
     }
     auto maps =
-        options.joint_heads
-            ? JointMaps(**w, *stats, kept, dims, options.joint_group)
-            : CalibratedMaps(**w, *stats, kept, dims, options.value_basis);
+        joint ? JointMaps(**w, *stats, kept, dims, options.joint_group)
+              : CalibratedMaps(**w, *stats, kept, dims, options.value_basis);
     if (!maps.ok()) return maps.status();
-    if (options.joint_heads) config.num_kv_heads = src.num_kv_heads / heads;
+    if (joint) config.num_kv_heads = src.num_kv_heads / heads;
     std::vector<AttentionTensors> tensors;
     for (int l = 0; l < src.num_layers; ++l) {
       tensors.push_back(ApplyLayerMaps(**w, l, (*maps)[l]));
@@ -533,6 +600,19 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     } else {
       s = FitLocally(**w, model_dir, *docs, *maps, options, &tensors);
       if (!s.ok()) return s;
+    }
+    if (after_norms) {
+      // The source's projections and norms stay; the query/key maps go
+      // after the norms. The maps keep q.k / sqrt(source head width) at the
+      // new config's scale 1/sqrt(d_qk).
+      for (int l = 0; l < src.num_layers; ++l) {
+        tensors[l].q = F32Copy((*w)->layers[l].q_proj);
+        tensors[l].k = F32Copy((*w)->layers[l].k_proj);
+        tensors[l].q_latent = StackMaps((*maps)[l].q);
+        tensors[l].k_latent = StackMaps((*maps)[l].k);
+      }
+      config.qk_norm_dim = src.qk_head_dim[0];
+      config.query_pre_attn_scalar = 0.0f;
     }
     attn = std::move(tensors);
     // Every layer carries its own rotary_inv_freq tensor.

@@ -7,6 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "model/transform/eigen.h"
+#include "model/transform/forward.h"
 #include "model/transform/latent_maps.h"
 
 namespace latentkv::model::transform {
@@ -55,6 +56,8 @@ absl::StatusOr<std::vector<SharingLayerResult>> StudyLatentSharing(
     const ModelWeights& w, const std::vector<LayerStats>& stats,
     const std::vector<std::vector<int>>& kept, const SharingOptions& options) {
   const ModelConfig& c = w.config;
+  absl::Status usable = CheckLlamaModel(w);
+  if (!usable.ok()) return usable;
   const int nkv = c.num_kv_heads, nh = c.num_heads, group = nh / nkv;
   if (static_cast<int>(stats.size()) != c.num_layers ||
       static_cast<int>(kept.size()) != c.num_layers) {

@@ -20,16 +20,17 @@ namespace latentkv::model::transform {
 struct AttentionTensors {
   std::vector<float> q;  // [H * P, hidden]
   std::vector<float> k;  // [K * P, hidden]
-  // With config.qk_norm_dim > 0: the per-head maps after the norms,
-  // [H * d_qk, P] and [K * d_qk, P] (model/weights.h); else empty.
-  std::vector<float> q_latent;
-  std::vector<float> k_latent;
   std::vector<float> v;  // [K * d_vo, hidden]
   std::vector<float> o;  // [hidden, H * d_vo]
   // [rope_dims / 2] (config.rope_dim(N)), written as
   // model.layers.N.self_attn.rotary_inv_freq; empty:
   // none (the loader uses the config's RoPE scheme).
   std::vector<float> rope_inv_freq;
+  // With config.qk_norm_dim > 0: the per-head maps after the norms,
+  // [H * d_qk, P] and [K * d_qk, P] (model/weights.h); else empty. (Last:
+  // callers build the fields above positionally.)
+  std::vector<float> q_latent;
+  std::vector<float> k_latent;
 };
 
 // Writes `out_dir`/config.json (`config`), model.safetensors (every tensor in

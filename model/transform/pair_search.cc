@@ -115,6 +115,8 @@ absl::StatusOr<std::vector<std::vector<int>>> SearchRotaryPairs(
     return absl::InvalidArgumentError(
         absl::StrCat("pair search: d_qk must be even and >= 2, got ", d_qk));
   }
+  absl::Status usable = CheckLlamaModel(w);
+  if (!usable.ok()) return usable;
   for (int l = 0; l < c.num_layers; ++l) {
     if (d_qk > c.qk_head_dim[l]) {
       return absl::InvalidArgumentError(absl::StrCat("pair search: d_qk ", d_qk,

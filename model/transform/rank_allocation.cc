@@ -193,6 +193,8 @@ absl::StatusOr<std::vector<LayerErrorCurves>> MeasureErrorCurves(
   if (candidates.empty()) {
     return absl::InvalidArgumentError("error curves: no candidate maps");
   }
+  absl::Status usable = CheckLlamaModel(w);
+  if (!usable.ok()) return usable;
   std::vector<LayerErrorCurves> curves(c.num_layers);
   for (const std::vector<LatentLayerMaps>& full : candidates) {
     if (static_cast<int>(full.size()) != c.num_layers) {

@@ -81,7 +81,7 @@ absl::StatusOr<SequentialReport> SequentialFit(
         "sequential fit: one map and tensor set per layer, sequences, ridge > "
         "0 and drift >= 0");
   }
-  absl::Status usable = CheckReferenceModel(src);
+  absl::Status usable = CheckLlamaModel(src);
   if (!usable.ok()) return usable;
   for (const std::vector<int32_t>& seq : given) {
     if (seq.empty() ||
