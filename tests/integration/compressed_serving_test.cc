@@ -3,7 +3,9 @@
 // streams exactly the tokens the engine alone produces with the same
 // configuration; requests can still ask for the full cache; a grouped
 // cross-head KV-Latent model served by a tensor-parallel group of 2 streams
-// the engine's tokens.
+// the engine's tokens, and so does a model whose key/query maps come after
+// the q/k norms (qk_norm_dim: Gemma 3's KV-Latent form), split over 2 ranks.
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <string>
@@ -11,6 +13,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/backend.h"
+#include "model/convert.h"
 #include "model/gguf_loader.h"
 #include "model/tokenizer/tokenizer.h"
 #include "model/weights.h"
@@ -60,7 +63,8 @@ std::vector<std::string> StoryPrompts() {
 // Greedy tokens from the engine in this process.
 std::vector<int32_t> EngineAlone(const std::string& model_dir,
                                  const std::string& prompt, int max_new,
-                                 const worker::EngineOptions& o) {
+                                 const worker::EngineOptions& o,
+                                 bool ignore_eos = false) {
   auto weights = model::LoadModel(model_dir);
   EXPECT_TRUE(weights.ok());
   auto tok = model::LoadTokenizer(model_dir, (*weights)->config.vocab_size);
@@ -73,6 +77,7 @@ std::vector<int32_t> EngineAlone(const std::string& model_dir,
   r.id = "alone";
   r.prompt = (*tok)->Encode(prompt, /*add_bos=*/true);
   r.max_new_tokens = max_new;
+  r.ignore_eos = ignore_eos;
   r.sampling.temperature = 0.0f;
   std::vector<int32_t> out;
   std::promise<void> done;
@@ -177,6 +182,41 @@ TEST(CompressedServingTest, GroupedKvLatentSplitsOverTwoRanks) {
     ASSERT_TRUE(served.status.ok()) << served.status.error_message();
     EXPECT_EQ(served.tokens, EngineAlone(out, p, 60, plain)) << p;
     EXPECT_GT(served.tokens.size(), 10u);
+  }
+}
+
+// Maps after the q/k norms: each rank holds its heads' projections at the
+// normed width (32) and their maps to the latent widths; random weights of
+// Gemma's layer shape, stories260K's tokenizer.
+TEST(CompressedServingTest, LatentMapsAfterTheNormsSplitOverTwoRanks) {
+  model::ModelConfig c = model::ModelConfig::Llama(64, 96, 2, 4, 2, 512, 256);
+  c.qk_norm = true;
+  c.qk_norm_dim = 32;
+  c.qk_head_dim = {16, 24};
+  c.vo_head_dim = {16, 12};
+  c.rope_dims = {8, 12};
+  c.hidden_act = model::Activation::kGeluTanh;
+  c.post_norms = true;
+  const std::string out = MakeTempDir() + "/mapped";
+  ASSERT_TRUE(model::WriteSyntheticModel(c, out, DType::kF32, 3).ok());
+  std::filesystem::copy_file(Stories260kDir() + "/tokenizer.bin",
+                             out + "/tokenizer.bin",
+                             std::filesystem::copy_options::overwrite_existing);
+  ClusterOptions co;
+  co.model_dir = out;
+  co.tp = 2;
+  co.worker_args = {"--page_size=4", "--max_step_tokens=64"};
+  Cluster cluster(co);
+  worker::EngineOptions plain;
+  plain.kv.page_size = 4;
+  plain.scheduler.max_step_tokens = 64;
+  for (const std::string& p : StoryPrompts()) {
+    pb::GenerateRequest req = Greedy(p, 40);
+    req.mutable_sampling()->set_ignore_eos(true);
+    StreamResult served = Generate(cluster.stub(), req);
+    ASSERT_TRUE(served.status.ok()) << served.status.error_message();
+    EXPECT_EQ(served.tokens, EngineAlone(out, p, 40, plain, true)) << p;
+    EXPECT_EQ(served.tokens.size(), 40u);
   }
 }
 
