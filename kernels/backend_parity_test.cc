@@ -4,6 +4,7 @@
 // and outputs move through the backend's own buffers (Alloc, CopyIn,
 // CopyOut), so a device backend joins by registering itself.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -185,6 +186,34 @@ TEST_P(BackendParityTest, ElementwiseOps) {
   be_->AddInPlace(du.as<float>(), dx.as<float>(), x.size());
   for (size_t i = 0; i < x.size(); ++i) want[i] = double{u[i]} + x[i];
   ExpectClose(Down<float>(du, x.size()), want, 1e-6, "AddInPlace");
+}
+
+// Per-head maps (the KV-Latent maps after the q/k norms) against float64:
+// prefill-sized and one-row batches, din above and below the block size.
+TEST_P(BackendParityTest, MapHeadsAppliesEachHeadsOwnMatrix) {
+  for (const auto& [n, heads, din, dout] :
+       {std::array<int64_t, 4>{1, 4, 256, 128},
+        {37, 3, 40, 24},
+        {5, 1, 300, 7}}) {
+    SCOPED_TRACE(::testing::PrintToString(std::array{n, heads, din, dout}));
+    const std::vector<float> x = RandomVec(n * heads * din, 21, -2, 2);
+    const std::vector<float> m = RandomVec(heads * dout * din, 22, -1, 1);
+    DeviceBuffer dx = Up(x), dm = Up(m), dy = Zeros(n * heads * dout * 4);
+    be_->MapHeads(dx.as<float>(), n, heads, din, dm.as<float>(), dout,
+                  dy.as<float>());
+    std::vector<double> want(n * heads * dout, 0.0);
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t h = 0; h < heads; ++h)
+        for (int64_t o = 0; o < dout; ++o) {
+          double s = 0;
+          for (int64_t i = 0; i < din; ++i) {
+            s += double{m[(h * dout + o) * din + i]} *
+                 x[(t * heads + h) * din + i];
+          }
+          want[(t * heads + h) * dout + o] = s;
+        }
+    ExpectClose(Down<float>(dy, want.size()), want, 2e-5, "MapHeads");
+  }
 }
 
 TEST_P(BackendParityTest, GatherRowsPicksRowsInOrder) {

@@ -286,6 +286,35 @@ TEST(ModelConfigTest, ArchitectureFeatures) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
     EXPECT_THAT(r.status().message(), HasSubstr("config.json: key")) << bad;
   }
+  // KV-Latent maps after the q/k norms: the projected width, round trip,
+  // parameters (maps included), and refusals.
+  auto mapped = ModelConfig::FromJson(
+      Cfg(R"(, "qk_norm": true, "qk_norm_dim": 16, "qk_head_dim": 4)"));
+  ASSERT_TRUE(mapped.ok()) << mapped.status();
+  EXPECT_TRUE(mapped->qk_latent_maps());
+  EXPECT_EQ(mapped->qk_proj_dim(1), 16);
+  EXPECT_EQ(mapped->qk_head_dim[1], 4);
+  auto mapped_back = ModelConfig::FromJson(mapped->ToJson());
+  ASSERT_TRUE(mapped_back.ok()) << mapped_back.status();
+  EXPECT_EQ(mapped_back->qk_norm_dim, 16);
+  {
+    // Against the same model without maps at d_qk 16: the maps add
+    // (heads + kv heads) * 4 * 16 per layer.
+    auto wide =
+        ModelConfig::FromJson(Cfg(R"(, "qk_norm": true, "qk_head_dim": 16)"));
+    ASSERT_TRUE(wide.ok());
+    EXPECT_EQ(mapped->ParameterCount() - wide->ParameterCount(),
+              3 * int64_t{mapped->num_heads + mapped->num_kv_heads} * 4 * 16);
+  }
+  for (const char* bad :
+       {R"(, "qk_norm_dim": 16)", R"(, "qk_norm": true, "qk_norm_dim": -2)",
+        R"(, "qk_norm": true, "qk_norm_dim": 5000)",
+        R"(, "qk_norm": true, "qk_norm_dim": 2.5)",
+        R"(, "qk_norm": true, "qk_norm_dim": "16")"}) {
+    auto r = ModelConfig::FromJson(Cfg(bad));
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(r.status().message(), HasSubstr("qk_norm_dim")) << bad;
+  }
   // HF Gemma directories keep norm weights as w - 1: refused by name.
   auto hf = ModelConfig::FromJson(Cfg(R"(, "model_type": "gemma3_text")"));
   EXPECT_EQ(hf.status().code(), absl::StatusCode::kUnimplemented);
