@@ -62,13 +62,16 @@ absl::Status ReadRopeScaling(const json& j, ModelConfig* c) {
       return KeyError("rope_freq_factors", "expected a list of numbers");
     }
     for (const json& v : *f) {
-      if (!v.is_number() || !(v.get<double>() > 0) ||
-          !std::isfinite(v.get<double>())) {
+      // Positive and finite as the f32 the table holds (1e125 is a finite
+      // double but an infinite float).
+      const float x = v.is_number() ? v.get<float>() : 0.0f;
+      if (!(x > 0) || !std::isfinite(x)) {
         return KeyError(
             "rope_freq_factors",
-            absl::StrCat("entries must be positive, got ", v.dump()));
+            absl::StrCat("entries must be positive and finite, got ",
+                         v.dump().substr(0, 40)));
       }
-      c->rope_freq_factors.push_back(v.get<float>());
+      c->rope_freq_factors.push_back(x);
     }
   }
   const json* r = Find(j, "rope_scaling");
@@ -248,6 +251,12 @@ absl::Status ValidateArchFeatures(const ModelConfig& c) {
   }
   if (!(c.rope_local_theta >= 0) || !std::isfinite(c.rope_local_theta)) {
     return KeyError("rope_local_base_freq", "must be >= 0 and finite");
+  }
+  for (float x : c.rope_freq_factors) {
+    if (!(x > 0) || !std::isfinite(x)) {
+      return KeyError("rope_freq_factors",
+                      "entries must be positive and finite");
+    }
   }
   if (!c.rope_freq_factors.empty()) {
     for (int l = 0; l < c.num_layers; ++l) {

@@ -344,7 +344,11 @@ TEST(ModelConfigTest, QwenAndRopeScalingKeys) {
   for (const char* bad :
        {R"(, "rope_scaling": {"rope_type": "longrope", "factor": 4})",
         R"(, "rope_scaling": {"rope_type": "linear", "factor": 0.5})",
-        R"(, "rope_scaling": [1])", R"(, "rope_freq_factors": [1, 2])"}) {
+        R"(, "rope_scaling": [1])", R"(, "rope_freq_factors": [1, 2])",
+        // Finite as a double, infinite as the f32 it is held in
+        // (fuzz_config_json: the round trip through ToJson broke).
+        R"(, "rope_freq_factors": [1, 1, 1, 1e125])",
+        R"(, "rope_freq_factors": [1, 1, 1, 1e-60])"}) {
     auto r = ModelConfig::FromJson(Cfg(bad));
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
   }

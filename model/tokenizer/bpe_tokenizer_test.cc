@@ -572,6 +572,18 @@ TEST(BpeTokenizerTest, MalformedInputsAreInvalidArgument) {
     j["model"]["vocab"]["zz"] = 300;
     invalid_json(j, "gap");
   }
+  // An id far beyond the entries is refused before anything is sized by it
+  // (fuzz_tokenizer_json: 2^31 - 2 asked for 17 GB), in vocab and in
+  // added_tokens.
+  for (const char* where : {"vocab", "added_tokens"}) {
+    Json j = TinyHfJson();
+    if (std::string(where) == "vocab") {
+      j["model"]["vocab"]["zz"] = 2147483646;
+    } else {
+      j["added_tokens"][0]["id"] = 2147483646;
+    }
+    EXPECT_THAT(invalid_json(j, where), ::testing::HasSubstr("out of range"));
+  }
   {
     Json j = TinyHfJson();
     j["normalizer"] = {{"type", "NFC"}};

@@ -174,13 +174,22 @@ absl::StatusOr<BpeVocab> ParseTokenizerJson(const Json& j,
   if (!model.contains("vocab") || !model["vocab"].is_object()) {
     return bad("model.vocab is not an object");
   }
-  // id -> (token, type); filled from vocab, then added_tokens.
+  // id -> (token, type); filled from vocab, then added_tokens. Ids have no
+  // gaps, so every id is below the number of entries: checked before any
+  // allocation (an id of 2^31 - 2 in a 16 KB file asked for 17 GB).
+  const size_t entries =
+      model["vocab"].size() +
+      (j.contains("added_tokens") && j["added_tokens"].is_array()
+           ? j["added_tokens"].size()
+           : 0);
   std::vector<std::optional<std::string>> tokens;
   std::vector<int32_t> types;
   auto put = [&](int64_t id, const std::string& token,
                  int32_t type) -> absl::Status {
-    if (id < 0 || id >= INT32_MAX) {
-      return bad(absl::StrCat("token id ", id, " out of range"));
+    if (id < 0 || id >= INT32_MAX || static_cast<size_t>(id) >= entries) {
+      return bad(absl::StrCat("token id ", id, " out of range (",
+                              entries, " vocab and added tokens: ids have "
+                              "gaps)"));
     }
     if (static_cast<size_t>(id) >= tokens.size()) {
       tokens.resize(id + 1);
