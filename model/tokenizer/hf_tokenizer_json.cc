@@ -187,8 +187,8 @@ absl::StatusOr<BpeVocab> ParseTokenizerJson(const Json& j,
   auto put = [&](int64_t id, const std::string& token,
                  int32_t type) -> absl::Status {
     if (id < 0 || id >= INT32_MAX || static_cast<size_t>(id) >= entries) {
-      return bad(absl::StrCat("token id ", id, " out of range (",
-                              entries, " vocab and added tokens: ids have "
+      return bad(absl::StrCat("token id ", id, " out of range (", entries,
+                              " vocab and added tokens: ids have "
                               "gaps)"));
     }
     if (static_cast<size_t>(id) >= tokens.size()) {
