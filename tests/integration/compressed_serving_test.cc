@@ -153,6 +153,35 @@ TEST(CompressedServingTest, KvLatentWithSpindleServedEqualsEngineAlone) {
   ExpectServedEqualsAlone(out, /*codebook_layers=*/2);
 }
 
+// A tensor-parallel group of 2 serving `model_dir` streams, for each story
+// prompt, the greedy tokens of the engine alone (max_new of them when
+// `ignore_eos`, else more than 10).
+void ExpectTwoRanksStreamTheEnginesTokens(const std::string& model_dir,
+                                          int max_new, bool ignore_eos) {
+  ClusterOptions co;
+  co.model_dir = model_dir;
+  co.tp = 2;
+  co.worker_args = {"--page_size=4", "--max_step_tokens=64"};
+  Cluster cluster(co);
+  worker::EngineOptions plain;
+  plain.kv.page_size = 4;
+  plain.scheduler.max_step_tokens = 64;
+  for (const std::string& p : StoryPrompts()) {
+    pb::GenerateRequest req = Greedy(p, max_new);
+    req.mutable_sampling()->set_ignore_eos(ignore_eos);
+    StreamResult served = Generate(cluster.stub(), req);
+    ASSERT_TRUE(served.status.ok()) << served.status.error_message();
+    EXPECT_EQ(served.tokens,
+              EngineAlone(model_dir, p, max_new, plain, ignore_eos))
+        << p;
+    if (ignore_eos) {
+      EXPECT_EQ(served.tokens.size(), static_cast<size_t>(max_new));
+    } else {
+      EXPECT_GT(served.tokens.size(), 10u);
+    }
+  }
+}
+
 // Cross-head KV-Latent over groups of 2 source KV heads (--joint_group=2):
 // 2 latent KV heads, so a tensor-parallel group of 2 splits them; it
 // streams the engine's own greedy tokens.
@@ -169,20 +198,7 @@ TEST(CompressedServingTest, GroupedKvLatentSplitsOverTwoRanks) {
   auto w = model::LoadModelConfig(out);
   ASSERT_TRUE(w.ok()) << w.status();
   EXPECT_EQ(w->num_kv_heads, 2);
-  ClusterOptions co;
-  co.model_dir = out;
-  co.tp = 2;
-  co.worker_args = {"--page_size=4", "--max_step_tokens=64"};
-  Cluster cluster(co);
-  worker::EngineOptions plain;
-  plain.kv.page_size = 4;
-  plain.scheduler.max_step_tokens = 64;
-  for (const std::string& p : StoryPrompts()) {
-    StreamResult served = Generate(cluster.stub(), Greedy(p, 60));
-    ASSERT_TRUE(served.status.ok()) << served.status.error_message();
-    EXPECT_EQ(served.tokens, EngineAlone(out, p, 60, plain)) << p;
-    EXPECT_GT(served.tokens.size(), 10u);
-  }
+  ExpectTwoRanksStreamTheEnginesTokens(out, 60, /*ignore_eos=*/false);
 }
 
 // Maps after the q/k norms: each rank holds its heads' projections at the
@@ -202,22 +218,7 @@ TEST(CompressedServingTest, LatentMapsAfterTheNormsSplitOverTwoRanks) {
   std::filesystem::copy_file(Stories260kDir() + "/tokenizer.bin",
                              out + "/tokenizer.bin",
                              std::filesystem::copy_options::overwrite_existing);
-  ClusterOptions co;
-  co.model_dir = out;
-  co.tp = 2;
-  co.worker_args = {"--page_size=4", "--max_step_tokens=64"};
-  Cluster cluster(co);
-  worker::EngineOptions plain;
-  plain.kv.page_size = 4;
-  plain.scheduler.max_step_tokens = 64;
-  for (const std::string& p : StoryPrompts()) {
-    pb::GenerateRequest req = Greedy(p, 40);
-    req.mutable_sampling()->set_ignore_eos(true);
-    StreamResult served = Generate(cluster.stub(), req);
-    ASSERT_TRUE(served.status.ok()) << served.status.error_message();
-    EXPECT_EQ(served.tokens, EngineAlone(out, p, 40, plain, true)) << p;
-    EXPECT_EQ(served.tokens.size(), 40u);
-  }
+  ExpectTwoRanksStreamTheEnginesTokens(out, 40, /*ignore_eos=*/true);
 }
 
 TEST(CompressedServingTest, CompressedModeOnAPlainServerIsInvalid) {
