@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "model/transform/eigen.h"
 #include "model/transform/forward.h"
+#include "model/transform/gguf_convert.h"
 
 namespace latentkv::model::transform {
 namespace {
@@ -139,7 +140,7 @@ absl::StatusOr<std::vector<AttentionTensors>> GqaAttention(
 
 absl::Status ConvertGqa(const std::string& model_dir,
                         const std::string& out_dir, const GqaOptions& options) {
-  auto w = LoadModel(model_dir);
+  auto w = LoadSourceModel(model_dir);
   if (!w.ok()) return w.status();
   const ModelConfig& src = (*w)->config;
   absl::Status s = CheckHeads(src, options.num_kv_heads);
@@ -160,8 +161,11 @@ absl::Status ConvertGqa(const std::string& model_dir,
   if (!attn.ok()) return attn.status();
   ModelConfig config = src;
   config.num_kv_heads = options.num_kv_heads;
-  return WriteConvertedModel(**w, model_dir, config, *attn, out_dir,
-                             options.dtype, "latentkv gqa");
+  s = WriteConvertedModel(**w, model_dir, config, *attn, out_dir, options.dtype,
+                          "latentkv gqa",
+                          /*copy_tokenizer=*/(*w)->gguf == nullptr);
+  if (!s.ok()) return s;
+  return WriteModelTokenizer(**w, out_dir);
 }
 
 }  // namespace latentkv::model::transform

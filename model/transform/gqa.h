@@ -52,7 +52,8 @@ absl::StatusOr<std::vector<AttentionTensors>> GqaAttention(
     const ModelWeights& weights, const std::vector<LayerStats>& stats,
     int num_kv_heads);
 
-// Loads `model_dir` (f32), calibrates, converts, writes `out_dir`. Errors:
+// Loads `model_dir` (a directory or a GGUF model, f32: LoadSourceModel),
+// calibrates, converts, writes `out_dir`. Errors:
 // NotFound (model or text missing), InvalidArgument (N not dividing, missing
 // calibration text).
 absl::Status ConvertGqa(const std::string& model_dir,

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "model/transform/eigen.h"
+#include "model/transform/gguf_convert.h"
 #include "model/transform/latent_maps.h"
 #include "model/transform/refit.h"
 
@@ -474,7 +475,7 @@ absl::Status FitSequentially(const ModelWeights& w,
 absl::Status ConvertKvLatent(const std::string& model_dir,
                              const std::string& out_dir,
                              const KvLatentOptions& options) {
-  auto w = LoadModel(model_dir);
+  auto w = LoadSourceModel(model_dir);
   if (!w.ok()) return w.status();
   const ModelConfig& src = (*w)->config;
   absl::StatusOr<std::vector<AttentionTensors>> attn;
@@ -630,8 +631,11 @@ absl::Status ConvertKvLatent(const std::string& model_dir,
     tag = "latentkv kv-latent calibrated";
   }
   if (!attn.ok()) return attn.status();
-  return WriteConvertedModel(**w, model_dir, config, *attn, out_dir,
-                             options.dtype, tag);
+  absl::Status written =
+      WriteConvertedModel(**w, model_dir, config, *attn, out_dir, options.dtype,
+                          tag, /*copy_tokenizer=*/(*w)->gguf == nullptr);
+  if (!written.ok()) return written;
+  return WriteModelTokenizer(**w, out_dir);
 }
 
 }  // namespace latentkv::model::transform

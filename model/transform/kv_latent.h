@@ -192,10 +192,15 @@ absl::StatusOr<std::vector<AttentionTensors>> CalibratedAttention(
     const ModelWeights& weights, const std::vector<LayerStats>& stats,
     const std::vector<std::vector<int>>& kept, int d_vo, ValueBasis basis);
 
-// Loads `model_dir` (f32), converts, writes `out_dir` (a normal model
-// directory: config.json with per-layer qk_head_dim / vo_head_dim,
-// model.safetensors, the tokenizer copied). Errors: NotFound (model or text
-// missing), InvalidArgument (dims, missing calibration text).
+// Loads `model_dir` (a model directory or a GGUF model, f32:
+// LoadSourceModel), converts, writes `out_dir` (a normal model directory:
+// config.json with per-layer qk_head_dim / vo_head_dim, model.safetensors,
+// the tokenizer copied or, from a GGUF, written from its metadata). A model
+// whose q/k norms act on the whole head (Gemma 3) gets its key/query maps
+// after the norms (qk_norm_dim; calibrated init and the W_o refit only).
+// Errors: NotFound (model or text missing), InvalidArgument (dims, missing
+// calibration text), Unimplemented (a fit the model's layer does not
+// support).
 absl::Status ConvertKvLatent(const std::string& model_dir,
                              const std::string& out_dir,
                              const KvLatentOptions& options);

@@ -164,5 +164,37 @@ TEST(SmolLm2Test, ConvertedDirectoryGivesTheSameAnswer) {
   EXPECT_NE(out.find("matrices dtype=f32"), std::string::npos) << out;
 }
 
+// The KV conversions read a GGUF as downloaded: converting it directly
+// writes exactly the files converting its `--from gguf` directory writes
+// (the same dequantized weights, the tokenizer from the GGUF's metadata).
+TEST(SmolLm2Test, KvLatentFromTheGgufEqualsFromItsDirectory) {
+  const std::string tmp = MakeTempDir();
+  const std::string text =
+      std::string(LATENTKV_SHARED_DIR) + "/text/tinystories_train_excerpt.txt";
+  int code = -1;
+  std::string out =
+      RunCommand({BinDir() + "/latentkv", "convert", "--from=gguf",
+                  "--checkpoint=" + kGguf, "--out=" + tmp + "/dir"},
+                 &code, /*merge_stderr=*/true);
+  ASSERT_EQ(code, 0) << out;
+  for (const std::string& src : {kGguf, tmp + "/dir"}) {
+    const std::string dst = tmp + (src == kGguf ? "/from_gguf" : "/from_dir");
+    out = RunCommand({BinDir() + "/latentkv", "convert", "--model=" + src,
+                      "--out=" + dst, "--kv-latent=d_qk=32,d_vo=32",
+                      "--calib-text=" + text, "--calib-lines=6"},
+                     &code, /*merge_stderr=*/true);
+    ASSERT_EQ(code, 0) << out;
+  }
+  for (const char* name : {"config.json", "model.safetensors", "tokenizer.json",
+                           "tokenizer_config.json"}) {
+    const std::string a =
+        RunCommand({"sha256sum", tmp + "/from_gguf/" + name}, &code);
+    const std::string b =
+        RunCommand({"sha256sum", tmp + "/from_dir/" + name}, &code);
+    ASSERT_EQ(code, 0) << name;
+    EXPECT_EQ(a.substr(0, 64), b.substr(0, 64)) << name;
+  }
+}
+
 }  // namespace
 }  // namespace latentkv::testing

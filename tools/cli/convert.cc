@@ -30,7 +30,7 @@ std::map<std::string, model::ModelConfig> SyntheticShapes() {
   };
 }
 
-// convert --model DIR with --kv-latent or --kv-heads.
+// convert --model DIR|FILE.gguf with --kv-latent or --kv-heads.
 absl::Status ConvertModelDir(const ConvertOptions& o, DType dtype) {
   namespace tr = model::transform;
   if (!o.kv_latent.empty() && o.kv_heads > 0) {

@@ -7,7 +7,7 @@
 //   N] latentkv convert  --from llama2c --checkpoint X.bin --tokenizer T.bin
 //   latentkv convert  --from gguf --checkpoint X.gguf --out DIR [--dtype bf16]
 //   --out DIR latentkv convert  --synthetic SHAPE --out DIR [--dtype bf16]
-//   latentkv convert  --model DIR --out DIR --kv-latent d_qk=A,d_vo=B
+//   latentkv convert  --model DIR|FILE.gguf --out DIR --kv-latent d_qk=A,d_vo=B
 //                     [--init strided|calibrated] [--calib-text FILE]
 //                     (d_qk=A,d_vo=B,rope=R: partial rotary) [--refit=false]
 //                     [--pairs auto|rotation|search|...]
