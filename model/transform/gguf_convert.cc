@@ -17,15 +17,6 @@
 #include "model/transform/model_writer.h"
 
 namespace latentkv::model::transform {
-namespace {
-
-std::vector<float> F32Copy(const Tensor& t) {
-  const float* p = t.f32();
-  return std::vector<float>(p, p + t.numel());
-}
-
-}  // namespace
-
 absl::Status WriteGgufTokenizer(const GgufFile& file,
                                 const std::string& out_dir) {
   // SentencePiece vocabularies (tokenizer.ggml.model "llama") become

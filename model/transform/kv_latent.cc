@@ -95,12 +95,6 @@ absl::Status CheckNormedSource(const ModelConfig& c,
   return absl::OkStatus();
 }
 
-// The f32 copy of a tensor (the source's q/k projections, kept as they are
-// in front of the norms).
-std::vector<float> F32Copy(const Tensor& t) {
-  return std::vector<float>(t.f32(), t.f32() + t.numel());
-}
-
 // Per-head maps [heads][rows * cols] (double) stacked as one f32 tensor.
 std::vector<float> StackMaps(const std::vector<std::vector<double>>& maps) {
   std::vector<float> out;

@@ -36,6 +36,10 @@ absl::Status CheckSize(const std::vector<float>& v, int64_t want,
 
 }  // namespace
 
+std::vector<float> F32Copy(const Tensor& t) {
+  return std::vector<float>(t.f32(), t.f32() + t.numel());
+}
+
 absl::Status WriteConvertedModel(const ModelWeights& src,
                                  const std::string& src_dir,
                                  const ModelConfig& config,

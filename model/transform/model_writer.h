@@ -33,6 +33,10 @@ struct AttentionTensors {
   std::vector<float> k_latent;
 };
 
+// The elements of an f32 tensor in memory, copied (a source matrix kept as
+// it is in a new AttentionTensors).
+std::vector<float> F32Copy(const Tensor& t);
+
 // Writes `out_dir`/config.json (`config`), model.safetensors (every tensor in
 // `dtype` except rotary_inv_freq, always f32) and copies the tokenizer files
 // (tokenizer.model, tokenizer.bin, tokenizer.json, tokenizer_config.json)

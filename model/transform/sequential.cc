@@ -41,10 +41,6 @@ class TargetCapture : public LayerObserver {
   std::vector<Seqs> t_;  // [layer][sequence][tokens * hidden]
 };
 
-std::vector<float> Copy(const Tensor& t) {
-  return std::vector<float>(t.f32(), t.f32() + t.shape[0] * t.shape[1]);
-}
-
 // The W_o ridge refit of one layer on the stream's inputs xs and targets ys.
 absl::Status Refit(const DistillShape& shape, const Seqs& xs, const Seqs& ys,
                    double ridge, AttentionTensors* a) {
@@ -149,8 +145,8 @@ absl::StatusOr<SequentialReport> SequentialFit(
     const DistillShape shape = ShapeOf(c, maps[l]);
     Seqs& ys = cap.targets()[l];
     const LayerParams<float> source =
-        on_stream ? LayerParams<float>{Copy(lw.q_proj), Copy(lw.k_proj),
-                                       Copy(lw.v_proj), Copy(lw.o_proj)}
+        on_stream ? LayerParams<float>{F32Copy(lw.q_proj), F32Copy(lw.k_proj),
+                                       F32Copy(lw.v_proj), F32Copy(lw.o_proj)}
                   : LayerParams<float>{};
     const DistillShape source_shape{static_cast<int>(hidden), c.num_heads,
                                     c.num_kv_heads,           c.qk_head_dim[l],
